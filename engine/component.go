@@ -1,0 +1,93 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// BuildContext is what a constructor receives besides its configuration.
+type BuildContext struct {
+	// Pipeline and Name identify the component ("pipeline/name") in logs
+	// and metrics.
+	Pipeline string
+	Name     string
+	// Dir is the directory of the pipeline file; relative paths in the
+	// configuration are resolved against it.
+	Dir string
+	// Batch is the pipeline's batch policy.
+	Batch BatchPolicy
+	// Mem allocates Arrow memory; tests pass a checked allocator.
+	Mem memory.Allocator
+	// Log is the component's logger.
+	Log *slog.Logger
+	// Counters holds the component's counters (rows in, bad rows, late rows, ...).
+	Counters *Counters
+}
+
+// Emit hands a record to the next components. It blocks while they are busy
+// (backpressure) and returns an error once the pipeline is stopping, in which
+// case the record has been released.
+type Emit func(rec arrow.RecordBatch) error
+
+// Source produces record batches.
+//
+// Run produces batches until its input ends (returning nil) or ctx is
+// cancelled (returning nil or ctx.Err()). It must flush rows it has built
+// before returning so that a graceful stop loses nothing. Run is called
+// once.
+type Source interface {
+	// Schema is the schema of every record the source emits.
+	Schema() *Schema
+	Run(ctx context.Context, emit Emit) error
+}
+
+// Port is a named output of an operator. Port 0 is the main output and has
+// an empty name; side outputs are addressed as "step.name" in pipelines
+// (for example "clean.errors" or "stats.late").
+type Port struct {
+	Name   string
+	Schema *Schema
+}
+
+// PortEmit hands a batch to the components reading the given output port
+// of an operator. Ownership of b.Rec passes to the callee.
+type PortEmit func(port int, b Batch) error
+
+// Operator transforms batches of one input schema into batches on its output
+// ports. An operator is driven by one goroutine: Process, Flush and Close are
+// never called concurrently.
+type Operator interface {
+	// Outputs lists the output ports; index 0 is the main output.
+	Outputs() []Port
+	// Process consumes one batch. It owns b.Rec and must release it or emit
+	// it. A bad row never makes Process fail: it is counted and routed to an
+	// error port. An error from Process stops the pipeline.
+	Process(b Batch, emit PortEmit) error
+	// Flush emits everything the operator still holds (open windows, pending
+	// alerts) at end of input or on graceful shutdown.
+	Flush(emit PortEmit) error
+	// Close releases resources. It is idempotent.
+	Close() error
+}
+
+// Sink consumes batches.
+type Sink interface {
+	// Write consumes one batch and owns b.Rec.
+	Write(ctx context.Context, b Batch) error
+	// Close flushes what the sink holds and releases it. It is idempotent.
+	Close(ctx context.Context) error
+}
+
+// SourceFactory builds a source from its validated configuration.
+type SourceFactory func(cfg *spec.Config, bc BuildContext) (Source, error)
+
+// OperatorFactory builds an operator for the given input schema.
+type OperatorFactory func(cfg *spec.Config, in *Schema, bc BuildContext) (Operator, error)
+
+// SinkFactory builds a sink for the given input schema.
+type SinkFactory func(cfg *spec.Config, in *Schema, bc BuildContext) (Sink, error)

@@ -1,0 +1,327 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/reugn/go-streams"
+	"github.com/reugn/go-streams/flow"
+)
+
+// inletDepth is the number of batches a component's inlet holds before its
+// sender blocks. A small depth lets neighbouring stages overlap without
+// letting memory grow with the input rate.
+const inletDepth = 4
+
+// Node is a component placed in a Graph.
+type Node struct {
+	Name string
+	// Counters of the component; the graph adds "rows_in" and "rows_out".
+	Counters *Counters
+
+	kind   nodeKind
+	src    Source
+	srcIdx int
+	op     Operator
+	sink   Sink
+	ports  []*outPort
+	inputs []streams.Flow
+
+	rowsIn, rowsOut *atomic.Int64
+}
+
+type nodeKind int
+
+const (
+	sourceNode nodeKind = iota
+	operatorNode
+	sinkNode
+)
+
+type outPort struct {
+	name      string
+	consumers []*Node
+	outlet    *flow.PassThrough
+	fan       []streams.Flow
+}
+
+// Graph is a directed acyclic graph of sources, operators and sinks. Build
+// it with AddSource, AddOperator, AddSink and Connect, then call Run once.
+type Graph struct {
+	Name  string
+	log   *slog.Logger
+	nodes []*Node
+
+	sources int
+	mu      sync.Mutex
+	err     error
+	cancel  context.CancelFunc
+	failed  atomic.Bool
+	started atomic.Bool
+}
+
+// NewGraph returns an empty graph.
+func NewGraph(name string, log *slog.Logger) *Graph {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Graph{Name: name, log: log}
+}
+
+func (g *Graph) add(n *Node, ports []Port) *Node {
+	if n.Counters == nil {
+		n.Counters = NewCounters()
+	}
+	n.rowsIn = n.Counters.Counter("rows_in")
+	n.rowsOut = n.Counters.Counter("rows_out")
+	for _, p := range ports {
+		n.ports = append(n.ports, &outPort{name: p.Name})
+	}
+	g.nodes = append(g.nodes, n)
+	return n
+}
+
+// AddSource places a source. Its batches carry the source's index (in order
+// of addition) in Batch.Source.
+func (g *Graph) AddSource(name string, s Source, c *Counters) *Node {
+	n := &Node{Name: name, Counters: c, kind: sourceNode, src: s, srcIdx: g.sources}
+	g.sources++
+	return g.add(n, []Port{{Schema: s.Schema()}})
+}
+
+// AddOperator places an operator.
+func (g *Graph) AddOperator(name string, op Operator, c *Counters) *Node {
+	return g.add(&Node{Name: name, Counters: c, kind: operatorNode, op: op}, op.Outputs())
+}
+
+// AddSink places a sink.
+func (g *Graph) AddSink(name string, s Sink, c *Counters) *Node {
+	return g.add(&Node{Name: name, Counters: c, kind: sinkNode, sink: s}, nil)
+}
+
+// Nodes returns the graph's nodes in order of addition.
+func (g *Graph) Nodes() []*Node { return g.nodes }
+
+// Connect feeds output port `port` of from into to. A port may feed several
+// components (fan-out) and a component may read several ports (merge).
+func (g *Graph) Connect(from *Node, port int, to *Node) error {
+	if port < 0 || port >= len(from.ports) {
+		return fmt.Errorf("graph %s: %s has no output port %d", g.Name, from.Name, port)
+	}
+	if to.kind == sourceNode {
+		return fmt.Errorf("graph %s: source %s cannot have inputs", g.Name, to.Name)
+	}
+	p := from.ports[port]
+	p.consumers = append(p.consumers, to)
+	return nil
+}
+
+// Run executes the graph until every source has ended or ctx is cancelled,
+// then drains: batches in flight are processed, operators flush what they
+// hold (open windows) and sinks close. It returns the first component error.
+func (g *Graph) Run(ctx context.Context) error {
+	if g.started.Swap(true) {
+		return fmt.Errorf("graph %s: Run called twice", g.Name)
+	}
+	srcCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g.cancel = cancel
+
+	// Wire outputs: one go-streams outlet per consumed port, fanned out to
+	// its consumers; each consumer merges its inputs.
+	for _, n := range g.nodes {
+		for _, p := range n.ports {
+			switch len(p.consumers) {
+			case 0:
+			case 1:
+				p.outlet = flow.NewPassThrough()
+				p.fan = []streams.Flow{p.outlet}
+			default:
+				p.outlet = flow.NewPassThrough()
+				p.fan = flow.FanOut(p.outlet, len(p.consumers))
+			}
+			for i, c := range p.consumers {
+				c.inputs = append(c.inputs, p.fan[i])
+			}
+		}
+	}
+
+	var wg sync.WaitGroup
+	for _, n := range g.nodes {
+		switch n.kind {
+		case sourceNode:
+			wg.Go(func() { g.runSource(srcCtx, n) })
+		case operatorNode:
+			in := newInlet(n, g)
+			g.connectInputs(n, in)
+			wg.Go(func() { g.runOperator(in, n) })
+		case sinkNode:
+			in := newInlet(n, g)
+			g.connectInputs(n, in)
+			wg.Go(func() { g.runSink(ctx, in, n) })
+		}
+	}
+	wg.Wait()
+	return g.err
+}
+
+// inlet is the input side of an operator or sink, as a go-streams Sink.
+type inlet struct {
+	ch   chan any
+	done chan struct{}
+}
+
+func newInlet(_ *Node, _ *Graph) *inlet {
+	return &inlet{ch: make(chan any, inletDepth), done: make(chan struct{})}
+}
+
+// In implements streams.Inlet.
+func (i *inlet) In() chan<- any { return i.ch }
+
+// AwaitCompletion implements streams.Sink.
+func (i *inlet) AwaitCompletion() { <-i.done }
+
+var _ streams.Sink = (*inlet)(nil)
+
+func (g *Graph) connectInputs(n *Node, in *inlet) {
+	switch len(n.inputs) {
+	case 0:
+		close(in.ch)
+	case 1:
+		go n.inputs[0].To(in)
+	default:
+		go flow.Merge(n.inputs...).To(in)
+	}
+}
+
+func (g *Graph) fail(n *Node, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err == nil {
+		g.err = fmt.Errorf("%s: %w", n.Name, err)
+		g.log.Error("component failed; stopping sources and draining", "component", n.Name, "err", err)
+	}
+	g.failed.Store(true)
+	g.cancel()
+}
+
+// ErrStopped is returned by Emit once the pipeline has failed and no longer
+// accepts data.
+var ErrStopped = errors.New("pipeline stopped")
+
+// emit sends b on port i of n, retaining the record once per extra consumer.
+func (g *Graph) emit(n *Node, port int, b Batch) error {
+	if b.Rec == nil {
+		return nil
+	}
+	p := n.ports[port]
+	n.rowsOut.Add(b.Rec.NumRows())
+	if len(p.consumers) == 0 {
+		b.Release()
+		return nil
+	}
+	for range len(p.consumers) - 1 {
+		b.Rec.Retain()
+	}
+	p.outlet.In() <- b
+	return nil
+}
+
+func (g *Graph) closePorts(n *Node) {
+	for _, p := range n.ports {
+		if p.outlet != nil {
+			close(p.outlet.In())
+		}
+	}
+}
+
+func (g *Graph) runSource(ctx context.Context, n *Node) {
+	defer g.closePorts(n)
+	emit := func(rec arrow.RecordBatch) error {
+		if rec == nil {
+			return nil
+		}
+		if g.failed.Load() {
+			rec.Release()
+			return ErrStopped
+		}
+		return g.emit(n, 0, Batch{Rec: rec, Source: n.srcIdx})
+	}
+	err := guard(func() error { return n.src.Run(ctx, emit) })
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrStopped) {
+		g.fail(n, err)
+	}
+}
+
+func (g *Graph) runOperator(in *inlet, n *Node) {
+	defer close(in.done)
+	defer g.closePorts(n)
+	emit := func(port int, b Batch) error {
+		if port < 0 || port >= len(n.ports) {
+			b.Release()
+			return fmt.Errorf("emit on undeclared port %d", port)
+		}
+		return g.emit(n, port, b)
+	}
+	broken := false
+	for el := range in.ch {
+		b := el.(Batch)
+		if broken {
+			b.Release()
+			continue
+		}
+		n.rowsIn.Add(b.Rec.NumRows())
+		if err := guard(func() error { return n.op.Process(b, emit) }); err != nil {
+			broken = true
+			g.fail(n, err)
+		}
+	}
+	if !broken {
+		if err := guard(func() error { return n.op.Flush(emit) }); err != nil {
+			g.fail(n, fmt.Errorf("flush: %w", err))
+		}
+	}
+	if err := n.op.Close(); err != nil {
+		g.fail(n, fmt.Errorf("close: %w", err))
+	}
+}
+
+func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
+	defer close(in.done)
+	// Sinks keep writing while the pipeline drains after a cancel: only a
+	// failure stops them.
+	wctx := context.WithoutCancel(ctx)
+	broken := false
+	for el := range in.ch {
+		b := el.(Batch)
+		if broken {
+			b.Release()
+			continue
+		}
+		n.rowsIn.Add(b.Rec.NumRows())
+		if err := guard(func() error { return n.sink.Write(wctx, b) }); err != nil {
+			broken = true
+			g.fail(n, err)
+		}
+	}
+	if err := n.sink.Close(wctx); err != nil {
+		g.fail(n, fmt.Errorf("close: %w", err))
+	}
+}
+
+// guard runs f and turns a panic into an error carrying the stack, so one
+// component's bug stops its pipeline cleanly instead of the process.
+func guard(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return f()
+}

@@ -1,0 +1,272 @@
+package pipelines
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// Options tune how pipelines are built.
+type Options struct {
+	// Log is the parent logger; components log with pipeline and component
+	// attributes.
+	Log *slog.Logger
+	// Mem allocates Arrow memory (default: the Go allocator).
+	Mem memory.Allocator
+}
+
+// Pipeline is a built pipeline, ready to run.
+type Pipeline struct {
+	Def   *Def
+	Graph *engine.Graph
+	// Components lists every built component with its counters.
+	Components []*Built
+}
+
+// Built is one constructed component.
+type Built struct {
+	Def      *ComponentDef
+	Node     *engine.Node
+	Counters *engine.Counters
+	// Outputs are the output ports (sources have one, sinks none).
+	Outputs []engine.Port
+
+	op   engine.Operator
+	sink engine.Sink
+}
+
+// Build constructs every component of d and wires the graph. It checks the
+// stream references (unknown stream, unknown port, cycles) and the schemas
+// flowing between components. All problems are returned with locations; no
+// graph is returned when there is any.
+func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Mem == nil {
+		opts.Mem = memory.DefaultAllocator
+	}
+	plog := opts.Log.With("pipeline", d.Name)
+	p := &Pipeline{Def: d, Graph: engine.NewGraph(d.Name, plog)}
+	var errs spec.Errors
+	built := map[string]*Built{}
+	failed := map[string]bool{}
+
+	bc := func(c *ComponentDef) engine.BuildContext {
+		return engine.BuildContext{
+			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, Batch: d.Batch, Mem: opts.Mem,
+			Log: plog.With("component", c.Name), Counters: engine.NewCounters(),
+		}
+	}
+	for _, c := range d.Sources {
+		if c.Config == nil || c.Comp == nil {
+			failed[c.Name] = true
+			continue
+		}
+		ctx := bc(c)
+		src, err := c.Comp.Source(c.Config, ctx)
+		if err != nil {
+			errs = append(errs, spec.Collect(c.Pos, err)...)
+			failed[c.Name] = true
+			continue
+		}
+		b := &Built{Def: c, Counters: ctx.Counters, Outputs: []engine.Port{{Schema: src.Schema()}}}
+		b.Node = p.Graph.AddSource(c.Name, src, ctx.Counters)
+		built[c.Name] = b
+		p.Components = append(p.Components, b)
+	}
+
+	order, cyclic, es := topoSort(d)
+	errs = append(errs, es...)
+	for name := range cyclic {
+		failed[name] = true
+	}
+	for _, c := range order {
+		schema, ok, es := inputSchema(c, built, failed)
+		errs = append(errs, es...)
+		if !ok || c.Config == nil || c.Comp == nil {
+			failed[c.Name] = true
+			continue
+		}
+		ctx := bc(c)
+		op, err := c.Comp.Operator(c.Config, schema, ctx)
+		if err != nil {
+			errs = append(errs, spec.Collect(c.Pos, err)...)
+			failed[c.Name] = true
+			continue
+		}
+		b := &Built{Def: c, Counters: ctx.Counters, Outputs: op.Outputs(), op: op}
+		b.Node = p.Graph.AddOperator(c.Name, op, ctx.Counters)
+		built[c.Name] = b
+		p.Components = append(p.Components, b)
+	}
+	for _, c := range d.Sinks {
+		schema, ok, es := inputSchema(c, built, failed)
+		errs = append(errs, es...)
+		if !ok || c.Config == nil || c.Comp == nil {
+			continue
+		}
+		ctx := bc(c)
+		s, err := c.Comp.Sink(c.Config, schema, ctx)
+		if err != nil {
+			errs = append(errs, spec.Collect(c.Pos, err)...)
+			continue
+		}
+		b := &Built{Def: c, Counters: ctx.Counters, sink: s}
+		b.Node = p.Graph.AddSink(c.Name, s, ctx.Counters)
+		built[c.Name] = b
+		p.Components = append(p.Components, b)
+	}
+	if len(errs) > 0 {
+		p.Close()
+		errs.Sort()
+		return nil, errs
+	}
+	for _, b := range p.Components {
+		for _, in := range b.Def.Inputs {
+			from, port, _ := resolve(in.Stream, built)
+			if err := p.Graph.Connect(from.Node, port, b.Node); err != nil {
+				errs = append(errs, spec.Errorf(in.Pos, "%v", err))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		p.Close()
+		return nil, errs
+	}
+	return p, nil
+}
+
+// Close releases the components of a pipeline that was built but will not
+// run (for example after validation).
+func (p *Pipeline) Close() {
+	for _, b := range p.Components {
+		if b.op != nil {
+			_ = b.op.Close()
+		}
+		if b.sink != nil {
+			_ = b.sink.Close(context.Background())
+		}
+	}
+}
+
+// resolve finds the component and port a stream name refers to.
+func resolve(stream string, built map[string]*Built) (*Built, int, string) {
+	name, port, hasPort := strings.Cut(stream, ".")
+	b, ok := built[name]
+	if !ok {
+		return nil, 0, ""
+	}
+	if !hasPort {
+		return b, 0, ""
+	}
+	var names []string
+	for i, p := range b.Outputs {
+		if i > 0 && p.Name == port {
+			return b, i, ""
+		}
+		if i > 0 {
+			names = append(names, p.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, 0, fmt.Sprintf("%q has no side outputs", name)
+	}
+	return nil, 0, fmt.Sprintf("%q has no output %q (it has: %s)", name, port, strings.Join(names, ", "))
+}
+
+// inputSchema resolves a component's inputs and checks they share one
+// schema. ok is false when an input is unknown or failed to build.
+func inputSchema(c *ComponentDef, built map[string]*Built, failed map[string]bool) (*engine.Schema, bool, spec.Errors) {
+	var errs spec.Errors
+	var schema *engine.Schema
+	var first InputRef
+	ok := true
+	for _, in := range c.Inputs {
+		name, _, _ := strings.Cut(in.Stream, ".")
+		if failed[name] {
+			ok = false
+			continue
+		}
+		b, port, why := resolve(in.Stream, built)
+		if b == nil {
+			if why == "" {
+				why = fmt.Sprintf("unknown stream %q", in.Stream)
+			}
+			errs = append(errs, spec.Errorf(in.Pos, "%s", why))
+			ok = false
+			continue
+		}
+		s := b.Outputs[port].Schema
+		if schema == nil {
+			schema, first = s, in
+			continue
+		}
+		if !schema.Equal(s) {
+			errs = append(errs, spec.Errorf(in.Pos, "stream %q has schema [%s] but %q has [%s]; inputs of one component must share a schema", in.Stream, s, first.Stream, schema))
+			ok = false
+		}
+	}
+	if len(c.Inputs) == 0 {
+		ok = false
+	}
+	return schema, ok && schema != nil, errs
+}
+
+// topoSort orders the steps so every step comes after the steps it reads,
+// and reports cycles.
+func topoSort(d *Def) ([]*ComponentDef, map[string]bool, spec.Errors) {
+	steps := map[string]*ComponentDef{}
+	for _, s := range d.Steps {
+		steps[s.Name] = s
+	}
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := map[string]int{}
+	var order []*ComponentDef
+	var errs spec.Errors
+	cyclic := map[string]bool{}
+	var path []string
+	var visit func(s *ComponentDef)
+	visit = func(s *ComponentDef) {
+		switch color[s.Name] {
+		case black:
+			return
+		case grey:
+			i := 0
+			for path[i] != s.Name {
+				i++
+			}
+			cycle := append(append([]string{}, path[i:]...), s.Name)
+			for _, n := range cycle {
+				cyclic[n] = true
+			}
+			errs = append(errs, spec.Errorf(s.NamePos, "cycle: %s", strings.Join(cycle, " -> ")))
+			return
+		}
+		color[s.Name] = grey
+		path = append(path, s.Name)
+		for _, in := range s.Inputs {
+			name, _, _ := strings.Cut(in.Stream, ".")
+			if dep, ok := steps[name]; ok {
+				visit(dep)
+			}
+		}
+		path = path[:len(path)-1]
+		color[s.Name] = black
+		order = append(order, s)
+	}
+	for _, s := range d.Steps {
+		visit(s)
+	}
+	return order, cyclic, errs
+}

@@ -1,0 +1,403 @@
+package pipelines
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// Def is one pipeline as written in a file, checked for structure but not
+// yet built.
+type Def struct {
+	Name        string
+	Description string
+	File        string
+	// Dir is the directory of File; relative paths resolve against it.
+	Dir   string
+	Pos   spec.Pos
+	Batch engine.BatchPolicy
+
+	Sources []*ComponentDef
+	Steps   []*ComponentDef
+	Sinks   []*ComponentDef
+}
+
+// ComponentDef is one source, step or sink of a pipeline.
+type ComponentDef struct {
+	Kind    spec.Kind
+	Name    string
+	Type    string
+	Pos     spec.Pos // position of the component's mapping
+	NamePos spec.Pos // position of its name
+	TypePos spec.Pos
+	Inputs  []InputRef
+	Node    *yaml.Node
+	Comp    *engine.Component
+	Config  *spec.Config
+}
+
+// InputRef is a reference to a stream: "component" or "component.port".
+type InputRef struct {
+	Stream string
+	Pos    spec.Pos
+}
+
+// PipelineSpec declares the fields of a pipeline. Its sources, steps and
+// sinks are mappings from component name to component configuration; each
+// has a `type` and, for steps and sinks, `input` or `inputs`.
+var PipelineSpec = spec.Spec{
+	Name:    "pipeline",
+	Summary: "A pipeline: named sources, steps and sinks wired by stream names.",
+	Fields: []spec.Field{
+		{Name: "name", Type: spec.String, Optional: true, Description: "Pipeline name, unique among the files loaded together. Defaults to the file name without extension.", Example: "windfarm"},
+		{Name: "description", Type: spec.String, Optional: true, Description: "Free text shown in logs and docs."},
+		{Name: "batch", Type: spec.Object, Optional: true, Description: "When sources flush the rows they have built into a batch.", Children: []spec.Field{
+			{Name: "size", Type: spec.Int, Default: engine.DefaultBatchPolicy.Size, Description: "Rows per batch (flush when this many rows are pending).", Example: 1024},
+			{Name: "linger", Type: spec.Duration, Default: engine.DefaultBatchPolicy.Linger.String(), Description: "Longest time a pending row waits before its batch is flushed.", Example: "5ms"},
+		}},
+		{Name: "sources", Type: spec.Map, Elem: spec.Any, Description: "Sources by name. Each has a `type` and that type's fields.", Example: map[string]any{"turbines": map[string]any{"type": "sim", "turbines": 100}}},
+		{Name: "steps", Type: spec.Map, Elem: spec.Any, Optional: true, Description: "Steps by name. Each has a `type`, an `input` (or `inputs`) naming the streams it reads, and that type's fields."},
+		{Name: "sinks", Type: spec.Map, Elem: spec.Any, Description: "Sinks by name. Each has a `type`, an `input` (or `inputs`) and that type's fields."},
+	},
+}
+
+// Load reads pipeline files. A directory stands for every *.yaml and *.yml
+// file in it (not recursive). Variables are interpolated from env. Every
+// problem found is returned; the pipelines that were read are returned too.
+func Load(paths []string, env LookupEnv) ([]*Def, spec.Errors) {
+	if env == nil {
+		env = os.LookupEnv
+	}
+	var files []string
+	var errs spec.Errors
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			errs = append(errs, spec.Errorf(spec.Pos{File: p}, "%v", unwrapPathErr(err)))
+			continue
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			errs = append(errs, spec.Errorf(spec.Pos{File: p}, "%v", unwrapPathErr(err)))
+			continue
+		}
+		n := len(files)
+		for _, e := range entries {
+			if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+				files = append(files, filepath.Join(p, e.Name()))
+			}
+		}
+		if len(files) == n {
+			errs = append(errs, spec.Errorf(spec.Pos{File: p}, "directory holds no .yaml or .yml files"))
+		}
+	}
+	var defs []*Def
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, spec.Errorf(spec.Pos{File: f}, "%v", unwrapPathErr(err)))
+			continue
+		}
+		ds, es := Parse(f, data, env)
+		defs = append(defs, ds...)
+		errs = append(errs, es...)
+	}
+	seen := map[string]*Def{}
+	for _, d := range defs {
+		if prev, dup := seen[d.Name]; dup {
+			errs = append(errs, spec.Errorf(d.Pos, "pipeline %q is also defined at %s", d.Name, prev.Pos))
+			continue
+		}
+		seen[d.Name] = d
+	}
+	errs.Sort()
+	return defs, errs
+}
+
+// LoadFS is Load over a file system (for example embedded examples). Paths
+// in the pipelines resolve against dir on disk.
+func LoadFS(fsys fs.FS, name, dir string, env LookupEnv) ([]*Def, spec.Errors) {
+	data, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return nil, spec.Errors{spec.Errorf(spec.Pos{File: name}, "%v", err)}
+	}
+	defs, errs := Parse(name, data, env)
+	for _, d := range defs {
+		d.Dir = dir
+	}
+	return defs, errs
+}
+
+func unwrapPathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Parse reads the pipelines of one file's contents.
+func Parse(file string, data []byte, env LookupEnv) ([]*Def, spec.Errors) {
+	if env == nil {
+		env = os.LookupEnv
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var defs []*Def
+	var errs spec.Errors
+	for doc := 0; ; doc++ {
+		var root yaml.Node
+		err := dec.Decode(&root)
+		if errors.Is(err, io.EOF) {
+			if doc == 0 {
+				errs = append(errs, spec.Errorf(spec.Pos{File: file, Line: 1, Col: 1}, "file is empty"))
+			}
+			break
+		}
+		if err != nil {
+			errs = append(errs, yamlError(file, err))
+			break
+		}
+		if es := Interpolate(file, &root, env); len(es) > 0 {
+			errs = append(errs, es...)
+			continue
+		}
+		n := spec.Resolve(&root)
+		if n == nil {
+			continue
+		}
+		if n.Kind != yaml.MappingNode {
+			errs = append(errs, spec.Errorf(nodePos(file, n), "expected a pipeline mapping, got %s", describe(n)))
+			continue
+		}
+		if list := mapValue(n, "pipelines"); list != nil {
+			if len(n.Content) != 2 {
+				errs = append(errs, spec.Errorf(nodePos(file, n), "a file with `pipelines:` holds nothing else"))
+			}
+			list = spec.Resolve(list)
+			if list.Kind != yaml.SequenceNode {
+				errs = append(errs, spec.Errorf(nodePos(file, list), "`pipelines` must be a list of pipelines"))
+				continue
+			}
+			for i, item := range list.Content {
+				d, es := parseDef(file, spec.Resolve(item), fmt.Sprintf("%s-%d", baseName(file), i+1))
+				errs = append(errs, es...)
+				if d != nil {
+					defs = append(defs, d)
+				}
+			}
+			continue
+		}
+		name := baseName(file)
+		if doc > 0 {
+			name = fmt.Sprintf("%s-%d", name, doc+1)
+		}
+		d, es := parseDef(file, n, name)
+		errs = append(errs, es...)
+		if d != nil {
+			defs = append(defs, d)
+		}
+	}
+	return defs, errs
+}
+
+func baseName(file string) string {
+	b := filepath.Base(file)
+	return strings.TrimSuffix(b, filepath.Ext(b))
+}
+
+func yamlError(file string, err error) *spec.Error {
+	// yaml.v3 reports "yaml: line N: message".
+	msg := err.Error()
+	var line int
+	if _, e := fmt.Sscanf(msg, "yaml: line %d:", &line); e == nil {
+		if i := strings.Index(msg, ": "); i >= 0 {
+			if j := strings.Index(msg[i+2:], ": "); j >= 0 {
+				msg = msg[i+2+j+2:]
+			}
+		}
+		return spec.Errorf(spec.Pos{File: file, Line: line, Col: 1}, "invalid YAML: %s", msg)
+	}
+	return spec.Errorf(spec.Pos{File: file, Line: 1, Col: 1}, "invalid YAML: %s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+func nodePos(file string, n *yaml.Node) spec.Pos {
+	return spec.Pos{File: file, Line: n.Line, Col: n.Column}
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "something else"
+}
+
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors) {
+	cfg, errs := PipelineSpec.Parse(file, n, "sources", "steps", "sinks")
+	d := &Def{
+		Name:        cfg.String("name"),
+		Description: cfg.String("description"),
+		File:        file,
+		Dir:         filepath.Dir(file),
+		Pos:         nodePos(file, n),
+		Batch:       engine.DefaultBatchPolicy,
+	}
+	if d.Name == "" {
+		d.Name = defaultName
+	}
+	if b := cfg.Object("batch"); b != nil {
+		d.Batch = engine.BatchPolicy{Size: int(b.Int("size")), Linger: b.Duration("linger")}
+		if d.Batch.Size <= 0 || d.Batch.Size > 1<<20 {
+			errs = append(errs, b.Errorf("size", "batch size must be between 1 and %d, got %d", 1<<20, d.Batch.Size))
+		}
+		if d.Batch.Linger <= 0 || d.Batch.Linger > time.Minute {
+			errs = append(errs, b.Errorf("linger", "batch linger must be between 1ns and 1m, got %s", d.Batch.Linger))
+		}
+		d.Batch = d.Batch.Normalize()
+	}
+	sections := []struct {
+		key  string
+		kind spec.Kind
+		dst  *[]*ComponentDef
+	}{
+		{"sources", spec.KindSource, &d.Sources},
+		{"steps", spec.KindStep, &d.Steps},
+		{"sinks", spec.KindSink, &d.Sinks},
+	}
+	names := map[string]spec.Pos{}
+	for _, s := range sections {
+		m := mapValue(n, s.key)
+		if m == nil {
+			if s.kind != spec.KindStep {
+				errs = append(errs, spec.Errorf(d.Pos, "pipeline %q has no %s", d.Name, s.key))
+			}
+			continue
+		}
+		m = spec.Resolve(m)
+		if m.Kind != yaml.MappingNode {
+			errs = append(errs, spec.Errorf(nodePos(file, m), "`%s` must be a mapping from name to component", s.key))
+			continue
+		}
+		if len(m.Content) == 0 && s.kind != spec.KindStep {
+			errs = append(errs, spec.Errorf(nodePos(file, m), "pipeline %q has no %s", d.Name, s.key))
+		}
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			k, v := m.Content[i], spec.Resolve(m.Content[i+1])
+			if prev, dup := names[k.Value]; dup {
+				errs = append(errs, spec.Errorf(nodePos(file, k), "name %q is already used at %s", k.Value, prev))
+				continue
+			}
+			names[k.Value] = nodePos(file, k)
+			if strings.ContainsAny(k.Value, ". \t") || k.Value == "" {
+				errs = append(errs, spec.Errorf(nodePos(file, k), "component name %q must be non-empty and contain no dots or spaces", k.Value))
+				continue
+			}
+			c, es := parseComponent(file, s.kind, k, v)
+			errs = append(errs, es...)
+			if c != nil {
+				*s.dst = append(*s.dst, c)
+			}
+		}
+	}
+	return d, errs
+}
+
+func parseComponent(file string, kind spec.Kind, key, n *yaml.Node) (*ComponentDef, spec.Errors) {
+	c := &ComponentDef{Kind: kind, Name: key.Value, NamePos: nodePos(file, key), Node: n}
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil, spec.Errors{spec.Errorf(nodePos(file, key), "%s %q must be a mapping with a `type`", kind, key.Value)}
+	}
+	c.Pos = nodePos(file, n)
+	var errs spec.Errors
+	t := mapValue(n, "type")
+	if t == nil {
+		return nil, spec.Errors{spec.Errorf(c.Pos, "%s %q has no `type` (known: %s)", kind, c.Name, strings.Join(engine.Names(kind), ", "))}
+	}
+	c.Type, c.TypePos = t.Value, nodePos(file, t)
+	comp, ok := engine.Lookup(kind, c.Type)
+	if !ok {
+		return nil, spec.Errors{spec.Errorf(c.TypePos, "%s", engine.UnknownTypeError(kind, c.Type))}
+	}
+	c.Comp = comp
+	in, ins := mapValue(n, "input"), mapValue(n, "inputs")
+	switch {
+	case kind == spec.KindSource:
+		for _, k := range []string{"input", "inputs"} {
+			if v := mapValue(n, k); v != nil {
+				errs = append(errs, spec.Errorf(nodePos(file, v), "a source reads no streams: remove `%s`", k))
+			}
+		}
+	case in != nil && ins != nil:
+		errs = append(errs, spec.Errorf(nodePos(file, ins), "set `input` or `inputs`, not both"))
+	case in == nil && ins == nil:
+		errs = append(errs, spec.Errorf(c.Pos, "%s %q has no `input` (the stream it reads)", kind, c.Name))
+	default:
+		ref := in
+		if ref == nil {
+			ref = ins
+		}
+		ref = spec.Resolve(ref)
+		switch ref.Kind {
+		case yaml.ScalarNode:
+			c.Inputs = append(c.Inputs, InputRef{Stream: ref.Value, Pos: nodePos(file, ref)})
+		case yaml.SequenceNode:
+			for _, item := range ref.Content {
+				item = spec.Resolve(item)
+				if item.Kind != yaml.ScalarNode || item.Value == "" {
+					errs = append(errs, spec.Errorf(nodePos(file, item), "an input is a stream name"))
+					continue
+				}
+				c.Inputs = append(c.Inputs, InputRef{Stream: item.Value, Pos: nodePos(file, item)})
+			}
+			if len(ref.Content) == 0 {
+				errs = append(errs, spec.Errorf(nodePos(file, ref), "`inputs` is empty"))
+			}
+		default:
+			errs = append(errs, spec.Errorf(nodePos(file, ref), "an input is a stream name or a list of stream names"))
+		}
+	}
+	cfg, es := comp.Spec.Parse(file, n, "type", "input", "inputs")
+	errs = append(errs, es...)
+	c.Config = cfg
+	return c, errs
+}
+
+// Streams lists the stream names a def's components produce, sorted.
+func (d *Def) Streams() []string {
+	var out []string
+	for _, s := range d.Sources {
+		out = append(out, s.Name)
+	}
+	for _, s := range d.Steps {
+		out = append(out, s.Name)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,78 @@
+package pipelines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// BuildAll builds every def. On any error nothing is returned and every
+// component built so far is closed.
+func BuildAll(defs []*Def, opts Options) ([]*Pipeline, spec.Errors) {
+	var out []*Pipeline
+	var errs spec.Errors
+	for _, d := range defs {
+		p, es := Build(d, opts)
+		errs = append(errs, es...)
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	if len(errs) > 0 {
+		for _, p := range out {
+			p.Close()
+		}
+		errs.Sort()
+		return nil, errs
+	}
+	return out, nil
+}
+
+// Validate loads, interpolates and builds the pipelines in paths without
+// running them, and returns every problem found.
+func Validate(paths []string, env LookupEnv, opts Options) spec.Errors {
+	defs, errs := Load(paths, env)
+	if len(errs) > 0 {
+		// Structural errors first; building would repeat them.
+		return errs
+	}
+	ps, errs := BuildAll(defs, opts)
+	for _, p := range ps {
+		p.Close()
+	}
+	return errs
+}
+
+// RunAll runs pipelines concurrently until all have finished (their
+// sources ended) or ctx is cancelled and they have drained. It returns the
+// errors of the pipelines that failed, joined.
+func RunAll(ctx context.Context, ps []*Pipeline) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		wg.Go(func() {
+			if err := p.Graph.Run(ctx); err != nil {
+				errs[i] = fmt.Errorf("pipeline %s: %w", p.Def.Name, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// SourceRows returns the number of rows all sources of the pipelines have
+// produced so far.
+func SourceRows(ps []*Pipeline) int64 {
+	var n int64
+	for _, p := range ps {
+		for _, b := range p.Components {
+			if b.Def.Kind == spec.KindSource {
+				n += b.Counters.Counter("rows_out").Load()
+			}
+		}
+	}
+	return n
+}

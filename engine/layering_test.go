@@ -1,0 +1,81 @@
+package engine_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/sluice-edge/sluice"
+
+// layer returns the layer of a package of this module: cmd, bench,
+// pipelines, operators, connectors or engine.
+func layer(pkg string) string {
+	rel := strings.TrimPrefix(strings.TrimPrefix(pkg, module), "/")
+	top, _, _ := strings.Cut(rel, "/")
+	return top
+}
+
+// allowed says which layers a layer may import. Imports point downward:
+// cmd -> bench -> pipelines -> operators/connectors -> engine.
+var allowed = map[string][]string{
+	"cmd":        {"cmd", "bench", "pipelines", "operators", "connectors", "engine"},
+	"bench":      {"bench", "pipelines", "operators", "connectors", "engine"},
+	"pipelines":  {"pipelines", "operators", "connectors", "engine"},
+	"operators":  {"operators", "engine"},
+	"connectors": {"connectors", "engine"},
+	"engine":     {"engine"},
+}
+
+func TestImportsPointDownward(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json", module+"/...").Output()
+	if err != nil {
+		t.Skipf("go list unavailable: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		from := layer(p.ImportPath)
+		ok, known := allowed[from]
+		if !known {
+			t.Errorf("package %s is outside the known layers %v", p.ImportPath, allowed)
+			continue
+		}
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, module+"/") {
+				continue
+			}
+			to := layer(imp)
+			if !slices.Contains(ok, to) {
+				t.Errorf("%s imports %s: %s may import only %v", p.ImportPath, imp, from, ok)
+			}
+			// No operator imports another operator package.
+			if from == "operators" && to == "operators" && opFamily(p.ImportPath) != opFamily(imp) {
+				t.Errorf("%s imports %s: operator packages are independent", p.ImportPath, imp)
+			}
+			// Connectors share only the codec package.
+			if from == "connectors" && to == "connectors" && connFamily(p.ImportPath) != connFamily(imp) &&
+				connFamily(imp) != "codec" {
+				t.Errorf("%s imports %s: connectors share only connectors/codec", p.ImportPath, imp)
+			}
+		}
+	}
+}
+
+func family(pkg, top string) string {
+	rel := strings.TrimPrefix(pkg, module+"/"+top+"/")
+	f, _, _ := strings.Cut(rel, "/")
+	return f
+}
+
+func opFamily(pkg string) string   { return family(pkg, "operators") }
+func connFamily(pkg string) string { return family(pkg, "connectors") }

@@ -255,4 +255,3 @@ func TestGraphConnectChecks(t *testing.T) {
 		t.Fatal("connecting into a source succeeded")
 	}
 }
-

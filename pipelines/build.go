@@ -19,6 +19,11 @@ type Options struct {
 	Log *slog.Logger
 	// Mem allocates Arrow memory (default: the Go allocator).
 	Mem memory.Allocator
+	// Sources replaces the named sources with these instances instead of
+	// building them from their configuration (which is still validated).
+	// Embedders and the bench harness use it to feed a pipeline from
+	// memory.
+	Sources map[string]engine.Source
 }
 
 // Pipeline is a built pipeline, ready to run.
@@ -71,6 +76,9 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		}
 		ctx := bc(c)
 		src, err := c.Comp.Source(c.Config, ctx)
+		if inj, ok := opts.Sources[c.Name]; ok && err == nil {
+			src = inj
+		}
 		if err != nil {
 			errs = append(errs, spec.Collect(c.Pos, err)...)
 			failed[c.Name] = true

@@ -1,0 +1,52 @@
+# Sluice — common tasks. `make run` and `make test` are the two commands a
+# fresh machine needs (see README).
+
+GO       ?= go
+PKGS     ?= ./...
+BIN      ?= bin/sluice
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+
+.PHONY: run test test-short build bench gobench fuzz docs check-docs vet fmt services clean
+
+## run: the wind-farm example on the embedded simulator (nothing else needed)
+run:
+	$(GO) run ./cmd/sluice demo
+
+## test: vet, then every test with the race detector
+test: vet
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## test-short: the tests without the race detector (quicker)
+test-short:
+	$(GO) test -count=1 -timeout 10m $(PKGS)
+
+## build: a static binary in bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
+
+## bench: the reference scenario of the bench harness (JSON + table)
+bench:
+	$(GO) run ./cmd/sluice bench
+
+## gobench: every go test benchmark, with allocations
+gobench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## fuzz: a short fuzzing session of the payload decoders
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzEnOS -fuzztime 60s ./connectors/codec/
+
+## docs: regenerate the pipeline reference from the component declarations
+docs:
+	$(GO) run ./cmd/sluice docs > docs/reference.md
+
+vet:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -67,9 +67,9 @@ var PipelineSpec = spec.Spec{
 			{Name: "size", Type: spec.Int, Default: engine.DefaultBatchPolicy.Size, Description: "Rows per batch (flush when this many rows are pending).", Example: 1024},
 			{Name: "linger", Type: spec.Duration, Default: engine.DefaultBatchPolicy.Linger.String(), Description: "Longest time a pending row waits before its batch is flushed.", Example: "5ms"},
 		}},
-		{Name: "sources", Type: spec.Map, Elem: spec.Any, Description: "Sources by name. Each has a `type` and that type's fields.", Example: map[string]any{"turbines": map[string]any{"type": "sim", "turbines": 100}}},
+		{Name: "sources", Type: spec.Map, Elem: spec.Any, Optional: true, Description: "Required. Sources by name. Each has a `type` and that type's fields.", Example: map[string]any{"turbines": map[string]any{"type": "sim", "turbines": 100}}},
 		{Name: "steps", Type: spec.Map, Elem: spec.Any, Optional: true, Description: "Steps by name. Each has a `type`, an `input` (or `inputs`) naming the streams it reads, and that type's fields."},
-		{Name: "sinks", Type: spec.Map, Elem: spec.Any, Description: "Sinks by name. Each has a `type`, an `input` (or `inputs`) and that type's fields."},
+		{Name: "sinks", Type: spec.Map, Elem: spec.Any, Optional: true, Description: "Required. Sinks by name. Each has a `type`, an `input` (or `inputs`) and that type's fields."},
 	},
 }
 

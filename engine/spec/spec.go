@@ -44,7 +44,12 @@ var typeNames = map[Type]string{
 }
 
 // String returns the type name used in docs.
-func (t Type) String() string { return typeNames[t] }
+func (t Type) String() string {
+	if n, ok := typeNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("Type(%d)", int(t))
+}
 
 // Field declares one configuration field.
 type Field struct {
@@ -52,13 +57,17 @@ type Field struct {
 	Type        Type
 	Description string
 	// Default is the value used when the field is absent. A field with no
-	// default and Optional false is required.
+	// default and Optional false is required. Any Go integer fits Int, any
+	// number fits Float; a Duration default is a time.Duration or a string
+	// such as "30s"; a List default is a slice and a Map default a map with
+	// string keys. Check reports a default that does not fit.
 	Default any
 	// Optional marks a field that may be absent and has no default.
 	Optional bool
 	// Example is shown in docs and in the JSON Schema.
 	Example any
-	// Enum restricts a String field to these values.
+	// Enum restricts a String field, or the items of a List or Map of
+	// strings, to these values.
 	Enum []string
 	// Children declares the fields of an Object (or of the Object items of a
 	// List or Map).
@@ -108,7 +117,9 @@ func (s *Spec) Field(name string) (Field, bool) {
 // Parse checks a YAML mapping against the spec's fields and returns the typed
 // configuration. Keys listed in skip are left for the caller (for example
 // "type" and "input", which the pipeline loader reads itself). All errors are
-// returned, each with its location.
+// returned, each with its location. A null or empty value reads as an empty
+// mapping, and YAML merge keys ("<<: *defaults") are expanded, with the
+// mapping's own keys taking precedence.
 func (s *Spec) Parse(file string, node *yaml.Node, skip ...string) (*Config, Errors) {
 	return parseObject(file, node, s.Fields, skip)
 }
@@ -371,7 +382,7 @@ func parseObject(file string, node *yaml.Node, fields []Field, skip []string) (*
 		values: map[string]any{}, pos: map[string]Pos{}, set: map[string]bool{},
 	}
 	var errs Errors
-	if node == nil || isNull(node) {
+	if node == nil || node.Kind == 0 || isNull(node) {
 		// A null value is an empty mapping: defaults apply and required
 		// fields are reported at the null's position.
 		c.node = nil
@@ -565,9 +576,6 @@ func parseValue(file string, n *yaml.Node, f Field) (any, Errors) {
 		}
 		return out, errs
 	case Map:
-		if isNull(n) {
-			return []MapEntry{}, nil
-		}
 		if n.Kind != yaml.MappingNode {
 			return nil, Errors{Errorf(pos, "field %q: expected a mapping, got %s", f.Name, kindName(n))}
 		}
@@ -733,7 +741,7 @@ func ParseDuration(s string) (time.Duration, error) {
 	if rest == "0" {
 		return 0, nil
 	}
-	if rest == "" {
+	if rest == "" || rest[0] == '-' || rest[0] == '+' {
 		return bad()
 	}
 	// Split into number+unit components; days are summed here, the other

@@ -58,20 +58,23 @@ func Record(mem memory.Allocator, s *engine.Schema, rows ...Row) arrow.RecordBat
 	rec := rb.NewRecord()
 	if rec == nil {
 		// An empty record is still a valid record.
-		return array.NewRecordBatch(s.Arrow(), emptyColumns(mem, s), 0)
+		return emptyRecord(mem, s)
 	}
 	return rec
 }
 
-func emptyColumns(mem memory.Allocator, s *engine.Schema) []arrow.Array {
+func emptyRecord(mem memory.Allocator, s *engine.Schema) arrow.RecordBatch {
 	cols := make([]arrow.Array, len(s.Fields))
 	for i, f := range s.Fields {
 		b := array.NewBuilder(mem, f.Type.Arrow())
 		cols[i] = b.NewArray()
 		b.Release()
-		defer cols[i].Release()
 	}
-	return cols
+	rec := array.NewRecordBatch(s.Arrow(), cols, 0)
+	for _, c := range cols {
+		c.Release()
+	}
+	return rec
 }
 
 func toFloat(v any) float64 {

@@ -1,0 +1,445 @@
+package alert
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/template"
+	"text/template/parse"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/assets"
+	"github.com/sluice-edge/sluice/engine/rowexpr"
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// Spec declares the "alert" step.
+var Spec = spec.Spec{
+	Name:    "alert",
+	Summary: "Raises and clears asset alerts from expression rules, with hold durations and hysteresis.",
+	Description: `Evaluates every rule on every row, per asset (the row's key), in arrival order. A rule's condition
+starts pending at the first row where it holds; the alert is raised once it has held continuously for ` + "`for`" + ` of
+event time (occur_time = when it started to hold, time = when raised). While raised it is not raised again. It
+clears at the first row where ` + "`clear`" + ` is true — or, without ` + "`clear`" + `, where ` + "`expr`" + ` no longer
+holds (recover_time = that row's time).
+
+Output rows have the alert schema: time, id, asset, rule, severity, type, content, value, occur_time,
+recover_time, state (raised or cleared). The id is a hash of pipeline, step, rule, asset and occur_time, so a
+replay of the same input yields the same ids; the clear row carries the id of its raise row.
+
+With ` + "`assets`" + `, rules can target one model (` + "`model`" + `) and read per-asset thresholds as ` + "`attr.<attribute>`" + `.
+A row whose rule cannot be evaluated (a null in a column the rule reads, an attribute that is not set) goes to the
+` + "`errors`" + ` port with the reason and leaves that rule's state unchanged. See docs/alert.md.`,
+	Fields: []spec.Field{
+		{Name: "assets", Type: spec.String, Optional: true,
+			Description: "Models and assets file (YAML or JSON), relative to the pipeline file. Needed for model and attr.",
+			Example:     "assets.yaml"},
+		{Name: "key", Type: spec.String, Optional: true,
+			Description: "String column naming the asset of a row. Defaults to the input's key field; without one, all rows belong to one unnamed asset.",
+			Example:     "turbine"},
+		{Name: "rules", Type: spec.List, Elem: spec.Object,
+			Description: "Alert rules, evaluated in order.",
+			Children: []spec.Field{
+				{Name: "name", Type: spec.String, Description: "Rule name, unique in the step.", Example: "gearbox_hot"},
+				{Name: "expr", Type: spec.String,
+					Description: "Condition (a bool expression over the row's columns, `asset` and `attr`).",
+					Example:     "gearbox_temp_max > attr.max_gearbox_temp"},
+				{Name: "clear", Type: spec.String, Optional: true,
+					Description: "Clear condition for hysteresis: once raised, the alert clears only when this is true. Without it, the alert clears when expr stops holding.",
+					Example:     "gearbox_temp_max < attr.max_gearbox_temp - 5"},
+				{Name: "for", Type: spec.Duration, Default: "0s",
+					Description: "How long (in event time) the condition must hold continuously before the alert is raised.",
+					Example:     "30m"},
+				{Name: "severity", Type: spec.String, Default: "warning", Enum: engine.Severities,
+					Description: "Alert severity.", Example: "major"},
+				{Name: "type", Type: spec.String, Optional: true,
+					Description: "Alert type (defaults to the rule name).", Example: "temperature"},
+				{Name: "content", Type: spec.String, Default: "{{.rule}} on {{.asset}}",
+					Description: "Text/template rendered on the raising (and clearing) row: columns by name, plus .asset, .rule, .value, .attr, .severity, .type and .time.",
+					Example:     "{{.asset}}: gearbox at {{.gearbox_temp_max}} °C"},
+				{Name: "value", Type: spec.String, Optional: true,
+					Description: "Expression for the reported value. Defaults to the first numeric column that expr reads.",
+					Example:     "gearbox_temp_max"},
+				{Name: "model", Type: spec.String, Optional: true,
+					Description: "Apply the rule only to assets of this model (needs assets).",
+					Example:     "turbine"},
+			}},
+	},
+	Example: `alerts:
+  type: alert
+  input: stats
+  assets: assets.yaml
+  rules:
+    - name: gearbox_hot
+      model: turbine
+      expr: gearbox_temp_max > attr.max_gearbox_temp
+      clear: gearbox_temp_max < attr.max_gearbox_temp - 5
+      for: 5m
+      severity: major
+      type: temperature
+      content: "{{.asset}}: gearbox at {{.gearbox_temp_max}} °C (limit {{.attr.max_gearbox_temp}})"
+    - name: low_output
+      expr: power_avg < 100 && wind_speed_avg > 8
+      for: 10m
+      severity: minor`,
+}
+
+// Names of the extra expression variables.
+const (
+	attrVar  = "attr"
+	assetVar = "asset"
+)
+
+// templateNames are the names a content template may use besides columns.
+var templateNames = []string{"asset", "rule", "value", "attr", "severity", "type", "time"}
+
+// rule is one compiled rule.
+type rule struct {
+	name, severity, typ string
+	prefix              string // of its error reasons
+	cond, clear, value  *rowexpr.Expr
+	hold                int64 // milliseconds
+	content             content
+	model               *assets.Model
+}
+
+// plan is a validated configuration.
+type plan struct {
+	env      *rowexpr.Env
+	attrVar  int // index of the attr variable, or -1
+	assetVar int // index of the asset variable, or -1
+	timeCol  int
+	keyCol   int // -1: all rows belong to the asset ""
+	catalog  *assets.Catalog
+	rules    []*rule
+}
+
+func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
+	var errs spec.Errors
+	p := &plan{attrVar: -1, assetVar: -1, timeCol: in.TimeIndex(), keyCol: in.KeyIndex()}
+	if p.timeCol < 0 {
+		errs = append(errs, cfg.Errorf("", "alert needs an input with a time field (input schema: %s)", in))
+	}
+	if cfg.Has("key") {
+		k := cfg.String("key")
+		f, ok := in.Lookup(k)
+		switch {
+		case !ok:
+			errs = append(errs, cfg.Errorf("key", "key: no column %q in the input (%s)", k, in))
+		case f.Type != engine.String:
+			errs = append(errs, cfg.Errorf("key", "key: column %q is %s, not string", k, f.Type))
+		default:
+			p.keyCol = in.Index(k)
+		}
+	}
+	if cfg.Has("assets") {
+		path := cfg.String("assets")
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		c, err := assets.Load(path)
+		if err != nil {
+			es := spec.Collect(cfg.Pos("assets"), err)
+			if len(es) == 1 && es[0].Pos == cfg.Pos("assets") {
+				es[0].Msg = "assets: " + es[0].Msg
+			}
+			errs = append(errs, es...)
+		}
+		p.catalog = c
+	}
+	var vars []rowexpr.Var
+	if in.Index(attrVar) < 0 {
+		p.attrVar = len(vars)
+		vars = append(vars, rowexpr.Var{Name: attrVar, Type: rowexpr.MapVar})
+	}
+	if in.Index(assetVar) < 0 {
+		p.assetVar = len(vars)
+		vars = append(vars, rowexpr.Var{Name: assetVar, Type: rowexpr.StringVar})
+	}
+	env, err := rowexpr.NewEnv(in, vars...)
+	if err != nil {
+		return nil, cfg.Errorf("", "%v", err)
+	}
+	p.env = env
+	seen := map[string]bool{}
+	for _, rc := range cfg.Objects("rules") {
+		r, es := p.parseRule(rc, in, cfg.Has("assets"))
+		errs = append(errs, es...)
+		if r == nil {
+			continue
+		}
+		if seen[r.name] {
+			errs = append(errs, rc.Errorf("name", "rule %q declared twice", r.name))
+		}
+		seen[r.name] = true
+		p.rules = append(p.rules, r)
+	}
+	if len(cfg.Objects("rules")) == 0 {
+		errs = append(errs, cfg.Errorf("rules", "rules: declare at least one rule"))
+	}
+	if len(errs) > 0 {
+		errs.Sort()
+		return nil, errs
+	}
+	return p, nil
+}
+
+func (p *plan) parseRule(rc *spec.Config, in *engine.Schema, haveAssets bool) (*rule, spec.Errors) {
+	var errs spec.Errors
+	r := &rule{name: rc.String("name"), severity: rc.String("severity"), typ: rc.String("type")}
+	r.prefix = "rule " + r.name + ": "
+	if r.typ == "" {
+		r.typ = r.name
+	}
+	if d := rc.Duration("for"); d < 0 {
+		errs = append(errs, rc.Errorf("for", "for must not be negative, got %v", d))
+	} else {
+		r.hold = int64(d / time.Millisecond)
+	}
+	if rc.Has("model") {
+		id := rc.String("model")
+		switch {
+		case !haveAssets:
+			errs = append(errs, rc.Errorf("model", "rule %q: model needs the assets field", r.name))
+		case p.catalog != nil:
+			m, ok := p.catalog.Model(id)
+			if !ok {
+				errs = append(errs, rc.Errorf("model", "rule %q: unknown model %q%s", r.name, id, suggest(id, modelIDs(p.catalog))))
+			}
+			r.model = m
+		}
+	}
+	compile := func(field string, opts ...rowexpr.Option) *rowexpr.Expr {
+		if !rc.Has(field) {
+			return nil
+		}
+		e, err := p.env.Compile(rc.String(field), opts...)
+		if err != nil {
+			errs = append(errs, rowexpr.LocateField(rc, field, err))
+			return nil
+		}
+		if es := p.checkAttrs(rc, field, e, r, haveAssets); len(es) > 0 {
+			errs = append(errs, es...)
+			return nil
+		}
+		return e
+	}
+	r.cond = compile("expr", rowexpr.Expect(engine.Bool))
+	r.clear = compile("clear", rowexpr.Expect(engine.Bool))
+	r.value = compile("value", rowexpr.Expect(engine.Float64))
+	if r.value == nil && !rc.Has("value") && r.cond != nil {
+		for _, c := range r.cond.Columns() {
+			if f, _ := in.Lookup(c); f.Type == engine.Float64 || f.Type == engine.Int64 {
+				r.value, _ = p.env.Column(c)
+				break
+			}
+		}
+	}
+	c, err := parseContent(r.name, rc.String("content"), in)
+	if err != nil {
+		errs = append(errs, rc.Errorf("content", "content: %v", err))
+	}
+	r.content = c
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return r, nil
+}
+
+// checkAttrs verifies the attributes an expression reads: they need an
+// assets file, and must be declared by the rule's model (or, for a rule
+// without a model, by some model).
+func (p *plan) checkAttrs(rc *spec.Config, field string, e *rowexpr.Expr, r *rule, haveAssets bool) spec.Errors {
+	if p.attrVar < 0 {
+		return nil
+	}
+	keys := e.Keys(attrVar)
+	usesAttr := slices.Contains(e.Vars(), attrVar)
+	if !usesAttr {
+		return nil
+	}
+	if !haveAssets {
+		return spec.Errors{rc.Errorf(field, "%s: reads attr but the step has no assets file", field)}
+	}
+	if p.catalog == nil {
+		return nil // the assets file has errors of its own
+	}
+	var errs spec.Errors
+	for _, k := range keys {
+		if r.model != nil {
+			if _, ok := r.model.Attribute(k); !ok {
+				errs = append(errs, rc.Errorf(field, "%s: model %q has no attribute %q%s", field, r.model.ID, k, suggest(k, attributeIDs(r.model))))
+			}
+			continue
+		}
+		found := false
+		var all []string
+		for _, m := range p.catalog.Models {
+			if _, ok := m.Attribute(k); ok {
+				found = true
+			}
+			all = append(all, attributeIDs(m)...)
+		}
+		if !found {
+			errs = append(errs, rc.Errorf(field, "%s: no model has an attribute %q%s", field, k, suggest(k, all)))
+		}
+	}
+	return errs
+}
+
+// content is a parsed content template and the columns it reads.
+type content struct {
+	tmpl *template.Template
+	cols []int // input columns the template reads by name
+	all  bool  // the template passes the whole row on ({{.}}, {{$}})
+}
+
+// parseContent parses a content template and checks the names it reads
+// from the row.
+func parseContent(name, text string, in *engine.Schema) (content, error) {
+	t, err := template.New(name).Option("missingkey=zero").Parse(text)
+	if err != nil {
+		return content{}, err
+	}
+	c := content{tmpl: t}
+	known := append(in.Names(), templateNames...)
+	var bad error
+	use := func(field string) {
+		if i := in.Index(field); i >= 0 && !slices.Contains(c.cols, i) && !slices.Contains(templateNames, field) {
+			c.cols = append(c.cols, i)
+		}
+	}
+	var walk func(n parse.Node, top bool)
+	walk = func(n parse.Node, top bool) {
+		if bad != nil || n == nil {
+			return
+		}
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n == nil {
+				return
+			}
+			for _, x := range n.Nodes {
+				walk(x, top)
+			}
+		case *parse.ActionNode:
+			walk(n.Pipe, top)
+		case *parse.PipeNode:
+			if n == nil {
+				return
+			}
+			for _, x := range n.Cmds {
+				walk(x, top)
+			}
+		case *parse.CommandNode:
+			for _, a := range n.Args {
+				walk(a, top)
+			}
+		case *parse.ChainNode:
+			walk(n.Node, top)
+		case *parse.IfNode:
+			walk(n.Pipe, top)
+			walk(n.List, top)
+			walk(n.ElseList, top)
+		case *parse.RangeNode:
+			walk(n.Pipe, top)
+			walk(n.List, false)
+			walk(n.ElseList, top)
+		case *parse.WithNode:
+			walk(n.Pipe, top)
+			walk(n.List, false)
+			walk(n.ElseList, top)
+		case *parse.TemplateNode:
+			walk(n.Pipe, top)
+		case *parse.DotNode:
+			if top {
+				c.all = true
+			}
+		case *parse.VariableNode:
+			if n.Ident[0] == "$" {
+				if len(n.Ident) == 1 {
+					c.all = true
+				} else {
+					use(n.Ident[1])
+				}
+			}
+		case *parse.FieldNode:
+			if !top {
+				return
+			}
+			if !slices.Contains(known, n.Ident[0]) {
+				bad = fmt.Errorf("unknown field .%s%s", n.Ident[0], suggest(n.Ident[0], known))
+				return
+			}
+			use(n.Ident[0])
+		}
+	}
+	walk(t.Tree.Root, true)
+	if bad != nil {
+		return content{}, bad
+	}
+	return c, nil
+}
+
+func modelIDs(c *assets.Catalog) []string {
+	out := make([]string, len(c.Models))
+	for i, m := range c.Models {
+		out[i] = m.ID
+	}
+	return out
+}
+
+func attributeIDs(m *assets.Model) []string {
+	out := make([]string, len(m.Attributes))
+	for i, a := range m.Attributes {
+		out[i] = a.ID
+	}
+	return out
+}
+
+// suggest returns " (did you mean x?)" for the only name that extends
+// name, else for the closest name, or "".
+func suggest(name string, names []string) string {
+	var ext []string
+	for _, n := range names {
+		if len(name) >= 3 && strings.HasPrefix(n, name) && n != name {
+			ext = append(ext, n)
+		}
+	}
+	if len(ext) == 1 {
+		return fmt.Sprintf(" (did you mean %s?)", ext[0])
+	}
+	best, bestD := "", 3
+	for _, n := range names {
+		if d := distance(name, n); d < bestD && d < len(name) {
+			best, bestD = n, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
+}
+
+func distance(a, b string) int {
+	a, b = strings.ToLower(a), strings.ToLower(b)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,181 @@
+package codec
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// SchemaFields returns the configuration fields that declare the rows a
+// source produces: "schema" (columns, time and key) and "mapping" (where
+// each column is read from). Sources append them to their own fields and
+// read them with ParseMapping.
+func SchemaFields() []spec.Field {
+	return []spec.Field{
+		{
+			Name: "schema",
+			Type: spec.Object,
+			Description: "Columns of the rows the source produces. The time column is added as a timestamp " +
+				"and the key column as a string when `fields` does not list them.",
+			Example: map[string]any{
+				"time": "ts", "key": "asset",
+				"fields": map[string]any{"power": "float64", "wind_speed": "float64", "status": "string"},
+			},
+			Children: []spec.Field{
+				{Name: "time", Type: spec.String, Default: "time", Description: "Name of the event-time column.", Example: "ts"},
+				{Name: "key", Type: spec.String, Optional: true, Description: "Name of the key column (the asset or device a row belongs to).", Example: "asset"},
+				{
+					Name: "fields", Type: spec.Map, Elem: spec.String,
+					Description: "Column name -> type (" + strings.Join(engine.TypeNames(), ", ") + "), in output order.",
+					Example:     map[string]any{"power": "float64", "status": "string"},
+				},
+			},
+		},
+		{
+			Name: "mapping",
+			Type: spec.Map, Elem: spec.String, Optional: true,
+			Description: "Column name -> where its value is read from: an EnOS measure point (`Power`, or " +
+				"`Power.quality` for its quality), a dotted JSON path (`data.wind.speed`, `items.0.v`) or a CSV " +
+				"column header. A column not listed is read from the value of the same name.",
+			Example: map[string]any{"power": "Power", "wind_speed": "Wind Speed (m/s)"},
+		},
+	}
+}
+
+// TimeFields returns the configuration fields that say how time values are
+// written in text formats (CSV and JSON lines): "time_layout" and
+// "time_zone". Read them with ParseTimeFormatConfig.
+func TimeFields() []spec.Field {
+	return []spec.Field{
+		{
+			Name: "time_layout", Type: spec.String, Default: "unix_ms",
+			Description: "How the time column (and other timestamp columns) is written: `unix_ms`, `unix_s`, " +
+				"`unix_us`, `unix_ns` (numbers or numeric strings), `rfc3339`, or a Go layout such as " +
+				"`02 01 2006 15:04`. EnOS payloads always carry milliseconds.",
+			Example: "2006-01-02 15:04:05",
+		},
+		{
+			Name: "time_zone", Type: spec.String, Default: "UTC", Advanced: true,
+			Description: "Time zone of times written with a Go layout that carries no zone (an IANA name such as " +
+				"`Europe/Istanbul`, or `Local`).",
+			Example: "Europe/Istanbul",
+		},
+	}
+}
+
+// Mapping is the schema a decoder fills and, for each column, the name of
+// the payload value that feeds it.
+type Mapping struct {
+	Schema *engine.Schema
+	// Sources holds one entry per schema column: an EnOS measure point
+	// ("Power", or "Power.quality" for its quality), a dotted JSON path
+	// ("data.wind.speed") or a CSV column header. It defaults to the
+	// column's name. EnOS decoders ignore the entries of the time and key
+	// columns, which come from the envelope and the device key.
+	Sources []string
+}
+
+// NewMapping returns the mapping of s where sources (column -> source name)
+// overrides the default of reading each column from the value of the same
+// name. It fails on a source for a column that s does not have.
+func NewMapping(s *engine.Schema, sources map[string]string) (*Mapping, error) {
+	m := &Mapping{Schema: s, Sources: s.Names()}
+	keys := make([]string, 0, len(sources))
+	for k := range sources {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		i := s.Index(k)
+		if i < 0 {
+			return nil, fmt.Errorf("mapping: %q is not a column (columns: %s)", k, strings.Join(s.Names(), ", "))
+		}
+		if sources[k] == "" {
+			return nil, fmt.Errorf("mapping: column %q has an empty source", k)
+		}
+		m.Sources[i] = sources[k]
+	}
+	return m, nil
+}
+
+// ParseMapping builds the schema and mapping declared by the fields of
+// SchemaFields. Columns appear in the order of schema.fields; the time
+// column, when not listed, comes first and the key column second. Errors
+// are located at the offending field.
+func ParseMapping(cfg *spec.Config) (*Mapping, error) {
+	sc := cfg.Object("schema")
+	if sc == nil {
+		return nil, cfg.Errorf("schema", "missing schema")
+	}
+	var errs spec.Errors
+	timeName, keyName := sc.String("time"), sc.String("key")
+	if timeName == "" {
+		errs = append(errs, sc.Errorf("time", "the time column needs a name"))
+	}
+	if sc.Has("key") && keyName == "" {
+		errs = append(errs, sc.Errorf("key", "the key column needs a name"))
+	}
+	if keyName != "" && keyName == timeName {
+		errs = append(errs, sc.Errorf("key", "the key column %q is also the time column", keyName))
+	}
+	var fields []engine.Field
+	entries := sc.Entries("fields")
+	if len(entries) == 0 {
+		errs = append(errs, sc.Errorf("fields", "declare at least one column"))
+	}
+	for _, e := range entries {
+		s, _ := e.Value.(string)
+		t, err := engine.ParseType(s)
+		if err != nil {
+			errs = append(errs, spec.Errorf(e.ValuePos, "column %q: %v", e.Key, err))
+			continue
+		}
+		switch {
+		case e.Key == timeName && t != engine.Timestamp:
+			errs = append(errs, spec.Errorf(e.ValuePos, "the time column %q must have type timestamp, not %s", e.Key, t))
+			continue
+		case e.Key == keyName && t != engine.String:
+			errs = append(errs, spec.Errorf(e.ValuePos, "the key column %q must have type string, not %s", e.Key, t))
+			continue
+		}
+		fields = append(fields, engine.Field{Name: e.Key, Type: t})
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	has := func(name string) bool {
+		return slices.ContainsFunc(fields, func(f engine.Field) bool { return f.Name == name })
+	}
+	var head []engine.Field
+	if !has(timeName) {
+		head = append(head, engine.Field{Name: timeName, Type: engine.Timestamp})
+	}
+	if keyName != "" && !has(keyName) {
+		head = append(head, engine.Field{Name: keyName, Type: engine.String})
+	}
+	fields = append(head, fields...)
+	schema, err := engine.NewSchema(fields, timeName, keyName)
+	if err != nil {
+		return nil, sc.Errorf("fields", "%v", err)
+	}
+	m := &Mapping{Schema: schema, Sources: schema.Names()}
+	for _, e := range cfg.Entries("mapping") {
+		s, _ := e.Value.(string)
+		i := schema.Index(e.Key)
+		switch {
+		case i < 0:
+			errs = append(errs, spec.Errorf(e.KeyPos, "mapping: %q is not a column (columns: %s)", e.Key, strings.Join(schema.Names(), ", ")))
+		case s == "":
+			errs = append(errs, spec.Errorf(e.ValuePos, "mapping: column %q has an empty source", e.Key))
+		default:
+			m.Sources[i] = s
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return m, nil
+}

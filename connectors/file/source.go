@@ -1,0 +1,445 @@
+// Package file holds the "file" source, which replays CSV, JSON-lines and
+// EnOS measure-point files, and the "file" sink, which writes rows as JSON
+// lines.
+package file
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluice-edge/sluice/connectors/codec"
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// SourceSpec declares the "file" source.
+var SourceSpec = spec.Spec{
+	Name:    "file",
+	Summary: "Reads CSV, JSON-lines or EnOS measure-point files, as fast as possible or paced by event time.",
+	Description: "Each line is one payload: a CSV record (`csv`), a JSON object (`jsonl`) or an EnOS measure-point " +
+		"post (`enos`). A bad line is counted (`bad_lines`), logged with file:line and the reason (the first 10, " +
+		"then a summary per file) and skipped; the rest keeps flowing. The source ends after the last line of the " +
+		"last file.",
+	Fields: append(append([]spec.Field{
+		{Name: "path", Type: spec.String, Description: "File to read, relative to the pipeline file. A glob (`data/*.csv`) reads every match in name order.", Example: "data/turbine-*.csv"},
+		{Name: "format", Type: spec.String, Enum: []string{"csv", "jsonl", "enos"}, Description: "`csv` (one record per line), `jsonl` (one JSON object per line) or `enos` (one EnOS measure-point payload per line).", Example: "csv"},
+	}, codec.SchemaFields()...), append(codec.TimeFields(),
+		spec.Field{Name: "key", Type: spec.String, Optional: true, Description: "A fixed value for the key column of every row (for example the one device a file comes from).", Example: "T0001"},
+		spec.Field{Name: "key_field", Type: spec.String, Optional: true, Description: "`enos` only: the field of each params item, or of the envelope, that carries the device key.", Example: "deviceKey"},
+		spec.Field{Name: "speed", Type: spec.Float, Default: 0, Description: "Replay speed by event time: 0 reads as fast as possible, 1 keeps the gaps between event times, 10 replays ten times faster.", Example: 60},
+		spec.Field{Name: "header", Type: spec.Bool, Default: true, Description: "`csv` only: the first line of each file names the columns.", Example: false},
+		spec.Field{Name: "columns", Type: spec.List, Elem: spec.String, Optional: true, Description: "`csv` only: the column names, for files without a header line (or to replace it).", Example: []string{"time", "asset", "power"}},
+		spec.Field{Name: "delimiter", Type: spec.String, Default: ",", Description: "`csv` only: the field separator, one character (`tab` for a tab).", Example: ";"},
+		spec.Field{Name: "max_line", Type: spec.Int, Default: 1 << 20, Advanced: true, Description: "Longest line in bytes; longer lines are bad lines.", Example: 65536},
+	)...),
+	Example: `sources:
+  scada:
+    type: file
+    path: data/wind-turbine-*.csv
+    format: csv
+    time_layout: "02 01 2006 15:04"
+    key: T1
+    speed: 600
+    schema:
+      time: time
+      key: asset
+      fields: {power: float64, wind_speed: float64}
+    mapping: {time: Date/Time, power: ActivePower, wind_speed: "Wind Speed (m/s)"}
+`,
+}
+
+func init() { engine.RegisterSource(SourceSpec, newSource) }
+
+// maxLogged is how many bad lines a source logs one by one.
+const maxLogged = 10
+
+// Source replays files.
+type Source struct {
+	pattern  string // path joined with the pipeline directory
+	dir      string
+	pathPos  spec.Pos
+	format   string
+	mapping  *codec.Mapping
+	tf       codec.TimeFormat
+	key      string
+	keyField string
+	speed    float64
+	header   bool
+	columns  []string
+	comma    byte
+	maxLine  int
+	batch    engine.BatchPolicy
+	mem      memory.Allocator
+	log      *slog.Logger
+
+	rows, bad, unknown *atomic.Int64
+}
+
+func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
+	var errs spec.Errors
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, spec.Collect(cfg.Pos(""), err)...)
+		}
+	}
+	m, err := codec.ParseMapping(cfg)
+	add(err)
+	tf, err := codec.ParseTimeFormatConfig(cfg)
+	add(err)
+	s := &Source{
+		format:   cfg.String("format"),
+		pathPos:  cfg.Pos("path"),
+		mapping:  m,
+		tf:       tf,
+		key:      cfg.String("key"),
+		keyField: cfg.String("key_field"),
+		speed:    cfg.Float("speed"),
+		header:   cfg.Bool("header"),
+		columns:  cfg.Strings("columns"),
+		maxLine:  int(cfg.Int("max_line")),
+		batch:    bc.Batch.Normalize(),
+		mem:      bc.Mem,
+		log:      bc.Log,
+		dir:      bc.Dir,
+	}
+	path := cfg.String("path")
+	if path == "" {
+		add(cfg.Errorf("path", "path is empty"))
+	}
+	s.pattern = path
+	if !filepath.IsAbs(path) {
+		s.pattern = filepath.Join(bc.Dir, path)
+	}
+	if _, err := filepath.Match(s.pattern, ""); err != nil {
+		add(cfg.Errorf("path", "bad glob %q: %v", path, err))
+	}
+	if s.speed < 0 {
+		add(cfg.Errorf("speed", "speed must not be negative"))
+	}
+	if s.maxLine < 1 {
+		add(cfg.Errorf("max_line", "max_line must be positive"))
+	}
+	switch d := cfg.String("delimiter"); {
+	case d == "tab" || d == "\t":
+		s.comma = '\t'
+	case len(d) == 1 && d != `"` && d != "\n" && d != "\r":
+		s.comma = d[0]
+	default:
+		add(cfg.Errorf("delimiter", "delimiter must be one character other than a quote or a line break, not %q", d))
+	}
+	csvOnly := []string{"header", "columns", "delimiter"}
+	for _, f := range csvOnly {
+		if s.format != "csv" && cfg.Has(f) {
+			add(cfg.Errorf(f, "%s applies to format csv only", f))
+		}
+	}
+	if s.format != "enos" && s.keyField != "" {
+		add(cfg.Errorf("key_field", "key_field applies to format enos only; map the key column instead"))
+	}
+	if s.format == "csv" && !s.header && len(s.columns) == 0 {
+		add(cfg.Errorf("header", "without a header line, list the columns"))
+	}
+	if s.key != "" && s.keyField != "" {
+		add(cfg.Errorf("key", "set key or key_field, not both"))
+	}
+	if m != nil && m.Schema.Key == "" && (s.key != "" || s.keyField != "") {
+		name := "key"
+		if s.key == "" {
+			name = "key_field"
+		}
+		add(cfg.Errorf(name, "the schema has no key column (set schema.key)"))
+	}
+	if m != nil && m.Schema.Key != "" && s.format == "enos" && s.key == "" && s.keyField == "" {
+		add(cfg.Errorf("schema", "EnOS payloads carry no key column: set key (a fixed value) or key_field"))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	// Build a decoder now so that mapping problems show at load time.
+	if s.format != "csv" || len(s.columns) > 0 {
+		if _, err := s.decoder(s.columns); err != nil {
+			return nil, cfg.Errorf("mapping", "%v", err)
+		}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	counters := bc.Counters
+	if counters == nil {
+		counters = engine.NewCounters()
+	}
+	s.rows = counters.Counter("rows")
+	s.bad = counters.Counter("bad_lines")
+	if s.format == "enos" {
+		s.unknown = counters.Counter("unknown_points")
+	}
+	return s, nil
+}
+
+// decoder returns a decoder for the source's format; header is the CSV
+// header.
+func (s *Source) decoder(header []string) (codec.Decoder, error) {
+	switch s.format {
+	case "csv":
+		return codec.NewCSV(s.mapping, codec.CSVOptions{Header: header, Comma: s.comma, Time: s.tf})
+	case "enos":
+		return codec.NewEnOS(s.mapping, codec.EnOSOptions{KeyField: s.keyField, Unknown: s.unknown, Time: s.tf})
+	}
+	return codec.NewJSON(s.mapping, codec.JSONOptions{Time: s.tf})
+}
+
+// Schema is the declared schema.
+func (s *Source) Schema() *engine.Schema { return s.mapping.Schema }
+
+// errStop ends a run early: the context was cancelled or emit failed.
+var errStop = errors.New("stop")
+
+// run is the state of one Run.
+type run struct {
+	*Source
+	ctx      context.Context
+	done     <-chan struct{}
+	emit     engine.Emit
+	rb       *engine.RecordBuilder
+	emitErr  error
+	logged   int // bad lines logged one by one
+	unlogged int // bad lines of the current file not logged
+
+	// Pacing.
+	started      bool
+	t0           int64     // event time of the first row
+	w0           time.Time // wall time of the first row
+	pendingSince time.Time
+	timer        *time.Timer
+}
+
+// Run reads every matching file in name order and returns nil at the end,
+// or when ctx is cancelled after flushing the rows built so far.
+func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
+	files, err := filepath.Glob(s.pattern)
+	if err != nil {
+		return spec.Errorf(s.pathPos, "bad glob: %v", err)
+	}
+	if len(files) == 0 {
+		return spec.Errorf(s.pathPos, "no file matches %s", s.pattern)
+	}
+	slices.Sort(files)
+	r := &run{Source: s, ctx: ctx, done: ctx.Done(), emit: emit}
+	r.rb = engine.NewRecordBuilder(s.mem, s.mapping.Schema)
+	defer r.rb.Release()
+	if s.speed > 0 {
+		r.timer = time.NewTimer(time.Hour)
+		defer r.timer.Stop()
+	}
+	for _, f := range files {
+		if err := r.readFile(f); err != nil {
+			if errors.Is(err, errStop) {
+				break
+			}
+			// The rows read so far are good: hand them on first.
+			_ = r.flush()
+			return err
+		}
+	}
+	if err := r.flush(); err != nil && !errors.Is(err, errStop) {
+		return err
+	}
+	if r.emitErr != nil && ctx.Err() == nil {
+		return r.emitErr
+	}
+	return nil
+}
+
+func (r *run) flush() error {
+	rec := r.rb.NewRecord()
+	if rec == nil {
+		return nil
+	}
+	n := rec.NumRows()
+	if err := r.emit(rec); err != nil {
+		r.emitErr = err
+		return errStop
+	}
+	r.rows.Add(n)
+	return nil
+}
+
+func (r *run) stopped() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *run) readFile(path string) error {
+	name := path
+	if rel, err := filepath.Rel(r.dir, path); err == nil && r.dir != "" && !strings.HasPrefix(rel, "..") {
+		name = rel
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 64<<10)
+
+	var dec codec.Decoder
+	if r.format != "csv" || len(r.columns) > 0 {
+		if dec, err = r.decoder(r.columns); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	needHeader := r.format == "csv" && r.header
+	r.unlogged = 0
+	defer func() {
+		if r.unlogged > 0 {
+			r.log.Warn("more bad lines", "file", name, "not_logged", r.unlogged, "bad_lines", r.bad.Load())
+		}
+	}()
+	var long []byte
+	lineNo := 0
+	for {
+		line, rerr := br.ReadSlice('\n')
+		if rerr == bufio.ErrBufferFull {
+			// A line longer than the read buffer: gather it, up to max_line.
+			long = append(long[:0], line...)
+			for rerr == bufio.ErrBufferFull {
+				line, rerr = br.ReadSlice('\n')
+				if len(long) <= r.maxLine {
+					long = append(long, line...)
+				}
+			}
+			line = long
+		}
+		if rerr != nil && rerr != io.EOF {
+			return fmt.Errorf("%s: %w", name, rerr)
+		}
+		if len(line) == 0 && rerr == io.EOF {
+			return nil
+		}
+		lineNo++
+		if lineNo&63 == 0 && r.stopped() {
+			return errStop
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if lineNo == 1 {
+			line = bytes.TrimPrefix(line, []byte("\ufeff"))
+		}
+		switch {
+		case len(line) > r.maxLine:
+			r.badLine(name, lineNo, fmt.Errorf("line longer than %d bytes", r.maxLine))
+		case len(bytes.TrimSpace(line)) == 0:
+		case needHeader:
+			needHeader = false
+			if dec != nil {
+				break // the configured columns replace the header
+			}
+			h, err := codec.ParseCSVHeader(line, r.comma)
+			if err == nil {
+				dec, err = r.decoder(h)
+			}
+			if err != nil {
+				return fmt.Errorf("%s:%d: header: %w", name, lineNo, err)
+			}
+		default:
+			if err := r.line(dec, line); err != nil {
+				if errors.Is(err, errStop) {
+					return err
+				}
+				r.badLine(name, lineNo, err)
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+	}
+}
+
+// line decodes one payload, waits for it when pacing, and appends it.
+func (r *run) line(dec codec.Decoder, line []byte) error {
+	n, err := dec.Parse(line, r.key)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	if r.speed > 0 {
+		if err := r.pace(dec.Time(0)); err != nil {
+			return err
+		}
+	}
+	if r.rb.Rows() == 0 {
+		if r.speed > 0 {
+			r.pendingSince = time.Now()
+		} else {
+			// Replaying as fast as possible fills whole batches: size
+			// the columns once instead of growing them row by row.
+			r.rb.Reserve(r.batch.Size)
+		}
+	}
+	dec.Append(r.rb)
+	if r.rb.Rows() >= r.batch.Size {
+		return r.flush()
+	}
+	return nil
+}
+
+// pace waits until event time t is due, flushing pending rows whose
+// linger expires meanwhile.
+func (r *run) pace(t int64) error {
+	if !r.started {
+		r.started, r.t0, r.w0 = true, t, time.Now()
+	}
+	due := r.w0.Add(time.Duration(float64(t-r.t0) * float64(time.Millisecond) / r.speed))
+	for {
+		now := time.Now()
+		wake := due
+		if r.rb.Rows() > 0 {
+			flushAt := r.pendingSince.Add(r.batch.Linger)
+			if !now.Before(flushAt) {
+				if err := r.flush(); err != nil {
+					return err
+				}
+				continue
+			}
+			if flushAt.Before(wake) {
+				wake = flushAt
+			}
+		}
+		if !now.Before(due) {
+			return nil
+		}
+		r.timer.Reset(wake.Sub(now))
+		select {
+		case <-r.done:
+			return errStop
+		case <-r.timer.C:
+		}
+	}
+}
+
+func (r *run) badLine(name string, lineNo int, err error) {
+	r.bad.Add(1)
+	if r.logged < maxLogged {
+		r.logged++
+		r.log.Warn("bad line", "at", fmt.Sprintf("%s:%d", name, lineNo), "reason", err.Error())
+		return
+	}
+	r.unlogged++
+}

@@ -1,0 +1,196 @@
+package sim
+
+import (
+	"context"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// Spec declares the "sim" source.
+var Spec = spec.Spec{
+	Name:    "sim",
+	Summary: "Synthetic wind farm: turbine readings with a realistic power curve and fault episodes.",
+	Description: "Each turbine reports `time`, `asset` (the key, `T0001`..`TNNNN`) and ten float64 points: " +
+		"`wind_speed` (m/s), `power` (kW), `rotor_rpm`, `pitch_angle` (degrees), `nacelle_temp`, `gearbox_temp`, " +
+		"`generator_temp`, `ambient_temp` (°C), `yaw_error` (degrees) and `vibration` (mm/s). Rows go round the " +
+		"turbines, one event-time step (`interval`) per round. The same settings and seed give the same rows, " +
+		"whatever the batch size.",
+	Fields: []spec.Field{
+		{Name: "turbines", Type: spec.Int, Default: 100, Description: "Number of turbines.", Example: 1000},
+		{Name: "interval", Type: spec.Duration, Default: "1s", Description: "Event-time step between two readings of a turbine (at least 1ms).", Example: "10s"},
+		{Name: "start", Type: spec.String, Default: "2024-01-01T00:00:00Z", Description: "Event time of the first reading (RFC 3339).", Example: "2025-06-01T00:00:00Z"},
+		{Name: "seed", Type: spec.Int, Default: 1, Description: "Selects the farm: the same seed gives the same rows.", Example: 7},
+		{Name: "rows", Type: spec.Int, Default: 0, Description: "Readings per turbine before the source ends; 0 runs until stopped.", Example: 3600},
+		{Name: "rate", Type: spec.Float, Default: 0, Description: "Rows per second of wall-clock time (all turbines together); 0 is as fast as possible.", Example: 10000},
+		{Name: "faults", Type: spec.Float, Default: 0.1, Description: "Fault episodes (gearbox overheating, high vibration, curtailment) per turbine per hour of event time; each lasts 5 to 30 minutes.", Example: 0.5},
+	},
+	Example: "sources:\n  turbines:\n    type: sim\n    turbines: 1000\n    interval: 1s\n    rows: 3600\n    rate: 100000\n",
+}
+
+func init() { engine.RegisterSource(Spec, newSource) }
+
+// Source streams the readings of a Farm.
+type Source struct {
+	farm  *Farm
+	total int64 // rows to produce; 0 is unbounded
+	rate  float64
+	batch engine.BatchPolicy
+	mem   memory.Allocator
+	rows  *atomic.Int64
+}
+
+func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
+	var errs spec.Errors
+	n := cfg.Int("turbines")
+	if n < 1 || n > 1_000_000 {
+		errs = append(errs, cfg.Errorf("turbines", "turbines must be between 1 and 1000000, not %d", n))
+	}
+	interval := cfg.Duration("interval")
+	if interval < time.Millisecond {
+		errs = append(errs, cfg.Errorf("interval", "interval must be at least 1ms, not %v", interval))
+	}
+	start, err := time.Parse(time.RFC3339, cfg.String("start"))
+	if err != nil {
+		errs = append(errs, cfg.Errorf("start", "start must be an RFC 3339 time such as 2024-01-01T00:00:00Z, not %q", cfg.String("start")))
+	}
+	rows := cfg.Int("rows")
+	if rows < 0 {
+		errs = append(errs, cfg.Errorf("rows", "rows must not be negative"))
+	}
+	rate := cfg.Float("rate")
+	if rate < 0 {
+		errs = append(errs, cfg.Errorf("rate", "rate must not be negative"))
+	}
+	faults := cfg.Float("faults")
+	if faults < 0 {
+		errs = append(errs, cfg.Errorf("faults", "faults must not be negative"))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	if rows > 0 && rows > math.MaxInt64/n {
+		return nil, cfg.Errorf("rows", "rows x turbines is too large")
+	}
+	farm := NewFarm(Config{Turbines: int(n), Interval: interval, Start: start, Seed: uint64(cfg.Int("seed")), Faults: faults})
+	return NewSource(farm, rows*n, rate, bc), nil
+}
+
+// NewSource returns a source that emits total rows of farm (0 for no end)
+// at rate rows per second (0 for as fast as possible), in batches of
+// bc.Batch.
+func NewSource(farm *Farm, total int64, rate float64, bc engine.BuildContext) *Source {
+	counters := bc.Counters
+	if counters == nil {
+		counters = engine.NewCounters()
+	}
+	return &Source{farm: farm, total: total, rate: rate, batch: bc.Batch.Normalize(), mem: bc.Mem, rows: counters.Counter("rows")}
+}
+
+// Schema is the farm's schema.
+func (s *Source) Schema() *engine.Schema { return s.farm.Schema() }
+
+// Run emits rows until the configured number is reached (returning nil)
+// or ctx is cancelled.
+func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
+	rb := engine.NewRecordBuilder(s.mem, s.farm.Schema())
+	defer rb.Release()
+	var produced int64
+	flush := func() error {
+		rec := rb.NewRecord()
+		if rec == nil {
+			return nil
+		}
+		n := rec.NumRows()
+		if err := emit(rec); err != nil {
+			return err
+		}
+		s.rows.Add(n)
+		return nil
+	}
+	left := func() int64 {
+		if s.total == 0 {
+			return math.MaxInt64
+		}
+		return s.total - produced
+	}
+	if s.rate <= 0 {
+		for left() > 0 {
+			if ctx.Err() != nil {
+				return nil
+			}
+			n := int(min(int64(s.batch.Size), left()))
+			s.farm.Fill(rb, n)
+			produced += int64(n)
+			if err := flush(); err != nil {
+				return stopped(ctx, err)
+			}
+		}
+		return nil
+	}
+
+	// Paced: row k is due at start + k/rate; pending rows are flushed
+	// when a batch is full or the oldest has waited Linger.
+	start := time.Now()
+	dueAt := func(k int64) time.Time {
+		return start.Add(time.Duration(math.Ceil(float64(k) * 1e9 / s.rate)))
+	}
+	dueBy := func(now time.Time) int64 { // the number of rows due by now
+		c := int64(float64(now.Sub(start))*s.rate/1e9) + 1
+		for c > 0 && dueAt(c-1).After(now) {
+			c--
+		}
+		for !dueAt(c).After(now) {
+			c++
+		}
+		return c
+	}
+	var pendingSince time.Time
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		if n := min(dueBy(now)-produced, left(), int64(s.batch.Size-rb.Rows())); n > 0 {
+			if rb.Rows() == 0 {
+				pendingSince = now
+			}
+			s.farm.Fill(rb, int(n))
+			produced += n
+		}
+		if rb.Rows() > 0 && (rb.Rows() >= s.batch.Size || left() == 0 || now.Sub(pendingSince) >= s.batch.Linger) {
+			if err := flush(); err != nil {
+				return stopped(ctx, err)
+			}
+			continue
+		}
+		if left() == 0 {
+			return nil
+		}
+		// Sleep until the next row is due or the pending rows must go.
+		wake := dueAt(produced)
+		if rb.Rows() > 0 {
+			if w := pendingSince.Add(s.batch.Linger); w.Before(wake) {
+				wake = w
+			}
+		}
+		timer.Reset(wake.Sub(now))
+		select {
+		case <-ctx.Done():
+			return stopped(ctx, flush())
+		case <-timer.C:
+		}
+	}
+}
+
+// stopped turns an error seen while the pipeline stops into nil.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}

@@ -20,6 +20,9 @@ type Batch struct {
 	// they were derived from). Operators that track event time keep one
 	// watermark per source.
 	Source int
+	// Ack is the acknowledgement share this batch holds, or nil. The graph
+	// manages it: components never call it.
+	Ack *Ack
 }
 
 // Release releases the batch's record.

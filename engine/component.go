@@ -31,8 +31,10 @@ type BuildContext struct {
 
 // Emit hands a record to the next components. It blocks while they are busy
 // (backpressure) and returns an error once the pipeline is stopping, in which
-// case the record has been released.
-type Emit func(rec arrow.RecordBatch) error
+// case the record has been released. ack, when not nil, completes once every
+// effect of the record is durable in a sink or deliberately dropped (see
+// Ack); sources that need no acknowledgement pass nil.
+type Emit func(rec arrow.RecordBatch, ack *Ack) error
 
 // Source produces record batches.
 //

@@ -224,11 +224,13 @@ func (g *Graph) emit(n *Node, port int, b Batch) error {
 	n.rowsOut.Add(b.Rec.NumRows())
 	if len(p.consumers) == 0 {
 		b.Release()
+		b.Ack.Done()
 		return nil
 	}
 	for range len(p.consumers) - 1 {
 		b.Rec.Retain()
 	}
+	b.Ack.Add(len(p.consumers) - 1)
 	p.outlet.In() <- b
 	return nil
 }
@@ -243,15 +245,17 @@ func (g *Graph) closePorts(n *Node) {
 
 func (g *Graph) runSource(ctx context.Context, n *Node) {
 	defer g.closePorts(n)
-	emit := func(rec arrow.RecordBatch) error {
+	emit := func(rec arrow.RecordBatch, ack *Ack) error {
 		if rec == nil {
+			ack.Done()
 			return nil
 		}
 		if g.failed.Load() {
+			// Not acknowledged: the sender keeps it.
 			rec.Release()
 			return ErrStopped
 		}
-		return g.emit(n, 0, Batch{Rec: rec, Source: n.srcIdx})
+		return g.emit(n, 0, Batch{Rec: rec, Source: n.srcIdx, Ack: ack})
 	}
 	err := guard(func() error { return n.src.Run(ctx, emit) })
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrStopped) {
@@ -262,10 +266,18 @@ func (g *Graph) runSource(ctx context.Context, n *Node) {
 func (g *Graph) runOperator(in *inlet, n *Node) {
 	defer close(in.done)
 	defer g.closePorts(n)
+	// current is the share of the batch being processed; everything the
+	// operator emits meanwhile takes a share of it, so the input counts as
+	// handled only once its results are.
+	var current *Ack
 	emit := func(port int, b Batch) error {
 		if port < 0 || port >= len(n.ports) {
 			b.Release()
 			return fmt.Errorf("emit on undeclared port %d", port)
+		}
+		if b.Ack == nil && current != nil {
+			current.Add(1)
+			b.Ack = current
 		}
 		return g.emit(n, port, b)
 	}
@@ -273,14 +285,20 @@ func (g *Graph) runOperator(in *inlet, n *Node) {
 	for el := range in.ch {
 		b := el.(Batch)
 		if broken {
+			// Never acknowledged: the sender delivers it again.
 			b.Release()
 			continue
 		}
 		n.rowsIn.Add(b.Rec.NumRows())
+		current = b.Ack
+		b.Ack = nil
 		if err := guard(func() error { return n.op.Process(b, emit) }); err != nil {
 			broken = true
 			g.fail(n, err)
+			continue
 		}
+		current.Done()
+		current = nil
 	}
 	if !broken {
 		if err := guard(func() error { return n.op.Flush(emit) }); err != nil {
@@ -305,10 +323,14 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 			continue
 		}
 		n.rowsIn.Add(b.Rec.NumRows())
+		ack := b.Ack
+		b.Ack = nil
 		if err := guard(func() error { return n.sink.Write(wctx, b) }); err != nil {
 			broken = true
 			g.fail(n, err)
+			continue
 		}
+		ack.Done()
 	}
 	if err := n.sink.Close(wctx); err != nil {
 		g.fail(n, fmt.Errorf("close: %w", err))

@@ -44,7 +44,7 @@ func (s *countSource) Run(ctx context.Context, emit engine.Emit) error {
 			rows = append(rows, enginetest.Row{int64(v), float64(v)})
 			v++
 		}
-		if err := emit(enginetest.Record(s.mem, testSchema, rows...)); err != nil {
+		if err := emit(enginetest.Record(s.mem, testSchema, rows...), nil); err != nil {
 			return err
 		}
 	}
@@ -253,5 +253,80 @@ func TestGraphConnectChecks(t *testing.T) {
 	}
 	if err := g.Connect(s, 0, src); err == nil {
 		t.Fatal("connecting into a source succeeded")
+	}
+}
+
+// ackSource emits n single-row batches, each with its own Ack counting into
+// acked.
+type ackSource struct {
+	mem   memory.Allocator
+	n     int
+	acked *atomic.Int64
+}
+
+func (s *ackSource) Schema() *engine.Schema { return testSchema }
+
+func (s *ackSource) Run(ctx context.Context, emit engine.Emit) error {
+	for i := 0; i < s.n; i++ {
+		ack := engine.NewAck(func() { s.acked.Add(1) })
+		if err := emit(enginetest.Record(s.mem, testSchema, enginetest.Row{int64(i), float64(i)}), ack); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestGraphAcks(t *testing.T) {
+	tests := []struct {
+		name      string
+		sinkFail  error
+		wantAcked int64
+	}{
+		// Even rows reach two sinks, odd rows go to an unread port (dropped
+		// deliberately): every input is acknowledged once.
+		{"all durable or dropped", nil, 100},
+		// A failing sink never releases its shares: nothing it received is
+		// acknowledged.
+		{"sink failure", errors.New("disk full"), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			var acked atomic.Int64
+			g := engine.NewGraph("t", nil)
+			src := g.AddSource("a", &ackSource{mem: mem, n: 100, acked: &acked}, nil)
+			split := g.AddOperator("split", &splitOp{mem: mem}, nil)
+			s1 := g.AddSink("s1", &sumSink{fail: tt.sinkFail}, nil)
+			s2 := g.AddSink("s2", &sumSink{fail: tt.sinkFail}, nil)
+			_ = g.Connect(src, 0, split)
+			_ = g.Connect(split, 0, s1)
+			_ = g.Connect(split, 0, s2)
+			err := g.Run(context.Background())
+			if (err != nil) != (tt.sinkFail != nil) {
+				t.Fatalf("Run: %v", err)
+			}
+			if got := acked.Load(); got != tt.wantAcked {
+				t.Fatalf("%d inputs acknowledged, want %d", got, tt.wantAcked)
+			}
+		})
+	}
+}
+
+func TestAckNilAndOverRelease(t *testing.T) {
+	var a *engine.Ack
+	a.Add(3)
+	a.Done() // nil is a no-op
+	n := 0
+	b := engine.NewAck(func() { n++ })
+	b.Add(2)
+	b.Done()
+	b.Done()
+	if n != 0 || b.Pending() != 1 {
+		t.Fatalf("callback ran early: n=%d pending=%d", n, b.Pending())
+	}
+	b.Done()
+	if n != 1 {
+		t.Fatalf("callback ran %d times, want 1", n)
 	}
 }

@@ -34,7 +34,7 @@ type testSrc struct {
 func (s *testSrc) Schema() *engine.Schema { return testSchema }
 func (s *testSrc) Run(ctx context.Context, emit engine.Emit) error {
 	for i := 0; i < s.rows; i++ {
-		if err := emit(enginetest.Record(s.mem, testSchema, enginetest.Row{int64(i * 1000), "T1", float64(i)})); err != nil {
+		if err := emit(enginetest.Record(s.mem, testSchema, enginetest.Row{int64(i * 1000), "T1", float64(i)}), nil); err != nil {
 			return err
 		}
 	}

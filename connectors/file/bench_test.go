@@ -85,7 +85,7 @@ func benchSource(b *testing.B, content []byte, decl string) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var rows int64
-		err := s.Run(context.Background(), func(rec arrow.RecordBatch) error {
+		err := s.Run(context.Background(), func(rec arrow.RecordBatch, _ *engine.Ack) error {
 			rows += rec.NumRows()
 			rec.Release()
 			return nil

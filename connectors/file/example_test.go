@@ -47,7 +47,7 @@ mapping: {time: Date/Time, power: ActivePower, wind_speed: "Wind Speed (m/s)"}
 		fmt.Println(err)
 		return
 	}
-	_ = src.Run(context.Background(), func(rec arrow.RecordBatch) error {
+	_ = src.Run(context.Background(), func(rec arrow.RecordBatch, _ *engine.Ack) error {
 		defer rec.Release()
 		os.Stdout.Write(codec.AppendJSONLines(nil, rec))
 		return nil

@@ -269,7 +269,7 @@ func (r *run) flush() error {
 		return nil
 	}
 	n := rec.NumRows()
-	if err := r.emit(rec); err != nil {
+	if err := r.emit(rec, nil); err != nil {
 		r.emitErr = err
 		return errStop
 	}

@@ -85,7 +85,7 @@ func (e *env) run(t *testing.T, src string) ([]enginetest.Row, []int64) {
 	}
 	var rows []enginetest.Row
 	var sizes []int64
-	err = s.Run(context.Background(), func(rec arrow.RecordBatch) error {
+	err = s.Run(context.Background(), func(rec arrow.RecordBatch, _ *engine.Ack) error {
 		defer rec.Release()
 		if !rec.Schema().Equal(s.Schema().Arrow()) {
 			t.Errorf("record schema %v, declared %v", rec.Schema(), s.Schema().Arrow())
@@ -268,7 +268,7 @@ func TestSourceRunErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = s.Run(context.Background(), func(rec arrow.RecordBatch) error { rec.Release(); return nil })
+		err = s.Run(context.Background(), func(rec arrow.RecordBatch, _ *engine.Ack) error { rec.Release(); return nil })
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("got %v, want %q", err, tt.want)
 		}
@@ -289,7 +289,7 @@ func TestSourceStops(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var rows int64
-	err = s.Run(ctx, func(rec arrow.RecordBatch) error {
+	err = s.Run(ctx, func(rec arrow.RecordBatch, _ *engine.Ack) error {
 		defer rec.Release()
 		if rows += rec.NumRows(); rows == 300 {
 			cancel()
@@ -301,7 +301,7 @@ func TestSourceStops(t *testing.T) {
 		t.Errorf("Run: %v after %d rows (counter %d)", err, rows, e.counters.Snapshot()["rows"])
 	}
 	// An emit that fails while the pipeline runs is an error.
-	err = s.Run(context.Background(), func(rec arrow.RecordBatch) error {
+	err = s.Run(context.Background(), func(rec arrow.RecordBatch, _ *engine.Ack) error {
 		rec.Release()
 		return fmt.Errorf("downstream failed")
 	})
@@ -330,7 +330,7 @@ func TestSourcePaced(t *testing.T) {
 		}
 		start := time.Now()
 		var sizes []int64
-		err = s.Run(context.Background(), func(rec arrow.RecordBatch) error {
+		err = s.Run(context.Background(), func(rec arrow.RecordBatch, _ *engine.Ack) error {
 			defer rec.Release()
 			elapsed := time.Since(start)
 			rows := enginetest.Rows(rec)

@@ -229,7 +229,7 @@ func TestSourceRun(t *testing.T) {
 	}
 	var sizes []int64
 	var rows []enginetest.Row
-	err = src.Run(context.Background(), func(rec arrow.RecordBatch) error {
+	err = src.Run(context.Background(), func(rec arrow.RecordBatch, _ *engine.Ack) error {
 		defer rec.Release()
 		if !rec.Schema().Equal(src.Schema().Arrow()) {
 			t.Errorf("record schema %v", rec.Schema())
@@ -261,7 +261,7 @@ func TestSourceStops(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var batches int
-	err = src.Run(ctx, func(rec arrow.RecordBatch) error {
+	err = src.Run(ctx, func(rec arrow.RecordBatch, _ *engine.Ack) error {
 		rec.Release()
 		if batches++; batches == 5 {
 			cancel()
@@ -273,7 +273,7 @@ func TestSourceStops(t *testing.T) {
 	}
 	// An emit that fails because the pipeline stops ends Run.
 	ctx, cancel = context.WithCancel(context.Background())
-	err = src.Run(ctx, func(rec arrow.RecordBatch) error {
+	err = src.Run(ctx, func(rec arrow.RecordBatch, _ *engine.Ack) error {
 		rec.Release()
 		cancel()
 		return context.Canceled
@@ -297,7 +297,7 @@ func TestSourcePaced(t *testing.T) {
 		}
 		start := time.Now()
 		var emitted atomic.Int64
-		err = src.Run(context.Background(), func(rec arrow.RecordBatch) error {
+		err = src.Run(context.Background(), func(rec arrow.RecordBatch, _ *engine.Ack) error {
 			defer rec.Release()
 			elapsed := time.Since(start)
 			first := emitted.Load()

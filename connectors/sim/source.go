@@ -107,7 +107,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 			return nil
 		}
 		n := rec.NumRows()
-		if err := emit(rec); err != nil {
+		if err := emit(rec, nil); err != nil {
 			return err
 		}
 		s.rows.Add(n)

@@ -78,8 +78,12 @@ func (g *Graph) add(n *Node, ports []Port) *Node {
 	if n.Counters == nil {
 		n.Counters = NewCounters()
 	}
-	n.rowsIn = n.Counters.Counter("rows_in")
-	n.rowsOut = n.Counters.Counter("rows_out")
+	if n.kind != sourceNode {
+		n.rowsIn = n.Counters.Counter("rows_in")
+	}
+	if n.kind != sinkNode {
+		n.rowsOut = n.Counters.Counter("rows_out")
+	}
 	for _, p := range ports {
 		n.ports = append(n.ports, &outPort{name: p.Name})
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"go.uber.org/goleak"
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/enginetest"
@@ -60,6 +61,8 @@ func (s countSink) Write(_ context.Context, b engine.Batch) error {
 func (s countSink) Close(context.Context) error { return nil }
 
 var counted int64
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func init() {
 	engine.RegisterSource(spec.Spec{Name: "testsrc", Fields: []spec.Field{

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries a process exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// globals are the persistent flags shared by every subcommand.
+type globals struct {
+	logFormat string
+	logLevel  string
+	stdout    io.Writer
+	stderr    io.Writer
+}
+
+func (g *globals) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", g.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(g.logFormat) {
+	case "text":
+		return slog.New(slog.NewTextHandler(g.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(g.stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not one of text, json", g.logFormat)
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sluice",
+		Short: "Edge stream processing: device data to windows, alerts and the cloud",
+		Long: `Sluice is an edge stream-processing engine for industrial sites. It reads
+device data (simulator, files), computes event-time window statistics, raises
+alerts from expression rules and writes the results to sinks, all declared in
+pipeline YAML files.
+
+Start with:
+  sluice demo                      run the embedded wind-farm example
+  sluice validate pipeline.yaml    check a pipeline file
+  sluice run pipeline.yaml         run it until its sources end or Ctrl-C
+  sluice bench                     measure throughput on this machine`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
+	root.AddCommand(newRunCmd(g), newDemoCmd(g), newValidateCmd(g), newSchemaCmd(g), newDocsCmd(g), newBenchCmd(g), newVersionCmd(g))
+	return root
+}
+
+func execute(args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(stderr, ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "sluice:", err)
+	return 2
+}

@@ -1,0 +1,15 @@
+// Package examples embeds the example pipelines shipped with Sluice so the
+// binary can run them with nothing else installed (`sluice demo`). Each
+// example is validated and run by the test suite.
+package examples
+
+import "embed"
+
+// FS holds the example pipeline files and their data.
+//
+//go:embed *.yaml data
+var FS embed.FS
+
+// WindFarm is the file name of the wind-farm example: simulated turbines ->
+// one-minute window statistics per turbine -> alert rules.
+const WindFarm = "windfarm.yaml"

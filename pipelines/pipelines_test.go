@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -51,16 +52,16 @@ func (o passOp) Process(b engine.Batch, emit engine.PortEmit) error { return emi
 func (o passOp) Flush(engine.PortEmit) error                        { return nil }
 func (o passOp) Close() error                                       { return nil }
 
-type countSink struct{ n *int64 }
+type countSink struct{ n *atomic.Int64 }
 
 func (s countSink) Write(_ context.Context, b engine.Batch) error {
-	*s.n += b.Rec.NumRows()
+	s.n.Add(b.Rec.NumRows())
 	b.Release()
 	return nil
 }
 func (s countSink) Close(context.Context) error { return nil }
 
-var counted int64
+var counted atomic.Int64
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
@@ -245,12 +246,12 @@ pipelines:
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	counted = 0
+	counted.Store(0)
 	if err := pipelines.RunAll(context.Background(), ps); err != nil {
 		t.Fatal(err)
 	}
-	if counted != 5+3+3 {
-		t.Fatalf("counted %d rows, want 11", counted)
+	if got := counted.Load(); got != 5+3+3 {
+		t.Fatalf("counted %d rows, want 11", got)
 	}
 	if got := pipelines.SourceRows(ps); got != 8 {
 		t.Fatalf("source rows %d, want 8", got)

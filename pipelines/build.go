@@ -80,7 +80,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			src = inj
 		}
 		if err != nil {
-			errs = append(errs, spec.Collect(c.Pos, err)...)
+			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
 			failed[c.Name] = true
 			continue
 		}
@@ -105,7 +105,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		ctx := bc(c)
 		op, err := c.Comp.Operator(c.Config, schema, ctx)
 		if err != nil {
-			errs = append(errs, spec.Collect(c.Pos, err)...)
+			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
 			failed[c.Name] = true
 			continue
 		}
@@ -123,13 +123,19 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		ctx := bc(c)
 		s, err := c.Comp.Sink(c.Config, schema, ctx)
 		if err != nil {
-			errs = append(errs, spec.Collect(c.Pos, err)...)
+			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
 			continue
 		}
 		b := &Built{Def: c, Counters: ctx.Counters, sink: s}
 		b.Node = p.Graph.AddSink(c.Name, s, ctx.Counters)
 		built[c.Name] = b
 		p.Components = append(p.Components, b)
+	}
+	for _, c := range append(append(append([]*ComponentDef{}, d.Sources...), d.Steps...), d.Sinks...) {
+		if c.Invalid && len(errs) == 0 {
+			// Load reported this component's errors; never run it.
+			errs = append(errs, spec.Errorf(c.Pos, "%s %q has configuration errors", c.Kind, c.Name))
+		}
 	}
 	if len(errs) > 0 {
 		p.Close()
@@ -277,4 +283,15 @@ func topoSort(d *Def) ([]*ComponentDef, map[string]bool, spec.Errors) {
 		visit(s)
 	}
 	return order, cyclic, errs
+}
+
+// invalidOr drops the constructor errors of a component whose configuration
+// was already reported invalid by Load: they would repeat those errors. The
+// component is still constructed when possible so that the components
+// reading it are checked against its schema.
+func invalidOr(c *ComponentDef, errs spec.Errors) spec.Errors {
+	if c.Invalid {
+		return nil
+	}
+	return errs
 }

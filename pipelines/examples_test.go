@@ -92,7 +92,7 @@ func TestExamplesValidate(t *testing.T) {
 	if err != nil || len(entries) < 2 {
 		t.Fatalf("examples: %v %v", entries, err)
 	}
-	errs := pipelines.Validate([]string{"examples"}, envOf(nil), pipelines.Options{})
+	_, errs := pipelines.Validate([]string{"examples"}, envOf(nil), pipelines.Options{})
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

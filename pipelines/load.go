@@ -46,6 +46,9 @@ type ComponentDef struct {
 	Node    *yaml.Node
 	Comp    *engine.Component
 	Config  *spec.Config
+	// Invalid is set when the configuration itself has errors (already
+	// reported by Load); building skips the component.
+	Invalid bool
 }
 
 // InputRef is a reference to a stream: "component" or "component.port".
@@ -386,6 +389,7 @@ func parseComponent(file string, kind spec.Kind, key, n *yaml.Node) (*ComponentD
 	cfg, es := comp.Spec.Parse(file, n, "type", "input", "inputs")
 	errs = append(errs, es...)
 	c.Config = cfg
+	c.Invalid = len(es) > 0
 	return c, errs
 }
 

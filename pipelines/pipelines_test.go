@@ -182,7 +182,7 @@ sinks:
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := write(t, "p.yaml", tt.yaml)
-			errs := pipelines.Validate([]string{p}, func(string) (string, bool) { return "", false }, pipelines.Options{})
+			_, errs := pipelines.Validate([]string{p}, func(string) (string, bool) { return "", false }, pipelines.Options{})
 			if len(tt.want) == 0 {
 				if len(errs) > 0 {
 					t.Fatalf("unexpected errors:\n%v", errs)

@@ -32,18 +32,19 @@ func BuildAll(defs []*Def, opts Options) ([]*Pipeline, spec.Errors) {
 }
 
 // Validate loads, interpolates and builds the pipelines in paths without
-// running them, and returns every problem found.
-func Validate(paths []string, env LookupEnv, opts Options) spec.Errors {
+// running them, and returns the pipelines read and every problem found.
+func Validate(paths []string, env LookupEnv, opts Options) ([]*Def, spec.Errors) {
 	defs, errs := Load(paths, env)
-	if len(errs) > 0 {
-		// Structural errors first; building would repeat them.
-		return errs
-	}
-	ps, errs := BuildAll(defs, opts)
+	// Build what could be read, so that problems in wiring, expressions and
+	// schemas are reported together with the structural ones. Components
+	// whose configuration is invalid are skipped by Build.
+	ps, es := BuildAll(defs, opts)
 	for _, p := range ps {
 		p.Close()
 	}
-	return errs
+	errs = append(errs, es...)
+	errs.Sort()
+	return defs, errs
 }
 
 // RunAll runs pipelines concurrently until all have finished (their

@@ -25,14 +25,7 @@ prints a one-line summary when the files are valid.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			defs, errs := pipelines.Load(args, os.LookupEnv)
-			if len(errs) == 0 {
-				var ps []*pipelines.Pipeline
-				ps, errs = pipelines.BuildAll(defs, pipelines.Options{Log: log})
-				for _, p := range ps {
-					p.Close()
-				}
-			}
+			defs, errs := pipelines.Validate(args, os.LookupEnv, pipelines.Options{Log: log})
 			if len(errs) > 0 {
 				return &exitError{code: 1, err: errs}
 			}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,7 +71,7 @@ func TestVersionAndHelp(t *testing.T) {
 	if code, stdout, _ := run(t, "version"); code != 0 || !strings.HasPrefix(stdout, "sluice ") {
 		t.Fatalf("version: %d %q", code, stdout)
 	}
-	for _, cmd := range []string{"run", "validate", "schema", "demo", "version"} {
+	for _, cmd := range []string{"run", "validate", "schema", "demo", "bench", "version"} {
 		code, stdout, _ := run(t, cmd, "--help")
 		if code != 0 || !strings.Contains(stdout, "Usage:") {
 			t.Errorf("%s --help: exit %d\n%s", cmd, code, stdout)
@@ -118,7 +119,7 @@ sinks:
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", p, "--log-format", "json")
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -144,4 +145,22 @@ sinks:
 	if n := bytes.Count(data, []byte("\n")); n != 5 {
 		t.Fatalf("%d window rows after drain, want 5\n%s", n, data)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -77,7 +77,8 @@ func sqDigits(m uint64, sh uint) (d0, d1, d2, d3, d4 int64) {
 	return int64(w0 & digitMask), int64(w0 >> 32), int64(w1 & digitMask), int64(w1 >> 32), int64(w2)
 }
 
-// addSum adds a finite non-zero value (bits b) to the sum.
+// addSum adds a finite non-zero value (bits b) to the sum. passSums
+// inlines the same steps.
 func (a *facc) addSum(b uint64) {
 	m, p := split(b)
 	ci := p>>5 - int32(a.sumBase)
@@ -92,7 +93,9 @@ func (a *facc) addSum(b uint64) {
 	c[(ci+2)&7] += d2
 }
 
-// addSq adds the square of a finite non-zero value (bits b).
+// addSq adds the exact square of a finite non-zero value (bits b): the
+// 106-bit square of the mantissa at twice the value's position. passSums
+// inlines the same steps.
 func (a *facc) addSq(b uint64) {
 	m, p := split(b)
 	q := 2 * p

@@ -1,0 +1,373 @@
+package buffer_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/faultfs"
+)
+
+// walOffsets returns the offsets of the records of a WAL file.
+func walOffsets(t *testing.T, data []byte) []int {
+	t.Helper()
+	var offs []int
+	for off := 32; off+56 <= len(data); {
+		offs = append(offs, off)
+		off += 56 + int(binary.LittleEndian.Uint32(data[off+4:]))
+	}
+	return offs
+}
+
+// fourBatches writes 4 batches of 10 rows into one WAL file and closes the
+// buffer.
+func fourBatches(t *testing.T, fs *faultfs.FS, o buffer.Options) []byte {
+	t.Helper()
+	b := mustOpen(t, "/buf", o)
+	appendN(t, b, o.Mem, 0, 4, 10)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := fs.ReadFile("/buf/wal/00000001.wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(walOffsets(t, data)); n != 4 {
+		t.Fatalf("%d records in the WAL file, want 4", n)
+	}
+	return data
+}
+
+func TestTornTail(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		damage  func(data []byte, offs []int) []byte
+		batches int64 // batches that survive
+	}{
+		{"cut in header", func(d []byte, o []int) []byte { return d[:o[3]+20] }, 3},
+		{"cut in payload", func(d []byte, o []int) []byte { return d[:o[3]+56+10] }, 3},
+		{"cut after header", func(d []byte, o []int) []byte { return d[:o[3]+56] }, 3},
+		{"zeroed last record", func(d []byte, o []int) []byte {
+			clear(d[o[3]:])
+			return d
+		}, 3},
+		{"garbage in the last payload", func(d []byte, o []int) []byte {
+			d[len(d)-20] ^= 0xff
+			return d
+		}, 3},
+		{"zero padding after the records", func(d []byte, o []int) []byte { return append(d, make([]byte, 4096)...) }, 4},
+		{"two records cut", func(d []byte, o []int) []byte { return d[:o[2]+3] }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := checkedMem(t)
+			fs := faultfs.New()
+			o := opts(fs, mem)
+			data := fourBatches(t, fs, o)
+			if err := fs.WriteFile("/buf/wal/00000001.wal", tc.damage(data, walOffsets(t, data))); err != nil {
+				t.Fatal(err)
+			}
+			var corrupt []*buffer.CorruptionError
+			o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
+			b := mustOpen(t, "/buf", o)
+			defer b.Close()
+			if len(corrupt) != 0 {
+				t.Fatalf("a torn tail was reported as corruption: %v", corrupt[0])
+			}
+			wantContiguous(t, drain(t, b), 1, 0, tc.batches*10)
+			rec := rows(mem, testSchema, 100, 10)
+			first, err := b.Append(rec)
+			rec.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := uint64(tc.batches*10 + 1); first != want {
+				t.Fatalf("append after repair got sequence %d, want %d", first, want)
+			}
+			if q := b.Status().Quarantined; q != 0 {
+				t.Fatalf("%d files quarantined", q)
+			}
+		})
+	}
+}
+
+func TestCorruptWALRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		damage    func(d []byte, o []int)
+		reason    string
+		lostFirst uint64
+		lostLast  uint64
+		survivors []int64 // first ids of the batches that survive
+		jump      bool    // the next sequence jumps (lost range unbounded)
+	}{
+		{"payload of the second record", func(d []byte, o []int) { d[o[1]+100] ^= 0x01 }, "bad payload checksum", 11, 20, []int64{0, 20, 30}, false},
+		{"header of the second record", func(d []byte, o []int) { d[o[1]+17] ^= 0x01 }, "bad record header checksum", 11, 20, []int64{0, 20, 30}, false},
+		{"length of the second record", func(d []byte, o []int) { d[o[1]+6] ^= 0x40 }, "bad record header checksum", 11, 20, []int64{0, 20, 30}, false},
+		{"header of the last record", func(d []byte, o []int) { d[o[3]+2] ^= 0x01 }, "bad record header checksum", 31, 0, []int64{0, 10, 20}, true},
+		{"file header", func(d []byte, o []int) { d[3] ^= 0x01 }, "bad file magic", 0, 0, []int64{0, 10, 20, 30}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := checkedMem(t)
+			fs := faultfs.New()
+			o := opts(fs, mem)
+			data := fourBatches(t, fs, o)
+			offs := walOffsets(t, data)
+			tc.damage(data, offs)
+			if err := fs.WriteFile("/buf/wal/00000001.wal", data); err != nil {
+				t.Fatal(err)
+			}
+			var corrupt []*buffer.CorruptionError
+			o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
+			b := mustOpen(t, "/buf", o)
+			defer b.Close()
+			var found *buffer.CorruptionError
+			for _, c := range corrupt {
+				if c.Reason == tc.reason {
+					found = c
+				}
+			}
+			if found == nil {
+				t.Fatalf("no corruption %q reported; got %v", tc.reason, corrupt)
+			}
+			if found.Segment != "wal/00000001.wal" || found.Quarantined != "quarantine/wal-00000001.wal" {
+				t.Fatalf("reported %+v", found)
+			}
+			wantOff := int64(-1)
+			switch tc.name {
+			case "file header":
+				wantOff = 0
+			case "header of the last record":
+				wantOff = int64(offs[3])
+			default:
+				wantOff = int64(offs[1])
+			}
+			if found.Offset != wantOff {
+				t.Fatalf("offset %d, want %d", found.Offset, wantOff)
+			}
+			if found.LostFirst != tc.lostFirst || found.LostLast != tc.lostLast {
+				t.Fatalf("lost %d-%d, want %d-%d", found.LostFirst, found.LostLast, tc.lostFirst, tc.lostLast)
+			}
+			var ce *buffer.CorruptionError
+			if !errors.As(error(found), &ce) || !strings.Contains(found.Error(), "wal/00000001.wal at offset") {
+				t.Fatalf("error text %q", found.Error())
+			}
+			// The valid records around the damage were salvaged.
+			got := drain(t, b)
+			var want []read
+			for _, id := range tc.survivors {
+				for i := range int64(10) {
+					want = append(want, read{uint64(id + i + 1), id + i})
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("read %v\nwant %v", got, want)
+			}
+			st := b.Status()
+			if st.Quarantined != 1 || st.WALFiles != 1 || st.Segments == 0 {
+				t.Fatalf("status %+v", st)
+			}
+			if _, err := fs.ReadFile("/buf/quarantine/wal-00000001.wal"); err != nil {
+				t.Fatal(err)
+			}
+			rec := rows(mem, testSchema, 100, 1)
+			first, err := b.Append(rec)
+			rec.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.jump != (first > 1<<32) {
+				t.Fatalf("next sequence %d (jump expected: %v)", first, tc.jump)
+			}
+			// Reopening reports nothing new.
+			b.Close()
+			corrupt = nil
+			b2 := mustOpen(t, "/buf", o)
+			defer b2.Close()
+			if len(corrupt) != 0 {
+				t.Fatalf("reported again after reopen: %v", corrupt[0])
+			}
+			if got2 := drain(t, b2); len(got2) != len(want)+1 {
+				t.Fatalf("read %d rows after reopen, want %d", len(got2), len(want)+1)
+			}
+		})
+	}
+}
+
+// threeSegments seals three segments of 10 rows each and closes the buffer.
+func threeSegments(t *testing.T, o buffer.Options) []buffer.SegmentInfo {
+	t.Helper()
+	b := mustOpen(t, "/buf", o)
+	defer b.Close()
+	id := int64(0)
+	for range 3 {
+		id = appendN(t, b, o.Mem, id, 1, 10)
+		if err := b.Roll(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	segs := b.Segments()
+	if len(segs) != 3 {
+		t.Fatalf("%d segments, want 3", len(segs))
+	}
+	return segs
+}
+
+func TestCorruptSegment(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(fs *faultfs.FS, seg buffer.SegmentInfo)
+		reason string
+		atOpen bool
+		lost   bool
+	}{
+		{"truncated", func(fs *faultfs.FS, s buffer.SegmentInfo) {
+			d, _ := fs.ReadFile("/buf/" + s.Path)
+			fs.WriteFile("/buf/"+s.Path, d[:len(d)/2])
+		}, "size", true, true},
+		{"flipped byte", func(fs *faultfs.FS, s buffer.SegmentInfo) {
+			d, _ := fs.ReadFile("/buf/" + s.Path)
+			d[len(d)/2] ^= 0x10
+			fs.WriteFile("/buf/"+s.Path, d)
+		}, "file checksum mismatch", false, true},
+		{"missing", func(fs *faultfs.FS, s buffer.SegmentInfo) {
+			fs.Remove("/buf/" + s.Path)
+		}, "listed in the manifest but missing", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := checkedMem(t)
+			fs := faultfs.New()
+			o := opts(fs, mem)
+			segs := threeSegments(t, o)
+			tc.damage(fs, segs[1])
+			var corrupt []*buffer.CorruptionError
+			o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
+			b := mustOpen(t, "/buf", o)
+			defer b.Close()
+			if got := len(corrupt); tc.atOpen && got != 1 || !tc.atOpen && got != 0 {
+				t.Fatalf("%d corruptions at open: %v", got, corrupt)
+			}
+			got := drain(t, b)
+			if len(corrupt) != 1 || !strings.Contains(corrupt[0].Reason, tc.reason) {
+				t.Fatalf("corruptions %v, want one %q", corrupt, tc.reason)
+			}
+			c := corrupt[0]
+			if c.Segment != segs[1].Path || c.LostFirst != 11 || c.LostLast != 20 {
+				t.Fatalf("reported %+v", c)
+			}
+			if tc.name != "missing" && c.Quarantined != "quarantine/seg-"+strings.TrimPrefix(segs[1].Path, "seg/") {
+				t.Fatalf("quarantined as %q", c.Quarantined)
+			}
+			// The neighbours are read; the damaged rows are skipped.
+			want := append(seqIDs(1, 0, 10), seqIDs(21, 20, 10)...)
+			if !slices.Equal(got, want) {
+				t.Fatalf("read %v\nwant %v", got, want)
+			}
+			b.Close()
+			corrupt = nil
+			b2 := mustOpen(t, "/buf", o)
+			defer b2.Close()
+			if len(corrupt) != 0 || len(b2.Segments()) != 2 {
+				t.Fatalf("after reopen: corruptions %v, %d segments", corrupt, len(b2.Segments()))
+			}
+		})
+	}
+}
+
+func seqIDs(seq uint64, id int64, n int) []read {
+	out := make([]read, n)
+	for i := range out {
+		out[i] = read{seq + uint64(i), id + int64(i)}
+	}
+	return out
+}
+
+func TestUnlistedSegments(t *testing.T) {
+	mem := checkedMem(t)
+	fs := faultfs.New()
+	o := opts(fs, mem)
+	segs := threeSegments(t, o)
+	// An unreadable file that claims rows nobody else holds.
+	if err := fs.WriteFile("/buf/seg/00000000000000000500-00000000000000000509.parquet", []byte("PAR1 not really")); err != nil {
+		t.Fatal(err)
+	}
+	// A leftover of an interrupted publication.
+	if err := fs.WriteFile("/buf/seg/"+strings.TrimPrefix(segs[0].Path, "seg/")+".tmp", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	var corrupt []*buffer.CorruptionError
+	o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
+	b := mustOpen(t, "/buf", o)
+	defer b.Close()
+	if len(corrupt) != 1 || corrupt[0].Reason != "unlisted segment is unreadable" || corrupt[0].LostFirst != 500 {
+		t.Fatalf("corruptions %v", corrupt)
+	}
+	wantContiguous(t, drain(t, b), 1, 0, 30)
+	for _, n := range fs.Names() {
+		if strings.HasSuffix(n, ".tmp") {
+			t.Fatalf("%s left behind", n)
+		}
+	}
+}
+
+func TestCorruptManifest(t *testing.T) {
+	mem := checkedMem(t)
+	fs := faultfs.New()
+	o := opts(fs, mem)
+	threeSegments(t, o)
+	data, err := fs.ReadFile("/buf/manifest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// header 16, high record 17, then three add records of 77 bytes: damage
+	// the second add.
+	data[16+17+77+30] ^= 0xff
+	fs.WriteFile("/buf/manifest", data)
+	var corrupt []*buffer.CorruptionError
+	o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
+	b := mustOpen(t, "/buf", o)
+	defer b.Close()
+	if len(corrupt) != 1 || corrupt[0].Segment != "manifest" || corrupt[0].Offset != 16+17+77 {
+		t.Fatalf("corruptions %v", corrupt)
+	}
+	if !strings.HasPrefix(corrupt[0].Quarantined, "quarantine/manifest-") {
+		t.Fatalf("manifest copy at %q", corrupt[0].Quarantined)
+	}
+	// The segments the manifest lost were adopted.
+	if n := len(b.Segments()); n != 3 {
+		t.Fatalf("%d segments, want 3", n)
+	}
+	wantContiguous(t, drain(t, b), 1, 0, 30)
+}
+
+func TestCorruptCursor(t *testing.T) {
+	mem := checkedMem(t)
+	fs := faultfs.New()
+	o := opts(fs, mem)
+	b := mustOpen(t, "/buf", o)
+	appendN(t, b, mem, 0, 3, 10)
+	drain(t, b)
+	if err := b.Ack(15); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	fs.WriteFile("/buf/cursor", []byte("SLUICECR garbage...."))
+	var corrupt []*buffer.CorruptionError
+	o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
+	b = mustOpen(t, "/buf", o)
+	defer b.Close()
+	if len(corrupt) != 1 || corrupt[0].Segment != "cursor" || corrupt[0].Quarantined != "quarantine/cursor-cursor" {
+		t.Fatalf("corruptions %v", corrupt)
+	}
+	// At least once: the rows still on disk are delivered again, under the
+	// same sequences.
+	got := drain(t, b)
+	if len(got) == 0 || got[len(got)-1] != (read{30, 29}) {
+		t.Fatalf("read %v", got)
+	}
+}

@@ -1,0 +1,416 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine"
+)
+
+// Quota is a disk budget shared by one or more buffers (docs/format/buffer.md
+// section 10). Buffers join it through Options.Quota; a buffer opened
+// without one gets a private quota from Options.MaxBytes and Options.Policy.
+type Quota struct {
+	max       int64
+	policy    Policy
+	droppable func(*engine.Schema) bool
+	used      atomic.Int64
+
+	mu      sync.Mutex // serialises evictions; guards members
+	members []*Buffer
+}
+
+// NewQuota returns a quota of maxBytes (0: unlimited) with the given policy
+// on full. droppable says which buffers Downsample may evict from; nil means
+// DefaultDroppable.
+func NewQuota(maxBytes int64, policy Policy, droppable func(*engine.Schema) bool) *Quota {
+	if droppable == nil {
+		droppable = DefaultDroppable
+	}
+	return &Quota{max: maxBytes, policy: policy, droppable: droppable}
+}
+
+// Used returns the bytes used by the member buffers.
+func (q *Quota) Used() int64 { return q.used.Load() }
+
+// Max returns the budget in bytes (0: unlimited).
+func (q *Quota) Max() int64 { return q.max }
+
+// Policy returns the policy on full.
+func (q *Quota) Policy() Policy { return q.policy }
+
+// DefaultDroppable is the default rule of the Downsample policy: raw data
+// may be dropped, alerts and window statistics may not. A schema is kept
+// when it equals engine.AlertSchema or when it is a window-result schema,
+// recognised by timestamp fields named "window_start" and "window_end".
+func DefaultDroppable(s *engine.Schema) bool {
+	if s.Equal(engine.AlertSchema) {
+		return false
+	}
+	ws, ok1 := s.Lookup("window_start")
+	we, ok2 := s.Lookup("window_end")
+	if ok1 && ok2 && ws.Type == engine.Timestamp && we.Type == engine.Timestamp {
+		return false
+	}
+	return true
+}
+
+func (q *Quota) join(b *Buffer, bytes int64) {
+	q.mu.Lock()
+	q.members = append(q.members, b)
+	q.mu.Unlock()
+	q.used.Add(bytes)
+}
+
+func (q *Quota) leave(b *Buffer) {
+	q.mu.Lock()
+	q.members = slices.DeleteFunc(q.members, func(x *Buffer) bool { return x == b })
+	q.mu.Unlock()
+	b.mu.Lock()
+	n := b.walBytes + b.segBytes + b.deadBytes
+	b.mu.Unlock()
+	q.used.Add(-n)
+}
+
+func (q *Quota) tryAdd(n int64) bool {
+	for {
+		u := q.used.Load()
+		if q.max > 0 && u+n > q.max {
+			return false
+		}
+		if q.used.CompareAndSwap(u, u+n) {
+			return true
+		}
+	}
+}
+
+func (q *Quota) release(n int64) { q.used.Add(-n) }
+
+// pendingDrop is a drop to report once no lock is held.
+type pendingDrop struct {
+	b *Buffer
+	d Drop
+}
+
+func deliverDrops(ds []pendingDrop) {
+	for _, p := range ds {
+		p.b.reportDrop(p.d)
+	}
+}
+
+// reserve accounts n more bytes for b, evicting per policy when they do not
+// fit.
+func (q *Quota) reserve(b *Buffer, n int64) ([]pendingDrop, error) {
+	if q.tryAdd(n) {
+		return nil, nil
+	}
+	if q.policy == RejectNew {
+		return nil, ErrFull
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var drops []pendingDrop
+	for !q.tryAdd(n) {
+		v := q.victimLocked()
+		if v == nil {
+			return drops, ErrFull
+		}
+		d, ok, err := v.dropOldest()
+		if err != nil {
+			return drops, err
+		}
+		if ok {
+			drops = append(drops, pendingDrop{v, d})
+		}
+	}
+	return drops, nil
+}
+
+// victimLocked picks the member whose oldest evictable unit is the oldest.
+func (q *Quota) victimLocked() *Buffer {
+	var best *Buffer
+	var bestAge int64
+	for _, m := range q.members {
+		if q.policy == Downsample && !q.droppable(m.opts.Schema) {
+			continue
+		}
+		age, ok := m.oldestUnit()
+		if ok && (best == nil || age < bestAge) {
+			best, bestAge = m, age
+		}
+	}
+	return best
+}
+
+// Drop describes rows deleted without delivery.
+type Drop struct {
+	// Reason is "quota" or "ttl".
+	Reason string
+	// Policy is the quota policy that dropped (for Reason "quota").
+	Policy Policy
+	// Segment is the deleted file, relative to the buffer directory.
+	Segment string
+	// First and Last bound the undelivered sequences dropped.
+	First, Last uint64
+	// Rows is the number of undelivered rows dropped; Bytes the size of
+	// the deleted file.
+	Rows  int64
+	Bytes int64
+	// MinTime and MaxTime bound the event times of the file's rows (zero
+	// when unknown).
+	MinTime, MaxTime time.Time
+}
+
+func (d Drop) String() string {
+	return fmt.Sprintf("dropped %d rows (sequences %d-%d, %d bytes, %s) by %s", d.Rows, d.First, d.Last, d.Bytes, d.Segment, d.Reason)
+}
+
+// unit is a droppable group of rows: a data segment, a rolled WAL file or a
+// dead-letter segment.
+type unit struct {
+	seg  *segEntry
+	wal  *walFile
+	dead *segEntry
+}
+
+// oldestUnit returns the oldest append time of b's oldest evictable unit.
+func (b *Buffer) oldestUnit() (int64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	u, ok := b.oldestLocked()
+	if !ok {
+		return 0, false
+	}
+	if u.seg != nil {
+		return u.seg.written, true
+	}
+	return u.wal.recs[0].wall, true
+}
+
+func (b *Buffer) oldestLocked() (unit, bool) {
+	if b.closed {
+		return unit{}, false
+	}
+	if len(b.segs) > 0 {
+		return unit{seg: &b.segs[0]}, true
+	}
+	for _, w := range b.wals {
+		if w.state == walActive {
+			break
+		}
+		if w.state != walRemoved && len(w.recs) > 0 {
+			return unit{wal: w}, true
+		}
+	}
+	return unit{}, false
+}
+
+// dropOldest deletes b's oldest evictable unit for the quota.
+func (b *Buffer) dropOldest() (Drop, bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for {
+		u, ok := b.oldestLocked()
+		if !ok {
+			return Drop{}, false, nil
+		}
+		if u.wal != nil && u.wal.state == walSealing {
+			b.sealed.Wait()
+			continue
+		}
+		d, err := b.dropLocked(u, reasonQuota)
+		return d, err == nil && d.Rows > 0, err
+	}
+}
+
+// dropLocked deletes one unit: the loss is recorded in the manifest first,
+// then the file is removed.
+func (b *Buffer) dropLocked(u unit, reason uint8) (Drop, error) {
+	d := Drop{Reason: "quota", Policy: b.quota.policy}
+	if reason == reasonTTL {
+		d.Reason = "ttl"
+	}
+	var kind segKind = kindData
+	var first, last uint64
+	var tmin, tmax int64
+	var hasTime bool
+	switch {
+	case u.seg != nil:
+		e := *u.seg
+		first, last, tmin, tmax, hasTime = e.first, e.last, e.tmin, e.tmax, e.hasTime
+		d.Segment, d.Bytes = e.rel(), e.bytes
+	case u.dead != nil:
+		e := *u.dead
+		kind = kindDead
+		first, last, tmin, tmax, hasTime = e.first, e.last, e.tmin, e.tmax, e.hasTime
+		d.Segment, d.Bytes = e.rel(), e.bytes
+	default:
+		w := u.wal
+		first, last = w.recs[0].first, w.lastSeq()
+		for _, r := range w.recs {
+			if r.hasTime {
+				if !hasTime {
+					tmin, tmax, hasTime = r.tmin, r.tmax, true
+				}
+				tmin, tmax = min(tmin, r.tmin), max(tmax, r.tmax)
+			}
+		}
+		d.Segment, d.Bytes = w.rel, w.size
+	}
+	if kind == kindData {
+		first = max(first, b.cursor+1)
+	}
+	d.First, d.Last = first, last
+	switch {
+	case u.wal != nil:
+		for _, r := range u.wal.recs {
+			if r.last() >= first {
+				d.Rows += int64(r.last() - max(r.first, first) + 1)
+			}
+		}
+	case last >= first:
+		d.Rows = int64(last - first + 1)
+	}
+	if d.Rows == 0 {
+		// Everything in it was delivered: reclaim, nothing is lost.
+		if u.wal != nil {
+			return Drop{}, b.removeWALLocked(u.wal, 0)
+		}
+		if err := b.fs.Remove(b.path(d.Segment)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return Drop{}, err
+		}
+		if i, ok := b.findSegLocked(u.seg.first); ok {
+			b.man.forget(kindData, u.seg.first)
+			b.segs = slices.Delete(b.segs, i, i+1)
+			b.segBytes -= u.seg.bytes
+			b.quota.used.Add(-u.seg.bytes)
+		}
+		return Drop{}, nil
+	}
+	if hasTime {
+		d.MinTime, d.MaxTime = time.UnixMilli(tmin).UTC(), time.UnixMilli(tmax).UTC()
+	}
+	rr := seqRange{kind: kind, reason: reason, first: first, last: last, rows: uint64(d.Rows)}
+	if kind == kindDead {
+		rr.reason = reasonDeadPurged
+		rr.first = u.dead.first
+	}
+	if err := b.man.write(encodeRemove(rr)); err != nil {
+		return Drop{}, err
+	}
+	switch {
+	case u.seg != nil:
+		e := *u.seg
+		if err := b.fs.Remove(b.path(e.rel())); err != nil {
+			b.log.Warn("cannot remove a dropped segment", "file", e.rel(), "err", err)
+		}
+		if i, ok := b.findSegLocked(e.first); ok {
+			b.segs = slices.Delete(b.segs, i, i+1)
+			b.segBytes -= e.bytes
+			b.quota.used.Add(-e.bytes)
+		}
+	case u.dead != nil:
+		e := *u.dead
+		if err := b.fs.Remove(b.path(e.rel())); err != nil {
+			b.log.Warn("cannot remove a dropped segment", "file", e.rel(), "err", err)
+		}
+		b.dead = slices.DeleteFunc(b.dead, func(x segEntry) bool { return x.first == e.first })
+		b.deadBytes -= e.bytes
+		b.quota.used.Add(-e.bytes)
+	default:
+		if err := b.removeWALLocked(u.wal, 0); err != nil {
+			b.log.Warn("cannot remove a dropped WAL file", "file", u.wal.rel, "err", err)
+		}
+	}
+	if kind == kindData {
+		b.stats.rows += d.Rows
+		b.stats.units++
+		b.stats.bytes += d.Bytes
+	}
+	return d, nil
+}
+
+func (b *Buffer) reportDrop(d Drop) {
+	b.ctr.rowsDropped.Add(d.Rows)
+	b.ctr.unitsDropped.Add(1)
+	b.log.Warn("buffer dropped undelivered rows", "reason", d.Reason, "policy", d.Policy.String(), "file", d.Segment,
+		"first", d.First, "last", d.Last, "rows", d.Rows, "bytes", d.Bytes)
+	if b.opts.OnDrop != nil {
+		b.opts.OnDrop(d)
+	}
+}
+
+// Expire drops the segments, rolled WAL files and dead-letter segments
+// older than the TTL (Options.TTL, Options.TTLBy; dead letters by age) and
+// returns what it dropped (also reported through Options.OnDrop).
+func (b *Buffer) Expire() ([]Drop, error) {
+	if b.opts.TTL <= 0 {
+		return nil, nil
+	}
+	now := b.opts.Now()
+	limit := now.Add(-b.opts.TTL).UnixMilli()
+	expired := func(hasTime bool, tmax, written int64) bool {
+		if b.opts.TTLBy == ByEventTime {
+			return hasTime && tmax < limit
+		}
+		return written < limit
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	var drops []Drop
+	var err error
+	for i := 0; i < len(b.segs) && err == nil; {
+		e := b.segs[i]
+		if !expired(e.hasTime, e.tmax, e.written) {
+			i++
+			continue
+		}
+		var d Drop
+		if d, err = b.dropLocked(unit{seg: &e}, reasonTTL); err == nil && d.Rows > 0 {
+			drops = append(drops, d)
+		}
+	}
+	for _, w := range slices.Clone(b.wals) {
+		if err != nil || w.state != walRolled || len(w.recs) == 0 {
+			continue
+		}
+		hasTime, tmax, written := false, int64(0), w.recs[0].wall
+		for _, r := range w.recs {
+			if r.hasTime {
+				tmax = max(tmax, r.tmax)
+				if !hasTime {
+					tmax = r.tmax
+				}
+				hasTime = true
+			}
+			written = min(written, r.wall)
+		}
+		if expired(hasTime, tmax, written) {
+			var d Drop
+			if d, err = b.dropLocked(unit{wal: w}, reasonTTL); err == nil && d.Rows > 0 {
+				drops = append(drops, d)
+			}
+		}
+	}
+	for _, e := range slices.Clone(b.dead) {
+		if err == nil && e.written < limit {
+			var d Drop
+			if d, err = b.dropLocked(unit{dead: &e}, reasonTTL); err == nil {
+				drops = append(drops, d)
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, d := range drops {
+		b.reportDrop(d)
+	}
+	return drops, err
+}

@@ -19,6 +19,11 @@ type BuildContext struct {
 	// Dir is the directory of the pipeline file; relative paths in the
 	// configuration are resolved against it.
 	Dir string
+	// DataDir is the directory where components keep durable state (the
+	// buffers of cloud-bound sinks live in DataDir/<pipeline>/<sink>).
+	DataDir string
+	// Edge identifies this engine instance in outgoing message IDs.
+	Edge string
 	// Batch is the pipeline's batch policy.
 	Batch BatchPolicy
 	// Mem allocates Arrow memory; tests pass a checked allocator.

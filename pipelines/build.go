@@ -2,6 +2,7 @@ package pipelines
 
 import (
 	"context"
+	"os"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -19,6 +20,11 @@ type Options struct {
 	Log *slog.Logger
 	// Mem allocates Arrow memory (default: the Go allocator).
 	Mem memory.Allocator
+	// DataDir is where durable state lives (default "sluice-data").
+	DataDir string
+	// Edge identifies this engine in outgoing message IDs (default: the
+	// host name).
+	Edge string
 	// Sources replaces the named sources with these instances instead of
 	// building them from their configuration (which is still validated).
 	// Embedders and the bench harness use it to feed a pipeline from
@@ -57,6 +63,12 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 	if opts.Mem == nil {
 		opts.Mem = memory.DefaultAllocator
 	}
+	if opts.DataDir == "" {
+		opts.DataDir = "sluice-data"
+	}
+	if opts.Edge == "" {
+		opts.Edge = defaultEdge()
+	}
 	plog := opts.Log.With("pipeline", d.Name)
 	p := &Pipeline{Def: d, Graph: engine.NewGraph(d.Name, plog)}
 	var errs spec.Errors
@@ -65,7 +77,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 
 	bc := func(c *ComponentDef) engine.BuildContext {
 		return engine.BuildContext{
-			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, Batch: d.Batch, Mem: opts.Mem,
+			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, Batch: d.Batch, Mem: opts.Mem,
 			Log: plog.With("component", c.Name), Counters: engine.NewCounters(),
 		}
 	}
@@ -294,4 +306,12 @@ func invalidOr(c *ComponentDef, errs spec.Errors) spec.Errors {
 		return nil
 	}
 	return errs
+}
+
+// defaultEdge is the host name, or "edge" when it is unknown.
+func defaultEdge() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "edge"
 }

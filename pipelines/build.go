@@ -2,9 +2,9 @@ package pipelines
 
 import (
 	"context"
-	"os"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"

@@ -121,8 +121,8 @@ func (o Options) normalize() (Options, error) {
 	var seen []string
 	for _, s := range o.Scenarios {
 		s = strings.ToLower(strings.TrimSpace(s))
-		if !slices.Contains(Scenarios, s) {
-			return o, fmt.Errorf("bench: unknown scenario %q (known: %s)", s, strings.Join(Scenarios, ", "))
+		if !slices.Contains(Scenarios, s) && s != Buffer {
+			return o, fmt.Errorf("bench: unknown scenario %q (known: %s, %s)", s, strings.Join(Scenarios, ", "), Buffer)
 		}
 		if !slices.Contains(seen, s) {
 			seen = append(seen, s)
@@ -130,7 +130,7 @@ func (o Options) normalize() (Options, error) {
 	}
 	// Run in the canonical order whatever the order asked.
 	var ordered []string
-	for _, s := range Scenarios {
+	for _, s := range append(slices.Clone(Scenarios), Buffer) {
 		if slices.Contains(seen, s) {
 			ordered = append(ordered, s)
 		}
@@ -197,6 +197,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for _, name := range opts.Scenarios {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if name == Buffer {
+			opts.Log.Info("bench: running scenario", "scenario", name)
+			if r.Buffer, err = runBuffer(ctx, opts, perTurbine); err != nil {
+				return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
+			}
+			continue
 		}
 		if name != Arrow && in == nil {
 			opts.Log.Info("bench: rendering payloads", "readings", rows)

@@ -32,6 +32,8 @@ type Report struct {
 	Ratios []Ratio `json:"ratios,omitempty"`
 	// Agreement says whether the scenarios produced the same results.
 	Agreement Agreement `json:"agreement"`
+	// Buffer holds the figures of the buffer scenario, when it ran.
+	Buffer *BufferResult `json:"buffer,omitempty"`
 	// Notes explain how to read the figures.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -371,6 +373,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	} else {
 		for _, p := range r.Agreement.Problems {
 			fmt.Fprintf(bw, "DISAGREEMENT: %s\n", p)
+		}
+	}
+	if r.Buffer != nil {
+		if err := r.Buffer.writeTable(bw); err != nil {
+			return err
 		}
 	}
 	for _, res := range r.Results {

@@ -78,7 +78,7 @@ produce, else bench exits 1.`,
 	f.IntVar(&opts.Turbines, "turbines", bench.DefaultTurbines, "simulated turbines (10 points each)")
 	f.DurationVar(&opts.Duration, "duration", 10*time.Minute, "event time covered (one reading per turbine per second)")
 	f.Int64Var(&opts.Rows, "rows", 0, "readings in all (overrides --duration)")
-	f.StringSliceVar(&opts.Scenarios, "scenario", nil, "scenarios to run: arrow, enos, baseline (default all)")
+	f.StringSliceVar(&opts.Scenarios, "scenario", nil, "scenarios to run: arrow, enos, baseline (default all), and buffer (spill, Parquet vs JSON, drain to an embedded NATS JetStream)")
 	f.IntVar(&opts.Repeat, "repeat", 1, "runs per scenario; the run of median wall time is reported")
 	f.BoolVar(&oneCore, "1core", false, "run with GOMAXPROCS=1 (per-core figures)")
 	f.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile per scenario to this path")

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/sluice-edge/sluice/engine/buffer/ops"
+)
+
+func newExportCmd(g *globals) *cobra.Command {
+	var (
+		opts     ops.ExportOptions
+		out      string
+		from     uint64
+		since    string
+		until    string
+		progress string
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "export DIR --out OUTDIR",
+		Short: "Write a buffer's backlog (or a slice of it) to Parquet files, e.g. for a USB stick",
+		Long: `Export writes the undelivered rows of a sink's buffer directory to Parquet
+files in OUTDIR, for sites whose link is down for long: carry them to the hub
+and send them with ` + "`sluice replay`" + `.
+
+Each file holds one run of consecutive sequences and is a plain zstd Parquet
+file any Parquet reader opens: the stream's columns plus _seq (the row's
+sequence), with the metadata sluice.edge, sluice.stream, sluice.schema,
+sluice.first_seq and sluice.last_seq. Replaying it sends the rows with the
+same message IDs the forwarder would use, so the receiver deduplicates rows
+that also arrive over the link. A JSON summary of the files is written beside
+them. Files are published atomically (.tmp, fsync, rename).
+
+Select with --from/--until (sequences) or --since/--until (event time: RFC
+3339, a date, or a duration meaning "that long ago"). The buffer keeps the
+rows: the cursor does not move. Stop the engine first: export opens the
+buffer as the engine does.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if out == "" {
+				return &exitError{code: 2, err: fmt.Errorf("export: --out is required")}
+			}
+			dir := args[0]
+			opts.Log = log
+			opts.FromSeq = from
+			now := time.Now()
+			if since != "" {
+				if opts.Since, err = parseWhen(since, now); err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--since: %w", err)}
+				}
+			}
+			if until != "" {
+				if n, err := strconv.ParseUint(until, 10, 64); err == nil {
+					opts.ToSeq = n
+				} else if opts.Until, err = parseWhen(until, now); err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--until: a sequence or a time: %w", err)}
+				}
+			}
+			if opts.Edge == "" {
+				opts.Edge = hostEdge()
+			}
+			if opts.Stream == "" {
+				// The forwarder's default: <pipeline>.<sink> for a buffer in
+				// <data dir>/<pipeline>/<sink>.
+				clean := filepath.Clean(dir)
+				opts.Stream = filepath.Base(filepath.Dir(clean)) + "." + filepath.Base(clean)
+			}
+			bar := newProgressBar(g.stderr, progress, "export")
+			opts.Progress = bar.update
+			rep, err := ops.Export(cmd.Context(), dir, out, opts)
+			bar.done()
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if asJSON {
+				return writeJSON(g.stdout, rep)
+			}
+			fmt.Fprintf(g.stdout, "exported %d rows (%s) of %s/%s in %d files to %s\n", rep.Rows, ops.Bytes(rep.Bytes), rep.Edge, rep.Stream, len(rep.Files), out)
+			for _, f := range rep.Files {
+				fmt.Fprintf(g.stdout, "  %s  %d rows  %s\n", f.Name, f.Rows, ops.Bytes(f.Bytes))
+			}
+			for _, c := range rep.Skipped {
+				fmt.Fprintf(g.stdout, "  skipped (damaged): %s\n", c)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "output directory (created when missing)")
+	f.Uint64Var(&from, "from", 0, "first sequence to export")
+	f.StringVar(&since, "since", "", "earliest event time to export (RFC 3339, 2006-01-02, or a duration ago such as 48h)")
+	f.StringVar(&until, "until", "", "last sequence, or event time to stop before")
+	f.StringVar(&opts.Edge, "edge", "", "edge name in message IDs (default: the host name, as the engine)")
+	f.StringVar(&opts.Stream, "stream", "", "stream name in message IDs, the sink's message_stream (default: <pipeline>.<sink> from DIR = <data dir>/<pipeline>/<sink>)")
+	f.Int64Var(&opts.RowsPerFile, "rows-per-file", 1<<20, "most rows per file; files are cut at multiples of it in sequence space (keep it a multiple of the sink's batch_rows)")
+	f.StringVar(&opts.Time, "time", "", "event-time column (when the schema comes from the WAL only)")
+	f.StringVar(&opts.Key, "key", "", "key column (when the schema comes from the WAL only)")
+	f.StringVar(&progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
+	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	return cmd
+}
+
+// hostEdge is the default edge name: the host name, or "edge".
+func hostEdge() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "edge"
+}
+
+// parseWhen parses an RFC 3339 time, a date, or a duration before now.
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	if strings.HasSuffix(s, "d") {
+		if n, err := strconv.Atoi(strings.TrimSuffix(s, "d")); err == nil {
+			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time, a date or a duration", s)
+}
+
+// progressBar draws done/total on a terminal.
+type progressBar struct {
+	w     io.Writer
+	label string
+	on    bool
+	start time.Time
+	last  time.Time
+}
+
+func newProgressBar(w io.Writer, mode, label string) *progressBar {
+	on := mode == "always"
+	if mode == "auto" {
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			on = true
+		}
+	}
+	return &progressBar{w: w, label: label, on: on, start: time.Now()}
+}
+
+func (p *progressBar) update(done, total int64) {
+	if !p.on {
+		return
+	}
+	now := time.Now()
+	if now.Sub(p.last) < 100*time.Millisecond && done < total {
+		return
+	}
+	p.last = now
+	const width = 30
+	frac := 1.0
+	if total > 0 {
+		frac = min(1, float64(done)/float64(total))
+	}
+	n := int(frac * width)
+	rate := float64(done) / max(now.Sub(p.start).Seconds(), 1e-9)
+	fmt.Fprintf(p.w, "\r\033[K%s [%s%s] %3.0f%%  %d/%d rows  %.0f rows/s", p.label,
+		strings.Repeat("#", n), strings.Repeat(".", width-n), 100*frac, done, total, rate)
+}
+
+func (p *progressBar) done() {
+	if p.on {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+}

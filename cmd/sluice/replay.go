@@ -1,0 +1,250 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer/ops"
+	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/spec"
+
+	// The publishers replay can send to.
+	_ "github.com/sluice-edge/sluice/connectors/amqp"
+	_ "github.com/sluice-edge/sluice/connectors/kafka"
+	_ "github.com/sluice-edge/sluice/connectors/nats"
+	_ "github.com/sluice-edge/sluice/connectors/postgres"
+	_ "github.com/sluice-edge/sluice/connectors/redis"
+	_ "github.com/sluice-edge/sluice/connectors/webhook"
+)
+
+func newReplayCmd(g *globals) *cobra.Command {
+	var (
+		opts       ops.ReplayOptions
+		sinkConfig string
+		sinkName   string
+		typ        string
+		sets       []string
+		progress   string
+		asJSON     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "replay FILE|DIR... (--sink-config sink.yaml | --type TYPE --set field=value...)",
+		Short: "Send exported Parquet files to a sink with their stable message IDs (backfill)",
+		Long: `Replay sends files written by ` + "`sluice export`" + ` (or buffer segments) to a
+cloud-bound sink's broker, as the edge's forwarder would have: the same
+message IDs (<edge>/<stream>/<seq> or <edge>/<stream>/<first>-<last>, blocks
+aligned on batch_rows in sequence space) and metadata, flagged backfill=true,
+in sequence order per edge and stream. A receiver that deduplicates by ID
+(NATS JetStream within its duplicate window, the postgres sink's unique
+index, consumers) stores each row once, however often it is replayed and
+whether or not the same rows also came over the link.
+
+The sink is configured like a pipeline sink: --sink-config names a YAML file
+holding one sink mapping (type: nats, url: ..., subject: ...) or a pipeline
+file with a sinks: section (pick one with --sink); or --type and --set give
+the fields on the command line (values are YAML scalars). Publish failures are
+retried with the same IDs; messages the broker rejects permanently are
+listed and make replay exit 1.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			files, err := expandFiles(args)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			pub, err := buildPublisher(sinkConfig, sinkName, typ, sets)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			defer pub.Close()
+			opts.Publisher = pub
+			opts.Log = log
+			bar := newProgressBar(g.stderr, progress, "replay")
+			opts.Progress = bar.update
+			rep, err := ops.Replay(cmd.Context(), files, opts)
+			bar.done()
+			if rep != nil {
+				if asJSON {
+					_ = writeJSON(g.stdout, rep)
+				} else {
+					fmt.Fprintf(g.stdout, "replayed %d rows from %d files in %d messages (backfill=true)\n", rep.Rows, rep.Files, rep.Messages)
+					for _, f := range rep.Failed {
+						fmt.Fprintf(g.stdout, "  rejected: %s\n", f)
+					}
+				}
+			}
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&sinkConfig, "sink-config", "", "YAML file with the sink (type and fields), or a pipeline file with sinks:")
+	f.StringVar(&sinkName, "sink", "", "with a pipeline file: the sink to use")
+	f.StringVar(&typ, "type", "", "sink type ("+strings.Join(publisherNames(), ", ")+") when not using --sink-config")
+	f.StringArrayVar(&sets, "set", nil, "sink field as name=value (repeatable; nested fields as tls.enabled=true)")
+	f.StringVar(&opts.Edge, "edge", "", "replace the edge name recorded in the files")
+	f.StringVar(&opts.Stream, "stream", "", "replace the stream name recorded in the files")
+	f.IntVar(&opts.Retries, "retries", 5, "retries of a failed publish (same IDs)")
+	f.StringVar(&progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
+	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	return cmd
+}
+
+func publisherNames() []string {
+	var out []string
+	for _, s := range outbound.PublisherSpecs() {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// expandFiles turns directories into their *.parquet files.
+func expandFiles(args []string) ([]string, error) {
+	var out []string
+	for _, a := range args {
+		fi, err := os.Stat(a)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() {
+			out = append(out, a)
+			continue
+		}
+		m, err := filepath.Glob(filepath.Join(a, "*.parquet"))
+		if err != nil {
+			return nil, err
+		}
+		slices.Sort(m)
+		out = append(out, m...)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("replay: no Parquet files in %s", strings.Join(args, " "))
+	}
+	return out, nil
+}
+
+// buildPublisher builds the publisher from a sink file or from flags.
+func buildPublisher(file, name, typ string, sets []string) (*outbound.Publisher, error) {
+	var node *yaml.Node
+	src, dir := "command line", ""
+	switch {
+	case file != "" && (typ != "" || len(sets) > 0):
+		return nil, fmt.Errorf("replay: use either --sink-config or --type/--set")
+	case file != "":
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		var doc yaml.Node
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		if len(doc.Content) == 0 {
+			return nil, fmt.Errorf("%s: empty", file)
+		}
+		node = spec.Resolve(doc.Content[0])
+		if sinks := mapValue(node, "sinks"); sinks != nil {
+			node, err = pickSink(file, spec.Resolve(sinks), name)
+			if err != nil {
+				return nil, err
+			}
+		}
+		src, dir = file, filepath.Dir(file)
+		if t := mapValue(node, "type"); t != nil {
+			typ = t.Value
+		}
+	case typ != "":
+		node = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+		for _, kv := range sets {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return nil, fmt.Errorf("replay: --set %q: want name=value", kv)
+			}
+			setPath(node, strings.Split(k, "."), scalar(v))
+		}
+	default:
+		return nil, fmt.Errorf("replay: give the sink with --sink-config FILE or --type TYPE --set name=value")
+	}
+	reg, ok := outbound.LookupPublisher(typ)
+	if !ok {
+		return nil, fmt.Errorf("%s: unknown sink type %q (known: %s)", src, typ, strings.Join(publisherNames(), ", "))
+	}
+	cfg, errs := reg.Spec.Parse(src, node, "type", "input", "edge", "message_stream", "buffer", "forward")
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	bc := engine.BuildContext{Pipeline: "replay", Name: typ, Dir: dir}
+	return reg.New(cfg, bc)
+}
+
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func pickSink(file string, sinks *yaml.Node, name string) (*yaml.Node, error) {
+	if sinks.Kind != yaml.MappingNode || len(sinks.Content) == 0 {
+		return nil, fmt.Errorf("%s: sinks: is not a mapping of sinks", file)
+	}
+	var names []string
+	for i := 0; i+1 < len(sinks.Content); i += 2 {
+		names = append(names, sinks.Content[i].Value)
+		if sinks.Content[i].Value == name || (name == "" && len(sinks.Content) == 2) {
+			return spec.Resolve(sinks.Content[i+1]), nil
+		}
+	}
+	if name == "" {
+		return nil, fmt.Errorf("%s: several sinks (%s): pick one with --sink", file, strings.Join(names, ", "))
+	}
+	return nil, fmt.Errorf("%s: no sink %q (have %s)", file, name, strings.Join(names, ", "))
+}
+
+// scalar parses a command-line value as a YAML scalar (so 5, true and 2m
+// get their types), falling back to a string.
+func scalar(v string) *yaml.Node {
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(v), &doc); err == nil && len(doc.Content) == 1 && doc.Content[0].Kind != yaml.MappingNode {
+		return doc.Content[0]
+	}
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v}
+}
+
+func setPath(m *yaml.Node, path []string, v *yaml.Node) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == path[0] {
+			if len(path) == 1 {
+				m.Content[i+1] = v
+				return
+			}
+			setPath(m.Content[i+1], path[1:], v)
+			return
+		}
+	}
+	key := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: path[0]}
+	if len(path) == 1 {
+		m.Content = append(m.Content, key, v)
+		return
+	}
+	child := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	m.Content = append(m.Content, key, child)
+	setPath(child, path[1:], v)
+}

@@ -1,0 +1,398 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/outbound"
+)
+
+// Metadata keys of exported files, beside the segment keys (sluice.format,
+// sluice.schema, sluice.first_seq, sluice.last_seq).
+const (
+	MetaEdge   = "sluice.edge"
+	MetaStream = "sluice.stream"
+	MetaExport = "sluice.export"
+)
+
+// StatusDir inspects dir (read only) and summarises it.
+func StatusDir(dir string) (*Status, error) {
+	in, err := buffer.Inspect(dir, buffer.InspectOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return StatusOf(in, nowFunc()), nil
+}
+
+// ExportOptions select and label the rows to export.
+type ExportOptions struct {
+	// Edge and Stream name the rows' origin; they form the message IDs
+	// on replay and are required.
+	Edge, Stream string
+	// FromSeq and ToSeq bound the sequences (0: unbounded).
+	FromSeq, ToSeq uint64
+	// Since and Until bound the event times, Since included and Until
+	// excluded (zero: unbounded). Rows without an event time are kept
+	// only when both are zero.
+	Since, Until time.Time
+	// RowsPerFile caps the rows of one file (default 1,048,576). Files
+	// are cut at multiples of it in sequence space, so that the message
+	// blocks replay builds (aligned on batch_rows, which should divide
+	// it) are the forwarder's; a file always holds consecutive sequences.
+	RowsPerFile int64
+	SchemaOptions
+	// Progress, when set, is called after each file with the rows
+	// exported and the backlog rows the selection may cover at most.
+	Progress func(done, total int64)
+	// Log receives the buffer's log (default: discarded).
+	Log *slog.Logger
+}
+
+// ExportFile is one exported file.
+type ExportFile struct {
+	Name    string    `json:"name"`
+	First   uint64    `json:"first_seq"`
+	Last    uint64    `json:"last_seq"`
+	Rows    int64     `json:"rows"`
+	Bytes   int64     `json:"bytes"`
+	MinTime time.Time `json:"min_time,omitzero"`
+	MaxTime time.Time `json:"max_time,omitzero"`
+}
+
+// ExportReport lists what an export wrote; it is also written to the
+// output directory as export-<edge>-<stream>-<first>-<last>.json.
+type ExportReport struct {
+	Dir     string       `json:"dir"`
+	Edge    string       `json:"edge"`
+	Stream  string       `json:"stream"`
+	Schema  string       `json:"schema"`
+	Cursor  uint64       `json:"cursor"`
+	Rows    int64        `json:"rows"`
+	Bytes   int64        `json:"bytes"`
+	Files   []ExportFile `json:"files"`
+	Skipped []string     `json:"corruption,omitempty"`
+}
+
+// Export writes the undelivered rows of the buffer in dir selected by opts
+// to Parquet files in out, one consecutive run of sequences per file, each
+// a plain zstd Parquet file with the segment columns (_seq included) and
+// the metadata sluice.edge, sluice.stream, sluice.schema,
+// sluice.first_seq and sluice.last_seq that Replay needs. Files are
+// published atomically (written as .tmp, synced, renamed). The cursor does
+// not move: the rows stay in the buffer. Export opens the buffer as the
+// engine does; it must not run while an engine has it open.
+func Export(ctx context.Context, dir, out string, opts ExportOptions) (*ExportReport, error) {
+	if err := outbound.CheckName(opts.Edge); err != nil {
+		return nil, fmt.Errorf("export: edge: %w", err)
+	}
+	if err := outbound.CheckName(opts.Stream); err != nil {
+		return nil, fmt.Errorf("export: stream: %w", err)
+	}
+	if opts.RowsPerFile <= 0 {
+		opts.RowsPerFile = 1 << 20
+	}
+	in, err := buffer.Inspect(dir, buffer.InspectOptions{})
+	if err != nil {
+		return nil, err
+	}
+	s, err := resolveSchema(in, opts.SchemaOptions)
+	if err != nil {
+		return nil, err
+	}
+	timeIdx := s.TimeIndex()
+	byTime := !opts.Since.IsZero() || !opts.Until.IsZero()
+	if byTime && timeIdx < 0 {
+		return nil, fmt.Errorf("export: the stream has no event-time column to select by")
+	}
+	total := StatusOf(in, nowFunc()).BacklogRows
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, err
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rep := &ExportReport{Dir: dir, Edge: opts.Edge, Stream: opts.Stream, Schema: s.String()}
+	b, err := buffer.Open(dir, buffer.Options{
+		Schema: s, ManualSeal: true, IdleSeal: -1, Log: log,
+		OnCorruption: func(ce *buffer.CorruptionError) { rep.Skipped = append(rep.Skipped, ce.Error()) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	rep.Cursor = b.Cursor()
+	schemaJSON, err := buffer.SchemaJSON(s)
+	if err != nil {
+		return nil, err
+	}
+	fw := &fileWriter{out: out, opts: opts, meta: map[string]string{
+		MetaEdge: opts.Edge, MetaStream: opts.Stream, MetaExport: "1", "sluice.format": "1", "sluice.schema": schemaJSON,
+	}, s: s, timeIdx: timeIdx, rep: rep}
+	defer fw.abort()
+	poll, cancel := context.WithCancel(context.Background())
+	cancel()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		e, err := b.Next(poll)
+		if errors.Is(err, context.Canceled) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		err = fw.entry(e, opts, timeIdx, byTime, total)
+		e.Rec.Release()
+		if err != nil {
+			return nil, err
+		}
+		if opts.ToSeq != 0 && e.Last() >= opts.ToSeq {
+			break
+		}
+	}
+	if err := fw.finish(); err != nil {
+		return nil, err
+	}
+	if opts.Progress != nil {
+		opts.Progress(rep.Rows, rep.Rows)
+	}
+	if len(rep.Files) > 0 {
+		data, _ := json.MarshalIndent(rep, "", "  ")
+		name := fmt.Sprintf("export-%s-%s-%d-%d.json", opts.Edge, opts.Stream, rep.Files[0].First, rep.Files[len(rep.Files)-1].Last)
+		if err := writeAtomic(filepath.Join(out, name), append(data, '\n')); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// fileWriter cuts the selected rows into files of consecutive sequences.
+type fileWriter struct {
+	out     string
+	opts    ExportOptions
+	meta    map[string]string
+	s       *engine.Schema
+	timeIdx int
+	rep     *ExportReport
+
+	f        *os.File
+	tmp      string
+	sw       *buffer.SegmentWriter
+	cur      ExportFile
+	nextSeq  uint64
+	progress int64
+}
+
+// entry writes the selected rows of e.
+func (fw *fileWriter) entry(e buffer.Entry, opts ExportOptions, timeIdx int, byTime bool, total int64) error {
+	n := int(e.Rec.NumRows())
+	var ts *array.Timestamp
+	if timeIdx >= 0 {
+		ts, _ = e.Rec.Column(timeIdx).(*array.Timestamp)
+	}
+	keep := func(i int) (bool, int64) {
+		seq := e.First + uint64(i)
+		if seq < opts.FromSeq || (opts.ToSeq != 0 && seq > opts.ToSeq) {
+			return false, 0
+		}
+		if ts == nil || ts.IsNull(i) {
+			return !byTime, 0
+		}
+		ms := int64(ts.Value(i))
+		if byTime {
+			t := time.UnixMilli(ms)
+			if (!opts.Since.IsZero() && t.Before(opts.Since)) || (!opts.Until.IsZero() && !t.Before(opts.Until)) {
+				return false, ms
+			}
+		}
+		return true, ms
+	}
+	for lo := 0; lo < n; {
+		ok, _ := keep(lo)
+		if !ok {
+			lo++
+			continue
+		}
+		hi := lo + 1
+		for hi < n {
+			if k, _ := keep(hi); !k {
+				break
+			}
+			hi++
+		}
+		// Rows lo..hi-1 are a selected run.
+		for lo < hi {
+			seq := e.First + uint64(lo)
+			r := uint64(fw.opts.RowsPerFile)
+			if fw.sw != nil && (seq != fw.nextSeq || seq%r == 0) {
+				if err := fw.finishFile(total); err != nil {
+					return err
+				}
+			}
+			if fw.sw == nil {
+				if err := fw.start(seq); err != nil {
+					return err
+				}
+			}
+			m := min(hi, lo+int((seq/r+1)*r-seq))
+			part := e.Rec.NewSlice(int64(lo), int64(m))
+			err := fw.sw.Write(part, seq)
+			if err == nil {
+				fw.note(part)
+			}
+			part.Release()
+			if err != nil {
+				return err
+			}
+			fw.cur.Rows += int64(m - lo)
+			fw.cur.Last = seq + uint64(m-lo) - 1
+			fw.nextSeq = fw.cur.Last + 1
+			lo = m
+		}
+	}
+	return nil
+}
+
+func (fw *fileWriter) note(rec arrow.RecordBatch) {
+	if fw.timeIdx < 0 {
+		return
+	}
+	ts, ok := rec.Column(fw.timeIdx).(*array.Timestamp)
+	if !ok {
+		return
+	}
+	for i := 0; i < ts.Len(); i++ {
+		if ts.IsNull(i) {
+			continue
+		}
+		t := time.UnixMilli(int64(ts.Value(i))).UTC()
+		if fw.cur.MinTime.IsZero() || t.Before(fw.cur.MinTime) {
+			fw.cur.MinTime = t
+		}
+		if t.After(fw.cur.MaxTime) {
+			fw.cur.MaxTime = t
+		}
+	}
+}
+
+func (fw *fileWriter) start(first uint64) error {
+	f, err := os.CreateTemp(fw.out, ".export-*.parquet.tmp")
+	if err != nil {
+		return err
+	}
+	sw, err := buffer.NewSegmentWriter(f, fw.s, fw.meta)
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	fw.f, fw.tmp, fw.sw = f, f.Name(), sw
+	fw.cur = ExportFile{First: first}
+	return nil
+}
+
+func (fw *fileWriter) finishFile(total int64) error {
+	if fw.sw == nil {
+		return nil
+	}
+	sw, f := fw.sw, fw.f
+	fw.sw, fw.f = nil, nil
+	if err := sw.Close(); err != nil {
+		f.Close()
+		os.Remove(fw.tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(fw.tmp)
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		os.Remove(fw.tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(fw.tmp)
+		return err
+	}
+	fw.cur.Name = fmt.Sprintf("%s_%s_%020d-%020d.parquet", fw.opts.Edge, fw.opts.Stream, fw.cur.First, fw.cur.Last)
+	fw.cur.Bytes = fi.Size()
+	if err := os.Rename(fw.tmp, filepath.Join(fw.out, fw.cur.Name)); err != nil {
+		os.Remove(fw.tmp)
+		return err
+	}
+	if err := syncDir(fw.out); err != nil {
+		return err
+	}
+	fw.rep.Files = append(fw.rep.Files, fw.cur)
+	fw.rep.Rows += fw.cur.Rows
+	fw.rep.Bytes += fw.cur.Bytes
+	if fw.opts.Progress != nil {
+		fw.opts.Progress(fw.rep.Rows, max(total, fw.rep.Rows))
+	}
+	return nil
+}
+
+func (fw *fileWriter) finish() error { return fw.finishFile(0) }
+
+// abort removes a file left unfinished by an error.
+func (fw *fileWriter) abort() {
+	if fw.sw != nil {
+		fw.f.Close()
+		os.Remove(fw.tmp)
+		fw.sw = nil
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
+	}
+	return nil
+}
+
+func writeAtomic(name string, data []byte) error {
+	tmp := name + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(name))
+}

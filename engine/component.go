@@ -24,6 +24,10 @@ type BuildContext struct {
 	DataDir string
 	// Edge identifies this engine instance in outgoing message IDs.
 	Edge string
+	// DryRun is set when the pipeline is built only to be checked (sluice
+	// validate): constructors validate their configuration but open no
+	// files, directories or connections.
+	DryRun bool
 	// Batch is the pipeline's batch policy.
 	Batch BatchPolicy
 	// Mem allocates Arrow memory; tests pass a checked allocator.

@@ -20,6 +20,9 @@ type Options struct {
 	Log *slog.Logger
 	// Mem allocates Arrow memory (default: the Go allocator).
 	Mem memory.Allocator
+	// DryRun builds the components only to check them: nothing is opened
+	// or connected (see engine.BuildContext.DryRun). Validate sets it.
+	DryRun bool
 	// DataDir is where durable state lives (default "sluice-data").
 	DataDir string
 	// Edge identifies this engine in outgoing message IDs (default: the
@@ -77,7 +80,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 
 	bc := func(c *ComponentDef) engine.BuildContext {
 		return engine.BuildContext{
-			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, Batch: d.Batch, Mem: opts.Mem,
+			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, DryRun: opts.DryRun, Batch: d.Batch, Mem: opts.Mem,
 			Log: plog.With("component", c.Name), Counters: engine.NewCounters(),
 		}
 	}

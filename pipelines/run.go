@@ -38,6 +38,7 @@ func Validate(paths []string, env LookupEnv, opts Options) ([]*Def, spec.Errors)
 	// Build what could be read, so that problems in wiring, expressions and
 	// schemas are reported together with the structural ones. Components
 	// whose configuration is invalid are skipped by Build.
+	opts.DryRun = true
 	ps, es := BuildAll(defs, opts)
 	for _, p := range ps {
 		p.Close()

@@ -1,0 +1,313 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/outbound"
+)
+
+// Options configure a buffered sink. Schema, Edge, Stream and Dir are
+// required; FromConfig fills them from a sink's configuration.
+type Options struct {
+	// Schema is the schema of the rows written.
+	Schema *engine.Schema
+	// Edge and Stream name the rows in message IDs.
+	Edge, Stream string
+	// Dir is the buffer directory. One directory belongs to one sink: New
+	// takes a lock on it.
+	Dir string
+	// Buffer holds the buffer settings: Fsync, FsyncInterval, SegmentBytes,
+	// MaxBytes, Policy, Droppable, Quota, TTL, TTLBy, FS, Now, IdleSeal.
+	// Schema, Log, Counters and Mem are set by New; OnDrop and
+	// OnCorruption, when set, are called after the sink's own handling.
+	Buffer buffer.Options
+
+	// Mode is LiveFirst (default) or FIFO.
+	Mode Mode
+	// BackfillRate caps backlog rows per second in LiveFirst mode (0: no
+	// cap).
+	BackfillRate float64
+	// MaxAttempts is how often a permanently rejected message is tried
+	// before its rows are dead-lettered.
+	MaxAttempts int
+	// RetryMin and RetryMax bound the exponential backoff between retries.
+	RetryMin, RetryMax time.Duration
+	// PublishTimeout is the longest wait for one publish call.
+	PublishTimeout time.Duration
+	// DrainTimeout is how long Close keeps publishing; negative: not at
+	// all.
+	DrainTimeout time.Duration
+	// LiveQueue is the number of batches the live lane holds in memory.
+	LiveQueue int
+
+	// Labels name the sink in metrics (pipeline and sink by default).
+	Labels map[string]string
+	// Log, Counters and Mem as in engine.BuildContext.
+	Log      *slog.Logger
+	Counters *engine.Counters
+	Mem      memory.Allocator
+	// OnDelivered, when set, is called by the forwarder after every
+	// confirmed publish (tests and tools use it).
+	OnDelivered func(Delivery)
+}
+
+// Delivery describes rows the broker confirmed.
+type Delivery struct {
+	// First and Last bound the sequences published.
+	First, Last uint64
+	// Live is true for the live lane; Backfill is the flag the messages
+	// carried.
+	Live, Backfill bool
+	// Latency is the time from Write to confirmation (live lane only).
+	Latency time.Duration
+}
+
+// Sink is a buffered cloud-bound sink: Write appends to the durable buffer
+// and a forwarder goroutine publishes the buffer through the publisher.
+// Write may be called from one goroutine at a time (the graph's sink
+// goroutine); Close is idempotent.
+type Sink struct {
+	opts  Options
+	buf   *buffer.Buffer
+	pub   *outbound.Publisher
+	lock  *dirLock
+	m     *metrics
+	log   *slog.Logger
+	ctr   sinkCounters
+	alert bool // the sink carries alerts (AlertSchema)
+
+	liveOn   bool // the live lane is in use (LiveFirst and a suitable fsync policy)
+	live     chan liveItem
+	overflow atomic.Bool
+	wake     chan struct{}
+	closing  chan struct{}
+	stopFwd  context.CancelFunc
+	done     chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type sinkCounters struct {
+	published, backfilled, pubErrors, deadRows, dropAlerts, fullWaits, laneClosed *atomic.Int64
+}
+
+// liveItem is a durable batch handed from Write to the live lane.
+type liveItem struct {
+	first uint64
+	rec   arrow.RecordBatch
+	at    time.Time
+}
+
+// New opens the buffer in opts.Dir and starts the forwarder publishing
+// through pub. The sink owns pub from then on and closes it in Close (also
+// when New fails).
+func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
+	if err := opts.normalize(); err != nil {
+		_ = pub.Close()
+		return nil, err
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Counters == nil {
+		opts.Counters = engine.NewCounters()
+	}
+	if opts.Mem == nil {
+		opts.Mem = memory.DefaultAllocator
+	}
+	s := &Sink{
+		m:       newMetrics(),
+		opts:    opts,
+		pub:     pub,
+		log:     opts.Log.With("edge", opts.Edge, "stream", opts.Stream),
+		alert:   opts.Schema.Equal(engine.AlertSchema),
+		wake:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	c := opts.Counters
+	s.ctr = sinkCounters{
+		published: c.Counter("rows_published"), backfilled: c.Counter("rows_backfilled"),
+		pubErrors: c.Counter("publish_errors"), deadRows: c.Counter("rows_dead_lettered"),
+		dropAlerts: c.Counter("drop_alerts"), fullWaits: c.Counter("full_waits"),
+		laneClosed: c.Counter("live_lane_closed"),
+	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		_ = pub.Close()
+		return nil, err
+	}
+	s.lock = lock
+	bo := opts.Buffer
+	bo.Schema, bo.Log, bo.Counters, bo.Mem = opts.Schema, s.log, opts.Counters, opts.Mem
+	userDrop := bo.OnDrop
+	bo.OnDrop = func(d buffer.Drop) {
+		s.dropped(d)
+		if userDrop != nil {
+			userDrop(d)
+		}
+	}
+	buf, err := buffer.Open(opts.Dir, bo)
+	if err != nil {
+		lock.unlock()
+		_ = pub.Close()
+		return nil, fmt.Errorf("forward: open buffer: %w", err)
+	}
+	s.buf = buf
+	// The live lane publishes rows from memory as soon as Append returned.
+	// Under fsync "interval" rows are not durable then, and publishing
+	// them could hand out an ID that a power loss makes the buffer issue
+	// again for other rows; such sinks forward in sequence order only.
+	s.liveOn = opts.Mode == LiveFirst && bo.Fsync != buffer.FsyncInterval
+	if opts.Mode == LiveFirst && !s.liveOn {
+		s.log.Info("live_first needs fsync always or none; forwarding in fifo order")
+	}
+	if s.liveOn {
+		s.live = make(chan liveItem, opts.LiveQueue)
+	}
+	if s.alert {
+		registerAlertTarget(s)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopFwd = cancel
+	f := newForwarder(s, ctx)
+	go f.run()
+	return s, nil
+}
+
+// Buffer returns the sink's buffer (for status and tools).
+func (s *Sink) Buffer() *buffer.Buffer { return s.buf }
+
+// Publisher returns the sink's publisher.
+func (s *Sink) Publisher() *outbound.Publisher { return s.pub }
+
+// ErrClosing is returned by Write when the sink closes while the write waits
+// for space.
+var ErrClosing = errors.New("forward: sink closing")
+
+// Write appends the batch to the buffer and returns once it is stored under
+// the fsync policy; it releases the record. When the quota is full and the
+// policy rejects, it waits (backpressure) until space frees, ctx is done or
+// the sink closes; it never drops rows.
+func (s *Sink) Write(ctx context.Context, b engine.Batch) error {
+	defer b.Release()
+	return s.append(ctx, b.Rec)
+}
+
+func (s *Sink) append(ctx context.Context, rec arrow.RecordBatch) error {
+	if rec == nil || rec.NumRows() == 0 {
+		return nil
+	}
+	wait := time.Millisecond
+	var since time.Time
+	for {
+		first, err := s.buf.Append(rec)
+		if err == nil {
+			s.handOff(first, rec)
+			return nil
+		}
+		if !errors.Is(err, buffer.ErrFull) {
+			return fmt.Errorf("forward: append: %w", err)
+		}
+		if since.IsZero() {
+			since = time.Now()
+			s.ctr.fullWaits.Add(1)
+			s.m.fullWaits.Inc()
+			s.log.Warn("buffer quota full: holding new rows back until delivered rows free space", "rows", rec.NumRows())
+		}
+		// Delivered rows in the active log file are reclaimed only once
+		// it is rolled; ask the forwarder to advance the cursor now.
+		_ = s.buf.Roll()
+		s.kick()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("forward: buffer full: %w", ctx.Err())
+		case <-s.closing:
+			t.Stop()
+			return ErrClosing
+		case <-t.C:
+		}
+		wait = min(wait*2, 200*time.Millisecond)
+	}
+}
+
+// handOff gives a durable batch to the live lane (or just wakes the
+// forwarder).
+func (s *Sink) handOff(first uint64, rec arrow.RecordBatch) {
+	if s.liveOn {
+		rec.Retain()
+		select {
+		case s.live <- liveItem{first: first, rec: rec, at: time.Now()}:
+		default:
+			rec.Release()
+			s.overflow.Store(true)
+		}
+	}
+	s.kick()
+}
+
+func (s *Sink) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the forwarder after it published what it could within the
+// drain timeout (bounded by ctx), then closes the publisher and the buffer.
+// Undelivered rows stay in the buffer for the next start. It is idempotent.
+func (s *Sink) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { s.closeErr = s.close(ctx) })
+	return s.closeErr
+}
+
+func (s *Sink) close(ctx context.Context) error {
+	if s.alert {
+		unregisterAlertTarget(s)
+	}
+	close(s.closing)
+	drain := s.opts.DrainTimeout
+	if drain < 0 {
+		drain = 0
+	}
+	t := time.NewTimer(drain)
+	select {
+	case <-s.done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	s.stopFwd()
+	<-s.done
+	err := s.pub.Close()
+	if s.live != nil {
+		for {
+			select {
+			case it := <-s.live:
+				it.rec.Release()
+				continue
+			default:
+			}
+			break
+		}
+	}
+	if cerr := s.buf.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	s.lock.unlock()
+	return err
+}

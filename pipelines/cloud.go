@@ -1,0 +1,82 @@
+package pipelines
+
+// Cloud-bound sinks: every registered outbound publisher type becomes a
+// sink type of the same name whose configuration is the publisher's fields
+// plus the buffered-sink fields of engine/forward (edge, message_stream,
+// buffer, forward). The sink appends to its durable buffer; a forwarder
+// publishes the buffer through the publisher.
+import (
+	"context"
+	"fmt"
+
+	_ "github.com/sluice-edge/sluice/connectors/amqp"
+	_ "github.com/sluice-edge/sluice/connectors/kafka"
+	_ "github.com/sluice-edge/sluice/connectors/nats"
+	_ "github.com/sluice-edge/sluice/connectors/postgres"
+	_ "github.com/sluice-edge/sluice/connectors/redis"
+	_ "github.com/sluice-edge/sluice/connectors/webhook"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/forward"
+	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// init runs after every imported package registered its publishers.
+func init() {
+	for _, ps := range outbound.PublisherSpecs() {
+		engine.RegisterSink(CloudSpec(ps), cloudFactory(ps.Name))
+	}
+}
+
+// CloudSpec returns the sink spec of a publisher type: its fields followed
+// by the common buffered-sink fields. It panics when a publisher declares a
+// field with the name of a common one.
+func CloudSpec(ps spec.Spec) spec.Spec {
+	s := ps
+	s.Kind = spec.KindSink
+	s.Fields = append([]spec.Field(nil), ps.Fields...)
+	for _, f := range forward.Fields() {
+		if _, dup := ps.Field(f.Name); dup {
+			panic(fmt.Sprintf("pipelines: publisher %q declares %q, a buffered-sink field", ps.Name, f.Name))
+		}
+		s.Fields = append(s.Fields, f)
+	}
+	s.Description = ps.Description + "\n\nThe sink appends rows to its durable buffer and returns (the source is " +
+		"acknowledged once the rows are stored under `buffer.fsync`); a forwarder publishes the buffer with stable " +
+		"message IDs, live rows first, retrying outages and dead-lettering messages the broker rejects permanently. " +
+		"See docs/forwarding.md."
+	return s
+}
+
+func cloudFactory(name string) engine.SinkFactory {
+	return func(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engine.Sink, error) {
+		reg, ok := outbound.LookupPublisher(name)
+		if !ok {
+			return nil, fmt.Errorf("publisher %q is not registered", name)
+		}
+		opts, err := forward.FromConfig(cfg, in, bc)
+		if err != nil {
+			return nil, err
+		}
+		if bc.DryRun {
+			// Checked, but neither the buffer nor the broker is opened.
+			return dryRunSink{}, nil
+		}
+		pub, err := reg.New(cfg, bc)
+		if err != nil {
+			return nil, err
+		}
+		return forward.New(pub, opts)
+	}
+}
+
+// dryRunSink stands for a cloud sink in a pipeline built only to be checked.
+type dryRunSink struct{}
+
+func (dryRunSink) Write(_ context.Context, b engine.Batch) error {
+	b.Release()
+	return fmt.Errorf("sink built for validation only")
+}
+
+func (dryRunSink) Close(context.Context) error { return nil }

@@ -17,8 +17,23 @@ import (
 	"github.com/sluice-edge/sluice/pipelines/examples"
 )
 
+// runFlags are the flags shared by run and demo.
+type runFlags struct {
+	progress    string
+	metricsAddr string
+	dataDir     string
+	edge        string
+}
+
+func (f *runFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.progress, "progress", "auto", "show rows and rows/s on stderr: auto (when stderr is a terminal), always or never")
+	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9464) at /metrics")
+	cmd.Flags().StringVar(&f.dataDir, "data-dir", "sluice-data", "directory of durable state (the buffers of cloud sinks)")
+	cmd.Flags().StringVar(&f.edge, "edge", "", "identity of this engine in outgoing message IDs (default: the host name)")
+}
+
 func newRunCmd(g *globals) *cobra.Command {
-	var progress string
+	var flags runFlags
 	cmd := &cobra.Command{
 		Use:   "run FILE|DIR...",
 		Short: "Run pipelines until their sources end or SIGINT/SIGTERM",
@@ -39,15 +54,15 @@ once with code 130.`,
 			if len(errs) > 0 {
 				return &exitError{code: 1, err: errs}
 			}
-			return runDefs(cmd.Context(), g, log, defs, progress)
+			return runDefs(cmd.Context(), g, log, defs, flags)
 		},
 	}
-	cmd.Flags().StringVar(&progress, "progress", "auto", "show rows and rows/s on stderr: auto (when stderr is a terminal), always or never")
+	flags.register(cmd)
 	return cmd
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
-	var progress string
+	var flags runFlags
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the embedded wind-farm example (simulated turbines -> window stats -> alerts)",
@@ -66,17 +81,27 @@ SIM_TURBINES=1000 SIM_ROWS=3600 sluice demo.`,
 			if len(errs) > 0 {
 				return &exitError{code: 1, err: errs}
 			}
-			return runDefs(cmd.Context(), g, log, defs, progress)
+			return runDefs(cmd.Context(), g, log, defs, flags)
 		},
 	}
-	cmd.Flags().StringVar(&progress, "progress", "auto", "show rows and rows/s on stderr: auto, always or never")
+	flags.register(cmd)
 	return cmd
 }
 
-func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, progress string) error {
-	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log})
+func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, flags runFlags) error {
+	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge})
 	if len(errs) > 0 {
 		return &exitError{code: 1, err: errs}
+	}
+	if flags.metricsAddr != "" {
+		stop, err := serveMetrics(flags.metricsAddr, ps, log)
+		if err != nil {
+			for _, p := range ps {
+				p.Close()
+			}
+			return &exitError{code: 1, err: err}
+		}
+		defer stop()
 	}
 	if parent == nil {
 		parent = context.Background()
@@ -106,7 +131,7 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 	}
 	log.Info("running", "pipelines", names)
 	start := time.Now()
-	stopProgress := startProgress(g.stderr, progress, ps, start)
+	stopProgress := startProgress(g.stderr, flags.progress, ps, start)
 	err := pipelines.RunAll(ctx, ps)
 	stopProgress()
 	elapsed := time.Since(start)

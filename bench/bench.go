@@ -121,8 +121,8 @@ func (o Options) normalize() (Options, error) {
 	var seen []string
 	for _, s := range o.Scenarios {
 		s = strings.ToLower(strings.TrimSpace(s))
-		if !slices.Contains(Scenarios, s) && s != Buffer {
-			return o, fmt.Errorf("bench: unknown scenario %q (known: %s, %s)", s, strings.Join(Scenarios, ", "), Buffer)
+		if !slices.Contains(Scenarios, s) && s != Buffer && s != Forward {
+			return o, fmt.Errorf("bench: unknown scenario %q (known: %s, %s, %s)", s, strings.Join(Scenarios, ", "), Buffer, Forward)
 		}
 		if !slices.Contains(seen, s) {
 			seen = append(seen, s)
@@ -130,7 +130,7 @@ func (o Options) normalize() (Options, error) {
 	}
 	// Run in the canonical order whatever the order asked.
 	var ordered []string
-	for _, s := range append(slices.Clone(Scenarios), Buffer) {
+	for _, s := range append(slices.Clone(Scenarios), Buffer, Forward) {
 		if slices.Contains(seen, s) {
 			ordered = append(ordered, s)
 		}
@@ -201,6 +201,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if name == Buffer {
 			opts.Log.Info("bench: running scenario", "scenario", name)
 			if r.Buffer, err = runBuffer(ctx, opts, perTurbine); err != nil {
+				return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
+			}
+			continue
+		}
+		if name == Forward {
+			opts.Log.Info("bench: running scenario", "scenario", name)
+			if r.Forward, err = runForward(ctx, opts, perTurbine); err != nil {
 				return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
 			}
 			continue

@@ -34,6 +34,8 @@ type Report struct {
 	Agreement Agreement `json:"agreement"`
 	// Buffer holds the figures of the buffer scenario, when it ran.
 	Buffer *BufferResult `json:"buffer,omitempty"`
+	// Forward holds the figures of the forward scenario, when it ran.
+	Forward *ForwardResult `json:"forward,omitempty"`
 	// Notes explain how to read the figures.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -377,6 +379,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if r.Buffer != nil {
 		if err := r.Buffer.writeTable(bw); err != nil {
+			return err
+		}
+	}
+	if r.Forward != nil {
+		if err := r.Forward.writeTable(bw); err != nil {
 			return err
 		}
 	}

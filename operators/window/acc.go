@@ -270,11 +270,13 @@ func (a *facc) chunksOf(sq bool, small *[accChunks + 1]int64, big []int64) ([]in
 		c, base, wide = &a.sq, int(a.sqBase), a.mode&wideSq != 0
 	}
 	if wide {
+		var n int
 		if sq {
-			copy(big, a.wide.sq[:])
+			n = copy(big, a.wide.sq[:])
 		} else {
-			copy(big, a.wide.sum[:])
+			n = copy(big, a.wide.sum[:])
 		}
+		clear(big[n:]) // the spare chunks on top may hold an earlier result's carries
 		return big, 0
 	}
 	if base == noBase {

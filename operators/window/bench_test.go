@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/sluice-edge/sluice/connectors/sim"
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/operators/window"
 )
@@ -111,12 +112,16 @@ func (d *benchData) release() {
 }
 
 func benchWindow(b *testing.B, cfg string, d *benchData) {
+	benchWindowOn(b, cfg+benchAggs, benchSchema, d)
+}
+
+func benchWindowOn(b *testing.B, cfg string, schema *engine.Schema, d *benchData) {
 	defer d.release()
-	c, err := parseCfg(b, cfg+benchAggs)
+	c, err := parseCfg(b, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	op, err := window.New(c, benchSchema, engine.BuildContext{Mem: memory.NewGoAllocator(), Batch: engine.DefaultBatchPolicy})
+	op, err := window.New(c, schema, engine.BuildContext{Mem: memory.NewGoAllocator(), Batch: engine.DefaultBatchPolicy})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -144,6 +149,7 @@ func benchWindow(b *testing.B, cfg string, d *benchData) {
 	}
 	rows := 0
 	b.ReportAllocs()
+	cpu0, cpuOK := cpuTime()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		rec := d.recs[(n+i)%len(d.recs)]
@@ -151,6 +157,11 @@ func benchWindow(b *testing.B, cfg string, d *benchData) {
 		feed(n + i)
 	}
 	b.StopTimer()
+	if cpu1, ok := cpuTime(); ok && cpuOK {
+		// CPU time of the whole process (garbage collection included):
+		// steadier than wall time on a busy machine.
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(rows), "cpu-ns/row")
+	}
 	sec := b.Elapsed().Seconds()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(rows), "ns/row")
 	b.ReportMetric(float64(rows)/sec, "rows/s")
@@ -175,6 +186,38 @@ func BenchmarkWindowHopping(b *testing.B) {
 // sessions close after a 20 s gap.
 func BenchmarkWindowSession(b *testing.B) {
 	benchWindow(b, "kind: session\ngap: 20s\nlateness: 2s", newBenchData(1000, 100, func(tick, key int) bool { return (tick+key)%100 < 70 }))
+}
+
+// newFarmData is a cycle of 1,024-row records from the simulated wind farm
+// of the reference scenario (docs/bench.md): turbines x ticks readings,
+// one per turbine per second, rows going round the turbines.
+func newFarmData(turbines, ticks int) (*benchData, *engine.Schema) {
+	farm := sim.NewFarm(sim.Config{Turbines: turbines, Seed: 1, Faults: 0.5})
+	rb := engine.NewRecordBuilder(memory.NewGoAllocator(), farm.Schema())
+	defer rb.Release()
+	d := &benchData{shift: int64(ticks) * 1000}
+	for left := turbines * ticks; left > 0; left -= 1024 {
+		farm.Fill(rb, min(left, 1024))
+		d.rows += min(left, 1024)
+		d.recs = append(d.recs, rb.NewRecord())
+	}
+	return d, farm.Schema()
+}
+
+// farmAggs are the statistics of the reference scenario.
+var farmAggs = func() string {
+	s := "aggregates:\n"
+	for _, p := range sim.Points {
+		s += "  " + p + ": [avg, min, max, stddev, p95]\n"
+	}
+	return s
+}()
+
+// BenchmarkWindowFarm: the window step of the reference scenario, 1,000
+// simulated turbines x 10 points, one-minute tumbling windows.
+func BenchmarkWindowFarm(b *testing.B) {
+	d, schema := newFarmData(1000, 180)
+	benchWindowOn(b, "kind: tumbling\nsize: 1m\n"+farmAggs, schema, d)
 }
 
 // BenchmarkWindowTumblingGlobal: one group, the cost of the aggregates

@@ -29,30 +29,34 @@ const signBit = 1 << 63
 // arena hands out the bucket arrays of one slot's sketches from one block,
 // so that the buckets a row updates lie together in memory. Regions given
 // out past the block come from the heap and size the block at the next
-// reset; in steady state a slot's block is reused window after window.
+// reset; in steady state a slot's block is reused window after window. A
+// block much larger than the demand of a window shrinks.
 type arena struct {
-	buf  []uint32
+	buf  []uint16
 	used int
 	over int // cells handed out from the heap since the last reset
 }
 
-func (a *arena) alloc(n int) []uint32 {
+func (a *arena) alloc(n int) []uint16 {
 	if a.used+n <= len(a.buf) {
 		r := a.buf[a.used : a.used+n : a.used+n]
 		a.used += n
 		return r
 	}
 	a.over += n
-	return make([]uint32, n)
+	return make([]uint16, n)
 }
 
 // reset frees every region. Regions must be dropped by their sketches.
 func (a *arena) reset() {
-	if a.over > 0 {
-		n := len(a.buf) + a.over
-		a.buf = make([]uint32, n+n/4) // slack: demand varies from window to window
+	switch need := a.used + a.over; {
+	case a.over > 0 || need < len(a.buf)/4:
+		a.buf = nil // the old block goes now, before a new one comes
+		if need > 0 {
+			a.buf = make([]uint16, need+need/4) // slack: demand varies from window to window
+		}
 		a.over = 0
-	} else {
+	default:
 		clear(a.buf[:a.used])
 	}
 	a.used = 0
@@ -61,7 +65,7 @@ func (a *arena) reset() {
 // dense holds counts for the bucket indexes [base, base+len(counts)).
 type dense struct {
 	base   int32
-	counts []uint32
+	counts []uint16
 }
 
 // place makes the region cover bucket idx, moving it to a larger region of
@@ -75,15 +79,24 @@ func (d *dense) place(idx int32, ar *arena) {
 	}
 	lo, hi := min(d.base, idx), max(d.base+n-1, idx)
 	need := hi - lo + 1
-	size := max(2*n, need+firstSpan/2)
+	size := need + need/2 + firstSpan/2
 	nb := max(lo-(size-need)/2, 0)
 	c := ar.alloc(int(size))
 	copy(c[d.base-nb:], d.counts)
 	d.base, d.counts = nb, c
 }
 
+// reserve makes an empty region cover the bucket indexes [lo, hi], with
+// some room on both sides.
+func (d *dense) reserve(lo, hi int32, ar *arena) {
+	need := hi - lo + 1
+	size := need + need/4 + firstSpan/2
+	d.base = max(lo-(size-need)/2, 0)
+	d.counts = ar.alloc(int(size))
+}
+
 // sketch is a mergeable quantile sketch of non-NaN float64 values. Counts
-// are 32-bit; the rare carries out of a count go to over.
+// are 16-bit; the rare carries out of a count go to over.
 type sketch struct {
 	pos, neg dense
 	zero     uint64
@@ -123,13 +136,13 @@ func (k *sketch) addN(bits uint64, c uint64, ar *arena) {
 		off = idx - d.base
 	}
 	s := uint64(d.counts[off]) + c
-	d.counts[off] = uint32(s)
-	if s>>32 != 0 {
-		k.carry(idx, neg, s>>32<<32)
+	d.counts[off] = uint16(s)
+	if s>>16 != 0 {
+		k.carry(idx, neg, s>>16<<16)
 	}
 }
 
-// carry records counts beyond 32 bits.
+// carry records counts beyond 16 bits.
 func (k *sketch) carry(idx int32, neg bool, c uint64) {
 	if k.over == nil {
 		k.over = map[int32]uint64{}
@@ -184,10 +197,10 @@ func (d *dense) merge(o *dense, k *sketch, neg bool, ar *arena) {
 	}
 	dst := d.counts[o.base-d.base:][:n]
 	for i, c := range o.counts {
-		s := uint64(dst[i]) + uint64(c)
-		dst[i] = uint32(s)
-		if s>>32 != 0 {
-			k.carry(o.base+int32(i), neg, 1<<32)
+		s := uint32(dst[i]) + uint32(c)
+		dst[i] = uint16(s)
+		if s>>16 != 0 {
+			k.carry(o.base+int32(i), neg, 1<<16)
 		}
 	}
 }
@@ -241,4 +254,167 @@ func clamp(v, lo, hi float64) float64 {
 		return hi
 	}
 	return v
+}
+
+// Small windows keep their sketch values as bucket keys (see bucketKey; 0
+// for zero) in a log, one entry per row and sketch field, and count them
+// into dense sketches only once a slot holds logRows rows. A log is the
+// same multiset of buckets as the dense sketch it stands for, so quantiles
+// read from either are the same.
+
+// logRows is the number of rows a slot logs before it turns dense. Tests
+// lower it.
+var logRows = 256
+
+// noKey marks a row without a value for a sketch field (null or NaN).
+const noKey = math.MinInt32
+
+// keyOf returns the bucket key of a non-NaN value with bit pattern b.
+func keyOf(b uint64) int32 {
+	mag := b &^ signBit
+	k := int32(mag>>idxShift) + 1
+	if mag == 0 {
+		k = 0
+	}
+	if b&signBit != 0 {
+		k = -k
+	}
+	return k
+}
+
+// addKey counts c values in the bucket with key k.
+func (k *sketch) addKey(key int32, c uint64, ar *arena) {
+	switch {
+	case key > 0:
+		k.addN(uint64(key-1)<<idxShift, c, ar)
+	case key < 0:
+		k.addN(uint64(-key-1)<<idxShift|signBit, c, ar)
+	default:
+		k.zero += c
+	}
+}
+
+// keyEstimate returns the estimate of a value in the bucket with key k:
+// the bucket midpoint clamped to [lo, hi], as sketch.quantile gives it.
+func keyEstimate(k int32, lo, hi float64) float64 {
+	switch {
+	case k > 0:
+		return clamp(bucketMid(k-1), lo, hi)
+	case k < 0:
+		return clamp(-bucketMid(-k-1), lo, hi)
+	}
+	return clamp(0, lo, hi)
+}
+
+// selectKth reorders a so that a[k] is its k-th smallest element (from 0)
+// and returns it.
+func selectKth(a []int32, k int) int32 {
+	lo, hi := 0, len(a)-1
+	for hi-lo > 16 {
+		mid := lo + (hi-lo)/2
+		if a[mid] < a[lo] {
+			a[mid], a[lo] = a[lo], a[mid]
+		}
+		if a[hi] < a[lo] {
+			a[hi], a[lo] = a[lo], a[hi]
+		}
+		if a[hi] < a[mid] {
+			a[hi], a[mid] = a[mid], a[hi]
+		}
+		p := a[mid]
+		i, j := lo, hi
+		for i <= j {
+			for a[i] < p {
+				i++
+			}
+			for a[j] > p {
+				j--
+			}
+			if i <= j {
+				a[i], a[j] = a[j], a[i]
+				i++
+				j--
+			}
+		}
+		// a[lo..j] <= p, a[i..hi] >= p, a[j+1..i-1] == p.
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return a[k]
+		}
+	}
+	for i := lo + 1; i <= hi; i++ {
+		for j := i; j > lo && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+	return a[k]
+}
+
+// maxTopM is the largest m for which extremeKey keeps the m extreme keys
+// in a small sorted array instead of selecting among all of them.
+const maxTopM = 16
+
+// extremeKey returns the m-th largest (top) or m-th smallest key among
+// log[start], log[start+stride], ..., skipping noKey; there must be at
+// least m keys and 1 <= m <= maxTopM. It makes one pass, comparing most
+// keys only with the m-th best so far.
+func extremeKey(log []int32, start, stride, m int, top bool) int32 {
+	if m <= 4 {
+		return extreme4(log, start, stride, m, top)
+	}
+	var best [maxTopM]int32 // the best keys so far, best first
+	n := 0
+	for j := start; j < len(log); j += stride {
+		k := log[j]
+		if k == noKey {
+			continue
+		}
+		if !top {
+			k = ^k // reverses the order: the smallest keys become the largest
+		}
+		if n == m {
+			if k <= best[m-1] {
+				continue
+			}
+			n--
+		}
+		i := n
+		for ; i > 0 && best[i-1] < k; i-- {
+			best[i] = best[i-1]
+		}
+		best[i] = k
+		n++
+	}
+	if !top {
+		return ^best[m-1]
+	}
+	return best[m-1]
+}
+
+// extreme4 is extremeKey for m <= 4: the four best keys pass through a
+// branch-free network of minimum and maximum, so the data decides no
+// branch.
+func extreme4(log []int32, start, stride, m int, top bool) int32 {
+	b0, b1, b2, b3 := int32(math.MinInt32), int32(math.MinInt32), int32(math.MinInt32), int32(math.MinInt32)
+	var flip int32 // all ones for the smallest keys: ^k reverses the order
+	if !top {
+		flip = -1
+	}
+	for j := start; j < len(log); j += stride {
+		k := log[j]
+		x := k ^ flip
+		if k == noKey {
+			x = math.MinInt32 // loses every comparison
+		}
+		b0, x = max(b0, x), min(b0, x)
+		b1, x = max(b1, x), min(b1, x)
+		b2, x = max(b2, x), min(b2, x)
+		b3 = max(b3, x)
+	}
+	r := [4]int32{b0, b1, b2, b3}[m-1]
+	return r ^ flip
 }

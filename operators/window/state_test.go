@@ -68,3 +68,62 @@ func TestStateBounded(t *testing.T) {
 		mem.AssertSize(t, 0)
 	}
 }
+
+// TestFreeSlotsTrimmed checks that the buffers of slots left free by keys
+// that went away are dropped once the watermark has moved on, while the
+// slots of keys that still report keep theirs.
+func TestFreeSlotsTrimmed(t *testing.T) {
+	in := engine.MustSchema([]engine.Field{
+		{Name: "time", Type: engine.Timestamp},
+		{Name: "asset", Type: engine.String},
+		{Name: "v", Type: engine.Float64},
+	}, "time", "asset")
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte("size: 1m\naggregates: {v: [avg, stddev, p95]}"), &doc); err != nil {
+		t.Fatal(err)
+	}
+	cfg, errs := Spec.Parse("t.yaml", &doc)
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	defer SetLogRows(20)() // some windows turn dense
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	op, err := New(cfg, in, engine.BuildContext{Mem: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	emit := func(port int, b engine.Batch) error { b.Release(); return nil }
+	held := func() (n int) {
+		for _, s := range op.freeSlots {
+			if op.skLog[s] != nil || op.dense[s] != nil || op.cold[s] != nil {
+				n++
+			}
+		}
+		return n
+	}
+	for sec := range 1800 {
+		var rows []enginetest.Row
+		if sec < 300 { // a burst of 200 keys for five minutes
+			for k := range 200 {
+				rows = append(rows, enginetest.Row{int64(sec * 1000), fmt.Sprintf("burst-%d", k), float64(k) * 1e-30 * float64(1+sec%7)})
+			}
+		}
+		for k := range 5 {
+			rows = append(rows, enginetest.Row{int64(sec*1000 + k), fmt.Sprintf("stay-%d", k), float64(sec)})
+		}
+		if err := op.Process(engine.Batch{Rec: enginetest.Record(mem, in, rows...)}, emit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := held(); n > 10 {
+		t.Errorf("%d of %d free slots still hold buffers 25 minutes after the burst", n, len(op.freeSlots))
+	}
+	if len(op.freeSlots) < 150 {
+		t.Errorf("only %d free slots: the burst should have left some", len(op.freeSlots))
+	}
+	if err := op.Flush(emit); err != nil {
+		t.Fatal(err)
+	}
+	op.Close()
+	mem.AssertSize(t, 0)
+}

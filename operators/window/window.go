@@ -43,6 +43,10 @@ type keyState struct {
 	sess      []session // sorted by start, separated by at least gap
 	// closedEnd is the largest end of a session already emitted.
 	closedEnd int64
+	// next is the key that followed this one in the input last time, or
+	// -1: sources that report their devices in a stable order find the
+	// next key with one comparison instead of a map lookup.
+	next int32
 }
 
 type srcMark struct {
@@ -66,12 +70,20 @@ type Operator struct {
 	cLate, cNull, cWindows *atomic.Int64
 
 	fd        []fieldDesc
-	nsk, nfl  int         // sketches and first/last states per slot
-	st        []facc      // slot-major: st[slot*len(fd)+field]
-	sk        []sketch    // sk[slot*nsk+fieldDesc.sk]
-	fl        []firstLast // fl[slot*nfl+fieldDesc.fl]
-	arenas    []arena     // bucket memory of each slot's sketches
-	slotCount []int64     // rows per slot
+	nsk, nfl  int              // sketches and first/last states per slot
+	hot       []hacc           // slot-major: hot[slot*len(fd)+field]
+	cold      [][]facc         // per slot: cold sums of its fields, or nil
+	dense     []*denseSketches // per slot: its dense sketches, or nil
+	fl        []firstLast      // fl[slot*nfl+fieldDesc.fl]
+	skLog     [][]int32        // per slot: bucket keys, nsk per row, while not dense
+	skDense   []bool           // per slot: values are in the dense sketches
+	skf       []int            // sketch index -> field index
+	keyBuf    []int32          // scratch for quantiles of a log
+	tmpAcc    facc             // scratch of sums
+	rowBase   []int32          // per row of a chunk: slot * len(fd), or -1
+	stage     []int32          // per row of a chunk: its sketch keys, nsk per row
+	slotCount []int64          // rows per slot
+	freedAt   []int64          // per slot: watermark when it was freed, or MinInt64
 	freeSlots []int32
 	fwd       []int32 // merged session slot -> surviving slot, or -1
 	pending   []int32 // merged slots to free after the batch
@@ -81,6 +93,7 @@ type Operator struct {
 	freeKeys []int32
 	keyIdx   map[string]int32
 	nullKid  int32
+	prevKid  int32 // key of the last row with a non-null key, or -1
 
 	srcs      []srcMark
 	wm        int64 // watermark: windows ending at or before it are closed
@@ -127,9 +140,11 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 		cWindows:  counters.Counter("windows_emitted"),
 		keyIdx:    map[string]int32{},
 		nullKid:   -1,
+		prevKid:   -1,
 		wm:        math.MinInt64,
 		scanWm:    math.MinInt64,
 		nextClose: math.MaxInt64,
+		rowBase:   make([]int32, accChunkRows),
 		scratch:   make([]int64, tChunks+2),
 		sChunks:   make([]int64, sumChunks+2),
 		qChunks:   make([]int64, sqChunks+2),
@@ -138,7 +153,11 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 	}
 	for _, fp := range p.fields {
 		o.fd = append(o.fd, newFieldDesc(fp, &o.nsk, &o.nfl))
+		if fd := &o.fd[len(o.fd)-1]; fd.sk >= 0 {
+			o.skf = append(o.skf, len(o.fd)-1)
+		}
 	}
+	o.stage = make([]int32, accChunkRows*o.nsk)
 	if p.keyCol < 0 {
 		o.addKey("", false) // the global group, key id 0
 	}
@@ -276,7 +295,8 @@ func (o *Operator) Close() error {
 	o.closed = true
 	o.rb.Release()
 	o.lateRB.Release()
-	o.st, o.sk, o.fl, o.arenas, o.keys, o.keyIdx, o.slotCount = nil, nil, nil, nil, nil, nil, nil
+	o.cold, o.dense, o.fl, o.keys, o.keyIdx, o.slotCount = nil, nil, nil, nil, nil, nil
+	o.skLog, o.skDense, o.hot, o.freedAt = nil, nil, nil, nil
 	return nil
 }
 
@@ -305,11 +325,25 @@ func (o *Operator) rowKey(keys *array.String, keyNulls bool, r int, kc *keyCache
 	if kc.ok && s == kc.last {
 		return kc.kid
 	}
+	prev := o.prevKid
+	if prev >= 0 {
+		if p := o.keys[prev].next; p >= 0 {
+			if ks := &o.keys[p]; ks.live && !ks.null && ks.name == s {
+				kc.last, kc.kid, kc.ok = s, p, true
+				o.prevKid = p
+				return p
+			}
+		}
+	}
 	kid, ok := o.keyIdx[s]
 	if !ok {
 		kid = o.addKey(strings.Clone(s), false)
 	}
+	if prev >= 0 {
+		o.keys[prev].next = kid
+	}
 	kc.last, kc.kid, kc.ok = s, kid, true
+	o.prevKid = kid
 	return kid
 }
 
@@ -326,6 +360,7 @@ func (o *Operator) addKey(name string, null bool) int32 {
 	ks.name, ks.null, ks.live, ks.idleSince = name, null, true, math.MinInt64
 	ks.panes, ks.sess = ks.panes[:0], ks.sess[:0]
 	ks.closedEnd = math.MinInt64
+	ks.next = -1
 	if !null && o.p.keyCol >= 0 {
 		o.keyIdx[name] = kid
 	}
@@ -340,6 +375,7 @@ func (o *Operator) newSlot() int32 {
 	}
 	s := int32(len(o.slotCount))
 	o.slotCount = append(o.slotCount, 0)
+	o.freedAt = append(o.freedAt, math.MinInt64)
 	o.fwd = append(o.fwd, -1)
 	o.growSlot()
 	return s
@@ -349,6 +385,24 @@ func (o *Operator) freeSlot(s int32) {
 	o.slotCount[s] = 0
 	o.resetSlot(s)
 	o.freeSlots = append(o.freeSlots, s)
+	o.freedAt[s] = o.wm
+}
+
+// trimFree drops the buffers (sketch log, dense sketches, cold sums) of
+// slots that have been free while the watermark moved by retain: in steady
+// state free slots are reused within a window or a few, so only the slots
+// of a burst that went away are trimmed, and memory returns to what the
+// open windows need.
+func (o *Operator) trimFree(retain int64) {
+	if o.wm == math.MinInt64 {
+		return
+	}
+	for _, s := range o.freeSlots {
+		if t := o.freedAt[s]; t != math.MinInt64 && o.wm-t >= retain {
+			o.skLog[s], o.dense[s], o.cold[s] = nil, nil, nil
+			o.freedAt[s] = math.MinInt64 // trimmed
+		}
+	}
 }
 
 func (o *Operator) mergeSlot(dst, src int32) {
@@ -610,6 +664,7 @@ func (o *Operator) closeWindows(upTo int64, emit engine.PortEmit) (int64, error)
 		o.items = o.items[:0]
 	}
 	o.evictIdle()
+	o.trimFree(4 * (2*max(o.p.size, o.p.gap) + o.p.lateness)) // four times the retention of idle keys
 	return maxEnd, err
 }
 
@@ -742,7 +797,10 @@ func (o *Operator) emitItems(emit engine.PortEmit) error {
 	rb := o.rb
 	keyed := o.p.keyCol >= 0
 	var errs error
-	for _, it := range o.items {
+	for i, it := range o.items {
+		if rb.Rows() == 0 {
+			rb.Reserve(min(len(o.items)-i, o.chunk)) // one allocation per column and record
+		}
 		rb.Timestamp(0).Append(arrow.Timestamp(it.start))
 		rb.Timestamp(1).Append(arrow.Timestamp(it.end))
 		if keyed {
@@ -772,9 +830,13 @@ func (o *Operator) emitItems(emit engine.PortEmit) error {
 func (o *Operator) appendField(fi int, slot int32) {
 	rb := o.rb
 	fd := &o.fd[fi]
-	a := &o.st[int(slot)*len(o.fd)+fi]
+	idx := int(slot)*len(o.fd) + fi
+	a := &o.hot[idx]
 	var sum float64
+	var sa *facc // exact sums when needed, from o.sums
 	haveSum := false
+	var keys []int32
+	haveKeys := false
 	for _, fn := range fd.plan.funcs {
 		if fn.op == opCount {
 			rb.Int64(fn.col).Append(a.n)
@@ -789,7 +851,7 @@ func (o *Operator) appendField(fi int, slot int32) {
 		switch fn.op {
 		case opSum, opAvg:
 			if !haveSum {
-				sum, haveSum = o.sumValue(a), true
+				sum, haveSum = o.fieldSum(idx, &sa), true
 			}
 			v = sum
 			if fn.op == opAvg {
@@ -805,9 +867,9 @@ func (o *Operator) appendField(fi int, slot int32) {
 			}
 		case opStddev:
 			if !haveSum {
-				sum, haveSum = o.sumValue(a), true
+				sum, haveSum = o.fieldSum(idx, &sa), true
 			}
-			v = o.stddev(a, sum)
+			v = o.fieldStddev(idx, sum, &sa)
 		case opFirst:
 			v = o.fl[int(slot)*o.nfl+fd.fl].fv
 		case opLast:
@@ -816,7 +878,7 @@ func (o *Operator) appendField(fi int, slot int32) {
 			if a.special&specNaN != 0 {
 				v = math.NaN()
 			} else {
-				v = o.sk[int(slot)*o.nsk+fd.sk].quantile(fn.num, fn.den, uint64(a.n), a.mn, a.mx)
+				v = o.quantile(slot, fd, fn, a, &keys, &haveKeys)
 			}
 		}
 		fb.Append(v)

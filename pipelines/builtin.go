@@ -5,6 +5,7 @@ package pipelines
 import (
 	_ "github.com/sluice-edge/sluice/connectors/discard"
 	_ "github.com/sluice-edge/sluice/connectors/file"
+	_ "github.com/sluice-edge/sluice/connectors/mqtt"
 	_ "github.com/sluice-edge/sluice/connectors/sim"
 	_ "github.com/sluice-edge/sluice/connectors/stdout"
 	_ "github.com/sluice-edge/sluice/operators/alert"

@@ -67,7 +67,7 @@ Start with:
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
-	root.AddCommand(newRunCmd(g), newDemoCmd(g), newValidateCmd(g), newSchemaCmd(g), newDocsCmd(g), newBenchCmd(g), newVersionCmd(g), newBufferCmd(g), newExportCmd(g), newReplayCmd(g))
+	root.AddCommand(newRunCmd(g), newDemoCmd(g), newSimCmd(g), newValidateCmd(g), newSchemaCmd(g), newDocsCmd(g), newBenchCmd(g), newVersionCmd(g), newBufferCmd(g), newExportCmd(g), newReplayCmd(g))
 	return root
 }
 

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-edge/sluice/connectors/devsim"
+)
+
+func newSimCmd(g *globals) *cobra.Command {
+	var (
+		cfg       devsim.Config
+		broker    string
+		replay    devsim.Replay
+		asJSON    bool
+		keyColumn string
+	)
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Simulate EnOS devices over MQTT (wind farm or CSV replay); also a load generator",
+		Long: `Sim publishes EnOS measure-point posts for a simulated wind farm to an MQTT
+broker (/sys/{productKey}/{deviceKey}/thing/measurepoint/post), or replays
+a CSV file as devices. The devices can answer downlink commands (--answer).
+At the end it reports payloads sent and acknowledged and their rates, so it
+doubles as a load generator for benchmarks.
+
+Examples:
+  sluice sim --devices 1000 --rate 20000 --duration 1m
+  sluice sim --replay scada.csv --key-column turbine --time-column ts --time-layout "02 01 2006 15:04"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			cfg.Log = log
+			cfg.URLs = []string{broker}
+			if replay.Path != "" {
+				replay.KeyColumn = keyColumn
+				cfg.Replay = &replay
+			}
+			sim, err := devsim.New(cfg)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if cfg.Answer {
+				stopAnswer, err := sim.Answer(ctx)
+				if err != nil {
+					return &exitError{code: 1, err: err}
+				}
+				defer stopAnswer()
+			}
+			st, err := sim.Run(ctx)
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				_ = enc.Encode(map[string]any{
+					"sent": st.Sent, "acked": st.Acked, "points": st.Points, "bad": st.Bad, "errors": st.Errors,
+					"elapsed_s": st.Elapsed.Seconds(), "sent_per_s": st.SentRate(), "acked_per_s": st.AckedRate(), "points_per_s": st.PointRate(),
+				})
+			} else {
+				fmt.Fprintf(g.stdout, "sent %d payloads (%d points) in %s: %.0f payloads/s, %.0f points/s; acked %d (%.0f/s); bad %d; errors %d\n",
+					st.Sent, st.Points, st.Elapsed.Round(time.Millisecond), st.SentRate(), st.PointRate(), st.Acked, st.AckedRate(), st.Bad, st.Errors)
+			}
+			if err != nil && ctx.Err() == nil {
+				return &exitError{code: 1, err: err}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL (tcp:// or tls://)")
+	f.StringVar(&cfg.Username, "username", "", "MQTT user name")
+	f.StringVar(&cfg.Password, "password", "", "MQTT password")
+	f.IntVar(&cfg.QoS, "qos", 0, "QoS of the posts: 0 or 1")
+	f.StringVar(&cfg.ProductKey, "product-key", "turbine", "product key of every device")
+	f.IntVar(&cfg.Devices, "devices", 100, "number of simulated turbines")
+	f.IntVar(&cfg.Points, "points", 10, "measure points per payload")
+	f.Float64Var(&cfg.Rate, "rate", 1000, "payloads per second, all devices together (0: as fast as possible)")
+	f.Int64Var(&cfg.Payloads, "payloads", 0, "stop after this many payloads (0: no limit)")
+	f.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0: until --payloads or Ctrl-C)")
+	f.DurationVar(&cfg.Interval, "interval", time.Second, "event-time step between two readings of a device")
+	f.Uint64Var(&cfg.Seed, "seed", 1, "selects the farm; the same seed gives the same readings")
+	f.Float64Var(&cfg.Faults, "faults", 0.5, "fault episodes per device per hour of event time")
+	f.Float64Var(&cfg.Resume, "resume", 0, "fraction of payloads posted as offline history (measurepoint/resume)")
+	f.Float64Var(&cfg.Bad, "bad", 0, "fraction of payloads that are deliberately bad input")
+	f.IntVar(&cfg.Connections, "connections", 1, "connections the posts are spread over")
+	f.BoolVar(&cfg.Answer, "answer", false, "devices answer downlink commands with replies")
+	f.StringVar(&replay.Path, "replay", "", "replay this CSV file as devices instead of simulating a farm")
+	f.StringVar(&keyColumn, "key-column", "", "with --replay: the column holding the device key")
+	f.StringVar(&replay.DeviceKey, "device-key", "", "with --replay: one device key for every row")
+	f.StringVar(&replay.TimeColumn, "time-column", "time", "with --replay: the time column")
+	f.StringVar(&replay.TimeLayout, "time-layout", "unix_ms", "with --replay: how the time is written (unix_ms, unix_s, rfc3339 or a Go layout)")
+	f.BoolVar(&replay.Loop, "loop", false, "with --replay: start over at the end of the file")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}

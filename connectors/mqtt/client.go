@@ -1,0 +1,190 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+)
+
+// message is one PUBLISH received from the broker. Its payload belongs to
+// the receiver.
+type message struct {
+	topic   string
+	payload []byte
+	qos     byte
+	// Exactly one of these identifies the message for acknowledging it:
+	// the MQTT 5 client, the generation of the connection the message came
+	// on and its packet id; or the MQTT 3.1.1 message.
+	k5  *client5
+	gen uint64
+	pid uint16
+	m3  mqtt3.Message
+}
+
+// forAck returns what ack needs of m, without the topic and payload.
+func (m message) forAck() message {
+	m.topic, m.payload = "", nil
+	return m
+}
+
+// ack acknowledges a QoS 1 message on the connection it arrived on. When
+// that connection is gone the acknowledgement is dropped and the broker
+// delivers the message again on the next connection of a persistent
+// session.
+func (m *message) ack() {
+	switch {
+	case m.qos == 0:
+	case m.k5 != nil:
+		m.k5.ack(*m)
+	case m.m3 != nil:
+		m.m3.Ack()
+	}
+}
+
+// subscription is one topic filter and its QoS.
+type subscription struct {
+	topic string
+	qos   byte
+}
+
+// clientConfig is what a component asks of its connection.
+type clientConfig struct {
+	ClientOptions
+	subs []subscription
+	// manualAck defers QoS 1 acknowledgements to message.ack.
+	manualAck bool
+	// onMessage receives every message, in order, on the client's
+	// receiving goroutine; while it blocks the client reads nothing more.
+	onMessage func(message)
+	// onUp and onDown report the connection going up and down.
+	onUp   func()
+	onDown func(error)
+	// onSubscribeError reports a subscription the broker refused.
+	onSubscribeError func(topic string, err error)
+}
+
+// client is a connection that keeps itself up: it connects in the
+// background, reconnects with backoff and subscribes again on every
+// connection.
+type client interface {
+	// start begins connecting; it does not wait for the connection.
+	start(ctx context.Context) error
+	// awaitConnection blocks until the connection is up or ctx ends.
+	awaitConnection(ctx context.Context) error
+	// publish sends one message; at QoS 1 it returns once the broker has
+	// acknowledged it.
+	publish(ctx context.Context, topic string, qos byte, payload []byte) error
+	// sync makes a round trip to the broker (an unsubscription from a
+	// filter nobody subscribes to). Brokers process a connection's packets
+	// in order, so when it returns the broker has taken in everything sent
+	// before, such as acknowledgements; a disconnection right after cannot
+	// overtake them.
+	sync(ctx context.Context) error
+	// stop disconnects; it is idempotent.
+	stop(ctx context.Context) error
+}
+
+var errNotConnected = errors.New("mqtt: not connected")
+
+func newClient(cfg clientConfig) (client, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	if cfg.onMessage == nil {
+		cfg.onMessage = func(message) {}
+	}
+	if cfg.onUp == nil {
+		cfg.onUp = func() {}
+	}
+	if cfg.onDown == nil {
+		cfg.onDown = func(error) {}
+	}
+	if cfg.onSubscribeError == nil {
+		cfg.onSubscribeError = func(string, error) {}
+	}
+	if cfg.Version == 4 {
+		return newClient3(cfg), nil
+	}
+	return newClient5(cfg), nil
+}
+
+// backoff returns the delay before connection attempt n (0 is the first
+// attempt after a connection was lost or the very first one): min, then
+// doubling up to max, with ±20% jitter.
+func backoff(minD, maxD time.Duration) func(int) time.Duration {
+	return func(n int) time.Duration {
+		if n <= 0 {
+			return 0
+		}
+		d := minD
+		for i := 1; i < n && d < maxD; i++ {
+			d *= 2
+		}
+		d = min(d, maxD)
+		j := time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+		return max(j, time.Millisecond)
+	}
+}
+
+// connState tracks whether a connection is up.
+type connState struct {
+	up   atomic.Bool
+	upCh atomic.Pointer[chan struct{}] // closed when the connection comes up
+}
+
+func (s *connState) init() {
+	ch := make(chan struct{})
+	s.upCh.Store(&ch)
+}
+
+func (s *connState) setUp() {
+	if !s.up.Swap(true) {
+		close(*s.upCh.Load())
+	}
+}
+
+func (s *connState) setDown() {
+	if s.up.Swap(false) {
+		ch := make(chan struct{})
+		s.upCh.Store(&ch)
+	}
+}
+
+func (s *connState) await(ctx context.Context) error {
+	for {
+		if s.up.Load() {
+			return nil
+		}
+		ch := *s.upCh.Load()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// syncFilter is the filter sync unsubscribes from.
+const syncFilter = "sluice/sync-no-subscription"
+
+// subscribeRetries bounds the retries of a refused subscription.
+const subscribeRetries = 8
+
+// subscribeBackoff is the delay before retry n of a refused subscription.
+func subscribeBackoff(n int) time.Duration { return 25 * time.Millisecond << min(n, 5) }
+
+// sleepCtx waits d, reporting false when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

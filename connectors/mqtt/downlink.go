@@ -1,0 +1,218 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine/command"
+)
+
+// DownlinkOptions configures a Downlink.
+type DownlinkOptions struct {
+	// Client says how to reach the broker the devices listen on.
+	Client ClientOptions
+	// Tracker records the commands and their outcome; nil creates one
+	// with default options.
+	Tracker *command.Tracker
+	// QoS0 sends commands at QoS 0 rather than 1: the broker does not
+	// confirm having them.
+	QoS0 bool
+	// SendTimeout bounds the wait for the broker (connection and
+	// acknowledgement) when sending one command (default 10s); a command
+	// that cannot be handed to the broker in time fails.
+	SendTimeout time.Duration
+	// Log receives command failures; nil discards them.
+	Log *slog.Logger
+}
+
+// Downlink sends commands to EnOS devices over MQTT — measure-point
+// settings and service invocations on
+// /sys/{productKey}/{deviceKey}/thing/service/{service} — and matches the
+// devices' replies on the same topic + "_reply" by message id. Each
+// command's progress (accepted, sent, acked, failed, timeout) is recorded
+// in a command.Tracker. It is safe for concurrent use.
+type Downlink struct {
+	opts    DownlinkOptions
+	tracker *command.Tracker
+	own     bool // the tracker was created here
+	cl      client
+	ready   chan struct{}
+	once    sync.Once
+
+	unmatched atomic.Int64
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+}
+
+// errBrokerUnreachable is returned by Send when no connection came up in
+// time.
+var errBrokerUnreachable = errors.New("broker unreachable")
+
+// replyFilter receives the replies of every device's services.
+const replyFilter = "/sys/+/+/thing/service/#"
+
+// NewDownlink returns a downlink; Start connects it.
+func NewDownlink(opts DownlinkOptions) (*Downlink, error) {
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = 10 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Client.Log == nil {
+		opts.Client.Log = opts.Log
+	}
+	d := &Downlink{opts: opts, tracker: opts.Tracker, ready: make(chan struct{})}
+	if d.tracker == nil {
+		d.tracker, d.own = command.New(command.Options{}), true
+	}
+	cl, err := newClient(clientConfig{
+		ClientOptions: opts.Client,
+		subs:          []subscription{{topic: replyFilter, qos: 1}},
+		onMessage:     d.onMessage,
+		onUp:          func() { d.once.Do(func() { close(d.ready) }) },
+		onSubscribeError: func(topic string, err error) {
+			d.opts.Log.Error("mqtt downlink: cannot receive replies", "topic", topic, "err", err)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.cl = cl
+	return d, nil
+}
+
+// Tracker returns the tracker recording the downlink's commands.
+func (d *Downlink) Tracker() *command.Tracker { return d.tracker }
+
+// Unmatched returns the number of replies that matched no command.
+func (d *Downlink) Unmatched() int64 { return d.unmatched.Load() }
+
+// Start connects to the broker and subscribes to replies; it returns once
+// subscribed, or with ctx's error (the connection keeps being attempted in
+// the background until Close).
+func (d *Downlink) Start(ctx context.Context) error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return errors.New("mqtt downlink: closed")
+	}
+	if !d.started {
+		d.started = true
+		if err := d.cl.start(ctx); err != nil {
+			d.mu.Unlock()
+			return err
+		}
+	}
+	d.mu.Unlock()
+	select {
+	case <-d.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SetPoints sets measure points of a device (service "measurepoint.set").
+func (d *Downlink) SetPoints(ctx context.Context, productKey, deviceKey string, points map[string]any) (command.Command, error) {
+	return d.Send(ctx, command.Command{Product: productKey, Asset: deviceKey, Service: command.SetPoints, Inputs: points})
+}
+
+// Invoke invokes a service of a device.
+func (d *Downlink) Invoke(ctx context.Context, productKey, deviceKey, service string, inputs map[string]any) (command.Command, error) {
+	return d.Send(ctx, command.Command{Product: productKey, Asset: deviceKey, Service: service, Inputs: inputs})
+}
+
+// Send submits c to the tracker and publishes it to its device. It returns
+// once the broker has the command (status sent) or it could not be sent
+// (status failed, with an error); the device's reply, or its absence,
+// moves it on later (see Tracker().Wait). c.ID, when set, must be unique.
+func (d *Downlink) Send(ctx context.Context, c command.Command) (command.Command, error) {
+	if c.Product == "" || c.Asset == "" || c.Service == "" {
+		return c, errors.New("mqtt downlink: a command needs a product key, a device key and a service")
+	}
+	c, err := d.tracker.Submit(c)
+	if err != nil {
+		return c, err
+	}
+	payload, err := AppendRequest(nil, c.ID, c.Service, c.Inputs)
+	if err != nil {
+		c, _ = d.tracker.Fail(c.ID, err.Error())
+		return c, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
+	defer cancel()
+	topic := ServiceTopicFor(c.Product, c.Asset, c.Service)
+	for {
+		qos := byte(1)
+		if d.opts.QoS0 {
+			qos = 0
+		}
+		err = d.cl.publish(sctx, topic, qos, payload)
+		if !errors.Is(err, errNotConnected) {
+			break
+		}
+		if werr := d.cl.awaitConnection(sctx); werr != nil {
+			err = fmt.Errorf("%w: %w", errBrokerUnreachable, werr)
+			break
+		}
+	}
+	if err != nil {
+		d.opts.Log.Warn("mqtt downlink: command not sent", "id", c.ID, "device", c.Asset, "err", err)
+		c, _ = d.tracker.Fail(c.ID, "not sent: "+err.Error())
+		return c, fmt.Errorf("mqtt downlink: command %s not sent: %w", c.ID, err)
+	}
+	sent, err := d.tracker.Sent(c.ID)
+	if errors.Is(err, command.ErrFinal) {
+		// The reply overtook us, or the command expired meanwhile.
+		got, _ := d.tracker.Get(c.ID)
+		return got, nil
+	}
+	return sent, err
+}
+
+// onMessage matches a reply to its command.
+func (d *Downlink) onMessage(m message) {
+	t := ParseTopic(m.topic)
+	if t.Kind != ReplyTopic || t.Of != ServiceTopic {
+		return // our own commands, on the same wildcard
+	}
+	rep, err := ParseReply(m.payload)
+	if err != nil {
+		d.unmatched.Add(1)
+		d.opts.Log.Warn("mqtt downlink: bad reply", "topic", m.topic, "err", err)
+		return
+	}
+	c, ok := d.tracker.Get(rep.ID)
+	if !ok || c.Asset != t.DeviceKey || c.Product != t.ProductKey || c.Service != t.Service {
+		d.unmatched.Add(1)
+		return
+	}
+	_, _ = d.tracker.Reply(rep.ID, rep.Code, rep.Message, rep.Data)
+}
+
+// Close disconnects; a tracker created by NewDownlink stops its timeouts.
+// It is idempotent.
+func (d *Downlink) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	d.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := d.cl.stop(ctx)
+	if d.own {
+		d.tracker.Close()
+	}
+	return err
+}

@@ -1,0 +1,239 @@
+package mqtt
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-edge/sluice/connectors/devsim"
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/command"
+	"github.com/sluice-edge/sluice/engine/enginetest"
+)
+
+// answeringDevices starts simulated devices that answer commands: T0001 acknowledges,
+// T0002 fails, T0003 stays silent.
+func answeringDevices(t *testing.T, url, productKey string) *devsim.Sim {
+	t.Helper()
+	sim, err := devsim.New(devsim.Config{URLs: []string{url}, ClientID: "dev-" + suffix(), ProductKey: productKey,
+		Devices: 3, Failing: []string{"T0002"}, Silent: []string{"T0003"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	stop, err := sim.Answer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return sim
+}
+
+func TestDownlink(t *testing.T) {
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	type step struct {
+		device, service string
+		inputs          map[string]any
+		want            command.Status
+		code            int
+	}
+	cases := []struct {
+		name  string
+		steps []step
+	}{
+		{"set points acknowledged", []step{{"T0001", command.SetPoints, map[string]any{"power_limit": 1500.0, "yaw_error": 0.0}, command.Acked, 200}}},
+		{"service acknowledged", []step{{"T0001", "reboot", map[string]any{"delay": 5}, command.Acked, 200}}},
+		{"device reports failure", []step{{"T0002", command.SetPoints, map[string]any{"power_limit": 100.0}, command.Failed, 500}}},
+		{"silent device times out", []step{{"T0003", command.SetPoints, map[string]any{"power_limit": 100.0}, command.Timeout, 0}}},
+		{"unknown device times out", []step{{"T0999", "reboot", nil, command.Timeout, 0}}},
+	}
+	for _, b := range brokers(t) {
+		for _, version := range []int{5, 4} {
+			t.Run(fmt.Sprintf("%s/v%d", b.name, version), func(t *testing.T) {
+				pk := "pk" + suffix()
+				sim := answeringDevices(t, b.url, pk)
+				for _, tc := range cases {
+					t.Run(tc.name, func(t *testing.T) {
+						clock := command.NewManualClock(start)
+						tr := command.New(command.Options{Clock: clock, Timeout: 30 * time.Second})
+						defer tr.Close()
+						dl, err := NewDownlink(DownlinkOptions{Tracker: tr, Client: ClientOptions{
+							URLs: []string{b.url}, ClientID: "dl-" + suffix(), Version: version, CleanSession: true}})
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer dl.Close()
+						ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+						defer cancel()
+						if err := dl.Start(ctx); err != nil {
+							t.Fatal(err)
+						}
+						for _, st := range tc.steps {
+							c, err := dl.Invoke(ctx, pk, st.device, st.service, st.inputs)
+							if err != nil {
+								t.Fatal(err)
+							}
+							if c.Status != command.Sent && !c.Status.Final() {
+								t.Fatalf("after Send: status %s", c.Status)
+							}
+							if st.want == command.Timeout {
+								clock.Advance(30 * time.Second)
+							}
+							got, err := tr.Wait(ctx, c.ID)
+							if err != nil {
+								t.Fatal(err)
+							}
+							if got.Status != st.want || got.Code != st.code {
+								t.Fatalf("command %s: status %s code %d (%s), want %s code %d", got.ID, got.Status, got.Code, got.Reason, st.want, st.code)
+							}
+							var path []command.Status
+							for _, tr := range tr.Audit(c.ID) {
+								path = append(path, tr.To)
+							}
+							if want := []command.Status{command.Accepted, command.Sent, st.want}; !slices.Equal(path, want) {
+								t.Errorf("audit %v, want %v", path, want)
+							}
+							if st.want == command.Acked && st.service == command.SetPoints {
+								set := sim.SetPoints(st.device)
+								for k, v := range st.inputs {
+									if set[k] != v {
+										t.Errorf("device %s: %s = %v, want %v", st.device, k, set[k], v)
+									}
+								}
+							}
+						}
+					})
+				}
+			})
+		}
+	}
+}
+
+// TestDownlinkUnreachable: a command that cannot reach the broker fails.
+func TestDownlinkUnreachable(t *testing.T) {
+	px := newProxy(t, "127.0.0.1:1") // nothing listens there
+	dl, err := NewDownlink(DownlinkOptions{SendTimeout: 50 * time.Millisecond,
+		Client: ClientOptions{URLs: []string{px.url()}, ClientID: "dl-" + suffix(), ReconnectMin: 10 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := dl.Start(ctx); err == nil {
+		t.Fatal("Start succeeded without a broker")
+	}
+	c, err := dl.SetPoints(context.Background(), "pk", "T0001", map[string]any{"x": 1})
+	if err == nil || c.Status != command.Failed {
+		t.Fatalf("status %s, err %v; want failed", c.Status, err)
+	}
+}
+
+func TestSinkSendsCommands(t *testing.T) {
+	b := embedded(t)
+	pk := "pk" + suffix()
+	sim := answeringDevices(t, b.url, pk)
+	in := engine.MustSchema([]engine.Field{
+		{Name: "time", Type: engine.Timestamp}, {Name: "asset", Type: engine.String}, {Name: "limit_kw", Type: engine.Float64},
+	}, "time", "asset")
+	doc := fmt.Sprintf("urls: [%s]\nproduct_key: %s\ninputs: {power_limit: limit_kw}\n", b.url, pk)
+	var node yaml.Node
+	if err := yaml.Unmarshal([]byte(doc), &node); err != nil {
+		t.Fatal(err)
+	}
+	cfg, errs := SinkSpec.Parse("test.yaml", &node)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	counters := engine.NewCounters()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	s, err := newSink(cfg, in, engine.BuildContext{Pipeline: "p", Name: "cmd" + suffix(), Counters: counters, Mem: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := enginetest.Record(mem, in,
+		enginetest.Row{int64(1), "T0001", 1200.0},
+		enginetest.Row{int64(2), "T0002", 800.0},
+		enginetest.Row{int64(3), nil, 800.0},
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := s.Write(ctx, engine.Batch{Rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	sink := s.(*Sink)
+	statuses := map[string]command.Status{}
+	for _, c := range sink.Tracker().List(nil) {
+		got, err := sink.Tracker().Wait(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		statuses[got.Asset] = got.Status
+		if got.Origin == "" || got.Inputs["power_limit"] == nil {
+			t.Errorf("command %+v lacks its origin or inputs", got)
+		}
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]command.Status{"T0001": command.Acked, "T0002": command.Failed}; !maps.Equal(statuses, want) {
+		t.Errorf("statuses %v, want %v", statuses, want)
+	}
+	if got := sim.SetPoints("T0001")["power_limit"]; got != 1200 {
+		t.Errorf("T0001 power_limit = %v, want 1200", got)
+	}
+	snap := counters.Snapshot()
+	for name, want := range map[string]int64{"commands_sent": 2, "commands_acked": 1, "commands_failed": 1, "rows_skipped": 1} {
+		if snap[name] != want {
+			t.Errorf("%s = %d, want %d", name, snap[name], want)
+		}
+	}
+}
+
+// TestSinkBrokerUnreachable: without a broker, the commands of a batch
+// fail after one send_timeout, not one each.
+func TestSinkBrokerUnreachable(t *testing.T) {
+	px := newProxy(t, "127.0.0.1:1") // nothing listens there
+	in := engine.MustSchema([]engine.Field{
+		{Name: "time", Type: engine.Timestamp}, {Name: "asset", Type: engine.String}, {Name: "limit_kw", Type: engine.Float64},
+	}, "time", "asset")
+	var node yaml.Node
+	if err := yaml.Unmarshal([]byte("urls: ["+px.url()+"]\nproduct_key: pk\nsend_timeout: 50ms\nreconnect_min: 10ms\n"), &node); err != nil {
+		t.Fatal(err)
+	}
+	cfg, errs := SinkSpec.Parse("test.yaml", &node)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	counters := engine.NewCounters()
+	s, err := newSink(cfg, in, engine.BuildContext{Pipeline: "p", Name: "cmd" + suffix(), Counters: counters})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	rec := enginetest.Record(memory.DefaultAllocator, in,
+		enginetest.Row{int64(1), "T0001", 1.0}, enginetest.Row{int64(2), "T0002", 2.0}, enginetest.Row{int64(3), "T0003", 3.0})
+	began := time.Now()
+	if err := s.Write(context.Background(), engine.Batch{Rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Errorf("the write took %v", d)
+	}
+	for _, c := range s.(*Sink).Tracker().List(nil) {
+		if c.Status != command.Failed {
+			t.Errorf("command to %s: %s, want failed", c.Asset, c.Status)
+		}
+	}
+	if got := counters.Snapshot()["commands_failed"]; got != 3 {
+		t.Errorf("commands_failed = %d, want 3", got)
+	}
+}

@@ -1,0 +1,477 @@
+// Package command tracks commands sent to devices: each command's record
+// (target, inputs, priority, expiry) and its status from acceptance to a
+// final outcome, with timestamps, reply timeouts and an audit of every
+// transition.
+//
+// A command moves through these states:
+//
+//	accepted --> sent --> acked      (the device replied with success)
+//	    |          |----> failed     (the device replied with an error, or sending failed)
+//	    |          '----> timeout    (no reply within the command's timeout)
+//	    |--> rejected                (refused before sending)
+//	    |--> failed                  (could not be sent)
+//	    '--> timeout                 (expired before it was sent)
+//
+// acked, failed, rejected and timeout are final. A reply that arrives after
+// a timeout is recorded in the audit but does not change the status.
+//
+// The Tracker knows nothing of transports: the component that delivers
+// commands (for example the MQTT downlink) reports Sent, Reply and Fail.
+// Time comes from a Clock, so tests drive timeouts with a ManualClock.
+package command
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Status is the state of a command.
+type Status string
+
+// Command states.
+const (
+	Accepted Status = "accepted"
+	Rejected Status = "rejected"
+	Sent     Status = "sent"
+	Acked    Status = "acked"
+	Failed   Status = "failed"
+	Timeout  Status = "timeout"
+)
+
+// Final reports whether no further transition can happen.
+func (s Status) Final() bool {
+	switch s {
+	case Rejected, Acked, Failed, Timeout:
+		return true
+	}
+	return false
+}
+
+// SetPoints is the Service of a command that sets measure points; its
+// Inputs map point names to values.
+const SetPoints = "measurepoint.set"
+
+// Command is one command and everything known about its progress.
+type Command struct {
+	// ID identifies the command; it is also the id of the message that
+	// carries it to the device, so that the device's reply can be matched.
+	ID string
+	// Product and Asset name the target device (for EnOS devices, the
+	// product key and the device key).
+	Product string
+	Asset   string
+	// Service is the service invoked on the device; SetPoints sets measure
+	// points.
+	Service string
+	// Inputs are the service's inputs (for SetPoints, point -> value). They
+	// must be representable in JSON.
+	Inputs map[string]any
+	// Priority orders competing commands; higher is more important.
+	Priority int
+	// Origin says who issued the command (for example "cloud" or
+	// "local:hmi").
+	Origin string
+	// Timeout is how long to wait for the device's reply once sent; zero
+	// takes the tracker's default.
+	Timeout time.Duration
+	// Expiry, when set, is the time after which the command must no
+	// longer be sent.
+	Expiry time.Time
+
+	// Status is the current state.
+	Status Status
+	// Reason explains a rejected, failed or timed-out command, or carries
+	// the device's reply message.
+	Reason string
+	// Code is the code of the device's reply (0 until one arrives).
+	Code int
+	// Output is the data of the device's reply.
+	Output json.RawMessage
+	// Created, Sent and Done are when the command was accepted, sent and
+	// reached a final state; Updated is the time of the last transition.
+	Created, Sent, Done, Updated time.Time
+}
+
+// Transition is one entry of the audit: a command changing state (or, when
+// From equals To, an event that left the state unchanged, such as a late
+// reply).
+type Transition struct {
+	// Seq numbers transitions in the order the tracker recorded them.
+	Seq    uint64
+	ID     string
+	Asset  string
+	From   Status // empty when the command was submitted
+	To     Status
+	At     time.Time
+	Reason string
+}
+
+// Errors returned by the Tracker.
+var (
+	ErrUnknown   = errors.New("unknown command")
+	ErrDuplicate = errors.New("command id already in use")
+	ErrExpired   = errors.New("command expired")
+	ErrFinal     = errors.New("command already in a final state")
+)
+
+// Options configures a Tracker. Zero fields take their defaults.
+type Options struct {
+	// Clock is the time source (default SystemClock).
+	Clock Clock
+	// Timeout is the reply timeout of commands that set none (default 30s).
+	Timeout time.Duration
+	// Retain is how many commands in a final state are kept for lookups
+	// (default 10,000); the oldest are forgotten first. Commands still in
+	// progress are always kept.
+	Retain int
+	// AuditSize is how many transitions the audit keeps (default 100,000).
+	AuditSize int
+	// OnTransition, when set, is called after each transition, outside
+	// the tracker's lock. It must not block for long.
+	OnTransition func(Transition)
+}
+
+// Tracker records commands and their transitions. It is safe for
+// concurrent use.
+type Tracker struct {
+	opts   Options
+	prefix string
+
+	mu      sync.Mutex
+	cmds    map[string]*entry
+	final   []string // ids in a final state, oldest first
+	audit   []Transition
+	auditAt int // next slot of the audit ring once it is full
+	seq     uint64
+	nextID  uint64
+	closed  bool
+}
+
+type entry struct {
+	c     Command
+	timer Timer
+	done  chan struct{}
+}
+
+// New returns a tracker.
+func New(opts Options) *Tracker {
+	if opts.Clock == nil {
+		opts.Clock = SystemClock{}
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Retain <= 0 {
+		opts.Retain = 10_000
+	}
+	if opts.AuditSize <= 0 {
+		opts.AuditSize = 100_000
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return &Tracker{opts: opts, prefix: hex.EncodeToString(b[:]), cmds: map[string]*entry{}}
+}
+
+// Submit records a new command in state accepted and returns it. An empty
+// ID is assigned one. A command whose Expiry has passed is recorded as
+// timed out and ErrExpired is returned with it.
+func (t *Tracker) Submit(c Command) (Command, error) {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	if t.closed {
+		return c, errors.New("command tracker closed")
+	}
+	if c.ID == "" {
+		t.nextID++
+		c.ID = t.prefix + "-" + strconv.FormatUint(t.nextID, 10)
+	}
+	if _, dup := t.cmds[c.ID]; dup {
+		return c, fmt.Errorf("%w: %q", ErrDuplicate, c.ID)
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = t.opts.Timeout
+	}
+	c.Inputs = maps.Clone(c.Inputs)
+	c.Output = nil
+	c.Code = 0
+	c.Reason = ""
+	now := t.opts.Clock.Now()
+	c.Created, c.Sent, c.Done, c.Updated = now, time.Time{}, time.Time{}, now
+	c.Status = Accepted
+	e := &entry{c: c, done: make(chan struct{})}
+	t.cmds[c.ID] = e
+	fire = append(fire, t.record(e, "", Accepted, now, ""))
+	if !c.Expiry.IsZero() {
+		if !now.Before(c.Expiry) {
+			fire = append(fire, t.finish(e, Timeout, now, "expired before it was sent"))
+			return e.c, fmt.Errorf("%w: %s", ErrExpired, c.ID)
+		}
+		id := c.ID
+		e.timer = t.opts.Clock.AfterFunc(c.Expiry.Sub(now), func() { t.expire(id, Accepted, "expired before it was sent") })
+	}
+	return e.c, nil
+}
+
+// Sent records that the command was handed to the device's transport and
+// starts its reply timeout.
+func (t *Tracker) Sent(id string) (Command, error) {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	e, err := t.lookup(id, Accepted)
+	if err != nil {
+		return Command{}, err
+	}
+	now := t.opts.Clock.Now()
+	if !e.c.Expiry.IsZero() && !now.Before(e.c.Expiry) {
+		fire = append(fire, t.finish(e, Timeout, now, "expired before it was sent"))
+		return e.c, fmt.Errorf("%w: %s", ErrExpired, id)
+	}
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.c.Sent = now
+	fire = append(fire, t.move(e, Sent, now, ""))
+	reason := "no reply within " + e.c.Timeout.String()
+	e.timer = t.opts.Clock.AfterFunc(e.c.Timeout, func() { t.expire(id, Sent, reason) })
+	return e.c, nil
+}
+
+// Reply records the device's reply: code 200 acknowledges the command,
+// any other code fails it with message as the reason. A reply to a command
+// that already timed out is audited and otherwise ignored.
+func (t *Tracker) Reply(id string, code int, message string, output json.RawMessage) (Command, error) {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	e, ok := t.cmds[id]
+	if !ok {
+		return Command{}, fmt.Errorf("%w: %q", ErrUnknown, id)
+	}
+	now := t.opts.Clock.Now()
+	if e.c.Status != Sent {
+		if e.c.Status.Final() {
+			fire = append(fire, t.record(e, e.c.Status, e.c.Status, now, fmt.Sprintf("late reply ignored: code %d %s", code, message)))
+			return e.c, fmt.Errorf("%w: %s is %s", ErrFinal, id, e.c.Status)
+		}
+		// A reply can overtake the report that the command was sent.
+		e.c.Sent = now
+		fire = append(fire, t.move(e, Sent, now, "reply before send was confirmed"))
+	}
+	e.c.Code = code
+	e.c.Output = slices.Clone(output)
+	to := Acked
+	if code != 200 {
+		to = Failed
+	}
+	fire = append(fire, t.finish(e, to, now, message))
+	return e.c, nil
+}
+
+// Fail records that the command could not be delivered (or that the device
+// reported a failure by other means).
+func (t *Tracker) Fail(id, reason string) (Command, error) {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	e, err := t.lookup(id, "")
+	if err != nil {
+		return Command{}, err
+	}
+	fire = append(fire, t.finish(e, Failed, t.opts.Clock.Now(), reason))
+	return e.c, nil
+}
+
+// Reject records that an accepted command will not be sent.
+func (t *Tracker) Reject(id, reason string) (Command, error) {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	e, err := t.lookup(id, Accepted)
+	if err != nil {
+		return Command{}, err
+	}
+	fire = append(fire, t.finish(e, Rejected, t.opts.Clock.Now(), reason))
+	return e.c, nil
+}
+
+// Get returns the command with that id.
+func (t *Tracker) Get(id string) (Command, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.cmds[id]
+	if !ok {
+		return Command{}, false
+	}
+	return e.c, true
+}
+
+// List returns the commands the tracker holds that match keep (all when
+// keep is nil), oldest first.
+func (t *Tracker) List(keep func(*Command) bool) []Command {
+	t.mu.Lock()
+	out := make([]Command, 0, len(t.cmds))
+	for _, e := range t.cmds {
+		if keep == nil || keep(&e.c) {
+			out = append(out, e.c)
+		}
+	}
+	t.mu.Unlock()
+	slices.SortFunc(out, func(a, b Command) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return compareIDs(a.ID, b.ID)
+	})
+	return out
+}
+
+// compareIDs orders ids by length first, so that generated ids sort by
+// their sequence number.
+func compareIDs(a, b string) int {
+	if len(a) != len(b) {
+		return len(a) - len(b)
+	}
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Wait blocks until the command reaches a final state or ctx ends, and
+// returns the command as it then is.
+func (t *Tracker) Wait(ctx context.Context, id string) (Command, error) {
+	t.mu.Lock()
+	e, ok := t.cmds[id]
+	t.mu.Unlock()
+	if !ok {
+		return Command{}, fmt.Errorf("%w: %q", ErrUnknown, id)
+	}
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !e.c.Status.Final() {
+		return e.c, ctx.Err()
+	}
+	return e.c, nil
+}
+
+// Audit returns the recorded transitions of one command, or of all
+// commands when id is empty, in the order they happened.
+func (t *Tracker) Audit(id string) []Transition {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ordered := append(slices.Clone(t.audit[t.auditAt:]), t.audit[:t.auditAt]...)
+	if id == "" {
+		return ordered
+	}
+	return slices.DeleteFunc(ordered, func(tr Transition) bool { return tr.ID != id })
+}
+
+// Close stops the pending timeouts. Commands in progress keep their state.
+// It is idempotent.
+func (t *Tracker) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	for _, e := range t.cmds {
+		if e.timer != nil {
+			e.timer.Stop()
+			e.timer = nil
+		}
+	}
+}
+
+// expire times out the command if it is still in state from.
+func (t *Tracker) expire(id string, from Status, reason string) {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	e, ok := t.cmds[id]
+	if !ok || e.c.Status != from || t.closed {
+		return
+	}
+	e.timer = nil
+	fire = append(fire, t.finish(e, Timeout, t.opts.Clock.Now(), reason))
+}
+
+// lookup returns a command that is not final and, when want is set, in
+// that state. t.mu is held.
+func (t *Tracker) lookup(id string, want Status) (*entry, error) {
+	e, ok := t.cmds[id]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: %q", ErrUnknown, id)
+	case e.c.Status.Final():
+		return e, fmt.Errorf("%w: %s is %s", ErrFinal, id, e.c.Status)
+	case want != "" && e.c.Status != want:
+		return e, fmt.Errorf("command %s is %s, not %s", id, e.c.Status, want)
+	}
+	return e, nil
+}
+
+// move changes a command's state; t.mu is held.
+func (t *Tracker) move(e *entry, to Status, now time.Time, reason string) Transition {
+	from := e.c.Status
+	e.c.Status, e.c.Updated = to, now
+	if reason != "" {
+		e.c.Reason = reason
+	}
+	return t.record(e, from, to, now, reason)
+}
+
+// finish moves a command to a final state, stops its timer, wakes its
+// waiters and forgets the oldest final commands beyond Retain; t.mu is held.
+func (t *Tracker) finish(e *entry, to Status, now time.Time, reason string) Transition {
+	tr := t.move(e, to, now, reason)
+	e.c.Done = now
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+	close(e.done)
+	t.final = append(t.final, e.c.ID)
+	for len(t.final) > t.opts.Retain {
+		delete(t.cmds, t.final[0])
+		t.final = t.final[1:]
+	}
+	return tr
+}
+
+// record appends a transition to the audit ring; t.mu is held.
+func (t *Tracker) record(e *entry, from, to Status, now time.Time, reason string) Transition {
+	t.seq++
+	tr := Transition{Seq: t.seq, ID: e.c.ID, Asset: e.c.Asset, From: from, To: to, At: now, Reason: reason}
+	if len(t.audit) < t.opts.AuditSize {
+		t.audit = append(t.audit, tr)
+	} else {
+		t.audit[t.auditAt] = tr
+		t.auditAt = (t.auditAt + 1) % len(t.audit)
+	}
+	return tr
+}
+
+func (t *Tracker) notify(trs []Transition) {
+	if t.opts.OnTransition == nil {
+		return
+	}
+	for _, tr := range trs {
+		t.opts.OnTransition(tr)
+	}
+}

@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 
 .PHONY: run test test-short build bench gobench fuzz docs check-docs vet fmt services clean
 
-## run: the wind-farm example on the embedded simulator (nothing else needed)
+## run: the wind-farm demo (simulated turbines -> embedded MQTT broker -> stats -> alerts; nothing else needed)
 run:
 	$(GO) run ./cmd/sluice demo
 

@@ -48,7 +48,7 @@ sinks:
 		}
 	}
 	code, stdout, stderr := run(t, "validate", "../../pipelines/examples")
-	if code != 0 || !strings.Contains(stdout, "ok: 2 pipeline(s) valid") {
+	if code != 0 || !strings.Contains(stdout, "ok: 3 pipeline(s) valid") {
 		t.Fatalf("examples: exit %d\n%s%s", code, stdout, stderr)
 	}
 	if code, _, _ := run(t, "validate"); code != 2 {
@@ -180,5 +180,29 @@ func TestSimPublishesToBroker(t *testing.T) {
 	}
 	if rep.Sent != 200 || rep.Acked != 200 {
 		t.Fatalf("sent %d acked %d, want 200 each", rep.Sent, rep.Acked)
+	}
+}
+
+// The demo runs simulated devices through the embedded MQTT broker into
+// window statistics and alerts, with nothing installed.
+func TestDemoOverEmbeddedBroker(t *testing.T) {
+	stats := filepath.Join(t.TempDir(), "stats.jsonl")
+	t.Setenv("SIM_TURBINES", "5")
+	t.Setenv("SIM_ROWS", "300")
+	t.Setenv("STATS_FILE", stats)
+	code, _, stderr := run(t, "demo", "--data-dir", t.TempDir())
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	data, err := os.ReadFile(stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 5 turbines x 5 one-minute windows, none late.
+	if n := bytes.Count(data, []byte("\n")); n != 25 {
+		t.Fatalf("%d window rows, want 25\n%s", n, stderr)
+	}
+	if !strings.Contains(stderr, "late_rows=0") {
+		t.Fatalf("late rows in the demo:\n%s", stderr)
 	}
 }

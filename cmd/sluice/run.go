@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +15,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/sluice-edge/sluice/pipelines"
-	"github.com/sluice-edge/sluice/pipelines/examples"
 )
 
 // runFlags are the flags shared by run and demo.
@@ -54,41 +54,18 @@ once with code 130.`,
 			if len(errs) > 0 {
 				return &exitError{code: 1, err: errs}
 			}
-			return runDefs(cmd.Context(), g, log, defs, flags)
+			return runDefs(cmd.Context(), g, log, defs, flags, nil)
 		},
 	}
 	flags.register(cmd)
 	return cmd
 }
 
-func newDemoCmd(g *globals) *cobra.Command {
-	var flags runFlags
-	cmd := &cobra.Command{
-		Use:   "demo",
-		Short: "Run the embedded wind-farm example (simulated turbines -> window stats -> alerts)",
-		Long: `Demo runs the wind-farm example built into the binary: a simulated farm of
-turbines feeds one-minute window statistics per turbine and alert rules; the
-alerts are printed as JSON lines on stdout. Nothing needs to be installed.
-Environment variables tune it (see pipelines/examples/windfarm.yaml), e.g.
-SIM_TURBINES=1000 SIM_ROWS=3600 sluice demo.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger()
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			defs, errs := pipelines.LoadFS(examples.FS, examples.WindFarm, ".", os.LookupEnv)
-			if len(errs) > 0 {
-				return &exitError{code: 1, err: errs}
-			}
-			return runDefs(cmd.Context(), g, log, defs, flags)
-		},
-	}
-	flags.register(cmd)
-	return cmd
-}
+// driver runs beside the pipelines (for example a device simulator feeding
+// them); it calls stop to end the run gracefully.
+type driver func(ctx context.Context, ps []*pipelines.Pipeline, stop func()) error
 
-func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, flags runFlags) error {
+func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, flags runFlags, drive driver) error {
 	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge})
 	if len(errs) > 0 {
 		return &exitError{code: 1, err: errs}
@@ -132,7 +109,25 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 	log.Info("running", "pipelines", names)
 	start := time.Now()
 	stopProgress := startProgress(g.stderr, flags.progress, ps, start)
+	var driveErr error
+	driveDone := make(chan struct{})
+	if drive != nil {
+		go func() {
+			defer close(driveDone)
+			driveErr = drive(ctx, ps, cancel)
+			if driveErr != nil {
+				cancel()
+			}
+		}()
+	} else {
+		close(driveDone)
+	}
 	err := pipelines.RunAll(ctx, ps)
+	cancel()
+	<-driveDone
+	if err == nil && driveErr != nil && !errors.Is(driveErr, context.Canceled) {
+		err = driveErr
+	}
 	stopProgress()
 	elapsed := time.Since(start)
 	rows := pipelines.SourceRows(ps)

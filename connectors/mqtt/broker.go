@@ -244,3 +244,11 @@ func acquireBroker(addr string, log *slog.Logger) (*Broker, func(), error) {
 		})
 	}, nil
 }
+
+// Subscribed reports whether any client subscribes to a filter matching
+// topic, so that a publisher started next to a pipeline can wait until the
+// pipeline listens.
+func (b *Broker) Subscribed(topic string) bool {
+	s := b.srv.Topics.Subscribers(topic)
+	return len(s.Subscriptions) > 0 || len(s.Shared) > 0
+}

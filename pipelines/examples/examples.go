@@ -13,3 +13,7 @@ var FS embed.FS
 // WindFarm is the file name of the wind-farm example: simulated turbines ->
 // one-minute window statistics per turbine -> alert rules.
 const WindFarm = "windfarm.yaml"
+
+// WindFarmMQTT is the file name of the wind farm over MQTT: EnOS payloads
+// from simulated devices -> one-minute statistics -> alert rules.
+const WindFarmMQTT = "windfarm-mqtt.yaml"

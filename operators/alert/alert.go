@@ -74,8 +74,10 @@ type Operator struct {
 	sb      strings.Builder
 
 	cRaised, cCleared, cErr *atomic.Int64
-	timeNull, keyNull       error
-	closed                  bool
+	// skipped counts history rows not evaluated (alert_on_history false).
+	skipped           *atomic.Int64
+	timeNull, keyNull error
+	closed            bool
 }
 
 var _ engine.Operator = (*Operator)(nil)
@@ -107,6 +109,7 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 		cRaised:  counters.Counter("raised"),
 		cCleared: counters.Counter("cleared"),
 		cErr:     counters.Counter("error_rows"),
+		skipped:  counters.Counter("history_rows_skipped"),
 		timeNull: &rowexpr.NullError{Field: in.Fields[p.timeCol].Name},
 		rb:       engine.NewRecordBuilder(mem, engine.AlertSchema),
 		errs:     rowexpr.NewErrorRows(mem, in),
@@ -141,8 +144,16 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 	if o.p.keyCol >= 0 {
 		keys = rec.Column(o.p.keyCol).(*array.String)
 	}
+	var hist *array.Boolean
+	if o.p.histCol >= 0 {
+		hist = rec.Column(o.p.histCol).(*array.Boolean)
+	}
 	n := int(rec.NumRows())
 	for i := range n {
+		if hist != nil && hist.IsValid(i) && hist.Value(i) {
+			o.skipped.Add(1)
+			continue
+		}
 		if times.IsNull(i) {
 			o.errs.Add(i, "", o.timeNull)
 			continue

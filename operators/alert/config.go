@@ -39,6 +39,11 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 		{Name: "key", Type: spec.String, Optional: true,
 			Description: "String column naming the asset of a row. Defaults to the input's key field; without one, all rows belong to one unnamed asset.",
 			Example:     "turbine"},
+		{Name: "history_column", Type: spec.String, Default: "history",
+			Description: "Bool column marking rows of offline history (EnOS `measurepoint/resume`, see the mqtt source). When the input has it and `alert_on_history` is false, those rows are not evaluated: history feeds the cloud but raises no alerts.",
+			Example:     "history"},
+		{Name: "alert_on_history", Type: spec.Bool, Default: false,
+			Description: "Evaluate rules on history rows too.", Example: true},
 		{Name: "rules", Type: spec.List, Elem: spec.Object,
 			Description: "Alert rules, evaluated in order.",
 			Children: []spec.Field{
@@ -112,13 +117,18 @@ type plan struct {
 	assetVar int // index of the asset variable, or -1
 	timeCol  int
 	keyCol   int // -1: all rows belong to the asset ""
-	catalog  *assets.Catalog
-	rules    []*rule
+	// histCol is the bool history column whose true rows are skipped, or -1.
+	histCol int
+	catalog *assets.Catalog
+	rules   []*rule
 }
 
 func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 	var errs spec.Errors
-	p := &plan{attrVar: -1, assetVar: -1, timeCol: in.TimeIndex(), keyCol: in.KeyIndex()}
+	p := &plan{attrVar: -1, assetVar: -1, timeCol: in.TimeIndex(), keyCol: in.KeyIndex(), histCol: -1}
+	if f, ok := in.Lookup(cfg.String("history_column")); ok && f.Type == engine.Bool && !cfg.Bool("alert_on_history") {
+		p.histCol = in.Index(f.Name)
+	}
 	if p.timeCol < 0 {
 		errs = append(errs, cfg.Errorf("", "alert needs an input with a time field (input schema: %s)", in))
 	}

@@ -2,14 +2,11 @@ package codec
 
 import (
 	"bufio"
-	"encoding/base64"
 	"io"
-	"math"
-	"strconv"
-	"unicode/utf8"
+
+	"github.com/sluice-edge/sluice/engine/jsonenc"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 )
 
 // AppendJSONRow appends row `row` of rec as one JSON object, with the
@@ -41,7 +38,7 @@ func AppendJSONRow(dst []byte, rec arrow.RecordBatch, row int) []byte {
 		dst = AppendJSONString(dst, sc.Field(c).Name)
 		dst = append(dst, ':')
 		var ok bool
-		if dst, ok = appendJSONValue(dst, col, row); !ok {
+		if dst, ok = jsonenc.AppendValue(dst, col, row); !ok {
 			dst = dst[:mark]
 			continue
 		}
@@ -60,156 +57,9 @@ func AppendJSONLines(dst []byte, rec arrow.RecordBatch) []byte {
 	return dst
 }
 
-// appendJSONValue appends a non-null value; it reports false for values
-// JSON cannot carry (NaN, ±Inf).
-func appendJSONValue(dst []byte, col arrow.Array, r int) ([]byte, bool) {
-	switch a := col.(type) {
-	case *array.Float64:
-		return appendJSONFloat(dst, a.Value(r), 64)
-	case *array.Float32:
-		return appendJSONFloat(dst, float64(a.Value(r)), 32)
-	case *array.Int64:
-		return strconv.AppendInt(dst, a.Value(r), 10), true
-	case *array.Int32:
-		return strconv.AppendInt(dst, int64(a.Value(r)), 10), true
-	case *array.Int16:
-		return strconv.AppendInt(dst, int64(a.Value(r)), 10), true
-	case *array.Int8:
-		return strconv.AppendInt(dst, int64(a.Value(r)), 10), true
-	case *array.Uint64:
-		return strconv.AppendUint(dst, a.Value(r), 10), true
-	case *array.Uint32:
-		return strconv.AppendUint(dst, uint64(a.Value(r)), 10), true
-	case *array.Uint16:
-		return strconv.AppendUint(dst, uint64(a.Value(r)), 10), true
-	case *array.Uint8:
-		return strconv.AppendUint(dst, uint64(a.Value(r)), 10), true
-	case *array.String:
-		return AppendJSONString(dst, a.Value(r)), true
-	case *array.LargeString:
-		return AppendJSONString(dst, a.Value(r)), true
-	case *array.Boolean:
-		return strconv.AppendBool(dst, a.Value(r)), true
-	case *array.Timestamp:
-		unit := a.DataType().(*arrow.TimestampType).Unit
-		return appendJSONTime(dst, toMillis(int64(a.Value(r)), unit)), true
-	case *array.Binary:
-		dst = append(dst, '"')
-		dst = base64.StdEncoding.AppendEncode(dst, a.Value(r))
-		return append(dst, '"'), true
-	}
-	return AppendJSONString(dst, col.ValueStr(r)), true
-}
-
-func appendJSONFloat(dst []byte, v float64, bits int) ([]byte, bool) {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return dst, false
-	}
-	return strconv.AppendFloat(dst, v, 'g', -1, bits), true
-}
-
-func toMillis(v int64, unit arrow.TimeUnit) int64 {
-	switch unit {
-	case arrow.Second:
-		return v * 1000
-	case arrow.Microsecond:
-		return floorDiv(v, 1000)
-	case arrow.Nanosecond:
-		return floorDiv(v, 1_000_000)
-	}
-	return v
-}
-
-// appendJSONTime appends ms since the epoch as a quoted RFC 3339 UTC time
-// with milliseconds.
-func appendJSONTime(dst []byte, ms int64) []byte {
-	days := floorDiv(ms, 86_400_000)
-	rem := ms - days*86_400_000
-	y, m, d := civilFromDays(days)
-	if y < 0 || y > 9999 {
-		// Outside what four year digits hold: fall back to the number.
-		return strconv.AppendInt(dst, ms, 10)
-	}
-	hh, rem := rem/3_600_000, rem%3_600_000
-	mm, rem := rem/60_000, rem%60_000
-	ss, frac := rem/1000, rem%1000
-	dst = append(dst, '"')
-	dst = appendDigits(dst, y, 4)
-	dst = append(dst, '-')
-	dst = appendDigits(dst, m, 2)
-	dst = append(dst, '-')
-	dst = appendDigits(dst, d, 2)
-	dst = append(dst, 'T')
-	dst = appendDigits(dst, hh, 2)
-	dst = append(dst, ':')
-	dst = appendDigits(dst, mm, 2)
-	dst = append(dst, ':')
-	dst = appendDigits(dst, ss, 2)
-	dst = append(dst, '.')
-	dst = appendDigits(dst, frac, 3)
-	return append(dst, 'Z', '"')
-}
-
-func appendDigits(dst []byte, v int64, width int) []byte {
-	var buf [4]byte
-	for i := width - 1; i >= 0; i-- {
-		buf[i] = byte('0' + v%10)
-		v /= 10
-	}
-	return append(dst, buf[:width]...)
-}
-
-const hexDigits = "0123456789abcdef"
-
 // AppendJSONString appends s as a JSON string, escaped as by encoding/json
 // without HTML escaping; invalid UTF-8 becomes U+FFFD.
-func AppendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
+func AppendJSONString(dst []byte, s string) []byte { return jsonenc.AppendString(dst, s) }
 
 // JSONLinesWriter writes records to an io.Writer as JSON lines (one
 // AppendJSONRow object per line) through a buffer that it flushes after

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/sluice-edge/sluice/engine/jsonenc"
 )
 
 func TestParseRFC3339MatchesTimeParse(t *testing.T) {
@@ -42,7 +44,7 @@ func TestAppendJSONTimeMatchesFormat(t *testing.T) {
 
 func checkTime(t *testing.T, ms int64) {
 	t.Helper()
-	got := string(appendJSONTime(nil, ms))
+	got := string(jsonenc.AppendTime(nil, ms))
 	want := strconv.Quote(time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00"))
 	if got != want {
 		t.Fatalf("%d: got %s, want %s", ms, got, want)

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sluice-edge/sluice/engine/jsonenc"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -230,7 +232,7 @@ func (e *Encoder) planFor(as *arrow.Schema, s *engine.Schema) (*plan, error) {
 		if i == p.time || i == p.key {
 			continue
 		}
-		name := appendJSONString(nil, f.Name)
+		name := jsonenc.AppendString(nil, f.Name)
 		p.points = append(p.points, point{col: i, name: append(name, ':')})
 	}
 	e.plan = p
@@ -253,7 +255,7 @@ func (p *plan) timeMillis(rec arrow.RecordBatch, r int) (int64, bool) {
 	if col.IsNull(r) {
 		return 0, false
 	}
-	return toMillis(int64(col.Value(r)), p.unit), true
+	return jsonenc.ToMillis(int64(col.Value(r)), p.unit), true
 }
 
 func (p *plan) timeRange(rec arrow.RecordBatch, lo, hi int) (minMs, maxMs int64, ok bool) {
@@ -274,7 +276,7 @@ func (p *plan) timeRange(rec arrow.RecordBatch, lo, hi int) (minMs, maxMs int64,
 		minMs, maxMs = min(minMs, v), max(maxMs, v)
 	}
 	if ok {
-		minMs, maxMs = toMillis(minMs, p.unit), toMillis(maxMs, p.unit)
+		minMs, maxMs = jsonenc.ToMillis(minMs, p.unit), jsonenc.ToMillis(maxMs, p.unit)
 	}
 	return minMs, maxMs, ok
 }
@@ -309,7 +311,7 @@ func (e *Encoder) encodeRows(p *plan, en Entry) []*message.Message {
 		ar.buf = strconv.AppendUint(ar.buf, seq, 10)
 		ar.mark()
 		if ms, ok := p.timeMillis(rec, r); ok {
-			ar.buf = appendRFC3339(ar.buf, ms)
+			ar.buf = jsonenc.AppendRFC3339(ar.buf, ms)
 		}
 	}
 	all, offs := ar.strings()
@@ -364,11 +366,11 @@ func (e *Encoder) encodeRows(p *plan, en Entry) []*message.Message {
 // {"id":..,"edge":..,"stream":..,"seq":..,"assetId":..,"time":..,"measurepoints":{..},"backfill":..}
 func (e *Encoder) appendRowMessage(dst []byte, p *plan, rec arrow.RecordBatch, r int, seq uint64, id string, backfill bool) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = appendJSONString(dst, id)
+	dst = jsonenc.AppendString(dst, id)
 	dst = append(dst, `,"edge":`...)
-	dst = appendJSONString(dst, e.Edge)
+	dst = jsonenc.AppendString(dst, e.Edge)
 	dst = append(dst, `,"stream":`...)
-	dst = appendJSONString(dst, e.Stream)
+	dst = jsonenc.AppendString(dst, e.Stream)
 	dst = append(dst, ',')
 	dst = appendRowBody(dst, p, rec, r, seq)
 	dst = append(dst, `,"backfill":`...)
@@ -384,7 +386,7 @@ func appendRowBody(dst []byte, p *plan, rec arrow.RecordBatch, r int, seq uint64
 	if p.key >= 0 {
 		if k := rec.Column(p.key).(*array.String); k.IsValid(r) {
 			dst = append(dst, `,"assetId":`...)
-			dst = appendJSONString(dst, k.Value(r))
+			dst = jsonenc.AppendString(dst, k.Value(r))
 		}
 	}
 	if ms, ok := p.timeMillis(rec, r); ok {
@@ -404,7 +406,7 @@ func appendRowBody(dst []byte, p *plan, rec arrow.RecordBatch, r int, seq uint64
 		}
 		dst = append(dst, pt.name...)
 		var ok bool
-		if dst, ok = appendJSONValue(dst, col, r); !ok {
+		if dst, ok = jsonenc.AppendMillisValue(dst, col, r); !ok {
 			dst = dst[:mark]
 			continue
 		}
@@ -429,11 +431,11 @@ func (e *Encoder) encodeBatch(p *plan, en Entry, lo, hi int) (*message.Message, 
 	tmin, tmax, hasTime := p.timeRange(rec, lo, hi)
 	ar.mark()
 	if hasTime {
-		ar.buf = appendRFC3339(ar.buf, tmin)
+		ar.buf = jsonenc.AppendRFC3339(ar.buf, tmin)
 	}
 	ar.mark()
 	if hasTime {
-		ar.buf = appendRFC3339(ar.buf, tmax)
+		ar.buf = jsonenc.AppendRFC3339(ar.buf, tmax)
 	}
 	all, offs := ar.strings()
 	e.strs, e.strOffs = ar.buf, ar.offs
@@ -474,11 +476,11 @@ func (e *Encoder) appendBatchJSON(p *plan, en Entry, lo, hi int, id string) []by
 	}
 	dst := make([]byte, 0, (hi-lo)*hint+256)
 	dst = append(dst, `{"id":`...)
-	dst = appendJSONString(dst, id)
+	dst = jsonenc.AppendString(dst, id)
 	dst = append(dst, `,"edge":`...)
-	dst = appendJSONString(dst, e.Edge)
+	dst = jsonenc.AppendString(dst, e.Edge)
 	dst = append(dst, `,"stream":`...)
-	dst = appendJSONString(dst, e.Stream)
+	dst = jsonenc.AppendString(dst, e.Stream)
 	dst = append(dst, `,"first_seq":`...)
 	dst = strconv.AppendUint(dst, en.First+uint64(lo), 10)
 	dst = append(dst, `,"last_seq":`...)

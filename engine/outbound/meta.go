@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/sluice-edge/sluice/engine/jsonenc"
 )
 
 // Metadata keys set on every outgoing message.
@@ -109,71 +111,4 @@ func ParseID(id string) (edge, stream string, first, last uint64, batch bool, er
 
 // FormatTime formats milliseconds since the Unix epoch as RFC 3339 UTC with
 // milliseconds, the form of the time_min and time_max metadata.
-func FormatTime(ms int64) string { return string(appendRFC3339(nil, ms)) }
-
-// appendRFC3339 appends ms as "YYYY-MM-DDTHH:MM:SS.mmmZ". Years outside
-// 0000-9999 fall back to the decimal milliseconds.
-func appendRFC3339(dst []byte, ms int64) []byte {
-	days := floorDiv(ms, 86_400_000)
-	rem := ms - days*86_400_000
-	y, m, d := civilFromDays(days)
-	if y < 0 || y > 9999 {
-		return strconv.AppendInt(dst, ms, 10)
-	}
-	hh, rem := rem/3_600_000, rem%3_600_000
-	mm, rem := rem/60_000, rem%60_000
-	ss, frac := rem/1000, rem%1000
-	dst = appendDigits(dst, y, 4)
-	dst = append(dst, '-')
-	dst = appendDigits(dst, m, 2)
-	dst = append(dst, '-')
-	dst = appendDigits(dst, d, 2)
-	dst = append(dst, 'T')
-	dst = appendDigits(dst, hh, 2)
-	dst = append(dst, ':')
-	dst = appendDigits(dst, mm, 2)
-	dst = append(dst, ':')
-	dst = appendDigits(dst, ss, 2)
-	dst = append(dst, '.')
-	dst = appendDigits(dst, frac, 3)
-	return append(dst, 'Z')
-}
-
-func appendDigits(dst []byte, v int64, width int) []byte {
-	var buf [4]byte
-	for i := width - 1; i >= 0; i-- {
-		buf[i] = byte('0' + v%10)
-		v /= 10
-	}
-	return append(dst, buf[:width]...)
-}
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if (a%b != 0) && ((a < 0) != (b < 0)) {
-		q--
-	}
-	return q
-}
-
-// civilFromDays converts days since 1970-01-01 to a proleptic Gregorian
-// date (Howard Hinnant's algorithm).
-func civilFromDays(z int64) (y, m, d int64) {
-	z += 719468
-	era := floorDiv(z, 146097)
-	doe := z - era*146097
-	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
-	y = yoe + era*400
-	doy := doe - (365*yoe + yoe/4 - yoe/100)
-	mp := (5*doy + 2) / 153
-	d = doy - (153*mp+2)/5 + 1
-	if mp < 10 {
-		m = mp + 3
-	} else {
-		m = mp - 9
-	}
-	if m <= 2 {
-		y++
-	}
-	return y, m, d
-}
+func FormatTime(ms int64) string { return jsonenc.FormatTime(ms) }

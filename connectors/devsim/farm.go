@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluice-edge/sluice/connectors/codec"
 )
 
 // Points names the first ten measure points of a simulated turbine;
@@ -83,8 +85,8 @@ type farm struct {
 func newTurbine(key, productKey string, seed uint64, idx int) *turbine {
 	r := rand.New(rand.NewPCG(seed, uint64(idx)+0x9e3779b97f4a7c15))
 	t := &turbine{key: key, rng: r,
-		topic:  "/sys/" + productKey + "/" + key + "/thing/measurepoint/post",
-		resume: "/sys/" + productKey + "/" + key + "/thing/measurepoint/resume",
+		topic:  codec.PostTopicFor(productKey, key),
+		resume: codec.ResumeTopicFor(productKey, key),
 	}
 	t.meanWind = min(11, max(4, 7.5+1.5*r.NormFloat64()))
 	t.wind = max(0, t.meanWind+2*r.NormFloat64())

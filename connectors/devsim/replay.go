@@ -175,7 +175,7 @@ func (r *replayer) read(ctx context.Context, productKey string, bad *atomic.Int6
 			rec.Release()
 			topic, ok := topics[key]
 			if !ok {
-				topic = "/sys/" + productKey + "/" + key + "/thing/measurepoint/post"
+				topic = codec.PostTopicFor(productKey, key)
 				topics[key] = topic
 			}
 			id++

@@ -29,6 +29,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluice-edge/sluice/connectors/codec"
 )
 
 // Config configures a simulation. Zero fields take the defaults noted.
@@ -529,14 +531,11 @@ func (a *answerer) send() {
 // the queue is full the reply is dropped, as a busy device would.
 func (a *answerer) answer(topic string, payload []byte) {
 	s := a.s
-	rest, ok := strings.CutPrefix(topic, "/sys/"+s.cfg.ProductKey+"/")
-	if !ok || strings.HasSuffix(topic, "_reply") {
+	t := codec.ParseTopic(topic)
+	if t.Kind != codec.ServiceTopic || t.ProductKey != s.cfg.ProductKey || t.Service == "" {
 		return
 	}
-	device, service, ok := strings.Cut(rest, "/thing/service/")
-	if !ok || device == "" || service == "" {
-		return
-	}
+	device, service := t.DeviceKey, t.Service
 	s.commands.Add(1)
 	if s.silent[device] || (s.replay == nil && s.byKey[device] == nil) {
 		return
@@ -551,7 +550,7 @@ func (a *answerer) answer(topic string, payload []byte) {
 		code, msg = 400, "bad request: "+err.Error()
 	} else if s.failing[device] {
 		code, msg = 500, "simulated failure"
-	} else if service == "measurepoint/set" {
+	} else if service == "measurepoint.set" {
 		var points map[string]float64
 		if err := json.Unmarshal(req.Params["measurepoints"], &points); err != nil {
 			code, msg = 400, "measurepoints: "+err.Error()
@@ -559,16 +558,9 @@ func (a *answerer) answer(topic string, payload []byte) {
 			s.apply(device, points)
 		}
 	}
-	out := map[string]any{"id": json.RawMessage(req.ID), "code": code, "data": map[string]any{}}
-	if len(req.ID) == 0 {
-		out["id"] = ""
-	}
-	if msg != "" {
-		out["message"] = msg
-	}
-	b, _ := json.Marshal(out)
+	b := codec.AppendReply(nil, codec.IDText(req.ID), code, msg)
 	select {
-	case a.replies <- reply{topic: topic + "_reply", payload: b}:
+	case a.replies <- reply{topic: codec.ReplyTopicFor(topic), payload: b}:
 	default:
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/engine"
 )
 
@@ -58,13 +59,13 @@ topics: ["/sys/%s/+/thing/measurepoint/post"]
 				{"B", good("b5", 5), 429}, // the fifth message at once
 			}
 			for _, s := range sends {
-				pub.publish(PostTopicFor(pk, s.dev), []byte(s.payload))
+				pub.publish(codec.PostTopicFor(pk, s.dev), []byte(s.payload))
 			}
 			rows := c.waitRows(t, 6)
 			gotCodes := map[string]int{}
 			for range sends {
 				m := replies.next(t)
-				rep, err := ParseReply(m.payload)
+				rep, err := codec.ParseReply(m.payload)
 				if err != nil {
 					t.Fatalf("reply %s: %v", m.payload, err)
 				}

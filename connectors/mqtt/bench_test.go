@@ -11,6 +11,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/connectors/devsim"
 	"github.com/sluice-edge/sluice/engine"
 )
@@ -29,7 +30,7 @@ schema: {key: asset, fields: {wind_speed: float64, power: float64, rotor_rpm: fl
 	}
 	defer r.release()
 	payload := []byte(`{"id":"1","version":"1.0","method":"thing.measurepoint.post","params":{"measurepoints":{"wind_speed":7.31,"power":{"value":1234.5,"quality":0},"rotor_rpm":10.2,"pitch_angle":0,"nacelle_temp":31.2,"gearbox_temp":61.5,"generator_temp":75.3,"ambient_temp":12.1,"yaw_error":-1.4,"vibration":3.1},"time":1700000000000}}`)
-	topic := PostTopicFor("turbine", "T0001")
+	topic := codec.PostTopicFor("turbine", "T0001")
 	emit := func(rec arrow.RecordBatch, ack *engine.Ack) error { rec.Release(); ack.Done(); return nil }
 	b.SetBytes(int64(len(payload)))
 	b.ReportAllocs()

@@ -14,6 +14,6 @@
 // service/...) and track each command's replies in a command.Tracker.
 //
 // StartBroker runs an MQTT broker inside the process, so that a pipeline
-// needs nothing installed. ParseTopic and the Append/Parse functions read
+// needs nothing installed. codec.ParseTopic and the Append/Parse functions read
 // and write the EnOS topics and payloads. See docs/mqtt.md.
 package mqtt

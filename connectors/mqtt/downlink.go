@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/engine/command"
 )
 
@@ -142,14 +143,14 @@ func (d *Downlink) Send(ctx context.Context, c command.Command) (command.Command
 	if err != nil {
 		return c, err
 	}
-	payload, err := AppendRequest(nil, c.ID, c.Service, c.Inputs)
+	payload, err := codec.AppendRequest(nil, c.ID, c.Service, c.Inputs)
 	if err != nil {
 		c, _ = d.tracker.Fail(c.ID, err.Error())
 		return c, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
 	defer cancel()
-	topic := ServiceTopicFor(c.Product, c.Asset, c.Service)
+	topic := codec.ServiceTopicFor(c.Product, c.Asset, c.Service)
 	for {
 		qos := byte(1)
 		if d.opts.QoS0 {
@@ -180,11 +181,11 @@ func (d *Downlink) Send(ctx context.Context, c command.Command) (command.Command
 
 // onMessage matches a reply to its command.
 func (d *Downlink) onMessage(m message) {
-	t := ParseTopic(m.topic)
-	if t.Kind != ReplyTopic || t.Of != ServiceTopic {
+	t := codec.ParseTopic(m.topic)
+	if t.Kind != codec.ReplyTopic || t.Of != codec.ServiceTopic {
 		return // our own commands, on the same wildcard
 	}
-	rep, err := ParseReply(m.payload)
+	rep, err := codec.ParseReply(m.payload)
 	if err != nil {
 		d.unmatched.Add(1)
 		d.opts.Log.Warn("mqtt downlink: bad reply", "topic", m.topic, "err", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/connectors/devsim"
 	"github.com/sluice-edge/sluice/connectors/mqtt"
 )
@@ -48,7 +49,7 @@ func ExampleParseTopic() {
 		"/sys/turbine/T0001/thing/service/measurepoint/set_reply",
 		"plant/north/T0001",
 	} {
-		t := mqtt.ParseTopic(topic)
+		t := codec.ParseTopic(topic)
 		fmt.Printf("%s %q history=%v service=%q of=%s\n", t.Kind, t.DeviceKey, t.Kind.History(), t.Service, t.Of)
 	}
 	// Output:
@@ -59,8 +60,8 @@ func ExampleParseTopic() {
 }
 
 func ExampleAppendReply() {
-	fmt.Println(string(mqtt.AppendReply(nil, "42", mqtt.CodeOK, "")))
-	fmt.Println(string(mqtt.AppendReply(nil, "43", mqtt.CodeBadRequest, `power: float64 column got a string`)))
+	fmt.Println(string(codec.AppendReply(nil, "42", codec.CodeOK, "")))
+	fmt.Println(string(codec.AppendReply(nil, "43", codec.CodeBadRequest, `power: float64 column got a string`)))
 	// Output:
 	// {"id":"42","code":200,"data":{}}
 	// {"id":"43","code":400,"message":"power: float64 column got a string","data":{}}

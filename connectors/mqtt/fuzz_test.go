@@ -7,6 +7,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/engine"
 )
 
@@ -20,30 +21,30 @@ func FuzzEnOSTopic(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, topic string) {
-		tp := ParseTopic(topic)
-		if tp.Kind == OtherTopic && tp.Of == OtherTopic {
+		tp := codec.ParseTopic(topic)
+		if tp.Kind == codec.OtherTopic && tp.Of == codec.OtherTopic {
 			return
 		}
 		if tp.ProductKey == "" || tp.DeviceKey == "" || strings.Contains(tp.ProductKey, "/") || strings.Contains(tp.DeviceKey, "/") {
 			t.Fatalf("%q: keys %q %q", topic, tp.ProductKey, tp.DeviceKey)
 		}
 		prefix := "/sys/" + tp.ProductKey + "/" + tp.DeviceKey + "/"
-		if tp.Kind != ReplyTopic || tp.Of != OtherTopic {
+		if tp.Kind != codec.ReplyTopic || tp.Of != codec.OtherTopic {
 			prefix += "thing/"
 		}
 		if !strings.HasPrefix(topic, prefix) {
 			t.Fatalf("%q does not start with %q", topic, prefix)
 		}
 		switch tp.Kind {
-		case PostTopic:
-			if topic != PostTopicFor(tp.ProductKey, tp.DeviceKey) {
-				t.Fatalf("%q: post topic rebuilt as %q", topic, PostTopicFor(tp.ProductKey, tp.DeviceKey))
+		case codec.PostTopic:
+			if topic != codec.PostTopicFor(tp.ProductKey, tp.DeviceKey) {
+				t.Fatalf("%q: post topic rebuilt as %q", topic, codec.PostTopicFor(tp.ProductKey, tp.DeviceKey))
 			}
-		case ServiceTopic:
-			if topic != ServiceTopicFor(tp.ProductKey, tp.DeviceKey, tp.Service) {
-				t.Fatalf("%q: service topic rebuilt as %q", topic, ServiceTopicFor(tp.ProductKey, tp.DeviceKey, tp.Service))
+		case codec.ServiceTopic:
+			if topic != codec.ServiceTopicFor(tp.ProductKey, tp.DeviceKey, tp.Service) {
+				t.Fatalf("%q: service topic rebuilt as %q", topic, codec.ServiceTopicFor(tp.ProductKey, tp.DeviceKey, tp.Service))
 			}
-		case ReplyTopic:
+		case codec.ReplyTopic:
 			if !strings.HasSuffix(topic, "_reply") {
 				t.Fatalf("%q: a reply without _reply", topic)
 			}
@@ -94,14 +95,14 @@ func FuzzSourceMessage(f *testing.F) {
 			if !strings.HasSuffix(o.topic, "_reply") || !utf8.Valid(o.payload) {
 				t.Fatalf("reply %q %q", o.topic, o.payload)
 			}
-			if _, err := ParseReply(o.payload); err != nil && messageID(payload) != "" {
+			if _, err := codec.ParseReply(o.payload); err != nil && messageID(payload) != "" {
 				t.Fatalf("reply %q does not parse: %v", o.payload, err)
 			}
 		}
 		if r.rb.Rows() == 0 {
 			return
 		}
-		tp := ParseTopic(topic)
+		tp := codec.ParseTopic(topic)
 		device, _ := segment(topic, src.keySeg)
 		err := r.flush(func(rec arrow.RecordBatch, ack *engine.Ack) error {
 			defer rec.Release()

@@ -1,6 +1,10 @@
 package mqtt
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/sluice-edge/sluice/connectors/codec"
+)
 
 // A few allocation-free reads of JSON envelopes: the message id a reply
 // must carry, and the device keys of a batch post. They look only at what
@@ -116,7 +120,7 @@ func messageID(payload []byte) string {
 	if len(v) == 0 {
 		return ""
 	}
-	return idText(json.RawMessage(v))
+	return codec.IDText(json.RawMessage(v))
 }
 
 // eachItemKey calls f with the string value of key in each object of the
@@ -142,7 +146,7 @@ func eachItemKey(payload []byte, key string, f func(string) bool) bool {
 			if e, esc := scanString(v, 0); e == len(v) && !esc {
 				k = string(v[1 : len(v)-1])
 			} else {
-				k = idText(json.RawMessage(v))
+				k = codec.IDText(json.RawMessage(v))
 			}
 		}
 		if !f(k) {

@@ -700,10 +700,10 @@ func (r *runner) handle(m message) {
 	r.pending = r.pending || m.qos > 0
 	r.acks.push(m)
 	topic := m.topic
-	var et Topic
+	var et codec.Topic
 	if s.enos {
-		et = ParseTopic(topic)
-		if et.Kind == ReplyTopic {
+		et = codec.ParseTopic(topic)
+		if et.Kind == codec.ReplyTopic {
 			// Our own replies (or other clients') on a wildcard subscription.
 			s.c.ignored.Add(1)
 			return
@@ -720,19 +720,19 @@ func (r *runner) handle(m message) {
 	if len(m.payload) > s.maxSize {
 		s.c.oversized.Add(1)
 		ds.oversized.Add(1)
-		r.reject(m, ds, CodePayloadTooLarge, fmt.Sprintf("payload of %d bytes exceeds max_payload (%d)", len(m.payload), s.maxSize))
+		r.reject(m, ds, codec.CodePayloadTooLarge, fmt.Sprintf("payload of %d bytes exceeds max_payload (%d)", len(m.payload), s.maxSize))
 		return
 	}
 	if s.allow != nil && !s.allow[dev] {
 		s.c.unknownDevices.Add(1)
 		ds.unknown.Add(1)
-		r.reject(m, ds, CodeUnknownDevice, fmt.Sprintf("unknown device %q", dev))
+		r.reject(m, ds, codec.CodeUnknownDevice, fmt.Sprintf("unknown device %q", dev))
 		return
 	}
 	if s.rate > 0 && !s.devs.allow(ds, s.now().UnixNano()) {
 		s.c.rateLimited.Add(1)
 		ds.rateLimited.Add(1)
-		r.reject(m, ds, CodeTooManyRequests, fmt.Sprintf("device %q exceeds %g messages/s", dev, s.rate))
+		r.reject(m, ds, codec.CodeTooManyRequests, fmt.Sprintf("device %q exceeds %g messages/s", dev, s.rate))
 		return
 	}
 	key := ""
@@ -741,7 +741,7 @@ func (r *runner) handle(m message) {
 		if key == "" {
 			s.c.bad.Add(1)
 			ds.bad.Add(1)
-			r.reject(m, ds, CodeBadRequest, "the topic has no key segment")
+			r.reject(m, ds, codec.CodeBadRequest, "the topic has no key segment")
 			return
 		}
 	}
@@ -757,7 +757,7 @@ func (r *runner) handle(m message) {
 		if unknown != "" {
 			s.c.unknownDevices.Add(1)
 			ds.unknown.Add(1)
-			r.reject(m, ds, CodeUnknownDevice, fmt.Sprintf("unknown sub-device %q", unknown))
+			r.reject(m, ds, codec.CodeUnknownDevice, fmt.Sprintf("unknown sub-device %q", unknown))
 			return
 		}
 	}
@@ -765,7 +765,7 @@ func (r *runner) handle(m message) {
 	if err != nil {
 		s.c.bad.Add(1)
 		ds.bad.Add(1)
-		r.reject(m, ds, CodeBadRequest, err.Error())
+		r.reject(m, ds, codec.CodeBadRequest, err.Error())
 		return
 	}
 	r.dec.Append(r.rb)
@@ -787,7 +787,7 @@ func (r *runner) handle(m message) {
 	}
 	ds.rows.Add(int64(n))
 	if s.reply {
-		r.sendReply(topic, m.payload, CodeOK, "")
+		r.sendReply(topic, m.payload, codec.CodeOK, "")
 	}
 }
 
@@ -811,9 +811,9 @@ func (r *runner) reject(m message, ds *deviceStats, code int, reason string) {
 // and counted, so that a slow broker never holds up decoding.
 func (r *runner) sendReply(topic string, payload []byte, code int, message string) {
 	id := messageID(payload)
-	buf := AppendReply(make([]byte, 0, 48+len(id)+len(message)), id, code, message)
+	buf := codec.AppendReply(make([]byte, 0, 48+len(id)+len(message)), id, code, message)
 	select {
-	case r.replies <- outgoing{topic: ReplyTopicFor(topic), payload: buf}:
+	case r.replies <- outgoing{topic: codec.ReplyTopicFor(topic), payload: buf}:
 	default:
 		r.s.c.repliesDropped.Add(1)
 	}

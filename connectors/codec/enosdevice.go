@@ -1,4 +1,4 @@
-package mqtt
+package codec
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/sluice-edge/sluice/connectors/codec"
 )
 
 // TopicKind is what an EnOS device topic carries.
@@ -153,12 +152,12 @@ const (
 // {"id":"1","code":200,"data":{}}, with "message" when message is set.
 func AppendReply(dst []byte, id string, code int, message string) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = codec.AppendJSONString(dst, id)
+	dst = AppendJSONString(dst, id)
 	dst = append(dst, `,"code":`...)
 	dst = strconv.AppendInt(dst, int64(code), 10)
 	if message != "" {
 		dst = append(dst, `,"message":`...)
-		dst = codec.AppendJSONString(dst, message)
+		dst = AppendJSONString(dst, message)
 	}
 	return append(dst, `,"data":{}}`...)
 }
@@ -183,7 +182,7 @@ func ParseReply(payload []byte) (Reply, error) {
 	if err := json.Unmarshal(payload, &raw); err != nil {
 		return Reply{}, fmt.Errorf("reply: %w", err)
 	}
-	id := idText(raw.ID)
+	id := IDText(raw.ID)
 	if id == "" {
 		return Reply{}, errors.New("reply: no id")
 	}
@@ -236,15 +235,15 @@ func ParseRequest(payload []byte) (Request, error) {
 	if err := d.Decode(&raw); err != nil {
 		return Request{}, fmt.Errorf("request: %w", err)
 	}
-	c := Request{ID: idText(raw.ID), Version: raw.Version, Method: raw.Method, Params: raw.Params}
+	c := Request{ID: IDText(raw.ID), Version: raw.Version, Method: raw.Method, Params: raw.Params}
 	if c.ID == "" {
 		return c, errors.New("request: no id")
 	}
 	return c, nil
 }
 
-// idText returns a JSON string's contents or a number's text.
-func idText(raw json.RawMessage) string {
+// IDText returns a JSON id as text: a string's contents or a number's text.
+func IDText(raw json.RawMessage) string {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return ""

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-
 )
 
 // TopicKind is what an EnOS device topic carries.

@@ -31,7 +31,6 @@ type Frame struct {
 	vars  []varVal
 	gen   uint64
 	row   int
-	rows  int
 	ferr  error // first error of the current native evaluation
 }
 
@@ -93,7 +92,6 @@ func (fr *Frame) Bind(rec arrow.RecordBatch) error {
 		}
 		fr.arrs[i] = b
 	}
-	fr.rows = int(rec.NumRows())
 	fr.row = 0
 	fr.gen++
 	return nil

@@ -48,10 +48,12 @@ extra ` + "`error`" + ` column; it is counted as error_rows. See docs/transform.
 // mapCol is one computed column.
 type mapCol struct {
 	name string
-	expr *rowexpr.Expr
-	typ  engine.Type
-	out  int           // output column index
-	b    array.Builder // builds the column; typed as typ
+	// prefix is "name: ", put before the reasons of this column's errors.
+	prefix string
+	expr   *rowexpr.Expr
+	typ    engine.Type
+	out    int           // output column index
+	b      array.Builder // builds the column; typed as typ
 }
 
 // value is one evaluated result, held until every column of the row has
@@ -116,7 +118,7 @@ func NewMap(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Map, 
 			errs = append(errs, spec.Errorf(pos, "field %q: %s: %v", "fields", ent.Key, err))
 			continue
 		}
-		c := mapCol{name: ent.Key, expr: e, typ: typ}
+		c := mapCol{name: ent.Key, prefix: ent.Key + ": ", expr: e, typ: typ}
 		if i := in.Index(ent.Key); i >= 0 {
 			c.out = i
 			fields[i].Type = typ
@@ -209,7 +211,7 @@ rows:
 		m.fr.Row(i)
 		for j := range m.cols {
 			if err := m.eval(j); err != nil {
-				m.errs.Add(i, m.cols[j].name+": ", err)
+				m.errs.Add(i, m.cols[j].prefix, err)
 				continue rows
 			}
 		}

@@ -174,6 +174,9 @@ func (b *Buffer) Dir() string { return b.dir }
 // may or may not have been stored (at least once: a retry may store them
 // twice under new sequences).
 func (b *Buffer) Append(rec arrow.RecordBatch) (first uint64, err error) {
+	if rec == nil {
+		return 0, nil // nothing to store, like an empty record
+	}
 	n := rec.NumRows()
 	if n == 0 {
 		return 0, nil

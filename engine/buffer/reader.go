@@ -303,6 +303,14 @@ func (b *Buffer) Cursor() uint64 {
 	return b.cursor
 }
 
+// NextSeq returns the sequence the next appended row will get (the same as
+// Status().NextSeq, without computing the rest of the status).
+func (b *Buffer) NextSeq() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.nextSeq
+}
+
 // Ack records that every row with a sequence up to seq has been delivered.
 // The cursor is durable when Ack returns; then segments and WAL files
 // holding only delivered rows are deleted. Acking a sequence at or below

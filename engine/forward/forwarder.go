@@ -125,10 +125,10 @@ func (f *forwarder) run() {
 			return
 		}
 		var timer <-chan time.Time
+		var t *time.Timer
 		if delay > 0 {
-			t := time.NewTimer(delay)
+			t = time.NewTimer(delay)
 			timer = t.C
-			defer t.Stop()
 		}
 		select {
 		case <-f.ctx.Done():
@@ -140,13 +140,16 @@ func (f *forwarder) run() {
 		case <-closingC:
 			f.closing, closingC = true, nil
 		}
+		if t != nil {
+			t.Stop()
+		}
 	}
 }
 
 func (f *forwarder) start() {
 	f.cursor = f.buf.Cursor()
 	f.bpos = f.cursor + 1
-	next := f.buf.Status().NextSeq
+	next := f.buf.NextSeq()
 	f.liveFrom = next // rows from before this start are backfill
 	f.linkUp = true
 	f.limit = math.MaxUint64
@@ -247,7 +250,7 @@ func (f *forwarder) backlogStep() (bool, time.Duration) {
 		case errors.Is(err, context.Canceled):
 			// Caught up with what is durable.
 			if f.s.liveOn && !f.liveOpen && f.linkUp && !f.closing {
-				f.openLane(max(f.buf.Status().NextSeq, f.bpos))
+				f.openLane(max(f.buf.NextSeq(), f.bpos))
 			}
 			return false, 0
 		case errors.Is(err, buffer.ErrClosed):
@@ -464,7 +467,7 @@ func (f *forwarder) succeeded() {
 	}
 	f.linkUp, f.downLogged = true, false
 	f.s.m.linkUp.Set(1)
-	next := f.buf.Status().NextSeq
+	next := f.buf.NextSeq()
 	f.liveFrom = next
 	f.log.Info("link back; live rows go first, the backlog drains beside them", "backlog_from", f.cursor+1, "live_from", next)
 	if f.s.liveOn && !f.liveOpen && !f.closing {
@@ -514,7 +517,7 @@ func (f *forwarder) ack(force bool) {
 
 // drained reports whether every appended row is delivered.
 func (f *forwarder) drained() bool {
-	return f.cursor+1 >= f.buf.Status().NextSeq
+	return f.cursor+1 >= f.buf.NextSeq()
 }
 
 func (f *forwarder) burst() float64 {

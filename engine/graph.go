@@ -162,12 +162,10 @@ func (g *Graph) Run(ctx context.Context) error {
 		case sourceNode:
 			wg.Go(func() { g.runSource(srcCtx, n) })
 		case operatorNode:
-			in := newInlet(n, g)
-			g.connectInputs(n, in)
+			in := connectInputs(n)
 			wg.Go(func() { g.runOperator(in, n) })
 		case sinkNode:
-			in := newInlet(n, g)
-			g.connectInputs(n, in)
+			in := connectInputs(n)
 			wg.Go(func() { g.runSink(ctx, in, n) })
 		}
 	}
@@ -181,7 +179,7 @@ type inlet struct {
 	done chan struct{}
 }
 
-func newInlet(_ *Node, _ *Graph) *inlet {
+func newInlet() *inlet {
 	return &inlet{ch: make(chan any, inletDepth), done: make(chan struct{})}
 }
 
@@ -193,7 +191,10 @@ func (i *inlet) AwaitCompletion() { <-i.done }
 
 var _ streams.Sink = (*inlet)(nil)
 
-func (g *Graph) connectInputs(n *Node, in *inlet) {
+// connectInputs returns a new inlet fed by n's inputs (merged when there
+// are several); it is closed at once when n has none.
+func connectInputs(n *Node) *inlet {
+	in := newInlet()
 	switch len(n.inputs) {
 	case 0:
 		close(in.ch)
@@ -202,6 +203,7 @@ func (g *Graph) connectInputs(n *Node, in *inlet) {
 	default:
 		go flow.Merge(n.inputs...).To(in)
 	}
+	return in
 }
 
 func (g *Graph) fail(n *Node, err error) {
@@ -222,6 +224,8 @@ var ErrStopped = errors.New("pipeline stopped")
 // emit sends b on port i of n, retaining the record once per extra consumer.
 func (g *Graph) emit(n *Node, port int, b Batch) error {
 	if b.Rec == nil {
+		// Nothing to hand on: release the share it was given.
+		b.Ack.Done()
 		return nil
 	}
 	p := n.ports[port]
@@ -250,11 +254,7 @@ func (g *Graph) closePorts(n *Node) {
 func (g *Graph) runSource(ctx context.Context, n *Node) {
 	defer g.closePorts(n)
 	emit := func(rec arrow.RecordBatch, ack *Ack) error {
-		if rec == nil {
-			ack.Done()
-			return nil
-		}
-		if g.failed.Load() {
+		if rec != nil && g.failed.Load() {
 			// Not acknowledged: the sender keeps it.
 			rec.Release()
 			return ErrStopped

@@ -330,3 +330,34 @@ func TestAckNilAndOverRelease(t *testing.T) {
 		t.Fatalf("callback ran %d times, want 1", n)
 	}
 }
+
+// nilOp emits a batch without a record for every input, then drops it.
+type nilOp struct{}
+
+func (nilOp) Outputs() []engine.Port { return []engine.Port{{Schema: testSchema}} }
+func (nilOp) Process(b engine.Batch, emit engine.PortEmit) error {
+	b.Release()
+	return emit(0, engine.Batch{})
+}
+func (nilOp) Flush(engine.PortEmit) error { return nil }
+func (nilOp) Close() error                { return nil }
+
+// An operator emitting a batch with no record still lets its input be
+// acknowledged.
+func TestGraphAckNilRecord(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	var acked atomic.Int64
+	g := engine.NewGraph("t", nil)
+	src := g.AddSource("a", &ackSource{mem: mem, n: 10, acked: &acked}, nil)
+	op := g.AddOperator("nil", nilOp{}, nil)
+	s := g.AddSink("s", &sumSink{}, nil)
+	_ = g.Connect(src, 0, op)
+	_ = g.Connect(op, 0, s)
+	if err := g.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := acked.Load(); got != 10 {
+		t.Fatalf("%d of 10 inputs acknowledged", got)
+	}
+}

@@ -35,6 +35,10 @@ func NewQuota(maxBytes int64, policy Policy, droppable func(*engine.Schema) bool
 	return &Quota{max: maxBytes, policy: policy, droppable: droppable}
 }
 
+// Droppable returns the predicate saying which buffers Downsample may evict
+// from.
+func (q *Quota) Droppable() func(*engine.Schema) bool { return q.droppable }
+
 // Used returns the bytes used by the member buffers.
 func (q *Quota) Used() int64 { return q.used.Load() }
 

@@ -45,8 +45,12 @@ const DropAlertRule = "buffer_drop"
 // The buffer has already logged it and counted it in rows_dropped.
 func (s *Sink) dropped(d buffer.Drop) {
 	s.m.dropped.WithLabelValues(d.Reason).Add(float64(d.Rows))
+	// The rule the buffer evicted by: the shared quota's, else its own.
 	droppable := s.opts.Buffer.Droppable
-	if s.opts.Buffer.Quota != nil || droppable == nil {
+	if q := s.opts.Buffer.Quota; q != nil {
+		droppable = q.Droppable()
+	}
+	if droppable == nil {
 		droppable = buffer.DefaultDroppable
 	}
 	if s.alert || !droppable(s.opts.Schema) {

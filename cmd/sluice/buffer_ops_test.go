@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 var opsSchema = engine.MustSchema([]engine.Field{
@@ -40,11 +41,12 @@ func opsBatch(k, n int) arrow.RecordBatch {
 	return rb.NewRecord()
 }
 
-// makeBuffer writes rows in batches of 100: the first sealed batches
-// become a segment, the others stay in the WAL.
+// makeBuffer writes rows in batches of 100 (one message each) into a
+// buffer published as site-a/site.stats: the first sealed batches become a
+// segment, the others stay in the WAL.
 func makeBuffer(t *testing.T, dir string, sealed, wal int) {
 	t.Helper()
-	b, err := buffer.Open(dir, buffer.Options{Schema: opsSchema, ManualSeal: true, IdleSeal: -1})
+	b, err := buffer.Open(dir, buffer.Options{Schema: opsSchema, ManualSeal: true, IdleSeal: -1, Edge: "site-a", Stream: "site.stats"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,16 +166,39 @@ func TestBufferStatusInspectRepair(t *testing.T) {
 	}
 }
 
-func TestBufferRepairTornTail(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "stats")
-	makeBuffer(t, dir, 0, 2)
-	wal := only(t, filepath.Join(dir, "wal", "*.wal"))
+// crashAfterFirstRecord makes the WAL file look like a crash tore its
+// second record: the sync mark covers the first only.
+func crashAfterFirstRecord(t *testing.T, dir, wal string) (torn int64) {
+	t.Helper()
+	data, _ := os.ReadFile(wal)
+	torn = int64(32 + 56 + binary.LittleEndian.Uint32(data[32+4:]))
+	st, err := disk.ReadMark(disk.OS, dir)
+	if err != nil || !st.Valid {
+		t.Fatalf("sync mark: %v %+v", err, st)
+	}
+	mf, err := disk.OpenMarkFile(disk.OS, dir, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := st.Mark
+	m.Next, m.Size = m.Base+100, torn
+	if err := mf.Write(m); err != nil {
+		t.Fatal(err)
+	}
+	mf.Sync()
+	mf.Close()
 	fi, _ := os.Stat(wal)
 	if err := os.Truncate(wal, fi.Size()-10); err != nil {
 		t.Fatal(err)
 	}
-	data, _ := os.ReadFile(wal)
-	torn := int64(32 + 56 + binary.LittleEndian.Uint32(data[32+4:]))
+	return torn
+}
+
+func TestBufferRepairTornTail(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "stats")
+	makeBuffer(t, dir, 0, 2)
+	wal := only(t, filepath.Join(dir, "wal", "*.wal"))
+	torn := crashAfterFirstRecord(t, dir, wal)
 	want := fmt.Sprintf("truncate wal/%s at offset %d: torn tail", filepath.Base(wal), torn)
 	code, out, _ := run(t, "buffer", "repair", "--dry-run", dir)
 	if code != 0 || !strings.Contains(out, want) {
@@ -188,18 +213,80 @@ func TestBufferRepairTornTail(t *testing.T) {
 	}
 }
 
+// TestBufferRepairDamageAndTornTail: a WAL file damaged in the middle and
+// torn at its end. Repair reports both (the tail goes to quarantine with
+// the file), where it reported only the damage.
+func TestBufferRepairDamageAndTornTail(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "stats")
+	makeBuffer(t, dir, 0, 3)
+	wal := only(t, filepath.Join(dir, "wal", "*.wal"))
+	data, _ := os.ReadFile(wal)
+	second := int64(32 + 56 + binary.LittleEndian.Uint32(data[32+4:]))
+	third := second + 56 + int64(binary.LittleEndian.Uint32(data[second+4:]))
+	// The mark covers two records; the third is torn; the second's header
+	// is damaged.
+	st, _ := disk.ReadMark(disk.OS, dir)
+	mf, err := disk.OpenMarkFile(disk.OS, dir, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := st.Mark
+	m.Next, m.Size = m.Base+200, third
+	mf.Write(m)
+	mf.Close()
+	data = data[:len(data)-10]
+	data[second+20] ^= 0xff
+	if err := os.WriteFile(wal, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	walRel := "wal/" + filepath.Base(wal)
+	for _, args := range [][]string{{"buffer", "repair", "--dry-run", dir}, {"buffer", "repair", dir, "--log-level", "error"}} {
+		code, out, _ := run(t, args...)
+		for _, want := range []string{"quarantine " + walRel + fmt.Sprintf(" at offset %d", second), fmt.Sprintf("%s at offset %d: torn tail", walRel, third)} {
+			if code != 0 || !strings.Contains(out, want) {
+				t.Fatalf("%v lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+}
+
+// TestOpsToolsRespectTheLock: export and repair refuse a buffer an engine
+// has open (they used to run beside it).
+func TestOpsToolsRespectTheLock(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "stats")
+	makeBuffer(t, dir, 1, 1)
+	b, err := buffer.Open(dir, buffer.Options{Schema: opsSchema, ManualSeal: true, IdleSeal: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, args := range [][]string{{"export", dir, "--out", t.TempDir(), "--progress", "never"}, {"buffer", "repair", dir}} {
+		code, out, errOut := run(t, args...)
+		if code == 0 || !strings.Contains(errOut, "in use") {
+			t.Fatalf("%v on a buffer in use: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+	// status and inspect only read, without the lock.
+	if code, _, errOut := run(t, "buffer", "status", dir, "--sample-file", "-"); code != 0 {
+		t.Fatalf("status: %s", errOut)
+	}
+}
+
 func TestExportFiles(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "site", "stats")
+	dir := filepath.Join(t.TempDir(), "elsewhere", "stats")
 	makeBuffer(t, dir, 2, 3)
 	out := t.TempDir()
-	code, stdout, errOut := run(t, "export", dir, "--out", out, "--edge", "site-a", "--rows-per-file", "300",
+	// No --edge, --stream: the buffer's own identity, whatever the path.
+	code, stdout, errOut := run(t, "export", dir, "--out", out, "--rows-per-file", "300",
 		"--since", opsStart.Add(50*time.Second).Format(time.RFC3339), "--until", "450", "--progress", "never")
 	if code != 0 {
 		t.Fatalf("export: exit %d: %s%s", code, stdout, errOut)
 	}
 	files, _ := filepath.Glob(filepath.Join(out, "*.parquet"))
-	// Rows 51..450 (sequence = row index + 1), cut at multiples of 300.
-	if len(files) != 2 || !strings.Contains(stdout, "exported 400 rows") {
+	// Rows 51..450 are selected; they lie in the messages (appended
+	// batches) 1-100 .. 401-500, exported whole; files end where a message
+	// ends once they hold 300 rows.
+	if len(files) != 2 || !strings.Contains(stdout, "exported 500 rows") {
 		t.Fatalf("files %v\n%s", files, stdout)
 	}
 	// A plain Parquet file any reader opens, with the metadata replay needs.
@@ -213,18 +300,20 @@ func TestExportFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, want := range map[string]string{"sluice.edge": "site-a", "sluice.stream": "site.stats", "sluice.first_seq": "51", "sluice.last_seq": "299"} {
+	for k, want := range map[string]string{"sluice.edge": "site-a", "sluice.stream": "site.stats", "sluice.first_seq": "1", "sluice.last_seq": "300"} {
 		if v, _ := pf.Lookup(k); v != want {
 			t.Errorf("%s = %q, want %q", k, v, want)
 		}
 	}
-	if pf.NumRows() != 249 {
-		t.Errorf("%d rows, want 249", pf.NumRows())
+	if pf.NumRows() != 300 {
+		t.Errorf("%d rows, want 300", pf.NumRows())
 	}
-	if _, ok := pf.Schema().Lookup("_seq"); !ok {
-		t.Error("no _seq column")
+	for _, col := range []string{"_seq", "_msg"} {
+		if _, ok := pf.Schema().Lookup(col); !ok {
+			t.Errorf("no %s column", col)
+		}
 	}
-	if m, _ := filepath.Glob(filepath.Join(out, "export-site-a-site.stats-51-450.json")); len(m) != 1 {
+	if m, _ := filepath.Glob(filepath.Join(out, "export-site-a-site.stats-1-500.json")); len(m) != 1 {
 		t.Error("no summary file")
 	}
 }
@@ -258,7 +347,7 @@ func TestExportReplayNATS(t *testing.T) {
 		"--set", "stream=" + stream, "--set", "batch_rows=100", "--progress", "never", "--log-level", "error"}
 	for i := range 2 {
 		code, o, e := run(t, args...)
-		if code != 0 || !strings.Contains(o, "replayed 500 rows from 3 files in 6 messages") {
+		if code != 0 || !strings.Contains(o, "replayed 500 rows from 3 files in 5 messages") {
 			t.Fatalf("replay %d: exit %d\n%s%s", i, code, o, e)
 		}
 	}
@@ -266,9 +355,10 @@ func TestExportReplayNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Rows 1-500 in blocks aligned on 100: 1-99, 100-199, ..., 500-500.
-	if info.State.Msgs != 6 {
-		t.Fatalf("stream holds %d messages after two replays, want 6", info.State.Msgs)
+	// Rows 1-500 in the messages fixed when they were appended: the
+	// batches of 100.
+	if info.State.Msgs != 5 {
+		t.Fatalf("stream holds %d messages after two replays, want 5", info.State.Msgs)
 	}
 	var ids []string
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
@@ -281,7 +371,7 @@ func TestExportReplayNATS(t *testing.T) {
 			t.Errorf("message %s: backfill %q", m.Header.Get(natsgo.MsgIdHdr), m.Header.Get("backfill"))
 		}
 	}
-	want := "site-a/stats/1-99 site-a/stats/100-199 site-a/stats/200-299 site-a/stats/300-399 site-a/stats/400-499 site-a/stats/500-500"
+	want := "site-a/stats/1-100 site-a/stats/101-200 site-a/stats/201-300 site-a/stats/301-400 site-a/stats/401-500"
 	if got := strings.Join(ids, " "); got != want {
 		t.Fatalf("IDs %s\nwant %s", got, want)
 	}

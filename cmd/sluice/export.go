@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -34,16 +33,19 @@ and send them with ` + "`sluice replay`" + `.
 
 Each file holds one run of consecutive sequences and is a plain zstd Parquet
 file any Parquet reader opens: the stream's columns plus _seq (the row's
-sequence), with the metadata sluice.edge, sluice.stream, sluice.schema,
-sluice.first_seq and sluice.last_seq. Replaying it sends the rows with the
-same message IDs the forwarder would use, so the receiver deduplicates rows
-that also arrive over the link. A JSON summary of the files is written beside
-them. Files are published atomically (.tmp, fsync, rename).
+sequence) and _msg (the first sequence of the message holding the row), with
+the metadata sluice.edge, sluice.stream, sluice.schema, sluice.first_seq and
+sluice.last_seq. The edge and stream are the identity the buffer records,
+which the engine publishes under. Replaying a file sends the rows in the
+messages the forwarder sends, with the same IDs, so the receiver deduplicates
+rows that also arrive over the link. A JSON summary of the files is written
+beside them. Files are published atomically (.tmp, fsync, rename).
 
 Select with --from/--until (sequences) or --since/--until (event time: RFC
-3339, a date, or a duration meaning "that long ago"). The buffer keeps the
-rows: the cursor does not move. Stop the engine first: export opens the
-buffer as the engine does.`,
+3339, a date, or a duration meaning "that long ago"); a message with any
+selected row is exported whole. The buffer keeps the rows: the cursor does
+not move. Export only reads the buffer (it works on a full disk) and takes
+its lock shared: stop the engine first.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
@@ -68,15 +70,6 @@ buffer as the engine does.`,
 				} else if opts.Until, err = parseWhen(until, now); err != nil {
 					return &exitError{code: 2, err: fmt.Errorf("--until: a sequence or a time: %w", err)}
 				}
-			}
-			if opts.Edge == "" {
-				opts.Edge = hostEdge()
-			}
-			if opts.Stream == "" {
-				// The forwarder's default: <pipeline>.<sink> for a buffer in
-				// <data dir>/<pipeline>/<sink>.
-				clean := filepath.Clean(dir)
-				opts.Stream = filepath.Base(filepath.Dir(clean)) + "." + filepath.Base(clean)
 			}
 			bar := newProgressBar(g.stderr, progress, "export")
 			opts.Progress = bar.update
@@ -103,22 +96,14 @@ buffer as the engine does.`,
 	f.Uint64Var(&from, "from", 0, "first sequence to export")
 	f.StringVar(&since, "since", "", "earliest event time to export (RFC 3339, 2006-01-02, or a duration ago such as 48h)")
 	f.StringVar(&until, "until", "", "last sequence, or event time to stop before")
-	f.StringVar(&opts.Edge, "edge", "", "edge name in message IDs (default: the host name, as the engine)")
-	f.StringVar(&opts.Stream, "stream", "", "stream name in message IDs, the sink's message_stream (default: <pipeline>.<sink> from DIR = <data dir>/<pipeline>/<sink>)")
-	f.Int64Var(&opts.RowsPerFile, "rows-per-file", 1<<20, "most rows per file; files are cut at multiples of it in sequence space (keep it a multiple of the sink's batch_rows)")
+	f.StringVar(&opts.Edge, "edge", "", "edge name in message IDs (default: the one the buffer records; needed only for buffers that record none)")
+	f.StringVar(&opts.Stream, "stream", "", "stream name in message IDs (default: the one the buffer records)")
+	f.Int64Var(&opts.RowsPerFile, "rows-per-file", 1<<20, "most rows per file (files end where a message ends)")
 	f.StringVar(&opts.Time, "time", "", "event-time column (when the schema comes from the WAL only)")
 	f.StringVar(&opts.Key, "key", "", "key column (when the schema comes from the WAL only)")
 	f.StringVar(&progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
-}
-
-// hostEdge is the default edge name: the host name, or "edge".
-func hostEdge() string {
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return "edge"
 }
 
 // parseWhen parses an RFC 3339 time, a date, or a duration before now.

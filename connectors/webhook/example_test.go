@@ -45,7 +45,6 @@ func Example() {
 		fmt.Println("retry later:", err, "permanent:", pub.IsPermanent(err))
 	}
 	// Output:
-	// POST /ingest site-a/stats/1-49 application/json
-	// POST /ingest site-a/stats/50-99 application/json
-	// POST /ingest site-a/stats/100-100 application/json
+	// POST /ingest site-a/stats/1-50 application/json
+	// POST /ingest site-a/stats/51-100 application/json
 }

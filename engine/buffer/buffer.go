@@ -16,6 +16,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
+	"github.com/sluice-edge/sluice/engine/buffer/seqset"
 )
 
 // Buffer is the durable buffer of one sink: one directory, one schema.
@@ -30,12 +32,18 @@ type Buffer struct {
 	arrow     *arrow.Schema
 	timeIdx   int
 	schemaMsg []byte
-	layout    *segLayout
-	codec     *zstdCodec
+	layout    *disk.Layout
+	codec     *disk.Codec
 	quota     *Quota
-	man       *manifest
+	man       *disk.Manifest
+	cur       *disk.CursorFile
+	marks     *disk.MarkFile
+	lock      *dirLock
 	log       *slog.Logger
 	ctr       counters
+
+	// edge and stream are the identity in effect (see Identity).
+	edge, stream string
 
 	mu     sync.Mutex
 	sealed *sync.Cond // broadcast when a WAL file leaves the sealing state
@@ -50,9 +58,9 @@ type Buffer struct {
 	appends    uint64 // appends so far (idle detection)
 	nextNum    uint32
 	wals       []*walFile // by number; the last one is active
-	active     *walFile
-	segs       []segEntry // data segments, sorted by first
-	dead       []segEntry // dead-letter segments, sorted by first
+	active     *walFile   // nil until the first append after open
+	segs       []disk.SegEntry
+	dead       []disk.SegEntry
 	walBytes   int64
 	segBytes   int64
 	deadBytes  int64
@@ -60,6 +68,9 @@ type Buffer struct {
 	cache      *segCache     // decoded segment being read
 	stats      dropStats
 	quarantine int // files in quarantine/
+	delivered  seqset.Set
+	noSpace    bool // the last append failed for lack of space
+	sealWarned bool
 
 	syncMu sync.Mutex
 	synced uint64 // generation covered by the last successful sync
@@ -74,7 +85,7 @@ type Buffer struct {
 }
 
 type counters struct {
-	rowsIn, bytesIn, rowsDropped, unitsDropped, corruptions, torn, sealed, sealErrors, rowsRead *atomic.Int64
+	rowsIn, bytesIn, rowsDropped, unitsDropped, corruptions, torn, sealed, sealErrors, rowsRead, noSpace *atomic.Int64
 }
 
 type dropStats struct {
@@ -85,7 +96,10 @@ type dropStats struct {
 // Open opens (or creates) the buffer in dir, replays its WAL and
 // reconciles its segments with the manifest. Damage found on the way is
 // quarantined and reported through Options.OnCorruption; it never makes
-// Open fail. Open fails on I/O errors and invalid options.
+// Open fail. Open fails on I/O errors, invalid options and, with ErrLocked,
+// when another buffer has dir open. Open needs no free disk space for a
+// buffer that exists already: on a full disk it opens, delivers and frees
+// space; appends wait for room (ErrNoSpace).
 func Open(dir string, opts Options) (*Buffer, error) {
 	if err := opts.normalize(); err != nil {
 		return nil, err
@@ -99,7 +113,7 @@ func Open(dir string, opts Options) (*Buffer, error) {
 		log:     opts.Log.With("buffer", dir),
 		notify:  make(chan struct{}),
 		kick:    make(chan struct{}, 1),
-		codec:   new(zstdCodec),
+		codec:   new(disk.Codec),
 	}
 	b.sealed = sync.NewCond(&b.mu)
 	c := opts.Counters
@@ -108,31 +122,37 @@ func Open(dir string, opts Options) (*Buffer, error) {
 		rowsDropped: c.Counter("rows_dropped"), unitsDropped: c.Counter("segments_dropped"),
 		corruptions: c.Counter("corruptions"), torn: c.Counter("torn_tails"),
 		sealed: c.Counter("segments_sealed"), sealErrors: c.Counter("seal_errors"),
-		rowsRead: c.Counter("rows_read"),
+		rowsRead: c.Counter("rows_read"), noSpace: c.Counter("no_space_waits"),
 	}
 	var err error
-	if b.schemaMsg, err = schemaMessage(b.arrow); err != nil {
+	if b.schemaMsg, err = disk.SchemaMessage(b.arrow); err != nil {
 		return nil, fmt.Errorf("buffer: encode schema: %w", err)
 	}
-	if b.layout, err = newSegLayout(opts.Schema, false); err != nil {
+	if b.layout, err = disk.NewLayout(opts.Schema, false); err != nil {
 		return nil, err
+	}
+	if opts.FS == OS {
+		if b.lock, err = lockDir(dir, opts.ReadOnly); err != nil {
+			return nil, err
+		}
 	}
 	reports, err := b.open()
 	if err != nil {
-		b.codec.close()
-		b.closeFiles()
-		if b.man != nil {
-			_ = b.man.close()
-		}
+		b.release()
 		return nil, err
 	}
 	b.quota = opts.Quota
 	if b.quota == nil {
 		b.quota = NewQuota(opts.MaxBytes, opts.Policy, opts.Droppable)
 	}
-	b.quota.join(b, b.walBytes+b.segBytes+b.deadBytes)
+	if !opts.ReadOnly {
+		b.quota.join(b, b.walBytes+b.segBytes+b.deadBytes)
+	}
 	for _, r := range reports {
 		b.reportCorruption(r)
+	}
+	if opts.ReadOnly {
+		return b, nil
 	}
 	// Salvage damaged WAL files now; leave healthy rolled files to the
 	// sealer so that opening stays fast.
@@ -147,11 +167,27 @@ func Open(dir string, opts Options) (*Buffer, error) {
 	} else if len(b.wals) > 1 {
 		b.kick <- struct{}{}
 	}
-	if opts.Fsync == FsyncInterval || !opts.ManualSeal {
+	if opts.Fsync != FsyncAlways || !opts.ManualSeal {
 		b.stop, b.done = make(chan struct{}), make(chan struct{})
 		go b.loop()
 	}
 	return b, nil
+}
+
+// release closes what a failed Open opened.
+func (b *Buffer) release() {
+	b.codec.Close()
+	b.closeFiles()
+	if b.man != nil {
+		_ = b.man.Close()
+	}
+	if b.cur != nil {
+		_ = b.cur.Close()
+	}
+	if b.marks != nil {
+		_ = b.marks.Close()
+	}
+	b.lock.unlock()
 }
 
 func (b *Buffer) path(rel string) string { return path.Join(b.dir, rel) }
@@ -162,6 +198,17 @@ func (b *Buffer) Schema() *engine.Schema { return b.opts.Schema }
 // Dir returns the buffer's directory.
 func (b *Buffer) Dir() string { return b.dir }
 
+// Identity returns the edge and stream names the buffer's rows are
+// published under. They are recorded in the directory when the buffer is
+// created. When a buffer is opened with other names (Options.Edge and
+// Stream), the new names take effect only if the buffer holds no
+// undelivered rows; otherwise the recorded names stay, so that rows
+// already stored keep their identities, and a warning says so.
+func (b *Buffer) Identity() (edge, stream string) { return b.edge, b.stream }
+
+// MessageRows returns the message size of appended batches (Options).
+func (b *Buffer) MessageRows() int { return b.opts.MessageRows }
+
 // Append writes rec to the WAL and returns the sequence of its first row;
 // row i of rec has sequence first+i. Append does not take ownership of
 // rec. Under FsyncAlways it returns once the record is durable; see
@@ -169,10 +216,11 @@ func (b *Buffer) Dir() string { return b.dir }
 // is ignored (first is 0).
 //
 // Append returns ErrFull when the quota is exhausted and the policy rejects,
-// ErrSchema for a record of another schema, ErrFailed after an fsync
-// failure, and ErrClosed after Close. When Append returns an error the rows
-// may or may not have been stored (at least once: a retry may store them
-// twice under new sequences).
+// an error wrapping ErrNoSpace when the file system is full, ErrSchema for
+// a record of another schema, ErrFailed after an fsync failure, and
+// ErrClosed after Close. After ErrFull and ErrNoSpace nothing was stored;
+// after other errors the rows may or may not have been stored (at least
+// once: a retry may store them twice under new sequences).
 func (b *Buffer) Append(rec arrow.RecordBatch) (first uint64, err error) {
 	if rec == nil {
 		return 0, nil // nothing to store, like an empty record
@@ -184,18 +232,21 @@ func (b *Buffer) Append(rec arrow.RecordBatch) (first uint64, err error) {
 	if n > math.MaxUint32 {
 		return 0, fmt.Errorf("buffer: append: %d rows in one record", n)
 	}
+	if b.opts.ReadOnly {
+		return 0, ErrReadOnly
+	}
 	if s := rec.Schema(); s != b.arrow && !s.Equal(b.arrow) {
 		return 0, ErrSchema
 	}
-	w := recordBufs.Get().(*appendWriter)
-	defer recordBufs.Put(w)
-	buf, err := encodeRecord(w, b.schemaMsg, rec)
+	w := disk.RecordBufs.Get().(*disk.AppendWriter)
+	defer disk.RecordBufs.Put(w)
+	buf, err := disk.EncodeRecord(w, b.schemaMsg, rec)
 	if err != nil {
 		return 0, err
 	}
-	meta := recMeta{rows: uint32(n)}
-	meta.tmin, meta.tmax, meta.hasTime = timeRange(rec, b.timeIdx)
-	meta.wall = b.opts.Now().UnixMilli()
+	meta := disk.RecMeta{Rows: uint32(n), MsgRows: uint32(b.opts.MessageRows)}
+	meta.TMin, meta.TMax, meta.HasTime = disk.TimeRange(rec, b.timeIdx)
+	meta.Wall = b.opts.Now().UnixMilli()
 	size := int64(len(buf))
 
 	drops, err := b.quota.reserve(b, size)
@@ -209,27 +260,32 @@ func (b *Buffer) Append(rec arrow.RecordBatch) (first uint64, err error) {
 		b.quota.release(size)
 		return 0, err
 	}
-	if a := b.active; a.size+size > b.opts.SegmentBytes && len(a.recs) > 0 {
-		if err := b.rollLocked(); err != nil {
+	var rolled *walFile
+	if a := b.active; a == nil || (a.size+size > b.opts.SegmentBytes && len(a.recs) > 0) {
+		if rolled, err = b.rollLocked(); err != nil {
+			b.spaceLocked(err)
 			b.mu.Unlock()
 			b.quota.release(size)
-			return 0, err
+			return 0, noSpace(err)
 		}
 	}
 	a := b.active
-	meta.first = b.nextSeq
-	meta = putRecHeader(buf, meta)
+	meta.First = b.nextSeq
+	meta = disk.PutRecHeader(buf, meta)
 	if _, err := a.f.WriteAt(buf, a.size); err != nil {
 		// Cut the partial record off so that the next one follows the
 		// last good record.
 		if terr := a.f.Truncate(a.size); terr != nil {
 			b.failed = fmt.Errorf("%w: truncate after failed write: %v", ErrFailed, terr)
 		}
+		b.spaceLocked(err)
 		b.mu.Unlock()
 		b.quota.release(size)
-		return 0, fmt.Errorf("buffer: append: %w", err)
+		b.recordRolled(rolled)
+		return 0, fmt.Errorf("buffer: append: %w", noSpace(err))
 	}
-	a.recs = append(a.recs, walRec{off: a.size, recMeta: meta})
+	b.noSpace = false
+	a.recs = append(a.recs, disk.WALRec{Off: a.size, RecMeta: meta})
 	a.size += size
 	a.dirty = true
 	b.walBytes += size
@@ -242,6 +298,7 @@ func (b *Buffer) Append(rec arrow.RecordBatch) (first uint64, err error) {
 		b.wakeLocked()
 	}
 	b.mu.Unlock()
+	b.recordRolled(rolled)
 	b.ctr.rowsIn.Add(n)
 	b.ctr.bytesIn.Add(size)
 	if b.opts.Fsync == FsyncAlways {
@@ -249,7 +306,20 @@ func (b *Buffer) Append(rec arrow.RecordBatch) (first uint64, err error) {
 			return 0, err
 		}
 	}
-	return meta.first, nil
+	return meta.First, nil
+}
+
+// spaceLocked counts and logs (once per episode) an append refused for
+// lack of space.
+func (b *Buffer) spaceLocked(err error) {
+	if !disk.IsNoSpace(err) {
+		return
+	}
+	b.ctr.noSpace.Add(1)
+	if !b.noSpace {
+		b.noSpace = true
+		b.log.Error("disk full: appends wait until delivered rows free space", "err", err)
+	}
 }
 
 func (b *Buffer) appendable() error {
@@ -259,21 +329,26 @@ func (b *Buffer) appendable() error {
 	return b.failed
 }
 
-// rollLocked starts a new active WAL file. The previous one becomes
-// rolled and is handed to the sealer.
-func (b *Buffer) rollLocked() error {
+// rollLocked starts a new active WAL file and returns the previous one,
+// which is now rolled and handed to the sealer; the caller passes it to
+// recordRolled once it holds no lock.
+func (b *Buffer) rollLocked() (*walFile, error) {
 	num := b.nextNum
-	rel := path.Join(walDir, walName(num))
+	rel := path.Join(disk.WALDir, disk.WALName(num))
 	f, err := b.fs.OpenFile(b.path(rel), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
 	if err != nil {
-		return fmt.Errorf("buffer: create %s: %w", rel, err)
+		if errors.Is(err, fs.ErrExist) {
+			// A leftover of an earlier run: take the next number.
+			b.nextNum++
+		}
+		return nil, fmt.Errorf("buffer: create %s: %w", rel, err)
 	}
-	fail := func(err error) error {
+	fail := func(err error) (*walFile, error) {
 		_ = f.Close()
 		_ = b.fs.Remove(b.path(rel))
-		return fmt.Errorf("buffer: create %s: %w", rel, err)
+		return nil, fmt.Errorf("buffer: create %s: %w", rel, err)
 	}
-	hdr := walHeader(b.nextSeq)
+	hdr := disk.WALHeader(b.nextSeq)
 	if _, err := f.WriteAt(hdr, 0); err != nil {
 		return fail(err)
 	}
@@ -281,15 +356,18 @@ func (b *Buffer) rollLocked() error {
 		if err := f.Sync(); err != nil {
 			return fail(err)
 		}
-		if err := b.fs.SyncDir(b.path(walDir)); err != nil {
+		if err := b.fs.SyncDir(b.path(disk.WALDir)); err != nil {
 			return fail(err)
 		}
 	}
 	b.nextNum++
-	w := &walFile{num: num, rel: rel, f: f, base: b.nextSeq, size: walHeaderSize, state: walActive, refs: 1}
-	if old := b.active; old != nil {
+	w := &walFile{num: num, rel: rel, f: f, base: b.nextSeq, size: disk.WALHeaderSize, state: walActive, refs: 1,
+		syncedSize: disk.WALHeaderSize, syncedNext: b.nextSeq}
+	old := b.active
+	if old != nil {
 		old.state = walRolled
 		old.refs--
+		old.refs++ // held for recordRolled
 		select {
 		case b.kick <- struct{}{}:
 		default:
@@ -297,16 +375,49 @@ func (b *Buffer) rollLocked() error {
 	}
 	b.wals = append(b.wals, w)
 	b.active = w
-	b.walBytes += walHeaderSize
+	b.walBytes += disk.WALHeaderSize
 	if b.quota != nil {
-		b.quota.used.Add(walHeaderSize)
+		b.quota.used.Add(disk.WALHeaderSize)
 	}
-	return nil
+	return old, nil
+}
+
+// recordRolled makes a rolled WAL file durable and records its extent in
+// the manifest, so that a later cut of the file is found (docs/format/
+// buffer.md 3.5). It releases the reference rollLocked took.
+func (b *Buffer) recordRolled(w *walFile) {
+	if w == nil {
+		return
+	}
+	defer func() {
+		b.mu.Lock()
+		b.unrefLocked(w)
+		b.mu.Unlock()
+	}()
+	b.mu.Lock()
+	gone := w.state == walRemoved
+	size, next, dirty := w.size, w.next(), w.dirty
+	b.mu.Unlock()
+	if gone {
+		return
+	}
+	if dirty || w.syncedSize < size {
+		if err := w.f.Sync(); err != nil {
+			b.log.Warn("cannot sync a rolled WAL file; its extent is not recorded", "file", w.rel, "err", err)
+			return
+		}
+	}
+	b.mu.Lock()
+	w.syncedSize, w.syncedNext = max(w.syncedSize, size), max(w.syncedNext, next)
+	b.mu.Unlock()
+	if err := b.man.Write(disk.EncodeWAL(disk.WALExtent{Num: w.num, Base: w.base, Next: next, Size: size})); err != nil {
+		b.log.Warn("cannot record a rolled WAL file in the manifest", "file", w.rel, "err", err)
+	}
 }
 
 // syncTo returns once WAL generation gen is durable. Concurrent callers
 // share one fsync: whoever holds syncMu syncs every dirty file, covering
-// everything written before it started.
+// everything written before it started. Then it updates the sync mark.
 func (b *Buffer) syncTo(gen uint64) error {
 	b.syncMu.Lock()
 	defer b.syncMu.Unlock()
@@ -321,24 +432,32 @@ func (b *Buffer) syncTo(gen uint64) error {
 		return nil
 	}
 	target, seq := b.written, b.nextSeq-1
-	var files []*walFile
+	type pending struct {
+		w    *walFile
+		size int64
+		next uint64
+	}
+	var files []pending
 	for _, w := range b.wals {
 		if w.dirty {
 			w.dirty = false
 			w.refs++
-			files = append(files, w)
+			files = append(files, pending{w, w.size, w.next()})
 		}
 	}
 	b.mu.Unlock()
 	var err error
-	for _, w := range files {
-		if e := w.f.Sync(); e != nil && err == nil {
-			err = fmt.Errorf("%w: fsync %s: %v", ErrFailed, w.rel, e)
+	for _, p := range files {
+		if e := p.w.f.Sync(); e != nil && err == nil {
+			err = fmt.Errorf("%w: fsync %s: %v", ErrFailed, p.w.rel, e)
 		}
 	}
 	b.mu.Lock()
-	for _, w := range files {
-		b.unrefLocked(w)
+	for _, p := range files {
+		if err == nil {
+			p.w.syncedSize, p.w.syncedNext = max(p.w.syncedSize, p.size), max(p.w.syncedNext, p.next)
+		}
+		b.unrefLocked(p.w)
 	}
 	if err != nil {
 		if b.failed == nil {
@@ -349,12 +468,35 @@ func (b *Buffer) syncTo(gen uint64) error {
 		return err
 	}
 	b.synced = target
+	mark, ok := b.markLocked(false)
 	if seq > b.visible {
 		b.visible = seq
 		b.wakeLocked()
 	}
 	b.mu.Unlock()
+	if ok {
+		b.writeMark(mark)
+	}
 	return nil
+}
+
+// markLocked returns the sync mark of the active file: its synced extent,
+// or (written) what is written to it.
+func (b *Buffer) markLocked(written bool) (disk.Mark, bool) {
+	a := b.active
+	if a == nil || b.marks == nil {
+		return disk.Mark{}, false
+	}
+	if written {
+		return disk.Mark{Num: a.num, Base: a.base, Next: a.next(), Size: a.size}, true
+	}
+	return disk.Mark{Num: a.num, Base: a.base, Next: a.syncedNext, Size: a.syncedSize}, true
+}
+
+func (b *Buffer) writeMark(m disk.Mark) {
+	if err := b.marks.Write(m); err != nil && !errors.Is(err, os.ErrClosed) {
+		b.log.Warn("cannot write the sync mark", "err", err)
+	}
 }
 
 func (b *Buffer) wakeLocked() {
@@ -384,28 +526,75 @@ func (b *Buffer) removeWALLocked(w *walFile, replaced int64) error {
 func (b *Buffer) forgetWALLocked(w *walFile, replaced int64) {
 	w.state = walRemoved
 	b.wals = slices.DeleteFunc(b.wals, func(x *walFile) bool { return x == w })
+	if b.active == w {
+		b.active = nil
+	}
 	b.walBytes -= w.size
 	b.quota.used.Add(replaced - w.size)
+	b.man.ForgetWAL(w.num)
 	if w.refs == 0 {
 		_ = w.f.Close()
 	}
 }
 
 // Roll closes the active WAL file for appends (when it holds records) so
-// that Seal rewrites it, and starts a new one.
+// that Seal rewrites it, and starts a new one. When every row of the
+// active file is delivered and nobody reads it, the file is emptied in
+// place instead, which needs no free space.
 func (b *Buffer) Roll() error {
+	if b.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err := b.appendable(); err != nil {
+		b.mu.Unlock()
 		return err
 	}
-	if len(b.active.recs) == 0 {
+	a := b.active
+	if a == nil || len(a.recs) == 0 {
+		b.mu.Unlock()
 		return nil
 	}
-	return b.rollLocked()
+	if a.lastSeq() <= b.cursor && a.refs == 1 && len(a.damage) == 0 {
+		err := b.resetActiveLocked()
+		b.mu.Unlock()
+		return err
+	}
+	old, err := b.rollLocked()
+	b.mu.Unlock()
+	b.recordRolled(old)
+	return noSpace(err)
 }
 
-// loop runs background fsyncs, sealing, idle rolls and TTL checks.
+// resetActiveLocked empties the active WAL file, whose rows are all
+// delivered, in place: it is cut back to its header, which then names the
+// next sequence.
+func (b *Buffer) resetActiveLocked() error {
+	a := b.active
+	if err := a.f.Truncate(disk.WALHeaderSize); err != nil {
+		return fmt.Errorf("buffer: reset %s: %w", a.rel, err)
+	}
+	if _, err := a.f.WriteAt(disk.WALHeader(b.nextSeq), 0); err != nil {
+		b.failed = fmt.Errorf("%w: reset %s: %v", ErrFailed, a.rel, err)
+		return b.failed
+	}
+	if err := a.f.Sync(); err != nil {
+		b.failed = fmt.Errorf("%w: reset %s: %v", ErrFailed, a.rel, err)
+		return b.failed
+	}
+	freed := a.size - disk.WALHeaderSize
+	b.walBytes -= freed
+	b.quota.used.Add(-freed)
+	a.recs, a.size, a.base, a.dirty = nil, disk.WALHeaderSize, b.nextSeq, false
+	a.syncedSize, a.syncedNext = disk.WALHeaderSize, b.nextSeq
+	if m, ok := b.markLocked(false); ok {
+		b.writeMark(m)
+	}
+	return nil
+}
+
+// loop runs background fsyncs, sealing, idle rolls, TTL checks and sync
+// marks.
 func (b *Buffer) loop() {
 	defer close(b.done)
 	var syncC, tickC <-chan time.Time
@@ -414,15 +603,13 @@ func (b *Buffer) loop() {
 		defer t.Stop()
 		syncC = t.C
 	}
-	if !b.opts.ManualSeal {
-		period := time.Second
-		if b.opts.IdleSeal > 0 {
-			period = min(period, b.opts.IdleSeal/2)
-		}
-		t := time.NewTicker(max(period, time.Millisecond))
-		defer t.Stop()
-		tickC = t.C
+	period := time.Second
+	if b.opts.IdleSeal > 0 {
+		period = min(period, b.opts.IdleSeal/2)
 	}
+	t := time.NewTicker(max(period, time.Millisecond))
+	defer t.Stop()
+	tickC = t.C
 	var lastAppends uint64
 	var idleSince time.Time
 	for {
@@ -438,10 +625,21 @@ func (b *Buffer) loop() {
 			if b.opts.ManualSeal {
 				continue
 			}
-			if err := b.Seal(); err != nil && !errors.Is(err, ErrClosed) {
-				b.log.Warn("sealing failed; will retry", "err", err)
-			}
+			b.sealLogged()
 		case now := <-tickC:
+			if b.opts.Fsync == FsyncNone {
+				// Nothing is synced: mark what is written, so that a
+				// process crash followed by a cut is still found.
+				b.mu.Lock()
+				m, ok := b.markLocked(true)
+				b.mu.Unlock()
+				if ok {
+					b.writeMark(m)
+				}
+			}
+			if b.opts.ManualSeal {
+				continue
+			}
 			b.mu.Lock()
 			appends, pending := b.appends, b.active != nil && len(b.active.recs) > 0
 			b.mu.Unlock()
@@ -451,13 +649,34 @@ func (b *Buffer) loop() {
 				_ = b.Roll()
 				idleSince = now
 			}
-			if err := b.Seal(); err != nil && !errors.Is(err, ErrClosed) {
-				b.log.Warn("sealing failed; will retry", "err", err)
-			}
+			b.sealLogged()
 			if _, err := b.Expire(); err != nil && !errors.Is(err, ErrClosed) {
 				b.log.Warn("TTL check failed", "err", err)
 			}
 		}
+	}
+}
+
+// sealLogged seals in the background; a failure for lack of space is
+// logged once until sealing works again.
+func (b *Buffer) sealLogged() {
+	err := b.Seal()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case err == nil:
+		if b.sealWarned {
+			b.log.Info("sealing works again")
+		}
+		b.sealWarned = false
+	case errors.Is(err, ErrClosed):
+	case disk.IsNoSpace(err):
+		if !b.sealWarned {
+			b.log.Warn("sealing postponed: the disk is full; rows stay in the WAL and are delivered from there", "err", err)
+		}
+		b.sealWarned = true
+	default:
+		b.log.Warn("sealing failed; will retry", "err", err)
 	}
 }
 
@@ -481,8 +700,8 @@ func (b *Buffer) Close() error {
 	b.sealMu.Lock()
 	defer b.sealMu.Unlock()
 	var err error
-	b.codec.close()
-	if b.opts.Fsync != FsyncNone {
+	b.codec.Close()
+	if b.opts.Fsync != FsyncNone && !b.opts.ReadOnly {
 		if e := b.syncTo(gen); e != nil && !errors.Is(e, ErrFailed) {
 			err = e
 		}
@@ -490,18 +709,31 @@ func (b *Buffer) Close() error {
 	b.rmu.Lock()
 	defer b.rmu.Unlock()
 	b.mu.Lock()
+	if m, ok := b.markLocked(b.opts.Fsync == FsyncNone); ok {
+		b.writeMark(m)
+	}
 	b.closeFiles()
 	if b.cache != nil {
 		b.cache.rec.Release()
 		b.cache = nil
 	}
 	b.mu.Unlock()
+	if b.marks != nil {
+		_ = b.marks.Sync()
+		_ = b.marks.Close()
+	}
+	if b.cur != nil {
+		_ = b.cur.Close()
+	}
 	if b.man != nil {
-		if e := b.man.close(); e != nil && err == nil {
+		if e := b.man.Close(); e != nil && err == nil {
 			err = e
 		}
 	}
-	b.quota.leave(b)
+	if !b.opts.ReadOnly {
+		b.quota.leave(b)
+	}
+	b.lock.unlock()
 	return err
 }
 

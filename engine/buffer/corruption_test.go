@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/buffer/faultfs"
 )
 
@@ -66,7 +67,15 @@ func TestTornTail(t *testing.T) {
 			fs := faultfs.New()
 			o := opts(fs, mem)
 			data := fourBatches(t, fs, o)
-			if err := fs.WriteFile("/buf/wal/00000001.wal", tc.damage(data, walOffsets(t, data))); err != nil {
+			offs := walOffsets(t, data)
+			// A crash tears only what was not synced: the sync mark
+			// covers the batches that survive.
+			synced := int64(len(data))
+			if tc.batches < 4 {
+				synced = int64(offs[tc.batches])
+			}
+			setMark(t, fs, "/buf", disk.Mark{Num: 1, Base: 1, Next: uint64(tc.batches*10 + 1), Size: synced})
+			if err := fs.WriteFile("/buf/wal/00000001.wal", tc.damage(data, offs)); err != nil {
 				t.Fatal(err)
 			}
 			var corrupt []*buffer.CorruptionError
@@ -88,6 +97,84 @@ func TestTornTail(t *testing.T) {
 			}
 			if q := b.Status().Quarantined; q != 0 {
 				t.Fatalf("%d files quarantined", q)
+			}
+		})
+	}
+}
+
+// setMark replaces the sync mark of the buffer in dir, as a crash
+// before the mark reached later writes would leave it.
+func setMark(t *testing.T, fs *faultfs.FS, dir string, m disk.Mark) {
+	t.Helper()
+	st, err := disk.ReadMark(fs, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, err := disk.OpenMarkFile(fs, dir, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mf.Write(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := mf.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mf.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCutWALBelowSyncMark cuts acknowledged rows off a WAL file after the
+// buffer closed (a bad copy, a disk error, a hostile hand): a crash tears
+// only what was never synced, so this is corruption. The lost range is
+// reported and recorded, the file quarantined after its valid records are
+// sealed, and the sequences it held are never handed out again.
+func TestCutWALBelowSyncMark(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cut  func(d []byte, o []int) []byte
+		kept int64 // rows that survive
+	}{
+		{"to 60 percent", func(d []byte, o []int) []byte { return d[:len(d)*6/10] }, 20},
+		{"at a record boundary", func(d []byte, o []int) []byte { return d[:o[2]] }, 20},
+		{"to its header", func(d []byte, o []int) []byte { return d[:32] }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := checkedMem(t)
+			fs := faultfs.New()
+			o := opts(fs, mem)
+			data := fourBatches(t, fs, o)
+			if err := fs.WriteFile("/buf/wal/00000001.wal", tc.cut(data, walOffsets(t, data))); err != nil {
+				t.Fatal(err)
+			}
+			var corrupt []*buffer.CorruptionError
+			o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
+			b := mustOpen(t, "/buf", o)
+			defer b.Close()
+			if len(corrupt) != 1 {
+				t.Fatalf("want one corruption report, got %v", corrupt)
+			}
+			ce := corrupt[0]
+			if ce.Segment != "wal/00000001.wal" || ce.LostFirst != uint64(tc.kept+1) || ce.LostLast != 40 || ce.Quarantined == "" {
+				t.Fatalf("report %+v: want sequences %d-40 lost and the file quarantined", ce, tc.kept+1)
+			}
+			wantContiguous(t, drain(t, b), 1, 0, tc.kept)
+			rec := rows(mem, testSchema, 100, 10)
+			first, err := b.Append(rec)
+			rec.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first <= 40 {
+				t.Fatalf("sequence %d handed out again (40 was issued before the cut)", first)
+			}
+			in, err := buffer.Inspect("/buf", buffer.InspectOptions{FS: fs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(in.Removed) != 1 || in.Removed[0].First != uint64(tc.kept+1) || in.Removed[0].Last != 40 || in.Removed[0].Reason != "corrupt" {
+				t.Fatalf("removed ranges %+v: want %d-40 lost to corruption", in.Removed, tc.kept+1)
 			}
 		})
 	}
@@ -315,6 +402,24 @@ func TestUnlistedSegments(t *testing.T) {
 	}
 }
 
+// manifestRecords returns the offsets of the manifest records of type typ
+// (docs/format/buffer.md 5: a 16-byte header, then records of a CRC, a
+// body length and a type before the body).
+func manifestRecords(data []byte, typ byte) []int {
+	var out []int
+	for off := 16; off+9 <= len(data); {
+		n := int(binary.LittleEndian.Uint32(data[off+4:]))
+		if n == 0 {
+			break // padding
+		}
+		if data[off+8] == typ {
+			out = append(out, off)
+		}
+		off += 9 + n
+	}
+	return out
+}
+
 func TestCorruptManifest(t *testing.T) {
 	mem := checkedMem(t)
 	fs := faultfs.New()
@@ -324,15 +429,18 @@ func TestCorruptManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// header 16, high record 17, then three add records of 77 bytes: damage
-	// the second add.
-	data[16+17+77+30] ^= 0xff
+	// Damage the second add record (type 1).
+	addAt := manifestRecords(data, 1)
+	if len(addAt) != 3 {
+		t.Fatalf("%d add records in the manifest, want 3", len(addAt))
+	}
+	data[addAt[1]+30] ^= 0xff
 	fs.WriteFile("/buf/manifest", data)
 	var corrupt []*buffer.CorruptionError
 	o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
 	b := mustOpen(t, "/buf", o)
 	defer b.Close()
-	if len(corrupt) != 1 || corrupt[0].Segment != "manifest" || corrupt[0].Offset != 16+17+77 {
+	if len(corrupt) != 1 || corrupt[0].Segment != "manifest" || corrupt[0].Offset != int64(addAt[1]) {
 		t.Fatalf("corruptions %v", corrupt)
 	}
 	if !strings.HasPrefix(corrupt[0].Quarantined, "quarantine/manifest-") {

@@ -5,39 +5,14 @@ import (
 	"os"
 	"path"
 	"slices"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 // SegmentInfo describes a segment file.
-type SegmentInfo struct {
-	// Path is relative to the buffer directory.
-	Path        string    `json:"path"`
-	First       uint64    `json:"first"`
-	Last        uint64    `json:"last"`
-	Rows        int64     `json:"rows"`
-	Bytes       int64     `json:"bytes"`
-	MinTime     time.Time `json:"min_time,omitzero"`
-	MaxTime     time.Time `json:"max_time,omitzero"`
-	Written     time.Time `json:"written"`
-	Checksum    uint32    `json:"crc32c"`
-	Undelivered int64     `json:"undelivered"`
-}
-
-func (b *Buffer) info(e segEntry) SegmentInfo {
-	si := SegmentInfo{
-		Path: e.rel(), First: e.first, Last: e.last, Rows: int64(e.rows), Bytes: e.bytes,
-		Written: time.UnixMilli(e.written).UTC(), Checksum: e.crc,
-	}
-	if e.hasTime {
-		si.MinTime, si.MaxTime = time.UnixMilli(e.tmin).UTC(), time.UnixMilli(e.tmax).UTC()
-	}
-	if e.kind == kindData && e.last > b.cursor {
-		si.Undelivered = int64(e.last - max(e.first, b.cursor+1) + 1)
-	}
-	return si
-}
+type SegmentInfo = disk.SegmentInfo
 
 // Segments lists the sealed data segments in sequence order.
 func (b *Buffer) Segments() []SegmentInfo {
@@ -45,7 +20,7 @@ func (b *Buffer) Segments() []SegmentInfo {
 	defer b.mu.Unlock()
 	out := make([]SegmentInfo, len(b.segs))
 	for i, e := range b.segs {
-		out[i] = b.info(e)
+		out[i] = e.Info(b.cursor)
 	}
 	return out
 }
@@ -56,7 +31,7 @@ func (b *Buffer) DeadLetters() []SegmentInfo {
 	defer b.mu.Unlock()
 	out := make([]SegmentInfo, len(b.dead))
 	for i, e := range b.dead {
-		out[i] = b.info(e)
+		out[i] = e.Info(b.cursor)
 	}
 	return out
 }
@@ -68,6 +43,9 @@ func (b *Buffer) DeadLetters() []SegmentInfo {
 // The segment is durable and listed in the manifest when DeadLetter
 // returns; it counts toward the quota but is never evicted by it.
 func (b *Buffer) DeadLetter(first uint64, rec arrow.RecordBatch, cause error) error {
+	if b.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	n := rec.NumRows()
 	if n == 0 {
 		return nil
@@ -87,7 +65,7 @@ func (b *Buffer) DeadLetter(first uint64, rec arrow.RecordBatch, cause error) er
 		return fmt.Errorf("buffer: dead letter %d-%d outside the appended sequences 1-%d", first, last, next-1)
 	}
 	b.mu.Unlock()
-	l, err := newSegLayout(b.opts.Schema, true)
+	l, err := disk.NewLayout(b.opts.Schema, true)
 	if err != nil {
 		return err
 	}
@@ -95,9 +73,9 @@ func (b *Buffer) DeadLetter(first uint64, rec arrow.RecordBatch, cause error) er
 	if cause != nil {
 		msg = cause.Error()
 	}
-	e := segEntry{kind: kindDead, first: first, last: last, rows: uint64(n), written: b.opts.Now().UnixMilli()}
-	e.tmin, e.tmax, e.hasTime = timeRange(rec, b.timeIdx)
-	rel := e.rel()
+	e := disk.SegEntry{Kind: disk.KindDead, First: first, Last: last, Rows: uint64(n), Written: b.opts.Now().UnixMilli()}
+	e.TMin, e.TMax, e.HasTime = disk.TimeRange(rec, b.timeIdx)
+	rel := e.Rel()
 	tmp := b.path(rel) + ".tmp"
 	f, err := b.fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -108,12 +86,12 @@ func (b *Buffer) DeadLetter(first uint64, rec arrow.RecordBatch, cause error) er
 		_ = b.fs.Remove(tmp)
 		return fmt.Errorf("buffer: write %s: %w", rel, err)
 	}
-	cw := &crcWriter{w: f}
-	sw := newSegWriter(cw, l, b.opts.Schema, b.codec, first, last)
-	if err := sw.write(rec, first, msg); err != nil {
+	cw := &disk.CRCWriter{W: f}
+	sw := disk.NewSegWriter(cw, l, b.codec, first, last, nil)
+	if err := sw.Write(rec, first, []uint64{first}, msg); err != nil {
 		return fail(err)
 	}
-	if err := sw.close(); err != nil {
+	if err := sw.Close(); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
@@ -130,31 +108,21 @@ func (b *Buffer) DeadLetter(first uint64, rec arrow.RecordBatch, cause error) er
 	if err := b.fs.SyncDir(path.Dir(b.path(rel))); err != nil {
 		return fmt.Errorf("buffer: publish %s: %w", rel, err)
 	}
-	e.bytes, e.crc = cw.n, cw.crc
-	if err := b.man.write(encodeAdd(e)); err != nil {
+	e.Bytes, e.CRC = cw.N, cw.CRC
+	if err := b.man.Write(disk.EncodeAdd(e)); err != nil {
 		return err
 	}
 	b.mu.Lock()
-	b.dead = slices.DeleteFunc(b.dead, func(x segEntry) bool {
-		if x.first == first {
-			b.deadBytes -= x.bytes
-			b.quota.used.Add(-x.bytes)
+	b.dead = slices.DeleteFunc(b.dead, func(x disk.SegEntry) bool {
+		if x.First == first {
+			b.deadBytes -= x.Bytes
+			b.quota.used.Add(-x.Bytes)
 			return true
 		}
 		return false
 	})
-	i, _ := slices.BinarySearchFunc(b.dead, first, func(x segEntry, s uint64) int {
-		switch {
-		case x.first < s:
-			return -1
-		case x.first > s:
-			return 1
-		}
-		return 0
-	})
-	b.dead = slices.Insert(b.dead, i, e)
-	b.deadBytes += e.bytes
+	b.addSegLocked(e)
 	b.mu.Unlock()
-	b.quota.used.Add(e.bytes)
+	b.quota.used.Add(e.Bytes)
 	return nil
 }

@@ -2,7 +2,8 @@ package buffer
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 var (
@@ -10,6 +11,10 @@ var (
 	// policy does not allow dropping anything to make room. The caller
 	// applies backpressure (does not acknowledge its input) and retries.
 	ErrFull = errors.New("buffer: quota full")
+	// ErrNoSpace is returned (wrapped) by Append when the file system is
+	// full. Nothing was stored; the caller applies backpressure and
+	// retries once delivered rows have freed space.
+	ErrNoSpace = errors.New("buffer: no space left on device")
 	// ErrClosed is returned by operations on a closed buffer.
 	ErrClosed = errors.New("buffer: closed")
 	// ErrFailed is returned by Append after an fsync of the WAL failed: what
@@ -17,51 +22,32 @@ var (
 	ErrFailed = errors.New("buffer: write-ahead log failed, reopen the buffer")
 	// ErrSchema is returned by Append for a record of another schema.
 	ErrSchema = errors.New("buffer: record schema differs from the buffer schema")
+	// ErrReadOnly is returned by changes to a buffer opened read-only.
+	ErrReadOnly = errors.New("buffer: opened read-only")
+	// ErrLocked is returned by Open when another buffer (in this process
+	// or another) has the directory open.
+	ErrLocked = errors.New("buffer: in use")
 )
 
-// CorruptionError describes a damaged file. The damaged file has been moved
-// to the quarantine directory (unless Quarantined is empty); the rows it
-// held that could not be salvaged are Lost.
-type CorruptionError struct {
-	// Segment is the path of the damaged file relative to the buffer
-	// directory, for example "wal/00000003.wal" or "seg/...parquet".
-	Segment string
-	// Offset is the byte offset of the damage in the file, or -1 when the
-	// whole file is affected (checksum of a segment, missing file).
-	Offset int64
-	// Reason says what is wrong ("bad record header checksum", ...).
-	Reason string
-	// Quarantined is where the file was moved, relative to the buffer
-	// directory, or empty.
-	Quarantined string
-	// LostFirst and LostLast bound the sequences lost with the damage;
-	// both are zero when nothing was lost (for example when the WAL still
-	// covers a damaged segment). LostLast is zero when the end of the lost
-	// range is unknown.
-	LostFirst, LostLast uint64
-	// Err is the underlying error, if any.
-	Err error
-}
+// CorruptionError describes a damaged file; see disk.CorruptionError.
+type CorruptionError = disk.CorruptionError
 
-func (e *CorruptionError) Error() string {
-	s := fmt.Sprintf("buffer: corrupt %s", e.Segment)
-	if e.Offset >= 0 {
-		s += fmt.Sprintf(" at offset %d", e.Offset)
-	}
-	s += ": " + e.Reason
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	}
-	switch {
-	case e.LostFirst != 0 && e.LostLast != 0:
-		s += fmt.Sprintf(" (sequences %d-%d lost)", e.LostFirst, e.LostLast)
-	case e.LostFirst != 0:
-		s += fmt.Sprintf(" (sequences from %d lost)", e.LostFirst)
-	}
-	if e.Quarantined != "" {
-		s += "; moved to " + e.Quarantined
-	}
-	return s
-}
+// FS is the file system a buffer uses; see disk.FS.
+type FS = disk.FS
 
-func (e *CorruptionError) Unwrap() error { return e.Err }
+// File is an open file of an FS; see disk.File.
+type File = disk.File
+
+// OS is the FS of the operating system.
+var OS = disk.OS
+
+// DefaultSegmentBytes is the default WAL file size limit.
+const DefaultSegmentBytes = disk.DefaultSegmentBytes
+
+// noSpace wraps a file-system-full error as ErrNoSpace (keeping the cause).
+func noSpace(err error) error {
+	if err == nil || errors.Is(err, ErrNoSpace) || !disk.IsNoSpace(err) {
+		return err
+	}
+	return errors.Join(ErrNoSpace, err)
+}

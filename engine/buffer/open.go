@@ -7,390 +7,428 @@ import (
 	"os"
 	"path"
 	"slices"
-	"strings"
+
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
+	"github.com/sluice-edge/sluice/engine/buffer/seqset"
 )
 
-// open builds the state from disk. It runs before the buffer is shared.
+// open builds the state from disk: it reads the directory once
+// (disk.Scan, the same reading the operations tools use) and then carries
+// out what the reading found (docs/format/buffer.md 9). It runs before the
+// buffer is shared.
 func (b *Buffer) open() ([]*CorruptionError, error) {
 	fsys := b.fs
-	for _, d := range []string{"", walDir, segDir, deadDir, quarantineDir} {
-		if err := fsys.MkdirAll(b.path(d), 0o755); err != nil {
-			return nil, fmt.Errorf("buffer: create %s: %w", b.path(d), err)
+	ro := b.opts.ReadOnly
+	if !ro {
+		for _, d := range []string{"", disk.WALDir, disk.SegDir, disk.DeadDir, disk.QuarantineDir} {
+			if err := fsys.MkdirAll(b.path(d), 0o755); err != nil {
+				return nil, fmt.Errorf("buffer: create %s: %w", b.path(d), err)
+			}
+		}
+		if err := fsys.SyncDir(b.dir); err != nil {
+			return nil, fmt.Errorf("buffer: sync %s: %w", b.dir, err)
 		}
 	}
-	if err := fsys.SyncDir(b.dir); err != nil {
-		return nil, fmt.Errorf("buffer: sync %s: %w", b.dir, err)
+	d, err := disk.Scan(fsys, b.dir, disk.ScanOptions{})
+	if err != nil {
+		return nil, err
 	}
-	for _, d := range []string{"", segDir, deadDir} {
-		names, err := fsys.ReadDir(b.path(d))
-		if err != nil {
-			return nil, fmt.Errorf("buffer: list %s: %w", b.path(d), err)
-		}
-		for _, n := range names {
-			if strings.HasSuffix(n, ".tmp") {
-				if err := fsys.Remove(b.path(path.Join(d, n))); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return nil, fmt.Errorf("buffer: remove %s: %w", n, err)
-				}
+	b.quarantine = len(d.Quarantine)
+	if !ro {
+		for _, t := range d.Temp {
+			if err := fsys.Remove(b.path(t)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("buffer: remove %s: %w", t, err)
 			}
 		}
 	}
-	q, err := fsys.ReadDir(b.path(quarantineDir))
-	if err != nil {
-		return nil, fmt.Errorf("buffer: list quarantine: %w", err)
+	if err := b.openIdentity(d); err != nil {
+		return nil, err
 	}
-	b.quarantine = len(q)
 
 	var reports []*CorruptionError
-	cursor, cerr, err := loadCursor(fsys, b.dir)
-	if err != nil {
-		return nil, err
-	}
-	if cerr != nil {
-		cerr.Quarantined, cerr.Err = b.moveToQuarantine(cursorName, "cursor")
-		reports = append(reports, cerr)
+	cursor := d.Cursor
+	if ce := d.CursorState.Damage; ce != nil {
+		if !ro {
+			ce.Quarantined, ce.Err = b.moveToQuarantine(disk.CursorName, "cursor")
+		}
+		reports = append(reports, ce)
 	}
 	b.cursor = cursor
-
-	man, merr, torn, err := openManifest(fsys, b.dir)
-	if err != nil {
-		return nil, err
+	if !ro {
+		if b.cur, err = disk.OpenCursorFile(fsys, b.dir, d.CursorState); err != nil {
+			return nil, err
+		}
+		if b.marks, err = disk.OpenMarkFile(fsys, b.dir, d.Mark); err != nil {
+			// Marks only check what a crash may have cut; go on without.
+			b.log.Warn("cannot open the sync mark file; cut WAL files will go unnoticed until it opens", "err", err)
+			b.marks = nil
+		}
 	}
-	b.man = man
-	man.cursor = cursor
-	if merr != nil {
-		// Keep a copy of the damaged manifest; its valid prefix is in man.
-		merr.Quarantined, merr.Err = b.copyToQuarantine(manifestName, "manifest")
-		reports = append(reports, merr)
+	if d.Manifest.Problem != "" {
+		ce := &CorruptionError{Segment: disk.ManifestName, Offset: d.Manifest.Offset, Reason: d.Manifest.Problem}
+		if !ro {
+			// Keep a copy of the damaged manifest; its valid prefix is used.
+			ce.Quarantined, ce.Err = b.copyToQuarantine(disk.ManifestName, "manifest")
+		}
+		reports = append(reports, ce)
 	}
-	if torn {
+	if d.Manifest.TornTail {
 		b.ctr.torn.Add(1)
 	}
-
-	// Replay the WAL.
-	names, err := fsys.ReadDir(b.path(walDir))
-	if err != nil {
-		return nil, fmt.Errorf("buffer: list wal: %w", err)
+	if ro {
+		st := d.Manifest
+		b.man, _ = disk.OpenManifest(fsys, b.dir, disk.ManifestState{Live: st.Live, Removed: st.Removed, WALs: st.WALs, High: st.High})
+	} else if b.man, err = disk.OpenManifest(fsys, b.dir, d.Manifest); err != nil {
+		return nil, err
 	}
-	unbounded := false
-	floor := uint64(0) // highest base sequence seen in file headers
-	for _, n := range names {
-		num, ok := parseWALName(n)
-		if !ok {
-			continue
+	man := b.man
+	man.SetCursor(cursor)
+	record := func(recs ...[]byte) error {
+		if ro {
+			return nil
 		}
-		b.nextNum = max(b.nextNum, num)
-		rel := path.Join(walDir, n)
-		data, err := readFile(fsys, b.path(rel))
-		if err != nil {
-			return nil, fmt.Errorf("buffer: read %s: %w", rel, err)
-		}
-		res := scanWAL(data, rel)
-		if res.noHeader {
-			if err := fsys.Remove(b.path(rel)); err != nil {
-				return nil, fmt.Errorf("buffer: remove %s: %w", rel, err)
+		return man.Write(recs...)
+	}
+
+	// WAL files.
+	present := map[uint32]bool{}
+	for i := range d.WAL {
+		ws := &d.WAL[i]
+		b.nextNum = max(b.nextNum, ws.Num)
+		if ws.NoHeader {
+			if !ro {
+				if err := fsys.Remove(b.path(ws.Path)); err != nil {
+					return nil, fmt.Errorf("buffer: remove %s: %w", ws.Path, err)
+				}
 			}
 			continue
 		}
-		f, err := fsys.OpenFile(b.path(rel), os.O_RDWR, 0)
-		if err != nil {
-			return nil, fmt.Errorf("buffer: open %s: %w", rel, err)
+		flag := os.O_RDWR
+		if ro {
+			flag = os.O_RDONLY
 		}
-		w := &walFile{num: num, rel: rel, f: f, base: res.base, size: int64(len(data)), recs: res.recs, state: walRolled, damage: res.damage}
+		f, err := fsys.OpenFile(b.path(ws.Path), flag, 0)
+		if err != nil {
+			return nil, fmt.Errorf("buffer: open %s: %w", ws.Path, err)
+		}
+		present[ws.Num] = true
+		res := &ws.Scan
+		w := &walFile{num: ws.Num, rel: ws.Path, f: f, base: res.Base, size: ws.Bytes, recs: res.Recs, state: walRolled,
+			damage: ws.Damage, syncedSize: ws.Bytes}
+		w.syncedNext = w.next()
 		b.wals = append(b.wals, w)
-		if res.tornAt >= 0 && len(res.damage) == 0 {
-			if err := f.Truncate(res.tornAt); err != nil {
-				return nil, fmt.Errorf("buffer: truncate %s: %w", rel, err)
+		if ws.TornAt >= 0 && len(ws.Damage) == 0 && !ro {
+			if err := f.Truncate(ws.TornAt); err != nil {
+				return nil, fmt.Errorf("buffer: truncate %s: %w", ws.Path, err)
 			}
 			if err := f.Sync(); err != nil {
-				return nil, fmt.Errorf("buffer: sync %s: %w", rel, err)
+				return nil, fmt.Errorf("buffer: sync %s: %w", ws.Path, err)
 			}
-			w.size = res.tornAt
+			w.size, w.syncedSize = ws.TornAt, ws.TornAt
 			b.ctr.torn.Add(1)
 			// Expected after a crash during a write; under FsyncAlways
-			// the torn record was never acknowledged.
-			b.log.Warn("truncated a torn WAL tail", "file", rel, "offset", res.tornAt,
-				"first", res.tornFirst, "last", res.tornLast, "bytes", int64(len(data))-res.tornAt)
+			// the torn record was never acknowledged (it lies past what
+			// the sync mark recorded).
+			b.log.Warn("truncated a torn WAL tail", "file", ws.Path, "offset", ws.TornAt,
+				"first", res.TornFirst, "last", res.TornLast, "bytes", ws.TornBytes)
 		}
-		floor = max(floor, res.base)
-		unbounded = unbounded || res.unbounded
-		reports = append(reports, res.damage...)
+		reports = append(reports, ws.Damage...)
+	}
+	b.nextNum = max(b.nextNum, d.MaxWALNum) + 1
+	// WAL files the manifest or the sync mark record but that are gone.
+	for _, ce := range d.Missing {
+		if err := record(disk.EncodeRemove(disk.Removed{Kind: disk.KindData, Reason: disk.ReasonMissing,
+			First: ce.LostFirst, Last: ce.LostLast, Rows: ce.LostLast - ce.LostFirst + 1})); err != nil {
+			return nil, err
+		}
+		reports = append(reports, ce)
+	}
+	for num := range d.Manifest.WALs {
+		if !present[num] {
+			man.ForgetWAL(num)
+		}
 	}
 
 	// Reconcile segment files with the manifest.
-	walCover := b.walCoverage()
-	for _, kind := range []segKind{kindData, kindDead} {
-		dir := segDir
-		if kind == kindDead {
-			dir = deadDir
+	walCover := d.WALCover()
+	for _, kind := range []disk.SegKind{disk.KindData, disk.KindDead} {
+		states := d.Segments
+		if kind == disk.KindDead {
+			states = d.DeadLetters
 		}
-		names, err := fsys.ReadDir(b.path(dir))
-		if err != nil {
-			return nil, fmt.Errorf("buffer: list %s: %w", dir, err)
-		}
-		present := map[uint64]string{}
-		for _, n := range names {
-			first, last, ok := parseSegName(n)
-			if !ok {
-				continue
-			}
-			rel := path.Join(dir, n)
-			e, listed := man.live[segKey{kind, first}]
-			if listed && e.last == last {
-				present[first] = rel
-				continue
-			}
-			// Not listed: an interrupted seal, a delivered or dropped
-			// segment that reappeared, or an entry the manifest lost.
-			if kind == kindData && (last <= cursor || walCover.contains(first, last) || man.removedContains(first, last)) {
-				if err := fsys.Remove(b.path(rel)); err != nil {
-					return nil, fmt.Errorf("buffer: remove %s: %w", rel, err)
+		for _, st := range states {
+			rel, e := st.Path, st.Entry
+			switch st.State {
+			case disk.SegDelivered:
+				if st.Present && !ro {
+					if err := fsys.Remove(b.path(rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+						return nil, fmt.Errorf("buffer: remove %s: %w", rel, err)
+					}
 				}
+				man.Forget(kind, e.First)
 				continue
-			}
-			r, err := b.adopt(kind, rel, first, last)
-			if err != nil {
-				return nil, err
-			}
-			if r != nil {
-				reports = append(reports, r)
-			} else {
-				present[first] = rel
-			}
-		}
-		for _, e := range sortedEntries(man.live, kind) {
-			rel := e.rel()
-			if _, ok := present[e.first]; !ok {
-				if kind == kindData && e.last <= cursor {
-					man.forget(kind, e.first)
+			case disk.SegUnlisted:
+				// An interrupted seal, a dropped segment that reappeared,
+				// or an entry the manifest lost.
+				if kind == disk.KindData && (st.CoveredWAL || st.Removed) {
+					if !ro {
+						if err := fsys.Remove(b.path(rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+							return nil, fmt.Errorf("buffer: remove %s: %w", rel, err)
+						}
+					}
 					continue
 				}
-				r := &CorruptionError{Segment: rel, Offset: -1, Reason: "listed in the manifest but missing"}
-				if kind == kindData && !walCover.contains(e.first, e.last) {
-					r.LostFirst, r.LostLast = max(e.first, cursor+1), e.last
+				e, r, err := b.adopt(kind, rel, e.First, e.Last)
+				if err != nil {
+					return nil, err
 				}
-				if err := man.write(encodeRemove(seqRange{kind: kind, reason: reasonMissing, first: e.first, last: e.last, rows: e.rows})); err != nil {
+				if r != nil {
+					reports = append(reports, r)
+					continue
+				}
+				b.addSegLocked(e)
+			case disk.SegMissing:
+				r := &CorruptionError{Segment: rel, Offset: -1, Reason: "listed in the manifest but missing"}
+				if kind == disk.KindData && !st.CoveredWAL {
+					r.LostFirst, r.LostLast = max(e.First, cursor+1), e.Last
+				}
+				if err := record(disk.EncodeRemove(disk.Removed{Kind: kind, Reason: disk.ReasonMissing, First: e.First, Last: e.Last, Rows: e.Rows})); err != nil {
 					return nil, err
 				}
 				reports = append(reports, r)
-				continue
-			}
-			fi, err := fsys.Stat(b.path(rel))
-			if err != nil {
-				return nil, fmt.Errorf("buffer: stat %s: %w", rel, err)
-			}
-			if kind == kindData && e.last <= cursor {
-				if err := fsys.Remove(b.path(rel)); err != nil {
-					return nil, fmt.Errorf("buffer: remove %s: %w", rel, err)
-				}
-				man.forget(kind, e.first)
-				continue
-			}
-			if fi.Size() != e.bytes {
-				r := &CorruptionError{Segment: rel, Offset: -1, Reason: fmt.Sprintf("size %d, manifest says %d", fi.Size(), e.bytes)}
+			case disk.SegBadSize:
+				r := &CorruptionError{Segment: rel, Offset: -1, Reason: fmt.Sprintf("size %d, manifest says %d", st.DiskBytes, e.Bytes)}
 				if err := b.quarantineSegment(e, r, walCover); err != nil {
 					return nil, err
 				}
 				reports = append(reports, r)
-				continue
-			}
-			if kind == kindData {
-				b.segs = append(b.segs, e)
-				b.segBytes += e.bytes
-			} else {
-				b.dead = append(b.dead, e)
-				b.deadBytes += e.bytes
+			default:
+				b.addSegLocked(e)
 			}
 		}
 	}
 
 	// Drop WAL records that segments, drops or the cursor already cover.
-	b.nextSeq = max(cursor+1, man.high, floor, 1)
-	for _, e := range b.segs {
-		b.nextSeq = max(b.nextSeq, e.last+1)
-	}
-	for _, r := range man.removed {
-		b.nextSeq = max(b.nextSeq, r.last+1)
-	}
+	b.nextSeq = d.NextSeq
 	kept := b.wals[:0]
 	for _, w := range b.wals {
-		b.nextSeq = max(b.nextSeq, w.lastSeq()+1)
-		w.recs = slices.DeleteFunc(w.recs, func(r walRec) bool {
-			return r.last() <= cursor || b.coveredBySegment(r.first, r.last()) || man.removedContains(r.first, r.last())
+		w.recs = slices.DeleteFunc(w.recs, func(r disk.WALRec) bool {
+			return r.Last() <= cursor || b.coveredBySegment(r.First, r.Last()) || man.RemovedContains(r.First, r.Last())
 		})
-		if len(w.recs) == 0 && len(w.damage) == 0 {
+		if len(w.recs) == 0 && len(w.damage) == 0 && !ro {
 			_ = w.f.Close()
 			if err := fsys.Remove(b.path(w.rel)); err != nil {
 				return nil, fmt.Errorf("buffer: remove %s: %w", w.rel, err)
 			}
+			man.ForgetWAL(w.num)
 			continue
 		}
 		kept = append(kept, w)
 	}
 	b.wals = kept
-	if unbounded {
-		b.nextSeq += seqJump
-	}
-	// The replayed records are durable from here on.
-	if b.opts.Fsync != FsyncNone {
-		for _, w := range b.wals {
-			if err := w.f.Sync(); err != nil {
-				return nil, fmt.Errorf("buffer: sync %s: %w", w.rel, err)
-			}
-		}
+	if d.Unbounded {
+		b.nextSeq += disk.SeqJump
 	}
 	for _, w := range b.wals {
 		b.walBytes += w.size
 	}
-	b.nextNum++
-	// Continue the newest file when it is healthy, else start one.
-	if n := len(b.wals); n > 0 {
-		w := b.wals[n-1]
-		next := w.base
-		if len(w.recs) > 0 {
-			next = w.lastSeq() + 1
+	if !ro {
+		// The replayed records are durable from here on.
+		if b.opts.Fsync != FsyncNone {
+			for _, w := range b.wals {
+				if err := w.f.Sync(); err != nil {
+					return nil, fmt.Errorf("buffer: sync %s: %w", w.rel, err)
+				}
+			}
 		}
-		if len(w.damage) == 0 && w.size < b.opts.SegmentBytes && next == b.nextSeq {
-			w.state, w.refs = walActive, 1
-			b.active = w
+		// Continue the newest file when it is healthy, else start one (or,
+		// when the disk has no room for it now, at the first append).
+		if n := len(b.wals); n > 0 {
+			w := b.wals[n-1]
+			if len(w.damage) == 0 && w.size < b.opts.SegmentBytes && w.next() == b.nextSeq {
+				w.state, w.refs = walActive, 1
+				b.active = w
+			}
 		}
-	}
-	if b.active == nil {
-		if err := b.rollLocked(); err != nil {
-			return nil, err
+		if b.active == nil {
+			if _, err := b.rollLocked(); err != nil {
+				if !disk.IsNoSpace(err) {
+					return nil, err
+				}
+				b.log.Warn("disk full: the write-ahead log starts when space returns", "err", err)
+			}
+		}
+		// Every rolled file's extent is in the manifest.
+		for _, w := range b.wals {
+			if w != b.active && len(w.damage) == 0 {
+				if x, ok := d.Manifest.WALs[w.num]; !ok || x.Base != w.base || x.Next != w.next() || x.Size != w.size {
+					if err := man.Write(disk.EncodeWAL(disk.WALExtent{Num: w.num, Base: w.base, Next: w.next(), Size: w.size})); err != nil {
+						b.log.Warn("cannot record a WAL file in the manifest", "file", w.rel, "err", err)
+					}
+				}
+			}
+		}
+		if m, ok := b.markLocked(false); ok {
+			b.writeMark(m)
+		}
+		if err := man.Compact(b.nextSeq); err != nil {
+			// The log goes on uncompacted (a full disk has no room for
+			// the new file).
+			b.log.Warn("cannot compact the manifest", "err", err)
 		}
 	}
 	b.visible = b.nextSeq - 1
 	b.readPos = cursor + 1
-	if err := man.compact(b.nextSeq); err != nil {
-		return nil, err
-	}
 	return reports, nil
 }
 
-// walCoverage returns the sequence ranges held by valid WAL records.
-func (b *Buffer) walCoverage() ranges {
-	var rs ranges
-	for _, w := range b.wals {
-		for _, r := range w.recs {
-			rs = rs.add(r.first, r.last())
+// openIdentity reads or records the buffer's meta file.
+func (b *Buffer) openIdentity(d *disk.Dir) error {
+	want := [2]string{b.opts.Edge, b.opts.Stream}
+	empty := d.NextSeq <= d.Cursor+1
+	sameSchema := true
+	if d.Meta != nil {
+		b.edge, b.stream = d.Meta.Edge, d.Meta.Stream
+		if s, err := d.Meta.StreamSchema(); err == nil && !slices.Equal(s.Fields, b.opts.Schema.Fields) {
+			if !empty {
+				return fmt.Errorf("buffer: %s holds undelivered rows of schema [%s], not [%s]; deliver or export them first, or use another directory", b.dir, s, b.opts.Schema)
+			}
+			sameSchema = false
 		}
 	}
-	return rs
+	if b.opts.ReadOnly || (d.Meta != nil && sameSchema && (want == [2]string{} || want == [2]string{b.edge, b.stream})) {
+		if b.edge == "" && b.stream == "" {
+			b.edge, b.stream = want[0], want[1]
+		}
+		return nil
+	}
+	if want == [2]string{} {
+		want = [2]string{b.edge, b.stream}
+	}
+	if d.Meta != nil && !empty && want != [2]string{b.edge, b.stream} {
+		b.log.Warn("the buffer holds undelivered rows under another identity; they keep it (message IDs never change), the configured one applies once the buffer is empty",
+			"recorded_edge", b.edge, "recorded_stream", b.stream, "configured_edge", want[0], "configured_stream", want[1])
+		return nil
+	}
+	m, err := disk.NewMeta(b.opts.Schema, want[0], want[1], b.opts.Now())
+	if err != nil {
+		return err
+	}
+	if err := disk.WriteMeta(b.fs, b.dir, m); err != nil {
+		if !disk.IsNoSpace(err) {
+			return err
+		}
+		b.log.Warn("cannot record the buffer's identity: the disk is full", "err", err)
+	}
+	if d.Meta != nil && (b.edge != want[0] || b.stream != want[1]) {
+		b.log.Info("buffer identity changed", "edge", want[0], "stream", want[1], "was_edge", b.edge, "was_stream", b.stream)
+	}
+	b.edge, b.stream = want[0], want[1]
+	return nil
 }
 
 // coveredBySegment reports whether a live data segment holds [first, last].
 func (b *Buffer) coveredBySegment(first, last uint64) bool {
-	i, _ := slices.BinarySearchFunc(b.segs, first, func(e segEntry, s uint64) int {
+	i, _ := slices.BinarySearchFunc(b.segs, first, func(e disk.SegEntry, s uint64) int {
 		switch {
-		case e.last < s:
+		case e.Last < s:
 			return -1
-		case e.first > s:
+		case e.First > s:
 			return 1
 		}
 		return 0
 	})
-	return i < len(b.segs) && b.segs[i].first <= first && last <= b.segs[i].last
+	return i < len(b.segs) && b.segs[i].First <= first && last <= b.segs[i].Last
 }
 
-// ranges is a list of closed sequence ranges.
-type ranges [][2]uint64
-
-func (rs ranges) add(first, last uint64) ranges {
-	// Records arrive in order: extend the last range when adjacent.
-	if n := len(rs); n > 0 && rs[n-1][0] <= first && first <= rs[n-1][1]+1 {
-		rs[n-1][1] = max(rs[n-1][1], last)
-		return rs
+// addSegLocked adds a listed segment to the state, in order.
+func (b *Buffer) addSegLocked(e disk.SegEntry) {
+	list, bytes := &b.segs, &b.segBytes
+	if e.Kind == disk.KindDead {
+		list, bytes = &b.dead, &b.deadBytes
 	}
-	return append(rs, [2]uint64{first, last})
-}
-
-func (rs ranges) contains(first, last uint64) bool {
-	for _, r := range rs {
-		if r[0] <= first && last <= r[1] {
-			return true
-		}
-	}
-	return false
-}
-
-func sortedEntries(m map[segKey]segEntry, kind segKind) []segEntry {
-	var out []segEntry
-	for k, e := range m {
-		if k.kind == kind {
-			out = append(out, e)
-		}
-	}
-	slices.SortFunc(out, func(a, b segEntry) int {
+	i, _ := slices.BinarySearchFunc(*list, e.First, func(x disk.SegEntry, s uint64) int {
 		switch {
-		case a.first < b.first:
+		case x.First < s:
 			return -1
-		case a.first > b.first:
+		case x.First > s:
 			return 1
 		}
 		return 0
 	})
-	return out
+	*list = slices.Insert(*list, i, e)
+	*bytes += e.Bytes
 }
 
 // adopt validates a segment file the manifest does not list and lists it,
 // or quarantines it. It returns the corruption found, if any.
-func (b *Buffer) adopt(kind segKind, rel string, first, last uint64) (*CorruptionError, error) {
-	data, err := readFile(b.fs, b.path(rel))
+func (b *Buffer) adopt(kind disk.SegKind, rel string, first, last uint64) (disk.SegEntry, *CorruptionError, error) {
+	data, err := disk.ReadFile(b.fs, b.path(rel))
 	if err != nil {
-		return nil, fmt.Errorf("buffer: read %s: %w", rel, err)
+		return disk.SegEntry{}, nil, fmt.Errorf("buffer: read %s: %w", rel, err)
 	}
 	l := b.layout
-	if kind == kindDead {
-		if l, err = newSegLayout(b.opts.Schema, true); err != nil {
-			return nil, err
+	if kind == disk.KindDead {
+		if l, err = disk.NewLayout(b.opts.Schema, true); err != nil {
+			return disk.SegEntry{}, nil, err
 		}
 	}
-	rec, rerr := readSegment(data, l, b.opts.Schema, b.opts.Mem, first, last)
+	rec, _, rerr := disk.ReadSegment(data, l, b.opts.Mem, first, last)
 	if rerr != nil {
 		r := &CorruptionError{Segment: rel, Offset: -1, Reason: "unlisted segment is unreadable", Err: rerr}
-		if kind == kindData {
+		if kind == disk.KindData {
 			r.LostFirst, r.LostLast = max(first, b.cursor+1), last
 		}
-		r.Quarantined, _ = b.moveToQuarantine(rel, string(kindPrefix(kind)))
-		if kind == kindData {
-			if err := b.man.write(encodeRemove(seqRange{kind: kind, reason: reasonCorrupt, first: first, last: last, rows: last - first + 1})); err != nil {
-				return nil, err
+		if b.opts.ReadOnly {
+			return disk.SegEntry{}, r, nil
+		}
+		r.Quarantined, _ = b.moveToQuarantine(rel, quarantinePrefix(kind))
+		if kind == disk.KindData {
+			if err := b.man.Write(disk.EncodeRemove(disk.Removed{Kind: kind, Reason: disk.ReasonCorrupt, First: first, Last: last, Rows: last - first + 1})); err != nil {
+				return disk.SegEntry{}, nil, err
 			}
 		}
-		return r, nil
+		return disk.SegEntry{}, r, nil
 	}
-	e := segEntry{kind: kind, first: first, last: last, rows: last - first + 1, bytes: int64(len(data)), crc: crc(data), written: b.opts.Now().UnixMilli()}
+	e := disk.SegEntry{Kind: kind, First: first, Last: last, Rows: last - first + 1, Bytes: int64(len(data)), CRC: disk.CRC(data), Written: b.opts.Now().UnixMilli()}
 	if b.timeIdx >= 0 {
-		e.tmin, e.tmax, e.hasTime = timeRange(rec, b.timeIdx)
+		e.TMin, e.TMax, e.HasTime = disk.TimeRange(rec, b.timeIdx)
 	}
 	rec.Release()
-	if err := b.man.write(encodeAdd(e)); err != nil {
-		return nil, err
+	if b.opts.ReadOnly {
+		return e, nil, nil
+	}
+	if err := b.man.Write(disk.EncodeAdd(e)); err != nil {
+		return disk.SegEntry{}, nil, err
 	}
 	b.log.Warn("adopted a segment the manifest did not list", "file", rel)
-	return nil, nil
+	return e, nil, nil
 }
 
-func kindPrefix(k segKind) string {
-	if k == kindDead {
+// quarantineSegment moves a damaged listed segment aside and records the
+// loss in the manifest.
+func (b *Buffer) quarantineSegment(e disk.SegEntry, r *CorruptionError, walCover seqset.Set) error {
+	if e.Kind == disk.KindData && !walCover.ContainsRange(e.First, e.Last) && e.Last > b.cursor {
+		r.LostFirst, r.LostLast = max(e.First, b.cursor+1), e.Last
+	}
+	if b.opts.ReadOnly {
+		return nil
+	}
+	r.Quarantined, r.Err = b.moveToQuarantine(e.Rel(), quarantinePrefix(e.Kind))
+	return b.man.Write(disk.EncodeRemove(disk.Removed{Kind: e.Kind, Reason: disk.ReasonCorrupt, First: e.First, Last: e.Last, Rows: e.Rows}))
+}
+
+// quarantinePrefix is the name prefix of a quarantined segment file.
+func quarantinePrefix(k disk.SegKind) string {
+	if k == disk.KindDead {
 		return "dead"
 	}
 	return "seg"
 }
 
-// quarantineSegment moves a damaged listed segment aside and records the
-// loss in the manifest.
-func (b *Buffer) quarantineSegment(e segEntry, r *CorruptionError, walCover ranges) error {
-	r.Quarantined, r.Err = b.moveToQuarantine(e.rel(), kindPrefix(e.kind))
-	if e.kind == kindData && !walCover.contains(e.first, e.last) && e.last > b.cursor {
-		r.LostFirst, r.LostLast = max(e.first, b.cursor+1), e.last
-	}
-	return b.man.write(encodeRemove(seqRange{kind: e.kind, reason: reasonCorrupt, first: e.first, last: e.last, rows: e.rows}))
-}
-
 // moveToQuarantine renames rel into quarantine/ and returns the new name.
 func (b *Buffer) moveToQuarantine(rel, prefix string) (string, error) {
-	names, err := b.fs.ReadDir(b.path(quarantineDir))
+	names, err := b.fs.ReadDir(b.path(disk.QuarantineDir))
 	if err != nil {
 		return "", err
 	}
@@ -399,11 +437,11 @@ func (b *Buffer) moveToQuarantine(rel, prefix string) (string, error) {
 	for i := 1; slices.Contains(names, name); i++ {
 		name = fmt.Sprintf("%s.%d", base, i)
 	}
-	dst := path.Join(quarantineDir, name)
+	dst := path.Join(disk.QuarantineDir, name)
 	if err := b.fs.Rename(b.path(rel), b.path(dst)); err != nil {
 		return "", err
 	}
-	if err := b.fs.SyncDir(b.path(quarantineDir)); err != nil {
+	if err := b.fs.SyncDir(b.path(disk.QuarantineDir)); err != nil {
 		return dst, err
 	}
 	if err := b.fs.SyncDir(path.Dir(b.path(rel))); err != nil {
@@ -418,12 +456,12 @@ func (b *Buffer) moveToQuarantine(rel, prefix string) (string, error) {
 // copyToQuarantine copies rel into quarantine/ (used for the manifest,
 // which is then rewritten in place).
 func (b *Buffer) copyToQuarantine(rel, prefix string) (string, error) {
-	data, err := readFile(b.fs, b.path(rel))
+	data, err := disk.ReadFile(b.fs, b.path(rel))
 	if err != nil {
 		return "", err
 	}
-	dst := path.Join(quarantineDir, fmt.Sprintf("%s-%d", prefix, b.opts.Now().UnixNano()))
-	if err := writeFileAtomic(b.fs, b.path(dst), data); err != nil {
+	dst := path.Join(disk.QuarantineDir, fmt.Sprintf("%s-%d", prefix, b.opts.Now().UnixNano()))
+	if err := disk.WriteFileAtomic(b.fs, b.path(dst), data); err != nil {
 		return "", err
 	}
 	b.quarantine++

@@ -3,12 +3,14 @@ package buffer
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 // FsyncPolicy says when appended records are forced to disk.
@@ -110,6 +112,23 @@ type Options struct {
 	// by default.
 	Mem memory.Allocator
 
+	// Edge and Stream are the identity the rows are published under
+	// (<edge>/<stream>/<sequence>). The buffer records them in its meta
+	// file when it is created; see Buffer.Identity for what happens when
+	// they change later.
+	Edge, Stream string
+	// MessageRows cuts every appended batch into messages of at most this
+	// many rows, counted from the batch's first row; 0 makes each batch
+	// one message. The boundaries are stored with the rows and kept
+	// through sealing, export and replay, so that every reader cuts the
+	// same messages (docs/format/buffer.md 2).
+	MessageRows int
+	// ReadOnly opens the buffer without changing anything on disk: no
+	// repair, no appends, no acknowledgements. Damage found is reported
+	// but not quarantined. Tools use it (export) and it works on a full
+	// or read-only file system.
+	ReadOnly bool
+
 	// Fsync is the WAL fsync policy; FsyncAlways by default.
 	Fsync FsyncPolicy
 	// FsyncInterval is the period of background fsyncs under
@@ -160,13 +179,14 @@ func (o *Options) normalize() error {
 	if o.Schema == nil {
 		return fmt.Errorf("buffer: options: no schema")
 	}
-	for _, f := range o.Schema.Fields {
-		if f.Name == seqColumn || f.Name == errorColumn {
-			return fmt.Errorf("buffer: options: field name %q is reserved", f.Name)
-		}
+	if err := disk.CheckSchema(o.Schema); err != nil {
+		return fmt.Errorf("buffer: options: %w", err)
 	}
 	if o.FS == nil {
 		o.FS = OS
+	}
+	if o.MessageRows < 0 || o.MessageRows > math.MaxUint32 {
+		return fmt.Errorf("buffer: options: message rows %d out of range", o.MessageRows)
 	}
 	if o.Mem == nil {
 		o.Mem = memory.DefaultAllocator

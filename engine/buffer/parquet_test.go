@@ -20,6 +20,7 @@ import (
 // declare it.
 type segRow struct {
 	Seq   int64      `parquet:"_seq"`
+	Msg   int64      `parquet:"_msg"`
 	Time  *time.Time `parquet:"time,optional,timestamp(millisecond)"`
 	Asset *string    `parquet:"asset,optional"`
 	Value *float64   `parquet:"value,optional"`
@@ -87,9 +88,13 @@ func TestSegmentsReadableByParquetGo(t *testing.T) {
 	}
 	for i, r := range rows {
 		checkRawRow(t, r, uint64(i+1))
+		// Each appended batch of 300 rows is one message.
+		if want := int64(i/300*300 + 1); r.Msg != want {
+			t.Fatalf("row %d: _msg %d, want %d", i, r.Msg, want)
+		}
 	}
 	// The file says what it is.
-	for key, want := range map[string]string{"sluice.format": "1", "sluice.first_seq": "1", "sluice.last_seq": "1500"} {
+	for key, want := range map[string]string{"sluice.format": "2", "sluice.first_seq": "1", "sluice.last_seq": "1500"} {
 		if got, _ := pf.Lookup(key); got != want {
 			t.Errorf("metadata %s = %q, want %q", key, got, want)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 // Quota is a disk budget shared by one or more buffers (docs/format/buffer.md
@@ -177,9 +178,9 @@ func (d Drop) String() string {
 // unit is a droppable group of rows: a data segment, a rolled WAL file or a
 // dead-letter segment.
 type unit struct {
-	seg  *segEntry
+	seg  *disk.SegEntry
 	wal  *walFile
-	dead *segEntry
+	dead *disk.SegEntry
 }
 
 // oldestUnit returns the oldest append time of b's oldest evictable unit.
@@ -191,9 +192,9 @@ func (b *Buffer) oldestUnit() (int64, bool) {
 		return 0, false
 	}
 	if u.seg != nil {
-		return u.seg.written, true
+		return u.seg.Written, true
 	}
-	return u.wal.recs[0].wall, true
+	return u.wal.recs[0].Wall, true
 }
 
 func (b *Buffer) oldestLocked() (unit, bool) {
@@ -227,60 +228,70 @@ func (b *Buffer) dropOldest() (Drop, bool, error) {
 			b.sealed.Wait()
 			continue
 		}
-		d, err := b.dropLocked(u, reasonQuota)
+		d, err := b.dropLocked(u, disk.ReasonQuota)
 		return d, err == nil && d.Rows > 0, err
 	}
 }
 
 // dropLocked deletes one unit: the loss is recorded in the manifest first,
 // then the file is removed.
-func (b *Buffer) dropLocked(u unit, reason uint8) (Drop, error) {
+func (b *Buffer) dropLocked(u unit, reason disk.Reason) (Drop, error) {
 	d := Drop{Reason: "quota", Policy: b.quota.policy}
-	if reason == reasonTTL {
+	if reason == disk.ReasonTTL {
 		d.Reason = "ttl"
 	}
-	var kind segKind = kindData
+	kind := disk.KindData
 	var first, last uint64
 	var tmin, tmax int64
 	var hasTime bool
 	switch {
 	case u.seg != nil:
 		e := *u.seg
-		first, last, tmin, tmax, hasTime = e.first, e.last, e.tmin, e.tmax, e.hasTime
-		d.Segment, d.Bytes = e.rel(), e.bytes
+		first, last, tmin, tmax, hasTime = e.First, e.Last, e.TMin, e.TMax, e.HasTime
+		d.Segment, d.Bytes = e.Rel(), e.Bytes
 	case u.dead != nil:
 		e := *u.dead
-		kind = kindDead
-		first, last, tmin, tmax, hasTime = e.first, e.last, e.tmin, e.tmax, e.hasTime
-		d.Segment, d.Bytes = e.rel(), e.bytes
+		kind = disk.KindDead
+		first, last, tmin, tmax, hasTime = e.First, e.Last, e.TMin, e.TMax, e.HasTime
+		d.Segment, d.Bytes = e.Rel(), e.Bytes
 	default:
 		w := u.wal
-		first, last = w.recs[0].first, w.lastSeq()
+		first, last = w.recs[0].First, w.lastSeq()
 		for _, r := range w.recs {
-			if r.hasTime {
+			if r.HasTime {
 				if !hasTime {
-					tmin, tmax, hasTime = r.tmin, r.tmax, true
+					tmin, tmax, hasTime = r.TMin, r.TMax, true
 				}
-				tmin, tmax = min(tmin, r.tmin), max(tmax, r.tmax)
+				tmin, tmax = min(tmin, r.TMin), max(tmax, r.TMax)
 			}
 		}
 		d.Segment, d.Bytes = w.rel, w.size
 	}
-	if kind == kindData {
+	if kind == disk.KindData {
 		first = max(first, b.cursor+1)
 	}
 	d.First, d.Last = first, last
+	// above counts the rows above the cursor; d.Rows those of them not
+	// delivered either (the live lane may have sent rows the cursor has
+	// not reached yet): only those are lost.
+	var above int64
 	switch {
 	case u.wal != nil:
 		for _, r := range u.wal.recs {
-			if r.last() >= first {
-				d.Rows += int64(r.last() - max(r.first, first) + 1)
+			if r.Last() >= first {
+				lo := max(r.First, first)
+				above += int64(r.Last() - lo + 1)
+				d.Rows += int64(r.Last()-lo+1) - int64(b.delivered.Count(lo, r.Last()))
 			}
 		}
+	case last >= first && kind == disk.KindData:
+		above = int64(last - first + 1)
+		d.Rows = above - int64(b.delivered.Count(first, last))
 	case last >= first:
-		d.Rows = int64(last - first + 1)
+		above = int64(last - first + 1)
+		d.Rows = above
 	}
-	if d.Rows == 0 {
+	if above == 0 {
 		// Everything in it was delivered: reclaim, nothing is lost.
 		if u.wal != nil {
 			return Drop{}, b.removeWALLocked(u.wal, 0)
@@ -288,50 +299,50 @@ func (b *Buffer) dropLocked(u unit, reason uint8) (Drop, error) {
 		if err := b.fs.Remove(b.path(d.Segment)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return Drop{}, err
 		}
-		if i, ok := b.findSegLocked(u.seg.first); ok {
-			b.man.forget(kindData, u.seg.first)
+		if i, ok := b.findSegLocked(u.seg.First); ok {
+			b.man.Forget(disk.KindData, u.seg.First)
 			b.segs = slices.Delete(b.segs, i, i+1)
-			b.segBytes -= u.seg.bytes
-			b.quota.used.Add(-u.seg.bytes)
+			b.segBytes -= u.seg.Bytes
+			b.quota.used.Add(-u.seg.Bytes)
 		}
 		return Drop{}, nil
 	}
 	if hasTime {
 		d.MinTime, d.MaxTime = time.UnixMilli(tmin).UTC(), time.UnixMilli(tmax).UTC()
 	}
-	rr := seqRange{kind: kind, reason: reason, first: first, last: last, rows: uint64(d.Rows)}
-	if kind == kindDead {
-		rr.reason = reasonDeadPurged
-		rr.first = u.dead.first
+	rr := disk.Removed{Kind: kind, Reason: reason, First: first, Last: last, Rows: uint64(d.Rows)}
+	if kind == disk.KindDead {
+		rr.Reason = disk.ReasonDeadPurged
+		rr.First = u.dead.First
 	}
-	if err := b.man.write(encodeRemove(rr)); err != nil {
+	if err := b.man.Write(disk.EncodeRemove(rr)); err != nil {
 		return Drop{}, err
 	}
 	switch {
 	case u.seg != nil:
 		e := *u.seg
-		if err := b.fs.Remove(b.path(e.rel())); err != nil {
-			b.log.Warn("cannot remove a dropped segment", "file", e.rel(), "err", err)
+		if err := b.fs.Remove(b.path(e.Rel())); err != nil {
+			b.log.Warn("cannot remove a dropped segment", "file", e.Rel(), "err", err)
 		}
-		if i, ok := b.findSegLocked(e.first); ok {
+		if i, ok := b.findSegLocked(e.First); ok {
 			b.segs = slices.Delete(b.segs, i, i+1)
-			b.segBytes -= e.bytes
-			b.quota.used.Add(-e.bytes)
+			b.segBytes -= e.Bytes
+			b.quota.used.Add(-e.Bytes)
 		}
 	case u.dead != nil:
 		e := *u.dead
-		if err := b.fs.Remove(b.path(e.rel())); err != nil {
-			b.log.Warn("cannot remove a dropped segment", "file", e.rel(), "err", err)
+		if err := b.fs.Remove(b.path(e.Rel())); err != nil {
+			b.log.Warn("cannot remove a dropped segment", "file", e.Rel(), "err", err)
 		}
-		b.dead = slices.DeleteFunc(b.dead, func(x segEntry) bool { return x.first == e.first })
-		b.deadBytes -= e.bytes
-		b.quota.used.Add(-e.bytes)
+		b.dead = slices.DeleteFunc(b.dead, func(x disk.SegEntry) bool { return x.First == e.First })
+		b.deadBytes -= e.Bytes
+		b.quota.used.Add(-e.Bytes)
 	default:
 		if err := b.removeWALLocked(u.wal, 0); err != nil {
 			b.log.Warn("cannot remove a dropped WAL file", "file", u.wal.rel, "err", err)
 		}
 	}
-	if kind == kindData {
+	if kind == disk.KindData && d.Rows > 0 {
 		b.stats.rows += d.Rows
 		b.stats.units++
 		b.stats.bytes += d.Bytes
@@ -353,7 +364,7 @@ func (b *Buffer) reportDrop(d Drop) {
 // older than the TTL (Options.TTL, Options.TTLBy; dead letters by age) and
 // returns what it dropped (also reported through Options.OnDrop).
 func (b *Buffer) Expire() ([]Drop, error) {
-	if b.opts.TTL <= 0 {
+	if b.opts.TTL <= 0 || b.opts.ReadOnly {
 		return nil, nil
 	}
 	now := b.opts.Now()
@@ -373,12 +384,12 @@ func (b *Buffer) Expire() ([]Drop, error) {
 	var err error
 	for i := 0; i < len(b.segs) && err == nil; {
 		e := b.segs[i]
-		if !expired(e.hasTime, e.tmax, e.written) {
+		if !expired(e.HasTime, e.TMax, e.Written) {
 			i++
 			continue
 		}
 		var d Drop
-		if d, err = b.dropLocked(unit{seg: &e}, reasonTTL); err == nil && d.Rows > 0 {
+		if d, err = b.dropLocked(unit{seg: &e}, disk.ReasonTTL); err == nil && d.Rows > 0 {
 			drops = append(drops, d)
 		}
 	}
@@ -386,28 +397,28 @@ func (b *Buffer) Expire() ([]Drop, error) {
 		if err != nil || w.state != walRolled || len(w.recs) == 0 {
 			continue
 		}
-		hasTime, tmax, written := false, int64(0), w.recs[0].wall
+		hasTime, tmax, written := false, int64(0), w.recs[0].Wall
 		for _, r := range w.recs {
-			if r.hasTime {
-				tmax = max(tmax, r.tmax)
+			if r.HasTime {
+				tmax = max(tmax, r.TMax)
 				if !hasTime {
-					tmax = r.tmax
+					tmax = r.TMax
 				}
 				hasTime = true
 			}
-			written = min(written, r.wall)
+			written = min(written, r.Wall)
 		}
 		if expired(hasTime, tmax, written) {
 			var d Drop
-			if d, err = b.dropLocked(unit{wal: w}, reasonTTL); err == nil && d.Rows > 0 {
+			if d, err = b.dropLocked(unit{wal: w}, disk.ReasonTTL); err == nil && d.Rows > 0 {
 				drops = append(drops, d)
 			}
 		}
 	}
 	for _, e := range slices.Clone(b.dead) {
-		if err == nil && e.written < limit {
+		if err == nil && e.Written < limit {
 			var d Drop
-			if d, err = b.dropLocked(unit{dead: &e}, reasonTTL); err == nil {
+			if d, err = b.dropLocked(unit{dead: &e}, disk.ReasonTTL); err == nil {
 				drops = append(drops, d)
 			}
 		}

@@ -144,7 +144,7 @@ func ctxRead(t *testing.T, b *buffer.Buffer, fn func(uint64)) {
 func TestSharedQuotaDownsample(t *testing.T) {
 	mem := checkedMem(t)
 	fs := faultfs.New()
-	q := buffer.NewQuota(64<<10, buffer.Downsample, nil)
+	q := buffer.NewQuota(96<<10, buffer.Downsample, nil)
 	var alerts *buffer.Buffer
 	var rawDrops dropLog
 	ro := opts(fs, mem)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path"
 	"slices"
+
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 // Seal rewrites every rolled WAL file as Parquet segments, oldest first,
@@ -14,6 +16,9 @@ import (
 // removed without sealing. Seal returns at the first failure, leaving the
 // failed file and the newer ones in the WAL; a later Seal retries.
 func (b *Buffer) Seal() error {
+	if b.opts.ReadOnly {
+		return nil
+	}
 	b.sealMu.Lock()
 	defer b.sealMu.Unlock()
 	for {
@@ -42,7 +47,7 @@ func (b *Buffer) Seal() error {
 
 // pickSeal marks the oldest rolled WAL file as sealing and returns it with
 // the records still to seal.
-func (b *Buffer) pickSeal() (*walFile, []walRec) {
+func (b *Buffer) pickSeal() (*walFile, []disk.WALRec) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -59,9 +64,9 @@ func (b *Buffer) pickSeal() (*walFile, []walRec) {
 		w.refs++
 		// Leave out rows delivered or already sealed (by an earlier,
 		// interrupted attempt on this file).
-		var recs []walRec
+		var recs []disk.WALRec
 		for _, r := range w.recs {
-			if r.last() > b.cursor && !b.coveredBySegment(r.first, r.last()) {
+			if r.Last() > b.cursor && !b.coveredBySegment(r.First, r.Last()) {
 				recs = append(recs, r)
 			}
 		}
@@ -72,7 +77,7 @@ func (b *Buffer) pickSeal() (*walFile, []walRec) {
 
 // sealFile seals the given records of w, one segment per run of
 // consecutive sequences, then removes or quarantines w.
-func (b *Buffer) sealFile(w *walFile, recs []walRec, found *[]*CorruptionError) error {
+func (b *Buffer) sealFile(w *walFile, recs []disk.WALRec, found *[]*CorruptionError) error {
 	// New segments count toward the quota once the WAL file they replace
 	// stops counting (or the attempt ends), so that sealing never makes
 	// the quota look exceeded.
@@ -80,7 +85,7 @@ func (b *Buffer) sealFile(w *walFile, recs []walRec, found *[]*CorruptionError) 
 	defer func() { b.quota.used.Add(added) }()
 	for len(recs) > 0 {
 		n := 1
-		for n < len(recs) && recs[n].first == recs[n-1].last()+1 {
+		for n < len(recs) && recs[n].First == recs[n-1].Last()+1 {
 			n++
 		}
 		run := recs[:n]
@@ -89,7 +94,7 @@ func (b *Buffer) sealFile(w *walFile, recs []walRec, found *[]*CorruptionError) 
 		if errors.As(err, &ce) {
 			// A record went bad since it was written: drop it, seal
 			// the rest.
-			i := slices.IndexFunc(recs, func(r walRec) bool { return r.off == ce.Offset })
+			i := slices.IndexFunc(recs, func(r disk.WALRec) bool { return r.Off == ce.Offset })
 			if i < 0 {
 				return err
 			}
@@ -101,23 +106,13 @@ func (b *Buffer) sealFile(w *walFile, recs []walRec, found *[]*CorruptionError) 
 		if err != nil {
 			return err
 		}
-		if err := b.man.write(encodeAdd(e)); err != nil {
+		if err := b.man.Write(disk.EncodeAdd(e)); err != nil {
 			return err
 		}
 		b.mu.Lock()
-		i, _ := slices.BinarySearchFunc(b.segs, e.first, func(x segEntry, s uint64) int {
-			switch {
-			case x.first < s:
-				return -1
-			case x.first > s:
-				return 1
-			}
-			return 0
-		})
-		b.segs = slices.Insert(b.segs, i, e)
-		b.segBytes += e.bytes
+		b.addSegLocked(e)
 		b.mu.Unlock()
-		added += e.bytes
+		added += e.Bytes
 		b.ctr.sealed.Add(1)
 		recs = recs[n:]
 	}
@@ -138,7 +133,7 @@ func (b *Buffer) sealFile(w *walFile, recs []walRec, found *[]*CorruptionError) 
 		// Record what the damage lost, then move the file aside.
 		for _, d := range damage {
 			if d.LostFirst != 0 && d.LostLast != 0 {
-				if err := b.man.write(encodeRemove(seqRange{kind: kindData, reason: reasonCorrupt, first: d.LostFirst, last: d.LostLast, rows: d.LostLast - d.LostFirst + 1})); err != nil {
+				if err := b.man.Write(disk.EncodeRemove(disk.Removed{Kind: disk.KindData, Reason: disk.ReasonCorrupt, First: d.LostFirst, Last: d.LostLast, Rows: d.LostLast - d.LostFirst + 1})); err != nil {
 					return err
 				}
 			}
@@ -162,19 +157,19 @@ func (b *Buffer) sealFile(w *walFile, recs []walRec, found *[]*CorruptionError) 
 
 // writeSegment publishes one segment holding the records of run (which
 // carry consecutive sequences): tmp file, fsync, rename, fsync directory.
-func (b *Buffer) writeSegment(w *walFile, run []walRec) (segEntry, error) {
-	first, last := run[0].first, run[len(run)-1].last()
-	e := segEntry{kind: kindData, first: first, last: last, rows: last - first + 1, written: run[0].wall}
+func (b *Buffer) writeSegment(w *walFile, run []disk.WALRec) (disk.SegEntry, error) {
+	first, last := run[0].First, run[len(run)-1].Last()
+	e := disk.SegEntry{Kind: disk.KindData, First: first, Last: last, Rows: last - first + 1, Written: run[0].Wall}
 	for _, r := range run {
-		e.written = min(e.written, r.wall)
-		if r.hasTime {
-			if !e.hasTime {
-				e.tmin, e.tmax, e.hasTime = r.tmin, r.tmax, true
+		e.Written = min(e.Written, r.Wall)
+		if r.HasTime {
+			if !e.HasTime {
+				e.TMin, e.TMax, e.HasTime = r.TMin, r.TMax, true
 			}
-			e.tmin, e.tmax = min(e.tmin, r.tmin), max(e.tmax, r.tmax)
+			e.TMin, e.TMax = min(e.TMin, r.TMin), max(e.TMax, r.TMax)
 		}
 	}
-	rel := e.rel()
+	rel := e.Rel()
 	tmp := b.path(rel) + ".tmp"
 	f, err := b.fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -187,20 +182,22 @@ func (b *Buffer) writeSegment(w *walFile, run []walRec) (segEntry, error) {
 			_ = b.fs.Remove(tmp)
 		}
 	}()
-	cw := &crcWriter{w: f}
-	sw := newSegWriter(cw, b.layout, b.opts.Schema, b.codec, first, last)
+	cw := &disk.CRCWriter{W: f}
+	sw := disk.NewSegWriter(cw, b.layout, b.codec, first, last, nil)
+	var starts []uint64
 	for _, r := range run {
 		rec, err := b.readWALRecord(w, r)
 		if err != nil {
 			return e, err
 		}
-		err = sw.write(rec, r.first, "")
+		starts = r.Starts(starts[:0], r.First, r.Last())
+		err = sw.Write(rec, r.First, starts, "")
 		rec.Release()
 		if err != nil {
 			return e, fmt.Errorf("buffer: write %s: %w", rel, err)
 		}
 	}
-	if err := sw.close(); err != nil {
+	if err := sw.Close(); err != nil {
 		return e, fmt.Errorf("buffer: write %s: %w", rel, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -216,8 +213,8 @@ func (b *Buffer) writeSegment(w *walFile, run []walRec) (segEntry, error) {
 		return e, fmt.Errorf("buffer: publish %s: %w", rel, err)
 	}
 	if err := b.fs.SyncDir(path.Dir(b.path(rel))); err != nil {
-		return e, fmt.Errorf("buffer: sync %s: %w", segDir, err)
+		return e, fmt.Errorf("buffer: sync %s: %w", disk.SegDir, err)
 	}
-	e.bytes, e.crc = cw.n, cw.crc
+	e.Bytes, e.CRC = cw.N, cw.CRC
 	return e, nil
 }

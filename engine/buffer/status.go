@@ -67,7 +67,7 @@ func (b *Buffer) Status() Status {
 		s.Failed = b.failed.Error()
 	}
 	for _, e := range b.dead {
-		s.DeadLetterRows += int64(e.rows)
+		s.DeadLetterRows += int64(e.Rows)
 	}
 	var oldest int64
 	hasOldest := false
@@ -83,25 +83,25 @@ func (b *Buffer) Status() Status {
 		}
 	}
 	for _, e := range b.segs {
-		if e.last > b.cursor {
-			first := max(e.first, b.cursor+1)
-			note(first, e.last-first+1, e.hasTime, e.tmin, e.bytes)
+		if e.Last > b.cursor {
+			first := max(e.First, b.cursor+1)
+			note(first, e.Last-first+1, e.HasTime, e.TMin, e.Bytes)
 		}
 	}
 	for _, w := range b.wals {
 		var first, rows uint64
 		hasTime, tmin := false, int64(0)
 		for _, r := range w.recs {
-			if r.last() <= b.cursor {
+			if r.Last() <= b.cursor {
 				continue
 			}
-			f := max(r.first, b.cursor+1)
+			f := max(r.First, b.cursor+1)
 			if first == 0 {
 				first = f
 			}
-			rows += r.last() - f + 1
-			if r.hasTime && (!hasTime || r.tmin < tmin) {
-				tmin, hasTime = r.tmin, true
+			rows += r.Last() - f + 1
+			if r.HasTime && (!hasTime || r.TMin < tmin) {
+				tmin, hasTime = r.TMin, true
 			}
 		}
 		if rows > 0 {

@@ -197,7 +197,9 @@ func TestOutageLiveFirst(t *testing.T) {
 }
 
 func TestPoison(t *testing.T) {
-	p := &fakePub{reject: func(m *message.Message) bool { return m.Metadata.Get(outbound.MetaFirstSeq) == "128" }}
+	// Batches of 100 rows are cut into messages of 64 (batch_rows): 101-164
+	// and 165-200 come from the second batch.
+	p := &fakePub{reject: func(m *message.Message) bool { return m.Metadata.Get(outbound.MetaFirstSeq) == "165" }}
 	s := newSink(t, p, t.TempDir()+"/buf", nil)
 	defer s.Close(context.Background())
 	// Append while the link is down so that rows go through the backlog
@@ -209,8 +211,8 @@ func TestPoison(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "everything delivered or dead-lettered", func() bool { return s.Buffer().Cursor() == uint64(n) })
 	dead := s.Buffer().DeadLetters()
-	if len(dead) != 1 || dead[0].First != 128 {
-		t.Fatalf("dead letters %+v, want one from 128", dead)
+	if len(dead) != 1 || dead[0].First != 165 || dead[0].Last != 200 {
+		t.Fatalf("dead letters %+v, want 165-200", dead)
 	}
 	skip := map[uint64]bool{}
 	for q := dead[0].First; q <= dead[0].Last; q++ {

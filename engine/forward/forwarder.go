@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/seqset"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
 
@@ -26,6 +28,7 @@ var errPublishTimeout = errors.New("forward: publish timed out")
 type run struct {
 	first    uint64
 	rec      arrow.RecordBatch
+	starts   []uint64 // message starts (nil: the rows carry none)
 	sealed   bool
 	attempts int  // permanent rejections of the head message
 	single   bool // publish one message at a time (after a permanent error)
@@ -45,8 +48,8 @@ type forwarder struct {
 	log  *slog.Logger
 	rng  *rand.Rand
 
-	cursor uint64 // durable delivery cursor
-	done   ranges // rows above the cursor needing no more publishing
+	cursor uint64     // durable delivery cursor
+	done   seqset.Set // rows above the cursor needing no more publishing
 
 	// backlog lane
 	bpos     uint64 // next sequence the backlog lane looks at
@@ -214,7 +217,8 @@ func (f *forwarder) handleLive(it liveItem) {
 		return
 	}
 	f.liveNext = last + 1
-	msgs, err := f.enc.Encode(outbound.Entry{Rec: it.rec, First: it.first, Schema: f.s.opts.Schema})
+	starts := f.buf.Starts(it.first, int(it.rec.NumRows()))
+	msgs, err := f.enc.Encode(outbound.Entry{Rec: it.rec, First: it.first, Starts: starts, Schema: f.s.opts.Schema})
 	if err == nil {
 		err = f.publish(msgs)
 	}
@@ -271,7 +275,7 @@ func (f *forwarder) backlogStep() (bool, time.Duration) {
 			return false, wait
 		}
 	}
-	msgs, err := f.enc.Encode(outbound.Entry{Rec: r.rec, First: r.first, Backfill: backfill, Schema: f.s.opts.Schema})
+	msgs, err := f.enc.Encode(outbound.Entry{Rec: r.rec, First: r.first, Starts: r.starts, Backfill: backfill, Schema: f.s.opts.Schema})
 	if err != nil {
 		// Rows the encoder cannot turn into a message never will be.
 		f.deadLetter(r, r.first, r.last(), fmt.Errorf("encode: %w", err))
@@ -321,7 +325,7 @@ func (f *forwarder) take(e buffer.Entry) {
 	first, last := e.First, e.Last()
 	if first > f.bpos {
 		// The buffer skipped rows it dropped or lost (and reported).
-		f.done.add(f.bpos, min(first, f.limit)-1)
+		f.done.Add(f.bpos, min(first, f.limit)-1)
 	}
 	if first >= f.limit {
 		e.Rec.Release()
@@ -337,13 +341,28 @@ func (f *forwarder) take(e buffer.Entry) {
 		last = f.limit - 1
 	}
 	f.bpos = last + 1
-	for _, sp := range f.done.missing(first, last) {
+	for _, sp := range f.done.Missing(first, last) {
 		f.runs = append(f.runs, &run{
-			first: sp.lo, sealed: e.Sealed,
-			rec: rec.NewSlice(int64(sp.lo-first), int64(sp.hi-first+1)),
+			first: sp.Lo, sealed: e.Sealed, starts: sliceStarts(e.Starts, sp.Lo, sp.Hi),
+			rec: rec.NewSlice(int64(sp.Lo-first), int64(sp.Hi-first+1)),
 		})
 	}
 	rec.Release()
+}
+
+// sliceStarts returns the message starts within [lo, hi], beginning with
+// lo (nil stays nil: no boundaries).
+func sliceStarts(starts []uint64, lo, hi uint64) []uint64 {
+	if starts == nil {
+		return nil
+	}
+	i, _ := slices.BinarySearch(starts, lo)
+	j, _ := slices.BinarySearch(starts, hi+1)
+	out := make([]uint64, 0, j-i+1)
+	if i >= j || starts[i] != lo {
+		out = append(out, lo)
+	}
+	return append(out, starts[i:j]...)
 }
 
 // advance drops the rows up to last from the head run.
@@ -356,6 +375,7 @@ func (f *forwarder) advance(r *run, last uint64) {
 	k := int64(last - r.first + 1)
 	rest := r.rec.NewSlice(k, r.rec.NumRows())
 	r.rec.Release()
+	r.starts = sliceStarts(r.starts, last+1, r.last())
 	r.rec, r.first = rest, last+1
 }
 
@@ -386,7 +406,7 @@ func (f *forwarder) deadLetter(r *run, lo, hi uint64, cause error) {
 	f.log.Error("rows rejected permanently moved to the dead-letter segment", "first", lo, "last", hi, "rows", n,
 		"attempts", r.attempts, "err", cause)
 	r.attempts = 0
-	f.done.add(lo, hi)
+	f.done.Add(lo, hi)
 	f.advance(r, hi)
 	f.ack(false)
 }
@@ -478,7 +498,8 @@ func (f *forwarder) succeeded() {
 // delivered records confirmed rows and advances the cursor when due.
 func (f *forwarder) delivered(first, last uint64, live, backfill bool, latency time.Duration) {
 	n := int64(last - first + 1)
-	f.done.add(first, last)
+	f.done.Add(first, last)
+	f.buf.MarkDelivered(first, last)
 	f.s.ctr.published.Add(n)
 	lane := "backlog"
 	if live {
@@ -500,7 +521,7 @@ func (f *forwarder) delivered(first, last uint64, live, backfill bool, latency t
 // ack advances the durable cursor over the delivered prefix: at once when
 // forced, otherwise at most every 50 ms (each Ack costs two fsyncs).
 func (f *forwarder) ack(force bool) {
-	p := f.done.prefix(f.cursor)
+	p := f.done.Prefix(f.cursor)
 	if p <= f.cursor || (!force && time.Since(f.lastAck) < 50*time.Millisecond) {
 		return
 	}
@@ -511,7 +532,7 @@ func (f *forwarder) ack(force bool) {
 		return
 	}
 	f.cursor = p
-	f.done.trim(p)
+	f.done.Trim(p)
 	f.lastAck = time.Now()
 }
 

@@ -81,7 +81,6 @@ type Sink struct {
 	opts  Options
 	buf   *buffer.Buffer
 	pub   *outbound.Publisher
-	lock  *dirLock
 	m     *metrics
 	log   *slog.Logger
 	ctr   sinkCounters
@@ -144,14 +143,9 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 		dropAlerts: c.Counter("drop_alerts"), fullWaits: c.Counter("full_waits"),
 		laneClosed: c.Counter("live_lane_closed"),
 	}
-	lock, err := lockDir(opts.Dir)
-	if err != nil {
-		_ = pub.Close()
-		return nil, err
-	}
-	s.lock = lock
 	bo := opts.Buffer
 	bo.Schema, bo.Log, bo.Counters, bo.Mem = opts.Schema, s.log, opts.Counters, opts.Mem
+	bo.Edge, bo.Stream, bo.MessageRows = opts.Edge, opts.Stream, max(pub.BatchRows, 0)
 	userDrop := bo.OnDrop
 	bo.OnDrop = func(d buffer.Drop) {
 		s.dropped(d)
@@ -161,11 +155,15 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 	}
 	buf, err := buffer.Open(opts.Dir, bo)
 	if err != nil {
-		lock.unlock()
 		_ = pub.Close()
 		return nil, fmt.Errorf("forward: open buffer: %w", err)
 	}
 	s.buf = buf
+	if edge, stream := buf.Identity(); edge != opts.Edge || stream != opts.Stream {
+		// The buffer keeps the identity its rows were stored under.
+		s.opts.Edge, s.opts.Stream = edge, stream
+		s.log = opts.Log.With("edge", edge, "stream", stream)
+	}
 	// The live lane publishes rows from memory as soon as Append returned.
 	// Under fsync "interval" rows are not durable then, and publishing
 	// them could hand out an ID that a power loss makes the buffer issue
@@ -308,6 +306,5 @@ func (s *Sink) close(ctx context.Context) error {
 	if cerr := s.buf.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
-	s.lock.unlock()
 	return err
 }

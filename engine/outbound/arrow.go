@@ -12,8 +12,9 @@ import (
 )
 
 // Arrow schema metadata keys of arrow payloads. They make a payload
-// self-describing when it is stored apart from the message metadata: row i
-// has sequence first_seq+i.
+// self-describing when it is stored apart from the message metadata: the
+// rows' identity is (sluice.edge, sluice.stream, _seq), and row i has
+// sequence first_seq+i.
 const (
 	ArrowMetaEdge     = "sluice.edge"
 	ArrowMetaStream   = "sluice.stream"
@@ -23,9 +24,13 @@ const (
 	ArrowMetaKey      = "sluice.key"
 )
 
+// SeqColumn is the column arrow payloads add to the stream's: the row's
+// sequence (int64), so that every row carries its identity.
+const SeqColumn = "_seq"
+
 // encodeArrow writes rows lo..hi of the entry as an Arrow IPC stream: the
-// schema (with the sluice.* metadata), one record batch and the
-// end-of-stream marker.
+// schema (with the sluice.* metadata), one record batch with the stream's
+// columns and _seq, and the end-of-stream marker.
 func (e *Encoder) encodeArrow(p *plan, en Entry, lo, hi int) ([]byte, error) {
 	mem := e.Mem
 	if mem == nil {
@@ -39,8 +44,19 @@ func (e *Encoder) encodeArrow(p *plan, en Entry, lo, hi int) ([]byte, error) {
 	keys := []string{ArrowMetaEdge, ArrowMetaStream, ArrowMetaFirstSeq, ArrowMetaBackfill, ArrowMetaTime, ArrowMetaKey}
 	vals := []string{e.Edge, e.Stream, strconv.FormatUint(en.First+uint64(lo), 10), strconv.FormatBool(en.Backfill), p.timeName, p.keyName}
 	md := arrow.NewMetadata(keys, vals)
-	schema := arrow.NewSchema(p.arrow.Fields(), &md)
-	out := array.NewRecordBatch(schema, rec.Columns(), rec.NumRows())
+	fields := append(p.arrow.Fields(), arrow.Field{Name: SeqColumn, Type: arrow.PrimitiveTypes.Int64})
+	schema := arrow.NewSchema(fields, &md)
+	sb := array.NewInt64Builder(mem)
+	sb.Reserve(int(rec.NumRows()))
+	first := int64(en.First) + int64(lo)
+	for i := range rec.NumRows() {
+		sb.UnsafeAppend(first + i)
+	}
+	seqs := sb.NewArray()
+	sb.Release()
+	defer seqs.Release()
+	cols := append(append(make([]arrow.Array, 0, len(fields)), rec.Columns()...), seqs)
+	out := array.NewRecordBatch(schema, cols, rec.NumRows())
 	defer out.Release()
 
 	var buf bytes.Buffer

@@ -60,6 +60,14 @@ type Entry struct {
 	Rec arrow.RecordBatch
 	// First is the sequence of the first row.
 	First uint64
+	// Starts lists, in order, the sequences at which a message starts,
+	// each within the entry; rows before the first of them form a message
+	// of their own. json_batch and arrow send one message per start: the
+	// boundaries are the ones fixed when the rows were appended to the
+	// buffer, so every reader of the same rows cuts the same messages.
+	// Nil means the rows carry no boundaries: they are cut into blocks of
+	// BatchRows aligned in sequence space.
+	Starts []uint64
 	// Backfill marks rows delivered from the backlog after an outage.
 	Backfill bool
 	// Schema is the stream's schema; it names the event-time and key
@@ -79,11 +87,12 @@ type Encoder struct {
 	Encoding Encoding
 	// Edge and Stream name the rows' origin in message IDs and metadata.
 	Edge, Stream string
-	// BatchRows caps the rows of a json_batch or arrow message; an entry
-	// with more rows is split. Split points fall on multiples of
-	// BatchRows in sequence space, so that two reads of the same rows cut
-	// into different entries still produce the same IDs wherever an entry
-	// covers a whole block. Zero or less puts a whole entry in one message.
+	// BatchRows cuts an entry without message boundaries (Entry.Starts
+	// nil) into json_batch or arrow messages of the blocks of BatchRows
+	// sequences 1..BatchRows, BatchRows+1..2*BatchRows, ..., so that two
+	// reads of the same rows cut into different entries give the same IDs
+	// wherever an entry covers a whole block. Zero or less puts a whole
+	// entry in one message. Entries with boundaries follow them instead.
 	BatchRows int
 	// Mem allocates Arrow memory for the arrow encoding (default: the Go
 	// allocator).
@@ -135,8 +144,14 @@ func (e *Encoder) Encode(en Entry) ([]*message.Message, error) {
 		return e.encodeRows(p, en), nil
 	case JSONBatch, Arrow:
 		var out []*message.Message
+		k := 0 // next start to look at
 		for lo := 0; lo < rows; {
-			hi := e.splitEnd(en.First, lo, rows)
+			var hi int
+			if en.Starts != nil {
+				hi, k = startsEnd(en.Starts, k, en.First, lo, rows)
+			} else {
+				hi = e.splitEnd(en.First, lo, rows)
+			}
 			m, err := e.encodeBatch(p, en, lo, hi)
 			if err != nil {
 				return nil, err
@@ -149,15 +164,36 @@ func (e *Encoder) Encode(en Entry) ([]*message.Message, error) {
 	return nil, fmt.Errorf("outbound: unknown encoding %q", e.Encoding)
 }
 
-// splitEnd returns the end (exclusive) of the message starting at row lo.
+// startsEnd returns the end (exclusive) of the message starting at row lo
+// of an entry with message starts, and the index of the first start after
+// it.
+func startsEnd(starts []uint64, k int, first uint64, lo, rows int) (int, int) {
+	seq := first + uint64(lo)
+	for k < len(starts) && starts[k] <= seq {
+		k++
+	}
+	if k < len(starts) {
+		if end := starts[k] - first; end < uint64(rows) {
+			return int(end), k
+		}
+	}
+	return rows, k
+}
+
+// splitEnd returns the end (exclusive) of the message starting at row lo
+// of an entry without message starts: blocks of BatchRows sequences
+// counted from sequence 1.
 func (e *Encoder) splitEnd(first uint64, lo, rows int) int {
 	n := uint64(e.BatchRows)
 	if e.BatchRows <= 0 {
 		return rows
 	}
 	seq := first + uint64(lo)
-	next := (seq/n + 1) * n // next multiple of n in sequence space
-	if next < seq {         // overflow at the top of the sequence space
+	next := uint64(1) // first sequence of the next block
+	if seq > 0 {
+		next = ((seq-1)/n+1)*n + 1
+	}
+	if next < seq { // overflow at the top of the sequence space
 		return rows
 	}
 	if end := uint64(lo) + (next - seq); end < uint64(rows) {
@@ -188,6 +224,9 @@ type point struct {
 func (e *Encoder) planFor(as *arrow.Schema, s *engine.Schema) (*plan, error) {
 	if p := e.plan; p != nil && p.stream == s && (p.arrow == as || p.arrow.Equal(as)) {
 		return p, nil
+	}
+	if e.Encoding == Arrow && fieldIndex(as, SeqColumn) >= 0 {
+		return nil, fmt.Errorf("outbound: a field named %q clashes with the sequence column of arrow payloads", SeqColumn)
 	}
 	p := &plan{arrow: as, stream: s, time: -1, key: -1}
 	if s != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -159,12 +160,25 @@ func TestEncodeArrow(t *testing.T) {
 		"time_min": "2024-01-02T03:04:04.678Z", "time_max": "2024-01-02T03:04:06.678Z",
 		"backfill": "true", "encoding": "arrow",
 	})
-	got := readArrow(t, mem, msgs[0].Payload)
+	full := readArrow(t, mem, msgs[0].Payload)
+	defer full.Release()
+	// The stream's columns, then _seq: every row carries its sequence.
+	n := int(rec.NumCols())
+	if int(full.NumCols()) != n+1 || full.Schema().Field(n).Name != outbound.SeqColumn {
+		t.Fatalf("arrow payload columns %v, want the stream's and %s", full.Schema(), outbound.SeqColumn)
+	}
+	seqs := full.Column(n).(*array.Int64)
+	for i := range seqs.Len() {
+		if seqs.Value(i) != int64(41+i) {
+			t.Fatalf("row %d: _seq %d, want %d", i, seqs.Value(i), 41+i)
+		}
+	}
+	got := array.NewRecordBatch(arrow.NewSchema(full.Schema().Fields()[:n], nil), full.Columns()[:n], full.NumRows())
 	defer got.Release()
 	if !recordsEqual(rec, got) {
 		t.Errorf("decoded record differs:\n got %v\nwant %v", enginetest.Rows(got), enginetest.Rows(rec))
 	}
-	md := got.Schema().Metadata()
+	md := full.Schema().Metadata()
 	for k, v := range map[string]string{
 		outbound.ArrowMetaEdge: "edge1", outbound.ArrowMetaStream: "stats", outbound.ArrowMetaFirstSeq: "41",
 		outbound.ArrowMetaBackfill: "true", outbound.ArrowMetaTime: "ts", outbound.ArrowMetaKey: "asset",
@@ -231,7 +245,8 @@ func TestEncodeSplitAligned(t *testing.T) {
 	for _, enc := range []outbound.Encoding{outbound.JSONBatch, outbound.Arrow} {
 		t.Run(string(enc), func(t *testing.T) {
 			e := &outbound.Encoder{Encoding: enc, Edge: "e", Stream: "s", BatchRows: 10, Mem: mem}
-			// Rows 0..24 carry sequences 7..31: blocks 7-9, 10-19, 20-29, 30-31.
+			// Rows 0..24 carry sequences 7..31: blocks of 10 counted from
+			// sequence 1: 7-10, 11-20, 21-30, 31-31.
 			msgs, err := e.Encode(outbound.Entry{Rec: rec, First: 7, Schema: testSchema})
 			if err != nil {
 				t.Fatal(err)
@@ -240,7 +255,7 @@ func TestEncodeSplitAligned(t *testing.T) {
 			for _, m := range msgs {
 				ids = append(ids, m.UUID)
 			}
-			want := []string{"e/s/7-9", "e/s/10-19", "e/s/20-29", "e/s/30-31"}
+			want := []string{"e/s/7-10", "e/s/11-20", "e/s/21-30", "e/s/31-31"}
 			if strings.Join(ids, " ") != strings.Join(want, " ") {
 				t.Fatalf("ids %v, want %v", ids, want)
 			}
@@ -266,12 +281,118 @@ func TestEncodeSplitAligned(t *testing.T) {
 					t.Errorf("%s: same id, different payload", m.UUID)
 				}
 			}
-			for _, id := range []string{"e/s/7-9", "e/s/20-29", "e/s/30-31"} {
+			for _, id := range []string{"e/s/7-10", "e/s/21-30", "e/s/31-31"} {
 				if _, ok := byID[id]; !ok {
 					t.Errorf("block %s not reproduced by the re-cut entries (got %v)", id, keys(byID))
 				}
 			}
 		})
+	}
+}
+
+// TestEncodeFollowsStarts checks that entries with message boundaries are
+// cut exactly there, whatever BatchRows says, and that the same rows read
+// as entries cut at a boundary give the same messages.
+func TestEncodeFollowsStarts(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	defer mem.AssertSize(t, 0)
+	rows := make([]enginetest.Row, 25)
+	for i := range rows {
+		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), "T1", float64(i), "run", int64(i), true}
+	}
+	rec := enginetest.Record(mem, testSchema, rows...)
+	defer rec.Release()
+	for _, enc := range []outbound.Encoding{outbound.JSONBatch, outbound.Arrow} {
+		t.Run(string(enc), func(t *testing.T) {
+			e := &outbound.Encoder{Encoding: enc, Edge: "e", Stream: "s", BatchRows: 4, Mem: mem}
+			// Sequences 7..31, messages starting at 7, 10 and 20.
+			msgs, err := e.Encode(outbound.Entry{Rec: rec, First: 7, Starts: []uint64{7, 10, 20}, Schema: testSchema})
+			if err != nil {
+				t.Fatal(err)
+			}
+			whole := map[string][]byte{}
+			var ids []string
+			for _, m := range msgs {
+				ids = append(ids, m.UUID)
+				whole[m.UUID] = m.Payload
+			}
+			if got, want := strings.Join(ids, " "), "e/s/7-9 e/s/10-19 e/s/20-31"; got != want {
+				t.Fatalf("ids %s, want %s", got, want)
+			}
+			// The same rows as two entries cut at 20 (a boundary).
+			a, b := rec.NewSlice(0, 13), rec.NewSlice(13, 25)
+			defer a.Release()
+			defer b.Release()
+			ma, err := e.Encode(outbound.Entry{Rec: a, First: 7, Starts: []uint64{7, 10}, Schema: testSchema})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mb, err := e.Encode(outbound.Entry{Rec: b, First: 20, Starts: []uint64{20}, Schema: testSchema})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range append(ma, mb...) {
+				if p, ok := whole[m.UUID]; !ok || !bytes.Equal(p, m.Payload) {
+					t.Errorf("%s: not the message of the whole entry", m.UUID)
+				}
+			}
+		})
+	}
+}
+
+// TestRowIdentityInEveryEncoding checks that every row of every encoding
+// carries edge, stream and its sequence, so that a consumer can
+// deduplicate rows whatever the message packing.
+func TestRowIdentityInEveryEncoding(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	defer mem.AssertSize(t, 0)
+	rec := testRecord(mem)
+	defer rec.Release()
+	for _, enc := range []outbound.Encoding{outbound.JSON, outbound.JSONBatch, outbound.Arrow} {
+		msgs, err := outbound.Encode(enc, "edge1", "stats", outbound.Entry{Rec: rec, First: 41, Schema: testSchema})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seqs []int64
+		for _, m := range msgs {
+			switch enc {
+			case outbound.JSON:
+				var v struct {
+					Edge, Stream string
+					Seq          int64
+				}
+				if err := json.Unmarshal(m.Payload, &v); err != nil || v.Edge != "edge1" || v.Stream != "stats" {
+					t.Fatalf("json: %s (%v)", m.Payload, err)
+				}
+				seqs = append(seqs, v.Seq)
+			case outbound.JSONBatch:
+				var v struct {
+					Edge, Stream string
+					Rows         []struct{ Seq int64 }
+				}
+				if err := json.Unmarshal(m.Payload, &v); err != nil || v.Edge != "edge1" || v.Stream != "stats" {
+					t.Fatalf("json_batch: %s (%v)", m.Payload, err)
+				}
+				for _, r := range v.Rows {
+					seqs = append(seqs, r.Seq)
+				}
+			case outbound.Arrow:
+				r := readArrow(t, mem, m.Payload)
+				md := r.Schema().Metadata()
+				if md.Values()[md.FindKey(outbound.ArrowMetaEdge)] != "edge1" || md.Values()[md.FindKey(outbound.ArrowMetaStream)] != "stats" {
+					t.Fatalf("arrow metadata %v", md)
+				}
+				idx := r.Schema().FieldIndices(outbound.SeqColumn)
+				if len(idx) != 1 {
+					t.Fatalf("arrow payload without %s", outbound.SeqColumn)
+				}
+				seqs = append(seqs, r.Column(idx[0]).(*array.Int64).Int64Values()...)
+				r.Release()
+			}
+		}
+		if len(seqs) != 3 || seqs[0] != 41 || seqs[1] != 42 || seqs[2] != 43 {
+			t.Fatalf("%s: row sequences %v, want 41 42 43", enc, seqs)
+		}
 	}
 }
 

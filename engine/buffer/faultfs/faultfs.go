@@ -1,4 +1,4 @@
-// Package faultfs is an in-memory buffer.FS for crash and error-injection
+// Package faultfs is an in-memory disk.FS for crash and error-injection
 // tests. It counts every operation, can fail the i-th one (once, or from
 // then on), and can produce the file system a crash would leave behind:
 // power loss keeps only what was synced (file contents by File.Sync,
@@ -16,9 +16,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
-	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 // ErrInjected is the error returned by an injected failure.
@@ -68,9 +69,10 @@ type FS struct {
 	failAt   int
 	sticky   bool
 	injected []string
+	capacity int64 // bytes all files may hold; 0: unlimited
 }
 
-var _ buffer.FS = (*FS)(nil)
+var _ disk.FS = (*FS)(nil)
 
 // New returns an empty file system with the root directory "/".
 func New() *FS {
@@ -88,6 +90,42 @@ func (f *FS) FailAt(i int, sticky bool) {
 		return
 	}
 	f.failAt, f.sticky = f.ops+i, sticky
+}
+
+// SetCapacity limits the bytes all files together may hold (0: no
+// limit). Writes that would go beyond write what fits and fail with
+// ENOSPC, as a full file system does.
+func (f *FS) SetCapacity(n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.capacity = n
+}
+
+// Used returns the bytes all files hold.
+func (f *FS) Used() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.usedLocked()
+}
+
+func (f *FS) usedLocked() int64 {
+	var n int64
+	seen := map[*inode]bool{}
+	for _, ino := range f.files {
+		if !seen[ino] {
+			seen[ino] = true
+			n += int64(len(ino.data))
+		}
+	}
+	return n
+}
+
+// room returns how many of want bytes may be added to the file system.
+func (f *FS) room(want int64) int64 {
+	if f.capacity <= 0 || want <= 0 {
+		return want
+	}
+	return max(0, min(want, f.capacity-f.usedLocked()))
 }
 
 // Ops returns the number of operations so far.
@@ -199,8 +237,8 @@ func (f *FS) Names() []string {
 	return out
 }
 
-// OpenFile implements buffer.FS.
-func (f *FS) OpenFile(name string, flag int, perm fs.FileMode) (buffer.File, error) {
+// OpenFile implements disk.FS.
+func (f *FS) OpenFile(name string, flag int, perm fs.FileMode) (disk.File, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	name = clean(name)
@@ -227,7 +265,7 @@ func (f *FS) OpenFile(name string, flag int, perm fs.FileMode) (buffer.File, err
 	return &file{fs: f, ino: ino, name: name, writable: flag&(os.O_WRONLY|os.O_RDWR) != 0}, nil
 }
 
-// Rename implements buffer.FS.
+// Rename implements disk.FS.
 func (f *FS) Rename(oldname, newname string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -247,7 +285,7 @@ func (f *FS) Rename(oldname, newname string) error {
 	return nil
 }
 
-// Remove implements buffer.FS.
+// Remove implements disk.FS.
 func (f *FS) Remove(name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -271,7 +309,7 @@ func (f *FS) Remove(name string) error {
 	return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
 }
 
-// MkdirAll implements buffer.FS. Directories are durable at once.
+// MkdirAll implements disk.FS. Directories are durable at once.
 func (f *FS) MkdirAll(dir string, perm fs.FileMode) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -288,7 +326,7 @@ func (f *FS) MkdirAll(dir string, perm fs.FileMode) error {
 	return nil
 }
 
-// ReadDir implements buffer.FS.
+// ReadDir implements disk.FS.
 func (f *FS) ReadDir(dir string) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -314,7 +352,7 @@ func (f *FS) ReadDir(dir string) ([]string, error) {
 	return out, nil
 }
 
-// Stat implements buffer.FS.
+// Stat implements disk.FS.
 func (f *FS) Stat(name string) (fs.FileInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -331,7 +369,7 @@ func (f *FS) Stat(name string) (fs.FileInfo, error) {
 	return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}
 }
 
-// SyncDir implements buffer.FS: the entries of dir become durable.
+// SyncDir implements disk.FS: the entries of dir become durable.
 func (f *FS) SyncDir(dir string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -422,8 +460,32 @@ func (h *file) WriteAt(p []byte, off int64) (int, error) {
 	if !h.writable {
 		return 0, &fs.PathError{Op: "write", Path: h.name, Err: fs.ErrPermission}
 	}
+	if grow := off + int64(len(p)) - int64(len(h.ino.data)); grow > 0 {
+		if fit := h.fs.room(grow); fit < grow {
+			n := max(0, int64(len(p))-(grow-fit))
+			h.writeAt(p[:n], off)
+			return int(n), &fs.PathError{Op: "write", Path: h.name, Err: syscall.ENOSPC}
+		}
+	}
 	h.writeAt(p, off)
 	return len(p), nil
+}
+
+// Allocate implements disk.File: the file grows to off+n with zeros.
+func (h *file) Allocate(off, n int64) error {
+	h.fs.mu.Lock()
+	defer h.fs.mu.Unlock()
+	if err := h.check("allocate"); err != nil {
+		return err
+	}
+	if grow := off + n - int64(len(h.ino.data)); grow > 0 {
+		if h.fs.room(grow) < grow {
+			return &fs.PathError{Op: "allocate", Path: h.name, Err: syscall.ENOSPC}
+		}
+		h.ino.touch(len(h.ino.data))
+		h.ino.data = append(h.ino.data, make([]byte, grow)...)
+	}
+	return nil
 }
 
 func (h *file) ReadAt(p []byte, off int64) (int, error) {
@@ -461,6 +523,9 @@ func (h *file) Truncate(size int64) error {
 	defer h.fs.mu.Unlock()
 	if err := h.check("truncate"); err != nil {
 		return err
+	}
+	if grow := size - int64(len(h.ino.data)); grow > 0 && h.fs.room(grow) < grow {
+		return &fs.PathError{Op: "truncate", Path: h.name, Err: syscall.ENOSPC}
 	}
 	h.ino.touch(int(min(size, int64(len(h.ino.data)))))
 	if size < int64(len(h.ino.data)) {

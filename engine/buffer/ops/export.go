@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
 
@@ -38,7 +39,9 @@ func StatusDir(dir string) (*Status, error) {
 // ExportOptions select and label the rows to export.
 type ExportOptions struct {
 	// Edge and Stream name the rows' origin; they form the message IDs
-	// on replay and are required.
+	// on replay. By default they are the identity the buffer records
+	// (buffer.Buffer.Identity), which the engine publishes under; set
+	// them only for a buffer that records none.
 	Edge, Stream string
 	// FromSeq and ToSeq bound the sequences (0: unbounded).
 	FromSeq, ToSeq uint64
@@ -46,10 +49,8 @@ type ExportOptions struct {
 	// excluded (zero: unbounded). Rows without an event time are kept
 	// only when both are zero.
 	Since, Until time.Time
-	// RowsPerFile caps the rows of one file (default 1,048,576). Files
-	// are cut at multiples of it in sequence space, so that the message
-	// blocks replay builds (aligned on batch_rows, which should divide
-	// it) are the forwarder's; a file always holds consecutive sequences.
+	// RowsPerFile caps the rows of one file (default 1,048,576); files
+	// end where a message ends, so a file may hold one message more.
 	RowsPerFile int64
 	SchemaOptions
 	// Progress, when set, is called after each file with the rows
@@ -86,19 +87,16 @@ type ExportReport struct {
 
 // Export writes the undelivered rows of the buffer in dir selected by opts
 // to Parquet files in out, one consecutive run of sequences per file, each
-// a plain zstd Parquet file with the segment columns (_seq included) and
-// the metadata sluice.edge, sluice.stream, sluice.schema,
-// sluice.first_seq and sluice.last_seq that Replay needs. Files are
-// published atomically (written as .tmp, synced, renamed). The cursor does
-// not move: the rows stay in the buffer. Export opens the buffer as the
-// engine does; it must not run while an engine has it open.
+// a plain zstd Parquet file with the segment columns (_seq and _msg
+// included) and the metadata sluice.edge, sluice.stream, sluice.schema,
+// sluice.first_seq and sluice.last_seq that Replay needs. Selection is by
+// message: a message with any selected row is exported whole, so that a
+// replay cuts the messages the forwarder cuts, with the same IDs. Files are
+// published atomically (written as .tmp, synced, renamed). Export opens the
+// buffer read-only: it changes nothing in dir (works on a full disk), takes
+// the buffer's lock shared (it fails while an engine has the buffer open),
+// and the rows stay in the buffer.
 func Export(ctx context.Context, dir, out string, opts ExportOptions) (*ExportReport, error) {
-	if err := outbound.CheckName(opts.Edge); err != nil {
-		return nil, fmt.Errorf("export: edge: %w", err)
-	}
-	if err := outbound.CheckName(opts.Stream); err != nil {
-		return nil, fmt.Errorf("export: stream: %w", err)
-	}
 	if opts.RowsPerFile <= 0 {
 		opts.RowsPerFile = 1 << 20
 	}
@@ -110,37 +108,54 @@ func Export(ctx context.Context, dir, out string, opts ExportOptions) (*ExportRe
 	if err != nil {
 		return nil, err
 	}
+	if in.Meta != nil {
+		if opts.Edge == "" {
+			opts.Edge = in.Meta.Edge
+		}
+		if opts.Stream == "" {
+			opts.Stream = in.Meta.Stream
+		}
+	}
+	if err := outbound.CheckName(opts.Edge); err != nil {
+		return nil, fmt.Errorf("export: edge: %w (the buffer records none: pass --edge)", err)
+	}
+	if err := outbound.CheckName(opts.Stream); err != nil {
+		return nil, fmt.Errorf("export: stream: %w (the buffer records none: pass --stream)", err)
+	}
 	timeIdx := s.TimeIndex()
 	byTime := !opts.Since.IsZero() || !opts.Until.IsZero()
 	if byTime && timeIdx < 0 {
 		return nil, fmt.Errorf("export: the stream has no event-time column to select by")
 	}
 	total := StatusOf(in, nowFunc()).BacklogRows
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return nil, err
-	}
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	rep := &ExportReport{Dir: dir, Edge: opts.Edge, Stream: opts.Stream, Schema: s.String()}
 	b, err := buffer.Open(dir, buffer.Options{
-		Schema: s, ManualSeal: true, IdleSeal: -1, Log: log,
+		Schema: s, ReadOnly: true, ManualSeal: true, IdleSeal: -1, Log: log,
 		OnCorruption: func(ce *buffer.CorruptionError) { rep.Skipped = append(rep.Skipped, ce.Error()) },
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer b.Close()
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, err
+	}
 	rep.Cursor = b.Cursor()
-	schemaJSON, err := buffer.SchemaJSON(s)
+	schemaJSON, err := disk.SchemaJSON(s)
 	if err != nil {
 		return nil, err
 	}
 	fw := &fileWriter{out: out, opts: opts, meta: map[string]string{
-		MetaEdge: opts.Edge, MetaStream: opts.Stream, MetaExport: "1", "sluice.format": "1", "sluice.schema": schemaJSON,
-	}, s: s, timeIdx: timeIdx, rep: rep}
+		MetaEdge: opts.Edge, MetaStream: opts.Stream, MetaExport: "1", "sluice.schema": schemaJSON,
+	}, s: s, timeIdx: timeIdx, rep: rep, total: total}
 	defer fw.abort()
+	if opts.FromSeq > 0 {
+		b.Seek(opts.FromSeq)
+	}
 	poll, cancel := context.WithCancel(context.Background())
 	cancel()
 	for {
@@ -154,7 +169,7 @@ func Export(ctx context.Context, dir, out string, opts ExportOptions) (*ExportRe
 		if err != nil {
 			return nil, err
 		}
-		err = fw.entry(e, opts, timeIdx, byTime, total)
+		err = fw.entry(e, byTime)
 		e.Rec.Release()
 		if err != nil {
 			return nil, err
@@ -163,7 +178,7 @@ func Export(ctx context.Context, dir, out string, opts ExportOptions) (*ExportRe
 			break
 		}
 	}
-	if err := fw.finish(); err != nil {
+	if err := fw.finishFile(); err != nil {
 		return nil, err
 	}
 	if opts.Progress != nil {
@@ -179,7 +194,8 @@ func Export(ctx context.Context, dir, out string, opts ExportOptions) (*ExportRe
 	return rep, nil
 }
 
-// fileWriter cuts the selected rows into files of consecutive sequences.
+// fileWriter cuts the selected messages into files of consecutive
+// sequences.
 type fileWriter struct {
 	out     string
 	opts    ExportOptions
@@ -187,81 +203,81 @@ type fileWriter struct {
 	s       *engine.Schema
 	timeIdx int
 	rep     *ExportReport
+	total   int64
 
-	f        *os.File
-	tmp      string
-	sw       *buffer.SegmentWriter
-	cur      ExportFile
-	nextSeq  uint64
-	progress int64
+	f       *os.File
+	tmp     string
+	sw      *disk.SegmentWriter
+	cur     ExportFile
+	nextSeq uint64
 }
 
-// entry writes the selected rows of e.
-func (fw *fileWriter) entry(e buffer.Entry, opts ExportOptions, timeIdx int, byTime bool, total int64) error {
-	n := int(e.Rec.NumRows())
-	var ts *array.Timestamp
-	if timeIdx >= 0 {
-		ts, _ = e.Rec.Column(timeIdx).(*array.Timestamp)
+// entry writes the selected messages of e.
+func (fw *fileWriter) entry(e buffer.Entry, byTime bool) error {
+	n := uint64(e.Rec.NumRows())
+	starts := e.Starts
+	if starts == nil {
+		starts = []uint64{e.First} // no boundaries recorded: one run
 	}
-	keep := func(i int) (bool, int64) {
-		seq := e.First + uint64(i)
+	var ts *array.Timestamp
+	if fw.timeIdx >= 0 {
+		ts, _ = e.Rec.Column(fw.timeIdx).(*array.Timestamp)
+	}
+	opts := fw.opts
+	keep := func(seq uint64) bool {
 		if seq < opts.FromSeq || (opts.ToSeq != 0 && seq > opts.ToSeq) {
-			return false, 0
+			return false
 		}
+		i := int(seq - e.First)
 		if ts == nil || ts.IsNull(i) {
-			return !byTime, 0
+			return !byTime
 		}
-		ms := int64(ts.Value(i))
 		if byTime {
-			t := time.UnixMilli(ms)
+			t := time.UnixMilli(int64(ts.Value(i)))
 			if (!opts.Since.IsZero() && t.Before(opts.Since)) || (!opts.Until.IsZero() && !t.Before(opts.Until)) {
-				return false, ms
+				return false
 			}
 		}
-		return true, ms
+		return true
 	}
-	for lo := 0; lo < n; {
-		ok, _ := keep(lo)
-		if !ok {
-			lo++
+	for k, lo := range starts {
+		hi := e.First + n // end of the message, exclusive
+		if k+1 < len(starts) {
+			hi = starts[k+1]
+		}
+		selected := false
+		for seq := lo; seq < hi && !selected; seq++ {
+			selected = keep(seq)
+		}
+		if !selected {
 			continue
 		}
-		hi := lo + 1
-		for hi < n {
-			if k, _ := keep(hi); !k {
-				break
-			}
-			hi++
-		}
-		// Rows lo..hi-1 are a selected run.
-		for lo < hi {
-			seq := e.First + uint64(lo)
-			r := uint64(fw.opts.RowsPerFile)
-			if fw.sw != nil && (seq != fw.nextSeq || seq%r == 0) {
-				if err := fw.finishFile(total); err != nil {
-					return err
-				}
-			}
-			if fw.sw == nil {
-				if err := fw.start(seq); err != nil {
-					return err
-				}
-			}
-			m := min(hi, lo+int((seq/r+1)*r-seq))
-			part := e.Rec.NewSlice(int64(lo), int64(m))
-			err := fw.sw.Write(part, seq)
-			if err == nil {
-				fw.note(part)
-			}
-			part.Release()
-			if err != nil {
+		if fw.sw != nil && (lo != fw.nextSeq || fw.cur.Rows >= fw.opts.RowsPerFile) {
+			if err := fw.finishFile(); err != nil {
 				return err
 			}
-			fw.cur.Rows += int64(m - lo)
-			fw.cur.Last = seq + uint64(m-lo) - 1
-			fw.nextSeq = fw.cur.Last + 1
-			lo = m
 		}
+		if fw.sw == nil {
+			if err := fw.start(lo); err != nil {
+				return err
+			}
+		}
+		part := e.Rec.NewSlice(int64(lo-e.First), int64(hi-e.First))
+		var ms []uint64
+		if e.Starts != nil {
+			ms = []uint64{lo}
+		}
+		err := fw.sw.Write(part, lo, ms)
+		if err == nil {
+			fw.note(part)
+		}
+		part.Release()
+		if err != nil {
+			return err
+		}
+		fw.cur.Rows += int64(hi - lo)
+		fw.cur.Last = hi - 1
+		fw.nextSeq = hi
 	}
 	return nil
 }
@@ -293,7 +309,7 @@ func (fw *fileWriter) start(first uint64) error {
 	if err != nil {
 		return err
 	}
-	sw, err := buffer.NewSegmentWriter(f, fw.s, fw.meta)
+	sw, err := disk.NewSegmentWriter(f, fw.s, fw.meta)
 	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
@@ -304,7 +320,7 @@ func (fw *fileWriter) start(first uint64) error {
 	return nil
 }
 
-func (fw *fileWriter) finishFile(total int64) error {
+func (fw *fileWriter) finishFile() error {
 	if fw.sw == nil {
 		return nil
 	}
@@ -343,12 +359,10 @@ func (fw *fileWriter) finishFile(total int64) error {
 	fw.rep.Rows += fw.cur.Rows
 	fw.rep.Bytes += fw.cur.Bytes
 	if fw.opts.Progress != nil {
-		fw.opts.Progress(fw.rep.Rows, max(total, fw.rep.Rows))
+		fw.opts.Progress(fw.rep.Rows, max(fw.total, fw.rep.Rows))
 	}
 	return nil
 }
-
-func (fw *fileWriter) finish() error { return fw.finishFile(0) }
 
 // abort removes a file left unfinished by an error.
 func (fw *fileWriter) abort() {

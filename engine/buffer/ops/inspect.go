@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 // WriteInspection writes an inspection for people: the cursor and
@@ -35,7 +36,7 @@ func WriteInspection(w io.Writer, in *buffer.Inspection) error {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	segs := func(title string, list []buffer.SegmentState) {
+	segs := func(title string, list []disk.SegmentState) {
 		fmt.Fprintf(tw, "\n%s (%d)\n", title, len(list))
 		if len(list) == 0 {
 			return
@@ -94,12 +95,12 @@ func WriteInspection(w io.Writer, in *buffer.Inspection) error {
 	return nil
 }
 
-func segState(g buffer.SegmentState) string {
+func segState(g disk.SegmentState) string {
 	s := g.State
-	if g.State == buffer.SegUnverified {
+	if g.State == disk.SegUnverified {
 		s = "ok (checksum not read)"
 	}
-	if g.CoveredWAL && g.State != buffer.SegOK && g.State != buffer.SegUnverified {
+	if g.CoveredWAL && g.State != disk.SegOK && g.State != disk.SegUnverified {
 		s += ", rows still in the WAL"
 	}
 	return s

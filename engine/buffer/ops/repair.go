@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 // Action is one thing repair did (or, in a dry run, would do).
@@ -125,8 +127,12 @@ func Repair(dir string, opts RepairOptions) (*RepairReport, error) {
 	if err := b.Close(); err != nil && readErr == nil {
 		readErr = err
 	}
-	for _, t := range in.Temp {
-		rep.Actions = append(rep.Actions, Action{Action: "remove", File: t, Offset: -1, Reason: "temporary file"})
+	// What Open does from the reading alone (removals, truncations) is
+	// what the reading planned; damage comes from the reports.
+	for _, a := range planned(in) {
+		if a.Action == "remove" || a.Action == "truncate" {
+			rep.Actions = append(rep.Actions, a)
+		}
 	}
 	for _, r := range rec.records() {
 		rep.Actions = append(rep.Actions, r)
@@ -172,7 +178,7 @@ func corruptionAction(ce *buffer.CorruptionError) Action {
 		a.Reason += " (cursor read as 0: delivered rows still on disk are sent again)"
 	case ce.Segment == "manifest":
 		a.Action = "rewrite"
-	case ce.Quarantined == "" && ce.Reason == "listed in the manifest but missing":
+	case ce.Quarantined == "" && strings.Contains(ce.Reason, "missing"):
 		a.Action = "missing"
 	}
 	return a
@@ -201,12 +207,19 @@ func planned(in *buffer.Inspection) []Action {
 			for _, d := range w.Damage {
 				out = append(out, Action{Action: "quarantine", File: w.Path, Offset: d.Offset, Reason: d.Reason, LostFirst: d.LostFirst, LostLast: d.LostLast})
 			}
+			if w.TornAt >= 0 {
+				out = append(out, Action{Action: "truncate", File: w.Path, Offset: w.TornAt, Bytes: w.TornBytes,
+					Reason: "torn tail (a write a crash cut, never acknowledged; it goes to quarantine with the file)"})
+			}
 			out = append(out, Action{Action: "salvage", File: w.Path, Offset: -1, Reason: fmt.Sprintf("%d valid records (%d rows) sealed into segments", w.Records, w.Rows)})
 		case w.TornAt >= 0:
 			out = append(out, Action{Action: "truncate", File: w.Path, Offset: w.TornAt, Reason: "torn tail", Bytes: w.TornBytes})
 		}
 	}
-	for _, g := range append(append([]buffer.SegmentState(nil), in.Segments...), in.DeadLetters...) {
+	for _, m := range in.Missing {
+		out = append(out, Action{Action: "missing", File: m.Segment, Offset: -1, Reason: m.Reason, LostFirst: m.LostFirst, LostLast: m.LostLast})
+	}
+	for _, g := range append(append([]disk.SegmentState(nil), in.Segments...), in.DeadLetters...) {
 		a := Action{File: g.Path, Offset: -1}
 		lost := func() {
 			if !g.CoveredWAL && g.Undelivered > 0 {
@@ -214,21 +227,21 @@ func planned(in *buffer.Inspection) []Action {
 			}
 		}
 		switch g.State {
-		case buffer.SegBadSize:
+		case disk.SegBadSize:
 			a.Action, a.Reason = "quarantine", fmt.Sprintf("size %d, manifest says %d", g.DiskBytes, g.Bytes)
 			lost()
-		case buffer.SegBadCRC:
+		case disk.SegBadCRC:
 			a.Action, a.Reason = "quarantine", "file checksum mismatch"
 			lost()
-		case buffer.SegMissing:
+		case disk.SegMissing:
 			a.Action, a.Reason = "missing", "listed in the manifest but missing"
 			lost()
-		case buffer.SegUnlisted:
+		case disk.SegUnlisted:
 			a.Action, a.Reason = "adopt", "not listed in the manifest: adopted when readable, else quarantined"
 			if g.CoveredWAL {
 				a.Action, a.Reason = "remove", "not listed and still covered by the WAL (interrupted seal)"
 			}
-		case buffer.SegDelivered:
+		case disk.SegDelivered:
 			if g.Present {
 				a.Action, a.Reason = "remove", "delivered"
 			}
@@ -277,8 +290,6 @@ func (r *recorder) add(rec slog.Record) {
 	rec.Attrs(func(a slog.Attr) bool { attr[a.Key] = a.Value; return true })
 	var a Action
 	switch rec.Message {
-	case "truncated a torn WAL tail":
-		a = Action{Action: "truncate", File: attr["file"].String(), Offset: attr["offset"].Int64(), Reason: "torn tail", Bytes: attr["bytes"].Int64()}
 	case "adopted a segment the manifest did not list":
 		a = Action{Action: "adopt", File: attr["file"].String(), Offset: -1, Reason: "not listed in the manifest"}
 	default:

@@ -14,14 +14,15 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/parquet-go/parquet-go"
 
-	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
 
 // ReplayOptions configure Replay.
 type ReplayOptions struct {
-	// Publisher sends the messages; its Encoding and BatchRows shape
-	// them, as the forwarder's would.
+	// Publisher sends the messages in its Encoding; message boundaries
+	// come from the files (BatchRows applies only to files that record
+	// none).
 	Publisher *outbound.Publisher
 	// Edge and Stream, when set, replace the names found in the files.
 	Edge, Stream string
@@ -55,9 +56,11 @@ type replayFile struct {
 
 // Replay publishes exported files (or segments) with the stable IDs the
 // forwarder gives their rows — "<edge>/<stream>/<seq>" per row, or
-// "<edge>/<stream>/<first>-<last>" per block of BatchRows rows aligned in
-// sequence space — and backfill=true, so that a receiver that
-// deduplicates stores each row once however often it is replayed. Files
+// "<edge>/<stream>/<first>-<last>" per message, cut where the file's _msg
+// column says messages start (the boundaries fixed when the rows were
+// appended) — and backfill=true, so that a receiver that deduplicates
+// stores each row once however often it is replayed, and whether it also
+// came over the link. Files
 // are sent in order of edge, stream and first sequence. A message the
 // broker rejects permanently is reported in Failed and the rest goes on;
 // Replay then returns an error too.
@@ -117,7 +120,7 @@ func Replay(ctx context.Context, paths []string, opts ReplayOptions) (*ReplayRep
 		if err != nil {
 			return rep, err
 		}
-		sf, err := buffer.ReadSegmentFile(data, opts.Mem)
+		sf, err := disk.ReadSegmentFile(data, opts.Mem)
 		if err != nil {
 			return rep, fmt.Errorf("%s: %w", rf.path, err)
 		}
@@ -126,7 +129,7 @@ func Replay(ctx context.Context, paths []string, opts ReplayOptions) (*ReplayRep
 			continue
 		}
 		enc := pub.Encoder(rf.edge, rf.stream)
-		msgs, err := enc.Encode(outbound.Entry{Rec: sf.Rec, First: sf.First, Backfill: true, Schema: sf.Schema})
+		msgs, err := enc.Encode(outbound.Entry{Rec: sf.Rec, First: sf.First, Starts: sf.Starts, Backfill: true, Schema: sf.Schema})
 		rows := sf.Rec.NumRows()
 		sf.Rec.Release()
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 // Status is the backlog summary of a buffer directory.
@@ -17,6 +18,9 @@ type Status struct {
 	Dir    string    `json:"dir"`
 	Time   time.Time `json:"time"`
 	Schema string    `json:"schema,omitempty"`
+	// Edge and Stream are the identity the rows are published under.
+	Edge   string `json:"edge,omitempty"`
+	Stream string `json:"stream,omitempty"`
 	// Cursor is the highest delivered sequence; NextSeq the sequence the
 	// next row gets.
 	Cursor  uint64 `json:"cursor"`
@@ -82,6 +86,9 @@ func StatusOf(in *buffer.Inspection, now time.Time) *Status {
 	if in.Schema != nil {
 		s.Schema = in.Schema.String()
 	}
+	if in.Meta != nil {
+		s.Edge, s.Stream = in.Meta.Edge, in.Meta.Stream
+	}
 	oldest := func(seq uint64, t, appended time.Time) {
 		if seq != 0 && (s.OldestSeq == 0 || seq < s.OldestSeq) {
 			s.OldestSeq = seq
@@ -99,7 +106,7 @@ func StatusOf(in *buffer.Inspection, now time.Time) *Status {
 		}
 		s.Segments++
 		s.SegmentBytes += g.DiskBytes
-		if g.Listed && g.Undelivered > 0 && g.State != buffer.SegBadSize {
+		if g.Listed && g.Undelivered > 0 && g.State != disk.SegBadSize {
 			s.BacklogRows += g.Undelivered
 			s.BacklogBytes += g.DiskBytes
 			s.BacklogFiles++
@@ -151,17 +158,20 @@ func Problems(in *buffer.Inspection) []string {
 		for _, d := range w.Damage {
 			out = append(out, d.Error())
 		}
-		if w.TornAt >= 0 && len(w.Damage) == 0 {
+		if w.TornAt >= 0 {
 			out = append(out, fmt.Sprintf("%s: torn tail at offset %d (%d bytes)", w.Path, w.TornAt, w.TornBytes))
 		}
 	}
-	for _, g := range append(append([]buffer.SegmentState(nil), in.Segments...), in.DeadLetters...) {
+	for _, m := range in.Missing {
+		out = append(out, m.Error())
+	}
+	for _, g := range append(append([]disk.SegmentState(nil), in.Segments...), in.DeadLetters...) {
 		switch g.State {
-		case buffer.SegBadSize:
+		case disk.SegBadSize:
 			out = append(out, fmt.Sprintf("%s: size %d, manifest says %d", g.Path, g.DiskBytes, g.Bytes))
-		case buffer.SegBadCRC:
+		case disk.SegBadCRC:
 			out = append(out, fmt.Sprintf("%s: file checksum mismatch", g.Path))
-		case buffer.SegMissing:
+		case disk.SegMissing:
 			out = append(out, fmt.Sprintf("%s: listed in the manifest but missing", g.Path))
 		}
 	}
@@ -219,6 +229,9 @@ func (s *Status) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	p := func(k, f string, a ...any) { fmt.Fprintf(tw, "%s\t"+f+"\n", append([]any{k}, a...)...) }
 	p("buffer", "%s", s.Dir)
+	if s.Edge != "" || s.Stream != "" {
+		p("identity", "%s/%s (message IDs %s/%s/<sequence>)", s.Edge, s.Stream, s.Edge, s.Stream)
+	}
 	if s.Schema != "" {
 		p("schema", "%s", s.Schema)
 	}

@@ -1,15 +1,18 @@
-package buffer
+package disk
 
 import (
+	"errors"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 )
 
-// FS is the file system the buffer uses. Every file operation of the buffer
-// goes through it, so that tests can inject failures and simulate crashes.
+// FS is the file system a buffer uses. Every file operation on a buffer
+// directory goes through it, so that tests can inject failures, fill the
+// disk and simulate crashes.
 //
 // Names are slash-separated paths as accepted by package os. Implementations
 // must be safe for concurrent use and give POSIX semantics: a removed or
@@ -47,6 +50,10 @@ type File interface {
 	Truncate(size int64) error
 	// Size returns the current size of the file.
 	Size() (int64, error)
+	// Allocate reserves the disk space of bytes [off, off+n) so that
+	// later writes into that range need no new space; the file grows to
+	// at least off+n bytes, the new bytes reading as zeros.
+	Allocate(off, n int64) error
 	// Close closes the file. It is not idempotent.
 	Close() error
 }
@@ -64,6 +71,28 @@ func (f osFile) Size() (int64, error) {
 		return 0, err
 	}
 	return fi.Size(), nil
+}
+
+func (f osFile) Allocate(off, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	err := allocate(f.File, off, n)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, syscall.EOPNOTSUPP) && !errors.Is(err, syscall.ENOSYS) {
+		return err
+	}
+	// No fallocate on this file system: write the zeros.
+	size, err := f.Size()
+	if err != nil {
+		return err
+	}
+	if end := off + n; end > size {
+		_, err = f.WriteAt(make([]byte, end-max(off, size)), max(off, size))
+	}
+	return err
 }
 
 func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
@@ -104,8 +133,14 @@ func (osFS) SyncDir(dir string) error {
 	return d.Close()
 }
 
-// readFile reads a whole file through fsys.
-func readFile(fsys FS, name string) ([]byte, error) {
+// IsNoSpace reports whether err says the file system is full (ENOSPC,
+// EDQUOT or ErrNoSpace).
+func IsNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, ErrNoSpace)
+}
+
+// ReadFile reads a whole file through fsys.
+func ReadFile(fsys FS, name string) ([]byte, error) {
 	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
@@ -125,9 +160,9 @@ func readFile(fsys FS, name string) ([]byte, error) {
 	return buf, nil
 }
 
-// writeFileAtomic publishes data as name: it writes name.tmp, syncs it,
+// WriteFileAtomic publishes data as name: it writes name.tmp, syncs it,
 // renames it over name and syncs the directory.
-func writeFileAtomic(fsys FS, name string, data []byte) error {
+func WriteFileAtomic(fsys FS, name string, data []byte) error {
 	tmp := name + ".tmp"
 	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {

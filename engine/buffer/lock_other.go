@@ -1,10 +1,10 @@
 //go:build !unix
 
-package forward
+package buffer
 
 // dirLock is a no-op where flock is not available.
 type dirLock struct{}
 
-func lockDir(string) (*dirLock, error) { return &dirLock{}, nil }
+func lockDir(string, bool) (*dirLock, error) { return &dirLock{}, nil }
 
 func (*dirLock) unlock() {}

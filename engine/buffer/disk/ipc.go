@@ -1,4 +1,4 @@
-package buffer
+package disk
 
 import (
 	"bytes"
@@ -14,32 +14,34 @@ import (
 // ipcEOS is the end-of-stream marker of the Arrow IPC stream format.
 var ipcEOS = []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
 
-// schemaMessage returns the IPC stream bytes of the schema message.
-func schemaMessage(s *arrow.Schema) ([]byte, error) {
+// SchemaMessage returns the IPC stream bytes of the schema message, the
+// prefix of every WAL record payload of that schema.
+func SchemaMessage(s *arrow.Schema) ([]byte, error) {
 	p := ipc.GetSchemaPayload(s, memory.DefaultAllocator)
 	defer p.Release()
-	var w appendWriter
+	var w AppendWriter
 	if _, err := p.WritePayload(&w); err != nil {
 		return nil, err
 	}
 	return w.b, nil
 }
 
-// appendWriter is an io.Writer appending to a byte slice.
-type appendWriter struct{ b []byte }
+// AppendWriter is an io.Writer appending to a byte slice.
+type AppendWriter struct{ b []byte }
 
-func (w *appendWriter) Write(p []byte) (int, error) {
+func (w *AppendWriter) Write(p []byte) (int, error) {
 	w.b = append(w.b, p...)
 	return len(p), nil
 }
 
-var recordBufs = sync.Pool{New: func() any { return new(appendWriter) }}
+// RecordBufs pools the writers EncodeRecord fills.
+var RecordBufs = sync.Pool{New: func() any { return new(AppendWriter) }}
 
-// encodeRecord returns a WAL record for rec: recHeaderSize bytes reserved for
-// the header, then the IPC stream (schema message, one record batch, EOS).
-// The caller returns w to recordBufs when done with the bytes.
-func encodeRecord(w *appendWriter, schemaMsg []byte, rec arrow.RecordBatch) ([]byte, error) {
-	w.b = append(w.b[:0], make([]byte, recHeaderSize)...)
+// EncodeRecord returns a WAL record for rec: RecHeaderSize bytes reserved
+// for the header (see PutRecHeader), then the IPC stream (schema message,
+// one record batch, EOS). The bytes live in w until its next use.
+func EncodeRecord(w *AppendWriter, schemaMsg []byte, rec arrow.RecordBatch) ([]byte, error) {
+	w.b = append(w.b[:0], make([]byte, RecHeaderSize)...)
 	w.b = append(w.b, schemaMsg...)
 	p, err := ipc.GetRecordBatchPayload(rec, ipc.WithAllocator(memory.DefaultAllocator))
 	if err != nil {
@@ -54,9 +56,9 @@ func encodeRecord(w *appendWriter, schemaMsg []byte, rec arrow.RecordBatch) ([]b
 	return w.b, nil
 }
 
-// decodeRecord decodes the IPC stream of one record batch and checks its
-// schema.
-func decodeRecord(payload []byte, want *arrow.Schema, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
+// DecodeRecord decodes the IPC stream of one record batch (a WAL record
+// payload) and checks its schema.
+func DecodeRecord(payload []byte, want *arrow.Schema, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("decode record: %v", p)
@@ -81,9 +83,9 @@ func decodeRecord(payload []byte, want *arrow.Schema, mem memory.Allocator) (rec
 	return rec, nil
 }
 
-// timeRange returns the minimum and maximum non-null value of the
-// timestamp column col of rec.
-func timeRange(rec arrow.RecordBatch, col int) (lo, hi int64, ok bool) {
+// TimeRange returns the minimum and maximum non-null value of the
+// timestamp column col of rec (col < 0: none).
+func TimeRange(rec arrow.RecordBatch, col int) (lo, hi int64, ok bool) {
 	if col < 0 {
 		return 0, 0, false
 	}
@@ -106,4 +108,19 @@ func timeRange(rec arrow.RecordBatch, col int) (lo, hi int64, ok bool) {
 		hi = max(hi, t)
 	}
 	return lo, hi, ok
+}
+
+// RecordSchema returns the schema of a WAL record payload.
+func RecordSchema(payload []byte) (s *arrow.Schema, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("decode schema: %v", p)
+		}
+	}()
+	r, err := ipc.NewReader(bytes.NewReader(payload), ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	return r.Schema(), nil
 }

@@ -1,0 +1,269 @@
+package disk
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sync"
+)
+
+// Small state files (docs/format/buffer.md 6): the cursor and the sync
+// mark are files of two 64-byte slots at offsets 0 and 512, written in
+// place, alternately, each with a generation and a checksum. A reader
+// takes the valid slot with the higher generation, so a write torn by a
+// crash leaves the previous value readable, and an update needs no new
+// disk space.
+const (
+	slotSize     = 64
+	slotStride   = 512
+	slotFileSize = slotStride + slotSize
+
+	cursorMagic = "SLUICECR"
+	markMagic   = "SLUICESM"
+
+	legacyCursorSize = 20
+)
+
+// encodeSlot returns a slot holding payload (at most 36 bytes).
+func encodeSlot(magic string, gen uint64, payload []byte) []byte {
+	b := make([]byte, slotSize)
+	copy(b, magic)
+	le.PutUint32(b[8:], Version)
+	le.PutUint64(b[16:], gen)
+	copy(b[24:60], payload)
+	le.PutUint32(b[60:], CRC(b[:60]))
+	return b
+}
+
+// readSlots returns the payload of the newest valid slot. found is false
+// when no slot is valid; damaged is set when something other than zeros
+// fills an invalid file.
+func readSlots(data []byte, magic string) (payload []byte, gen uint64, found, damaged bool) {
+	for _, off := range []int{0, slotStride} {
+		if off+slotSize > len(data) {
+			continue
+		}
+		s := data[off : off+slotSize]
+		if string(s[:8]) != magic || le.Uint32(s[8:]) != Version || CRC(s[:60]) != le.Uint32(s[60:]) {
+			continue
+		}
+		if g := le.Uint64(s[16:]); !found || g > gen {
+			payload, gen, found = s[24:60], g, true
+		}
+	}
+	if !found && !AllZero(data) {
+		damaged = true
+	}
+	return payload, gen, found, damaged
+}
+
+// slotFile writes the slots of a small state file in place.
+type slotFile struct {
+	mu    sync.Mutex
+	magic string
+	f     File
+	gen   uint64
+}
+
+// openSlotFile opens the slot file name, creating it (with payload in its
+// first slot) when it is missing or unusable. gen is the generation read
+// from it (0 when created).
+func openSlotFile(fsys FS, name, magic string, gen uint64, payload []byte, create bool) (*slotFile, error) {
+	if create {
+		gen++
+		data := make([]byte, slotFileSize)
+		copy(data[slotStride*(gen%2):], encodeSlot(magic, gen, payload))
+		if err := WriteFileAtomic(fsys, name, data); err != nil {
+			return nil, err
+		}
+	}
+	f, err := fsys.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &slotFile{magic: magic, f: f, gen: gen}, nil
+}
+
+// write stores payload in the slot the newest generation does not use,
+// and syncs when asked.
+func (s *slotFile) write(payload []byte, sync bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return os.ErrClosed
+	}
+	gen := s.gen + 1
+	off := int64(slotStride) * int64(gen%2)
+	if _, err := s.f.WriteAt(encodeSlot(s.magic, gen, payload), off); err != nil {
+		return err
+	}
+	s.gen = gen
+	if sync {
+		return s.f.Sync()
+	}
+	return nil
+}
+
+func (s *slotFile) sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return os.ErrClosed
+	}
+	return s.f.Sync()
+}
+
+func (s *slotFile) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return nil
+	}
+	err := s.f.Close()
+	s.f = nil
+	return err
+}
+
+// CursorState is what the cursor file says.
+type CursorState struct {
+	// Cursor is the highest delivered sequence.
+	Cursor uint64
+	// Gen is the generation of the slot read.
+	Gen uint64
+	// Present is false when there is no cursor file; Legacy when it has
+	// the 20-byte format of version 1.
+	Present, Legacy bool
+	// Damage is set when the file holds no valid slot (the cursor then
+	// reads as 0).
+	Damage *CorruptionError
+}
+
+// ReadCursor reads dir/cursor without changing it.
+func ReadCursor(fsys FS, dir string) (CursorState, error) {
+	data, err := ReadFile(fsys, path.Join(dir, CursorName))
+	if errors.Is(err, os.ErrNotExist) {
+		return CursorState{}, nil
+	}
+	if err != nil {
+		return CursorState{}, fmt.Errorf("buffer: read cursor: %w", err)
+	}
+	st := CursorState{Present: true}
+	if len(data) == legacyCursorSize && string(data[:8]) == cursorMagic {
+		if CRC(data[:16]) != le.Uint32(data[16:]) {
+			st.Damage = &CorruptionError{Segment: CursorName, Offset: -1, Reason: "bad cursor file"}
+			return st, nil
+		}
+		st.Cursor, st.Legacy = le.Uint64(data[8:]), true
+		return st, nil
+	}
+	payload, gen, found, damaged := readSlots(data, cursorMagic)
+	switch {
+	case found:
+		st.Cursor, st.Gen = le.Uint64(payload), gen
+	case damaged || len(data) > 0:
+		st.Damage = &CorruptionError{Segment: CursorName, Offset: -1, Reason: "bad cursor file"}
+	}
+	return st, nil
+}
+
+// CursorFile stores the delivery cursor in place.
+type CursorFile struct{ s *slotFile }
+
+// OpenCursorFile opens dir/cursor for updates. st is what ReadCursor
+// found; a missing, legacy or damaged file (the caller has quarantined
+// it) is replaced by a new one holding st.Cursor.
+func OpenCursorFile(fsys FS, dir string, st CursorState) (*CursorFile, error) {
+	create := !st.Present || st.Legacy || st.Damage != nil
+	var p [8]byte
+	le.PutUint64(p[:], st.Cursor)
+	s, err := openSlotFile(fsys, path.Join(dir, CursorName), cursorMagic, st.Gen, p[:], create)
+	if err != nil {
+		return nil, fmt.Errorf("buffer: open cursor: %w", err)
+	}
+	return &CursorFile{s}, nil
+}
+
+// Store makes c the durable cursor: one slot write and one fsync.
+func (c *CursorFile) Store(v uint64) error {
+	var p [8]byte
+	le.PutUint64(p[:], v)
+	if err := c.s.write(p[:], true); err != nil {
+		return fmt.Errorf("buffer: store cursor: %w", err)
+	}
+	return nil
+}
+
+// Close closes the file.
+func (c *CursorFile) Close() error { return c.s.close() }
+
+// Mark is a sync mark: WAL file Num, opened at sequence Base, was durable
+// up to Size bytes, holding every sequence below Next.
+type Mark struct {
+	Num  uint32 `json:"num"`
+	Base uint64 `json:"base"`
+	Next uint64 `json:"next"`
+	Size int64  `json:"size"`
+}
+
+func (m Mark) payload() []byte {
+	p := make([]byte, 32)
+	le.PutUint32(p[0:], m.Num)
+	le.PutUint64(p[8:], m.Base)
+	le.PutUint64(p[16:], m.Next)
+	le.PutUint64(p[24:], uint64(m.Size))
+	return p
+}
+
+// MarkState is what the sync-mark file says.
+type MarkState struct {
+	Mark
+	Gen uint64
+	// Valid is false when there is no file or no valid slot (marks are
+	// advisory: damage only weakens the checks they allow).
+	Valid bool
+}
+
+// ReadMark reads dir/syncmark without changing it.
+func ReadMark(fsys FS, dir string) (MarkState, error) {
+	data, err := ReadFile(fsys, path.Join(dir, SyncMarkName))
+	if errors.Is(err, os.ErrNotExist) {
+		return MarkState{}, nil
+	}
+	if err != nil {
+		return MarkState{}, fmt.Errorf("buffer: read sync mark: %w", err)
+	}
+	p, gen, found, _ := readSlots(data, markMagic)
+	if !found {
+		return MarkState{}, nil
+	}
+	m := Mark{Num: le.Uint32(p[0:]), Base: le.Uint64(p[8:]), Next: le.Uint64(p[16:]), Size: int64(le.Uint64(p[24:]))}
+	if m.Num == 0 || m.Next < m.Base || m.Size < WALHeaderSize {
+		return MarkState{}, nil
+	}
+	return MarkState{Mark: m, Gen: gen, Valid: true}, nil
+}
+
+// MarkFile stores sync marks in place. Write does not fsync: a mark
+// written after a WAL fsync survives a process crash, and after a power
+// loss an older mark only checks less.
+type MarkFile struct{ s *slotFile }
+
+// OpenMarkFile opens dir/syncmark for updates, creating it when st is not
+// valid.
+func OpenMarkFile(fsys FS, dir string, st MarkState) (*MarkFile, error) {
+	s, err := openSlotFile(fsys, path.Join(dir, SyncMarkName), markMagic, st.Gen, st.Mark.payload(), !st.Valid)
+	if err != nil {
+		return nil, fmt.Errorf("buffer: open sync mark: %w", err)
+	}
+	return &MarkFile{s}, nil
+}
+
+// Write stores m without syncing.
+func (f *MarkFile) Write(m Mark) error { return f.s.write(m.payload(), false) }
+
+// Sync makes the last mark durable.
+func (f *MarkFile) Sync() error { return f.s.sync() }
+
+// Close closes the file.
+func (f *MarkFile) Close() error { return f.s.close() }

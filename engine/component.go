@@ -36,6 +36,10 @@ type BuildContext struct {
 	Log *slog.Logger
 	// Counters holds the component's counters (rows in, bad rows, late rows, ...).
 	Counters *Counters
+	// Shared holds what the components built together for one run share
+	// (the route of engine alerts, a default disk quota). Nil gives every
+	// component its own.
+	Shared *Shared
 }
 
 // Emit hands a record to the next components. It blocks while they are busy

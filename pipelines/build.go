@@ -33,6 +33,9 @@ type Options struct {
 	// Embedders and the bench harness use it to feed a pipeline from
 	// memory.
 	Sources map[string]engine.Source
+	// Shared is what the components of the pipelines built together share
+	// (see engine.Shared); BuildAll makes one when it is nil.
+	Shared *engine.Shared
 }
 
 // Pipeline is a built pipeline, ready to run.
@@ -72,6 +75,9 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 	if opts.Edge == "" {
 		opts.Edge = defaultEdge()
 	}
+	if opts.Shared == nil {
+		opts.Shared = engine.NewShared()
+	}
 	plog := opts.Log.With("pipeline", d.Name)
 	p := &Pipeline{Def: d, Graph: engine.NewGraph(d.Name, plog)}
 	var errs spec.Errors
@@ -81,7 +87,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 	bc := func(c *ComponentDef) engine.BuildContext {
 		return engine.BuildContext{
 			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, DryRun: opts.DryRun, Batch: d.Batch, Mem: opts.Mem,
-			Log: plog.With("component", c.Name), Counters: engine.NewCounters(),
+			Log: plog.With("component", c.Name), Counters: engine.NewCounters(), Shared: opts.Shared,
 		}
 	}
 	for _, c := range d.Sources {

@@ -6,12 +6,17 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/forward"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // BuildAll builds every def. On any error nothing is returned and every
 // component built so far is closed.
 func BuildAll(defs []*Def, opts Options) ([]*Pipeline, spec.Errors) {
+	if opts.Shared == nil {
+		opts.Shared = engine.NewShared()
+	}
 	var out []*Pipeline
 	var errs spec.Errors
 	for _, d := range defs {
@@ -77,4 +82,28 @@ func SourceRows(ps []*Pipeline) int64 {
 		}
 	}
 	return n
+}
+
+// Backlog is what a cloud sink left undelivered in its buffer.
+type Backlog struct {
+	Pipeline, Sink string
+	forward.Left
+}
+
+// Backlogs lists the cloud sinks of the pipelines that hold undelivered
+// rows (after a run: what the next start sends).
+func Backlogs(ps []*Pipeline) []Backlog {
+	var out []Backlog
+	for _, p := range ps {
+		for _, b := range p.Components {
+			fs, ok := b.sink.(*forward.Sink)
+			if !ok {
+				continue
+			}
+			if l := fs.Left(); l.Rows > 0 {
+				out = append(out, Backlog{Pipeline: p.Def.Name, Sink: b.Def.Name, Left: l})
+			}
+		}
+	}
+	return out
 }

@@ -206,3 +206,35 @@ func TestDemoOverEmbeddedBroker(t *testing.T) {
 		t.Fatalf("late rows in the demo:\n%s", stderr)
 	}
 }
+
+// TestRunReportsBacklog: a finite run whose link is down used to exit 0
+// after the drain with its backlog undelivered and no word about it. It
+// now names what is left and where, and still exits 0 (the rows are safe).
+func TestRunReportsBacklog(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(file, []byte(`
+name: p
+sources:
+  sim: {type: sim, turbines: 10, rows: 100}
+sinks:
+  cloud:
+    type: nats
+    input: sim
+    url: nats://127.0.0.1:1
+    subject: x
+    stream: X
+    timeout: 100ms
+    forward: {drain_timeout: 200ms, retry_min: 10ms, retry_max: 50ms, publish_timeout: 200ms}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "run", file, "--data-dir", filepath.Join(dir, "data"), "--log-level", "error", "--progress", "never")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want := "1000 rows ("
+	if !strings.Contains(stderr, want) || !strings.Contains(stderr, "left in the buffer of p/cloud") || !strings.Contains(stderr, "sent on the next run") {
+		t.Fatalf("no backlog line in:\n%s", stderr)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/sluice-edge/sluice/engine/buffer/ops"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -43,7 +44,14 @@ files), checks them like validate, and runs every pipeline they define.
 It returns when every finite source has ended and the pipelines have drained.
 On SIGINT or SIGTERM it stops the sources, processes the batches in flight,
 flushes open windows, closes the sinks and exits 0; a second signal exits at
-once with code 130.`,
+once with code 130.
+
+Cloud sinks get a few seconds (forward.drain_timeout) to deliver what is
+buffered; rows they could not deliver (the link is down) stay in their
+buffers and are sent on the next run. run then prints one line per such sink
+("12000 rows (1.1 MiB) left in the buffer of windfarm/cloud ...") and still
+exits 0: the rows are safe on disk. Exit codes: 0 done, 1 a pipeline failed
+or the configuration is invalid, 2 a bad command line, 130 a second signal.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
@@ -134,6 +142,13 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 	logSummary(log, ps)
 	log.Info("finished", "rows", rows, "elapsed", elapsed.Round(time.Millisecond).String(),
 		"rows_per_s", int64(float64(rows)/max(elapsed.Seconds(), 1e-9)))
+	// Rows a cloud sink could not deliver stay in its buffer: say so, so
+	// that a finished run with a dead link is not mistaken for a complete
+	// one. The exit code stays 0: the rows are safe on disk.
+	for _, b := range pipelines.Backlogs(ps) {
+		fmt.Fprintf(g.stderr, "%d rows (%s) left in the buffer of %s/%s (%s); they will be sent on the next run\n",
+			b.Rows, ops.Bytes(b.Bytes), b.Pipeline, b.Sink, b.Dir)
+	}
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}

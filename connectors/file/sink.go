@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -20,7 +24,8 @@ var SinkSpec = spec.Spec{
 	Summary: "Writes rows to a file as JSON lines.",
 	Description: "One JSON object per row, columns in schema order; null values are left out, timestamps are " +
 		"RFC 3339 UTC with milliseconds. The file and its parent directories are created when the first batch " +
-		"arrives; every batch is written through to the file, which is synced to disk at Close.",
+		"arrives; every batch is written through to the file, whole lines only, and the file is synced to disk at " +
+		"Close. On a full disk the sink holds rows back (its input is not acknowledged) and retries until space returns.",
 	Fields: []spec.Field{
 		{Name: "path", Type: spec.String, Description: "File to write, relative to the pipeline file.", Example: "out/stats.jsonl"},
 		{Name: "append", Type: spec.Bool, Default: false, Description: "Append to an existing file instead of replacing it.", Example: true},
@@ -35,14 +40,23 @@ var ErrClosed = errors.New("file: sink closed")
 
 // Sink writes batches to a file as JSON lines. It is safe for concurrent
 // use.
+//
+// A batch is written whole or not at all: when a write fails part way
+// (a full disk), the file is cut back to its last whole line. On a full
+// disk the sink holds the batch back (the pipeline's input is not
+// acknowledged) and retries until space returns; other write errors end
+// the pipeline.
 type Sink struct {
 	path   string
 	append bool
 	rows   *atomic.Int64
+	waits  *atomic.Int64
+	log    *slog.Logger
 
 	mu     sync.Mutex
 	f      *os.File
-	out    *codec.JSONLinesWriter
+	size   int64 // bytes of whole lines in the file
+	buf    []byte
 	closed bool
 }
 
@@ -57,6 +71,10 @@ func newSink(cfg *spec.Config, _ *engine.Schema, bc engine.BuildContext) (engine
 	s := NewSink(path, cfg.Bool("append"))
 	if bc.Counters != nil {
 		s.rows = bc.Counters.Counter("rows")
+		s.waits = bc.Counters.Counter("disk_full_waits")
+	}
+	if bc.Log != nil {
+		s.log = bc.Log
 	}
 	return s, nil
 }
@@ -64,7 +82,7 @@ func newSink(cfg *spec.Config, _ *engine.Schema, bc engine.BuildContext) (engine
 // NewSink returns a sink writing to path, appending to an existing file or
 // replacing it.
 func NewSink(path string, appendMode bool) *Sink {
-	return &Sink{path: path, append: appendMode, rows: new(atomic.Int64)}
+	return &Sink{path: path, append: appendMode, rows: new(atomic.Int64), waits: new(atomic.Int64), log: slog.New(slog.DiscardHandler)}
 }
 
 func (s *Sink) open() error {
@@ -73,18 +91,24 @@ func (s *Sink) open() error {
 	}
 	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
 	if s.append {
-		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+		flags = os.O_CREATE | os.O_WRONLY
 	}
 	f, err := os.OpenFile(s.path, flags, 0o644)
 	if err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
-	s.f, s.out = f, codec.NewJSONLinesWriter(f)
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("file sink: %w", err)
+	}
+	s.f, s.size = f, size
 	return nil
 }
 
-// Write writes the rows of b and releases its record.
-func (s *Sink) Write(_ context.Context, b engine.Batch) error {
+// Write writes the rows of b and releases its record. On a full disk it
+// waits and retries until the rows are written or ctx is done.
+func (s *Sink) Write(ctx context.Context, b engine.Batch) error {
 	defer b.Release()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -96,14 +120,53 @@ func (s *Sink) Write(_ context.Context, b engine.Batch) error {
 			return err
 		}
 	}
-	if err := s.out.Write(b.Rec); err != nil {
-		return fmt.Errorf("file sink: %w", err)
+	s.buf = codec.AppendJSONLines(s.buf[:0], b.Rec)
+	wait := time.Millisecond
+	var since time.Time
+	for {
+		err := s.writeWhole(s.buf)
+		if err == nil {
+			if !since.IsZero() {
+				s.log.Info("file sink: disk has room again", "path", s.path, "held_back_for", time.Since(since).Round(time.Millisecond).String())
+			}
+			break
+		}
+		if !disk.IsNoSpace(err) {
+			return fmt.Errorf("file sink: %w", err)
+		}
+		if since.IsZero() {
+			since = time.Now()
+			s.waits.Add(1)
+			s.log.Error("file sink: disk full; holding rows back until space returns", "path", s.path, "rows", b.Rec.NumRows(), "err", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("file sink: disk full: %w", ctx.Err())
+		case <-t.C:
+		}
+		wait = min(wait*2, time.Second)
 	}
 	s.rows.Add(b.Rec.NumRows())
 	return nil
 }
 
-// Close flushes, syncs and closes the file. It is idempotent.
+// writeWhole appends buf at the end of the whole lines; after a failed
+// write the file is cut back so that it holds whole lines only.
+func (s *Sink) writeWhole(buf []byte) error {
+	n, err := s.f.WriteAt(buf, s.size)
+	if err == nil {
+		s.size += int64(n)
+		return nil
+	}
+	if terr := s.f.Truncate(s.size); terr != nil {
+		return errors.Join(err, fmt.Errorf("cut back to the last whole line: %w", terr))
+	}
+	return err
+}
+
+// Close syncs and closes the file. It is idempotent.
 func (s *Sink) Close(context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -114,10 +177,7 @@ func (s *Sink) Close(context.Context) error {
 	if s.f == nil {
 		return nil
 	}
-	err := s.out.Flush()
-	if serr := s.f.Sync(); err == nil {
-		err = serr
-	}
+	err := s.f.Sync()
 	if cerr := s.f.Close(); err == nil {
 		err = cerr
 	}

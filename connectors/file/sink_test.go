@@ -1,11 +1,14 @@
 package file_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"go.yaml.in/yaml/v3"
@@ -111,5 +114,89 @@ func TestFileSink(t *testing.T) {
 	}
 	if err := s.Close(ctx); err != nil {
 		t.Errorf("Close of an unopened sink: %v", err)
+	}
+}
+
+// TestFileSinkFullDisk fills the disk under a file sink: the write holds
+// back (it used to fail and end the pipeline, leaving a cut last line),
+// the file keeps whole lines only, and the rows are written once space
+// returns.
+func TestFileSinkFullDisk(t *testing.T) {
+	dir := enginetest.Tmpfs(t, 256<<10)
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	counters := engine.NewCounters()
+	s := buildSink(t, dir, "type: file\ninput: x\npath: rows.jsonl\n", counters)
+	defer s.Close(context.Background())
+	batch := func(k int) engine.Batch {
+		rows := make([]enginetest.Row, 200)
+		for i := range rows {
+			rows[i] = enginetest.Row{int64(k*200+i) * 1000, "T1", float64(k*200 + i)}
+		}
+		return engine.Batch{Rec: enginetest.Record(mem, sinkSchema, rows...)}
+	}
+	if err := s.Write(context.Background(), batch(0)); err != nil {
+		t.Fatal(err)
+	}
+	filler := enginetest.Fill(t, dir, 2<<10)
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for k := 1; k < 4 && err == nil; k++ {
+			err = s.Write(context.Background(), batch(k))
+		}
+		done <- err
+	}()
+	waitUntil(t, func() bool { return counters.Counter("disk_full_waits").Load() > 0 })
+	select {
+	case err := <-done:
+		t.Fatalf("the write returned on a full disk: %v", err)
+	default:
+	}
+	checkLines(t, filepath.Join(dir, "rows.jsonl"), -1)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, filepath.Join(dir, "rows.jsonl"), 800)
+}
+
+// checkLines checks that every line of the file is a whole JSON object and
+// that there are want of them (want < 0: any number).
+func checkLines(t *testing.T, name string, want int) {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		t.Fatalf("%s ends with a cut line: %q", name, data[max(0, len(data)-40):])
+	}
+	n := 0
+	for _, line := range bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var v map[string]any
+		if err := json.Unmarshal(line, &v); err != nil {
+			t.Fatalf("line %d is not whole: %q", n+1, line)
+		}
+		n++
+	}
+	if want >= 0 && n != want {
+		t.Fatalf("%d lines, want %d", n, want)
+	}
+}
+
+func waitUntil(t *testing.T, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }

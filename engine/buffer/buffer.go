@@ -147,25 +147,26 @@ func Open(dir string, opts Options) (*Buffer, error) {
 	}
 	if !opts.ReadOnly {
 		b.quota.join(b, b.walBytes+b.segBytes+b.deadBytes)
+		// Salvage damaged WAL files now (so that their reports name the
+		// quarantined file); leave healthy rolled files to the sealer so
+		// that opening stays fast.
+		damaged := false
+		for _, w := range b.wals {
+			damaged = damaged || len(w.damage) > 0
+		}
+		if damaged {
+			if err := b.Seal(); err != nil {
+				b.log.Warn("salvaging a damaged WAL file failed; will retry", "err", err)
+			}
+		} else if len(b.wals) > 1 {
+			b.kick <- struct{}{}
+		}
 	}
 	for _, r := range reports {
 		b.reportCorruption(r)
 	}
 	if opts.ReadOnly {
 		return b, nil
-	}
-	// Salvage damaged WAL files now; leave healthy rolled files to the
-	// sealer so that opening stays fast.
-	damaged := false
-	for _, w := range b.wals {
-		damaged = damaged || len(w.damage) > 0
-	}
-	if damaged {
-		if err := b.Seal(); err != nil {
-			b.log.Warn("sealing on open failed; will retry", "err", err)
-		}
-	} else if len(b.wals) > 1 {
-		b.kick <- struct{}{}
 	}
 	if opts.Fsync != FsyncAlways || !opts.ManualSeal {
 		b.stop, b.done = make(chan struct{}), make(chan struct{})

@@ -3,6 +3,7 @@ package buffer_test
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -207,13 +208,22 @@ func TestCorruptWALRecord(t *testing.T) {
 				t.Fatal(err)
 			}
 			var corrupt []*buffer.CorruptionError
-			o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
+			var quarantined []string // as reported, at the time of the report
+			o.OnCorruption = func(e *buffer.CorruptionError) {
+				corrupt = append(corrupt, e)
+				quarantined = append(quarantined, e.Quarantined)
+			}
+			var logged strings.Builder
+			o.Log = slog.New(slog.NewTextHandler(&logged, nil))
 			b := mustOpen(t, "/buf", o)
 			defer b.Close()
 			var found *buffer.CorruptionError
-			for _, c := range corrupt {
+			for i, c := range corrupt {
 				if c.Reason == tc.reason {
 					found = c
+					if quarantined[i] != "quarantine/wal-00000001.wal" {
+						t.Fatalf("reported before the file was quarantined: %q", quarantined[i])
+					}
 				}
 			}
 			if found == nil {
@@ -221,6 +231,10 @@ func TestCorruptWALRecord(t *testing.T) {
 			}
 			if found.Segment != "wal/00000001.wal" || found.Quarantined != "quarantine/wal-00000001.wal" {
 				t.Fatalf("reported %+v", found)
+			}
+			// The log line names where the file went.
+			if !strings.Contains(logged.String(), "quarantined=quarantine/wal-00000001.wal") {
+				t.Fatalf("log lacks the quarantined file:\n%s", logged.String())
 			}
 			wantOff := int64(-1)
 			switch tc.name {

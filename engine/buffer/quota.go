@@ -17,10 +17,14 @@ import (
 // section 10). Buffers join it through Options.Quota; a buffer opened
 // without one gets a private quota from Options.MaxBytes and Options.Policy.
 type Quota struct {
-	max       int64
+	max       atomic.Int64
 	policy    Policy
 	droppable func(*engine.Schema) bool
 	used      atomic.Int64
+	// share is set for a share of the disk (NewShareQuota): joining
+	// members bring share of their bytes to the budget, and each member's
+	// own policy applies.
+	share float64
 
 	mu      sync.Mutex // serialises evictions; guards members
 	members []*Buffer
@@ -33,7 +37,21 @@ func NewQuota(maxBytes int64, policy Policy, droppable func(*engine.Schema) bool
 	if droppable == nil {
 		droppable = DefaultDroppable
 	}
-	return &Quota{max: maxBytes, policy: policy, droppable: droppable}
+	q := &Quota{policy: policy, droppable: droppable}
+	q.max.Store(maxBytes)
+	return q
+}
+
+// NewShareQuota returns a quota of share (0..1) of free, the bytes free on
+// the file system now, growing by share of the bytes each buffer holds when
+// it joins: a budget of that share of what the buffers may use. Each member
+// applies its own policy (Options.Policy) to its appends, and only members
+// whose own policy allows it are evicted from (drop_oldest: any row;
+// downsample: rows droppable says may go).
+func NewShareQuota(share float64, free int64, droppable func(*engine.Schema) bool) *Quota {
+	q := NewQuota(max(int64(share*float64(free)), 1), RejectNew, droppable)
+	q.share = share
+	return q
 }
 
 // Droppable returns the predicate saying which buffers Downsample may evict
@@ -44,7 +62,7 @@ func (q *Quota) Droppable() func(*engine.Schema) bool { return q.droppable }
 func (q *Quota) Used() int64 { return q.used.Load() }
 
 // Max returns the budget in bytes (0: unlimited).
-func (q *Quota) Max() int64 { return q.max }
+func (q *Quota) Max() int64 { return q.max.Load() }
 
 // Policy returns the policy on full.
 func (q *Quota) Policy() Policy { return q.policy }
@@ -69,6 +87,9 @@ func (q *Quota) join(b *Buffer, bytes int64) {
 	q.mu.Lock()
 	q.members = append(q.members, b)
 	q.mu.Unlock()
+	if q.share > 0 {
+		q.max.Add(int64(q.share * float64(bytes)))
+	}
 	q.used.Add(bytes)
 }
 
@@ -83,9 +104,10 @@ func (q *Quota) leave(b *Buffer) {
 }
 
 func (q *Quota) tryAdd(n int64) bool {
+	limit := q.max.Load()
 	for {
 		u := q.used.Load()
-		if q.max > 0 && u+n > q.max {
+		if limit > 0 && u+n > limit {
 			return false
 		}
 		if q.used.CompareAndSwap(u, u+n) {
@@ -114,14 +136,18 @@ func (q *Quota) reserve(b *Buffer, n int64) ([]pendingDrop, error) {
 	if q.tryAdd(n) {
 		return nil, nil
 	}
-	if q.policy == RejectNew {
+	policy := q.policy
+	if q.share > 0 {
+		policy = b.opts.Policy
+	}
+	if policy == RejectNew {
 		return nil, ErrFull
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var drops []pendingDrop
 	for !q.tryAdd(n) {
-		v := q.victimLocked()
+		v := q.victimLocked(policy)
 		if v == nil {
 			return drops, ErrFull
 		}
@@ -136,13 +162,17 @@ func (q *Quota) reserve(b *Buffer, n int64) ([]pendingDrop, error) {
 	return drops, nil
 }
 
-// victimLocked picks the member whose oldest evictable unit is the oldest.
-func (q *Quota) victimLocked() *Buffer {
+// victimLocked picks the member whose oldest evictable unit is the oldest,
+// for an append under policy.
+func (q *Quota) victimLocked(policy Policy) *Buffer {
 	var best *Buffer
 	var bestAge int64
 	for _, m := range q.members {
-		if q.policy == Downsample && !q.droppable(m.opts.Schema) {
+		if policy == Downsample && !q.droppable(m.opts.Schema) {
 			continue
+		}
+		if q.share > 0 && (m.opts.Policy == RejectNew || m.opts.Policy == Downsample && !q.droppable(m.opts.Schema)) {
+			continue // its own policy keeps its rows
 		}
 		age, ok := m.oldestUnit()
 		if ok && (best == nil || age < bestAge) {

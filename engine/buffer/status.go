@@ -61,7 +61,10 @@ func (b *Buffer) Status() Status {
 		Corruptions: b.stats.corruptions,
 	}
 	if b.quota != nil {
-		s.QuotaBytes, s.QuotaUsed, s.Policy = b.quota.max, b.quota.Used(), b.quota.policy.String()
+		s.QuotaBytes, s.QuotaUsed, s.Policy = b.quota.Max(), b.quota.Used(), b.opts.Policy.String()
+		if b.quota.share == 0 {
+			s.Policy = b.quota.policy.String()
+		}
 	}
 	if b.failed != nil {
 		s.Failed = b.failed.Error()

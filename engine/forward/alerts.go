@@ -1,48 +1,299 @@
 package forward
 
 import (
-	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer"
 )
 
-// Sinks whose schema is engine.AlertSchema receive the alerts raised for
-// rows other sinks dropped (quota or TTL).
-var (
-	alertMu      sync.Mutex
-	alertTargets []*Sink
+// Rules of the alerts buffered sinks raise about themselves.
+const (
+	// DropAlertRule is the rule of alerts raised for rows a quota or TTL
+	// dropped.
+	DropAlertRule = "buffer_drop"
+	// LossAlertRule is the rule of alerts raised for rows lost to a
+	// damaged buffer file.
+	LossAlertRule = "buffer_corruption"
+	// DiskFullAlertRule is the rule of the alert raised while a sink
+	// holds rows back because the disk is full (cleared when appends work
+	// again).
+	DiskFullAlertRule = "buffer_disk_full"
 )
 
-func registerAlertTarget(s *Sink) {
-	alertMu.Lock()
-	alertTargets = append(alertTargets, s)
-	alertMu.Unlock()
+// maxPendingAlerts bounds the alerts a sink keeps in memory while its
+// buffer cannot take them.
+const maxPendingAlerts = 10000
+
+// router takes the alerts the buffered sinks of one run raise about
+// themselves (rows dropped or lost, a full disk) to every sink of the run
+// that carries alerts (engine.AlertSchema). An alert a target cannot store
+// at once (its quota or the disk full) waits in the target's queue and is
+// retried. Sinks carrying alerts close only once the other sinks of the
+// run have closed (or a bound has passed), so that alerts raised while
+// those drain still reach them.
+type router struct {
+	mu      sync.Mutex
+	targets []*Sink
+	others  int           // open sinks that carry no alerts
+	idle    chan struct{} // closed and replaced when others drops to 0
 }
 
-func unregisterAlertTarget(s *Sink) {
-	alertMu.Lock()
-	defer alertMu.Unlock()
-	for i, t := range alertTargets {
-		if t == s {
-			alertTargets = append(alertTargets[:i], alertTargets[i+1:]...)
+type routerKey struct{}
+
+func routerOf(sh *engine.Shared) *router {
+	return sh.Get(routerKey{}, func() any { return &router{idle: make(chan struct{})} }).(*router)
+}
+
+func (r *router) join(s *Sink) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.alert {
+		r.targets = append(r.targets, s)
+		return
+	}
+	if r.others == 0 {
+		r.idle = make(chan struct{})
+	}
+	r.others++
+}
+
+// leave is called by a sink once it has closed.
+func (r *router) leave(s *Sink) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.alert {
+		for i, t := range r.targets {
+			if t == s {
+				r.targets = append(r.targets[:i], r.targets[i+1:]...)
+				break
+			}
+		}
+		return
+	}
+	r.others--
+	if r.others == 0 {
+		close(r.idle)
+	}
+}
+
+// othersClosed returns a channel closed once no sink without alerts is
+// open.
+func (r *router) othersClosed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.others == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return r.idle
+}
+
+// raise hands an alert record to every target; it reports how many took
+// it (at once or into their queue).
+func (r *router) raise(rec arrow.RecordBatch) int {
+	r.mu.Lock()
+	targets := append([]*Sink(nil), r.targets...)
+	r.mu.Unlock()
+	n := 0
+	for _, t := range targets {
+		if t.offerAlert(rec) {
+			n++
+		}
+	}
+	return n
+}
+
+// offerAlert stores an alert record in the sink's buffer, or queues it when
+// the buffer has no room now. It reports whether the alert was taken. No
+// lock is held while appending: an append may evict rows from another
+// buffer whose drop raises an alert here, which then queues behind.
+func (s *Sink) offerAlert(rec arrow.RecordBatch) bool {
+	s.pendMu.Lock()
+	if len(s.pending) > 0 || s.storing {
+		s.queueLocked(rec, false)
+		s.pendMu.Unlock()
+		return true
+	}
+	s.storing = true
+	s.pendMu.Unlock()
+	err := s.storeAlert(rec)
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	s.storing = false
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrNoSpace):
+		s.queueLocked(rec, true) // it came before what queued meanwhile
+		return true
+	}
+	s.log.Error("cannot store an alert", "err", err, "alert", alertText(rec))
+	return false
+}
+
+// storeAlert appends an alert record and hands it to the live lane.
+func (s *Sink) storeAlert(rec arrow.RecordBatch) error {
+	first, err := s.buf.Append(rec)
+	if err == nil {
+		s.handOff(first, rec)
+	}
+	return err
+}
+
+// queueLocked keeps rec (retained) for a later retry, at the front or the
+// back of the queue.
+func (s *Sink) queueLocked(rec arrow.RecordBatch, front bool) {
+	if len(s.pending) >= maxPendingAlerts {
+		old := s.pending[0]
+		s.log.Error("too many alerts waiting for room; the oldest is lost", "alert", alertText(old))
+		old.Release()
+		s.pending = s.pending[1:]
+	}
+	rec.Retain()
+	if front {
+		s.pending = append([]arrow.RecordBatch{rec}, s.pending...)
+	} else {
+		s.pending = append(s.pending, rec)
+	}
+	s.npending.Store(int64(len(s.pending)))
+}
+
+// retryAlerts stores queued alerts, oldest first, while the buffer takes
+// them.
+func (s *Sink) retryAlerts() {
+	if s.npending.Load() == 0 {
+		return
+	}
+	for {
+		s.pendMu.Lock()
+		if len(s.pending) == 0 || s.storing {
+			s.pendMu.Unlock()
+			return
+		}
+		rec := s.pending[0]
+		s.pending = s.pending[1:]
+		s.storing = true
+		s.pendMu.Unlock()
+		err := s.storeAlert(rec)
+		s.pendMu.Lock()
+		s.storing = false
+		full := errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrNoSpace)
+		if full {
+			s.pending = append([]arrow.RecordBatch{rec}, s.pending...)
+		} else {
+			if err != nil {
+				s.log.Error("cannot store an alert", "err", err, "alert", alertText(rec))
+			}
+			rec.Release()
+		}
+		s.npending.Store(int64(len(s.pending)))
+		s.pendMu.Unlock()
+		if err != nil {
 			return
 		}
 	}
 }
 
-// DropAlertRule is the rule name of alerts raised for dropped rows.
-const DropAlertRule = "buffer_drop"
+// dropPending logs and releases the alerts still queued at close.
+func (s *Sink) dropPending() {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	for _, rec := range s.pending {
+		s.log.Error("an alert could not be stored before the sink closed", "alert", alertText(rec))
+		rec.Release()
+	}
+	s.pending = nil
+	s.npending.Store(0)
+}
+
+func alertText(rec arrow.RecordBatch) string {
+	for i, f := range engine.AlertSchema.Fields {
+		if c, ok := rec.Column(i).(*array.String); ok && f.Name == "content" && c.Len() > 0 {
+			return c.Value(0)
+		}
+	}
+	return ""
+}
+
+// selfAlert describes an alert a sink raises about itself.
+type selfAlert struct {
+	id, rule, severity, typ, content string
+	value                            float64
+	state                            string
+	occur, recover                   time.Time
+}
+
+// raise builds the record of a and routes it; with no sink carrying
+// alerts, it says so in the log.
+func (s *Sink) raise(a selfAlert) {
+	rec := s.alertRecord(a)
+	defer rec.Release()
+	if n := s.router.raise(rec); n == 0 {
+		s.ctr.unrouted.Add(1)
+		s.log.Error("no sink carries alerts: this alert stays in the log only", "rule", a.rule, "state", a.state, "content", a.content)
+		return
+	}
+	s.ctr.dropAlerts.Add(1)
+	s.m.alertsRaised.Inc()
+}
+
+// alertRecord builds the engine.AlertSchema row of a.
+func (s *Sink) alertRecord(a selfAlert) arrow.RecordBatch {
+	rb := engine.NewRecordBuilder(s.opts.Mem, engine.AlertSchema)
+	defer rb.Release()
+	asset := s.opts.Edge + "/" + s.opts.Stream
+	at := a.occur
+	if a.state == engine.AlertCleared {
+		at = a.recover
+	}
+	for i, f := range engine.AlertSchema.Fields {
+		switch f.Name {
+		case "time":
+			rb.Timestamp(i).Append(arrow.Timestamp(at.UnixMilli()))
+		case "occur_time":
+			rb.Timestamp(i).Append(arrow.Timestamp(a.occur.UnixMilli()))
+		case "recover_time":
+			if a.recover.IsZero() {
+				rb.Timestamp(i).AppendNull()
+			} else {
+				rb.Timestamp(i).Append(arrow.Timestamp(a.recover.UnixMilli()))
+			}
+		case "id":
+			rb.String(i).Append(a.id)
+		case "asset":
+			rb.String(i).Append(asset)
+		case "rule":
+			rb.String(i).Append(a.rule)
+		case "severity":
+			rb.String(i).Append(a.severity)
+		case "type":
+			rb.String(i).Append(a.typ)
+		case "content":
+			rb.String(i).Append(a.content)
+		case "value":
+			rb.Float64(i).Append(a.value)
+		case "state":
+			rb.String(i).Append(a.state)
+		default:
+			rb.Columns[i].AppendNull()
+		}
+	}
+	rb.RowDone()
+	return rb.NewRecord()
+}
 
 // dropped handles a drop reported by the buffer: metrics, counters and,
 // when the dropped rows were not themselves alerts or statistics the
-// droppable predicate protects, an alert to every alert-carrying sink.
-// The buffer has already logged it and counted it in rows_dropped.
+// droppable predicate protects, an alert to the sinks carrying alerts. The
+// buffer has already logged it and counted it in rows_dropped.
 func (s *Sink) dropped(d buffer.Drop) {
 	s.m.dropped.WithLabelValues(d.Reason).Add(float64(d.Rows))
 	// The rule the buffer evicted by: the shared quota's, else its own.
@@ -59,61 +310,46 @@ func (s *Sink) dropped(d buffer.Drop) {
 		// and logged only.
 		return
 	}
-	alertMu.Lock()
-	targets := append([]*Sink(nil), alertTargets...)
-	alertMu.Unlock()
-	if len(targets) == 0 {
-		return
-	}
-	rec := s.dropAlert(d)
-	defer rec.Release()
-	for _, t := range targets {
-		// Never block the goroutine that caused the drop on a full alert
-		// buffer for long.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := t.append(ctx, rec)
-		cancel()
-		if err != nil {
-			s.log.Error("cannot raise the alert for dropped rows", "err", err, "drop", d.String())
-			continue
-		}
-		s.ctr.dropAlerts.Add(1)
-		s.m.alertsRaised.Inc()
-	}
+	now := time.Now()
+	s.raise(selfAlert{
+		id:   fmt.Sprintf("%s/%s/%s/%d-%d", DropAlertRule, s.opts.Edge, s.opts.Stream, d.First, d.Last),
+		rule: DropAlertRule, severity: "major", typ: "data_loss",
+		content: fmt.Sprintf("%s buffer of %s/%s %s", d.Reason, s.opts.Edge, s.opts.Stream, d.String()),
+		value:   float64(d.Rows), state: engine.AlertRaised, occur: now,
+	})
 }
 
-// dropAlert builds the alert record of a drop.
-func (s *Sink) dropAlert(d buffer.Drop) arrow.RecordBatch {
-	rb := engine.NewRecordBuilder(s.opts.Mem, engine.AlertSchema)
-	defer rb.Release()
-	now := time.Now().UnixMilli()
-	asset := s.opts.Edge + "/" + s.opts.Stream
-	for i, f := range engine.AlertSchema.Fields {
-		switch f.Name {
-		case "time", "occur_time":
-			rb.Timestamp(i).Append(arrow.Timestamp(now))
-		case "recover_time":
-			rb.Timestamp(i).AppendNull()
-		case "id":
-			rb.String(i).Append(fmt.Sprintf("%s/%s/%s/%d-%d", DropAlertRule, s.opts.Edge, s.opts.Stream, d.First, d.Last))
-		case "asset":
-			rb.String(i).Append(asset)
-		case "rule":
-			rb.String(i).Append(DropAlertRule)
-		case "severity":
-			rb.String(i).Append("major")
-		case "type":
-			rb.String(i).Append("data_loss")
-		case "content":
-			rb.String(i).Append(fmt.Sprintf("%s buffer of %s %s", d.Reason, asset, d.String()))
-		case "value":
-			rb.Float64(i).Append(float64(d.Rows))
-		case "state":
-			rb.String(i).Append(engine.AlertRaised)
-		default:
-			rb.Columns[i].AppendNull()
-		}
+// lost handles rows lost to a damaged buffer file.
+func (s *Sink) lost(ce *buffer.CorruptionError) {
+	if ce.LostFirst == 0 {
+		return
 	}
-	rb.RowDone()
-	return rb.NewRecord()
+	rows, rng := float64(0), fmt.Sprintf("%d-", ce.LostFirst)
+	if ce.LostLast >= ce.LostFirst {
+		rows = float64(ce.LostLast - ce.LostFirst + 1)
+		rng = fmt.Sprintf("%d-%d", ce.LostFirst, ce.LostLast)
+	}
+	s.raise(selfAlert{
+		id:   fmt.Sprintf("%s/%s/%s/%s", LossAlertRule, s.opts.Edge, s.opts.Stream, rng),
+		rule: LossAlertRule, severity: "major", typ: "data_loss",
+		content: fmt.Sprintf("buffer of %s/%s lost rows %s to a damaged file: %s", s.opts.Edge, s.opts.Stream, rng, ce.Error()),
+		value:   rows, state: engine.AlertRaised, occur: time.Now(),
+	})
+}
+
+// diskFull raises (full) or clears the disk-full alert of an episode that
+// started at since.
+func (s *Sink) diskFull(since time.Time, full bool, cause error) {
+	a := selfAlert{
+		id:   fmt.Sprintf("%s/%s/%s/%d", DiskFullAlertRule, s.opts.Edge, s.opts.Stream, since.UnixMilli()),
+		rule: DiskFullAlertRule, severity: "critical", typ: "resource", occur: since, state: engine.AlertRaised,
+		content: fmt.Sprintf("disk of the %s/%s buffer (%s) is full: new rows are held back until space frees", s.opts.Edge, s.opts.Stream, s.opts.Dir),
+	}
+	if !full {
+		a.state, a.recover = engine.AlertCleared, time.Now()
+		a.content = fmt.Sprintf("disk of the %s/%s buffer has room again after %s", s.opts.Edge, s.opts.Stream, a.recover.Sub(since).Round(time.Second))
+	} else if cause != nil {
+		a.content += ": " + cause.Error()
+	}
+	s.raise(a)
 }

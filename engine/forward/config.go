@@ -2,8 +2,12 @@ package forward
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer"
@@ -51,9 +55,9 @@ var bufferFields = []spec.Field{
 		Description: "When appended rows are forced to disk. `always`: before the source is acknowledged (survives power loss); `interval`: every `fsync_interval` (a power loss can lose up to one interval of acknowledged rows, a crash none); `none`: left to the operating system."},
 	{Name: "fsync_interval", Type: spec.Duration, Default: "100ms", Advanced: true,
 		Description: "Period of background fsyncs with `fsync: interval`."},
-	{Name: "max_bytes", Type: spec.Int, Default: 0,
-		Description: "Disk quota of the buffer in bytes (write-ahead log, segments and dead letters); 0 is unlimited.",
-		Example:     10737418240},
+	{Name: "max_bytes", Type: spec.String, Default: "auto",
+		Description: "Disk quota of the buffer (write-ahead log, segments and dead letters): bytes (`10737418240`, `10GiB`, `500MB`), a share of the free space of its file system when it opens (`30%`), or `unlimited`. `auto` (the default): every sink of the run that leaves it unset shares one quota of " + DefaultDiskShareText + " of the free space (measured when the first of them opens, plus what their buffers then held), each applying its own `on_full`; so an edge never fills its disk with backlog.",
+		Example:     "10GiB"},
 	{Name: "on_full", Type: spec.String, Default: "reject_new", Enum: []string{"reject_new", "drop_oldest", "downsample"},
 		Description: "What happens when the quota is full: `reject_new` holds new rows back (backpressure to the source, nothing is dropped); `drop_oldest` deletes the oldest undelivered segment; `downsample` does that only for raw data and keeps alerts and window statistics. Every drop is counted, logged and raised as an alert."},
 	{Name: "ttl", Type: spec.Duration, Default: "0",
@@ -79,6 +83,52 @@ var forwardFields = []spec.Field{
 		Description: "How long the forwarder waits for one publish call before it counts the attempt as failed (transient) and backs off. It never starts another publish while one is running."},
 	{Name: "drain_timeout", Type: spec.Duration, Default: spec.FormatDuration(DefaultDrainTimeout), Advanced: true,
 		Description: "On shutdown, how long the forwarder keeps publishing what is buffered before it stops; what is left stays in the buffer for the next start."},
+}
+
+// DefaultDiskShare is the share of the free disk space the buffers of a run
+// may use together when they set no max_bytes.
+const DefaultDiskShare = 0.5
+
+// DefaultDiskShareText is DefaultDiskShare in words, for docs.
+const DefaultDiskShareText = "50%"
+
+// MaxBytes is a parsed max_bytes value.
+type MaxBytes struct {
+	// Bytes is a fixed quota (0: unlimited, unless Share is set).
+	Bytes int64
+	// Share is a share of the free space (0..1); Auto makes it the run's
+	// default quota, shared by the sinks that set none.
+	Share float64
+	Auto  bool
+}
+
+// ParseMaxBytes parses a max_bytes value: "auto", "unlimited" (or 0), a
+// byte count with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB, TiB) or
+// a percentage of the free space.
+func ParseMaxBytes(s string) (MaxBytes, error) {
+	t := strings.TrimSpace(s)
+	switch strings.ToLower(t) {
+	case "", "auto":
+		return MaxBytes{Share: DefaultDiskShare, Auto: true}, nil
+	case "unlimited", "0":
+		return MaxBytes{}, nil
+	}
+	if p, ok := strings.CutSuffix(t, "%"); ok {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || !(v > 0 && v <= 100) {
+			return MaxBytes{}, fmt.Errorf("max_bytes %q: a share must be above 0%% and at most 100%%", s)
+		}
+		return MaxBytes{Share: v / 100}, nil
+	}
+	num := strings.TrimRightFunc(t, unicode.IsLetter)
+	unit := strings.ToLower(strings.TrimSpace(t[len(num):]))
+	mult, ok := map[string]float64{"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+		"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}[unit]
+	v, err := strconv.ParseFloat(strings.ReplaceAll(strings.TrimSpace(num), "_", ""), 64)
+	if !ok || err != nil || v < 0 || v*mult >= 1<<62 || math.IsNaN(v) {
+		return MaxBytes{}, fmt.Errorf("max_bytes %q: want bytes (10737418240, 10GiB, 500MB), a share of the free space (30%%), auto or unlimited", s)
+	}
+	return MaxBytes{Bytes: int64(v * mult)}, nil
 }
 
 // Fields returns the configuration fields every buffered sink has, to be
@@ -123,6 +173,7 @@ func FromConfig(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (Op
 		Log:      bc.Log,
 		Counters: bc.Counters,
 		Mem:      bc.Mem,
+		Shared:   bc.Shared,
 		Labels:   map[string]string{"pipeline": bc.Pipeline, "sink": bc.Name},
 	}
 	if o.Edge == "" {
@@ -157,12 +208,13 @@ func FromConfig(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (Op
 		return o, b.Errorf("on_full", "%v", err)
 	}
 	o.Buffer.FsyncInterval = b.Duration("fsync_interval")
-	o.Buffer.MaxBytes = b.Int("max_bytes")
 	o.Buffer.TTL = b.Duration("ttl")
 	o.Buffer.SegmentBytes = b.Int("segment_bytes")
-	if o.Buffer.MaxBytes < 0 {
-		return o, b.Errorf("max_bytes", "max_bytes must be 0 or more, got %d", o.Buffer.MaxBytes)
+	q, err := ParseMaxBytes(b.String("max_bytes"))
+	if err != nil {
+		return o, b.Errorf("max_bytes", "%v", err)
 	}
+	o.Buffer.MaxBytes, o.DiskShare, o.DiskShared = q.Bytes, q.Share, q.Auto
 	if o.Buffer.SegmentBytes <= 0 {
 		return o, b.Errorf("segment_bytes", "segment_bytes must be above 0, got %d", o.Buffer.SegmentBytes)
 	}

@@ -273,8 +273,9 @@ func TestQuotaPolicies(t *testing.T) {
 
 func TestDropAlert(t *testing.T) {
 	alerts := &fakePub{}
+	sh := engine.NewShared() // the sinks of one run
 	as, err := forward.New(&outbound.Publisher{Publisher: alerts, Topic: "a", Encoding: outbound.JSON}, forward.Options{
-		Schema: engine.AlertSchema, Edge: "site", Stream: "alerts", Dir: t.TempDir() + "/alerts", Log: quiet(),
+		Schema: engine.AlertSchema, Edge: "site", Stream: "alerts", Dir: t.TempDir() + "/alerts", Log: quiet(), Shared: sh,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -286,6 +287,7 @@ func TestDropAlert(t *testing.T) {
 		o.Buffer.MaxBytes = 32 << 10
 		o.Buffer.SegmentBytes = 4 << 10
 		o.Buffer.Policy = buffer.DropOldest
+		o.Shared = sh
 	})
 	defer s.Close(context.Background())
 	for i := range 100 {

@@ -118,6 +118,7 @@ func (f *forwarder) run() {
 		if f.s.overflow.Swap(false) {
 			f.closeLane("live queue full")
 		}
+		f.s.retryAlerts()
 		f.updateRate(time.Now())
 		progressed, delay := f.backlogStep()
 		if progressed {

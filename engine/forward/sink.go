@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
 
@@ -22,16 +25,24 @@ import (
 type Options struct {
 	// Schema is the schema of the rows written.
 	Schema *engine.Schema
-	// Edge and Stream name the rows in message IDs.
+	// Edge and Stream name the rows in message IDs. A buffer keeps the
+	// names its rows were stored under (buffer.Buffer.Identity).
 	Edge, Stream string
-	// Dir is the buffer directory. One directory belongs to one sink: New
-	// takes a lock on it.
+	// Dir is the buffer directory. One directory belongs to one sink: the
+	// buffer takes a lock on it.
 	Dir string
 	// Buffer holds the buffer settings: Fsync, FsyncInterval, SegmentBytes,
 	// MaxBytes, Policy, Droppable, Quota, TTL, TTLBy, FS, Now, IdleSeal.
-	// Schema, Log, Counters and Mem are set by New; OnDrop and
-	// OnCorruption, when set, are called after the sink's own handling.
+	// Schema, Log, Counters, Mem, Edge, Stream and MessageRows are set by
+	// New; OnDrop and OnCorruption, when set, are called after the sink's
+	// own handling.
 	Buffer buffer.Options
+	// DiskShare, when above 0 and Buffer.Quota is nil, bounds the buffer
+	// by that share of the free space of its file system (measured when
+	// it opens): with DiskShared, one quota for every sink of the run
+	// that asks for it (the default when max_bytes is not set).
+	DiskShare  float64
+	DiskShared bool
 
 	// Mode is LiveFirst (default) or FIFO.
 	Mode Mode
@@ -53,10 +64,13 @@ type Options struct {
 
 	// Labels name the sink in metrics (pipeline and sink by default).
 	Labels map[string]string
-	// Log, Counters and Mem as in engine.BuildContext.
+	// Log, Counters, Mem and Shared as in engine.BuildContext. Sinks
+	// sharing Shared route their alerts (drops, losses, a full disk) to
+	// the sinks among them that carry alerts.
 	Log      *slog.Logger
 	Counters *engine.Counters
 	Mem      memory.Allocator
+	Shared   *engine.Shared
 	// OnDelivered, when set, is called by the forwarder after every
 	// confirmed publish (tests and tools use it).
 	OnDelivered func(Delivery)
@@ -78,13 +92,14 @@ type Delivery struct {
 // Write may be called from one goroutine at a time (the graph's sink
 // goroutine); Close is idempotent.
 type Sink struct {
-	opts  Options
-	buf   *buffer.Buffer
-	pub   *outbound.Publisher
-	m     *metrics
-	log   *slog.Logger
-	ctr   sinkCounters
-	alert bool // the sink carries alerts (AlertSchema)
+	opts   Options
+	buf    *buffer.Buffer
+	pub    *outbound.Publisher
+	m      *metrics
+	log    *slog.Logger
+	ctr    sinkCounters
+	alert  bool // the sink carries alerts (AlertSchema)
+	router *router
 
 	liveOn   bool // the live lane is in use (LiveFirst and a suitable fsync policy)
 	live     chan liveItem
@@ -94,12 +109,18 @@ type Sink struct {
 	stopFwd  context.CancelFunc
 	done     chan struct{}
 
+	// alerts waiting for room in this sink's buffer
+	pendMu   sync.Mutex
+	pending  []arrow.RecordBatch
+	storing  bool // an alert is being appended
+	npending atomic.Int64
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
 type sinkCounters struct {
-	published, backfilled, pubErrors, deadRows, dropAlerts, fullWaits, laneClosed *atomic.Int64
+	published, backfilled, pubErrors, deadRows, dropAlerts, fullWaits, laneClosed, unrouted *atomic.Int64
 }
 
 // liveItem is a durable batch handed from Write to the live lane.
@@ -132,6 +153,7 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 		pub:     pub,
 		log:     opts.Log.With("edge", opts.Edge, "stream", opts.Stream),
 		alert:   opts.Schema.Equal(engine.AlertSchema),
+		router:  routerOf(opts.Shared),
 		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -141,20 +163,38 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 		published: c.Counter("rows_published"), backfilled: c.Counter("rows_backfilled"),
 		pubErrors: c.Counter("publish_errors"), deadRows: c.Counter("rows_dead_lettered"),
 		dropAlerts: c.Counter("drop_alerts"), fullWaits: c.Counter("full_waits"),
-		laneClosed: c.Counter("live_lane_closed"),
+		laneClosed: c.Counter("live_lane_closed"), unrouted: c.Counter("alerts_unrouted"),
 	}
 	bo := opts.Buffer
 	bo.Schema, bo.Log, bo.Counters, bo.Mem = opts.Schema, s.log, opts.Counters, opts.Mem
 	bo.Edge, bo.Stream, bo.MessageRows = opts.Edge, opts.Stream, max(pub.BatchRows, 0)
-	userDrop := bo.OnDrop
+	if bo.Quota == nil && opts.DiskShare > 0 {
+		q, err := shareQuota(opts)
+		if err != nil {
+			_ = pub.Close()
+			return nil, err
+		}
+		bo.Quota = q
+	}
+	userDrop, userCorrupt := bo.OnDrop, bo.OnCorruption
 	bo.OnDrop = func(d buffer.Drop) {
 		s.dropped(d)
 		if userDrop != nil {
 			userDrop(d)
 		}
 	}
+	bo.OnCorruption = func(ce *buffer.CorruptionError) {
+		s.lost(ce)
+		if userCorrupt != nil {
+			userCorrupt(ce)
+		}
+	}
+	// Join the route before the buffer opens: corruption found on open
+	// raises alerts.
+	s.router.join(s)
 	buf, err := buffer.Open(opts.Dir, bo)
 	if err != nil {
+		s.router.leave(s)
 		_ = pub.Close()
 		return nil, fmt.Errorf("forward: open buffer: %w", err)
 	}
@@ -175,14 +215,43 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 	if s.liveOn {
 		s.live = make(chan liveItem, opts.LiveQueue)
 	}
-	if s.alert {
-		registerAlertTarget(s)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopFwd = cancel
 	f := newForwarder(s, ctx)
 	go f.run()
 	return s, nil
+}
+
+type shareKey struct{ fs string }
+
+// deviceOf names the file system of path (the path itself when the system
+// does not tell).
+func deviceOf(path string) string {
+	if dev, ok := disk.DeviceID(path); ok {
+		return fmt.Sprintf("dev:%d", dev)
+	}
+	return path
+}
+
+// shareQuota returns the quota of a disk share: the run's (DiskShared) or
+// the buffer's own, sized by the free space of the buffer's file system.
+func shareQuota(opts Options) (*buffer.Quota, error) {
+	parent := filepath.Dir(filepath.Clean(opts.Dir))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, fmt.Errorf("forward: %w", err)
+	}
+	free, err := disk.FreeBytes(parent)
+	if err != nil {
+		return nil, fmt.Errorf("forward: free space of %s (set buffer.max_bytes): %w", parent, err)
+	}
+	create := func() any { return buffer.NewShareQuota(opts.DiskShare, free, opts.Buffer.Droppable) }
+	if !opts.DiskShared {
+		return create().(*buffer.Quota), nil
+	}
+	// One default quota per file system of the run: key by the device of
+	// the parent directory when the system tells it.
+	key := shareKey{fs: deviceOf(parent)}
+	return opts.Shared.Get(key, create).(*buffer.Quota), nil
 }
 
 // Buffer returns the sink's buffer (for status and tools).
@@ -191,14 +260,17 @@ func (s *Sink) Buffer() *buffer.Buffer { return s.buf }
 // Publisher returns the sink's publisher.
 func (s *Sink) Publisher() *outbound.Publisher { return s.pub }
 
+// Identity returns the edge and stream names the sink publishes under.
+func (s *Sink) Identity() (edge, stream string) { return s.opts.Edge, s.opts.Stream }
+
 // ErrClosing is returned by Write when the sink closes while the write waits
 // for space.
 var ErrClosing = errors.New("forward: sink closing")
 
 // Write appends the batch to the buffer and returns once it is stored under
-// the fsync policy; it releases the record. When the quota is full and the
-// policy rejects, it waits (backpressure) until space frees, ctx is done or
-// the sink closes; it never drops rows.
+// the fsync policy; it releases the record. When the quota or the disk is
+// full it waits (backpressure) until space frees, ctx is done or the sink
+// closes; it never drops rows.
 func (s *Sink) Write(ctx context.Context, b engine.Batch) error {
 	defer b.Release()
 	return s.append(ctx, b.Rec)
@@ -210,23 +282,37 @@ func (s *Sink) append(ctx context.Context, rec arrow.RecordBatch) error {
 	}
 	wait := time.Millisecond
 	var since time.Time
+	var diskFull bool
 	for {
 		first, err := s.buf.Append(rec)
 		if err == nil {
+			if diskFull {
+				s.log.Info("disk has room again: new rows are stored", "held_back_for", time.Since(since).Round(time.Millisecond).String())
+				s.diskFull(since, false, nil)
+			}
 			s.handOff(first, rec)
 			return nil
 		}
-		if !errors.Is(err, buffer.ErrFull) {
+		noSpace := errors.Is(err, buffer.ErrNoSpace)
+		if !noSpace && !errors.Is(err, buffer.ErrFull) {
 			return fmt.Errorf("forward: append: %w", err)
 		}
 		if since.IsZero() {
 			since = time.Now()
 			s.ctr.fullWaits.Add(1)
 			s.m.fullWaits.Inc()
-			s.log.Warn("buffer quota full: holding new rows back until delivered rows free space", "rows", rec.NumRows())
+			if !noSpace {
+				s.log.Warn("buffer quota full: holding new rows back until delivered rows free space", "rows", rec.NumRows())
+			}
+		}
+		if noSpace && !diskFull {
+			// Logged by the buffer; raise it where it is watched.
+			diskFull = true
+			s.diskFull(since, true, err)
 		}
 		// Delivered rows in the active log file are reclaimed only once
-		// it is rolled; ask the forwarder to advance the cursor now.
+		// it is rolled (or, on a full disk, emptied in place); ask the
+		// forwarder to advance the cursor now.
 		_ = s.buf.Roll()
 		s.kick()
 		t := time.NewTimer(wait)
@@ -267,21 +353,27 @@ func (s *Sink) kick() {
 
 // Close stops the forwarder after it published what it could within the
 // drain timeout (bounded by ctx), then closes the publisher and the buffer.
-// Undelivered rows stay in the buffer for the next start. It is idempotent.
+// Undelivered rows stay in the buffer for the next start. A sink carrying
+// alerts first waits (within the drain timeout and ctx) for the run's
+// other buffered sinks to close, so that what they raise while draining
+// reaches it. It is idempotent.
 func (s *Sink) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() { s.closeErr = s.close(ctx) })
 	return s.closeErr
 }
 
 func (s *Sink) close(ctx context.Context) error {
+	drain := max(s.opts.DrainTimeout, 0)
 	if s.alert {
-		unregisterAlertTarget(s)
+		t := time.NewTimer(drain + time.Second)
+		select {
+		case <-s.router.othersClosed():
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
 	}
 	close(s.closing)
-	drain := s.opts.DrainTimeout
-	if drain < 0 {
-		drain = 0
-	}
 	t := time.NewTimer(drain)
 	select {
 	case <-s.done:
@@ -291,6 +383,8 @@ func (s *Sink) close(ctx context.Context) error {
 	t.Stop()
 	s.stopFwd()
 	<-s.done
+	s.retryAlerts()
+	s.dropPending()
 	err := s.pub.Close()
 	if s.live != nil {
 		for {
@@ -306,5 +400,22 @@ func (s *Sink) close(ctx context.Context) error {
 	if cerr := s.buf.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
+	s.router.leave(s)
 	return err
+}
+
+// Left describes what a closed sink left in its buffer.
+type Left struct {
+	Edge, Stream string
+	Dir          string
+	// Rows and Bytes are the undelivered rows and the bytes of the files
+	// holding them.
+	Rows, Bytes int64
+}
+
+// Left returns what is undelivered in the buffer now (after Close: what
+// the next start sends).
+func (s *Sink) Left() Left {
+	st := s.buf.Status()
+	return Left{Edge: s.opts.Edge, Stream: s.opts.Stream, Dir: s.opts.Dir, Rows: st.BacklogRows, Bytes: st.BacklogBytes}
 }

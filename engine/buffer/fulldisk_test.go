@@ -1,0 +1,77 @@
+package buffer_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/faultfs"
+)
+
+// TestFullDiskHealsItself fills the file system under a buffer with no
+// quota: appends fail with ErrNoSpace and store nothing; the buffer
+// reopens on the full disk (it used to fail rewriting its manifest),
+// delivers and acknowledges its backlog without new space, and frees the
+// space itself, after which appends work again.
+func TestFullDiskHealsItself(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		name := "backlog in the WAL"
+		if sealed {
+			name = "backlog sealed"
+		}
+		t.Run(name, func(t *testing.T) {
+			mem := checkedMem(t)
+			fs := faultfs.New()
+			o := opts(fs, mem)
+			o.SegmentBytes = 32 << 10
+			b := mustOpen(t, "/buf", o)
+			id := appendN(t, b, mem, 0, 10, 50)
+			if sealed {
+				_ = b.Roll()
+				if err := b.Seal(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fs.SetCapacity(fs.Used() + 20<<10)
+			var err error
+			for err == nil {
+				rec := rows(mem, testSchema, id, 50)
+				next := b.NextSeq()
+				_, err = b.Append(rec)
+				rec.Release()
+				if err == nil {
+					id += 50
+				} else if b.NextSeq() != next {
+					t.Fatalf("a failed append took sequences %d-%d", next, b.NextSeq()-1)
+				}
+			}
+			if !errors.Is(err, buffer.ErrNoSpace) {
+				t.Fatalf("append on a full disk: %v, want ErrNoSpace", err)
+			}
+			stored := b.NextSeq() - 1
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// Reopen on the still-full disk.
+			b = mustOpen(t, "/buf", o)
+			defer b.Close()
+			got := drain(t, b)
+			wantContiguous(t, got, 1, 0, int64(stored))
+			if err := b.Ack(stored); err != nil {
+				t.Fatalf("ack on a full disk: %v", err)
+			}
+			full := fs.Used()
+			// The sink rolls on a failed append: the delivered active file
+			// is emptied in place.
+			if err := b.Roll(); err != nil {
+				t.Fatalf("roll on a full disk: %v", err)
+			}
+			if fs.Used() >= full {
+				t.Fatalf("delivery freed nothing: %d bytes used, %d before", fs.Used(), full)
+			}
+			appendN(t, b, mem, id, 5, 50)
+			rs := drain(t, b)
+			wantContiguous(t, rs, stored+1, id, id+250)
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
+	"github.com/sluice-edge/sluice/engine/position"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -44,6 +47,7 @@ var SourceSpec = spec.Spec{
 		spec.Field{Name: "columns", Type: spec.List, Elem: spec.String, Optional: true, Description: "`csv` only: the column names, for files without a header line (or to replace it).", Example: []string{"time", "asset", "power"}},
 		spec.Field{Name: "delimiter", Type: spec.String, Default: ",", Description: "`csv` only: the field separator, one character (`tab` for a tab).", Example: ";"},
 		spec.Field{Name: "max_line", Type: spec.Int, Default: 1 << 20, Advanced: true, Description: "Longest line in bytes; longer lines are bad lines.", Example: 65536},
+		spec.Field{Name: "resume", Type: spec.Bool, Default: true, Description: "Record how far the sinks have acknowledged the input (file and byte offset, in `<data dir>/<pipeline>/<source>/position`) and, after a stop or a crash, go on from there instead of from the first line; the record is cleared once every file was read to its end and acknowledged. A file whose first kilobyte changed since is read from its start.", Example: false},
 	)...),
 	Example: `sources:
   scada:
@@ -84,8 +88,19 @@ type Source struct {
 	batch    engine.BatchPolicy
 	mem      memory.Allocator
 	log      *slog.Logger
+	pos      *position.Store // resume
 
 	rows, bad, unknown *atomic.Int64
+}
+
+// filePos is the recorded position: the file being read and how far its
+// acknowledged lines go. Head is the CRC32-C of the file's first kilobyte,
+// to tell a replaced file.
+type filePos struct {
+	File   string `json:"file"`
+	Offset int64  `json:"offset"`
+	Line   int    `json:"line"`
+	Head   uint32 `json:"head"`
 }
 
 func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
@@ -186,6 +201,13 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	if s.format == "enos" {
 		s.unknown = counters.Counter("unknown_points")
 	}
+	if cfg.Bool("resume") && !bc.DryRun && bc.DataDir != "" {
+		st, err := position.Open(position.Dir(bc.DataDir, bc.Pipeline, bc.Name))
+		if err != nil {
+			return nil, err
+		}
+		s.pos = st
+	}
 	return s, nil
 }
 
@@ -217,6 +239,10 @@ type run struct {
 	emitErr  error
 	logged   int // bad lines logged one by one
 	unlogged int // bad lines of the current file not logged
+	tr       *position.Tracker
+	at       filePos // after the last line appended
+	lineEnd  filePos // after the line being read
+	complete bool    // every file read to its end and handed on
 
 	// Pacing.
 	started      bool
@@ -244,9 +270,34 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		r.timer = time.NewTimer(time.Hour)
 		defer r.timer.Stop()
 	}
+	var resume *filePos
+	stopped := false
+	if s.pos != nil {
+		if p, ok := s.pos.Load(); ok {
+			var fp filePos
+			if err := json.Unmarshal(p, &fp); err != nil || fp.File == "" || fp.Offset < 0 {
+				return fmt.Errorf("file source: position %s is unreadable; delete it to read from the start", s.pos.Path())
+			}
+			resume = &fp
+			s.log.Info("resuming where the acknowledged input ends (delete the position file, or set resume: false, to read from the start)",
+				"file", fp.File, "line", fp.Line, "offset", fp.Offset, "position", s.pos.Path())
+		}
+		r.tr = position.NewTracker(s.pos, func(msg string, err error) { s.log.Warn(msg, "err", err) })
+		defer func() { r.tr.End(r.complete) }()
+	}
 	for _, f := range files {
-		if err := r.readFile(f); err != nil {
+		var from *filePos
+		if resume != nil {
+			if f < resume.File {
+				continue // read before the stop
+			}
+			if f == resume.File {
+				from = resume
+			}
+		}
+		if err := r.readFile(f, from); err != nil {
 			if errors.Is(err, errStop) {
+				stopped = true
 				break
 			}
 			// The rows read so far are good: hand them on first.
@@ -260,6 +311,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	if r.emitErr != nil && ctx.Err() == nil {
 		return r.emitErr
 	}
+	r.complete = !stopped && r.emitErr == nil && ctx.Err() == nil
 	return nil
 }
 
@@ -269,7 +321,12 @@ func (r *run) flush() error {
 		return nil
 	}
 	n := rec.NumRows()
-	if err := r.emit(rec, nil); err != nil {
+	var ack *engine.Ack
+	if r.tr != nil {
+		p, _ := json.Marshal(r.at)
+		ack = r.tr.Emit(p)
+	}
+	if err := r.emit(rec, ack); err != nil {
 		r.emitErr = err
 		return errStop
 	}
@@ -286,7 +343,7 @@ func (r *run) stopped() bool {
 	}
 }
 
-func (r *run) readFile(path string) error {
+func (r *run) readFile(path string, from *filePos) error {
 	name := path
 	if rel, err := filepath.Rel(r.dir, path); err == nil && r.dir != "" && !strings.HasPrefix(rel, "..") {
 		name = rel
@@ -296,6 +353,11 @@ func (r *run) readFile(path string) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer f.Close()
+	head, size := fileHead(f)
+	if from != nil && (from.Head != head || size < from.Offset) {
+		r.log.Warn("the file changed since the position was recorded: reading it from its start", "file", name)
+		from = nil
+	}
 	br := bufio.NewReaderSize(f, 64<<10)
 
 	var dec codec.Decoder
@@ -313,13 +375,28 @@ func (r *run) readFile(path string) error {
 	}()
 	var long []byte
 	lineNo := 0
+	var offset int64 // bytes consumed
+	resumeAt := int64(-1)
+	if from != nil && from.Offset > 0 {
+		resumeAt = from.Offset
+	}
 	for {
+		if resumeAt >= 0 && !needHeader {
+			// Past the header (if any): go on where the position says.
+			if _, err := f.Seek(resumeAt, io.SeekStart); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			br.Reset(f)
+			offset, lineNo, resumeAt = from.Offset, from.Line, -1
+		}
 		line, rerr := br.ReadSlice('\n')
+		n := int64(len(line))
 		if rerr == bufio.ErrBufferFull {
 			// A line longer than the read buffer: gather it, up to max_line.
 			long = append(long[:0], line...)
 			for rerr == bufio.ErrBufferFull {
 				line, rerr = br.ReadSlice('\n')
+				n += int64(len(line))
 				if len(long) <= r.maxLine {
 					long = append(long, line...)
 				}
@@ -333,6 +410,7 @@ func (r *run) readFile(path string) error {
 			return nil
 		}
 		lineNo++
+		offset += n
 		if lineNo&63 == 0 && r.stopped() {
 			return errStop
 		}
@@ -340,6 +418,7 @@ func (r *run) readFile(path string) error {
 		if lineNo == 1 {
 			line = bytes.TrimPrefix(line, []byte("\ufeff"))
 		}
+		r.lineEnd = filePos{File: path, Offset: offset, Line: lineNo, Head: head}
 		switch {
 		case len(line) > r.maxLine:
 			r.badLine(name, lineNo, fmt.Errorf("line longer than %d bytes", r.maxLine))
@@ -370,6 +449,17 @@ func (r *run) readFile(path string) error {
 	}
 }
 
+// fileHead returns the CRC32-C of the first kilobyte of f and its size.
+func fileHead(f *os.File) (uint32, int64) {
+	var buf [1024]byte
+	n, _ := f.ReadAt(buf[:], 0)
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
+	return disk.CRC(buf[:n]), size
+}
+
 // line decodes one payload, waits for it when pacing, and appends it.
 func (r *run) line(dec codec.Decoder, line []byte) error {
 	n, err := dec.Parse(line, r.key)
@@ -394,6 +484,7 @@ func (r *run) line(dec codec.Decoder, line []byte) error {
 		}
 	}
 	dec.Append(r.rb)
+	r.at = r.lineEnd // the batch now holds this line
 	if r.rb.Rows() >= r.batch.Size {
 		return r.flush()
 	}

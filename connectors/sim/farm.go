@@ -324,6 +324,18 @@ func (f *Farm) Next(i int, r *Reading) {
 	r.Values[Vibration] = round2(max(0, vib))
 }
 
+// Skip draws the next n readings and drops them: the farm continues as if
+// Fill had appended them (a source resuming after n rows).
+func (f *Farm) Skip(n int64) {
+	r := &f.reading
+	for ; n > 0; n-- {
+		f.Next(f.next, r)
+		if f.next++; f.next == len(f.turbines) {
+			f.next = 0
+		}
+	}
+}
+
 // fillChunk bounds the scratch memory of Fill.
 const fillChunk = 1024
 

@@ -2,6 +2,9 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"math"
 	"sync/atomic"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/position"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -29,6 +33,7 @@ var Spec = spec.Spec{
 		{Name: "rows", Type: spec.Int, Default: 0, Description: "Readings per turbine before the source ends; 0 runs until stopped.", Example: 3600},
 		{Name: "rate", Type: spec.Float, Default: 0, Description: "Rows per second of wall-clock time (all turbines together); 0 is as fast as possible.", Example: 10000},
 		{Name: "faults", Type: spec.Float, Default: 0.1, Description: "Fault episodes (gearbox overheating, high vibration, curtailment) per turbine per hour of event time; each lasts 5 to 30 minutes.", Example: 0.5},
+		{Name: "resume", Type: spec.Bool, Default: true, Description: "Record how many rows the sinks have acknowledged (in `<data dir>/<pipeline>/<source>/position`) and, after a stop or a crash, go on from there instead of from the first row; the record is cleared once every row was produced and acknowledged.", Example: false},
 	},
 	Example: "sources:\n  turbines:\n    type: sim\n    turbines: 1000\n    interval: 1s\n    rows: 3600\n    rate: 100000\n",
 }
@@ -43,6 +48,9 @@ type Source struct {
 	batch engine.BatchPolicy
 	mem   memory.Allocator
 	rows  *atomic.Int64
+	log   *slog.Logger
+	// pos, when set, records the rows acknowledged (resume).
+	pos *position.Store
 }
 
 func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
@@ -78,7 +86,20 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		return nil, cfg.Errorf("rows", "rows x turbines is too large")
 	}
 	farm := NewFarm(Config{Turbines: int(n), Interval: interval, Start: start, Seed: uint64(cfg.Int("seed")), Faults: faults})
-	return NewSource(farm, rows*n, rate, bc), nil
+	src := NewSource(farm, rows*n, rate, bc)
+	if cfg.Bool("resume") && !bc.DryRun && bc.DataDir != "" {
+		st, err := position.Open(position.Dir(bc.DataDir, bc.Pipeline, bc.Name))
+		if err != nil {
+			return nil, err
+		}
+		src.pos = st
+	}
+	return src, nil
+}
+
+// posJSON is the recorded position: rows produced and acknowledged.
+type posJSON struct {
+	Rows int64 `json:"rows"`
 }
 
 // NewSource returns a source that emits total rows of farm (0 for no end)
@@ -89,7 +110,11 @@ func NewSource(farm *Farm, total int64, rate float64, bc engine.BuildContext) *S
 	if counters == nil {
 		counters = engine.NewCounters()
 	}
-	return &Source{farm: farm, total: total, rate: rate, batch: bc.Batch.Normalize(), mem: bc.Mem, rows: counters.Counter("rows")}
+	log := bc.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Source{farm: farm, total: total, rate: rate, batch: bc.Batch.Normalize(), mem: bc.Mem, rows: counters.Counter("rows"), log: log}
 }
 
 // Schema is the farm's schema.
@@ -97,17 +122,36 @@ func (s *Source) Schema() *engine.Schema { return s.farm.Schema() }
 
 // Run emits rows until the configured number is reached (returning nil)
 // or ctx is cancelled.
-func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
+func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 	rb := engine.NewRecordBuilder(s.mem, s.farm.Schema())
 	defer rb.Release()
 	var produced int64
+	var tr *position.Tracker
+	if s.pos != nil {
+		if p, ok := s.pos.Load(); ok {
+			var pj posJSON
+			if err := json.Unmarshal(p, &pj); err != nil || pj.Rows < 0 || (s.total > 0 && pj.Rows > s.total) {
+				return fmt.Errorf("sim: position %s: unreadable; delete it to start over", s.pos.Path())
+			}
+			s.farm.Skip(pj.Rows)
+			produced = pj.Rows
+			s.log.Info("resuming where the acknowledged rows end (delete the position file, or set resume: false, to start over)",
+				"rows", produced, "position", s.pos.Path())
+		}
+		tr = position.NewTracker(s.pos, func(msg string, err error) { s.log.Warn(msg, "err", err) })
+		defer func() { tr.End(err == nil && s.total > 0 && produced >= s.total) }()
+	}
 	flush := func() error {
 		rec := rb.NewRecord()
 		if rec == nil {
 			return nil
 		}
 		n := rec.NumRows()
-		if err := emit(rec, nil); err != nil {
+		var ack *engine.Ack
+		if tr != nil {
+			ack = tr.Emit(fmt.Appendf(nil, `{"rows":%d}`, produced))
+		}
+		if err := emit(rec, ack); err != nil {
 			return err
 		}
 		s.rows.Add(n)

@@ -8,48 +8,54 @@ import (
 	"sync"
 )
 
-// Small state files (docs/format/buffer.md 6): the cursor and the sync
-// mark are files of two 64-byte slots at offsets 0 and 512, written in
-// place, alternately, each with a generation and a checksum. A reader
-// takes the valid slot with the higher generation, so a write torn by a
-// crash leaves the previous value readable, and an update needs no new
-// disk space.
+// Small state files (docs/format/buffer.md 6): the cursor, the sync mark
+// and source positions are files of two slots, written in place,
+// alternately, each with a generation and a checksum. A reader takes the
+// valid slot with the higher generation, so a write torn by a crash leaves
+// the previous value readable, and an update needs no new disk space.
+//
+// Slot: magic (8 bytes), version (4), payload length (4), generation (8),
+// payload, zero padding, CRC32-C of everything before it (the last 4
+// bytes of the slot). Slot 1 starts at max(slot size, 512).
 const (
-	slotSize     = 64
-	slotStride   = 512
-	slotFileSize = slotStride + slotSize
+	slotHeader = 24
 
 	cursorMagic = "SLUICECR"
 	markMagic   = "SLUICESM"
+	cursorSlot  = 64
 
 	legacyCursorSize = 20
 )
 
-// encodeSlot returns a slot holding payload (at most 36 bytes).
-func encodeSlot(magic string, gen uint64, payload []byte) []byte {
-	b := make([]byte, slotSize)
+func slotStride(size int) int { return max(size, 512) }
+
+// encodeSlot returns a slot of size bytes holding payload.
+func encodeSlot(magic string, size int, gen uint64, payload []byte) []byte {
+	b := make([]byte, size)
 	copy(b, magic)
 	le.PutUint32(b[8:], Version)
+	le.PutUint32(b[12:], uint32(len(payload)))
 	le.PutUint64(b[16:], gen)
-	copy(b[24:60], payload)
-	le.PutUint32(b[60:], CRC(b[:60]))
+	copy(b[slotHeader:size-4], payload)
+	le.PutUint32(b[size-4:], CRC(b[:size-4]))
 	return b
 }
 
-// readSlots returns the payload of the newest valid slot. found is false
-// when no slot is valid; damaged is set when something other than zeros
-// fills an invalid file.
-func readSlots(data []byte, magic string) (payload []byte, gen uint64, found, damaged bool) {
-	for _, off := range []int{0, slotStride} {
-		if off+slotSize > len(data) {
+// DecodeSlots returns the payload of the newest valid slot of a slot file
+// of slot size bytes. found is false when no slot is valid; damaged is set
+// when something other than zeros fills an invalid file.
+func DecodeSlots(data []byte, magic string, size int) (payload []byte, gen uint64, found, damaged bool) {
+	for _, off := range []int{0, slotStride(size)} {
+		if off+size > len(data) {
 			continue
 		}
-		s := data[off : off+slotSize]
-		if string(s[:8]) != magic || le.Uint32(s[8:]) != Version || CRC(s[:60]) != le.Uint32(s[60:]) {
+		s := data[off : off+size]
+		n := int(le.Uint32(s[12:]))
+		if string(s[:8]) != magic || le.Uint32(s[8:]) != Version || n > size-slotHeader-4 || CRC(s[:size-4]) != le.Uint32(s[size-4:]) {
 			continue
 		}
 		if g := le.Uint64(s[16:]); !found || g > gen {
-			payload, gen, found = s[24:60], g, true
+			payload, gen, found = s[slotHeader:slotHeader+n], g, true
 		}
 	}
 	if !found && !AllZero(data) {
@@ -58,22 +64,27 @@ func readSlots(data []byte, magic string) (payload []byte, gen uint64, found, da
 	return payload, gen, found, damaged
 }
 
-// slotFile writes the slots of a small state file in place.
-type slotFile struct {
+// Slots writes the slots of a small state file in place. It is safe for
+// concurrent use.
+type Slots struct {
 	mu    sync.Mutex
 	magic string
+	size  int
 	f     File
 	gen   uint64
 }
 
-// openSlotFile opens the slot file name, creating it (with payload in its
-// first slot) when it is missing or unusable. gen is the generation read
-// from it (0 when created).
-func openSlotFile(fsys FS, name, magic string, gen uint64, payload []byte, create bool) (*slotFile, error) {
+// OpenSlots opens the slot file name (slot size bytes, magic), whose newest
+// generation is gen, creating it with payload in a first slot when create
+// is set (that needs space; later writes do not).
+func OpenSlots(fsys FS, name, magic string, size int, gen uint64, payload []byte, create bool) (*Slots, error) {
+	if len(payload) > size-slotHeader-4 {
+		return nil, fmt.Errorf("slot payload of %d bytes does not fit a %d-byte slot", len(payload), size)
+	}
 	if create {
 		gen++
-		data := make([]byte, slotFileSize)
-		copy(data[slotStride*(gen%2):], encodeSlot(magic, gen, payload))
+		data := make([]byte, slotStride(size)+size)
+		copy(data[slotStride(size)*int(gen%2):], encodeSlot(magic, size, gen, payload))
 		if err := WriteFileAtomic(fsys, name, data); err != nil {
 			return nil, err
 		}
@@ -82,20 +93,23 @@ func openSlotFile(fsys FS, name, magic string, gen uint64, payload []byte, creat
 	if err != nil {
 		return nil, err
 	}
-	return &slotFile{magic: magic, f: f, gen: gen}, nil
+	return &Slots{magic: magic, size: size, f: f, gen: gen}, nil
 }
 
-// write stores payload in the slot the newest generation does not use,
+// Write stores payload in the slot the newest generation does not use,
 // and syncs when asked.
-func (s *slotFile) write(payload []byte, sync bool) error {
+func (s *Slots) Write(payload []byte, sync bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
 		return os.ErrClosed
 	}
+	if len(payload) > s.size-slotHeader-4 {
+		return fmt.Errorf("slot payload of %d bytes does not fit a %d-byte slot", len(payload), s.size)
+	}
 	gen := s.gen + 1
-	off := int64(slotStride) * int64(gen%2)
-	if _, err := s.f.WriteAt(encodeSlot(s.magic, gen, payload), off); err != nil {
+	off := int64(slotStride(s.size)) * int64(gen%2)
+	if _, err := s.f.WriteAt(encodeSlot(s.magic, s.size, gen, payload), off); err != nil {
 		return err
 	}
 	s.gen = gen
@@ -105,7 +119,8 @@ func (s *slotFile) write(payload []byte, sync bool) error {
 	return nil
 }
 
-func (s *slotFile) sync() error {
+// Sync makes the last write durable.
+func (s *Slots) Sync() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
@@ -114,7 +129,8 @@ func (s *slotFile) sync() error {
 	return s.f.Sync()
 }
 
-func (s *slotFile) close() error {
+// Close closes the file. It is idempotent.
+func (s *Slots) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
@@ -157,7 +173,7 @@ func ReadCursor(fsys FS, dir string) (CursorState, error) {
 		st.Cursor, st.Legacy = le.Uint64(data[8:]), true
 		return st, nil
 	}
-	payload, gen, found, damaged := readSlots(data, cursorMagic)
+	payload, gen, found, damaged := DecodeSlots(data, cursorMagic, cursorSlot)
 	switch {
 	case found:
 		st.Cursor, st.Gen = le.Uint64(payload), gen
@@ -168,7 +184,7 @@ func ReadCursor(fsys FS, dir string) (CursorState, error) {
 }
 
 // CursorFile stores the delivery cursor in place.
-type CursorFile struct{ s *slotFile }
+type CursorFile struct{ s *Slots }
 
 // OpenCursorFile opens dir/cursor for updates. st is what ReadCursor
 // found; a missing, legacy or damaged file (the caller has quarantined
@@ -177,7 +193,7 @@ func OpenCursorFile(fsys FS, dir string, st CursorState) (*CursorFile, error) {
 	create := !st.Present || st.Legacy || st.Damage != nil
 	var p [8]byte
 	le.PutUint64(p[:], st.Cursor)
-	s, err := openSlotFile(fsys, path.Join(dir, CursorName), cursorMagic, st.Gen, p[:], create)
+	s, err := OpenSlots(fsys, path.Join(dir, CursorName), cursorMagic, cursorSlot, st.Gen, p[:], create)
 	if err != nil {
 		return nil, fmt.Errorf("buffer: open cursor: %w", err)
 	}
@@ -188,14 +204,14 @@ func OpenCursorFile(fsys FS, dir string, st CursorState) (*CursorFile, error) {
 func (c *CursorFile) Store(v uint64) error {
 	var p [8]byte
 	le.PutUint64(p[:], v)
-	if err := c.s.write(p[:], true); err != nil {
+	if err := c.s.Write(p[:], true); err != nil {
 		return fmt.Errorf("buffer: store cursor: %w", err)
 	}
 	return nil
 }
 
 // Close closes the file.
-func (c *CursorFile) Close() error { return c.s.close() }
+func (c *CursorFile) Close() error { return c.s.Close() }
 
 // Mark is a sync mark: WAL file Num, opened at sequence Base, was durable
 // up to Size bytes, holding every sequence below Next.
@@ -233,7 +249,7 @@ func ReadMark(fsys FS, dir string) (MarkState, error) {
 	if err != nil {
 		return MarkState{}, fmt.Errorf("buffer: read sync mark: %w", err)
 	}
-	p, gen, found, _ := readSlots(data, markMagic)
+	p, gen, found, _ := DecodeSlots(data, markMagic, cursorSlot)
 	if !found {
 		return MarkState{}, nil
 	}
@@ -247,12 +263,12 @@ func ReadMark(fsys FS, dir string) (MarkState, error) {
 // MarkFile stores sync marks in place. Write does not fsync: a mark
 // written after a WAL fsync survives a process crash, and after a power
 // loss an older mark only checks less.
-type MarkFile struct{ s *slotFile }
+type MarkFile struct{ s *Slots }
 
 // OpenMarkFile opens dir/syncmark for updates, creating it when st is not
 // valid.
 func OpenMarkFile(fsys FS, dir string, st MarkState) (*MarkFile, error) {
-	s, err := openSlotFile(fsys, path.Join(dir, SyncMarkName), markMagic, st.Gen, st.Mark.payload(), !st.Valid)
+	s, err := OpenSlots(fsys, path.Join(dir, SyncMarkName), markMagic, cursorSlot, st.Gen, st.Mark.payload(), !st.Valid)
 	if err != nil {
 		return nil, fmt.Errorf("buffer: open sync mark: %w", err)
 	}
@@ -260,10 +276,10 @@ func OpenMarkFile(fsys FS, dir string, st MarkState) (*MarkFile, error) {
 }
 
 // Write stores m without syncing.
-func (f *MarkFile) Write(m Mark) error { return f.s.write(m.payload(), false) }
+func (f *MarkFile) Write(m Mark) error { return f.s.Write(m.payload(), false) }
 
 // Sync makes the last mark durable.
-func (f *MarkFile) Sync() error { return f.s.sync() }
+func (f *MarkFile) Sync() error { return f.s.Sync() }
 
 // Close closes the file.
-func (f *MarkFile) Close() error { return f.s.close() }
+func (f *MarkFile) Close() error { return f.s.Close() }

@@ -1,0 +1,225 @@
+// Package position keeps the durable position of a source that can read
+// its input again (a file with an offset, a simulator with a row count), so
+// that after a restart — kill -9 included — it resumes where the
+// acknowledged input ends: it neither emits rows twice under new
+// identities nor skips any.
+//
+// A source asks a Tracker for an Ack for every batch it emits, with the
+// position after that batch. Once a batch's every effect is durable in the
+// sinks (or deliberately dropped), its Ack completes; the tracker commits
+// the position of the longest prefix of completed batches to a small file
+// in the data directory (<data dir>/<pipeline>/<source>/position), written
+// in place. A source that read its input to the end and saw every batch
+// acknowledged clears the position, so that the next run starts over.
+//
+// Guarantee: after a process crash the source resumes exactly after the
+// last batch whose acknowledgement was recorded; the record is written right
+// after the acknowledgement (not fsynced at once: a process crash keeps it,
+// and a power loss may take back up to a second of positions, whose rows are
+// then emitted again).
+package position
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
+)
+
+const (
+	magic = "SLUICEPS"
+	// slotSize bounds a position: a few KiB of JSON.
+	slotSize = 4096
+	// MaxBytes is the largest position a source may record.
+	MaxBytes = slotSize - 28
+	// FileName is the name of the position file in the source's directory.
+	FileName = "position"
+	// syncEvery is how often a recorded position is fsynced.
+	syncEvery = time.Second
+)
+
+// Dir returns the directory of a source's durable state.
+func Dir(dataDir, pipeline, source string) string { return filepath.Join(dataDir, pipeline, source) }
+
+// Store is the position file of one source.
+type Store struct {
+	path  string
+	slots *disk.Slots
+	gen   uint64
+	saved []byte
+	valid bool
+}
+
+// Open reads the position file in dir (creating the directory). Load
+// returns what it holds.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("position: %w", err)
+	}
+	s := &Store{path: filepath.Join(dir, FileName)}
+	data, err := disk.ReadFile(disk.OS, s.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return s, nil
+	case err != nil:
+		return nil, fmt.Errorf("position: %w", err)
+	}
+	p, gen, found, damaged := disk.DecodeSlots(data, magic, slotSize)
+	if damaged {
+		return nil, fmt.Errorf("position: %s is damaged; delete it to read the input from its start", s.path)
+	}
+	s.gen, s.valid = gen, found
+	if found {
+		s.saved = append([]byte(nil), p...)
+	}
+	return s, nil
+}
+
+// Path returns the position file.
+func (s *Store) Path() string { return s.path }
+
+// Load returns the recorded position, if any.
+func (s *Store) Load() ([]byte, bool) { return s.saved, s.valid }
+
+// save records p, and syncs when asked.
+func (s *Store) save(p []byte, sync bool) error {
+	if s.slots == nil {
+		sl, err := disk.OpenSlots(disk.OS, s.path, magic, slotSize, s.gen, p, !s.valid)
+		if err != nil {
+			return err
+		}
+		s.slots, s.valid = sl, true
+		if sync {
+			return sl.Sync()
+		}
+		return nil
+	}
+	return s.slots.Write(p, sync)
+}
+
+// clear removes the position: the next run reads the input from its start.
+func (s *Store) clear() error {
+	if s.slots != nil {
+		_ = s.slots.Close()
+		s.slots = nil
+	}
+	s.valid, s.saved = false, nil
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (s *Store) close() {
+	if s.slots != nil {
+		_ = s.slots.Sync()
+		_ = s.slots.Close()
+		s.slots = nil
+	}
+}
+
+// Tracker commits the positions of emitted batches, in emission order, as
+// their acknowledgements complete. It is safe for concurrent use.
+type Tracker struct {
+	mu       sync.Mutex
+	store    *Store
+	pending  []*entry // emitted, in order
+	ended    bool     // the source returned
+	complete bool     // ... having read its input to the end
+	synced   time.Time
+	log      func(msg string, err error)
+	closed   bool
+}
+
+type entry struct {
+	pos  []byte
+	done bool
+}
+
+// NewTracker returns a tracker recording into store. warn, when not nil,
+// receives failures to record (the run goes on: a lost record only means
+// rows emitted again after a restart).
+func NewTracker(store *Store, warn func(msg string, err error)) *Tracker {
+	if warn == nil {
+		warn = func(string, error) {}
+	}
+	return &Tracker{store: store, log: warn, synced: time.Now()}
+}
+
+// Emit returns the Ack of a batch after which the input position is pos.
+// pos must be at most MaxBytes.
+func (t *Tracker) Emit(pos []byte) *engine.Ack {
+	e := &entry{pos: pos}
+	t.mu.Lock()
+	t.pending = append(t.pending, e)
+	t.mu.Unlock()
+	return engine.NewAck(func() { t.done(e) })
+}
+
+func (t *Tracker) done(e *entry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.done = true
+	t.commitLocked()
+}
+
+// commitLocked records the position after the completed prefix.
+func (t *Tracker) commitLocked() {
+	var last []byte
+	n := 0
+	for n < len(t.pending) && t.pending[n].done {
+		last = t.pending[n].pos
+		n++
+	}
+	t.pending = t.pending[n:]
+	if t.closed {
+		return
+	}
+	if t.ended && len(t.pending) == 0 && t.complete {
+		if err := t.store.clear(); err != nil {
+			t.log("cannot clear the source position", err)
+		}
+		t.closed = true
+		return
+	}
+	if last != nil {
+		sync := time.Since(t.synced) >= syncEvery || (t.ended && len(t.pending) == 0)
+		if err := t.store.save(last, sync); err != nil {
+			t.log("cannot record the source position", err)
+		} else if sync {
+			t.synced = time.Now()
+		}
+	}
+	if t.ended && len(t.pending) == 0 {
+		t.store.close()
+		t.closed = true
+	}
+}
+
+// End tells the tracker the source returned; complete is true when it read
+// its input to the end. Once every emitted batch is acknowledged, the
+// position is cleared (complete) or made durable; batches never
+// acknowledged (a sink failed) leave the last committed position.
+func (t *Tracker) End(complete bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ended, t.complete = true, complete
+	t.commitLocked()
+}
+
+// Close makes the last committed position durable and releases the file,
+// whatever is still pending (the pipeline stopped).
+func (t *Tracker) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.store.close()
+		t.closed = true
+	}
+}

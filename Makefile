@@ -33,9 +33,15 @@ bench:
 gobench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-## fuzz: a short fuzzing session of the payload decoders
+## fuzz: a short session of every fuzz target (FUZZTIME each, default 20s)
+FUZZTIME ?= 20s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzEnOS -fuzztime 60s ./connectors/codec/
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
 
 ## docs: regenerate the pipeline reference from the component declarations
 docs:

@@ -389,3 +389,52 @@ func TestReplaySinkConfig(t *testing.T) {
 		t.Fatalf("bad sink config: exit %d: %s", code, errOut)
 	}
 }
+
+// TestReplaySinkConfigExpandsVariables: --sink-config used to be read by
+// a loader of its own, which left ${VAR} as it was. It now goes through
+// the pipelines loader: variables are expanded (an unset one is a located
+// error), in a sink file as in a pipeline file.
+func TestReplaySinkConfigExpandsVariables(t *testing.T) {
+	dir := t.TempDir()
+	makeBuffer(t, filepath.Join(dir, "stats"), 1, 0)
+	segs := filepath.Join(dir, "stats", "seg")
+	unset := filepath.Join(dir, "unset.yaml")
+	if err := os.WriteFile(unset, []byte("type: nats\nurl: ${SLUICE_TEST_NO_SUCH_VAR}\nsubject: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := run(t, "replay", segs, "--sink-config", unset)
+	if code != 2 || !strings.Contains(errOut, unset+":2:6") || !strings.Contains(errOut, "SLUICE_TEST_NO_SUCH_VAR") {
+		t.Fatalf("unset variable: exit %d: %s", code, errOut)
+	}
+	nc, err := natsgo.Connect(natsURL, natsgo.Timeout(time.Second), natsgo.MaxReconnects(0))
+	if err != nil {
+		t.Skipf("the rest needs NATS at %s: %v", natsURL, err)
+	}
+	nc.Close()
+	id := fmt.Sprintf("%d", time.Now().UnixNano())
+	t.Setenv("SLUICE_TEST_NATS", natsURL)
+	pipeline := filepath.Join(dir, "site.yaml")
+	if err := os.WriteFile(pipeline, []byte(`
+sources:
+  s: {type: sim, rows: 1}
+sinks:
+  cloud:
+    type: nats
+    input: s
+    url: ${SLUICE_TEST_NATS}
+    subject: sluice.replayvar.`+id+`
+    stream: ${SLUICE_TEST_STREAM:-SLUICE_REPLAYVAR_`+id+`}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "replay", segs, "--sink-config", pipeline, "--progress", "never", "--log-level", "error")
+	if code != 0 || !strings.Contains(out, "replayed 100 rows") {
+		t.Fatalf("replay through a pipeline file with variables: exit %d\n%s%s", code, out, errOut)
+	}
+	if nc, err := natsgo.Connect(natsURL); err == nil {
+		if js, err := nc.JetStream(); err == nil {
+			_ = js.DeleteStream("SLUICE_REPLAYVAR_" + id)
+		}
+		nc.Close()
+	}
+}

@@ -120,7 +120,7 @@ sinks:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "run", p, "--log-format", "json")
+	cmd := exec.Command(bin, "run", p, "--log-format", "json", "--data-dir", filepath.Join(dir, "data"))
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

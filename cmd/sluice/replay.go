@@ -14,6 +14,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/buffer/ops"
 	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/spec"
+	"github.com/sluice-edge/sluice/pipelines"
 
 	// The publishers replay can send to.
 	_ "github.com/sluice-edge/sluice/connectors/amqp"
@@ -135,38 +136,22 @@ func expandFiles(args []string) ([]string, error) {
 	return out, nil
 }
 
-// buildPublisher builds the publisher from a sink file or from flags.
+// buildPublisher builds the publisher from a sink file (read by the
+// pipelines loader: ${VAR} expanded, errors located) or from flags.
 func buildPublisher(file, name, typ string, sets []string) (*outbound.Publisher, error) {
-	var node *yaml.Node
+	var cfg *spec.Config
 	src, dir := "command line", ""
 	switch {
 	case file != "" && (typ != "" || len(sets) > 0):
 		return nil, fmt.Errorf("replay: use either --sink-config or --type/--set")
 	case file != "":
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return nil, err
+		sc, errs := pipelines.LoadSink(file, name, os.LookupEnv)
+		if len(errs) > 0 {
+			return nil, errs
 		}
-		var doc yaml.Node
-		if err := yaml.Unmarshal(data, &doc); err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
-		}
-		if len(doc.Content) == 0 {
-			return nil, fmt.Errorf("%s: empty", file)
-		}
-		node = spec.Resolve(doc.Content[0])
-		if sinks := mapValue(node, "sinks"); sinks != nil {
-			node, err = pickSink(file, spec.Resolve(sinks), name)
-			if err != nil {
-				return nil, err
-			}
-		}
-		src, dir = file, filepath.Dir(file)
-		if t := mapValue(node, "type"); t != nil {
-			typ = t.Value
-		}
+		cfg, typ, src, dir = sc.Config, sc.Type, file, sc.Dir
 	case typ != "":
-		node = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+		node := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 		for _, kv := range sets {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok || k == "" {
@@ -174,48 +159,23 @@ func buildPublisher(file, name, typ string, sets []string) (*outbound.Publisher,
 			}
 			setPath(node, strings.Split(k, "."), scalar(v))
 		}
+		reg, ok := outbound.LookupPublisher(typ)
+		if !ok {
+			return nil, fmt.Errorf("%s: unknown sink type %q (known: %s)", src, typ, strings.Join(publisherNames(), ", "))
+		}
+		var errs spec.Errors
+		if cfg, errs = reg.Spec.Parse(src, node); len(errs) > 0 {
+			return nil, errs
+		}
 	default:
 		return nil, fmt.Errorf("replay: give the sink with --sink-config FILE or --type TYPE --set name=value")
 	}
 	reg, ok := outbound.LookupPublisher(typ)
 	if !ok {
-		return nil, fmt.Errorf("%s: unknown sink type %q (known: %s)", src, typ, strings.Join(publisherNames(), ", "))
-	}
-	cfg, errs := reg.Spec.Parse(src, node, "type", "input", "edge", "message_stream", "buffer", "forward")
-	if len(errs) > 0 {
-		return nil, errs
+		return nil, fmt.Errorf("%s: sink type %q does not publish to a broker (known: %s)", src, typ, strings.Join(publisherNames(), ", "))
 	}
 	bc := engine.BuildContext{Pipeline: "replay", Name: typ, Dir: dir}
 	return reg.New(cfg, bc)
-}
-
-func mapValue(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
-}
-
-func pickSink(file string, sinks *yaml.Node, name string) (*yaml.Node, error) {
-	if sinks.Kind != yaml.MappingNode || len(sinks.Content) == 0 {
-		return nil, fmt.Errorf("%s: sinks: is not a mapping of sinks", file)
-	}
-	var names []string
-	for i := 0; i+1 < len(sinks.Content); i += 2 {
-		names = append(names, sinks.Content[i].Value)
-		if sinks.Content[i].Value == name || (name == "" && len(sinks.Content) == 2) {
-			return spec.Resolve(sinks.Content[i+1]), nil
-		}
-	}
-	if name == "" {
-		return nil, fmt.Errorf("%s: several sinks (%s): pick one with --sink", file, strings.Join(names, ", "))
-	}
-	return nil, fmt.Errorf("%s: no sink %q (have %s)", file, name, strings.Join(names, ", "))
 }
 
 // scalar parses a command-line value as a YAML scalar (so 5, true and 2m

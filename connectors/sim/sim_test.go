@@ -372,11 +372,16 @@ func TestAppendEnOSNumbers(t *testing.T) {
 // It used to start from the first row again. A run that produced and saw
 // acknowledged every row clears the position.
 func TestSourceResumes(t *testing.T) {
+	for _, rate := range []string{"0", "200000"} {
+		t.Run("rate "+rate, func(t *testing.T) { testSourceResumes(t, "turbines: 5\nrows: 20\nseed: 4\nrate: "+rate) })
+	}
+}
+
+func testSourceResumes(t *testing.T, conf string) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	data := t.TempDir()
-	bc := engine.BuildContext{Mem: mem, Batch: engine.BatchPolicy{Size: 7}, DataDir: data, Pipeline: "p", Name: "sim"}
-	conf := "turbines: 5\nrows: 20\nseed: 4"
+	bc := engine.BuildContext{Mem: mem, Batch: engine.BatchPolicy{Size: 7, Linger: time.Hour}, DataDir: data, Pipeline: "p", Name: "sim"}
 	src, err := build(t, conf, bc)
 	if err != nil {
 		t.Fatal(err)

@@ -178,8 +178,9 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 		return nil
 	}
 
-	// Paced: row k is due at start + k/rate; pending rows are flushed
-	// when a batch is full or the oldest has waited Linger.
+	// Paced: row k of this run is due at start + k/rate; pending rows
+	// are flushed when a batch is full or the oldest has waited Linger.
+	base := produced // rows of earlier runs (resume)
 	start := time.Now()
 	dueAt := func(k int64) time.Time {
 		return start.Add(time.Duration(math.Ceil(float64(k) * 1e9 / s.rate)))
@@ -199,7 +200,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 	defer timer.Stop()
 	for {
 		now := time.Now()
-		if n := min(dueBy(now)-produced, left(), int64(s.batch.Size-rb.Rows())); n > 0 {
+		if n := min(dueBy(now)-(produced-base), left(), int64(s.batch.Size-rb.Rows())); n > 0 {
 			if rb.Rows() == 0 {
 				pendingSince = now
 			}
@@ -216,7 +217,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 			return nil
 		}
 		// Sleep until the next row is due or the pending rows must go.
-		wake := dueAt(produced)
+		wake := dueAt(produced - base)
 		if rb.Rows() > 0 {
 			if w := pendingSince.Add(s.batch.Linger); w.Before(wake) {
 				wake = w

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -217,6 +218,17 @@ func peek(path string) (replayFile, error) {
 	rf := replayFile{path: path, rows: pf.NumRows()}
 	rf.edge, _ = pf.Lookup(MetaEdge)
 	rf.stream, _ = pf.Lookup(MetaStream)
+	if rf.edge == "" || rf.stream == "" {
+		// A segment of a buffer directory: the buffer records its identity.
+		if m, err := disk.ReadMeta(disk.OS, filepath.Dir(filepath.Dir(path))); err == nil && m != nil {
+			if rf.edge == "" {
+				rf.edge = m.Edge
+			}
+			if rf.stream == "" {
+				rf.stream = m.Stream
+			}
+		}
+	}
 	s, _ := pf.Lookup("sluice.first_seq")
 	rf.first, _ = strconv.ParseUint(s, 10, 64)
 	if _, ok := pf.Lookup("sluice.schema"); !ok {

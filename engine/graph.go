@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/reugn/go-streams"
@@ -54,9 +55,15 @@ type outPort struct {
 // Graph is a directed acyclic graph of sources, operators and sinks. Build
 // it with AddSource, AddOperator, AddSink and Connect, then call Run once.
 type Graph struct {
-	Name  string
-	log   *slog.Logger
-	nodes []*Node
+	Name string
+	// WriteDeadline bounds how long sinks may keep a write waiting (for a
+	// full quota or disk, a slow broker) once the run is stopping: then
+	// the waiting write is given up, its input is not acknowledged (the
+	// sender keeps it, a resuming source reads it again) and the sink
+	// closes. Zero means DefaultWriteDeadline.
+	WriteDeadline time.Duration
+	log           *slog.Logger
+	nodes         []*Node
 
 	sources int
 	mu      sync.Mutex
@@ -65,6 +72,9 @@ type Graph struct {
 	failed  atomic.Bool
 	started atomic.Bool
 }
+
+// DefaultWriteDeadline is the default Graph.WriteDeadline.
+const DefaultWriteDeadline = 15 * time.Second
 
 // NewGraph returns an empty graph.
 func NewGraph(name string, log *slog.Logger) *Graph {
@@ -316,9 +326,24 @@ func (g *Graph) runOperator(in *inlet, n *Node) {
 
 func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 	defer close(in.done)
-	// Sinks keep writing while the pipeline drains after a cancel: only a
-	// failure stops them.
-	wctx := context.WithoutCancel(ctx)
+	// Sinks keep writing while the pipeline drains after a cancel; a write
+	// that waits (backpressure) is given up WriteDeadline after it.
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	deadline := g.WriteDeadline
+	if deadline <= 0 {
+		deadline = DefaultWriteDeadline
+	}
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(deadline)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-wctx.Done():
+		}
+	})
+	defer stop()
 	broken := false
 	for el := range in.ch {
 		b := el.(Batch)
@@ -331,12 +356,18 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 		b.Ack = nil
 		if err := guard(func() error { return n.sink.Write(wctx, b) }); err != nil {
 			broken = true
+			if wctx.Err() != nil && ctx.Err() != nil {
+				// Stopping, and the write waited past the deadline: the
+				// input stays unacknowledged, which is no failure.
+				g.log.Warn("stopping: a write waited past the deadline; its input is left unacknowledged", "component", n.Name, "deadline", deadline.String(), "err", err)
+				continue
+			}
 			g.fail(n, err)
 			continue
 		}
 		ack.Done()
 	}
-	if err := n.sink.Close(wctx); err != nil {
+	if err := n.sink.Close(context.WithoutCancel(ctx)); err != nil {
 		g.fail(n, fmt.Errorf("close: %w", err))
 	}
 }

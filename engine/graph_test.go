@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -359,5 +360,52 @@ func TestGraphAckNilRecord(t *testing.T) {
 	}
 	if got := acked.Load(); got != 10 {
 		t.Fatalf("%d of 10 inputs acknowledged", got)
+	}
+}
+
+// blockSink waits in Write until its context is done (a full disk that
+// never frees).
+type blockSink struct{ entered chan struct{} }
+
+func (s *blockSink) Write(ctx context.Context, b engine.Batch) error {
+	defer b.Release()
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *blockSink) Close(ctx context.Context) error { return ctx.Err() }
+
+// TestGraphStopGivesUpWaitingWrites: a sink waiting for space kept a
+// stopping run from ever ending. Once stopping, a waiting write is given
+// up after the write deadline: the run ends without an error, the input is
+// left unacknowledged, and the sink is closed with a live context.
+func TestGraphStopGivesUpWaitingWrites(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	var acked atomic.Int64
+	g := engine.NewGraph("t", nil)
+	g.WriteDeadline = 20 * time.Millisecond
+	src := g.AddSource("a", &ackSource{mem: mem, n: 1, acked: &acked}, nil)
+	sink := &blockSink{entered: make(chan struct{}, 1)}
+	_ = g.Connect(src, 0, g.AddSink("s", sink, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	<-sink.entered
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the run did not end")
+	}
+	if acked.Load() != 0 {
+		t.Fatal("the given-up input was acknowledged")
 	}
 }

@@ -1,0 +1,206 @@
+package pipelines_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine/buffer/ops"
+	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
+	"github.com/sluice-edge/sluice/pipelines"
+)
+
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
+}
+
+// counter returns a counter of a component of the first pipeline.
+func componentCounter(ps []*pipelines.Pipeline, component, name string) int64 {
+	for _, b := range ps[0].Components {
+		if b.Def.Name == component {
+			return b.Counters.Counter(name).Load()
+		}
+	}
+	return -1
+}
+
+// TestFullDiskPipelineHealsItself runs a pipeline whose data directory is
+// on a small tmpfs that something else has filled, with the link down. It
+// used to stop its sources and exit 1 on ENOSPC, and to fail again on
+// restart. Now: the writes hold back (no exit); the backlog can be
+// exported from the full disk; the run stops cleanly and starts again on
+// the still-full disk; once the link returns the backlog drains, the disk
+// frees itself with no operator, and every row arrives exactly once.
+func TestFullDiskPipelineHealsItself(t *testing.T) {
+	mnt := enginetest.Tmpfs(t, 16<<20)
+	js := newJetStream(t)
+	js.stop() // the link is down from the start
+	name := "FD" + outboundtest.Suffix()
+	data := filepath.Join(mnt, "data")
+	file := filepath.Join(t.TempDir(), "fd.yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf(`
+name: fd
+sources:
+  sim: {type: sim, turbines: 10, rows: 3000, rate: 40000}
+steps:
+  stats: {type: window, input: sim, size: 1m, aggregates: {power: [avg]}}
+sinks:
+  cloud:
+    type: nats
+    input: sim
+    url: %s
+    subject: fd.%s
+    stream: %s
+    timeout: 500ms
+    duplicate_window: 10m
+    encoding: json_batch
+    batch_rows: 256
+    buffer: {max_bytes: unlimited, segment_bytes: 262144}
+    forward: {retry_min: 10ms, retry_max: 200ms, publish_timeout: 500ms, drain_timeout: 10s}
+  archive: {type: file, input: stats, path: %s}
+`, js.url(), name, name, filepath.Join(mnt, "stats.jsonl"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	filler := enginetest.Fill(t, mnt, 1<<20)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	start := func() ([]*pipelines.Pipeline, context.CancelFunc, chan error) {
+		defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: data, Edge: "site", Log: log})
+		if len(errs) > 0 {
+			t.Fatalf("build on the full disk: %v", errs)
+		}
+		ps[0].Graph.WriteDeadline = 300 * time.Millisecond
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- pipelines.RunAll(ctx, ps) }()
+		return ps, cancel, done
+	}
+	ps, cancel, done := start()
+	waitFor(t, 30*time.Second, "the disk to fill", func() bool { return componentCounter(ps, "cloud", "no_space_waits") > 0 })
+	select {
+	case err := <-done:
+		t.Fatalf("the run ended on a full disk: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// Stop on the full disk.
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("stopping on a full disk: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run did not stop on a full disk")
+	}
+	// The backlog can be carried away from the full disk.
+	bufDir := filepath.Join(data, "fd", "cloud")
+	rep, err := ops.Export(context.Background(), bufDir, t.TempDir(), ops.ExportOptions{})
+	if err != nil {
+		t.Fatalf("export on the full disk: %v", err)
+	}
+	if rep.Rows == 0 {
+		t.Fatal("export on the full disk: no rows")
+	}
+	t.Logf("full at %d free bytes; exported %d rows", freeBytes(t, mnt), rep.Rows)
+	// Start again on the still-full disk.
+	ps, cancel, done = start()
+	defer cancel()
+	time.Sleep(200 * time.Millisecond)
+	full := freeBytes(t, mnt)
+	// The link returns: no operator does anything else.
+	js.start()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the run did not finish after the link returned")
+	}
+	st, err := ops.StatusDir(bufDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	freed := freeBytes(t, mnt)
+	t.Logf("free bytes on the full disk %d, after the drain %d; backlog %d rows", full, freed, st.BacklogRows)
+	if st.BacklogRows != 0 || freed <= full {
+		t.Fatalf("the disk did not free itself: backlog %d rows, %d bytes free (was %d)", st.BacklogRows, freed, full)
+	}
+	rc := jetstreamReceiver{js: js, name: name}
+	seqs, msgs := rc.stored(t)
+	t.Logf("JetStream holds %d rows in %d messages", len(seqs), msgs)
+	exactlyOnce(t, seqs, 30000)
+	stats, err := os.ReadFile(filepath.Join(mnt, "stats.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(stats), "\n"); n == 0 || stats[len(stats)-1] != '\n' {
+		t.Fatalf("stats file: %d lines, last byte %q", n, stats[len(stats)-1])
+	}
+	_ = filler
+}
+
+// TestDefaultQuotaKeepsTheDiskFree: a cloud sink that sets no max_bytes
+// shares the run's default quota, half the free space: with the link down
+// it holds rows back at the quota and never fills the disk.
+func TestDefaultQuotaKeepsTheDiskFree(t *testing.T) {
+	mnt := enginetest.Tmpfs(t, 8<<20)
+	file := filepath.Join(t.TempDir(), "q.yaml")
+	if err := os.WriteFile(file, []byte(`
+name: q
+sources:
+  sim: {type: sim, turbines: 10, rows: 0}
+sinks:
+  cloud:
+    type: nats
+    input: sim
+    url: nats://127.0.0.1:1
+    subject: q
+    stream: Q
+    timeout: 100ms
+    buffer: {segment_bytes: 262144}
+    forward: {drain_timeout: 100ms, publish_timeout: 200ms}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := freeBytes(t, mnt)
+	defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(mnt, "data"), Edge: "site", Log: slog.New(slog.DiscardHandler)})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	ps[0].Graph.WriteDeadline = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pipelines.RunAll(ctx, ps) }()
+	waitFor(t, 30*time.Second, "the quota to hold rows back", func() bool { return componentCounter(ps, "cloud", "full_waits") > 0 })
+	used := before - freeBytes(t, mnt)
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	t.Logf("free before %d bytes; the buffer took %d (%.0f%%); waits for space %d", before, used, 100*float64(used)/float64(before), componentCounter(ps, "cloud", "no_space_waits"))
+	if componentCounter(ps, "cloud", "no_space_waits") != 0 || used > before*6/10 {
+		t.Fatalf("the default quota let the buffer take %d of %d free bytes", used, before)
+	}
+}

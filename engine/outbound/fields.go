@@ -24,9 +24,10 @@ func EncodingFields(def Encoding) []spec.Field {
 		},
 		{
 			Name: "batch_rows", Type: spec.Int, Default: DefaultBatchRows,
-			Description: "Most rows in one `json_batch` or `arrow` message; longer runs are split at " +
-				"multiples of this number in sequence space, which keeps message IDs stable. 0 sends each " +
-				"buffered run as one message. Keep messages below the broker's size limit.",
+			Description: "Most rows in one `json_batch` or `arrow` message: each batch the sink accepts is cut " +
+				"into messages of this many rows from its first row, and the cut is kept with the rows (the " +
+				"same messages, with the same IDs, from every lane, after a restart and in a replay). 0 sends " +
+				"each accepted batch as one message. Keep messages below the broker's size limit.",
 			Example: 512, Advanced: true,
 		},
 	}

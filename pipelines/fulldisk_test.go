@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,6 +44,12 @@ func componentCounter(ps []*pipelines.Pipeline, component, name string) int64 {
 // exported from the full disk; the run stops cleanly and starts again on
 // the still-full disk; once the link returns the backlog drains, the disk
 // frees itself with no operator, and every row arrives exactly once.
+//
+// The file sink of window statistics writes elsewhere: a source batch is
+// acknowledged once every sink has it, so a second sink stuck on the full
+// disk at the stop would make the source emit batches the cloud sink
+// already stored again, under new identities (at least once; see
+// docs/forwarding.md). TestFileSinkFullDisk covers the file sink.
 func TestFullDiskPipelineHealsItself(t *testing.T) {
 	mnt := enginetest.Tmpfs(t, 16<<20)
 	js := newJetStream(t)
@@ -72,7 +77,7 @@ sinks:
     buffer: {max_bytes: unlimited, segment_bytes: 262144}
     forward: {retry_min: 10ms, retry_max: 200ms, publish_timeout: 500ms, drain_timeout: 10s}
   archive: {type: file, input: stats, path: %s}
-`, js.url(), name, name, filepath.Join(mnt, "stats.jsonl"))), 0o644); err != nil {
+`, js.url(), name, name, filepath.Join(t.TempDir(), "stats.jsonl"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	filler := enginetest.Fill(t, mnt, 1<<20)
@@ -147,13 +152,6 @@ sinks:
 	seqs, msgs := rc.stored(t)
 	t.Logf("JetStream holds %d rows in %d messages", len(seqs), msgs)
 	exactlyOnce(t, seqs, 30000)
-	stats, err := os.ReadFile(filepath.Join(mnt, "stats.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := strings.Count(string(stats), "\n"); n == 0 || stats[len(stats)-1] != '\n' {
-		t.Fatalf("stats file: %d lines, last byte %q", n, stats[len(stats)-1])
-	}
 	_ = filler
 }
 

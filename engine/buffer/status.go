@@ -8,6 +8,9 @@ import (
 type Status struct {
 	Dir    string `json:"dir"`
 	Schema string `json:"schema"`
+	// Edge and Stream are the identity the rows are published under.
+	Edge   string `json:"edge,omitempty"`
+	Stream string `json:"stream,omitempty"`
 	// Cursor is the highest delivered sequence; NextSeq the sequence the
 	// next appended row gets.
 	Cursor  uint64 `json:"cursor"`
@@ -41,8 +44,10 @@ type Status struct {
 	DroppedSegments int64 `json:"dropped_segments"`
 	DroppedBytes    int64 `json:"dropped_bytes"`
 	Corruptions     int64 `json:"corruptions"`
-	// Failed holds the WAL failure that stops appends, if any.
-	Failed string `json:"failed,omitempty"`
+	// Failed holds the WAL failure that stops appends, if any; NoSpace is
+	// set while appends fail because the disk is full.
+	Failed  string `json:"failed,omitempty"`
+	NoSpace bool   `json:"no_space,omitempty"`
 }
 
 // Status returns a snapshot of the buffer.
@@ -50,7 +55,7 @@ func (b *Buffer) Status() Status {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := Status{
-		Dir: b.dir, Schema: b.opts.Schema.String(),
+		Dir: b.dir, Schema: b.opts.Schema.String(), Edge: b.edge, Stream: b.stream,
 		Cursor: b.cursor, NextSeq: b.nextSeq,
 		Segments: len(b.segs), SegmentBytes: b.segBytes,
 		WALFiles: len(b.wals), WALBytes: b.walBytes,
@@ -69,6 +74,7 @@ func (b *Buffer) Status() Status {
 	if b.failed != nil {
 		s.Failed = b.failed.Error()
 	}
+	s.NoSpace = b.noSpace
 	for _, e := range b.dead {
 		s.DeadLetterRows += int64(e.Rows)
 	}

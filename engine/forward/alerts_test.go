@@ -3,6 +3,7 @@ package forward_test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -278,5 +279,41 @@ func TestDiskFullHoldsBackAndHeals(t *testing.T) {
 			}
 		}
 		return raised && cleared
+	})
+}
+
+// TestCorruptionRaisesAlert: rows lost to a damaged buffer file (here a WAL
+// file cut below what it had synced) raise a buffer_corruption alert with
+// the lost range, beside the report and the counter.
+func TestCorruptionRaisesAlert(t *testing.T) {
+	sh := engine.NewShared()
+	ap := &fakePub{}
+	as := alertSink(t, ap, sh, nil)
+	defer as.Close(context.Background())
+	p := &fakePub{}
+	p.down.Store(true)
+	dir := t.TempDir() + "/buf"
+	s := newSink(t, p, dir, func(o *forward.Options) { o.Shared = sh })
+	for i := range 4 {
+		write(t, s, i*10, 10)
+	}
+	s.Close(context.Background())
+	wal := dir + "/wal/00000001.wal"
+	fi, err := os.Stat(wal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(wal, fi.Size()*6/10); err != nil {
+		t.Fatal(err)
+	}
+	s = newSink(t, p, dir, func(o *forward.Options) { o.Shared = sh })
+	defer s.Close(context.Background())
+	eventually(t, 5*time.Second, "the corruption alert", func() bool {
+		for _, a := range alertRows(t, ap.messages()) {
+			if a.rule == forward.LossAlertRule && a.value > 0 {
+				return true
+			}
+		}
+		return false
 	})
 }

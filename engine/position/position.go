@@ -56,8 +56,11 @@ type Store struct {
 	valid bool
 }
 
-// Open reads the position file in dir (creating the directory). Load
-// returns what it holds.
+// Open reads the position file in dir, creating the directory and an
+// empty file (no position) when there is none: recording a position later
+// is then one write in place, never the creation of a file, so that the
+// time between a batch becoming durable and its position being recorded
+// stays as short as possible. Load returns what the file holds.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("position: %w", err)
@@ -75,30 +78,36 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("position: %s is damaged; delete it to read the input from its start", s.path)
 	}
 	s.gen, s.valid = gen, found
-	if found {
+	if found && len(p) > 0 {
 		s.saved = append([]byte(nil), p...)
 	}
 	return s, nil
+}
+
+// prepare opens the file for in-place writes, creating it (holding no
+// position) when missing.
+func (s *Store) prepare() error {
+	if s.slots != nil {
+		return nil
+	}
+	sl, err := disk.OpenSlots(disk.OS, s.path, magic, slotSize, s.gen, nil, !s.valid)
+	if err != nil {
+		return err
+	}
+	s.slots, s.valid = sl, true
+	return nil
 }
 
 // Path returns the position file.
 func (s *Store) Path() string { return s.path }
 
 // Load returns the recorded position, if any.
-func (s *Store) Load() ([]byte, bool) { return s.saved, s.valid }
+func (s *Store) Load() ([]byte, bool) { return s.saved, s.saved != nil }
 
 // save records p, and syncs when asked.
 func (s *Store) save(p []byte, sync bool) error {
-	if s.slots == nil {
-		sl, err := disk.OpenSlots(disk.OS, s.path, magic, slotSize, s.gen, p, !s.valid)
-		if err != nil {
-			return err
-		}
-		s.slots, s.valid = sl, true
-		if sync {
-			return sl.Sync()
-		}
-		return nil
+	if err := s.prepare(); err != nil {
+		return err
 	}
 	return s.slots.Write(p, sync)
 }
@@ -148,6 +157,9 @@ type entry struct {
 func NewTracker(store *Store, warn func(msg string, err error)) *Tracker {
 	if warn == nil {
 		warn = func(string, error) {}
+	}
+	if err := store.prepare(); err != nil {
+		warn("cannot open the source position file", err)
 	}
 	return &Tracker{store: store, log: warn, synced: time.Now()}
 }

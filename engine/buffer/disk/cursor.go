@@ -234,10 +234,10 @@ func (m Mark) payload() []byte {
 // MarkState is what the sync-mark file says.
 type MarkState struct {
 	Mark
-	Gen uint64
+	Gen uint64 `json:"gen"`
 	// Valid is false when there is no file or no valid slot (marks are
 	// advisory: damage only weakens the checks they allow).
-	Valid bool
+	Valid bool `json:"valid"`
 }
 
 // ReadMark reads dir/syncmark without changing it.

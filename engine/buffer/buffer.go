@@ -71,6 +71,7 @@ type Buffer struct {
 	delivered  seqset.Set
 	noSpace    bool // the last append failed for lack of space
 	sealWarned bool
+	unrecorded []*walFile // rolled files whose extent the manifest lacks
 
 	syncMu sync.Mutex
 	synced uint64 // generation covered by the last successful sync
@@ -282,7 +283,7 @@ func (b *Buffer) Append(rec arrow.RecordBatch) (first uint64, err error) {
 		b.spaceLocked(err)
 		b.mu.Unlock()
 		b.quota.release(size)
-		b.recordRolled(rolled)
+		b.afterRoll(rolled)
 		return 0, fmt.Errorf("buffer: append: %w", noSpace(err))
 	}
 	b.noSpace = false
@@ -299,7 +300,7 @@ func (b *Buffer) Append(rec arrow.RecordBatch) (first uint64, err error) {
 		b.wakeLocked()
 	}
 	b.mu.Unlock()
-	b.recordRolled(rolled)
+	b.afterRoll(rolled)
 	b.ctr.rowsIn.Add(n)
 	b.ctr.bytesIn.Add(size)
 	if b.opts.Fsync == FsyncAlways {
@@ -332,7 +333,7 @@ func (b *Buffer) appendable() error {
 
 // rollLocked starts a new active WAL file and returns the previous one,
 // which is now rolled and handed to the sealer; the caller passes it to
-// recordRolled once it holds no lock.
+// afterRoll once it holds no lock.
 func (b *Buffer) rollLocked() (*walFile, error) {
 	num := b.nextNum
 	rel := path.Join(disk.WALDir, disk.WALName(num))
@@ -366,13 +367,9 @@ func (b *Buffer) rollLocked() (*walFile, error) {
 		syncedSize: disk.WALHeaderSize, syncedNext: b.nextSeq}
 	old := b.active
 	if old != nil {
+		// The appender's reference now belongs to recordRolled.
 		old.state = walRolled
-		old.refs--
-		old.refs++ // held for recordRolled
-		select {
-		case b.kick <- struct{}{}:
-		default:
-		}
+		b.unrecorded = append(b.unrecorded, old)
 	}
 	b.wals = append(b.wals, w)
 	b.active = w
@@ -383,13 +380,38 @@ func (b *Buffer) rollLocked() (*walFile, error) {
 	return old, nil
 }
 
+// afterRoll has the extent of a file just rolled recorded: by the background
+// loop when there is one (its fsync would hold the appender up under the
+// interval and none policies), else at once.
+func (b *Buffer) afterRoll(old *walFile) {
+	if old == nil {
+		return
+	}
+	if b.stop == nil {
+		b.recordPending()
+		return
+	}
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// recordPending records the extents of the rolled files that lack one.
+func (b *Buffer) recordPending() {
+	b.mu.Lock()
+	files := b.unrecorded
+	b.unrecorded = nil
+	b.mu.Unlock()
+	for _, w := range files {
+		b.recordRolled(w)
+	}
+}
+
 // recordRolled makes a rolled WAL file durable and records its extent in
 // the manifest, so that a later cut of the file is found (docs/format/
 // buffer.md 3.5). It releases the reference rollLocked took.
 func (b *Buffer) recordRolled(w *walFile) {
-	if w == nil {
-		return
-	}
 	defer func() {
 		b.mu.Lock()
 		b.unrefLocked(w)
@@ -563,7 +585,7 @@ func (b *Buffer) Roll() error {
 	}
 	old, err := b.rollLocked()
 	b.mu.Unlock()
-	b.recordRolled(old)
+	b.afterRoll(old)
 	return noSpace(err)
 }
 
@@ -623,6 +645,7 @@ func (b *Buffer) loop() {
 			b.mu.Unlock()
 			_ = b.syncTo(gen)
 		case <-b.kick:
+			b.recordPending()
 			if b.opts.ManualSeal {
 				continue
 			}
@@ -697,6 +720,9 @@ func (b *Buffer) Close() error {
 	if b.stop != nil {
 		close(b.stop)
 		<-b.done
+	}
+	if !b.opts.ReadOnly {
+		b.recordPending()
 	}
 	b.sealMu.Lock()
 	defer b.sealMu.Unlock()

@@ -84,31 +84,8 @@ type postgresReceiver struct {
 	dsn, table string
 }
 
-// localPostgres returns the DSN of the machine's test database, or skips.
-func localPostgres(t testing.TB) string {
-	t.Helper()
-	var last error
-	for _, user := range []string{"postgres", "root"} {
-		dsn := "postgres://" + user + "@127.0.0.1:5432/test?sslmode=disable&connect_timeout=2"
-		db, err := sql.Open("pgx", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err = db.PingContext(ctx)
-		cancel()
-		db.Close()
-		if err == nil {
-			return dsn
-		}
-		last = err
-	}
-	t.Skipf("PostgreSQL database test at 127.0.0.1:5432 unreachable: %v", last)
-	return ""
-}
-
 func newPostgresReceiver(t *testing.T) postgresReceiver {
-	r := postgresReceiver{dsn: localPostgres(t), table: "sluice_identity_" + outboundtest.Suffix()}
+	r := postgresReceiver{dsn: outboundtest.PostgresDSN(t), table: "sluice_identity_" + outboundtest.Suffix()}
 	t.Cleanup(func() {
 		if db, err := sql.Open("pgx", r.dsn); err == nil {
 			_, _ = db.Exec(`DROP TABLE IF EXISTS "` + r.table + `"`)

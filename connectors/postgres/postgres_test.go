@@ -23,33 +23,19 @@ import (
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 )
 
-var localDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable&connect_timeout=2"
+var localDSN string
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// local opens the test database on this machine (as postgres, or root) or
-// skips.
+// local opens the test database on this machine or skips.
 func local(t testing.TB) *sql.DB {
 	t.Helper()
-	var last error
-	for _, user := range []string{"postgres", "root"} {
-		dsn := strings.Replace(localDSN, "postgres@", user+"@", 1)
-		db, err := sql.Open("pgx", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err = db.PingContext(ctx)
-		cancel()
-		if err == nil {
-			localDSN = dsn
-			return db
-		}
-		db.Close()
-		last = err
+	localDSN = outboundtest.PostgresDSN(t)
+	db, err := sql.Open("pgx", localDSN)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Skipf("PostgreSQL database test at 127.0.0.1:5432 unreachable: %v", last)
-	return nil
+	return db
 }
 
 func build(t testing.TB, yaml string) *outbound.Publisher {

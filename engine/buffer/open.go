@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -327,6 +328,9 @@ func (b *Buffer) openIdentity(d *disk.Dir) error {
 	return nil
 }
 
+// bySegFirst orders segments by first sequence, for binary searches.
+func bySegFirst(e disk.SegEntry, first uint64) int { return cmp.Compare(e.First, first) }
+
 // coveredBySegment reports whether a live data segment holds [first, last].
 func (b *Buffer) coveredBySegment(first, last uint64) bool {
 	i, _ := slices.BinarySearchFunc(b.segs, first, func(e disk.SegEntry, s uint64) int {
@@ -347,15 +351,7 @@ func (b *Buffer) addSegLocked(e disk.SegEntry) {
 	if e.Kind == disk.KindDead {
 		list, bytes = &b.dead, &b.deadBytes
 	}
-	i, _ := slices.BinarySearchFunc(*list, e.First, func(x disk.SegEntry, s uint64) int {
-		switch {
-		case x.First < s:
-			return -1
-		case x.First > s:
-			return 1
-		}
-		return 0
-	})
+	i, _ := slices.BinarySearchFunc(*list, e.First, bySegFirst)
 	*list = slices.Insert(*list, i, e)
 	*bytes += e.Bytes
 }

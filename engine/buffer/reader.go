@@ -261,15 +261,7 @@ func (b *Buffer) loadSegment(e disk.SegEntry) (arrow.RecordBatch, []uint64, erro
 }
 
 func (b *Buffer) findSegLocked(first uint64) (int, bool) {
-	return slices.BinarySearchFunc(b.segs, first, func(e disk.SegEntry, s uint64) int {
-		switch {
-		case e.First < s:
-			return -1
-		case e.First > s:
-			return 1
-		}
-		return 0
-	})
+	return slices.BinarySearchFunc(b.segs, first, bySegFirst)
 }
 
 // segmentCorrupt quarantines a damaged data segment found while reading,

@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -284,18 +285,8 @@ func (m *ManifestState) Sorted(kind SegKind) []SegEntry {
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b SegEntry) int { return cmpU64(a.First, b.First) })
+	slices.SortFunc(out, func(a, b SegEntry) int { return cmp.Compare(a.First, b.First) })
 	return out
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // ParseManifest reads the records of a manifest file. A torn tail and
@@ -489,7 +480,7 @@ func (m *Manifest) rewriteLocked(extra ...[]byte) error {
 		if a.Kind != b.Kind {
 			return int(a.Kind) - int(b.Kind)
 		}
-		return cmpU64(a.First, b.First)
+		return cmp.Compare(a.First, b.First)
 	})
 	for _, k := range keys {
 		buf = append(buf, EncodeAdd(m.st.Live[k])...)

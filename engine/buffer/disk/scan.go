@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -378,7 +379,7 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 			st.CoveredWAL = kind == KindData && walCover.ContainsRange(e.First, e.Last)
 			out = append(out, st)
 		}
-		slices.SortFunc(out, func(a, b SegmentState) int { return cmpU64(a.First, b.First) })
+		slices.SortFunc(out, func(a, b SegmentState) int { return cmp.Compare(a.First, b.First) })
 		if kind == KindData {
 			d.Segments = out
 		} else {

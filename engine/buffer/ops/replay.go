@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -102,17 +103,7 @@ func Replay(ctx context.Context, paths []string, opts ReplayOptions) (*ReplayRep
 		files = append(files, rf)
 	}
 	slices.SortStableFunc(files, func(a, b replayFile) int {
-		switch {
-		case a.edge != b.edge:
-			return cmpStr(a.edge, b.edge)
-		case a.stream != b.stream:
-			return cmpStr(a.stream, b.stream)
-		case a.first < b.first:
-			return -1
-		case a.first > b.first:
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(a.edge, b.edge), cmp.Compare(a.stream, b.stream), cmp.Compare(a.first, b.first))
 	})
 	rep := &ReplayReport{}
 	pub := opts.Publisher
@@ -235,14 +226,4 @@ func peek(path string) (replayFile, error) {
 		return replayFile{}, fmt.Errorf("%s: not a sluice export or segment (no sluice.schema metadata)", path)
 	}
 	return rf, nil
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

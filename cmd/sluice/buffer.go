@@ -25,8 +25,9 @@ func newBufferCmd(g *globals) *cobra.Command {
   inspect  every segment, WAL file, dead letter and quarantined file
   repair   recover the buffer as the engine does on start, and report it
 
-status and inspect only read: they are safe while the engine runs. Stop the
-engine before repair.`,
+status and inspect only read and take no lock: they are safe while the
+engine runs, and on a full disk. repair takes the buffer's lock: stop the
+engine first.`,
 	}
 	cmd.AddCommand(newBufferStatusCmd(g), newBufferInspectCmd(g), newBufferRepairCmd(g))
 	return cmd
@@ -166,9 +167,12 @@ are moved to quarantine/, damaged or unlisted segments are quarantined,
 adopted or removed, and the manifest is rewritten. It then reads every row
 once (unless --no-verify), which checks segment checksums. Nothing is
 delivered or deleted from the backlog except what is damaged. Every action is
-reported with the file, the offset and the sequences lost.
+reported with the file, the offset and the sequences lost; a WAL file cut
+below what it had synced is damage (rows were lost), not a torn tail.
 
-Stop the engine first. --dry-run only reports what would be done.`,
+Repair takes the buffer's lock (stop the engine first) and works on a full
+disk (salvaging a damaged WAL file into a segment then waits for space).
+--dry-run only reports what would be done.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()

@@ -40,16 +40,19 @@ func newReplayCmd(g *globals) *cobra.Command {
 		Short: "Send exported Parquet files to a sink with their stable message IDs (backfill)",
 		Long: `Replay sends files written by ` + "`sluice export`" + ` (or buffer segments) to a
 cloud-bound sink's broker, as the edge's forwarder would have: the same
-message IDs (<edge>/<stream>/<seq> or <edge>/<stream>/<first>-<last>, blocks
-aligned on batch_rows in sequence space) and metadata, flagged backfill=true,
-in sequence order per edge and stream. A receiver that deduplicates by ID
+messages with the same IDs (<edge>/<stream>/<seq> or <edge>/<stream>/<first>-<last>,
+cut where the files' _msg column says, as the buffer cut them when the rows
+were accepted) and metadata, flagged backfill=true, in sequence order per
+edge and stream. Segment files of a buffer directory take their edge and
+stream from the buffer's meta file. A receiver that deduplicates by ID
 (NATS JetStream within its duplicate window, the postgres sink's unique
 index, consumers) stores each row once, however often it is replayed and
 whether or not the same rows also came over the link.
 
 The sink is configured like a pipeline sink: --sink-config names a YAML file
 holding one sink mapping (type: nats, url: ..., subject: ...) or a pipeline
-file with a sinks: section (pick one with --sink); or --type and --set give
+file with a sinks: section (pick one with --sink), read by the pipelines
+loader (${VAR} and ${VAR:-default} are expanded); or --type and --set give
 the fields on the command line (values are YAML scalars). Publish failures are
 retried with the same IDs; messages the broker rejects permanently are
 listed and make replay exit 1.`,

@@ -124,6 +124,15 @@ sinks:
 		t.Fatal("export on the full disk: no rows")
 	}
 	t.Logf("full at %d free bytes; exported %d rows", freeBytes(t, mnt), rep.Rows)
+	// And checked and repaired there.
+	if _, err := ops.StatusDir(bufDir); err != nil {
+		t.Fatalf("status on the full disk: %v", err)
+	}
+	if rr, err := ops.Repair(bufDir, ops.RepairOptions{}); err != nil {
+		t.Fatalf("repair on the full disk: %v", err)
+	} else if len(rr.Actions) != 0 {
+		t.Fatalf("repair found damage after a clean stop on a full disk: %v", rr.Actions)
+	}
 	// Start again on the still-full disk.
 	ps, cancel, done = start()
 	defer cancel()

@@ -40,6 +40,16 @@ type BuildContext struct {
 	// (the route of engine alerts, a default disk quota). Nil gives every
 	// component its own.
 	Shared *Shared
+	// Resuming is set for the steps and sinks of a pipeline one of whose
+	// sources resumes an interrupted run (see Resumer): a sink that would
+	// replace its output continues it instead.
+	Resuming bool
+}
+
+// Resumer is implemented by sources that can go on where an earlier run
+// stopped; Resuming reports whether this run does.
+type Resumer interface {
+	Resuming() bool
 }
 
 // Emit hands a record to the next components. It blocks while they are busy

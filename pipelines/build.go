@@ -90,6 +90,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			Log: plog.With("component", c.Name), Counters: engine.NewCounters(), Shared: opts.Shared,
 		}
 	}
+	resuming := false
 	for _, c := range d.Sources {
 		if c.Config == nil || c.Comp == nil {
 			failed[c.Name] = true
@@ -104,6 +105,11 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
 			failed[c.Name] = true
 			continue
+		}
+		// Steps and sinks learn whether a source continues an interrupted
+		// run.
+		if r, ok := src.(engine.Resumer); ok && r.Resuming() {
+			resuming = true
 		}
 		b := &Built{Def: c, Counters: ctx.Counters, Outputs: []engine.Port{{Schema: src.Schema()}}}
 		b.Node = p.Graph.AddSource(c.Name, src, ctx.Counters)
@@ -124,6 +130,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			continue
 		}
 		ctx := bc(c)
+		ctx.Resuming = resuming
 		op, err := c.Comp.Operator(c.Config, schema, ctx)
 		if err != nil {
 			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
@@ -142,6 +149,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			continue
 		}
 		ctx := bc(c)
+		ctx.Resuming = resuming
 		s, err := c.Comp.Sink(c.Config, schema, ctx)
 		if err != nil {
 			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)

@@ -1,6 +1,7 @@
 package file
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,7 +29,7 @@ var SinkSpec = spec.Spec{
 		"Close. On a full disk the sink holds rows back (its input is not acknowledged) and retries until space returns.",
 	Fields: []spec.Field{
 		{Name: "path", Type: spec.String, Description: "File to write, relative to the pipeline file.", Example: "out/stats.jsonl"},
-		{Name: "append", Type: spec.Bool, Default: false, Description: "Append to an existing file instead of replacing it.", Example: true},
+		{Name: "append", Type: spec.Bool, Default: false, Description: "Append to an existing file instead of replacing it. A run that continues an interrupted one (a source resumes from its recorded position) always appends.", Example: true},
 	},
 	Example: "sinks:\n  archive:\n    type: file\n    input: stats\n    path: out/stats.jsonl\n    append: true\n",
 }
@@ -53,11 +54,12 @@ type Sink struct {
 	waits  *atomic.Int64
 	log    *slog.Logger
 
-	mu     sync.Mutex
-	f      *os.File
-	size   int64 // bytes of whole lines in the file
-	buf    []byte
-	closed bool
+	mu        sync.Mutex
+	f         *os.File
+	size      int64 // bytes of whole lines in the file
+	buf       []byte
+	closed    bool
+	continues bool // replacing, but the run resumes: append
 }
 
 func newSink(cfg *spec.Config, _ *engine.Schema, bc engine.BuildContext) (engine.Sink, error) {
@@ -68,7 +70,12 @@ func newSink(cfg *spec.Config, _ *engine.Schema, bc engine.BuildContext) (engine
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(bc.Dir, path)
 	}
-	s := NewSink(path, cfg.Bool("append"))
+	s := NewSink(path, cfg.Bool("append") || bc.Resuming)
+	if bc.Resuming && !cfg.Bool("append") {
+		// The run continues an interrupted one: replacing the file would
+		// lose what its first part wrote.
+		s.continues = true
+	}
 	if bc.Counters != nil {
 		s.rows = bc.Counters.Counter("rows")
 		s.waits = bc.Counters.Counter("disk_full_waits")
@@ -91,7 +98,7 @@ func (s *Sink) open() error {
 	}
 	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
 	if s.append {
-		flags = os.O_CREATE | os.O_WRONLY
+		flags = os.O_CREATE | os.O_RDWR
 	}
 	f, err := os.OpenFile(s.path, flags, 0o644)
 	if err != nil {
@@ -102,8 +109,44 @@ func (s *Sink) open() error {
 		f.Close()
 		return fmt.Errorf("file sink: %w", err)
 	}
+	if s.append {
+		// A line cut by a crash is cut off: the file holds whole lines.
+		whole, err := wholeLines(f, size)
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("file sink: %w", err)
+		}
+		if whole < size {
+			if err := f.Truncate(whole); err != nil {
+				f.Close()
+				return fmt.Errorf("file sink: %w", err)
+			}
+			s.log.Warn("file sink: cut a partial last line (the previous run was interrupted)", "path", s.path, "bytes", size-whole)
+			size = whole
+		}
+		if s.continues {
+			s.log.Info("file sink: the run resumes an interrupted one; continuing the file instead of replacing it", "path", s.path)
+		}
+	}
 	s.f, s.size = f, size
 	return nil
+}
+
+// wholeLines returns the size of the file up to and including its last
+// line break.
+func wholeLines(f *os.File, size int64) (int64, error) {
+	buf := make([]byte, 4096)
+	for end := size; end > 0; {
+		n := min(int64(len(buf)), end)
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			return end - n + int64(i) + 1, nil
+		}
+		end -= n
+	}
+	return 0, nil
 }
 
 // Write writes the rows of b and releases its record. On a full disk it

@@ -200,3 +200,38 @@ func waitUntil(t *testing.T, f func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// TestFileSinkContinuesAResumedRun: a run whose source resumes an
+// interrupted one (BuildContext.Resuming) continues the sink's file
+// instead of replacing it — replacing lost the rows the first part wrote,
+// which the resumed source does not produce again — and cuts a line the
+// crash left partial.
+func TestFileSinkContinuesAResumedRun(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rows.jsonl")
+	if err := os.WriteFile(path, []byte("{\"asset\":\"T1\"}\n{\"asset\":\"T2\"}\n{\"ass"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := engine.Lookup(spec.KindSink, "file")
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte("path: rows.jsonl\n"), &n); err != nil {
+		t.Fatal(err)
+	}
+	cfg, errs := c.Spec.Parse("site.yaml", &n, "type", "input")
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	s, err := c.Sink(cfg, sinkSchema, engine.BuildContext{Dir: dir, Resuming: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(context.Background(), engine.Batch{Rec: enginetest.Record(mem, sinkSchema, enginetest.Row{int64(0), "T3", 1.0})}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, path, 3)
+}

@@ -226,6 +226,15 @@ func (s *Source) decoder(header []string) (codec.Decoder, error) {
 // Schema is the declared schema.
 func (s *Source) Schema() *engine.Schema { return s.mapping.Schema }
 
+// Resuming reports whether the source goes on from a recorded position.
+func (s *Source) Resuming() bool {
+	if s.pos == nil {
+		return false
+	}
+	_, ok := s.pos.Load()
+	return ok
+}
+
 // errStop ends a run early: the context was cancelled or emit failed.
 var errStop = errors.New("stop")
 

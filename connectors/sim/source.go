@@ -120,6 +120,15 @@ func NewSource(farm *Farm, total int64, rate float64, bc engine.BuildContext) *S
 // Schema is the farm's schema.
 func (s *Source) Schema() *engine.Schema { return s.farm.Schema() }
 
+// Resuming reports whether the source goes on from a recorded position.
+func (s *Source) Resuming() bool {
+	if s.pos == nil {
+		return false
+	}
+	_, ok := s.pos.Load()
+	return ok
+}
+
 // Run emits rows until the configured number is reached (returning nil)
 // or ctx is cancelled.
 func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {

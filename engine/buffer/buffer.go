@@ -419,12 +419,12 @@ func (b *Buffer) recordRolled(w *walFile) {
 	}()
 	b.mu.Lock()
 	gone := w.state == walRemoved
-	size, next, dirty := w.size, w.next(), w.dirty
+	size, next, dirty, synced := w.size, w.next(), w.dirty, w.syncedSize
 	b.mu.Unlock()
 	if gone {
 		return
 	}
-	if dirty || w.syncedSize < size {
+	if dirty || synced < size {
 		if err := w.f.Sync(); err != nil {
 			b.log.Warn("cannot sync a rolled WAL file; its extent is not recorded", "file", w.rel, "err", err)
 			return
@@ -436,6 +436,13 @@ func (b *Buffer) recordRolled(w *walFile) {
 	if err := b.man.Write(disk.EncodeWAL(disk.WALExtent{Num: w.num, Base: w.base, Next: next, Size: size})); err != nil {
 		b.log.Warn("cannot record a rolled WAL file in the manifest", "file", w.rel, "err", err)
 	}
+	// Sealed, delivered or dropped meanwhile: the record is moot, keep it
+	// out of the manifest's state (compaction drops it).
+	b.mu.Lock()
+	if w.state == walRemoved {
+		b.man.ForgetWAL(w.num)
+	}
+	b.mu.Unlock()
 }
 
 // syncTo returns once WAL generation gen is durable. Concurrent callers
@@ -594,6 +601,11 @@ func (b *Buffer) Roll() error {
 // next sequence.
 func (b *Buffer) resetActiveLocked() error {
 	a := b.active
+	// The mark first says the file holds nothing, so that a crash between
+	// the steps below never reads as a cut (its rows are delivered anyway).
+	if b.marks != nil {
+		b.writeMark(disk.Mark{Num: a.num, Base: a.base, Next: a.base, Size: disk.WALHeaderSize})
+	}
 	if err := a.f.Truncate(disk.WALHeaderSize); err != nil {
 		return fmt.Errorf("buffer: reset %s: %w", a.rel, err)
 	}

@@ -259,10 +259,16 @@ func (b *Buffer) open() ([]*CorruptionError, error) {
 				b.log.Warn("disk full: the write-ahead log starts when space returns", "err", err)
 			}
 		}
-		// Every rolled file's extent is in the manifest.
+		// Every rolled file's extent is in the manifest (recorded only once
+		// the file is synced, whatever the policy).
 		for _, w := range b.wals {
 			if w != b.active && len(w.damage) == 0 {
 				if x, ok := d.Manifest.WALs[w.num]; !ok || x.Base != w.base || x.Next != w.next() || x.Size != w.size {
+					if b.opts.Fsync == FsyncNone {
+						if err := w.f.Sync(); err != nil {
+							return nil, fmt.Errorf("buffer: sync %s: %w", w.rel, err)
+						}
+					}
 					if err := man.Write(disk.EncodeWAL(disk.WALExtent{Num: w.num, Base: w.base, Next: w.next(), Size: w.size})); err != nil {
 						b.log.Warn("cannot record a WAL file in the manifest", "file", w.rel, "err", err)
 					}

@@ -263,6 +263,13 @@ func (b *Buffer) dropOldest() (Drop, bool, error) {
 	}
 }
 
+// sealedOrRemoved reports whether a WAL record's rows are held by a live
+// segment or recorded as removed (a partly sealed file, a drop before):
+// dropping its file drops nothing of them.
+func (b *Buffer) sealedOrRemoved(r disk.WALRec) bool {
+	return b.coveredBySegment(r.First, r.Last()) || b.man.RemovedContains(r.First, r.Last())
+}
+
 // dropLocked deletes one unit: the loss is recorded in the manifest first,
 // then the file is removed.
 func (b *Buffer) dropLocked(u unit, reason disk.Reason) (Drop, error) {
@@ -288,6 +295,9 @@ func (b *Buffer) dropLocked(u unit, reason disk.Reason) (Drop, error) {
 		w := u.wal
 		first, last = w.recs[0].First, w.lastSeq()
 		for _, r := range w.recs {
+			if b.sealedOrRemoved(r) {
+				continue
+			}
 			if r.HasTime {
 				if !hasTime {
 					tmin, tmax, hasTime = r.TMin, r.TMax, true
@@ -308,7 +318,7 @@ func (b *Buffer) dropLocked(u unit, reason disk.Reason) (Drop, error) {
 	switch {
 	case u.wal != nil:
 		for _, r := range u.wal.recs {
-			if r.Last() >= first {
+			if r.Last() >= first && !b.sealedOrRemoved(r) {
 				lo := max(r.First, first)
 				above += int64(r.Last() - lo + 1)
 				d.Rows += int64(r.Last()-lo+1) - int64(b.delivered.Count(lo, r.Last()))

@@ -117,14 +117,21 @@ func (r *router) raise(rec arrow.RecordBatch) int {
 // buffer whose drop raises an alert here, which then queues behind.
 func (s *Sink) offerAlert(rec arrow.RecordBatch) bool {
 	s.pendMu.Lock()
-	if len(s.pending) > 0 || s.storing {
+	if s.alertsClosed {
+		s.pendMu.Unlock()
+		return false
+	}
+	buf := s.alertBuf
+	if len(s.pending) > 0 || s.storing || buf == nil {
+		// Behind others, or the buffer is still opening: retried by the
+		// forwarder.
 		s.queueLocked(rec, false)
 		s.pendMu.Unlock()
 		return true
 	}
 	s.storing = true
 	s.pendMu.Unlock()
-	err := s.storeAlert(rec)
+	err := s.storeAlert(buf, rec)
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	s.storing = false
@@ -140,8 +147,8 @@ func (s *Sink) offerAlert(rec arrow.RecordBatch) bool {
 }
 
 // storeAlert appends an alert record and hands it to the live lane.
-func (s *Sink) storeAlert(rec arrow.RecordBatch) error {
-	first, err := s.buf.Append(rec)
+func (s *Sink) storeAlert(buf *buffer.Buffer, rec arrow.RecordBatch) error {
+	first, err := buf.Append(rec)
 	if err == nil {
 		s.handOff(first, rec)
 	}
@@ -174,7 +181,8 @@ func (s *Sink) retryAlerts() {
 	}
 	for {
 		s.pendMu.Lock()
-		if len(s.pending) == 0 || s.storing {
+		buf := s.alertBuf
+		if len(s.pending) == 0 || s.storing || buf == nil {
 			s.pendMu.Unlock()
 			return
 		}
@@ -182,7 +190,7 @@ func (s *Sink) retryAlerts() {
 		s.pending = s.pending[1:]
 		s.storing = true
 		s.pendMu.Unlock()
-		err := s.storeAlert(rec)
+		err := s.storeAlert(buf, rec)
 		s.pendMu.Lock()
 		s.storing = false
 		full := errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrNoSpace)
@@ -202,10 +210,17 @@ func (s *Sink) retryAlerts() {
 	}
 }
 
-// dropPending logs and releases the alerts still queued at close.
+// dropPending logs and releases the alerts still queued at close; the
+// sink takes no alert after it.
 func (s *Sink) dropPending() {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
+	s.alertsClosed = true
+	for s.storing { // an append in flight finishes first
+		s.pendMu.Unlock()
+		time.Sleep(time.Millisecond)
+		s.pendMu.Lock()
+	}
 	for _, rec := range s.pending {
 		s.log.Error("an alert could not be stored before the sink closed", "alert", alertText(rec))
 		rec.Release()

@@ -520,7 +520,7 @@ func (f *forwarder) delivered(first, last uint64, live, backfill bool, latency t
 }
 
 // ack advances the durable cursor over the delivered prefix: at once when
-// forced, otherwise at most every 50 ms (each Ack costs two fsyncs).
+// forced, otherwise at most every 50 ms (each Ack costs an fsync).
 func (f *forwarder) ack(force bool) {
 	p := f.done.Prefix(f.cursor)
 	if p <= f.cursor || (!force && time.Since(f.lastAck) < 50*time.Millisecond) {

@@ -110,10 +110,12 @@ type Sink struct {
 	done     chan struct{}
 
 	// alerts waiting for room in this sink's buffer
-	pendMu   sync.Mutex
-	pending  []arrow.RecordBatch
-	storing  bool // an alert is being appended
-	npending atomic.Int64
+	pendMu       sync.Mutex
+	pending      []arrow.RecordBatch
+	storing      bool           // an alert is being appended
+	alertBuf     *buffer.Buffer // buf, once open, for alert appends
+	alertsClosed bool
+	npending     atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -194,11 +196,15 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 	s.router.join(s)
 	buf, err := buffer.Open(opts.Dir, bo)
 	if err != nil {
+		s.dropPending()
 		s.router.leave(s)
 		_ = pub.Close()
 		return nil, fmt.Errorf("forward: open buffer: %w", err)
 	}
 	s.buf = buf
+	s.pendMu.Lock()
+	s.alertBuf = buf
+	s.pendMu.Unlock()
 	if edge, stream := buf.Identity(); edge != opts.Edge || stream != opts.Stream {
 		// The buffer keeps the identity its rows were stored under.
 		s.opts.Edge, s.opts.Stream = edge, stream

@@ -449,18 +449,16 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 			validNext = max(validNext, res.LastSeq()+1)
 		}
 		if ok && !res.Unbounded && validNext < x.Next {
-			// Acknowledged rows are gone: a crash tears only what was
-			// not synced.
-			at := res.End
-			reason := fmt.Sprintf("cut below its synced extent (%d bytes and sequences up to %d synced; %d bytes and sequences below %d remain)",
-				x.Size, x.Next-1, w.Bytes, validNext)
-			ce := &CorruptionError{Segment: w.Path, Offset: at, Reason: reason}
+			// Rows that were synced are gone: a crash tears only what
+			// was not. It is damage when any of them is not held
+			// elsewhere (delivered, sealed, recorded as removed).
 			if lf, ll, lost := lostPart(validNext, x.Next-1); lost {
-				ce.LostFirst, ce.LostLast = lf, ll
+				reason := fmt.Sprintf("cut below its synced extent (%d bytes and sequences up to %d synced; %d bytes and sequences below %d remain)",
+					x.Size, x.Next-1, w.Bytes, validNext)
+				res.Damage = append(res.Damage, &CorruptionError{Segment: w.Path, Offset: res.End, Reason: reason, LostFirst: lf, LostLast: ll})
+				res.TornAt = -1
+				w.TornAt = -1
 			}
-			res.Damage = append(res.Damage, ce)
-			res.TornAt = -1
-			w.TornAt = -1
 		}
 		w.Damage = res.Damage
 		w.Records, w.Rows = len(res.Recs), 0

@@ -140,6 +140,9 @@ func TestCutWALBelowSyncMark(t *testing.T) {
 		{"to 60 percent", func(d []byte, o []int) []byte { return d[:len(d)*6/10] }, 20},
 		{"at a record boundary", func(d []byte, o []int) []byte { return d[:o[2]] }, 20},
 		{"to its header", func(d []byte, o []int) []byte { return d[:32] }, 0},
+		{"to nothing", func(d []byte, o []int) []byte { return nil }, 0},
+		{"zeroed", func(d []byte, o []int) []byte { return make([]byte, len(d)) }, 0},
+		{"to half its header", func(d []byte, o []int) []byte { return d[:16] }, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := checkedMem(t)
@@ -196,6 +199,7 @@ func TestCorruptWALRecord(t *testing.T) {
 		{"length of the second record", func(d []byte, o []int) { d[o[1]+6] ^= 0x40 }, "bad record header checksum", 11, 20, []int64{0, 20, 30}, false},
 		{"header of the last record", func(d []byte, o []int) { d[o[3]+2] ^= 0x01 }, "bad record header checksum", 31, 0, []int64{0, 10, 20}, true},
 		{"file header", func(d []byte, o []int) { d[3] ^= 0x01 }, "bad file magic", 0, 0, []int64{0, 10, 20, 30}, false},
+		{"zeroed file header", func(d []byte, o []int) { clear(d[:32]) }, "zeroed file header", 0, 0, []int64{0, 10, 20, 30}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := checkedMem(t)
@@ -238,7 +242,7 @@ func TestCorruptWALRecord(t *testing.T) {
 			}
 			wantOff := int64(-1)
 			switch tc.name {
-			case "file header":
+			case "file header", "zeroed file header":
 				wantOff = 0
 			case "header of the last record":
 				wantOff = int64(offs[3])

@@ -149,8 +149,9 @@ type WALState struct {
 	// TornBytes its length.
 	TornAt    int64 `json:"torn_at"`
 	TornBytes int64 `json:"torn_bytes,omitempty"`
-	// NoHeader is set for a file too short to hold anything (Open removes
-	// it).
+	// NoHeader is set for a file that holds nothing and had nothing
+	// synced to it (Open removes it); one whose synced rows are gone is
+	// damaged instead.
 	NoHeader bool `json:"no_header,omitempty"`
 	// Damage lists corruption, a cut below the synced extent included:
 	// Open seals the valid records and moves the file to quarantine.
@@ -286,9 +287,9 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 			}
 			return nil, fmt.Errorf("buffer: read %s: %w", rel, err)
 		}
-		present[num] = true
 		d.MaxWALNum = max(d.MaxWALNum, num)
 		res := ScanWAL(data, rel)
+		present[num] = true
 		w := WALState{Path: rel, Num: num, Bytes: int64(len(data)), Base: res.Base, TornAt: res.TornAt, NoHeader: res.NoHeader, Scan: res}
 		for i, r := range res.Recs {
 			walCover.Add(r.First, r.Last())
@@ -423,11 +424,13 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 		}
 		return false
 	}
+	// expect returns the recorded extent of a WAL file; base 0 (a
+	// damaged file header) matches by number alone.
 	expect := func(num uint32, base uint64) (WALExtent, bool) {
-		if e, ok := man.WALs[num]; ok && e.Base == base {
+		if e, ok := man.WALs[num]; ok && (e.Base == base || base == 0) {
 			return e, true
 		}
-		if m := d.Mark; m.Valid && m.Num == num && m.Base == base {
+		if m := d.Mark; m.Valid && m.Num == num && (m.Base == base || base == 0) {
 			return WALExtent{Num: num, Base: base, Next: m.Next, Size: m.Size}, true
 		}
 		return WALExtent{}, false
@@ -436,6 +439,23 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 		w := &d.WAL[i]
 		res := &w.Scan
 		if res.NoHeader {
+			// Nothing was written, or all of it is gone: damage when
+			// rows were synced to the file and are not held elsewhere.
+			x, ok := expect(w.Num, 0)
+			if !ok || x.Next <= x.Base {
+				continue
+			}
+			lf, ll, lost := lostPart(x.Base, x.Next-1)
+			if !lost {
+				continue
+			}
+			reason := fmt.Sprintf("holds nothing of its synced extent (%d bytes and sequences %d-%d synced; %d bytes remain)",
+				x.Size, x.Base, x.Next-1, w.Bytes)
+			res.Damage = append(res.Damage, &CorruptionError{Segment: w.Path, Offset: 0, Reason: reason, LostFirst: lf, LostLast: ll})
+			res.NoHeader, w.NoHeader = false, false
+			res.Base, w.Base = x.Base, x.Base
+			w.Synced, w.SyncedNext = x.Size, x.Next
+			w.Damage = res.Damage
 			continue
 		}
 		x, ok := expect(w.Num, res.Base)

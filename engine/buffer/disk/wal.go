@@ -232,10 +232,13 @@ type WALRec struct {
 
 // WALScan is what replaying one WAL file found.
 type WALScan struct {
-	// NoHeader is set for a file shorter than its header or with a zero
-	// header: it holds nothing.
+	// NoHeader is set for a file shorter than its header, or with
+	// nothing but zero bytes: it holds nothing.
 	NoHeader bool
-	Base     uint64
+	// BadHeader is set when the file header is damaged: Base is then
+	// unknown (0) and the records are found by their own headers.
+	BadHeader bool
+	Base      uint64
 	// Recs are the valid records in file order.
 	Recs []WALRec
 	// End is the offset after the last valid record (or of the torn
@@ -266,12 +269,19 @@ func (s *WALScan) LastSeq() uint64 {
 // rel names the file in errors.
 func ScanWAL(data []byte, rel string) WALScan {
 	res := WALScan{TornAt: -1}
-	if len(data) < WALHeaderSize || AllZero(data[:WALHeaderSize]) {
+	if len(data) < WALHeaderSize || AllZero(data) {
+		// A crash while the file was created: nothing was written to
+		// it. (Whether rows synced to it are gone is for Scan to say,
+		// from the recorded extent.)
 		res.NoHeader = true
 		return res
 	}
 	base, reason := ParseWALHeader(data)
 	if reason != "" {
+		if AllZero(data[:WALHeaderSize]) {
+			reason = "zeroed file header"
+		}
+		res.BadHeader = true
 		res.Damage = append(res.Damage, &CorruptionError{Segment: rel, Offset: 0, Reason: reason})
 	}
 	res.Base = base

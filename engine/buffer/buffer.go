@@ -44,6 +44,9 @@ type Buffer struct {
 
 	// edge and stream are the identity in effect (see Identity).
 	edge, stream string
+	// pendingMeta is the meta file still to write before the first
+	// append (the disk was full when the buffer opened).
+	pendingMeta *disk.Meta
 
 	mu     sync.Mutex
 	sealed *sync.Cond // broadcast when a WAL file leaves the sealing state
@@ -261,6 +264,15 @@ func (b *Buffer) Append(rec arrow.RecordBatch) (first uint64, err error) {
 		b.mu.Unlock()
 		b.quota.release(size)
 		return 0, err
+	}
+	if m := b.pendingMeta; m != nil {
+		if err := disk.WriteMeta(b.fs, b.dir, m); err != nil {
+			b.spaceLocked(err)
+			b.mu.Unlock()
+			b.quota.release(size)
+			return 0, fmt.Errorf("buffer: record the buffer's identity: %w", noSpace(err))
+		}
+		b.pendingMeta = nil
 	}
 	var rolled *walFile
 	if a := b.active; a == nil || (a.size+size > b.opts.SegmentBytes && len(a.recs) > 0) {

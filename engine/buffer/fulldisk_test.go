@@ -113,3 +113,51 @@ func TestResetActiveCrash(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentityChangeOnFullDisk reopens a delivered buffer under a new
+// identity while the disk is full, so its meta file cannot be rewritten.
+// Rows appended once space returns must carry the identity the meta file
+// records: the buffer used to switch identity in memory only, so a later
+// reader (export, a restart) published those rows under the old identity,
+// other message IDs. Now the first append records the identity first.
+func TestIdentityChangeOnFullDisk(t *testing.T) {
+	mem := checkedMem(t)
+	fs := faultfs.New()
+	o := opts(fs, mem)
+	o.Edge, o.Stream = "edge-1", "stream-1"
+	b := mustOpen(t, "/buf", o)
+	appendN(t, b, mem, 0, 2, 10)
+	drain(t, b)
+	if err := b.Ack(20); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fs.SetCapacity(fs.Used())
+	o.Edge = "edge-2"
+	b = mustOpen(t, "/buf", o)
+	// Opening removed the delivered WAL file: the append may find room
+	// (then it records the identity first) or not (then it stores nothing).
+	rec := rows(mem, testSchema, 100, 10)
+	_, err := b.Append(rec)
+	rec.Release()
+	if err != nil {
+		if !errors.Is(err, buffer.ErrNoSpace) {
+			t.Fatalf("append on the full disk: %v, want ErrNoSpace", err)
+		}
+		fs.SetCapacity(0)
+		appendN(t, b, mem, 100, 1, 10)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro := opts(fs, mem)
+	ro.ReadOnly = true
+	r := mustOpen(t, "/buf", ro)
+	defer r.Close()
+	if edge, stream := r.Identity(); edge != "edge-2" || stream != "stream-1" {
+		t.Fatalf("the rows appended after the change read back under %s/%s, want edge-2/stream-1", edge, stream)
+	}
+	wantContiguous(t, drain(t, r), 21, 100, 110)
+}

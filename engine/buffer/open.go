@@ -294,6 +294,9 @@ func (b *Buffer) openIdentity(d *disk.Dir) error {
 	want := [2]string{b.opts.Edge, b.opts.Stream}
 	empty := d.NextSeq <= d.Cursor+1
 	sameSchema := true
+	if d.Meta == nil && !empty && d.WALSchema != nil && !slices.Equal(d.WALSchema.Fields, b.opts.Schema.Fields) {
+		return fmt.Errorf("buffer: %s holds undelivered rows of schema [%s], not [%s]; deliver or export them first, or use another directory", b.dir, d.WALSchema, b.opts.Schema)
+	}
 	if d.Meta != nil {
 		b.edge, b.stream = d.Meta.Edge, d.Meta.Stream
 		if s, err := d.Meta.StreamSchema(); err == nil && !slices.Equal(s.Fields, b.opts.Schema.Fields) {
@@ -325,7 +328,11 @@ func (b *Buffer) openIdentity(d *disk.Dir) error {
 		if !disk.IsNoSpace(err) {
 			return err
 		}
-		b.log.Warn("cannot record the buffer's identity: the disk is full", "err", err)
+		// No row is appended under an identity or schema the meta
+		// file does not record: the first append writes it, and
+		// waits (disk full) until it can.
+		b.log.Warn("cannot record the buffer's identity yet: the disk is full; appends wait until it is recorded", "err", err)
+		b.pendingMeta = m
 	}
 	if d.Meta != nil && (b.edge != want[0] || b.stream != want[1]) {
 		b.log.Info("buffer identity changed", "edge", want[0], "stream", want[1], "was_edge", b.edge, "was_stream", b.stream)

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/sluice-edge/sluice/engine"
@@ -52,8 +53,9 @@ func referenceDef(opts Options, perTurbine int64) (*pipelines.Def, error) {
 
 // benchPipeline is a built reference pipeline, ready to run once.
 type benchPipeline struct {
-	p   *pipelines.Pipeline
-	src *payloadSource // nil when the sim source runs
+	p       *pipelines.Pipeline
+	src     *payloadSource // nil when the sim source runs
+	dataDir string         // removed after the run
 }
 
 // buildPipeline builds the reference pipeline; with in, its source is
@@ -63,14 +65,21 @@ func buildPipeline(opts Options, perTurbine int64, in *payloads) (*benchPipeline
 	if err != nil {
 		return nil, err
 	}
-	bp := &benchPipeline{}
-	popts := pipelines.Options{Log: opts.Log}
+	// Every run measures the whole input: a data directory of its own
+	// (removed after the run) and sources that never resume.
+	dataDir, err := os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		return nil, err
+	}
+	bp := &benchPipeline{dataDir: dataDir}
+	popts := pipelines.Options{Log: opts.Log, DataDir: dataDir, FromStart: true}
 	if in != nil {
 		bp.src = &payloadSource{schema: newFarm(opts).Schema(), in: in, batch: def.Batch.Normalize().Size, mem: popts.Mem}
 		popts.Sources = map[string]engine.Source{sourceName: bp.src}
 	}
 	p, errs := pipelines.Build(def, popts)
 	if len(errs) > 0 {
+		_ = os.RemoveAll(dataDir)
 		return nil, errs
 	}
 	bp.p = p
@@ -88,6 +97,7 @@ func (bp *benchPipeline) component(name string) *pipelines.Built {
 }
 
 func (bp *benchPipeline) run(ctx context.Context) (outputs, error) {
+	defer os.RemoveAll(bp.dataDir)
 	if err := pipelines.RunAll(ctx, []*pipelines.Pipeline{bp.p}); err != nil {
 		return outputs{}, err
 	}

@@ -40,6 +40,9 @@ type BuildContext struct {
 	// (the route of engine alerts, a default disk quota). Nil gives every
 	// component its own.
 	Shared *Shared
+	// FromStart tells sources that can resume (see Resumer) to forget
+	// their recorded position and read their input from its start.
+	FromStart bool
 	// Resuming is set for the steps and sinks of a pipeline one of whose
 	// sources resumes an interrupted run (see Resumer): a sink that would
 	// replace its output continues it instead.

@@ -33,6 +33,9 @@ type Options struct {
 	// Embedders and the bench harness use it to feed a pipeline from
 	// memory.
 	Sources map[string]engine.Source
+	// FromStart makes resumable sources read their input from its start,
+	// forgetting their recorded positions (sluice run --from-start).
+	FromStart bool
 	// Shared is what the components of the pipelines built together share
 	// (see engine.Shared); BuildAll makes one when it is nil.
 	Shared *engine.Shared
@@ -86,7 +89,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 
 	bc := func(c *ComponentDef) engine.BuildContext {
 		return engine.BuildContext{
-			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, DryRun: opts.DryRun, Batch: d.Batch, Mem: opts.Mem,
+			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, DryRun: opts.DryRun, FromStart: opts.FromStart, Batch: d.Batch, Mem: opts.Mem,
 			Log: plog.With("component", c.Name), Counters: engine.NewCounters(), Shared: opts.Shared,
 		}
 	}

@@ -50,7 +50,7 @@ func runDefs(t *testing.T, defs []*pipelines.Def) []*pipelines.Pipeline {
 	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Mem: mem})
+	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Mem: mem, DataDir: t.TempDir()})
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

@@ -242,7 +242,7 @@ pipelines:
 	if len(defs) != 2 || defs[0].Name != "one" || defs[0].Batch.Size != 8 {
 		t.Fatalf("defs: %+v", defs)
 	}
-	ps, errs := pipelines.BuildAll(defs, pipelines.Options{})
+	ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: t.TempDir()})
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

@@ -24,6 +24,7 @@ type runFlags struct {
 	metricsAddr string
 	dataDir     string
 	edge        string
+	fromStart   bool
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -31,6 +32,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9464) at /metrics")
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "sluice-data", "directory of durable state (the buffers of cloud sinks)")
 	cmd.Flags().StringVar(&f.edge, "edge", "", "identity of this engine in outgoing message IDs (default: the host name)")
+	cmd.Flags().BoolVar(&f.fromStart, "from-start", false, "make resumable sources (file, sim) forget how far earlier runs read and read their input from its start")
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -74,7 +76,7 @@ or the configuration is invalid, 2 a bad command line, 130 a second signal.`,
 type driver func(ctx context.Context, ps []*pipelines.Pipeline, stop func()) error
 
 func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, flags runFlags, drive driver) error {
-	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge})
+	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge, FromStart: flags.fromStart})
 	if len(errs) > 0 {
 		return &exitError{code: 1, err: errs}
 	}

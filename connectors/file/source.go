@@ -47,7 +47,7 @@ var SourceSpec = spec.Spec{
 		spec.Field{Name: "columns", Type: spec.List, Elem: spec.String, Optional: true, Description: "`csv` only: the column names, for files without a header line (or to replace it).", Example: []string{"time", "asset", "power"}},
 		spec.Field{Name: "delimiter", Type: spec.String, Default: ",", Description: "`csv` only: the field separator, one character (`tab` for a tab).", Example: ";"},
 		spec.Field{Name: "max_line", Type: spec.Int, Default: 1 << 20, Advanced: true, Description: "Longest line in bytes; longer lines are bad lines.", Example: 65536},
-		spec.Field{Name: "resume", Type: spec.Bool, Default: true, Description: "Record how far the sinks have acknowledged the input (file and byte offset, in `<data dir>/<pipeline>/<source>/position`) and, after a stop or a crash, go on from there instead of from the first line; the record is cleared once every file was read to its end and acknowledged. A file whose first kilobyte changed since is read from its start.", Example: false},
+		spec.Field{Name: "resume", Type: spec.Bool, Default: true, Description: "Record how far the sinks have acknowledged the input (file and byte offset, in `<data dir>/<pipeline>/<source>/position`) and, after a stop or a crash, go on from there instead of from the first line. The record is kept when every file was read: the next run reads only lines appended since (run with `--from-start` to read the files again). A file whose first kilobyte changed since, or that shrank, is read from its start.", Example: false},
 	)...),
 	Example: `sources:
   scada:
@@ -96,11 +96,17 @@ type Source struct {
 // filePos is the recorded position: the file being read and how far its
 // acknowledged lines go. Head is the CRC32-C of the file's first kilobyte,
 // to tell a replaced file.
+// headBytes is how much of a file's beginning identifies it.
+const headBytes = 1024
+
 type filePos struct {
 	File   string `json:"file"`
 	Offset int64  `json:"offset"`
 	Line   int    `json:"line"`
-	Head   uint32 `json:"head"`
+	// Head is the checksum of the file's first HeadLen bytes (at most
+	// 1 KiB): a file whose beginning changed is another file.
+	Head    uint32 `json:"head"`
+	HeadLen int    `json:"head_len,omitempty"`
 }
 
 func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
@@ -206,6 +212,11 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		if err != nil {
 			return nil, err
 		}
+		if bc.FromStart {
+			if err := st.Reset(); err != nil {
+				return nil, err
+			}
+		}
 		s.pos = st
 	}
 	return s, nil
@@ -251,7 +262,7 @@ type run struct {
 	tr       *position.Tracker
 	at       filePos // after the last line appended
 	lineEnd  filePos // after the line being read
-	complete bool    // every file read to its end and handed on
+	emitted  int64   // rows handed on by this run
 
 	// Pacing.
 	started      bool
@@ -292,7 +303,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 				"file", fp.File, "line", fp.Line, "offset", fp.Offset, "position", s.pos.Path())
 		}
 		r.tr = position.NewTracker(s.pos, func(msg string, err error) { s.log.Warn(msg, "err", err) })
-		defer func() { r.tr.End(r.complete) }()
+		defer r.tr.End()
 	}
 	for _, f := range files {
 		var from *filePos
@@ -320,7 +331,10 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	if r.emitErr != nil && ctx.Err() == nil {
 		return r.emitErr
 	}
-	r.complete = !stopped && r.emitErr == nil && ctx.Err() == nil
+	if resume != nil && !stopped && r.emitted == 0 && ctx.Err() == nil {
+		s.log.Info("nothing new to read: an earlier run read the input to its end (run with --from-start to read it again)",
+			"position", s.pos.Path())
+	}
 	return nil
 }
 
@@ -340,6 +354,7 @@ func (r *run) flush() error {
 		return errStop
 	}
 	r.rows.Add(n)
+	r.emitted += n
 	return nil
 }
 
@@ -362,8 +377,8 @@ func (r *run) readFile(path string, from *filePos) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer f.Close()
-	head, size := fileHead(f)
-	if from != nil && (from.Head != head || size < from.Offset) {
+	head, headLen, size := fileHead(f, headBytes)
+	if from != nil && (!sameHead(f, from) || size < from.Offset) {
 		r.log.Warn("the file changed since the position was recorded: reading it from its start", "file", name)
 		from = nil
 	}
@@ -427,7 +442,7 @@ func (r *run) readFile(path string, from *filePos) error {
 		if lineNo == 1 {
 			line = bytes.TrimPrefix(line, []byte("\ufeff"))
 		}
-		r.lineEnd = filePos{File: path, Offset: offset, Line: lineNo, Head: head}
+		r.lineEnd = filePos{File: path, Offset: offset, Line: lineNo, Head: head, HeadLen: headLen}
 		switch {
 		case len(line) > r.maxLine:
 			r.badLine(name, lineNo, fmt.Errorf("line longer than %d bytes", r.maxLine))
@@ -458,15 +473,30 @@ func (r *run) readFile(path string, from *filePos) error {
 	}
 }
 
-// fileHead returns the CRC32-C of the first kilobyte of f and its size.
-func fileHead(f *os.File) (uint32, int64) {
-	var buf [1024]byte
-	n, _ := f.ReadAt(buf[:], 0)
-	var size int64
+// fileHead returns the CRC32-C of the first limit bytes of f (at most
+// headBytes), how many there were, and the size of f.
+func fileHead(f *os.File, limit int) (sum uint32, n int, size int64) {
+	var buf [headBytes]byte
+	n, _ = f.ReadAt(buf[:min(limit, headBytes)], 0)
 	if fi, err := f.Stat(); err == nil {
 		size = fi.Size()
 	}
-	return disk.CRC(buf[:n]), size
+	return disk.CRC(buf[:n]), n, size
+}
+
+// sameHead reports whether f begins as the file did when pos was
+// recorded: the same first pos.HeadLen bytes (lines appended since do
+// not make it another file).
+func sameHead(f *os.File, pos *filePos) bool {
+	want := pos.HeadLen
+	if want <= 0 || want > headBytes {
+		want = headBytes // recorded without its length: up to 1 KiB
+	}
+	sum, n, _ := fileHead(f, want)
+	if pos.HeadLen > 0 && n != want {
+		return false
+	}
+	return sum == pos.Head
 }
 
 // line decodes one payload, waits for it when pacing, and appends it.

@@ -25,12 +25,13 @@ import (
 
 // env is what a test source runs with.
 type env struct {
-	dir      string
-	mem      *memory.CheckedAllocator
-	counters *engine.Counters
-	logs     *bytes.Buffer
-	batch    engine.BatchPolicy
-	alloc    memory.Allocator // e.mem unless set
+	dir       string
+	mem       *memory.CheckedAllocator
+	counters  *engine.Counters
+	logs      *bytes.Buffer
+	batch     engine.BatchPolicy
+	alloc     memory.Allocator // e.mem unless set
+	fromStart bool             // runAcked builds with --from-start
 }
 
 func newEnv(t testing.TB, files map[string]string) *env {
@@ -374,7 +375,7 @@ func (e *env) runAcked(t *testing.T, src, data string, acked, stopAfter int) []e
 		t.Fatal(errs)
 	}
 	s, err := c.Source(cfg, engine.BuildContext{Pipeline: "p", Name: "src", Dir: e.dir, DataDir: data, Batch: e.batch, Mem: e.mem,
-		Log: slog.New(slog.NewTextHandler(e.logs, nil)), Counters: e.counters})
+		Log: slog.New(slog.NewTextHandler(e.logs, nil)), Counters: e.counters, FromStart: e.fromStart})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +404,8 @@ func (e *env) runAcked(t *testing.T, src, data string, acked, stopAfter int) []e
 // batches acknowledged by the sinks: the next run goes on right after the
 // acknowledged lines, across files and past a CSV header, so that the runs
 // together read every line once. It used to start from the first line
-// again. A complete run clears the position.
+// again. A complete run keeps its position: a rerun reads only lines
+// appended since (it used to read everything again), --from-start all.
 func TestSourceResumes(t *testing.T) {
 	var a, b strings.Builder
 	a.WriteString("time,asset,power\n")
@@ -426,16 +428,36 @@ func TestSourceResumes(t *testing.T) {
 	if !reflect.DeepEqual(rows, all) {
 		t.Fatalf("%d rows over two runs, differing from one run of %d", len(rows), len(all))
 	}
-	if _, err := os.Stat(filepath.Join(data, "p", "src", "position")); !os.IsNotExist(err) {
-		t.Fatalf("position kept after a complete run: %v", err)
+	// A rerun finds nothing new, and says so.
+	if rows := e.runAcked(t, conf, data, -1, 0); len(rows) != 0 {
+		t.Fatalf("a rerun read %d rows again", len(rows))
+	}
+	if !strings.Contains(e.logs.String(), "nothing new to read") {
+		t.Fatalf("the rerun did not say why it read nothing:\n%s", e.logs)
+	}
+	// Lines appended since are read, once.
+	f, err := os.OpenFile(filepath.Join(e.dir, "in/b.csv"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "%d,T2,%d\n", 100*1000, 100)
+	f.Close()
+	if rows := e.runAcked(t, conf, data, -1, 0); len(rows) != 1 || rows[0][2] != 100.0 {
+		t.Fatalf("after an append: %v", rows)
+	}
+	// --from-start reads everything again.
+	e.fromStart = true
+	if rows := e.runAcked(t, conf, data, -1, 0); len(rows) != 101 {
+		t.Fatalf("--from-start read %d rows, want 101", len(rows))
 	}
 	// A file changed since the stop is read from its start.
 	e.runAcked(t, conf, data, 2, 3)
+	e.fromStart = false
 	if err := os.WriteFile(filepath.Join(e.dir, "in/a.csv"), []byte("time,asset,power\n1,T9,9\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	rows = e.runAcked(t, conf, data, -1, 0)
-	if len(rows) != 51 || rows[0][1] != "T9" || !strings.Contains(e.logs.String(), "file changed") {
+	if len(rows) != 52 || rows[0][1] != "T9" || !strings.Contains(e.logs.String(), "file changed") {
 		t.Fatalf("after a change: %d rows, first %v", len(rows), rows[0])
 	}
 }

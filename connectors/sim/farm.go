@@ -11,6 +11,7 @@
 package sim
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -325,15 +326,20 @@ func (f *Farm) Next(i int, r *Reading) {
 }
 
 // Skip draws the next n readings and drops them: the farm continues as if
-// Fill had appended them (a source resuming after n rows).
-func (f *Farm) Skip(n int64) {
+// Fill had appended them (a source resuming after n rows). It returns
+// ctx's error, having skipped only part, when ctx ends first.
+func (f *Farm) Skip(ctx context.Context, n int64) error {
 	r := &f.reading
-	for ; n > 0; n-- {
+	for i := int64(0); n > 0; n, i = n-1, i+1 {
+		if i&0xffff == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		f.Next(f.next, r)
 		if f.next++; f.next == len(f.turbines) {
 			f.next = 0
 		}
 	}
+	return nil
 }
 
 // fillChunk bounds the scratch memory of Fill.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -369,8 +367,9 @@ func TestAppendEnOSNumbers(t *testing.T) {
 // the first three were acknowledged by the sinks (the rest was in flight
 // when the process died): the next run goes on right after the
 // acknowledged rows, so that together the runs produce every row once.
-// It used to start from the first row again. A run that produced and saw
-// acknowledged every row clears the position.
+// It used to start from the first row again. A run that produced every row
+// keeps its position: a rerun produces nothing (it used to produce every
+// row again), --from-start all of them.
 func TestSourceResumes(t *testing.T) {
 	for _, rate := range []string{"0", "200000"} {
 		t.Run("rate "+rate, func(t *testing.T) { testSourceResumes(t, "turbines: 5\nrows: 20\nseed: 4\nrate: "+rate) })
@@ -419,7 +418,28 @@ func testSourceResumes(t *testing.T, conf string) {
 	if want := fillRows(t, sim.Config{Turbines: 5, Seed: 4, Faults: 0.1}, 100, 100); !reflect.DeepEqual(rows, want) {
 		t.Fatalf("%d rows over two runs; they differ from one uninterrupted run of %d", len(rows), len(want))
 	}
-	if _, err := os.Stat(filepath.Join(data, "p", "sim", "position")); !os.IsNotExist(err) {
-		t.Fatalf("position kept after a complete run: %v", err)
+	rerun := func(bc engine.BuildContext) int64 {
+		src, err := build(t, conf, bc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		err = src.Run(context.Background(), func(rec arrow.RecordBatch, ack *engine.Ack) error {
+			defer rec.Release()
+			n += rec.NumRows()
+			ack.Done()
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := rerun(bc); n != 0 {
+		t.Fatalf("a rerun produced %d rows again", n)
+	}
+	bc.FromStart = true
+	if n := rerun(bc); n != 100 {
+		t.Fatalf("--from-start produced %d rows, want 100", n)
 	}
 }

@@ -33,7 +33,7 @@ var Spec = spec.Spec{
 		{Name: "rows", Type: spec.Int, Default: 0, Description: "Readings per turbine before the source ends; 0 runs until stopped.", Example: 3600},
 		{Name: "rate", Type: spec.Float, Default: 0, Description: "Rows per second of wall-clock time (all turbines together); 0 is as fast as possible.", Example: 10000},
 		{Name: "faults", Type: spec.Float, Default: 0.1, Description: "Fault episodes (gearbox overheating, high vibration, curtailment) per turbine per hour of event time; each lasts 5 to 30 minutes.", Example: 0.5},
-		{Name: "resume", Type: spec.Bool, Default: true, Description: "Record how many rows the sinks have acknowledged (in `<data dir>/<pipeline>/<source>/position`) and, after a stop or a crash, go on from there instead of from the first row; the record is cleared once every row was produced and acknowledged.", Example: false},
+		{Name: "resume", Type: spec.Bool, Default: true, Description: "Record how many rows the sinks have acknowledged (in `<data dir>/<pipeline>/<source>/position`) and, after a stop or a crash, go on from there instead of from the first row. The record is kept when every row was produced: the next run produces nothing (run with `--from-start` to produce the rows again).", Example: false},
 	},
 	Example: "sources:\n  turbines:\n    type: sim\n    turbines: 1000\n    interval: 1s\n    rows: 3600\n    rate: 100000\n",
 }
@@ -92,6 +92,11 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		if err != nil {
 			return nil, err
 		}
+		if bc.FromStart {
+			if err := st.Reset(); err != nil {
+				return nil, err
+			}
+		}
 		src.pos = st
 	}
 	return src, nil
@@ -142,13 +147,20 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 			if err := json.Unmarshal(p, &pj); err != nil || pj.Rows < 0 || (s.total > 0 && pj.Rows > s.total) {
 				return fmt.Errorf("sim: position %s: unreadable; delete it to start over", s.pos.Path())
 			}
-			s.farm.Skip(pj.Rows)
+			if s.total > 0 && pj.Rows == s.total {
+				s.log.Info("nothing left to produce: an earlier run produced every row (run with --from-start to produce them again)",
+					"rows", pj.Rows, "position", s.pos.Path())
+				return nil
+			}
+			s.log.Info("resuming where the acknowledged rows end (run with --from-start to start over)",
+				"rows", pj.Rows, "position", s.pos.Path())
+			if err := s.farm.Skip(ctx, pj.Rows); err != nil {
+				return nil // stopped while catching up
+			}
 			produced = pj.Rows
-			s.log.Info("resuming where the acknowledged rows end (delete the position file, or set resume: false, to start over)",
-				"rows", produced, "position", s.pos.Path())
 		}
 		tr = position.NewTracker(s.pos, func(msg string, err error) { s.log.Warn(msg, "err", err) })
-		defer func() { tr.End(err == nil && s.total > 0 && produced >= s.total) }()
+		defer tr.End()
 	}
 	flush := func() error {
 		rec := rb.NewRecord()

@@ -9,8 +9,10 @@
 // sinks (or deliberately dropped), its Ack completes; the tracker commits
 // the position of the longest prefix of completed batches to a small file
 // in the data directory (<data dir>/<pipeline>/<source>/position), written
-// in place. A source that read its input to the end and saw every batch
-// acknowledged clears the position, so that the next run starts over.
+// in place. The position is kept when the source reads its input to the
+// end: a later run finds nothing left to read (or only what was appended
+// since) instead of reading the input again. Store.Reset forgets it
+// (sluice run --from-start).
 //
 // Guarantee: after a process crash the source resumes exactly after the
 // last batch whose acknowledgement was recorded; the record is written right
@@ -112,15 +114,15 @@ func (s *Store) save(p []byte, sync bool) error {
 	return s.slots.Write(p, sync)
 }
 
-// clear removes the position: the next run reads the input from its start.
-func (s *Store) clear() error {
-	if s.slots != nil {
-		_ = s.slots.Close()
-		s.slots = nil
+// Reset forgets the recorded position, durably: the source reads its
+// input from its start.
+func (s *Store) Reset() error {
+	s.saved = nil
+	if !s.valid {
+		return nil // no position file
 	}
-	s.valid, s.saved = false, nil
-	if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+	if err := s.save(nil, true); err != nil {
+		return fmt.Errorf("position: reset %s: %w", s.path, err)
 	}
 	return nil
 }
@@ -136,14 +138,13 @@ func (s *Store) close() {
 // Tracker commits the positions of emitted batches, in emission order, as
 // their acknowledgements complete. It is safe for concurrent use.
 type Tracker struct {
-	mu       sync.Mutex
-	store    *Store
-	pending  []*entry // emitted, in order
-	ended    bool     // the source returned
-	complete bool     // ... having read its input to the end
-	synced   time.Time
-	log      func(msg string, err error)
-	closed   bool
+	mu      sync.Mutex
+	store   *Store
+	pending []*entry // emitted, in order
+	ended   bool     // the source returned
+	synced  time.Time
+	log     func(msg string, err error)
+	closed  bool
 }
 
 type entry struct {
@@ -193,13 +194,6 @@ func (t *Tracker) commitLocked() {
 	if t.closed {
 		return
 	}
-	if t.ended && len(t.pending) == 0 && t.complete {
-		if err := t.store.clear(); err != nil {
-			t.log("cannot clear the source position", err)
-		}
-		t.closed = true
-		return
-	}
 	if last != nil {
 		sync := time.Since(t.synced) >= syncEvery || (t.ended && len(t.pending) == 0)
 		if err := t.store.save(last, sync); err != nil {
@@ -214,14 +208,13 @@ func (t *Tracker) commitLocked() {
 	}
 }
 
-// End tells the tracker the source returned; complete is true when it read
-// its input to the end. Once every emitted batch is acknowledged, the
-// position is cleared (complete) or made durable; batches never
-// acknowledged (a sink failed) leave the last committed position.
-func (t *Tracker) End(complete bool) {
+// End tells the tracker the source returned. Once every emitted batch is
+// acknowledged, the position is made durable; batches never acknowledged
+// (a sink failed) leave the last committed position.
+func (t *Tracker) End() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.ended, t.complete = true, complete
+	t.ended = true
 	t.commitLocked()
 }
 

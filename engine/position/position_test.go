@@ -23,7 +23,7 @@ func load(t *testing.T, dir string) string {
 
 func TestTrackerCommitsInOrder(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
+		name string
 		done []int // acks completed, in this order
 		end  bool
 		want string

@@ -153,9 +153,8 @@ func Export(ctx context.Context, dir, out string, opts ExportOptions) (*ExportRe
 		MetaEdge: opts.Edge, MetaStream: opts.Stream, MetaExport: "1", "sluice.schema": schemaJSON,
 	}, s: s, timeIdx: timeIdx, rep: rep, total: total}
 	defer fw.abort()
-	if opts.FromSeq > 0 {
-		b.Seek(opts.FromSeq)
-	}
+	// No seek to FromSeq: it may fall inside a message, which is exported
+	// whole; entries before it are read and skipped by the selection.
 	poll, cancel := context.WithCancel(context.Background())
 	cancel()
 	for {

@@ -1,0 +1,75 @@
+package ops_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/ops"
+)
+
+var schema = engine.MustSchema([]engine.Field{
+	{Name: "time", Type: engine.Timestamp},
+	{Name: "asset", Type: engine.String},
+	{Name: "value", Type: engine.Float64},
+}, "time", "asset")
+
+// TestExportSelectsWholeMessages exports from and to sequences that fall
+// inside messages (of 100 rows): the export must start and end where those
+// messages do, so that a replay cuts the same messages, with the same IDs,
+// as the engine. It used to seek to the first sequence and start the
+// export mid-message.
+func TestExportSelectsWholeMessages(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "buf")
+	b, err := buffer.Open(dir, buffer.Options{Schema: schema, MessageRows: 100, Edge: "site", Stream: "p.cloud"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := engine.NewRecordBuilder(memory.DefaultAllocator, schema)
+	for i := range 1000 {
+		rb.Timestamp(0).Append(arrow.Timestamp(1700000000000 + int64(i)*1000))
+		rb.String(1).Append("T1")
+		rb.Float64(2).Append(float64(i))
+		rb.RowDone()
+	}
+	rec := rb.NewRecord()
+	rb.Release()
+	if _, err := b.Append(rec); err != nil {
+		t.Fatal(err)
+	}
+	rec.Release()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name                string
+		from, to            uint64
+		since               time.Time
+		wantFirst, wantLast uint64
+	}{
+		{"from inside a message", 150, 0, time.Time{}, 101, 1000},
+		{"from and to inside messages", 150, 420, time.Time{}, 101, 500},
+		{"from at a message start", 201, 300, time.Time{}, 201, 300},
+		{"since inside a message", 0, 0, time.UnixMilli(1700000000000 + 649*1000), 601, 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := ops.Export(context.Background(), dir, t.TempDir(), ops.ExportOptions{FromSeq: tc.from, ToSeq: tc.to, Since: tc.since})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Files) == 0 {
+				t.Fatal("nothing exported")
+			}
+			first, last := rep.Files[0].First, rep.Files[len(rep.Files)-1].Last
+			if first != tc.wantFirst || last != tc.wantLast || rep.Rows != int64(last-first+1) {
+				t.Fatalf("exported %d-%d (%d rows), want the whole messages %d-%d", first, last, rep.Rows, tc.wantFirst, tc.wantLast)
+			}
+		})
+	}
+}

@@ -171,10 +171,15 @@ func ReadCursor(fsys FS, dir string) (CursorState, error) {
 			return st, nil
 		}
 		st.Cursor, st.Legacy = le.Uint64(data[8:]), true
+		if st.Cursor > MaxSeq {
+			st.Cursor, st.Damage = 0, &CorruptionError{Segment: CursorName, Offset: -1, Reason: "cursor out of range"}
+		}
 		return st, nil
 	}
 	payload, gen, found, damaged := DecodeSlots(data, cursorMagic, cursorSlot)
 	switch {
+	case found && (len(payload) != 8 || le.Uint64(payload) > MaxSeq):
+		st.Damage = &CorruptionError{Segment: CursorName, Offset: -1, Reason: "bad cursor record"}
 	case found:
 		st.Cursor, st.Gen = le.Uint64(payload), gen
 	case damaged || len(data) > 0:
@@ -222,8 +227,11 @@ type Mark struct {
 	Size int64  `json:"size"`
 }
 
+// markSize is the payload length of a sync mark.
+const markSize = 32
+
 func (m Mark) payload() []byte {
-	p := make([]byte, 32)
+	p := make([]byte, markSize)
 	le.PutUint32(p[0:], m.Num)
 	le.PutUint64(p[8:], m.Base)
 	le.PutUint64(p[16:], m.Next)
@@ -250,11 +258,11 @@ func ReadMark(fsys FS, dir string) (MarkState, error) {
 		return MarkState{}, fmt.Errorf("buffer: read sync mark: %w", err)
 	}
 	p, gen, found, _ := DecodeSlots(data, markMagic, cursorSlot)
-	if !found {
+	if !found || len(p) != markSize {
 		return MarkState{}, nil
 	}
 	m := Mark{Num: le.Uint32(p[0:]), Base: le.Uint64(p[8:]), Next: le.Uint64(p[16:]), Size: int64(le.Uint64(p[24:]))}
-	if m.Num == 0 || m.Next < m.Base || m.Size < WALHeaderSize {
+	if m.Num == 0 || m.Base == 0 || m.Next < m.Base || m.Next > MaxSeq+1 || m.Size < WALHeaderSize {
 		return MarkState{}, nil
 	}
 	return MarkState{Mark: m, Gen: gen, Valid: true}, nil

@@ -225,7 +225,7 @@ func (m *ManifestState) apply(typ byte, body []byte) string {
 			Bytes:   int64(le.Uint64(body[52:])),
 			CRC:     le.Uint32(body[60:]),
 		}
-		if (e.Kind != KindData && e.Kind != KindDead) || e.First == 0 || e.Last < e.First || e.Bytes < 0 {
+		if (e.Kind != KindData && e.Kind != KindDead) || e.First == 0 || e.Last < e.First || e.Last > MaxSeq || e.Bytes < 0 {
 			return "bad add record"
 		}
 		m.Live[SegKey{e.Kind, e.First}] = e
@@ -238,7 +238,7 @@ func (m *ManifestState) apply(typ byte, body []byte) string {
 			Kind: SegKind(body[0]), Reason: Reason(body[1]),
 			First: le.Uint64(body[4:]), Last: le.Uint64(body[12:]), Rows: le.Uint64(body[20:]),
 		}
-		if r.First == 0 || r.Last < r.First {
+		if r.First == 0 || r.Last < r.First || r.Last > MaxSeq {
 			return "bad remove record"
 		}
 		delete(m.Live, SegKey{r.Kind, r.First})
@@ -250,13 +250,17 @@ func (m *ManifestState) apply(typ byte, body []byte) string {
 		if len(body) != 8 {
 			return "bad high record length"
 		}
-		m.High = max(m.High, le.Uint64(body))
+		h := le.Uint64(body)
+		if h > MaxSeq+1 {
+			return "bad high record"
+		}
+		m.High = max(m.High, h)
 	case manWAL:
 		if len(body) != manWALSize {
 			return "bad wal record length"
 		}
 		w := WALExtent{Num: le.Uint32(body[0:]), Base: le.Uint64(body[8:]), Next: le.Uint64(body[16:]), Size: int64(le.Uint64(body[24:]))}
-		if w.Num == 0 || w.Next < w.Base || w.Size < WALHeaderSize {
+		if w.Num == 0 || w.Next < w.Base || w.Next > MaxSeq+1 || w.Size < WALHeaderSize {
 			return "bad wal record"
 		}
 		m.WALs[w.Num] = w

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/outbound"
 )
 
 // Meta is the buffer's description of itself (docs/format/buffer.md 1):
@@ -67,6 +68,16 @@ func ReadMeta(fsys FS, dir string) (*Meta, error) {
 	var m Meta
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("buffer: %s: %w", name, err)
+	}
+	// The identity forms message IDs, subjects and file names: a name
+	// the configuration would refuse is refused here too.
+	for _, n := range []struct{ what, v string }{{"edge", m.Edge}, {"stream", m.Stream}} {
+		if n.v == "" {
+			continue // recorded without one
+		}
+		if err := outbound.CheckName(n.v); err != nil {
+			return nil, fmt.Errorf("buffer: %s: bad %s: %w", name, n.what, err)
+		}
 	}
 	return &m, nil
 }

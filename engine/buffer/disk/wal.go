@@ -45,6 +45,11 @@ const (
 	// SeqJump is added to the next sequence when corruption hides how many
 	// sequences were issued, so that no identity is ever reused.
 	SeqJump = 1 << 32
+
+	// MaxSeq is the largest sequence a buffer hands out. Sequences read
+	// from disk beyond it are damage, so that no arithmetic on them
+	// overflows (2^62 sequences last 146 years at a billion rows/s).
+	MaxSeq = 1 << 62
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -83,7 +88,11 @@ func ParseWALHeader(b []byte) (base uint64, reason string) {
 	if v := le.Uint32(b[8:]); v != 1 && v != Version {
 		return 0, fmt.Sprintf("unsupported version %d", v)
 	}
-	return le.Uint64(b[16:]), ""
+	base = le.Uint64(b[16:])
+	if base == 0 || base > MaxSeq {
+		return 0, fmt.Sprintf("base sequence %d out of range", base)
+	}
+	return base, ""
 }
 
 // RecMeta is what a WAL record header says about its batch.
@@ -175,8 +184,8 @@ func ParseRecHeader(b []byte) (m RecMeta, reason string) {
 		return m, "record with no rows"
 	case m.First == 0:
 		return m, "record with sequence 0"
-	case m.First > ^uint64(0)-uint64(m.Rows):
-		return m, "sequence overflow"
+	case m.First > MaxSeq-uint64(m.Rows)+1:
+		return m, "sequence out of range"
 	}
 	return m, ""
 }
@@ -208,7 +217,7 @@ func ParseSegName(name string) (first, last uint64, ok bool) {
 	}
 	f, err1 := strconv.ParseUint(s[:20], 10, 64)
 	l, err2 := strconv.ParseUint(s[21:], 10, 64)
-	if err1 != nil || err2 != nil || f == 0 || l < f {
+	if err1 != nil || err2 != nil || f == 0 || l < f || l > MaxSeq {
 		return 0, 0, false
 	}
 	return f, l, true

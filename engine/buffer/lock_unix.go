@@ -3,7 +3,9 @@
 package buffer
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,45 +15,47 @@ import (
 
 // dirLock keeps a second buffer (in this process or another) from opening
 // the same directory: Open takes it exclusively, a read-only Open shared.
-// The lock file sits beside the directory (`<dir>.lock`), so that the
-// directory holds only what docs/format/buffer.md lists; it holds the
-// process id of the holder, for the error message.
+// The lock is a flock on the directory itself, so that no file can be
+// removed to get around it; `<dir>.lock` beside the directory holds the
+// process id of the last exclusive holder, for the error message (the
+// directory holds only what docs/format/buffer.md lists).
 type dirLock struct{ f *os.File }
 
 func lockDir(dir string, shared bool) (*dirLock, error) {
 	clean := filepath.Clean(dir)
-	if err := os.MkdirAll(filepath.Dir(clean), 0o755); err != nil {
-		return nil, fmt.Errorf("buffer: %w", err)
-	}
-	name := clean + ".lock"
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil && shared {
-		// A read-only reader on a read-only or full file system.
-		f, err = os.OpenFile(name, os.O_RDONLY, 0)
-		if os.IsNotExist(err) {
-			return &dirLock{}, nil
+	if !shared {
+		if err := os.MkdirAll(clean, 0o755); err != nil {
+			return nil, fmt.Errorf("buffer: %w", err)
 		}
 	}
+	f, err := os.Open(clean)
 	if err != nil {
+		if shared && errors.Is(err, fs.ErrNotExist) {
+			return &dirLock{}, nil // nothing to read; the reader says so
+		}
 		return nil, fmt.Errorf("buffer: lock %s: %w", dir, err)
 	}
 	how := syscall.LOCK_EX
 	if shared {
 		how = syscall.LOCK_SH
 	}
+	pidFile := clean + ".lock"
 	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("buffer: lock %s: %w", dir, err)
+		}
 		holder := ""
-		if b, rerr := os.ReadFile(name); rerr == nil {
+		if b, rerr := os.ReadFile(pidFile); rerr == nil {
 			if pid := strings.TrimSpace(string(b)); pid != "" {
-				holder = " (last opened by process " + pid + ")"
+				holder = " (opened by process " + pid + ")"
 			}
 		}
-		_ = f.Close()
-		return nil, fmt.Errorf("%w: %s is open in another sink or process%s; stop it first (lock %s)", ErrLocked, dir, holder, name)
+		return nil, fmt.Errorf("%w: %s is open in another sink or process%s; stop it first", ErrLocked, dir, holder)
 	}
 	if !shared {
-		_ = f.Truncate(0)
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		// Best effort: the lock holds without it (a full disk).
+		_ = os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	}
 	return &dirLock{f: f}, nil
 }

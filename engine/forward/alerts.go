@@ -352,6 +352,51 @@ func (s *Sink) lost(ce *buffer.CorruptionError) {
 	})
 }
 
+// noRoom notes an append refused for want of space: it opens a disk-full
+// episode (raising the alert) or extends the open one.
+func (s *Sink) noRoom(cause error) {
+	now := time.Now()
+	s.fullMu.Lock()
+	open := !s.fullSince.IsZero()
+	if !open {
+		s.fullSince = now
+		s.fullOpen.Store(true)
+	}
+	s.fullLast, s.fullRoom = now, false
+	since := s.fullSince
+	s.fullMu.Unlock()
+	if !open {
+		s.diskFull(since, true, cause)
+	}
+}
+
+// diskRoom notes an append that went through during an episode.
+func (s *Sink) diskRoom() {
+	s.fullMu.Lock()
+	s.fullRoom = true
+	s.fullMu.Unlock()
+	s.settleDiskFull(time.Now(), false)
+}
+
+// settleDiskFull clears the disk-full alert when appends have gone through
+// since the last refusal and that was DiskFullClearAfter ago (or at once,
+// with force).
+func (s *Sink) settleDiskFull(now time.Time, force bool) {
+	if !s.fullOpen.Load() {
+		return
+	}
+	s.fullMu.Lock()
+	if s.fullSince.IsZero() || !s.fullRoom || (!force && now.Sub(s.fullLast) < s.opts.DiskFullClearAfter) {
+		s.fullMu.Unlock()
+		return
+	}
+	since := s.fullSince
+	s.fullSince, s.fullRoom = time.Time{}, false
+	s.fullOpen.Store(false)
+	s.fullMu.Unlock()
+	s.diskFull(since, false, nil)
+}
+
 // diskFull raises (full) or clears the disk-full alert of an episode that
 // started at since.
 func (s *Sink) diskFull(since time.Time, full bool, cause error) {

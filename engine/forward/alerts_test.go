@@ -234,6 +234,7 @@ func TestDiskFullHoldsBackAndHeals(t *testing.T) {
 		o.Buffer.FS = fs
 		o.Buffer.SegmentBytes = 16 << 10
 		o.Shared = sh
+		o.DiskFullClearAfter = 100 * time.Millisecond
 	})
 	defer s.Close(context.Background())
 	n := 0
@@ -283,6 +284,60 @@ func TestDiskFullHoldsBackAndHeals(t *testing.T) {
 		}
 		return raised && cleared
 	})
+}
+
+// TestDiskFullAlertOnePerEpisode fills and frees the disk under a sink
+// five times in a row: one disk-full alert is raised for the episode and
+// cleared once (here when the sink closes, the clearing delay being long).
+// Every refused batch used to raise and clear an alert of its own.
+func TestDiskFullAlertOnePerEpisode(t *testing.T) {
+	sh := engine.NewShared()
+	ap := &fakePub{}
+	as := alertSink(t, ap, sh, nil)
+	defer as.Close(context.Background())
+	fs := faultfs.New()
+	s := newSink(t, &fakePub{}, "/buf", func(o *forward.Options) {
+		o.Buffer.FS = fs
+		o.Shared = sh
+		o.DiskFullClearAfter = time.Hour
+	})
+	n := 0
+	for cycle := range 5 {
+		write(t, s, n, 50)
+		n += 50
+		waits := s.Metrics().FullWaits
+		fs.SetCapacity(fs.Used())
+		done := make(chan error, 1)
+		go func(k int) { done <- s.Write(context.Background(), engine.Batch{Rec: rows(k, 2000)}) }(n)
+		n += 2000
+		eventually(t, 5*time.Second, "a write held back by the full disk", func() bool { return s.Metrics().FullWaits > waits })
+		fs.SetCapacity(0)
+		if err := <-done; err != nil {
+			t.Fatalf("cycle %d: %v", cycle, err)
+		}
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	var raised, cleared int
+	eventually(t, 5*time.Second, "the disk-full alert cleared", func() bool {
+		ids, raised, cleared = nil, 0, 0
+		for _, a := range alertRows(t, ap.messages()) {
+			if a.rule == forward.DiskFullAlertRule {
+				ids = append(ids, a.id)
+				if a.state == engine.AlertRaised {
+					raised++
+				} else {
+					cleared++
+				}
+			}
+		}
+		return cleared > 0
+	})
+	if raised != 1 || cleared != 1 || ids[0] != ids[1] {
+		t.Fatalf("%d raised and %d cleared disk-full alerts (%v), want one of each for the one episode", raised, cleared, ids)
+	}
 }
 
 // TestCorruptionRaisesAlert: rows lost to a damaged buffer file (here a WAL

@@ -34,6 +34,9 @@ const (
 	DefaultRetryMax     = 30 * time.Second
 	DefaultTimeout      = 30 * time.Second
 	DefaultDrainTimeout = 5 * time.Second
+	// DefaultDiskFullClearAfter is how long appends must go through
+	// before a disk-full alert clears.
+	DefaultDiskFullClearAfter = 30 * time.Second
 	// DefaultLiveQueue is the number of batches the live lane holds in
 	// memory before Write hands new rows to the backlog lane instead.
 	DefaultLiveQueue = 64
@@ -65,6 +68,8 @@ var bufferFields = []spec.Field{
 		Example:     "30d"},
 	{Name: "segment_bytes", Type: spec.Int, Default: buffer.DefaultSegmentBytes, Advanced: true,
 		Description: "Size at which a write-ahead log file is sealed into a Parquet segment. Keep it well below max_bytes."},
+	{Name: "disk_full_clear_after", Type: spec.Duration, Default: spec.FormatDuration(DefaultDiskFullClearAfter), Advanced: true,
+		Description: "How long appends must go through after the disk was last full before the `buffer_disk_full` alert clears: a disk at the edge of full raises one alert for the episode, not one per batch."},
 }
 
 var forwardFields = []spec.Field{
@@ -210,6 +215,10 @@ func FromConfig(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (Op
 	o.Buffer.FsyncInterval = b.Duration("fsync_interval")
 	o.Buffer.TTL = b.Duration("ttl")
 	o.Buffer.SegmentBytes = b.Int("segment_bytes")
+	o.DiskFullClearAfter = b.Duration("disk_full_clear_after")
+	if o.DiskFullClearAfter <= 0 {
+		return o, b.Errorf("disk_full_clear_after", "disk_full_clear_after must be above 0")
+	}
 	q, err := ParseMaxBytes(b.String("max_bytes"))
 	if err != nil {
 		return o, b.Errorf("max_bytes", "%v", err)
@@ -284,6 +293,9 @@ func (o *Options) normalize() error {
 	}
 	if o.LiveQueue <= 0 {
 		o.LiveQueue = DefaultLiveQueue
+	}
+	if o.DiskFullClearAfter <= 0 {
+		o.DiskFullClearAfter = DefaultDiskFullClearAfter
 	}
 	return nil
 }

@@ -119,6 +119,7 @@ func (f *forwarder) run() {
 			f.closeLane("live queue full")
 		}
 		f.s.retryAlerts()
+		f.s.settleDiskFull(time.Now(), false)
 		f.updateRate(time.Now())
 		progressed, delay := f.backlogStep()
 		if progressed {

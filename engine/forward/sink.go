@@ -61,6 +61,10 @@ type Options struct {
 	DrainTimeout time.Duration
 	// LiveQueue is the number of batches the live lane holds in memory.
 	LiveQueue int
+	// DiskFullClearAfter is how long appends must go through after the
+	// last one refused for want of space before the disk-full alert
+	// clears (default DefaultDiskFullClearAfter).
+	DiskFullClearAfter time.Duration
 
 	// Labels name the sink in metrics (pipeline and sink by default).
 	Labels map[string]string
@@ -116,6 +120,16 @@ type Sink struct {
 	alertBuf     *buffer.Buffer // buf, once open, for alert appends
 	alertsClosed bool
 	npending     atomic.Int64
+
+	// the disk-full episode (fullMu): the alert is raised at the first
+	// append refused for want of space and cleared once appends have
+	// gone through for DiskFullClearAfter, so that a disk on the edge of
+	// full raises one alert, not one per batch
+	fullMu    sync.Mutex
+	fullOpen  atomic.Bool // an episode is open
+	fullSince time.Time   // its start
+	fullLast  time.Time   // the last refused append
+	fullRoom  bool        // an append went through since then
 
 	closeOnce sync.Once
 	closeErr  error
@@ -294,7 +308,9 @@ func (s *Sink) append(ctx context.Context, rec arrow.RecordBatch) error {
 		if err == nil {
 			if diskFull {
 				s.log.Info("disk has room again: new rows are stored", "held_back_for", time.Since(since).Round(time.Millisecond).String())
-				s.diskFull(since, false, nil)
+			}
+			if s.fullOpen.Load() {
+				s.diskRoom()
 			}
 			s.handOff(first, rec)
 			return nil
@@ -311,10 +327,10 @@ func (s *Sink) append(ctx context.Context, rec arrow.RecordBatch) error {
 				s.log.Warn("buffer quota full: holding new rows back until delivered rows free space", "rows", rec.NumRows())
 			}
 		}
-		if noSpace && !diskFull {
+		if noSpace {
 			// Logged by the buffer; raise it where it is watched.
 			diskFull = true
-			s.diskFull(since, true, err)
+			s.noRoom(err)
 		}
 		// Delivered rows in the active log file are reclaimed only once
 		// it is rolled (or, on a full disk, emptied in place); ask the
@@ -370,6 +386,9 @@ func (s *Sink) Close(ctx context.Context) error {
 
 func (s *Sink) close(ctx context.Context) error {
 	drain := max(s.opts.DrainTimeout, 0)
+	// An episode whose appends go through again ends with the sink (the
+	// alert sinks are still open).
+	s.settleDiskFull(time.Now(), true)
 	if s.alert {
 		t := time.NewTimer(drain + time.Second)
 		select {

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -93,8 +96,23 @@ func Repair(dir string, opts RepairOptions) (*RepairReport, error) {
 		return rep, nil
 	}
 	if in.Schema == nil && len(in.WAL) == 0 && len(in.Segments) == 0 {
-		// Nothing to open; report what is there (temporary files, etc.).
-		rep.Actions = planned(in)
+		// Nothing to open: remove the temporary files, report the rest
+		// as not done.
+		for _, a := range planned(in) {
+			if a.Action == "remove" && a.Reason == "temporary file" {
+				if err := os.Remove(filepath.Join(dir, filepath.FromSlash(a.File))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return rep, fmt.Errorf("repair: %w", err)
+				}
+			} else {
+				a.Reason += " (not done: the buffer holds no rows and records no schema)"
+			}
+			rep.Actions = append(rep.Actions, a)
+		}
+		after, err := buffer.Inspect(dir, buffer.InspectOptions{})
+		if err != nil {
+			return rep, err
+		}
+		rep.After = StatusOf(after, nowFunc())
 		return rep, nil
 	}
 	s, err := resolveSchema(in, opts.SchemaOptions)
@@ -147,6 +165,11 @@ func Repair(dir string, opts RepairOptions) (*RepairReport, error) {
 		return rep, err
 	}
 	rep.After = StatusOf(after, nowFunc())
+	if readErr == nil && len(rep.After.Problems) > 0 {
+		// A step could not be done (a full disk postpones sealing what
+		// a damaged file holds): say so instead of reporting success.
+		readErr = fmt.Errorf("repair: problems remain, run it again once they can be fixed (free disk space): %s", strings.Join(rep.After.Problems, "; "))
+	}
 	return rep, readErr
 }
 

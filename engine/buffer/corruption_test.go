@@ -497,3 +497,24 @@ func TestCorruptCursor(t *testing.T) {
 		t.Fatalf("read %v", got)
 	}
 }
+
+// TestDuplicateWALFile copies a WAL file to a new number beside the
+// original: its rows must be read once, the copy reported and
+// quarantined. Both used to be read, every row twice.
+func TestDuplicateWALFile(t *testing.T) {
+	mem := checkedMem(t)
+	fs := faultfs.New()
+	o := opts(fs, mem)
+	data := fourBatches(t, fs, o)
+	if err := fs.WriteFile("/buf/wal/00000002.wal", data); err != nil {
+		t.Fatal(err)
+	}
+	var corrupt []*buffer.CorruptionError
+	o.OnCorruption = func(e *buffer.CorruptionError) { corrupt = append(corrupt, e) }
+	b := mustOpen(t, "/buf", o)
+	defer b.Close()
+	wantContiguous(t, drain(t, b), 1, 0, 40)
+	if len(corrupt) == 0 || corrupt[0].Segment != "wal/00000002.wal" || corrupt[0].LostFirst != 0 || corrupt[0].Quarantined == "" {
+		t.Fatalf("reports %v: want the copy reported (nothing lost) and quarantined", corrupt)
+	}
+}

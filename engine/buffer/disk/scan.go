@@ -290,6 +290,17 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 		d.MaxWALNum = max(d.MaxWALNum, num)
 		res := ScanWAL(data, rel)
 		present[num] = true
+		// A record whose sequences an earlier WAL file already holds
+		// (a file copied or restored beside the buffer) is damage: its
+		// rows would be read twice.
+		res.Recs = slices.DeleteFunc(res.Recs, func(r WALRec) bool {
+			if walCover.Count(r.First, r.Last()) == 0 {
+				return false
+			}
+			res.Damage = append(res.Damage, &CorruptionError{Segment: rel, Offset: r.Off,
+				Reason: fmt.Sprintf("sequences %d-%d are also in an earlier WAL file", r.First, r.Last())})
+			return true
+		})
 		w := WALState{Path: rel, Num: num, Bytes: int64(len(data)), Base: res.Base, TornAt: res.TornAt, NoHeader: res.NoHeader, Scan: res}
 		for i, r := range res.Recs {
 			walCover.Add(r.First, r.Last())

@@ -207,15 +207,10 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	if s.format == "enos" {
 		s.unknown = counters.Counter("unknown_points")
 	}
-	if cfg.Bool("resume") && !bc.DryRun && bc.DataDir != "" {
-		st, err := position.Open(position.Dir(bc.DataDir, bc.Pipeline, bc.Name))
+	if cfg.Bool("resume") {
+		st, err := position.ForSource(bc)
 		if err != nil {
 			return nil, err
-		}
-		if bc.FromStart {
-			if err := st.Reset(); err != nil {
-				return nil, err
-			}
 		}
 		s.pos = st
 	}

@@ -87,15 +87,10 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	}
 	farm := NewFarm(Config{Turbines: int(n), Interval: interval, Start: start, Seed: uint64(cfg.Int("seed")), Faults: faults})
 	src := NewSource(farm, rows*n, rate, bc)
-	if cfg.Bool("resume") && !bc.DryRun && bc.DataDir != "" {
-		st, err := position.Open(position.Dir(bc.DataDir, bc.Pipeline, bc.Name))
+	if cfg.Bool("resume") {
+		st, err := position.ForSource(bc)
 		if err != nil {
 			return nil, err
-		}
-		if bc.FromStart {
-			if err := st.Reset(); err != nil {
-				return nil, err
-			}
 		}
 		src.pos = st
 	}

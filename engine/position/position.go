@@ -49,6 +49,26 @@ const (
 // Dir returns the directory of a source's durable state.
 func Dir(dataDir, pipeline, source string) string { return filepath.Join(dataDir, pipeline, source) }
 
+// ForSource opens the position store of the source bc builds, in
+// <data dir>/<pipeline>/<source>; with bc.FromStart it forgets the
+// recorded position first. It returns nil, nil when nothing is recorded
+// for this build (a dry run, no data directory).
+func ForSource(bc engine.BuildContext) (*Store, error) {
+	if bc.DryRun || bc.DataDir == "" {
+		return nil, nil
+	}
+	st, err := Open(Dir(bc.DataDir, bc.Pipeline, bc.Name))
+	if err != nil {
+		return nil, err
+	}
+	if bc.FromStart {
+		if err := st.Reset(); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
 // Store is the position file of one source.
 type Store struct {
 	path  string

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer/disk"
+	"github.com/sluice-edge/sluice/engine/buffer/faultfs"
 )
 
 var fuzzSchema = engine.MustSchema([]engine.Field{
@@ -156,6 +157,40 @@ func FuzzReadSegmentFile(f *testing.F) {
 				t.Fatalf("message starts %v of rows from %d", sf.Starts, sf.First)
 			}
 			sf.Rec.Release()
+		}
+	})
+}
+
+// FuzzReadCursorAndMark: any bytes in the cursor and sync-mark files read
+// as a cursor, damage or no mark — never a panic, never a sequence beyond
+// MaxSeq.
+func FuzzReadCursorAndMark(f *testing.F) {
+	f.Add([]byte("SLUICECR"))
+	f.Add(make([]byte, 128))
+	f.Add(bytes.Repeat([]byte{0xff}, 200))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fs := faultfs.New()
+		if err := fs.MkdirAll("/buf", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{disk.CursorName, disk.SyncMarkName} {
+			if err := fs.WriteFile("/buf/"+name, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, err := disk.ReadCursor(fs, "/buf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Cursor > disk.MaxSeq {
+			t.Fatalf("cursor %d beyond MaxSeq", c.Cursor)
+		}
+		m, err := disk.ReadMark(fs, "/buf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Valid && (m.Next > disk.MaxSeq+1 || m.Next < m.Base) {
+			t.Fatalf("mark %+v accepted", m.Mark)
 		}
 	})
 }

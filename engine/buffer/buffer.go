@@ -211,9 +211,6 @@ func (b *Buffer) Dir() string { return b.dir }
 // already stored keep their identities, and a warning says so.
 func (b *Buffer) Identity() (edge, stream string) { return b.edge, b.stream }
 
-// MessageRows returns the message size of appended batches (Options).
-func (b *Buffer) MessageRows() int { return b.opts.MessageRows }
-
 // Append writes rec to the WAL and returns the sequence of its first row;
 // row i of rec has sequence first+i. Append does not take ownership of
 // rec. Under FsyncAlways it returns once the record is durable; see

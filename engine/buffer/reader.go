@@ -338,14 +338,6 @@ func (b *Buffer) Rewind() {
 	b.mu.Unlock()
 }
 
-// Seek makes the next Next start at seq (at least right after the
-// cursor).
-func (b *Buffer) Seek(seq uint64) {
-	b.mu.Lock()
-	b.readPos = max(seq, b.cursor+1)
-	b.mu.Unlock()
-}
-
 // Cursor returns the highest delivered sequence (0 when none).
 func (b *Buffer) Cursor() uint64 {
 	b.mu.Lock()

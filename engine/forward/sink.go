@@ -280,9 +280,6 @@ func (s *Sink) Buffer() *buffer.Buffer { return s.buf }
 // Publisher returns the sink's publisher.
 func (s *Sink) Publisher() *outbound.Publisher { return s.pub }
 
-// Identity returns the edge and stream names the sink publishes under.
-func (s *Sink) Identity() (edge, stream string) { return s.opts.Edge, s.opts.Stream }
-
 // ErrClosing is returned by Write when the sink closes while the write waits
 // for space.
 var ErrClosing = errors.New("forward: sink closing")

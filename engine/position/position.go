@@ -38,16 +38,15 @@ const (
 	magic = "SLUICEPS"
 	// slotSize bounds a position: a few KiB of JSON.
 	slotSize = 4096
-	// MaxBytes is the largest position a source may record.
-	MaxBytes = slotSize - 28
+
 	// FileName is the name of the position file in the source's directory.
 	FileName = "position"
 	// syncEvery is how often a recorded position is fsynced.
 	syncEvery = time.Second
 )
 
-// Dir returns the directory of a source's durable state.
-func Dir(dataDir, pipeline, source string) string { return filepath.Join(dataDir, pipeline, source) }
+// MaxBytes is the largest position a source may record.
+var MaxBytes = disk.SlotPayloadMax(slotSize)
 
 // ForSource opens the position store of the source bc builds, in
 // <data dir>/<pipeline>/<source>; with bc.FromStart it forgets the
@@ -57,7 +56,7 @@ func ForSource(bc engine.BuildContext) (*Store, error) {
 	if bc.DryRun || bc.DataDir == "" {
 		return nil, nil
 	}
-	st, err := Open(Dir(bc.DataDir, bc.Pipeline, bc.Name))
+	st, err := Open(filepath.Join(bc.DataDir, bc.Pipeline, bc.Name))
 	if err != nil {
 		return nil, err
 	}

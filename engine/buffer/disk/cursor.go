@@ -29,9 +29,23 @@ const (
 
 func slotStride(size int) int { return max(size, 512) }
 
-// encodeSlot returns a slot of size bytes holding payload.
-func encodeSlot(magic string, size int, gen uint64, payload []byte) []byte {
-	b := make([]byte, size)
+// slotOffset is where the slot of generation gen starts.
+func slotOffset(size int, gen uint64) int64 { return int64(slotStride(size)) * int64(gen%2) }
+
+// SlotPayloadMax is the largest payload a slot of size bytes holds.
+func SlotPayloadMax(size int) int { return size - slotHeader - 4 }
+
+func checkSlotPayload(payload []byte, size int) error {
+	if len(payload) > SlotPayloadMax(size) {
+		return fmt.Errorf("slot payload of %d bytes does not fit a %d-byte slot", len(payload), size)
+	}
+	return nil
+}
+
+// encodeSlot fills b (a slot: size bytes) with payload.
+func encodeSlot(b []byte, magic string, gen uint64, payload []byte) []byte {
+	size := len(b)
+	clear(b)
 	copy(b, magic)
 	le.PutUint32(b[8:], Version)
 	le.PutUint32(b[12:], uint32(len(payload)))
@@ -51,7 +65,7 @@ func DecodeSlots(data []byte, magic string, size int) (payload []byte, gen uint6
 		}
 		s := data[off : off+size]
 		n := int(le.Uint32(s[12:]))
-		if string(s[:8]) != magic || le.Uint32(s[8:]) != Version || n > size-slotHeader-4 || CRC(s[:size-4]) != le.Uint32(s[size-4:]) {
+		if string(s[:8]) != magic || le.Uint32(s[8:]) != Version || n > SlotPayloadMax(size) || CRC(s[:size-4]) != le.Uint32(s[size-4:]) {
 			continue
 		}
 		if g := le.Uint64(s[16:]); !found || g > gen {
@@ -72,19 +86,21 @@ type Slots struct {
 	size  int
 	f     File
 	gen   uint64
+	buf   []byte // the slot being written
 }
 
 // OpenSlots opens the slot file name (slot size bytes, magic), whose newest
 // generation is gen, creating it with payload in a first slot when create
 // is set (that needs space; later writes do not).
 func OpenSlots(fsys FS, name, magic string, size int, gen uint64, payload []byte, create bool) (*Slots, error) {
-	if len(payload) > size-slotHeader-4 {
-		return nil, fmt.Errorf("slot payload of %d bytes does not fit a %d-byte slot", len(payload), size)
+	if err := checkSlotPayload(payload, size); err != nil {
+		return nil, err
 	}
 	if create {
 		gen++
 		data := make([]byte, slotStride(size)+size)
-		copy(data[slotStride(size)*int(gen%2):], encodeSlot(magic, size, gen, payload))
+		off := slotOffset(size, gen)
+		encodeSlot(data[off:off+int64(size)], magic, gen, payload)
 		if err := WriteFileAtomic(fsys, name, data); err != nil {
 			return nil, err
 		}
@@ -93,7 +109,7 @@ func OpenSlots(fsys FS, name, magic string, size int, gen uint64, payload []byte
 	if err != nil {
 		return nil, err
 	}
-	return &Slots{magic: magic, size: size, f: f, gen: gen}, nil
+	return &Slots{magic: magic, size: size, f: f, gen: gen, buf: make([]byte, size)}, nil
 }
 
 // Write stores payload in the slot the newest generation does not use,
@@ -104,12 +120,11 @@ func (s *Slots) Write(payload []byte, sync bool) error {
 	if s.f == nil {
 		return os.ErrClosed
 	}
-	if len(payload) > s.size-slotHeader-4 {
-		return fmt.Errorf("slot payload of %d bytes does not fit a %d-byte slot", len(payload), s.size)
+	if err := checkSlotPayload(payload, s.size); err != nil {
+		return err
 	}
 	gen := s.gen + 1
-	off := int64(slotStride(s.size)) * int64(gen%2)
-	if _, err := s.f.WriteAt(encodeSlot(s.magic, s.size, gen, payload), off); err != nil {
+	if _, err := s.f.WriteAt(encodeSlot(s.buf, s.magic, gen, payload), slotOffset(s.size, gen)); err != nil {
 		return err
 	}
 	s.gen = gen

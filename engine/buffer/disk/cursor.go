@@ -233,26 +233,8 @@ func (c *CursorFile) Store(v uint64) error {
 // Close closes the file.
 func (c *CursorFile) Close() error { return c.s.Close() }
 
-// Mark is a sync mark: WAL file Num, opened at sequence Base, was durable
-// up to Size bytes, holding every sequence below Next.
-type Mark struct {
-	Num  uint32 `json:"num"`
-	Base uint64 `json:"base"`
-	Next uint64 `json:"next"`
-	Size int64  `json:"size"`
-}
-
-// markSize is the payload length of a sync mark.
-const markSize = 32
-
-func (m Mark) payload() []byte {
-	p := make([]byte, markSize)
-	le.PutUint32(p[0:], m.Num)
-	le.PutUint64(p[8:], m.Base)
-	le.PutUint64(p[16:], m.Next)
-	le.PutUint64(p[24:], uint64(m.Size))
-	return p
-}
+// Mark is a sync mark: the extent of the active WAL file.
+type Mark = WALExtent
 
 // MarkState is what the sync-mark file says.
 type MarkState struct {
@@ -273,11 +255,11 @@ func ReadMark(fsys FS, dir string) (MarkState, error) {
 		return MarkState{}, fmt.Errorf("buffer: read sync mark: %w", err)
 	}
 	p, gen, found, _ := DecodeSlots(data, markMagic, cursorSlot)
-	if !found || len(p) != markSize {
+	if !found || len(p) != extentSize {
 		return MarkState{}, nil
 	}
-	m := Mark{Num: le.Uint32(p[0:]), Base: le.Uint64(p[8:]), Next: le.Uint64(p[16:]), Size: int64(le.Uint64(p[24:]))}
-	if m.Num == 0 || m.Base == 0 || m.Next < m.Base || m.Next > MaxSeq+1 || m.Size < WALHeaderSize {
+	m := getExtent(p)
+	if m.Base == 0 || !m.plausible() {
 		return MarkState{}, nil
 	}
 	return MarkState{Mark: m, Gen: gen, Valid: true}, nil
@@ -291,7 +273,7 @@ type MarkFile struct{ s *Slots }
 // OpenMarkFile opens dir/syncmark for updates, creating it when st is not
 // valid.
 func OpenMarkFile(fsys FS, dir string, st MarkState) (*MarkFile, error) {
-	s, err := OpenSlots(fsys, path.Join(dir, SyncMarkName), markMagic, cursorSlot, st.Gen, st.Mark.payload(), !st.Valid)
+	s, err := OpenSlots(fsys, path.Join(dir, SyncMarkName), markMagic, cursorSlot, st.Gen, markPayload(st.Mark), !st.Valid)
 	if err != nil {
 		return nil, fmt.Errorf("buffer: open sync mark: %w", err)
 	}
@@ -299,7 +281,17 @@ func OpenMarkFile(fsys FS, dir string, st MarkState) (*MarkFile, error) {
 }
 
 // Write stores m without syncing.
-func (f *MarkFile) Write(m Mark) error { return f.s.Write(m.payload(), false) }
+func (f *MarkFile) Write(m Mark) error {
+	var p [extentSize]byte
+	putExtent(p[:], m)
+	return f.s.Write(p[:], false)
+}
+
+func markPayload(m Mark) []byte {
+	p := make([]byte, extentSize)
+	putExtent(p, m)
+	return p
+}
 
 // Sync makes the last mark durable.
 func (f *MarkFile) Sync() error { return f.s.Sync() }

@@ -61,7 +61,7 @@ const (
 	manRecHeader  = 9
 	manAddSize    = 68
 	manRemoveSize = 28
-	manWALSize    = 32
+	manWALSize    = extentSize
 
 	manifestMagic = "SLUICEMF"
 	// manifestReserve is the space kept allocated after the manifest's
@@ -99,13 +99,35 @@ type Removed struct {
 	Rows        uint64
 }
 
-// WALExtent records what a WAL file closed for appends holds, all of it
-// durable: sequences Base..Next-1 in Size bytes.
+// WALExtent says how far WAL file Num, opened at sequence Base, is
+// durable: up to Size bytes, holding every sequence below Next. The
+// manifest records it for files closed for appends, the sync mark for the
+// active file (docs/format/buffer.md 4 and 6).
 type WALExtent struct {
-	Num  uint32
-	Base uint64
-	Next uint64
-	Size int64
+	Num  uint32 `json:"num"`
+	Base uint64 `json:"base"`
+	Next uint64 `json:"next"`
+	Size int64  `json:"size"`
+}
+
+// extentSize is the encoded length of a WALExtent.
+const extentSize = 32
+
+func putExtent(b []byte, w WALExtent) {
+	le.PutUint32(b[0:], w.Num)
+	clear(b[4:8])
+	le.PutUint64(b[8:], w.Base)
+	le.PutUint64(b[16:], w.Next)
+	le.PutUint64(b[24:], uint64(w.Size))
+}
+
+func getExtent(b []byte) WALExtent {
+	return WALExtent{Num: le.Uint32(b[0:]), Base: le.Uint64(b[8:]), Next: le.Uint64(b[16:]), Size: int64(le.Uint64(b[24:]))}
+}
+
+// plausible reports whether the extent can describe a WAL file.
+func (w WALExtent) plausible() bool {
+	return w.Num != 0 && w.Next >= w.Base && w.Next <= MaxSeq+1 && w.Size >= WALHeaderSize
 }
 
 // SegKey identifies a listed segment.
@@ -156,11 +178,7 @@ func EncodeHigh(next uint64) []byte {
 // EncodeWAL is the manifest record of a WAL file's durable extent.
 func EncodeWAL(w WALExtent) []byte {
 	b := make([]byte, manRecHeader+manWALSize)
-	body := b[manRecHeader:]
-	le.PutUint32(body[0:], w.Num)
-	le.PutUint64(body[8:], w.Base)
-	le.PutUint64(body[16:], w.Next)
-	le.PutUint64(body[24:], uint64(w.Size))
+	putExtent(b[manRecHeader:], w)
 	return frameManRecord(b, manWAL)
 }
 
@@ -259,8 +277,8 @@ func (m *ManifestState) apply(typ byte, body []byte) string {
 		if len(body) != manWALSize {
 			return "bad wal record length"
 		}
-		w := WALExtent{Num: le.Uint32(body[0:]), Base: le.Uint64(body[8:]), Next: le.Uint64(body[16:]), Size: int64(le.Uint64(body[24:]))}
-		if w.Num == 0 || w.Next < w.Base || w.Next > MaxSeq+1 || w.Size < WALHeaderSize {
+		w := getExtent(body)
+		if !w.plausible() {
 			return "bad wal record"
 		}
 		m.WALs[w.Num] = w

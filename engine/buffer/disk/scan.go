@@ -442,7 +442,7 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 			return e, true
 		}
 		if m := d.Mark; m.Valid && m.Num == num && (m.Base == base || base == 0) {
-			return WALExtent{Num: num, Base: base, Next: m.Next, Size: m.Size}, true
+			return m.Mark, true
 		}
 		return WALExtent{}, false
 	}
@@ -529,7 +529,7 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 	}
 	if m := d.Mark; m.Valid {
 		if _, rec := man.WALs[m.Num]; !rec {
-			gone(m.Num, WALExtent{Num: m.Num, Base: m.Base, Next: m.Next, Size: m.Size})
+			gone(m.Num, m.Mark)
 		}
 	}
 	d.NextSeq = next

@@ -376,13 +376,7 @@ func (b *Buffer) adopt(kind disk.SegKind, rel string, first, last uint64) (disk.
 	if err != nil {
 		return disk.SegEntry{}, nil, fmt.Errorf("buffer: read %s: %w", rel, err)
 	}
-	l := b.layout
-	if kind == disk.KindDead {
-		if l, err = disk.NewLayout(b.opts.Schema, true); err != nil {
-			return disk.SegEntry{}, nil, err
-		}
-	}
-	rec, _, rerr := disk.ReadSegment(data, l, b.opts.Mem, first, last)
+	rec, _, rerr := disk.ReadSegment(data, b.opts.Schema, b.opts.Mem, first, last)
 	if rerr != nil {
 		r := &CorruptionError{Segment: rel, Offset: -1, Reason: "unlisted segment is unreadable", Err: rerr}
 		if kind == disk.KindData {

@@ -252,7 +252,7 @@ func (b *Buffer) loadSegment(e disk.SegEntry) (arrow.RecordBatch, []uint64, erro
 		b.segmentCorrupt(e, &CorruptionError{Segment: rel, Offset: -1, Reason: "file checksum mismatch"}, true)
 		return nil, nil, nil
 	}
-	rec, starts, err := disk.ReadSegment(data, b.layout, b.opts.Mem, e.First, e.Last)
+	rec, starts, err := disk.ReadSegment(data, b.opts.Schema, b.opts.Mem, e.First, e.Last)
 	if err != nil {
 		b.segmentCorrupt(e, &CorruptionError{Segment: rel, Offset: -1, Reason: "unreadable segment", Err: err}, true)
 		return nil, nil, nil

@@ -327,8 +327,9 @@ func (sw *SegWriter) Close() error { return sw.w.Close() }
 // ReadSegment decodes a whole segment into one record and checks that it
 // holds exactly the sequences first..last in order. starts lists the
 // sequences at which messages start (the first is always first); it is
-// nil for a file without the _msg column (version 1).
-func ReadSegment(data []byte, l *Layout, mem memory.Allocator, first, last uint64) (rec arrow.RecordBatch, starts []uint64, err error) {
+// nil for a file without the _msg column (version 1). s is the stream
+// schema; the added columns are found by name.
+func ReadSegment(data []byte, s *engine.Schema, mem memory.Allocator, first, last uint64) (rec arrow.RecordBatch, starts []uint64, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			if rec != nil {
@@ -338,7 +339,6 @@ func ReadSegment(data []byte, l *Layout, mem memory.Allocator, first, last uint6
 			err = fmt.Errorf("read segment: %v", p)
 		}
 	}()
-	s := l.stream
 	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("read segment: %w", err)
@@ -669,11 +669,7 @@ func ReadSegmentFile(data []byte, mem memory.Allocator) (*SegmentFile, error) {
 	if err1 != nil || err2 != nil || first == 0 || last < first {
 		return nil, errors.New("buffer: read segment file: bad sluice.first_seq or sluice.last_seq metadata")
 	}
-	l, err := NewLayout(s, false)
-	if err != nil {
-		return nil, err
-	}
-	rec, starts, err := ReadSegment(data, l, mem, first, last)
+	rec, starts, err := ReadSegment(data, s, mem, first, last)
 	if err != nil {
 		return nil, fmt.Errorf("buffer: %w", err)
 	}

@@ -214,7 +214,7 @@ func (b *Buffer) open() ([]*CorruptionError, error) {
 	kept := b.wals[:0]
 	for _, w := range b.wals {
 		w.recs = slices.DeleteFunc(w.recs, func(r disk.WALRec) bool {
-			return r.Last() <= cursor || b.coveredBySegment(r.First, r.Last()) || man.RemovedContains(r.First, r.Last())
+			return r.Last() <= cursor || b.sealedOrRemoved(r)
 		})
 		if len(w.recs) == 0 && len(w.damage) == 0 && !ro {
 			_ = w.f.Close()
@@ -345,18 +345,7 @@ func (b *Buffer) openIdentity(d *disk.Dir) error {
 func bySegFirst(e disk.SegEntry, first uint64) int { return cmp.Compare(e.First, first) }
 
 // coveredBySegment reports whether a live data segment holds [first, last].
-func (b *Buffer) coveredBySegment(first, last uint64) bool {
-	i, _ := slices.BinarySearchFunc(b.segs, first, func(e disk.SegEntry, s uint64) int {
-		switch {
-		case e.Last < s:
-			return -1
-		case e.First > s:
-			return 1
-		}
-		return 0
-	})
-	return i < len(b.segs) && b.segs[i].First <= first && last <= b.segs[i].Last
-}
+func (b *Buffer) coveredBySegment(first, last uint64) bool { return disk.Covers(b.segs, first, last) }
 
 // addSegLocked adds a listed segment to the state, in order.
 func (b *Buffer) addSegLocked(e disk.SegEntry) {

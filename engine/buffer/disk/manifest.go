@@ -130,6 +130,21 @@ func (w WALExtent) plausible() bool {
 	return w.Num != 0 && w.Next >= w.Base && w.Next <= MaxSeq+1 && w.Size >= WALHeaderSize
 }
 
+// Covers reports whether one of segs (ordered by First, not overlapping)
+// holds every sequence of [first, last].
+func Covers(segs []SegEntry, first, last uint64) bool {
+	i, _ := slices.BinarySearchFunc(segs, first, func(e SegEntry, s uint64) int {
+		switch {
+		case e.Last < s:
+			return -1
+		case e.First > s:
+			return 1
+		}
+		return 0
+	})
+	return i < len(segs) && segs[i].First <= first && last <= segs[i].Last
+}
+
 // SegKey identifies a listed segment.
 type SegKey struct {
 	Kind  SegKind

@@ -427,14 +427,13 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 		}
 		return miss[0].Lo, miss[len(miss)-1].Hi, true
 	}
-	liveSeg := func(first, last uint64) bool {
-		for _, sg := range d.Segments {
-			if sg.Listed && sg.Present && sg.State != SegBadSize && sg.First <= first && last <= sg.Last {
-				return true
-			}
+	var live []SegEntry // segments that hold their rows, by first sequence
+	for _, sg := range d.Segments {
+		if sg.Listed && sg.Present && sg.State != SegBadSize {
+			live = append(live, sg.Entry)
 		}
-		return false
 	}
+	slices.SortFunc(live, func(a, b SegEntry) int { return cmp.Compare(a.First, b.First) })
 	// expect returns the recorded extent of a WAL file; base 0 (a
 	// damaged file header) matches by number alone.
 	expect := func(num uint32, base uint64) (WALExtent, bool) {
@@ -538,7 +537,7 @@ func Scan(fsys FS, dir string, opts ScanOptions) (*Dir, error) {
 	for i := range d.WAL {
 		w := &d.WAL[i]
 		for _, r := range w.Scan.Recs {
-			if r.Last() <= cursor || liveSeg(r.First, r.Last()) || man.RemovedContains(r.First, r.Last()) {
+			if r.Last() <= cursor || Covers(live, r.First, r.Last()) || man.RemovedContains(r.First, r.Last()) {
 				continue
 			}
 			f := max(r.First, cursor+1)

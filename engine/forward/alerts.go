@@ -360,9 +360,9 @@ func (s *Sink) noRoom(cause error) {
 	open := !s.fullSince.IsZero()
 	if !open {
 		s.fullSince = now
-		s.fullOpen.Store(true)
 	}
-	s.fullLast, s.fullRoom = now, false
+	s.fullLast = now
+	s.fullRoom.Store(false)
 	since := s.fullSince
 	s.fullMu.Unlock()
 	if !open {
@@ -370,29 +370,17 @@ func (s *Sink) noRoom(cause error) {
 	}
 }
 
-// diskRoom notes an append that went through during an episode.
-func (s *Sink) diskRoom() {
-	s.fullMu.Lock()
-	s.fullRoom = true
-	s.fullMu.Unlock()
-	s.settleDiskFull(time.Now(), false)
-}
-
 // settleDiskFull clears the disk-full alert when appends have gone through
 // since the last refusal and that was DiskFullClearAfter ago (or at once,
-// with force).
+// with force). The forwarder calls it on every pass.
 func (s *Sink) settleDiskFull(now time.Time, force bool) {
-	if !s.fullOpen.Load() {
-		return
-	}
 	s.fullMu.Lock()
-	if s.fullSince.IsZero() || !s.fullRoom || (!force && now.Sub(s.fullLast) < s.opts.DiskFullClearAfter) {
+	if s.fullSince.IsZero() || !s.fullRoom.Load() || (!force && now.Sub(s.fullLast) < s.opts.DiskFullClearAfter) {
 		s.fullMu.Unlock()
 		return
 	}
 	since := s.fullSince
-	s.fullSince, s.fullRoom = time.Time{}, false
-	s.fullOpen.Store(false)
+	s.fullSince = time.Time{}
 	s.fullMu.Unlock()
 	s.diskFull(since, false, nil)
 }

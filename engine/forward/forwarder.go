@@ -119,8 +119,9 @@ func (f *forwarder) run() {
 			f.closeLane("live queue full")
 		}
 		f.s.retryAlerts()
-		f.s.settleDiskFull(time.Now(), false)
-		f.updateRate(time.Now())
+		now := time.Now()
+		f.s.settleDiskFull(now, false)
+		f.updateRate(now)
 		progressed, delay := f.backlogStep()
 		if progressed {
 			continue

@@ -126,10 +126,9 @@ type Sink struct {
 	// gone through for DiskFullClearAfter, so that a disk on the edge of
 	// full raises one alert, not one per batch
 	fullMu    sync.Mutex
-	fullOpen  atomic.Bool // an episode is open
-	fullSince time.Time   // its start
+	fullSince time.Time   // its start; zero: no episode
 	fullLast  time.Time   // the last refused append
-	fullRoom  bool        // an append went through since then
+	fullRoom  atomic.Bool // an append went through since then
 
 	closeOnce sync.Once
 	closeErr  error
@@ -306,9 +305,7 @@ func (s *Sink) append(ctx context.Context, rec arrow.RecordBatch) error {
 			if diskFull {
 				s.log.Info("disk has room again: new rows are stored", "held_back_for", time.Since(since).Round(time.Millisecond).String())
 			}
-			if s.fullOpen.Load() {
-				s.diskRoom()
-			}
+			s.fullRoom.Store(true)
 			s.handOff(first, rec)
 			return nil
 		}

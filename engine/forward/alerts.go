@@ -129,16 +129,12 @@ func (s *Sink) offerAlert(rec arrow.RecordBatch) bool {
 		s.pendMu.Unlock()
 		return true
 	}
-	s.storing = true
-	s.pendMu.Unlock()
-	err := s.storeAlert(buf, rec)
-	s.pendMu.Lock()
+	full, err := s.storeLocked(buf, rec)
 	defer s.pendMu.Unlock()
-	s.storing = false
 	switch {
 	case err == nil:
 		return true
-	case errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrNoSpace):
+	case full:
 		s.queueLocked(rec, true) // it came before what queued meanwhile
 		return true
 	}
@@ -146,13 +142,20 @@ func (s *Sink) offerAlert(rec arrow.RecordBatch) bool {
 	return false
 }
 
-// storeAlert appends an alert record and hands it to the live lane.
-func (s *Sink) storeAlert(buf *buffer.Buffer, rec arrow.RecordBatch) error {
+// storeLocked appends an alert record and hands it to the live lane. It
+// is called with pendMu held and releases it while appending (storing
+// says so); full reports a buffer without room now.
+func (s *Sink) storeLocked(buf *buffer.Buffer, rec arrow.RecordBatch) (full bool, err error) {
+	s.storing = true
+	s.pendMu.Unlock()
 	first, err := buf.Append(rec)
 	if err == nil {
 		s.handOff(first, rec)
 	}
-	return err
+	s.pendMu.Lock()
+	s.storing = false
+	s.stored.Broadcast()
+	return errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrNoSpace), err
 }
 
 // queueLocked keeps rec (retained) for a later retry, at the front or the
@@ -188,12 +191,7 @@ func (s *Sink) retryAlerts() {
 		}
 		rec := s.pending[0]
 		s.pending = s.pending[1:]
-		s.storing = true
-		s.pendMu.Unlock()
-		err := s.storeAlert(buf, rec)
-		s.pendMu.Lock()
-		s.storing = false
-		full := errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrNoSpace)
+		full, err := s.storeLocked(buf, rec)
 		if full {
 			s.pending = append([]arrow.RecordBatch{rec}, s.pending...)
 		} else {
@@ -217,9 +215,7 @@ func (s *Sink) dropPending() {
 	defer s.pendMu.Unlock()
 	s.alertsClosed = true
 	for s.storing { // an append in flight finishes first
-		s.pendMu.Unlock()
-		time.Sleep(time.Millisecond)
-		s.pendMu.Lock()
+		s.stored.Wait()
 	}
 	for _, rec := range s.pending {
 		s.log.Error("an alert could not be stored before the sink closed", "alert", alertText(rec))

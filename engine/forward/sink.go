@@ -117,6 +117,7 @@ type Sink struct {
 	pendMu       sync.Mutex
 	pending      []arrow.RecordBatch
 	storing      bool           // an alert is being appended
+	stored       sync.Cond      // signalled (L: pendMu) when storing ends
 	alertBuf     *buffer.Buffer // buf, once open, for alert appends
 	alertsClosed bool
 	npending     atomic.Int64
@@ -173,6 +174,7 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	s.stored.L = &s.pendMu
 	c := opts.Counters
 	s.ctr = sinkCounters{
 		published: c.Counter("rows_published"), backfilled: c.Counter("rows_backfilled"),

@@ -212,13 +212,7 @@ func (b *Buffer) sliceCacheLocked(pos uint64) Entry {
 				hi = n
 			}
 		}
-		end := c.first + uint64(hi)
-		k, _ := slices.BinarySearch(c.starts, pos)
-		m, _ := slices.BinarySearch(c.starts, end)
-		starts = slices.Clone(c.starts[k:m])
-		if len(starts) == 0 || starts[0] != pos {
-			starts = append([]uint64{pos}, starts...)
-		}
+		starts = disk.StartsWithin(c.starts, pos, c.first+uint64(hi)-1)
 	}
 	e := Entry{First: pos, Rec: c.rec.NewSlice(lo, hi), Sealed: true, Starts: starts}
 	b.readPos = e.Last() + 1
@@ -435,12 +429,12 @@ func (b *Buffer) reclaim() error {
 	return first
 }
 
-// Starts returns the message starts of rows first..first+rows-1 appended
-// in one batch (Options.MessageRows), as Next reports them.
-func (b *Buffer) Starts(first uint64, rows int) []uint64 {
+// Starts appends to dst the message starts of rows first..first+rows-1
+// appended in one batch (Options.MessageRows), as Next reports them.
+func (b *Buffer) Starts(dst []uint64, first uint64, rows int) []uint64 {
 	if rows <= 0 {
-		return nil
+		return dst
 	}
 	m := disk.RecMeta{First: first, Rows: uint32(rows), MsgRows: uint32(b.opts.MessageRows)}
-	return m.Starts(make([]uint64, 0, 1), first, m.Last())
+	return m.Starts(dst, first, m.Last())
 }

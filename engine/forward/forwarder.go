@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/buffer/seqset"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
@@ -39,14 +39,16 @@ func (r *run) last() uint64 { return r.first + uint64(r.rec.NumRows()) - 1 }
 // forwarder is the only caller of the publisher. All its state belongs to
 // its goroutine.
 type forwarder struct {
-	s    *Sink
-	buf  *buffer.Buffer
-	pub  *outbound.Publisher
-	enc  *outbound.Encoder
-	ctx  context.Context // cancelled on hard stop
-	poll context.Context // already done: makes Next a poll
-	log  *slog.Logger
-	rng  *rand.Rand
+	s   *Sink
+	buf *buffer.Buffer
+	pub *outbound.Publisher
+	enc *outbound.Encoder
+	ctx context.Context // cancelled on hard stop
+	// liveStarts is the scratch list of message starts of a live batch.
+	liveStarts []uint64
+	poll       context.Context // already done: makes Next a poll
+	log        *slog.Logger
+	rng        *rand.Rand
 
 	cursor uint64     // durable delivery cursor
 	done   seqset.Set // rows above the cursor needing no more publishing
@@ -220,8 +222,8 @@ func (f *forwarder) handleLive(it liveItem) {
 		return
 	}
 	f.liveNext = last + 1
-	starts := f.buf.Starts(it.first, int(it.rec.NumRows()))
-	msgs, err := f.enc.Encode(outbound.Entry{Rec: it.rec, First: it.first, Starts: starts, Schema: f.s.opts.Schema})
+	f.liveStarts = f.buf.Starts(f.liveStarts[:0], it.first, int(it.rec.NumRows()))
+	msgs, err := f.enc.Encode(outbound.Entry{Rec: it.rec, First: it.first, Starts: f.liveStarts, Schema: f.s.opts.Schema})
 	if err == nil {
 		err = f.publish(msgs)
 	}
@@ -346,26 +348,11 @@ func (f *forwarder) take(e buffer.Entry) {
 	f.bpos = last + 1
 	for _, sp := range f.done.Missing(first, last) {
 		f.runs = append(f.runs, &run{
-			first: sp.Lo, sealed: e.Sealed, starts: sliceStarts(e.Starts, sp.Lo, sp.Hi),
+			first: sp.Lo, sealed: e.Sealed, starts: disk.StartsWithin(e.Starts, sp.Lo, sp.Hi),
 			rec: rec.NewSlice(int64(sp.Lo-first), int64(sp.Hi-first+1)),
 		})
 	}
 	rec.Release()
-}
-
-// sliceStarts returns the message starts within [lo, hi], beginning with
-// lo (nil stays nil: no boundaries).
-func sliceStarts(starts []uint64, lo, hi uint64) []uint64 {
-	if starts == nil {
-		return nil
-	}
-	i, _ := slices.BinarySearch(starts, lo)
-	j, _ := slices.BinarySearch(starts, hi+1)
-	out := make([]uint64, 0, j-i+1)
-	if i >= j || starts[i] != lo {
-		out = append(out, lo)
-	}
-	return append(out, starts[i:j]...)
 }
 
 // advance drops the rows up to last from the head run.
@@ -378,7 +365,7 @@ func (f *forwarder) advance(r *run, last uint64) {
 	k := int64(last - r.first + 1)
 	rest := r.rec.NewSlice(k, r.rec.NumRows())
 	r.rec.Release()
-	r.starts = sliceStarts(r.starts, last+1, r.last())
+	r.starts = disk.StartsWithin(r.starts, last+1, r.last())
 	r.rec, r.first = rest, last+1
 }
 

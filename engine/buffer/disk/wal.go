@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -132,6 +133,25 @@ func (m RecMeta) Starts(dst []uint64, from, to uint64) []uint64 {
 		dst = append(dst, s)
 	}
 	return dst
+}
+
+// StartsWithin returns the message starts of starts (ascending) that lie
+// in [lo, hi], beginning with lo: rows before the first start there end a
+// message cut at lo, and count as one. nil stays nil (no boundaries
+// recorded). The result shares starts' array (capacity capped) unless lo
+// had to be put in front.
+func StartsWithin(starts []uint64, lo, hi uint64) []uint64 {
+	if starts == nil {
+		return nil
+	}
+	i, _ := slices.BinarySearch(starts, lo)
+	j, _ := slices.BinarySearch(starts, hi+1)
+	if i < j && starts[i] == lo {
+		return starts[i:j:j]
+	}
+	out := make([]uint64, 0, j-i+1)
+	out = append(out, lo)
+	return append(out, starts[i:j]...)
 }
 
 // PutRecHeader fills the 56-byte header of a record whose payload follows

@@ -233,13 +233,7 @@ func (s *Source) decoder(header []string) (codec.Decoder, error) {
 func (s *Source) Schema() *engine.Schema { return s.mapping.Schema }
 
 // Resuming reports whether the source goes on from a recorded position.
-func (s *Source) Resuming() bool {
-	if s.pos == nil {
-		return false
-	}
-	_, ok := s.pos.Load()
-	return ok
-}
+func (s *Source) Resuming() bool { return s.pos.Recorded() }
 
 // errStop ends a run early: the context was cancelled or emit failed.
 var errStop = errors.New("stop")
@@ -291,10 +285,10 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		if p, ok := s.pos.Load(); ok {
 			var fp filePos
 			if err := json.Unmarshal(p, &fp); err != nil || fp.File == "" || fp.Offset < 0 {
-				return fmt.Errorf("file source: position %s is unreadable; delete it to read from the start", s.pos.Path())
+				return fmt.Errorf("file source: position %s is unreadable; run with --from-start to read from the start", s.pos.Path())
 			}
 			resume = &fp
-			s.log.Info("resuming where the acknowledged input ends (delete the position file, or set resume: false, to read from the start)",
+			s.log.Info("resuming where the acknowledged input ends (run with --from-start to read from the start)",
 				"file", fp.File, "line", fp.Line, "offset", fp.Offset, "position", s.pos.Path())
 		}
 		r.tr = position.NewTracker(s.pos, func(msg string, err error) { s.log.Warn(msg, "err", err) })
@@ -372,8 +366,9 @@ func (r *run) readFile(path string, from *filePos) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer f.Close()
-	head, headLen, size := fileHead(f, headBytes)
-	if from != nil && (!sameHead(f, from) || size < from.Offset) {
+	begin, size := fileHead(f)
+	head, headLen := disk.CRC(begin), len(begin)
+	if from != nil && (!sameHead(begin, from) || size < from.Offset) {
 		r.log.Warn("the file changed since the position was recorded: reading it from its start", "file", name)
 		from = nil
 	}
@@ -468,30 +463,28 @@ func (r *run) readFile(path string, from *filePos) error {
 	}
 }
 
-// fileHead returns the CRC32-C of the first limit bytes of f (at most
-// headBytes), how many there were, and the size of f.
-func fileHead(f *os.File, limit int) (sum uint32, n int, size int64) {
-	var buf [headBytes]byte
-	n, _ = f.ReadAt(buf[:min(limit, headBytes)], 0)
+// fileHead reads the beginning of f (at most headBytes) and the size of f.
+func fileHead(f *os.File) (head []byte, size int64) {
+	buf := make([]byte, headBytes)
+	n, _ := f.ReadAt(buf, 0)
 	if fi, err := f.Stat(); err == nil {
 		size = fi.Size()
 	}
-	return disk.CRC(buf[:n]), n, size
+	return buf[:n], size
 }
 
-// sameHead reports whether f begins as the file did when pos was
-// recorded: the same first pos.HeadLen bytes (lines appended since do
+// sameHead reports whether a file beginning with head is the file pos was
+// recorded in: the same first pos.HeadLen bytes (lines appended since do
 // not make it another file).
-func sameHead(f *os.File, pos *filePos) bool {
+func sameHead(head []byte, pos *filePos) bool {
 	want := pos.HeadLen
-	if want <= 0 || want > headBytes {
-		want = headBytes // recorded without its length: up to 1 KiB
-	}
-	sum, n, _ := fileHead(f, want)
-	if pos.HeadLen > 0 && n != want {
+	switch {
+	case want <= 0 || want > headBytes:
+		want = min(len(head), headBytes) // recorded without its length: up to 1 KiB
+	case len(head) < want:
 		return false
 	}
-	return sum == pos.Head
+	return disk.CRC(head[:want]) == pos.Head
 }
 
 // line decodes one payload, waits for it when pacing, and appends it.

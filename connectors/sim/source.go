@@ -121,13 +121,7 @@ func NewSource(farm *Farm, total int64, rate float64, bc engine.BuildContext) *S
 func (s *Source) Schema() *engine.Schema { return s.farm.Schema() }
 
 // Resuming reports whether the source goes on from a recorded position.
-func (s *Source) Resuming() bool {
-	if s.pos == nil {
-		return false
-	}
-	_, ok := s.pos.Load()
-	return ok
-}
+func (s *Source) Resuming() bool { return s.pos.Recorded() }
 
 // Run emits rows until the configured number is reached (returning nil)
 // or ctx is cancelled.
@@ -140,7 +134,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 		if p, ok := s.pos.Load(); ok {
 			var pj posJSON
 			if err := json.Unmarshal(p, &pj); err != nil || pj.Rows < 0 || (s.total > 0 && pj.Rows > s.total) {
-				return fmt.Errorf("sim: position %s: unreadable; delete it to start over", s.pos.Path())
+				return fmt.Errorf("sim: position %s: unreadable; run with --from-start to start over", s.pos.Path())
 			}
 			if s.total > 0 && pj.Rows == s.total {
 				s.log.Info("nothing left to produce: an earlier run produced every row (run with --from-start to produce them again)",

@@ -125,6 +125,10 @@ func (s *Store) Path() string { return s.path }
 // Load returns the recorded position, if any.
 func (s *Store) Load() ([]byte, bool) { return s.saved, s.saved != nil }
 
+// Recorded reports whether a position is recorded; a nil store (a source
+// that does not resume) has none. Sources answer engine.Resumer with it.
+func (s *Store) Recorded() bool { return s != nil && s.saved != nil }
+
 // save records p, and syncs when asked.
 func (s *Store) save(p []byte, sync bool) error {
 	if err := s.prepare(); err != nil {

@@ -42,11 +42,8 @@ func (e *CorruptionError) Error() string {
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}
-	switch {
-	case e.LostFirst != 0 && e.LostLast != 0:
-		s += fmt.Sprintf(" (sequences %d-%d lost)", e.LostFirst, e.LostLast)
-	case e.LostFirst != 0:
-		s += fmt.Sprintf(" (sequences from %d lost)", e.LostFirst)
+	if l := LostText(e.LostFirst, e.LostLast); l != "" {
+		s += " (" + l + ")"
 	}
 	if e.Quarantined != "" {
 		s += "; moved to " + e.Quarantined
@@ -55,3 +52,15 @@ func (e *CorruptionError) Error() string {
 }
 
 func (e *CorruptionError) Unwrap() error { return e.Err }
+
+// LostText says which sequences a loss covers ("sequences 5-9 lost",
+// "sequences from 5 lost" when the end is unknown), or "" for none.
+func LostText(first, last uint64) string {
+	switch {
+	case first != 0 && last != 0:
+		return fmt.Sprintf("sequences %d-%d lost", first, last)
+	case first != 0:
+		return fmt.Sprintf("sequences from %d lost", first)
+	}
+	return ""
+}

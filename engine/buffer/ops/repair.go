@@ -44,11 +44,8 @@ func (a Action) String() string {
 	if a.Bytes > 0 {
 		s += fmt.Sprintf(" (%d bytes)", a.Bytes)
 	}
-	switch {
-	case a.LostFirst != 0 && a.LostLast != 0:
-		s += fmt.Sprintf("; sequences %d-%d lost", a.LostFirst, a.LostLast)
-	case a.LostFirst != 0:
-		s += fmt.Sprintf("; sequences from %d lost", a.LostFirst)
+	if l := disk.LostText(a.LostFirst, a.LostLast); l != "" {
+		s += "; " + l
 	}
 	if a.Quarantined != "" {
 		s += "; moved to " + a.Quarantined
@@ -98,14 +95,14 @@ func Repair(dir string, opts RepairOptions) (*RepairReport, error) {
 	if in.Schema == nil && len(in.WAL) == 0 && len(in.Segments) == 0 {
 		// Nothing to open: remove the temporary files, report the rest
 		// as not done.
-		for _, a := range planned(in) {
-			if a.Action == "remove" && a.Reason == "temporary file" {
-				if err := os.Remove(filepath.Join(dir, filepath.FromSlash(a.File))); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return rep, fmt.Errorf("repair: %w", err)
-				}
-			} else {
-				a.Reason += " (not done: the buffer holds no rows and records no schema)"
+		for _, tmp := range in.Temp {
+			if err := os.Remove(filepath.Join(dir, filepath.FromSlash(tmp))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return rep, fmt.Errorf("repair: %w", err)
 			}
+		}
+		rep.Actions = tempActions(in)
+		for _, a := range damageActions(in) {
+			a.Reason += " (not done: the buffer holds no rows and records no schema)"
 			rep.Actions = append(rep.Actions, a)
 		}
 		after, err := buffer.Inspect(dir, buffer.InspectOptions{})
@@ -209,10 +206,21 @@ func corruptionAction(ce *buffer.CorruptionError) Action {
 
 // planned lists what Open (and a verifying read) would do.
 func planned(in *buffer.Inspection) []Action {
+	return append(tempActions(in), damageActions(in)...)
+}
+
+// tempActions lists the temporary files Open removes.
+func tempActions(in *buffer.Inspection) []Action {
 	var out []Action
 	for _, t := range in.Temp {
 		out = append(out, Action{Action: "remove", File: t, Offset: -1, Reason: "temporary file"})
 	}
+	return out
+}
+
+// damageActions lists what Open does about damage and leftovers.
+func damageActions(in *buffer.Inspection) []Action {
+	var out []Action
 	if in.CursorProblem != "" {
 		out = append(out, Action{Action: "reset", File: "cursor", Offset: -1, Reason: in.CursorProblem + " (cursor read as 0: delivered rows still on disk are sent again)"})
 	}

@@ -322,7 +322,7 @@ func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors)
 				errs = append(errs, spec.Errorf(nodePos(file, k), "component name %q must be non-empty and contain no dots or spaces", k.Value))
 				continue
 			}
-			c, es := parseComponent(file, s.kind, k, v)
+			c, es := parseComponent(file, s.kind, k, v, false)
 			errs = append(errs, es...)
 			if c != nil {
 				*s.dst = append(*s.dst, c)
@@ -332,7 +332,9 @@ func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors)
 	return d, errs
 }
 
-func parseComponent(file string, kind spec.Kind, key, n *yaml.Node) (*ComponentDef, spec.Errors) {
+// parseComponent reads the component named key. A lone component (a sink
+// configuration outside any pipeline) needs no input.
+func parseComponent(file string, kind spec.Kind, key, n *yaml.Node, lone bool) (*ComponentDef, spec.Errors) {
 	c := &ComponentDef{Kind: kind, Name: key.Value, NamePos: nodePos(file, key), Node: n}
 	if n == nil || n.Kind != yaml.MappingNode {
 		return nil, spec.Errors{spec.Errorf(nodePos(file, key), "%s %q must be a mapping with a `type`", kind, key.Value)}
@@ -360,7 +362,9 @@ func parseComponent(file string, kind spec.Kind, key, n *yaml.Node) (*ComponentD
 	case in != nil && ins != nil:
 		errs = append(errs, spec.Errorf(nodePos(file, ins), "set `input` or `inputs`, not both"))
 	case in == nil && ins == nil:
-		errs = append(errs, spec.Errorf(c.Pos, "%s %q has no `input` (the stream it reads)", kind, c.Name))
+		if !lone {
+			errs = append(errs, spec.Errorf(c.Pos, "%s %q has no `input` (the stream it reads)", kind, c.Name))
+		}
 	default:
 		ref := in
 		if ref == nil {

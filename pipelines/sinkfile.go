@@ -92,16 +92,9 @@ func LoadSink(file, name string, env LookupEnv) (*SinkConfig, spec.Errors) {
 	if errs := Interpolate(file, &root, env); len(errs) > 0 {
 		return nil, errs
 	}
-	c, errs := parseComponent(file, spec.KindSink, &yaml.Node{Kind: yaml.ScalarNode, Value: name, Line: n.Line, Column: n.Column}, n)
-	// A lone sink mapping needs no input.
-	var rest spec.Errors
-	for _, e := range errs {
-		if !strings.Contains(e.Error(), "has no `input`") {
-			rest = append(rest, e)
-		}
-	}
-	if len(rest) > 0 || c == nil {
-		return nil, rest
+	c, errs := parseComponent(file, spec.KindSink, &yaml.Node{Kind: yaml.ScalarNode, Value: name, Line: n.Line, Column: n.Column}, n, true)
+	if len(errs) > 0 || c == nil {
+		return nil, errs
 	}
 	return &SinkConfig{Type: c.Type, Config: c.Config, Dir: dir}, nil
 }

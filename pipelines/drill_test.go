@@ -175,8 +175,8 @@ sinks:
 		time.Sleep(time.Duration(300+r.IntN(900)) * time.Millisecond)
 		select {
 		case err := <-finished:
-			// A finished run cleared its source position: starting it again
-			// would replay the farm, as asked. The drill ends here.
+			// The run finished: starting it again would produce nothing
+			// (its source keeps its position). The drill ends here.
 			t.Logf("cycle %d: the run finished (%v)", cycle, err)
 			finished <- err
 			break

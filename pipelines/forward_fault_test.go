@@ -348,8 +348,8 @@ func TestForwardPoisonNATS(t *testing.T) {
 		deadRows += int(d.Last - d.First + 1)
 	}
 	t.Logf("poison: %v; dead-lettered %d rows in %d segments, publish errors %v", tl, deadRows, len(dead), s.Metrics().PublishErrors)
-	// batch_rows 256 cuts messages at multiples of 256: 513-767 is the
-	// oversized message, 768 alone fits.
+	// Messages of 256 rows are cut from each batch's first row: 513-768
+	// is the oversized message.
 	if len(dead) != 1 || dead[0].First != 513 || deadRows != tl.lost || tl.lost == 0 {
 		t.Fatalf("want the oversized message (from row 513) dead-lettered and all others delivered")
 	}

@@ -263,6 +263,9 @@ func killDuringBackfill(t *testing.T, rc receiver) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c := b.Cursor(); c >= uint64(backlog) {
+		t.Fatalf("the kill came after the backlog drained (cursor %d of %d): no backfill was interrupted", c, backlog)
+	}
 	if err := b.Roll(); err != nil {
 		t.Fatal(err)
 	}

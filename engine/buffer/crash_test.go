@@ -139,7 +139,7 @@ func TestCrashAtEveryOperation(t *testing.T) {
 }
 
 // checkRecovery reopens a crashed buffer and checks the at-least-once
-// rules of docs/format/buffer.md section 11.
+// rules of docs/format/buffer.md section 12.
 func checkRecovery(t *testing.T, i int, fs *faultfs.FS, o buffer.Options, mem memory.Allocator, run crashRun) {
 	t.Helper()
 	fail := func(format string, args ...any) {

@@ -3,6 +3,7 @@ package buffer_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sluice-edge/sluice/engine/buffer"
@@ -43,17 +44,18 @@ func ids(t *testing.T, b *buffer.Buffer, batchRows int) []string {
 // the batch sizes, the segment read size or where the read starts.
 func TestMessagesSameFromWALAndSegments(t *testing.T) {
 	for _, tc := range []struct {
-		name       string
-		msgRows    int // the sink's batch_rows
-		batches    []int
-		readRows   int
-		rewindFrom uint64
+		name     string
+		msgRows  int // the sink's batch_rows
+		batches  []int
+		readRows int
+		want     []string // the message ranges, when checked
 	}{
-		{"small live batches", 256, []int{30, 30, 30, 30, 30, 30, 30, 30, 30, 30}, 4096, 0},
-		{"batches larger than a message", 256, []int{1024, 1024, 700, 3}, 4096, 0},
-		{"one WAL record of exactly batch_rows", 1024, []int{1024, 1024, 1024}, 4096, 0},
-		{"segment read in small pieces", 100, []int{250, 33, 480, 7, 1000}, 64, 0},
-		{"whole batches as messages", 0, []int{17, 900, 5}, 100, 0},
+		{"small live batches", 256, []int{30, 30, 30, 30, 30, 30, 30, 30, 30, 30}, 4096, nil},
+		{"batches larger than a message", 256, []int{1024, 1024, 700, 3}, 4096, nil},
+		{"one WAL record of exactly batch_rows", 1024, []int{1024, 1024, 1024}, 4096, []string{"1-1024", "1025-2048", "2049-3072"}},
+		{"segment read in small pieces", 100, []int{250, 33, 480, 7, 1000}, 64, nil},
+		{"whole batches as messages", 0, []int{17, 900, 5}, 100, []string{"1-17", "18-917", "918-922"}},
+		{"the cut docs/sinks.md describes", 1024, []int{1500}, 4096, []string{"1-1024", "1025-1500"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := checkedMem(t)
@@ -66,6 +68,15 @@ func TestMessagesSameFromWALAndSegments(t *testing.T) {
 				id = appendN(t, b, mem, id, 1, n)
 			}
 			live := ids(t, b, 256)
+			if tc.want != nil {
+				var got []string
+				for _, id := range live {
+					got = append(got, id[strings.LastIndexByte(id, '/')+1:])
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Fatalf("messages %v, want %v", got, tc.want)
+				}
+			}
 			if err := b.Roll(); err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,8 +40,8 @@ func alertSink(t *testing.T, p *fakePub, sh *engine.Shared, mut func(*forward.Op
 
 // alertRows decodes the alert messages: rule, state and value by alert id.
 type alertRow struct {
-	id, rule, state string
-	value           float64
+	id, rule, state, typ, severity string
+	value                          float64
 }
 
 func alertRows(t *testing.T, msgs []*message.Message) []alertRow {
@@ -63,6 +64,8 @@ func alertRows(t *testing.T, msgs []*message.Message) []alertRow {
 		r.id, _ = mp["id"].(string)
 		r.rule, _ = mp["rule"].(string)
 		r.state, _ = mp["state"].(string)
+		r.typ, _ = mp["type"].(string)
+		r.severity, _ = mp["severity"].(string)
 		r.value, _ = mp["value"].(float64)
 		out = append(out, r)
 	}
@@ -335,6 +338,11 @@ func TestDiskFullAlertOnePerEpisode(t *testing.T) {
 		}
 		return cleared > 0
 	})
+	for _, a := range alertRows(t, ap.messages()) {
+		if a.rule == forward.DiskFullAlertRule && (a.typ != "resource" || a.severity != "critical") {
+			t.Fatalf("disk-full alert %+v: want type resource, severity critical", a)
+		}
+	}
 	if raised != 1 || cleared != 1 || ids[0] != ids[1] {
 		t.Fatalf("%d raised and %d cleared disk-full alerts (%v), want one of each for the one episode", raised, cleared, ids)
 	}
@@ -369,6 +377,9 @@ func TestCorruptionRaisesAlert(t *testing.T) {
 	eventually(t, 5*time.Second, "the corruption alert", func() bool {
 		for _, a := range alertRows(t, ap.messages()) {
 			if a.rule == forward.LossAlertRule && a.value > 0 {
+				if a.typ != "data_loss" || a.severity != "major" || !strings.Contains(a.id, "-") {
+					t.Fatalf("loss alert %+v: want type data_loss, severity major and the lost range in its id", a)
+				}
 				return true
 			}
 		}

@@ -1,8 +1,10 @@
 // Package position keeps the durable position of a source that can read
 // its input again (a file with an offset, a simulator with a row count), so
 // that after a restart — kill -9 included — it resumes where the
-// acknowledged input ends: it neither emits rows twice under new
-// identities nor skips any.
+// acknowledged input ends: it skips no row, and emits a row again (under
+// a new identity) only when the process died between the row's batch
+// becoming durable in the sinks and its position being written (see the
+// Guarantee below and docs/forwarding.md).
 //
 // A source asks a Tracker for an Ack for every batch it emits, with the
 // position after that batch. Once a batch's every effect is durable in the

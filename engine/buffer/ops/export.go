@@ -239,33 +239,23 @@ func (fw *fileWriter) entry(e buffer.Entry, byTime bool) error {
 		}
 		return true
 	}
-	for k, lo := range starts {
-		hi := e.First + n // end of the message, exclusive
-		if k+1 < len(starts) {
-			hi = starts[k+1]
+	// Consecutive selected messages (starts[from:k]) are written in one
+	// piece: write flushes them.
+	from := -1
+	write := func(k int) error {
+		if from < 0 {
+			return nil
 		}
-		selected := false
-		for seq := lo; seq < hi && !selected; seq++ {
-			selected = keep(seq)
+		lo, hi := starts[from], e.First+n
+		if k < len(starts) {
+			hi = starts[k]
 		}
-		if !selected {
-			continue
-		}
-		if fw.sw != nil && (lo != fw.nextSeq || fw.cur.Rows >= fw.opts.RowsPerFile) {
-			if err := fw.finishFile(); err != nil {
-				return err
-			}
-		}
-		if fw.sw == nil {
-			if err := fw.start(lo); err != nil {
-				return err
-			}
-		}
-		part := e.Rec.NewSlice(int64(lo-e.First), int64(hi-e.First))
 		var ms []uint64
 		if e.Starts != nil {
-			ms = []uint64{lo}
+			ms = starts[from:k]
 		}
+		from = -1
+		part := e.Rec.NewSlice(int64(lo-e.First), int64(hi-e.First))
 		err := fw.sw.Write(part, lo, ms)
 		if err == nil {
 			fw.note(part)
@@ -277,29 +267,60 @@ func (fw *fileWriter) entry(e buffer.Entry, byTime bool) error {
 		fw.cur.Rows += int64(hi - lo)
 		fw.cur.Last = hi - 1
 		fw.nextSeq = hi
+		return nil
 	}
-	return nil
+	for k, lo := range starts {
+		hi := e.First + n // end of the message, exclusive
+		if k+1 < len(starts) {
+			hi = starts[k+1]
+		}
+		selected := false
+		for seq := lo; seq < hi && !selected; seq++ {
+			selected = keep(seq)
+		}
+		if !selected {
+			if err := write(k); err != nil {
+				return err
+			}
+			continue
+		}
+		pending := int64(0)
+		if from >= 0 {
+			pending = int64(lo - starts[from])
+		}
+		if fw.sw != nil && (lo != fw.nextSeq+uint64(pending) || fw.cur.Rows+pending >= fw.opts.RowsPerFile) {
+			if err := write(k); err != nil {
+				return err
+			}
+			if err := fw.finishFile(); err != nil {
+				return err
+			}
+		}
+		if fw.sw == nil {
+			if err := fw.start(lo); err != nil {
+				return err
+			}
+		}
+		if from < 0 {
+			from = k
+		}
+	}
+	return write(len(starts))
 }
 
 func (fw *fileWriter) note(rec arrow.RecordBatch) {
 	if fw.timeIdx < 0 {
 		return
 	}
-	ts, ok := rec.Column(fw.timeIdx).(*array.Timestamp)
+	lo, hi, ok := disk.TimeRange(rec, fw.timeIdx)
 	if !ok {
 		return
 	}
-	for i := 0; i < ts.Len(); i++ {
-		if ts.IsNull(i) {
-			continue
-		}
-		t := time.UnixMilli(int64(ts.Value(i))).UTC()
-		if fw.cur.MinTime.IsZero() || t.Before(fw.cur.MinTime) {
-			fw.cur.MinTime = t
-		}
-		if t.After(fw.cur.MaxTime) {
-			fw.cur.MaxTime = t
-		}
+	if t := time.UnixMilli(lo).UTC(); fw.cur.MinTime.IsZero() || t.Before(fw.cur.MinTime) {
+		fw.cur.MinTime = t
+	}
+	if t := time.UnixMilli(hi).UTC(); t.After(fw.cur.MaxTime) {
+		fw.cur.MaxTime = t
 	}
 }
 
@@ -315,7 +336,7 @@ func (fw *fileWriter) start(first uint64) error {
 		return err
 	}
 	fw.f, fw.tmp, fw.sw = f, f.Name(), sw
-	fw.cur = ExportFile{First: first}
+	fw.cur, fw.nextSeq = ExportFile{First: first}, first
 	return nil
 }
 

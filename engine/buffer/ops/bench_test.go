@@ -5,10 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/memory"
-
-	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer"
 	"github.com/sluice-edge/sluice/engine/buffer/ops"
 )
@@ -23,19 +19,7 @@ func BenchmarkExport(b *testing.B) {
 	}
 	const rows, batch = 200_000, 1000
 	for i := 0; i < rows; i += batch {
-		rb := engine.NewRecordBuilder(memory.DefaultAllocator, schema)
-		for j := range batch {
-			rb.Timestamp(0).Append(arrow.Timestamp(1700000000000 + int64(i+j)*1000))
-			rb.String(1).Append("T1")
-			rb.Float64(2).Append(float64(i + j))
-			rb.RowDone()
-		}
-		rec := rb.NewRecord()
-		rb.Release()
-		if _, err := buf.Append(rec); err != nil {
-			b.Fatal(err)
-		}
-		rec.Release()
+		appendRows(b, buf, i, batch)
 		if i == rows/2 {
 			if err := buf.Roll(); err != nil {
 				b.Fatal(err)

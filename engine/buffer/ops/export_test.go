@@ -6,13 +6,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer"
 	"github.com/sluice-edge/sluice/engine/buffer/ops"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
+
+// appendRows appends rows from..from+n-1 of one turbine, a second apart.
+func appendRows(t testing.TB, b *buffer.Buffer, from, n int) {
+	t.Helper()
+	rows := make([]enginetest.Row, n)
+	for i := range rows {
+		rows[i] = enginetest.Row{time.UnixMilli(1700000000000 + int64(from+i)*1000), "T1", float64(from + i)}
+	}
+	rec := enginetest.Record(memory.DefaultAllocator, schema, rows...)
+	defer rec.Release()
+	if _, err := b.Append(rec); err != nil {
+		t.Fatal(err)
+	}
+}
 
 var schema = engine.MustSchema([]engine.Field{
 	{Name: "time", Type: engine.Timestamp},
@@ -31,19 +45,7 @@ func TestExportSelectsWholeMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb := engine.NewRecordBuilder(memory.DefaultAllocator, schema)
-	for i := range 1000 {
-		rb.Timestamp(0).Append(arrow.Timestamp(1700000000000 + int64(i)*1000))
-		rb.String(1).Append("T1")
-		rb.Float64(2).Append(float64(i))
-		rb.RowDone()
-	}
-	rec := rb.NewRecord()
-	rb.Release()
-	if _, err := b.Append(rec); err != nil {
-		t.Fatal(err)
-	}
-	rec.Release()
+	appendRows(t, b, 0, 1000)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -229,17 +229,22 @@ func readArrow(t *testing.T, mem memory.Allocator, payload []byte) arrow.RecordB
 	return rec
 }
 
+// runRecord returns n rows of one turbine, a second apart.
+func runRecord(mem memory.Allocator, n int) arrow.RecordBatch {
+	rows := make([]enginetest.Row, n)
+	for i := range rows {
+		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), "T1", float64(i), "run", int64(i), true}
+	}
+	return enginetest.Record(mem, testSchema, rows...)
+}
+
 // TestEncodeSplitAligned checks that runs longer than BatchRows are split
 // at multiples of BatchRows in sequence space, so that the same rows read
 // as differently cut entries give the same IDs for whole blocks.
 func TestEncodeSplitAligned(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
 	defer mem.AssertSize(t, 0)
-	rows := make([]enginetest.Row, 25)
-	for i := range rows {
-		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), "T1", float64(i), "run", int64(i), true}
-	}
-	rec := enginetest.Record(mem, testSchema, rows...)
+	rec := runRecord(mem, 25)
 	defer rec.Release()
 
 	for _, enc := range []outbound.Encoding{outbound.JSONBatch, outbound.Arrow} {
@@ -296,11 +301,7 @@ func TestEncodeSplitAligned(t *testing.T) {
 func TestEncodeFollowsStarts(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
 	defer mem.AssertSize(t, 0)
-	rows := make([]enginetest.Row, 25)
-	for i := range rows {
-		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), "T1", float64(i), "run", int64(i), true}
-	}
-	rec := enginetest.Record(mem, testSchema, rows...)
+	rec := runRecord(mem, 25)
 	defer rec.Release()
 	for _, enc := range []outbound.Encoding{outbound.JSONBatch, outbound.Arrow} {
 		t.Run(string(enc), func(t *testing.T) {

@@ -46,20 +46,15 @@ func NewMeta(s *engine.Schema, edge, stream string, now time.Time) (*Meta, error
 // ReadMeta reads dir/meta; it returns nil, nil when there is none.
 func ReadMeta(fsys FS, dir string) (*Meta, error) {
 	name := path.Join(dir, MetaName)
-	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
+	fi, err := fsys.Stat(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("buffer: read meta: %w", err)
 	}
-	size, err := f.Size()
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("buffer: read meta: %w", err)
-	}
-	if size > maxMetaBytes {
-		return nil, fmt.Errorf("buffer: %s is %d bytes, more than a meta file can be", name, size)
+	if fi.Size() > maxMetaBytes {
+		return nil, fmt.Errorf("buffer: %s is %d bytes, more than a meta file can be", name, fi.Size())
 	}
 	data, err := ReadFile(fsys, name)
 	if err != nil {

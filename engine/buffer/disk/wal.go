@@ -360,19 +360,6 @@ func ScanWAL(data []byte, rel string) WALScan {
 		}
 		// A damaged header: resynchronise on the next valid record.
 		next, complete := resync(data, off+1)
-		if next >= 0 && !complete {
-			// The next valid header starts a record cut by the end of
-			// the file: a torn tail after the damage.
-			nm, _ := ParseRecHeader(data[next:])
-			var lf, ll uint64
-			if expect != 0 && nm.First > expect {
-				lf, ll = expect, nm.First-1
-			}
-			corrupt(off, reason, lf, ll)
-			res.TornAt, res.TornFirst, res.TornLast = next, nm.First, nm.Last()
-			off, expect = next, nm.First
-			break
-		}
 		if next < 0 {
 			lost := expect
 			if lost == 0 {
@@ -383,14 +370,20 @@ func ScanWAL(data []byte, rel string) WALScan {
 			off = size
 			break
 		}
+		// The rows between the damage and the next valid record are lost.
 		nm, _ := ParseRecHeader(data[next:])
 		var lf, ll uint64
 		if expect != 0 && nm.First > expect {
 			lf, ll = expect, nm.First-1
 		}
 		corrupt(off, reason, lf, ll)
-		off = next
-		expect = nm.First
+		off, expect = next, nm.First
+		if !complete {
+			// That record is cut by the end of the file: a torn tail
+			// after the damage.
+			res.TornAt, res.TornFirst, res.TornLast = next, nm.First, nm.Last()
+			break
+		}
 	}
 	res.Next = expect
 	res.End = off

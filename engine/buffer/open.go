@@ -77,19 +77,12 @@ func (b *Buffer) open() ([]*CorruptionError, error) {
 		b.ctr.torn.Add(1)
 	}
 	if ro {
-		st := d.Manifest
-		b.man, _ = disk.OpenManifest(fsys, b.dir, disk.ManifestState{Live: st.Live, Removed: st.Removed, WALs: st.WALs, High: st.High})
+		b.man = disk.ReadOnlyManifest(d.Manifest)
 	} else if b.man, err = disk.OpenManifest(fsys, b.dir, d.Manifest); err != nil {
 		return nil, err
 	}
 	man := b.man
 	man.SetCursor(cursor)
-	record := func(recs ...[]byte) error {
-		if ro {
-			return nil
-		}
-		return man.Write(recs...)
-	}
 
 	// WAL files.
 	present := map[uint32]bool{}
@@ -138,7 +131,7 @@ func (b *Buffer) open() ([]*CorruptionError, error) {
 	b.nextNum = max(b.nextNum, d.MaxWALNum) + 1
 	// WAL files the manifest or the sync mark record but that are gone.
 	for _, ce := range d.Missing {
-		if err := record(disk.EncodeRemove(disk.Removed{Kind: disk.KindData, Reason: disk.ReasonMissing,
+		if err := man.Write(disk.EncodeRemove(disk.Removed{Kind: disk.KindData, Reason: disk.ReasonMissing,
 			First: ce.LostFirst, Last: ce.LostLast, Rows: ce.LostLast - ce.LostFirst + 1})); err != nil {
 			return nil, err
 		}
@@ -193,7 +186,7 @@ func (b *Buffer) open() ([]*CorruptionError, error) {
 				if kind == disk.KindData && !st.CoveredWAL {
 					r.LostFirst, r.LostLast = max(e.First, cursor+1), e.Last
 				}
-				if err := record(disk.EncodeRemove(disk.Removed{Kind: kind, Reason: disk.ReasonMissing, First: e.First, Last: e.Last, Rows: e.Rows})); err != nil {
+				if err := man.Write(disk.EncodeRemove(disk.Removed{Kind: kind, Reason: disk.ReasonMissing, First: e.First, Last: e.Last, Rows: e.Rows})); err != nil {
 					return nil, err
 				}
 				reports = append(reports, r)

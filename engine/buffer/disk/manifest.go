@@ -404,6 +404,17 @@ type Manifest struct {
 	broken  bool // the file's tail is unknown: rewrite before appending
 	st      ManifestState
 	cursor  uint64 // removed ranges at or below are forgotten on compaction
+	ro      bool   // never written (ReadOnlyManifest)
+}
+
+// ReadOnlyManifest holds the parsed manifest st for a read-only buffer:
+// Write and Compact change nothing, on disk or in the state.
+func ReadOnlyManifest(st ManifestState) *Manifest {
+	m := &Manifest{st: st, ro: true, broken: true}
+	if m.st.Live == nil {
+		m.st = newManifestState()
+	}
+	return m
 }
 
 // OpenManifest continues the manifest of dir whose parsed content is st
@@ -459,6 +470,9 @@ func (m *Manifest) reserveLocked(need int64) bool {
 func (m *Manifest) Write(recs ...[]byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.ro {
+		return nil
+	}
 	if m.broken || m.f == nil {
 		if err := m.rewriteLocked(recs...); err != nil {
 			return err
@@ -498,6 +512,9 @@ var errNoReserve = fmt.Errorf("no space left for manifest records: %w", ErrNoSpa
 func (m *Manifest) Compact(next uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.ro {
+		return nil
+	}
 	m.st.High = max(m.st.High, next)
 	return m.rewriteLocked()
 }

@@ -2,9 +2,13 @@ package buffer_test
 
 import (
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/buffer/faultfs"
 )
 
@@ -160,4 +164,54 @@ func TestIdentityChangeOnFullDisk(t *testing.T) {
 		t.Fatalf("the rows appended after the change read back under %s/%s, want edge-2/stream-1", edge, stream)
 	}
 	wantContiguous(t, drain(t, r), 21, 100, 110)
+}
+
+// TestIdentityAndSchemaKeptForUndeliveredRows: rows keep the identity they
+// were stored under when the configuration names another while they wait;
+// the new identity applies once they are delivered. A buffer holding
+// undelivered rows of another schema does not open — with its meta file,
+// and without it (the schema is then read from the WAL).
+func TestIdentityAndSchemaKeptForUndeliveredRows(t *testing.T) {
+	mem := checkedMem(t)
+	fs := faultfs.New()
+	o := opts(fs, mem)
+	o.Edge, o.Stream = "edge-1", "stream-1"
+	b := mustOpen(t, "/buf", o)
+	appendN(t, b, mem, 0, 2, 10)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o.Edge = "edge-2"
+	b = mustOpen(t, "/buf", o)
+	if edge, _ := b.Identity(); edge != "edge-1" {
+		t.Fatalf("undelivered rows under %s, want the identity they were stored under", edge)
+	}
+	other := o
+	other.Schema = engine.MustSchema(append(slices.Clone(testSchema.Fields), engine.Field{Name: "extra", Type: engine.Float64}), "time", "asset")
+	drain(t, b)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buffer.Open("/buf", other); err == nil || !strings.Contains(err.Error(), "undelivered rows of schema") {
+		t.Fatalf("open with another schema: %v, want a refusal", err)
+	}
+	if err := fs.Remove("/buf/" + disk.MetaName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buffer.Open("/buf", other); err == nil || !strings.Contains(err.Error(), "undelivered rows of schema") {
+		t.Fatalf("open with another schema and no meta file: %v, want a refusal", err)
+	}
+	b = mustOpen(t, "/buf", o)
+	drain(t, b)
+	if err := b.Ack(20); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = mustOpen(t, "/buf", o)
+	defer b.Close()
+	if edge, _ := b.Identity(); edge != "edge-2" {
+		t.Fatalf("a delivered buffer opened under %s, want the configured edge-2", edge)
+	}
 }

@@ -15,6 +15,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -53,6 +56,23 @@ type assetState struct {
 	asset *assets.Asset // nil when the key is not in the assets file
 	attrs map[string]any
 	rules []state
+	seen  int64 // event time of the asset's latest row (ms)
+}
+
+// class orders states for eviction: 0 when every rule is inactive (the
+// state is the initial one, forgetting it changes nothing), 1 when a rule
+// is pending, 2 when an alert is raised.
+func (as *assetState) class() int {
+	c := 0
+	for i := range as.rules {
+		switch {
+		case as.rules[i].active:
+			return 2
+		case as.rules[i].pending:
+			c = 1
+		}
+	}
+	return c
 }
 
 // Operator is the "alert" step.
@@ -65,15 +85,28 @@ type Operator struct {
 
 	states map[string]*assetState
 	last   *assetState
+	// now is the newest event time seen; lastSweep when idle states were
+	// last looked for, rows the rows evaluated since.
+	now, lastSweep int64
+	rows           int
+	scratch        []*assetState // of makeRoom
+	f64            []*array.Float64
+	log            *slog.Logger
+	loggedEvicted  int
 
 	rb      *engine.RecordBuilder
 	errs    *rowexpr.ErrorRows
 	ports   []engine.Port
 	data    map[string]any // template data, reused
 	allCols []int
-	sb      strings.Builder
+	out     capWriter
 
 	cRaised, cCleared, cErr *atomic.Int64
+	// Evictions: idle inactive states, inactive states and pending
+	// conditions forgotten for room, raised alerts forgotten for room.
+	cIdle, cFull, cPending, cEvRaised *atomic.Int64
+	// Contents cut at max_content, contents whose rendering failed.
+	cTrunc, cContentErr *atomic.Int64
 	// skipped counts history rows not evaluated (alert_on_history false).
 	skipped           *atomic.Int64
 	timeNull, keyNull error
@@ -99,26 +132,37 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 		counters = engine.NewCounters()
 	}
 	o := &Operator{
-		p:        p,
-		in:       in,
-		fr:       p.env.NewFrame(),
-		pipeline: bc.Pipeline,
-		step:     bc.Name,
-		states:   map[string]*assetState{},
-		data:     map[string]any{},
-		cRaised:  counters.Counter("raised"),
-		cCleared: counters.Counter("cleared"),
-		cErr:     counters.Counter("error_rows"),
-		skipped:  counters.Counter("history_rows_skipped"),
-		timeNull: &rowexpr.NullError{Field: in.Fields[p.timeCol].Name},
-		rb:       engine.NewRecordBuilder(mem, engine.AlertSchema),
-		errs:     rowexpr.NewErrorRows(mem, in),
+		p:           p,
+		in:          in,
+		fr:          p.env.NewFrame(),
+		pipeline:    bc.Pipeline,
+		step:        bc.Name,
+		states:      map[string]*assetState{},
+		data:        map[string]any{},
+		cRaised:     counters.Counter("raised"),
+		cCleared:    counters.Counter("cleared"),
+		cErr:        counters.Counter("error_rows"),
+		skipped:     counters.Counter("history_rows_skipped"),
+		cIdle:       counters.Counter("evicted_idle"),
+		cFull:       counters.Counter("evicted_full"),
+		cPending:    counters.Counter("evicted_pending"),
+		cEvRaised:   counters.Counter("evicted_raised"),
+		cTrunc:      counters.Counter("content_truncated"),
+		cContentErr: counters.Counter("content_errors"),
+		f64:         make([]*array.Float64, len(in.Fields)),
+		log:         bc.Log,
+		timeNull:    &rowexpr.NullError{Field: in.Fields[p.timeCol].Name},
+		rb:          engine.NewRecordBuilder(mem, engine.AlertSchema),
+		errs:        rowexpr.NewErrorRows(mem, in),
 	}
 	for i := range in.Fields {
 		o.allCols = append(o.allCols, i)
 	}
 	if p.keyCol >= 0 {
 		o.keyNull = &rowexpr.NullError{Field: in.Fields[p.keyCol].Name}
+	}
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
 	}
 	o.ports = []engine.Port{{Schema: engine.AlertSchema}, {Name: rowexpr.ErrorPort, Schema: o.errs.Schema()}}
 	return o, nil
@@ -148,6 +192,9 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 	if o.p.histCol >= 0 {
 		hist = rec.Column(o.p.histCol).(*array.Boolean)
 	}
+	for _, c := range o.p.floatCols {
+		o.f64[c], _ = rec.Column(c).(*array.Float64)
+	}
 	n := int(rec.NumRows())
 	for i := range n {
 		if hist != nil && hist.IsValid(i) && hist.Value(i) {
@@ -166,8 +213,19 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 				continue
 			}
 			key = keys.Value(i)
+			if len(key) > o.p.maxKeyBytes {
+				o.errs.Add(i, "", fmt.Errorf("asset key of %d bytes, longer than max_key_bytes (%d)", len(key), o.p.maxKeyBytes))
+				continue
+			}
 		}
 		as := o.lookup(key)
+		o.rows++
+		if t > as.seen {
+			as.seen = t
+		}
+		if t > o.now {
+			o.now = t
+		}
 		o.fr.Row(i)
 		if o.p.assetVar >= 0 {
 			o.fr.SetString(o.p.assetVar, as.key)
@@ -184,6 +242,7 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 			}
 		}
 	}
+	o.sweep()
 	o.cErr.Add(int64(o.errs.Len()))
 	errRec := o.errs.Record(rec)
 	out := o.rb.NewRecord()
@@ -209,6 +268,9 @@ func (o *Operator) lookup(key string) *assetState {
 	}
 	as, ok := o.states[key]
 	if !ok {
+		if len(o.states) >= o.p.maxKeys {
+			o.makeRoom()
+		}
 		as = &assetState{key: strings.Clone(key), rules: make([]state, len(o.p.rules))}
 		if o.p.catalog != nil {
 			if a, ok := o.p.catalog.Asset(key); ok {
@@ -224,6 +286,9 @@ func (o *Operator) lookup(key string) *assetState {
 // eval advances one rule's state on one row.
 func (o *Operator) eval(r *rule, st *state, as *assetState, rec arrow.RecordBatch, row int, t int64) error {
 	if !st.active {
+		if err := o.finite(r.condF, row); err != nil {
+			return err
+		}
 		ok, err := o.fr.Bool(r.cond)
 		if err != nil {
 			return err
@@ -244,6 +309,9 @@ func (o *Operator) eval(r *rule, st *state, as *assetState, rec arrow.RecordBatc
 		return nil
 	}
 	var done bool
+	if err := o.finite(r.clearF, row); err != nil {
+		return err
+	}
 	if r.clear != nil {
 		c, err := o.fr.Bool(r.clear)
 		if err != nil {
@@ -251,6 +319,9 @@ func (o *Operator) eval(r *rule, st *state, as *assetState, rec arrow.RecordBatc
 		}
 		done = c
 	} else {
+		if err := o.finite(r.condF, row); err != nil {
+			return err
+		}
 		ok, err := o.fr.Bool(r.cond)
 		if err != nil {
 			return err
@@ -282,7 +353,7 @@ func alertID(pipeline, step, rule, asset string, occur int64) string {
 func (o *Operator) appendAlert(r *rule, st *state, as *assetState, rec arrow.RecordBatch, row int, t int64, change string) {
 	value, hasValue := 0.0, false
 	if r.value != nil {
-		if v, err := o.fr.Float64(r.value); err == nil {
+		if v, err := o.fr.Float64(r.value); err == nil && !math.IsNaN(v) && !math.IsInf(v, 0) {
 			value, hasValue = v, true
 		}
 	}
@@ -351,13 +422,24 @@ func (o *Operator) render(r *rule, as *assetState, rec arrow.RecordBatch, row in
 	} else {
 		d["value"] = nil
 	}
-	o.sb.Reset()
-	if err := r.content.tmpl.Execute(&o.sb, d); err != nil {
-		return "content: " + err.Error()
-	}
-	s := o.sb.String()
+	c := &r.content
+	c.b.loops, c.b.widths = maxLoops, 2*c.limit
+	o.out.buf, o.out.limit = o.out.buf[:0], c.limit
+	err := c.tmpl.Execute(&o.out, d)
 	clear(d)
-	return s
+	switch {
+	case err == nil:
+		return string(o.out.buf)
+	case errors.Is(err, errContentFull):
+		o.cTrunc.Add(1)
+		return truncate(o.out.buf, c.limit)
+	}
+	o.cContentErr.Add(1)
+	msg := "content: " + err.Error()
+	if len(msg) > c.limit {
+		return truncate([]byte(msg), c.limit)
+	}
+	return msg
 }
 
 // Flush emits nothing: raised alerts stay raised until a row clears them,
@@ -375,3 +457,124 @@ func (o *Operator) Close() error {
 	o.states, o.last = nil, nil
 	return nil
 }
+
+// finiteError is the error of a rule that reads a NaN or an infinity.
+type finiteError struct {
+	field string
+	v     float64
+}
+
+func (e *finiteError) Error() string {
+	return fmt.Sprintf("field %s is not a finite number (%v)", e.field, e.v)
+}
+
+// finite returns an error when one of the float64 columns cols holds a
+// NaN or an infinity at row: comparisons with those say nothing about the
+// asset, so they neither raise nor clear.
+func (o *Operator) finite(cols []int, row int) error {
+	for _, c := range cols {
+		a := o.f64[c]
+		if a == nil || a.IsNull(row) {
+			continue // a null is the expression's error
+		}
+		if v := a.Value(row); math.IsNaN(v) || math.IsInf(v, 0) {
+			return &finiteError{field: o.in.Fields[c].Name, v: v}
+		}
+	}
+	return nil
+}
+
+// sweep forgets the assets with no alert pending or raised and no row for
+// key_idle. It runs once key_idle of event time has passed since the last
+// sweep and at least a quarter as many rows as there are states have been
+// evaluated, so that its cost per row stays constant.
+func (o *Operator) sweep() {
+	if o.now-o.lastSweep < o.p.idle || o.rows < len(o.states)/4 {
+		return
+	}
+	o.lastSweep, o.rows = o.now, 0
+	for k, as := range o.states {
+		if o.now-as.seen >= o.p.idle && as.class() == 0 {
+			o.forget(k, as)
+			o.cIdle.Add(1)
+		}
+	}
+}
+
+// forget drops the state of an asset.
+func (o *Operator) forget(key string, as *assetState) {
+	delete(o.states, key)
+	if o.last == as {
+		o.last = nil
+	}
+}
+
+// maxLoggedEvictions is how many forgotten raised alerts are logged one by
+// one; later ones are logged as a count per eviction round.
+const maxLoggedEvictions = 10
+
+// makeRoom forgets a sixteenth of max_keys states (at least one), the
+// least harmful first: states with every rule inactive, then pending
+// conditions, then raised alerts, each class by age of the latest row.
+// Evicting in rounds keeps the cost per new asset constant.
+func (o *Operator) makeRoom() {
+	need := len(o.states) - o.p.maxKeys + max(1, o.p.maxKeys/16)
+	all := o.scratch[:0]
+	for _, as := range o.states {
+		all = append(all, as)
+	}
+	slices.SortFunc(all, func(a, b *assetState) int {
+		if c := a.class() - b.class(); c != 0 {
+			return c
+		}
+		if a.seen != b.seen {
+			if a.seen < b.seen {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	unlogged := 0
+	for _, as := range all[:min(need, len(all))] {
+		switch as.class() {
+		case 0:
+			o.cFull.Add(1)
+		case 1:
+			o.cPending.Add(1)
+		default:
+			for ri := range as.rules {
+				st := &as.rules[ri]
+				if !st.active {
+					continue
+				}
+				o.cEvRaised.Add(1)
+				if o.loggedEvicted < maxLoggedEvictions {
+					o.loggedEvicted++
+					o.log.Warn("forgetting a raised alert to stay within max_keys: it gets no clear row",
+						"id", st.id, "asset", as.key, "rule", o.p.rules[ri].name,
+						"occur_time", time.UnixMilli(st.start).UTC(), "max_keys", o.p.maxKeys)
+				} else {
+					unlogged++
+				}
+			}
+		}
+		o.forget(as.key, as)
+	}
+	if unlogged > 0 {
+		o.log.Warn("forgot more raised alerts to stay within max_keys: they get no clear row",
+			"alerts", unlogged, "evicted_raised", o.cEvRaised.Load(), "max_keys", o.p.maxKeys)
+	}
+	clear(all)
+	o.scratch = all[:0]
+}
+
+// Defaults of the state bounds.
+const (
+	// DefaultMaxKeys is the default of max_keys: the most assets the step
+	// keeps rule states for.
+	DefaultMaxKeys = 100_000
+	// DefaultMaxKeyBytes is the default of max_key_bytes: the longest
+	// asset key.
+	DefaultMaxKeyBytes = 256
+)

@@ -44,6 +44,18 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 			Example:     "history"},
 		{Name: "alert_on_history", Type: spec.Bool, Default: false,
 			Description: "Evaluate rules on history rows too.", Example: true},
+		{Name: "max_keys", Type: spec.Int, Default: DefaultMaxKeys, Advanced: true,
+			Description: "Most assets (key values) the step keeps rule states for. When a new asset would exceed it, the step forgets the assets seen longest ago: first those with no alert pending or raised, then pending ones (`evicted_pending`), then raised ones (`evicted_raised`, logged: that alert gets no clear row). See docs/alert.md.",
+			Example:     10000},
+		{Name: "key_idle", Type: spec.Duration, Default: "1h", Advanced: true,
+			Description: "An asset with no alert pending or raised and no row for this long (in event time, against the newest row) is forgotten (`evicted_idle`); it starts afresh if it comes back.",
+			Example:     "24h"},
+		{Name: "max_key_bytes", Type: spec.Int, Default: DefaultMaxKeyBytes, Advanced: true,
+			Description: "Longest asset key in bytes; a row with a longer key goes to the errors port.",
+			Example:     64},
+		{Name: "max_content", Type: spec.Int, Default: DefaultMaxContent, Advanced: true,
+			Description: "Longest rendered content in bytes (at least 256). A longer content is cut and ends with ` …[truncated]` (`content_truncated`); the alert is raised all the same.",
+			Example:     4096},
 		{Name: "rules", Type: spec.List, Elem: spec.Object,
 			Description: "Alert rules, evaluated in order.",
 			Children: []spec.Field{
@@ -105,9 +117,12 @@ type rule struct {
 	name, severity, typ string
 	prefix              string // of its error reasons
 	cond, clear, value  *rowexpr.Expr
-	hold                int64 // milliseconds
-	content             content
-	model               *assets.Model
+	// condF and clearF are the float64 columns cond and clear read: a NaN
+	// or an infinity in one of them is an error, not a comparison.
+	condF, clearF []int
+	hold          int64 // milliseconds
+	content       content
+	model         *assets.Model
 }
 
 // plan is a validated configuration.
@@ -121,6 +136,11 @@ type plan struct {
 	histCol int
 	catalog *assets.Catalog
 	rules   []*rule
+	// Bounds: states kept, idle time (ms), key and content lengths.
+	maxKeys, maxKeyBytes, maxContent int
+	idle                             int64
+	// floatCols are the float64 columns some rule's condition reads.
+	floatCols []int
 }
 
 func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
@@ -128,6 +148,20 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 	p := &plan{attrVar: -1, assetVar: -1, timeCol: in.TimeIndex(), keyCol: in.KeyIndex(), histCol: -1}
 	if f, ok := in.Lookup(cfg.String("history_column")); ok && f.Type == engine.Bool && !cfg.Bool("alert_on_history") {
 		p.histCol = in.Index(f.Name)
+	}
+	p.maxKeys, p.maxKeyBytes, p.maxContent = int(cfg.Int("max_keys")), int(cfg.Int("max_key_bytes")), int(cfg.Int("max_content"))
+	p.idle = int64(cfg.Duration("key_idle") / time.Millisecond)
+	if p.maxKeys < 1 {
+		errs = append(errs, cfg.Errorf("max_keys", "max_keys must be at least 1, got %d", p.maxKeys))
+	}
+	if p.maxKeyBytes < 1 {
+		errs = append(errs, cfg.Errorf("max_key_bytes", "max_key_bytes must be at least 1, got %d", p.maxKeyBytes))
+	}
+	if p.maxContent < minMaxContent {
+		errs = append(errs, cfg.Errorf("max_content", "max_content must be at least %d, got %d", minMaxContent, p.maxContent))
+	}
+	if p.idle <= 0 {
+		errs = append(errs, cfg.Errorf("key_idle", "key_idle must be positive, got %v", cfg.Duration("key_idle")))
 	}
 	if p.timeCol < 0 {
 		errs = append(errs, cfg.Errorf("", "alert needs an input with a time field (input schema: %s)", in))
@@ -185,6 +219,11 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 		}
 		seen[r.name] = true
 		p.rules = append(p.rules, r)
+		for _, c := range append(r.condF, r.clearF...) {
+			if !slices.Contains(p.floatCols, c) {
+				p.floatCols = append(p.floatCols, c)
+			}
+		}
 	}
 	if len(cfg.Objects("rules")) == 0 {
 		errs = append(errs, cfg.Errorf("rules", "rules: declare at least one rule"))
@@ -239,6 +278,7 @@ func (p *plan) parseRule(rc *spec.Config, in *engine.Schema, haveAssets bool) (*
 	r.cond = compile("expr", rowexpr.Expect(engine.Bool))
 	r.clear = compile("clear", rowexpr.Expect(engine.Bool))
 	r.value = compile("value", rowexpr.Expect(engine.Float64))
+	r.condF, r.clearF = floatColumns(r.cond, in), floatColumns(r.clear, in)
 	if r.value == nil && !rc.Has("value") && r.cond != nil {
 		for _, c := range r.cond.Columns() {
 			if f, _ := in.Lookup(c); f.Type == engine.Float64 || f.Type == engine.Int64 {
@@ -247,7 +287,7 @@ func (p *plan) parseRule(rc *spec.Config, in *engine.Schema, haveAssets bool) (*
 			}
 		}
 	}
-	c, err := parseContent(r.name, rc.String("content"), in)
+	c, err := parseContent(r.name, rc.String("content"), in, max(p.maxContent, minMaxContent))
 	if err != nil {
 		errs = append(errs, rc.Errorf("content", "content: %v", err))
 	}
@@ -299,21 +339,38 @@ func (p *plan) checkAttrs(rc *spec.Config, field string, e *rowexpr.Expr, r *rul
 	return errs
 }
 
+// floatColumns returns the float64 columns e reads.
+func floatColumns(e *rowexpr.Expr, in *engine.Schema) []int {
+	if e == nil {
+		return nil
+	}
+	var out []int
+	for _, c := range e.Columns() {
+		if f, ok := in.Lookup(c); ok && f.Type == engine.Float64 {
+			out = append(out, in.Index(c))
+		}
+	}
+	return out
+}
+
 // content is a parsed content template and the columns it reads.
 type content struct {
-	tmpl *template.Template
-	cols []int // input columns the template reads by name
-	all  bool  // the template passes the whole row on ({{.}}, {{$}})
+	tmpl  *template.Template
+	cols  []int // input columns the template reads by name
+	all   bool  // the template passes the whole row on ({{.}}, {{$}})
+	b     *budget
+	limit int // max_content
 }
 
 // parseContent parses a content template and checks the names it reads
-// from the row.
-func parseContent(name, text string, in *engine.Schema) (content, error) {
-	t, err := template.New(name).Option("missingkey=zero").Parse(text)
+// from the row and its cost (see checkTree).
+func parseContent(name, text string, in *engine.Schema, limit int) (content, error) {
+	b := &budget{}
+	t, err := newTemplate(name, text, b)
 	if err != nil {
 		return content{}, err
 	}
-	c := content{tmpl: t}
+	c := content{tmpl: t, b: b, limit: limit}
 	known := append(in.Names(), templateNames...)
 	var bad error
 	use := func(field string) {

@@ -1,0 +1,238 @@
+package alert
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"text/template"
+	"text/template/parse"
+	"unicode/utf8"
+)
+
+// Limits of content templates. A template's running time and output are
+// bounded whatever the data: its output stops at max_content bytes, its
+// range loops run at most maxLoops iterations per rendering, and printf
+// pads to at most maxWidth characters per verb.
+const (
+	// DefaultMaxContent is the default of max_content: the longest
+	// rendered content, in bytes.
+	DefaultMaxContent = 64 << 10
+	// minMaxContent is the smallest max_content accepted.
+	minMaxContent = 256
+	// maxLoops bounds the range iterations of one rendering.
+	maxLoops = 10_000
+	// maxWidth bounds a printf width or precision.
+	maxWidth = 1024
+)
+
+// TruncatedMarker ends a content that was cut at max_content bytes.
+const TruncatedMarker = " …[truncated]"
+
+// loopFunc is the function called at the start of every range iteration
+// to charge the loop budget. It prints nothing.
+const loopFunc = "_sluice_loop"
+
+// errContentFull stops a rendering at max_content bytes.
+var errContentFull = errors.New("content longer than max_content")
+
+// budget is what one rendering of a template may still spend.
+type budget struct {
+	loops  int // range iterations
+	widths int // bytes of printf padding and precision (twice max_content)
+}
+
+// funcs returns the functions of a content template: printf checked
+// against the budget, and the loop counter.
+func (b *budget) funcs() template.FuncMap {
+	return template.FuncMap{
+		"printf": func(format string, args ...any) (string, error) {
+			cost, err := checkFormat(format)
+			if err != nil {
+				return "", err
+			}
+			if b.widths -= cost; b.widths < 0 {
+				return "", fmt.Errorf("printf: padding beyond max_content")
+			}
+			return fmt.Sprintf(format, args...), nil
+		},
+		loopFunc: func() (string, error) {
+			if b.loops--; b.loops < 0 {
+				return "", fmt.Errorf("range: more than %d iterations", maxLoops)
+			}
+			return "", nil
+		},
+	}
+}
+
+// checkFormat returns what the widths and precisions of a printf format
+// may add to its output, or an error for a width or precision above
+// maxWidth or taken from an argument (*).
+func checkFormat(f string) (int, error) {
+	cost := 0
+	number := func(i int, what string) (int, int, error) {
+		if i < len(f) && f[i] == '*' {
+			return 0, i, fmt.Errorf("printf %q: %s from an argument (*) is not allowed", f, what)
+		}
+		n := 0
+		for ; i < len(f) && f[i] >= '0' && f[i] <= '9'; i++ {
+			n = min(n*10+int(f[i]-'0'), 1<<30)
+		}
+		if n > maxWidth {
+			return 0, i, fmt.Errorf("printf %q: %s %d is more than %d", f, what, n, maxWidth)
+		}
+		return n, i, nil
+	}
+	index := func(i int) int {
+		if i < len(f) && f[i] == '[' {
+			if j := strings.IndexByte(f[i:], ']'); j >= 0 {
+				return i + j + 1
+			}
+		}
+		return i
+	}
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' {
+			continue
+		}
+		i++
+		for i < len(f) && strings.IndexByte("+-# 0", f[i]) >= 0 {
+			i++
+		}
+		w, i2, err := number(index(i), "width")
+		if err != nil {
+			return 0, err
+		}
+		i = i2
+		p := 0
+		if i < len(f) && f[i] == '.' {
+			if p, i, err = number(index(i+1), "precision"); err != nil {
+				return 0, err
+			}
+		}
+		i = index(i)
+		cost += max(w, p)
+	}
+	return cost + len(f), nil
+}
+
+// checkTree rejects the constructs of a content template whose cost is
+// out of proportion at load time: nested templates, constant ranges of
+// more than maxLoops iterations in all, constant printf formats with a
+// width or precision above maxWidth. Then it makes every range iteration
+// call loopFunc, so that ranges over data stop at maxLoops.
+func checkTree(t *template.Template, tick parse.Node) error {
+	if len(t.Templates()) > 1 {
+		return errors.New("{{define}} and {{block}} are not supported in content")
+	}
+	var bad error
+	var walk func(n parse.Node, loops int64)
+	walk = func(n parse.Node, loops int64) {
+		if bad != nil || n == nil {
+			return
+		}
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n == nil {
+				return
+			}
+			for _, x := range n.Nodes {
+				walk(x, loops)
+			}
+		case *parse.ActionNode:
+			walk(n.Pipe, loops)
+		case *parse.PipeNode:
+			if n == nil {
+				return
+			}
+			for _, x := range n.Cmds {
+				walk(x, loops)
+			}
+		case *parse.CommandNode:
+			if len(n.Args) >= 2 {
+				if id, ok := n.Args[0].(*parse.IdentifierNode); ok && id.Ident == "printf" {
+					if s, ok := n.Args[1].(*parse.StringNode); ok {
+						if _, err := checkFormat(s.Text); err != nil {
+							bad = err
+							return
+						}
+					}
+				}
+			}
+			for _, a := range n.Args {
+				walk(a, loops)
+			}
+		case *parse.IfNode:
+			walk(n.Pipe, loops)
+			walk(n.List, loops)
+			walk(n.ElseList, loops)
+		case *parse.WithNode:
+			walk(n.Pipe, loops)
+			walk(n.List, loops)
+			walk(n.ElseList, loops)
+		case *parse.RangeNode:
+			walk(n.Pipe, loops)
+			inner := loops
+			if c := n.Pipe.Cmds; len(c) == 1 && len(c[0].Args) == 1 {
+				if num, ok := c[0].Args[0].(*parse.NumberNode); ok && num.IsInt && num.Int64 > 0 {
+					inner = loops * min(num.Int64, maxLoops+1)
+					if inner > maxLoops {
+						bad = fmt.Errorf("range over %d: %d iterations in all, more than %d per rendering", num.Int64, inner, maxLoops)
+						return
+					}
+				}
+			}
+			walk(n.List, inner)
+			walk(n.ElseList, loops)
+			if n.List != nil {
+				n.List.Nodes = append([]parse.Node{tick}, n.List.Nodes...)
+			}
+		case *parse.TemplateNode:
+			bad = errors.New("{{template}} is not supported in content")
+		}
+	}
+	walk(t.Tree.Root, 1)
+	return bad
+}
+
+// newTemplate parses a content template with the checked printf and the
+// loop counter of b.
+func newTemplate(name, text string, b *budget) (*template.Template, error) {
+	t, err := template.New(name).Option("missingkey=zero").Funcs(b.funcs()).Parse(text)
+	if err != nil {
+		return nil, err
+	}
+	tick, err := template.New("tick").Funcs(b.funcs()).Parse("{{" + loopFunc + "}}")
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTree(t, tick.Tree.Root.Nodes[0]); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// capWriter collects a rendering up to limit bytes, then fails.
+type capWriter struct {
+	buf   []byte
+	limit int
+}
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	room := w.limit - len(w.buf)
+	if len(p) > room {
+		w.buf = append(w.buf, p[:room]...)
+		return room, errContentFull
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+// truncate cuts s to at most limit bytes, on a character boundary, ending
+// with TruncatedMarker.
+func truncate(s []byte, limit int) string {
+	n := max(0, min(len(s), limit-len(TruncatedMarker)))
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return string(s[:n]) + TruncatedMarker
+}

@@ -1,6 +1,7 @@
 package window
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,10 @@ const GlobalKey = "none"
 // LatePort is the index of the "late" output port.
 const LatePort = 1
 
+// maxWatermarkKeys bounds watermark_keys (a row of one of the most
+// advanced keys is compared with each of them).
+const maxWatermarkKeys = 16
+
 // maxPanes bounds the panes (gcd(size, step) slices) per hopping window.
 const maxPanes = 1024
 
@@ -32,9 +37,14 @@ var Spec = spec.Spec{
 	Name:    "window",
 	Summary: "Event-time window statistics per key: tumbling, hopping or session windows with incremental aggregates.",
 	Description: `Groups rows by key and event time and emits one row per key and window when the watermark passes
-the window's end. The watermark of each source is the largest event time it has delivered; the step's watermark
-is the smallest of them minus ` + "`lateness`" + `. Rows whose windows have all closed, and rows without an event
-time, go to the ` + "`late`" + ` port (counted as late_rows and null_time_rows); no row is dropped silently.
+the window's end. The watermark of each source follows its keys: it is the event time that the
+` + "`watermark_keys`" + `-th most advanced key of the source has reached (by default the second, so that one device
+whose clock runs ahead cannot make every other device's rows late), counting only keys seen among the source's
+last ` + "`watermark_idle_rows`" + ` rows (so that a device that went silent holds no window open). The step's
+watermark is the smallest of the sources' minus ` + "`lateness`" + `. Rows whose windows have all closed, rows without
+an event time and rows whose event time is outside years 0001-9999 go to the ` + "`late`" + ` port (counted as
+late_rows, null_time_rows and out_of_range_rows), as do rows of keys beyond ` + "`max_keys`" + ` or longer than
+` + "`max_key_bytes`" + ` (key_limit_rows, long_key_rows); no row is dropped silently.
 
 Output columns: window_start (the output's time field), window_end, the key column (omitted when key is none),
 count (rows of the key in the window), then <field>_<function> for every aggregate: int64 for count, float64
@@ -70,6 +80,18 @@ hopping windows, whose sizes are equal, that is (window_start, key).`,
 		{Name: "lateness", Type: spec.Duration, Default: "0s",
 			Description: "Allowed lateness: the watermark trails the smallest per-source maximum event time by this much, so rows up to lateness out of order still count.",
 			Example:     "5s"},
+		{Name: "watermark_keys", Type: spec.Int, Default: 2, Advanced: true,
+			Description: "The watermark of a source follows its k-th most advanced key (1 to 16): with 2, one key whose event times run ahead of the others closes no window of another key. 1 follows the largest event time of any key.",
+			Example:     3},
+		{Name: "watermark_idle_rows", Type: spec.Int, Default: 1000, Advanced: true,
+			Description: "A key counts for the watermark while it had a row among the last this many rows of its source; then the next most advanced keys decide, so that a key that went silent holds no window open.",
+			Example:     10000},
+		{Name: "max_keys", Type: spec.Int, Default: 100000, Advanced: true,
+			Description: "Most keys the step keeps state for. Rows of a new key beyond it go to the late port (counted as key_limit_rows) until keys that went idle are forgotten, which happens once the watermark has passed two window lengths (gaps) plus lateness beyond their last window.",
+			Example:     1000000},
+		{Name: "max_key_bytes", Type: spec.Int, Default: 256, Advanced: true,
+			Description: "Longest key in bytes. Rows with a longer key go to the late port (counted as long_key_rows).",
+			Example:     1024},
 		{Name: "aggregates", Type: spec.Map, Elem: spec.Any, Optional: true,
 			Description: "Map from input field name to a list of functions: count, sum, avg, min, max, stddev (sample), first, last, and quantiles p1..p99 or p999 (nearest rank, relative error <= 2^-8 = 0.39%). Numeric functions accept int64 and float64 fields and compute in float64; count accepts any field.",
 			Example:     map[string]any{"power": []string{"avg", "min", "max", "stddev", "p95"}, "wind_speed": []string{"avg"}}},
@@ -124,6 +146,9 @@ type fieldPlan struct {
 type plan struct {
 	kind                              string
 	size, step, gap, offset, lateness int64 // milliseconds
+	wmKeys                            int   // watermark_keys
+	maxKeys, maxKeyBytes              int
+	wmIdle                            int64 // watermark_idle_rows
 	pane                              int64 // pane width (gcd of size and step)
 	keyCol, timeCol                   int
 	fields                            []fieldPlan
@@ -180,6 +205,20 @@ func parsePlan(cfg *spec.Config, in *engine.Schema) (*plan, error) {
 	}
 	p.size, p.step, p.gap = dur("size"), dur("step"), dur("gap")
 	p.offset, p.lateness = dur("offset"), dur("lateness")
+	p.wmKeys, p.wmIdle = int(cfg.Int("watermark_keys")), cfg.Int("watermark_idle_rows")
+	if p.wmKeys < 1 || p.wmKeys > maxWatermarkKeys {
+		errs = append(errs, cfg.Errorf("watermark_keys", "watermark_keys must be between 1 and %d, got %d", maxWatermarkKeys, cfg.Int("watermark_keys")))
+	}
+	p.maxKeys, p.maxKeyBytes = int(min(cfg.Int("max_keys"), math.MaxInt32/2)), int(min(cfg.Int("max_key_bytes"), 1<<20))
+	if p.maxKeys < 1 {
+		errs = append(errs, cfg.Errorf("max_keys", "max_keys must be at least 1, got %d", cfg.Int("max_keys")))
+	}
+	if p.maxKeyBytes < 1 {
+		errs = append(errs, cfg.Errorf("max_key_bytes", "max_key_bytes must be at least 1, got %d", cfg.Int("max_key_bytes")))
+	}
+	if p.wmIdle < 1 {
+		errs = append(errs, cfg.Errorf("watermark_idle_rows", "watermark_idle_rows must be at least 1, got %d", p.wmIdle))
+	}
 	if p.lateness < 0 {
 		errs = append(errs, cfg.Errorf("lateness", "lateness must not be negative, got %v", cfg.Duration("lateness")))
 	}

@@ -49,9 +49,81 @@ type keyState struct {
 	next int32
 }
 
+// srcMark is the event-time progress of one source.
 type srcMark struct {
 	src int
-	max int64
+	max int64 // the source's mark: never decreases
+	// rows counts the rows of the source that reached a window.
+	rows int64
+	// top holds the most advanced keys of the source (at most
+	// 2*watermark_keys), unordered.
+	top []keyMark
+	// hit is the index in top of the key of the previous row.
+	hit int
+}
+
+// overflowKid stands, in the progress of a source, for every key the step
+// keeps no state for (beyond max_keys): their rows still move the
+// watermark, so that the keys of a flood close their windows, go idle and
+// are forgotten.
+const overflowKid = -2
+
+// keyMark is one of the most advanced keys of a source.
+type keyMark struct {
+	kid  int32 // -1 once the key was evicted
+	max  int64 // the largest event time of the key
+	seen int64 // srcMark.rows at the key's last row
+}
+
+// observe counts a row of key kid at event time t.
+func (m *srcMark) observe(kid int32, t int64, capacity int) {
+	m.rows++
+	if m.hit < len(m.top) && m.top[m.hit].kid == kid {
+		e := &m.top[m.hit]
+		e.max, e.seen = max(e.max, t), m.rows
+		return
+	}
+	low := -1
+	for i := range m.top {
+		e := &m.top[i]
+		if e.kid == kid {
+			e.max, e.seen = max(e.max, t), m.rows
+			m.hit = i
+			return
+		}
+		if low < 0 || e.max < m.top[low].max {
+			low = i
+		}
+	}
+	// kid is not among the most advanced keys: its largest event time so
+	// far is at most the smallest of theirs, so t is its largest if t
+	// displaces that one.
+	switch {
+	case len(m.top) < capacity:
+		m.top = append(m.top, keyMark{kid: kid, max: t, seen: m.rows})
+		m.hit = len(m.top) - 1
+	case t > m.top[low].max:
+		m.top[low] = keyMark{kid: kid, max: t, seen: m.rows}
+		m.hit = low
+	}
+}
+
+// mark forgets the keys not seen among the last idle rows and returns the
+// event time the k-th most advanced of the others has reached (the least
+// advanced one when there are fewer), or false when no key is left.
+func (m *srcMark) mark(k int, idle int64) (int64, bool) {
+	live := m.top[:0]
+	for _, e := range m.top {
+		if m.rows-e.seen < idle {
+			live = append(live, e)
+		}
+	}
+	m.top, m.hit = live, 0
+	if len(live) == 0 {
+		return 0, false
+	}
+	slices.SortFunc(live, func(a, b keyMark) int { return cmp.Compare(b.max, a.max) })
+	return live[min(k, len(live))-1].max, true
 }
 
 // item is a window ready to be emitted.
@@ -67,7 +139,8 @@ type Operator struct {
 	ports []engine.Port
 	chunk int
 
-	cLate, cNull, cWindows *atomic.Int64
+	cLate, cNull, cRange, cWindows *atomic.Int64
+	cLongKey, cKeyLimit            *atomic.Int64
 
 	fd        []fieldDesc
 	nsk, nfl  int              // sketches and first/last states per slot
@@ -95,10 +168,12 @@ type Operator struct {
 	nullKid  int32
 	prevKid  int32 // key of the last row with a non-null key, or -1
 
-	srcs      []srcMark
+	srcs      []*srcMark
+	cur       *srcMark // the source of the batch being processed
 	wm        int64 // watermark: windows ending at or before it are closed
 	scanWm    int64 // watermark of the last close scan
 	nextClose int64 // lower bound of the end of every open window
+	nextEvict int64 // watermark at which an idle key can be forgotten next
 
 	rowSlot []int32
 	late    []int32
@@ -137,6 +212,9 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 		chunk:     bc.Batch.Normalize().Size,
 		cLate:     counters.Counter("late_rows"),
 		cNull:     counters.Counter("null_time_rows"),
+		cRange:    counters.Counter("out_of_range_rows"),
+		cLongKey:  counters.Counter("long_key_rows"),
+		cKeyLimit: counters.Counter("key_limit_rows"),
 		cWindows:  counters.Counter("windows_emitted"),
 		keyIdx:    map[string]int32{},
 		nullKid:   -1,
@@ -144,6 +222,7 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 		wm:        math.MinInt64,
 		scanWm:    math.MinInt64,
 		nextClose: math.MaxInt64,
+		nextEvict: math.MaxInt64,
 		rowBase:   make([]int32, accChunkRows),
 		scratch:   make([]int64, tChunks+2),
 		sChunks:   make([]int64, sumChunks+2),
@@ -220,13 +299,13 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 	times := tcol.TimestampValues()
 	tv := validityOf(tcol)
 
-	var bmax int64
 	var seen bool
-	var nNull int
+	var nNull, nRange, nKey int
+	o.cur = o.sourceMark(b.Source)
 	if o.p.kind == Session {
-		bmax, seen, nNull = o.assignSessions(times, tv, keys, slots)
+		seen, nNull, nRange, nKey = o.assignSessions(times, tv, keys, slots)
 	} else {
-		bmax, seen, nNull = o.assignPanes(times, tv, keys, slots)
+		seen, nNull, nRange, nKey = o.assignPanes(times, tv, keys, slots)
 	}
 	if o.merged {
 		o.resolveMerges(slots)
@@ -259,12 +338,15 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 	if nNull > 0 {
 		o.cNull.Add(int64(nNull))
 	}
-	if nLate := len(o.late) - nNull; nLate > 0 {
+	if nRange > 0 {
+		o.cRange.Add(int64(nRange))
+	}
+	if nLate := len(o.late) - nNull - nRange - nKey; nLate > 0 {
 		o.cLate.Add(int64(nLate))
 	}
 	var err error
 	if seen {
-		err = o.advance(b.Source, bmax, emit)
+		err = o.advance(emit)
 	}
 	if len(o.late) > 0 {
 		err = errors.Join(err, o.emitLate(rec, b.Source, emit))
@@ -337,6 +419,14 @@ func (o *Operator) rowKey(keys *array.String, keyNulls bool, r int, kc *keyCache
 	}
 	kid, ok := o.keyIdx[s]
 	if !ok {
+		switch {
+		case len(s) > o.p.maxKeyBytes:
+			o.cLongKey.Add(1)
+			return -1
+		case len(o.keyIdx) >= o.p.maxKeys:
+			o.cKeyLimit.Add(1)
+			return -1
+		}
 		kid = o.addKey(strings.Clone(s), false)
 	}
 	if prev >= 0 {
@@ -426,13 +516,13 @@ func (o *Operator) alignUp(x int64) int64 {
 
 // assignPanes finds the pane slot of every row (tumbling and hopping).
 // Late rows and rows without time get slot -1 and are listed in o.late.
-func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array.String, slots []int32) (bmax int64, seen bool, nNull int) {
+func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array.String, slots []int32) (seen bool, nNull, nRange, nKey int) {
 	g, off, size, wm := o.p.pane, o.p.offset, o.p.size, o.wm
+	topCap := 2 * o.p.wmKeys
 	keyNulls := keys != nil && keys.NullN() > 0
 	var kc keyCache
 	paneLo, paneHi, paneLatestEnd := int64(1), int64(0), int64(0)
 	cKid, cPs, cSlot := int32(-1), int64(0), int32(0)
-	bmax = math.MinInt64
 	times = times[:len(slots)]
 	for r := range slots {
 		if !tv.valid(r) {
@@ -442,10 +532,13 @@ func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array
 			continue
 		}
 		t := int64(times[r])
-		seen = true
-		if t > bmax {
-			bmax = t
+		if !engine.ValidEventTime(t) {
+			slots[r] = -1
+			o.late = append(o.late, int32(r))
+			nRange++
+			continue
 		}
+		seen = true
 		if t < paneLo || t >= paneHi {
 			paneLo = floorDiv(t-off, g)*g + off
 			paneHi = paneLo + g
@@ -457,6 +550,14 @@ func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array
 			continue
 		}
 		kid := o.rowKey(keys, keyNulls, r, &kc)
+		if kid < 0 {
+			slots[r] = -1
+			o.late = append(o.late, int32(r))
+			nKey++ // counted by rowKey
+			o.cur.observe(overflowKid, t, topCap)
+			continue
+		}
+		o.cur.observe(kid, t, topCap)
 		if kid != cKid || paneLo != cPs {
 			cSlot = o.paneSlot(kid, paneLo)
 			cKid, cPs = kid, paneLo
@@ -464,7 +565,7 @@ func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array
 		slots[r] = cSlot
 		o.slotCount[cSlot]++
 	}
-	return bmax, seen, nNull
+	return seen, nNull, nRange, nKey
 }
 
 // paneSlot returns the slot of key kid's pane starting at ps, opening it
@@ -493,12 +594,12 @@ func (o *Operator) paneSlot(kid int32, ps int64) int32 {
 
 // assignSessions finds the session slot of every row, opening, extending
 // and merging sessions.
-func (o *Operator) assignSessions(times []arrow.Timestamp, tv validity, keys *array.String, slots []int32) (bmax int64, seen bool, nNull int) {
+func (o *Operator) assignSessions(times []arrow.Timestamp, tv validity, keys *array.String, slots []int32) (seen bool, nNull, nRange, nKey int) {
 	gap, wm := o.p.gap, o.wm
+	topCap := 2 * o.p.wmKeys
 	keyNulls := keys != nil && keys.NullN() > 0
 	var kc keyCache
 	cKid, cStart, cLast, cSlot := int32(-1), int64(0), int64(0), int32(0)
-	bmax = math.MinInt64
 	times = times[:len(slots)]
 	for r := range slots {
 		if !tv.valid(r) {
@@ -508,11 +609,22 @@ func (o *Operator) assignSessions(times []arrow.Timestamp, tv validity, keys *ar
 			continue
 		}
 		t := int64(times[r])
-		seen = true
-		if t > bmax {
-			bmax = t
+		if !engine.ValidEventTime(t) {
+			slots[r] = -1
+			o.late = append(o.late, int32(r))
+			nRange++
+			continue
 		}
+		seen = true
 		kid := o.rowKey(keys, keyNulls, r, &kc)
+		if kid < 0 {
+			slots[r] = -1
+			o.late = append(o.late, int32(r))
+			nKey++ // counted by rowKey
+			o.cur.observe(overflowKid, t, topCap)
+			continue
+		}
+		o.cur.observe(kid, t, topCap)
 		if kid == cKid && t >= cStart && t <= cLast {
 			slots[r] = cSlot
 			o.slotCount[cSlot]++
@@ -533,7 +645,7 @@ func (o *Operator) assignSessions(times []arrow.Timestamp, tv validity, keys *ar
 		slots[r] = cSlot
 		o.slotCount[cSlot]++
 	}
-	return bmax, seen, nNull
+	return seen, nNull, nRange, nKey
 }
 
 // sessionFor adds time t to key kid's sessions and returns the session that
@@ -596,19 +708,24 @@ func (o *Operator) resolveMerges(slots []int32) {
 	o.merged = false
 }
 
-// advance raises the watermark of source src to bmax, recomputes the
-// operator watermark and emits the windows it closes.
-func (o *Operator) advance(src int, bmax int64, emit engine.PortEmit) error {
-	found := false
-	for i := range o.srcs {
-		if o.srcs[i].src == src {
-			o.srcs[i].max = max(o.srcs[i].max, bmax)
-			found = true
-			break
+// sourceMark returns the progress of source src, adding it.
+func (o *Operator) sourceMark(src int) *srcMark {
+	for _, m := range o.srcs {
+		if m.src == src {
+			return m
 		}
 	}
-	if !found {
-		o.srcs = append(o.srcs, srcMark{src: src, max: bmax})
+	m := &srcMark{src: src, max: math.MinInt64}
+	o.srcs = append(o.srcs, m)
+	return m
+}
+
+// advance raises the mark of the source of the current batch to what its
+// most advanced keys have reached, recomputes the operator watermark and
+// emits the windows it closes.
+func (o *Operator) advance(emit engine.PortEmit) error {
+	if t, ok := o.cur.mark(o.p.wmKeys, o.p.wmIdle); ok {
+		o.cur.max = max(o.cur.max, t)
 	}
 	w := int64(math.MaxInt64)
 	for _, s := range o.srcs {
@@ -623,6 +740,11 @@ func (o *Operator) advance(src int, bmax int64, emit engine.PortEmit) error {
 	}
 	o.wm = w
 	if w < o.nextClose {
+		if w >= o.nextEvict {
+			// No window is due, but idle keys are: forget them, so that
+			// new keys find room.
+			o.evictIdle()
+		}
 		return nil
 	}
 	_, err := o.closeWindows(w, emit)
@@ -766,6 +888,7 @@ func (o *Operator) evictIdle() {
 	}
 	wm := o.wm
 	retain := 2*max(o.p.size, o.p.gap) + o.p.lateness
+	next := int64(math.MaxInt64)
 	for kid := range o.keys {
 		ks := &o.keys[kid]
 		if !ks.live || len(ks.panes) > 0 || len(ks.sess) > 0 {
@@ -773,12 +896,13 @@ func (o *Operator) evictIdle() {
 		}
 		if ks.idleSince == math.MinInt64 {
 			ks.idleSince = wm
-			continue
 		}
-		if wm-ks.idleSince < retain {
-			continue
+		at := ks.idleSince + retain
+		if o.p.kind == Session {
+			at = max(at, ks.closedEnd+o.p.gap)
 		}
-		if o.p.kind == Session && ks.closedEnd > wm-o.p.gap {
+		if wm < at || ks.idleSince == wm {
+			next = min(next, at)
 			continue
 		}
 		if ks.null {
@@ -786,9 +910,17 @@ func (o *Operator) evictIdle() {
 		} else {
 			delete(o.keyIdx, ks.name)
 		}
+		for _, m := range o.srcs {
+			for i := range m.top {
+				if m.top[i].kid == int32(kid) {
+					m.top[i].kid = -1 // its time still counts; the id may be reused
+				}
+			}
+		}
 		ks.live, ks.name = false, ""
 		o.freeKeys = append(o.freeKeys, int32(kid))
 	}
+	o.nextEvict = next
 }
 
 // emitItems builds the output rows of o.items (already sorted) and emits

@@ -318,7 +318,7 @@ func TestLateRows(t *testing.T) {
 		},
 		{
 			name: "hopping-partly-open",
-			cfg:  "kind: hopping\nsize: 10s\nstep: 5s",
+			cfg:  "kind: hopping\nsize: 10s\nstep: 5s\nwatermark_keys: 1",
 			batches: []batchIn{
 				{rows: []enginetest.Row{row(int64(1000), "a", 1), row(int64(11000), "b", 2)}},
 				// 6000 is in [0,10) (closed) and [5000,15000) (open): not late.
@@ -329,7 +329,7 @@ func TestLateRows(t *testing.T) {
 		},
 		{
 			name: "session",
-			cfg:  "kind: session\ngap: 2s",
+			cfg:  "kind: session\ngap: 2s\nwatermark_keys: 1",
 			batches: []batchIn{
 				{rows: []enginetest.Row{row(int64(1000), "a", 1), row(int64(10000), "b", 2)}},
 				// a's session [1000, 1000] closed at 3000 <= 10000; 2500 would

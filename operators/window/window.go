@@ -170,10 +170,10 @@ type Operator struct {
 
 	srcs      []*srcMark
 	cur       *srcMark // the source of the batch being processed
-	wm        int64 // watermark: windows ending at or before it are closed
-	scanWm    int64 // watermark of the last close scan
-	nextClose int64 // lower bound of the end of every open window
-	nextEvict int64 // watermark at which an idle key can be forgotten next
+	wm        int64    // watermark: windows ending at or before it are closed
+	scanWm    int64    // watermark of the last close scan
+	nextClose int64    // lower bound of the end of every open window
+	nextEvict int64    // watermark at which an idle key can be forgotten next
 
 	rowSlot []int32
 	late    []int32

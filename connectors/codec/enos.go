@@ -307,6 +307,9 @@ func (d *EnOS) parseTime(b []byte, i, r int) (int, error) {
 		}
 		ms = int64(math.Floor(f))
 	}
+	if !engine.ValidEventTime(ms) {
+		return i, errAt(i, "time: %d is out of range (years 0001-9999 in milliseconds since the epoch)", ms)
+	}
 	if d.timeCol >= 0 {
 		d.row(r)[d.timeCol] = cell{i: ms, set: true}
 	}

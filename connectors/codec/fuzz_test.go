@@ -173,6 +173,9 @@ func refEnOS(payload []byte, keyField string) ([]enginetest.Row, int64, error) {
 				}
 				row[0] = int64(math.Floor(f))
 			}
+			if !engine.ValidEventTime(row[0].(int64)) {
+				return nil, 0, errors.New("time range")
+			}
 		}
 		if raw, ok := item[keyField]; ok {
 			var k string

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -94,18 +95,26 @@ func (f TimeFormat) String() string {
 // numeric reports whether times are numbers.
 func (f TimeFormat) numeric() bool { return f.kind <= unixNS }
 
-var errTimeRange = errors.New("time out of range")
+var errTimeRange = errors.New("time out of range (years 0001-9999)")
+
+// inRange turns a time outside what the engine accepts into errTimeRange.
+func inRange(ms int64, err error) (int64, error) {
+	if err == nil && !engine.ValidEventTime(ms) {
+		return 0, errTimeRange
+	}
+	return ms, err
+}
 
 // fromNumber converts a number (validated number text) to milliseconds.
 func (f TimeFormat) fromNumber(b []byte) (int64, error) {
 	if n, ok := parseWhole(b); ok {
-		return f.fromInt(n)
+		return inRange(f.fromInt(n))
 	}
 	v, err := parseFloat(b)
 	if err != nil {
 		return 0, err
 	}
-	return f.fromFloat(v)
+	return inRange(f.fromFloat(v))
 }
 
 func (f TimeFormat) fromInt(n int64) (int64, error) {
@@ -149,6 +158,10 @@ func floorDiv(a, b int64) int64 {
 
 // fromText parses a time written as text (a CSV field or a JSON string).
 func (f TimeFormat) fromText(b []byte) (int64, error) {
+	return inRange(f.parseText(b))
+}
+
+func (f TimeFormat) parseText(b []byte) (int64, error) {
 	switch f.kind {
 	case rfc3339:
 		if ms, ok := parseRFC3339(b); ok {

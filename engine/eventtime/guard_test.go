@@ -1,0 +1,162 @@
+package eventtime_test
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/eventtime"
+)
+
+var schema = engine.MustSchema([]engine.Field{
+	{Name: "time", Type: engine.Timestamp},
+	{Name: "device", Type: engine.String},
+	{Name: "history", Type: engine.Bool},
+}, "time", "device")
+
+// now is the engine clock of the tests: 2026-06-01T00:00:00Z.
+var now = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+
+func TestGuard(t *testing.T) {
+	ms := now.UnixMilli()
+	min := int64(60_000)
+	day := 24 * 60 * min
+	tests := []struct {
+		name     string
+		policy   eventtime.Policy
+		rows     []enginetest.Row
+		wantKept []int64
+		wantErrs []string
+		counters map[string]int64
+	}{
+		{
+			name:     "all within bounds pass untouched",
+			policy:   eventtime.Policy{MaxFuture: 10 * time.Minute, MaxPast: 30 * 24 * time.Hour},
+			rows:     []enginetest.Row{{ms, "a", false}, {ms + 9*min, "b", false}, {ms - 29*day, "c", false}, {nil, "d", false}},
+			wantKept: []int64{ms, ms + 9*min, ms - 29*day, -1},
+		},
+		{
+			name:   "far future, past and out of range",
+			policy: eventtime.Policy{MaxFuture: 10 * time.Minute, MaxPast: 30 * 24 * time.Hour, HistoryColumn: "history"},
+			rows: []enginetest.Row{
+				{ms, "a", false},
+				{int64(253402214400000), "evil", false}, // 9999-12-31
+				{ms + 11*min, "fast", false},
+				{ms - 31*day, "old", false},
+				{ms - 31*day, "resumed", true}, // history: exempt from max_past
+				{int64(math.MaxInt64), "evil", true},
+				{ms + 1, "b", false},
+			},
+			wantKept: []int64{ms, ms - 31*day, ms + 1},
+			wantErrs: []string{
+				"event time 9999-12-31T00:00:00.000Z is 2912291 days ahead of the engine clock (event_time.max_future 10m0s)",
+				"event time 2026-06-01T00:11:00.000Z is 11m0s ahead of the engine clock (event_time.max_future 10m0s)",
+				"event time 2026-05-01T00:00:00.000Z is 31 days behind the engine clock (event_time.max_past 720h0m0s)",
+				"event time 9223372036854775807 is outside years 0001-9999",
+			},
+			counters: map[string]int64{"future_time_rows": 2, "past_time_rows": 1, "out_of_range_rows": 1},
+		},
+		{
+			name:     "no bounds still rejects what no window can hold",
+			policy:   eventtime.Policy{},
+			rows:     []enginetest.Row{{int64(math.MinInt64), "evil", false}, {ms + 1000*day, "a", false}},
+			wantKept: []int64{ms + 1000*day},
+			wantErrs: []string{"event time -9223372036854775808 is outside years 0001-9999"},
+			counters: map[string]int64{"out_of_range_rows": 1},
+		},
+		{
+			name:     "every row rejected",
+			policy:   eventtime.Policy{MaxFuture: time.Minute},
+			rows:     []enginetest.Row{{ms + 2*min, "a", false}},
+			wantErrs: []string{"event time 2026-06-01T00:02:00.000Z is 2m0s ahead of the engine clock (event_time.max_future 1m0s)"},
+			counters: map[string]int64{"future_time_rows": 1},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			counters := engine.NewCounters()
+			tc.policy.Now = func() time.Time { return now }
+			g, err := eventtime.New(tc.policy, schema, engine.BuildContext{Mem: mem, Counters: counters})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			col := enginetest.NewCollector()
+			rec := enginetest.Record(mem, schema, tc.rows...)
+			if err := g.Process(engine.Batch{Rec: rec}, col.Emit); err != nil {
+				t.Fatal(err)
+			}
+			var kept []int64
+			for _, r := range col.Port(0) {
+				if r[0] == nil {
+					kept = append(kept, -1)
+					continue
+				}
+				kept = append(kept, r[0].(int64))
+			}
+			if !equal(kept, tc.wantKept) {
+				t.Errorf("kept %v, want %v", kept, tc.wantKept)
+			}
+			var reasons []string
+			for _, r := range col.Port(eventtime.ErrorsPort) {
+				reasons = append(reasons, r[len(r)-1].(string))
+			}
+			if strings.Join(reasons, "\n") != strings.Join(tc.wantErrs, "\n") {
+				t.Errorf("errors port:\n%s\nwant\n%s", strings.Join(reasons, "\n"), strings.Join(tc.wantErrs, "\n"))
+			}
+			snap := counters.Snapshot()
+			for _, name := range []string{"future_time_rows", "past_time_rows", "out_of_range_rows"} {
+				if snap[name] != tc.counters[name] {
+					t.Errorf("%s = %d, want %d", name, snap[name], tc.counters[name])
+				}
+			}
+		})
+	}
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestNegativeBounds(t *testing.T) {
+	if _, err := eventtime.New(eventtime.Policy{MaxFuture: -time.Second}, schema, engine.BuildContext{}); err == nil {
+		t.Fatal("a negative bound was accepted")
+	}
+}
+
+func BenchmarkGuard(b *testing.B) {
+	mem := memory.NewGoAllocator()
+	g, _ := eventtime.New(eventtime.Policy{MaxFuture: time.Minute, MaxPast: time.Hour, Now: func() time.Time { return now }}, schema, engine.BuildContext{Mem: mem})
+	defer g.Close()
+	rows := make([]enginetest.Row, 1024)
+	for i := range rows {
+		rows[i] = enginetest.Row{now.UnixMilli() - int64(i), "a", false}
+	}
+	rec := enginetest.Record(mem, schema, rows...)
+	defer rec.Release()
+	emit := func(_ int, b engine.Batch) error { b.Release(); return nil }
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		rec.Retain()
+		if err := g.Process(engine.Batch{Rec: rec}, emit); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
+}

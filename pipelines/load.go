@@ -180,6 +180,10 @@ func Parse(file string, data []byte, env LookupEnv) ([]*Def, spec.Errors) {
 			errs = append(errs, es...)
 			continue
 		}
+		if es := checkKeys(file, &root); len(es) > 0 {
+			errs = append(errs, es...)
+			continue
+		}
 		n := spec.Resolve(&root)
 		if n == nil {
 			continue
@@ -253,13 +257,81 @@ func describe(n *yaml.Node) string {
 	return "something else"
 }
 
+// mapValue returns the value of key in mapping n: its own entry, else the
+// entry of the first mapping merged into it (YAML merge keys, "<<: *base",
+// as the component configurations read them; see spec).
 func mapValue(n *yaml.Node, key string) *yaml.Node {
+	return mergedValue(n, key, 0)
+}
+
+// maxMergeDepth bounds merge keys nested in merged mappings (and so
+// mappings merging themselves).
+const maxMergeDepth = 32
+
+func mergedValue(n *yaml.Node, key string, depth int) *yaml.Node {
+	if n == nil || depth > maxMergeDepth {
+		return nil
+	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
+		if k := n.Content[i]; k.Value == key && !isMerge(k) {
 			return n.Content[i+1]
 		}
 	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if !isMerge(n.Content[i]) {
+			continue
+		}
+		srcs := []*yaml.Node{n.Content[i+1]}
+		if v := spec.Resolve(n.Content[i+1]); v != nil && v.Kind == yaml.SequenceNode {
+			srcs = v.Content
+		}
+		for _, src := range srcs {
+			if m := spec.Resolve(src); m != nil && m.Kind == yaml.MappingNode {
+				if v := mergedValue(m, key, depth+1); v != nil {
+					return v
+				}
+			}
+		}
+	}
 	return nil
+}
+
+func isMerge(k *yaml.Node) bool { return k.Kind == yaml.ScalarNode && k.Tag == "!!merge" }
+
+// checkKeys reports every key defined twice in one mapping of the tree (YAML
+// forbids it; a decoder would silently keep one of them). Merged entries
+// may repeat a key: the mapping's own entry wins.
+func checkKeys(file string, n *yaml.Node) spec.Errors {
+	var errs spec.Errors
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n == nil {
+			return
+		}
+		if n.Kind == yaml.MappingNode {
+			seen := map[string]*yaml.Node{}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := n.Content[i]
+				if k.Kind != yaml.ScalarNode {
+					continue
+				}
+				if prev, dup := seen[k.Value]; dup {
+					what := fmt.Sprintf("key %q", k.Value)
+					if isMerge(k) {
+						what = "merge key <<"
+					}
+					errs = append(errs, spec.Errorf(nodePos(file, k), "%s is already defined in this mapping at line %d, column %d", what, prev.Line, prev.Column))
+					continue
+				}
+				seen[k.Value] = k
+			}
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(n)
+	return errs
 }
 
 func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors) {
@@ -313,6 +385,10 @@ func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors)
 		}
 		for i := 0; i+1 < len(m.Content); i += 2 {
 			k, v := m.Content[i], spec.Resolve(m.Content[i+1])
+			if isMerge(k) {
+				errs = append(errs, spec.Errorf(nodePos(file, k), "a merge key (<<) cannot stand for %s: name each one (merge keys work inside a component's configuration)", s.key))
+				continue
+			}
 			if prev, dup := names[k.Value]; dup {
 				errs = append(errs, spec.Errorf(nodePos(file, k), "name %q is already used at %s", k.Value, prev))
 				continue

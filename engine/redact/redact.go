@@ -63,22 +63,29 @@ func Register(values ...string) {
 }
 
 // SecretName says whether a variable or field name names a secret: it
-// contains PASS, PWD, TOKEN, SECRET or KEY (any case), except the names of
-// key files and message keys (key_file, routing_key, key_field, ...).
+// contains PASS, PWD, TOKEN or SECRET (any case), or it has a word KEY
+// (words are separated by '_', '-' or '.') and no word saying it names
+// something else about a key (a file, a field, a column, a size, ...):
+// API_KEY and private_key do, key_file, routing_key and max_keys do not.
+// A lone "key" is a message key, not a secret.
 func SecretName(name string) bool {
 	n := strings.ToLower(name)
-	switch {
-	case strings.Contains(n, "pass"), strings.Contains(n, "pwd"), strings.Contains(n, "token"), strings.Contains(n, "secret"):
-		return true
-	case strings.Contains(n, "key"):
-		for _, not := range []string{"key_file", "keyfile", "routing_key", "key_field", "keyfield", "partition_key", "message_key", "key_path"} {
-			if strings.Contains(n, not) {
-				return false
-			}
+	for _, w := range []string{"pass", "pwd", "token", "secret"} {
+		if strings.Contains(n, w) {
+			return true
 		}
-		return n != "key"
 	}
-	return false
+	words := strings.FieldsFunc(n, func(r rune) bool { return r == '_' || r == '-' || r == '.' })
+	if n == "key" || !slices.ContainsFunc(words, func(w string) bool { return w == "key" || strings.HasSuffix(w, "apikey") }) {
+		return false
+	}
+	for _, w := range words {
+		switch w {
+		case "file", "path", "field", "from", "column", "idle", "max", "min", "keys", "bytes", "routing", "partition", "id", "name":
+			return false
+		}
+	}
+	return true
 }
 
 // String returns s with its secrets masked: URL passwords

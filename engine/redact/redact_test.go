@@ -51,7 +51,7 @@ func TestRegister(t *testing.T) {
 func TestSecretName(t *testing.T) {
 	for name, want := range map[string]bool{
 		"MQTT_PASSWORD": true, "password": true, "API_TOKEN": true, "client_secret": true, "API_KEY": true,
-		"DB_PWD": true, "key_file": false, "routing_key": false, "HOST": false, "user": false, "key": false,
+		"DB_PWD": true, "APIKEY": true, "private_key": true, "key_file": false, "key_from": false, "max_key_bytes": false, "key_field": false, "routing_key": false, "HOST": false, "user": false, "key": false,
 	} {
 		if got := redact.SecretName(name); got != want {
 			t.Errorf("SecretName(%q) = %v, want %v", name, got, want)

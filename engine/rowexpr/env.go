@@ -176,6 +176,7 @@ func (env *Env) Compile(src string, opts ...Option) (*Expr, error) {
 		opt(&o)
 	}
 	copts := []expr.Option{expr.Env(env.zero), expr.MaxNodes(MaxNodes)}
+	copts = append(copts, intOpOptions...)
 	for _, name := range DisabledBuiltins {
 		copts = append(copts, expr.DisableBuiltin(name))
 	}

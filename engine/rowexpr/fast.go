@@ -110,8 +110,29 @@ func (c *fastCompiler) node(n ast.Node) (fnode, bool) {
 		return c.conditional(n)
 	case *ast.BuiltinNode:
 		return c.builtin(n)
+	case *ast.CallNode:
+		return c.call(n)
 	}
 	return none, false
+}
+
+// call handles the calls that stand for checked integer operators (see
+// intOpOptions).
+func (c *fastCompiler) call(n *ast.CallNode) (fnode, bool) {
+	id, ok := n.Callee.(*ast.IdentifierNode)
+	if !ok || len(n.Arguments) != 2 {
+		return none, false
+	}
+	op, ok := checkedOps[id.Value]
+	if !ok {
+		return none, false
+	}
+	l, ok1 := c.node(n.Arguments[0])
+	r, ok2 := c.node(n.Arguments[1])
+	if !ok1 || !ok2 {
+		return none, false
+	}
+	return arith(op, l, r)
 }
 
 func constNode(v any) (fnode, bool) {
@@ -604,7 +625,11 @@ func arith(op string, l, r fnode) (fnode, bool) {
 		f = func(fr *Frame) num {
 			x, y := a(fr), b(fr)
 			if !x.isF && !y.isF {
-				return intNum(x.i + y.i)
+				r, err := checked("+", x.i, y.i)
+				if err != nil {
+					fr.fail(err)
+				}
+				return intNum(r)
 			}
 			return floatNum(x.F() + y.F())
 		}
@@ -612,7 +637,11 @@ func arith(op string, l, r fnode) (fnode, bool) {
 		f = func(fr *Frame) num {
 			x, y := a(fr), b(fr)
 			if !x.isF && !y.isF {
-				return intNum(x.i - y.i)
+				r, err := checked("-", x.i, y.i)
+				if err != nil {
+					fr.fail(err)
+				}
+				return intNum(r)
 			}
 			return floatNum(x.F() - y.F())
 		}
@@ -620,7 +649,11 @@ func arith(op string, l, r fnode) (fnode, bool) {
 		f = func(fr *Frame) num {
 			x, y := a(fr), b(fr)
 			if !x.isF && !y.isF {
-				return intNum(x.i * y.i)
+				r, err := checked("*", x.i, y.i)
+				if err != nil {
+					fr.fail(err)
+				}
+				return intNum(r)
 			}
 			return floatNum(x.F() * y.F())
 		}

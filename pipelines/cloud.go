@@ -59,13 +59,22 @@ func cloudFactory(name string) engine.SinkFactory {
 		if err != nil {
 			return nil, err
 		}
+		if err := checkTLS(cfg, bc); err != nil {
+			return nil, err
+		}
+		// With bc.DryRun the publisher checks its whole configuration,
+		// URLs parsed as when it connects, and returns nil without
+		// connecting: validate and run accept the same files.
+		pub, err := reg.New(cfg, bc)
+		if err != nil {
+			return nil, err
+		}
 		if bc.DryRun {
 			// Checked, but neither the buffer nor the broker is opened.
 			return dryRunSink{}, nil
 		}
-		pub, err := reg.New(cfg, bc)
-		if err != nil {
-			return nil, err
+		if pub == nil {
+			return nil, fmt.Errorf("publisher %q built nothing", name)
 		}
 		return forward.New(pub, opts)
 	}
@@ -80,3 +89,26 @@ func (dryRunSink) Write(_ context.Context, b engine.Batch) error {
 }
 
 func (dryRunSink) Close(context.Context) error { return nil }
+
+// checkTLS refuses TLS settings that would be ignored (the tls block
+// applies only with enabled: true, so a ca_file or insecure_skip_verify
+// without it would silently connect without them), and warns when a
+// connection will not verify the server's certificate.
+func checkTLS(cfg *spec.Config, bc engine.BuildContext) error {
+	t := cfg.Object("tls")
+	if t == nil {
+		return nil
+	}
+	if !t.Bool("enabled") {
+		for _, name := range []string{"ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"} {
+			if t.Has(name) {
+				return t.Errorf(name, "tls.%s is ignored without tls.enabled: true; enable TLS or remove it", name)
+			}
+		}
+		return nil
+	}
+	if t.Bool("insecure_skip_verify") && !bc.DryRun && bc.Log != nil {
+		bc.Log.Warn("TLS without verifying the server's certificate (tls.insecure_skip_verify): anyone on the path can read and change the traffic")
+	}
+	return nil
+}

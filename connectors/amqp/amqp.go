@@ -29,6 +29,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -110,8 +111,9 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	if err := outbound.Require(cfg, "url"); err != nil {
 		return nil, err
 	}
-	if _, err := amqp.ParseURI(c.URL); err != nil {
-		return nil, cfg.Errorf("url", "%v", err)
+	uri, err := amqp.ParseURI(c.URL)
+	if err != nil {
+		return nil, cfg.Errorf("url", "%v", redact.Error(err))
 	}
 	if c.Queue == "" && c.Exchange == "" {
 		return nil, cfg.Errorf("", "set queue, exchange or both")
@@ -134,6 +136,11 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	if err != nil {
 		return nil, err
 	}
+	if tlsc != nil && uri.Scheme != "amqps" {
+		// The client speaks TLS only to amqps:// URLs: it would
+		// connect in plaintext.
+		return nil, cfg.Errorf("tls", "tls.enabled needs an amqps:// URL (the client would connect to %s in plaintext)", redact.String(c.URL))
+	}
 	c.AMQP = amqp.Config{
 		Heartbeat:       10 * time.Second,
 		Locale:          "en_US",
@@ -144,6 +151,10 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	topic := c.Queue
 	if c.Exchange != "" {
 		topic = c.Exchange
+	}
+	if bc.DryRun {
+		// Checked; nothing is connected.
+		return nil, nil
 	}
 	return outbound.New(cfg, NewPublisher(c, bc), topic, Permanent)
 }

@@ -21,6 +21,7 @@ package kafka
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -86,6 +88,11 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	brokers := cfg.Strings("brokers")
 	if len(brokers) == 0 {
 		return nil, cfg.Errorf("brokers", "brokers must list at least one host:port")
+	}
+	for _, b := range brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" || strings.Trim(port, "0123456789") != "" {
+			return nil, cfg.Errorf("brokers", "broker %q is not host:port", redact.String(b))
+		}
 	}
 	if err := outbound.Require(cfg, "topic"); err != nil {
 		return nil, err
@@ -161,6 +168,10 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	}
 	if err := sc.Validate(); err != nil {
 		return nil, cfg.Errorf("", "%v", err)
+	}
+	if bc.DryRun {
+		// Checked; nothing is connected.
+		return nil, nil
 	}
 	byAsset := cfg.String("partition_key") == "asset"
 	wc := wmkafka.PublisherConfig{

@@ -19,6 +19,7 @@ package nats
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -122,6 +124,9 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 		ConnectTimeout:  cfg.Duration("connect_timeout"),
 		ReconnectBuffer: int(cfg.Int("reconnect_buffer")),
 	}
+	if err := CheckURLs(c.URL); err != nil {
+		return nil, cfg.Errorf("url", "%v", err)
+	}
 	if err := checkSubject(c.Subject); err != nil {
 		return nil, cfg.Errorf("subject", "%v", err)
 	}
@@ -163,11 +168,50 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	if tlsc != nil {
 		c.Options = append(c.Options, natsgo.Secure(tlsc))
 	}
+	if bc.DryRun {
+		// Checked; nothing is connected.
+		return nil, nil
+	}
 	p, err := Dial(c, bc)
 	if err != nil {
-		return nil, cfg.Errorf("url", "%v", err)
+		return nil, cfg.Errorf("url", "%v", redact.Error(err))
 	}
 	return outbound.New(cfg, p, c.Subject, Permanent)
+}
+
+// CheckURLs parses the server URLs (comma-separated, as the client takes
+// them) the way the client will when it connects, so that a URL it would
+// refuse is a configuration error: nats://, tls://, ws:// or wss://, a host
+// and a numeric port. A URL without a scheme is a nats:// URL. Passwords
+// are masked in the error.
+func CheckURLs(s string) error {
+	for _, raw := range strings.Split(s, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			return errors.New("empty server URL in the list")
+		}
+		full := raw
+		if !strings.Contains(full, "://") {
+			full = "nats://" + full
+		}
+		u, err := url.Parse(full)
+		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return fmt.Errorf("server URL %s: %w", redact.String(raw), err)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("server URL %s: scheme %q is not one of nats, tls, ws, wss", redact.String(raw), u.Scheme)
+		}
+		if u.Hostname() == "" {
+			return fmt.Errorf("server URL %s has no host", redact.String(raw))
+		}
+	}
+	return nil
 }
 
 // StreamName derives a stream name from a subject.
@@ -288,7 +332,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		p.mu.Unlock()
 		return fmt.Errorf("nats: no JetStream stream stores subject %q: %w", topic, err)
 	case errors.Is(err, natsgo.ErrReconnectBufExceeded) && p.cfg.ReconnectBuffer == 0:
-		return fmt.Errorf("nats: not connected to %s (status %v): %w", p.cfg.URL, p.conn.Status(), err)
+		return fmt.Errorf("nats: not connected to %s (status %v): %w", redact.String(p.cfg.URL), p.conn.Status(), err)
 	case errors.Is(err, natsgo.ErrTimeout):
 		// A publish the server refuses for lack of permission is
 		// reported asynchronously; the request itself just times out.
@@ -310,7 +354,7 @@ func (p *Publisher) ensureStream(subject string) error {
 		return nil
 	}
 	if !p.conn.IsConnected() {
-		return fmt.Errorf("nats: not connected to %s (status %v)", p.cfg.URL, p.conn.Status())
+		return fmt.Errorf("nats: not connected to %s (status %v)", redact.String(p.cfg.URL), p.conn.Status())
 	}
 	if err := Provision(p.js, p.cfg.Stream, subject, p.cfg); err != nil {
 		return err

@@ -23,11 +23,13 @@ import (
 
 	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -86,9 +88,19 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	if err != nil {
 		return nil, cfg.Errorf("encoding", "%v", err)
 	}
+	// Parsed here as the driver parses it when it connects: a bad
+	// connection string is a configuration error, for validate too.
+	if _, err := pgx.ParseConfig(cfg.String("dsn")); err != nil {
+		return nil, cfg.Errorf("dsn", "%v", redact.Error(err))
+	}
 	db, err := sql.Open("pgx", cfg.String("dsn"))
 	if err != nil {
-		return nil, cfg.Errorf("dsn", "%v", err)
+		return nil, cfg.Errorf("dsn", "%v", redact.Error(err))
+	}
+	if bc.DryRun {
+		// Checked; nothing is connected.
+		_ = db.Close()
+		return nil, nil
 	}
 	p, err := NewPublisher(db, Config{
 		Table:      table,
@@ -99,7 +111,7 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	}, bc)
 	if err != nil {
 		_ = db.Close()
-		return nil, cfg.Errorf("dsn", "%v", err)
+		return nil, cfg.Errorf("dsn", "%v", redact.Error(err))
 	}
 	return outbound.New(cfg, p, table, Permanent)
 }

@@ -12,6 +12,7 @@ package redis
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -60,12 +62,22 @@ var Spec = spec.Spec{
 
 func init() { outbound.RegisterPublisher(Spec, New) }
 
+// ParseURL parses a server URL as the client does when it connects, with
+// the password masked in the error.
+func ParseURL(s string) (*goredis.Options, error) {
+	opts, err := goredis.ParseURL(s)
+	if err != nil {
+		return nil, fmt.Errorf("url %s: %w", redact.String(s), redact.Error(err))
+	}
+	return opts, nil
+}
+
 // New builds a redis publisher from its configuration. It does not dial.
 func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) {
 	if err := outbound.Require(cfg, "stream"); err != nil {
 		return nil, err
 	}
-	opts, err := goredis.ParseURL(cfg.String("url"))
+	opts, err := ParseURL(cfg.String("url"))
 	if err != nil {
 		return nil, cfg.Errorf("url", "%v", err)
 	}
@@ -97,6 +109,10 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	if tlsc != nil {
 		opts.TLSConfig = tlsc
 	}
+	if bc.DryRun {
+		// Checked; nothing is connected.
+		return nil, nil
+	}
 	client := goredis.NewClient(opts)
 	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{
 		Client:        client,
@@ -104,7 +120,7 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	}, outbound.Logger(bc))
 	if err != nil {
 		_ = client.Close()
-		return nil, cfg.Errorf("url", "%v", err)
+		return nil, cfg.Errorf("url", "%v", redact.Error(err))
 	}
 	return outbound.New(cfg, &closeOnce{Publisher: pub}, cfg.String("stream"), Permanent)
 }

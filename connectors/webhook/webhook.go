@@ -28,6 +28,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -71,7 +72,7 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	target := cfg.String("url")
 	u, err := url.Parse(target)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, cfg.Errorf("url", "url %q must be an absolute http or https URL", target)
+		return nil, cfg.Errorf("url", "url %s must be an absolute http or https URL", redact.String(target))
 	}
 	if err := outbound.Positive(cfg, "timeout"); err != nil {
 		return nil, err
@@ -84,6 +85,13 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	tlsc, err := outbound.TLSConfig(cfg, bc)
 	if err != nil {
 		return nil, err
+	}
+	if tlsc != nil && u.Scheme != "https" {
+		return nil, cfg.Errorf("tls", "tls.enabled needs an https:// URL (the request to %s would go in plaintext)", redact.String(target))
+	}
+	if bc.DryRun {
+		// Checked; nothing is connected.
+		return nil, nil
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 2

@@ -51,8 +51,8 @@ sinks:
 	if code != 0 || !strings.Contains(stdout, "ok: 3 pipeline(s) valid") {
 		t.Fatalf("examples: exit %d\n%s%s", code, stdout, stderr)
 	}
-	if code, _, _ := run(t, "validate"); code != 2 {
-		t.Fatalf("validate without files: exit %d, want 2", code)
+	if code, _, _ := run(t, "validate"); code != exitUsage {
+		t.Fatalf("validate without files: exit %d, want %d", code, exitUsage)
 	}
 }
 

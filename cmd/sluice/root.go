@@ -8,6 +8,19 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sluice-edge/sluice/engine/redact"
+)
+
+// Exit codes. Go itself exits 2 on a fatal runtime error (and a panic), so
+// no code of ours is 2: a 2 always means the program crashed.
+const (
+	// exitFailed: a pipeline or operation failed, or the configuration
+	// is invalid.
+	exitFailed = 1
+	// exitUsage: a bad command line (unknown flag or command, missing
+	// argument, bad flag value), as sysexits' EX_USAGE.
+	exitUsage = 64
 )
 
 // exitError carries a process exit code through cobra.
@@ -37,11 +50,13 @@ func (g *globals) logger() (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", g.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	// Every record is masked (see redact): no log line carries a URL's
+	// password, a token or a registered secret value.
 	switch strings.ToLower(g.logFormat) {
 	case "text":
-		return slog.New(slog.NewTextHandler(g.stderr, opts)), nil
+		return slog.New(redact.NewHandler(slog.NewTextHandler(g.stderr, opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(g.stderr, opts)), nil
+		return slog.New(redact.NewHandler(slog.NewJSONHandler(g.stderr, opts))), nil
 	}
 	return nil, fmt.Errorf("--log-format: %q is not one of text, json", g.logFormat)
 }
@@ -79,13 +94,16 @@ func execute(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	// Errors are masked like log records: a configuration error may quote
+	// a URL or a value that holds a secret.
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(stderr, ee.err)
+			fmt.Fprintln(stderr, redact.String(ee.err.Error()))
 		}
 		return ee.code
 	}
-	fmt.Fprintln(stderr, "sluice:", err)
-	return 2
+	// Errors cobra returns itself are about the command line.
+	fmt.Fprintln(stderr, "sluice:", redact.String(err.Error()))
+	return exitUsage
 }

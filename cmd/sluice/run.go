@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/sluice-edge/sluice/engine/buffer/ops"
+	"github.com/sluice-edge/sluice/engine/spec"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -53,16 +55,17 @@ buffered; rows they could not deliver (the link is down) stay in their
 buffers and are sent on the next run. run then prints one line per such sink
 ("12000 rows (1.1 MiB) left in the buffer of windfarm/cloud ...") and still
 exits 0: the rows are safe on disk. Exit codes: 0 done, 1 a pipeline failed
-or the configuration is invalid, 2 a bad command line, 130 a second signal.`,
+or the configuration is invalid, 64 a bad command line, 130 a second signal
+(2 only ever means the program crashed: Go exits 2 on a fatal error).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			defs, errs := pipelines.Load(args, os.LookupEnv)
 			if len(errs) > 0 {
-				return &exitError{code: 1, err: errs}
+				return &exitError{code: exitFailed, err: errs}
 			}
 			return runDefs(cmd.Context(), g, log, defs, flags, nil)
 		},
@@ -78,7 +81,7 @@ type driver func(ctx context.Context, ps []*pipelines.Pipeline, stop func()) err
 func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, flags runFlags, drive driver) error {
 	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge, FromStart: flags.fromStart})
 	if len(errs) > 0 {
-		return &exitError{code: 1, err: errs}
+		return &exitError{code: exitFailed, err: errs}
 	}
 	if flags.metricsAddr != "" {
 		stop, err := serveMetrics(flags.metricsAddr, ps, log)
@@ -86,7 +89,7 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 			for _, p := range ps {
 				p.Close()
 			}
-			return &exitError{code: 1, err: err}
+			return &exitError{code: exitFailed, err: err}
 		}
 		defer stop()
 	}
@@ -142,6 +145,7 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 	elapsed := time.Since(start)
 	rows := pipelines.SourceRows(ps)
 	logSummary(log, ps)
+	unusable := reportUnusable(log, ps)
 	log.Info("finished", "rows", rows, "elapsed", elapsed.Round(time.Millisecond).String(),
 		"rows_per_s", int64(float64(rows)/max(elapsed.Seconds(), 1e-9)))
 	// Rows a cloud sink could not deliver stay in its buffer: say so, so
@@ -152,9 +156,53 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 			b.Rows, ops.Bytes(b.Bytes), b.Pipeline, b.Sink, b.Dir)
 	}
 	if err != nil {
-		return &exitError{code: 1, err: err}
+		return &exitError{code: exitFailed, err: err}
+	}
+	if unusable != nil {
+		return &exitError{code: exitFailed, err: unusable}
 	}
 	return nil
+}
+
+// reportUnusable tells, at the end of a run, about the sources that
+// rejected input (counters named bad_*, such as bad_lines). A source that
+// produced no row at all while rejecting some input is an ERROR and makes
+// the run fail (exit 1): the run consumed its input and did nothing with it,
+// which a script must not take for success. A source that rejected only
+// part of its input is a WARN: the run did its work on the rest.
+func reportUnusable(log *slog.Logger, ps []*pipelines.Pipeline) error {
+	var failed []string
+	for _, p := range ps {
+		for _, b := range p.Components {
+			if b.Def.Kind != spec.KindSource {
+				continue
+			}
+			snap := b.Counters.Snapshot()
+			var bad int64
+			attrs := []any{"pipeline", p.Def.Name, "source", b.Def.Name, "type", b.Def.Type}
+			for _, name := range b.Counters.Names() {
+				if strings.HasPrefix(name, "bad_") && snap[name] > 0 {
+					bad += snap[name]
+					attrs = append(attrs, name, snap[name])
+				}
+			}
+			if bad == 0 {
+				continue
+			}
+			rows := b.Counters.Counter("rows_out").Load()
+			attrs = append(attrs, "rows_out", rows)
+			if rows == 0 {
+				log.Error("every input the source read was rejected: nothing was processed (the log above says why; for example numbers written as strings)", attrs...)
+				failed = append(failed, fmt.Sprintf("%s/%s", p.Def.Name, b.Def.Name))
+				continue
+			}
+			log.Warn("the source rejected part of its input", attrs...)
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("every input of %s was rejected", strings.Join(failed, ", "))
 }
 
 func logSummary(log *slog.Logger, ps []*pipelines.Pipeline) {

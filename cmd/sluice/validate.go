@@ -23,11 +23,11 @@ prints a one-line summary when the files are valid.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			defs, errs := pipelines.Validate(args, os.LookupEnv, pipelines.Options{Log: log})
 			if len(errs) > 0 {
-				return &exitError{code: 1, err: errs}
+				return &exitError{code: exitFailed, err: errs}
 			}
 			fmt.Fprintf(g.stdout, "ok: %d pipeline(s) valid\n", len(defs))
 			return nil

@@ -119,3 +119,12 @@ type OperatorFactory func(cfg *spec.Config, in *Schema, bc BuildContext) (Operat
 
 // SinkFactory builds a sink for the given input schema.
 type SinkFactory func(cfg *spec.Config, in *Schema, bc BuildContext) (Sink, error)
+
+// LiveSource is implemented by sources that read data as devices report it,
+// as opposed to replaying files or simulating: a pipeline checks their event
+// times against the engine's clock (its event_time policy). History names a
+// bool column whose true rows are history sent late on purpose (exempt from
+// the bound on the past), or is empty.
+type LiveSource interface {
+	Live() (live bool, history string)
+}

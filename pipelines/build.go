@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -116,6 +117,11 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		}
 		b := &Built{Def: c, Counters: ctx.Counters, Outputs: []engine.Port{{Schema: src.Schema()}}}
 		b.Node = p.Graph.AddSource(c.Name, src, ctx.Counters)
+		if err := guardSource(p.Graph, b, src, d.EventTime, ctx); err != nil {
+			errs = append(errs, spec.Errorf(c.Pos, "%v", err))
+			failed[c.Name] = true
+			continue
+		}
 		built[c.Name] = b
 		p.Components = append(p.Components, b)
 	}
@@ -187,6 +193,32 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		return nil, errs
 	}
 	return p, nil
+}
+
+// guardSource places the event-time guard (see eventtime.Guard) behind a
+// source the policy bounds: the source's readers and its `errors` port are
+// then the guard's. Sources the policy does not bound need no guard: the
+// decoders and the steps refuse times outside years 0001-9999 themselves.
+func guardSource(g *engine.Graph, b *Built, src engine.Source, pol EventTimePolicy, ctx engine.BuildContext) error {
+	live, history := false, ""
+	if l, ok := src.(engine.LiveSource); ok {
+		live, history = l.Live()
+	}
+	if !live && !pol.All || pol.MaxFuture == 0 && pol.MaxPast == 0 || src.Schema().TimeIndex() < 0 {
+		return nil
+	}
+	guard, err := eventtime.New(eventtime.Policy{MaxFuture: pol.MaxFuture, MaxPast: pol.MaxPast, HistoryColumn: history}, src.Schema(), ctx)
+	if err != nil {
+		return err
+	}
+	// The guard's own rows in and out are not the source's.
+	node := g.AddOperator(b.Def.Name, guard, engine.NewCounters())
+	if err := g.Connect(b.Node, 0, node); err != nil {
+		_ = guard.Close()
+		return err
+	}
+	b.Node, b.Outputs, b.op = node, guard.Outputs(), guard
+	return nil
 }
 
 // Close releases the components of a pipeline that was built but will not

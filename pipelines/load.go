@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -28,10 +29,20 @@ type Def struct {
 	Dir   string
 	Pos   spec.Pos
 	Batch engine.BatchPolicy
+	// EventTime is the policy applied to the event times of its sources.
+	EventTime EventTimePolicy
 
 	Sources []*ComponentDef
 	Steps   []*ComponentDef
 	Sinks   []*ComponentDef
+}
+
+// EventTimePolicy bounds the event times of a pipeline's sources (see
+// eventtime.Policy): MaxFuture and MaxPast apply to live sources, or to
+// every source when All is set; zero sets no bound.
+type EventTimePolicy struct {
+	MaxFuture, MaxPast time.Duration
+	All                bool
 }
 
 // ComponentDef is one source, step or sink of a pipeline.
@@ -69,6 +80,11 @@ var PipelineSpec = spec.Spec{
 		{Name: "batch", Type: spec.Object, Optional: true, Description: "When sources flush the rows they have built into a batch.", Children: []spec.Field{
 			{Name: "size", Type: spec.Int, Default: engine.DefaultBatchPolicy.Size, Description: "Rows per batch (flush when this many rows are pending).", Example: 1024},
 			{Name: "linger", Type: spec.Duration, Default: engine.DefaultBatchPolicy.Linger.String(), Description: "Longest time a pending row waits before its batch is flushed.", Example: "5ms"},
+		}},
+		{Name: "event_time", Type: spec.Object, Optional: true, Description: "Which event times sources may produce. Rows of live sources (mqtt) further ahead of the engine's clock than max_future, or further behind than max_past, go to the source's `errors` port (`<source>.errors`) with the reason, counted as future_time_rows and past_time_rows; rows flagged as history (EnOS resume topics) are exempt from max_past. Times outside years 0001-9999 are refused from every source (out_of_range_rows).", Children: []spec.Field{
+			{Name: "max_future", Type: spec.Duration, Default: eventtime.DefaultMaxFuture.String(), Description: "Furthest an event time may be ahead of the engine's clock; 0 sets no bound.", Example: "2m"},
+			{Name: "max_past", Type: spec.Duration, Default: eventtime.DefaultMaxPast.String(), Description: "Furthest an event time may be behind the engine's clock (history rows exempt); 0 sets no bound.", Example: "168h"},
+			{Name: "sources", Type: spec.String, Default: "live", Enum: []string{"live", "all"}, Description: "The sources the bounds apply to: `live` (sources reading devices as they report: mqtt) or `all` (file and sim sources too, for replays of recent data)."},
 		}},
 		{Name: "sources", Type: spec.Map, Elem: spec.Any, Optional: true, Description: "Required. Sources by name. Each has a `type` and that type's fields.", Example: map[string]any{"turbines": map[string]any{"type": "sim", "turbines": 100}}},
 		{Name: "steps", Type: spec.Map, Elem: spec.Any, Optional: true, Description: "Steps by name. Each has a `type`, an `input` (or `inputs`) naming the streams it reads, and that type's fields."},
@@ -356,6 +372,16 @@ func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors)
 			errs = append(errs, b.Errorf("linger", "batch linger must be between 1ns and 1m, got %s", d.Batch.Linger))
 		}
 		d.Batch = d.Batch.Normalize()
+	}
+	d.EventTime = EventTimePolicy{MaxFuture: eventtime.DefaultMaxFuture, MaxPast: eventtime.DefaultMaxPast}
+	if et := cfg.Object("event_time"); et != nil {
+		d.EventTime = EventTimePolicy{MaxFuture: et.Duration("max_future"), MaxPast: et.Duration("max_past"), All: et.String("sources") == "all"}
+		if d.EventTime.MaxFuture < 0 {
+			errs = append(errs, et.Errorf("max_future", "max_future must not be negative, got %s", d.EventTime.MaxFuture))
+		}
+		if d.EventTime.MaxPast < 0 {
+			errs = append(errs, et.Errorf("max_past", "max_past must not be negative, got %s", d.EventTime.MaxPast))
+		}
 	}
 	sections := []struct {
 		key  string

@@ -70,7 +70,6 @@ With --direct the simulator feeds the pipeline directly as Arrow batches
 				QoS:      1,
 				Devices:  envInt("SIM_TURBINES", 100),
 				Interval: time.Second,
-				Start:    time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC),
 				Seed:     42,
 				Faults:   1,
 				// One message in flight keeps the devices in event-time order.
@@ -78,7 +77,12 @@ With --direct the simulator feeds the pipeline directly as Arrow batches
 				Rate:     float64(envInt("SIM_RATE", 0)),
 				Log:      log,
 			}
-			sim.Payloads = int64(sim.Devices) * int64(envInt("SIM_ROWS", 1800))
+			rows := envInt("SIM_ROWS", 1800)
+			sim.Payloads = int64(sim.Devices) * int64(rows)
+			// The readings are the last rows seconds up to now, so that
+			// they pass the pipeline's event_time bounds, and the run
+			// publishes them as fast as it can.
+			sim.Start = time.Now().Truncate(time.Minute).Add(-time.Duration(rows) * sim.Interval)
 			return runDefs(cmd.Context(), g, log, defs, flags, simulate(sim, broker, log))
 		},
 	}

@@ -124,7 +124,7 @@ sinks:
 			publish(d, ts, temp)
 		}
 		if sec == 20 {
-			publish("evil", 253402214400000, 1)      // 9999-12-31
+			publish("evil", 253402214400000, 1)     // 9999-12-31
 			publish("evil", 9223372036854775807, 1) // int64 max
 		}
 	}

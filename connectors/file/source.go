@@ -11,12 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -361,11 +363,18 @@ func (r *run) readFile(path string, from *filePos) error {
 	if rel, err := filepath.Rel(r.dir, path); err == nil && r.dir != "" && !strings.HasPrefix(rel, "..") {
 		name = rel
 	}
-	f, err := os.Open(path)
+	f, pipe, err := r.open(path, name)
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return err
 	}
 	defer f.Close()
+	// A read waiting on a pipe ends when the context is cancelled.
+	stopReads := context.AfterFunc(r.ctx, func() { _ = f.SetReadDeadline(time.Now()) })
+	defer stopReads()
+	if pipe && from != nil {
+		r.log.Warn("a named pipe has no position to go on from: reading what is written from now on", "file", name)
+		from = nil
+	}
 	begin, size := fileHead(f)
 	head, headLen := disk.CRC(begin), len(begin)
 	if from != nil && (!sameHead(begin, from) || size < from.Offset) {
@@ -405,19 +414,32 @@ func (r *run) readFile(path string, from *filePos) error {
 		}
 		line, rerr := br.ReadSlice('\n')
 		n := int64(len(line))
+		tooLong := false
 		if rerr == bufio.ErrBufferFull {
-			// A line longer than the read buffer: gather it, up to max_line.
+			// A line longer than the read buffer: gather it, up to max_line
+			// (and its line break). Past that it is a bad line, counted at
+			// once, and skipped to its end however long it runs.
 			long = append(long[:0], line...)
 			for rerr == bufio.ErrBufferFull {
+				if r.stopped() {
+					return errStop
+				}
+				if !tooLong && len(long) > r.maxLine+2 {
+					tooLong = true
+					r.badLine(name, lineNo+1, fmt.Errorf("line longer than %d bytes", r.maxLine))
+				}
 				line, rerr = br.ReadSlice('\n')
 				n += int64(len(line))
-				if len(long) <= r.maxLine {
+				if !tooLong {
 					long = append(long, line...)
 				}
 			}
 			line = long
 		}
 		if rerr != nil && rerr != io.EOF {
+			if r.stopped() {
+				return errStop
+			}
 			return fmt.Errorf("%s: %w", name, rerr)
 		}
 		if len(line) == 0 && rerr == io.EOF {
@@ -434,6 +456,7 @@ func (r *run) readFile(path string, from *filePos) error {
 		}
 		r.lineEnd = filePos{File: path, Offset: offset, Line: lineNo, Head: head, HeadLen: headLen}
 		switch {
+		case tooLong:
 		case len(line) > r.maxLine:
 			r.badLine(name, lineNo, fmt.Errorf("line longer than %d bytes", r.maxLine))
 		case len(bytes.TrimSpace(line)) == 0:
@@ -461,6 +484,96 @@ func (r *run) readFile(path string, from *filePos) error {
 			return nil
 		}
 	}
+}
+
+// open opens a file to read: a regular file, or a named pipe, waiting
+// for a writer until the run is stopped. Other files (devices, sockets,
+// directories) are refused: reading them would never end or never start.
+func (r *run) open(path, name string) (f *os.File, pipe bool, err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", name, err)
+	}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		// Not blocking, should the file have become a pipe since Stat.
+		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			if fi, err = f.Stat(); err != nil || !fi.Mode().IsRegular() {
+				_ = f.Close()
+				if err == nil {
+					err = fmt.Errorf("changed into %s while opened", kindOf(fi.Mode()))
+				}
+				return nil, false, fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	case m&fs.ModeNamedPipe != 0:
+		pipe = true
+		r.log.Info("waiting for a writer on the named pipe", "file", name)
+		f, err = openPipe(r.ctx, path)
+		if errors.Is(err, errStop) {
+			return nil, true, err
+		}
+	default:
+		return nil, false, fmt.Errorf("%s: not a regular file or a named pipe (%s): the file source reads files", name, kindOf(m))
+	}
+	if err != nil {
+		return nil, pipe, fmt.Errorf("%s: %w", name, err)
+	}
+	return f, pipe, nil
+}
+
+// openPipe opens a named pipe for reading. The open waits for a writer,
+// so it runs aside; when ctx is done first, opening the writing end
+// without blocking completes the pending open, whose file is closed.
+func openPipe(ctx context.Context, path string) (*os.File, error) {
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		f, err := os.Open(path)
+		ch <- opened{f, err}
+	}()
+	select {
+	case o := <-ch:
+		return o.f, o.err
+	case <-ctx.Done():
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for range 500 { // until the open has started and is completed, at most 5s
+		if w, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			_ = w.Close()
+		}
+		select {
+		case o := <-ch:
+			if o.f != nil {
+				_ = o.f.Close()
+			}
+			return nil, errStop
+		case <-tick.C:
+		}
+	}
+	return nil, errStop // the pipe went away: the open is left waiting
+}
+
+// kindOf names the type of a file that is neither regular nor a pipe.
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "mode " + m.Type().String()
 }
 
 // fileHead reads the beginning of f (at most headBytes) and the size of f.

@@ -37,7 +37,8 @@ var SourceSpec = spec.Spec{
 	Description: "Each line is one payload: a CSV record (`csv`), a JSON object (`jsonl`) or an EnOS measure-point " +
 		"post (`enos`). A bad line is counted (`bad_lines`), logged with file:line and the reason (the first 10, " +
 		"then a summary per file) and skipped; the rest keeps flowing. The source ends after the last line of the " +
-		"last file.",
+		"last file. A named pipe is read as it is written (waiting for a writer); devices, sockets and directories " +
+		"are refused.",
 	Fields: append(append([]spec.Field{
 		{Name: "path", Type: spec.String, Description: "File to read, relative to the pipeline file. A glob (`data/*.csv`) reads every match in name order.", Example: "data/turbine-*.csv"},
 		{Name: "format", Type: spec.String, Enum: []string{"csv", "jsonl", "enos"}, Description: "`csv` (one record per line), `jsonl` (one JSON object per line) or `enos` (one EnOS measure-point payload per line).", Example: "csv"},
@@ -48,7 +49,7 @@ var SourceSpec = spec.Spec{
 		spec.Field{Name: "header", Type: spec.Bool, Default: true, Description: "`csv` only: the first line of each file names the columns.", Example: false},
 		spec.Field{Name: "columns", Type: spec.List, Elem: spec.String, Optional: true, Description: "`csv` only: the column names, for files without a header line (or to replace it).", Example: []string{"time", "asset", "power"}},
 		spec.Field{Name: "delimiter", Type: spec.String, Default: ",", Description: "`csv` only: the field separator, one character (`tab` for a tab).", Example: ";"},
-		spec.Field{Name: "max_line", Type: spec.Int, Default: 1 << 20, Advanced: true, Description: "Longest line in bytes; longer lines are bad lines.", Example: 65536},
+		spec.Field{Name: "max_line", Type: spec.Int, Default: 1 << 20, Advanced: true, Description: "Longest line in bytes. A longer line is a bad line, counted once it passes the limit and skipped to its end.", Example: 65536},
 		spec.Field{Name: "resume", Type: spec.Bool, Default: true, Description: "Record how far the sinks have acknowledged the input (file and byte offset, in `<data dir>/<pipeline>/<source>/position`) and, after a stop or a crash, go on from there instead of from the first line. The record is kept when every file was read: the next run reads only lines appended since (run with `--from-start` to read the files again). A file whose first kilobyte changed since, or that shrank, is read from its start.", Example: false},
 	)...),
 	Example: `sources:

@@ -1,5 +1,12 @@
 package engine
 
+import (
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
 // AlertSchema is the schema of alert records, shared by every component that
 // produces or consumes alerts (the alert operator, engine health alerts,
 // buffer drop alerts). One row is one state change of one alert:
@@ -37,3 +44,86 @@ const (
 	AlertRaised  = "raised"
 	AlertCleared = "cleared"
 )
+
+// EngineAlert is an alert the engine raises about itself: rows a buffer
+// dropped or lost, a full disk, rows arriving late in bulk.
+type EngineAlert struct {
+	// ID is the same on the raise and on the clear record.
+	ID, Asset, Rule, Severity, Type, Content string
+	Value                                    float64
+	// State is AlertRaised or AlertCleared.
+	State string
+	// Occur is when the condition began; Recover when it ended (zero
+	// while raised).
+	Occur, Recover time.Time
+}
+
+// Record builds the AlertSchema row of a. The caller owns the record.
+func (a EngineAlert) Record(mem memory.Allocator) arrow.RecordBatch {
+	rb := NewRecordBuilder(mem, AlertSchema)
+	defer rb.Release()
+	at := a.Occur
+	if a.State == AlertCleared {
+		at = a.Recover
+	}
+	for i, f := range AlertSchema.Fields {
+		switch f.Name {
+		case "time":
+			rb.Timestamp(i).Append(arrow.Timestamp(at.UnixMilli()))
+		case "occur_time":
+			rb.Timestamp(i).Append(arrow.Timestamp(a.Occur.UnixMilli()))
+		case "recover_time":
+			if a.Recover.IsZero() {
+				rb.Timestamp(i).AppendNull()
+			} else {
+				rb.Timestamp(i).Append(arrow.Timestamp(a.Recover.UnixMilli()))
+			}
+		case "id":
+			rb.String(i).Append(a.ID)
+		case "asset":
+			rb.String(i).Append(a.Asset)
+		case "rule":
+			rb.String(i).Append(a.Rule)
+		case "severity":
+			rb.String(i).Append(a.Severity)
+		case "type":
+			rb.String(i).Append(a.Type)
+		case "content":
+			rb.String(i).Append(a.Content)
+		case "value":
+			rb.Float64(i).Append(a.Value)
+		case "state":
+			rb.String(i).Append(a.State)
+		default:
+			rb.Columns[i].AppendNull()
+		}
+	}
+	rb.RowDone()
+	return rb.NewRecord()
+}
+
+// AlertRoute takes engine alerts (AlertSchema records) to the sinks of a
+// run that carry alerts, and reports how many took one.
+type AlertRoute interface {
+	Raise(rec arrow.RecordBatch) int
+}
+
+type alertRouteKey struct{}
+
+// AlertRouteOf returns the alert route of the run sh belongs to, made by
+// create when the run has none yet. The sinks that carry alerts make it.
+func AlertRouteOf(sh *Shared, create func() AlertRoute) AlertRoute {
+	return sh.Get(alertRouteKey{}, func() any { return create() }).(AlertRoute)
+}
+
+// RaiseAlert hands a to the alert route of sh's run and reports how many
+// sinks took it: 0 when no sink carries alerts (the caller logs it then).
+func RaiseAlert(sh *Shared, mem memory.Allocator, a EngineAlert) int {
+	v, ok := sh.Lookup(alertRouteKey{})
+	if !ok {
+		return 0
+	}
+	rec := a.Record(mem)
+	defer rec.Release()
+	return v.(AlertRoute).Raise(rec)
+}

@@ -31,3 +31,15 @@ func (s *Shared) Get(key any, create func() any) any {
 	s.m[key] = v
 	return v
 }
+
+// Lookup returns the object stored under key, if any. On a nil Shared it
+// finds nothing.
+func (s *Shared) Lookup(key any) (any, bool) {
+	if s == nil {
+		return nil, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	return v, ok
+}

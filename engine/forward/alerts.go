@@ -45,10 +45,8 @@ type router struct {
 	idle    chan struct{} // closed and replaced when others drops to 0
 }
 
-type routerKey struct{}
-
 func routerOf(sh *engine.Shared) *router {
-	return sh.Get(routerKey{}, func() any { return &router{idle: make(chan struct{})} }).(*router)
+	return engine.AlertRouteOf(sh, func() engine.AlertRoute { return &router{idle: make(chan struct{})} }).(*router)
 }
 
 func (r *router) join(s *Sink) {
@@ -96,9 +94,9 @@ func (r *router) othersClosed() <-chan struct{} {
 	return r.idle
 }
 
-// raise hands an alert record to every target; it reports how many took
+// Raise hands an alert record to every target; it reports how many took
 // it (at once or into their queue).
-func (r *router) raise(rec arrow.RecordBatch) int {
+func (r *router) Raise(rec arrow.RecordBatch) int {
 	r.mu.Lock()
 	targets := append([]*Sink(nil), r.targets...)
 	r.mu.Unlock()
@@ -234,71 +232,19 @@ func alertText(rec arrow.RecordBatch) string {
 	return ""
 }
 
-// selfAlert describes an alert a sink raises about itself.
-type selfAlert struct {
-	id, rule, severity, typ, content string
-	value                            float64
-	state                            string
-	occur, recover                   time.Time
-}
-
 // raise builds the record of a and routes it; with no sink carrying
 // alerts, it says so in the log.
-func (s *Sink) raise(a selfAlert) {
-	rec := s.alertRecord(a)
+func (s *Sink) raise(a engine.EngineAlert) {
+	a.Asset = s.opts.Edge + "/" + s.opts.Stream
+	rec := a.Record(s.opts.Mem)
 	defer rec.Release()
-	if n := s.router.raise(rec); n == 0 {
+	if n := s.router.Raise(rec); n == 0 {
 		s.ctr.unrouted.Add(1)
-		s.log.Error("no sink carries alerts: this alert stays in the log only", "rule", a.rule, "state", a.state, "content", a.content)
+		s.log.Error("no sink carries alerts: this alert stays in the log only", "rule", a.Rule, "state", a.State, "content", a.Content)
 		return
 	}
 	s.ctr.dropAlerts.Add(1)
 	s.m.alertsRaised.Inc()
-}
-
-// alertRecord builds the engine.AlertSchema row of a.
-func (s *Sink) alertRecord(a selfAlert) arrow.RecordBatch {
-	rb := engine.NewRecordBuilder(s.opts.Mem, engine.AlertSchema)
-	defer rb.Release()
-	asset := s.opts.Edge + "/" + s.opts.Stream
-	at := a.occur
-	if a.state == engine.AlertCleared {
-		at = a.recover
-	}
-	for i, f := range engine.AlertSchema.Fields {
-		switch f.Name {
-		case "time":
-			rb.Timestamp(i).Append(arrow.Timestamp(at.UnixMilli()))
-		case "occur_time":
-			rb.Timestamp(i).Append(arrow.Timestamp(a.occur.UnixMilli()))
-		case "recover_time":
-			if a.recover.IsZero() {
-				rb.Timestamp(i).AppendNull()
-			} else {
-				rb.Timestamp(i).Append(arrow.Timestamp(a.recover.UnixMilli()))
-			}
-		case "id":
-			rb.String(i).Append(a.id)
-		case "asset":
-			rb.String(i).Append(asset)
-		case "rule":
-			rb.String(i).Append(a.rule)
-		case "severity":
-			rb.String(i).Append(a.severity)
-		case "type":
-			rb.String(i).Append(a.typ)
-		case "content":
-			rb.String(i).Append(a.content)
-		case "value":
-			rb.Float64(i).Append(a.value)
-		case "state":
-			rb.String(i).Append(a.state)
-		default:
-			rb.Columns[i].AppendNull()
-		}
-	}
-	rb.RowDone()
-	return rb.NewRecord()
 }
 
 // dropped handles a drop reported by the buffer: metrics, counters and,
@@ -322,11 +268,11 @@ func (s *Sink) dropped(d buffer.Drop) {
 		return
 	}
 	now := time.Now()
-	s.raise(selfAlert{
-		id:   fmt.Sprintf("%s/%s/%s/%d-%d", DropAlertRule, s.opts.Edge, s.opts.Stream, d.First, d.Last),
-		rule: DropAlertRule, severity: "major", typ: "data_loss",
-		content: fmt.Sprintf("%s buffer of %s/%s %s", d.Reason, s.opts.Edge, s.opts.Stream, d.String()),
-		value:   float64(d.Rows), state: engine.AlertRaised, occur: now,
+	s.raise(engine.EngineAlert{
+		ID:   fmt.Sprintf("%s/%s/%s/%d-%d", DropAlertRule, s.opts.Edge, s.opts.Stream, d.First, d.Last),
+		Rule: DropAlertRule, Severity: "major", Type: "data_loss",
+		Content: fmt.Sprintf("%s buffer of %s/%s %s", d.Reason, s.opts.Edge, s.opts.Stream, d.String()),
+		Value:   float64(d.Rows), State: engine.AlertRaised, Occur: now,
 	})
 }
 
@@ -340,11 +286,11 @@ func (s *Sink) lost(ce *buffer.CorruptionError) {
 		rows = float64(ce.LostLast - ce.LostFirst + 1)
 		rng = fmt.Sprintf("%d-%d", ce.LostFirst, ce.LostLast)
 	}
-	s.raise(selfAlert{
-		id:   fmt.Sprintf("%s/%s/%s/%s", LossAlertRule, s.opts.Edge, s.opts.Stream, rng),
-		rule: LossAlertRule, severity: "major", typ: "data_loss",
-		content: fmt.Sprintf("buffer of %s/%s lost rows %s to a damaged file: %s", s.opts.Edge, s.opts.Stream, rng, ce.Error()),
-		value:   rows, state: engine.AlertRaised, occur: time.Now(),
+	s.raise(engine.EngineAlert{
+		ID:   fmt.Sprintf("%s/%s/%s/%s", LossAlertRule, s.opts.Edge, s.opts.Stream, rng),
+		Rule: LossAlertRule, Severity: "major", Type: "data_loss",
+		Content: fmt.Sprintf("buffer of %s/%s lost rows %s to a damaged file: %s", s.opts.Edge, s.opts.Stream, rng, ce.Error()),
+		Value:   rows, State: engine.AlertRaised, Occur: time.Now(),
 	})
 }
 
@@ -384,16 +330,16 @@ func (s *Sink) settleDiskFull(now time.Time, force bool) {
 // diskFull raises (full) or clears the disk-full alert of an episode that
 // started at since.
 func (s *Sink) diskFull(since time.Time, full bool, cause error) {
-	a := selfAlert{
-		id:   fmt.Sprintf("%s/%s/%s/%d", DiskFullAlertRule, s.opts.Edge, s.opts.Stream, since.UnixMilli()),
-		rule: DiskFullAlertRule, severity: "critical", typ: "resource", occur: since, state: engine.AlertRaised,
-		content: fmt.Sprintf("disk of the %s/%s buffer (%s) is full: new rows are held back until space frees", s.opts.Edge, s.opts.Stream, s.opts.Dir),
+	a := engine.EngineAlert{
+		ID:   fmt.Sprintf("%s/%s/%s/%d", DiskFullAlertRule, s.opts.Edge, s.opts.Stream, since.UnixMilli()),
+		Rule: DiskFullAlertRule, Severity: "critical", Type: "resource", Occur: since, State: engine.AlertRaised,
+		Content: fmt.Sprintf("disk of the %s/%s buffer (%s) is full: new rows are held back until space frees", s.opts.Edge, s.opts.Stream, s.opts.Dir),
 	}
 	if !full {
-		a.state, a.recover = engine.AlertCleared, time.Now()
-		a.content = fmt.Sprintf("disk of the %s/%s buffer has room again after %s", s.opts.Edge, s.opts.Stream, a.recover.Sub(since).Round(time.Second))
+		a.State, a.Recover = engine.AlertCleared, time.Now()
+		a.Content = fmt.Sprintf("disk of the %s/%s buffer has room again after %s", s.opts.Edge, s.opts.Stream, a.Recover.Sub(since).Round(time.Second))
 	} else if cause != nil {
-		a.content += ": " + cause.Error()
+		a.Content += ": " + cause.Error()
 	}
 	s.raise(a)
 }

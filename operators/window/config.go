@@ -92,6 +92,9 @@ hopping windows, whose sizes are equal, that is (window_start, key).`,
 		{Name: "max_key_bytes", Type: spec.Int, Default: 256, Advanced: true,
 			Description: "Longest key in bytes. Rows with a longer key go to the late port (counted as long_key_rows).",
 			Example:     1024},
+		{Name: "late_alert", Type: spec.Float, Default: 0.1, Advanced: true,
+			Description: "Raise an engine alert (rule late_rows, to the sinks that carry alerts, and a WARN line) when at least this share of a block of 1,000 rows arrives after its windows closed; it clears when the share falls below half of it. 0 turns it off.",
+			Example:     0.05},
 		{Name: "aggregates", Type: spec.Map, Elem: spec.Any, Optional: true,
 			Description: "Map from input field name to a list of functions: count, sum, avg, min, max, stddev (sample), first, last, and quantiles p1..p99 or p999 (nearest rank, relative error <= 2^-8 = 0.39%). Numeric functions accept int64 and float64 fields and compute in float64; count accepts any field.",
 			Example:     map[string]any{"power": []string{"avg", "min", "max", "stddev", "p95"}, "wind_speed": []string{"avg"}}},
@@ -148,6 +151,7 @@ type plan struct {
 	size, step, gap, offset, lateness int64 // milliseconds
 	wmKeys                            int   // watermark_keys
 	maxKeys, maxKeyBytes              int
+	lateAlert                         float64
 	wmIdle                            int64 // watermark_idle_rows
 	pane                              int64 // pane width (gcd of size and step)
 	keyCol, timeCol                   int
@@ -215,6 +219,10 @@ func parsePlan(cfg *spec.Config, in *engine.Schema) (*plan, error) {
 	}
 	if p.maxKeyBytes < 1 {
 		errs = append(errs, cfg.Errorf("max_key_bytes", "max_key_bytes must be at least 1, got %d", cfg.Int("max_key_bytes")))
+	}
+	p.lateAlert = cfg.Float("late_alert")
+	if !(p.lateAlert >= 0 && p.lateAlert <= 1) {
+		errs = append(errs, cfg.Errorf("late_alert", "late_alert is a share of rows between 0 and 1, got %v", cfg.Float("late_alert")))
 	}
 	if p.wmIdle < 1 {
 		errs = append(errs, cfg.Errorf("watermark_idle_rows", "watermark_idle_rows must be at least 1, got %d", p.wmIdle))

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"log/slog"
 	"math/bits"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -183,6 +185,7 @@ type Operator struct {
 	qChunks []int64
 	cmpItem func(a, b item) int
 
+	lateWatch  lateWatch
 	rb, lateRB *engine.RecordBuilder
 	lastSchema *arrow.Schema // last record schema found equal to the input's
 	closed     bool
@@ -230,6 +233,11 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 		rb:        engine.NewRecordBuilder(mem, p.out),
 		lateRB:    engine.NewRecordBuilder(mem, in),
 	}
+	log := bc.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	o.lateWatch = lateWatch{threshold: p.lateAlert, asset: bc.Pipeline + "/" + bc.Name, shared: bc.Shared, mem: mem, log: log, now: time.Now}
 	for _, fp := range p.fields {
 		o.fd = append(o.fd, newFieldDesc(fp, &o.nsk, &o.nfl))
 		if fd := &o.fd[len(o.fd)-1]; fd.sk >= 0 {
@@ -341,9 +349,11 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 	if nRange > 0 {
 		o.cRange.Add(int64(nRange))
 	}
-	if nLate := len(o.late) - nNull - nRange - nKey; nLate > 0 {
+	nLate := len(o.late) - nNull - nRange - nKey
+	if nLate > 0 {
 		o.cLate.Add(int64(nLate))
 	}
+	o.lateWatch.observe(n-nNull-nRange, nLate)
 	var err error
 	if seen {
 		err = o.advance(emit)

@@ -202,3 +202,13 @@ func TestIdleAndLongKeys(t *testing.T) {
 		t.Errorf("counters %v, want evicted_idle 1 (quiet)", counters)
 	}
 }
+
+// TestIntegerOverflow: an integer expression that overflows neither raises
+// nor clears: the row goes to the errors port, the state stays.
+func TestIntegerOverflow(t *testing.T) {
+	config := "rules: [{name: r, expr: 'count * 153722867280912931 > 0'}]" // count 60 overflows
+	got, errs, _ := run(t, "", config, 0, row(0, "A", 1.0, 1.0))
+	if len(got) != 0 || len(errs) != 1 || !strings.Contains(errs[0][len(errs[0])-1].(string), "integer overflow") {
+		t.Errorf("alerts %v, error rows %v", got, errs)
+	}
+}

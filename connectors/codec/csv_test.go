@@ -64,12 +64,18 @@ mapping: {ts: Date/Time, speed: "Wind Speed (m/s)"}
 				`1700000000000,T1,1,2,"a"b,1,true`,
 				`1700000000000,T1,1,2,"a,1,true`,
 				`yesterday,T1,1,2,a,1,true`,
+				`1700000000000,T1,NaN,2,a,1,true`,
+				`1700000000000,T1,1,-Inf,a,1,true`,
+				`1700000000000,T1,+inf,2,a,1,true`,
 			},
 			errs: []string{
 				"line has 4 fields, the header 7", `column "power": not a number: "x"`,
 				`column "n": not a whole number: "1.5"`, `column "ok": expected true or false, got "maybe"`,
 				"missing time", `missing key column "asset"`, `unexpected 'b' after a quoted field`,
 				"unterminated quoted field", `column "Date/Time": expected a number (unix_ms), got "yesterday"`,
+				`column "power": expected a finite number, got "NaN"`,
+				`column "Wind Speed (m/s)": expected a finite number, got "-Inf"`,
+				`column "power": expected a finite number, got "+inf"`,
 			},
 		},
 	}

@@ -62,7 +62,11 @@ type Topic struct {
 	Of TopicKind
 }
 
-const reply = "_reply"
+// ReplySuffix ends every reply topic: a reply to a message on topic T is
+// published on T + ReplySuffix.
+const ReplySuffix = "_reply"
+
+const reply = ReplySuffix
 
 // ParseTopic parses an EnOS device topic:
 // /sys/{productKey}/{deviceKey}/thing/{measurepoint/post|...|service/...}.
@@ -133,6 +137,35 @@ func ServiceTopicFor(productKey, deviceKey, service string) string {
 
 // ReplyTopicFor returns the topic that answers a message on topic.
 func ReplyTopicFor(topic string) string { return topic + reply }
+
+// IsReplyTopic reports whether topic is a reply topic (ends with
+// ReplySuffix), whatever its format: a component that answers messages
+// must never take one of these for a message to answer.
+func IsReplyTopic(topic string) bool { return strings.HasSuffix(topic, reply) }
+
+// MaxKeyLen is the longest product or device key CheckKey accepts by
+// default, in bytes; EnOS keys are far shorter.
+const MaxKeyLen = 128
+
+// CheckKey checks a product or device key that becomes a topic segment: it
+// must be non-empty, at most maxLen bytes (0: MaxKeyLen) and free of the
+// characters that would change the topic's structure (/, the wildcards +
+// and #, and NUL).
+func CheckKey(key string, maxLen int) error {
+	if maxLen <= 0 {
+		maxLen = MaxKeyLen
+	}
+	switch {
+	case key == "":
+		return errors.New("empty key")
+	case len(key) > maxLen:
+		return fmt.Errorf("key of %d bytes exceeds %d", len(key), maxLen)
+	}
+	if i := strings.IndexAny(key, "/+#\x00"); i >= 0 {
+		return fmt.Errorf("key %q holds %q, which cannot be part of a topic segment", key, key[i])
+	}
+	return nil
+}
 
 // ServiceMethod returns the method named in a service invocation
 // ("thing.service.measurepoint.set").

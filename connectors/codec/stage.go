@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"unicode/utf8"
 
@@ -370,6 +371,11 @@ func (s *stage) setText(row []cell, col int, v []byte, quoted bool, off int) err
 		f, err := parseFloat(v)
 		if err != nil {
 			return s.colErr(off, col, "%v: %q", err, v)
+		}
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			// Not a measurement: let the line be counted and reported
+			// rather than turn every statistic of its window into NaN.
+			return s.colErr(off, col, "expected a finite number, got %q", v)
 		}
 		c.f = f
 	case engine.Int64:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +199,100 @@ func readLines(t *testing.T, path string) []string {
 		out = append(out, sc.Text())
 	}
 	return out
+}
+
+// TestRetainedInt64PostDoesNotCrash: an EnOS post dated 9223372036854775807,
+// published retained, used to crash the engine with "out of memory" at every
+// start (a hopping window allocated without end). Now the decoder refuses
+// it with the reason, and the pipeline computes the other devices'
+// statistics; the heap stays small.
+func TestRetainedInt64PostDoesNotCrash(t *testing.T) {
+	url := mosquittoURL(t)
+	dir := t.TempDir()
+	prefix := fmt.Sprintf("/sys/ret%d", time.Now().UnixNano())
+	opts := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("ret-pub-%d", time.Now().UnixNano())).SetCleanSession(true)
+	cl := paho.NewClient(opts)
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer cl.Disconnect(100)
+	evil := prefix + "/evil/thing/measurepoint/post"
+	for _, ts := range []string{"9223372036854775807", "-9223372036854775808"} {
+		topic := evil
+		if ts[0] == '-' {
+			topic = prefix + "/evil2/thing/measurepoint/post"
+		}
+		tok := cl.Publish(topic, 1, true, `{"id":"1","params":{"measurepoints":{"temp":1},"time":`+ts+`}}`)
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+		t.Cleanup(func() { cl.Publish(topic, 1, true, "").WaitTimeout(5 * time.Second) }) // remove the retained post
+	}
+	file := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf(`
+name: retained
+batch: {size: 16, linger: 5ms}
+sources:
+  devices:
+    type: mqtt
+    urls: ["%s"]
+    topics: ["%s/+/thing/measurepoint/post"]
+    qos: 1
+    format: enos
+    schema: {key: asset, fields: {temp: float64}}
+steps:
+  stats: {type: window, input: devices, kind: hopping, size: 1m, step: 10s, aggregates: {temp: [max]}}
+sinks:
+  out: {type: file, input: stats, path: stats.jsonl}
+`, url, prefix)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defs, errs := pipelines.Load([]string{file}, func(string) (string, bool) { return "", false })
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(dir, "data")})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- pipelines.RunAll(ctx, ps) }()
+	base := time.Now().Add(-time.Minute).Truncate(time.Minute).UnixMilli()
+	var bad int64
+	for deadline := time.Now().Add(20 * time.Second); bad < 2; {
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatalf("the retained posts were never refused (bad_payloads %d)", bad)
+		}
+		time.Sleep(20 * time.Millisecond)
+		bad = ps[0].Components[0].Counters.Snapshot()["bad_payloads"]
+	}
+	for sec := int64(0); sec < 30; sec++ {
+		tok := cl.Publish(prefix+"/T1/thing/measurepoint/post", 1, false, fmt.Sprintf(`{"id":"1","params":{"measurepoints":{"temp":%d},"time":%d}}`, sec, base+sec*1000))
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); pipelines.SourceRows(ps) < 30; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d rows arrived", pipelines.SourceRows(ps))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	if ms.HeapAlloc > 256<<20 {
+		t.Errorf("heap %d MiB after the run, want under 256 MiB", ms.HeapAlloc>>20)
+	}
+	if n := len(readLines(t, filepath.Join(dir, "stats.jsonl"))); n == 0 {
+		t.Error("no statistics for T1")
+	}
 }

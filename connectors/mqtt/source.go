@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -700,14 +701,16 @@ func (r *runner) handle(m message) {
 	r.pending = r.pending || m.qos > 0
 	r.acks.push(m)
 	topic := m.topic
+	if codec.IsReplyTopic(topic) {
+		// Our own replies (or other clients') on a wildcard subscription,
+		// whatever the format: decoding them would answer them, and the
+		// answers would come back to be answered in turn.
+		s.c.ignored.Add(1)
+		return
+	}
 	var et codec.Topic
 	if s.enos {
 		et = codec.ParseTopic(topic)
-		if et.Kind == codec.ReplyTopic {
-			// Our own replies (or other clients') on a wildcard subscription.
-			s.c.ignored.Add(1)
-			return
-		}
 	}
 	dev := topic
 	if s.devSeg >= 0 {
@@ -734,6 +737,14 @@ func (r *runner) handle(m message) {
 		ds.rateLimited.Add(1)
 		r.reject(m, ds, codec.CodeTooManyRequests, fmt.Sprintf("device %q exceeds %g messages/s", dev, s.rate))
 		return
+	}
+	if len(m.payload) > 0 && m.payload[0] == '{' {
+		if v := member(m.payload, 0, "id"); len(v) > maxEchoedID+2 && len(messageID(m.payload)) > maxEchoedID {
+			s.c.bad.Add(1)
+			ds.bad.Add(1)
+			r.reject(m, ds, codec.CodeBadRequest, fmt.Sprintf("the message id is longer than %d bytes", maxEchoedID))
+			return
+		}
 	}
 	key := ""
 	if s.keySeg >= 0 && !et.Kind.Batch() {
@@ -810,7 +821,7 @@ func (r *runner) reject(m message, ds *deviceStats, code int, reason string) {
 // sendReply queues a reply; when the queue is full the reply is dropped
 // and counted, so that a slow broker never holds up decoding.
 func (r *runner) sendReply(topic string, payload []byte, code int, message string) {
-	id := messageID(payload)
+	id := echoedID(payload)
 	buf := codec.AppendReply(make([]byte, 0, 48+len(id)+len(message)), id, code, message)
 	select {
 	case r.replies <- outgoing{topic: codec.ReplyTopicFor(topic), payload: buf}:
@@ -832,4 +843,23 @@ func (r *runner) sendReplies() {
 		}
 		r.s.c.replies.Add(1)
 	}
+}
+
+// maxEchoedID is the longest message id a reply echoes, in bytes; a
+// message with a longer id is rejected, and its reply carries only the
+// id's first bytes.
+const maxEchoedID = 64
+
+// echoedID returns the id a reply to payload carries: its message id, cut
+// to maxEchoedID bytes (on a character boundary).
+func echoedID(payload []byte) string {
+	id := messageID(payload)
+	if len(id) <= maxEchoedID {
+		return id
+	}
+	n := maxEchoedID
+	for n > 0 && !utf8.RuneStart(id[n]) {
+		n--
+	}
+	return strings.Clone(id[:n])
 }

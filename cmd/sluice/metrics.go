@@ -2,45 +2,107 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
+// maxMetricsConns bounds the connections the metrics server holds at once.
+const maxMetricsConns = 16
+
+// metricsTokenEnv names the environment variable that may hold the bearer
+// token of the metrics endpoint (--metrics-token-file takes precedence).
+const metricsTokenEnv = "SLUICE_METRICS_TOKEN"
+
+// metricsListenAddr turns ":port" into "127.0.0.1:port": the endpoint binds
+// to every interface only when told so (0.0.0.0:port, [::]:port).
+func metricsListenAddr(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "127.0.0.1" + addr
+	}
+	return addr
+}
+
+// metricsToken reads the bearer token from tokenFile, or from
+// SLUICE_METRICS_TOKEN; empty means none.
+func metricsToken(tokenFile string) (string, error) {
+	if tokenFile == "" {
+		return strings.TrimSpace(os.Getenv(metricsTokenEnv)), nil
+	}
+	data, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return "", fmt.Errorf("--metrics-token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" {
+		return "", fmt.Errorf("--metrics-token-file: %s is empty", tokenFile)
+	}
+	return tok, nil
+}
+
 // serveMetrics serves the pipelines' metrics, plus Go runtime and process
-// metrics, at /metrics on addr. The returned function stops the server.
-func serveMetrics(addr string, ps []*pipelines.Pipeline, log *slog.Logger) (func(), error) {
+// metrics, at /metrics on addr. With a token, every request must carry
+// "Authorization: Bearer <token>". The returned function stops the server.
+func serveMetrics(addr, token string, ps []*pipelines.Pipeline, log *slog.Logger) (func(), error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		pipelines.NewCollector(ps),
 	)
+	var h http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, MaxRequestsInFlight: 4})
+	if token != "" {
+		h = bearer(token, h)
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	ln, err := net.Listen("tcp", addr)
+	mux.Handle("/metrics", h)
+	ln, err := net.Listen("tcp", metricsListenAddr(addr))
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
+		log.Warn("the metrics endpoint is reachable from other hosts without a token: set --metrics-token-file or "+metricsTokenEnv, "addr", ln.Addr().String())
+	}
+	srv := &http.Server{
+		Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 8 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(netutil.LimitListener(ln, maxMetricsConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics server stopped", "err", err)
 		}
 	}()
-	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics", "token", token != "")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}, nil
+}
+
+// bearer lets through requests that carry the token.
+func bearer(token string, next http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -24,6 +24,7 @@ import (
 type runFlags struct {
 	progress    string
 	metricsAddr string
+	metricsTok  string // file holding the metrics bearer token
 	dataDir     string
 	edge        string
 	fromStart   bool
@@ -31,7 +32,8 @@ type runFlags struct {
 
 func (f *runFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.progress, "progress", "auto", "show rows and rows/s on stderr: auto (when stderr is a terminal), always or never")
-	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9464) at /metrics")
+	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address at /metrics (\":9464\" binds 127.0.0.1; 0.0.0.0:9464 every interface)")
+	cmd.Flags().StringVar(&f.metricsTok, "metrics-token-file", "", "file holding a bearer token the metrics endpoint requires (default: $"+metricsTokenEnv+", else none)")
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "sluice-data", "directory of durable state (the buffers of cloud sinks)")
 	cmd.Flags().StringVar(&f.edge, "edge", "", "identity of this engine in outgoing message IDs (default: the host name)")
 	cmd.Flags().BoolVar(&f.fromStart, "from-start", false, "make resumable sources (file, sim) forget how far earlier runs read and read their input from its start")
@@ -84,7 +86,11 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 		return &exitError{code: exitFailed, err: errs}
 	}
 	if flags.metricsAddr != "" {
-		stop, err := serveMetrics(flags.metricsAddr, ps, log)
+		token, err := metricsToken(flags.metricsTok)
+		stop := func() {}
+		if err == nil {
+			stop, err = serveMetrics(flags.metricsAddr, token, ps, log)
+		}
 		if err != nil {
 			for _, p := range ps {
 				p.Close()

@@ -128,7 +128,7 @@ func Load(paths []string, env LookupEnv) ([]*Def, spec.Errors) {
 	}
 	var defs []*Def
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		data, err := spec.ReadConfigFile(f, spec.MaxPipelineBytes)
 		if err != nil {
 			errs = append(errs, spec.Errorf(spec.Pos{File: f}, "%v", unwrapPathErr(err)))
 			continue

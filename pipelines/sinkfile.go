@@ -13,9 +13,6 @@ import (
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
-// MaxConfigBytes bounds a configuration file the loader reads.
-const MaxConfigBytes = 4 << 20
-
 // SinkConfig is one sink configuration read from a file.
 type SinkConfig struct {
 	// Name is the sink's name (empty for a file holding one sink mapping).
@@ -38,17 +35,9 @@ func LoadSink(file, name string, env LookupEnv) (*SinkConfig, spec.Errors) {
 		env = os.LookupEnv
 	}
 	at := spec.Pos{File: file, Line: 1, Col: 1}
-	f, err := os.Open(file)
+	data, err := spec.ReadConfigFile(file, spec.MaxPipelineBytes)
 	if err != nil {
 		return nil, spec.Errors{spec.Errorf(at, "%v", unwrapPathErr(err))}
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
-	if err != nil {
-		return nil, spec.Errors{spec.Errorf(at, "%v", err)}
-	}
-	if len(data) > MaxConfigBytes {
-		return nil, spec.Errors{spec.Errorf(at, "larger than %d MiB: not a configuration file", MaxConfigBytes>>20)}
 	}
 	var root yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil {

@@ -30,7 +30,6 @@ package assets
 import (
 	"fmt"
 	"math"
-	"os"
 	"slices"
 
 	"go.yaml.in/yaml/v3"
@@ -132,9 +131,14 @@ type Asset struct {
 	Attrs map[string]any
 }
 
-// Load reads and validates a models and assets file.
+// MaxFileBytes bounds a models and assets file (a site's thousands of
+// assets take a few megabytes).
+const MaxFileBytes = 64 << 20
+
+// Load reads and validates a models and assets file of at most
+// MaxFileBytes; what is not a regular file is refused.
 func Load(path string) (*Catalog, error) {
-	data, err := os.ReadFile(path)
+	data, err := spec.ReadConfigFile(path, MaxFileBytes)
 	if err != nil {
 		return nil, err
 	}

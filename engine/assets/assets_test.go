@@ -182,3 +182,15 @@ func ExampleParse() {
 	// WT-001 turbine 90
 	// WT-002 turbine 85
 }
+
+// TestLoadRefusesSpecialFiles: `assets: /dev/zero` used to grow without
+// bound; what is not a regular file is refused at once.
+func TestLoadRefusesSpecialFiles(t *testing.T) {
+	if _, err := os.Stat("/dev/zero"); err != nil {
+		t.Skip("no /dev/zero here")
+	}
+	_, err := assets.Load("/dev/zero")
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("Load(/dev/zero) = %v, want a refusal", err)
+	}
+}

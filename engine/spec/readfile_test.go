@@ -1,6 +1,6 @@
 //go:build unix
 
-package pipelines_test
+package spec_test
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-edge/sluice/pipelines"
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // TestReadConfigFile: a configuration file is read whole up to the limit;
@@ -49,7 +49,7 @@ func TestReadConfigFile(t *testing.T) {
 			var err error
 			go func() {
 				defer close(done)
-				data, err = pipelines.ReadConfigFile(c.path, 1024)
+				data, err = spec.ReadConfigFile(c.path, 1024)
 			}()
 			select {
 			case <-done:
@@ -74,13 +74,13 @@ func TestReadConfigFile(t *testing.T) {
 // MaxPipelineBytes is read, one byte more is refused.
 func TestReadConfigFileLimit(t *testing.T) {
 	dir := t.TempDir()
-	for _, n := range []int{pipelines.MaxPipelineBytes, pipelines.MaxPipelineBytes + 1} {
+	for _, n := range []int{spec.MaxPipelineBytes, spec.MaxPipelineBytes + 1} {
 		p := filepath.Join(dir, "p.yaml")
 		if err := os.WriteFile(p, make([]byte, n), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := pipelines.ReadConfigFile(p, pipelines.MaxPipelineBytes)
-		if (err == nil) != (n <= pipelines.MaxPipelineBytes) {
+		_, err := spec.ReadConfigFile(p, spec.MaxPipelineBytes)
+		if (err == nil) != (n <= spec.MaxPipelineBytes) {
 			t.Errorf("%d bytes: %v", n, err)
 		}
 	}

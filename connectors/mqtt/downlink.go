@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,10 @@ type DownlinkOptions struct {
 	SendTimeout time.Duration
 	// Log receives command failures; nil discards them.
 	Log *slog.Logger
+	// Unmatched, when set, counts the replies that move no command: a
+	// reply that cannot be read, names no command, or comes from another
+	// device or service than its command's (see command.Tracker.Reply).
+	Unmatched *atomic.Int64
 }
 
 // Downlink sends commands to EnOS devices over MQTT — measure-point
@@ -45,11 +50,34 @@ type Downlink struct {
 	ready   chan struct{}
 	once    sync.Once
 
-	unmatched atomic.Int64
+	unmatched *atomic.Int64
 
 	mu      sync.Mutex
 	started bool
 	closed  bool
+}
+
+// ErrBadTopicKey is returned by Send for a command whose product key,
+// device key or service cannot be part of a topic (empty segments, /, the
+// wildcards + and #, or keys longer than codec.MaxKeyLen): such a command
+// is rejected before anything is published.
+var ErrBadTopicKey = errors.New("key cannot be part of a topic")
+
+// checkTarget checks the parts of a command's topic.
+func checkTarget(c *command.Command) error {
+	if err := codec.CheckKey(c.Product, 0); err != nil {
+		return fmt.Errorf("%w: product key: %w", ErrBadTopicKey, err)
+	}
+	if err := codec.CheckKey(c.Asset, 0); err != nil {
+		return fmt.Errorf("%w: device key: %w", ErrBadTopicKey, err)
+	}
+	// Dots in a service stand for slashes: each part is a topic segment.
+	for part := range strings.SplitSeq(c.Service, ".") {
+		if err := codec.CheckKey(part, 0); err != nil {
+			return fmt.Errorf("%w: service %q: %w", ErrBadTopicKey, c.Service, err)
+		}
+	}
+	return nil
 }
 
 // errBrokerUnreachable is returned by Send when no connection came up in
@@ -70,7 +98,10 @@ func NewDownlink(opts DownlinkOptions) (*Downlink, error) {
 	if opts.Client.Log == nil {
 		opts.Client.Log = opts.Log
 	}
-	d := &Downlink{opts: opts, tracker: opts.Tracker, ready: make(chan struct{})}
+	d := &Downlink{opts: opts, tracker: opts.Tracker, ready: make(chan struct{}), unmatched: opts.Unmatched}
+	if d.unmatched == nil {
+		d.unmatched = new(atomic.Int64)
+	}
 	if d.tracker == nil {
 		d.tracker, d.own = command.New(command.Options{}), true
 	}
@@ -139,9 +170,14 @@ func (d *Downlink) Send(ctx context.Context, c command.Command) (command.Command
 	if c.Product == "" || c.Asset == "" || c.Service == "" {
 		return c, errors.New("mqtt downlink: a command needs a product key, a device key and a service")
 	}
+	bad := checkTarget(&c)
 	c, err := d.tracker.Submit(c)
 	if err != nil {
 		return c, err
+	}
+	if bad != nil {
+		c, _ = d.tracker.Reject(c.ID, bad.Error())
+		return c, fmt.Errorf("mqtt downlink: command %s: %w", c.ID, bad)
 	}
 	payload, err := codec.AppendRequest(nil, c.ID, c.Service, c.Inputs)
 	if err != nil {
@@ -191,12 +227,10 @@ func (d *Downlink) onMessage(m message) {
 		d.opts.Log.Warn("mqtt downlink: bad reply", "topic", m.topic, "err", err)
 		return
 	}
-	c, ok := d.tracker.Get(rep.ID)
-	if !ok || c.Asset != t.DeviceKey || c.Product != t.ProductKey || c.Service != t.Service {
+	from := command.Target{Product: t.ProductKey, Asset: t.DeviceKey, Service: t.Service}
+	if _, err := d.tracker.Reply(rep.ID, from, rep.Code, rep.Message, rep.Data); errors.Is(err, command.ErrUnknown) || errors.Is(err, command.ErrMisdirected) {
 		d.unmatched.Add(1)
-		return
 	}
-	_, _ = d.tracker.Reply(rep.ID, rep.Code, rep.Message, rep.Data)
 }
 
 // Close disconnects; a tracker created by NewDownlink stops its timeouts.

@@ -2,15 +2,19 @@ package mqtt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/connectors/devsim"
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/command"
@@ -235,5 +239,91 @@ func TestSinkBrokerUnreachable(t *testing.T) {
 	}
 	if got := counters.Snapshot()["commands_failed"]; got != 3 {
 		t.Errorf("commands_failed = %d, want 3", got)
+	}
+}
+
+// TestDownlinkBadKeys: a product, device or service that would change the
+// structure of the command's topic is refused at once, before anything is
+// published.
+func TestDownlinkBadKeys(t *testing.T) {
+	b := embedded(t)
+	pk := "pk" + suffix()
+	all := newSubscriber(t, b.url, "/sys/"+pk+"/#")
+	dl, err := NewDownlink(DownlinkOptions{SendTimeout: time.Minute,
+		Client: ClientOptions{URLs: []string{b.url}, ClientID: "dl-" + suffix(), CleanSession: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := dl.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []command.Command{
+		{Product: pk, Asset: "T1/thing/service/reboot", Service: "x"},
+		{Product: pk, Asset: "T+", Service: "reboot"},
+		{Product: pk, Asset: "#", Service: "reboot"},
+		{Product: pk + "/x", Asset: "T1", Service: "reboot"},
+		{Product: pk, Asset: strings.Repeat("k", 200), Service: "reboot"},
+		{Product: pk, Asset: "T1", Service: "re#boot"},
+		{Product: pk, Asset: "T1", Service: "a/b"},
+	} {
+		got, err := dl.Send(ctx, c)
+		if !errors.Is(err, ErrBadTopicKey) || got.Status != command.Rejected {
+			t.Errorf("Send(%s/%s/%s): status %s, err %v; want rejected with ErrBadTopicKey", c.Product, c.Asset, c.Service, got.Status, err)
+		}
+	}
+	// The next good command is the first message on the devices' topics.
+	good, err := dl.Invoke(ctx, pk, "T1", "reboot", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := all.next(t); m.topic != codec.ServiceTopicFor(pk, "T1", "reboot") || messageID(m.payload) != good.ID {
+		t.Errorf("first command published: %s %s", m.topic, m.payload)
+	}
+}
+
+// TestDownlinkForgedReplies: only a reply on the topic of the command's
+// own device and service moves the command on; forged replies are
+// counted as unmatched.
+func TestDownlinkForgedReplies(t *testing.T) {
+	b := embedded(t)
+	pk := "pk" + suffix()
+	var unmatched atomic.Int64
+	dl, err := NewDownlink(DownlinkOptions{Unmatched: &unmatched,
+		Client: ClientOptions{URLs: []string{b.url}, ClientID: "dl-" + suffix(), CleanSession: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := dl.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dl.Invoke(ctx, pk, "T1", "reboot", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := newPublisher(t, b.url, 5)
+	reply := func(id string, code int) []byte { return codec.AppendReply(nil, id, code, "") }
+	pub.publish(codec.ReplyTopicFor(codec.ServiceTopicFor(pk, "T2", "reboot")), reply(c.ID, 200))              // another device
+	pub.publish(codec.ReplyTopicFor(codec.ServiceTopicFor("other", "T1", "reboot")), reply(c.ID, 200))         // another product
+	pub.publish(codec.ReplyTopicFor(codec.ServiceTopicFor(pk, "T1", command.SetPoints)), reply(c.ID, 200))     // another service
+	pub.publish(codec.ReplyTopicFor(codec.ServiceTopicFor(pk, "T1", "reboot")), reply("no-such-command", 200)) // unknown command
+	pub.publish(codec.ReplyTopicFor(codec.ServiceTopicFor(pk, "T1", "reboot")), reply(c.ID, 500))              // the device
+	got, err := dl.Tracker().Wait(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != command.Failed || got.Code != 500 {
+		t.Errorf("command %s code %d, want failed by the device's 500", got.Status, got.Code)
+	}
+	if n := unmatched.Load(); n != 4 || dl.Unmatched() != 4 {
+		t.Errorf("unmatched %d, want 4", n)
+	}
+	if st := dl.Tracker().ReplyStats(); st.Misdirected != 3 || st.Unknown != 1 {
+		t.Errorf("tracker reply stats %+v, want 3 misdirected and 1 unknown", st)
 	}
 }

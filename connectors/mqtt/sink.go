@@ -158,6 +158,7 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 	}
 	s.sent, s.skipped, s.failed = counters.Counter("commands_sent"), counters.Counter("rows_skipped"), counters.Counter("commands_failed")
 	acked, timedOut := counters.Counter("commands_acked"), counters.Counter("commands_timeout")
+	rejected, unmatched := counters.Counter("commands_rejected"), counters.Counter("replies_unmatched")
 	log := s.log
 	tracker := command.New(command.Options{OnTransition: func(tr command.Transition) {
 		switch tr.To {
@@ -166,12 +167,15 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 		case command.Failed:
 			s.failed.Add(1)
 			log.Warn("mqtt: command failed", "id", tr.ID, "device", tr.Asset, "reason", tr.Reason)
+		case command.Rejected:
+			rejected.Add(1)
+			log.Warn("mqtt: command rejected", "id", tr.ID, "reason", tr.Reason)
 		case command.Timeout:
 			timedOut.Add(1)
 			log.Warn("mqtt: command timed out", "id", tr.ID, "device", tr.Asset, "reason", tr.Reason)
 		}
 	}})
-	s.opts = DownlinkOptions{Client: opts, Tracker: tracker, QoS0: q == 0, SendTimeout: cfg.Duration("send_timeout"), Log: s.log}
+	s.opts = DownlinkOptions{Client: opts, Tracker: tracker, QoS0: q == 0, SendTimeout: cfg.Duration("send_timeout"), Log: s.log, Unmatched: unmatched}
 	return s, nil
 }
 

@@ -87,6 +87,12 @@ var SourceSpec = spec.Spec{
 		{Name: "assets", Type: spec.String, Optional: true,
 			Description: "Models and assets file (relative to the pipeline file); messages from devices that are not assets are rejected (`unknown_devices`).",
 			Example:     "assets.yaml"},
+		{Name: "max_key_length", Type: spec.Int, Default: codec.MaxKeyLen, Advanced: true,
+			Description: "Longest device key in bytes, from the topic or from a batch post's items; longer keys — and batch item keys holding `/`, `+`, `#` or NUL — are rejected with 400 (`bad_device_keys`) and never tracked."},
+		{Name: "max_devices", Type: spec.Int, Default: defaultMaxDevices, Advanced: true,
+			Description: "Devices whose statistics and rate limit the source keeps; beyond it the device seen least recently is forgotten (`devices_evicted`)."},
+		{Name: "max_device_bytes", Type: spec.Int, Default: defaultMaxDeviceBytes, Advanced: true,
+			Description: "Bytes the table of devices may take (about 320 per device plus its key and last error); beyond it the devices seen least recently are forgotten (`devices_evicted`)."},
 		{Name: "log_interval", Type: spec.Duration, Default: "10s", Advanced: true, Description: "Bad input is logged at most log_burst times per log_interval; the rest is summarised."},
 		{Name: "log_burst", Type: spec.Int, Default: 10, Advanced: true, Description: "See log_interval."},
 		{Name: "drain_timeout", Type: spec.Duration, Default: "10s", Advanced: true,
@@ -134,6 +140,7 @@ type Source struct {
 	reply    bool
 	maxSize  int
 	allow    map[string]bool // nil: every device
+	maxKey   int
 	rate     float64
 	burst    int
 	logEvery time.Duration
@@ -163,6 +170,7 @@ type colRef struct{ kind, idx int }
 type sourceCounters struct {
 	messages, rows, bad, oversized, rateLimited, unknownDevices, unknownPoints, ignored *atomic.Int64
 	replies, repliesDropped, acked, connects, disconnects                               *atomic.Int64
+	badKeys, evicted                                                                    *atomic.Int64
 }
 
 func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
@@ -186,6 +194,7 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		logBurst: int(cfg.Int("log_burst")),
 		drain:    cfg.Duration("drain_timeout"),
 		queue:    int(cfg.Int("queue")),
+		maxKey:   int(cfg.Int("max_key_length")),
 		batch:    bc.Batch.Normalize(),
 		mem:      bc.Mem,
 		log:      bc.Log,
@@ -211,6 +220,15 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	}
 	if s.queue < 1 {
 		add(cfg.Errorf("queue", "queue must be positive"))
+	}
+	if s.maxKey < 1 || s.maxKey > 65535 {
+		add(cfg.Errorf("max_key_length", "max_key_length must be between 1 and 65535, not %d", s.maxKey))
+	}
+	if n := cfg.Int("max_devices"); n < 1 {
+		add(cfg.Errorf("max_devices", "max_devices must be positive, not %d", n))
+	}
+	if n := cfg.Int("max_device_bytes"); n < 1<<20 {
+		add(cfg.Errorf("max_device_bytes", "max_device_bytes must be at least 1048576 (1 MiB), not %d", n))
 	}
 	if s.logBurst < 0 {
 		add(cfg.Errorf("log_burst", "log_burst must not be negative"))
@@ -331,6 +349,7 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		unknownDevices: counters.Counter("unknown_devices"), ignored: counters.Counter("ignored"),
 		replies: counters.Counter("replies"), repliesDropped: counters.Counter("replies_dropped"),
 		acked: counters.Counter("acked"), connects: counters.Counter("connects"), disconnects: counters.Counter("disconnects"),
+		badKeys: counters.Counter("bad_device_keys"), evicted: counters.Counter("devices_evicted"),
 	}
 	if s.enos {
 		s.c.unknownPoints = counters.Counter("unknown_points")
@@ -348,7 +367,7 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	}
 	s.opts.Log = s.log
 	s.now = time.Now
-	s.devs = newDevices(s.rate, s.burst)
+	s.devs = newDevices(s.rate, s.burst, int(cfg.Int("max_devices")), cfg.Int("max_device_bytes"), s.c.evicted)
 	return s, nil
 }
 
@@ -440,6 +459,11 @@ func (s *Source) Schema() *engine.Schema { return s.schema }
 
 // Devices returns what the source counted per device.
 func (s *Source) Devices() []DeviceStats { return s.devs.snapshot() }
+
+// TrackedDevices returns the number of devices the source keeps
+// statistics of and the bytes they take (at most max_devices and
+// max_device_bytes).
+func (s *Source) TrackedDevices() (devices int, bytes int64) { return s.devs.tracked() }
 
 // Run subscribes and emits batches until ctx is cancelled. Then it stops
 // reading, emits the rows it holds, waits (up to drain_timeout) until the
@@ -716,6 +740,10 @@ func (r *runner) handle(m message) {
 	if s.devSeg >= 0 {
 		if seg, ok := segment(topic, s.devSeg); ok && seg != "" {
 			dev = seg
+			if len(dev) > s.maxKey {
+				r.rejectKey(m, fmt.Sprintf("device key of %d bytes exceeds max_key_length (%d)", len(dev), s.maxKey))
+				return
+			}
 		}
 	}
 	ds := s.devs.get(dev)
@@ -756,15 +784,29 @@ func (r *runner) handle(m message) {
 			return
 		}
 	}
-	if et.Kind.Batch() && s.allow != nil {
-		unknown := ""
+	if et.Kind.Batch() {
+		unknown, badKey := "", ""
 		eachItemKey(m.payload, s.keyField, func(k string) bool {
-			if !s.allow[k] {
+			if k == "" {
+				// The decoder refuses an item without a device key.
+				return true
+			}
+			if err := codec.CheckKey(k, s.maxKey); err != nil {
+				badKey = "sub-device " + err.Error()
+				return false
+			}
+			if s.allow != nil && !s.allow[k] {
 				unknown = k
 				return false
 			}
 			return true
 		})
+		if badKey != "" {
+			s.c.badKeys.Add(1)
+			ds.bad.Add(1)
+			r.reject(m, ds, codec.CodeBadRequest, badKey)
+			return
+		}
 		if unknown != "" {
 			s.c.unknownDevices.Add(1)
 			ds.unknown.Add(1)
@@ -806,7 +848,7 @@ func (r *runner) handle(m message) {
 // acknowledged with the batch being built.
 func (r *runner) reject(m message, ds *deviceStats, code int, reason string) {
 	now := r.s.now()
-	ds.fail(reason, now)
+	r.s.devs.fail(ds, reason, now)
 	if ok, suppressed := r.logs.allow(now); ok {
 		if suppressed > 0 {
 			r.s.log.Warn("mqtt: more bad input was not logged", "count", suppressed)
@@ -816,6 +858,16 @@ func (r *runner) reject(m message, ds *deviceStats, code int, reason string) {
 	if r.s.reply {
 		r.sendReply(m.topic, m.payload, code, reason)
 	}
+}
+
+// rejectKey rejects a message whose device key cannot be tracked; it is
+// counted under OtherDevices.
+func (r *runner) rejectKey(m message, reason string) {
+	ds := r.s.devs.other
+	ds.messages.Add(1)
+	ds.bad.Add(1)
+	r.s.c.badKeys.Add(1)
+	r.reject(m, ds, codec.CodeBadRequest, reason)
 }
 
 // sendReply queues a reply; when the queue is full the reply is dropped

@@ -121,6 +121,9 @@ var (
 	ErrDuplicate = errors.New("command id already in use")
 	ErrExpired   = errors.New("command expired")
 	ErrFinal     = errors.New("command already in a final state")
+	// ErrMisdirected is returned for a reply from another device or
+	// service than the command's.
+	ErrMisdirected = errors.New("reply from another target than the command's")
 )
 
 // Options configures a Tracker. Zero fields take their defaults.
@@ -154,6 +157,7 @@ type Tracker struct {
 	seq     uint64
 	nextID  uint64
 	closed  bool
+	replies ReplyStats
 }
 
 type entry struct {
@@ -247,18 +251,52 @@ func (t *Tracker) Sent(id string) (Command, error) {
 	return e.c, nil
 }
 
-// Reply records the device's reply: code 200 acknowledges the command,
-// any other code fails it with message as the reason. A reply to a command
-// that already timed out is audited and otherwise ignored.
-func (t *Tracker) Reply(id string, code int, message string, output json.RawMessage) (Command, error) {
+// Target names the device a command is for (Product, Asset) and the
+// service it invokes; for a reply, the device and service it comes from
+// (for EnOS devices, read from the reply's topic).
+type Target struct {
+	Product, Asset, Service string
+}
+
+// Target returns the device and service the command is for.
+func (c *Command) Target() Target {
+	return Target{Product: c.Product, Asset: c.Asset, Service: c.Service}
+}
+
+// String writes a target as product/asset/service.
+func (t Target) String() string { return t.Product + "/" + t.Asset + "/" + t.Service }
+
+// ReplyStats counts the replies a tracker refused.
+type ReplyStats struct {
+	// Unknown replies named no command the tracker holds.
+	Unknown int64
+	// Misdirected replies named a command but came from another device
+	// or service than the command's.
+	Misdirected int64
+}
+
+// Reply records the reply of the device from: code 200 acknowledges the
+// command, any other code fails it with message as the reason. Only the
+// command's own target may answer it: a reply from another device or
+// service (a forged or misrouted reply) changes nothing, is audited and
+// counted, and returns ErrMisdirected; a reply naming no command returns
+// ErrUnknown and is counted. A reply to a command that already timed out
+// is audited and otherwise ignored.
+func (t *Tracker) Reply(id string, from Target, code int, message string, output json.RawMessage) (Command, error) {
 	t.mu.Lock()
 	var fire []Transition
 	defer func() { t.mu.Unlock(); t.notify(fire) }()
 	e, ok := t.cmds[id]
 	if !ok {
-		return Command{}, fmt.Errorf("%w: %q", ErrUnknown, id)
+		t.replies.Unknown++
+		return Command{}, fmt.Errorf("%w: %q", ErrUnknown, clip(id))
 	}
 	now := t.opts.Clock.Now()
+	if from != e.c.Target() {
+		t.replies.Misdirected++
+		fire = append(fire, t.record(e, e.c.Status, e.c.Status, now, "reply from "+clip(from.String())+" ignored: the command is for "+e.c.Target().String()))
+		return e.c, fmt.Errorf("%w: %s is for %s, not %s", ErrMisdirected, id, e.c.Target(), clip(from.String()))
+	}
 	if e.c.Status != Sent {
 		if e.c.Status.Final() {
 			fire = append(fire, t.record(e, e.c.Status, e.c.Status, now, fmt.Sprintf("late reply ignored: code %d %s", code, message)))
@@ -276,6 +314,23 @@ func (t *Tracker) Reply(id string, code int, message string, output json.RawMess
 	}
 	fire = append(fire, t.finish(e, to, now, message))
 	return e.c, nil
+}
+
+// ReplyStats returns the counts of refused replies.
+func (t *Tracker) ReplyStats() ReplyStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.replies
+}
+
+// clip cuts text that came from the network to a length fit for a reason
+// or an error.
+func clip(s string) string {
+	const n = 200
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // Fail records that the command could not be delivered (or that the device

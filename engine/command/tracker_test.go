@@ -64,6 +64,7 @@ func TestTransitions(t *testing.T) {
 				OnTransition: func(x command.Transition) { seen = append(seen, x) }})
 			defer tr.Close()
 			c := command.Command{ID: "c", Product: "pk", Asset: "T1", Service: command.SetPoints, Inputs: map[string]any{"p": 1.0}}
+			target := c.Target()
 			if tc.expiry != 0 {
 				c.Expiry = t0.Add(tc.expiry)
 			}
@@ -81,7 +82,7 @@ func TestTransitions(t *testing.T) {
 				case "sent":
 					_, err = tr.Sent("c")
 				case "reply":
-					_, err = tr.Reply("c", o.code, o.reason, []byte(`{"ok":true}`))
+					_, err = tr.Reply("c", target, o.code, o.reason, []byte(`{"ok":true}`))
 				case "fail":
 					_, err = tr.Fail("c", o.reason)
 				case "reject":
@@ -128,7 +129,7 @@ func TestTimestampsFollowTheClock(t *testing.T) {
 	clock.Advance(time.Second)
 	tr.Sent(c.ID)
 	clock.Advance(2 * time.Second)
-	got, _ := tr.Reply(c.ID, 200, "", nil)
+	got, _ := tr.Reply(c.ID, c.Target(), 200, "", nil)
 	if !got.Created.Equal(t0) || !got.Sent.Equal(t0.Add(time.Second)) || !got.Done.Equal(t0.Add(3*time.Second)) {
 		t.Errorf("created %v sent %v done %v", got.Created, got.Sent, got.Done)
 	}
@@ -199,7 +200,7 @@ func TestWait(t *testing.T) {
 	var wg sync.WaitGroup
 	var got command.Command
 	wg.Go(func() { got, _ = tr.Wait(context.Background(), c.ID) })
-	tr.Reply(c.ID, 200, "done", nil)
+	tr.Reply(c.ID, c.Target(), 200, "done", nil)
 	wg.Wait()
 	if got.Status != command.Acked || got.Reason != "done" {
 		t.Errorf("Wait returned %+v", got)
@@ -244,5 +245,52 @@ func TestManualClockOrder(t *testing.T) {
 	}
 	if !clock.Now().Equal(t0.Add(5 * time.Second)) {
 		t.Errorf("now %v", clock.Now())
+	}
+}
+
+// TestReplyOnlyFromTheTarget: a reply counts only when it comes from the
+// device and service the command was sent to; others change nothing and
+// are counted.
+func TestReplyOnlyFromTheTarget(t *testing.T) {
+	cases := []struct {
+		name string
+		id   string
+		from command.Target
+		err  error
+		want command.Status
+	}{
+		{"the target", "c", command.Target{Product: "pk", Asset: "T1", Service: "reboot"}, nil, command.Acked},
+		{"another device", "c", command.Target{Product: "pk", Asset: "T2", Service: "reboot"}, command.ErrMisdirected, command.Sent},
+		{"another product", "c", command.Target{Product: "pk2", Asset: "T1", Service: "reboot"}, command.ErrMisdirected, command.Sent},
+		{"another service", "c", command.Target{Product: "pk", Asset: "T1", Service: command.SetPoints}, command.ErrMisdirected, command.Sent},
+		{"no device", "c", command.Target{}, command.ErrMisdirected, command.Sent},
+		{"unknown command", "nope", command.Target{Product: "pk", Asset: "T1", Service: "reboot"}, command.ErrUnknown, command.Sent},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := command.New(command.Options{Clock: command.NewManualClock(t0)})
+			defer tr.Close()
+			c, _ := tr.Submit(command.Command{ID: "c", Product: "pk", Asset: "T1", Service: "reboot"})
+			if _, err := tr.Sent(c.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tr.Reply(tc.id, tc.from, 200, "", nil); !errors.Is(err, tc.err) {
+				t.Fatalf("Reply: %v, want %v", err, tc.err)
+			}
+			got, _ := tr.Get("c")
+			if got.Status != tc.want {
+				t.Errorf("status %s, want %s", got.Status, tc.want)
+			}
+			st := tr.ReplyStats()
+			if wantMis := tc.err == command.ErrMisdirected; (st.Misdirected == 1) != wantMis || (st.Unknown == 1) != (tc.err == command.ErrUnknown) {
+				t.Errorf("reply stats %+v", st)
+			}
+			if tc.err == command.ErrMisdirected {
+				audit := tr.Audit("c")
+				if last := audit[len(audit)-1]; last.From != command.Sent || last.To != command.Sent || last.Reason == "" {
+					t.Errorf("a misdirected reply is not audited: %+v", last)
+				}
+			}
+		})
 	}
 }

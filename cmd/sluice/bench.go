@@ -40,7 +40,7 @@ produce, else bench exits 1.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			opts.Log = log
 			if oneCore {

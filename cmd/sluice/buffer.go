@@ -177,7 +177,7 @@ disk (salvaging a damaged WAL file into a segment then waits for space).
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			opts.Log = log
 			rep, err := ops.Repair(args[0], opts)

@@ -40,7 +40,7 @@ With --direct the simulator feeds the pipeline directly as Arrow batches
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			if direct {
 				defs, errs := pipelines.LoadFS(examples.FS, examples.WindFarm, ".", os.LookupEnv)

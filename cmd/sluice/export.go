@@ -50,10 +50,10 @@ its lock shared: stop the engine first.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			if out == "" {
-				return &exitError{code: 2, err: fmt.Errorf("export: --out is required")}
+				return &exitError{code: exitUsage, err: fmt.Errorf("export: --out is required")}
 			}
 			dir := args[0]
 			opts.Log = log
@@ -61,14 +61,14 @@ its lock shared: stop the engine first.`,
 			now := time.Now()
 			if since != "" {
 				if opts.Since, err = parseWhen(since, now); err != nil {
-					return &exitError{code: 2, err: fmt.Errorf("--since: %w", err)}
+					return &exitError{code: exitUsage, err: fmt.Errorf("--since: %w", err)}
 				}
 			}
 			if until != "" {
 				if n, err := strconv.ParseUint(until, 10, 64); err == nil {
 					opts.ToSeq = n
 				} else if opts.Until, err = parseWhen(until, now); err != nil {
-					return &exitError{code: 2, err: fmt.Errorf("--until: a sequence or a time: %w", err)}
+					return &exitError{code: exitUsage, err: fmt.Errorf("--until: a sequence or a time: %w", err)}
 				}
 			}
 			bar := newProgressBar(g.stderr, progress, "export")

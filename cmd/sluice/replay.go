@@ -60,15 +60,15 @@ listed and make replay exit 1.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			files, err := expandFiles(args)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			pub, err := buildPublisher(sinkConfig, sinkName, typ, sets)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitFailed, err: err}
 			}
 			defer pub.Close()
 			opts.Publisher = pub

@@ -38,7 +38,7 @@ Examples:
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			cfg.Log = log
 			cfg.URLs = []string{broker}
@@ -48,7 +48,7 @@ Examples:
 			}
 			sim, err := devsim.New(cfg)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &exitError{code: exitUsage, err: err}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

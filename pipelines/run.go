@@ -18,7 +18,7 @@ func BuildAll(defs []*Def, opts Options) ([]*Pipeline, spec.Errors) {
 		opts.Shared = engine.NewShared()
 	}
 	var out []*Pipeline
-	var errs spec.Errors
+	errs := checkPaths(defs)
 	for _, d := range defs {
 		p, es := Build(d, opts)
 		errs = append(errs, es...)

@@ -147,7 +147,7 @@ func TestSinkSendsCommands(t *testing.T) {
 	in := engine.MustSchema([]engine.Field{
 		{Name: "time", Type: engine.Timestamp}, {Name: "asset", Type: engine.String}, {Name: "limit_kw", Type: engine.Float64},
 	}, "time", "asset")
-	doc := fmt.Sprintf("urls: [%s]\nproduct_key: %s\ninputs: {power_limit: limit_kw}\n", b.url, pk)
+	doc := fmt.Sprintf("urls: [%s]\nproduct_key: %s\nparams: {power_limit: limit_kw}\n", b.url, pk)
 	var node yaml.Node
 	if err := yaml.Unmarshal([]byte(doc), &node); err != nil {
 		t.Fatal(err)

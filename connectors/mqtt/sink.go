@@ -37,8 +37,8 @@ var SinkSpec = spec.Spec{
 		{Name: "product_key", Type: spec.String, Optional: true, Description: "Product key of every device.", Example: "turbineProduct"},
 		{Name: "product_key_column", Type: spec.String, Optional: true, Description: "String column holding each row's product key.", Example: "productKey"},
 		{Name: "device_column", Type: spec.String, Optional: true, Description: "String column holding each row's device key (default: the input's key column).", Example: "asset"},
-		{Name: "inputs", Type: spec.Map, Elem: spec.String, Optional: true,
-			Description: "Point (or service input) name -> column. Default: every column but the time, product and device columns, under its own name. Null values are left out.",
+		{Name: "params", Type: spec.Map, Elem: spec.String, Optional: true,
+			Description: "Point (or service input) name -> column: the `params` of each command. Default: every column but the time, product and device columns, under its own name. Null values are left out.",
 			Example:     map[string]any{"power_limit": "limit_kw"}},
 		{Name: "timeout", Type: spec.Duration, Default: "30s", Description: "How long to wait for a device's reply."},
 		{Name: "send_timeout", Type: spec.Duration, Default: "10s", Advanced: true, Description: "How long a command may wait for the broker before it fails."},
@@ -50,7 +50,7 @@ var SinkSpec = spec.Spec{
     input: control
     urls: [tcp://127.0.0.1:1883]
     product_key: turbineProduct
-    inputs: {power_limit: limit_kw}
+    params: {power_limit: limit_kw}
     timeout: 30s
 `,
 }
@@ -133,13 +133,13 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 	} else {
 		s.deviceCol = stringCol("device_column", device)
 	}
-	if entries := cfg.Entries("inputs"); len(entries) > 0 {
+	if entries := cfg.Entries("params"); len(entries) > 0 {
 		for _, e := range entries {
 			col, _ := e.Value.(string)
 			if i := in.Index(col); i >= 0 {
 				s.inputs = append(s.inputs, sinkInput{name: e.Key, col: i})
 			} else {
-				errs = append(errs, spec.Errorf(e.ValuePos, "inputs: the input has no column %q", col))
+				errs = append(errs, spec.Errorf(e.ValuePos, "params: the input has no column %q", col))
 			}
 		}
 	} else {

@@ -2,8 +2,11 @@ package mqtt
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,7 +65,7 @@ type clientConfig struct {
 	onMessage func(message)
 	// onUp and onDown report the connection going up and down.
 	onUp   func()
-	onDown func(error)
+	onDown func(downInfo)
 	// onSubscribeError reports a subscription the broker refused.
 	onSubscribeError func(topic string, err error)
 }
@@ -101,7 +104,7 @@ func newClient(cfg clientConfig) (client, error) {
 		cfg.onUp = func() {}
 	}
 	if cfg.onDown == nil {
-		cfg.onDown = func(error) {}
+		cfg.onDown = func(downInfo) {}
 	}
 	if cfg.onSubscribeError == nil {
 		cfg.onSubscribeError = func(string, error) {}
@@ -128,6 +131,105 @@ func backoff(minD, maxD time.Duration) func(int) time.Duration {
 		j := time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 		return max(j, time.Millisecond)
 	}
+}
+
+// shortConnection is how long a connection must stay up for the
+// reconnection backoff to start over: a connection the broker drops sooner
+// counts as a failed attempt.
+const shortConnection = 10 * time.Second
+
+// downInfo describes a lost connection.
+type downInfo struct {
+	err error
+	// takenOver is set when the broker said another client connected with
+	// the same client id (MQTT 5 DISCONNECT, reason 0x8E), or, with MQTT
+	// 3.1.1, which gives no reason, when the connection ended within
+	// shortConnection of coming up: the mark of two clients fighting over
+	// one id.
+	takenOver bool
+	// lived is how long the connection was up.
+	lived time.Duration
+	// flaps counts the consecutive connections lost within
+	// shortConnection of coming up, this one included.
+	flaps int
+	// delay is the wait before the next connection attempt.
+	delay time.Duration
+}
+
+// flapGuard keeps connections that are dropped at once — a session taken
+// over by another client with the same id, again and again — from
+// reconnecting at once forever: each such connection counts as a failed
+// attempt, so that the delay before the next one doubles up to
+// ReconnectMax.
+type flapGuard struct {
+	mu        sync.Mutex
+	backoff   func(int) time.Duration
+	version   int
+	upAt      time.Time
+	flaps     int
+	takenOver bool // the broker said so (MQTT 5)
+}
+
+func newFlapGuard(o ClientOptions) *flapGuard {
+	return &flapGuard{backoff: backoff(o.ReconnectMin, o.ReconnectMax), version: o.Version}
+}
+
+// up records that a connection came up.
+func (g *flapGuard) up() {
+	g.mu.Lock()
+	g.upAt, g.takenOver = time.Now(), false
+	g.mu.Unlock()
+}
+
+// sessionTakenOver records that the broker ended the connection because
+// another client took the session over.
+func (g *flapGuard) sessionTakenOver() {
+	g.mu.Lock()
+	g.takenOver = true
+	g.mu.Unlock()
+}
+
+// down records that the connection was lost and describes it.
+func (g *flapGuard) down(err error) downInfo {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	d := downInfo{err: err, takenOver: g.takenOver}
+	if !g.upAt.IsZero() {
+		d.lived = time.Since(g.upAt)
+	}
+	short := d.lived < shortConnection
+	if d.takenOver || short {
+		g.flaps++
+	} else {
+		g.flaps = 0
+	}
+	if g.version == 4 && short {
+		d.takenOver = true
+	}
+	if d.takenOver && d.err == nil {
+		d.err = errors.New("session taken over")
+	}
+	g.upAt, g.takenOver = time.Time{}, false
+	d.flaps = g.flaps
+	d.delay = g.backoff(g.flaps)
+	return d
+}
+
+// wait returns the delay of connection attempt n after a loss (0 is the
+// first), counting the connections lost at once as failed attempts.
+func (g *flapGuard) wait(n int) time.Duration {
+	g.mu.Lock()
+	f := g.flaps
+	g.mu.Unlock()
+	return g.backoff(n + f)
+}
+
+// clientTag names a client id in logs without revealing it (an id may be
+// kept secret so that no one can take its session over): a prefix of its
+// SHA-256.
+func clientTag(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(h[:6])
 }
 
 // connState tracks whether a connection is up.

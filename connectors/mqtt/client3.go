@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
@@ -22,10 +23,12 @@ type client3 struct {
 	mu      sync.Mutex
 	cli     mqtt3.Client
 	stopped bool
+	flaps   *flapGuard
+	delay   atomic.Int64 // ns to wait before the next reconnection
 }
 
 func newClient3(cfg clientConfig) *client3 {
-	c := &client3{cfg: cfg}
+	c := &client3{cfg: cfg, flaps: newFlapGuard(cfg.ClientOptions)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.state.init()
 	return c
@@ -59,10 +62,20 @@ func (c *client3) start(context.Context) error {
 		SetDefaultPublishHandler(func(_ mqtt3.Client, m mqtt3.Message) {
 			c.cfg.onMessage(message{topic: m.Topic(), payload: m.Payload(), qos: m.Qos(), m3: m})
 		}).
-		SetOnConnectHandler(func(cli mqtt3.Client) { c.subscribe(cli) }).
+		SetOnConnectHandler(func(cli mqtt3.Client) { c.flaps.up(); c.subscribe(cli) }).
 		SetConnectionLostHandler(func(_ mqtt3.Client, err error) {
 			c.state.setDown()
-			c.cfg.onDown(err)
+			d := c.flaps.down(err)
+			if d.flaps > 0 {
+				c.delay.Store(int64(d.delay))
+			}
+			c.cfg.onDown(d)
+		}).
+		SetReconnectingHandler(func(mqtt3.Client, *mqtt3.ClientOptions) {
+			// After a connection lost at once, wait before reconnecting.
+			if d := c.delay.Swap(0); d > 0 {
+				sleepCtx(c.ctx, time.Duration(d))
+			}
 		})
 	opts.SetCustomOpenConnectionFn(func(u *url.URL, co mqtt3.ClientOptions) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), co.ConnectTimeout)
@@ -99,7 +112,7 @@ func (c *client3) subscribe(cli mqtt3.Client) {
 		for attempt := 0; ; attempt++ {
 			tok := cli.SubscribeMultiple(filters, nil)
 			if !tok.WaitTimeout(c.cfg.ConnectTimeout) || tok.Error() != nil {
-				c.cfg.Log.Warn("mqtt: subscribe failed", "client_id", c.cfg.ClientID, "err", tok.Error())
+				c.cfg.Log.Warn("mqtt: subscribe failed", "client", clientTag(c.cfg.ClientID), "err", tok.Error())
 				return
 			}
 			refused := map[string]byte{}

@@ -34,14 +34,26 @@ type client5 struct {
 	ackMu sync.Mutex    // held while acknowledging and while advancing gen
 	gen   atomic.Uint64 // connection generation, advanced when one ends
 	sess  *deferringSession
+	flaps *flapGuard
 }
 
 // deferringSession is paho's session state, except that with defer set it
 // ignores paho's acknowledgement of QoS 1 messages (made as soon as the
-// handler returns): client5.ack makes it later.
+// handler returns): client5.ack makes it later. It also tells the flap
+// guard when the broker says the session was taken over.
 type deferringSession struct {
 	*state.State
 	deferAcks bool
+	flaps     *flapGuard
+}
+
+// ConnectionLost is called with the broker's DISCONNECT, before the
+// connection is reported down.
+func (s *deferringSession) ConnectionLost(dp *packets.Disconnect) error {
+	if dp != nil && dp.ReasonCode == packets.DisconnectSessionTakenOver {
+		s.flaps.sessionTakenOver()
+	}
+	return s.State.ConnectionLost(dp)
 }
 
 func (s *deferringSession) Ack(pb *packets.Publish) error {
@@ -63,7 +75,8 @@ func (c *client5) ack(m message) {
 }
 
 func newClient5(cfg clientConfig) *client5 {
-	c := &client5{cfg: cfg, sess: &deferringSession{State: state.NewInMemory(), deferAcks: cfg.manualAck}}
+	c := &client5{cfg: cfg, flaps: newFlapGuard(cfg.ClientOptions)}
+	c.sess = &deferringSession{State: state.NewInMemory(), deferAcks: cfg.manualAck, flaps: c.flaps}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.state.init()
 	return c
@@ -90,7 +103,7 @@ func (c *client5) start(ctx context.Context) error {
 		KeepAlive:                     uint16(max(1, min(o.KeepAlive/time.Second, 65535))),
 		CleanStartOnInitialConnection: o.CleanSession,
 		SessionExpiryInterval:         expiry,
-		ReconnectBackoff:              backoff(o.ReconnectMin, o.ReconnectMax),
+		ReconnectBackoff:              c.flaps.wait,
 		ConnectTimeout:                o.ConnectTimeout,
 		ConnectUsername:               o.Username,
 		ConnectPassword:               []byte(o.Password),
@@ -109,6 +122,7 @@ func (c *client5) start(ctx context.Context) error {
 			return cp, nil
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			c.flaps.up()
 			// Subscribing waits for the broker, and this callback must not
 			// block.
 			go c.subscribe(cm)
@@ -118,11 +132,11 @@ func (c *client5) start(ctx context.Context) error {
 			c.gen.Add(1)
 			c.ackMu.Unlock()
 			c.state.setDown()
-			c.cfg.onDown(errors.New("connection lost"))
+			c.cfg.onDown(c.flaps.down(nil))
 			return true
 		},
 		OnConnectError: func(err error) {
-			o.Log.Warn("mqtt: connection attempt failed", "client_id", o.ClientID, "err", err)
+			o.Log.Warn("mqtt: connection attempt failed", "client", clientTag(o.ClientID), "err", err)
 		},
 		ClientConfig: paho.ClientConfig{
 			ClientID: o.ClientID,
@@ -138,6 +152,7 @@ func (c *client5) start(ctx context.Context) error {
 	}
 	if len(c.cfg.subs) == 0 {
 		ac.OnConnectionUp = func(*autopaho.ConnectionManager, *paho.Connack) {
+			c.flaps.up()
 			c.state.setUp()
 			c.cfg.onUp()
 		}
@@ -171,7 +186,7 @@ func (c *client5) subscribe(cm *autopaho.ConnectionManager) {
 		if ack == nil {
 			// The connection dropped meanwhile (the next one subscribes),
 			// or the broker cannot take such a subscription at all.
-			c.cfg.Log.Warn("mqtt: subscribe failed", "client_id", c.cfg.ClientID, "err", err)
+			c.cfg.Log.Warn("mqtt: subscribe failed", "client", clientTag(c.cfg.ClientID), "err", err)
 			if errors.Is(err, paho.ErrInvalidArguments) {
 				for _, sub := range c.cfg.subs {
 					c.cfg.onSubscribeError(sub.topic, err)

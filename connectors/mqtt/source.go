@@ -170,7 +170,7 @@ type colRef struct{ kind, idx int }
 type sourceCounters struct {
 	messages, rows, bad, oversized, rateLimited, unknownDevices, unknownPoints, ignored *atomic.Int64
 	replies, repliesDropped, acked, connects, disconnects                               *atomic.Int64
-	badKeys, evicted                                                                    *atomic.Int64
+	badKeys, evicted, takeovers                                                         *atomic.Int64
 }
 
 func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
@@ -350,6 +350,7 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		replies: counters.Counter("replies"), repliesDropped: counters.Counter("replies_dropped"),
 		acked: counters.Counter("acked"), connects: counters.Counter("connects"), disconnects: counters.Counter("disconnects"),
 		badKeys: counters.Counter("bad_device_keys"), evicted: counters.Counter("devices_evicted"),
+		takeovers: counters.Counter("takeovers"),
 	}
 	if s.enos {
 		s.c.unknownPoints = counters.Counter("unknown_points")
@@ -483,6 +484,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	}
 	defer r.release()
 
+	takeoverLogs := logLimiter{interval: time.Minute, burst: 1}
 	msgs := make(chan message, s.queue)
 	stop := make(chan struct{})
 	subErr := make(chan error, 1)
@@ -498,14 +500,24 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		},
 		onUp: func() {
 			s.c.connects.Add(1)
-			s.log.Info("mqtt: connected", "client_id", s.opts.ClientID, "urls", s.opts.URLs)
+			s.log.Info("mqtt: connected", "client", clientTag(s.opts.ClientID), "urls", s.opts.URLs)
 			if s.onReady != nil {
 				s.onReady()
 			}
 		},
-		onDown: func(err error) {
+		onDown: func(d downInfo) {
 			s.c.disconnects.Add(1)
-			s.log.Warn("mqtt: connection lost; reconnecting", "client_id", s.opts.ClientID, "err", err)
+			if !d.takenOver {
+				s.log.Warn("mqtt: connection lost; reconnecting", "client", clientTag(s.opts.ClientID), "err", d.err, "in", d.delay)
+				return
+			}
+			s.c.takeovers.Add(1)
+			if ok, suppressed := takeoverLogs.allow(time.Now()); ok {
+				s.log.Error("mqtt: session taken over: another client connected with this source's client id, "+
+					"and may be receiving its messages; set a secret client_id",
+					"client", clientTag(s.opts.ClientID), "err", d.err, "connected_for", d.lived, "in_a_row", d.flaps,
+					"reconnect_in", d.delay, "takeovers", s.c.takeovers.Load(), "not_logged", suppressed)
+			}
 		},
 		onSubscribeError: func(topic string, err error) {
 			select {

@@ -35,7 +35,8 @@ turbine (1800 = 30 minutes of event time), SIM_RATE payloads per second of
 wall-clock time (0 = as fast as possible), STATS_FILE.
 
 With --direct the simulator feeds the pipeline directly as Arrow batches
-(pipelines/examples/windfarm.yaml), without MQTT.`,
+(pipelines/examples/windfarm.yaml, statistics in windfarm-sim-stats.jsonl),
+without MQTT.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()

@@ -44,6 +44,38 @@ schema: {key: asset, fields: {wind_speed: float64, power: float64, rotor_rpm: fl
 	b.ReportMetric(10*float64(b.N)/b.Elapsed().Seconds(), "points/s")
 }
 
+// BenchmarkHandleDevices is BenchmarkHandle with posts from many devices
+// in turn: the device table's lookups and least-recently-seen order, and,
+// beyond max_devices (100,000), an eviction per message.
+func BenchmarkHandleDevices(b *testing.B) {
+	for _, n := range []int{10_000, 200_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			src := buildSource(b, "max_rate_per_device: 1000\nschema: {key: asset, fields: {power: float64}}\n",
+				engine.BuildContext{Batch: engine.BatchPolicy{Size: 1024}})
+			r, err := src.newRunner()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.release()
+			topics := make([]string, n)
+			for i := range topics {
+				topics[i] = codec.PostTopicFor("turbine", fmt.Sprintf("T%07d", i))
+			}
+			payload := []byte(`{"id":"1","params":{"measurepoints":{"power":1234.5},"time":1700000000000}}`)
+			emit := func(rec arrow.RecordBatch, ack *engine.Ack) error { rec.Release(); ack.Done(); return nil }
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				r.handle(message{topic: topics[i%n], payload: payload})
+				i++
+				if r.rb.Rows() >= 1024 {
+					_ = r.flush(emit)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkIngest measures MQTT ingest end to end: devsim posts EnOS
 // payloads of 1,000 turbines x 10 points through a broker, to the mqtt
 // source and, in the same run, to a plain subscriber that only counts

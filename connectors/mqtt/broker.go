@@ -2,29 +2,45 @@ package mqtt
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // BrokerOptions configures an embedded broker.
+//
+// A broker with no user (neither Users nor Username) is open: any client
+// may connect and use every topic. StartBroker refuses to open such a
+// broker on an address other than loopback unless AllowAnonymous is set.
+// A broker with users requires credentials and checks every publication
+// and subscription against the user's rights (BrokerUser).
 type BrokerOptions struct {
 	// Listen is the TCP address to listen on (default 127.0.0.1:1883;
 	// port 0 picks a free port).
 	Listen string
-	// Username and Password, when set, are required of every client;
-	// otherwise any client may connect.
+	// Users are the accounts clients connect with.
+	Users []BrokerUser
+	// Username and Password, when set, add one account with every right
+	// (BrokerUser.Engine).
 	Username, Password string
-	// TLS, when set, makes the broker accept TLS connections only.
+	// AllowAnonymous admits clients without a user name. With users, they
+	// may publish and subscribe anywhere but publish no downlink topic;
+	// without users, it allows an open broker on any address.
+	AllowAnonymous bool
+	// TLS, when set, makes the broker accept TLS connections only. With
+	// ClientAuth set to tls.VerifyClientCertIfGiven and ClientCAs, every
+	// client but an engine user must present a certificate signed by one
+	// of them (mutual TLS).
 	TLS *tls.Config
+	// Limits bound what clients may hold; zero fields take defaults.
+	Limits BrokerLimits
 	// Log receives the broker's log; nil discards it.
 	Log *slog.Logger
 }
@@ -32,9 +48,12 @@ type BrokerOptions struct {
 // Broker is an MQTT 3.1.1 and 5 broker running in this process, with
 // wildcards, shared subscriptions and persistent sessions kept in memory.
 type Broker struct {
-	srv  *mochi.Server
-	addr string
-	url  string
+	srv    *mochi.Server
+	addr   string
+	url    string
+	stats  *brokerStats
+	retain *retainHook
+	log    *slog.Logger
 
 	mu     sync.Mutex
 	closed bool
@@ -50,6 +69,39 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	opts.Limits.normalize()
+	lim := opts.Limits
+	ev := newEventLog(log)
+	stats := &brokerStats{}
+	auth := &authHook{stats: stats, ev: ev, users: map[string]*account{}, accepted: map[[32]byte]struct{}{},
+		maxKeepAlive: keepAliveSeconds(lim.MaxKeepAlive)}
+	users := opts.Users
+	if opts.Username != "" || opts.Password != "" {
+		users = append(slices.Clip(users), BrokerUser{Username: opts.Username, Password: opts.Password, Engine: true})
+	}
+	for _, u := range users {
+		a, err := newAccount(u)
+		if err != nil {
+			return nil, fmt.Errorf("embedded broker: %w", err)
+		}
+		if auth.users[u.Username] != nil {
+			return nil, fmt.Errorf("embedded broker: user %q is configured twice", u.Username)
+		}
+		auth.users[u.Username] = a
+	}
+	switch {
+	case len(users) == 0:
+		auth.open = true
+		if !opts.AllowAnonymous && !loopback(opts.Listen) {
+			return nil, fmt.Errorf("embedded broker: listening on %s without users would let anyone who reaches it read and send "+
+				"every message: configure users, or allow anonymous clients explicitly", opts.Listen)
+		}
+	case opts.AllowAnonymous:
+		auth.anonymous = &anonymousAccess
+	}
+	if opts.TLS != nil && opts.TLS.ClientCAs != nil && opts.TLS.ClientAuth != tls.NoClientCert {
+		auth.requireCert = true
+	}
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
@@ -57,22 +109,27 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 	addr := ln.Addr().String()
 	scheme := "tcp://"
 	if opts.TLS != nil {
-		ln = tls.NewListener(ln, opts.TLS)
 		scheme = "tls://"
 	}
 	caps := mochi.NewDefaultServerCapabilities()
-	// Hold as many unacknowledged QoS 1 messages per client as a client
-	// may allow (the source allows 65535), and queue as many for a client
-	// that reads slowly, before dropping.
-	caps.MaximumInflight = 65535
-	caps.MaximumClientWritesPending = 65536
-	srv := mochi.New(&mochi.Options{Logger: log, Capabilities: caps})
-	err = srv.AddHook(&authHook{user: opts.Username, password: opts.Password}, nil)
+	caps.MaximumInflight = uint16(lim.MaxInflight)
+	caps.MaximumClientWritesPending = int32(lim.MaxQueued)
+	caps.MaximumPacketSize = uint32(lim.MaxPacketSize)
+	caps.MaximumClients = int64(lim.MaxConnections)
+	srv := mochi.New(&mochi.Options{Logger: slog.New(&logFilter{next: log.Handler(), ev: ev}), Capabilities: caps})
+	auth.srv = srv
+	retain := &retainHook{srv: srv, stats: stats, ev: ev, maxCount: int64(lim.MaxRetained), maxBytes: lim.MaxRetainedBytes,
+		sizes: map[string]int64{}}
+	err = srv.AddHook(auth, nil)
 	if err == nil {
 		err = srv.AddHook(&deliveryHook{srv: srv, limit: 5 * time.Second}, nil)
 	}
 	if err == nil {
-		err = srv.AddListener(listeners.NewNet("sluice", ln))
+		err = srv.AddHook(retain, nil)
+	}
+	if err == nil {
+		err = srv.AddListener(&brokerListener{ln: ln, tls: opts.TLS, maxConns: int64(lim.MaxConnections),
+			connectTimeout: lim.ConnectTimeout, stats: stats, ev: ev})
 	}
 	if err == nil {
 		err = srv.Serve()
@@ -82,7 +139,28 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 		_ = srv.Close()
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	return &Broker{srv: srv, addr: addr, url: scheme + addr}, nil
+	switch {
+	case auth.open:
+		log.Warn("mqtt broker: no users configured: any client that reaches it may read and send every message, commands included",
+			"listen", addr)
+	case auth.anonymous != nil:
+		log.Warn("mqtt broker: anonymous clients allowed: they may read every message and publish every topic but commands",
+			"listen", addr)
+	}
+	return &Broker{srv: srv, addr: addr, url: scheme + addr, stats: stats, retain: retain, log: log}, nil
+}
+
+// loopback reports whether the listen address binds loopback only.
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Addr returns the address the broker listens on.
@@ -91,8 +169,26 @@ func (b *Broker) Addr() string { return b.addr }
 // URL returns the broker's URL: tcp://host:port, or tls://host:port.
 func (b *Broker) URL() string { return b.url }
 
-// Close disconnects every client and stops the broker. Sessions are lost.
-// It is idempotent.
+// Stats returns what the broker counted since it started.
+func (b *Broker) Stats() BrokerStats {
+	s := b.stats
+	return BrokerStats{
+		Connections:        s.connections.Load(),
+		AuthRefused:        s.authRefused.Load(),
+		ACLRefused:         s.aclRefused.Load(),
+		ConnectionsRefused: s.connectionsRefused.Load(),
+		ConnectTimeouts:    s.connectTimeouts.Load(),
+		Oversized:          s.oversized.Load(),
+		RetainedRefused:    s.retainedRefused.Load(),
+		TakeoversRefused:   s.takeoversRefused.Load(),
+		Dropped:            b.retain.dropped.Load(),
+		Retained:           b.retain.countAt.Load(),
+		RetainedBytes:      b.retain.bytesAt.Load(),
+	}
+}
+
+// Close disconnects every client and stops the broker, logging its
+// counters. Sessions are lost. It is idempotent.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -100,31 +196,13 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	return b.srv.Close()
+	err := b.srv.Close()
+	s := b.Stats()
+	b.log.Info("mqtt broker: stopped", "addr", b.addr, "auth_refused", s.AuthRefused, "acl_refused", s.ACLRefused,
+		"connections_refused", s.ConnectionsRefused, "connect_timeouts", s.ConnectTimeouts, "oversized", s.Oversized,
+		"retained_refused", s.RetainedRefused, "takeovers_refused", s.TakeoversRefused, "dropped", s.Dropped)
+	return err
 }
-
-// authHook lets clients with the configured credentials (any client when
-// none are configured) connect and use every topic.
-type authHook struct {
-	mochi.HookBase
-	user, password string
-}
-
-func (h *authHook) ID() string { return "sluice-auth" }
-
-func (h *authHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck}, []byte{b})
-}
-
-func (h *authHook) OnConnectAuthenticate(_ *mochi.Client, pk packets.Packet) bool {
-	if h.user == "" && h.password == "" {
-		return true
-	}
-	return subtle.ConstantTimeCompare(pk.Connect.Username, []byte(h.user)) == 1 &&
-		subtle.ConstantTimeCompare(pk.Connect.Password, []byte(h.password)) == 1
-}
-
-func (h *authHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
 
 // deliveryHook keeps QoS 1 messages from being lost or stuck in the
 // broker, around two weak spots of its delivery:
@@ -217,13 +295,16 @@ type sharedBroker struct {
 }
 
 // acquireBroker returns the shared broker listening on addr, starting it
-// if needed, and a function that lets go of it.
+// with the settings a component declared for addr (embeddedOptions) if
+// needed, and a function that lets go of it.
 func acquireBroker(addr string, log *slog.Logger) (*Broker, func(), error) {
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
 	sb := sharedBrokers[addr]
 	if sb == nil {
-		b, err := StartBroker(BrokerOptions{Listen: addr, Log: log})
+		opts := embeddedOptions(addr)
+		opts.Log = log
+		b, err := StartBroker(opts)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -182,12 +182,9 @@ func connFields() []spec.Field {
 			Description: "Broker URLs, tried in order: `tcp://host:1883` (or `mqtt://`), `tls://host:8883` (or `ssl://`, `mqtts://`). A bare `host:port` is tcp. Defaults to the embedded broker when `broker.embedded` is set, else `tcp://127.0.0.1:1883`.",
 			Example:     []string{"tcp://127.0.0.1:1883"}},
 		{Name: "broker", Type: spec.Object, Optional: true,
-			Description: "An MQTT broker started inside this process, so that a pipeline needs nothing installed. Components of one process that name the same `listen` address share one broker. It keeps sessions in memory.",
+			Description: "An MQTT broker started inside this process, so that a pipeline needs nothing installed. Components of one process that name the same `listen` address share one broker (declare its settings on one of them, or the same on each). It keeps sessions in memory. Clients must authenticate (`users`); the process's own components connect with a per-process secret.",
 			Example:     map[string]any{"embedded": true, "listen": "127.0.0.1:1883"},
-			Children: []spec.Field{
-				{Name: "embedded", Type: spec.Bool, Default: false, Description: "Start the embedded broker."},
-				{Name: "listen", Type: spec.String, Default: "127.0.0.1:1883", Description: "TCP address the embedded broker listens on.", Example: "0.0.0.0:1883"},
-			}},
+			Children:    brokerFields()},
 		{Name: "client_id", Type: spec.String, Optional: true,
 			Description: "Client id; a persistent session is tied to it. Defaults to `sluice-<edge>-<pipeline>-<component>`, which stays the same across restarts.",
 			Example:     "sluice-site1-devices"},
@@ -219,7 +216,8 @@ func connFields() []spec.Field {
 	}
 }
 
-// embeddedConfig is the broker field.
+// embeddedConfig is the broker field; the rest of its settings wait in
+// embeddedByAddr for the component that starts the broker.
 type embeddedConfig struct {
 	enabled bool
 	listen  string
@@ -242,13 +240,38 @@ func parseConnConfig(cfg *spec.Config, dir, defaultID string) (ClientOptions, em
 		ReconnectMax:   cfg.Duration("reconnect_max"),
 		ReceiveMaximum: int(cfg.Int("receive_maximum")),
 	}
+	rel := func(p string) string {
+		if p != "" && !filepath.IsAbs(p) {
+			return filepath.Join(dir, p)
+		}
+		return p
+	}
 	bc := cfg.Object("broker")
 	emb := embeddedConfig{enabled: bc.Bool("embedded"), listen: bc.String("listen")}
 	if emb.listen == "" {
 		emb.listen = "127.0.0.1:1883"
 	}
-	if emb.enabled && len(o.URLs) == 0 {
-		o.URLs = []string{"tcp://" + emb.listen}
+	var ownBroker *tls.Config // the embedded broker's TLS, when the component connects to it
+	if emb.enabled {
+		bo, bare, berrs := parseEmbedded(bc, rel)
+		errs = append(errs, berrs...)
+		if len(berrs) == 0 {
+			registerEmbedded(bo, bare)
+		}
+		scheme := "tcp://"
+		if bo.TLS != nil {
+			scheme = "tls://"
+		}
+		if len(o.URLs) == 0 {
+			o.URLs = []string{scheme + emb.listen}
+		}
+		if connectsTo(o.URLs, emb.listen) && o.Username == "" && o.Password == "" {
+			// The process's own identity, which no device can forge.
+			o.Username, o.Password = engineUser, engineSecret()
+			if bo.TLS != nil && len(bo.TLS.Certificates) > 0 {
+				ownBroker = bo.TLS
+			}
+		}
 	}
 	if o.ClientID == "" {
 		o.ClientID = defaultID
@@ -270,13 +293,10 @@ func parseConnConfig(cfg *spec.Config, dir, defaultID string) (ClientOptions, em
 			errs = append(errs, cfg.Errorf("urls", "%v", err))
 		}
 	}
+	if ownBroker != nil && cfg.Object("tls") == nil {
+		o.TLS = pinnedTLS(ownBroker)
+	}
 	if tc := cfg.Object("tls"); tc != nil {
-		rel := func(p string) string {
-			if p != "" && !filepath.IsAbs(p) {
-				return filepath.Join(dir, p)
-			}
-			return p
-		}
 		files := TLSFiles{CA: rel(tc.String("ca")), Cert: rel(tc.String("cert")), Key: rel(tc.String("key")),
 			ServerName: tc.String("server_name"), InsecureSkipVerify: tc.Bool("insecure_skip_verify")}
 		t, err := files.Config()
@@ -286,6 +306,17 @@ func parseConnConfig(cfg *spec.Config, dir, defaultID string) (ClientOptions, em
 		o.TLS = t
 	}
 	return o, emb, errs
+}
+
+// connectsTo reports whether every URL names the listen address.
+func connectsTo(urls []string, listen string) bool {
+	for _, s := range urls {
+		u, err := parseBrokerURL(s)
+		if err != nil || u.Host != listen {
+			return false
+		}
+	}
+	return len(urls) > 0
 }
 
 // defaultClientID is sluice-[<edge>-]<pipeline>-<name> with characters

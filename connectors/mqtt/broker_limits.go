@@ -1,0 +1,427 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// BrokerLimits bound what clients of the embedded broker may hold. Zero
+// fields take the defaults noted on each.
+type BrokerLimits struct {
+	// MaxPacketSize is the largest MQTT packet a client may send, in bytes
+	// (default 2 MiB). A larger packet closes the connection as soon as its
+	// header is read, before its body is.
+	MaxPacketSize int
+	// MaxConnections is how many connections may be open at once, those
+	// still to send CONNECT included (default 1000). Beyond it new
+	// connections are closed at once.
+	MaxConnections int
+	// MaxRetained and MaxRetainedBytes bound the retained messages: their
+	// count (default 10,000) and the bytes of their topics and payloads
+	// (default 16 MiB). A retained message beyond them is delivered but not
+	// retained, and the topic's previous retained message is cleared.
+	MaxRetained      int
+	MaxRetainedBytes int64
+	// MaxInflight is how many unacknowledged QoS 1 and 2 messages the
+	// broker keeps per client (default 65535, the most MQTT allows);
+	// beyond it messages to that client are dropped.
+	MaxInflight int
+	// MaxQueued is how many messages wait to be written to one client
+	// (default 65536); beyond it messages to that client are dropped.
+	MaxQueued int
+	// ConnectTimeout closes connections that have not completed the TLS
+	// handshake and sent CONNECT within it (default 10s).
+	ConnectTimeout time.Duration
+	// MaxKeepAlive replaces a client's keep-alive when it is longer or
+	// disabled (default 5m): a silent connection is closed after 1.5 times
+	// the keep-alive.
+	MaxKeepAlive time.Duration
+}
+
+// Default limits of the embedded broker.
+const (
+	DefaultBrokerMaxPacketSize    = 2 << 20
+	DefaultBrokerMaxConnections   = 1000
+	DefaultBrokerMaxRetained      = 10000
+	DefaultBrokerMaxRetainedBytes = 16 << 20
+	DefaultBrokerMaxInflight      = 65535
+	DefaultBrokerMaxQueued        = 65536
+	DefaultBrokerConnectTimeout   = 10 * time.Second
+	DefaultBrokerMaxKeepAlive     = 5 * time.Minute
+)
+
+func (l *BrokerLimits) normalize() {
+	setDefault := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	setDefault(&l.MaxPacketSize, DefaultBrokerMaxPacketSize)
+	setDefault(&l.MaxConnections, DefaultBrokerMaxConnections)
+	setDefault(&l.MaxRetained, DefaultBrokerMaxRetained)
+	setDefault(&l.MaxInflight, DefaultBrokerMaxInflight)
+	setDefault(&l.MaxQueued, DefaultBrokerMaxQueued)
+	l.MaxInflight = min(l.MaxInflight, 65535)
+	l.MaxPacketSize = min(l.MaxPacketSize, 268435455+5) // the largest MQTT packet
+	if l.MaxRetainedBytes <= 0 {
+		l.MaxRetainedBytes = DefaultBrokerMaxRetainedBytes
+	}
+	if l.ConnectTimeout <= 0 {
+		l.ConnectTimeout = DefaultBrokerConnectTimeout
+	}
+	if l.MaxKeepAlive <= 0 {
+		l.MaxKeepAlive = DefaultBrokerMaxKeepAlive
+	}
+}
+
+// BrokerStats counts what the embedded broker refused since it started.
+type BrokerStats struct {
+	// Connections is the number of connections open now.
+	Connections int64
+	// AuthRefused counts connections refused for their credentials (or a
+	// missing client certificate).
+	AuthRefused int64
+	// ACLRefused counts publications, subscriptions and will topics the
+	// ACL refused.
+	ACLRefused int64
+	// ConnectionsRefused counts connections closed because MaxConnections
+	// were open.
+	ConnectionsRefused int64
+	// ConnectTimeouts counts connections closed for not sending CONNECT
+	// within ConnectTimeout, or for staying silent beyond the keep-alive.
+	ConnectTimeouts int64
+	// Oversized counts connections closed for a packet above MaxPacketSize.
+	Oversized int64
+	// RetainedRefused counts retained messages not retained for the limits.
+	RetainedRefused int64
+	// TakeoversRefused counts connections refused because their client id
+	// belonged to another user's session.
+	TakeoversRefused int64
+	// Dropped counts messages dropped because a client's queue was full.
+	Dropped int64
+	// Retained and RetainedBytes are what the retained messages hold now.
+	Retained, RetainedBytes int64
+}
+
+// counter is one statistic.
+type counter = atomic.Int64
+
+type brokerStats struct {
+	connections, authRefused, aclRefused, connectionsRefused, connectTimeouts,
+	oversized, retainedRefused, takeoversRefused counter
+}
+
+// eventLog logs refusals with at most eventBurst lines per kind every
+// eventInterval, then one line with the number left out.
+type eventLog struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	by  map[string]*logLimiter
+}
+
+const (
+	eventInterval = 10 * time.Second
+	eventBurst    = 10
+)
+
+func newEventLog(log *slog.Logger) *eventLog {
+	return &eventLog{log: log, by: map[string]*logLimiter{}}
+}
+
+// warn logs msg at WARN unless lines of this kind are over their rate.
+func (e *eventLog) warn(kind, msg string, args ...any) {
+	if e.allow(kind) {
+		e.log.Warn(msg, args...)
+	}
+}
+
+// brokerConn is a connection of the broker's listener: it counts itself
+// out once closed and keeps the TLS connection for the certificate check.
+type brokerConn struct {
+	net.Conn
+	tls  *tls.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *brokerConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.done)
+	return err
+}
+
+// brokerListener accepts the broker's connections: it refuses those
+// beyond MaxConnections before reading a byte, gives the others
+// ConnectTimeout to complete the TLS handshake and send CONNECT, and
+// counts and logs (rate-limited) why connections ended.
+type brokerListener struct {
+	ln             net.Listener
+	tls            *tls.Config
+	maxConns       int64
+	connectTimeout time.Duration
+	stats          *brokerStats
+	ev             *eventLog
+	log            *slog.Logger
+	end            atomic.Bool
+	mu             sync.Mutex
+}
+
+func (l *brokerListener) ID() string                  { return "sluice" }
+func (l *brokerListener) Address() string             { return l.ln.Addr().String() }
+func (l *brokerListener) Protocol() string            { return "tcp" }
+func (l *brokerListener) Init(log *slog.Logger) error { l.log = log; return nil }
+
+// Serve accepts connections until Close; a failing Accept (out of file
+// descriptors) is retried after a pause rather than ending the listener.
+func (l *brokerListener) Serve(establish listeners.EstablishFn) {
+	pause := 5 * time.Millisecond
+	for {
+		conn, err := l.ln.Accept()
+		if l.end.Load() {
+			if conn != nil {
+				_ = conn.Close()
+			}
+			return
+		}
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.ev.warn("accept", "mqtt broker: accepting a connection failed", "err", err)
+			time.Sleep(pause)
+			pause = min(2*pause, time.Second)
+			continue
+		}
+		pause = 5 * time.Millisecond
+		if l.stats.connections.Add(1) > l.maxConns {
+			l.stats.connections.Add(-1)
+			l.stats.connectionsRefused.Add(1)
+			l.ev.warn("max_connections", "mqtt broker: refused a connection: max_connections reached",
+				"remote", conn.RemoteAddr().String(), "max_connections", l.maxConns)
+			_ = conn.Close()
+			continue
+		}
+		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
+		bc := &brokerConn{Conn: conn, done: func() { l.stats.connections.Add(-1) }}
+		if l.tls != nil {
+			bc.tls = tls.Server(conn, l.tls)
+			bc.Conn = bc.tls
+		}
+		go func() {
+			err := establish(l.ID(), bc)
+			_ = bc.Close()
+			l.ended(bc, err)
+		}()
+	}
+}
+
+// ended counts and logs why a connection ended.
+func (l *brokerListener) ended(c *brokerConn, err error) {
+	var ne net.Error
+	var code packets.Code
+	switch {
+	case err == nil, errors.Is(err, net.ErrClosed), errors.Is(err, context.Canceled):
+	case errors.Is(err, packets.ErrPacketTooLarge):
+		l.stats.oversized.Add(1)
+		l.ev.warn("oversized", "mqtt broker: closed a connection: packet too large", "remote", c.RemoteAddr().String())
+	case errors.As(err, &ne) && ne.Timeout():
+		l.stats.connectTimeouts.Add(1)
+		l.ev.warn("timeout", "mqtt broker: closed a silent connection", "remote", c.RemoteAddr().String())
+	case errors.As(err, &code) && (code == packets.ErrBadUsernameOrPassword || code == packets.ErrNotAuthorized):
+		// Counted and logged when refused.
+	default:
+		l.log.Debug("mqtt broker: connection ended", "remote", c.RemoteAddr().String(), "err", err)
+	}
+}
+
+// Close stops accepting and closes the listener's clients.
+func (l *brokerListener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.end.CompareAndSwap(false, true) {
+		closeClients(l.ID())
+	}
+	_ = l.ln.Close()
+}
+
+// retainHook keeps the retained messages within their limits.
+type retainHook struct {
+	mochi.HookBase
+	srv              *mochi.Server
+	stats            *brokerStats
+	ev               *eventLog
+	maxCount         int64
+	maxBytes         int64
+	mu               sync.Mutex
+	sizes            map[string]int64 // bytes of each retained topic and payload
+	count, bytes     int64
+	countAt, bytesAt atomic.Int64 // count and bytes, for Stats
+	dropped          atomic.Int64
+}
+
+func (h *retainHook) ID() string { return "sluice-retain" }
+
+func (h *retainHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mochi.OnPublish, mochi.OnWill, mochi.OnRetainedExpired, mochi.OnPublishDropped}, []byte{b})
+}
+
+// admit reserves room for a retained message on topic, or frees its
+// topic's room when payload is empty (a deletion); it reports whether the
+// message may be retained.
+func (h *retainHook) admit(topic string, payload int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old, had := h.sizes[topic]
+	if payload == 0 {
+		if had {
+			delete(h.sizes, topic)
+			h.count--
+			h.bytes -= old
+			h.publish()
+		}
+		return true
+	}
+	size := int64(len(topic) + payload)
+	count := h.count
+	if !had {
+		count++
+	}
+	if count <= h.maxCount && h.bytes-old+size <= h.maxBytes {
+		h.sizes[topic] = size
+		h.count, h.bytes = count, h.bytes-old+size
+		h.publish()
+		return true
+	}
+	if had {
+		// Do not leave an older value looking current.
+		delete(h.sizes, topic)
+		h.count--
+		h.bytes -= old
+		h.publish()
+		h.srv.Topics.RetainMessage(packets.Packet{TopicName: topic})
+	}
+	return false
+}
+
+func (h *retainHook) publish() {
+	h.countAt.Store(h.count)
+	h.bytesAt.Store(h.bytes)
+}
+
+func (h *retainHook) refused(cl *mochi.Client, topic string) {
+	h.stats.retainedRefused.Add(1)
+	h.ev.warn("retained", "mqtt broker: a retained message was not retained: retained limits reached",
+		"client", clip(cl.ID), "topic", clip(topic), "max_retained", h.maxCount, "max_retained_bytes", h.maxBytes)
+}
+
+func (h *retainHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Retain && !h.admit(pk.TopicName, len(pk.Payload)) {
+		pk.FixedHeader.Retain = false
+		h.refused(cl, pk.TopicName)
+	}
+	return pk, nil
+}
+
+func (h *retainHook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
+	if will.Retain && !h.admit(will.TopicName, len(will.Payload)) {
+		will.Retain = false
+		h.refused(cl, will.TopicName)
+	}
+	return will, nil
+}
+
+func (h *retainHook) OnRetainedExpired(topic string) { h.admit(topic, 0) }
+
+func (h *retainHook) OnPublishDropped(*mochi.Client, packets.Packet) { h.dropped.Add(1) }
+
+// logFilter is the handler of the broker library's log: it writes packets
+// as their type and topic (never their payload or a CONNECT's password)
+// and lets through at most eventBurst lines of one message per
+// eventInterval at WARN and above.
+type logFilter struct {
+	next  slog.Handler
+	ev    *eventLog
+	attrs []slog.Attr
+}
+
+func (f *logFilter) Enabled(ctx context.Context, l slog.Level) bool { return f.next.Enabled(ctx, l) }
+
+func (f *logFilter) WithAttrs(as []slog.Attr) slog.Handler {
+	out := make([]slog.Attr, len(as))
+	for i, a := range as {
+		out[i] = safeAttr(a)
+	}
+	return &logFilter{next: f.next.WithAttrs(out), ev: f.ev}
+}
+
+func (f *logFilter) WithGroup(name string) slog.Handler {
+	return &logFilter{next: f.next.WithGroup(name), ev: f.ev}
+}
+
+func (f *logFilter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn && !f.ev.allow("lib:"+r.Message) {
+		return nil
+	}
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(safeAttr(a))
+		return true
+	})
+	return f.next.Handle(ctx, out)
+}
+
+// allow reports whether a line of kind may be logged now, logging how
+// many were left out when a new interval starts.
+func (e *eventLog) allow(kind string) bool {
+	e.mu.Lock()
+	l := e.by[kind]
+	if l == nil {
+		if len(e.by) > 1024 {
+			clear(e.by)
+		}
+		l = &logLimiter{interval: eventInterval, burst: eventBurst}
+		e.by[kind] = l
+	}
+	ok, suppressed := l.allow(time.Now())
+	e.mu.Unlock()
+	if suppressed > 0 {
+		e.log.Warn("mqtt broker: lines left out", "kind", kind, "lines", suppressed, "interval", eventInterval)
+	}
+	return ok
+}
+
+// safeAttr replaces packets and wills by what may be logged of them.
+func safeAttr(a slog.Attr) slog.Attr {
+	switch v := a.Value.Any().(type) {
+	case packets.Packet:
+		return slog.Group(a.Key, "type", packets.PacketNames[v.FixedHeader.Type], "topic", clip(v.TopicName),
+			"bytes", len(v.Payload))
+	case *packets.Packet:
+		if v != nil {
+			return slog.Group(a.Key, "type", packets.PacketNames[v.FixedHeader.Type], "topic", clip(v.TopicName),
+				"bytes", len(v.Payload))
+		}
+	case mochi.Will:
+		return slog.Group(a.Key, "topic", clip(v.TopicName), "bytes", len(v.Payload))
+	case packets.Code, error, string, int, int64, uint16, bool, time.Duration:
+		return a
+	}
+	if a.Value.Kind() == slog.KindGroup {
+		return a
+	}
+	if a.Value.Kind() == slog.KindAny {
+		return slog.String(a.Key, "(omitted)")
+	}
+	return a
+}

@@ -2,12 +2,22 @@ package mqtt
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -643,6 +653,187 @@ func BenchmarkBrokerACL(b *testing.B) {
 	for b.Loop() {
 		if !a.canPublish(up) || a.canPublish(down) || !a.canSubscribe(down) {
 			b.Fatal("wrong decision")
+		}
+	}
+}
+
+// writeCert writes a self-signed certificate and its key as PEM files.
+func writeCert(t testing.TB, dir, name string) (certFile, keyFile string, pair tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestBrokerTLSConfig checks the files of the broker's tls field.
+func TestBrokerTLSConfig(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, _ := writeCert(t, dir, "a")
+	_, otherKey, _ := writeCert(t, dir, "b")
+	for _, tc := range []struct {
+		name, cert, key, ca, err string
+	}{
+		{"ok", cert, key, "", ""},
+		{"ok with client ca", cert, key, cert, ""},
+		{"no key", cert, "", "", "required"},
+		{"missing file", filepath.Join(dir, "none.pem"), key, "", "no such file"},
+		{"key of another certificate", cert, otherKey, "", "does not match"},
+		{"ca not PEM", cert, key, key, "no PEM certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := brokerTLS(tc.cert, tc.key, tc.ca)
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("error %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// TestEmbeddedBrokerMutualTLS: over TLS with a client CA, a device must
+// present a certificate as well as its password; the source, connecting
+// with the process's identity, needs neither a certificate nor a CA (it
+// checks the broker's own certificate).
+func TestEmbeddedBrokerMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, pair := writeCert(t, dir, "broker")
+	addr := freeAddr(t)
+	cfg := fmt.Sprintf(`
+format: json
+topics: ["/sys/+/+/thing/measurepoint/post"]
+topic_fields: {deviceKey: 3}
+clean_session: true
+schema: {time: ts, key: asset, fields: {v: int64}}
+broker:
+  embedded: true
+  listen: %q
+  users: [{username: T1, password_hash: %q, product_key: turbine}]
+  tls: {cert_file: %q, key_file: %q, client_ca_file: %q}
+`, addr, hash(t, "pw-T1"), cert, key, cert)
+	src := buildSource(t, cfg, engine.BuildContext{})
+	c := newCollector()
+	start(t, src, c)
+	url := "tls://" + addr
+	dialTLS := func(certs []tls.Certificate) error {
+		o := mqtt3.NewClientOptions().AddBroker(url).SetProtocolVersion(4).SetClientID("T1-" + suffix()).
+			SetUsername("T1").SetPassword("pw-T1").SetAutoReconnect(false).SetConnectTimeout(waitFor).
+			SetTLSConfig(&tls.Config{InsecureSkipVerify: true, Certificates: certs})
+		cl := mqtt3.NewClient(o)
+		tok := cl.Connect()
+		tok.WaitTimeout(waitFor)
+		if tok.Error() == nil {
+			cl.Publish("/sys/turbine/T1/thing/measurepoint/post", 0, false, `{"ts":1700000000000,"v":1}`).WaitTimeout(waitFor)
+			cl.Disconnect(0)
+		}
+		return tok.Error()
+	}
+	if err := dialTLS(nil); err == nil {
+		t.Fatal("a device without a client certificate connected")
+	}
+	if err := dialTLS([]tls.Certificate{pair}); err != nil {
+		t.Fatalf("a device with a client certificate: %v", err)
+	}
+	for len(c.snapshot()) == 0 {
+		select {
+		case <-c.changed:
+		case <-time.After(waitFor):
+			t.Fatal("the source received nothing")
+		}
+	}
+}
+
+// TestPasswordFile reads hashes for listed users and device users.
+func TestPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	h1, h2 := hash(t, "one"), hash(t, "two")
+	for _, tc := range []struct {
+		name, file, err string
+	}{
+		{"ok", "# devices\nlisted:" + h1 + "\nT2:" + h2 + ":turbine:T2\n", ""},
+		{"unknown user", "stranger:" + h1 + "\n", "not in users"},
+		{"clear password by mistake", "listed:hunter2:x\n", "want user:bcrypt-hash"},
+		{"reserved", "$x:" + h1 + ":p:d\n", "reserved"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name)
+			if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			opts := BrokerOptions{Users: []BrokerUser{{Username: "listed"}}}
+			err := readPasswordFile(path, &opts, map[string]int{"listed": 0})
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("error %v, want %q", err, tc.err)
+			}
+			if err != nil {
+				if strings.Contains(err.Error(), "hunter2") {
+					t.Errorf("the error shows the line: %v", err)
+				}
+				return
+			}
+			if opts.Users[0].PasswordHash != h1 || len(opts.Users) != 2 || opts.Users[1].DeviceKey != "T2" {
+				t.Errorf("users %+v", opts.Users)
+			}
+		})
+	}
+}
+
+// TestTopicFilters checks the ACL's topic matching.
+func TestTopicFilters(t *testing.T) {
+	for _, tc := range []struct {
+		f, topic      string
+		match, covers bool
+	}{
+		{"a/#", "a", true, true},
+		{"a/#", "a/b/c", true, true},
+		{"a/+", "a/b", true, true},
+		{"a/+", "a/b/c", false, false},
+		{"a/+", "a/+", true, true},
+		{"a/b", "a/+", false, false},
+		{"a/+", "a/#", false, false},
+		{"#", "$SYS/x", false, false},
+		{"+/x", "$SYS/x", false, false},
+		{"$SYS/#", "$SYS/x", true, true},
+		{"/sys/+/+/thing/#", "/sys/p/d/thing/x", true, true},
+		{"/sys/+/+/thing/#", "/sys/p/d/other", false, false},
+	} {
+		if got := topicMatches(tc.f, tc.topic); got != tc.match && !strings.ContainsAny(tc.topic, "+#") {
+			t.Errorf("topicMatches(%q, %q) = %v", tc.f, tc.topic, got)
+		}
+		if got := filterCovers(tc.f, tc.topic); got != tc.covers {
+			t.Errorf("filterCovers(%q, %q) = %v", tc.f, tc.topic, got)
+		}
+	}
+	for topic, down := range map[string]bool{
+		"/sys/p/d/thing/service/measurepoint/set":       true,
+		"/sys/p/d/thing/service/measurepoint/set_reply": false,
+		"/sys/p/d/thing/measurepoint/post":              false,
+		"/sys/p/d/thing/measurepoint/post_reply":        true,
+		"/sys/p/d/thing/measurepoint/post/batch_reply":  true,
+		"other/thing/service/x":                         false,
+	} {
+		if isDownlink(topic) != down {
+			t.Errorf("isDownlink(%q) = %v", topic, !down)
 		}
 	}
 }

@@ -20,7 +20,7 @@ type access struct {
 	all bool
 	// productKey and deviceKey make the identity a device: it publishes
 	// under /sys/{productKey}/{deviceKey}/ (but no downlink topic) and
-	// subscribes to filters confined to that prefix.
+	// receives the downlink topics there.
 	productKey, deviceKey string
 	// publish and subscribe are further topic filters.
 	publish, subscribe []string
@@ -53,7 +53,11 @@ func (a *access) canSubscribe(filter string) bool {
 		return true
 	}
 	filter = stripShare(filter)
-	if a.deviceKey != "" && underDevice(filter, a.productKey, a.deviceKey) {
+	// A device gets its own downlink topics: a filter under its prefix
+	// with wildcards may be subscribed to, but only downlink topics are
+	// delivered through it.
+	if a.deviceKey != "" && underDevice(filter, a.productKey, a.deviceKey) &&
+		(strings.ContainsAny(filter, "+#") || isDownlink(filter)) {
 		return true
 	}
 	for _, f := range a.subscribe {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -112,15 +113,19 @@ func parseBrokerURL(s string) (*url.URL, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("mqtt: bad broker url %q: %v", s, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text repeats the URL, password included
+		}
+		return nil, fmt.Errorf("mqtt: bad broker url %q: %v", redact.String(s), err)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "tcp", "mqtt", "tls", "ssl", "mqtts":
 	default:
-		return nil, fmt.Errorf("mqtt: broker url %q: scheme %q is not tcp, mqtt, tls, ssl or mqtts", s, u.Scheme)
+		return nil, fmt.Errorf("mqtt: broker url %q: scheme %q is not tcp, mqtt, tls, ssl or mqtts", redact.String(s), u.Scheme)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("mqtt: broker url %q has no host", s)
+		return nil, fmt.Errorf("mqtt: broker url %q has no host", redact.String(s))
 	}
 	if u.Port() == "" {
 		port := "1883"
@@ -297,6 +302,9 @@ func parseConnConfig(cfg *spec.Config, dir, defaultID string) (ClientOptions, em
 		o.TLS = pinnedTLS(ownBroker)
 	}
 	if tc := cfg.Object("tls"); tc != nil {
+		if plain := plaintextURLs(o.URLs); len(plain) > 0 {
+			errs = append(errs, cfg.Errorf("tls", "tls is set but %s would connect in plaintext: write tls://, ssl:// or mqtts:// URLs", strings.Join(plain, ", ")))
+		}
 		files := TLSFiles{CA: rel(tc.String("ca")), Cert: rel(tc.String("cert")), Key: rel(tc.String("key")),
 			ServerName: tc.String("server_name"), InsecureSkipVerify: tc.Bool("insecure_skip_verify")}
 		t, err := files.Config()
@@ -306,6 +314,22 @@ func parseConnConfig(cfg *spec.Config, dir, defaultID string) (ClientOptions, em
 		o.TLS = t
 	}
 	return o, emb, errs
+}
+
+// plaintextURLs returns the URLs (masked) that connect without TLS.
+func plaintextURLs(urls []string) []string {
+	var out []string
+	for _, s := range urls {
+		u, err := parseBrokerURL(s)
+		if err != nil {
+			continue // reported on its own
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "tcp", "mqtt":
+			out = append(out, redact.String(s))
+		}
+	}
+	return out
 }
 
 // connectsTo reports whether every URL names the listen address.

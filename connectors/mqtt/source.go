@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -42,10 +43,13 @@ var SourceSpec = spec.Spec{
 		"At QoS 1 a message is acknowledged (PUBACK) only when every effect of the batch holding its rows is durable " +
 		"in the sinks (or deliberately filtered out); with a persistent session (the default) the broker delivers " +
 		"unacknowledged messages again after a restart. Bad input — malformed payloads, wrong value types, payloads " +
-		"over `max_payload`, devices not in `devices`/`assets`, devices over `max_rate_per_device` — is counted per " +
+		"over `max_payload`, devices not in `devices`/`assets`, devices over `max_rate_per_device`, device keys over " +
+		"`max_key_length`, message ids over 64 bytes — is counted per " +
 		"device, answered with an error reply when `reply` is on, logged (at most `log_burst` lines per " +
 		"`log_interval`) and acknowledged, so that it is not delivered again; other devices are not held up. See " +
-		"docs/mqtt.md.",
+		"docs/mqtt.md. Messages on topics ending in `_reply` (the source's own replies caught by a wildcard, or " +
+		"another client's) are never decoded nor answered (`ignored`). Per-device state is bounded by `max_devices` " +
+		"and `max_device_bytes`, the devices seen least recently being forgotten first.",
 	Fields: slices.Concat(connFields(), []spec.Field{
 		{Name: "topics", Type: spec.List, Elem: spec.String, Optional: true,
 			Description: "Topic filters to subscribe to (`+` and `#` wildcards, `$share/{group}/...` shared subscriptions). Defaults, for `enos`, to the post and resume topics of every device, single and batch.",
@@ -484,6 +488,8 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	}
 	defer r.release()
 
+	// MQTT 3.1.1 reports each lost connection on a goroutine of its own.
+	var takeoverMu sync.Mutex
 	takeoverLogs := logLimiter{interval: time.Minute, burst: 1}
 	msgs := make(chan message, s.queue)
 	stop := make(chan struct{})
@@ -512,7 +518,10 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 				return
 			}
 			s.c.takeovers.Add(1)
-			if ok, suppressed := takeoverLogs.allow(time.Now()); ok {
+			takeoverMu.Lock()
+			ok, suppressed := takeoverLogs.allow(time.Now())
+			takeoverMu.Unlock()
+			if ok {
 				s.log.Error("mqtt: session taken over: another client connected with this source's client id, "+
 					"and may be receiving its messages; set a secret client_id",
 					"client", clientTag(s.opts.ClientID), "err", d.err, "connected_for", d.lived, "in_a_row", d.flaps,

@@ -160,6 +160,8 @@ type Source struct {
 
 	devs *devices
 	c    sourceCounters
+	// alarm raises the engine alert of session takeovers.
+	alarm *takeoverAlarm
 }
 
 type topicColumn struct {
@@ -370,6 +372,8 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.alarm = &takeoverAlarm{asset: bc.Pipeline + "/" + bc.Name, client: clientTag(s.opts.ClientID),
+		shared: bc.Shared, mem: bc.Mem, log: s.log, quiet: takeoverQuiet}
 	s.opts.Log = s.log
 	s.now = time.Now
 	s.devs = newDevices(s.rate, s.burst, int(cfg.Int("max_devices")), cfg.Int("max_device_bytes"), s.c.evicted)
@@ -506,7 +510,8 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		},
 		onUp: func() {
 			s.c.connects.Add(1)
-			s.log.Info("mqtt: connected", "client", clientTag(s.opts.ClientID), "urls", s.opts.URLs)
+			s.alarm.up()
+			s.log.Info("mqtt: connected", "client", clientTag(s.opts.ClientID), "urls", maskURLs(s.opts.URLs))
 			if s.onReady != nil {
 				s.onReady()
 			}
@@ -518,6 +523,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 				return
 			}
 			s.c.takeovers.Add(1)
+			s.alarm.takenOver(time.Now())
 			takeoverMu.Lock()
 			ok, suppressed := takeoverLogs.allow(time.Now())
 			takeoverMu.Unlock()
@@ -542,6 +548,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		return err
 	}
 	r.client = cl
+	defer s.alarm.stop()
 	go r.sendReplies()
 
 	err = r.loop(ctx, msgs, subErr, emit)

@@ -25,6 +25,13 @@ func (s *Spec) Check() error {
 		errs = append(errs, fmt.Errorf("spec %q: unknown kind %q", s.Name, s.Kind))
 	}
 	checkFields(s.Name, s.Fields, &errs)
+	if s.Kind != "" {
+		for _, f := range s.Fields {
+			if slices.Contains(ReservedFields, f.Name) {
+				errs = append(errs, fmt.Errorf("spec %q: field %q is reserved for the pipeline's wiring (%v)", s.Name, f.Name, ReservedFields))
+			}
+		}
+	}
 	if s.Example != "" {
 		var n yaml.Node
 		if err := yaml.Unmarshal([]byte(s.Example), &n); err != nil {
@@ -33,6 +40,10 @@ func (s *Spec) Check() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ReservedFields are the keys every component mapping may hold besides its
+// type's fields: a component type cannot declare fields of these names.
+var ReservedFields = []string{"type", "input", "inputs"}
 
 func validType(t Type) bool { _, ok := typeNames[t]; return ok }
 

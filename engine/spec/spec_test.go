@@ -493,6 +493,14 @@ func TestCheck(t *testing.T) {
 	if err := dup.Check(); err == nil || !strings.Contains(err.Error(), "demo.a: field declared twice") {
 		t.Errorf("duplicate field: %v", err)
 	}
+	// A component field named like a wiring key could never be written
+	// (the mqtt sink once declared "inputs").
+	for _, name := range ReservedFields {
+		c := &Spec{Name: "demo", Kind: KindSink, Fields: []Field{{Name: name, Type: String, Optional: true}}}
+		if err := c.Check(); err == nil || !strings.Contains(err.Error(), "reserved for the pipeline's wiring") {
+			t.Errorf("field %q: %v", name, err)
+		}
+	}
 	if err := (&Spec{}).Check(); err == nil || !strings.Contains(err.Error(), "no name") {
 		t.Errorf("empty spec: %v", err)
 	}

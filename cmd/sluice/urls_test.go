@@ -18,7 +18,7 @@ func TestValidateParsesURLsAsRunDoes(t *testing.T) {
 		{"nats bad scheme", `{type: nats, input: s, subject: a.b, url: "http://127.0.0.1:4222"}`, `3:48: server URL http://127.0.0.1:4222: scheme "http"`},
 		{"http gopher", `{type: http, input: s, url: "gopher://host/x"}`, `3:34: url gopher://host/x must be an absolute http or https URL`},
 		{"redis bad db", `{type: redis, input: s, stream: x, url: "redis://127.0.0.1:6379/notadb"}`, `3:46: url redis://127.0.0.1:6379/notadb: redis: invalid database number`},
-		{"postgres bad dsn", `{type: postgres, input: s, table: t, dsn: "host=h connect_timeout=x"}`, `3:48: cannot parse `+"`host=h connect_timeout=x`"+`: invalid connect_timeout`},
+		{"postgres bad dsn", `{type: postgres, input: s, table: t, dsn: "host=h connect_timeout=x"}`, `3:48: cannot parse ` + "`host=h connect_timeout=x`" + `: invalid connect_timeout`},
 		{"kafka bad broker", `{type: kafka, input: s, topic: t, brokers: ["hostonly"]}`, `3:49: broker "hostonly" is not host:port`},
 		{"amqp tls over amqp://", `{type: amqp, input: s, queue: q, tls: {enabled: true}}`, `3:44: tls.enabled needs an amqps:// URL`},
 		{"http tls over http://", `{type: http, input: s, url: "http://h/x", tls: {enabled: true}}`, `3:53: tls.enabled needs an https:// URL`},

@@ -385,7 +385,7 @@ func TestReplaySinkConfig(t *testing.T) {
 	}
 	makeBuffer(t, filepath.Join(dir, "stats"), 1, 0)
 	code, _, errOut := run(t, "replay", filepath.Join(dir, "stats", "seg"), "--sink-config", cfg)
-	if code != 2 || !strings.Contains(errOut, cfg+":3:1") || !strings.Contains(errOut, "subjekt") {
+	if code != exitFailed || !strings.Contains(errOut, cfg+":3:1") || !strings.Contains(errOut, "subjekt") {
 		t.Fatalf("bad sink config: exit %d: %s", code, errOut)
 	}
 }
@@ -403,7 +403,7 @@ func TestReplaySinkConfigExpandsVariables(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut := run(t, "replay", segs, "--sink-config", unset)
-	if code != 2 || !strings.Contains(errOut, unset+":2:6") || !strings.Contains(errOut, "SLUICE_TEST_NO_SUCH_VAR") {
+	if code != exitFailed || !strings.Contains(errOut, unset+":2:6") || !strings.Contains(errOut, "SLUICE_TEST_NO_SUCH_VAR") {
 		t.Fatalf("unset variable: exit %d: %s", code, errOut)
 	}
 	nc, err := natsgo.Connect(natsURL, natsgo.Timeout(time.Second), natsgo.MaxReconnects(0))

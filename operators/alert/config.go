@@ -378,48 +378,10 @@ func parseContent(name, text string, in *engine.Schema, limit int) (content, err
 			c.cols = append(c.cols, i)
 		}
 	}
-	var walk func(n parse.Node, top bool)
-	walk = func(n parse.Node, top bool) {
-		if bad != nil || n == nil {
-			return
-		}
+	// Fields are read from the row at the top level only; inside range
+	// and with, dot is something else.
+	walkTree(t.Tree.Root, true, func(n parse.Node, top bool) (bool, bool) {
 		switch n := n.(type) {
-		case *parse.ListNode:
-			if n == nil {
-				return
-			}
-			for _, x := range n.Nodes {
-				walk(x, top)
-			}
-		case *parse.ActionNode:
-			walk(n.Pipe, top)
-		case *parse.PipeNode:
-			if n == nil {
-				return
-			}
-			for _, x := range n.Cmds {
-				walk(x, top)
-			}
-		case *parse.CommandNode:
-			for _, a := range n.Args {
-				walk(a, top)
-			}
-		case *parse.ChainNode:
-			walk(n.Node, top)
-		case *parse.IfNode:
-			walk(n.Pipe, top)
-			walk(n.List, top)
-			walk(n.ElseList, top)
-		case *parse.RangeNode:
-			walk(n.Pipe, top)
-			walk(n.List, false)
-			walk(n.ElseList, top)
-		case *parse.WithNode:
-			walk(n.Pipe, top)
-			walk(n.List, false)
-			walk(n.ElseList, top)
-		case *parse.TemplateNode:
-			walk(n.Pipe, top)
 		case *parse.DotNode:
 			if top {
 				c.all = true
@@ -434,16 +396,18 @@ func parseContent(name, text string, in *engine.Schema, limit int) (content, err
 			}
 		case *parse.FieldNode:
 			if !top {
-				return
+				return top, true
 			}
 			if !slices.Contains(known, n.Ident[0]) {
 				bad = fmt.Errorf("unknown field .%s%s", n.Ident[0], suggest(n.Ident[0], known))
-				return
+				return top, false
 			}
 			use(n.Ident[0])
+		case *parse.RangeNode, *parse.WithNode:
+			return false, true
 		}
-	}
-	walk(t.Tree.Root, true)
+		return top, true
+	})
 	if bad != nil {
 		return content{}, bad
 	}

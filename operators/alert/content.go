@@ -125,72 +125,40 @@ func checkTree(t *template.Template, tick parse.Node) error {
 		return errors.New("{{define}} and {{block}} are not supported in content")
 	}
 	var bad error
-	var walk func(n parse.Node, loops int64)
-	walk = func(n parse.Node, loops int64) {
-		if bad != nil || n == nil {
-			return
-		}
+	walkTree(t.Tree.Root, int64(1), func(n parse.Node, loops int64) (int64, bool) {
 		switch n := n.(type) {
-		case *parse.ListNode:
-			if n == nil {
-				return
-			}
-			for _, x := range n.Nodes {
-				walk(x, loops)
-			}
-		case *parse.ActionNode:
-			walk(n.Pipe, loops)
-		case *parse.PipeNode:
-			if n == nil {
-				return
-			}
-			for _, x := range n.Cmds {
-				walk(x, loops)
-			}
 		case *parse.CommandNode:
 			if len(n.Args) >= 2 {
 				if id, ok := n.Args[0].(*parse.IdentifierNode); ok && id.Ident == "printf" {
 					if s, ok := n.Args[1].(*parse.StringNode); ok {
 						if _, err := checkFormat(s.Text); err != nil {
 							bad = err
-							return
+							return loops, false
 						}
 					}
 				}
 			}
-			for _, a := range n.Args {
-				walk(a, loops)
-			}
-		case *parse.IfNode:
-			walk(n.Pipe, loops)
-			walk(n.List, loops)
-			walk(n.ElseList, loops)
-		case *parse.WithNode:
-			walk(n.Pipe, loops)
-			walk(n.List, loops)
-			walk(n.ElseList, loops)
 		case *parse.RangeNode:
-			walk(n.Pipe, loops)
 			inner := loops
 			if c := n.Pipe.Cmds; len(c) == 1 && len(c[0].Args) == 1 {
 				if num, ok := c[0].Args[0].(*parse.NumberNode); ok && num.IsInt && num.Int64 > 0 {
 					inner = loops * min(num.Int64, maxLoops+1)
 					if inner > maxLoops {
 						bad = fmt.Errorf("range over %d: %d iterations in all, more than %d per rendering", num.Int64, inner, maxLoops)
-						return
+						return loops, false
 					}
 				}
 			}
-			walk(n.List, inner)
-			walk(n.ElseList, loops)
 			if n.List != nil {
 				n.List.Nodes = append([]parse.Node{tick}, n.List.Nodes...)
 			}
+			return inner, true
 		case *parse.TemplateNode:
 			bad = errors.New("{{template}} is not supported in content")
+			return loops, false
 		}
-	}
-	walk(t.Tree.Root, 1)
+		return loops, true
+	})
 	return bad
 }
 

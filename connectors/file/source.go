@@ -503,7 +503,7 @@ func (r *run) open(path, name string) (f *os.File, pipe bool, err error) {
 			if fi, err = f.Stat(); err != nil || !fi.Mode().IsRegular() {
 				_ = f.Close()
 				if err == nil {
-					err = fmt.Errorf("changed into %s while opened", kindOf(fi.Mode()))
+					err = fmt.Errorf("changed into %s while opened", spec.FileKind(fi.Mode()))
 				}
 				return nil, false, fmt.Errorf("%s: %w", name, err)
 			}
@@ -516,7 +516,7 @@ func (r *run) open(path, name string) (f *os.File, pipe bool, err error) {
 			return nil, true, err
 		}
 	default:
-		return nil, false, fmt.Errorf("%s: not a regular file or a named pipe (%s): the file source reads files", name, kindOf(m))
+		return nil, false, fmt.Errorf("%s: not a regular file or a named pipe (%s): the file source reads files", name, spec.FileKind(m))
 	}
 	if err != nil {
 		return nil, pipe, fmt.Errorf("%s: %w", name, err)
@@ -558,23 +558,6 @@ func openPipe(ctx context.Context, path string) (*os.File, error) {
 		}
 	}
 	return nil, errStop // the pipe went away: the open is left waiting
-}
-
-// kindOf names the type of a file that is neither regular nor a pipe.
-func kindOf(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	}
-	return "mode " + m.Type().String()
 }
 
 // fileHead reads the beginning of f (at most headBytes) and the size of f.

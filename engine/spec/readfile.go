@@ -30,7 +30,7 @@ func ReadConfigFile(name string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fail(fmt.Errorf("not a regular file (%s): a configuration file must be a regular file", kindOf(fi.Mode())))
+		return nil, fail(fmt.Errorf("not a regular file (%s): a configuration file must be a regular file", FileKind(fi.Mode())))
 	}
 	if fi.Size() > limit {
 		return nil, fail(fmt.Errorf("%d bytes, larger than the %s limit of a configuration file", fi.Size(), sizeName(limit)))
@@ -45,8 +45,9 @@ func ReadConfigFile(name string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// kindOf names the type of a file that is not regular.
-func kindOf(m fs.FileMode) string {
+// FileKind names the type of a file that is not regular ("a named pipe",
+// "a character device", ...), for error messages.
+func FileKind(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"

@@ -536,15 +536,13 @@ func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array
 	times = times[:len(slots)]
 	for r := range slots {
 		if !tv.valid(r) {
-			slots[r] = -1
-			o.late = append(o.late, int32(r))
+			o.toLate(slots, r)
 			nNull++
 			continue
 		}
 		t := int64(times[r])
 		if !engine.ValidEventTime(t) {
-			slots[r] = -1
-			o.late = append(o.late, int32(r))
+			o.toLate(slots, r)
 			nRange++
 			continue
 		}
@@ -555,19 +553,15 @@ func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array
 			paneLatestEnd = o.alignDown(paneLo) + size
 		}
 		if paneLatestEnd <= wm {
-			slots[r] = -1
-			o.late = append(o.late, int32(r))
+			o.toLate(slots, r)
 			continue
 		}
 		kid := o.rowKey(keys, keyNulls, r, &kc)
-		if kid < 0 {
-			slots[r] = -1
-			o.late = append(o.late, int32(r))
+		if !o.observe(kid, t, topCap) {
+			o.toLate(slots, r)
 			nKey++ // counted by rowKey
-			o.cur.observe(overflowKid, t, topCap)
 			continue
 		}
-		o.cur.observe(kid, t, topCap)
 		if kid != cKid || paneLo != cPs {
 			cSlot = o.paneSlot(kid, paneLo)
 			cKid, cPs = kid, paneLo
@@ -576,6 +570,24 @@ func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array
 		o.slotCount[cSlot]++
 	}
 	return seen, nNull, nRange, nKey
+}
+
+// toLate sends row r to the late port.
+func (o *Operator) toLate(slots []int32, r int) {
+	slots[r] = -1
+	o.late = append(o.late, int32(r))
+}
+
+// observe counts a row of key kid at time t in the progress of the current
+// source; it reports false for a row whose key was refused (kid < 0),
+// which counts as the overflow key.
+func (o *Operator) observe(kid int32, t int64, topCap int) bool {
+	if kid < 0 {
+		o.cur.observe(overflowKid, t, topCap)
+		return false
+	}
+	o.cur.observe(kid, t, topCap)
+	return true
 }
 
 // paneSlot returns the slot of key kid's pane starting at ps, opening it
@@ -613,42 +625,35 @@ func (o *Operator) assignSessions(times []arrow.Timestamp, tv validity, keys *ar
 	times = times[:len(slots)]
 	for r := range slots {
 		if !tv.valid(r) {
-			slots[r] = -1
-			o.late = append(o.late, int32(r))
+			o.toLate(slots, r)
 			nNull++
 			continue
 		}
 		t := int64(times[r])
 		if !engine.ValidEventTime(t) {
-			slots[r] = -1
-			o.late = append(o.late, int32(r))
+			o.toLate(slots, r)
 			nRange++
 			continue
 		}
 		seen = true
 		kid := o.rowKey(keys, keyNulls, r, &kc)
-		if kid < 0 {
-			slots[r] = -1
-			o.late = append(o.late, int32(r))
+		if !o.observe(kid, t, topCap) {
+			o.toLate(slots, r)
 			nKey++ // counted by rowKey
-			o.cur.observe(overflowKid, t, topCap)
 			continue
 		}
-		o.cur.observe(kid, t, topCap)
 		if kid == cKid && t >= cStart && t <= cLast {
 			slots[r] = cSlot
 			o.slotCount[cSlot]++
 			continue
 		}
 		if t < o.keys[kid].closedEnd {
-			slots[r] = -1
-			o.late = append(o.late, int32(r))
+			o.toLate(slots, r)
 			continue
 		}
 		s, ok := o.sessionFor(kid, t, t+gap <= wm)
 		if !ok {
-			slots[r] = -1
-			o.late = append(o.late, int32(r))
+			o.toLate(slots, r)
 			continue
 		}
 		cKid, cStart, cLast, cSlot = kid, s.start, s.last, s.slot

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,9 +39,7 @@ func mosquittoURL(t *testing.T) string {
 // used to crash the engine) is refused by the decoder.
 func TestFarFuturePostSilencesNobody(t *testing.T) {
 	url := mosquittoURL(t)
-	dir := t.TempDir()
 	prefix := fmt.Sprintf("/sys/evt%d", time.Now().UnixNano())
-	file := filepath.Join(dir, "p.yaml")
 	yaml := fmt.Sprintf(`
 name: farm
 batch: {size: 16, linger: 5ms}
@@ -70,51 +69,20 @@ sinks:
   rejected: {type: file, input: devices.errors, path: rejected.jsonl}
   late: {type: file, input: stats.late, path: late.jsonl}
 `, url, prefix)
-	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defs, errs := pipelines.Load([]string{file}, func(string) (string, bool) { return "", false })
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(dir, "data")})
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- pipelines.RunAll(ctx, ps) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-
-	opts := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("evt-pub-%d", time.Now().UnixNano())).SetCleanSession(true)
-	cl := paho.NewClient(opts)
-	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
-	defer cl.Disconnect(100)
+	dir, ps, stop := startPipelines(t, yaml)
+	pub := mqttPublisher(t, url)
 	publish := func(device string, ms int64, temp float64) {
 		t.Helper()
-		payload := fmt.Sprintf(`{"id":"1","params":{"measurepoints":{"temp":%g},"time":%d}}`, temp, ms)
-		tok := cl.Publish(prefix+"/"+device+"/thing/measurepoint/post", 1, false, payload)
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish: %v", tok.Error())
-		}
+		pub(prefix+"/"+device+"/thing/measurepoint/post", fmt.Sprintf(`{"id":"1","params":{"measurepoints":{"temp":%g},"time":%d}}`, temp, ms), false)
 	}
 	// Wait until the source is subscribed: a probe post is seen as a row.
 	base := time.Now().Add(-2 * time.Minute).Truncate(10 * time.Second).UnixMilli()
-	deadline := time.Now().Add(20 * time.Second)
-	for pipelines.SourceRows(ps) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the pipeline never received the probe post")
-		}
+	probes := int64(0)
+	waitFor(t, 20*time.Second, "the probe post", func() bool {
 		publish("probe", base, 20)
-		time.Sleep(50 * time.Millisecond)
-	}
+		probes++
+		return pipelines.SourceRows(ps) > 0
+	})
 	for sec := int64(0); sec < 60; sec++ {
 		ts := base + sec*1000
 		for _, d := range []string{"T1", "T2", "T3"} {
@@ -130,18 +98,12 @@ sinks:
 		}
 	}
 	// Let the last posts arrive, then stop: the drain flushes the windows.
-	want := int64(1 + 60*3 + 1) // at least: probe(s), the readings, the 9999 post
-	for deadline := time.Now().Add(20 * time.Second); pipelines.SourceRows(ps) < want; {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d rows arrived", pipelines.SourceRows(ps))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
+	// Every probe, every reading and the 9999 post (the int64 one is refused
+	// by the decoder) arrive: the broker acknowledged them all.
+	waitFor(t, 20*time.Second, "every post", func() bool { return pipelines.SourceRows(ps) >= probes+60*3+1 })
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	done <- nil
 
 	stats := readLines(t, filepath.Join(dir, "stats.jsonl"))
 	perDevice := map[string]int{}
@@ -208,28 +170,14 @@ func readLines(t *testing.T, path string) []string {
 // statistics; the heap stays small.
 func TestRetainedInt64PostDoesNotCrash(t *testing.T) {
 	url := mosquittoURL(t)
-	dir := t.TempDir()
 	prefix := fmt.Sprintf("/sys/ret%d", time.Now().UnixNano())
-	opts := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("ret-pub-%d", time.Now().UnixNano())).SetCleanSession(true)
-	cl := paho.NewClient(opts)
-	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
+	pub := mqttPublisher(t, url)
+	for i, ts := range []string{"9223372036854775807", "-9223372036854775808"} {
+		topic := fmt.Sprintf("%s/evil%d/thing/measurepoint/post", prefix, i)
+		pub(topic, `{"id":"1","params":{"measurepoints":{"temp":1},"time":`+ts+`}}`, true)
+		t.Cleanup(func() { pub(topic, "", true) }) // remove the retained post
 	}
-	defer cl.Disconnect(100)
-	evil := prefix + "/evil/thing/measurepoint/post"
-	for _, ts := range []string{"9223372036854775807", "-9223372036854775808"} {
-		topic := evil
-		if ts[0] == '-' {
-			topic = prefix + "/evil2/thing/measurepoint/post"
-		}
-		tok := cl.Publish(topic, 1, true, `{"id":"1","params":{"measurepoints":{"temp":1},"time":`+ts+`}}`)
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish: %v", tok.Error())
-		}
-		t.Cleanup(func() { cl.Publish(topic, 1, true, "").WaitTimeout(5 * time.Second) }) // remove the retained post
-	}
-	file := filepath.Join(dir, "p.yaml")
-	if err := os.WriteFile(file, []byte(fmt.Sprintf(`
+	dir, ps, stop := startPipelines(t, fmt.Sprintf(`
 name: retained
 batch: {size: 16, linger: 5ms}
 sources:
@@ -244,46 +192,16 @@ steps:
   stats: {type: window, input: devices, kind: hopping, size: 1m, step: 10s, aggregates: {temp: [max]}}
 sinks:
   out: {type: file, input: stats, path: stats.jsonl}
-`, url, prefix)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defs, errs := pipelines.Load([]string{file}, func(string) (string, bool) { return "", false })
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(dir, "data")})
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- pipelines.RunAll(ctx, ps) }()
+`, url, prefix))
+	waitFor(t, 20*time.Second, "the retained posts to be refused", func() bool {
+		return ps[0].Components[0].Counters.Snapshot()["bad_payloads"] >= 2
+	})
 	base := time.Now().Add(-time.Minute).Truncate(time.Minute).UnixMilli()
-	var bad int64
-	for deadline := time.Now().Add(20 * time.Second); bad < 2; {
-		if time.Now().After(deadline) {
-			cancel()
-			<-done
-			t.Fatalf("the retained posts were never refused (bad_payloads %d)", bad)
-		}
-		time.Sleep(20 * time.Millisecond)
-		bad = ps[0].Components[0].Counters.Snapshot()["bad_payloads"]
-	}
 	for sec := int64(0); sec < 30; sec++ {
-		tok := cl.Publish(prefix+"/T1/thing/measurepoint/post", 1, false, fmt.Sprintf(`{"id":"1","params":{"measurepoints":{"temp":%d},"time":%d}}`, sec, base+sec*1000))
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish: %v", tok.Error())
-		}
+		pub(prefix+"/T1/thing/measurepoint/post", fmt.Sprintf(`{"id":"1","params":{"measurepoints":{"temp":%d},"time":%d}}`, sec, base+sec*1000), false)
 	}
-	for deadline := time.Now().Add(20 * time.Second); pipelines.SourceRows(ps) < 30; {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d rows arrived", pipelines.SourceRows(ps))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
+	waitFor(t, 20*time.Second, "every post", func() bool { return pipelines.SourceRows(ps) >= 30 })
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	var ms runtime.MemStats
@@ -294,5 +212,58 @@ sinks:
 	}
 	if n := len(readLines(t, filepath.Join(dir, "stats.jsonl"))); n == 0 {
 		t.Error("no statistics for T1")
+	}
+}
+
+// startPipelines loads and runs the pipeline file holding body (in its own
+// directory, with a data directory in it) until the returned stop is
+// called; stop cancels the run and returns its error once it drained.
+func startPipelines(t *testing.T, body string) (dir string, ps []*pipelines.Pipeline, stop func() error) {
+	t.Helper()
+	dir = t.TempDir()
+	file := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defs, errs := pipelines.Load([]string{file}, func(string) (string, bool) { return "", false })
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	ps, errs = pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(dir, "data")})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pipelines.RunAll(ctx, ps) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return dir, ps, stop
+}
+
+// mqttPublisher connects to url and returns a function that publishes at
+// QoS 1 and waits for the broker's acknowledgement.
+func mqttPublisher(t *testing.T, url string) func(topic, payload string, retained bool) {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("pub-%d", time.Now().UnixNano())).SetCleanSession(true)
+	cl := paho.NewClient(opts)
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { cl.Disconnect(100) })
+	return func(topic, payload string, retained bool) {
+		t.Helper()
+		tok := cl.Publish(topic, 1, retained, payload)
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
 	}
 }

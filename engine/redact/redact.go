@@ -81,7 +81,9 @@ func SecretName(name string) bool {
 	}
 	for _, w := range words {
 		switch w {
-		case "file", "path", "field", "from", "column", "idle", "max", "min", "keys", "bytes", "routing", "partition", "id", "name":
+		case "file", "path", "field", "from", "column", "idle", "max", "min", "keys", "bytes", "routing", "partition", "id", "name",
+			// Keys that name things rather than unlock them.
+			"product", "device", "asset", "group", "sort", "message", "primary", "foreign", "topic", "dedupe", "cache":
 			return false
 		}
 	}

@@ -52,6 +52,7 @@ func TestSecretName(t *testing.T) {
 	for name, want := range map[string]bool{
 		"MQTT_PASSWORD": true, "password": true, "API_TOKEN": true, "client_secret": true, "API_KEY": true,
 		"DB_PWD": true, "APIKEY": true, "private_key": true, "key_file": false, "key_from": false, "max_key_bytes": false, "key_field": false, "routing_key": false, "HOST": false, "user": false, "key": false,
+		"product_key": false, "device_key": false, "PRODUCT_KEY": false, "asset_key": false, "MY_KEY": true, "signing_key": true,
 	} {
 		if got := redact.SecretName(name); got != want {
 			t.Errorf("SecretName(%q) = %v, want %v", name, got, want)

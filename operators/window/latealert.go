@@ -32,6 +32,8 @@ type lateWatch struct {
 	mem        memory.Allocator
 	log        *slog.Logger
 	now        func() time.Time
+	// leaders names the keys the watermark follows, for the alert.
+	leaders func() string
 }
 
 // observe counts a batch's rows with an event time and its late rows.
@@ -52,7 +54,7 @@ func (w *lateWatch) observe(rows, late int) {
 		w.raised, w.since = true, w.now()
 		w.raise(engine.EngineAlert{
 			State: engine.AlertRaised, Occur: w.since, Value: share,
-			Content: fmt.Sprintf("%.0f%% of the rows of %s arrived after their windows closed (%d of %d): a device clock or the link is behind; the rows are on the late port", share*100, w.asset, lateRows, total),
+			Content: fmt.Sprintf("%.0f%% of the rows of %s arrived after their windows closed (%d of %d); the watermark follows %s: their clocks may run ahead, or the others' clocks or link lag; the rows are on the late port", share*100, w.asset, lateRows, total, w.leaders()),
 		})
 	case w.raised && share < w.threshold/2:
 		w.raised = false

@@ -68,7 +68,7 @@ func TestLateRowsSpikeRaisesAlert(t *testing.T) {
 	raised := route.rows[0]
 	// AlertSchema: time id asset rule severity type content value occur recover state
 	if raised[3] != window.LateAlertRule || raised[2] != "farm/stats" || raised[10] != engine.AlertRaised ||
-		!strings.Contains(raised[6].(string), "25% of the rows of farm/stats arrived after their windows closed (249 of 1000)") {
+		!strings.Contains(raised[6].(string), "25% of the rows of farm/stats arrived after their windows closed (249 of 1000); the watermark follows \"a\" at") {
 		t.Fatalf("raised alert %v", raised)
 	}
 	// On time again: cleared, with the same id.

@@ -237,7 +237,7 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	o.lateWatch = lateWatch{threshold: p.lateAlert, asset: bc.Pipeline + "/" + bc.Name, shared: bc.Shared, mem: mem, log: log, now: time.Now}
+	o.lateWatch = lateWatch{threshold: p.lateAlert, asset: bc.Pipeline + "/" + bc.Name, shared: bc.Shared, mem: mem, log: log, now: time.Now, leaders: o.leaders}
 	for _, fp := range p.fields {
 		o.fd = append(o.fd, newFieldDesc(fp, &o.nsk, &o.nfl))
 		if fd := &o.fd[len(o.fd)-1]; fd.sk >= 0 {
@@ -570,6 +570,34 @@ func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array
 		o.slotCount[cSlot]++
 	}
 	return seen, nNull, nRange, nKey
+}
+
+// leaders names the most advanced keys of every source (the keys the
+// watermark follows), most advanced first.
+func (o *Operator) leaders() string {
+	var marks []keyMark
+	for _, m := range o.srcs {
+		marks = append(marks, m.top...)
+	}
+	slices.SortFunc(marks, func(a, b keyMark) int { return cmp.Compare(b.max, a.max) })
+	var names []string
+	for _, m := range marks[:min(len(marks), o.p.wmKeys+1)] {
+		switch {
+		case m.kid == overflowKid:
+			names = append(names, "keys beyond max_keys")
+		case m.kid < 0 || !o.keys[m.kid].live:
+			names = append(names, "a key since forgotten")
+		case o.keys[m.kid].null:
+			names = append(names, "the null key")
+		default:
+			names = append(names, fmt.Sprintf("%q", o.keys[m.kid].name))
+		}
+		names[len(names)-1] += " at " + engine.FormatEventTime(m.max)
+	}
+	if len(names) == 0 {
+		return "no key"
+	}
+	return strings.Join(names, ", ")
 }
 
 // toLate sends row r to the late port.

@@ -3,6 +3,8 @@ package mqtt
 import (
 	"fmt"
 	"strings"
+
+	"github.com/sluice-edge/sluice/connectors/codec"
 )
 
 // access is what one identity may do on the embedded broker.
@@ -13,6 +15,12 @@ import (
 // downlink when it is a service topic (.../thing/service/...) that is not
 // a reply, or a reply (..._reply) to anything but a service topic. Only
 // the engine publishes downlink topics, whatever the patterns say.
+//
+// A batch post (.../thing/measurepoint/post/batch, resume/batch) names the
+// device of each of its items, so whoever sends one may post rows for any
+// device key: a device's own prefix does not grant batch topics, only
+// publish patterns that name them do (a gateway, trusted for the keys of
+// its sub-devices).
 type access struct {
 	name string
 	// all grants every topic, downlink included: the engine's own clients,
@@ -35,7 +43,7 @@ func (a *access) canPublish(topic string) bool {
 	if isDownlink(topic) {
 		return false
 	}
-	if a.deviceKey != "" && underDevice(topic, a.productKey, a.deviceKey) {
+	if a.deviceKey != "" && underDevice(topic, a.productKey, a.deviceKey) && !codec.ParseTopic(topic).Kind.Batch() {
 		return true
 	}
 	for _, f := range a.publish {

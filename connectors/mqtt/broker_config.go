@@ -23,7 +23,7 @@ func brokerFields() []spec.Field {
 		{Name: "embedded", Type: spec.Bool, Default: false, Description: "Start the embedded broker."},
 		{Name: "listen", Type: spec.String, Default: "127.0.0.1:1883", Description: "TCP address the embedded broker listens on. Open it beyond loopback only with `users` (and `tls`).", Example: "0.0.0.0:8883"},
 		{Name: "users", Type: spec.List, Elem: spec.Object, Optional: true,
-			Description: "Accounts of the clients. Without users (and without `allow_anonymous`) only the process's own components can connect. A device user publishes under its own `/sys/{product_key}/{device_key}/` and subscribes there; only the engine publishes service requests and replies to posts.",
+			Description: "Accounts of the clients. Without users (and without `allow_anonymous`) only the process's own components can connect. A device user publishes under its own `/sys/{product_key}/{device_key}/` (batch posts only when `publish` names them: a batch names any device) and subscribes there; only the engine publishes service requests and replies to posts.",
 			Example:     []map[string]any{{"username": "T0001", "password_hash": "${T0001_HASH}", "product_key": "turbine", "device_key": "T0001"}},
 			Children: []spec.Field{
 				{Name: "username", Type: spec.String, Description: "User name (names starting with `$` are reserved)."},
@@ -31,7 +31,7 @@ func brokerFields() []spec.Field {
 				{Name: "password_env", Type: spec.String, Optional: true, Description: "Name of an environment variable holding the password.", Example: "T0001_PASSWORD"},
 				{Name: "product_key", Type: spec.String, Optional: true, Description: "Makes the user an EnOS device of this product."},
 				{Name: "device_key", Type: spec.String, Optional: true, Description: "The device's key (default: the user name, when product_key is set)."},
-				{Name: "publish", Type: spec.List, Elem: spec.String, Optional: true, Description: "Further topic filters the user may publish to (`%u`: the user name); never downlink topics."},
+				{Name: "publish", Type: spec.List, Elem: spec.String, Optional: true, Description: "Further topic filters the user may publish to (`%u`: the user name); never downlink topics. A gateway needs its batch topics here.", Example: []string{"/sys/turbine/%u/thing/measurepoint/post/batch"}},
 				{Name: "subscribe", Type: spec.List, Elem: spec.String, Optional: true, Description: "Further topic filters the user may subscribe to (`%u`: the user name)."},
 			}},
 		{Name: "password_file", Type: spec.String, Optional: true,

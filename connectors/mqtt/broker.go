@@ -115,7 +115,6 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 	caps.MaximumInflight = uint16(lim.MaxInflight)
 	caps.MaximumClientWritesPending = int32(lim.MaxQueued)
 	caps.MaximumPacketSize = uint32(lim.MaxPacketSize)
-	caps.MaximumClients = int64(lim.MaxConnections)
 	srv := mochi.New(&mochi.Options{Logger: slog.New(&logFilter{next: log.Handler(), ev: ev}), Capabilities: caps})
 	auth.srv = srv
 	retain := &retainHook{srv: srv, stats: stats, ev: ev, maxCount: int64(lim.MaxRetained), maxBytes: lim.MaxRetainedBytes,
@@ -128,7 +127,7 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 		err = srv.AddHook(retain, nil)
 	}
 	if err == nil {
-		err = srv.AddListener(&brokerListener{ln: ln, tls: opts.TLS, maxConns: int64(lim.MaxConnections),
+		err = srv.AddListener(&brokerListener{ln: ln, tls: opts.TLS, table: newConnTable(lim, stats),
 			connectTimeout: lim.ConnectTimeout, stats: stats, ev: ev})
 	}
 	if err == nil {
@@ -173,17 +172,20 @@ func (b *Broker) URL() string { return b.url }
 func (b *Broker) Stats() BrokerStats {
 	s := b.stats
 	return BrokerStats{
-		Connections:        s.connections.Load(),
-		AuthRefused:        s.authRefused.Load(),
-		ACLRefused:         s.aclRefused.Load(),
-		ConnectionsRefused: s.connectionsRefused.Load(),
-		ConnectTimeouts:    s.connectTimeouts.Load(),
-		Oversized:          s.oversized.Load(),
-		RetainedRefused:    s.retainedRefused.Load(),
-		TakeoversRefused:   s.takeoversRefused.Load(),
-		Dropped:            b.retain.dropped.Load(),
-		Retained:           b.retain.countAt.Load(),
-		RetainedBytes:      b.retain.bytesAt.Load(),
+		Connections:            s.connections.Load(),
+		Pending:                s.pending.Load(),
+		AuthRefused:            s.authRefused.Load(),
+		ACLRefused:             s.aclRefused.Load(),
+		ConnectionsRefused:     s.connectionsRefused.Load(),
+		PendingRefused:         s.pendingRefused.Load(),
+		UserConnectionsRefused: s.userConnectionsRefused.Load(),
+		ConnectTimeouts:        s.connectTimeouts.Load(),
+		Oversized:              s.oversized.Load(),
+		RetainedRefused:        s.retainedRefused.Load(),
+		TakeoversRefused:       s.takeoversRefused.Load(),
+		Dropped:                b.retain.dropped.Load(),
+		Retained:               b.retain.countAt.Load(),
+		RetainedBytes:          b.retain.bytesAt.Load(),
 	}
 }
 
@@ -199,7 +201,8 @@ func (b *Broker) Close() error {
 	err := b.srv.Close()
 	s := b.Stats()
 	b.log.Info("mqtt broker: stopped", "addr", b.addr, "auth_refused", s.AuthRefused, "acl_refused", s.ACLRefused,
-		"connections_refused", s.ConnectionsRefused, "connect_timeouts", s.ConnectTimeouts, "oversized", s.Oversized,
+		"connections_refused", s.ConnectionsRefused, "pending_refused", s.PendingRefused,
+		"user_connections_refused", s.UserConnectionsRefused, "connect_timeouts", s.ConnectTimeouts, "oversized", s.Oversized,
 		"retained_refused", s.RetainedRefused, "takeovers_refused", s.TakeoversRefused, "dropped", s.Dropped)
 	return err
 }

@@ -204,9 +204,9 @@ func (h *authHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		args = append([]any{"user", clip(string(pk.Connect.Username)), "client", clip(cl.ID), "remote", cl.Net.Remote}, args...)
 		h.ev.warn(msg, msg, args...)
 		ack := code
-		if cl.Properties.ProtocolVersion < 5 {
+		if _, ok := packets.V5CodesToV3[code]; !ok && cl.Properties.ProtocolVersion < 5 {
 			// The broker library maps this code to 3.1.1's "not
-			// authorized", and no other refusal.
+			// authorized"; it maps "server unavailable" as it is.
 			ack = packets.ErrBadUsernameOrPassword
 		}
 		_ = h.srv.SendConnack(cl, ack, false, nil)
@@ -223,10 +223,27 @@ func (h *authHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		return refuse(packets.ErrNotAuthorized, &h.stats.aclRefused, "mqtt broker: refused a client: will topic not permitted",
 			"topic", clip(pk.Connect.WillTopic))
 	}
-	if old, ok := h.srv.Clients.Get(cl.ID); ok && !bytes.Equal(old.Properties.Username, pk.Connect.Username) {
+	old, held := h.srv.Clients.Get(cl.ID)
+	if held && !bytes.Equal(old.Properties.Username, pk.Connect.Username) {
 		return refuse(packets.ErrNotAuthorized, &h.stats.takeoversRefused,
 			"mqtt broker: refused a client: its client id belongs to a session of another user",
 			"session_user", clip(string(old.Properties.Username)))
+	}
+	if c, ok := cl.Net.Conn.(*brokerConn); ok {
+		// Engine users are bounded by neither limit: the process's own
+		// components must get in whatever devices hold. A takeover closes
+		// the connection it replaces.
+		engine := !h.open && a.all
+		perUser := !engine && len(pk.Connect.Username) > 0
+		takeover := held && !old.Closed()
+		switch c.table.establish(c, string(pk.Connect.Username), !engine, perUser, takeover) {
+		case "max_connections":
+			return refuse(packets.ErrServerUnavailable, &h.stats.connectionsRefused,
+				"mqtt broker: refused a client: max_connections reached", "max_connections", c.table.maxConns)
+		case "max_connections_per_user":
+			return refuse(packets.ErrServerUnavailable, &h.stats.userConnectionsRefused,
+				"mqtt broker: refused a client: max_connections_per_user reached", "max_connections_per_user", c.table.maxPerUser)
+		}
 	}
 	if h.maxKeepAlive > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > h.maxKeepAlive) {
 		cl.State.Keepalive = h.maxKeepAlive

@@ -50,7 +50,13 @@ func brokerFields() []spec.Field {
 		{Name: "max_packet_size", Type: spec.Int, Default: DefaultBrokerMaxPacketSize, Advanced: true,
 			Description: "Largest packet a client may send, in bytes; a larger one closes the connection before its body is read. Keep it above the source's `max_payload` so that oversized payloads are answered."},
 		{Name: "max_connections", Type: spec.Int, Default: DefaultBrokerMaxConnections, Advanced: true,
-			Description: "Connections open at once (the process's own included); beyond it new connections are closed at once."},
+			Description: "Clients connected at once (that completed CONNECT; the process's own components not counted); beyond it a CONNECT is refused with \"server unavailable\"."},
+		{Name: "max_pending_connections", Type: spec.Int, Default: DefaultBrokerMaxPending, Advanced: true,
+			Description: "Connections open at once that have not completed CONNECT (TLS handshake, CONNECT and its password check); beyond it new connections are closed at once, so that idle sockets cannot use up `max_connections`."},
+		{Name: "max_pending_per_ip", Type: spec.Int, Default: DefaultBrokerMaxPendingPerIP, Advanced: true,
+			Description: "Connections one remote address (an IPv6 /64) may hold that have not completed CONNECT; beyond it its new connections are closed at once."},
+		{Name: "max_connections_per_user", Type: spec.Int, Default: DefaultBrokerMaxConnsPerUser, Advanced: true,
+			Description: "Connections one user may hold at once (the process's own components and anonymous clients not counted); beyond it a CONNECT is refused with \"server unavailable\", unless it takes over the user's own connected session."},
 		{Name: "max_retained", Type: spec.Int, Default: DefaultBrokerMaxRetained, Advanced: true, Description: "Retained messages held at most."},
 		{Name: "max_retained_bytes", Type: spec.Int, Default: DefaultBrokerMaxRetainedBytes, Advanced: true,
 			Description: "Bytes of retained topics and payloads held at most; a retained message beyond the limits is delivered but not retained."},
@@ -84,20 +90,24 @@ func parseEmbedded(bc *spec.Config, rel func(string) string) (opts BrokerOptions
 	}
 	opts.AllowAnonymous = bc.Bool("allow_anonymous")
 	opts.Limits = BrokerLimits{
-		MaxPacketSize:    int(bc.Int("max_packet_size")),
-		MaxConnections:   int(bc.Int("max_connections")),
-		MaxRetained:      int(bc.Int("max_retained")),
-		MaxRetainedBytes: bc.Int("max_retained_bytes"),
-		MaxInflight:      int(bc.Int("max_inflight")),
-		MaxQueued:        int(bc.Int("max_queued")),
-		ConnectTimeout:   bc.Duration("connect_timeout"),
-		MaxKeepAlive:     bc.Duration("max_keep_alive"),
+		MaxPacketSize:         int(bc.Int("max_packet_size")),
+		MaxConnections:        int(bc.Int("max_connections")),
+		MaxPendingConnections: int(bc.Int("max_pending_connections")),
+		MaxPendingPerIP:       int(bc.Int("max_pending_per_ip")),
+		MaxConnectionsPerUser: int(bc.Int("max_connections_per_user")),
+		MaxRetained:           int(bc.Int("max_retained")),
+		MaxRetainedBytes:      bc.Int("max_retained_bytes"),
+		MaxInflight:           int(bc.Int("max_inflight")),
+		MaxQueued:             int(bc.Int("max_queued")),
+		ConnectTimeout:        bc.Duration("connect_timeout"),
+		MaxKeepAlive:          bc.Duration("max_keep_alive"),
 	}
 	for _, r := range []struct {
 		name     string
 		min, max int64
 	}{
-		{"max_packet_size", 1024, 256 << 20}, {"max_connections", 1, 1 << 20}, {"max_retained", 1, 1 << 24},
+		{"max_packet_size", 1024, 256 << 20}, {"max_connections", 1, 1 << 20}, {"max_pending_connections", 1, 1 << 16},
+		{"max_pending_per_ip", 1, 1 << 16}, {"max_connections_per_user", 1, 1 << 20}, {"max_retained", 1, 1 << 24},
 		{"max_retained_bytes", 1, 1 << 40}, {"max_inflight", 1, 65535}, {"max_queued", 1, 1 << 20},
 	} {
 		if v := bc.Int(r.name); v < r.min || v > r.max {

@@ -23,10 +23,27 @@ type BrokerLimits struct {
 	// (default 2 MiB). A larger packet closes the connection as soon as its
 	// header is read, before its body is.
 	MaxPacketSize int
-	// MaxConnections is how many connections may be open at once, those
-	// still to send CONNECT included (default 1000). Beyond it new
-	// connections are closed at once.
+	// MaxConnections is how many clients that completed CONNECT may be
+	// connected at once, engine users (BrokerUser.Engine) not counted
+	// (default 1000). Beyond it a CONNECT is refused with "server
+	// unavailable", unless it takes over a connected session of the same
+	// user.
 	MaxConnections int
+	// MaxPendingConnections is how many connections may be open at once
+	// that have not completed CONNECT: TLS handshake, CONNECT packet and
+	// its authentication (default 64). Beyond it new connections are
+	// closed at once, before a byte is read, so that sockets sending
+	// nothing cannot use up MaxConnections.
+	MaxPendingConnections int
+	// MaxPendingPerIP is how many of those one remote address may hold
+	// (an IPv6 address counts by its /64 prefix; default 8).
+	MaxPendingPerIP int
+	// MaxConnectionsPerUser is how many connections one user name may hold
+	// at once (default 4); engine users and anonymous clients are not
+	// bounded by it. A CONNECT beyond it is refused with "server
+	// unavailable", unless it takes over a connected session of the same
+	// user.
+	MaxConnectionsPerUser int
 	// MaxRetained and MaxRetainedBytes bound the retained messages: their
 	// count (default 10,000) and the bytes of their topics and payloads
 	// (default 16 MiB). A retained message beyond them is delivered but not
@@ -53,6 +70,9 @@ type BrokerLimits struct {
 const (
 	DefaultBrokerMaxPacketSize    = 2 << 20
 	DefaultBrokerMaxConnections   = 1000
+	DefaultBrokerMaxPending       = 64
+	DefaultBrokerMaxPendingPerIP  = 8
+	DefaultBrokerMaxConnsPerUser  = 4
 	DefaultBrokerMaxRetained      = 10000
 	DefaultBrokerMaxRetainedBytes = 16 << 20
 	DefaultBrokerMaxInflight      = 65535
@@ -69,6 +89,9 @@ func (l *BrokerLimits) normalize() {
 	}
 	setDefault(&l.MaxPacketSize, DefaultBrokerMaxPacketSize)
 	setDefault(&l.MaxConnections, DefaultBrokerMaxConnections)
+	setDefault(&l.MaxPendingConnections, DefaultBrokerMaxPending)
+	setDefault(&l.MaxPendingPerIP, DefaultBrokerMaxPendingPerIP)
+	setDefault(&l.MaxConnectionsPerUser, DefaultBrokerMaxConnsPerUser)
 	setDefault(&l.MaxRetained, DefaultBrokerMaxRetained)
 	setDefault(&l.MaxInflight, DefaultBrokerMaxInflight)
 	setDefault(&l.MaxQueued, DefaultBrokerMaxQueued)
@@ -87,17 +110,28 @@ func (l *BrokerLimits) normalize() {
 
 // BrokerStats counts what the embedded broker refused since it started.
 type BrokerStats struct {
-	// Connections is the number of connections open now.
+	// Connections is the number of clients connected now (that completed
+	// CONNECT), engine users included.
 	Connections int64
+	// Pending is the number of connections open now that have not
+	// completed CONNECT.
+	Pending int64
 	// AuthRefused counts connections refused for their credentials (or a
 	// missing client certificate).
 	AuthRefused int64
 	// ACLRefused counts publications, subscriptions and will topics the
 	// ACL refused.
 	ACLRefused int64
-	// ConnectionsRefused counts connections closed because MaxConnections
-	// were open.
+	// ConnectionsRefused counts CONNECTs refused because MaxConnections
+	// clients were connected.
 	ConnectionsRefused int64
+	// PendingRefused counts connections closed at accept because
+	// MaxPendingConnections, or MaxPendingPerIP from their address, had
+	// not completed CONNECT.
+	PendingRefused int64
+	// UserConnectionsRefused counts CONNECTs refused because their user
+	// held MaxConnectionsPerUser connections.
+	UserConnectionsRefused int64
 	// ConnectTimeouts counts connections closed for not sending CONNECT
 	// within ConnectTimeout, or for staying silent beyond the keep-alive.
 	ConnectTimeouts int64
@@ -118,8 +152,8 @@ type BrokerStats struct {
 type counter = atomic.Int64
 
 type brokerStats struct {
-	connections, authRefused, aclRefused, connectionsRefused, connectTimeouts,
-	oversized, retainedRefused, takeoversRefused counter
+	connections, pending, authRefused, aclRefused, connectionsRefused, pendingRefused, userConnectionsRefused,
+	connectTimeouts, oversized, retainedRefused, takeoversRefused counter
 }
 
 // eventLog logs refusals with at most eventBurst lines per kind every
@@ -146,29 +180,165 @@ func (e *eventLog) warn(kind, msg string, args ...any) {
 	}
 }
 
-// brokerConn is a connection of the broker's listener: it counts itself
-// out once closed and keeps the TLS connection for the certificate check.
+// brokerConn is a connection of the broker's listener: it keeps its
+// place in the connection table until closed, and the TLS connection for
+// the certificate check.
 type brokerConn struct {
 	net.Conn
-	tls  *tls.Conn
-	once sync.Once
-	done func()
+	tls   *tls.Conn
+	table *connTable
+	// addr is the remote address the table counts by (addrKey).
+	addr string
+	// Guarded by table.mu.
+	state   brokerConnState
+	user    string
+	bounded bool // counts against MaxConnections
+	once    sync.Once
 }
+
+type brokerConnState uint8
+
+const (
+	connPending brokerConnState = iota
+	connEstablished
+	connReleased
+)
 
 func (c *brokerConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.done)
+	c.once.Do(func() { c.table.release(c) })
 	return err
 }
 
+// connTable counts the broker's connections: those still to complete
+// CONNECT (pending), overall and per remote address, and the connected
+// clients, overall and per user.
+type connTable struct {
+	maxConns, maxPending, maxPendingPerIP, maxPerUser int
+	stats                                             *brokerStats
+
+	mu      sync.Mutex
+	pending int
+	byAddr  map[string]int // pending connections per remote address
+	bounded int            // connected clients counting against maxConns
+	byUser  map[string]int // connections per user held to maxPerUser
+}
+
+func newConnTable(lim BrokerLimits, stats *brokerStats) *connTable {
+	return &connTable{maxConns: lim.MaxConnections, maxPending: lim.MaxPendingConnections,
+		maxPendingPerIP: lim.MaxPendingPerIP, maxPerUser: lim.MaxConnectionsPerUser, stats: stats,
+		byAddr: map[string]int{}, byUser: map[string]int{}}
+}
+
+// accept counts a new connection as pending, or returns the limit that
+// refuses it.
+func (t *connTable) accept(c *brokerConn) (refusal string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.pending >= t.maxPending:
+		return "max_pending_connections"
+	case t.byAddr[c.addr] >= t.maxPendingPerIP:
+		return "max_pending_per_ip"
+	}
+	t.pending++
+	t.byAddr[c.addr]++
+	c.state = connPending
+	t.stats.pending.Store(int64(t.pending))
+	return ""
+}
+
+// establish moves a pending connection whose CONNECT was admitted to the
+// connected clients of user, or returns the limit that refuses it. limited
+// holds it to MaxConnections, and perUser to MaxConnectionsPerUser; a
+// takeover of a connected session of the same user, which closes that
+// connection, passes both.
+func (t *connTable) establish(c *brokerConn, user string, limited, perUser, takeover bool) (refusal string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.state != connPending {
+		return ""
+	}
+	switch {
+	case limited && !takeover && t.bounded >= t.maxConns:
+		return "max_connections"
+	case perUser && !takeover && t.byUser[user] >= t.maxPerUser:
+		return "max_connections_per_user"
+	}
+	t.leavePending(c)
+	c.state = connEstablished
+	c.bounded = limited
+	if limited {
+		t.bounded++
+	}
+	if perUser {
+		c.user = user
+		t.byUser[user]++
+	}
+	t.stats.connections.Add(1)
+	return ""
+}
+
+func (t *connTable) leavePending(c *brokerConn) {
+	t.pending--
+	if t.byAddr[c.addr]--; t.byAddr[c.addr] <= 0 {
+		delete(t.byAddr, c.addr)
+	}
+	t.stats.pending.Store(int64(t.pending))
+}
+
+// release lets go of a closed connection's place.
+func (t *connTable) release(c *brokerConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch c.state {
+	case connPending:
+		t.leavePending(c)
+	case connEstablished:
+		t.stats.connections.Add(-1)
+		if c.bounded {
+			t.bounded--
+		}
+		if c.user != "" {
+			if t.byUser[c.user]--; t.byUser[c.user] <= 0 {
+				delete(t.byUser, c.user)
+			}
+		}
+	}
+	c.state = connReleased
+}
+
+// addrKey is what connections from addr are counted by: its IP, or for
+// IPv6 its /64 prefix (one host usually holds a whole /64).
+func addrKey(addr net.Addr) string {
+	var ip net.IP
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		ip = a.IP
+	default:
+		host, _, err := net.SplitHostPort(addr.String())
+		if err != nil {
+			return addr.String()
+		}
+		ip = net.ParseIP(host)
+		if ip == nil {
+			return host
+		}
+	}
+	if ip.To4() == nil && len(ip) == net.IPv6len {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	}
+	return ip.String()
+}
+
 // brokerListener accepts the broker's connections: it refuses those
-// beyond MaxConnections before reading a byte, gives the others
-// ConnectTimeout to complete the TLS handshake and send CONNECT, and
-// counts and logs (rate-limited) why connections ended.
+// beyond MaxPendingConnections (overall and per address) before reading a
+// byte, gives the others ConnectTimeout to complete the TLS handshake and
+// send CONNECT, and counts and logs (rate-limited) why connections ended.
 type brokerListener struct {
 	ln             net.Listener
 	tls            *tls.Config
-	maxConns       int64
+	table          *connTable
 	connectTimeout time.Duration
 	stats          *brokerStats
 	ev             *eventLog
@@ -204,16 +374,16 @@ func (l *brokerListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		pause = 5 * time.Millisecond
-		if l.stats.connections.Add(1) > l.maxConns {
-			l.stats.connections.Add(-1)
-			l.stats.connectionsRefused.Add(1)
-			l.ev.warn("max_connections", "mqtt broker: refused a connection: max_connections reached",
-				"remote", conn.RemoteAddr().String(), "max_connections", l.maxConns)
+		bc := &brokerConn{Conn: conn, table: l.table, addr: addrKey(conn.RemoteAddr()), state: connReleased}
+		if refusal := l.table.accept(bc); refusal != "" {
+			l.stats.pendingRefused.Add(1)
+			l.ev.warn(refusal, "mqtt broker: refused a connection: "+refusal+" reached",
+				"remote", conn.RemoteAddr().String(), "max_pending_connections", l.table.maxPending,
+				"max_pending_per_ip", l.table.maxPendingPerIP)
 			_ = conn.Close()
 			continue
 		}
 		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
-		bc := &brokerConn{Conn: conn, done: func() { l.stats.connections.Add(-1) }}
 		if l.tls != nil {
 			bc.tls = tls.Server(conn, l.tls)
 			bc.Conn = bc.tls

@@ -86,6 +86,13 @@ type testClient struct {
 // dial3 connects an MQTT 3.1.1 client; it returns the CONNECT error.
 func dial3(t testing.TB, url, id, user, password string, will ...string) (*testClient, error) {
 	t.Helper()
+	return dial3From(t, url, "", id, user, password, will...)
+}
+
+// dial3From is dial3 from a local address (127.0.0.0/8 holds many), or
+// from any when from is empty.
+func dial3From(t testing.TB, url, from, id, user, password string, will ...string) (*testClient, error) {
+	t.Helper()
 	c := &testClient{t: t, msgs: make(chan mqtt3.Message, 256), lost: make(chan error, 1)}
 	o := mqtt3.NewClientOptions().AddBroker(url).SetProtocolVersion(4).SetClientID(id).SetUsername(user).SetPassword(password).
 		SetAutoReconnect(false).SetCleanSession(true).SetConnectRetry(false).SetConnectTimeout(waitFor).
@@ -103,6 +110,9 @@ func dial3(t testing.TB, url, id, user, password string, will ...string) (*testC
 		})
 	if len(will) == 1 {
 		o.SetWill(will[0], "gone", 0, false)
+	}
+	if from != "" {
+		o.SetDialer(&net.Dialer{Timeout: waitFor, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}})
 	}
 	c.c = mqtt3.NewClient(o)
 	tok := c.c.Connect()
@@ -408,7 +418,18 @@ func remaining(n int) []byte {
 // rawDial opens a TCP connection to the broker.
 func rawDial(t testing.TB, b *Broker) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", b.Addr(), waitFor)
+	return rawDialFrom(t, b, "")
+}
+
+// rawDialFrom opens a TCP connection to the broker from a local address,
+// or from any when from is empty.
+func rawDialFrom(t testing.TB, b *Broker, from string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: waitFor}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	c, err := d.Dial("tcp", b.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +508,8 @@ func TestBrokerOversizedPacket(t *testing.T) {
 // TestBrokerConnectTimeout closes connections that never send CONNECT,
 // and connections silent beyond the granted keep-alive.
 func TestBrokerConnectTimeout(t *testing.T) {
-	b, logs := startTestBroker(t, BrokerOptions{Limits: BrokerLimits{ConnectTimeout: 100 * time.Millisecond, MaxKeepAlive: time.Second}})
+	b, logs := startTestBroker(t, BrokerOptions{Limits: BrokerLimits{ConnectTimeout: 100 * time.Millisecond, MaxKeepAlive: time.Second,
+		MaxPendingPerIP: 64}})
 	const idle = 30
 	conns := make([]net.Conn, idle)
 	for i := range conns {
@@ -508,7 +530,8 @@ func TestBrokerConnectTimeout(t *testing.T) {
 	}
 }
 
-// TestBrokerMaxConnections refuses connections beyond the limit at once.
+// TestBrokerMaxConnections refuses clients beyond the limit at CONNECT,
+// with "server unavailable".
 func TestBrokerMaxConnections(t *testing.T) {
 	b, logs := startTestBroker(t, BrokerOptions{Limits: BrokerLimits{MaxConnections: 3}})
 	for range 3 {
@@ -516,7 +539,10 @@ func TestBrokerMaxConnections(t *testing.T) {
 	}
 	const extra = 40
 	for range extra {
-		closedByBroker(t, rawDial(t, b))
+		_, err := dial3(t, b.URL(), "c-"+suffix(), "", "")
+		if err == nil || !strings.Contains(strings.ToLower(err.Error()), "unavailable") {
+			t.Fatalf("connect error %v, want server unavailable", err)
+		}
 	}
 	if got := b.Stats().ConnectionsRefused; got != extra {
 		t.Errorf("ConnectionsRefused = %d, want %d", got, extra)

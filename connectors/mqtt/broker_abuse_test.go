@@ -67,11 +67,11 @@ func TestBrokerIdleSocketsLeaveRoomForClients(t *testing.T) {
 	b, _ := startTestBroker(t, BrokerOptions{Limits: BrokerLimits{MaxConnections: max}, Users: []BrokerUser{
 		{Username: "T1", Password: "pw1", ProductKey: "turbine", DeviceKey: "T1"},
 	}})
-	for range max {
-		rawDial(t, b)
+	for i := range max {
+		rawDialFrom(t, b, fmt.Sprintf("127.0.0.%d", 2+i))
 	}
 	pollUntil(t, "the idle sockets are accepted", func() bool { return b.Stats().Pending == max })
-	if _, err := dial3(t, b.URL(), "T1-"+suffix(), "T1", "pw1"); err != nil {
+	if _, err := dial3From(t, b.URL(), "127.0.0.9", "T1-"+suffix(), "T1", "pw1"); err != nil {
 		t.Fatalf("a device could not connect next to %d idle sockets: %v", max, err)
 	}
 }
@@ -109,7 +109,8 @@ func TestBrokerConnectionsPerUser(t *testing.T) {
 
 // TestBrokerPendingLimits: connections that have not completed CONNECT
 // are bounded overall and per remote address, refused at accept beyond
-// it, and make room again once closed.
+// it, and make room again once closed. Those of this host (127.0.0.1 to
+// 127.0.0.1: the process's own components) have a pool of their own.
 func TestBrokerPendingLimits(t *testing.T) {
 	b, logs := startTestBroker(t, BrokerOptions{Limits: BrokerLimits{MaxPendingConnections: 6, MaxPendingPerIP: 2},
 		Users: []BrokerUser{{Username: "T1", Password: "pw1", ProductKey: "turbine", DeviceKey: "T1"}}})
@@ -136,11 +137,15 @@ func TestBrokerPendingLimits(t *testing.T) {
 	if n := strings.Count(logs.String(), "max_pending_connections reached"); n > eventBurst {
 		t.Errorf("%d log lines for %d refused connections, want at most %d", n, extra, eventBurst)
 	}
+	mustDial3(t, b.URL(), "local-"+suffix(), "T1", "pw1")
+	if _, err := dial3From(t, b.URL(), "127.0.0.10", "T1-"+suffix(), "T1", "pw1"); err == nil {
+		t.Fatal("a connection beyond max_pending_connections was accepted")
+	}
 	_ = idle[0].Close()
 	pollUntil(t, "a closed idle socket makes room", func() bool { return b.Stats().Pending == int64(len(idle)-1) })
-	mustDial3(t, b.URL(), "T1-"+suffix(), "T1", "pw1")
-	if s := b.Stats(); s.Connections != 1 || s.Pending != int64(len(idle)-1) {
-		t.Errorf("Connections %d, Pending %d; want 1 and %d", s.Connections, s.Pending, len(idle)-1)
+	mustDial3From(t, b.URL(), "127.0.0.10", "T1-"+suffix(), "T1", "pw1")
+	if s := b.Stats(); s.Connections != 2 || s.Pending != int64(len(idle)-1) {
+		t.Errorf("Connections %d, Pending %d; want 2 and %d", s.Connections, s.Pending, len(idle)-1)
 	}
 }
 
@@ -211,4 +216,13 @@ func TestBrokerConnectionLimitFields(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustDial3From(t testing.TB, url, from, id, user, password string) *testClient {
+	t.Helper()
+	c, err := dial3From(t, url, from, id, user, password)
+	if err != nil {
+		t.Fatalf("%s connecting from %s: %v", id, from, err)
+	}
+	return c
 }

@@ -187,8 +187,10 @@ type brokerConn struct {
 	net.Conn
 	tls   *tls.Conn
 	table *connTable
-	// addr is the remote address the table counts by (addrKey).
-	addr string
+	// addr is the remote address the table counts by (addrKey); local
+	// tells that it is this host's (sameHost).
+	addr  string
+	local bool
 	// Guarded by table.mu.
 	state   brokerConnState
 	user    string
@@ -217,9 +219,12 @@ type connTable struct {
 	maxConns, maxPending, maxPendingPerIP, maxPerUser int
 	stats                                             *brokerStats
 
-	mu      sync.Mutex
-	pending int
-	byAddr  map[string]int // pending connections per remote address
+	mu sync.Mutex
+	// pending counts the pending connections from other hosts and from
+	// this one (the process's own components): each is held to
+	// maxPending, so that other hosts cannot keep the process's own out.
+	pending [2]int
+	byAddr  map[string]int // pending connections per remote address, other hosts only
 	bounded int            // connected clients counting against maxConns
 	byUser  map[string]int // connections per user held to maxPerUser
 }
@@ -236,15 +241,17 @@ func (t *connTable) accept(c *brokerConn) (refusal string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
-	case t.pending >= t.maxPending:
+	case t.pending[index(c.local)] >= t.maxPending:
 		return "max_pending_connections"
-	case t.byAddr[c.addr] >= t.maxPendingPerIP:
+	case !c.local && t.byAddr[c.addr] >= t.maxPendingPerIP:
 		return "max_pending_per_ip"
 	}
-	t.pending++
-	t.byAddr[c.addr]++
+	t.pending[index(c.local)]++
+	if !c.local {
+		t.byAddr[c.addr]++
+	}
 	c.state = connPending
-	t.stats.pending.Store(int64(t.pending))
+	t.stats.pending.Add(1)
 	return ""
 }
 
@@ -280,11 +287,13 @@ func (t *connTable) establish(c *brokerConn, user string, limited, perUser, take
 }
 
 func (t *connTable) leavePending(c *brokerConn) {
-	t.pending--
-	if t.byAddr[c.addr]--; t.byAddr[c.addr] <= 0 {
-		delete(t.byAddr, c.addr)
+	t.pending[index(c.local)]--
+	if !c.local {
+		if t.byAddr[c.addr]--; t.byAddr[c.addr] <= 0 {
+			delete(t.byAddr, c.addr)
+		}
 	}
-	t.stats.pending.Store(int64(t.pending))
+	t.stats.pending.Add(-1)
 }
 
 // release lets go of a closed connection's place.
@@ -306,6 +315,26 @@ func (t *connTable) release(c *brokerConn) {
 		}
 	}
 	c.state = connReleased
+}
+
+// index is 1 for true, 0 for false.
+func index(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// sameHost reports whether a connection comes from this host: from the
+// very address it reached (127.0.0.1 to 127.0.0.1, as the process's own
+// components connect).
+func sameHost(conn net.Conn) bool {
+	r, ok := conn.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	l, ok := conn.LocalAddr().(*net.TCPAddr)
+	return ok && r.IP.Equal(l.IP)
 }
 
 // addrKey is what connections from addr are counted by: its IP, or for
@@ -374,7 +403,7 @@ func (l *brokerListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		pause = 5 * time.Millisecond
-		bc := &brokerConn{Conn: conn, table: l.table, addr: addrKey(conn.RemoteAddr()), state: connReleased}
+		bc := &brokerConn{Conn: conn, table: l.table, addr: addrKey(conn.RemoteAddr()), local: sameHost(conn), state: connReleased}
 		if refusal := l.table.accept(bc); refusal != "" {
 			l.stats.pendingRefused.Add(1)
 			l.ev.warn(refusal, "mqtt broker: refused a connection: "+refusal+" reached",

@@ -508,8 +508,7 @@ func TestBrokerOversizedPacket(t *testing.T) {
 // TestBrokerConnectTimeout closes connections that never send CONNECT,
 // and connections silent beyond the granted keep-alive.
 func TestBrokerConnectTimeout(t *testing.T) {
-	b, logs := startTestBroker(t, BrokerOptions{Limits: BrokerLimits{ConnectTimeout: 100 * time.Millisecond, MaxKeepAlive: time.Second,
-		MaxPendingPerIP: 64}})
+	b, logs := startTestBroker(t, BrokerOptions{Limits: BrokerLimits{ConnectTimeout: 100 * time.Millisecond, MaxKeepAlive: time.Second}})
 	const idle = 30
 	conns := make([]net.Conn, idle)
 	for i := range conns {

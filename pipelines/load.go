@@ -277,17 +277,18 @@ func describe(n *yaml.Node) string {
 // entry of the first mapping merged into it (YAML merge keys, "<<: *base",
 // as the component configurations read them; see spec).
 func mapValue(n *yaml.Node, key string) *yaml.Node {
-	return mergedValue(n, key, 0)
+	return mergedValue(n, key, 0, map[*yaml.Node]bool{})
 }
 
 // maxMergeDepth bounds merge keys nested in merged mappings (and so
 // mappings merging themselves).
 const maxMergeDepth = 32
 
-func mergedValue(n *yaml.Node, key string, depth int) *yaml.Node {
-	if n == nil || depth > maxMergeDepth {
-		return nil
+func mergedValue(n *yaml.Node, key string, depth int, searched map[*yaml.Node]bool) *yaml.Node {
+	if n == nil || depth > maxMergeDepth || searched[n] {
+		return nil // a mapping merged again was searched in vain already
 	}
+	searched[n] = true
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if k := n.Content[i]; k.Value == key && !isMerge(k) {
 			return n.Content[i+1]
@@ -303,7 +304,7 @@ func mergedValue(n *yaml.Node, key string, depth int) *yaml.Node {
 		}
 		for _, src := range srcs {
 			if m := spec.Resolve(src); m != nil && m.Kind == yaml.MappingNode {
-				if v := mergedValue(m, key, depth+1); v != nil {
+				if v := mergedValue(m, key, depth+1, searched); v != nil {
 					return v
 				}
 			}

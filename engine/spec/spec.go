@@ -331,8 +331,24 @@ func isMerge(k *yaml.Node) bool { return k.Kind == yaml.ScalarNode && k.Tag == "
 // specifies, merged entries never override the mapping's own keys, and an
 // earlier merged mapping wins over a later one.
 func mappingPairs(file string, n *yaml.Node, depth int) ([]pair, Errors) {
+	return mergePairs(file, n, depth, map[*yaml.Node]merged{})
+}
+
+// merged is the result of expanding one mapping's merge keys.
+type merged struct {
+	pairs []pair
+	errs  Errors
+}
+
+// mergePairs is mappingPairs with the mappings already expanded: a mapping
+// merged many times (through aliases, `<<: [*a, *a, ...]` at every level)
+// is expanded once, so that a small file cannot cost exponential time.
+func mergePairs(file string, n *yaml.Node, depth int, memo map[*yaml.Node]merged) ([]pair, Errors) {
 	if depth > maxMergeDepth {
 		return nil, Errors{Errorf(posOf(file, n), "merge keys nested too deeply")}
+	}
+	if m, ok := memo[n]; ok {
+		return m.pairs, nil // its errors were reported the first time
 	}
 	own := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -341,9 +357,9 @@ func mappingPairs(file string, n *yaml.Node, depth int) ([]pair, Errors) {
 		}
 	}
 	var (
-		out    []pair
-		errs   Errors
-		merged = map[string]bool{}
+		out  []pair
+		errs Errors
+		seen = map[string]bool{}
 	)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -361,17 +377,18 @@ func mappingPairs(file string, n *yaml.Node, depth int) ([]pair, Errors) {
 				errs = append(errs, Errorf(posOf(file, src), "merge key: expected a mapping or a list of mappings, got %s", kindName(m)))
 				continue
 			}
-			ps, es := mappingPairs(file, m, depth+1)
+			ps, es := mergePairs(file, m, depth+1, memo)
 			errs = append(errs, es...)
 			for _, p := range ps {
-				if own[p.key.Value] || merged[p.key.Value] {
+				if own[p.key.Value] || seen[p.key.Value] {
 					continue
 				}
-				merged[p.key.Value] = true
+				seen[p.key.Value] = true
 				out = append(out, p)
 			}
 		}
 	}
+	memo[n] = merged{pairs: out, errs: errs}
 	return out, errs
 }
 

@@ -63,11 +63,12 @@ func Register(values ...string) {
 }
 
 // SecretName says whether a variable or field name names a secret: it
-// contains PASS, PWD, TOKEN or SECRET (any case), or it has a word KEY
-// (words are separated by '_', '-' or '.') and no word saying it names
-// something else about a key (a file, a field, a column, a size, ...):
-// API_KEY and private_key do, key_file, routing_key and max_keys do not.
-// A lone "key" is a message key, not a secret.
+// contains PASS, PWD, TOKEN or SECRET (any case), or it has a word ending
+// in KEY (words are separated by '_', '-' or '.': KEY, APIKEY, MYKEY,
+// ACCESSKEY) and no word saying it names something else about a key (a
+// file, a field, a column, a size, ...): API_KEY, MYKEY and private_key
+// do, key_file, routing_key, max_keys and KEYBOARD do not. A lone "key"
+// is a message key, not a secret.
 func SecretName(name string) bool {
 	n := strings.ToLower(name)
 	for _, w := range []string{"pass", "pwd", "token", "secret"} {
@@ -76,7 +77,7 @@ func SecretName(name string) bool {
 		}
 	}
 	words := strings.FieldsFunc(n, func(r rune) bool { return r == '_' || r == '-' || r == '.' })
-	if n == "key" || !slices.ContainsFunc(words, func(w string) bool { return w == "key" || strings.HasSuffix(w, "apikey") }) {
+	if n == "key" || !slices.ContainsFunc(words, func(w string) bool { return strings.HasSuffix(w, "key") }) {
 		return false
 	}
 	for _, w := range words {
@@ -100,7 +101,7 @@ func String(s string) string {
 		s = r.Replace(s)
 	}
 	if strings.Contains(s, "://") {
-		s = userinfo(s)
+		s = userinfo(s, urlToken)
 	}
 	if strings.IndexByte(s, '=') >= 0 {
 		s = params(s)
@@ -108,8 +109,9 @@ func String(s string) string {
 	return s
 }
 
-// userinfo masks the user information of every URL in s.
-func userinfo(s string) string {
+// userinfo masks the user information of every URL in s; token returns
+// the text of the URL starting at its argument (urlToken or valueToken).
+func userinfo(s string, token func(string) string) string {
 	var b strings.Builder
 	rest := s
 	for {
@@ -119,13 +121,7 @@ func userinfo(s string) string {
 		}
 		b.WriteString(rest[:i+3])
 		rest = rest[i+3:]
-		// The authority ends at the path, query or fragment, or where the
-		// text around the URL resumes.
-		end := strings.IndexAny(rest, "/?#\"'` \t\r\n<>\\")
-		if end < 0 {
-			end = len(rest)
-		}
-		at := strings.LastIndexByte(rest[:end], '@')
+		at := userinfoEnd(token(rest))
 		if at < 0 {
 			continue
 		}
@@ -142,13 +138,75 @@ func userinfo(s string) string {
 	return b.String()
 }
 
+// urlToken returns the text of the URL that s (the text after "://")
+// starts: up to white space, a double quote or the scheme of the next URL
+// (as in a comma-separated list). A password written without percent
+// encoding may hold any other byte, so nothing else ends it.
+func urlToken(s string) string {
+	if end := strings.IndexAny(s, " \t\r\n\""); end >= 0 {
+		s = s[:end]
+	}
+	return valueToken(s)
+}
+
+// valueToken is urlToken for a text that is a value (of a field or a
+// variable) rather than a message: only the next URL ends it, since a
+// password may hold white space and quotes.
+func valueToken(s string) string {
+	if j := strings.Index(s, "://"); j >= 0 {
+		for j > 0 && isSchemeByte(s[j-1]) {
+			j--
+		}
+		s = s[:j]
+	}
+	return s
+}
+
+// userinfoEnd returns the index of the '@' that ends the user information
+// of the URL text t (after "://"), or -1. With a password (user:...@) the
+// user information runs to the last '@', so that a password holding / ? #
+// ' or @ is masked whole; a user name holds none of / ? # [, and a colon
+// followed by digits and then / ? or # is a port followed by a path (an
+// '@' in the path or query is not user information). Otherwise, as for a
+// token without password, the authority ends at the path, query or
+// fragment.
+func userinfoEnd(t string) int {
+	at := strings.LastIndexByte(t, '@')
+	if at < 0 {
+		return -1
+	}
+	if user, pass, hasPass := strings.Cut(t[:at], ":"); hasPass && !strings.ContainsAny(user, "/?#[") && !portThenPath(pass) {
+		return at
+	}
+	end := strings.IndexAny(t, "/?#'`<>\\")
+	if end < 0 {
+		end = len(t)
+	}
+	return strings.LastIndexByte(t[:end], '@')
+}
+
+// portThenPath says whether s starts with digits followed by '/', '?' or
+// '#'.
+func portThenPath(s string) bool {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i > 0 && i < len(s) && strings.IndexByte("/?#", s[i]) >= 0
+}
+
+func isSchemeByte(c byte) bool {
+	return c == '+' || c == '-' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
 // secretParams are the parameter names whose values params masks.
 var secretParams = []string{"password", "passwd", "pwd", "pass", "token", "access_token", "refresh_token",
 	"auth_token", "id_token", "secret", "client_secret", "api_key", "apikey", "sig", "signature", "sslpassword"}
 
 // params masks the values of secret parameters: name=value in a URL query
 // or a key/value connection string (value up to '&', ';', ',' or white
-// space, or quoted with ' or ").
+// space, or quoted with ' or "). Spaces and tabs may surround the '=', as
+// libpq and pgx allow ("password = x").
 func params(s string) string {
 	var b strings.Builder
 	done := 0
@@ -157,14 +215,21 @@ func params(s string) string {
 			continue
 		}
 		// The parameter name before '='.
-		j := i
+		k := i
+		for k > 0 && (s[k-1] == ' ' || s[k-1] == '\t') {
+			k--
+		}
+		j := k
 		for j > 0 && isNameByte(s[j-1]) {
 			j--
 		}
-		if j == i || !slices.Contains(secretParams, strings.ToLower(s[j:i])) {
+		if j == k || !slices.Contains(secretParams, strings.ToLower(s[j:k])) {
 			continue
 		}
 		v := i + 1
+		for v < len(s) && (s[v] == ' ' || s[v] == '\t') {
+			v++
+		}
 		end := v
 		if v < len(s) && (s[v] == '\'' || s[v] == '"') {
 			q := s[v]

@@ -53,6 +53,7 @@ func TestSecretName(t *testing.T) {
 		"MQTT_PASSWORD": true, "password": true, "API_TOKEN": true, "client_secret": true, "API_KEY": true,
 		"DB_PWD": true, "APIKEY": true, "private_key": true, "key_file": false, "key_from": false, "max_key_bytes": false, "key_field": false, "routing_key": false, "HOST": false, "user": false, "key": false,
 		"product_key": false, "device_key": false, "PRODUCT_KEY": false, "asset_key": false, "MY_KEY": true, "signing_key": true,
+		"MYKEY": true, "SECRETKEY": true, "ACCESSKEY": true, "max_keys": false, "monkeys": false, "keyboard": false,
 	} {
 		if got := redact.SecretName(name); got != want {
 			t.Errorf("SecretName(%q) = %v, want %v", name, got, want)
@@ -126,5 +127,89 @@ func BenchmarkHandler(b *testing.B) {
 	for b.Loop() {
 		buf.Reset()
 		log.Warn("publish failed", "sink", "cloud", "err", errors.New("nats: not connected to nats://u:p@h:4222"), "attempt", 3)
+	}
+}
+
+// TestStringUnencodedPasswords: a password holding a character a URL must
+// percent-encode (/ ? # ' space ...) is masked up to the last '@' of the
+// URL, and "name = value" parameters are masked too.
+func TestStringUnencodedPasswords(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"amqp://bob:Hunter#22@h:5672/", "amqp://bob:xxxxx@h:5672/"},
+		{"url amqp://bob:pa'ss99@h/ in plaintext", "url amqp://bob:xxxxx@h/ in plaintext"},
+		{`url "nats://bob:a/b?c@h:4222": x`, `url "nats://bob:xxxxx@h:4222": x`},
+		{"redis://:p/w@cache:6379/0", "redis://:xxxxx@cache:6379/0"},
+		{"http://host:8080/x?email=a@b.c", "http://host:8080/x?email=a@b.c"},
+		{"http://[::1]:8080/x?email=a@b.c", "http://[::1]:8080/x?email=a@b.c"},
+		{"https://host/p?t=a:b@c", "https://host/p?t=a:b@c"},
+		{"tcp://u:p@ss@h:1,nats://u2:q#2@h2:2 x", "tcp://u:xxxxx@h:1,nats://u2:xxxxx@h2:2 x"},
+		{"host=h user=bob password = Hunter22x sslmode=bogus", "host=h user=bob password = xxxxx sslmode=bogus"},
+		{"host=h password= 'a b' x=1", "host=h password= xxxxx x=1"},
+		{"token =abc&x=1", "token =xxxxx&x=1"},
+	} {
+		if got := redact.String(c.in); got != c.want {
+			t.Errorf("String(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestParseURL: a URL that does not parse is reported without url.Parse's
+// text (which quotes the URL cut short, password fragments included), and
+// a port must be a number in 1..65535.
+func TestParseURL(t *testing.T) {
+	for _, c := range []struct{ in, want, secret string }{
+		{"amqp://bob:Hunter#22@h:5672/", `url "amqp://bob:xxxxx@h:5672/": cannot be parsed; a password holding / ? # @ or spaces must be percent-encoded`, "Hunter"},
+		{"nats://bob:Hun ter@h:4222", `url "nats://bob:xxxxx@h:4222": cannot be parsed`, "Hun"},
+		{"http://h:xx/", `url "http://h:xx/": invalid port ":xx" after host`, ""},
+		{"http://h:99999/", `url "http://h:99999/": port 99999 is not in 1..65535`, ""},
+		{"http://u:Pw-1234@h:0/", `url "http://u:xxxxx@h:0/": port 0 is not in 1..65535`, "Pw-1234"},
+		{"amqp://u:p@[::1", `url "amqp://u:xxxxx@[::1": cannot be parsed`, ""},
+	} {
+		_, err := redact.ParseURL(c.in)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) || c.secret != "" && strings.Contains(err.Error(), c.secret) {
+			t.Errorf("ParseURL(%q): %v, want %q", c.in, err, c.want)
+		}
+	}
+	for _, ok := range []string{"http://h:65535/", "amqp://u:p%23w@h/", "nats://h", "redis://:pw@h:1/0"} {
+		if _, err := redact.ParseURL(ok); err != nil {
+			t.Errorf("ParseURL(%q): %v", ok, err)
+		}
+	}
+	for _, c := range []struct{ in, want string }{
+		{"h:9092", ""}, {"[::1]:65535", ""}, {"h:99999", `port 99999 is not in 1..65535`},
+		{"h:0", "port 0"}, {"h:x", `port "x" is not a number`}, {"h", "is not host:port"}, {":9092", "has no host"},
+	} {
+		err := redact.CheckHostPort(c.in)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("CheckHostPort(%q): %v, want %q", c.in, err, c.want)
+		}
+	}
+}
+
+// TestRegisterURLPasswords: the password of a URL in a value is
+// registered whole and cut where a URL parser cuts it.
+func TestRegisterURLPasswords(t *testing.T) {
+	redact.RegisterURLPasswords("amqp://bob:Zr7Hunter#22/x@h:5672/")
+	for _, c := range []struct{ in, want string }{
+		{`parse "amqp://bob:Zr7Hunter": invalid port ":Zr7Hunter"`, `parse "amqp://bob:xxxxx": invalid port ":xxxxx"`},
+		{"a Zr7Hunter#22/x b", "a xxxxx b"},
+	} {
+		if got := redact.String(c.in); got != c.want {
+			t.Errorf("String(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestRegisterEnv: the values of secret-named variables are registered;
+// others and boolean words are not.
+func TestRegisterEnv(t *testing.T) {
+	redact.RegisterEnv([]string{"DB_PASS=Qx-env-pass", "MYKEY=Sup3rS3cretK", "HOME=/home/qxuser", "USE_TOKEN=false", "NATS_URL=nats://u:Qx-url-pw@h:4222", "BAD"})
+	for _, c := range []struct{ in, want string }{
+		{"Qx-env-pass Sup3rS3cretK Qx-url-pw", "xxxxx xxxxx xxxxx"},
+		{"/home/qxuser false", "/home/qxuser false"},
+	} {
+		if got := redact.String(c.in); got != c.want {
+			t.Errorf("String(%q) = %q, want %q", c.in, got, c.want)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package pipelines_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -45,5 +47,45 @@ sinks:
 `)
 	if _, errs := pipelines.Validate([]string{ok}, func(string) (string, bool) { return "", false }, pipelines.Options{DataDir: t.TempDir()}); len(errs) > 0 {
 		t.Fatalf("distinct paths: %v", errs)
+	}
+}
+
+// TestFilePathClashesThroughLinks: a symbolic link used to hide a clash: a
+// sink writing link.jsonl -> data.csv overwrote the file its source read.
+func TestFilePathClashesThroughLinks(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "data.csv"), []byte("time,v\n1,2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("data.csv", filepath.Join(dir, "link.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(".", filepath.Join(dir, "here")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"sink through a link to the source's file", `
+name: p
+sources: {s: {type: file, path: data.csv, format: csv, schema: {fields: {v: float64}}}}
+sinks: {a: {type: file, input: s, path: link.jsonl}}
+`, `which source "s" of pipeline "p" reads`},
+		{"two sinks, one through a linked directory", `
+name: p
+sources: {s: {type: sim, turbines: 1, rows: 1}}
+sinks:
+  a: {type: file, input: s, path: out.jsonl}
+  b: {type: file, input: s, path: here/out.jsonl}
+`, `as sink "a" of pipeline "p" does`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := filepath.Join(dir, "p.yaml")
+			if err := os.WriteFile(f, []byte(tc.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, errs := pipelines.Validate([]string{f}, func(string) (string, bool) { return "", false }, pipelines.Options{DataDir: t.TempDir()})
+			if len(errs) == 0 || !strings.Contains(errs.Error(), tc.want) {
+				t.Fatalf("errors %v, want %q", errs, tc.want)
+			}
+		})
 	}
 }

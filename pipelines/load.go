@@ -37,6 +37,11 @@ type Def struct {
 	Sinks   []*ComponentDef
 }
 
+// MaxComponents bounds the sources, the steps and the sinks of one pipeline
+// (each): every component costs memory and goroutines when built, so that a
+// file of a few thousand tiny components would cost gigabytes.
+const MaxComponents = 256
+
 // EventTimePolicy bounds the event times of a pipeline's sources (see
 // eventtime.Policy): MaxFuture and MaxPast apply to live sources, or to
 // every source when All is set; zero sets no bound.
@@ -409,6 +414,10 @@ func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors)
 		}
 		if len(m.Content) == 0 && s.kind != spec.KindStep {
 			errs = append(errs, spec.Errorf(nodePos(file, m), "pipeline %q has no %s", d.Name, s.key))
+		}
+		if n := len(m.Content) / 2; n > MaxComponents {
+			errs = append(errs, spec.Errorf(nodePos(file, m), "pipeline %q has %d %s, more than %d: split it into several pipelines", d.Name, n, s.key, MaxComponents))
+			continue
 		}
 		for i := 0; i+1 < len(m.Content); i += 2 {
 			k, v := m.Content[i], spec.Resolve(m.Content[i+1])

@@ -423,7 +423,7 @@ func (o *Operator) render(r *rule, as *assetState, rec arrow.RecordBatch, row in
 		d["value"] = nil
 	}
 	c := &r.content
-	c.b.loops, c.b.widths = maxLoops, 2*c.limit
+	c.b.reset(c.limit)
 	o.out.buf, o.out.limit = o.out.buf[:0], c.limit
 	err := c.tmpl.Execute(&o.out, d)
 	clear(d)

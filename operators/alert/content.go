@@ -9,16 +9,19 @@ import (
 	"unicode/utf8"
 )
 
-// Limits of content templates. A template's running time and output are
-// bounded whatever the data: its output stops at max_content bytes, its
-// range loops run at most maxLoops iterations per rendering, and printf
-// pads to at most maxWidth characters per verb.
+// Limits of content templates. A template's running time, output and
+// memory are bounded whatever the data: its output stops at max_content
+// bytes, its range loops run at most maxLoops iterations per rendering,
+// printf pads to at most maxWidth characters per verb, and the functions
+// that build strings (print, printf, println, html, js, urlquery) produce
+// at most twice max_content bytes per rendering in all.
 const (
 	// DefaultMaxContent is the default of max_content: the longest
 	// rendered content, in bytes.
 	DefaultMaxContent = 64 << 10
-	// minMaxContent is the smallest max_content accepted.
+	// minMaxContent and maxMaxContent bound max_content.
 	minMaxContent = 256
+	maxMaxContent = 1 << 20
 	// maxLoops bounds the range iterations of one rendering.
 	maxLoops = 10_000
 	// maxWidth bounds a printf width or precision.
@@ -37,23 +40,64 @@ var errContentFull = errors.New("content longer than max_content")
 
 // budget is what one rendering of a template may still spend.
 type budget struct {
-	loops  int // range iterations
-	widths int // bytes of printf padding and precision (twice max_content)
+	loops int // range iterations
+	// bytes is what the functions that build strings may still produce,
+	// printf padding included: twice max_content per rendering.
+	bytes int
 }
 
-// funcs returns the functions of a content template: printf checked
-// against the budget, and the loop counter.
+// reset gives b the budget of one rendering with the given max_content.
+func (b *budget) reset(maxContent int) {
+	b.loops, b.bytes = maxLoops, 2*maxContent
+}
+
+// build returns what f builds from args, charged to the byte budget, or
+// an error once the rendering has built more than the budget. It refuses
+// before building when the strings among args, plus extra, already
+// exceed what is left, so that one call allocates at most a few times
+// the budget (an escaper's expansion of its input).
+func (b *budget) build(name string, extra int, args []any, f func() string) (string, error) {
+	n := extra
+	for _, a := range args {
+		if s, ok := a.(string); ok {
+			n += len(s)
+		}
+	}
+	if n > b.bytes {
+		return "", b.over(name)
+	}
+	s := f()
+	if b.bytes -= len(s); b.bytes < 0 {
+		return "", b.over(name)
+	}
+	return s, nil
+}
+
+func (b *budget) over(name string) error {
+	b.bytes = -1
+	return fmt.Errorf("%s: the strings built in one rendering exceed twice max_content", name)
+}
+
+// funcs returns the functions of a content template: the functions that
+// build strings checked against the budget, and the loop counter.
 func (b *budget) funcs() template.FuncMap {
+	escaper := func(name string, f func(...any) string) func(...any) (string, error) {
+		return func(args ...any) (string, error) {
+			return b.build(name, 0, args, func() string { return f(args...) })
+		}
+	}
 	return template.FuncMap{
+		"print":    escaper("print", fmt.Sprint),
+		"println":  escaper("println", fmt.Sprintln),
+		"html":     escaper("html", template.HTMLEscaper),
+		"js":       escaper("js", template.JSEscaper),
+		"urlquery": escaper("urlquery", template.URLQueryEscaper),
 		"printf": func(format string, args ...any) (string, error) {
 			cost, err := checkFormat(format)
 			if err != nil {
 				return "", err
 			}
-			if b.widths -= cost; b.widths < 0 {
-				return "", fmt.Errorf("printf: padding beyond max_content")
-			}
-			return fmt.Sprintf(format, args...), nil
+			return b.build("printf", cost, args, func() string { return fmt.Sprintf(format, args...) })
 		},
 		loopFunc: func() (string, error) {
 			if b.loops--; b.loops < 0 {
@@ -116,8 +160,8 @@ func checkFormat(f string) (int, error) {
 }
 
 // checkTree rejects the constructs of a content template whose cost is
-// out of proportion at load time: nested templates, constant ranges of
-// more than maxLoops iterations in all, constant printf formats with a
+// out of proportion at load time: nested templates, call, constant ranges
+// of more than maxLoops iterations in all, constant printf formats with a
 // width or precision above maxWidth. Then it makes every range iteration
 // call loopFunc, so that ranges over data stop at maxLoops.
 func checkTree(t *template.Template, tick parse.Node) error {
@@ -156,6 +200,11 @@ func checkTree(t *template.Template, tick parse.Node) error {
 		case *parse.TemplateNode:
 			bad = errors.New("{{template}} is not supported in content")
 			return loops, false
+		case *parse.IdentifierNode:
+			if n.Ident == "call" {
+				bad = errors.New("call is not supported in content")
+				return loops, false
+			}
 		}
 		return loops, true
 	})

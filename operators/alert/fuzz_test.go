@@ -24,6 +24,8 @@ func FuzzAlertConfig(f *testing.F) {
 		{"9223372036854775807 + 1 > 0", `{{printf "%*d" 99999999 1}}`},
 		{"count * 9223372036854775807 < 0", `{{define "x"}}{{template "x"}}{{end}}{{template "x"}}`},
 		{"temp_max != temp_max", `{{printf .turbine 1}}{{printf "%[3]*.[2]*[1]f" 12.0 2 6}}`},
+		{"temp_max > 90", `{{$x := "AAAAAAAAAAAAAAAA"}}{{range 27}}{{$x = print $x $x}}{{end}}{{len $x}}`},
+		{"temp_max > 90", `{{$x := .turbine}}{{range .count}}{{$x = js $x $x | html | urlquery}}{{end}}{{call $x}}`},
 	} {
 		f.Add(s[0], s[1])
 	}

@@ -24,6 +24,8 @@ func TestContentBombsRejected(t *testing.T) {
 		{"wide printf", `{{printf "%999999d" 1}}`, "width 999999"},
 		{"long precision", `{{printf "%.99999f" 1.0}}`, "precision 99999"},
 		{"star width", `{{printf "%*d" 99999999 1}}`, "width from an argument"},
+		{"call", `{{call .asset}}`, "call is not supported"},
+		{"call as an argument", `{{print (call .attr 1)}}`, "call is not supported"},
 		{"recursive template", `{{define "x"}}{{template "x"}}{{template "x"}}{{end}}{{template "x"}}`, "not supported in content"},
 	}
 	for _, c := range cases {
@@ -52,6 +54,7 @@ func TestContentBounded(t *testing.T) {
 		{"range over a column", `{{range .count}}{{end}}`, huge, "content: ", "content_errors"},
 		{"long output", `{{range .attr}}{{end}}{{range $k, $v := .}}{{range $}}{{printf "%1000s" "é"}}{{end}}{{end}}`, huge, "", "content_truncated"},
 		{"format from the data", `{{printf .turbine 1}}`, fmtKey, "content: ", "content_errors"},
+		{"strings built in variables", `{{$x := "AAAAAAAAAAAAAAAA"}}{{range 27}}{{$x = print $x $x}}{{end}}{{len $x}}`, huge, "content: ", "content_errors"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -69,6 +72,49 @@ func TestContentBounded(t *testing.T) {
 			}
 			if counters[c.counter] != 1 || counters["raised"] != 1 {
 				t.Errorf("counters %v, want %s 1 and raised 1", counters, c.counter)
+			}
+		})
+	}
+}
+
+// TestContentStringsBounded: strings built in template variables by the
+// functions that return strings count against one budget per rendering
+// (twice max_content): a template that doubles a string 22 times fails
+// its rendering (the alert is still raised, the content says why) and
+// allocates a small fraction of the 64 MiB it asks for.
+func TestContentStringsBounded(t *testing.T) {
+	const seed = `{{$x := "AAAAAAAAAAAAAAAA"}}`
+	cases := []struct{ name, content string }{
+		{"print", seed + `{{range 22}}{{$x = print $x $x}}{{end}}{{len $x}}`},
+		{"printf", seed + `{{range 22}}{{$x = printf "%s%s" $x $x}}{{end}}{{len $x}}`},
+		{"println", seed + `{{range 22}}{{$x = println $x $x}}{{end}}{{len $x}}`},
+		{"html", seed + `{{range 22}}{{$x = html $x $x}}{{end}}{{len $x}}`},
+		{"js", seed + `{{range 22}}{{$x = js $x $x}}{{end}}{{len $x}}`},
+		{"urlquery", seed + `{{range 22}}{{$x = urlquery $x $x}}{{end}}{{len $x}}`},
+		{"pipeline", seed + `{{range 22}}{{$x = $x | print $x}}{{end}}{{len $x}}`},
+		{"in a range over the data", seed + `{{range .count}}{{$x = print $x $x}}{{end}}{{len $x}}`},
+		{"doubling 27 times", seed + `{{range 27}}{{$x = print $x $x}}{{end}}{{len $x}}`},
+		{"escaper expansion", `{{$x := "<<<<<<<<"}}{{range 30}}{{$x = js $x}}{{end}}{{len $x}}`},
+		{"printf padding", `{{$x := ""}}{{range 10000}}{{$x = printf "%s%1024d" $x 1}}{{end}}{{len $x}}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			config := fmt.Sprintf("rules: [{name: hot, expr: temp_max > 90, content: %q}]", c.content)
+			r := enginetest.Row{minute(0), minute(1), "WT-1", int64(10_000_000), 95.0, 1.0}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			got, _, counters := run(t, "", config, 0, r)
+			runtime.ReadMemStats(&after)
+			alloc := after.TotalAlloc - before.TotalAlloc
+			if alloc > 16<<20 {
+				t.Errorf("rendering allocated %.1f MiB, want under 16 MiB", float64(alloc)/(1<<20))
+			}
+			t.Logf("allocated %.2f MiB", float64(alloc)/(1<<20))
+			if len(got) != 1 || counters["content_errors"] != 1 {
+				t.Fatalf("got %v, counters %v: want one alert and content_errors 1", got, counters)
+			}
+			if c := got[0].content; !strings.HasPrefix(c, "content: ") || !strings.Contains(c, "max_content") {
+				t.Errorf("content %.300q", c)
 			}
 		})
 	}

@@ -160,9 +160,10 @@ func checkFormat(f string) (int, error) {
 }
 
 // checkTree rejects the constructs of a content template whose cost is
-// out of proportion at load time: nested templates, call, constant ranges
-// of more than maxLoops iterations in all, constant printf formats with a
-// width or precision above maxWidth. Then it makes every range iteration
+// out of proportion at load time: nested templates, call, method calls
+// with arguments that are not short constants (checkMethods), constant
+// ranges of more than maxLoops iterations in all, constant printf formats
+// with a width or precision above maxWidth. Then it makes every range iteration
 // call loopFunc, so that ranges over data stop at maxLoops.
 func checkTree(t *template.Template, tick parse.Node) error {
 	if len(t.Templates()) > 1 {
@@ -200,6 +201,11 @@ func checkTree(t *template.Template, tick parse.Node) error {
 		case *parse.TemplateNode:
 			bad = errors.New("{{template}} is not supported in content")
 			return loops, false
+		case *parse.PipeNode:
+			if err := checkMethods(n); err != nil {
+				bad = err
+				return loops, false
+			}
 		case *parse.IdentifierNode:
 			if n.Ident == "call" {
 				bad = errors.New("call is not supported in content")
@@ -209,6 +215,47 @@ func checkTree(t *template.Template, tick parse.Node) error {
 		return loops, true
 	})
 	return bad
+}
+
+// checkMethods rejects the method calls of a pipeline whose arguments are
+// not constants of at most maxWidth bytes ({{.time.Format $layout}},
+// {{$x | .time.Format}}): what a method builds from a string is not
+// charged to the budget, so its arguments are bounded at load time.
+func checkMethods(p *parse.PipeNode) error {
+	for i, c := range p.Cmds {
+		if len(c.Args) == 0 {
+			continue
+		}
+		var name string
+		switch n := c.Args[0].(type) {
+		case *parse.FieldNode:
+			name = n.String()
+		case *parse.ChainNode:
+			name = n.String()
+		case *parse.VariableNode:
+			if len(n.Ident) > 1 {
+				name = n.String()
+			}
+		}
+		if name == "" || (i == 0 && len(c.Args) == 1) {
+			continue
+		}
+		if i > 0 {
+			return fmt.Errorf("%s: a method's arguments must be constants, not a pipeline's result", name)
+		}
+		for _, a := range c.Args[1:] {
+			switch a := a.(type) {
+			case *parse.NumberNode, *parse.BoolNode, *parse.NilNode:
+			case *parse.StringNode:
+				if len(a.Text) > maxWidth {
+					return fmt.Errorf("%s: a method's string argument is longer than %d bytes", name, maxWidth)
+				}
+			default:
+				return fmt.Errorf("%s %s: a method's arguments must be constants", name, a)
+			}
+		}
+	}
+	return nil
 }
 
 // newTemplate parses a content template with the checked printf and the

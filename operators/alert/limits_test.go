@@ -26,6 +26,12 @@ func TestContentBombsRejected(t *testing.T) {
 		{"star width", `{{printf "%*d" 99999999 1}}`, "width from an argument"},
 		{"call", `{{call .asset}}`, "call is not supported"},
 		{"call as an argument", `{{print (call .attr 1)}}`, "call is not supported"},
+		{"method on a built string", `{{$x := print .asset .asset}}{{range 10000}}{{$y := $.time.Format $x}}{{end}}`, "arguments must be constants"},
+		{"method on a field", `{{.time.Format .turbine}}`, "arguments must be constants"},
+		{"method in a pipeline", `{{.turbine | .time.Format}}`, "not a pipeline's result"},
+		{"method on a chain", `{{(.time.Add 1).Format (print 1)}}`, "arguments must be constants"},
+		{"method on a variable", `{{with $t := .time}}{{$t.Format $.turbine}}{{end}}`, "arguments must be constants"},
+		{"long method argument", fmt.Sprintf(`{{.time.Format %q}}`, strings.Repeat("Monday", 200)), "longer than 1024 bytes"},
 		{"recursive template", `{{define "x"}}{{template "x"}}{{template "x"}}{{end}}{{template "x"}}`, "not supported in content"},
 	}
 	for _, c := range cases {

@@ -161,11 +161,7 @@ func NewFarm(cfg Config) *Farm {
 		cfg.Start = DefaultStart
 	}
 	f := &Farm{cfg: cfg, startMS: cfg.Start.UnixMilli(), stepMS: cfg.Interval.Milliseconds(), dailyMS: math.MinInt64}
-	fields := []engine.Field{{Name: "time", Type: engine.Timestamp}, {Name: "asset", Type: engine.String}}
-	for _, p := range Points {
-		fields = append(fields, engine.Field{Name: p, Type: engine.Float64})
-	}
-	f.schema = engine.MustSchema(fields, "time", "asset")
+	f.schema = farmSchema()
 
 	dt := cfg.Interval.Seconds()
 	f.windA = math.Exp(-dt / 900)                // wind decorrelates over ~15 min
@@ -200,6 +196,15 @@ func NewFarm(cfg Config) *Farm {
 		t.generator = 38 + 46*load
 	}
 	return f
+}
+
+// farmSchema is the schema of a farm's rows, whatever its configuration.
+func farmSchema() *engine.Schema {
+	fields := []engine.Field{{Name: "time", Type: engine.Timestamp}, {Name: "asset", Type: engine.String}}
+	for _, p := range Points {
+		fields = append(fields, engine.Field{Name: p, Type: engine.Float64})
+	}
+	return engine.MustSchema(fields, "time", "asset")
 }
 
 // Schema is the schema of the rows Fill appends: time, asset (the key,

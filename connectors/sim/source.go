@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -31,7 +32,7 @@ var Spec = spec.Spec{
 		{Name: "start", Type: spec.String, Default: "2024-01-01T00:00:00Z", Description: "Event time of the first reading (RFC 3339).", Example: "2025-06-01T00:00:00Z"},
 		{Name: "seed", Type: spec.Int, Default: 1, Description: "Selects the farm: the same seed gives the same rows.", Example: 7},
 		{Name: "rows", Type: spec.Int, Default: 0, Description: "Readings per turbine before the source ends; 0 runs until stopped.", Example: 3600},
-		{Name: "rate", Type: spec.Float, Default: 0, Description: "Rows per second of wall-clock time (all turbines together); 0 is as fast as possible.", Example: 10000},
+		{Name: "rate", Type: spec.Float, Default: 0, Description: "Rows per second of wall-clock time (all turbines together), from 0.001 to 1e9; 0 is as fast as possible.", Example: 10000},
 		{Name: "faults", Type: spec.Float, Default: 0.1, Description: "Fault episodes (gearbox overheating, high vibration, curtailment) per turbine per hour of event time; each lasts 5 to 30 minutes.", Example: 0.5},
 		{Name: "resume", Type: spec.Bool, Default: true, Description: "Record how many rows the sinks have acknowledged (in `<data dir>/<pipeline>/<source>/position`) and, after a stop or a crash, go on from there instead of from the first row. The record is kept when every row was produced: the next run produces nothing (run with `--from-start` to produce the rows again).", Example: false},
 	},
@@ -40,15 +41,25 @@ var Spec = spec.Spec{
 
 func init() { engine.RegisterSource(Spec, newSource) }
 
+// Rates a sim source may be configured with, in rows per second (0, as
+// fast as possible, aside).
+const (
+	MinRate = 0.001
+	MaxRate = 1e9
+)
+
 // Source streams the readings of a Farm.
 type Source struct {
-	farm  *Farm
-	total int64 // rows to produce; 0 is unbounded
-	rate  float64
-	batch engine.BatchPolicy
-	mem   memory.Allocator
-	rows  *atomic.Int64
-	log   *slog.Logger
+	// farm is nil in a source built for a dry run, which only has a
+	// schema.
+	farm   *Farm
+	schema *engine.Schema
+	total  int64 // rows to produce; 0 is unbounded
+	rate   float64
+	batch  engine.BatchPolicy
+	mem    memory.Allocator
+	rows   *atomic.Int64
+	log    *slog.Logger
 	// pos, when set, records the rows acknowledged (resume).
 	pos *position.Store
 }
@@ -74,6 +85,8 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	rate := cfg.Float("rate")
 	if rate < 0 {
 		errs = append(errs, cfg.Errorf("rate", "rate must not be negative"))
+	} else if rate != 0 && !(rate >= MinRate && rate <= MaxRate) { // NaN fails too
+		errs = append(errs, cfg.Errorf("rate", "rate must be 0 (as fast as possible) or between %g and %g rows per second, not %g", MinRate, MaxRate, rate))
 	}
 	faults := cfg.Float("faults")
 	if faults < 0 {
@@ -84,6 +97,10 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	}
 	if rows > 0 && rows > math.MaxInt64/n {
 		return nil, cfg.Errorf("rows", "rows x turbines is too large")
+	}
+	if bc.DryRun {
+		// Checked; the per-turbine state of the farm is built only to run.
+		return &Source{schema: farmSchema()}, nil
 	}
 	farm := NewFarm(Config{Turbines: int(n), Interval: interval, Start: start, Seed: uint64(cfg.Int("seed")), Faults: faults})
 	src := NewSource(farm, rows*n, rate, bc)
@@ -114,11 +131,11 @@ func NewSource(farm *Farm, total int64, rate float64, bc engine.BuildContext) *S
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Source{farm: farm, total: total, rate: rate, batch: bc.Batch.Normalize(), mem: bc.Mem, rows: counters.Counter("rows"), log: log}
+	return &Source{farm: farm, schema: farm.Schema(), total: total, rate: rate, batch: bc.Batch.Normalize(), mem: bc.Mem, rows: counters.Counter("rows"), log: log}
 }
 
 // Schema is the farm's schema.
-func (s *Source) Schema() *engine.Schema { return s.farm.Schema() }
+func (s *Source) Schema() *engine.Schema { return s.schema }
 
 // Resuming reports whether the source goes on from a recorded position.
 func (s *Source) Resuming() bool { return s.pos.Recorded() }
@@ -126,6 +143,9 @@ func (s *Source) Resuming() bool { return s.pos.Recorded() }
 // Run emits rows until the configured number is reached (returning nil)
 // or ctx is cancelled.
 func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
+	if s.farm == nil {
+		return errors.New("sim: the source was built for a dry run")
+	}
 	rb := engine.NewRecordBuilder(s.mem, s.farm.Schema())
 	defer rb.Release()
 	var produced int64
@@ -190,17 +210,24 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 
 	// Paced: row k of this run is due at start + k/rate; pending rows
 	// are flushed when a batch is full or the oldest has waited Linger.
+	// Neither time nor row counts overflow, whatever the rate: a time
+	// beyond time.Duration's range is the furthest it can hold.
 	base := produced // rows of earlier runs (resume)
 	start := time.Now()
 	dueAt := func(k int64) time.Time {
-		return start.Add(time.Duration(math.Ceil(float64(k) * 1e9 / s.rate)))
+		return start.Add(saturate(math.Ceil(float64(k) * 1e9 / s.rate)))
 	}
-	dueBy := func(now time.Time) int64 { // the number of rows due by now
-		c := int64(float64(now.Sub(start))*s.rate/1e9) + 1
+	// dueBy is the number of rows due by now, at most limit: an estimate
+	// corrected by a few steps (at most limit).
+	dueBy := func(now time.Time, limit int64) int64 {
+		c := limit
+		if est := float64(now.Sub(start))*s.rate/1e9 + 1; est < float64(limit) {
+			c = max(0, int64(est))
+		}
 		for c > 0 && dueAt(c-1).After(now) {
 			c--
 		}
-		for !dueAt(c).After(now) {
+		for c < limit && !dueAt(c).After(now) {
 			c++
 		}
 		return c
@@ -209,8 +236,12 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		if ctx.Err() != nil {
+			return stopped(ctx, flush())
+		}
 		now := time.Now()
-		if n := min(dueBy(now)-(produced-base), left(), int64(s.batch.Size-rb.Rows())); n > 0 {
+		done := produced - base
+		if n := dueBy(now, done+min(left(), int64(s.batch.Size-rb.Rows()))) - done; n > 0 {
 			if rb.Rows() == 0 {
 				pendingSince = now
 			}
@@ -240,6 +271,18 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 		case <-timer.C:
 		}
 	}
+}
+
+// saturate converts nanoseconds to a Duration, holding values beyond its
+// range at its bounds.
+func saturate(ns float64) time.Duration {
+	switch {
+	case ns >= math.MaxInt64: // 2^63 as a float64: beyond the range
+		return math.MaxInt64
+	case ns <= 0 || math.IsNaN(ns):
+		return 0
+	}
+	return time.Duration(ns)
 }
 
 // stopped turns an error seen while the pipeline stops into nil.

@@ -574,6 +574,8 @@ const (
 	// DefaultMaxKeys is the default of max_keys: the most assets the step
 	// keeps rule states for.
 	DefaultMaxKeys = 100_000
+	// maxMaxKeys is the largest max_keys accepted.
+	maxMaxKeys = 10_000_000
 	// DefaultMaxKeyBytes is the default of max_key_bytes: the longest
 	// asset key.
 	DefaultMaxKeyBytes = 256

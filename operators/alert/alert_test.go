@@ -359,6 +359,10 @@ func TestConfigErrors(t *testing.T) {
 		{"missing assets file", "assets: nope.yaml\nrules: [{name: hot, expr: temp_max > 1}]\n",
 			[]string{`p.yaml:1:9: assets: open ` + filepath.Join(dir, "nope.yaml") + `: no such file or directory`}},
 		{"no rules", "rules: []\n", []string{`p.yaml:1:8: rules: declare at least one rule`}},
+		{"bounds too small", "max_keys: 0\nmax_content: 255\nrules: [{name: hot, expr: temp_max > 1}]\n",
+			[]string{`p.yaml:1:11: max_keys must be at least 1, got 0`, `p.yaml:2:14: max_content must be at least 256, got 255`}},
+		{"bounds too large", "max_keys: 10000001\nmax_content: 1048577\nrules: [{name: hot, expr: temp_max > 1}]\n",
+			[]string{`p.yaml:1:11: max_keys must be at most 10000000, got 10000001`, `p.yaml:2:14: max_content must be at most 1048576, got 1048577`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

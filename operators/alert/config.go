@@ -45,7 +45,7 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 		{Name: "alert_on_history", Type: spec.Bool, Default: false,
 			Description: "Evaluate rules on history rows too.", Example: true},
 		{Name: "max_keys", Type: spec.Int, Default: DefaultMaxKeys, Advanced: true,
-			Description: "Most assets (key values) the step keeps rule states for. When a new asset would exceed it, the step forgets the assets seen longest ago: first those with no alert pending or raised, then pending ones (`evicted_pending`), then raised ones (`evicted_raised`, logged: that alert gets no clear row). See docs/alert.md.",
+			Description: "Most assets (key values) the step keeps rule states for (1 to 10,000,000). When a new asset would exceed it, the step forgets the assets seen longest ago: first those with no alert pending or raised, then pending ones (`evicted_pending`), then raised ones (`evicted_raised`, logged: that alert gets no clear row). See docs/alert.md.",
 			Example:     10000},
 		{Name: "key_idle", Type: spec.Duration, Default: "1h", Advanced: true,
 			Description: "An asset with no alert pending or raised and no row for this long (in event time, against the newest row) is forgotten (`evicted_idle`); it starts afresh if it comes back.",
@@ -54,7 +54,7 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 			Description: "Longest asset key in bytes; a row with a longer key goes to the errors port.",
 			Example:     64},
 		{Name: "max_content", Type: spec.Int, Default: DefaultMaxContent, Advanced: true,
-			Description: "Longest rendered content in bytes (at least 256). A longer content is cut and ends with ` …[truncated]` (`content_truncated`); the alert is raised all the same.",
+			Description: "Longest rendered content in bytes (256 to 1,048,576). A longer content is cut and ends with ` …[truncated]` (`content_truncated`); the alert is raised all the same.",
 			Example:     4096},
 		{Name: "rules", Type: spec.List, Elem: spec.Object,
 			Description: "Alert rules, evaluated in order.",
@@ -151,14 +151,20 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 	}
 	p.maxKeys, p.maxKeyBytes, p.maxContent = int(cfg.Int("max_keys")), int(cfg.Int("max_key_bytes")), int(cfg.Int("max_content"))
 	p.idle = int64(cfg.Duration("key_idle") / time.Millisecond)
-	if p.maxKeys < 1 {
+	switch {
+	case p.maxKeys < 1:
 		errs = append(errs, cfg.Errorf("max_keys", "max_keys must be at least 1, got %d", p.maxKeys))
+	case p.maxKeys > maxMaxKeys:
+		errs = append(errs, cfg.Errorf("max_keys", "max_keys must be at most %d, got %d", maxMaxKeys, p.maxKeys))
 	}
 	if p.maxKeyBytes < 1 {
 		errs = append(errs, cfg.Errorf("max_key_bytes", "max_key_bytes must be at least 1, got %d", p.maxKeyBytes))
 	}
-	if p.maxContent < minMaxContent {
+	switch {
+	case p.maxContent < minMaxContent:
 		errs = append(errs, cfg.Errorf("max_content", "max_content must be at least %d, got %d", minMaxContent, p.maxContent))
+	case p.maxContent > maxMaxContent:
+		errs = append(errs, cfg.Errorf("max_content", "max_content must be at most %d, got %d", maxMaxContent, p.maxContent))
 	}
 	if p.idle <= 0 {
 		errs = append(errs, cfg.Errorf("key_idle", "key_idle must be positive, got %v", cfg.Duration("key_idle")))
@@ -287,7 +293,7 @@ func (p *plan) parseRule(rc *spec.Config, in *engine.Schema, haveAssets bool) (*
 			}
 		}
 	}
-	c, err := parseContent(r.name, rc.String("content"), in, max(p.maxContent, minMaxContent))
+	c, err := parseContent(r.name, rc.String("content"), in, min(max(p.maxContent, minMaxContent), maxMaxContent))
 	if err != nil {
 		errs = append(errs, rc.Errorf("content", "content: %v", err))
 	}

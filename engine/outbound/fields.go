@@ -3,7 +3,6 @@ package outbound
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"os"
 	"path/filepath"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -38,7 +37,7 @@ func EncodingFields(def Encoding) []spec.Field {
 func TLSField() spec.Field {
 	return spec.Field{
 		Name: "tls", Type: spec.Object, Optional: true, Advanced: true,
-		Description: "TLS settings. Relative paths are resolved against the pipeline file's directory.",
+		Description: "TLS settings. Relative paths are resolved against the pipeline file's directory; each file must be a regular file of at most 1 MiB.",
 		Example:     map[string]any{"enabled": true, "ca_file": "certs/ca.pem"},
 		Children: []spec.Field{
 			{Name: "enabled", Type: spec.Bool, Default: false, Description: "Use TLS."},
@@ -51,9 +50,16 @@ func TLSField() spec.Field {
 	}
 }
 
+// MaxSecretFileBytes bounds a file of keys or credentials (a PEM
+// certificate, key or CA bundle, a credentials or token file): such files
+// are a few kilobytes, and a larger one, a device or a named pipe is a
+// mistake to refuse, not something to read.
+const MaxSecretFileBytes = 1 << 20
+
 // TLSConfig builds the TLS configuration of the "tls" field; it returns
-// nil when the field is absent or not enabled. Errors are located at the
-// offending field.
+// nil when the field is absent or not enabled. The files are read with
+// spec.ReadConfigFile, at most MaxSecretFileBytes each. Errors are located
+// at the offending field.
 func TLSConfig(cfg *spec.Config, bc engine.BuildContext) (*tls.Config, error) {
 	t := cfg.Object("tls")
 	if t == nil || !t.Bool("enabled") {
@@ -72,7 +78,7 @@ func TLSConfig(cfg *spec.Config, bc engine.BuildContext) (*tls.Config, error) {
 		InsecureSkipVerify: t.Bool("insecure_skip_verify"), //nolint:gosec // opt-in, documented as tests only
 	}
 	if f := path("ca_file"); f != "" {
-		pem, err := os.ReadFile(f)
+		pem, err := spec.ReadConfigFile(f, MaxSecretFileBytes)
 		if err != nil {
 			return nil, t.Errorf("ca_file", "%v", err)
 		}
@@ -87,9 +93,17 @@ func TLSConfig(cfg *spec.Config, bc engine.BuildContext) (*tls.Config, error) {
 		return nil, t.Errorf("cert_file", "cert_file and key_file go together")
 	}
 	if cert != "" {
-		pair, err := tls.LoadX509KeyPair(cert, key)
+		certPEM, err := spec.ReadConfigFile(cert, MaxSecretFileBytes)
 		if err != nil {
 			return nil, t.Errorf("cert_file", "%v", err)
+		}
+		keyPEM, err := spec.ReadConfigFile(key, MaxSecretFileBytes)
+		if err != nil {
+			return nil, t.Errorf("key_file", "%v", err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, t.Errorf("cert_file", "%s and %s: %v", cert, key, err)
 		}
 		c.Certificates = []tls.Certificate{pair}
 	}

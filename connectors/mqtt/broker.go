@@ -52,6 +52,7 @@ type Broker struct {
 	addr   string
 	url    string
 	stats  *brokerStats
+	auth   *authHook
 	retain *retainHook
 	log    *slog.Logger
 
@@ -73,8 +74,7 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 	lim := opts.Limits
 	ev := newEventLog(log)
 	stats := &brokerStats{}
-	auth := &authHook{stats: stats, ev: ev, users: map[string]*account{}, accepted: map[[32]byte]struct{}{},
-		maxKeepAlive: keepAliveSeconds(lim.MaxKeepAlive)}
+	accounts := map[string]*account{}
 	users := opts.Users
 	if opts.Username != "" || opts.Password != "" {
 		users = append(slices.Clip(users), BrokerUser{Username: opts.Username, Password: opts.Password, Engine: true})
@@ -84,11 +84,12 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("embedded broker: %w", err)
 		}
-		if auth.users[u.Username] != nil {
+		if accounts[u.Username] != nil {
 			return nil, fmt.Errorf("embedded broker: user %q is configured twice", u.Username)
 		}
-		auth.users[u.Username] = a
+		accounts[u.Username] = a
 	}
+	auth := newAuthHook(stats, ev, accounts, keepAliveSeconds(lim.MaxKeepAlive))
 	switch {
 	case len(users) == 0:
 		auth.open = true
@@ -146,7 +147,7 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 		log.Warn("mqtt broker: anonymous clients allowed: they may read every message and publish every topic but commands",
 			"listen", addr)
 	}
-	return &Broker{srv: srv, addr: addr, url: scheme + addr, stats: stats, retain: retain, log: log}, nil
+	return &Broker{srv: srv, addr: addr, url: scheme + addr, stats: stats, auth: auth, retain: retain, log: log}, nil
 }
 
 // loopback reports whether the listen address binds loopback only.
@@ -175,6 +176,7 @@ func (b *Broker) Stats() BrokerStats {
 		Connections:            s.connections.Load(),
 		Pending:                s.pending.Load(),
 		AuthRefused:            s.authRefused.Load(),
+		AuthThrottled:          s.authThrottled.Load(),
 		ACLRefused:             s.aclRefused.Load(),
 		ConnectionsRefused:     s.connectionsRefused.Load(),
 		PendingRefused:         s.pendingRefused.Load(),
@@ -200,7 +202,7 @@ func (b *Broker) Close() error {
 	b.closed = true
 	err := b.srv.Close()
 	s := b.Stats()
-	b.log.Info("mqtt broker: stopped", "addr", b.addr, "auth_refused", s.AuthRefused, "acl_refused", s.ACLRefused,
+	b.log.Info("mqtt broker: stopped", "addr", b.addr, "auth_refused", s.AuthRefused, "auth_throttled", s.AuthThrottled, "acl_refused", s.ACLRefused,
 		"connections_refused", s.ConnectionsRefused, "pending_refused", s.PendingRefused,
 		"user_connections_refused", s.UserConnectionsRefused, "connect_timeouts", s.ConnectTimeouts, "oversized", s.Oversized,
 		"retained_refused", s.RetainedRefused, "takeovers_refused", s.TakeoversRefused, "dropped", s.Dropped)

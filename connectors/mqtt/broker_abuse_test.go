@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/sluice-edge/sluice/engine"
 )
@@ -225,4 +229,214 @@ func mustDial3From(t testing.TB, url, from, id, user, password string) *testClie
 		t.Fatalf("%s connecting from %s: %v", id, from, err)
 	}
 	return c
+}
+
+// testClock is a clock the test moves.
+type testClock struct{ now atomic.Int64 }
+
+func newTestClock() *testClock {
+	c := &testClock{}
+	c.now.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *testClock) Now() time.Time          { return time.Unix(0, c.now.Load()) }
+func (c *testClock) advance(d time.Duration) { c.now.Add(int64(d)) }
+func (c *testClock) set(t *backoffTable)     { t.mu.Lock(); t.now = c.Now; t.mu.Unlock() }
+func hashAt(t testing.TB, pw string, cost int) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), cost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+// watchCompare replaces the broker's bcrypt comparison by one that
+// counts the comparisons, the most running at once and the cost of the
+// hashes compared.
+type compareWatch struct {
+	calls, running, most atomic.Int64
+	mu                   sync.Mutex
+	costs                []int
+}
+
+func watchCompare(b *Broker) *compareWatch {
+	w := &compareWatch{}
+	b.auth.hashing <- struct{}{} // no comparison runs while it changes
+	b.auth.compare = func(hash, password []byte) error {
+		w.calls.Add(1)
+		n := w.running.Add(1)
+		defer w.running.Add(-1)
+		for m := w.most.Load(); n > m && !w.most.CompareAndSwap(m, n); m = w.most.Load() {
+		}
+		c, _ := bcrypt.Cost(hash)
+		w.mu.Lock()
+		w.costs = append(w.costs, c)
+		w.mu.Unlock()
+		return bcrypt.CompareHashAndPassword(hash, password)
+	}
+	<-b.auth.hashing
+	return w
+}
+
+func (w *compareWatch) lastCost() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.costs) == 0 {
+		return -1
+	}
+	return w.costs[len(w.costs)-1]
+}
+
+// TestBrokerAuthBackoff: after a failed login, an address's logins are
+// refused without a password check for a second, doubling after each
+// failure; other addresses, the same user from them, and the process's
+// own user are not held back; a success ends the back-off.
+func TestBrokerAuthBackoff(t *testing.T) {
+	b, logs := startTestBroker(t, BrokerOptions{Users: []BrokerUser{
+		{Username: "dev", PasswordHash: hash(t, "pw"), ProductKey: "p", DeviceKey: "dev"},
+		{Username: "clear", Password: "pwc", ProductKey: "p", DeviceKey: "clear"},
+		engineAccount(),
+	}})
+	clock := newTestClock()
+	clock.set(b.auth.backoff)
+	w := watchCompare(b)
+	const attacker, other = "127.0.0.2", "127.0.0.3"
+	type step struct {
+		advance      time.Duration
+		from, user   string
+		password     string
+		ok           bool
+		refused      int64 // AuthRefused after the step
+		throttled    int64 // AuthThrottled after the step
+		compareCalls int64
+	}
+	steps := []step{
+		{0, attacker, "dev", "wrong", false, 1, 0, 1},
+		{0, attacker, "dev", "pw", false, 1, 1, 1}, // backing off: not checked
+		{0, attacker, "clear", "pwc", false, 1, 2, 1},
+		{0, attacker, "nobody", "x", false, 1, 3, 1},
+		{0, other, "dev", "pw", true, 1, 3, 2},                   // the user is not locked out
+		{0, attacker, engineUser, engineSecret(), true, 1, 3, 2}, // the process's own user gets in
+		{999 * time.Millisecond, attacker, "dev", "pw", false, 1, 4, 2},
+		{time.Millisecond, attacker, "dev", "wrong", false, 2, 4, 3}, // checked again after 1s: 2s now
+		{1999 * time.Millisecond, attacker, "dev", "wrong", false, 2, 5, 3},
+		{time.Millisecond, attacker, "clear", "wrong", false, 3, 5, 4}, // a wrong clear password costs a check too: 4s
+		{4 * time.Second, attacker, "dev", "pw", true, 3, 5, 4},        // cached: no check; ends the back-off
+		{0, attacker, "dev", "wrong", false, 4, 5, 5},                  // 1s again
+		{time.Second, attacker, "dev", "wrong", false, 5, 5, 6},
+	}
+	for i, s := range steps {
+		clock.advance(s.advance)
+		_, err := dial3From(t, b.URL(), s.from, fmt.Sprintf("c%d-%s", i, suffix()), s.user, s.password)
+		st := b.Stats()
+		if (err == nil) != s.ok || st.AuthRefused != s.refused || st.AuthThrottled != s.throttled || w.calls.Load() != s.compareCalls {
+			t.Fatalf("step %d (%s as %s): error %v, AuthRefused %d, AuthThrottled %d, comparisons %d; want success %v, %d, %d, %d",
+				i, s.from, s.user, err, st.AuthRefused, st.AuthThrottled, w.calls.Load(), s.ok, s.refused, s.throttled, s.compareCalls)
+		}
+	}
+	if n := strings.Count(logs.String(), "backing off"); n == 0 || n > eventBurst {
+		t.Errorf("%d log lines for the refusals, want 1 to %d", n, eventBurst)
+	}
+}
+
+// TestBrokerBackoffTable checks the back-off's durations, its forgetting
+// and its bound.
+func TestBrokerBackoffTable(t *testing.T) {
+	clock := newTestClock()
+	bt := newBackoffTable(clock.Now)
+	var got []time.Duration
+	for range 9 {
+		bt.failed("a")
+		got = append(got, bt.by["a"].until.Sub(clock.Now()))
+	}
+	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60, 60}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("back-offs %v, want %v seconds", got, want)
+		}
+	}
+	// A quiet minute past the back-off forgets the failures.
+	clock.advance(2*time.Minute + time.Second)
+	bt.failed("a")
+	if d := bt.by["a"].until.Sub(clock.Now()); d != time.Second {
+		t.Errorf("back-off after a quiet spell %v, want 1s", d)
+	}
+	bt.succeeded("a")
+	if bt.blocked("a") {
+		t.Error("a success did not end the back-off")
+	}
+	for i := range 3 * maxBackoffAddrs {
+		bt.failed(fmt.Sprint(i))
+		if len(bt.by) > maxBackoffAddrs {
+			t.Fatalf("%d addresses held, at most %d", len(bt.by), maxBackoffAddrs)
+		}
+	}
+}
+
+// TestBrokerOneBcryptAtATime: concurrent logins from many addresses check
+// one password at a time, and every one is answered.
+func TestBrokerOneBcryptAtATime(t *testing.T) {
+	users := []BrokerUser{{Username: "dev", PasswordHash: hashAt(t, "pw", 6), ProductKey: "p", DeviceKey: "dev"}}
+	b, _ := startTestBroker(t, BrokerOptions{Users: users})
+	w := watchCompare(b)
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pw := "wrong"
+			if i%4 == 0 {
+				pw = "pw"
+			}
+			_, errs[i] = dial3From(t, b.URL(), fmt.Sprintf("127.0.0.%d", 10+i), fmt.Sprintf("c%d-%s", i, suffix()), "dev", pw)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if (err == nil) != (i%4 == 0) {
+			t.Errorf("login %d: error %v", i, err)
+		}
+	}
+	if most := w.most.Load(); most != 1 {
+		t.Errorf("%d password checks ran at once, want 1", most)
+	}
+	if s := b.Stats(); s.AuthRefused != n-n/4 || s.AuthThrottled != 0 {
+		t.Errorf("AuthRefused %d, AuthThrottled %d; want %d and 0", s.AuthRefused, s.AuthThrottled, n-n/4)
+	}
+}
+
+// TestBrokerUnknownUserCostsAsMuch: a failed login costs a bcrypt check at
+// the highest cost of the users' hashes whether the user exists or not,
+// so that timing does not tell user names; hashes too costly to check are
+// refused.
+func TestBrokerUnknownUserCostsAsMuch(t *testing.T) {
+	const high = 6
+	b, _ := startTestBroker(t, BrokerOptions{Users: []BrokerUser{
+		{Username: "low", PasswordHash: hashAt(t, "pw", bcrypt.MinCost), ProductKey: "p", DeviceKey: "low"},
+		{Username: "high", PasswordHash: hashAt(t, "pw", high), ProductKey: "p", DeviceKey: "high"},
+		{Username: "clear", Password: "pwc", ProductKey: "p", DeviceKey: "clear"},
+	}})
+	if c, _ := bcrypt.Cost(b.auth.dummy); c != high {
+		t.Fatalf("the hash checked for unknown users has cost %d, want %d", c, high)
+	}
+	w := watchCompare(b)
+	for i, tc := range []struct{ user, password string }{{"nobody", "x"}, {"clear", "wrong"}, {"high", "wrong"}} {
+		if _, err := dial3From(t, b.URL(), fmt.Sprintf("127.0.0.%d", 20+i), "c-"+suffix(), tc.user, tc.password); err == nil {
+			t.Fatalf("%s logged in with a wrong password", tc.user)
+		}
+		if c := w.lastCost(); c != high {
+			t.Errorf("a failed login as %s cost a check at cost %d, want %d", tc.user, c, high)
+		}
+	}
+	if w.calls.Load() != 3 {
+		t.Errorf("%d checks for 3 failures", w.calls.Load())
+	}
+	costly := strings.Replace(hashAt(t, "pw", bcrypt.MinCost), "$04$", "$16$", 1)
+	if _, err := newAccount(BrokerUser{Username: "slow", PasswordHash: costly}); err == nil || !strings.Contains(err.Error(), "cost 16") {
+		t.Errorf("a cost-16 hash: error %v", err)
+	}
 }

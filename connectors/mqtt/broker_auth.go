@@ -57,8 +57,13 @@ func newAccount(u BrokerUser) (*account, error) {
 	case u.PasswordHash != "" && u.Password != "":
 		return nil, fmt.Errorf("user %q: set a password hash or a password, not both", u.Username)
 	case u.PasswordHash != "":
-		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		cost, err := bcrypt.Cost([]byte(u.PasswordHash))
+		if err != nil {
 			return nil, fmt.Errorf("user %q: the password hash is not a bcrypt hash: %w", u.Username, err)
+		}
+		if cost > maxHashCost {
+			return nil, fmt.Errorf("user %q: the password hash has cost %d: checking it would take minutes, use a cost of at most %d (10 to 12 is usual)",
+				u.Username, cost, maxHashCost)
 		}
 		a.hash = []byte(u.PasswordHash)
 	case u.Password != "":
@@ -89,13 +94,16 @@ func newAccount(u BrokerUser) (*account, error) {
 	return a, nil
 }
 
-// verified reports whether password is the account's.
-func (a *account) verified(password []byte) bool {
-	if a.hash == nil {
-		d := sha256.Sum256(password)
-		return subtle.ConstantTimeCompare(d[:], a.digest[:]) == 1
-	}
-	return bcrypt.CompareHashAndPassword(a.hash, password) == nil
+// maxHashCost is the highest bcrypt cost accepted: each step doubles the
+// time of a check (cost 10 takes some 60 ms on a small core, 15 two
+// seconds).
+const maxHashCost = 15
+
+// clearVerified reports whether password is the clear password of the
+// account, which has no hash.
+func (a *account) clearVerified(password []byte) bool {
+	d := sha256.Sum256(password)
+	return subtle.ConstantTimeCompare(d[:], a.digest[:]) == 1
 }
 
 // anonymousAccess is what anonymous clients may do on a broker with users
@@ -129,8 +137,37 @@ type authHook struct {
 	// keep-alive (0: no limit).
 	maxKeepAlive uint16
 
+	// dummy is the bcrypt hash checked when a login fails without a
+	// bcrypt check of its own (an unknown user, a wrong clear password),
+	// at the highest cost of the users' hashes: a failure takes as long
+	// whether the user exists or not.
+	dummy []byte
+	// hashing admits one bcrypt check at a time, so that a flood of wrong
+	// passwords holds at most one core.
+	hashing chan struct{}
+	// backoff refuses, without checking them, the logins of addresses
+	// whose last logins failed.
+	backoff *backoffTable
+	// compare is bcrypt.CompareHashAndPassword (tests watch it).
+	compare func(hash, password []byte) error
+
 	mu       sync.Mutex
 	accepted map[[32]byte]struct{} // SHA-256 of user and password bcrypt accepted
+}
+
+// newAuthHook returns the hook admitting users, its dummy hash at the
+// highest cost of their hashes.
+func newAuthHook(stats *brokerStats, ev *eventLog, users map[string]*account, maxKeepAlive uint16) *authHook {
+	cost := bcrypt.MinCost
+	for _, a := range users {
+		if a.hash != nil {
+			c, _ := bcrypt.Cost(a.hash) // checked by newAccount
+			cost = max(cost, c)
+		}
+	}
+	return &authHook{stats: stats, ev: ev, users: users, accepted: map[[32]byte]struct{}{}, maxKeepAlive: maxKeepAlive,
+		dummy: dummyHash(cost), hashing: make(chan struct{}, 1), backoff: newBackoffTable(time.Now),
+		compare: bcrypt.CompareHashAndPassword}
 }
 
 func (h *authHook) ID() string { return "sluice-auth" }
@@ -153,48 +190,218 @@ func (h *authHook) accessOf(cl *mochi.Client) *access {
 	return nil
 }
 
-// authenticate returns the rights of the credentials, or nil.
-func (h *authHook) authenticate(user, password []byte) *access {
+// authResult is why authenticate refused credentials.
+type authResult uint8
+
+const (
+	authOK authResult = iota
+	// authBad: wrong user name or password.
+	authBad
+	// authThrottled: not checked, the address backing off after failed
+	// logins or no check free before the connection's deadline.
+	authThrottled
+)
+
+// authenticate returns the rights of the credentials presented from the
+// address from (addrKey), or why they are refused. A bcrypt check waits
+// for its turn until deadline.
+func (h *authHook) authenticate(user, password []byte, from string, deadline time.Time) (*access, authResult) {
 	if h.open {
-		return &openAccess
+		return &openAccess, authOK
 	}
 	if len(user) == 0 {
-		return h.anonymous
+		if h.anonymous == nil {
+			return nil, authBad
+		}
+		return h.anonymous, authOK
 	}
 	a := h.users[string(user)]
-	if a == nil {
-		// Spend the time of a check anyway, so that timing does not tell
-		// which user names exist.
-		_ = bcrypt.CompareHashAndPassword(dummyHash, password)
-		return nil
+	// The process's own user has a random secret no one guesses, checked
+	// at no cost: it is let through an address's back-off, so that its
+	// components always get in. Everyone else's logins from an address
+	// backing off are refused unchecked, cached or not (a hit in the
+	// cache would tell the password at network speed).
+	exempt := string(user) == engineUser
+	if !exempt && h.backoff.blocked(from) {
+		return nil, authThrottled
 	}
-	if a.hash == nil {
-		if a.verified(password) {
-			return &a.access
+	res := h.check(a, user, password, from, deadline)
+	switch res {
+	case authOK:
+		if !exempt {
+			h.backoff.succeeded(from)
 		}
-		return nil
+		return &a.access, authOK
+	case authBad:
+		h.backoff.failed(from)
 	}
-	key := sha256.Sum256(slices.Concat(user, []byte{0}, password))
-	h.mu.Lock()
-	_, ok := h.accepted[key]
-	h.mu.Unlock()
-	if ok {
-		return &a.access
-	}
-	if !a.verified(password) {
-		return nil
-	}
-	h.mu.Lock()
-	if len(h.accepted) >= maxVerified {
-		clear(h.accepted)
-	}
-	h.accepted[key] = struct{}{}
-	h.mu.Unlock()
-	return &a.access
+	return nil, res
 }
 
-// dummyHash is checked against when the user does not exist.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("sluice"), bcrypt.MinCost)
+// check checks the password of account a (nil: no such user). A failure
+// takes the time of a bcrypt check at the highest cost of the users'
+// hashes whatever the user, so that timing does not tell which names
+// exist; failures are not cached, as successes are.
+func (h *authHook) check(a *account, user, password []byte, from string, deadline time.Time) authResult {
+	var hash []byte
+	switch {
+	case a == nil:
+		hash = h.dummy
+	case a.hash == nil:
+		if a.clearVerified(password) {
+			return authOK
+		}
+		hash = h.dummy
+	default:
+		key := sha256.Sum256(slices.Concat(user, []byte{0}, password))
+		h.mu.Lock()
+		_, ok := h.accepted[key]
+		h.mu.Unlock()
+		if ok {
+			return authOK
+		}
+		ok, res := h.bcrypt(a.hash, password, from, deadline)
+		if res != authOK {
+			return res
+		}
+		if !ok {
+			return authBad
+		}
+		h.mu.Lock()
+		if len(h.accepted) >= maxVerified {
+			clear(h.accepted)
+		}
+		h.accepted[key] = struct{}{}
+		h.mu.Unlock()
+		return authOK
+	}
+	if _, res := h.bcrypt(hash, password, from, deadline); res != authOK {
+		return res
+	}
+	return authBad
+}
+
+// bcrypt compares password with hash once no other comparison runs,
+// waiting until deadline at most; it does not compare when the address
+// from began backing off meanwhile (another of its logins failed), so
+// that an address gets one check per back-off however many connections
+// it opens at once.
+func (h *authHook) bcrypt(hash, password []byte, from string, deadline time.Time) (match bool, res authResult) {
+	wait := time.NewTimer(time.Until(deadline))
+	defer wait.Stop()
+	select {
+	case h.hashing <- struct{}{}:
+	case <-wait.C:
+		return false, authThrottled
+	}
+	defer func() { <-h.hashing }()
+	if h.backoff.blocked(from) {
+		return false, authThrottled
+	}
+	return h.compare(hash, password) == nil, authOK
+}
+
+// Back-off of the addresses whose logins failed: after each failure an
+// address's logins are refused unchecked for backoffFirst, doubling up to
+// backoffMax; a success, or a quiet backoffMax past the back-off, ends
+// it. Only the address backs off, never a user name: that would let
+// anyone lock a device out.
+const (
+	backoffFirst    = time.Second
+	backoffMax      = time.Minute
+	maxBackoffAddrs = 4096
+)
+
+// backoffTable holds the back-off of at most maxBackoffAddrs addresses.
+type backoffTable struct {
+	now func() time.Time
+	mu  sync.Mutex
+	by  map[string]*backoffEntry
+}
+
+type backoffEntry struct {
+	failures int
+	until    time.Time
+}
+
+func newBackoffTable(now func() time.Time) *backoffTable {
+	return &backoffTable{now: now, by: map[string]*backoffEntry{}}
+}
+
+// blocked reports whether addr is backing off.
+func (t *backoffTable) blocked(addr string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.by[addr]
+	return e != nil && t.now().Before(e.until)
+}
+
+// failed starts or doubles addr's back-off.
+func (t *backoffTable) failed(addr string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	e := t.by[addr]
+	switch {
+	case e == nil:
+		if len(t.by) >= maxBackoffAddrs {
+			t.evict(now)
+		}
+		e = &backoffEntry{}
+		t.by[addr] = e
+	case now.After(e.until.Add(backoffMax)):
+		e.failures = 0
+	}
+	e.failures++
+	e.until = now.Add(min(backoffFirst<<min(e.failures-1, 16), backoffMax))
+}
+
+// succeeded ends addr's back-off.
+func (t *backoffTable) succeeded(addr string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.by, addr)
+}
+
+// evict forgets the addresses quiet for backoffMax past their back-off,
+// then, if the table is still over three quarters full, arbitrary ones
+// (addresses enough to fill it get no more than they would with a bigger
+// one: one check per address per back-off).
+func (t *backoffTable) evict(now time.Time) {
+	for k, e := range t.by {
+		if now.After(e.until.Add(backoffMax)) {
+			delete(t.by, k)
+		}
+	}
+	for k := range t.by {
+		if len(t.by) <= maxBackoffAddrs*3/4 {
+			break
+		}
+		delete(t.by, k)
+	}
+}
+
+// Dummy hashes by cost, made once per process.
+var (
+	dummyMu     sync.Mutex
+	dummyByCost = map[int][]byte{}
+)
+
+// dummyHash returns a bcrypt hash of a random password at cost.
+func dummyHash(cost int) []byte {
+	dummyMu.Lock()
+	defer dummyMu.Unlock()
+	if h := dummyByCost[cost]; h != nil {
+		return h
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(randomSecret()[:32]), cost)
+	if err != nil {
+		// Only an invalid cost fails, and newAccount checks costs.
+		h, _ = bcrypt.GenerateFromPassword([]byte(randomSecret()[:32]), bcrypt.DefaultCost)
+	}
+	dummyByCost[cost] = h
+	return h
+}
 
 // OnConnect admits or refuses a client; a refused client gets a CONNACK
 // saying why and is disconnected.
@@ -212,9 +419,18 @@ func (h *authHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		_ = h.srv.SendConnack(cl, ack, false, nil)
 		return code
 	}
-	a := h.authenticate(pk.Connect.Username, pk.Connect.Password)
-	if a == nil {
+	from, deadline := cl.Net.Remote, time.Now().Add(DefaultBrokerConnectTimeout)
+	conn, _ := cl.Net.Conn.(*brokerConn)
+	if conn != nil {
+		from, deadline = conn.addr, conn.deadline
+	}
+	a, res := h.authenticate(pk.Connect.Username, pk.Connect.Password, from, deadline)
+	switch res {
+	case authBad:
 		return refuse(packets.ErrBadUsernameOrPassword, &h.stats.authRefused, "mqtt broker: refused a client: bad user name or password")
+	case authThrottled:
+		return refuse(packets.ErrServerUnavailable, &h.stats.authThrottled,
+			"mqtt broker: refused a client without checking its password: its address is backing off after failed logins, or no check was free in time")
 	}
 	if h.requireCert && !a.all && !verifiedCert(cl) {
 		return refuse(packets.ErrNotAuthorized, &h.stats.authRefused, "mqtt broker: refused a client: no verified client certificate")
@@ -229,7 +445,7 @@ func (h *authHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 			"mqtt broker: refused a client: its client id belongs to a session of another user",
 			"session_user", clip(string(old.Properties.Username)))
 	}
-	if c, ok := cl.Net.Conn.(*brokerConn); ok {
+	if c := conn; c != nil {
 		// Engine users are bounded by neither limit: the process's own
 		// components must get in whatever devices hold. A takeover closes
 		// the connection it replaces.

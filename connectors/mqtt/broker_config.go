@@ -27,7 +27,7 @@ func brokerFields() []spec.Field {
 			Example:     []map[string]any{{"username": "T0001", "password_hash": "${T0001_HASH}", "product_key": "turbine", "device_key": "T0001"}},
 			Children: []spec.Field{
 				{Name: "username", Type: spec.String, Description: "User name (names starting with `$` are reserved)."},
-				{Name: "password_hash", Type: spec.String, Optional: true, Description: "bcrypt hash of the password (`htpasswd -nbB user pass`, `$2a$`/`$2b$`/`$2y$`)."},
+				{Name: "password_hash", Type: spec.String, Optional: true, Description: "bcrypt hash of the password (`htpasswd -nbB user pass`, `$2a$`/`$2b$`/`$2y$`; cost at most 15). Give every user the same cost: a failed login costs a check at the highest one."},
 				{Name: "password_env", Type: spec.String, Optional: true, Description: "Name of an environment variable holding the password.", Example: "T0001_PASSWORD"},
 				{Name: "product_key", Type: spec.String, Optional: true, Description: "Makes the user an EnOS device of this product."},
 				{Name: "device_key", Type: spec.String, Optional: true, Description: "The device's key (default: the user name, when product_key is set)."},

@@ -119,6 +119,10 @@ type BrokerStats struct {
 	// AuthRefused counts connections refused for their credentials (or a
 	// missing client certificate).
 	AuthRefused int64
+	// AuthThrottled counts connections refused without checking their
+	// password: their address was backing off after failed logins, or no
+	// password check was free before their ConnectTimeout.
+	AuthThrottled int64
 	// ACLRefused counts publications, subscriptions and will topics the
 	// ACL refused.
 	ACLRefused int64
@@ -152,7 +156,7 @@ type BrokerStats struct {
 type counter = atomic.Int64
 
 type brokerStats struct {
-	connections, pending, authRefused, aclRefused, connectionsRefused, pendingRefused, userConnectionsRefused,
+	connections, pending, authRefused, authThrottled, aclRefused, connectionsRefused, pendingRefused, userConnectionsRefused,
 	connectTimeouts, oversized, retainedRefused, takeoversRefused counter
 }
 
@@ -191,6 +195,8 @@ type brokerConn struct {
 	// tells that it is this host's (sameHost).
 	addr  string
 	local bool
+	// deadline is when the connection must have completed CONNECT.
+	deadline time.Time
 	// Guarded by table.mu.
 	state   brokerConnState
 	user    string
@@ -412,7 +418,8 @@ func (l *brokerListener) Serve(establish listeners.EstablishFn) {
 			_ = conn.Close()
 			continue
 		}
-		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
+		bc.deadline = time.Now().Add(l.connectTimeout)
+		_ = conn.SetDeadline(bc.deadline)
 		if l.tls != nil {
 			bc.tls = tls.Server(conn, l.tls)
 			bc.Conn = bc.tls

@@ -594,7 +594,8 @@ func TestBrokerRetainedLimits(t *testing.T) {
 func TestBrokerLogHasNoPassword(t *testing.T) {
 	const secret = "Sup3r-s3cret-passw0rd"
 	b, logs := startTestBroker(t, BrokerOptions{Users: []BrokerUser{{Username: "u", Password: secret, ProductKey: "p", DeviceKey: "d"}}})
-	if _, err := dial3(t, b.URL(), "bad-"+suffix(), "u", secret+"-wrong"); err == nil {
+	// From another address: the failure makes its address back off.
+	if _, err := dial3From(t, b.URL(), "127.0.0.2", "bad-"+suffix(), "u", secret+"-wrong"); err == nil {
 		t.Fatal("a wrong password was accepted")
 	}
 	mustDial3(t, b.URL(), "good-"+suffix(), "u", secret)
@@ -646,7 +647,8 @@ broker:
 	if _, err := dial3(t, url, "anon-"+suffix(), "", ""); err == nil {
 		t.Fatal("an anonymous client connected")
 	}
-	if _, err := dial3(t, url, "guess-"+suffix(), engineUser, "guess"); err == nil {
+	// From another address: the failure makes its address back off.
+	if _, err := dial3From(t, url, "127.0.0.2", "guess-"+suffix(), engineUser, "guess"); err == nil {
 		t.Fatal("a client connected as the engine")
 	}
 	dev := mustDial3(t, url, "T1-"+suffix(), "T1", "pw-T1")

@@ -24,9 +24,11 @@ const maxDefaultDepth = 8
 //
 // Values that are secrets are registered with redact, so that logs and
 // errors mask them: the value of a variable whose name names a secret
-// (PASS, TOKEN, SECRET, KEY: see redact.SecretName) and the value of a
-// field whose name does (password, token, ...), whether written out or
-// interpolated.
+// (PASS, TOKEN, SECRET, a word ending in KEY: see redact.SecretName), the
+// value of a field whose name does (password, token, ...), whether written
+// out or interpolated, and the password of every URL of every scalar
+// (scheme://user:PASSWORD@host), with its beginnings up to where a URL
+// parser would cut it.
 func Interpolate(file string, n *yaml.Node, env LookupEnv) spec.Errors {
 	return interpolate(file, n, env, false)
 }
@@ -51,6 +53,11 @@ func interpolate(file string, n *yaml.Node, env LookupEnv, secret bool) spec.Err
 		}
 		if secret {
 			redact.Register(n.Value)
+		}
+		if strings.Contains(n.Value, "://") {
+			// A URL's password, also where a library would cut it
+			// short (see redact.RegisterURLPasswords).
+			redact.RegisterURLPasswords(n.Value)
 		}
 		return errs
 	}

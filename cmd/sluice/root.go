@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -87,6 +88,12 @@ Start with:
 }
 
 func execute(args []string, stdout, stderr io.Writer) int {
+	// The values of secret-named environment variables and the passwords
+	// of URLs in the environment are masked from the start, whether or
+	// not a pipeline refers to them: a file source reading
+	// /proc/self/environ or a library printing a variable must not show
+	// them.
+	redact.RegisterEnv(os.Environ())
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := newRoot(g)
 	root.SetArgs(args)

@@ -28,6 +28,9 @@ func closedPort(t *testing.T) string {
 func TestNoSecretInLogsOrErrors(t *testing.T) {
 	port := closedPort(t)
 	t.Setenv("SLUICE_TEST_TOKEN", "Env-Token-Pass-6")
+	t.Setenv("SLUICE_TEST_BAD_URL", "nats://bob:Env#Pass16@127.0.0.1:4222")
+	t.Setenv("SLUICE_TEST_MYKEY", "Sup3rS3cretK")
+	t.Setenv("SLUICE_TEST_DB_PASS", "Env-Db-Pass-17")
 	t.Setenv("SLUICE_TEST_URL", "nats://bob:Env-Url-Pass-7@127.0.0.1:"+port)
 	src := "sources: {s: {type: sim, turbines: 2, rows: 3, resume: false}}\n"
 	fwd := "forward: {drain_timeout: 300ms, retry_min: 20ms, retry_max: 50ms}"
@@ -42,9 +45,19 @@ func TestNoSecretInLogsOrErrors(t *testing.T) {
 		{"http bad scheme", "validate", src + "sinks: {c: {type: http, input: s, url: \"gopher://u:Http-Pass-4@host/x?token=Query-Pass-5\"}}\n", 1},
 		{"wrong type from a secret variable", "validate", "sources: {s: {type: sim, turbines: \"${SLUICE_TEST_TOKEN}\"}}\nsinks: {o: {type: stdout, input: s}}\n", 1},
 		{"redis bad db", "run", src + "sinks: {c: {type: redis, input: s, stream: x, url: \"redis://:Redis-Pass-8@127.0.0.1:" + port + "/notadb\"}}\n", 1},
+		{"amqp password with #", "run", src + "sinks: {c: {type: amqp, input: s, queue: q, url: 'amqp://bob:Hunter#22a@127.0.0.1:5672/'}}\n", 1},
+		{"nats password with /", "validate", src + "sinks: {c: {type: nats, input: s, subject: t.x, url: 'nats://bob:Nats/Pass10@127.0.0.1:4222'}}\n", 1},
+		{"redis password with ?", "validate", src + "sinks: {c: {type: redis, input: s, stream: x, url: 'redis://:Redis?Pass11@127.0.0.1:6379/0'}}\n", 1},
+		{"http password with space", "validate", src + "sinks: {c: {type: http, input: s, url: 'https://bob:Http Pass12@h/x'}}\n", 1},
+		{"amqp password with quote over tls", "validate", src + "sinks: {c: {type: amqp, input: s, queue: q, url: \"amqp://bob:pa'ss13x@127.0.0.1/\", tls: {enabled: true}}}\n", 1},
+		{"url variable with #", "validate", src + "sinks: {c: {type: nats, input: s, subject: t.x, url: \"${SLUICE_TEST_BAD_URL}\"}}\n", 1},
+		{"dsn password with spaces around =", "run", src + "sinks: {c: {type: postgres, input: s, table: t, dsn: 'host=127.0.0.1 user=bob password = Pg-Pass-14 sslmode=bogus'}}\n", 1},
+		{"mqtt password with #", "validate", "sources: {m: {type: mqtt, urls: ['tcp://bob:Mqtt#Pass15@127.0.0.1:1883'], topics: [a/b], schema: {time: time, key: asset, fields: {p: float64}}}}\nsinks: {o: {type: stdout, input: m}}\n", 1},
+		{"secret variable in a field that prints its value", "validate", src + "sinks: {c: {type: nats, input: s, subject: t.x, encoding: \"${SLUICE_TEST_MYKEY}\"}}\n", 1},
+		{"secret variable not referenced", "validate", src + "sinks: {c: {type: nats, input: s, subject: t.x, encoding: Env-Db-Pass-17}}\n", 1},
 		{"postgres dsn", "run", src + "sinks: {c: {type: postgres, input: s, table: t, dsn: \"host=127.0.0.1 port=" + port + " user=u password=Pg-Pass-9 dbname=x connect_timeout=x\"}}\n", 1},
 	}
-	secrets := []string{"Nats-Pass-1", "Amqp-Pass-2", "Nats-Pass-3", "Http-Pass-4", "Query-Pass-5", "Env-Token-Pass-6", "Env-Url-Pass-7", "Redis-Pass-8", "Pg-Pass-9"}
+	secrets := []string{"Hunter", "22a@", "Nats/Pass10", "Pass10", "Redis?Pass11", "Http Pass12", "Pass12", "pa'ss13x", "ss13x", "Env#Pass16", "Pg-Pass-14", "Mqtt#Pass15", "Pass15", "Sup3rS3cretK", "Env-Db-Pass-17", "Nats-Pass-1", "Amqp-Pass-2", "Nats-Pass-3", "Http-Pass-4", "Query-Pass-5", "Env-Token-Pass-6", "Env-Url-Pass-7", "Redis-Pass-8", "Pg-Pass-9"}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()

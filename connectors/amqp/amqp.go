@@ -111,6 +111,11 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	if err := outbound.Require(cfg, "url"); err != nil {
 		return nil, err
 	}
+	// Parsed first by the check every connector shares: a port must be
+	// in 1..65535, and an error never quotes a password.
+	if _, err := redact.ParseURL(c.URL); err != nil {
+		return nil, cfg.Errorf("url", "%v", err)
+	}
 	uri, err := amqp.ParseURI(c.URL)
 	if err != nil {
 		return nil, cfg.Errorf("url", "%v", redact.Error(err))
@@ -139,7 +144,7 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 	if tlsc != nil && uri.Scheme != "amqps" {
 		// The client speaks TLS only to amqps:// URLs: it would
 		// connect in plaintext.
-		return nil, cfg.Errorf("tls", "tls.enabled needs an amqps:// URL (the client would connect to %s in plaintext)", redact.String(c.URL))
+		return nil, cfg.Errorf("tls", "tls.enabled needs an amqps:// URL (the client would connect to %s in plaintext)", redact.URL(c.URL))
 	}
 	c.AMQP = amqp.Config{
 		Heartbeat:       10 * time.Second,

@@ -21,7 +21,6 @@ package kafka
 import (
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -90,8 +89,8 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 		return nil, cfg.Errorf("brokers", "brokers must list at least one host:port")
 	}
 	for _, b := range brokers {
-		if _, port, err := net.SplitHostPort(b); err != nil || port == "" || strings.Trim(port, "0123456789") != "" {
-			return nil, cfg.Errorf("brokers", "broker %q is not host:port", redact.String(b))
+		if err := redact.CheckHostPort(b); err != nil {
+			return nil, cfg.Errorf("brokers", "broker %v", err)
 		}
 	}
 	if err := outbound.Require(cfg, "topic"); err != nil {

@@ -111,21 +111,17 @@ func parseBrokerURL(s string) (*url.URL, error) {
 	if !strings.Contains(s, "://") {
 		s = "tcp://" + s
 	}
-	u, err := url.Parse(s)
+	u, err := redact.ParseURL(s)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // its text repeats the URL, password included
-		}
-		return nil, fmt.Errorf("mqtt: bad broker url %q: %v", redact.String(s), err)
+		return nil, fmt.Errorf("mqtt: bad broker %w", err)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "tcp", "mqtt", "tls", "ssl", "mqtts":
 	default:
-		return nil, fmt.Errorf("mqtt: broker url %q: scheme %q is not tcp, mqtt, tls, ssl or mqtts", redact.String(s), u.Scheme)
+		return nil, fmt.Errorf("mqtt: broker url %q: scheme %q is not tcp, mqtt, tls, ssl or mqtts", redact.URL(s), u.Scheme)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("mqtt: broker url %q has no host", redact.String(s))
+		return nil, fmt.Errorf("mqtt: broker url %q has no host", redact.URL(s))
 	}
 	if u.Port() == "" {
 		port := "1883"

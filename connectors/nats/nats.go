@@ -19,7 +19,6 @@ package nats
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -182,7 +181,7 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 // CheckURLs parses the server URLs (comma-separated, as the client takes
 // them) the way the client will when it connects, so that a URL it would
 // refuse is a configuration error: nats://, tls://, ws:// or wss://, a host
-// and a numeric port. A URL without a scheme is a nats:// URL. Passwords
+// and a port in 1..65535 (see redact.ParseURL). A URL without a scheme is a nats:// URL. Passwords
 // are masked in the error.
 func CheckURLs(s string) error {
 	for _, raw := range strings.Split(s, ",") {
@@ -194,21 +193,17 @@ func CheckURLs(s string) error {
 		if !strings.Contains(full, "://") {
 			full = "nats://" + full
 		}
-		u, err := url.Parse(full)
+		u, err := redact.ParseURL(full)
 		if err != nil {
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err
-			}
-			return fmt.Errorf("server URL %s: %w", redact.String(raw), err)
+			return err
 		}
 		switch u.Scheme {
 		case "nats", "tls", "ws", "wss":
 		default:
-			return fmt.Errorf("server URL %s: scheme %q is not one of nats, tls, ws, wss", redact.String(raw), u.Scheme)
+			return fmt.Errorf("server URL %s: scheme %q is not one of nats, tls, ws, wss", redact.URL(raw), u.Scheme)
 		}
 		if u.Hostname() == "" {
-			return fmt.Errorf("server URL %s has no host", redact.String(raw))
+			return fmt.Errorf("server URL %s has no host", redact.URL(raw))
 		}
 	}
 	return nil

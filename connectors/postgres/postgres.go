@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,8 +90,17 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 		return nil, cfg.Errorf("encoding", "%v", err)
 	}
 	// Parsed here as the driver parses it when it connects: a bad
-	// connection string is a configuration error, for validate too.
-	if _, err := pgx.ParseConfig(cfg.String("dsn")); err != nil {
+	// connection string is a configuration error, for validate too. A
+	// URL is first checked as every connector checks one
+	// (redact.ParseURL): the driver's error would quote url.Parse's,
+	// which holds the password cut short.
+	dsn := cfg.String("dsn")
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if _, err := redact.ParseURL(dsn); err != nil {
+			return nil, cfg.Errorf("dsn", "%v", err)
+		}
+	}
+	if _, err := pgx.ParseConfig(dsn); err != nil {
 		return nil, cfg.Errorf("dsn", "%v", redact.Error(err))
 	}
 	db, err := sql.Open("pgx", cfg.String("dsn"))

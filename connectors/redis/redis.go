@@ -62,12 +62,16 @@ var Spec = spec.Spec{
 
 func init() { outbound.RegisterPublisher(Spec, New) }
 
-// ParseURL parses a server URL as the client does when it connects, with
-// the password masked in the error.
+// ParseURL parses a server URL as the client does when it connects, after
+// the check every connector shares (redact.ParseURL: a port in 1..65535,
+// no password in the error).
 func ParseURL(s string) (*goredis.Options, error) {
+	if _, err := redact.ParseURL(s); err != nil {
+		return nil, err
+	}
 	opts, err := goredis.ParseURL(s)
 	if err != nil {
-		return nil, fmt.Errorf("url %s: %w", redact.String(s), redact.Error(err))
+		return nil, fmt.Errorf("url %s: %w", redact.URL(s), redact.Error(err))
 	}
 	return opts, nil
 }

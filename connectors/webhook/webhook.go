@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,9 +69,12 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 		return nil, err
 	}
 	target := cfg.String("url")
-	u, err := url.Parse(target)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, cfg.Errorf("url", "url %s must be an absolute http or https URL", redact.String(target))
+	u, err := redact.ParseURL(target)
+	if err != nil {
+		return nil, cfg.Errorf("url", "%v", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, cfg.Errorf("url", "url %s must be an absolute http or https URL", redact.URL(target))
 	}
 	if err := outbound.Positive(cfg, "timeout"); err != nil {
 		return nil, err
@@ -87,7 +89,7 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 		return nil, err
 	}
 	if tlsc != nil && u.Scheme != "https" {
-		return nil, cfg.Errorf("tls", "tls.enabled needs an https:// URL (the request to %s would go in plaintext)", redact.String(target))
+		return nil, cfg.Errorf("tls", "tls.enabled needs an https:// URL (the request to %s would go in plaintext)", redact.URL(target))
 	}
 	if bc.DryRun {
 		// Checked; nothing is connected.

@@ -110,6 +110,8 @@ func BenchmarkString(b *testing.B) {
 	for _, c := range []struct{ name, in string }{
 		{"plain", "forward: publish failed, retrying in 1.6s (attempt 4)"},
 		{"url", "nats: not connected to nats://user:pass@hub-1:4222 (status RECONNECTING): nats: timeout"},
+		{"unencoded", `connect to "amqp://bob:Hunter#22@mq.example.com:5672/telemetry" failed: connection refused`},
+		{"dsn", "host=db user=app password = s3cr3t dbname=test sslmode=disable"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -213,3 +215,4 @@ func TestRegisterEnv(t *testing.T) {
 		}
 	}
 }
+

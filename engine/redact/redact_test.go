@@ -215,4 +215,3 @@ func TestRegisterEnv(t *testing.T) {
 		}
 	}
 }
-

@@ -72,7 +72,7 @@ var Spec = spec.Spec{
 		{Name: "password", Type: spec.String, Optional: true, Description: "Password of user."},
 		{Name: "token", Type: spec.String, Optional: true, Description: "Authentication token."},
 		{Name: "credentials_file", Type: spec.String, Optional: true,
-			Description: "NATS credentials file (JWT and NKey seed); relative to the pipeline file."},
+			Description: "NATS credentials file (JWT and NKey seed); relative to the pipeline file. It is read (a regular file of at most 1 MiB) and checked when the pipeline is built, by `sluice validate` too."},
 		outbound.TLSField(),
 	}, outbound.EncodingFields(outbound.JSONBatch)...),
 	Example: `sinks:
@@ -158,7 +158,11 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 		if bc.Dir != "" && !filepath.IsAbs(f) {
 			f = filepath.Join(bc.Dir, f)
 		}
-		c.Options = append(c.Options, natsgo.UserCredentials(f))
+		opt, err := credentials(f)
+		if err != nil {
+			return nil, cfg.Errorf("credentials_file", "credentials_file: %v", err)
+		}
+		c.Options = append(c.Options, opt)
 	}
 	tlsc, err := outbound.TLSConfig(cfg, bc)
 	if err != nil {
@@ -176,6 +180,30 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 		return nil, cfg.Errorf("url", "%v", redact.Error(err))
 	}
 	return outbound.New(cfg, p, c.Subject, Permanent)
+}
+
+// credentials reads a NATS credentials file (a user JWT and its NKey seed,
+// as nsc writes them) of at most outbound.MaxSecretFileBytes and checks it
+// with the client's own parsers: the JWT must be there and the seed must
+// sign. The option it returns holds the bytes read, so that a validation
+// and a run check the same file and connecting never reads it again.
+func credentials(path string) (natsgo.Option, error) {
+	data, err := spec.ReadConfigFile(path, outbound.MaxSecretFileBytes)
+	if err != nil {
+		return nil, err
+	}
+	opt := natsgo.UserCredentialBytes(data)
+	var o natsgo.Options
+	if err := opt(&o); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if jwt, err := o.UserJWT(); err != nil || strings.TrimSpace(jwt) == "" {
+		return nil, fmt.Errorf("%s holds no user JWT", path)
+	}
+	if _, err := o.SignatureCB([]byte("check")); err != nil {
+		return nil, fmt.Errorf("%s holds no usable user seed: %w", path, err)
+	}
+	return opt, nil
 }
 
 // CheckURLs parses the server URLs (comma-separated, as the client takes

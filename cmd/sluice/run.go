@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -170,12 +171,18 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 	return nil
 }
 
+// guardCounters are the counters the pipeline's event_time guard adds to
+// a source's counters: rows the source produced that the guard refused.
+var guardCounters = []string{"future_time_rows", "past_time_rows", "out_of_range_rows"}
+
 // reportUnusable tells, at the end of a run, about the sources that
-// rejected input (counters named bad_*, such as bad_lines). A source that
-// produced no row at all while rejecting some input is an ERROR and makes
-// the run fail (exit 1): the run consumed its input and did nothing with it,
-// which a script must not take for success. A source that rejected only
-// part of its input is a WARN: the run did its work on the rest.
+// rejected input: counters named bad_*, such as bad_lines (input the source
+// could not read), and the rows the pipeline's event_time guard refused
+// (guardCounters). A source none of whose rows went on into the pipeline
+// while some input was rejected is an ERROR and makes the run fail (exit 1):
+// the run consumed its input and did nothing with it, which a script must
+// not take for success. A source that rejected only part of its input is a
+// WARN: the run did its work on the rest.
 func reportUnusable(log *slog.Logger, ps []*pipelines.Pipeline) error {
 	var failed []string
 	for _, p := range ps {
@@ -184,21 +191,35 @@ func reportUnusable(log *slog.Logger, ps []*pipelines.Pipeline) error {
 				continue
 			}
 			snap := b.Counters.Snapshot()
-			var bad int64
+			var bad, refused int64
 			attrs := []any{"pipeline", p.Def.Name, "source", b.Def.Name, "type", b.Def.Type}
 			for _, name := range b.Counters.Names() {
-				if strings.HasPrefix(name, "bad_") && snap[name] > 0 {
-					bad += snap[name]
-					attrs = append(attrs, name, snap[name])
+				if snap[name] <= 0 {
+					continue
 				}
+				switch {
+				case strings.HasPrefix(name, "bad_"):
+					bad += snap[name]
+				case slices.Contains(guardCounters, name):
+					refused += snap[name]
+				default:
+					continue
+				}
+				attrs = append(attrs, name, snap[name])
 			}
-			if bad == 0 {
+			if bad == 0 && refused == 0 {
 				continue
 			}
+			// rows_out counts what the source produced, the rows the guard
+			// refused included.
 			rows := b.Counters.Counter("rows_out").Load()
+			passed := max(0, rows-refused)
 			attrs = append(attrs, "rows_out", rows)
-			if rows == 0 {
-				log.Error("every input the source read was rejected: nothing was processed (the log above says why; for example numbers written as strings)", attrs...)
+			if refused > 0 {
+				attrs = append(attrs, "rows_passed", passed)
+			}
+			if passed == 0 {
+				log.Error("every input the source read was rejected: nothing was processed (the log above says why; for example numbers written as strings, or event times out of the event_time bounds)", attrs...)
 				failed = append(failed, fmt.Sprintf("%s/%s", p.Def.Name, b.Def.Name))
 				continue
 			}

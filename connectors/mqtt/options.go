@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -148,11 +148,13 @@ type TLSFiles struct {
 	InsecureSkipVerify bool
 }
 
-// Config loads the files into a tls.Config.
+// Config loads the files into a tls.Config. Each is read with
+// spec.ReadConfigFile: a regular file of at most
+// outbound.MaxSecretFileBytes.
 func (f TLSFiles) Config() (*tls.Config, error) {
 	c := &tls.Config{ServerName: f.ServerName, InsecureSkipVerify: f.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
 	if f.CA != "" {
-		pem, err := os.ReadFile(f.CA)
+		pem, err := spec.ReadConfigFile(f.CA, outbound.MaxSecretFileBytes)
 		if err != nil {
 			return nil, fmt.Errorf("tls ca: %w", err)
 		}
@@ -166,7 +168,15 @@ func (f TLSFiles) Config() (*tls.Config, error) {
 		return nil, errors.New("tls: set both cert and key, or neither")
 	}
 	if f.Cert != "" {
-		pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		cert, err := spec.ReadConfigFile(f.Cert, outbound.MaxSecretFileBytes)
+		if err != nil {
+			return nil, fmt.Errorf("tls cert: %w", err)
+		}
+		key, err := spec.ReadConfigFile(f.Key, outbound.MaxSecretFileBytes)
+		if err != nil {
+			return nil, fmt.Errorf("tls key: %w", err)
+		}
+		pair, err := tls.X509KeyPair(cert, key)
 		if err != nil {
 			return nil, fmt.Errorf("tls cert/key: %w", err)
 		}
@@ -194,7 +204,7 @@ func connFields() []spec.Field {
 		{Name: "username", Type: spec.String, Optional: true, Description: "User name.", Example: "${MQTT_USER}"},
 		{Name: "password", Type: spec.String, Optional: true, Description: "Password.", Example: "${MQTT_PASSWORD}"},
 		{Name: "tls", Type: spec.Object, Optional: true,
-			Description: "TLS settings for `tls://` URLs. Paths are relative to the pipeline file.",
+			Description: "TLS settings for `tls://` URLs. Paths are relative to the pipeline file; each file must be a regular file of at most 1 MiB.",
 			Example:     map[string]any{"ca": "certs/ca.pem", "cert": "certs/edge.pem", "key": "certs/edge.key"},
 			Children: []spec.Field{
 				{Name: "ca", Type: spec.String, Optional: true, Description: "PEM file of the authorities that sign the broker's certificate (default: system roots)."},

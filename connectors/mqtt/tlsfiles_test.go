@@ -1,0 +1,68 @@
+package mqtt
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine/outbound"
+)
+
+// TestTLSFilesBounded: the CA, certificate and key files of a client's tls
+// field are read bounded (outbound.MaxSecretFileBytes) and must be regular
+// files: a device, a named pipe or a huge file is refused at once.
+func TestTLSFilesBounded(t *testing.T) {
+	_, ca := selfSigned(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.pem")
+	if err := os.WriteFile(big, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, outbound.MaxSecretFileBytes+1); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name  string
+		files TLSFiles
+		want  string
+	}{
+		{"valid ca", TLSFiles{CA: ca}, ""},
+		{"ca device", TLSFiles{CA: "/dev/zero"}, "tls ca: read /dev/zero: not a regular file (a character device)"},
+		{"ca fifo", TLSFiles{CA: fifo}, "not a regular file (a named pipe)"},
+		{"ca too large", TLSFiles{CA: big}, "larger than the 1 MiB limit"},
+		{"cert fifo", TLSFiles{Cert: fifo, Key: ca}, "tls cert: read " + fifo + ": not a regular file (a named pipe)"},
+		{"key device", TLSFiles{Cert: ca, Key: "/dev/zero"}, "tls key: read /dev/zero: not a regular file (a character device)"},
+		{"key too large", TLSFiles{Cert: ca, Key: big}, "larger than the 1 MiB limit"},
+		{"key of a certificate", TLSFiles{Cert: ca, Key: ca}, "tls cert/key:"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				_, err := tt.files.Config()
+				done <- err
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Config blocks") // the goroutine leaks: the test fails anyway
+			}
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -21,7 +21,7 @@ func ParseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		if strings.IndexByte(raw, '@') >= 0 {
-			return nil, fmt.Errorf("url %q: cannot be parsed; a password holding / ? # @ or spaces must be percent-encoded (%%2F %%3F %%23 %%40 %%20)", maskValue(raw))
+			return nil, fmt.Errorf("url %q: cannot be parsed; a password holding / ? # @ or spaces must be percent-encoded (%%2F %%3F %%23 %%40 %%20)", URL(raw))
 		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -31,10 +31,10 @@ func ParseURL(raw string) (*url.URL, error) {
 	}
 	if p := u.Port(); p != "" {
 		if err := checkPort(p); err != nil {
-			return nil, fmt.Errorf("url %q: %w", maskValue(raw), err)
+			return nil, fmt.Errorf("url %q: %w", URL(raw), err)
 		}
 	} else if strings.HasSuffix(u.Host, ":") {
-		return nil, fmt.Errorf("url %q: empty port", String(raw))
+		return nil, fmt.Errorf("url %q: empty port", URL(raw))
 	}
 	return u, nil
 }
@@ -55,9 +55,11 @@ func CheckHostPort(addr string) error {
 	return nil
 }
 
-// maskValue is String for a value that is one URL (or a comma-separated
-// list of URLs): its user information may hold white space or quotes.
-func maskValue(raw string) string {
+// URL is String for a value that is one URL (or a comma-separated list
+// of URLs), such as a configuration field: its user information, which
+// may hold white space and quotes, runs to the last '@' before the next
+// URL.
+func URL(raw string) string {
 	return String(userinfo(raw, valueToken))
 }
 

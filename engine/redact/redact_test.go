@@ -163,7 +163,7 @@ func TestParseURL(t *testing.T) {
 		{"amqp://bob:Hunter#22@h:5672/", `url "amqp://bob:xxxxx@h:5672/": cannot be parsed; a password holding / ? # @ or spaces must be percent-encoded`, "Hunter"},
 		{"nats://bob:Hun ter@h:4222", `url "nats://bob:xxxxx@h:4222": cannot be parsed`, "Hun"},
 		{"http://h:xx/", `url "http://h:xx/": invalid port ":xx" after host`, ""},
-		{"http://u:Pw 5678@h:/", `url "http://u:xxxxx@h:/": empty port`, "5678"},
+		{"http://u:Pw-5678@h:/", `url "http://u:xxxxx@h:/": empty port`, "Pw-5678"},
 		{"http://h:99999/", `url "http://h:99999/": port 99999 is not in 1..65535`, ""},
 		{"http://u:Pw-1234@h:0/", `url "http://u:xxxxx@h:0/": port 0 is not in 1..65535`, "Pw-1234"},
 		{"amqp://u:p@[::1", `url "amqp://u:xxxxx@[::1": cannot be parsed`, ""},

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
 
+	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/spec"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -36,13 +39,14 @@ func metricsListenAddr(addr string) string {
 	return addr
 }
 
-// metricsToken reads the bearer token from tokenFile, or from
-// SLUICE_METRICS_TOKEN; empty means none.
+// metricsToken reads the bearer token from tokenFile (a regular file of at
+// most outbound.MaxSecretFileBytes), or from SLUICE_METRICS_TOKEN; empty
+// means none.
 func metricsToken(tokenFile string) (string, error) {
 	if tokenFile == "" {
 		return strings.TrimSpace(os.Getenv(metricsTokenEnv)), nil
 	}
-	data, err := os.ReadFile(tokenFile)
+	data, err := spec.ReadConfigFile(tokenFile, outbound.MaxSecretFileBytes)
 	if err != nil {
 		return "", fmt.Errorf("--metrics-token-file: %w", err)
 	}
@@ -51,6 +55,19 @@ func metricsToken(tokenFile string) (string, error) {
 		return "", fmt.Errorf("--metrics-token-file: %s is empty", tokenFile)
 	}
 	return tok, nil
+}
+
+// checkListenAddr checks that addr is host:port with a port number a TCP
+// listener takes (0 to 65535; 0 picks one).
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("%q: the port must be a number from 0 to 65535", addr)
+	}
+	return nil
 }
 
 // serveMetrics serves the pipelines' metrics, plus Go runtime and process

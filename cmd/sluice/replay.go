@@ -62,9 +62,13 @@ listed and make replay exit 1.`,
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
+			if err := checkProgress(progress); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			// The command line is right; a missing input is a failure.
 			files, err := expandFiles(args)
 			if err != nil {
-				return &exitError{code: exitUsage, err: err}
+				return &exitError{code: exitFailed, err: err}
 			}
 			pub, err := buildPublisher(sinkConfig, sinkName, typ, sets)
 			if err != nil {

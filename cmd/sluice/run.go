@@ -40,6 +40,29 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.fromStart, "from-start", false, "make resumable sources (file, sim) forget how far earlier runs read and read their input from its start")
 }
 
+// check refuses flag values that are not what the flags take: a bad
+// command line.
+func (f *runFlags) check() error {
+	if err := checkProgress(f.progress); err != nil {
+		return err
+	}
+	if f.metricsAddr != "" {
+		if err := checkListenAddr(metricsListenAddr(f.metricsAddr)); err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkProgress checks the value of a --progress flag.
+func checkProgress(mode string) error {
+	switch mode {
+	case "auto", "always", "never":
+		return nil
+	}
+	return fmt.Errorf("--progress: %q is not one of auto, always, never", mode)
+}
+
 func newRunCmd(g *globals) *cobra.Command {
 	var flags runFlags
 	cmd := &cobra.Command{
@@ -66,6 +89,9 @@ or the configuration is invalid, 64 a bad command line, 130 a second signal
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
+			if err := flags.check(); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
 			defs, errs := pipelines.Load(args, os.LookupEnv)
 			if len(errs) > 0 {
 				return &exitError{code: exitFailed, err: errs}
@@ -82,6 +108,9 @@ or the configuration is invalid, 64 a bad command line, 130 a second signal
 type driver func(ctx context.Context, ps []*pipelines.Pipeline, stop func()) error
 
 func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, flags runFlags, drive driver) error {
+	if err := flags.check(); err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
 	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge, FromStart: flags.fromStart})
 	if len(errs) > 0 {
 		return &exitError{code: exitFailed, err: errs}

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/connectors/devsim"
 )
 
@@ -46,9 +49,14 @@ Examples:
 				replay.KeyColumn = keyColumn
 				cfg.Replay = &replay
 			}
+			if err := checkSimFlags(cfg, keyColumn); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			// The flags are right: what still fails (an unreadable --replay
+			// file) is a failure, not a bad command line.
 			sim, err := devsim.New(cfg)
 			if err != nil {
-				return &exitError{code: exitUsage, err: err}
+				return &exitError{code: exitFailed, err: err}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -103,4 +111,46 @@ Examples:
 	f.BoolVar(&replay.Loop, "loop", false, "with --replay: start over at the end of the file")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
+}
+
+// maxSimDevices bounds --devices: each device holds its own state.
+const maxSimDevices = 1_000_000
+
+// checkSimFlags refuses the flag values of sim that are out of their
+// range (rather than letting them fall back to defaults).
+func checkSimFlags(cfg devsim.Config, keyColumn string) error {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch {
+	case cfg.Devices < 1 || cfg.Devices > maxSimDevices:
+		return fmt.Errorf("--devices: must be between 1 and %d, not %d", maxSimDevices, cfg.Devices)
+	case cfg.Points < 1 || cfg.Points > 64:
+		return fmt.Errorf("--points: must be between 1 and 64, not %d", cfg.Points)
+	case cfg.Connections < 1:
+		return fmt.Errorf("--connections: must be at least 1, not %d", cfg.Connections)
+	case cfg.QoS != 0 && cfg.QoS != 1:
+		return fmt.Errorf("--qos: must be 0 or 1, not %d", cfg.QoS)
+	case cfg.Rate < 0 || !finite(cfg.Rate):
+		return fmt.Errorf("--rate: must be 0 or more, not %v", cfg.Rate)
+	case cfg.Payloads < 0:
+		return fmt.Errorf("--payloads: must not be negative, not %d", cfg.Payloads)
+	case cfg.Duration < 0:
+		return fmt.Errorf("--duration: must not be negative, not %v", cfg.Duration)
+	case cfg.Interval < time.Millisecond:
+		return fmt.Errorf("--interval: must be at least 1ms, not %v", cfg.Interval)
+	case cfg.Faults < 0 || !finite(cfg.Faults):
+		return fmt.Errorf("--faults: must be 0 or more, not %v", cfg.Faults)
+	case !(cfg.Resume >= 0 && cfg.Resume <= 1): // NaN fails too
+		return fmt.Errorf("--resume: must be a fraction between 0 and 1, not %v", cfg.Resume)
+	case !(cfg.Bad >= 0 && cfg.Bad <= 1):
+		return fmt.Errorf("--bad: must be a fraction between 0 and 1, not %v", cfg.Bad)
+	}
+	if r := cfg.Replay; r != nil && (keyColumn == "") == (r.DeviceKey == "") {
+		return errors.New("--replay: set one of --key-column and --device-key")
+	}
+	if r := cfg.Replay; r != nil {
+		if _, err := codec.ParseTimeFormat(r.TimeLayout, r.TimeZone); err != nil {
+			return fmt.Errorf("--time-layout: %w", err)
+		}
+	}
+	return nil
 }

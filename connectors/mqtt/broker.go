@@ -49,6 +49,7 @@ type BrokerOptions struct {
 // wildcards, shared subscriptions and persistent sessions kept in memory.
 type Broker struct {
 	srv    *mochi.Server
+	ln     *brokerListener
 	addr   string
 	url    string
 	stats  *brokerStats
@@ -120,6 +121,8 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 	auth.srv = srv
 	retain := &retainHook{srv: srv, stats: stats, ev: ev, maxCount: int64(lim.MaxRetained), maxBytes: lim.MaxRetainedBytes,
 		sizes: map[string]int64{}}
+	bl := &brokerListener{ln: ln, tls: opts.TLS, table: newConnTable(lim, stats), connectTimeout: lim.ConnectTimeout,
+		stats: stats, ev: ev}
 	err = srv.AddHook(auth, nil)
 	if err == nil {
 		err = srv.AddHook(&deliveryHook{srv: srv, limit: 5 * time.Second}, nil)
@@ -128,8 +131,7 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 		err = srv.AddHook(retain, nil)
 	}
 	if err == nil {
-		err = srv.AddListener(&brokerListener{ln: ln, tls: opts.TLS, table: newConnTable(lim, stats),
-			connectTimeout: lim.ConnectTimeout, stats: stats, ev: ev})
+		err = srv.AddListener(bl)
 	}
 	if err == nil {
 		err = srv.Serve()
@@ -147,7 +149,7 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 		log.Warn("mqtt broker: anonymous clients allowed: they may read every message and publish every topic but commands",
 			"listen", addr)
 	}
-	return &Broker{srv: srv, addr: addr, url: scheme + addr, stats: stats, auth: auth, retain: retain, log: log}, nil
+	return &Broker{srv: srv, addr: addr, url: scheme + addr, stats: stats, auth: auth, ln: bl, retain: retain, log: log}, nil
 }
 
 // loopback reports whether the listen address binds loopback only.
@@ -200,6 +202,7 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	b.ln.closePending()
 	err := b.srv.Close()
 	s := b.Stats()
 	b.log.Info("mqtt broker: stopped", "addr", b.addr, "auth_refused", s.AuthRefused, "auth_throttled", s.AuthThrottled, "acl_refused", s.ACLRefused,

@@ -197,6 +197,8 @@ type brokerConn struct {
 	local bool
 	// deadline is when the connection must have completed CONNECT.
 	deadline time.Time
+	// ended is closed once the broker is done with the connection.
+	ended chan struct{}
 	// Guarded by table.mu.
 	state   brokerConnState
 	user    string
@@ -231,6 +233,7 @@ type connTable struct {
 	// maxPending, so that other hosts cannot keep the process's own out.
 	pending [2]int
 	byAddr  map[string]int // pending connections per remote address, other hosts only
+	waiting map[*brokerConn]struct{}
 	bounded int            // connected clients counting against maxConns
 	byUser  map[string]int // connections per user held to maxPerUser
 }
@@ -238,7 +241,7 @@ type connTable struct {
 func newConnTable(lim BrokerLimits, stats *brokerStats) *connTable {
 	return &connTable{maxConns: lim.MaxConnections, maxPending: lim.MaxPendingConnections,
 		maxPendingPerIP: lim.MaxPendingPerIP, maxPerUser: lim.MaxConnectionsPerUser, stats: stats,
-		byAddr: map[string]int{}, byUser: map[string]int{}}
+		byAddr: map[string]int{}, byUser: map[string]int{}, waiting: map[*brokerConn]struct{}{}}
 }
 
 // accept counts a new connection as pending, or returns the limit that
@@ -257,6 +260,7 @@ func (t *connTable) accept(c *brokerConn) (refusal string) {
 		t.byAddr[c.addr]++
 	}
 	c.state = connPending
+	t.waiting[c] = struct{}{}
 	t.stats.pending.Add(1)
 	return ""
 }
@@ -293,6 +297,7 @@ func (t *connTable) establish(c *brokerConn, user string, limited, perUser, take
 }
 
 func (t *connTable) leavePending(c *brokerConn) {
+	delete(t.waiting, c)
 	t.pending[index(c.local)]--
 	if !c.local {
 		if t.byAddr[c.addr]--; t.byAddr[c.addr] <= 0 {
@@ -378,7 +383,8 @@ type brokerListener struct {
 	stats          *brokerStats
 	ev             *eventLog
 	log            *slog.Logger
-	end            atomic.Bool
+	end            atomic.Bool // no more accepting
+	closed         atomic.Bool // clients closed
 	mu             sync.Mutex
 }
 
@@ -409,7 +415,12 @@ func (l *brokerListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		pause = 5 * time.Millisecond
-		bc := &brokerConn{Conn: conn, table: l.table, addr: addrKey(conn.RemoteAddr()), local: sameHost(conn), state: connReleased}
+		bc := &brokerConn{Conn: conn, table: l.table, addr: addrKey(conn.RemoteAddr()), local: sameHost(conn), state: connReleased,
+			deadline: time.Now().Add(l.connectTimeout), ended: make(chan struct{})}
+		if l.tls != nil {
+			bc.tls = tls.Server(conn, l.tls)
+			bc.Conn = bc.tls
+		}
 		if refusal := l.table.accept(bc); refusal != "" {
 			l.stats.pendingRefused.Add(1)
 			l.ev.warn(refusal, "mqtt broker: refused a connection: "+refusal+" reached",
@@ -418,13 +429,9 @@ func (l *brokerListener) Serve(establish listeners.EstablishFn) {
 			_ = conn.Close()
 			continue
 		}
-		bc.deadline = time.Now().Add(l.connectTimeout)
 		_ = conn.SetDeadline(bc.deadline)
-		if l.tls != nil {
-			bc.tls = tls.Server(conn, l.tls)
-			bc.Conn = bc.tls
-		}
 		go func() {
+			defer close(bc.ended)
 			err := establish(l.ID(), bc)
 			_ = bc.Close()
 			l.ended(bc, err)
@@ -451,11 +458,37 @@ func (l *brokerListener) ended(c *brokerConn, err error) {
 	}
 }
 
+// closePending stops accepting, closes the connections still to complete
+// CONNECT and waits (a few seconds at most) until the broker is done with
+// them: the broker library's Close must not run while it sets up a
+// connection it has just been handed.
+func (l *brokerListener) closePending() {
+	l.end.Store(true)
+	_ = l.ln.Close()
+	l.table.mu.Lock()
+	conns := make([]*brokerConn, 0, len(l.table.waiting))
+	for c := range l.table.waiting {
+		conns = append(conns, c)
+	}
+	l.table.mu.Unlock()
+	limit := time.NewTimer(5 * time.Second)
+	defer limit.Stop()
+	for _, c := range conns {
+		_ = c.Close()
+		select {
+		case <-c.ended:
+		case <-limit.C:
+			return
+		}
+	}
+}
+
 // Close stops accepting and closes the listener's clients.
 func (l *brokerListener) Close(closeClients listeners.CloseFn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.end.CompareAndSwap(false, true) {
+	l.end.Store(true)
+	if l.closed.CompareAndSwap(false, true) {
 		closeClients(l.ID())
 	}
 	_ = l.ln.Close()

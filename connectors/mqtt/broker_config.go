@@ -9,11 +9,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
 
+	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -180,12 +180,11 @@ func parseEmbedded(bc *spec.Config, rel func(string) string) (opts BrokerOptions
 // readPasswordFile reads user:hash and user:hash:product_key:device_key
 // lines; # starts a comment.
 func readPasswordFile(path string, opts *BrokerOptions, users map[string]int) error {
-	f, err := os.Open(path)
+	data, err := spec.ReadConfigFile(path, maxPasswordFile)
 	if err != nil {
 		return fmt.Errorf("password file: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(io.LimitReader(f, maxPasswordFile))
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -229,13 +228,21 @@ func brokerTLS(cert, key, clientCA string) (*tls.Config, error) {
 	if cert == "" || key == "" {
 		return nil, errors.New("cert_file and key_file are required")
 	}
-	pair, err := tls.LoadX509KeyPair(cert, key)
+	certPEM, err := spec.ReadConfigFile(cert, outbound.MaxSecretFileBytes)
+	if err != nil {
+		return nil, fmt.Errorf("cert_file: %w", err)
+	}
+	keyPEM, err := spec.ReadConfigFile(key, outbound.MaxSecretFileBytes)
+	if err != nil {
+		return nil, fmt.Errorf("key_file: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("cert_file/key_file: %w", err)
 	}
 	c := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 	if clientCA != "" {
-		pem, err := os.ReadFile(clientCA)
+		pem, err := spec.ReadConfigFile(clientCA, outbound.MaxSecretFileBytes)
 		if err != nil {
 			return nil, fmt.Errorf("client_ca_file: %w", err)
 		}

@@ -66,3 +66,29 @@ func TestTLSFilesBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestBrokerFilesBounded: the embedded broker's certificate, key, client CA
+// and password file are read like every secret file: what is not a regular
+// file, or is over the limit, is refused at once (a cert_file of /dev/zero
+// used to be read without end).
+func TestBrokerFilesBounded(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("no named pipes here: %v", err)
+	}
+	for _, tc := range []struct{ cert, key, ca string }{
+		{"/dev/zero", "/dev/zero", ""},
+		{fifo, fifo, ""},
+	} {
+		if _, err := brokerTLS(tc.cert, tc.key, tc.ca); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("brokerTLS(%s): %v, want a refusal", tc.cert, err)
+		}
+	}
+	opts := &BrokerOptions{}
+	for _, p := range []string{"/dev/zero", fifo} {
+		if err := readPasswordFile(p, opts, map[string]int{}); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("readPasswordFile(%s): %v, want a refusal", p, err)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
 
@@ -43,17 +44,10 @@ func TestTLSFilesBounded(t *testing.T) {
 		{"key of a certificate", TLSFiles{Cert: ca, Key: ca}, "tls cert/key:"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			done := make(chan error, 1)
-			go func() {
+			err := enginetest.Within(t, 10*time.Second, "Config", func() error {
 				_, err := tt.files.Config()
-				done <- err
-			}()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("Config blocks") // the goroutine leaks: the test fails anyway
-			}
+				return err
+			})
 			if tt.want == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -178,4 +179,21 @@ func FloatEqual(a, b, tol float64) bool {
 		return math.IsNaN(a) && math.IsNaN(b)
 	}
 	return math.Abs(a-b) <= tol
+}
+
+// Within runs f and returns its error, failing the test when f has not
+// returned after d: for calls that must not block (opening a named pipe,
+// reading a device). The goroutine of a call that blocks is left behind;
+// the test fails anyway.
+func Within(t testing.TB, d time.Duration, what string, f func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		t.Fatalf("%s blocks", what)
+		return nil
+	}
 }

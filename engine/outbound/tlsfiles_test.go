@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -84,17 +85,10 @@ func TestTLSConfigFiles(t *testing.T) {
 		{"key of another file", "{enabled: true, cert_file: cert.pem, key_file: cert.pem}", "found a certificate rather than a key"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			done := make(chan error, 1)
-			go func() {
+			err := enginetest.Within(t, 10*time.Second, "TLSConfig", func() error {
 				_, err := outbound.TLSConfig(parse(t, s, "tls: "+tt.tls), engine.BuildContext{Dir: dir, DryRun: true})
-				done <- err
-			}()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("TLSConfig blocks") // the goroutine leaks: the test fails anyway
-			}
+				return err
+			})
 			if tt.want == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -42,16 +42,7 @@ func TestFarFuturePostSilencesNobody(t *testing.T) {
 	prefix := fmt.Sprintf("/sys/evt%d", time.Now().UnixNano())
 	yaml := fmt.Sprintf(`
 name: farm
-batch: {size: 16, linger: 5ms}
-sources:
-  devices:
-    type: mqtt
-    urls: ["%s"]
-    topics: ["%s/+/thing/measurepoint/post"]
-    qos: 1
-    format: enos
-    schema: {key: asset, fields: {temp: float64}}
-steps:
+%ssteps:
   stats:
     type: window
     input: devices
@@ -68,7 +59,7 @@ sinks:
   alerts_out: {type: file, input: hot, path: alerts.jsonl}
   rejected: {type: file, input: devices.errors, path: rejected.jsonl}
   late: {type: file, input: stats.late, path: late.jsonl}
-`, url, prefix)
+`, devicesOver(url, prefix))
 	dir, ps, stop := startPipelines(t, yaml)
 	pub := mqttPublisher(t, url)
 	publish := func(device string, ms int64, temp float64) {
@@ -182,20 +173,11 @@ func TestRetainedInt64PostDoesNotCrash(t *testing.T) {
 	}
 	dir, ps, stop := startPipelines(t, fmt.Sprintf(`
 name: retained
-batch: {size: 16, linger: 5ms}
-sources:
-  devices:
-    type: mqtt
-    urls: ["%s"]
-    topics: ["%s/+/thing/measurepoint/post"]
-    qos: 1
-    format: enos
-    schema: {key: asset, fields: {temp: float64}}
-steps:
+%ssteps:
   stats: {type: window, input: devices, kind: hopping, size: 1m, step: 10s, aggregates: {temp: [max]}}
 sinks:
   out: {type: file, input: stats, path: stats.jsonl}
-`, url, prefix))
+`, devicesOver(url, prefix)))
 	waitFor(t, 20*time.Second, "the retained posts to be refused", func() bool {
 		return ps[0].Components[0].Counters.Snapshot()["bad_payloads"] >= 2
 	})
@@ -269,4 +251,19 @@ func mqttPublisher(t *testing.T, url string) func(topic, payload string, retaine
 			t.Fatalf("publish: %v", tok.Error())
 		}
 	}
+}
+
+// devicesOver is the batch policy and the EnOS source "devices" of the
+// event-time scenarios: temperatures of devices posting under prefix.
+func devicesOver(url, prefix string) string {
+	return fmt.Sprintf(`batch: {size: 16, linger: 5ms}
+sources:
+  devices:
+    type: mqtt
+    urls: [%q]
+    topics: ["%s/+/thing/measurepoint/post"]
+    qos: 1
+    format: enos
+    schema: {key: asset, fields: {temp: float64}}
+`, url, prefix)
 }

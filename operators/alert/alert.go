@@ -579,4 +579,6 @@ const (
 	// DefaultMaxKeyBytes is the default of max_key_bytes: the longest
 	// asset key.
 	DefaultMaxKeyBytes = 256
+	// maxMaxKeyBytes is the largest max_key_bytes accepted.
+	maxMaxKeyBytes = 1 << 16
 )

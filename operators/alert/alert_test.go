@@ -361,8 +361,9 @@ func TestConfigErrors(t *testing.T) {
 		{"no rules", "rules: []\n", []string{`p.yaml:1:8: rules: declare at least one rule`}},
 		{"bounds too small", "max_keys: 0\nmax_content: 255\nrules: [{name: hot, expr: temp_max > 1}]\n",
 			[]string{`p.yaml:1:11: max_keys must be at least 1, got 0`, `p.yaml:2:14: max_content must be at least 256, got 255`}},
-		{"bounds too large", "max_keys: 10000001\nmax_content: 1048577\nrules: [{name: hot, expr: temp_max > 1}]\n",
-			[]string{`p.yaml:1:11: max_keys must be at most 10000000, got 10000001`, `p.yaml:2:14: max_content must be at most 1048576, got 1048577`}},
+		{"bounds too large", "max_keys: 10000001\nmax_content: 1048577\nmax_key_bytes: 65537\nrules: [{name: hot, expr: temp_max > 1}]\n",
+			[]string{`p.yaml:1:11: max_keys must be at most 10000000, got 10000001`, `p.yaml:2:14: max_content must be at most 1048576, got 1048577`,
+				`p.yaml:3:16: max_key_bytes must be between 1 and 65536, got 65537`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

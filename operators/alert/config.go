@@ -51,7 +51,7 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 			Description: "An asset with no alert pending or raised and no row for this long (in event time, against the newest row) is forgotten (`evicted_idle`); it starts afresh if it comes back.",
 			Example:     "24h"},
 		{Name: "max_key_bytes", Type: spec.Int, Default: DefaultMaxKeyBytes, Advanced: true,
-			Description: "Longest asset key in bytes; a row with a longer key goes to the errors port.",
+			Description: "Longest asset key in bytes (at most 65,536); a row with a longer key goes to the errors port.",
 			Example:     64},
 		{Name: "max_content", Type: spec.Int, Default: DefaultMaxContent, Advanced: true,
 			Description: "Longest rendered content in bytes (256 to 1,048,576). A longer content is cut and ends with ` …[truncated]` (`content_truncated`); the alert is raised all the same.",
@@ -157,8 +157,8 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 	case p.maxKeys > maxMaxKeys:
 		errs = append(errs, cfg.Errorf("max_keys", "max_keys must be at most %d, got %d", maxMaxKeys, p.maxKeys))
 	}
-	if p.maxKeyBytes < 1 {
-		errs = append(errs, cfg.Errorf("max_key_bytes", "max_key_bytes must be at least 1, got %d", p.maxKeyBytes))
+	if p.maxKeyBytes < 1 || p.maxKeyBytes > maxMaxKeyBytes {
+		errs = append(errs, cfg.Errorf("max_key_bytes", "max_key_bytes must be between 1 and %d, got %d", maxMaxKeyBytes, p.maxKeyBytes))
 	}
 	switch {
 	case p.maxContent < minMaxContent:

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,12 +19,52 @@ type Component struct {
 	Sink     SinkFactory
 }
 
+// Kinds are the component kinds, in pipeline order.
+var Kinds = []spec.Kind{spec.KindSource, spec.KindStep, spec.KindSink}
+
 var (
 	regMu    sync.RWMutex
 	registry = map[spec.Kind]map[string]*Component{}
 )
 
-func register(c *Component) {
+// Check reports why c cannot be registered: its spec fails spec.Check
+// (which also refuses fields named type, input or inputs), its kind is not
+// one of Kinds, or it has not exactly the one factory of its kind. It is
+// the one check of every component, whatever its kind.
+func (c *Component) Check() error {
+	var errs []error
+	if !slices.Contains(Kinds, c.Spec.Kind) {
+		errs = append(errs, fmt.Errorf("component %q: kind %q is not one of %v", c.Spec.Name, c.Spec.Kind, Kinds))
+	}
+	if err := c.Spec.Check(); err != nil {
+		errs = append(errs, err)
+	}
+	factories := map[spec.Kind]bool{
+		spec.KindSource: c.Source != nil,
+		spec.KindStep:   c.Operator != nil,
+		spec.KindSink:   c.Sink != nil,
+	}
+	for _, k := range Kinds {
+		switch set := factories[k]; {
+		case k == c.Spec.Kind && !set:
+			errs = append(errs, fmt.Errorf("%s %q has no factory", k, c.Spec.Name))
+		case k != c.Spec.Kind && set:
+			errs = append(errs, fmt.Errorf("%s %q has a %s factory", c.Spec.Kind, c.Spec.Name, k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Register adds a component to the registry after checking it (see
+// Component.Check). It returns an error, and registers nothing, when the
+// check fails or a component of the same kind and name is registered.
+func Register(c *Component) error {
+	if c == nil {
+		return errors.New("engine: register: nil component")
+	}
+	if err := c.Check(); err != nil {
+		return fmt.Errorf("engine: register %s %q: %w", c.Spec.Kind, c.Spec.Name, err)
+	}
 	regMu.Lock()
 	defer regMu.Unlock()
 	m := registry[c.Spec.Kind]
@@ -32,30 +73,44 @@ func register(c *Component) {
 		registry[c.Spec.Kind] = m
 	}
 	if _, dup := m[c.Spec.Name]; dup {
-		panic(fmt.Sprintf("engine: %s %q registered twice", c.Spec.Kind, c.Spec.Name))
+		return fmt.Errorf("engine: register %s %q: registered twice", c.Spec.Kind, c.Spec.Name)
 	}
 	m[c.Spec.Name] = c
+	return nil
 }
 
-// RegisterSource registers a source type. It is meant for init functions and
-// panics on a duplicate name.
+// mustRegister registers c from an init function. A component that fails
+// Register is a programmer error (a duplicate name or an invalid spec is
+// in the binary, whatever the input), so it panics and the program never
+// starts; code registering at run time calls Register.
+func mustRegister(c *Component) {
+	if err := Register(c); err != nil {
+		panic(err.Error())
+	}
+}
+
+// RegisterSource registers a source type (the spec's kind is set to
+// source). It is meant for init functions and panics when Register fails:
+// a duplicate name or a spec that fails Component.Check.
 func RegisterSource(s spec.Spec, f SourceFactory) {
 	s.Kind = spec.KindSource
-	register(&Component{Spec: s, Source: f})
+	mustRegister(&Component{Spec: s, Source: f})
 }
 
-// RegisterOperator registers a step type. It is meant for init functions and
-// panics on a duplicate name.
+// RegisterOperator registers a step type (the spec's kind is set to step).
+// It is meant for init functions and panics when Register fails: a
+// duplicate name or a spec that fails Component.Check.
 func RegisterOperator(s spec.Spec, f OperatorFactory) {
 	s.Kind = spec.KindStep
-	register(&Component{Spec: s, Operator: f})
+	mustRegister(&Component{Spec: s, Operator: f})
 }
 
-// RegisterSink registers a sink type. It is meant for init functions and
-// panics on a duplicate name.
+// RegisterSink registers a sink type (the spec's kind is set to sink). It
+// is meant for init functions and panics when Register fails: a duplicate
+// name or a spec that fails Component.Check.
 func RegisterSink(s spec.Spec, f SinkFactory) {
 	s.Kind = spec.KindSink
-	register(&Component{Spec: s, Sink: f})
+	mustRegister(&Component{Spec: s, Sink: f})
 }
 
 // Lookup returns the registered component of that kind and type name.

@@ -9,13 +9,8 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/spec"
+	// The built-in components, among them those of the reference pipeline.
 	"github.com/sluice-edge/sluice/pipelines"
-
-	// The components of the reference pipeline.
-	_ "github.com/sluice-edge/sluice/connectors/discard"
-	_ "github.com/sluice-edge/sluice/connectors/sim"
-	_ "github.com/sluice-edge/sluice/operators/alert"
-	_ "github.com/sluice-edge/sluice/operators/window"
 )
 
 // ReferenceYAML is the pipeline of the reference scenario. Its variables

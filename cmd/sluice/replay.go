@@ -15,14 +15,6 @@ import (
 	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/spec"
 	"github.com/sluice-edge/sluice/pipelines"
-
-	// The publishers replay can send to.
-	_ "github.com/sluice-edge/sluice/connectors/amqp"
-	_ "github.com/sluice-edge/sluice/connectors/kafka"
-	_ "github.com/sluice-edge/sluice/connectors/nats"
-	_ "github.com/sluice-edge/sluice/connectors/postgres"
-	_ "github.com/sluice-edge/sluice/connectors/redis"
-	_ "github.com/sluice-edge/sluice/connectors/webhook"
 )
 
 func newReplayCmd(g *globals) *cobra.Command {
@@ -100,7 +92,7 @@ listed and make replay exit 1.`,
 	f := cmd.Flags()
 	f.StringVar(&sinkConfig, "sink-config", "", "YAML file with the sink (type and fields), or a pipeline file with sinks:")
 	f.StringVar(&sinkName, "sink", "", "with a pipeline file: the sink to use")
-	f.StringVar(&typ, "type", "", "sink type ("+strings.Join(publisherNames(), ", ")+") when not using --sink-config")
+	f.StringVar(&typ, "type", "", "sink type ("+strings.Join(pipelines.CloudSinkNames(), ", ")+") when not using --sink-config")
 	f.StringArrayVar(&sets, "set", nil, "sink field as name=value (repeatable; nested fields as tls.enabled=true)")
 	f.StringVar(&opts.Edge, "edge", "", "replace the edge name recorded in the files")
 	f.StringVar(&opts.Stream, "stream", "", "replace the stream name recorded in the files")
@@ -108,14 +100,6 @@ listed and make replay exit 1.`,
 	f.StringVar(&progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
-}
-
-func publisherNames() []string {
-	var out []string
-	for _, s := range outbound.PublisherSpecs() {
-		out = append(out, s.Name)
-	}
-	return out
 }
 
 // expandFiles turns directories into their *.parquet files.
@@ -144,9 +128,12 @@ func expandFiles(args []string) ([]string, error) {
 }
 
 // buildPublisher builds the publisher from a sink file (read by the
-// pipelines loader: ${VAR} expanded, errors located) or from flags.
+// pipelines loader: ${VAR} expanded, errors located) or from flags. Both
+// parse the configuration with the spec of the registered sink type and
+// build the publisher as that sink does (see replaySink).
 func buildPublisher(file, name, typ string, sets []string) (*outbound.Publisher, error) {
 	var cfg *spec.Config
+	var cs *pipelines.CloudSink
 	src, dir := "command line", ""
 	switch {
 	case file != "" && (typ != "" || len(sets) > 0):
@@ -157,6 +144,10 @@ func buildPublisher(file, name, typ string, sets []string) (*outbound.Publisher,
 			return nil, errs
 		}
 		cfg, typ, src, dir = sc.Config, sc.Type, file, sc.Dir
+		var err error
+		if cs, err = replaySink(src, typ); err != nil {
+			return nil, err
+		}
 	case typ != "":
 		node := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 		for _, kv := range sets {
@@ -166,23 +157,33 @@ func buildPublisher(file, name, typ string, sets []string) (*outbound.Publisher,
 			}
 			setPath(node, strings.Split(k, "."), scalar(v))
 		}
-		reg, ok := outbound.LookupPublisher(typ)
-		if !ok {
-			return nil, fmt.Errorf("%s: unknown sink type %q (known: %s)", src, typ, strings.Join(publisherNames(), ", "))
+		var err error
+		if cs, err = replaySink(src, typ); err != nil {
+			return nil, err
 		}
 		var errs spec.Errors
-		if cfg, errs = reg.Spec.Parse(src, node); len(errs) > 0 {
+		if cfg, errs = cs.Component.Spec.Parse(src, node); len(errs) > 0 {
 			return nil, errs
 		}
 	default:
 		return nil, fmt.Errorf("replay: give the sink with --sink-config FILE or --type TYPE --set name=value")
 	}
-	reg, ok := outbound.LookupPublisher(typ)
-	if !ok {
-		return nil, fmt.Errorf("%s: sink type %q does not publish to a broker (known: %s)", src, typ, strings.Join(publisherNames(), ", "))
-	}
 	bc := engine.BuildContext{Pipeline: "replay", Name: typ, Dir: dir}
-	return reg.New(cfg, bc)
+	return cs.NewPublisher(cfg, bc)
+}
+
+// replaySink resolves a sink type for replay: the cloud-bound sink type a
+// pipeline's sink of that type is built from, so that replay publishes
+// through the same registered component.
+func replaySink(src, typ string) (*pipelines.CloudSink, error) {
+	if _, ok := engine.Lookup(spec.KindSink, typ); !ok {
+		return nil, fmt.Errorf("%s: unknown sink type %q (known: %s)", src, typ, strings.Join(pipelines.CloudSinkNames(), ", "))
+	}
+	cs, ok := pipelines.LookupCloudSink(typ)
+	if !ok {
+		return nil, fmt.Errorf("%s: %s", src, pipelines.UnknownCloudSinkError(typ))
+	}
+	return cs, nil
 }
 
 // scalar parses a command-line value as a YAML scalar (so 5, true and 2m

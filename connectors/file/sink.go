@@ -167,7 +167,7 @@ func (s *Sink) Write(ctx context.Context, b engine.Batch) error {
 	wait := time.Millisecond
 	var since time.Time
 	for {
-		err := s.writeWhole(s.buf)
+		err := s.retry(since)
 		if err == nil {
 			if !since.IsZero() {
 				s.log.Info("file sink: disk has room again", "path", s.path, "held_back_for", time.Since(since).Round(time.Millisecond).String())
@@ -193,6 +193,19 @@ func (s *Sink) Write(ctx context.Context, b engine.Batch) error {
 	}
 	s.rows.Add(b.Rec.NumRows())
 	return nil
+}
+
+// retry writes s.buf, or, while the disk is full (since is set), reports
+// that it still is without writing when the file system says the rows
+// would not fit: a write that fails half-way is cut back, but a reader
+// could see the cut line meanwhile, so it is not tried again and again.
+func (s *Sink) retry(since time.Time) error {
+	if !since.IsZero() {
+		if free, err := disk.FreeBytes(filepath.Dir(s.path)); err == nil && free < int64(len(s.buf))+4096 {
+			return disk.ErrNoSpace
+		}
+	}
+	return s.writeWhole(s.buf)
 }
 
 // writeWhole appends buf at the end of the whole lines; after a failed

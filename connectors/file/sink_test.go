@@ -139,11 +139,15 @@ func TestFileSinkFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	filler := enginetest.Fill(t, dir, 2<<10)
+	// Cancelled before the deferred Close, so that a failing test does
+	// not wait for ever on a write held back.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() {
 		var err error
 		for k := 1; k < 4 && err == nil; k++ {
-			err = s.Write(context.Background(), batch(k))
+			err = s.Write(ctx, batch(k))
 		}
 		done <- err
 	}()

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/sluice-edge/sluice/engine/buffer/ops"
+	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/spec"
 	"github.com/sluice-edge/sluice/pipelines"
 )
@@ -200,14 +201,10 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 	return nil
 }
 
-// guardCounters are the counters the pipeline's event_time guard adds to
-// a source's counters: rows the source produced that the guard refused.
-var guardCounters = []string{"future_time_rows", "past_time_rows", "out_of_range_rows"}
-
 // reportUnusable tells, at the end of a run, about the sources that
 // rejected input: counters named bad_*, such as bad_lines (input the source
 // could not read), and the rows the pipeline's event_time guard refused
-// (guardCounters). A source none of whose rows went on into the pipeline
+// (eventtime.Counters). A source none of whose rows went on into the pipeline
 // while some input was rejected is an ERROR and makes the run fail (exit 1):
 // the run consumed its input and did nothing with it, which a script must
 // not take for success. A source that rejected only part of its input is a
@@ -229,7 +226,7 @@ func reportUnusable(log *slog.Logger, ps []*pipelines.Pipeline) error {
 				switch {
 				case strings.HasPrefix(name, "bad_"):
 					bad += snap[name]
-				case slices.Contains(guardCounters, name):
+				case slices.Contains(eventtime.Counters, name):
 					refused += snap[name]
 				default:
 					continue

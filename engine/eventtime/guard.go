@@ -28,6 +28,17 @@ const (
 	DefaultMaxPast   = 30 * 24 * time.Hour
 )
 
+// Counters a guard keeps in its source's counters: rows refused for a time
+// ahead of the engine clock, behind it, or outside years 0001-9999.
+const (
+	FutureRows     = "future_time_rows"
+	PastRows       = "past_time_rows"
+	OutOfRangeRows = "out_of_range_rows"
+)
+
+// Counters lists the counters of rows a guard refuses.
+var Counters = []string{FutureRows, PastRows, OutOfRangeRows}
+
 // ErrorsPort is the index of the errors port of a guarded source.
 const ErrorsPort = 1
 
@@ -91,9 +102,9 @@ func New(p Policy, in *engine.Schema, bc engine.BuildContext) (*Guard, error) {
 	}
 	g := &Guard{
 		p: p, in: in, timeCol: in.TimeIndex(), histCol: -1, mem: mem, log: log,
-		cFuture: counters.Counter("future_time_rows"),
-		cPast:   counters.Counter("past_time_rows"),
-		cRange:  counters.Counter("out_of_range_rows"),
+		cFuture: counters.Counter(FutureRows),
+		cPast:   counters.Counter(PastRows),
+		cRange:  counters.Counter(OutOfRangeRows),
 	}
 	if p.HistoryColumn != "" {
 		if f, ok := in.Lookup(p.HistoryColumn); ok && f.Type == engine.Bool {
@@ -205,8 +216,7 @@ func (g *Guard) logRejected(n int) {
 	}
 	g.lastLog = now
 	g.log.Warn("event times out of bounds: rows sent to the errors port",
-		"rows", g.unlogged, "future_time_rows", g.cFuture.Load(), "past_time_rows", g.cPast.Load(),
-		"out_of_range_rows", g.cRange.Load())
+		"rows", g.unlogged, FutureRows, g.cFuture.Load(), PastRows, g.cPast.Load(), OutOfRangeRows, g.cRange.Load())
 	g.unlogged = 0
 }
 

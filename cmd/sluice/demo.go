@@ -43,6 +43,9 @@ without MQTT.`,
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
+			if err := flags.check(); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
 			if direct {
 				defs, errs := pipelines.LoadFS(examples.FS, examples.WindFarm, ".", os.LookupEnv)
 				if len(errs) > 0 {

@@ -108,10 +108,8 @@ or the configuration is invalid, 64 a bad command line, 130 a second signal
 // them); it calls stop to end the run gracefully.
 type driver func(ctx context.Context, ps []*pipelines.Pipeline, stop func()) error
 
+// runDefs builds and runs defs; its callers have checked flags.
 func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, flags runFlags, drive driver) error {
-	if err := flags.check(); err != nil {
-		return &exitError{code: exitUsage, err: err}
-	}
 	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge, FromStart: flags.fromStart})
 	if len(errs) > 0 {
 		return &exitError{code: exitFailed, err: errs}

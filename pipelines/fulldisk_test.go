@@ -10,11 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/buffer/ops"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 	"github.com/sluice-edge/sluice/pipelines"
@@ -22,11 +22,11 @@ import (
 
 func freeBytes(t *testing.T, dir string) int64 {
 	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
+	free, err := disk.FreeBytes(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return int64(st.Bavail) * int64(st.Bsize)
+	return free
 }
 
 // counter returns a counter of a component of the first pipeline.

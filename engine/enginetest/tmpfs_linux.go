@@ -7,6 +7,8 @@ import (
 	"os"
 	"syscall"
 	"testing"
+
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
 
 // Tmpfs mounts a tmpfs of size bytes on a new temporary directory for the
@@ -35,11 +37,10 @@ func Tmpfs(t testing.TB, size int64) string {
 // the space).
 func Fill(t testing.TB, dir string, leave int64) string {
 	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
+	free, err := disk.FreeBytes(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
 	name := dir + "/filler"
 	f, err := os.Create(name)
 	if err != nil {

@@ -625,9 +625,9 @@ func arith(op string, l, r fnode) (fnode, bool) {
 		f = func(fr *Frame) num {
 			x, y := a(fr), b(fr)
 			if !x.isF && !y.isF {
-				r, err := checked("+", x.i, y.i)
-				if err != nil {
-					fr.fail(err)
+				r, ok := addInt(x.i, y.i)
+				if !ok {
+					fr.fail(overflow("+", x.i, y.i))
 				}
 				return intNum(r)
 			}
@@ -637,9 +637,9 @@ func arith(op string, l, r fnode) (fnode, bool) {
 		f = func(fr *Frame) num {
 			x, y := a(fr), b(fr)
 			if !x.isF && !y.isF {
-				r, err := checked("-", x.i, y.i)
-				if err != nil {
-					fr.fail(err)
+				r, ok := subInt(x.i, y.i)
+				if !ok {
+					fr.fail(overflow("-", x.i, y.i))
 				}
 				return intNum(r)
 			}
@@ -649,9 +649,9 @@ func arith(op string, l, r fnode) (fnode, bool) {
 		f = func(fr *Frame) num {
 			x, y := a(fr), b(fr)
 			if !x.isF && !y.isF {
-				r, err := checked("*", x.i, y.i)
-				if err != nil {
-					fr.fail(err)
+				r, ok := mulInt(x.i, y.i)
+				if !ok {
+					fr.fail(overflow("*", x.i, y.i))
 				}
 				return intNum(r)
 			}

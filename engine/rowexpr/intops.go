@@ -52,22 +52,42 @@ func asInt(v any) (int64, bool) {
 }
 
 // checked computes a op b, failing when the result does not fit in int64.
+// The native evaluator calls the operator's own function directly.
 func checked(op string, a, b int64) (int64, error) {
 	var r int64
-	ok := true
+	var ok bool
 	switch op {
 	case "+":
-		r = a + b
-		ok = (r > a) == (b > 0)
+		r, ok = addInt(a, b)
 	case "-":
-		r = a - b
-		ok = (r < a) == (b > 0)
-	case "*":
-		r = a * b
-		ok = a == 0 || b == 0 || r/b == a && !(a == -1 && b == math.MinInt64) && !(b == -1 && a == math.MinInt64)
+		r, ok = subInt(a, b)
+	default:
+		r, ok = mulInt(a, b)
 	}
 	if !ok {
-		return 0, &Error{Msg: fmt.Sprintf("integer overflow: %d %s %d", a, op, b)}
+		return 0, overflow(op, a, b)
 	}
 	return r, nil
+}
+
+// addInt, subInt and mulInt compute a op b and report whether it fits in
+// int64.
+func addInt(a, b int64) (int64, bool) {
+	r := a + b
+	return r, (r > a) == (b > 0)
+}
+
+func subInt(a, b int64) (int64, bool) {
+	r := a - b
+	return r, (r < a) == (b > 0)
+}
+
+func mulInt(a, b int64) (int64, bool) {
+	r := a * b
+	return r, a == 0 || b == 0 || r/b == a && !(a == -1 && b == math.MinInt64) && !(b == -1 && a == math.MinInt64)
+}
+
+// overflow is the error of a op b not fitting in int64.
+func overflow(op string, a, b int64) error {
+	return &Error{Msg: fmt.Sprintf("integer overflow: %d %s %d", a, op, b)}
 }

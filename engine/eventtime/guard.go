@@ -138,6 +138,8 @@ func (g *Guard) Process(b engine.Batch, emit engine.PortEmit) error {
 	if g.p.MaxPast > 0 {
 		lo = now - g.p.MaxPast.Milliseconds()
 	}
+	// Times outside years 0001-9999 are refused whatever the policy.
+	lo, hi = max(lo, engine.MinEventTime), min(hi, engine.MaxEventTime)
 	var hist *array.Boolean
 	if g.histCol >= 0 {
 		hist, _ = b.Rec.Column(g.histCol).(*array.Boolean)
@@ -147,10 +149,10 @@ func (g *Guard) Process(b engine.Batch, emit engine.PortEmit) error {
 	bad := 0
 	for r := 0; r < n; r++ {
 		t := int64(times[r])
-		if t >= lo && t <= hi && engine.ValidEventTime(t) || tcol.IsNull(r) {
+		if t >= lo && t <= hi || tcol.IsNull(r) {
 			continue
 		}
-		if t < lo && engine.ValidEventTime(t) && hist != nil && hist.IsValid(r) && hist.Value(r) {
+		if t < lo && t >= engine.MinEventTime && hist != nil && hist.IsValid(r) && hist.Value(r) {
 			continue // history is old on purpose
 		}
 		bad++
@@ -209,7 +211,7 @@ func (g *Guard) reject(t, now int64) error {
 // logRejected logs rejections at most once a minute, with the count of
 // those not logged.
 func (g *Guard) logRejected(n int) {
-	now := time.Now()
+	now := g.p.Now()
 	g.unlogged += int64(n)
 	if now.Sub(g.lastLog) < time.Minute {
 		return

@@ -7,9 +7,10 @@ import (
 
 // The event times the engine accepts, in milliseconds since the Unix epoch:
 // from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z, the range of RFC
-// 3339. Every time column a source produces is within it (rows outside are
-// rejected with the reason), so that windows, watermarks and expressions
-// can add sizes, gaps and lateness to an event time without overflowing
+// 3339. Decoders, the event-time guard of a pipeline's sources and the
+// window step refuse rows outside it with the reason, so that windows,
+// watermarks and expressions can add sizes, gaps and lateness to an event
+// time without overflowing
 // int64.
 const (
 	MinEventTime int64 = -62135596800000

@@ -18,10 +18,11 @@ const LateAlertRule = "late_rows"
 // over.
 const lateBlock = 1000
 
-// lateWatch raises an engine alert when the share of late rows in a block of
-// lateBlock rows reaches a threshold, and clears it once the share falls
-// below half of it. Blocks count rows, not time, so the same input raises
-// the same alerts however it is batched in time.
+// lateWatch raises an engine alert when the share of late rows in a block
+// reaches a threshold, and clears it once the share falls below half of
+// it. A block is the batches that bring the count of rows to lateBlock or
+// more: blocks count rows, not time, but a batch is never split, so how the
+// input is batched can move the block boundaries.
 type lateWatch struct {
 	threshold  float64 // 0: off
 	rows, late int64   // of the current block

@@ -143,6 +143,7 @@ type Operator struct {
 
 	cLate, cNull, cRange, cWindows *atomic.Int64
 	cLongKey, cKeyLimit            *atomic.Int64
+	nLongKey, nKeyLimit            int64 // refused rows of the batch, added to the counters once
 
 	fd        []fieldDesc
 	nsk, nfl  int              // sketches and first/last states per slot
@@ -349,6 +350,11 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 	if nRange > 0 {
 		o.cRange.Add(int64(nRange))
 	}
+	if nKey > 0 {
+		o.cLongKey.Add(o.nLongKey)
+		o.cKeyLimit.Add(o.nKeyLimit)
+		o.nLongKey, o.nKeyLimit = 0, 0
+	}
 	nLate := len(o.late) - nNull - nRange - nKey
 	if nLate > 0 {
 		o.cLate.Add(int64(nLate))
@@ -431,10 +437,10 @@ func (o *Operator) rowKey(keys *array.String, keyNulls bool, r int, kc *keyCache
 	if !ok {
 		switch {
 		case len(s) > o.p.maxKeyBytes:
-			o.cLongKey.Add(1)
+			o.nLongKey++
 			return -1
 		case len(o.keyIdx) >= o.p.maxKeys:
-			o.cKeyLimit.Add(1)
+			o.nKeyLimit++
 			return -1
 		}
 		kid = o.addKey(strings.Clone(s), false)

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 func newBundleCmd(g *globals) *cobra.Command {
@@ -142,19 +143,8 @@ func buildTo(out, dir string, opts bundle.BuildOptions) (*bundle.Manifest, error
 
 // openBundle opens a bundle file for reading; it must be a regular file.
 func openBundle(name string) (*os.File, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	st, err := f.Stat()
-	if err == nil && !st.Mode().IsRegular() {
-		err = fmt.Errorf("%s: not a regular file", name)
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
+	f, _, err := spec.OpenRegular(name, 0)
+	return f, err
 }
 
 func newBundleVerifyCmd(g *globals) *cobra.Command {

@@ -9,12 +9,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // maxKeyFile bounds the bytes read from a key file.
@@ -83,27 +84,17 @@ func writeNew(name string, data []byte, mode os.FileMode) error {
 // readKeyFile reads a regular key file, bounded, without following a
 // symbolic link; private refuses a file group or others may read.
 func readKeyFile(name string, private bool) ([]byte, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, fi, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
 	if err != nil {
 		return nil, fmt.Errorf("read key: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
+	if private && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("read key %s: mode %04o lets group or others read it; chmod 600 it", name, fi.Mode().Perm())
+	}
+	data, err := spec.ReadRegular(f, fi, maxKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("read key %s: %w", name, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("read key %s: not a regular file", name)
-	}
-	if private && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("read key %s: mode %04o lets group or others read it; chmod 600 it", name, st.Mode().Perm())
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("read key %s: %w", name, err)
-	}
-	if len(data) > maxKeyFile {
-		return nil, fmt.Errorf("read key %s: larger than %d bytes", name, maxKeyFile)
+		return nil, fmt.Errorf("read key: %w", err)
 	}
 	return data, nil
 }

@@ -18,20 +18,39 @@ const MaxPipelineBytes = 1 << 20
 // Errors are *fs.PathError values naming the file; their reason names the
 // limit.
 func ReadConfigFile(name string, limit int64) ([]byte, error) {
-	fail := func(err error) error { return &fs.PathError{Op: "read", Path: name, Err: err} }
-	// Non-blocking: opening a named pipe must not wait for a writer.
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, fi, err := OpenRegular(name, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	return ReadRegular(f, fi, limit)
+}
+
+// OpenRegular opens name for reading, with flag added to the open flags
+// (for example syscall.O_NOFOLLOW). It does not wait on a named pipe, and
+// refuses what is not a regular file with an *fs.PathError naming its
+// kind. The caller closes the file.
+func OpenRegular(name string, flag int) (*os.File, fs.FileInfo, error) {
+	// Non-blocking: opening a named pipe must not wait for a writer.
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|flag, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fail(fmt.Errorf("not a regular file (%s): a configuration file must be a regular file", FileKind(fi.Mode())))
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("not a regular file (%s): a configuration file must be a regular file", FileKind(fi.Mode()))}
 	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// ReadRegular reads a file OpenRegular opened (fi is its information)
+// whole, refusing one of more than limit bytes, also when it grew since.
+func ReadRegular(f *os.File, fi fs.FileInfo, limit int64) ([]byte, error) {
+	fail := func(err error) error { return &fs.PathError{Op: "read", Path: f.Name(), Err: err} }
 	if fi.Size() > limit {
 		return nil, fail(fmt.Errorf("%d bytes, larger than the %s limit of a configuration file", fi.Size(), sizeName(limit)))
 	}

@@ -510,7 +510,7 @@ func verifiedCert(cl *mochi.Client) bool {
 func clip(s string) string {
 	const limit = 128
 	if len(s) > limit {
-		return s[:limit] + "..."
+		return cutUTF8(s, limit) + "..."
 	}
 	return s
 }

@@ -195,14 +195,7 @@ func (d *devices) allow(s *deviceStats, now int64) bool {
 // fail records the reason of a device's last rejected message (cut to
 // maxReasonBytes), keeping the table within its bytes.
 func (d *devices) fail(s *deviceStats, reason string, at time.Time) {
-	if len(reason) > maxReasonBytes {
-		n := maxReasonBytes
-		for n > 0 && !utf8.RuneStart(reason[n]) {
-			n--
-		}
-		reason = reason[:n]
-	}
-	reason = strings.Clone(reason)
+	reason = cutUTF8(reason, maxReasonBytes)
 	old := s.lastErr.Swap(&lastError{reason: reason, at: at})
 	if s == d.other {
 		return
@@ -268,4 +261,16 @@ func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int) {
 	}
 	l.suppressed++
 	return false, suppressed
+}
+
+// cutUTF8 returns s cut to at most n bytes on a character boundary, as a
+// copy when cut (so that the long string is not kept alive), else s.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return strings.Clone(s[:n])
 }

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -933,13 +932,5 @@ const maxEchoedID = 64
 // echoedID returns the id a reply to payload carries: its message id, cut
 // to maxEchoedID bytes (on a character boundary).
 func echoedID(payload []byte) string {
-	id := messageID(payload)
-	if len(id) <= maxEchoedID {
-		return id
-	}
-	n := maxEchoedID
-	for n > 0 && !utf8.RuneStart(id[n]) {
-		n--
-	}
-	return strings.Clone(id[:n])
+	return cutUTF8(messageID(payload), maxEchoedID)
 }

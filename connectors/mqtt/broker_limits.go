@@ -589,9 +589,8 @@ func (h *retainHook) OnPublishDropped(*mochi.Client, packets.Packet) { h.dropped
 // and lets through at most eventBurst lines of one message per
 // eventInterval at WARN and above.
 type logFilter struct {
-	next  slog.Handler
-	ev    *eventLog
-	attrs []slog.Attr
+	next slog.Handler
+	ev   *eventLog
 }
 
 func (f *logFilter) Enabled(ctx context.Context, l slog.Level) bool { return f.next.Enabled(ctx, l) }
@@ -640,26 +639,31 @@ func (e *eventLog) allow(kind string) bool {
 	return ok
 }
 
-// safeAttr replaces packets and wills by what may be logged of them.
+// safeAttr replaces packets and wills by what may be logged of them, in
+// groups too.
 func safeAttr(a slog.Attr) slog.Attr {
 	switch v := a.Value.Any().(type) {
+	case *packets.Packet:
+		if v != nil {
+			return safeAttr(slog.Any(a.Key, *v))
+		}
 	case packets.Packet:
 		return slog.Group(a.Key, "type", packets.PacketNames[v.FixedHeader.Type], "topic", clip(v.TopicName),
 			"bytes", len(v.Payload))
-	case *packets.Packet:
-		if v != nil {
-			return slog.Group(a.Key, "type", packets.PacketNames[v.FixedHeader.Type], "topic", clip(v.TopicName),
-				"bytes", len(v.Payload))
-		}
 	case mochi.Will:
 		return slog.Group(a.Key, "topic", clip(v.TopicName), "bytes", len(v.Payload))
 	case packets.Code, error, string, int, int64, uint16, bool, time.Duration:
 		return a
 	}
-	if a.Value.Kind() == slog.KindGroup {
-		return a
-	}
-	if a.Value.Kind() == slog.KindAny {
+	switch a.Value.Kind() {
+	case slog.KindGroup:
+		g := a.Value.Group()
+		safe := make([]slog.Attr, len(g))
+		for i, x := range g {
+			safe[i] = safeAttr(x)
+		}
+		return slog.Attr{Key: a.Key, Value: slog.GroupValue(safe...)}
+	case slog.KindAny:
 		return slog.String(a.Key, "(omitted)")
 	}
 	return a

@@ -11,6 +11,7 @@
 package alert
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -89,7 +90,7 @@ type Operator struct {
 	// last looked for, rows the rows evaluated since.
 	now, lastSweep int64
 	rows           int
-	scratch        []*assetState // of makeRoom
+	scratch        []rankedState // of makeRoom
 	f64            []*array.Float64
 	log            *slog.Logger
 	loggedEvicted  int
@@ -513,6 +514,13 @@ func (o *Operator) forget(key string, as *assetState) {
 // one; later ones are logged as a count per eviction round.
 const maxLoggedEvictions = 10
 
+// rankedState is an asset state with its class (see assetState.class),
+// worked out once per makeRoom.
+type rankedState struct {
+	class int
+	as    *assetState
+}
+
 // makeRoom forgets a sixteenth of max_keys states (at least one), the
 // least harmful first: states with every rule inactive, then pending
 // conditions, then raised alerts, each class by age of the latest row.
@@ -521,23 +529,21 @@ func (o *Operator) makeRoom() {
 	need := len(o.states) - o.p.maxKeys + max(1, o.p.maxKeys/16)
 	all := o.scratch[:0]
 	for _, as := range o.states {
-		all = append(all, as)
+		all = append(all, rankedState{class: as.class(), as: as})
 	}
-	slices.SortFunc(all, func(a, b *assetState) int {
-		if c := a.class() - b.class(); c != 0 {
+	slices.SortFunc(all, func(a, b rankedState) int {
+		if c := a.class - b.class; c != 0 {
 			return c
 		}
-		if a.seen != b.seen {
-			if a.seen < b.seen {
-				return -1
-			}
-			return 1
+		if c := cmp.Compare(a.as.seen, b.as.seen); c != 0 {
+			return c
 		}
-		return strings.Compare(a.key, b.key)
+		return strings.Compare(a.as.key, b.as.key)
 	})
 	unlogged := 0
-	for _, as := range all[:min(need, len(all))] {
-		switch as.class() {
+	for _, r := range all[:min(need, len(all))] {
+		as := r.as
+		switch r.class {
 		case 0:
 			o.cFull.Add(1)
 		case 1:
@@ -566,6 +572,7 @@ func (o *Operator) makeRoom() {
 			"alerts", unlogged, "evicted_raised", o.cEvRaised.Load(), "max_keys", o.p.maxKeys)
 	}
 	clear(all)
+	clear(all) // no pointers kept to forgotten states
 	o.scratch = all[:0]
 }
 

@@ -66,8 +66,6 @@ type Topic struct {
 // published on T + ReplySuffix.
 const ReplySuffix = "_reply"
 
-const reply = ReplySuffix
-
 // ParseTopic parses an EnOS device topic:
 // /sys/{productKey}/{deviceKey}/thing/{measurepoint/post|...|service/...}.
 // A topic that does not start with /sys/{productKey}/{deviceKey}/ has
@@ -87,7 +85,7 @@ func ParseTopic(topic string) Topic {
 	}
 	t := Topic{ProductKey: pk, DeviceKey: dk}
 	var isReply bool
-	rest, isReply = strings.CutSuffix(rest, reply)
+	rest, isReply = strings.CutSuffix(rest, ReplySuffix)
 	switch rest {
 	case "thing/measurepoint/post":
 		t.Kind = PostTopic
@@ -136,12 +134,12 @@ func ServiceTopicFor(productKey, deviceKey, service string) string {
 }
 
 // ReplyTopicFor returns the topic that answers a message on topic.
-func ReplyTopicFor(topic string) string { return topic + reply }
+func ReplyTopicFor(topic string) string { return topic + ReplySuffix }
 
 // IsReplyTopic reports whether topic is a reply topic (ends with
 // ReplySuffix), whatever its format: a component that answers messages
 // must never take one of these for a message to answer.
-func IsReplyTopic(topic string) bool { return strings.HasSuffix(topic, reply) }
+func IsReplyTopic(topic string) bool { return strings.HasSuffix(topic, ReplySuffix) }
 
 // MaxKeyLen is the longest product or device key CheckKey accepts by
 // default, in bytes; EnOS keys are far shorter.

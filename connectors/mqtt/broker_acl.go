@@ -119,7 +119,7 @@ func isDownlink(topic string) bool {
 		rest = rest[i+1:]
 	}
 	service := strings.HasPrefix(rest, "thing/service/")
-	reply := strings.HasSuffix(rest, "_reply")
+	reply := strings.HasSuffix(rest, codec.ReplySuffix)
 	return service != reply
 }
 

@@ -14,6 +14,8 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sluice-edge/sluice/connectors/codec"
 )
 
 // BrokerUser is an account of the embedded broker.
@@ -75,8 +77,11 @@ func newAccount(u BrokerUser) (*account, error) {
 		return nil, fmt.Errorf("user %q: set both product key and device key, or neither", u.Username)
 	}
 	for _, k := range []string{u.ProductKey, u.DeviceKey} {
-		if strings.ContainsAny(k, "/+#") {
-			return nil, fmt.Errorf("user %q: key %q holds / + or #", u.Username, k)
+		if k == "" {
+			continue
+		}
+		if err := codec.CheckKey(k, 0); err != nil {
+			return nil, fmt.Errorf("user %q: %w", u.Username, err)
 		}
 	}
 	for _, list := range []struct {

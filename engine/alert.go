@@ -58,6 +58,13 @@ type EngineAlert struct {
 	Occur, Recover time.Time
 }
 
+// EngineAlertID is the id of an engine alert: its rule, the asset it is
+// about and what tells the alert's episodes apart (a time, a range of
+// rows), joined by "/". The raise and the clear of an episode share it.
+func EngineAlertID(rule, asset, episode string) string {
+	return rule + "/" + asset + "/" + episode
+}
+
 // Record builds the AlertSchema row of a. The caller owns the record.
 func (a EngineAlert) Record(mem memory.Allocator) arrow.RecordBatch {
 	rb := NewRecordBuilder(mem, AlertSchema)

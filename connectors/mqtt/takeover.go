@@ -3,6 +3,7 @@ package mqtt
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -86,7 +87,7 @@ func (a *takeoverAlarm) stop() {
 }
 
 func (a *takeoverAlarm) raise(al engine.EngineAlert) {
-	al.ID = fmt.Sprintf("%s/%s/%d", TakeoverAlertRule, a.asset, a.since.UnixMilli())
+	al.ID = engine.EngineAlertID(TakeoverAlertRule, a.asset, strconv.FormatInt(a.since.UnixMilli(), 10))
 	al.Asset, al.Rule, al.Severity, al.Type, al.Value = a.asset, TakeoverAlertRule, "critical", "security", 0
 	if engine.RaiseAlert(a.shared, a.mem, al) == 0 {
 		a.log.Warn("no sink carries engine alerts: the session takeover alert stays in the log only", "state", al.State)

@@ -3,6 +3,7 @@ package forward
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -232,10 +233,13 @@ func alertText(rec arrow.RecordBatch) string {
 	return ""
 }
 
+// asset is what the sink's alerts are about: its edge and stream.
+func (s *Sink) asset() string { return s.opts.Edge + "/" + s.opts.Stream }
+
 // raise builds the record of a and routes it; with no sink carrying
 // alerts, it says so in the log.
 func (s *Sink) raise(a engine.EngineAlert) {
-	a.Asset = s.opts.Edge + "/" + s.opts.Stream
+	a.Asset = s.asset()
 	rec := a.Record(s.opts.Mem)
 	defer rec.Release()
 	if n := s.router.Raise(rec); n == 0 {
@@ -269,7 +273,7 @@ func (s *Sink) dropped(d buffer.Drop) {
 	}
 	now := time.Now()
 	s.raise(engine.EngineAlert{
-		ID:   fmt.Sprintf("%s/%s/%s/%d-%d", DropAlertRule, s.opts.Edge, s.opts.Stream, d.First, d.Last),
+		ID:   engine.EngineAlertID(DropAlertRule, s.asset(), fmt.Sprintf("%d-%d", d.First, d.Last)),
 		Rule: DropAlertRule, Severity: "major", Type: "data_loss",
 		Content: fmt.Sprintf("%s buffer of %s/%s %s", d.Reason, s.opts.Edge, s.opts.Stream, d.String()),
 		Value:   float64(d.Rows), State: engine.AlertRaised, Occur: now,
@@ -287,7 +291,7 @@ func (s *Sink) lost(ce *buffer.CorruptionError) {
 		rng = fmt.Sprintf("%d-%d", ce.LostFirst, ce.LostLast)
 	}
 	s.raise(engine.EngineAlert{
-		ID:   fmt.Sprintf("%s/%s/%s/%s", LossAlertRule, s.opts.Edge, s.opts.Stream, rng),
+		ID:   engine.EngineAlertID(LossAlertRule, s.asset(), rng),
 		Rule: LossAlertRule, Severity: "major", Type: "data_loss",
 		Content: fmt.Sprintf("buffer of %s/%s lost rows %s to a damaged file: %s", s.opts.Edge, s.opts.Stream, rng, ce.Error()),
 		Value:   rows, State: engine.AlertRaised, Occur: time.Now(),
@@ -331,7 +335,7 @@ func (s *Sink) settleDiskFull(now time.Time, force bool) {
 // started at since.
 func (s *Sink) diskFull(since time.Time, full bool, cause error) {
 	a := engine.EngineAlert{
-		ID:   fmt.Sprintf("%s/%s/%s/%d", DiskFullAlertRule, s.opts.Edge, s.opts.Stream, since.UnixMilli()),
+		ID:   engine.EngineAlertID(DiskFullAlertRule, s.asset(), strconv.FormatInt(since.UnixMilli(), 10)),
 		Rule: DiskFullAlertRule, Severity: "critical", Type: "resource", Occur: since, State: engine.AlertRaised,
 		Content: fmt.Sprintf("disk of the %s/%s buffer (%s) is full: new rows are held back until space frees", s.opts.Edge, s.opts.Stream, s.opts.Dir),
 	}

@@ -3,6 +3,7 @@ package window
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -67,7 +68,7 @@ func (w *lateWatch) observe(rows, late int) {
 }
 
 func (w *lateWatch) raise(a engine.EngineAlert) {
-	a.ID = fmt.Sprintf("%s/%s/%d", LateAlertRule, w.asset, w.since.UnixMilli())
+	a.ID = engine.EngineAlertID(LateAlertRule, w.asset, strconv.FormatInt(w.since.UnixMilli(), 10))
 	a.Asset, a.Rule, a.Severity, a.Type = w.asset, LateAlertRule, "warning", "data_quality"
 	w.log.Warn(a.Content, "alert", a.State)
 	if engine.RaiseAlert(w.shared, w.mem, a) == 0 {

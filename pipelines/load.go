@@ -278,47 +278,11 @@ func describe(n *yaml.Node) string {
 	return "something else"
 }
 
-// mapValue returns the value of key in mapping n: its own entry, else the
-// entry of the first mapping merged into it (YAML merge keys, "<<: *base",
-// as the component configurations read them; see spec).
-func mapValue(n *yaml.Node, key string) *yaml.Node {
-	return mergedValue(n, key, 0, map[*yaml.Node]bool{})
-}
+// mapValue returns the value of key in mapping n as the component
+// configurations read it (see spec.MappingValue).
+func mapValue(n *yaml.Node, key string) *yaml.Node { return spec.MappingValue(n, key) }
 
-// maxMergeDepth bounds merge keys nested in merged mappings (and so
-// mappings merging themselves).
-const maxMergeDepth = 32
-
-func mergedValue(n *yaml.Node, key string, depth int, searched map[*yaml.Node]bool) *yaml.Node {
-	if n == nil || depth > maxMergeDepth || searched[n] {
-		return nil // a mapping merged again was searched in vain already
-	}
-	searched[n] = true
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k := n.Content[i]; k.Value == key && !isMerge(k) {
-			return n.Content[i+1]
-		}
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if !isMerge(n.Content[i]) {
-			continue
-		}
-		srcs := []*yaml.Node{n.Content[i+1]}
-		if v := spec.Resolve(n.Content[i+1]); v != nil && v.Kind == yaml.SequenceNode {
-			srcs = v.Content
-		}
-		for _, src := range srcs {
-			if m := spec.Resolve(src); m != nil && m.Kind == yaml.MappingNode {
-				if v := mergedValue(m, key, depth+1, searched); v != nil {
-					return v
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func isMerge(k *yaml.Node) bool { return k.Kind == yaml.ScalarNode && k.Tag == "!!merge" }
+func isMerge(k *yaml.Node) bool { return spec.IsMerge(k) }
 
 // checkKeys reports every key defined twice in one mapping of the tree (YAML
 // forbids it; a decoder would silently keep one of them). Merged entries

@@ -324,7 +324,27 @@ type pair struct{ key, value *yaml.Node }
 // maxMergeDepth bounds nested merge keys (and so self-referencing anchors).
 const maxMergeDepth = 32
 
-func isMerge(k *yaml.Node) bool { return k.Kind == yaml.ScalarNode && k.Tag == "!!merge" }
+func isMerge(k *yaml.Node) bool { return IsMerge(k) }
+
+// IsMerge reports whether a mapping key is a YAML merge key ("<<").
+func IsMerge(k *yaml.Node) bool { return k.Kind == yaml.ScalarNode && k.Tag == "!!merge" }
+
+// MappingValue returns the value of key in mapping n as configurations
+// read it: n's own entry, else the entry of the first mapping merged into
+// it (YAML merge keys, "<<: *base"), or nil. Problems of the merge keys are
+// left to Parse to report.
+func MappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil {
+		return nil
+	}
+	pairs, _ := mappingPairs("", n, 0)
+	for _, p := range pairs {
+		if p.key.Value == key {
+			return p.value
+		}
+	}
+	return nil
+}
 
 // mappingPairs returns the entries of a mapping in file order, with YAML
 // merge keys ("<<: *defaults") expanded where they appear. As YAML

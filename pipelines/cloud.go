@@ -86,13 +86,10 @@ func CloudSpec(ps spec.Spec) spec.Spec {
 }
 
 // NewPublisher builds the sink's publisher from a configuration parsed
-// with the sink's spec, refusing TLS settings that would be ignored. With
-// bc.DryRun the publisher checks its whole configuration and returns nil
-// without connecting.
+// with the sink's spec (its TLS settings are checked by
+// outbound.TLSConfig). With bc.DryRun the publisher checks its whole
+// configuration and returns nil without connecting.
 func (cs *CloudSink) NewPublisher(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) {
-	if err := checkTLS(cfg, bc); err != nil {
-		return nil, err
-	}
 	return cs.Publisher.New(cfg, bc)
 }
 
@@ -131,25 +128,3 @@ func (dryRunSink) Write(_ context.Context, b engine.Batch) error {
 
 func (dryRunSink) Close(context.Context) error { return nil }
 
-// checkTLS refuses TLS settings that would be ignored (the tls block
-// applies only with enabled: true, so a ca_file or insecure_skip_verify
-// without it would silently connect without them), and warns when a
-// connection will not verify the server's certificate.
-func checkTLS(cfg *spec.Config, bc engine.BuildContext) error {
-	t := cfg.Object("tls")
-	if t == nil {
-		return nil
-	}
-	if !t.Bool("enabled") {
-		for _, name := range []string{"ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"} {
-			if t.Has(name) {
-				return t.Errorf(name, "tls.%s is ignored without tls.enabled: true; enable TLS or remove it", name)
-			}
-		}
-		return nil
-	}
-	if t.Bool("insecure_skip_verify") && !bc.DryRun && bc.Log != nil {
-		bc.Log.Warn("TLS without verifying the server's certificate (tls.insecure_skip_verify): anyone on the path can read and change the traffic")
-	}
-	return nil
-}

@@ -57,13 +57,26 @@ func TLSField() spec.Field {
 const MaxSecretFileBytes = 1 << 20
 
 // TLSConfig builds the TLS configuration of the "tls" field; it returns
-// nil when the field is absent or not enabled. The files are read with
-// spec.ReadConfigFile, at most MaxSecretFileBytes each. Errors are located
-// at the offending field.
+// nil when the field is absent or not enabled. Settings that would be
+// ignored (any of them without enabled: true) are an error, and
+// insecure_skip_verify logs a warning when the sink starts. The files are
+// read with spec.ReadConfigFile, at most MaxSecretFileBytes each. Errors
+// are located at the offending field.
 func TLSConfig(cfg *spec.Config, bc engine.BuildContext) (*tls.Config, error) {
 	t := cfg.Object("tls")
-	if t == nil || !t.Bool("enabled") {
+	if t == nil {
 		return nil, nil
+	}
+	if !t.Bool("enabled") {
+		for _, name := range []string{"ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"} {
+			if t.Has(name) {
+				return nil, t.Errorf(name, "tls.%s is ignored without tls.enabled: true; enable TLS or remove it", name)
+			}
+		}
+		return nil, nil
+	}
+	if t.Bool("insecure_skip_verify") && !bc.DryRun && bc.Log != nil {
+		bc.Log.Warn("TLS without verifying the server's certificate (tls.insecure_skip_verify): anyone on the path can read and change the traffic")
 	}
 	path := func(name string) string {
 		p := t.String(name)

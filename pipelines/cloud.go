@@ -127,4 +127,3 @@ func (dryRunSink) Write(_ context.Context, b engine.Batch) error {
 }
 
 func (dryRunSink) Close(context.Context) error { return nil }
-

@@ -35,6 +35,9 @@ type Node struct {
 	inputs []streams.Flow
 
 	rowsIn, rowsOut *atomic.Int64
+	// handover is set when the component moves to another graph as this
+	// one stops (see Graph.Handover).
+	handover atomic.Bool
 }
 
 type nodeKind int
@@ -121,6 +124,16 @@ func (g *Graph) AddSink(name string, s Sink, c *Counters) *Node {
 
 // Nodes returns the graph's nodes in order of addition.
 func (g *Graph) Nodes() []*Node { return g.nodes }
+
+// Handover marks an operator or sink whose component moves to another
+// graph when this one stops: when its input has drained, an operator so
+// marked is neither flushed nor closed (its state is handed over, see
+// Stateful) and a sink so marked is not closed (it goes on writing for the
+// next graph, its buffer and connections open). Call it before stopping
+// the graph; the caller then owns the component.
+func (g *Graph) Handover(n *Node) {
+	n.handover.Store(true)
+}
 
 // Connect feeds output port `port` of from into to. A port may feed several
 // components (fan-out) and a component may read several ports (merge).
@@ -314,6 +327,10 @@ func (g *Graph) runOperator(in *inlet, n *Node) {
 		current.Done()
 		current = nil
 	}
+	if n.handover.Load() && !broken {
+		// Its state moves on unflushed; the new owner closes it.
+		return
+	}
 	if !broken {
 		if err := guard(func() error { return n.op.Flush(emit) }); err != nil {
 			g.fail(n, fmt.Errorf("flush: %w", err))
@@ -366,6 +383,10 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 			continue
 		}
 		ack.Done()
+	}
+	if n.handover.Load() && !broken {
+		// It goes on writing for the next graph.
+		return
 	}
 	if err := n.sink.Close(context.WithoutCancel(ctx)); err != nil {
 		g.fail(n, fmt.Errorf("close: %w", err))

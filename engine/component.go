@@ -47,6 +47,54 @@ type BuildContext struct {
 	// sources resumes an interrupted run (see Resumer): a sink that would
 	// replace its output continues it instead.
 	Resuming bool
+	// Catalog holds the thing models and assets of the release the
+	// pipeline belongs to (its models/ files), or is nil outside a
+	// release. Components read it with assets.FromContext.
+	Catalog Catalog
+	// RuleSets are the rule sets of the release (its rules/ files) by
+	// name, or nil outside a release.
+	RuleSets map[string]*RuleSet
+}
+
+// Catalog is the thing models and assets a release ships. Its
+// implementation is *assets.Catalog, which this package cannot name
+// (engine/assets builds on it); assets.FromContext returns it.
+type Catalog interface {
+	// ModelIDs lists the ids of the catalog's models.
+	ModelIDs() []string
+}
+
+// RuleSet is a named list of rules shipped with a release
+// (rules/<name>.yaml), which steps include by name. Each rule is a
+// configuration parsed against the fields of an alert rule, located in the
+// rule set's file.
+type RuleSet struct {
+	// Name is the file's base name without extension.
+	Name string
+	// File is the rule set's file, relative to the release directory.
+	File string
+	// Model applies to the rules that do not name one ("" for none);
+	// ModelPos locates it.
+	Model    string
+	ModelPos spec.Pos
+	Rules    []*spec.Config
+}
+
+// ValueRange is the range of valid values of a numeric column: a value
+// below Min or above Max (or NaN) is out of range. Point names the thing
+// model's point the range comes from, for error reasons.
+type ValueRange struct {
+	Column   string
+	Point    string
+	Min, Max float64
+}
+
+// RangedSource is implemented by sources whose rows must be checked
+// against value ranges (a schema built from a thing model with ranges
+// routed): a pipeline sends the rows with a value out of range to the
+// source's errors port. Ranges returns nil when nothing is checked.
+type RangedSource interface {
+	Ranges() []ValueRange
 }
 
 // Resumer is implemented by sources that can go on where an earlier run

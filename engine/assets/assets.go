@@ -28,6 +28,7 @@
 package assets
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -82,7 +83,8 @@ var FileSpec = spec.Spec{
 	},
 }
 
-// Catalog holds the models and assets of one file.
+// Catalog holds the models and assets of one file, or of several read
+// together (ParseFiles).
 type Catalog struct {
 	Models []*Model
 	Assets []*Asset
@@ -138,47 +140,97 @@ const MaxFileBytes = 64 << 20
 // Load reads and validates a models and assets file of at most
 // MaxFileBytes; what is not a regular file is refused.
 func Load(path string) (*Catalog, error) {
-	data, err := spec.ReadConfigFile(path, MaxFileBytes)
-	if err != nil {
-		return nil, err
+	return LoadFiles(path)
+}
+
+// LoadFiles reads several models and assets files, each of at most
+// MaxFileBytes, as one catalog (see ParseFiles).
+func LoadFiles(paths ...string) (*Catalog, error) {
+	files := make([]File, 0, len(paths))
+	var errs []error
+	for _, p := range paths {
+		data, err := spec.ReadConfigFile(p, MaxFileBytes)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		files = append(files, File{Name: p, Data: data})
 	}
-	return Parse(path, data)
+	switch len(errs) {
+	case 0:
+	case 1:
+		return nil, errs[0]
+	default:
+		return nil, errors.Join(errs...)
+	}
+	return ParseFiles(files...)
+}
+
+// File is the contents of one models and assets file; Name names it in
+// errors.
+type File struct {
+	Name string
+	Data []byte
 }
 
 // Parse validates the contents of a models and assets file; file names it
 // in errors. The error, if any, is a spec.Errors listing every problem.
 func Parse(file string, data []byte) (*Catalog, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, spec.Errors{yamlError(file, err)}
-	}
-	cfg, errs := FileSpec.Parse(file, &doc)
+	return ParseFiles(File{Name: file, Data: data})
+}
+
+// ParseFiles validates several models and assets files as one catalog:
+// an asset may instantiate a model of another file, and a model or asset
+// id declared twice, in one file or in two, is an error naming both
+// places. Models and assets keep the order of the files, then of each
+// file. The error, if any, is a spec.Errors listing every problem.
+func ParseFiles(files ...File) (*Catalog, error) {
 	c := &Catalog{models: map[string]*Model{}, assets: map[string]*Asset{}}
-	for _, mc := range cfg.Objects("models") {
-		m, es := parseModel(mc)
+	var errs spec.Errors
+	cfgs := make([]*spec.Config, 0, len(files))
+	for _, f := range files {
+		var doc yaml.Node
+		if err := yaml.Unmarshal(f.Data, &doc); err != nil {
+			errs = append(errs, yamlError(f.Name, err))
+			continue
+		}
+		cfg, es := FileSpec.Parse(f.Name, &doc)
 		errs = append(errs, es...)
-		if m.ID == "" {
-			continue
-		}
-		if _, dup := c.models[m.ID]; dup {
-			errs = append(errs, mc.Errorf("id", "model %q declared twice", m.ID))
-			continue
-		}
-		c.models[m.ID] = m
-		c.Models = append(c.Models, m)
+		cfgs = append(cfgs, cfg)
 	}
-	for _, ac := range cfg.Objects("assets") {
-		a, es := c.parseAsset(ac)
-		errs = append(errs, es...)
-		if a == nil {
-			continue
+	modelAt := map[string]spec.Pos{}
+	for _, cfg := range cfgs {
+		for _, mc := range cfg.Objects("models") {
+			m, es := parseModel(mc)
+			errs = append(errs, es...)
+			if m.ID == "" {
+				continue
+			}
+			if prev, dup := modelAt[m.ID]; dup {
+				errs = append(errs, mc.Errorf("id", "model %q declared twice (also at %s)", m.ID, prev))
+				continue
+			}
+			modelAt[m.ID] = mc.Pos("id")
+			c.models[m.ID] = m
+			c.Models = append(c.Models, m)
 		}
-		if _, dup := c.assets[a.ID]; dup {
-			errs = append(errs, ac.Errorf("id", "asset %q declared twice", a.ID))
-			continue
+	}
+	assetAt := map[string]spec.Pos{}
+	for _, cfg := range cfgs {
+		for _, ac := range cfg.Objects("assets") {
+			a, es := c.parseAsset(ac)
+			errs = append(errs, es...)
+			if a == nil {
+				continue
+			}
+			if prev, dup := assetAt[a.ID]; dup {
+				errs = append(errs, ac.Errorf("id", "asset %q declared twice (also at %s)", a.ID, prev))
+				continue
+			}
+			assetAt[a.ID] = ac.Pos("id")
+			c.assets[a.ID] = a
+			c.Assets = append(c.Assets, a)
 		}
-		c.assets[a.ID] = a
-		c.Assets = append(c.Assets, a)
 	}
 	if len(errs) > 0 {
 		errs.Sort()
@@ -186,6 +238,15 @@ func Parse(file string, data []byte) (*Catalog, error) {
 	}
 	return c, nil
 }
+
+// FromContext returns the catalog of the release a component is built
+// for (engine.BuildContext.Catalog), or nil outside a release.
+func FromContext(bc engine.BuildContext) *Catalog {
+	c, _ := bc.Catalog.(*Catalog)
+	return c
+}
+
+var _ engine.Catalog = (*Catalog)(nil)
 
 func yamlError(file string, err error) *spec.Error {
 	var line int
@@ -346,6 +407,9 @@ func (c *Catalog) AssetsOf(model string) []*Asset {
 	}
 	return out
 }
+
+// ModelIDs lists the ids of the models, in file order.
+func (c *Catalog) ModelIDs() []string { return c.modelIDs() }
 
 func (c *Catalog) modelIDs() []string {
 	out := make([]string, len(c.Models))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -127,7 +128,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad default", "models:\n  - id: m\n    attributes:\n      lim: {type: float64, default: [1]}\n",
 			[]string{`x.yaml:4:37: attribute "lim": default: expected a number, got a list`}},
 		{"duplicates", "models: [{id: m}, {id: m}]\nassets: [{id: A, model: m}, {id: A, model: m}]\n",
-			[]string{`x.yaml:1:24: model "m" declared twice`, `x.yaml:2:34: asset "A" declared twice`}},
+			[]string{`x.yaml:1:24: model "m" declared twice (also at x.yaml:1:15)`, `x.yaml:2:34: asset "A" declared twice (also at x.yaml:2:15)`}},
 		{"unknown type", "models: [{id: m, attributes: {a: {type: float}}}]\n",
 			[]string{`x.yaml:1:41: field "type": "float" is not one of float64, int64, string, bool`}},
 		{"unknown field", "models: [{id: m, atributes: {}}]\n",
@@ -192,5 +193,57 @@ func TestLoadRefusesSpecialFiles(t *testing.T) {
 	_, err := assets.Load("/dev/zero")
 	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Fatalf("Load(/dev/zero) = %v, want a refusal", err)
+	}
+}
+
+func TestParseFiles(t *testing.T) {
+	models := "models:\n  - id: turbine\n    points: {temp: {type: float64, min: -40, max: 120}}\n"
+	cases := []struct {
+		name  string
+		files []assets.File
+		want  []string // error prefixes; none: the catalog loads
+	}{
+		{"asset of a model of another file", []assets.File{
+			{Name: "models/a.yaml", Data: []byte(models)},
+			{Name: "models/b.yaml", Data: []byte("assets: [{id: WT-1, model: turbine}]\n")},
+		}, nil},
+		{"model in two files", []assets.File{
+			{Name: "models/a.yaml", Data: []byte(models)},
+			{Name: "models/b.yaml", Data: []byte("models: [{id: turbine}]\n")},
+		}, []string{`models/b.yaml:1:15: model "turbine" declared twice (also at models/a.yaml:2:9)`}},
+		{"asset in two files", []assets.File{
+			{Name: "models/a.yaml", Data: []byte(models + "assets: [{id: WT-1, model: turbine}]\n")},
+			{Name: "models/b.yaml", Data: []byte("assets: [{id: WT-1, model: turbine}]\n")},
+		}, []string{`models/b.yaml:1:15: asset "WT-1" declared twice (also at models/a.yaml:4:15)`}},
+		{"bad YAML in one file", []assets.File{
+			{Name: "models/a.yaml", Data: []byte(models)},
+			{Name: "models/b.yaml", Data: []byte("models: [\n")},
+		}, []string{`models/b.yaml:`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cat, err := assets.ParseFiles(c.files...)
+			if len(c.want) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if a, ok := cat.Asset("WT-1"); !ok || a.Model.ID != "turbine" {
+					t.Fatalf("asset WT-1 = %+v, %v", a, ok)
+				}
+				if got := cat.ModelIDs(); !slices.Equal(got, []string{"turbine"}) {
+					t.Fatalf("ModelIDs = %v", got)
+				}
+				return
+			}
+			var es spec.Errors
+			if !errors.As(err, &es) || len(es) != len(c.want) {
+				t.Fatalf("got %v, want %d errors", err, len(c.want))
+			}
+			for i, e := range es {
+				if !strings.HasPrefix(e.Error(), c.want[i]) {
+					t.Errorf("got  %s\nwant %s", e, c.want[i])
+				}
+			}
+		})
 	}
 }

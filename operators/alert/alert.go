@@ -120,7 +120,7 @@ var _ engine.Operator = (*Operator)(nil)
 // with Spec. Configuration errors carry their file:line:col; errors in the
 // assets file carry the assets file's positions.
 func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator, error) {
-	p, err := parsePlan(cfg, in, bc.Dir)
+	p, err := parsePlan(cfg, in, bc)
 	if err != nil {
 		return nil, err
 	}
@@ -172,6 +172,16 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 // Outputs returns the main port (alert rows of engine.AlertSchema) and the
 // "errors" port.
 func (o *Operator) Outputs() []engine.Port { return o.ports }
+
+// RuleNames lists the step's rules in evaluation order: its own, then
+// those of the rule sets it includes.
+func (o *Operator) RuleNames() []string {
+	out := make([]string, len(o.p.rules))
+	for i, r := range o.p.rules {
+		out[i] = r.name
+	}
+	return out
+}
 
 // Process evaluates the rules on every row of b, in order, and emits the
 // alerts raised and cleared by the batch.

@@ -2,12 +2,15 @@ package alert
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
 	"text/template"
 	"text/template/parse"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/assets"
@@ -56,33 +59,12 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 		{Name: "max_content", Type: spec.Int, Default: DefaultMaxContent, Advanced: true,
 			Description: "Longest rendered content in bytes (256 to 1,048,576). A longer content is cut and ends with ` …[truncated]` (`content_truncated`); the alert is raised all the same.",
 			Example:     4096},
-		{Name: "rules", Type: spec.List, Elem: spec.Object,
-			Description: "Alert rules, evaluated in order.",
-			Children: []spec.Field{
-				{Name: "name", Type: spec.String, Description: "Rule name, unique in the step.", Example: "gearbox_hot"},
-				{Name: "expr", Type: spec.String,
-					Description: "Condition (a bool expression over the row's columns, `asset` and `attr`).",
-					Example:     "gearbox_temp_max > attr.max_gearbox_temp"},
-				{Name: "clear", Type: spec.String, Optional: true,
-					Description: "Clear condition for hysteresis: once raised, the alert clears only when this is true. Without it, the alert clears when expr stops holding.",
-					Example:     "gearbox_temp_max < attr.max_gearbox_temp - 5"},
-				{Name: "for", Type: spec.Duration, Default: "0s",
-					Description: "How long (in event time) the condition must hold continuously before the alert is raised.",
-					Example:     "30m"},
-				{Name: "severity", Type: spec.String, Default: "warning", Enum: engine.Severities,
-					Description: "Alert severity.", Example: "major"},
-				{Name: "type", Type: spec.String, Optional: true,
-					Description: "Alert type (defaults to the rule name).", Example: "temperature"},
-				{Name: "content", Type: spec.String, Default: "{{.rule}} on {{.asset}}",
-					Description: "Text/template rendered on the raising (and clearing) row: columns by name, plus .asset, .rule, .value, .attr, .severity, .type and .time.",
-					Example:     "{{.asset}}: gearbox at {{.gearbox_temp_max}} °C"},
-				{Name: "value", Type: spec.String, Optional: true,
-					Description: "Expression for the reported value. Defaults to the first numeric column that expr reads.",
-					Example:     "gearbox_temp_max"},
-				{Name: "model", Type: spec.String, Optional: true,
-					Description: "Apply the rule only to assets of this model (needs assets).",
-					Example:     "turbine"},
-			}},
+		{Name: "include", Type: spec.List, Elem: spec.String, Optional: true,
+			Description: "Rule sets of the release to evaluate after the step's own rules, by name (the release's `rules/<name>.yaml`). Only pipelines of a release can include rule sets. Rule names stay unique across the step's rules and the included ones. See docs/alert.md.",
+			Example:     []string{"turbine"}},
+		{Name: "rules", Type: spec.List, Elem: spec.Object, Optional: true,
+			Description: "Alert rules, evaluated in order. Required unless the step includes rule sets.",
+			Children:    RuleFields},
 	},
 	Example: `alerts:
   type: alert
@@ -101,6 +83,81 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
       expr: power_avg < 100 && wind_speed_avg > 8
       for: 10m
       severity: minor`,
+}
+
+// RuleFields declares the fields of one rule, in a step's `rules` and in
+// a rule set's.
+var RuleFields = []spec.Field{
+	{Name: "name", Type: spec.String, Description: "Rule name, unique in the step.", Example: "gearbox_hot"},
+	{Name: "expr", Type: spec.String,
+		Description: "Condition (a bool expression over the row's columns, `asset` and `attr`).",
+		Example:     "gearbox_temp_max > attr.max_gearbox_temp"},
+	{Name: "clear", Type: spec.String, Optional: true,
+		Description: "Clear condition for hysteresis: once raised, the alert clears only when this is true. Without it, the alert clears when expr stops holding.",
+		Example:     "gearbox_temp_max < attr.max_gearbox_temp - 5"},
+	{Name: "for", Type: spec.Duration, Default: "0s",
+		Description: "How long (in event time) the condition must hold continuously before the alert is raised.",
+		Example:     "30m"},
+	{Name: "severity", Type: spec.String, Default: "warning", Enum: engine.Severities,
+		Description: "Alert severity.", Example: "major"},
+	{Name: "type", Type: spec.String, Optional: true,
+		Description: "Alert type (defaults to the rule name).", Example: "temperature"},
+	{Name: "content", Type: spec.String, Default: "{{.rule}} on {{.asset}}",
+		Description: "Text/template rendered on the raising (and clearing) row: columns by name, plus .asset, .rule, .value, .attr, .severity, .type and .time.",
+		Example:     "{{.asset}}: gearbox at {{.gearbox_temp_max}} °C"},
+	{Name: "value", Type: spec.String, Optional: true,
+		Description: "Expression for the reported value. Defaults to the first numeric column that expr reads.",
+		Example:     "gearbox_temp_max"},
+	{Name: "model", Type: spec.String, Optional: true,
+		Description: "Apply the rule only to assets of this model (needs assets).",
+		Example:     "turbine"},
+}
+
+// RuleSetSpec declares a rule set file of a release (rules/<name>.yaml):
+// rules that alert steps include by name.
+var RuleSetSpec = spec.Spec{
+	Name:    "rule set",
+	Summary: "Alert rules shipped with a release, included by alert steps by name.",
+	Fields: []spec.Field{
+		{Name: "model", Type: spec.String, Optional: true,
+			Description: "Model of the rules that do not name one.", Example: "turbine"},
+		{Name: "rules", Type: spec.List, Elem: spec.Object,
+			Description: "Alert rules, with the fields of an alert step's rules.", Children: RuleFields},
+	},
+}
+
+// MaxRuleSetRules bounds the rules of one rule set.
+const MaxRuleSetRules = 4096
+
+// ParseRuleSet reads a rule set from the YAML document n of file (see
+// RuleSetSpec); its name is the file's base name without extension. The
+// rules are checked against the rule fields here and compiled by each step
+// that includes them, against that step's input.
+func ParseRuleSet(file string, n *yaml.Node) (*engine.RuleSet, spec.Errors) {
+	base := filepath.Base(file)
+	rs := &engine.RuleSet{Name: strings.TrimSuffix(base, filepath.Ext(base)), File: file}
+	cfg, errs := RuleSetSpec.Parse(file, n)
+	rs.Model, rs.ModelPos = cfg.String("model"), cfg.Pos("model")
+	if cfg.Has("model") && rs.Model == "" {
+		errs = append(errs, cfg.Errorf("model", "model: name a model or leave the field out"))
+	}
+	rs.Rules = cfg.Objects("rules")
+	switch {
+	case len(rs.Rules) > MaxRuleSetRules:
+		errs = append(errs, cfg.Errorf("rules", "rules: %d rules, more than %d in one rule set", len(rs.Rules), MaxRuleSetRules))
+	case len(rs.Rules) == 0 && cfg.Has("rules"):
+		errs = append(errs, cfg.Errorf("rules", "rules: declare at least one rule"))
+	}
+	seen := map[string]spec.Pos{}
+	for _, rc := range rs.Rules {
+		name := rc.String("name")
+		if prev, dup := seen[name]; dup {
+			errs = append(errs, rc.Errorf("name", "rule %q declared twice (also at %s)", name, prev))
+			continue
+		}
+		seen[name] = rc.Pos("name")
+	}
+	return rs, errs
 }
 
 // Names of the extra expression variables.
@@ -143,7 +200,7 @@ type plan struct {
 	floatCols []int
 }
 
-func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
+func parsePlan(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*plan, error) {
 	var errs spec.Errors
 	p := &plan{attrVar: -1, assetVar: -1, timeCol: in.TimeIndex(), keyCol: in.KeyIndex(), histCol: -1}
 	if f, ok := in.Lookup(cfg.String("history_column")); ok && f.Type == engine.Bool && !cfg.Bool("alert_on_history") {
@@ -187,7 +244,7 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 	if cfg.Has("assets") {
 		path := cfg.String("assets")
 		if !filepath.IsAbs(path) {
-			path = filepath.Join(dir, path)
+			path = filepath.Join(bc.Dir, path)
 		}
 		c, err := assets.Load(path)
 		if err != nil {
@@ -198,7 +255,11 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 			errs = append(errs, es...)
 		}
 		p.catalog = c
+	} else if c := assets.FromContext(bc); c != nil {
+		// The release's models and assets.
+		p.catalog = c
 	}
+	haveAssets := cfg.Has("assets") || p.catalog != nil
 	var vars []rowexpr.Var
 	if in.Index(attrVar) < 0 {
 		p.attrVar = len(vars)
@@ -213,17 +274,19 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 		return nil, cfg.Errorf("", "%v", err)
 	}
 	p.env = env
-	seen := map[string]bool{}
-	for _, rc := range cfg.Objects("rules") {
-		r, es := p.parseRule(rc, in, cfg.Has("assets"))
+	sets, es := includedSets(cfg, bc)
+	errs = append(errs, es...)
+	seen := map[string]spec.Pos{}
+	add := func(rc *spec.Config, set *engine.RuleSet) {
+		r, es := p.parseRule(rc, in, haveAssets, set)
 		errs = append(errs, es...)
 		if r == nil {
-			continue
+			return
 		}
-		if seen[r.name] {
-			errs = append(errs, rc.Errorf("name", "rule %q declared twice", r.name))
+		if prev, dup := seen[r.name]; dup {
+			errs = append(errs, rc.Errorf("name", "rule %q declared twice (also at %s)", r.name, prev))
 		}
-		seen[r.name] = true
+		seen[r.name] = rc.Pos("name")
 		p.rules = append(p.rules, r)
 		for _, c := range append(r.condF, r.clearF...) {
 			if !slices.Contains(p.floatCols, c) {
@@ -231,7 +294,15 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 			}
 		}
 	}
-	if len(cfg.Objects("rules")) == 0 {
+	for _, rc := range cfg.Objects("rules") {
+		add(rc, nil)
+	}
+	for _, set := range sets {
+		for _, rc := range set.Rules {
+			add(rc, set)
+		}
+	}
+	if len(cfg.Objects("rules")) == 0 && len(sets) == 0 && !cfg.Has("include") {
 		errs = append(errs, cfg.Errorf("rules", "rules: declare at least one rule"))
 	}
 	if len(errs) > 0 {
@@ -241,7 +312,42 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, dir string) (*plan, error) {
 	return p, nil
 }
 
-func (p *plan) parseRule(rc *spec.Config, in *engine.Schema, haveAssets bool) (*rule, spec.Errors) {
+// includedSets returns the rule sets a step includes, in the order given.
+func includedSets(cfg *spec.Config, bc engine.BuildContext) ([]*engine.RuleSet, spec.Errors) {
+	if !cfg.Has("include") {
+		return nil, nil
+	}
+	names := cfg.Strings("include")
+	if len(names) == 0 {
+		return nil, spec.Errors{cfg.Errorf("include", "include: name at least one rule set")}
+	}
+	if bc.RuleSets == nil {
+		return nil, spec.Errors{cfg.Errorf("include", "include: rule sets come with a release (its rules/*.yaml files); this pipeline is not part of one: write the rules in `rules`")}
+	}
+	var errs spec.Errors
+	var out []*engine.RuleSet
+	known := slices.Sorted(maps.Keys(bc.RuleSets))
+	for i, name := range names {
+		set, ok := bc.RuleSets[name]
+		switch {
+		case !ok:
+			list := strings.Join(known, ", ")
+			if list == "" {
+				list = "none"
+			}
+			errs = append(errs, cfg.Errorf("include", "include: no rule set %q in the release%s (rule sets: %s)", name, suggest(name, known), list))
+		case slices.Contains(names[:i], name):
+			errs = append(errs, cfg.Errorf("include", "include: rule set %q is included twice", name))
+		default:
+			out = append(out, set)
+		}
+	}
+	return out, errs
+}
+
+// parseRule compiles one rule: of the step's own rules (set nil) or of an
+// included rule set, whose model applies when the rule names none.
+func (p *plan) parseRule(rc *spec.Config, in *engine.Schema, haveAssets bool, set *engine.RuleSet) (*rule, spec.Errors) {
 	var errs spec.Errors
 	r := &rule{name: rc.String("name"), severity: rc.String("severity"), typ: rc.String("type")}
 	r.prefix = "rule " + r.name + ": "
@@ -253,15 +359,21 @@ func (p *plan) parseRule(rc *spec.Config, in *engine.Schema, haveAssets bool) (*
 	} else {
 		r.hold = int64(d / time.Millisecond)
 	}
-	if rc.Has("model") {
-		id := rc.String("model")
+	id, modelErr := rc.String("model"), func(format string, args ...any) *spec.Error { return rc.Errorf("model", format, args...) }
+	if !rc.Has("model") && set != nil && set.Model != "" {
+		id = set.Model
+		modelErr = func(format string, args ...any) *spec.Error {
+			return spec.Errorf(set.ModelPos, "rule set %q: "+format, append([]any{set.Name}, args...)...)
+		}
+	}
+	if id != "" || rc.Has("model") {
 		switch {
 		case !haveAssets:
-			errs = append(errs, rc.Errorf("model", "rule %q: model needs the assets field", r.name))
+			errs = append(errs, modelErr("rule %q: model needs assets (the assets field, or the models of a release)", r.name))
 		case p.catalog != nil:
 			m, ok := p.catalog.Model(id)
 			if !ok {
-				errs = append(errs, rc.Errorf("model", "rule %q: unknown model %q%s", r.name, id, suggest(id, modelIDs(p.catalog))))
+				errs = append(errs, modelErr("rule %q: unknown model %q%s", r.name, id, suggest(id, modelIDs(p.catalog))))
 			}
 			r.model = m
 		}

@@ -2,10 +2,12 @@ package codec
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/assets"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -19,7 +21,8 @@ func SchemaFields() []spec.Field {
 			Name: "schema",
 			Type: spec.Object,
 			Description: "Columns of the rows the source produces. The time column is added as a timestamp " +
-				"and the key column as a string when `fields` does not list them.",
+				"and the key column as a string when `fields` does not list them. In a release, `model` takes " +
+				"the columns from a thing model's measure points instead (see docs/connectors.md).",
 			Example: map[string]any{
 				"time": "ts", "key": "asset",
 				"fields": map[string]any{"power": "float64", "wind_speed": "float64", "status": "string"},
@@ -28,9 +31,18 @@ func SchemaFields() []spec.Field {
 				{Name: "time", Type: spec.String, Default: "time", Description: "Name of the event-time column.", Example: "ts"},
 				{Name: "key", Type: spec.String, Optional: true, Description: "Name of the key column (the asset or device a row belongs to).", Example: "asset"},
 				{
-					Name: "fields", Type: spec.Map, Elem: spec.String,
-					Description: "Column name -> type (" + strings.Join(engine.TypeNames(), ", ") + "), in output order.",
+					Name: "fields", Type: spec.Map, Elem: spec.String, Optional: true,
+					Description: "Column name -> type (" + strings.Join(engine.TypeNames(), ", ") + "), in output order. Required unless `model` is set; with it, columns added after the model's points.",
 					Example:     map[string]any{"power": "float64", "status": "string"},
+				},
+				{
+					Name: "model", Type: spec.String, Optional: true,
+					Description: "A thing model of the release (its models/ files): each measure point becomes a column of the point's type, in the model's order, after the time and key columns.",
+					Example:     "turbine",
+				},
+				{
+					Name: "ranges", Type: spec.String, Default: RangesIgnore, Enum: []string{RangesIgnore, RangesRoute},
+					Description: "With `model`: `route` sends rows with a value outside its point's `min`/`max` (or NaN) to the source's `errors` port (`<source>.errors`) with the point, value and bounds, counted as `" + RangeRowsCounter + "`; `ignore` passes them on.",
 				},
 			},
 		},
@@ -76,6 +88,9 @@ type Mapping struct {
 	// column's name. EnOS decoders ignore the entries of the time and key
 	// columns, which come from the envelope and the device key.
 	Sources []string
+	// Ranges are the ranges the source checks (schema.model with ranges
+	// route), or nil.
+	Ranges []engine.ValueRange
 }
 
 // NewMapping returns the mapping of s where sources (column -> source name)
@@ -101,11 +116,30 @@ func NewMapping(s *engine.Schema, sources map[string]string) (*Mapping, error) {
 	return m, nil
 }
 
+// Values of schema.ranges.
+const (
+	RangesIgnore = "ignore"
+	RangesRoute  = "route"
+)
+
+// RangeRowsCounter counts the rows a source's errors port receives for a
+// value out of its point's range (see engine.RangedSource).
+const RangeRowsCounter = "value_range_rows"
+
 // ParseMapping builds the schema and mapping declared by the fields of
-// SchemaFields. Columns appear in the order of schema.fields; the time
-// column, when not listed, comes first and the key column second. Errors
-// are located at the offending field.
+// SchemaFields, outside a release (schema.model is refused). See
+// ParseMappingFor.
 func ParseMapping(cfg *spec.Config) (*Mapping, error) {
+	return ParseMappingFor(cfg, engine.BuildContext{})
+}
+
+// ParseMappingFor builds the schema and mapping declared by the fields of
+// SchemaFields, for a source built with bc: schema.model names a thing
+// model of bc's catalog (assets.FromContext), whose measure points become
+// columns. Columns appear in the order of the model's points, then of
+// schema.fields; the time column, when not listed, comes first and the
+// key column second. Errors are located at the offending field.
+func ParseMappingFor(cfg *spec.Config, bc engine.BuildContext) (*Mapping, error) {
 	sc := cfg.Object("schema")
 	if sc == nil {
 		return nil, cfg.Errorf("schema", "missing schema")
@@ -121,10 +155,14 @@ func ParseMapping(cfg *spec.Config) (*Mapping, error) {
 	if keyName != "" && keyName == timeName {
 		errs = append(errs, sc.Errorf("key", "the key column %q is also the time column", keyName))
 	}
-	var fields []engine.Field
+	fields, ranges, es := modelFields(sc, bc)
+	errs = append(errs, es...)
 	entries := sc.Entries("fields")
-	if len(entries) == 0 {
+	if len(entries) == 0 && !sc.Has("model") {
 		errs = append(errs, sc.Errorf("fields", "declare at least one column"))
+	}
+	if sc.Has("ranges") && !sc.Has("model") {
+		errs = append(errs, sc.Errorf("ranges", "ranges applies to the points of a model: set schema.model"))
 	}
 	for _, e := range entries {
 		s, _ := e.Value.(string)
@@ -139,6 +177,10 @@ func ParseMapping(cfg *spec.Config) (*Mapping, error) {
 			continue
 		case e.Key == keyName && t != engine.String:
 			errs = append(errs, spec.Errorf(e.ValuePos, "the key column %q must have type string, not %s", e.Key, t))
+			continue
+		}
+		if slices.ContainsFunc(fields, func(f engine.Field) bool { return f.Name == e.Key }) {
+			errs = append(errs, spec.Errorf(e.KeyPos, "column %q is also a point of model %q: leave it out of fields", e.Key, sc.String("model")))
 			continue
 		}
 		fields = append(fields, engine.Field{Name: e.Key, Type: t})
@@ -161,7 +203,7 @@ func ParseMapping(cfg *spec.Config) (*Mapping, error) {
 	if err != nil {
 		return nil, sc.Errorf("fields", "%v", err)
 	}
-	m := &Mapping{Schema: schema, Sources: schema.Names()}
+	m := &Mapping{Schema: schema, Sources: schema.Names(), Ranges: ranges}
 	for _, e := range cfg.Entries("mapping") {
 		s, _ := e.Value.(string)
 		i := schema.Index(e.Key)
@@ -178,4 +220,38 @@ func ParseMapping(cfg *spec.Config) (*Mapping, error) {
 		return nil, errs
 	}
 	return m, nil
+}
+
+// modelFields returns the columns of schema.model, and the ranges to check
+// when schema.ranges is route.
+func modelFields(sc *spec.Config, bc engine.BuildContext) ([]engine.Field, []engine.ValueRange, spec.Errors) {
+	if !sc.Has("model") {
+		return nil, nil, nil
+	}
+	id := sc.String("model")
+	cat := assets.FromContext(bc)
+	if cat == nil {
+		return nil, nil, spec.Errors{sc.Errorf("model", "model: thing models come with a release (its models/ files); this pipeline is not part of one: declare the columns in schema.fields")}
+	}
+	m, ok := cat.Model(id)
+	if !ok {
+		return nil, nil, spec.Errors{sc.Errorf("model", "model: the release has no model %q (models: %s)", id, strings.Join(cat.ModelIDs(), ", "))}
+	}
+	if len(m.Points) == 0 {
+		return nil, nil, spec.Errors{sc.Errorf("model", "model: model %q has no measure points", id)}
+	}
+	route := sc.String("ranges") == RangesRoute
+	var fields []engine.Field
+	var ranges []engine.ValueRange
+	for _, p := range m.Points {
+		if p.ID == sc.String("time") || p.ID == sc.String("key") {
+			return nil, nil, spec.Errors{sc.Errorf("model", "model: point %q of model %q has the name of the time or key column", p.ID, id)}
+		}
+		fields = append(fields, engine.Field{Name: p.ID, Type: p.Type})
+		numeric := p.Type == engine.Float64 || p.Type == engine.Int64
+		if route && numeric && (!math.IsInf(p.Min, -1) || !math.IsInf(p.Max, 1)) {
+			ranges = append(ranges, engine.ValueRange{Column: p.ID, Point: id + "." + p.ID, Min: p.Min, Max: p.Max})
+		}
+	}
+	return fields, ranges, nil
 }

@@ -119,7 +119,7 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 			errs = append(errs, spec.Collect(cfg.Pos(""), err)...)
 		}
 	}
-	m, err := codec.ParseMapping(cfg)
+	m, err := codec.ParseMappingFor(cfg, bc)
 	add(err)
 	tf, err := codec.ParseTimeFormatConfig(cfg)
 	add(err)
@@ -234,6 +234,17 @@ func (s *Source) decoder(header []string) (codec.Decoder, error) {
 
 // Schema is the declared schema.
 func (s *Source) Schema() *engine.Schema { return s.mapping.Schema }
+
+var _ engine.RangedSource = (*Source)(nil)
+
+// Ranges returns the value ranges of the schema's model when the schema
+// routes values out of range (schema.ranges route), or nil.
+func (s *Source) Ranges() []engine.ValueRange {
+	if s.mapping == nil {
+		return nil
+	}
+	return s.mapping.Ranges
+}
 
 // Resuming reports whether the source goes on from a recorded position.
 func (s *Source) Resuming() bool { return s.pos.Recorded() }

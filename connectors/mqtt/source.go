@@ -134,6 +134,7 @@ type Source struct {
 	keyField string         // enos: the params item field naming a sub-device
 	schema   *engine.Schema // what the source emits
 	decMap   *codec.Mapping // what the decoder fills (schema without topic and history columns)
+	ranges   []engine.ValueRange
 	newDec   func() (codec.Decoder, error)
 	topicCol []topicColumn
 	keySeg   int // topic segment that gives the key, or -1
@@ -279,7 +280,7 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		fields = enosTopicFields
 	}
 
-	m, err := codec.ParseMapping(cfg)
+	m, err := codec.ParseMappingFor(cfg, bc)
 	add(err)
 	tf, err := codec.ParseTimeFormatConfig(cfg)
 	add(err)
@@ -447,7 +448,7 @@ func (s *Source) buildSchema(cfg *spec.Config, m *codec.Mapping, fields []topicF
 	if err != nil {
 		return cfg.Errorf("mapping", "%v", err)
 	}
-	s.schema, s.decMap = out, dm
+	s.schema, s.decMap, s.ranges = out, dm, m.Ranges
 	return nil
 }
 

@@ -1,0 +1,111 @@
+package localapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine/agent"
+)
+
+// maxAnswer bounds an answer's body.
+const maxAnswer = 1 << 20
+
+// ErrUnreachable: no engine answered at the address.
+var ErrUnreachable = errors.New("no engine answers")
+
+// Client speaks to a running engine's local API.
+type Client struct {
+	addr  string
+	token string
+	http  *http.Client
+}
+
+// NewClient returns a client of the API at addr (host:port) with the
+// bearer token.
+func NewClient(addr, token string) *Client {
+	return &Client{addr: addr, token: token, http: &http.Client{
+		// Redirects are never followed: the token goes to addr only.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport:     &http.Transport{Proxy: nil, ResponseHeaderTimeout: 15 * time.Minute, MaxIdleConns: 1},
+	}}
+}
+
+// Close closes the client's idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// Import sends a bundle of size bytes and returns the engine's report:
+// outcome applied or rejected.
+func (c *Client) Import(ctx context.Context, body io.Reader, size int64) (agent.Report, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.addr+ImportPath, body)
+	if err != nil {
+		return agent.Report{}, fmt.Errorf("import: %w", err)
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	var rep agent.Report
+	code, err := c.do(req, &rep)
+	if err != nil {
+		return rep, err
+	}
+	if code != http.StatusOK && code != http.StatusUnprocessableEntity {
+		return rep, fmt.Errorf("import: the engine answered %d", code)
+	}
+	return rep, nil
+}
+
+// Status asks the engine for its status.
+func (c *Client) Status(ctx context.Context) (agent.Status, error) {
+	var s agent.Status
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.addr+StatusPath, nil)
+	if err != nil {
+		return s, fmt.Errorf("status: %w", err)
+	}
+	code, err := c.do(req, &s)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("status: the engine answered %d", code)
+	}
+	return s, err
+}
+
+// Ping says whether an engine answers at the address with this token.
+func (c *Client) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := c.Status(ctx)
+	return err
+}
+
+// do sends req and decodes a JSON answer into v; an error answer's text is
+// returned as the error.
+func (c *Client) do(req *http.Request, v any) (int, error) {
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%w at %s: %v", ErrUnreachable, c.addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("reading the answer of %s: %w", c.addr, err)
+	}
+	if len(data) > maxAnswer {
+		return resp.StatusCode, fmt.Errorf("the answer of %s is larger than %d bytes", c.addr, maxAnswer)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusUnprocessableEntity:
+		if err := json.Unmarshal(data, v); err != nil {
+			return resp.StatusCode, fmt.Errorf("the answer of %s: %w", c.addr, err)
+		}
+		return resp.StatusCode, nil
+	}
+	var e errorBody
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		return resp.StatusCode, fmt.Errorf("the engine at %s answered %d: %s", c.addr, resp.StatusCode, e.Error)
+	}
+	return resp.StatusCode, fmt.Errorf("the engine at %s answered %d", c.addr, resp.StatusCode)
+}

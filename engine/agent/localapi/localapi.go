@@ -1,0 +1,166 @@
+// Package localapi is the edge agent's local HTTP API: the protocol
+// `sluice import` and `sluice status` speak to a running engine.
+//
+// Every request carries "Authorization: Bearer <token>" (the token file of
+// the edge configuration). Endpoints:
+//
+//	POST /v1/import  body: the bundle's bytes (at most max_bundle_bytes).
+//	                 200 and the report (agent.Report) when applied, 422 and
+//	                 the report when rejected, 413 when too large, 500 and
+//	                 {"error": ...} when the agent failed.
+//	GET  /v1/status  200 and agent.Status.
+//
+// One import runs at a time; later ones wait for it.
+package localapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/net/netutil"
+
+	"github.com/sluice-edge/sluice/engine/agent"
+)
+
+// Paths of the API.
+const (
+	ImportPath = "/v1/import"
+	StatusPath = "/v1/status"
+)
+
+// maxConns bounds the connections the server holds at once.
+const maxConns = 16
+
+// Service is what the API serves: an agent.Agent.
+type Service interface {
+	Import(r io.Reader) (agent.Report, error)
+	Status() agent.Status
+}
+
+// Server serves the local API.
+type Server struct {
+	srv     *http.Server
+	ln      net.Listener
+	svc     Service
+	token   []byte
+	maxBody int64
+	log     *slog.Logger
+	imports chan struct{} // one import at a time
+	done    chan struct{}
+}
+
+// Listen starts serving svc on addr (host:port). token is required;
+// maxBody bounds an imported bundle. A listener on an address other than
+// loopback is logged as a warning.
+func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger) (*Server, error) {
+	if token == "" {
+		return nil, errors.New("local api: no token")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("local api: %w", err)
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+		log.Warn("the local API is reachable from other hosts (every request still needs the token)", "addr", ln.Addr().String())
+	}
+	s := &Server{ln: ln, svc: svc, token: []byte("Bearer " + token), maxBody: maxBody, log: log,
+		imports: make(chan struct{}, 1), done: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+ImportPath, s.handleImport)
+	mux.HandleFunc("GET "+StatusPath, s.handleStatus)
+	s.srv = &http.Server{
+		Handler: s.auth(mux), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Minute,
+		WriteTimeout: 15 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 8 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(netutil.LimitListener(ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("local api stopped", "err", err)
+		}
+	}()
+	log.Info("local api listening", "url", "http://"+ln.Addr().String())
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops the server, waiting a few seconds for requests in flight.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	<-s.done
+	return err
+}
+
+// auth lets through requests that carry the token; others are logged
+// (never with what they sent) and answered 401.
+func (s *Server) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), s.token) != 1 {
+			s.log.Warn("local api: request without a valid token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+			writeJSON(w, http.StatusUnauthorized, errorBody{Error: "unauthorized"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// errorBody is the body of an error answer.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > s.maxBody {
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: fmt.Sprintf("the bundle is %d bytes, more than max_bundle_bytes (%d)", r.ContentLength, s.maxBody)})
+		return
+	}
+	select {
+	case s.imports <- struct{}{}:
+		defer func() { <-s.imports }()
+	case <-r.Context().Done():
+		return
+	}
+	// The agent bounds the body too and reports a bundle that is too
+	// large; the limit here stops reading one byte after it.
+	body := http.MaxBytesReader(w, r.Body, s.maxBody+1)
+	rep, err := s.svc.Import(body)
+	if err != nil {
+		s.log.Error("import failed", "err", err)
+		writeJSON(w, http.StatusInternalServerError, errorBody{Error: err.Error()})
+		return
+	}
+	code := http.StatusOK
+	if rep.Outcome != agent.Applied {
+		code = http.StatusUnprocessableEntity
+	}
+	writeJSON(w, code, rep)
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.svc.Status())
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

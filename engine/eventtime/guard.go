@@ -1,5 +1,5 @@
 // Package eventtime checks the event times a source produces before any step
-// sees them. A device whose clock is wrong, or a hostile post, can carry any
+// sees them, and the values of the columns a thing model bounds. A device whose clock is wrong, or a hostile post, can carry any
 // time; one such row would otherwise open windows decades away or, moving
 // the watermark, make every later row of every device late. The guard sends
 // rows too far ahead of the engine's clock, or too far behind it, to the
@@ -29,15 +29,17 @@ const (
 )
 
 // Counters a guard keeps in its source's counters: rows refused for a time
-// ahead of the engine clock, behind it, or outside years 0001-9999.
+// ahead of the engine clock, behind it, or outside years 0001-9999, and
+// rows refused for a value outside its point's range (Policy.Ranges).
 const (
 	FutureRows     = "future_time_rows"
 	PastRows       = "past_time_rows"
 	OutOfRangeRows = "out_of_range_rows"
+	ValueRangeRows = "value_range_rows"
 )
 
 // Counters lists the counters of rows a guard refuses.
-var Counters = []string{FutureRows, PastRows, OutOfRangeRows}
+var Counters = []string{FutureRows, PastRows, OutOfRangeRows, ValueRangeRows}
 
 // ErrorsPort is the index of the errors port of a guarded source.
 const ErrorsPort = 1
@@ -54,8 +56,19 @@ type Policy struct {
 	// (offline data sent late on purpose) and exempt from MaxPast. A name
 	// the schema lacks, or empty, exempts nothing.
 	HistoryColumn string
+	// Ranges bound the values of numeric (float64 or int64) columns: a
+	// row with a value below Min, above Max, or NaN is refused. Nulls
+	// pass.
+	Ranges []engine.ValueRange
 	// Now is the engine's clock (default time.Now).
 	Now func() time.Time
+}
+
+// rangeCol is a range resolved against the schema.
+type rangeCol struct {
+	engine.ValueRange
+	col   int
+	isInt bool
 }
 
 // Guard is the operator that applies a Policy to the rows of one source.
@@ -72,10 +85,12 @@ type Guard struct {
 	mem     memory.Allocator
 	log     *slog.Logger
 
-	cFuture, cPast, cRange *atomic.Int64
-	lastLog                time.Time
-	unlogged               int64
-	closed                 bool
+	ranges []rangeCol
+
+	cFuture, cPast, cRange, cValue *atomic.Int64
+	lastLog                        time.Time
+	unlogged                       int64
+	closed                         bool
 }
 
 var _ engine.Operator = (*Guard)(nil)
@@ -105,6 +120,19 @@ func New(p Policy, in *engine.Schema, bc engine.BuildContext) (*Guard, error) {
 		cFuture: counters.Counter(FutureRows),
 		cPast:   counters.Counter(PastRows),
 		cRange:  counters.Counter(OutOfRangeRows),
+		cValue:  counters.Counter(ValueRangeRows),
+	}
+	for _, r := range p.Ranges {
+		f, ok := in.Lookup(r.Column)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("range of %s: no column %q", r.Point, r.Column)
+		case f.Type != engine.Float64 && f.Type != engine.Int64:
+			return nil, fmt.Errorf("range of %s: column %q is %s, not a number", r.Point, r.Column, f.Type)
+		case math.IsNaN(r.Min) || math.IsNaN(r.Max) || r.Min > r.Max:
+			return nil, fmt.Errorf("range of %s: bounds [%g, %g] are not a range", r.Point, r.Min, r.Max)
+		}
+		g.ranges = append(g.ranges, rangeCol{ValueRange: r, col: in.Index(r.Column), isInt: f.Type == engine.Int64})
 	}
 	if p.HistoryColumn != "" {
 		if f, ok := in.Lookup(p.HistoryColumn); ok && f.Type == engine.Bool {
@@ -123,40 +151,30 @@ func (g *Guard) Outputs() []engine.Port { return g.ports }
 // Process passes b on unchanged when every row's time is acceptable, and
 // splits it otherwise.
 func (g *Guard) Process(b engine.Batch, emit engine.PortEmit) error {
-	if g.timeCol < 0 || b.Rec == nil || b.Rec.NumRows() == 0 {
+	if b.Rec == nil || b.Rec.NumRows() == 0 {
 		return emit(0, b)
 	}
-	tcol, ok := b.Rec.Column(g.timeCol).(*array.Timestamp)
-	if !ok {
-		return emit(0, b)
-	}
+	n := int(b.Rec.NumRows())
 	now := g.p.Now().UnixMilli()
-	hi, lo := int64(math.MaxInt64), int64(math.MinInt64)
-	if g.p.MaxFuture > 0 {
-		hi = now + g.p.MaxFuture.Milliseconds()
-	}
-	if g.p.MaxPast > 0 {
-		lo = now - g.p.MaxPast.Milliseconds()
-	}
-	// Times outside years 0001-9999 are refused whatever the policy.
-	lo, hi = max(lo, engine.MinEventTime), min(hi, engine.MaxEventTime)
-	var hist *array.Boolean
-	if g.histCol >= 0 {
-		hist, _ = b.Rec.Column(g.histCol).(*array.Boolean)
-	}
-	times := tcol.TimestampValues()
-	n := len(times)
+	t := g.times(b.Rec, now)
 	bad := 0
 	for r := 0; r < n; r++ {
-		t := int64(times[r])
-		if t >= lo && t <= hi || tcol.IsNull(r) {
+		if t.col != nil && !t.ok(r) {
+			bad++
+			g.errs.Add(r, "", g.reject(int64(t.values[r]), now))
 			continue
 		}
-		if t < lo && t >= engine.MinEventTime && hist != nil && hist.IsValid(r) && hist.Value(r) {
-			continue // history is old on purpose
+		for i := range g.ranges {
+			rc := &g.ranges[i]
+			v, ok := value(b.Rec.Column(rc.col), r, rc.isInt)
+			if !ok || v >= rc.Min && v <= rc.Max {
+				continue
+			}
+			bad++
+			g.cValue.Add(1)
+			g.errs.Add(r, "", rc.reason(v))
+			break
 		}
-		bad++
-		g.errs.Add(r, "", g.reject(t, now))
 	}
 	if bad == 0 {
 		return emit(0, b)
@@ -191,6 +209,86 @@ func (g *Guard) Process(b engine.Batch, emit engine.PortEmit) error {
 	return emit(ErrorsPort, engine.Batch{Rec: errRec, Source: b.Source})
 }
 
+// timeCheck is the time column of one record and its bounds.
+type timeCheck struct {
+	col    *array.Timestamp // nil: no time to check
+	values []arrow.Timestamp
+	lo, hi int64
+	hist   *array.Boolean
+}
+
+// times returns the check of rec's event times against the policy.
+func (g *Guard) times(rec arrow.RecordBatch, now int64) timeCheck {
+	if g.timeCol < 0 {
+		return timeCheck{}
+	}
+	tcol, ok := rec.Column(g.timeCol).(*array.Timestamp)
+	if !ok {
+		return timeCheck{}
+	}
+	c := timeCheck{col: tcol, values: tcol.TimestampValues(), hi: int64(math.MaxInt64), lo: int64(math.MinInt64)}
+	if g.p.MaxFuture > 0 {
+		c.hi = now + g.p.MaxFuture.Milliseconds()
+	}
+	if g.p.MaxPast > 0 {
+		c.lo = now - g.p.MaxPast.Milliseconds()
+	}
+	// Times outside years 0001-9999 are refused whatever the policy.
+	c.lo, c.hi = max(c.lo, engine.MinEventTime), min(c.hi, engine.MaxEventTime)
+	if g.histCol >= 0 {
+		c.hist, _ = rec.Column(g.histCol).(*array.Boolean)
+	}
+	return c
+}
+
+// ok reports whether row r's time passes.
+func (c *timeCheck) ok(r int) bool {
+	t := int64(c.values[r])
+	if t >= c.lo && t <= c.hi || c.col.IsNull(r) {
+		return true
+	}
+	// History is old on purpose.
+	return t < c.lo && t >= engine.MinEventTime && c.hist != nil && c.hist.IsValid(r) && c.hist.Value(r)
+}
+
+// value reads a numeric column's value at row r; ok is false for a null.
+func value(col arrow.Array, r int, isInt bool) (float64, bool) {
+	if col.IsNull(r) {
+		return 0, false
+	}
+	if isInt {
+		c, ok := col.(*array.Int64)
+		if !ok {
+			return 0, false
+		}
+		return float64(c.Value(r)), true
+	}
+	c, ok := col.(*array.Float64)
+	if !ok {
+		return 0, false
+	}
+	return c.Value(r), true
+}
+
+// reason says why a value is out of its range.
+func (rc *rangeCol) reason(v float64) error {
+	bounds := "[" + bound(rc.Min) + ", " + bound(rc.Max) + "]"
+	if math.IsNaN(v) {
+		return fmt.Errorf("%s: value NaN is not a number (range %s)", rc.Column, bounds)
+	}
+	return fmt.Errorf("%s: value %s is outside the range %s of point %s", rc.Column, strconv.FormatFloat(v, 'g', -1, 64), bounds, rc.Point)
+}
+
+func bound(f float64) string {
+	switch {
+	case math.IsInf(f, -1):
+		return "-inf"
+	case math.IsInf(f, 1):
+		return "+inf"
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}
+
 // reject counts a rejected time and returns the reason.
 func (g *Guard) reject(t, now int64) error {
 	switch {
@@ -217,8 +315,8 @@ func (g *Guard) logRejected(n int) {
 		return
 	}
 	g.lastLog = now
-	g.log.Warn("event times out of bounds: rows sent to the errors port",
-		"rows", g.unlogged, FutureRows, g.cFuture.Load(), PastRows, g.cPast.Load(), OutOfRangeRows, g.cRange.Load())
+	g.log.Warn("event times or values out of bounds: rows sent to the errors port",
+		"rows", g.unlogged, FutureRows, g.cFuture.Load(), PastRows, g.cPast.Load(), OutOfRangeRows, g.cRange.Load(), ValueRangeRows, g.cValue.Load())
 	g.unlogged = 0
 }
 

@@ -160,3 +160,100 @@ func BenchmarkGuard(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
 }
+
+func TestGuardRanges(t *testing.T) {
+	measures := engine.MustSchema([]engine.Field{
+		{Name: "time", Type: engine.Timestamp},
+		{Name: "device", Type: engine.String},
+		{Name: "power", Type: engine.Float64},
+		{Name: "errors", Type: engine.Int64},
+	}, "time", "device")
+	ms := now.UnixMilli()
+	ranges := []engine.ValueRange{
+		{Column: "power", Point: "turbine.power", Min: 0, Max: 3000},
+		{Column: "errors", Point: "turbine.errors", Min: math.Inf(-1), Max: 10},
+	}
+	tests := []struct {
+		name     string
+		policy   eventtime.Policy
+		rows     []enginetest.Row
+		kept     []string
+		errs     []string
+		counters map[string]int64
+	}{
+		{
+			name:   "values in range pass, nulls too",
+			policy: eventtime.Policy{Ranges: ranges},
+			rows:   []enginetest.Row{{ms, "a", 0.0, int64(10)}, {ms, "b", 3000.0, nil}, {ms, "c", nil, int64(-5)}},
+			kept:   []string{"a", "b", "c"},
+		},
+		{
+			name:   "out of range, NaN and a bad time share the errors port",
+			policy: eventtime.Policy{MaxFuture: time.Minute, Ranges: ranges},
+			rows: []enginetest.Row{
+				{ms, "ok", 1.0, int64(1)},
+				{ms, "high", 3000.5, int64(1)},
+				{ms + 2*60_000, "future", 99999.0, int64(1)},
+				{ms, "nan", math.NaN(), int64(1)},
+				{ms, "errors", -1.0, int64(11)},
+				{ms, "ok2", 2.0, int64(0)},
+			},
+			kept: []string{"ok", "ok2"},
+			errs: []string{
+				"power: value 3000.5 is outside the range [0, 3000] of point turbine.power",
+				"event time 2026-06-01T00:02:00.000Z is 2m0s ahead of the engine clock (event_time.max_future 1m0s)",
+				"power: value NaN is not a number (range [0, 3000])",
+				"power: value -1 is outside the range [0, 3000] of point turbine.power",
+			},
+			counters: map[string]int64{"value_range_rows": 3, "future_time_rows": 1},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			counters := engine.NewCounters()
+			tc.policy.Now = func() time.Time { return now }
+			g, err := eventtime.New(tc.policy, measures, engine.BuildContext{Mem: mem, Counters: counters})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			col := enginetest.NewCollector()
+			if err := g.Process(engine.Batch{Rec: enginetest.Record(mem, measures, tc.rows...)}, col.Emit); err != nil {
+				t.Fatal(err)
+			}
+			var kept, reasons []string
+			for _, r := range col.Port(0) {
+				kept = append(kept, r[1].(string))
+			}
+			for _, r := range col.Port(eventtime.ErrorsPort) {
+				reasons = append(reasons, r[len(r)-1].(string))
+			}
+			if strings.Join(kept, " ") != strings.Join(tc.kept, " ") {
+				t.Errorf("kept %v, want %v", kept, tc.kept)
+			}
+			if strings.Join(reasons, "\n") != strings.Join(tc.errs, "\n") {
+				t.Errorf("errors port:\n%s\nwant\n%s", strings.Join(reasons, "\n"), strings.Join(tc.errs, "\n"))
+			}
+			snap := counters.Snapshot()
+			for _, name := range eventtime.Counters {
+				if snap[name] != tc.counters[name] {
+					t.Errorf("%s = %d, want %d", name, snap[name], tc.counters[name])
+				}
+			}
+		})
+	}
+}
+
+func TestGuardRangeErrors(t *testing.T) {
+	for _, r := range []engine.ValueRange{
+		{Column: "nope", Point: "m.nope", Max: 1},
+		{Column: "device", Point: "m.device", Max: 1},
+		{Column: "time", Point: "m.time", Min: 2, Max: 1},
+	} {
+		if _, err := eventtime.New(eventtime.Policy{Ranges: []engine.ValueRange{r}}, schema, engine.BuildContext{}); err == nil {
+			t.Errorf("range %+v accepted", r)
+		}
+	}
+}

@@ -40,6 +40,10 @@ type Options struct {
 	// Shared is what the components of the pipelines built together share
 	// (see engine.Shared); BuildAll makes one when it is nil.
 	Shared *engine.Shared
+
+	// carry is what a Runtime hands from running pipelines to the ones it
+	// builds (nil outside a Runtime).
+	carry *carry
 }
 
 // Pipeline is a built pipeline, ready to run.
@@ -60,6 +64,17 @@ type Built struct {
 
 	op   engine.Operator
 	sink engine.Sink
+	// relay runs the source apart from the graph (in a Runtime).
+	relay *engine.Relay
+	// carried is set when the component was handed over from a running
+	// pipeline: a failed build must not close it.
+	carried bool
+	// handedOver is set on a running component a switch hands to the
+	// next graph.
+	handedOver bool
+	// fp identifies the component's configuration, inputs and input
+	// schema: equal fingerprints build equal components.
+	fp string
 }
 
 // Build constructs every component of d and wires the graph. It checks the
@@ -101,9 +116,21 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			continue
 		}
 		ctx := bc(c)
+		relay := opts.carry.relay(c.Name)
+		if relay != nil {
+			// Only checked: the running source is handed over.
+			ctx.DryRun = true
+			ctx.Counters = opts.carry.countersOf(c.Name)
+		}
 		src, err := c.Comp.Source(c.Config, ctx)
 		if inj, ok := opts.Sources[c.Name]; ok && err == nil {
 			src = inj
+		}
+		if err == nil && opts.carry != nil && !opts.DryRun {
+			if relay == nil {
+				relay = engine.NewRelay(src)
+			}
+			src = relay.Tap()
 		}
 		if err != nil {
 			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
@@ -115,7 +142,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		if r, ok := src.(engine.Resumer); ok && r.Resuming() {
 			resuming = true
 		}
-		b := &Built{Def: c, Counters: ctx.Counters, Outputs: []engine.Port{{Schema: src.Schema()}}}
+		b := &Built{Def: c, Counters: ctx.Counters, Outputs: []engine.Port{{Schema: src.Schema()}}, relay: relay, fp: fingerprint(d, c, nil)}
 		b.Node = p.Graph.AddSource(c.Name, src, ctx.Counters)
 		if err := guardSource(p.Graph, b, src, d.EventTime, ctx); err != nil {
 			errs = append(errs, spec.Errorf(c.Pos, "%v", err))
@@ -140,13 +167,16 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		}
 		ctx := bc(c)
 		ctx.Resuming = resuming
+		if cs := opts.carry.countersOf(c.Name); cs != nil {
+			ctx.Counters = cs
+		}
 		op, err := c.Comp.Operator(c.Config, schema, ctx)
 		if err != nil {
 			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
 			failed[c.Name] = true
 			continue
 		}
-		b := &Built{Def: c, Counters: ctx.Counters, Outputs: op.Outputs(), op: op}
+		b := &Built{Def: c, Counters: ctx.Counters, Outputs: op.Outputs(), op: op, fp: fingerprint(d, c, schema)}
 		b.Node = p.Graph.AddOperator(c.Name, op, ctx.Counters)
 		built[c.Name] = b
 		p.Components = append(p.Components, b)
@@ -159,12 +189,22 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		}
 		ctx := bc(c)
 		ctx.Resuming = resuming
+		kept := opts.carry.sink(c.Name)
+		if kept != nil {
+			// Only checked: the running sink is handed over.
+			ctx.DryRun = true
+			ctx.Counters = opts.carry.countersOf(c.Name)
+		}
 		s, err := c.Comp.Sink(c.Config, schema, ctx)
 		if err != nil {
 			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
 			continue
 		}
-		b := &Built{Def: c, Counters: ctx.Counters, sink: s}
+		if kept != nil {
+			_ = s.Close(context.Background())
+			s = kept
+		}
+		b := &Built{Def: c, Counters: ctx.Counters, sink: s, carried: kept != nil, fp: fingerprint(d, c, schema)}
 		b.Node = p.Graph.AddSink(c.Name, s, ctx.Counters)
 		built[c.Name] = b
 		p.Components = append(p.Components, b)
@@ -225,6 +265,9 @@ func guardSource(g *engine.Graph, b *Built, src engine.Source, pol EventTimePoli
 // run (for example after validation).
 func (p *Pipeline) Close() {
 	for _, b := range p.Components {
+		if b.carried {
+			continue
+		}
 		if b.op != nil {
 			_ = b.op.Close()
 		}

@@ -1,0 +1,772 @@
+package pipelines
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/spec"
+)
+
+// Runtime runs one release — a set of pipelines — and replaces it with
+// another while data flows (Switch).
+//
+// Every source runs in an engine.Relay, apart from the graph it feeds, so
+// that a switch can hand a source that did not change to the new graph
+// without stopping it. A pipeline whose every component is unchanged keeps
+// running untouched. In a changed pipeline, a component is unchanged when
+// its type, configuration, inputs and input schema, the pipeline's batch
+// and event-time policies and the release's models, rules and settings are
+// all equal; then a source keeps running (its connection, session and read
+// position), a sink keeps its instance (its buffer keeps draining) and a
+// stateful step hands its state (open windows, watermarks, alert states
+// with their pending timers) to its successor through
+// engine.Stateful. Every other component starts fresh; the old one stops
+// as on a graceful stop (a source flushes, a step flushes what it holds, a
+// sink closes). SwitchReport says what happened to each.
+//
+// The methods of a Runtime are safe for concurrent use; switches are
+// serialized.
+type Runtime struct {
+	opts Options
+
+	mu      sync.Mutex // serializes Start, Switch and Stop
+	rel     *Release
+	ctx     context.Context
+	stopped bool
+
+	smu     sync.Mutex // guards running, states and done
+	running map[string]*running
+	order   []string
+	done    chan struct{}
+	closed  bool // done is closed
+}
+
+// running is one pipeline the Runtime runs.
+type running struct {
+	p      *Pipeline
+	fp     string // of the whole pipeline
+	cancel context.CancelFunc
+	exited chan struct{} // closed when its graph has returned
+	err    error
+
+	state string // "running", "finished", "failed", "stopped"
+	since time.Time
+}
+
+// PipelineStatus is the state of one pipeline of a Runtime.
+type PipelineStatus struct {
+	Name string `json:"name"`
+	// State is "running", "finished" (its sources ended), "failed" or
+	// "stopped".
+	State string    `json:"state"`
+	Since time.Time `json:"since"`
+	Err   string    `json:"error,omitempty"`
+}
+
+// SwitchReport says what a switch did with each pipeline and component.
+type SwitchReport struct {
+	Pipelines []PipelineChange `json:"pipelines"`
+	// Took is how long the switch held data back: from detaching the
+	// first source to starting the last graph.
+	Took time.Duration `json:"took"`
+}
+
+// Pipeline changes.
+const (
+	ChangeUnchanged = "unchanged" // kept running untouched
+	ChangeChanged   = "changed"   // rebuilt; see its components
+	ChangeAdded     = "added"
+	ChangeRemoved   = "removed" // stopped gracefully
+)
+
+// Component outcomes in a changed pipeline.
+const (
+	OutcomeKeptRunning = "kept running"   // source handed over
+	OutcomeKeptState   = "kept state"     // step state handed over
+	OutcomeKeptSink    = "kept open"      // sink handed over with its buffer
+	OutcomeFresh       = "started fresh"  // changed, or stateless
+	OutcomeStateLost   = "started fresh:" // followed by why the state was refused
+)
+
+// PipelineChange is what a switch did with one pipeline.
+type PipelineChange struct {
+	Name       string            `json:"name"`
+	Change     string            `json:"change"`
+	Components []ComponentChange `json:"components,omitempty"`
+}
+
+// ComponentChange is what a switch did with one component.
+type ComponentChange struct {
+	Name    string `json:"name"`
+	Outcome string `json:"outcome"`
+}
+
+// String renders the report on one line per changed pipeline.
+func (r *SwitchReport) String() string {
+	var b strings.Builder
+	for i, p := range r.Pipelines {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s %s", p.Name, p.Change)
+		if len(p.Components) > 0 {
+			b.WriteString(" (")
+			for j, c := range p.Components {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				fmt.Fprintf(&b, "%s: %s", c.Name, c.Outcome)
+			}
+			b.WriteString(")")
+		}
+	}
+	return b.String()
+}
+
+// NewRuntime returns a Runtime that builds pipelines with opts (its Shared
+// serves every release it runs; DryRun is ignored).
+func NewRuntime(opts Options) *Runtime {
+	if opts.Shared == nil {
+		opts.Shared = engine.NewShared()
+	}
+	opts.DryRun = false
+	return &Runtime{opts: opts, running: map[string]*running{}, done: make(chan struct{})}
+}
+
+// Release returns the release running (nil before Start).
+func (r *Runtime) Release() *Release {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rel
+}
+
+// Check builds rel without running it or opening anything (see
+// Options.DryRun) and returns every problem found.
+func (r *Runtime) Check(rel *Release) spec.Errors {
+	opts := r.opts
+	opts.DryRun = true
+	opts.Shared = engine.NewShared()
+	ps, errs := BuildAll(rel.Defs, opts)
+	for _, p := range ps {
+		p.Close()
+	}
+	return errs
+}
+
+// Start builds rel and runs it until Stop, or until every pipeline has
+// ended (Done). ctx bounds the whole life of the runtime. Build errors are
+// returned as spec.Errors and nothing runs.
+func (r *Runtime) Start(ctx context.Context, rel *Release) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rel != nil || r.stopped {
+		return errors.New("runtime: Start called twice")
+	}
+	opts := r.opts
+	opts.carry = &carry{}
+	ctxHash := releaseContext(rel)
+	ps, errs := BuildAll(rel.Defs, opts)
+	if len(errs) > 0 {
+		return errs
+	}
+	r.ctx, r.rel = ctx, rel
+	r.smu.Lock()
+	for _, p := range ps {
+		r.launch(p, pipelineFP(p, ctxHash))
+	}
+	r.smu.Unlock()
+	r.checkDone()
+	return nil
+}
+
+// launch runs p; the caller holds smu.
+func (r *Runtime) launch(p *Pipeline, fp string) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	run := &running{p: p, fp: fp, cancel: cancel, exited: make(chan struct{}), state: "running", since: time.Now()}
+	r.running[p.Def.Name] = run
+	if !slices.Contains(r.order, p.Def.Name) {
+		r.order = append(r.order, p.Def.Name)
+	}
+	go func() {
+		err := p.Graph.Run(ctx)
+		r.smu.Lock()
+		run.err = err
+		switch {
+		case run.state == "stopped":
+		case err != nil:
+			run.state = "failed"
+		default:
+			run.state = "finished"
+		}
+		run.since = time.Now()
+		r.smu.Unlock()
+		close(run.exited)
+		if err != nil {
+			r.opts.logger().Error("pipeline failed", "pipeline", p.Def.Name, "err", err)
+		}
+		r.checkDone()
+	}()
+}
+
+// checkDone closes done once no pipeline of the current release runs.
+func (r *Runtime) checkDone() {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	if r.closed {
+		return
+	}
+	for _, run := range r.running {
+		if run.state == "running" {
+			return
+		}
+	}
+	r.closed = true
+	close(r.done)
+}
+
+// Done is closed once every pipeline has ended (their sources ended, they
+// failed, or Stop stopped them).
+func (r *Runtime) Done() <-chan struct{} {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	return r.done
+}
+
+// Pipelines returns the pipelines running now.
+func (r *Runtime) Pipelines() []*Pipeline {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	var out []*Pipeline
+	for _, name := range r.order {
+		if run, ok := r.running[name]; ok {
+			out = append(out, run.p)
+		}
+	}
+	return out
+}
+
+// Status returns the state of every pipeline of the running release.
+func (r *Runtime) Status() []PipelineStatus {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	var out []PipelineStatus
+	for _, name := range r.order {
+		run, ok := r.running[name]
+		if !ok {
+			continue
+		}
+		st := PipelineStatus{Name: name, State: run.state, Since: run.since}
+		if run.err != nil {
+			st.Err = run.err.Error()
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Err returns the errors of the pipelines that failed, joined.
+func (r *Runtime) Err() error {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	var errs []error
+	for _, name := range r.order {
+		if run, ok := r.running[name]; ok && run.err != nil {
+			errs = append(errs, fmt.Errorf("pipeline %s: %w", name, run.err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop stops every pipeline gracefully (sources stop and flush, steps
+// flush, sinks close) and waits for them. It returns the errors of the
+// pipelines that failed.
+func (r *Runtime) Stop() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopped = true
+	r.smu.Lock()
+	runs := make([]*running, 0, len(r.running))
+	for _, run := range r.running {
+		runs = append(runs, run)
+	}
+	r.smu.Unlock()
+	for _, run := range runs {
+		run.cancel()
+	}
+	for _, run := range runs {
+		<-run.exited
+		for _, b := range run.p.Components {
+			if b.relay != nil {
+				_ = b.relay.Stop()
+			}
+		}
+	}
+	r.checkDone()
+	return r.Err()
+}
+
+// SwitchError is returned by Switch when the new release was not applied;
+// the old one keeps running. Errs holds the problems found by checking it
+// (with their locations), Err what failed otherwise.
+type SwitchError struct {
+	Errs spec.Errors
+	Err  error
+}
+
+// Error implements error.
+func (e *SwitchError) Error() string {
+	if len(e.Errs) > 0 {
+		return e.Errs.Error()
+	}
+	return e.Err.Error()
+}
+
+// Unwrap returns the underlying error.
+func (e *SwitchError) Unwrap() error {
+	if len(e.Errs) > 0 {
+		return e.Errs
+	}
+	return e.Err
+}
+
+// plan is what a switch does with one pipeline of the new release.
+type plan struct {
+	def    *Def
+	old    *running // nil when added
+	change string
+	fp     string
+	carry  *carry
+	// check is the pipeline built in dry-run mode: its components'
+	// fingerprints.
+	check *Pipeline
+}
+
+// Switch replaces the running release with rel. It checks rel first
+// (building it without opening anything); on any problem it returns a
+// *SwitchError and the running release is untouched. Then it stops what
+// changed — handing unchanged sources, sinks and step states over — and
+// starts the new graphs. Should building the new graphs still fail (a
+// directory that cannot be opened), the old release is started again with
+// what was handed over, and a *SwitchError says why.
+func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rel == nil || r.stopped {
+		return nil, &SwitchError{Err: errors.New("runtime: not running")}
+	}
+	ctxHash := releaseContext(rel)
+	// Dry run: every pipeline of rel, opening nothing.
+	checkOpts := r.opts
+	checkOpts.DryRun = true
+	checkOpts.Shared = engine.NewShared()
+	checked, errs := BuildAll(rel.Defs, checkOpts)
+	if len(errs) > 0 {
+		return nil, &SwitchError{Errs: errs}
+	}
+	defer func() {
+		for _, p := range checked {
+			p.Close()
+		}
+	}()
+
+	r.smu.Lock()
+	var plans []*plan
+	names := map[string]bool{}
+	for _, p := range checked {
+		name := p.Def.Name
+		names[name] = true
+		pl := &plan{def: p.Def, check: p, fp: pipelineFP(p, ctxHash), old: r.running[name]}
+		switch {
+		case pl.old == nil:
+			pl.change = ChangeAdded
+		case pl.old.fp == pl.fp && pl.old.state == "running":
+			pl.change = ChangeUnchanged
+		default:
+			pl.change = ChangeChanged
+		}
+		plans = append(plans, pl)
+	}
+	var removed []*running
+	var removedNames []string
+	for _, name := range r.order {
+		if run, ok := r.running[name]; ok && !names[name] {
+			removed = append(removed, run)
+			removedNames = append(removedNames, name)
+		}
+	}
+	r.smu.Unlock()
+
+	report := &SwitchReport{}
+	start := time.Now()
+	// Hand over what did not change, then stop what changed or went.
+	for _, pl := range plans {
+		if pl.change != ChangeChanged {
+			continue
+		}
+		pl.carry = handOver(pl.old, pl.check, ctxHash)
+	}
+	for _, pl := range plans {
+		if pl.change == ChangeChanged {
+			r.stopRun(pl.old)
+		}
+	}
+	for _, run := range removed {
+		r.stopRun(run)
+	}
+	for _, pl := range plans {
+		if pl.change == ChangeChanged {
+			pl.carry.collect(pl.old)
+		}
+	}
+
+	// Build the new graphs; on failure restart the old ones.
+	built := map[string]*Pipeline{}
+	var buildErr error
+	for _, pl := range plans {
+		if pl.change == ChangeUnchanged {
+			continue
+		}
+		opts := r.opts
+		opts.carry = pl.carry
+		if opts.carry == nil {
+			opts.carry = &carry{}
+		}
+		p, es := Build(pl.def, opts)
+		if len(es) > 0 {
+			buildErr = es
+			break
+		}
+		built[pl.def.Name] = p
+	}
+	if buildErr != nil {
+		for _, p := range built {
+			p.Close()
+		}
+		err := r.restoreOld(plans, removed)
+		return nil, &SwitchError{Err: errors.Join(fmt.Errorf("building the new release: %w", buildErr), err)}
+	}
+
+	r.smu.Lock()
+	for _, name := range removedNames {
+		delete(r.running, name)
+		r.order = slices.DeleteFunc(r.order, func(n string) bool { return n == name })
+	}
+	var order []string
+	for _, pl := range plans {
+		order = append(order, pl.def.Name)
+		change := PipelineChange{Name: pl.def.Name, Change: pl.change}
+		if p := built[pl.def.Name]; p != nil {
+			change.Components = pl.carry.restore(p)
+			r.launch(p, pl.fp)
+		}
+		report.Pipelines = append(report.Pipelines, change)
+	}
+	r.order = order
+	r.smu.Unlock()
+	for _, name := range removedNames {
+		report.Pipelines = append(report.Pipelines, PipelineChange{Name: name, Change: ChangeRemoved})
+	}
+	report.Took = time.Since(start)
+	r.rel = rel
+	r.smu.Lock()
+	if r.closed {
+		// Everything had ended; the new release runs again.
+		r.closed = false
+		r.done = make(chan struct{})
+	}
+	r.smu.Unlock()
+	r.checkDone()
+	return report, nil
+}
+
+// stopRun stops one running pipeline and waits for it.
+func (r *Runtime) stopRun(run *running) {
+	r.smu.Lock()
+	if run.state == "running" {
+		run.state = "stopped"
+	}
+	r.smu.Unlock()
+	run.cancel()
+	<-run.exited
+	for _, b := range run.p.Components {
+		if b.relay != nil && !b.handedOver {
+			_ = b.relay.Stop()
+		}
+	}
+}
+
+// restoreOld starts the old pipelines of a switch that could not build the
+// new ones, with what was handed over.
+func (r *Runtime) restoreOld(plans []*plan, removed []*running) error {
+	var errs []error
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	relaunch := func(old *running, c *carry) {
+		opts := r.opts
+		opts.carry = c
+		if opts.carry == nil {
+			opts.carry = &carry{}
+		}
+		p, es := Build(old.p.Def, opts)
+		if len(es) > 0 {
+			errs = append(errs, fmt.Errorf("restarting pipeline %s of the running release: %w", old.p.Def.Name, es))
+			c.release()
+			return
+		}
+		c.restore(p)
+		r.launch(p, old.fp)
+	}
+	for _, pl := range plans {
+		if pl.change == ChangeChanged {
+			relaunch(pl.old, pl.carry)
+		}
+	}
+	for _, run := range removed {
+		relaunch(run, &carry{})
+	}
+	return errors.Join(errs...)
+}
+
+// carry is what a changed pipeline hands from its running graph to the
+// next: running sources, open sinks, step states and counters, by
+// component name.
+type carry struct {
+	relays   map[string]*engine.Relay
+	sinks    map[string]engine.Sink
+	counters map[string]*engine.Counters
+	states   map[string]*engine.State
+	// refused says why a step's state could not be handed over.
+	refused map[string]string
+	// stateful names the steps whose state is to be snapshotted.
+	stateful map[string]bool
+	old      map[string]*Built
+}
+
+func (c *carry) relay(name string) *engine.Relay {
+	if c == nil {
+		return nil
+	}
+	return c.relays[name]
+}
+
+func (c *carry) sink(name string) engine.Sink {
+	if c == nil {
+		return nil
+	}
+	return c.sinks[name]
+}
+
+func (c *carry) countersOf(name string) *engine.Counters {
+	if c == nil {
+		return nil
+	}
+	return c.counters[name]
+}
+
+// handOver marks, in the running pipeline old, the components that the new
+// pipeline (built in dry-run mode as check) has unchanged, so that stopping
+// old leaves them to the new one.
+func handOver(old *running, check *Pipeline, ctxHash string) *carry {
+	c := &carry{relays: map[string]*engine.Relay{}, sinks: map[string]engine.Sink{}, counters: map[string]*engine.Counters{},
+		states: map[string]*engine.State{}, refused: map[string]string{}, stateful: map[string]bool{}, old: map[string]*Built{}}
+	if old.state != "running" {
+		// A pipeline that ended hands nothing over.
+		return c
+	}
+	next := map[string]string{}
+	for _, b := range check.Components {
+		next[b.Def.Name] = b.fp + ctxHash
+	}
+	oldCtx := old.fp[strings.LastIndexByte(old.fp, '/')+1:]
+	for _, b := range old.p.Components {
+		if fp, ok := next[b.Def.Name]; !ok || fp != b.fp+oldCtx {
+			continue
+		}
+		switch {
+		case b.relay != nil:
+			b.relay.Handover()
+			b.handedOver = true
+			c.relays[b.Def.Name] = b.relay
+			c.counters[b.Def.Name] = b.Counters
+		case b.sink != nil:
+			old.p.Graph.Handover(b.Node)
+			b.handedOver = true
+			c.sinks[b.Def.Name] = b.sink
+			c.counters[b.Def.Name] = b.Counters
+		case b.op != nil:
+			if _, ok := b.op.(engine.Stateful); ok {
+				old.p.Graph.Handover(b.Node)
+				b.handedOver = true
+				c.stateful[b.Def.Name] = true
+				c.counters[b.Def.Name] = b.Counters
+			}
+		}
+		c.old[b.Def.Name] = b
+	}
+	return c
+}
+
+// collect takes the states of the handed-over steps once the old graph
+// has stopped, and closes them. A graph that failed hands over no step
+// state and no sink: they may be broken.
+func (c *carry) collect(old *running) {
+	failed := old.err != nil
+	for name, b := range c.old {
+		switch {
+		case c.stateful[name]:
+			if !failed {
+				st, err := b.op.(engine.Stateful).Snapshot()
+				if err != nil {
+					c.refused[name] = err.Error()
+				} else {
+					c.states[name] = st
+				}
+			} else {
+				c.refused[name] = "the pipeline had failed"
+				delete(c.counters, name)
+			}
+			_ = b.op.Close()
+		case c.sinks[name] != nil && failed:
+			_ = c.sinks[name].Close(context.Background())
+			delete(c.sinks, name)
+			delete(c.counters, name)
+		}
+	}
+}
+
+// restore hands the states over to the new pipeline's steps and says what
+// happened to every component.
+func (c *carry) restore(p *Pipeline) []ComponentChange {
+	var out []ComponentChange
+	for _, b := range p.Components {
+		name := b.Def.Name
+		outcome := OutcomeFresh
+		switch {
+		case c.relays[name] != nil:
+			outcome = OutcomeKeptRunning
+		case c.sinks[name] != nil:
+			outcome = OutcomeKeptSink
+		case c.stateful[name]:
+			st, ok := c.states[name]
+			sf, isStateful := b.op.(engine.Stateful)
+			switch {
+			case !ok:
+				outcome = OutcomeStateLost + " " + c.refused[name]
+			case !isStateful:
+				outcome = OutcomeStateLost + " the new step keeps no state"
+			default:
+				if err := sf.Restore(st); err != nil {
+					outcome = OutcomeStateLost + " " + err.Error()
+				} else {
+					outcome = OutcomeKeptState
+				}
+			}
+		}
+		out = append(out, ComponentChange{Name: name, Outcome: outcome})
+	}
+	return out
+}
+
+// release stops and closes what c carries when nothing will take it.
+func (c *carry) release() {
+	if c == nil {
+		return
+	}
+	for _, rl := range c.relays {
+		_ = rl.Stop()
+	}
+	for _, s := range c.sinks {
+		_ = s.Close(context.Background())
+	}
+}
+
+// fingerprint identifies what building component c of d depends on,
+// besides the release's context: its type, its configuration (canonical,
+// after interpolation), its inputs and input schema, and the pipeline's
+// batch and event-time policies.
+func fingerprint(d *Def, c *ComponentDef, in *engine.Schema) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%+v\x00%+v\x00", d.Name, c.Kind, c.Type, d.Batch, d.EventTime)
+	for _, i := range c.Inputs {
+		fmt.Fprintf(h, "in %s\x00", i.Stream)
+	}
+	if in != nil {
+		fmt.Fprintf(h, "schema %s\x00", in)
+	}
+	if c.Node != nil {
+		var v any
+		if err := c.Node.Decode(&v); err == nil {
+			if data, err := yaml.Marshal(v); err == nil {
+				h.Write(data)
+			}
+		} else {
+			// Undecodable: never equal to anything.
+			fmt.Fprintf(h, "%p", c)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// pipelineFP identifies a whole built pipeline: its components'
+// fingerprints and the release context, which it ends with after a "/".
+func pipelineFP(p *Pipeline, ctxHash string) string {
+	fps := make([]string, 0, len(p.Components))
+	for _, b := range p.Components {
+		fps = append(fps, b.Def.Name+"="+b.fp)
+	}
+	slices.Sort(fps)
+	h := sha256.Sum256([]byte(strings.Join(fps, "\n")))
+	return hex.EncodeToString(h[:16]) + "/" + ctxHash
+}
+
+// contextDirs are the directories of a release whose files every
+// component may depend on (models, rule sets, settings).
+var contextDirs = []string{"models", "rules", "config"}
+
+// releaseContext hashes the files of rel's context directories; "" for a
+// release without a directory.
+func releaseContext(rel *Release) string {
+	if rel.Dir == "" {
+		return ""
+	}
+	h := sha256.New()
+	for _, sub := range contextDirs {
+		root := filepath.Join(rel.Dir, sub)
+		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !d.Type().IsRegular() {
+				return nil
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				fmt.Fprintf(h, "unreadable %s\x00", path)
+				return nil
+			}
+			rel, _ := filepath.Rel(rel.Dir, path)
+			fmt.Fprintf(h, "%s\x00%d\x00", filepath.ToSlash(rel), len(data))
+			h.Write(data)
+			return nil
+		})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func (o Options) logger() *slog.Logger {
+	if o.Log == nil {
+		return slog.Default()
+	}
+	return o.Log
+}

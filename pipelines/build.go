@@ -107,6 +107,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		return engine.BuildContext{
 			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, DryRun: opts.DryRun, FromStart: opts.FromStart, Batch: d.Batch, Mem: opts.Mem,
 			Log: plog.With("component", c.Name), Counters: engine.NewCounters(), Shared: opts.Shared,
+			Catalog: d.Release.catalog(), RuleSets: d.Release.ruleSets(),
 		}
 	}
 	resuming := false
@@ -236,18 +237,27 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 }
 
 // guardSource places the event-time guard (see eventtime.Guard) behind a
-// source the policy bounds: the source's readers and its `errors` port are
-// then the guard's. Sources the policy does not bound need no guard: the
-// decoders and the steps refuse times outside years 0001-9999 themselves.
+// source the policy bounds, or whose values must stay in their points'
+// ranges (engine.RangedSource): the source's readers and its `errors` port
+// are then the guard's. Other sources need no guard: the decoders and the
+// steps refuse times outside years 0001-9999 themselves.
 func guardSource(g *engine.Graph, b *Built, src engine.Source, pol EventTimePolicy, ctx engine.BuildContext) error {
 	live, history := false, ""
 	if l, ok := src.(engine.LiveSource); ok {
 		live, history = l.Live()
 	}
-	if !live && !pol.All || pol.MaxFuture == 0 && pol.MaxPast == 0 || src.Schema().TimeIndex() < 0 {
+	var ranges []engine.ValueRange
+	if r, ok := src.(engine.RangedSource); ok {
+		ranges = r.Ranges()
+	}
+	p := eventtime.Policy{MaxFuture: pol.MaxFuture, MaxPast: pol.MaxPast, HistoryColumn: history, Ranges: ranges}
+	if !live && !pol.All || src.Schema().TimeIndex() < 0 {
+		p.MaxFuture, p.MaxPast = 0, 0
+	}
+	if p.MaxFuture == 0 && p.MaxPast == 0 && len(ranges) == 0 {
 		return nil
 	}
-	guard, err := eventtime.New(eventtime.Policy{MaxFuture: pol.MaxFuture, MaxPast: pol.MaxPast, HistoryColumn: history}, src.Schema(), ctx)
+	guard, err := eventtime.New(p, src.Schema(), ctx)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,11 @@ type Def struct {
 	Sources []*ComponentDef
 	Steps   []*ComponentDef
 	Sinks   []*ComponentDef
+
+	// Release is the release the pipeline belongs to (set by
+	// LoadRelease), whose models and rule sets its components are built
+	// with; nil for pipelines given on the command line.
+	Release *Release
 }
 
 // MaxComponents bounds the sources, the steps and the sinks of one pipeline

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/assets"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -21,8 +23,34 @@ type Release struct {
 	// command-line pipelines).
 	Dir  string
 	Defs []*Def
+	// Catalog holds the thing models and assets of models/ (nil when the
+	// release has none).
+	Catalog *assets.Catalog
+	// RuleSets are the rule sets of rules/ by name.
+	RuleSets map[string]*engine.RuleSet
 	// ML lists the files under ml/, by path relative to Dir, sorted.
 	ML []ReleaseFile
+}
+
+// catalog returns the release's catalog as the components receive it: nil
+// (not a nil *assets.Catalog) when there is none.
+func (r *Release) catalog() engine.Catalog {
+	if r == nil || r.Catalog == nil {
+		return nil
+	}
+	return r.Catalog
+}
+
+// ruleSets returns the release's rule sets: none outside a release, an
+// empty map in a release without rules/.
+func (r *Release) ruleSets() map[string]*engine.RuleSet {
+	if r == nil {
+		return nil
+	}
+	if r.RuleSets == nil {
+		return map[string]*engine.RuleSet{}
+	}
+	return r.RuleSets
 }
 
 // ReleaseFile is a file a release carries without reading it.
@@ -59,6 +87,7 @@ func LoadRelease(dir string, env LookupEnv) (*Release, spec.Errors) {
 		ds, es := Parse(rel, data, env)
 		for _, d := range ds {
 			d.Dir = filepath.Join(dir, filepath.Dir(rel))
+			d.Release = r
 		}
 		r.Defs = append(r.Defs, ds...)
 		errs = append(errs, es...)

@@ -38,6 +38,9 @@ type Node struct {
 	// handover is set when the component moves to another graph as this
 	// one stops (see Graph.Handover).
 	handover atomic.Bool
+	// replaced is set when a successor takes over the sink's durable state
+	// (see Graph.Replace).
+	replaced atomic.Bool
 }
 
 type nodeKind int
@@ -133,6 +136,15 @@ func (g *Graph) Nodes() []*Node { return g.nodes }
 // the graph; the caller then owns the component.
 func (g *Graph) Handover(n *Node) {
 	n.handover.Store(true)
+}
+
+// Replace marks a sink that a successor built from a new configuration
+// replaces as this graph stops, taking over its durable state (the buffer
+// of a cloud sink, in the same directory): it closes without waiting to
+// deliver what it holds, which its successor delivers. Call it before
+// stopping the graph.
+func (g *Graph) Replace(n *Node) {
+	n.replaced.Store(true)
 }
 
 // Connect feeds output port `port` of from into to. A port may feed several
@@ -388,7 +400,14 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 		// It goes on writing for the next graph.
 		return
 	}
-	if err := n.sink.Close(context.WithoutCancel(ctx)); err != nil {
+	closeCtx := context.WithoutCancel(ctx)
+	if n.replaced.Load() {
+		// Its successor delivers what it holds: close at once.
+		var cancel context.CancelFunc
+		closeCtx, cancel = context.WithCancel(closeCtx)
+		cancel()
+	}
+	if err := n.sink.Close(closeCtx); err != nil {
 		g.fail(n, fmt.Errorf("close: %w", err))
 	}
 }

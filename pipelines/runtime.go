@@ -593,7 +593,13 @@ func handOver(old *running, check *Pipeline, ctxHash string) *carry {
 	}
 	oldCtx := old.fp[strings.LastIndexByte(old.fp, '/')+1:]
 	for _, b := range old.p.Components {
-		if fp, ok := next[b.Def.Name]; !ok || fp != b.fp+oldCtx {
+		fp, ok := next[b.Def.Name]
+		if ok && b.sink != nil && fp != b.fp+oldCtx {
+			// Its successor of the same name takes over its buffer and
+			// delivers what it holds.
+			old.p.Graph.Replace(b.Node)
+		}
+		if !ok || fp != b.fp+oldCtx {
 			continue
 		}
 		switch {

@@ -103,7 +103,15 @@ func TestRuntimeSwitchLosesNothing(t *testing.T) {
 		t.Fatalf("report %q, want p unchanged", rep)
 	}
 	// A release that does not build is refused; the running one goes on.
-	_, err = rt.Switch(context.Background(), release(t, dir, "v4", strings.ReplaceAll(v2, "power >=", "nosuch >=")))
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(strings.ReplaceAll(v2, "power >=", "nosuch >=")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defs, errs := pipelines.Load([]string{bad}, os.LookupEnv)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	_, err = rt.Switch(context.Background(), &pipelines.Release{Defs: defs})
 	var se *pipelines.SwitchError
 	if !errors.As(err, &se) || len(se.Errs) == 0 || !strings.Contains(se.Error(), "nosuch") {
 		t.Fatalf("a release with a bad expression: %v, want a SwitchError naming it", err)

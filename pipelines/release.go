@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/assets"
 	"github.com/sluice-edge/sluice/engine/spec"
+	"github.com/sluice-edge/sluice/operators/alert"
 )
 
 // Release is a set of pipelines run together, with what they share from
@@ -28,6 +30,8 @@ type Release struct {
 	Catalog *assets.Catalog
 	// RuleSets are the rule sets of rules/ by name.
 	RuleSets map[string]*engine.RuleSet
+	// Settings are the edge settings of config/ (nil outside a release).
+	Settings *Settings
 	// ML lists the files under ml/, by path relative to Dir, sorted.
 	ML []ReleaseFile
 }
@@ -62,37 +66,105 @@ type ReleaseFile struct {
 
 // Release directories.
 const (
+	releaseModels    = "models"
+	releaseRules     = "rules"
+	releaseConfig    = "config"
 	releasePipelines = "pipelines"
 	releaseML        = "ml"
 )
 
-// LoadRelease reads the release unpacked into dir: its pipelines
-// (pipelines/*.yaml), checked, with their variables interpolated from env.
-// Errors name files relative to dir. Name and Version are the caller's to
-// set (they come from the bundle's manifest).
+// releaseData is one file of a release read into memory; rel is its path
+// relative to the release directory.
+type releaseData struct {
+	rel  string
+	data []byte
+}
+
+// LoadRelease reads and checks the release unpacked into dir:
+//
+//   - models/*.yaml, *.yml, *.json: thing models and assets, merged into
+//     one catalog (Catalog); an id declared twice is an error naming both
+//     places;
+//   - rules/*.yaml, *.yml: rule sets (RuleSets), by file base name;
+//   - config/*.yaml, *.yml: edge settings (Settings), whose vars are
+//     interpolated in the pipelines before env;
+//   - pipelines/*.yaml, *.yml: the pipelines (Defs), built without running
+//     (see Options.DryRun) against the catalog and rule sets, so that a
+//     rule reading a point its model lacks is reported where the rule is;
+//   - ml/: listed (ML), not read.
+//
+// Every problem is returned, located by file:line:col with the file
+// relative to dir. Name and Version are the caller's to set (they come
+// from the bundle's manifest). The release is returned also when there
+// are errors, with what could be read.
 func LoadRelease(dir string, env LookupEnv) (*Release, spec.Errors) {
 	if env == nil {
 		env = os.LookupEnv
 	}
-	r := &Release{Dir: dir}
+	r := &Release{Dir: dir, RuleSets: map[string]*engine.RuleSet{}}
 	var errs spec.Errors
-	files, es := releaseFiles(dir, releasePipelines, true)
-	errs = append(errs, es...)
-	for _, rel := range files {
-		data, err := spec.ReadConfigFile(filepath.Join(dir, rel), spec.MaxPipelineBytes)
+	read := func(sub string, limit int64, exts ...string) []releaseData {
+		files, es := releaseFiles(dir, sub, exts)
+		errs = append(errs, es...)
+		var out []releaseData
+		for _, rel := range files {
+			data, err := spec.ReadConfigFile(filepath.Join(dir, rel), limit)
+			if err != nil {
+				errs = append(errs, spec.Errorf(spec.Pos{File: rel}, "%v", unwrapPathErr(err)))
+				continue
+			}
+			out = append(out, releaseData{rel: rel, data: data})
+		}
+		return out
+	}
+
+	// Models and assets.
+	if models := read(releaseModels, assets.MaxFileBytes, ".yaml", ".yml", ".json"); len(models) > 0 {
+		files := make([]assets.File, len(models))
+		for i, m := range models {
+			files[i] = assets.File{Name: m.rel, Data: m.data}
+		}
+		c, err := assets.ParseFiles(files...)
 		if err != nil {
-			errs = append(errs, spec.Errorf(spec.Pos{File: rel}, "%v", unwrapPathErr(err)))
+			errs = append(errs, spec.Collect(spec.Pos{File: releaseModels}, err)...)
+		}
+		r.Catalog = c
+	}
+
+	// Rule sets.
+	for _, f := range read(releaseRules, spec.MaxPipelineBytes, ".yaml", ".yml") {
+		n, es := decodeOne(f.rel, f.data)
+		if len(es) > 0 {
+			errs = append(errs, es...)
 			continue
 		}
-		ds, es := Parse(rel, data, env)
+		rs, es := alert.ParseRuleSet(f.rel, n)
+		errs = append(errs, es...)
+		if prev, dup := r.RuleSets[rs.Name]; dup {
+			errs = append(errs, spec.Errorf(spec.Pos{File: f.rel, Line: 1, Col: 1}, "rule set %q is also defined by %s", rs.Name, prev.File))
+			continue
+		}
+		r.RuleSets[rs.Name] = rs
+	}
+
+	// Settings.
+	settings, es := parseSettings(read(releaseConfig, spec.MaxPipelineBytes, ".yaml", ".yml"), env)
+	errs = append(errs, es...)
+	r.Settings = settings
+	lookup := settings.lookup(env)
+
+	// Pipelines.
+	pipes := read(releasePipelines, spec.MaxPipelineBytes, ".yaml", ".yml")
+	for _, f := range pipes {
+		ds, es := Parse(f.rel, f.data, lookup)
 		for _, d := range ds {
-			d.Dir = filepath.Join(dir, filepath.Dir(rel))
+			d.Dir = filepath.Join(dir, filepath.Dir(f.rel))
 			d.Release = r
 		}
 		r.Defs = append(r.Defs, ds...)
 		errs = append(errs, es...)
 	}
-	if len(files) == 0 && len(es) == 0 {
+	if len(pipes) == 0 {
 		errs = append(errs, spec.Errorf(spec.Pos{File: releasePipelines}, "the release holds no pipelines"))
 	}
 	seen := map[string]*Def{}
@@ -103,17 +175,29 @@ func LoadRelease(dir string, env LookupEnv) (*Release, spec.Errors) {
 		}
 		seen[d.Name] = d
 	}
+
 	ml, es := listFiles(dir, releaseML)
 	errs = append(errs, es...)
 	r.ML = ml
+
+	// Build every pipeline without running it, against the models and
+	// rule sets, when those could be read: their errors would only
+	// repeat as errors of the pipelines.
+	if len(errs) == 0 {
+		ps, es := BuildAll(r.Defs, Options{DryRun: true, Log: slog.New(slog.DiscardHandler)})
+		for _, p := range ps {
+			p.Close()
+		}
+		errs = append(errs, es...)
+	}
 	errs.Sort()
 	return r, errs
 }
 
-// releaseFiles lists the YAML files (or, with yamlOnly false, every
-// regular file) of one directory of a release, by path relative to the
-// release directory, sorted. A missing directory holds nothing.
-func releaseFiles(dir, sub string, yamlOnly bool) ([]string, spec.Errors) {
+// releaseFiles lists the regular files of one directory of a release
+// whose names end in one of exts, by path relative to the release
+// directory, sorted. A missing directory holds nothing.
+func releaseFiles(dir, sub string, exts []string) ([]string, spec.Errors) {
 	entries, err := os.ReadDir(filepath.Join(dir, sub))
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -126,7 +210,7 @@ func releaseFiles(dir, sub string, yamlOnly bool) ([]string, spec.Errors) {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		if yamlOnly && !strings.HasSuffix(e.Name(), ".yaml") && !strings.HasSuffix(e.Name(), ".yml") {
+		if !slices.ContainsFunc(exts, func(ext string) bool { return strings.HasSuffix(e.Name(), ext) }) {
 			continue
 		}
 		out = append(out, filepath.Join(sub, e.Name()))

@@ -69,6 +69,9 @@ type rangeCol struct {
 	engine.ValueRange
 	col   int
 	isInt bool
+	// The column of the record being checked.
+	f *array.Float64
+	i *array.Int64
 }
 
 // Guard is the operator that applies a Policy to the rows of one source.
@@ -157,6 +160,12 @@ func (g *Guard) Process(b engine.Batch, emit engine.PortEmit) error {
 	n := int(b.Rec.NumRows())
 	now := g.p.Now().UnixMilli()
 	t := g.times(b.Rec, now)
+	// Ranges are checked row by row only when some value of a column
+	// looks out of range (nulls may hold anything): rarely.
+	checkRanges := false
+	for i := range g.ranges {
+		checkRanges = g.ranges[i].bind(b.Rec.Column(g.ranges[i].col)) || checkRanges
+	}
 	bad := 0
 	for r := 0; r < n; r++ {
 		if t.col != nil && !t.ok(r) {
@@ -164,9 +173,12 @@ func (g *Guard) Process(b engine.Batch, emit engine.PortEmit) error {
 			g.errs.Add(r, "", g.reject(int64(t.values[r]), now))
 			continue
 		}
+		if !checkRanges {
+			continue
+		}
 		for i := range g.ranges {
 			rc := &g.ranges[i]
-			v, ok := value(b.Rec.Column(rc.col), r, rc.isInt)
+			v, ok := rc.value(r)
 			if !ok || v >= rc.Min && v <= rc.Max {
 				continue
 			}
@@ -251,30 +263,50 @@ func (c *timeCheck) ok(r int) bool {
 	return t < c.lo && t >= engine.MinEventTime && c.hist != nil && c.hist.IsValid(r) && c.hist.Value(r)
 }
 
-// value reads a numeric column's value at row r; ok is false for a null.
-func value(col arrow.Array, r int, isInt bool) (float64, bool) {
-	if col.IsNull(r) {
-		return 0, false
-	}
-	if isInt {
-		c, ok := col.(*array.Int64)
-		if !ok {
-			return 0, false
+// bind points the range at the column of the record being checked and
+// reports whether some value of it, null or not, is out of range.
+func (rc *rangeCol) bind(col arrow.Array) bool {
+	rc.f, rc.i = nil, nil
+	if rc.isInt {
+		rc.i, _ = col.(*array.Int64)
+		if rc.i == nil {
+			return false
 		}
-		return float64(c.Value(r)), true
+		for _, v := range rc.i.Int64Values() {
+			if f := float64(v); f < rc.Min || f > rc.Max {
+				return true
+			}
+		}
+		return false
 	}
-	c, ok := col.(*array.Float64)
-	if !ok {
-		return 0, false
+	rc.f, _ = col.(*array.Float64)
+	if rc.f == nil {
+		return false
 	}
-	return c.Value(r), true
+	for _, v := range rc.f.Float64Values() {
+		if !(v >= rc.Min && v <= rc.Max) {
+			return true
+		}
+	}
+	return false
+}
+
+// value reads the bound column's value at row r; ok is false for a null.
+func (rc *rangeCol) value(r int) (float64, bool) {
+	switch {
+	case rc.f != nil:
+		return rc.f.Value(r), rc.f.IsValid(r)
+	case rc.i != nil:
+		return float64(rc.i.Value(r)), rc.i.IsValid(r)
+	}
+	return 0, false
 }
 
 // reason says why a value is out of its range.
 func (rc *rangeCol) reason(v float64) error {
 	bounds := "[" + bound(rc.Min) + ", " + bound(rc.Max) + "]"
 	if math.IsNaN(v) {
-		return fmt.Errorf("%s: value NaN is not a number (range %s)", rc.Column, bounds)
+		return fmt.Errorf("%s: value NaN is not a number (range %s of point %s)", rc.Column, bounds, rc.Point)
 	}
 	return fmt.Errorf("%s: value %s is outside the range %s of point %s", rc.Column, strconv.FormatFloat(v, 'g', -1, 64), bounds, rc.Point)
 }

@@ -75,6 +75,8 @@ type Built struct {
 	// fp identifies the component's configuration, inputs and input
 	// schema: equal fingerprints build equal components.
 	fp string
+	// in is the component's input schema (nil for sources).
+	in *engine.Schema
 }
 
 // Build constructs every component of d and wires the graph. It checks the
@@ -205,7 +207,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			_ = s.Close(context.Background())
 			s = kept
 		}
-		b := &Built{Def: c, Counters: ctx.Counters, sink: s, carried: kept != nil, fp: fingerprint(d, c, schema)}
+		b := &Built{Def: c, Counters: ctx.Counters, sink: s, carried: kept != nil, fp: fingerprint(d, c, schema), in: schema}
 		b.Node = p.Graph.AddSink(c.Name, s, ctx.Counters)
 		built[c.Name] = b
 		p.Components = append(p.Components, b)

@@ -588,15 +588,20 @@ func handOver(old *running, check *Pipeline, ctxHash string) *carry {
 		return c
 	}
 	next := map[string]string{}
+	nextIn := map[string]*engine.Schema{}
 	for _, b := range check.Components {
 		next[b.Def.Name] = b.fp + ctxHash
+		nextIn[b.Def.Name] = b.in
 	}
 	oldCtx := old.fp[strings.LastIndexByte(old.fp, '/')+1:]
 	for _, b := range old.p.Components {
 		fp, ok := next[b.Def.Name]
-		if ok && b.sink != nil && fp != b.fp+oldCtx {
-			// Its successor of the same name takes over its buffer and
-			// delivers what it holds.
+		if ok && b.sink != nil && fp != b.fp+oldCtx && b.in != nil && nextIn[b.Def.Name] != nil && b.in.Equal(nextIn[b.Def.Name]) {
+			// Its successor of the same name and input schema takes over
+			// its buffer and delivers what it holds. (A successor of
+			// another schema cannot: the sink delivers what it can
+			// before it closes, and a backlog left over refuses the
+			// switch.)
 			old.p.Graph.Replace(b.Node)
 		}
 		if !ok || fp != b.fp+oldCtx {

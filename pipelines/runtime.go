@@ -441,6 +441,8 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 			continue
 		}
 		opts := r.opts
+		// Only the first start may read from the start.
+		opts.FromStart = false
 		opts.carry = pl.carry
 		if opts.carry == nil {
 			opts.carry = &carry{}
@@ -517,6 +519,7 @@ func (r *Runtime) restoreOld(plans []*plan, removed []*running) error {
 	defer r.smu.Unlock()
 	relaunch := func(old *running, c *carry) {
 		opts := r.opts
+		opts.FromStart = false
 		opts.carry = c
 		if opts.carry == nil {
 			opts.carry = &carry{}

@@ -558,12 +558,16 @@ func (a *Agent) Apply(name string) (Report, error) {
 		os.RemoveAll(dest)
 		return rep, errors.New("agent: no runner to apply a bundle to")
 	}
-	if err := a.runner.Check(dest, m); err != nil {
+	if err := guard(func() error { return a.runner.Check(dest, m) }); err != nil {
 		os.RemoveAll(dest)
 		return a.reject(rep, err)
 	}
 	a.hook(StepChecked)
-	steps, err := a.runner.Switch(a.ctx, dest, m)
+	var steps string
+	err = guard(func() (err error) {
+		steps, err = a.runner.Switch(a.ctx, dest, m)
+		return err
+	})
 	if err != nil {
 		os.RemoveAll(dest)
 		return a.reject(rep, err)
@@ -602,6 +606,18 @@ func (a *Agent) Apply(name string) (Report, error) {
 	}
 	a.hook(StepPruned)
 	return rep, nil
+}
+
+// guard runs a call into the runner, turning a panic into an error: a
+// bundle that makes the engine fail is rejected and reported, not retried
+// at every start.
+func guard(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("the engine failed on the release: panic: %v", p)
+		}
+	}()
+	return f()
 }
 
 // switchBack runs the release current.json names again after a failed

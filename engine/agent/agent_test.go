@@ -33,6 +33,7 @@ type fakeRunner struct {
 	switches  int
 	checkErr  error
 	switchErr error
+	panics    bool
 }
 
 func (r *fakeRunner) Check(dir string, m *bundle.Manifest) error {
@@ -51,6 +52,9 @@ func (r *fakeRunner) Switch(_ context.Context, dir string, m *bundle.Manifest) (
 	defer r.mu.Unlock()
 	if r.switchErr != nil {
 		return "", r.switchErr
+	}
+	if r.panics {
+		panic("boom")
 	}
 	r.running, r.version = dir, m.Version
 	r.switches++
@@ -316,6 +320,10 @@ func TestApplyRejects(t *testing.T) {
 			e.runner.switchErr = errors.New("sink o: connection refused")
 			return buildFile(t, e.files, e.key, "w", 3, nil, releaseFiles(3))
 		}, "connection refused", ""},
+		{"switch panics", func(e *testEnv) string {
+			e.runner.panics = true
+			return buildFile(t, e.files, e.key, "w", 3, nil, releaseFiles(3))
+		}, "the engine failed on the release: panic: boom", ""},
 		{"too large", func(e *testEnv) string {
 			e.agent.opts.MaxBundleBytes = 64
 			return buildFile(t, e.files, e.key, "w", 3, nil, releaseFiles(3))
@@ -347,7 +355,7 @@ func TestApplyRejects(t *testing.T) {
 			if last := lastReport(t, e.dir); last.Outcome != Rejected || last.Reason != r.Reason || last.Location != r.Location {
 				t.Errorf("reports.jsonl ends with %+v, want %+v", last, r)
 			}
-			e.runner.checkErr, e.runner.switchErr = nil, nil
+			e.runner.checkErr, e.runner.switchErr, e.runner.panics = nil, nil, false
 			checkState(t, e.dir, e.runner, "w", 2)
 			if e.runner.switches != 1 {
 				t.Errorf("%d switches, want 1", e.runner.switches)

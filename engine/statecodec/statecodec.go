@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 )
 
 // ErrCorrupt is wrapped by every error of a Reader.
@@ -137,8 +138,9 @@ func (r *Reader) Bool() bool {
 	}
 }
 
-// Uvarint reads an unsigned varint. A varint longer than ten bytes, or one
-// that overflows 64 bits, is an error.
+// Uvarint reads an unsigned varint. A varint that overflows 64 bits, or
+// one longer than needed (so that every value has one encoding), is an
+// error.
 func (r *Reader) Uvarint() uint64 {
 	if r.err != nil {
 		return 0
@@ -151,27 +153,21 @@ func (r *Reader) Uvarint() uint64 {
 	case n < 0:
 		r.Failf("varint overflows 64 bits")
 		return 0
+	case n != uvarintLen(v):
+		r.Failf("varint of %d bytes for a value of %d", n, uvarintLen(v))
+		return 0
 	}
 	r.off += n
 	return v
 }
 
-// Varint reads a zigzag signed varint.
+// uvarintLen is the length of the shortest encoding of v.
+func uvarintLen(v uint64) int { return max(1, (bits.Len64(v)+6)/7) }
+
+// Varint reads a zigzag signed varint (see Uvarint).
 func (r *Reader) Varint() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.b[r.off:])
-	switch {
-	case n == 0:
-		r.Failf("truncated")
-		return 0
-	case n < 0:
-		r.Failf("varint overflows 64 bits")
-		return 0
-	}
-	r.off += n
-	return v
+	u := r.Uvarint()
+	return int64(u>>1) ^ -int64(u&1)
 }
 
 // Uint reads an unsigned varint of at most limit; what names the value in

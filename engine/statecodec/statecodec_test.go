@@ -77,6 +77,8 @@ func TestHostile(t *testing.T) {
 		{"truncated varint", []byte{0x80}, func(r *statecodec.Reader) { r.Uvarint() }},
 		{"overlong varint", bytes.Repeat([]byte{0xff}, 11), func(r *statecodec.Reader) { r.Uvarint() }},
 		{"truncated signed", []byte{0x80, 0x80}, func(r *statecodec.Reader) { r.Varint() }},
+		{"overlong zero", []byte{0x80, 0x00}, func(r *statecodec.Reader) { r.Uvarint() }},
+		{"overlong signed", []byte{0x82, 0x80, 0x00}, func(r *statecodec.Reader) { r.Varint() }},
 		{"uint above limit", []byte{11}, func(r *statecodec.Reader) { r.Uint(10, "n") }},
 		{"int below range", []byte{3}, func(r *statecodec.Reader) { r.Int(0, 5, "n") }}, // zigzag 3 = -2
 		{"count above limit", []byte{5, 0, 0, 0, 0, 0}, func(r *statecodec.Reader) { r.Count(4, 1, "items") }},

@@ -1,0 +1,187 @@
+package alert
+
+import (
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"slices"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/statecodec"
+)
+
+// State hand-over (engine.Stateful). Snapshot writes the rule states of
+// every asset the step keeps; Restore reads them into a step built from the
+// same configuration, which then raises and clears exactly as the step that
+// wrote them would have: a pending condition raises after its full hold
+// with the occur time it started at, a raised alert clears with its id.
+//
+// Format, version 1 (varints are unsigned LEB128 or zigzag signed):
+//
+//	shape    8 bytes: FNV-64a of the key column and the rule names in order
+//	clock    varint now, lastSweep; uvarint rows since the sweep, raised
+//	         alerts forgotten and logged one by one
+//	assets   uvarint n; per asset, by key: string key, varint seen, then per
+//	         rule a byte: 0 inactive, 1 pending (varint start follows),
+//	         2 raised (varint start and the 16 bytes of the id follow)
+//
+// Equal states give equal bytes.
+const (
+	// StateKind is the Kind of the state of an alert step.
+	StateKind = "alert"
+	// StateVersion is the version of the state format written and read.
+	StateVersion = 1
+)
+
+var _ engine.Stateful = (*Operator)(nil)
+
+// Rule states in a snapshot.
+const (
+	ruleInactive = iota
+	rulePending
+	ruleRaised
+)
+
+// idBytes is the length of an alert id (hex of 16 bytes, see alertID).
+const idBytes = 16
+
+// shape hashes what the meaning of a state depends on: the key column and
+// the rules, by name and in order.
+func (o *Operator) shape() uint64 {
+	w := statecodec.NewWriter(nil)
+	key := ""
+	if o.p.keyCol >= 0 {
+		key = o.in.Fields[o.p.keyCol].Name
+	}
+	w.Bool(o.p.keyCol >= 0)
+	w.String(key)
+	w.Uvarint(uint64(len(o.p.rules)))
+	for _, r := range o.p.rules {
+		w.String(r.name)
+	}
+	h := fnv.New64a()
+	h.Write(w.Bytes())
+	return h.Sum64()
+}
+
+// Snapshot returns the rule states of every asset the step keeps: pending
+// conditions with the time they started to hold, raised alerts with their
+// id and occur time, the latest row of each asset, and the bookkeeping of
+// idle assets.
+func (o *Operator) Snapshot() (*engine.State, error) {
+	if o.closed {
+		return nil, fmt.Errorf("alert: Snapshot after Close")
+	}
+	keys := make([]string, 0, len(o.states))
+	for k := range o.states {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	w := statecodec.NewWriter(make([]byte, 0, 32+len(keys)*(16+len(o.p.rules))))
+	w.Uint64(o.shape())
+	w.Varint(o.now)
+	w.Varint(o.lastSweep)
+	w.Uvarint(uint64(o.rows))
+	w.Uvarint(uint64(o.loggedEvicted))
+	w.Uvarint(uint64(len(keys)))
+	var id [idBytes]byte
+	for _, k := range keys {
+		as := o.states[k]
+		w.String(as.key)
+		w.Varint(as.seen)
+		for ri := range as.rules {
+			st := &as.rules[ri]
+			switch {
+			case st.active:
+				if n, err := hex.Decode(id[:], []byte(st.id)); err != nil || n != idBytes || len(st.id) != 2*idBytes {
+					return nil, fmt.Errorf("alert: snapshot: alert id %q of rule %s on %q is not %d hex bytes", st.id, o.p.rules[ri].name, as.key, idBytes)
+				}
+				w.Byte(ruleRaised)
+				w.Varint(st.start)
+				w.Raw(id[:])
+			case st.pending:
+				w.Byte(rulePending)
+				w.Varint(st.start)
+			default:
+				w.Byte(ruleInactive)
+			}
+		}
+	}
+	return &engine.State{Kind: StateKind, Version: StateVersion, Data: w.Bytes()}, nil
+}
+
+// Restore replaces the state of the step with s, written by Snapshot of a
+// step with the same configuration and input schema. The state is read as
+// hostile input: a state of another kind, version or configuration, or one
+// that is truncated or malformed, is refused with an error and the step
+// keeps its own state.
+func (o *Operator) Restore(s *engine.State) error {
+	if err := engine.CheckState(s, StateKind, StateVersion); err != nil {
+		return fmt.Errorf("alert: restore: %w", err)
+	}
+	if o.closed {
+		return fmt.Errorf("alert: Restore after Close")
+	}
+	r := statecodec.NewReader(s.Data)
+	if sh := r.Uint64(); r.Err() == nil && sh != o.shape() {
+		return fmt.Errorf("alert: restore: the state is of a step with another key or other rules (shape %016x, this step %016x)", sh, o.shape())
+	}
+	now, lastSweep := r.Varint(), r.Varint()
+	rows := r.Uint(math.MaxInt64, "rows since the sweep")
+	logged := r.Uint(maxLoggedEvictions, "logged evictions")
+	nr := len(o.p.rules)
+	n := r.Count(o.p.maxKeys, 2+nr, "assets")
+	states := make(map[string]*assetState, n)
+	prev := ""
+	for i := range n {
+		if r.Err() != nil {
+			break
+		}
+		key := r.String(o.p.maxKeyBytes, "asset key")
+		switch {
+		case o.p.keyCol < 0 && key != "":
+			r.Failf("asset %q in a step without key", key)
+		case i > 0 && key <= prev:
+			r.Failf("asset %q out of order or repeated", key)
+		}
+		prev = key
+		as := o.newAsset(key)
+		as.seen = r.Varint()
+		for ri := range as.rules {
+			st := &as.rules[ri]
+			switch b := r.Byte(); b {
+			case ruleInactive:
+			case rulePending:
+				st.pending, st.start = true, r.Varint()
+			case ruleRaised:
+				st.active, st.start = true, r.Varint()
+				if id := r.Raw(idBytes); id != nil {
+					st.id = hex.EncodeToString(id)
+				}
+			default:
+				r.Failf("rule state %d", b)
+			}
+		}
+		states[key] = as
+	}
+	if err := r.Done(); err != nil {
+		return fmt.Errorf("alert: restore: %w", err)
+	}
+	o.states, o.last = states, nil
+	o.now, o.lastSweep, o.rows, o.loggedEvicted = now, lastSweep, int(rows), int(logged)
+	return nil
+}
+
+// newAsset returns the initial state of an asset, which keeps key: every
+// rule inactive, with its model and attributes when the assets file names
+// it.
+func (o *Operator) newAsset(key string) *assetState {
+	as := &assetState{key: key, rules: make([]state, len(o.p.rules))}
+	if o.p.catalog != nil {
+		if a, ok := o.p.catalog.Asset(key); ok {
+			as.asset, as.attrs = a, a.Attrs
+		}
+	}
+	return as
+}

@@ -48,8 +48,9 @@ func NewRelay(src Source) *Relay {
 // Source returns the source the relay runs.
 func (r *Relay) Source() Source { return r.src }
 
-// Handover makes the tap attached now detach when its graph stops, leaving
-// the source running for the next tap. Call it before stopping the graph.
+// Handover makes the tap of the graph about to stop detach when that
+// graph stops, leaving the source running for the next tap. Call it
+// before stopping the graph; it holds for the next stop only.
 func (r *Relay) Handover() {
 	r.mu.Lock()
 	r.handover = true
@@ -118,7 +119,7 @@ func (r *Relay) attach(emit Emit) bool {
 	if r.stopped {
 		return false
 	}
-	r.target, r.handover = emit, false
+	r.target = emit
 	r.cond.Broadcast()
 	if !r.started {
 		r.started = true
@@ -178,8 +179,11 @@ func (t *tap) Run(ctx context.Context, emit Emit) error {
 		return r.runErr()
 	case <-ctx.Done():
 	}
+	// The graph stops: hand the source over if Handover was called for
+	// this stop (even before this tap attached), else stop it.
 	r.mu.Lock()
 	handover := r.handover
+	r.handover = false
 	if !handover {
 		r.stopped = true
 	}

@@ -347,6 +347,8 @@ func (e *SwitchError) Unwrap() error {
 type plan struct {
 	def    *Def
 	old    *running // nil when added
+	// oldRunning is whether old was running when the switch began.
+	oldRunning bool
 	change string
 	fp     string
 	carry  *carry
@@ -390,10 +392,11 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 		name := p.Def.Name
 		names[name] = true
 		pl := &plan{def: p.Def, check: p, fp: pipelineFP(p, ctxHash), old: r.running[name]}
+		pl.oldRunning = pl.old != nil && pl.old.state == "running"
 		switch {
 		case pl.old == nil:
 			pl.change = ChangeAdded
-		case pl.old.fp == pl.fp && pl.old.state == "running":
+		case pl.old.fp == pl.fp && pl.oldRunning:
 			pl.change = ChangeUnchanged
 		default:
 			pl.change = ChangeChanged
@@ -417,7 +420,7 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 		if pl.change != ChangeChanged {
 			continue
 		}
-		pl.carry = handOver(pl.old, pl.check, ctxHash)
+		pl.carry = handOver(pl.old, pl.oldRunning, pl.check, ctxHash)
 	}
 	for _, pl := range plans {
 		if pl.change == ChangeChanged {
@@ -583,10 +586,10 @@ func (c *carry) countersOf(name string) *engine.Counters {
 // handOver marks, in the running pipeline old, the components that the new
 // pipeline (built in dry-run mode as check) has unchanged, so that stopping
 // old leaves them to the new one.
-func handOver(old *running, check *Pipeline, ctxHash string) *carry {
+func handOver(old *running, oldRunning bool, check *Pipeline, ctxHash string) *carry {
 	c := &carry{relays: map[string]*engine.Relay{}, sinks: map[string]engine.Sink{}, counters: map[string]*engine.Counters{},
 		states: map[string]*engine.State{}, refused: map[string]string{}, stateful: map[string]bool{}, old: map[string]*Built{}}
-	if old.state != "running" {
+	if !oldRunning {
 		// A pipeline that ended hands nothing over.
 		return c
 	}

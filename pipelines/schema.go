@@ -4,6 +4,7 @@ import (
 	"io"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -65,14 +66,16 @@ func JSONSchema() map[string]any {
 	}
 }
 
-// Reference writes the Markdown pipeline reference: the pipeline fields and
-// every registered source, step and sink.
+// Reference writes the Markdown pipeline reference: the pipeline fields,
+// every registered source, step and sink, and the edge configuration
+// (sluice.yaml) that names the pipelines an edge runs.
 func Reference(w io.Writer) error {
 	all := []*spec.Spec{}
 	for _, k := range []spec.Kind{spec.KindSource, spec.KindStep, spec.KindSink} {
 		all = append(all, specsOf(k)...)
 	}
 	ps := PipelineSpec
+	all = append(all, &agent.ConfigSpec)
 	if err := spec.Markdown(w, "Pipeline reference", append([]*spec.Spec{&ps}, all...)); err != nil {
 		return err
 	}

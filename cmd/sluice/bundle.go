@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -25,7 +28,9 @@ whose first entries are a manifest and its Ed25519 signature.
   sluice bundle keygen --out release          release.key (0600) and release.pub
   sluice bundle build DIR --name N --version V --key release.key --out N-vV.bundle
   sluice bundle verify N-vV.bundle --trust release.pub
-  sluice bundle inspect N-vV.bundle`,
+  sluice bundle inspect N-vV.bundle [--against DATA_DIR]
+
+An edge applies a bundle with sluice import (see sluice run --config).`,
 	}
 	cmd.AddCommand(newBundleKeygenCmd(g), newBundleBuildCmd(g), newBundleVerifyCmd(g), newBundleInspectCmd(g))
 	return cmd
@@ -195,15 +200,19 @@ func rejected(name string, b *bundle.Bundle, err error) error {
 }
 
 func newBundleInspectCmd(g *globals) *cobra.Command {
-	var trustPath string
+	var trustPath, against string
 	cmd := &cobra.Command{
-		Use:   "inspect FILE [--trust DIR|FILE]",
+		Use:   "inspect FILE [--trust DIR|FILE] [--against DATA_DIR]",
 		Short: "Show a bundle's manifest, signature status and whether its files match",
 		Long: `Inspect prints the manifest, the signature's status (valid, untrusted key,
 bad or unsigned; without --trust a signed bundle's key is untrusted) and
 whether the files match the manifest. It exits 1 when the manifest cannot be
 read or a file does not match; a signature that is not valid is reported,
-not an error: use verify to decide whether to trust a bundle.`,
+not an error: use verify to decide whether to trust a bundle.
+
+With --against DATA_DIR it also lists the files the bundle adds, removes and
+changes (by SHA-256) compared with the release the edge with that data
+directory runs, and the version step.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var trust *bundle.Trust
@@ -238,9 +247,51 @@ not an error: use verify to decide whether to trust a bundle.`,
 				return &exitError{code: exitFailed, err: rejected(args[0], b, err)}
 			}
 			fmt.Fprintf(g.stdout, "contents: %d files match the manifest\n", len(b.Manifest.Files))
+			if against != "" {
+				if err := printAgainst(g.stdout, b.Manifest, against); err != nil {
+					return &exitError{code: exitFailed, err: err}
+				}
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&trustPath, "trust", "", "trusted public key file, or a directory of them (*.pub, *.pem)")
+	cmd.Flags().StringVar(&against, "against", "", "data directory of an edge: show how the bundle differs from the release it runs")
 	return cmd
+}
+
+// printAgainst prints how a bundle's files differ from those of the
+// release applied in the data directory dataDir.
+func printAgainst(w io.Writer, m *bundle.Manifest, dataDir string) error {
+	cur, old, err := agent.CurrentRelease(filepath.Join(dataDir, "agent"))
+	if err != nil {
+		return fmt.Errorf("--against: %w", err)
+	}
+	if cur == nil {
+		fmt.Fprintf(w, "against %s: no release applied; every file is new\n", dataDir)
+		old = &bundle.Manifest{}
+	} else {
+		delta := "a different release line"
+		if cur.Name == m.Name {
+			switch {
+			case m.Version > cur.Version:
+				delta = fmt.Sprintf("+%d, would apply", m.Version-cur.Version)
+			default:
+				delta = "not newer: would be rejected"
+			}
+		}
+		fmt.Fprintf(w, "against %s: runs %s v%d; this is %s v%d (%s)\n", dataDir, cur.Name, cur.Version, m.Name, m.Version, delta)
+	}
+	d := agent.DiffManifests(old, m)
+	for _, p := range d.Added {
+		fmt.Fprintf(w, "  added    %s\n", p)
+	}
+	for _, p := range d.Removed {
+		fmt.Fprintf(w, "  removed  %s\n", p)
+	}
+	for _, p := range d.Changed {
+		fmt.Fprintf(w, "  changed  %s\n", p)
+	}
+	fmt.Fprintf(w, "  %d added, %d removed, %d changed, %d unchanged\n", len(d.Added), len(d.Removed), len(d.Changed), d.Unchanged)
+	return nil
 }

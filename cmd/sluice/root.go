@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -84,11 +85,17 @@ Start with:
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
 	root.AddCommand(newRunCmd(g), newDemoCmd(g), newSimCmd(g), newValidateCmd(g), newSchemaCmd(g), newDocsCmd(g), newBenchCmd(g), newVersionCmd(g), newBufferCmd(g), newExportCmd(g), newReplayCmd(g))
-	root.AddCommand(newBundleCmd(g))
+	root.AddCommand(newBundleCmd(g), newImportCmd(g), newStatusCmd(g))
 	return root
 }
 
 func execute(args []string, stdout, stderr io.Writer) int {
+	return executeContext(context.Background(), args, stdout, stderr)
+}
+
+// executeContext runs the command line args; cancelling ctx stops a
+// command that runs until a signal, as the signal would.
+func executeContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// The values of secret-named environment variables and the passwords
 	// of URLs in the environment are masked from the start, whether or
 	// not a pipeline refers to them: a file source reading
@@ -98,7 +105,7 @@ func execute(args []string, stdout, stderr io.Writer) int {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := newRoot(g)
 	root.SetArgs(args)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}

@@ -65,10 +65,13 @@ func checkProgress(mode string) error {
 }
 
 func newRunCmd(g *globals) *cobra.Command {
-	var flags runFlags
+	var (
+		flags      runFlags
+		configFile string
+	)
 	cmd := &cobra.Command{
-		Use:   "run FILE|DIR...",
-		Short: "Run pipelines until their sources end or SIGINT/SIGTERM",
+		Use:   "run FILE|DIR... | run --config sluice.yaml [FILE|DIR...]",
+		Short: "Run pipelines until their sources end or SIGINT/SIGTERM, or run as an edge agent",
 		Long: `Run loads the pipeline files (a directory stands for its *.yaml and *.yml
 files), checks them like validate, and runs every pipeline they define.
 
@@ -77,6 +80,13 @@ On SIGINT or SIGTERM it stops the sources, processes the batches in flight,
 flushes open windows, closes the sinks and exits 0; a second signal exits at
 once with code 130.
 
+With --config sluice.yaml it runs as an edge agent (docs/coordination.md):
+the release last applied (else the configuration's pipelines and FILEs), a
+local API on 127.0.0.1 through which sluice import applies signed release
+bundles and sluice status reads the state, and the bundles an offline import
+staged. It runs until SIGINT or SIGTERM, whether or not its sources end; the
+data directory and edge id come from the configuration.
+
 Cloud sinks get a few seconds (forward.drain_timeout) to deliver what is
 buffered; rows they could not deliver (the link is down) stay in their
 buffers and are sent on the next run. run then prints one line per such sink
@@ -84,7 +94,12 @@ buffers and are sent on the next run. run then prints one line per such sink
 exits 0: the rows are safe on disk. Exit codes: 0 done, 1 a pipeline failed
 or the configuration is invalid, 64 a bad command line, 130 a second signal
 (2 only ever means the program crashed: Go exits 2 on a fatal error).`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if configFile != "" {
+				return nil
+			}
+			return cobra.MinimumNArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
 			if err != nil {
@@ -92,6 +107,14 @@ or the configuration is invalid, 64 a bad command line, 130 a second signal
 			}
 			if err := flags.check(); err != nil {
 				return &exitError{code: exitUsage, err: err}
+			}
+			if configFile != "" {
+				for _, f := range []string{"data-dir", "edge", "metrics-addr"} {
+					if cmd.Flags().Changed(f) {
+						return &exitError{code: exitUsage, err: fmt.Errorf("--%s: with --config, set it in the configuration file (--metrics-addr is not served by an edge agent yet)", f)}
+					}
+				}
+				return runAgent(cmd.Context(), g, log, configFile, args, flags)
 			}
 			defs, errs := pipelines.Load(args, os.LookupEnv)
 			if len(errs) > 0 {
@@ -101,6 +124,7 @@ or the configuration is invalid, 64 a bad command line, 130 a second signal
 		},
 	}
 	flags.register(cmd)
+	cmd.Flags().StringVar(&configFile, "config", "", "edge configuration file (sluice.yaml): run as an edge agent that applies signed release bundles")
 	return cmd
 }
 

@@ -144,3 +144,58 @@ func TestRelayStopWhileDetached(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRelayHandoverBeforeAttach hands a source over through a graph that
+// is stopped before its tap ever attached (two switches in quick
+// succession): the source keeps running for the third graph instead of
+// being stopped by the second.
+func TestRelayHandoverBeforeAttach(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	relay := engine.NewRelay(&countSource{mem: mem, n: -1, batch: 5})
+	sink := &seqSink{}
+	graph := func() (*engine.Graph, *engine.Node) {
+		g := engine.NewGraph("g", nil)
+		src := g.AddSource("src", relay.Tap(), nil)
+		s := g.AddSink("out", sink, nil)
+		if err := g.Connect(src, 0, s); err != nil {
+			t.Fatal(err)
+		}
+		return g, s
+	}
+	g1, s1 := graph()
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() { done1 <- g1.Run(ctx1) }()
+	waitRows(t, sink, 50)
+	relay.Handover()
+	g1.Handover(s1)
+	cancel1()
+	if err := <-done1; err != nil {
+		t.Fatal(err)
+	}
+	// The second graph is stopped before it runs.
+	g2, s2 := graph()
+	relay.Handover()
+	g2.Handover(s2)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if err := g2.Run(ctx2); err != nil {
+		t.Fatal(err)
+	}
+	n := sink.len()
+	g3, _ := graph()
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	done3 := make(chan error, 1)
+	go func() { done3 <- g3.Run(ctx3) }()
+	waitRows(t, sink, n+50)
+	cancel3()
+	if err := <-done3; err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range sink.vals {
+		if v != float64(i) {
+			t.Fatalf("row %d is %v: lost or repeated across the handovers", i, v)
+		}
+	}
+}

@@ -168,8 +168,10 @@ func (r *Runtime) Check(rel *Release) spec.Errors {
 }
 
 // Start builds rel and runs it until Stop, or until every pipeline has
-// ended (Done). ctx bounds the whole life of the runtime. Build errors are
-// returned as spec.Errors and nothing runs.
+// ended (Done). The pipelines keep ctx's values but not its cancellation:
+// a release applied from a short-lived request runs on after it; only
+// Stop stops them (gracefully). Build errors are returned as spec.Errors
+// and nothing runs.
 func (r *Runtime) Start(ctx context.Context, rel *Release) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -183,7 +185,7 @@ func (r *Runtime) Start(ctx context.Context, rel *Release) error {
 	if len(errs) > 0 {
 		return errs
 	}
-	r.ctx, r.rel = ctx, rel
+	r.ctx, r.rel = context.WithoutCancel(ctx), rel
 	r.smu.Lock()
 	for _, p := range ps {
 		r.launch(p, pipelineFP(p, ctxHash))

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/statecodec"
@@ -73,21 +74,20 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 	if o.closed {
 		return nil, fmt.Errorf("alert: Snapshot after Close")
 	}
-	keys := make([]string, 0, len(o.states))
-	for k := range o.states {
-		keys = append(keys, k)
+	all := make([]*assetState, 0, len(o.states))
+	for _, as := range o.states {
+		all = append(all, as)
 	}
-	slices.Sort(keys)
-	w := statecodec.NewWriter(make([]byte, 0, 32+len(keys)*(16+len(o.p.rules))))
+	slices.SortFunc(all, func(a, b *assetState) int { return strings.Compare(a.key, b.key) })
+	w := statecodec.NewWriter(make([]byte, 0, 32+len(all)*(24+2*len(o.p.rules))))
 	w.Uint64(o.shape())
 	w.Varint(o.now)
 	w.Varint(o.lastSweep)
 	w.Uvarint(uint64(o.rows))
 	w.Uvarint(uint64(o.loggedEvicted))
-	w.Uvarint(uint64(len(keys)))
+	w.Uvarint(uint64(len(all)))
 	var id [idBytes]byte
-	for _, k := range keys {
-		as := o.states[k]
+	for _, as := range all {
 		w.String(as.key)
 		w.Varint(as.seen)
 		for ri := range as.rules {
@@ -133,6 +133,10 @@ func (o *Operator) Restore(s *engine.State) error {
 	nr := len(o.p.rules)
 	n := r.Count(o.p.maxKeys, 2+nr, "assets")
 	states := make(map[string]*assetState, n)
+	// One block for the states and one for their rules: a block is freed
+	// once the step has forgotten all of its states.
+	slab := make([]assetState, n)
+	rules := make([]state, n*nr)
 	prev := ""
 	for i := range n {
 		if r.Err() != nil {
@@ -146,8 +150,13 @@ func (o *Operator) Restore(s *engine.State) error {
 			r.Failf("asset %q out of order or repeated", key)
 		}
 		prev = key
-		as := o.newAsset(key)
-		as.seen = r.Varint()
+		as := &slab[i]
+		as.key, as.rules, as.seen = key, rules[i*nr:(i+1)*nr:(i+1)*nr], r.Varint()
+		if o.p.catalog != nil {
+			if a, ok := o.p.catalog.Asset(key); ok {
+				as.asset, as.attrs = a, a.Attrs
+			}
+		}
 		for ri := range as.rules {
 			st := &as.rules[ri]
 			switch b := r.Byte(); b {
@@ -171,17 +180,4 @@ func (o *Operator) Restore(s *engine.State) error {
 	o.states, o.last = states, nil
 	o.now, o.lastSweep, o.rows, o.loggedEvicted = now, lastSweep, int(rows), int(logged)
 	return nil
-}
-
-// newAsset returns the initial state of an asset, which keeps key: every
-// rule inactive, with its model and attributes when the assets file names
-// it.
-func (o *Operator) newAsset(key string) *assetState {
-	as := &assetState{key: key, rules: make([]state, len(o.p.rules))}
-	if o.p.catalog != nil {
-		if a, ok := o.p.catalog.Asset(key); ok {
-			as.asset, as.attrs = a, a.Attrs
-		}
-	}
-	return as
 }

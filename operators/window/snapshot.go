@@ -146,7 +146,7 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 		code[kid] = uint64(i) + 2
 	}
 
-	w := statecodec.NewWriter(make([]byte, 0, 64+len(kids)*64))
+	w := statecodec.NewWriter(make([]byte, 0, o.sizeHint(len(kids))))
 	w.Uint64(o.shape())
 	w.Varint(o.wm)
 	w.Varint(o.scanWm)
@@ -227,6 +227,26 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 		}
 	}
 	return &engine.State{Kind: StateKind, Version: StateVersion, Data: w.Bytes()}, nil
+}
+
+// sizeHint estimates the size of a snapshot of keys keys, so that it is
+// written without growing its buffer more than once.
+func (o *Operator) sizeHint(keys int) int {
+	n := 64 + keys*24 + len(o.srcs)*(24+o.p.wmKeys*24)
+	perSlot := 4 + len(o.fd)*48 + o.nfl*34 + 1
+	for s := range o.slotCount {
+		if o.slotCount[s] == 0 {
+			continue // free: an open pane or session has a row
+		}
+		n += perSlot + 3*len(o.skLog[s])
+		if o.skDense[s] {
+			for i := range o.dense[s].sk {
+				k := &o.dense[s].sk[i]
+				n += 2*(len(k.pos.counts)+len(k.neg.counts)) + 8
+			}
+		}
+	}
+	return n
 }
 
 // writeSlot writes the aggregates of slot s.
@@ -429,6 +449,7 @@ func (o *Operator) decode(data []byte) (*decoded, error) {
 		r.Failf("%d keys for a step without key, want 1", n)
 	}
 	d.keys = make([]keyState, 0, n)
+	t.reserveSlots(n) // most keys hold one window
 	var prev *keyState
 	for kid := range n {
 		if r.Err() != nil {
@@ -522,6 +543,19 @@ func readMark(r *statecodec.Reader, sentinel int64, what string) int64 {
 		return sentinel
 	}
 	return v
+}
+
+// reserveSlots makes room for n slots in an operator without slots.
+func (o *Operator) reserveSlots(n int) {
+	o.hot = make([]hacc, 0, n*len(o.fd))
+	o.fl = make([]firstLast, 0, n*o.nfl)
+	o.cold = make([][]facc, 0, n)
+	o.dense = make([]*denseSketches, 0, n)
+	o.skLog = make([][]int32, 0, n)
+	o.skDense = make([]bool, 0, n)
+	o.slotCount = make([]int64, 0, n)
+	o.freedAt = make([]int64, 0, n)
+	o.fwd = make([]int32, 0, n)
 }
 
 // readPanes reads the panes of a key (tumbling and hopping).

@@ -181,11 +181,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	if err := agent.WriteEdgeRecord(cfg.AgentDir(), rec); err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
-	reps, err := a.ApplyPending()
-	for _, r := range reps {
-		fmt.Fprintln(g.stderr, r.String())
-	}
-	if err != nil {
+	if _, err := a.ApplyPending(); err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
 	log.Info("running as edge agent", "edge", cfg.Edge, "api", srv.Addr(), "data_dir", cfg.DataDir)

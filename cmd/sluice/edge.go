@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -111,7 +112,7 @@ Exit codes: 0 applied or staged, 1 rejected or failed, 64 a bad command line.`,
 			}
 			if c != nil {
 				defer c.Close()
-				rep, err := c.Import(ctx, f, st.Size())
+				rep, err := c.Import(ctx, f, st.Size(), filepath.Base(args[0]))
 				if err != nil {
 					return &exitError{code: exitFailed, err: fmt.Errorf("import: %w", err)}
 				}

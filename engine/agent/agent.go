@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/bundle"
@@ -481,8 +482,10 @@ func (a *Agent) pendingFiles() ([]string, error) {
 }
 
 // Import streams a bundle into the state directory (at most
-// MaxBundleBytes) and applies it.
-func (a *Agent) Import(r io.Reader) (Report, error) {
+// MaxBundleBytes) and applies it. file names the bundle in the report (the
+// name it had where it came from; "" for none).
+func (a *Agent) Import(r io.Reader, file string) (Report, error) {
+	file = CleanFileName(file)
 	f, err := os.CreateTemp(filepath.Join(a.opts.Dir, incomingDir), "import-*.bundle")
 	if err != nil {
 		return Report{}, fmt.Errorf("import: %w", err)
@@ -499,9 +502,28 @@ func (a *Agent) Import(r io.Reader) (Report, error) {
 	if n > a.opts.MaxBundleBytes {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return a.reject(Report{File: "upload"}, fmt.Errorf("%w: the bundle exceeds max_bundle_bytes (%d)", bundle.ErrTooLarge, a.opts.MaxBundleBytes))
+		return a.reject(Report{File: file}, fmt.Errorf("%w: the bundle exceeds max_bundle_bytes (%d)", bundle.ErrTooLarge, a.opts.MaxBundleBytes))
 	}
-	return a.Apply(name)
+	return a.apply(name, file)
+}
+
+// CleanFileName makes a file name given by a client fit for a report: its
+// base name, without control characters, at most 255 bytes.
+func CleanFileName(name string) string {
+	name = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return -1
+		}
+		return r
+	}, filepath.Base(filepath.ToSlash(name)))
+	if name == "." || name == "/" {
+		return ""
+	}
+	for len(name) > 255 {
+		_, size := utf8.DecodeLastRuneInString(name)
+		name = name[:len(name)-size]
+	}
+	return name
 }
 
 // Apply applies the bundle file name: verify, check, unpack, install,
@@ -509,9 +531,14 @@ func (a *Agent) Import(r io.Reader) (Report, error) {
 // "rejected" report and a nil error; the error is for failures of the
 // agent itself (its state directory).
 func (a *Agent) Apply(name string) (Report, error) {
+	return a.apply(name, filepath.Base(name))
+}
+
+// apply applies the bundle file name, reported as file.
+func (a *Agent) apply(name, file string) (Report, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	rep := Report{File: filepath.Base(name)}
+	rep := Report{File: file}
 	f, m, b, err := a.verify(name)
 	if err != nil {
 		if m != nil {
@@ -757,7 +784,11 @@ func (a *Agent) reject(rep Report, err error) (Report, error) {
 	if werr := appendReport(a.opts.Dir, rep, a.opts.MaxReportBytes); werr != nil {
 		return rep, werr
 	}
-	a.opts.Log.Warn(rep.String(), "bundle", rep.Bundle, "version", rep.Version, "location", rep.Location)
+	attrs := []any{"bundle", rep.Bundle, "version", rep.Version, "file", rep.File}
+	if rep.Location != "" {
+		attrs = append(attrs, "location", rep.Location)
+	}
+	a.opts.Log.Warn(rep.String(), attrs...)
 	a.hook(StepReported)
 	return rep, nil
 }

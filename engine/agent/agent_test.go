@@ -494,12 +494,12 @@ func TestStagePendingAppliedAtStart(t *testing.T) {
 
 func TestImportBounded(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.MaxBundleBytes = 1 << 10 })
-	r, err := e.agent.Import(bytes.NewReader(make([]byte, 2<<10)))
-	if err != nil || r.Outcome != Rejected || !strings.Contains(r.Reason, "max_bundle_bytes") {
+	r, err := e.agent.Import(bytes.NewReader(make([]byte, 2<<10)), "big.bundle")
+	if err != nil || r.Outcome != Rejected || !strings.Contains(r.Reason, "max_bundle_bytes") || r.File != "big.bundle" {
 		t.Fatalf("%+v %v", r, err)
 	}
 	data, _ := os.ReadFile(buildFile(t, e.files, e.key, "w", 1, nil, releaseFiles(1)))
-	if r, err := e.agent.Import(bytes.NewReader(data)); err != nil || r.Outcome != Applied {
+	if r, err := e.agent.Import(bytes.NewReader(data), "/media/usb/w-v1.bundle\n"); err != nil || r.Outcome != Applied || r.File != "w-v1.bundle" {
 		t.Fatalf("%+v %v", r, err)
 	}
 	checkState(t, e.dir, e.runner, "w", 1)

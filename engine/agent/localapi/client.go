@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent"
@@ -38,10 +39,14 @@ func NewClient(addr, token string) *Client {
 // Close closes the client's idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
-// Import sends a bundle of size bytes and returns the engine's report:
-// outcome applied or rejected.
-func (c *Client) Import(ctx context.Context, body io.Reader, size int64) (agent.Report, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.addr+ImportPath, body)
+// Import sends a bundle of size bytes, named file in the report, and
+// returns the engine's report: outcome applied or rejected.
+func (c *Client) Import(ctx context.Context, body io.Reader, size int64, file string) (agent.Report, error) {
+	u := "http://" + c.addr + ImportPath
+	if file != "" {
+		u += "?" + url.Values{"file": {file}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
 	if err != nil {
 		return agent.Report{}, fmt.Errorf("import: %w", err)
 	}

@@ -4,7 +4,8 @@
 // Every request carries "Authorization: Bearer <token>" (the token file of
 // the edge configuration). Endpoints:
 //
-//	POST /v1/import  body: the bundle's bytes (at most max_bundle_bytes).
+//	POST /v1/import  body: the bundle's bytes (at most max_bundle_bytes);
+//	                 ?file= names it in the report.
 //	                 200 and the report (agent.Report) when applied, 422 and
 //	                 the report when rejected, 413 when too large, 500 and
 //	                 {"error": ...} when the agent failed.
@@ -41,7 +42,7 @@ const maxConns = 16
 
 // Service is what the API serves: an agent.Agent.
 type Service interface {
-	Import(r io.Reader) (agent.Report, error)
+	Import(r io.Reader, file string) (agent.Report, error)
 	Status() agent.Status
 }
 
@@ -139,7 +140,7 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 	// The agent bounds the body too and reports a bundle that is too
 	// large; the limit here stops reading one byte after it.
 	body := http.MaxBytesReader(w, r.Body, s.maxBody+1)
-	rep, err := s.svc.Import(body)
+	rep, err := s.svc.Import(body, agent.CleanFileName(r.URL.Query().Get("file")))
 	if err != nil {
 		s.log.Error("import failed", "err", err)
 		writeJSON(w, http.StatusInternalServerError, errorBody{Error: err.Error()})

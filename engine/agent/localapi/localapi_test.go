@@ -21,7 +21,7 @@ type fakeService struct {
 	release       chan struct{}
 }
 
-func (f *fakeService) Import(r io.Reader) (agent.Report, error) {
+func (f *fakeService) Import(r io.Reader, file string) (agent.Report, error) {
 	n := f.running.Add(1)
 	defer f.running.Add(-1)
 	for {
@@ -38,7 +38,7 @@ func (f *fakeService) Import(r io.Reader) (agent.Report, error) {
 		return agent.Report{}, err
 	}
 	if string(data) == "ok" {
-		return agent.Report{Bundle: "w", Version: 2, Outcome: agent.Applied}, nil
+		return agent.Report{Bundle: "w", Version: 2, Outcome: agent.Applied, File: file}, nil
 	}
 	if string(data) == "fail" {
 		return agent.Report{}, errors.New("disk failed")
@@ -64,18 +64,18 @@ func TestLocalAPI(t *testing.T) {
 	if err != nil || st.Edge != "edge-01" || st.Current.Version != 1 {
 		t.Fatalf("status %+v %v", st, err)
 	}
-	r, err := c.Import(ctx, strings.NewReader("ok"), 2)
-	if err != nil || r.String() != "applied w v2" {
+	r, err := c.Import(ctx, strings.NewReader("ok"), 2, "dir/w v2\x01.bundle")
+	if err != nil || r.String() != "applied w v2" || r.File != "w v2.bundle" {
 		t.Fatalf("import ok: %+v %v", r, err)
 	}
-	r, err = c.Import(ctx, strings.NewReader("bad"), 3)
+	r, err = c.Import(ctx, strings.NewReader("bad"), 3, "")
 	if err != nil || r.String() != "rejected w v2: bad signature" {
 		t.Fatalf("import bad: %+v %v", r, err)
 	}
-	if _, err := c.Import(ctx, strings.NewReader("fail"), 4); err == nil || !strings.Contains(err.Error(), "disk failed") {
+	if _, err := c.Import(ctx, strings.NewReader("fail"), 4, ""); err == nil || !strings.Contains(err.Error(), "disk failed") {
 		t.Errorf("import fail: %v", err)
 	}
-	if _, err := c.Import(ctx, bytes.NewReader(make([]byte, 17)), 17); err == nil || !strings.Contains(err.Error(), "413") {
+	if _, err := c.Import(ctx, bytes.NewReader(make([]byte, 17)), 17, ""); err == nil || !strings.Contains(err.Error(), "413") {
 		t.Errorf("too large: %v", err)
 	}
 	if err := NewClient(s.Addr(), "wrong").Ping(ctx); err == nil || !strings.Contains(err.Error(), "401") {
@@ -122,7 +122,7 @@ func TestOneImportAtATime(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			if _, err := c.Import(context.Background(), strings.NewReader("ok"), 2); err != nil {
+			if _, err := c.Import(context.Background(), strings.NewReader("ok"), 2, ""); err != nil {
 				t.Error(err)
 			}
 		})

@@ -76,6 +76,7 @@ Start with:
   sluice demo                      run the embedded wind-farm example
   sluice validate pipeline.yaml    check a pipeline file
   sluice run pipeline.yaml         run it until its sources end or Ctrl-C
+  sluice run --config sluice.yaml  run as an edge agent that applies signed releases (sluice import)
   sluice bench                     measure throughput on this machine`,
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -119,7 +119,8 @@ type Agent struct {
 	runner Runner
 	lock   *os.File
 
-	mu  sync.Mutex // one apply at a time; guards cur and ctx
+	mu  sync.Mutex // one apply at a time; guards ctx, and cur for writing
+	smu sync.Mutex // guards cur for readers that do not hold mu (status)
 	cur *Current
 	ctx context.Context
 }
@@ -186,8 +187,8 @@ func (a *Agent) Dir() string { return a.opts.Dir }
 
 // Current is the running release, nil when none has been applied.
 func (a *Agent) Current() *Current {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.smu.Lock()
+	defer a.smu.Unlock()
 	if a.cur == nil {
 		return nil
 	}
@@ -460,8 +461,8 @@ func (a *Agent) ApplyPending() ([]Report, error) {
 
 // isCurrent says whether name v is the running release.
 func (a *Agent) isCurrent(name string, v uint64) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.smu.Lock()
+	defer a.smu.Unlock()
 	return a.cur != nil && a.cur.Name == name && a.cur.Version == v
 }
 
@@ -618,7 +619,9 @@ func (a *Agent) apply(name, file string) (Report, error) {
 		os.RemoveAll(dest)
 		return a.reject(rep, fmt.Errorf("recording the release: %w", err))
 	}
+	a.smu.Lock()
 	a.cur = next
+	a.smu.Unlock()
 	a.hook(StepPersisted)
 
 	rep.Time = now

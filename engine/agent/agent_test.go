@@ -34,6 +34,9 @@ type fakeRunner struct {
 	checkErr  error
 	switchErr error
 	panics    bool
+	// entered, when set, receives once Switch has begun; Switch then
+	// waits for release.
+	entered, release chan struct{}
 }
 
 func (r *fakeRunner) Check(dir string, m *bundle.Manifest) error {
@@ -48,6 +51,10 @@ func (r *fakeRunner) Check(dir string, m *bundle.Manifest) error {
 }
 
 func (r *fakeRunner) Switch(_ context.Context, dir string, m *bundle.Manifest) (string, error) {
+	if r.entered != nil {
+		r.entered <- struct{}{}
+		<-r.release
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.switchErr != nil {
@@ -556,5 +563,30 @@ func TestTargets(t *testing.T) {
 		if err := CheckTargets(c.t, "edge-01", labels); (err == nil) != c.ok {
 			t.Errorf("%+v: %v, want ok=%v", c.t, err, c.ok)
 		}
+	}
+}
+
+// Status answers while an apply is switching (which may take as long as
+// draining the pipelines).
+func TestStatusDuringApply(t *testing.T) {
+	e := newEnv(t, nil)
+	e.apply(t, buildFile(t, e.files, e.key, "w", 1, nil, releaseFiles(1)))
+	e.runner.entered, e.runner.release = make(chan struct{}), make(chan struct{})
+	done := make(chan Report)
+	go func() {
+		r, _ := e.agent.Apply(buildFile(t, e.files, e.key, "w", 2, nil, releaseFiles(2)))
+		done <- r
+	}()
+	<-e.runner.entered
+	st := e.agent.Status() // would deadlock if it waited for the apply
+	if st.Current.Version != 1 || st.Last.String() != "applied w v1" {
+		t.Errorf("status during the apply: %+v", st)
+	}
+	close(e.runner.release)
+	if r := <-done; r.String() != "applied w v2" {
+		t.Fatalf("%+v", r)
+	}
+	if st := e.agent.Status(); st.Current.Version != 2 {
+		t.Errorf("status after the apply: %+v", st)
 	}
 }

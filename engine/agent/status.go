@@ -37,15 +37,10 @@ type Status struct {
 	Pending []string `json:"pending,omitempty"`
 }
 
-// Status reports the running engine's state.
+// Status reports the running engine's state. It does not wait for an
+// apply in progress.
 func (a *Agent) Status() Status {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	s := Status{Edge: a.opts.Edge, Labels: a.opts.Labels, Engine: true}
-	if a.cur != nil {
-		c := *a.cur
-		s.Current = &c
-	}
+	s := Status{Edge: a.opts.Edge, Labels: a.opts.Labels, Engine: true, Current: a.Current()}
 	if st, ok := a.runner.(Stater); ok {
 		s.Pipelines = st.Pipelines()
 	}

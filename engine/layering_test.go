@@ -62,6 +62,12 @@ func TestImportsPointDownward(t *testing.T) {
 			if from == "operators" && to == "operators" && opFamily(p.ImportPath) != opFamily(imp) {
 				t.Errorf("%s imports %s: operator packages are independent", p.ImportPath, imp)
 			}
+			// The edge agent's state machine talks to the engine through
+			// its Runner interface and to clients through localapi: it
+			// imports neither the pipelines nor the local API.
+			if p.ImportPath == module+"/engine/agent" && strings.HasPrefix(imp, module+"/engine/agent/") {
+				t.Errorf("%s imports %s: the agent's protocol packages depend on it, not the reverse", p.ImportPath, imp)
+			}
 			// Connectors share only the codec package.
 			if from == "connectors" && to == "connectors" && connFamily(p.ImportPath) != connFamily(imp) &&
 				connFamily(imp) != "codec" {

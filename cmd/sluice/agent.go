@@ -89,6 +89,22 @@ func (r *runtimeRunner) Pipelines() []agent.PipelineState {
 	return out
 }
 
+// applyStaged applies the staged bundles when the recorded release could
+// not start (startErr); it reports whether one of them now runs.
+func applyStaged(a *agent.Agent, log *slog.Logger, startErr error) bool {
+	reps, err := a.ApplyPending()
+	for _, r := range reps {
+		if r.Outcome == agent.Applied {
+			log.Warn("the recorded release could not start; a staged release replaced it", "err", startErr, "bundle", r.Bundle, "version", r.Version)
+			return true
+		}
+	}
+	if err != nil {
+		log.Error("applying the staged bundles", "err", err)
+	}
+	return false
+}
+
 // runAgent runs the engine as an edge agent (sluice run --config): the
 // release last applied, or else the configuration's and the command
 // line's pipelines; the local API; the bundles an offline import staged.
@@ -137,7 +153,13 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	defer a.Close()
 	started, err := a.Start(ctx)
 	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+		// The recorded release ran once but cannot start now (its
+		// environment changed, say): a release staged by an offline import
+		// may replace it. Otherwise there is nothing to run.
+		if !applyStaged(a, log, err) {
+			return &exitError{code: exitFailed, err: err}
+		}
+		started = true
 	}
 	files = append(append([]string(nil), cfg.Pipelines...), files...)
 	switch {

@@ -278,3 +278,31 @@ func TestRunConfigWithoutRelease(t *testing.T) {
 		}
 	}
 }
+
+// A recorded release that can no longer start (its environment changed)
+// stops the engine with exit 1, unless a release staged by an offline
+// import replaces it.
+func TestRecordedReleaseThatCannotStart(t *testing.T) {
+	e := newEdgeSetup(t)
+	t.Setenv("SLUICE_TEST_EDGE_RATE", "50")
+	needsEnv := map[string]string{"pipelines/turbines.yaml": "sources:\n  s: {type: sim, turbines: 2, rate: \"${SLUICE_TEST_EDGE_RATE}\", rows: 0}\nsinks:\n  o: {type: discard, input: s}\n"}
+	stop := e.start(t)
+	if code, stdout, stderr := run(t, "import", e.bundle(t, 1, needsEnv), "--config", e.config); code != 0 {
+		t.Fatalf("import v1: exit %d\n%s%s", code, stdout, stderr)
+	}
+	stop()
+
+	os.Unsetenv("SLUICE_TEST_EDGE_RATE")
+	code, _, stderr := run(t, "run", "--config", e.config)
+	if code != exitFailed || !strings.Contains(stderr, "start release w v1") || !strings.Contains(stderr, "SLUICE_TEST_EDGE_RATE") {
+		t.Fatalf("start without the variable: exit %d\n%s", code, stderr)
+	}
+	if code, stdout, stderr := run(t, "import", e.bundle(t, 2, simPipeline("turbines")), "--config", e.config); code != 0 || !strings.Contains(stdout, "staged w v2") {
+		t.Fatalf("offline import v2: exit %d\n%s%s", code, stdout, stderr)
+	}
+	stop = e.start(t)
+	if st := e.status(t); st.Current.Version != 2 || len(st.Pipelines) != 1 || st.Pipelines[0].State != "running" {
+		t.Fatalf("status: %+v", st)
+	}
+	stop()
+}

@@ -590,3 +590,20 @@ func TestStatusDuringApply(t *testing.T) {
 		t.Errorf("status after the apply: %+v", st)
 	}
 }
+
+// current.json is read as hostile input: it names a release directory under
+// releases/ and nothing else.
+func TestReadCurrentRefuses(t *testing.T) {
+	for _, data := range []string{
+		`{"name":"../../etc","version":1,"dir":"../etc/1"}`,
+		`{"name":"w","version":1,"dir":"/etc"}`,
+		`{"name":"w","version":0,"dir":"releases/w/0"}`,
+		`{"name":"w","version":1,"dir":"releases/w/1"`,
+	} {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, currentFile), []byte(data), 0o644)
+		if c, err := ReadCurrent(dir); err == nil {
+			t.Errorf("%s: read as %+v", data, c)
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/sluice-edge/sluice/engine/bundle"
 )
 
 // Names in the state directory (see the package documentation).
@@ -174,7 +176,7 @@ func ReadCurrent(dir string) (*Current, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("current release: %s: %w", filepath.Join(dir, currentFile), err)
 	}
-	if c.Name == "" || c.Version == 0 || c.Dir != filepath.Join(releasesDir, c.Name, fmt.Sprint(c.Version)) {
+	if bundle.CheckName(c.Name) != nil || c.Version == 0 || c.Dir != filepath.Join(releasesDir, c.Name, fmt.Sprint(c.Version)) {
 		return nil, fmt.Errorf("current release: %s names no valid release", filepath.Join(dir, currentFile))
 	}
 	return &c, nil

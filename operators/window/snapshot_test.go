@@ -254,6 +254,56 @@ func TestHandoverEquivalence(t *testing.T) {
 	}
 }
 
+// checkCuts runs batches without a hand-over and with one before each
+// batch, and compares what they emit.
+func checkCuts(t *testing.T, cfg string, batches []batchIn) handoverOutput {
+	t.Helper()
+	want := runHandover(t, cfg, batches, nil, true)
+	for k := 1; k < len(batches); k++ {
+		got := runHandover(t, cfg, batches, []int{k}, false)
+		if !bytes.Equal(got.out, want.out) || !bytes.Equal(got.late, want.late) || !bytes.Equal(got.alerts, want.alerts) {
+			t.Fatalf("a hand-over before batch %d changes the output:\nwindows %s\nlate %s", k, firstDiff(got.out, want.out), firstDiff(got.late, want.late))
+		}
+	}
+	return want
+}
+
+// TestHandoverKeyEviction: an idle key is forgotten at the same watermark
+// whether or not its state moved to a new instance while it was idle, so
+// a new key finds room in max_keys at the same row.
+func TestHandoverKeyEviction(t *testing.T) {
+	const t0 = int64(1_700_000_000_000)
+	var batches []batchIn
+	for s := range int64(60) {
+		rows := []enginetest.Row{{t0 + s*1000, "a", 1.0, nil, nil, nil}}
+		if s < 10 {
+			rows = append(rows, enginetest.Row{t0 + s*1000, "b", 2.0, nil, nil, nil})
+		}
+		if s >= 15 {
+			rows = append(rows, enginetest.Row{t0 + s*1000, "c", 3.0, nil, nil, nil})
+		}
+		batches = append(batches, batchIn{rows: rows})
+	}
+	want := checkCuts(t, "size: 10s\nmax_keys: 2\nwatermark_keys: 1\naggregates: {power: [sum]}", batches)
+	if want.nLate == 0 || want.nLate > 40 {
+		t.Fatalf("%d rows of c refused: want some until b is forgotten, then none", want.nLate)
+	}
+}
+
+// TestHandoverSessionEnd: a row of a key that falls before the end of its
+// last emitted session is late, also after a hand-over.
+func TestHandoverSessionEnd(t *testing.T) {
+	const t0 = int64(1_700_000_000_000)
+	row := func(ts int64, key string) batchIn {
+		return batchIn{rows: []enginetest.Row{{t0 + ts, key, 1.0, nil, nil, nil}}}
+	}
+	batches := []batchIn{row(0, "a"), row(1000, "a"), row(2000, "a"), row(6000, "b"), row(4500, "a"), row(7000, "b")}
+	want := checkCuts(t, "kind: session\ngap: 3s\nwatermark_keys: 1\naggregates: {power: [sum]}", batches)
+	if want.nLate != 1 {
+		t.Fatalf("%d late rows, want the row of a at 4.5s", want.nLate)
+	}
+}
+
 // freshSnapshot is the snapshot of a step that saw no row.
 func freshSnapshot(t testing.TB, cfg string) *engine.State {
 	t.Helper()

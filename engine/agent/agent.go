@@ -262,6 +262,21 @@ func clearDir(dir string) error {
 	return nil
 }
 
+// syncDirs syncs every directory of the tree at root (the files are
+// synced as they are unpacked), so that a release renamed into place is
+// complete on disk after a power loss too.
+func syncDirs(root string) error {
+	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		if d.IsDir() {
+			return syncDir(p)
+		}
+		return nil
+	})
+}
+
 // removeGlob removes the files matching pattern.
 func removeGlob(pattern string) error {
 	names, err := filepath.Glob(pattern)
@@ -568,7 +583,7 @@ func (a *Agent) apply(name, file string) (Report, error) {
 		os.RemoveAll(staging)
 		return rep, err
 	}
-	if err := syncDir(staging); err != nil {
+	if err := syncDirs(staging); err != nil {
 		os.RemoveAll(staging)
 		return rep, err
 	}

@@ -267,8 +267,14 @@ func TestRunConfigWithoutRelease(t *testing.T) {
 	}
 	stop()
 
+	for _, c := range []string{"import", "status"} {
+		if code, stdout, _ := run(t, c, "--help"); code != 0 || !strings.Contains(stdout, "--config") || !strings.Contains(stdout, "--data-dir") {
+			t.Errorf("%s --help: exit %d\n%s", c, code, stdout)
+		}
+	}
 	for _, args := range [][]string{
 		{"run", "--config", e.config, "--data-dir", "x"},
+		{"run", "--config", e.config, "--metrics-addr", ":9464"},
 		{"import"},
 		{"import", "a", "--config", e.config, "--data-dir", e.data},
 		{"status", "extra"},

@@ -445,13 +445,13 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 		if pl.change == ChangeUnchanged {
 			continue
 		}
+		if pl.carry == nil {
+			pl.carry = &carry{}
+		}
 		opts := r.opts
 		// Only the first start may read from the start.
 		opts.FromStart = false
 		opts.carry = pl.carry
-		if opts.carry == nil {
-			opts.carry = &carry{}
-		}
 		p, es := Build(pl.def, opts)
 		if len(es) > 0 {
 			buildErr = es

@@ -119,6 +119,26 @@ func TestRuntimeSwitchLosesNothing(t *testing.T) {
 	}
 	n = len(lines(t, out))
 	waitLines(t, out, n+200)
+	// A release that adds a pipeline, then one that removes it again.
+	other := filepath.Join(dir, "other.jsonl")
+	added := release(t, dir, "v5", v2)
+	more, errs := pipelines.Parse("q.yaml", []byte(strings.NewReplacer("name: p", "name: q", out, other).Replace(v2)), os.LookupEnv)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	added.Defs = append(added.Defs, more...)
+	if rep, err = rt.Switch(context.Background(), added); err != nil || rep.String() != "p unchanged; q added (farm: started fresh, keep: started fresh, out: started fresh)" {
+		t.Fatalf("adding a pipeline: %v, %v", rep, err)
+	}
+	waitLines(t, other, 50)
+	if rep, err = rt.Switch(context.Background(), release(t, dir, "v6", v2)); err != nil || rep.String() != "p unchanged; q removed" {
+		t.Fatalf("removing a pipeline: %v, %v", rep, err)
+	}
+	if st := rt.Status(); len(st) != 1 || st[0].Name != "p" || st[0].State != "running" {
+		t.Fatalf("status after removing q: %+v", st)
+	}
+	n = len(lines(t, out))
+	waitLines(t, out, n+100)
 	if err := rt.Stop(); err != nil {
 		t.Fatal(err)
 	}

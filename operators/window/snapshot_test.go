@@ -247,8 +247,12 @@ func TestHandoverEquivalence(t *testing.T) {
 				}
 			}
 			check("a cut before every batch", every, true)
+			// One cut: at every other boundary (which half depends on the
+			// case), to keep the test quick.
 			for _, k := range every {
-				check(fmt.Sprintf("one cut before batch %d", k), []int{k}, false)
+				if (k+len(c.name))%2 == 0 {
+					check(fmt.Sprintf("one cut before batch %d", k), []int{k}, false)
+				}
 			}
 		})
 	}

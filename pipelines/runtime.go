@@ -467,6 +467,14 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 		return nil, &SwitchError{Err: errors.Join(fmt.Errorf("building the new release: %w", buildErr), err)}
 	}
 
+	// Hand the step states over before the new graphs run.
+	for _, pl := range plans {
+		change := PipelineChange{Name: pl.def.Name, Change: pl.change}
+		if p := built[pl.def.Name]; p != nil {
+			change.Components = pl.carry.restore(p)
+		}
+		report.Pipelines = append(report.Pipelines, change)
+	}
 	r.smu.Lock()
 	for _, name := range removedNames {
 		delete(r.running, name)
@@ -475,12 +483,9 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 	var order []string
 	for _, pl := range plans {
 		order = append(order, pl.def.Name)
-		change := PipelineChange{Name: pl.def.Name, Change: pl.change}
 		if p := built[pl.def.Name]; p != nil {
-			change.Components = pl.carry.restore(p)
 			r.launch(p, pl.fp)
 		}
-		report.Pipelines = append(report.Pipelines, change)
 	}
 	r.order = order
 	r.smu.Unlock()

@@ -18,6 +18,10 @@ import (
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
+// applyHook, when set, is called at each step of an apply (the crash
+// tests stop the process there).
+var applyHook func(step string)
+
 // runtimeRunner applies releases to a pipelines.Runtime: the agent's
 // Runner.
 type runtimeRunner struct {
@@ -143,7 +147,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	rt := pipelines.NewRuntime(pipelines.Options{Log: log, DataDir: cfg.DataDir, Edge: cfg.Edge, FromStart: flags.fromStart})
 	runner := &runtimeRunner{rt: rt, env: os.LookupEnv}
 	a, err := agent.Open(agent.Options{Dir: cfg.AgentDir(), Edge: cfg.Edge, Labels: cfg.Labels, Trust: trust,
-		MaxBundleBytes: cfg.MaxBundleBytes, KeepReleases: cfg.KeepReleases, Log: log}, runner)
+		MaxBundleBytes: cfg.MaxBundleBytes, KeepReleases: cfg.KeepReleases, Log: log, Hook: applyHook}, runner)
 	if errors.Is(err, agent.ErrLocked) {
 		return &exitError{code: exitFailed, err: fmt.Errorf("another engine runs on %s: %w", cfg.DataDir, err)}
 	}

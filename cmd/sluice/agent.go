@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 
 	"github.com/sluice-edge/sluice/engine/agent"
@@ -21,77 +19,6 @@ import (
 // applyHook, when set, is called at each step of an apply (the crash
 // tests stop the process there).
 var applyHook func(step string)
-
-// runtimeRunner applies releases to a pipelines.Runtime: the agent's
-// Runner.
-type runtimeRunner struct {
-	rt  *pipelines.Runtime
-	env pipelines.LookupEnv
-
-	mu      sync.Mutex
-	started bool
-}
-
-// load reads the release unpacked in dir.
-func (r *runtimeRunner) load(dir string, m *bundle.Manifest) (*pipelines.Release, error) {
-	if m.Version > math.MaxInt64 {
-		return nil, fmt.Errorf("version %d is out of range", m.Version)
-	}
-	rel, errs := pipelines.LoadRelease(dir, r.env)
-	if len(errs) > 0 {
-		return nil, errs
-	}
-	rel.Name, rel.Version = m.Name, int64(m.Version)
-	return rel, nil
-}
-
-// Check dry-runs the release.
-func (r *runtimeRunner) Check(dir string, m *bundle.Manifest) error {
-	rel, err := r.load(dir, m)
-	if err != nil {
-		return err
-	}
-	if errs := r.rt.Check(rel); len(errs) > 0 {
-		return errs
-	}
-	return nil
-}
-
-// Switch starts the release, or switches to it once one runs.
-func (r *runtimeRunner) Switch(ctx context.Context, dir string, m *bundle.Manifest) (string, error) {
-	rel, err := r.load(dir, m)
-	if err != nil {
-		return "", err
-	}
-	return r.run(ctx, rel)
-}
-
-// run starts rel or switches to it.
-func (r *runtimeRunner) run(ctx context.Context, rel *pipelines.Release) (string, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.started {
-		if err := r.rt.Start(ctx, rel); err != nil {
-			return "", err
-		}
-		r.started = true
-		return fmt.Sprintf("started %d pipeline(s)", len(rel.Defs)), nil
-	}
-	rep, err := r.rt.Switch(ctx, rel)
-	if err != nil {
-		return "", err
-	}
-	return rep.String(), nil
-}
-
-// Pipelines reports the runtime's pipelines for the agent's status.
-func (r *runtimeRunner) Pipelines() []agent.PipelineState {
-	var out []agent.PipelineState
-	for _, s := range r.rt.Status() {
-		out = append(out, agent.PipelineState{Name: s.Name, State: s.State, Since: s.Since, Err: s.Err})
-	}
-	return out
-}
 
 // applyStaged applies the staged bundles when the recorded release could
 // not start (startErr); it reports whether one of them now runs.
@@ -145,7 +72,21 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	}()
 
 	rt := pipelines.NewRuntime(pipelines.Options{Log: log, DataDir: cfg.DataDir, Edge: cfg.Edge, FromStart: flags.fromStart})
-	runner := &runtimeRunner{rt: rt, env: os.LookupEnv}
+	// A release's settings may set the log level; without one, the command
+	// line's applies.
+	base := g.level.Level()
+	runner := pipelines.NewAgentRunner(rt, os.LookupEnv, func(rel *pipelines.Release) {
+		level := base
+		if rel.Settings != nil && rel.Settings.LogLevel != "" {
+			_ = level.UnmarshalText([]byte(rel.Settings.LogLevel))
+		}
+		if old := g.level.Level(); level != old {
+			// Said at the louder of the two levels, so that it shows.
+			g.level.Set(min(level, old))
+			log.Info("log level set by the release", "level", level.String(), "bundle", rel.Name, "version", rel.Version)
+			g.level.Set(level)
+		}
+	})
 	a, err := agent.Open(agent.Options{Dir: cfg.AgentDir(), Edge: cfg.Edge, Labels: cfg.Labels, Trust: trust,
 		MaxBundleBytes: cfg.MaxBundleBytes, KeepReleases: cfg.KeepReleases, Log: log, Hook: applyHook}, runner)
 	if errors.Is(err, agent.ErrLocked) {
@@ -175,7 +116,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 		if len(errs) > 0 {
 			return &exitError{code: exitFailed, err: errs}
 		}
-		if _, err := runner.run(ctx, &pipelines.Release{Defs: defs}); err != nil {
+		if _, err := runner.Run(ctx, &pipelines.Release{Defs: defs}); err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
 	case !started:

@@ -44,6 +44,9 @@ type globals struct {
 	logLevel  string
 	stdout    io.Writer
 	stderr    io.Writer
+	// level is the level of the logger made last (a release's settings
+	// may change it at run time).
+	level slog.LevelVar
 }
 
 func (g *globals) logger() (*slog.Logger, error) {
@@ -51,7 +54,8 @@ func (g *globals) logger() (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", g.logLevel)
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	g.level.Set(level)
+	opts := &slog.HandlerOptions{Level: &g.level}
 	// Every record is masked (see redact): no log line carries a URL's
 	// password, a token or a registered secret value.
 	switch strings.ToLower(g.logFormat) {

@@ -347,13 +347,13 @@ func (e *SwitchError) Unwrap() error {
 
 // plan is what a switch does with one pipeline of the new release.
 type plan struct {
-	def    *Def
-	old    *running // nil when added
+	def *Def
+	old *running // nil when added
 	// oldRunning is whether old was running when the switch began.
 	oldRunning bool
-	change string
-	fp     string
-	carry  *carry
+	change     string
+	fp         string
+	carry      *carry
 	// check is the pipeline built in dry-run mode: its components'
 	// fingerprints.
 	check *Pipeline

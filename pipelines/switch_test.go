@@ -17,6 +17,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
@@ -135,7 +137,9 @@ func streamRows(t *testing.T, js natsgo.JetStreamContext, stream string) (map[ui
 	return rows, twice
 }
 
-// TestSwitchUnderLoad switches a release of three pipelines while a
+// TestSwitchUnderLoad applies a signed bundle through the edge agent
+// (verify, unpack, dry-run, switch, persist) over a running release of
+// three pipelines while a
 // simulated farm and devices on two MQTT brokers (the machine's Mosquitto
 // and one embedded in the engine) feed them: the simulated and Mosquitto
 // pipelines change only a sink (their sources keep running, their windows
@@ -168,7 +172,11 @@ func TestSwitchUnderLoad(t *testing.T) {
 		{"mosq", mqttSourceYAML(mosquitto, "mosq"+sfx, "")},
 		{"embedded", mqttSourceYAML("tcp://"+embedded, "emb"+sfx, embedded)},
 	}
-	write := func(version string, change func(name, y string) string) *pipelines.Release {
+	pub, key, err := bundle.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(version string, change func(name, y string) string) string {
 		rd := filepath.Join(dir, version, "pipelines")
 		if err := os.MkdirAll(rd, 0o755); err != nil {
 			t.Fatal(err)
@@ -181,11 +189,19 @@ func TestSwitchUnderLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		rel, errs := pipelines.LoadRelease(filepath.Join(dir, version), os.LookupEnv)
-		if len(errs) > 0 {
-			t.Fatal(errs)
+		// Released as a signed bundle.
+		out := filepath.Join(dir, version+".bundle")
+		f, err := os.Create(out)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return rel
+		if _, err := bundle.Build(f, filepath.Join(dir, version), bundle.BuildOptions{Name: "farm", Version: map[string]uint64{"v1": 1, "v2": 2}[version], Key: key}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return out
 	}
 	v1 := write("v1", func(_, y string) string { return y })
 	v2 := write("v2", func(name, y string) string {
@@ -195,9 +211,19 @@ func TestSwitchUnderLoad(t *testing.T) {
 		return strings.Replace(y, "batch_rows: 64", "batch_rows: 32", 1)
 	})
 
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "edge-sw", Log: slog.New(slog.DiscardHandler)})
-	if err := rt.Start(context.Background(), v1); err != nil {
+	log := slog.New(slog.DiscardHandler)
+	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "edge-sw", Log: log})
+	a, err := agent.Open(agent.Options{Dir: filepath.Join(dir, "data", "agent"), Edge: "edge-sw", Trust: bundle.NewTrust(pub), Log: log},
+		pipelines.NewAgentRunner(rt, os.LookupEnv, nil))
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer a.Close()
+	if _, err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := a.Apply(v1); err != nil || rep.Outcome != agent.Applied {
+		t.Fatalf("apply v1: %v %v", rep, err)
 	}
 	// Publish once both MQTT sources have subscribed, while the release
 	// switches.
@@ -224,18 +250,19 @@ func TestSwitchUnderLoad(t *testing.T) {
 		})
 	}
 	time.Sleep(400 * time.Millisecond)
-	rep, err := rt.Switch(context.Background(), v2)
-	if err != nil {
-		t.Fatal(err)
+	applyStart := time.Now()
+	rep, err := a.Apply(v2)
+	if err != nil || rep.Outcome != agent.Applied {
+		t.Fatalf("apply v2: %v %v", rep, err)
 	}
-	t.Logf("switch: %s (took %v)", rep, rep.Took)
+	t.Logf("%s in %v: %s", rep, time.Since(applyStart), rep.Steps)
 	for _, want := range []string{
 		"simfarm changed (feed: kept running, stats: kept state, rows: started fresh, windows: kept open)",
 		"mosq changed (feed: kept running, stats: kept state, rows: started fresh, windows: kept open)",
 		"embedded changed (feed: kept running, stats: started fresh, rows: kept open, windows: started fresh)",
 	} {
-		if !strings.Contains(rep.String(), want) {
-			t.Errorf("switch report %q lacks %q", rep, want)
+		if !strings.Contains(rep.Steps, want) {
+			t.Errorf("switch report %q lacks %q", rep.Steps, want)
 		}
 	}
 	wg.Wait()

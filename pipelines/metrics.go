@@ -11,11 +11,17 @@ import (
 // publish latency, errors, dead letters, drops) as Prometheus metrics. It
 // reads snapshots at scrape time and costs nothing in between.
 type Collector struct {
-	ps []*Pipeline
+	ps func() []*Pipeline
 }
 
 // NewCollector returns a collector over the pipelines.
-func NewCollector(ps []*Pipeline) *Collector { return &Collector{ps: ps} }
+func NewCollector(ps []*Pipeline) *Collector {
+	return &Collector{ps: func() []*Pipeline { return ps }}
+}
+
+// NewRuntimeCollector returns a collector over the pipelines a runtime
+// runs at scrape time (across release switches).
+func NewRuntimeCollector(rt *Runtime) *Collector { return &Collector{ps: rt.Pipelines} }
 
 var (
 	descCounter      = prometheus.NewDesc("sluice_component_total", "Counters of pipeline components (rows in and out, bad rows, late rows, alerts raised, ...).", []string{"pipeline", "component", "type", "counter"}, nil)
@@ -37,7 +43,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeBy
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	for _, p := range c.ps {
+	for _, p := range c.ps() {
 		for _, b := range p.Components {
 			snap := b.Counters.Snapshot()
 			for _, name := range b.Counters.Names() {

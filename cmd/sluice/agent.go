@@ -132,6 +132,17 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 		}
 	}()
 
+	if flags.metricsAddr != "" {
+		mtoken, err := metricsToken(flags.metricsTok)
+		stopMetrics := func() {}
+		if err == nil {
+			stopMetrics, err = serveMetrics(flags.metricsAddr, mtoken, pipelines.NewRuntimeCollector(rt), log)
+		}
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		defer stopMetrics()
+	}
 	token, err := agent.EnsureToken(cfg.TokenFile)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}

@@ -274,7 +274,7 @@ func TestRunConfigWithoutRelease(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"run", "--config", e.config, "--data-dir", "x"},
-		{"run", "--config", e.config, "--metrics-addr", ":9464"},
+		{"run", "--config", e.config, "--metrics-addr", "nonsense"},
 		{"import"},
 		{"import", "a", "--config", e.config, "--data-dir", e.data},
 		{"status", "extra"},

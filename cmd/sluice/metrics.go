@@ -73,12 +73,12 @@ func checkListenAddr(addr string) error {
 // serveMetrics serves the pipelines' metrics, plus Go runtime and process
 // metrics, at /metrics on addr. With a token, every request must carry
 // "Authorization: Bearer <token>". The returned function stops the server.
-func serveMetrics(addr, token string, ps []*pipelines.Pipeline, log *slog.Logger) (func(), error) {
+func serveMetrics(addr, token string, c *pipelines.Collector, log *slog.Logger) (func(), error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		pipelines.NewCollector(ps),
+		c,
 	)
 	var h http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, MaxRequestsInFlight: 4})
 	if token != "" {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sluice-edge/sluice/pipelines"
 )
 
 // TestMetricsEndpointLockedDown: ":port" binds the loopback interface only,
@@ -33,7 +35,7 @@ func TestMetricsEndpointLockedDown(t *testing.T) {
 	var logged strings.Builder
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	// Port 0 on the loopback interface: find the address in the log.
-	stop, err := serveMetrics("127.0.0.1:0", tok, nil, log)
+	stop, err := serveMetrics("127.0.0.1:0", tok, pipelines.NewCollector(nil), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,9 +109,9 @@ or the configuration is invalid, 64 a bad command line, 130 a second signal
 				return &exitError{code: exitUsage, err: err}
 			}
 			if configFile != "" {
-				for _, f := range []string{"data-dir", "edge", "metrics-addr"} {
+				for _, f := range []string{"data-dir", "edge"} {
 					if cmd.Flags().Changed(f) {
-						return &exitError{code: exitUsage, err: fmt.Errorf("--%s: with --config, set it in the configuration file (--metrics-addr is not served by an edge agent yet)", f)}
+						return &exitError{code: exitUsage, err: fmt.Errorf("--%s: with --config, set it in the configuration file", f)}
 					}
 				}
 				return runAgent(cmd.Context(), g, log, configFile, args, flags)
@@ -142,7 +142,7 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 		token, err := metricsToken(flags.metricsTok)
 		stop := func() {}
 		if err == nil {
-			stop, err = serveMetrics(flags.metricsAddr, token, ps, log)
+			stop, err = serveMetrics(flags.metricsAddr, token, pipelines.NewCollector(ps), log)
 		}
 		if err != nil {
 			for _, p := range ps {

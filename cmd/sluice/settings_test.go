@@ -1,6 +1,9 @@
 package main
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -31,6 +34,49 @@ func TestReleaseSetsLogLevel(t *testing.T) {
 	}
 	if !strings.Contains(e.log.String()[mark:], `"msg":"log level set by the release","level":"DEBUG"`) {
 		t.Fatalf("the command line's level did not come back:\n%s", e.log.String()[mark:])
+	}
+	if code, stderr := stop(); code != 0 {
+		t.Fatal(stderr)
+	}
+}
+
+// TestAgentMetricsFollowSwitches scrapes an edge agent's metrics endpoint
+// before and after a release adds a pipeline: the new pipeline's counters
+// appear without a restart.
+func TestAgentMetricsFollowSwitches(t *testing.T) {
+	e := newEdgeSetup(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	stop := e.start(t, "--metrics-addr", addr)
+	scrape := func() string {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	if code, out, stderr := run(t, "import", e.bundle(t, 1, simPipeline("turbines")), "--config", e.config); code != 0 {
+		t.Fatalf("import: %d %s%s", code, out, stderr)
+	}
+	if m := scrape(); !strings.Contains(m, `pipeline="turbines"`) || strings.Contains(m, `pipeline="pumps"`) {
+		t.Fatalf("metrics of v1:\n%s", m)
+	}
+	files := simPipeline("turbines")
+	for k, v := range simPipeline("pumps") {
+		files[k] = v
+	}
+	if code, out, stderr := run(t, "import", e.bundle(t, 2, files), "--config", e.config); code != 0 {
+		t.Fatalf("import v2: %d %s%s", code, out, stderr)
+	}
+	if m := scrape(); !strings.Contains(m, `pipeline="pumps"`) {
+		t.Fatalf("metrics of v2 lack the added pipeline:\n%s", m)
 	}
 	if code, stderr := stop(); code != 0 {
 		t.Fatal(stderr)

@@ -523,6 +523,15 @@ func (a *Agent) Import(r io.Reader, file string) (Report, error) {
 	return a.apply(name, file)
 }
 
+// RejectTooLarge records the rejection of a bundle of size bytes, more
+// than MaxBundleBytes, without reading it (its sender announced its size),
+// and returns the report.
+func (a *Agent) RejectTooLarge(file string, size int64) (Report, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reject(Report{File: CleanFileName(file)}, fmt.Errorf("%w: the bundle is %d bytes, more than max_bundle_bytes (%d)", bundle.ErrTooLarge, size, a.opts.MaxBundleBytes))
+}
+
 // CleanFileName makes a file name given by a client fit for a report: its
 // base name, without control characters, at most 255 bytes.
 func CleanFileName(name string) string {

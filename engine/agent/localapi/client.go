@@ -57,7 +57,7 @@ func (c *Client) Import(ctx context.Context, body io.Reader, size int64, file st
 	if err != nil {
 		return rep, err
 	}
-	if code != http.StatusOK && code != http.StatusUnprocessableEntity {
+	if code != http.StatusOK && code != http.StatusUnprocessableEntity && code != http.StatusRequestEntityTooLarge {
 		return rep, fmt.Errorf("import: the engine answered %d", code)
 	}
 	return rep, nil
@@ -107,6 +107,13 @@ func (c *Client) do(req *http.Request, v any) (int, error) {
 			return resp.StatusCode, fmt.Errorf("the answer of %s: %w", c.addr, err)
 		}
 		return resp.StatusCode, nil
+	case http.StatusRequestEntityTooLarge:
+		// A report of the rejection.
+		var rep agent.Report
+		if r, ok := v.(*agent.Report); ok && json.Unmarshal(data, &rep) == nil && rep.Outcome == agent.Rejected {
+			*r = rep
+			return resp.StatusCode, nil
+		}
 	}
 	var e errorBody
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {

@@ -7,7 +7,8 @@
 //	POST /v1/import  body: the bundle's bytes (at most max_bundle_bytes);
 //	                 ?file= names it in the report.
 //	                 200 and the report (agent.Report) when applied, 422 and
-//	                 the report when rejected, 413 when too large, 500 and
+//	                 the report when rejected, 413 and the rejected report
+//	                 when its Content-Length is over the limit, 500 and
 //	                 {"error": ...} when the agent failed.
 //	GET  /v1/status  200 and agent.Status.
 //
@@ -43,6 +44,9 @@ const maxConns = 16
 // Service is what the API serves: an agent.Agent.
 type Service interface {
 	Import(r io.Reader, file string) (agent.Report, error)
+	// RejectTooLarge reports a bundle of size bytes, more than the
+	// limit, refused without reading it.
+	RejectTooLarge(file string, size int64) (agent.Report, error)
 	Status() agent.Status
 }
 
@@ -128,7 +132,14 @@ type errorBody struct {
 
 func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > s.maxBody {
-		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: fmt.Sprintf("the bundle is %d bytes, more than max_bundle_bytes (%d)", r.ContentLength, s.maxBody)})
+		// Refused unread, and reported like every bundle refused.
+		rep, err := s.svc.RejectTooLarge(r.URL.Query().Get("file"), r.ContentLength)
+		if err != nil {
+			s.log.Error("import failed", "err", err)
+			writeJSON(w, http.StatusInternalServerError, errorBody{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusRequestEntityTooLarge, rep)
 		return
 	}
 	select {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -46,6 +47,10 @@ func (f *fakeService) Import(r io.Reader, file string) (agent.Report, error) {
 	return agent.Report{Bundle: "w", Version: 2, Outcome: agent.Rejected, Reason: "bad signature"}, nil
 }
 
+func (f *fakeService) RejectTooLarge(file string, size int64) (agent.Report, error) {
+	return agent.Report{Outcome: agent.Rejected, File: file, Reason: fmt.Sprintf("too large: %d bytes", size)}, nil
+}
+
 func (f *fakeService) Status() agent.Status {
 	return agent.Status{Edge: "edge-01", Engine: true, Current: &agent.Current{Name: "w", Version: 1}}
 }
@@ -75,8 +80,8 @@ func TestLocalAPI(t *testing.T) {
 	if _, err := c.Import(ctx, strings.NewReader("fail"), 4, ""); err == nil || !strings.Contains(err.Error(), "disk failed") {
 		t.Errorf("import fail: %v", err)
 	}
-	if _, err := c.Import(ctx, bytes.NewReader(make([]byte, 17)), 17, ""); err == nil || !strings.Contains(err.Error(), "413") {
-		t.Errorf("too large: %v", err)
+	if r, err := c.Import(ctx, bytes.NewReader(make([]byte, 17)), 17, "big"); err != nil || r.String() != "rejected bundle big: too large: 17 bytes" {
+		t.Errorf("too large: %+v %v", r, err)
 	}
 	if err := NewClient(s.Addr(), "wrong").Ping(ctx); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("wrong token: %v", err)

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/sluice-edge/sluice/engine/buffer/disk"
@@ -126,7 +127,8 @@ type Agent struct {
 }
 
 // Open creates the state directory and takes its lock; it fails with
-// ErrLocked when another process holds it. runner may be nil for an agent
+// ErrLocked when another process holds it, and refuses a state directory
+// another user owns or may write. runner may be nil for an agent
 // that only stages bundles (an offline import).
 func Open(opts Options, runner Runner) (*Agent, error) {
 	if opts.Dir == "" {
@@ -157,6 +159,11 @@ func Open(opts Options, runner Runner) (*Agent, error) {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
+	}
+	if fi, err := os.Stat(opts.Dir); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	} else if err := checkOwner(opts.Dir, fi); err != nil {
+		return nil, fmt.Errorf("agent: state directory %w", err)
 	}
 	lock, err := lockDir(opts.Dir, false)
 	if err != nil {
@@ -533,10 +540,11 @@ func (a *Agent) RejectTooLarge(file string, size int64) (Report, error) {
 }
 
 // CleanFileName makes a file name given by a client fit for a report: its
-// base name, without control characters, at most 255 bytes.
+// base name, without control or formatting characters (a terminal would
+// obey them), at most 255 bytes.
 func CleanFileName(name string) string {
 	name = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+		if !unicode.IsGraphic(r) || r == utf8.RuneError {
 			return -1
 		}
 		return r
@@ -808,6 +816,9 @@ func (a *Agent) reject(rep Report, err error) (Report, error) {
 	rep.Time = a.opts.Now().UTC()
 	rep.Outcome = Rejected
 	rep.Reason, rep.Location = reason(err)
+	// What a report says is printed on terminals: a bundle's entry
+	// names, unsigned ones included, must not drive them.
+	rep.Reason, rep.Location, rep.File = escapeText(rep.Reason, true), escapeText(rep.Location, false), CleanFileName(rep.File)
 	if werr := appendReport(a.opts.Dir, rep, a.opts.MaxReportBytes); werr != nil {
 		return rep, werr
 	}
@@ -836,6 +847,28 @@ func reason(err error) (string, string) {
 		return err.Error(), ee.Entry
 	}
 	return err.Error(), ""
+}
+
+// escapeText writes the characters of s that are not printable (control
+// and formatting characters, invalid UTF-8) as Go escapes, as %q does;
+// newline says whether '\n' is kept.
+func escapeText(s string, newline bool) string {
+	clean := func(r rune) bool {
+		return r == ' ' || newline && r == '\n' || unicode.IsPrint(r) && r != utf8.RuneError
+	}
+	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !clean(r) }) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if clean(r) {
+			b.WriteRune(r)
+			continue
+		}
+		q := strconv.QuoteRune(r)
+		b.WriteString(q[1 : len(q)-1])
+	}
+	return b.String()
 }
 
 // writeSynced creates name with data and syncs it.

@@ -42,7 +42,7 @@ var ConfigSpec = spec.Spec{
 		{Name: "labels", Type: spec.Map, Elem: spec.String, Optional: true, Description: "Labels of this edge, matched against a bundle's `targets.labels` (every label a bundle names must have its value here).", Example: map[string]any{"site": "north"}},
 		{Name: "api", Type: spec.Object, Optional: true, Description: "The local HTTP API `sluice import` and `sluice status` talk to. Every request needs the bearer token of `token_file`.", Children: []spec.Field{
 			{Name: "listen", Type: spec.String, Default: DefaultListen, Description: "host:port the API listens on; \":port\" binds 127.0.0.1. A non-loopback address is logged as a warning.", Example: "127.0.0.1:7468"},
-			{Name: "token_file", Type: spec.String, Optional: true, Description: "File holding the API's bearer token, created (mode 0600, 32 random bytes in hex) when missing. Defaults to `<data_dir>/agent/api.token`.", Example: "/etc/sluice/api.token"},
+			{Name: "token_file", Type: spec.String, Optional: true, Description: "File holding the API's bearer token, created (mode 0600, 32 random bytes in hex) when missing; it must be a regular file of the engine's user that others may not read. Defaults to `<data_dir>/agent/api.token`.", Example: "/etc/sluice/api.token"},
 		}},
 		{Name: "pipelines", Type: spec.List, Elem: spec.String, Optional: true, Description: "Pipeline files or directories run while no release has been applied.", Example: []any{"pipelines/"}},
 		{Name: "max_bundle_bytes", Type: spec.Int, Default: DefaultMaxBundleBytes, Description: "Largest bundle file accepted by an import, in bytes.", Example: 67108864, Advanced: true},

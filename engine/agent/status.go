@@ -88,7 +88,7 @@ func ReadStatus(dir, edge string) (Status, error) {
 func (a *Agent) Stage(name string) (Report, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	rep := Report{File: filepath.Base(name)}
+	rep := Report{File: CleanFileName(name)}
 	pending, err := a.pendingFiles()
 	if err != nil {
 		return rep, err

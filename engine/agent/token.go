@@ -53,7 +53,8 @@ func EnsureToken(name string) (string, error) {
 }
 
 // ReadToken reads the bearer token kept in name. The file must be a
-// regular file that neither group nor others may read.
+// regular file of the process's user that neither group nor others may
+// read.
 func ReadToken(name string) (string, error) {
 	f, fi, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
 	if err != nil {
@@ -62,6 +63,9 @@ func ReadToken(name string) (string, error) {
 	defer f.Close()
 	if fi.Mode().Perm()&0o077 != 0 {
 		return "", fmt.Errorf("api token: %s may be read by other users (mode %v): chmod 600 it", name, fi.Mode().Perm())
+	}
+	if err := checkOwner(name, fi); err != nil {
+		return "", fmt.Errorf("api token: %w", err)
 	}
 	data, err := spec.ReadRegular(f, fi, maxTokenFile)
 	if err != nil {

@@ -1,0 +1,177 @@
+package agent
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode"
+
+	"github.com/sluice-edge/sluice/engine/enginetest"
+)
+
+// printable says whether s holds no control or bidirectional formatting
+// character, which would let a bundle's author rewrite an operator's
+// terminal.
+func printable(s string) bool {
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			return false
+		}
+	}
+	return true
+}
+
+// The reason and the location of a rejection, printed by import and
+// status, hold no terminal control sequence, whatever the entry names of
+// an unsigned bundle are.
+func TestHostileNamesArePrintable(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, name := range []string{"\x1b[2J\x1b[32mapplied w v9", "\u009b2Jx", "evil\u202eeldnub.yaml", "a\u2066b"} {
+		r := e.apply(t, craft(t, e.files, ent{name, []byte("x")}))
+		if r.Outcome != Rejected || !printable(r.Reason) || !printable(r.Location) || !printable(r.File) {
+			t.Errorf("entry %q: report %+q", name, r)
+		}
+	}
+	rs, err := ReadReports(e.dir, DefaultMaxReportBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if !printable(r.Reason) || !printable(r.Location) {
+			t.Errorf("stored report %+q", r)
+		}
+	}
+}
+
+func TestCleanFileNameDropsFormatting(t *testing.T) {
+	for in, want := range map[string]string{
+		"w\u009b31m.bundle":           "w31m.bundle",
+		"evil\u202eeldnub.exe":        "evileldnub.exe",
+		"a\u2066b\u2069.bundle":       "ab.bundle",
+		"dir/\x1b]0;x\x07.bundle":     "]0;x.bundle",
+		"température-v2.bundle":       "température-v2.bundle",
+		strings.Repeat("é", 200):      strings.Repeat("é", 127),
+		"../../etc/passwd":            "passwd",
+		"C:\\bundles\\w\u200e.bundle": "C:\\bundles\\w.bundle",
+	} {
+		if got := CleanFileName(in); got != want {
+			t.Errorf("CleanFileName(%+q) = %+q, want %+q", in, got, want)
+		}
+	}
+	// Staging offline names the file as the API does.
+	e := newEnv(t, nil)
+	name := filepath.Join(e.files, "w\u202e\x1b[1m.bundle")
+	if err := os.WriteFile(name, []byte("not a bundle"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.agent.Stage(name)
+	if err != nil || r.Outcome != Rejected || r.File != "w[1m.bundle" {
+		t.Errorf("stage: %+q %v", r, err)
+	}
+}
+
+// The highest version a manifest can hold applies, survives a restart and
+// is not newer than itself.
+func TestMaxVersion(t *testing.T) {
+	e := newEnv(t, nil)
+	if r := e.apply(t, buildFile(t, e.files, e.key, "w", math.MaxUint64, nil, releaseFiles(1))); r.Outcome != Applied {
+		t.Fatalf("apply: %+v", r)
+	}
+	e.agent.Close()
+	e.open(t, nil)
+	checkState(t, e.dir, e.runner, "w", math.MaxUint64)
+	if r := e.apply(t, buildFile(t, e.files, e.key, "w", math.MaxUint64, nil, releaseFiles(2))); r.Outcome != Rejected || !strings.Contains(r.Reason, ErrVersion.Error()) {
+		t.Fatalf("apply again: %+v", r)
+	}
+	// Another name still applies: an edge is never stuck.
+	if r := e.apply(t, buildFile(t, e.files, e.key, "w2", 1, nil, releaseFiles(3))); r.Outcome != Applied {
+		t.Fatalf("apply w2: %+v", r)
+	}
+}
+
+// A disk that fills while a release is unpacked rejects the release; the
+// old one keeps running, nothing is left behind, and the next apply once
+// space is back succeeds.
+func TestDiskFullDuringUnpack(t *testing.T) {
+	root := enginetest.Tmpfs(t, 8<<20)
+	var fill string
+	e := &testEnv{dir: filepath.Join(root, "agent"), files: t.TempDir(), key: testKey(1), runner: &fakeRunner{}}
+	e.open(t, nil)
+	e.apply(t, buildFile(t, e.files, e.key, "w", 1, nil, releaseFiles(1)))
+	e.agent.opts.Hook = func(step string) {
+		if step == StepVerified && fill == "" {
+			fill = enginetest.Fill(t, root, 64<<10)
+		}
+	}
+	big := releaseFiles(2)
+	big["ml/big.bin"] = strings.Repeat("0123456789", 100<<10)
+	r, err := e.agent.Apply(buildFile(t, e.files, e.key, "w", 2, nil, big))
+	if err == nil && r.Outcome != Rejected {
+		t.Fatalf("apply on a full disk: %+v", r)
+	}
+	if _, v := e.runner.runs(); v != 1 {
+		t.Fatalf("the runner runs v%d, want v1", v)
+	}
+	if err := os.Remove(fill); err != nil {
+		t.Fatal(err)
+	}
+	e.agent.opts.Hook = nil
+	checkState(t, e.dir, e.runner, "w", 1)
+	if r := e.apply(t, buildFile(t, e.files, e.key, "w", 2, nil, big)); r.Outcome != Applied {
+		t.Fatalf("apply with space back: %+v", r)
+	}
+	checkState(t, e.dir, e.runner, "w", 2)
+}
+
+// A state directory or a token file another user owns is refused: who
+// controls them controls what the engine runs or who may call its API.
+func TestForeignOwnerRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files to another user")
+	}
+	const other = 4242
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "api.token")
+	if err := os.WriteFile(tok, []byte("attacker-knows-this\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(tok, other, other); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := EnsureToken(tok); err == nil {
+		t.Errorf("a token file of uid %d was used: %q", other, got)
+	}
+	link := filepath.Join(dir, "link.token")
+	os.Symlink(tok, link)
+	if _, err := EnsureToken(link); err == nil {
+		t.Error("a symbolic link was used as the token file")
+	}
+
+	state := filepath.Join(dir, "agent")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(state, other, other); err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{dir: state, key: testKey(1)}
+	if a, err := Open(e.options(), nil); err == nil {
+		a.Close()
+		t.Error("a state directory of another user was opened")
+	}
+	if err := os.Chown(state, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(state, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := Open(e.options(), nil); err == nil {
+		a.Close()
+		t.Error("a state directory every user may write was opened")
+	} else if errors.Is(err, ErrLocked) {
+		t.Error(err)
+	}
+}

@@ -1,14 +1,18 @@
 package localapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/bundle"
@@ -89,5 +93,77 @@ func TestUnauthorizedBodyNotRead(t *testing.T) {
 	}
 	if rs, _ := agent.ReadReports(a.Dir(), agent.DefaultMaxReportBytes); len(rs) != 0 {
 		t.Errorf("unauthorized requests left reports: %+v", rs)
+	}
+}
+
+// Connections that were refused for want of the token do not stay open:
+// a process without the token cannot hold every connection the server
+// allows and lock out import and status.
+func TestRefusedConnectionsDoNotLockOut(t *testing.T) {
+	s, _ := newAgentServer(t, 1024)
+	for range maxConns {
+		conn, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write([]byte("GET " + StatusPath + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("answer %d, want 401", resp.StatusCode)
+		}
+	}
+	c := NewClient(s.Addr(), "tok")
+	defer c.Close()
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatalf("the API is locked out by %d refused connections: %v", maxConns, err)
+	}
+}
+
+// Connections that send their headers slowly (slowloris), as many as the
+// server allows and renewed as soon as they are dropped, delay import and
+// status by less than a status request's patience.
+func TestSlowHeadersDoNotLockOut(t *testing.T) {
+	s, _ := newAgentServer(t, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for range maxConns + 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				conn, err := net.Dial("tcp", s.Addr())
+				if err != nil {
+					return
+				}
+				conn.Write([]byte("GET " + StatusPath + " HTTP/1.1\r\n"))
+				// Hold it until the server drops it.
+				go func() { <-ctx.Done(); conn.Close() }()
+				for ctx.Err() == nil {
+					if _, err := conn.Write([]byte("X-A: b\r\n")); err != nil {
+						break
+					}
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+				conn.Close()
+			}
+		})
+	}
+	// Let the attackers take every connection.
+	time.Sleep(200 * time.Millisecond)
+	c := NewClient(s.Addr(), "tok")
+	defer c.Close()
+	for i := range 3 {
+		if err := c.Ping(context.Background()); err != nil {
+			t.Fatalf("ping %d while slow clients hold the connections: %v", i, err)
+		}
 	}
 }

@@ -85,7 +85,10 @@ func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger) (*
 	mux.HandleFunc("POST "+ImportPath, s.handleImport)
 	mux.HandleFunc("GET "+StatusPath, s.handleStatus)
 	s.srv = &http.Server{
-		Handler: s.auth(mux), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Minute,
+		// Local clients send their headers at once: a connection that
+		// dawdles is dropped soon, so that slow clients without the token
+		// hold the few connections for less than a client waits.
+		Handler: s.auth(mux), ReadHeaderTimeout: time.Second, ReadTimeout: 10 * time.Minute,
 		WriteTimeout: 15 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 8 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -118,6 +121,9 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), s.token) != 1 {
 			s.log.Warn("local api: request without a valid token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+			// Closed after the answer: a client without the token must
+			// not keep one of the few connections idle.
+			w.Header().Set("Connection", "close")
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: "unauthorized"})
 			return
 		}

@@ -119,7 +119,13 @@ Exit codes: 0 applied or staged, 1 rejected or failed, 64 a bad command line.`,
 				return printOutcome(g.stdout, rep, cfg.Edge)
 			}
 			f.Close()
-			return stageOffline(ctx, g, cfg, args[0])
+			// The agent opens what it stages without following a link;
+			// the operator's link to a bundle is the bundle, as above.
+			file, err := filepath.EvalSymlinks(args[0])
+			if err != nil {
+				return &exitError{code: exitFailed, err: fmt.Errorf("import: %w", err)}
+			}
+			return stageOffline(ctx, g, cfg, file)
 		},
 	}
 	flags.register(cmd)

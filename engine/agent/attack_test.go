@@ -175,3 +175,45 @@ func TestForeignOwnerRefused(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// The record of a state directory another user controls is not believed:
+// it names the token file import and status read and the address they send
+// the token to, so its author could have them send any file of theirs.
+func TestForeignRecordIgnored(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files to another user")
+	}
+	const other = 4242
+	data := t.TempDir()
+	dir := filepath.Join(data, "agent")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("the operator's secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{File: filepath.Join(data, "sluice.yaml"), Edge: "edge-01", DataDir: data, Listen: "127.0.0.1:7468", TokenFile: filepath.Join(dir, "api.token")}
+	rec := cfg.Record()
+	rec.Listen, rec.TokenFile = "127.0.0.1:9", secret
+	if err := WriteEdgeRecord(dir, rec); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ConfigFromDataDir(data); err != nil || got.TokenFile != secret {
+		t.Fatalf("own record: %+v %v", got, err)
+	}
+	if got := BoundListen(cfg); got != "127.0.0.1:9" {
+		t.Fatalf("own record: listen %s", got)
+	}
+	for _, p := range []string{dir, filepath.Join(dir, edgeFile)} {
+		if err := os.Chown(p, other, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := ConfigFromDataDir(data); err == nil {
+		t.Errorf("the record of uid %d was used: token file %s, listen %s", other, got.TokenFile, got.Listen)
+	}
+	if got := BoundListen(cfg); got != cfg.Listen {
+		t.Errorf("the record of uid %d was used: listen %s", other, got)
+	}
+}

@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 
 	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // edgeFile is the record of the configuration a running engine uses,
@@ -59,11 +61,35 @@ func WriteEdgeRecord(dir string, r EdgeRecord) error {
 	return writeFileAtomic(filepath.Join(dir, edgeFile), data, 0o644, nil)
 }
 
+// readRecord reads edge.json of the state directory dir. The record names
+// the token file import and status read and the address they send the
+// token to: it is believed only when this process's user owns it and the
+// directory, and no other user may write them.
+func readRecord(dir string) ([]byte, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOwner(dir, fi); err != nil {
+		return nil, err
+	}
+	name := filepath.Join(dir, edgeFile)
+	f, fi, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := checkOwner(name, fi); err != nil {
+		return nil, err
+	}
+	return spec.ReadRegular(f, fi, maxStateFile)
+}
+
 // BoundListen returns the address the engine running with cfg bound, as
 // its edge.json records it, or cfg.Listen when the record is of another
-// configuration or missing.
+// configuration, missing or not to be believed.
 func BoundListen(cfg *Config) string {
-	data, err := readBounded(filepath.Join(cfg.AgentDir(), edgeFile), maxStateFile)
+	data, err := readRecord(cfg.AgentDir())
 	if err != nil {
 		return cfg.Listen
 	}
@@ -75,10 +101,10 @@ func BoundListen(cfg *Config) string {
 }
 
 // ConfigFromDataDir returns the configuration the engine that last ran on
-// dataDir used, from its edge.json.
+// dataDir used, from its edge.json, which this process's user must own.
 func ConfigFromDataDir(dataDir string) (*Config, error) {
 	dir := filepath.Join(dataDir, "agent")
-	data, err := readBounded(filepath.Join(dir, edgeFile), maxStateFile)
+	data, err := readRecord(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s: no engine has run there with --config (no %s); give --config", dataDir, filepath.Join("agent", edgeFile))
 	}

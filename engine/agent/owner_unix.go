@@ -19,7 +19,7 @@ func checkOwner(name string, fi fs.FileInfo) error {
 		return nil
 	}
 	if euid := os.Geteuid(); int(st.Uid) != euid {
-		return fmt.Errorf("%s is owned by uid %d, not by the engine's user (uid %d): run as its owner, or chown it", name, st.Uid, euid)
+		return fmt.Errorf("%s is owned by uid %d, not by this process's user (uid %d): run as its owner, or chown it", name, st.Uid, euid)
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
 		return fmt.Errorf("%s may be written by other users (mode %v): chmod go-w it", name, fi.Mode().Perm())

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-edge/sluice/engine/agent"
 )
 
 // What an operator gives `sluice import` is handled alike whether the
@@ -52,5 +55,53 @@ func TestImportOddFiles(t *testing.T) {
 	check(t)
 	if code, stdout, stderr := run(t, "import", link(2), "--config", e.config); code != 0 || !strings.Contains(stdout, "applied w v2") {
 		t.Fatalf("import of a link: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// Imports that arrive while another switches are applied one after the
+// other, and status answers all along.
+func TestImportDuringSwitch(t *testing.T) {
+	e := newEdgeSetup(t)
+	e.start(t)
+	if code, stdout, stderr := run(t, "import", e.bundle(t, 1, simPipeline("turbines")), "--config", e.config); code != 0 {
+		t.Fatalf("import v1: exit %d\n%s%s", code, stdout, stderr)
+	}
+	v2, v3 := e.bundle(t, 2, simPipelineRate("turbines", 60)), e.bundle(t, 3, simPipelineRate("turbines", 70))
+	type result struct {
+		code   int
+		stderr string
+	}
+	done := make(chan result, 2)
+	for _, b := range []string{v2, v3} {
+		go func() {
+			code, _, stderr := run(t, "import", b, "--config", e.config)
+			done <- result{code, stderr}
+		}()
+	}
+	var results []result
+	for len(results) < 2 {
+		select {
+		case r := <-done:
+			results = append(results, r)
+		default:
+			code, out, stderr := run(t, "status", "--config", e.config, "--json")
+			if code != 0 || !strings.Contains(out, `"engine": true`) {
+				t.Fatalf("status during the switches: exit %d\n%s%s", code, out, stderr)
+			}
+		}
+	}
+	rs, err := agent.ReadReports(filepath.Join(e.data, "agent"), agent.DefaultMaxReportBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rs {
+		got = append(got, r.Outcome+fmt.Sprint(r.Version))
+	}
+	if g := strings.Join(got, " "); g != "applied1 applied2 applied3" && g != "applied1 applied3 rejected2" {
+		t.Errorf("reports %s; imports %+v", g, results)
+	}
+	if st := e.status(t); st.Current == nil || st.Current.Version != 3 || len(st.Pipelines) != 1 || st.Pipelines[0].State != "running" {
+		t.Fatalf("status: %+v", st)
 	}
 }

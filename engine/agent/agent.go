@@ -633,6 +633,7 @@ func (a *Agent) apply(name, file string) (Report, error) {
 		return a.reject(rep, err)
 	}
 	rep.Steps = steps
+	rep.bound()
 	a.hook(StepSwitched)
 
 	now := a.opts.Now().UTC()
@@ -819,6 +820,7 @@ func (a *Agent) reject(rep Report, err error) (Report, error) {
 	// What a report says is printed on terminals: a bundle's entry
 	// names, unsigned ones included, must not drive them.
 	rep.Reason, rep.Location, rep.File = escapeText(rep.Reason, true), escapeText(rep.Location, false), CleanFileName(rep.File)
+	rep.bound()
 	if werr := appendReport(a.opts.Dir, rep, a.opts.MaxReportBytes); werr != nil {
 		return rep, werr
 	}
@@ -847,6 +849,28 @@ func reason(err error) (string, string) {
 		return err.Error(), ee.Entry
 	}
 	return err.Error(), ""
+}
+
+// Bounds of a report's text, well within maxReportLine together: an
+// entry name may be a megabyte long, a release may have a thousand
+// pipelines.
+const (
+	maxReason   = 8 << 10
+	maxLocation = 1 << 10
+	maxSteps    = 32 << 10
+)
+
+// clip cuts s to at most max bytes, on a character boundary, saying how
+// much was cut.
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max - 32
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d more bytes)", s[:cut], len(s)-cut)
 }
 
 // escapeText writes the characters of s that are not printable (control

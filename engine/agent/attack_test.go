@@ -217,3 +217,27 @@ func TestForeignRecordIgnored(t *testing.T) {
 		t.Errorf("the record of uid %d was used: listen %s", other, got)
 	}
 }
+
+// A bundle whose entry name is huge (a PAX header holds up to a megabyte)
+// is reported in a bounded line: the reports after it stay readable.
+func TestHugeEntryNameReportBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	name := "pipelines/" + strings.Repeat("\x1bx", 200<<10) + ".yaml"
+	r := e.apply(t, craft(t, e.files, ent{name, []byte("x")}))
+	if r.Outcome != Rejected || len(r.Reason) > 16<<10 || len(r.Location) > 16<<10 {
+		t.Fatalf("report of %d bytes of reason, %d of location", len(r.Reason), len(r.Location))
+	}
+	if r := e.apply(t, buildFile(t, e.files, e.key, "w", 1, nil, releaseFiles(1))); r.Outcome != Applied {
+		t.Fatalf("apply: %+v", r)
+	}
+	rs, err := ReadReports(e.dir, DefaultMaxReportBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[1].Outcome != Applied {
+		t.Fatalf("%d reports, the last %+v", len(rs), rs[len(rs)-1])
+	}
+	if st := e.agent.Status(); st.Last == nil || st.Last.Outcome != Applied {
+		t.Errorf("status: last %+v", st.Last)
+	}
+}

@@ -195,6 +195,7 @@ func appendReport(dir string, r Report, limit int64) error {
 			return err
 		}
 	}
+	r.bound()
 	line, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
@@ -223,6 +224,12 @@ func appendReport(dir string, r Report, limit int64) error {
 		return fmt.Errorf("report: %w", err)
 	}
 	return syncDir(dir)
+}
+
+// bound clips the report's texts so that it is one readable line of
+// reports.jsonl (at most maxReportLine) whatever a bundle held.
+func (r *Report) bound() {
+	r.Reason, r.Location, r.Steps = clip(r.Reason, maxReason), clip(r.Location, maxLocation), clip(r.Steps, maxSteps)
 }
 
 // ReadReports returns the apply reports kept in the state directory dir,

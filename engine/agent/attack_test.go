@@ -241,3 +241,19 @@ func TestHugeEntryNameReportBounded(t *testing.T) {
 		t.Errorf("status: last %+v", st.Last)
 	}
 }
+
+// api.listen is a host and a port number: anything else would end up in
+// the URL import and status send the token to.
+func TestListenAddressChecked(t *testing.T) {
+	for _, bad := range []string{"127.0.0.1:80/x", "127.0.0.1:99999", "127.0.0.1:http", "127.0.0.1:-1", "user@127.0.0.1:80", "127.0.0.1:80?a=b", "127.0.0.1:80#x"} {
+		_, errs := ParseConfig("x.yaml", []byte("trust: k\napi: {listen: \""+bad+"\"}\n"))
+		if len(errs) == 0 || !strings.Contains(errs.Error(), "api.listen") {
+			t.Errorf("listen %q: %v", bad, errs)
+		}
+	}
+	for _, good := range []string{"127.0.0.1:0", "[::1]:7468", "localhost:7468", "0.0.0.0:7468"} {
+		if _, errs := ParseConfig("x.yaml", []byte("trust: k\napi: {listen: \""+good+"\"}\n")); len(errs) > 0 {
+			t.Errorf("listen %q: %v", good, errs)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"go.yaml.in/yaml/v3"
 
@@ -170,7 +171,8 @@ func ListenAddr(addr string) string {
 	return addr
 }
 
-// CheckListen checks that addr is host:port.
+// CheckListen checks that addr is host:port, the host an IP address or a
+// host name and the port a number.
 func CheckListen(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -179,7 +181,24 @@ func CheckListen(addr string) error {
 	if host == "" || port == "" {
 		return fmt.Errorf("%q: host and port are required", addr)
 	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || strconv.FormatUint(n, 10) != port {
+		return fmt.Errorf("%q: the port must be a number from 0 to 65535", addr)
+	}
+	if net.ParseIP(host) == nil && !hostName(host) {
+		return fmt.Errorf("%q: the host must be an IP address or a host name", addr)
+	}
 	return nil
+}
+
+// hostName says whether s is a host name: letters, digits, '-' and '.'.
+func hostName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return len(s) <= 253
 }
 
 // unwrapPath drops the path of an *os.PathError, which the position

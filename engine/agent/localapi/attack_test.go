@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -101,13 +103,18 @@ func TestUnauthorizedBodyNotRead(t *testing.T) {
 // allows and lock out import and status.
 func TestRefusedConnectionsDoNotLockOut(t *testing.T) {
 	s, _ := newAgentServer(t, 1024)
-	for range maxConns {
+	for i := range maxConns {
 		conn, err := net.Dial("tcp", s.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		if _, err := conn.Write([]byte("GET " + StatusPath + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		// A status without the token, or a hello, which needs none.
+		path, want := StatusPath, http.StatusUnauthorized
+		if i%2 == 1 {
+			path, want = HelloPath+"?nonce="+strings.Repeat("a", 32), http.StatusOK
+		}
+		if _, err := conn.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -115,8 +122,8 @@ func TestRefusedConnectionsDoNotLockOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("answer %d, want 401", resp.StatusCode)
+		if resp.StatusCode != want {
+			t.Fatalf("%s: answer %d, want %d", path, resp.StatusCode, want)
 		}
 	}
 	c := NewClient(s.Addr(), "tok")
@@ -165,5 +172,43 @@ func TestSlowHeadersDoNotLockOut(t *testing.T) {
 		if err := c.Ping(context.Background()); err != nil {
 			t.Fatalf("ping %d while slow clients hold the connections: %v", i, err)
 		}
+	}
+}
+
+// A process that holds the API's port while the engine is stopped never
+// receives the token: the client sends it only to a server that proves it
+// knows it.
+func TestTokenNotSentToImpostor(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	imp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"edge": "edge-01", "engine": true, "proof": "00"}`)
+	}))
+	defer imp.Close()
+	c := NewClient(strings.TrimPrefix(imp.URL, "http://"), "secret-token")
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Ping(ctx); err == nil || errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "does not know the token") {
+		t.Errorf("ping: %v", err)
+	}
+	if _, err := c.Status(ctx); err == nil {
+		t.Error("status: no error")
+	}
+	if _, err := c.Import(ctx, strings.NewReader("ok"), 2, "x"); err == nil {
+		t.Error("import: no error")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, h := range seen {
+		if strings.Contains(h, "secret-token") {
+			t.Fatalf("the impostor received the token: %q", h)
+		}
+	}
+	if len(seen) == 0 {
+		t.Fatal("the client did not ask the impostor anything")
 	}
 }

@@ -2,12 +2,16 @@ package localapi
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent"
@@ -24,6 +28,9 @@ type Client struct {
 	addr  string
 	token string
 	http  *http.Client
+
+	mu     sync.Mutex
+	proven bool // the server proved it knows the token
 }
 
 // NewClient returns a client of the API at addr (host:port) with the
@@ -85,21 +92,67 @@ func (c *Client) Ping(ctx context.Context) error {
 	return err
 }
 
-// do sends req and decodes a JSON answer into v; an error answer's text is
-// returned as the error.
-func (c *Client) do(req *http.Request, v any) (int, error) {
-	req.Header.Set("Authorization", "Bearer "+c.token)
+// hello checks, once, that the server knows the token before it is sent:
+// another process may hold the port while the engine is stopped.
+func (c *Client) hello(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proven {
+		return nil
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	nonce := hex.EncodeToString(raw[:])
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.addr+HelloPath+"?nonce="+nonce, nil)
+	if err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	resp, data, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	var h helloBody
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &h) != nil ||
+		!hmac.Equal([]byte(h.Proof), []byte(Proof(c.token, nonce))) {
+		return fmt.Errorf("the server at %s does not know the token (answer %d): it is not this edge's engine, or the token file changed since it started; the token was not sent", c.addr, resp.StatusCode)
+	}
+	c.proven = true
+	return nil
+}
+
+// send sends req and reads a bounded answer.
+func (c *Client) send(req *http.Request) (*http.Response, []byte, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("%w at %s: %v", ErrUnreachable, c.addr, err)
+		return nil, nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, c.addr, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
-		return resp.StatusCode, fmt.Errorf("reading the answer of %s: %w", c.addr, err)
+		return resp, nil, fmt.Errorf("reading the answer of %s: %w", c.addr, err)
 	}
 	if len(data) > maxAnswer {
-		return resp.StatusCode, fmt.Errorf("the answer of %s is larger than %d bytes", c.addr, maxAnswer)
+		return resp, nil, fmt.Errorf("the answer of %s is larger than %d bytes", c.addr, maxAnswer)
+	}
+	return resp, data, nil
+}
+
+// do sends req, once the server proved it knows the token, and decodes a
+// JSON answer into v; an error answer's text is returned as the error.
+func (c *Client) do(req *http.Request, v any) (int, error) {
+	if err := c.hello(req.Context()); err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, data, err := c.send(req)
+	if err != nil {
+		code := 0
+		if resp != nil {
+			code = resp.StatusCode
+		}
+		return code, err
 	}
 	switch resp.StatusCode {
 	case http.StatusOK, http.StatusUnprocessableEntity:

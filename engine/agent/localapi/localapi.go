@@ -11,13 +11,18 @@
 //	                 when its Content-Length is over the limit, 500 and
 //	                 {"error": ...} when the agent failed.
 //	GET  /v1/status  200 and agent.Status.
+//	GET  /v1/hello?nonce=N  no token: 200 and {"proof": Proof(token, N)},
+//	                 which a client checks before it sends the token.
 //
 // One import runs at a time; later ones wait for it.
 package localapi
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,7 +41,28 @@ import (
 const (
 	ImportPath = "/v1/import"
 	StatusPath = "/v1/status"
+	// HelloPath needs no token: the server proves that it knows the
+	// token before a client sends it (see Proof).
+	HelloPath = "/v1/hello"
 )
+
+// Proof is what the server answers to HelloPath?nonce=N: the hex
+// HMAC-SHA256 of N keyed with the token. A client sends the token only
+// to a server whose proof verifies, so that a process holding the port
+// while the engine is stopped never learns it.
+func Proof(token, nonce string) string {
+	mac := hmac.New(sha256.New, []byte(token))
+	mac.Write([]byte("sluice local api hello\x00" + nonce))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// helloBody is the answer to HelloPath.
+type helloBody struct {
+	Proof string `json:"proof"`
+}
+
+// maxNonce bounds a hello's nonce.
+const maxNonce = 128
 
 // maxConns bounds the connections the server holds at once.
 const maxConns = 16
@@ -55,7 +81,8 @@ type Server struct {
 	srv     *http.Server
 	ln      net.Listener
 	svc     Service
-	token   []byte
+	token   []byte // the Authorization header a request must carry
+	secret  string // the token
 	maxBody int64
 	log     *slog.Logger
 	imports chan struct{} // one import at a time
@@ -79,11 +106,12 @@ func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger) (*
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
 		log.Warn("the local API is reachable from other hosts (every request still needs the token)", "addr", ln.Addr().String())
 	}
-	s := &Server{ln: ln, svc: svc, token: []byte("Bearer " + token), maxBody: maxBody, log: log,
+	s := &Server{ln: ln, svc: svc, token: []byte("Bearer " + token), secret: token, maxBody: maxBody, log: log,
 		imports: make(chan struct{}, 1), done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ImportPath, s.handleImport)
 	mux.HandleFunc("GET "+StatusPath, s.handleStatus)
+	mux.HandleFunc("GET "+HelloPath, s.handleHello)
 	s.srv = &http.Server{
 		// Local clients send their headers at once: a connection that
 		// dawdles is dropped soon, so that slow clients without the token
@@ -118,6 +146,10 @@ func (s *Server) Close() error {
 // (never with what they sent) and answered 401.
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == HelloPath {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), s.token) != 1 {
 			s.log.Warn("local api: request without a valid token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
@@ -168,6 +200,20 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusUnprocessableEntity
 	}
 	writeJSON(w, code, rep)
+}
+
+// handleHello proves that the server knows the token (Proof).
+func (s *Server) handleHello(w http.ResponseWriter, r *http.Request) {
+	nonce := r.URL.Query().Get("nonce")
+	if len(nonce) < 32 || len(nonce) > maxNonce {
+		w.Header().Set("Connection", "close")
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("nonce must be 32 to %d characters", maxNonce)})
+		return
+	}
+	// Closed after the answer, like a refusal: a client without the
+	// token must not keep one of the few connections idle.
+	w.Header().Set("Connection", "close")
+	writeJSON(w, http.StatusOK, helloBody{Proof: Proof(s.secret, nonce)})
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {

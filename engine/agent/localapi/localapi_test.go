@@ -83,7 +83,7 @@ func TestLocalAPI(t *testing.T) {
 	if r, err := c.Import(ctx, bytes.NewReader(make([]byte, 17)), 17, "big"); err != nil || r.String() != "rejected bundle big: too large: 17 bytes" {
 		t.Errorf("too large: %+v %v", r, err)
 	}
-	if err := NewClient(s.Addr(), "wrong").Ping(ctx); err == nil || !strings.Contains(err.Error(), "401") {
+	if err := NewClient(s.Addr(), "wrong").Ping(ctx); err == nil || !strings.Contains(err.Error(), "does not know the token") {
 		t.Errorf("wrong token: %v", err)
 	}
 	for _, req := range []struct{ method, path, auth string }{

@@ -155,15 +155,23 @@ func Open(opts Options, runner Runner) (*Agent, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	// Checked before anything is written in it.
+	if fi, err := os.Lstat(opts.Dir); err == nil {
+		if err := checkStateDir(opts.Dir, fi); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	for _, d := range []string{opts.Dir, filepath.Join(opts.Dir, releasesDir), filepath.Join(opts.Dir, stagingDir), filepath.Join(opts.Dir, pendingDir), filepath.Join(opts.Dir, incomingDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 	}
-	if fi, err := os.Stat(opts.Dir); err != nil {
+	if fi, err := os.Lstat(opts.Dir); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
-	} else if err := checkOwner(opts.Dir, fi); err != nil {
-		return nil, fmt.Errorf("agent: state directory %w", err)
+	} else if err := checkStateDir(opts.Dir, fi); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	lock, err := lockDir(opts.Dir, false)
 	if err != nil {
@@ -175,6 +183,18 @@ func Open(opts Options, runner Runner) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return &Agent{opts: opts, runner: runner, lock: lock, cur: cur, ctx: context.Background()}, nil
+}
+
+// checkStateDir refuses a state directory that is a symbolic link, or
+// that another user owns or may write.
+func checkStateDir(dir string, fi os.FileInfo) error {
+	if !fi.IsDir() {
+		return fmt.Errorf("state directory %s is not a directory (%s)", dir, spec.FileKind(fi.Mode()))
+	}
+	if err := checkOwner(dir, fi); err != nil {
+		return fmt.Errorf("state directory %w", err)
+	}
+	return nil
 }
 
 // Close releases the state directory's lock.

@@ -257,3 +257,24 @@ func TestListenAddressChecked(t *testing.T) {
 		}
 	}
 }
+
+// A state directory that is a symbolic link is refused: who may write
+// the data directory could otherwise point the agent's files (the lock,
+// edge.json, the reports, the token) into any directory of the engine's
+// user.
+func TestStateDirSymlinkRefused(t *testing.T) {
+	data := t.TempDir()
+	target := t.TempDir()
+	dir := filepath.Join(data, "agent")
+	if err := os.Symlink(target, dir); err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{dir: dir, key: testKey(1)}
+	if a, err := Open(e.options(), nil); err == nil {
+		a.Close()
+		t.Error("a state directory that is a symbolic link was opened")
+	}
+	if entries, _ := os.ReadDir(target); len(entries) > 0 {
+		t.Errorf("the link's target was written: %v", entries)
+	}
+}

@@ -66,11 +66,11 @@ func WriteEdgeRecord(dir string, r EdgeRecord) error {
 // token to: it is believed only when this process's user owns it and the
 // directory, and no other user may write them.
 func readRecord(dir string) ([]byte, error) {
-	fi, err := os.Stat(dir)
+	fi, err := os.Lstat(dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkOwner(dir, fi); err != nil {
+	if err := checkStateDir(dir, fi); err != nil {
 		return nil, err
 	}
 	name := filepath.Join(dir, edgeFile)

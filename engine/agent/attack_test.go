@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
@@ -277,4 +280,30 @@ func TestStateDirSymlinkRefused(t *testing.T) {
 	if entries, _ := os.ReadDir(target); len(entries) > 0 {
 		t.Errorf("the link's target was written: %v", entries)
 	}
+}
+
+// A bundle of a hundred thousand tiny files is refused without unpacking
+// them: by the manifest's bound on files, or at the first entry the
+// manifest does not list.
+func TestManyTinyFilesRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	m := manifestJSON("w", 1, "config/a", "a", 1)
+	ents := []ent{{bundle.ManifestName, m}, {bundle.SignatureName, sigJSON(m, e.key)}, {"config/a", []byte("a")}}
+	for i := range 100_000 {
+		ents = append(ents, ent{fmt.Sprintf("config/f%06d", i), []byte("x")})
+	}
+	r := e.apply(t, craft(t, e.files, ents...))
+	if r.Outcome != Rejected || !strings.Contains(r.Reason, "config/f000000") {
+		t.Errorf("extra entries: %+v", r)
+	}
+	var files []bundle.File
+	for i := range bundle.MaxFiles + 1 {
+		files = append(files, bundle.File{Path: fmt.Sprintf("config/f%06d", i), SHA256: strings.Repeat("0", 64)})
+	}
+	big, _ := json.Marshal(bundle.Manifest{Format: 1, Name: "w", Version: 1, Created: "2026-01-01T00:00:00Z", Files: files})
+	r = e.apply(t, craft(t, e.files, ent{bundle.ManifestName, big}, ent{bundle.SignatureName, sigJSON(big, e.key)}))
+	if r.Outcome != Rejected || !strings.Contains(r.Reason, "at most 4096") {
+		t.Errorf("4097 files: %+v", r)
+	}
+	checkState(t, e.dir, e.runner, "w", 0)
 }

@@ -23,6 +23,15 @@ import (
 // does not keep that promise; they run only with SLUICE_ATTACK=1 so that
 // the default suite stays green until the defects are fixed.
 
+// attackCheck skips a check of this file that passes today (a guard
+// against regressions) unless SLUICE_ATTACK is set.
+func attackCheck(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv("SLUICE_ATTACK") == "" {
+		t.Skip("attack check, passes today: " + what + " (run with SLUICE_ATTACK=1)")
+	}
+}
+
 func attackOnly(t *testing.T, defect string) {
 	t.Helper()
 	if os.Getenv("SLUICE_ATTACK") == "" {
@@ -294,7 +303,7 @@ func openFDs(t *testing.T) int {
 // started fresh each time) and stops: goroutines and open files return to
 // what they were before the runtime started.
 func TestAttackManySwitchesLeakNothing(t *testing.T) {
-	attackOnly(t, "switches leak goroutines or files")
+	attackCheck(t, "switches leak no goroutine or file")
 	dir := t.TempDir()
 	mk := func(version, expr, out string) *pipelines.Release {
 		return release(t, dir, version, fmt.Sprintf(`
@@ -403,15 +412,14 @@ func TestAttackDoneStaysOpenDuringSwitch(t *testing.T) {
 }
 
 // TestAttackSinkSchemaChangeWithBacklog: a cloud sink whose input schema
-// changes in a switch cannot take over its old buffer; the runtime's own
-// account (handOver) is that the old sink "delivers what it can before it
-// closes, and a backlog left over refuses the switch". So either the
-// switch is refused, or every row the old sink accepted still reaches the
-// broker once it is back. Today nothing refuses the switch: the old sink
-// closes after its drain timeout with its backlog on disk, and its
-// successor opens the same buffer directory with another schema.
+// changes in a switch cannot take over its old buffer; the runtime's
+// account (handOver) is that a backlog left over refuses the switch. So
+// either the switch is refused and the old release runs on and delivers
+// its backlog once the broker is back, or every row the old sink accepted
+// still reaches the broker. (Passes today: the new sink refuses to open a
+// buffer of another schema, which refuses the switch.)
 func TestAttackSinkSchemaChangeWithBacklog(t *testing.T) {
-	attackOnly(t, "a sink whose schema changes abandons (or mixes) its backlog instead of refusing the switch")
+	attackCheck(t, "a sink whose schema changes with a backlog refuses the switch and the old release delivers it")
 	nats := newNATSProcess(t)
 	dir := t.TempDir()
 	sfx := fmt.Sprint(time.Now().UnixNano())
@@ -775,5 +783,122 @@ func TestAttackRemovingAlertSinkStallsSwitch(t *testing.T) {
 	}
 	if took > 3*time.Second {
 		t.Fatalf("switch %q took %v (held data back %v): the removed alert sink waited for sinks that keep running", rep, took, rep.Took)
+	}
+}
+
+// TestAttackManySwitchesLeakNothingConnectors switches 40 times between
+// two releases whose MQTT source (on a broker embedded in the engine) and
+// NATS sink both change each time, and stops: goroutines and open files
+// return to what they were before the runtime started.
+func TestAttackManySwitchesLeakNothingConnectors(t *testing.T) {
+	attackCheck(t, "switches of connectors leak no goroutine or file")
+	nats := newNATSProcess(t)
+	nats.start()
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	sfx := fmt.Sprint(time.Now().UnixNano())
+	mk := func(version, payload, batch string) *pipelines.Release {
+		return mqttRelease(t, dir, version, fmt.Sprintf(`
+name: m
+batch: {size: 16, linger: 2ms}
+sources:
+  feed: {type: mqtt, urls: ["tcp://%[1]s"], client_id: "atk-%[2]s", topics: ["/sys/p%[2]s/+/thing/measurepoint/post"], qos: 1, format: enos, schema: {key: asset, fields: {power: float64}}, max_payload: %[3]s, broker: {embedded: true, listen: "%[1]s", allow_anonymous: true}}
+sinks:
+  out:
+    type: nats
+    input: feed
+    url: %[4]s
+    subject: lk%[2]s
+    stream: LK%[2]s
+    encoding: json_batch
+    batch_rows: %[5]s
+    duplicate_window: 10m
+    forward: {retry_min: 20ms, retry_max: 100ms, publish_timeout: 500ms, drain_timeout: 1s}
+`, addr, sfx, payload, nats.url(), batch), assetsYAML("dev0"))
+	}
+	a, b := mk("a", "65536", "64"), mk("b", "65537", "32")
+	runtime.GC()
+	g0, f0 := runtime.NumGoroutine(), openFDs(t)
+	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "atk", Log: slog.New(slog.DiscardHandler)})
+	if err := rt.Start(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		rel := b
+		if i%2 == 1 {
+			rel = a
+		}
+		waitSubscribed(t, rt)
+		if _, err := rt.Switch(context.Background(), rel); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSubscribed(t, rt)
+	if err := rt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		runtime.GC()
+		g, f := runtime.NumGoroutine(), openFDs(t)
+		if g <= g0+2 && f <= f0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("after 40 switches and Stop: %d goroutines (before: %d), %d open files (before: %d)\n%s", g, g0, f, f0, buf[:min(n, 12000)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAttackStopDuringSwitch runs Stop concurrently with a Switch, then
+// tries another Switch: whatever the order, afterwards nothing runs, Done
+// is closed, the late Switch is refused and no goroutine is left.
+func TestAttackStopDuringSwitch(t *testing.T) {
+	attackCheck(t, "Stop racing a Switch")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "rows.jsonl")
+	v1 := strings.ReplaceAll(runtimeV1, "OUT", out)
+	v2 := strings.ReplaceAll(v1, ">= -1000000", ">= -2000000")
+	r1, r2 := release(t, dir, "v1", v1), release(t, dir, "v2", v2)
+	runtime.GC()
+	g0 := runtime.NumGoroutine()
+	for i := range 20 {
+		rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Log: slog.New(slog.DiscardHandler)})
+		if err := rt.Start(context.Background(), r1); err != nil {
+			t.Fatal(err)
+		}
+		switched := make(chan error, 1)
+		go func() {
+			_, err := rt.Switch(context.Background(), r2)
+			switched <- err
+		}()
+		if err := rt.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		<-switched
+		select {
+		case <-rt.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Done not closed after Stop: %+v", i, rt.Status())
+		}
+		for _, st := range rt.Status() {
+			if st.State == "running" {
+				t.Fatalf("round %d: %s still running after Stop", i, st.Name)
+			}
+		}
+		if _, err := rt.Switch(context.Background(), r1); err == nil {
+			t.Fatalf("round %d: Switch after Stop was applied", i)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > g0+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after the runtimes stopped, %d before", runtime.NumGoroutine(), g0)
+		}
+		time.Sleep(10 * time.Millisecond)
+		runtime.GC()
 	}
 }

@@ -902,3 +902,81 @@ func TestAttackStopDuringSwitch(t *testing.T) {
 		runtime.GC()
 	}
 }
+
+// TestAttackSwitchesWhileSourceEnds switches back and forth (a step
+// changed each time; the source, the window's state and the sinks handed
+// over) while a finite source runs to its end: every row is written once,
+// and the windows, handed over at every switch, count every row once.
+func TestAttackSwitchesWhileSourceEnds(t *testing.T) {
+	attackCheck(t, "switches while the source ends by itself")
+	dir := t.TempDir()
+	out, win := filepath.Join(dir, "rows.jsonl"), filepath.Join(dir, "win.jsonl")
+	mk := func(version, expr string) *pipelines.Release {
+		return release(t, dir, version, fmt.Sprintf(`
+name: fin
+batch: {size: 16, linger: 1ms}
+sources:
+  farm: {type: sim, turbines: 4, interval: 1s, rows: 3000, rate: 15000, faults: 0, resume: false}
+steps:
+  keep: {type: filter, input: farm, expr: %q}
+  stats: {type: window, input: farm, size: 1m, aggregates: {power: [avg]}}
+sinks:
+  out: {type: file, input: keep, path: %s}
+  win: {type: file, input: stats, path: %s}
+`, expr, out, win))
+	}
+	a, b := mk("a", "power >= -1000000"), mk("b", "power >= -2000000")
+	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Log: slog.New(slog.DiscardHandler)})
+	if err := rt.Start(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop()
+	switches := 0
+	for i := 0; ; i++ {
+		if st := pipelineState(rt, "fin"); !strings.HasPrefix(st, "running") {
+			break
+		}
+		rel := b
+		if i%2 == 1 {
+			rel = a
+		}
+		if _, err := rt.Switch(context.Background(), rel); err != nil {
+			t.Fatal(err)
+		}
+		switches++
+		// Let rows flow between switches (the source may end meanwhile).
+		from := atkCounter(rt, "fin", "farm", "rows_out")
+		atkWaitFor(t, 20*time.Second, "rows to flow", func() bool {
+			return atkCounter(rt, "fin", "farm", "rows_out") >= from+50 || !strings.HasPrefix(pipelineState(rt, "fin"), "running")
+		})
+	}
+	select {
+	case <-rt.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("not done: %+v", rt.Status())
+	}
+	seen := map[string]bool{}
+	for _, l := range lines(t, out) {
+		var r struct{ Time, Asset string }
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		k := r.Asset + "@" + r.Time
+		if seen[k] {
+			t.Fatalf("row %s written twice (%d switches)", k, switches)
+		}
+		seen[k] = true
+	}
+	counted := 0
+	for _, l := range lines(t, win) {
+		var w struct{ Count int }
+		if err := json.Unmarshal([]byte(l), &w); err != nil {
+			t.Fatal(err)
+		}
+		counted += w.Count
+	}
+	if len(seen) != 4*3000 || counted != 4*3000 {
+		t.Fatalf("after %d switches: %d rows written, windows counted %d, want %d (status %+v)", switches, len(seen), counted, 4*3000, rt.Status())
+	}
+	t.Logf("%d switches", switches)
+}

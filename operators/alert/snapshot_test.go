@@ -194,8 +194,12 @@ func TestHandoverEquivalence(t *testing.T) {
 				}
 			}
 			check("a cut before every batch", every)
+			// One cut: at every third boundary (which third depends on the
+			// case), to keep the test quick.
 			for _, k := range every {
-				check(fmt.Sprintf("one cut before batch %d", k), []int{k})
+				if (k+len(c.name))%3 == 0 {
+					check(fmt.Sprintf("one cut before batch %d", k), []int{k})
+				}
 			}
 		})
 	}

@@ -77,6 +77,8 @@ type Graph struct {
 	cancel  context.CancelFunc
 	failed  atomic.Bool
 	started atomic.Bool
+	// keepWriting: sinks never give a waiting write up (KeepWriting).
+	keepWriting atomic.Bool
 }
 
 // DefaultWriteDeadline is the default Graph.WriteDeadline.
@@ -132,11 +134,25 @@ func (g *Graph) Nodes() []*Node { return g.nodes }
 // graph when this one stops: when its input has drained, an operator so
 // marked is neither flushed nor closed (its state is handed over, see
 // Stateful) and a sink so marked is not closed (it goes on writing for the
-// next graph, its buffer and connections open). Call it before stopping
+// next graph, its buffer and connections open) and never gives a waiting
+// write up. One that broke is closed instead (see HandedOver). Call it before stopping
 // the graph; the caller then owns the component.
 func (g *Graph) Handover(n *Node) {
 	n.handover.Store(true)
 }
+
+// HandedOver reports whether the node's component was handed over when
+// its graph stopped (see Handover): false when it was never marked, or
+// when it broke and was closed instead. Valid once Run has returned.
+func (n *Node) HandedOver() bool { return n.handover.Load() }
+
+// KeepWriting makes the sinks of the graph wait for their writes as it
+// stops, never giving them up after WriteDeadline: the rows in flight
+// would not be read again, since the graph's sources are handed over to
+// another graph (see Relay) rather than stopped. A stop then waits while
+// a sink holds data back (a full buffer on a dead link). Call it before
+// stopping the graph.
+func (g *Graph) KeepWriting() { g.keepWriting.Store(true) }
 
 // Replace marks a sink that a successor built from a new configuration
 // replaces as this graph stops, taking over its durable state (the buffer
@@ -343,6 +359,8 @@ func (g *Graph) runOperator(in *inlet, n *Node) {
 		// Its state moves on unflushed; the new owner closes it.
 		return
 	}
+	// An operator that broke is not handed over: it closes here.
+	n.handover.Store(false)
 	if !broken {
 		if err := guard(func() error { return n.op.Flush(emit) }); err != nil {
 			g.fail(n, fmt.Errorf("flush: %w", err))
@@ -364,6 +382,10 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 		deadline = DefaultWriteDeadline
 	}
 	stop := context.AfterFunc(ctx, func() {
+		if g.keepWriting.Load() || n.handover.Load() {
+			// The rows in flight would not be read again: wait.
+			return
+		}
 		t := time.NewTimer(deadline)
 		defer t.Stop()
 		select {
@@ -400,6 +422,8 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 		// It goes on writing for the next graph.
 		return
 	}
+	// A sink that broke is not handed over: it closes here.
+	n.handover.Store(false)
 	closeCtx := context.WithoutCancel(ctx)
 	if n.replaced.Load() {
 		// Its successor delivers what it holds: close at once.

@@ -57,6 +57,14 @@ func (r *Relay) Handover() {
 	r.mu.Unlock()
 }
 
+// Stopped reports whether the source was stopped (or told to stop): no
+// tap can take it over any more.
+func (r *Relay) Stopped() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopped
+}
+
 // Stop stops a source no tap will take over (for example when the graph
 // that was to take it over could not start) and waits for it to return.
 func (r *Relay) Stop() error {

@@ -112,7 +112,8 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			Catalog: d.Release.catalog(), RuleSets: d.Release.ruleSets(),
 		}
 	}
-	resuming := false
+	// A pipeline rebuilt by a release switch continues the run.
+	resuming := opts.carry != nil && opts.carry.switching
 	for _, c := range d.Sources {
 		if c.Config == nil || c.Comp == nil {
 			failed[c.Name] = true

@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/forward"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -53,6 +54,8 @@ type Runtime struct {
 	order   []string
 	done    chan struct{}
 	closed  bool // done is closed
+	// switching is set while a switch replaces pipelines: done stays open.
+	switching bool
 }
 
 // running is one pipeline the Runtime runs.
@@ -228,7 +231,7 @@ func (r *Runtime) launch(p *Pipeline, fp string) {
 func (r *Runtime) checkDone() {
 	r.smu.Lock()
 	defer r.smu.Unlock()
-	if r.closed {
+	if r.closed || r.switching {
 		return
 	}
 	for _, run := range r.running {
@@ -407,16 +410,31 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 	}
 	var removed []*running
 	var removedNames []string
+	var removedRunning []bool
 	for _, name := range r.order {
 		if run, ok := r.running[name]; ok && !names[name] {
 			removed = append(removed, run)
 			removedNames = append(removedNames, name)
+			removedRunning = append(removedRunning, run.state == "running")
 		}
 	}
 	r.smu.Unlock()
 
+	if err := orphans(plans, removed, removedRunning); err != nil {
+		return nil, &SwitchError{Err: err}
+	}
+
 	report := &SwitchReport{}
 	start := time.Now()
+	r.smu.Lock()
+	r.switching = true
+	r.smu.Unlock()
+	defer func() {
+		r.smu.Lock()
+		r.switching = false
+		r.smu.Unlock()
+		r.checkDone()
+	}()
 	// Hand over what did not change, then stop what changed or went.
 	for _, pl := range plans {
 		if pl.change != ChangeChanged {
@@ -448,6 +466,7 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 		if pl.carry == nil {
 			pl.carry = &carry{}
 		}
+		pl.carry.switching = true
 		opts := r.opts
 		// Only the first start may read from the start.
 		opts.FromStart = false
@@ -505,6 +524,48 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 	return report, nil
 }
 
+// orphans refuses a switch that would leave rows a cloud sink accepted
+// undelivered for good: a sink that goes away, or whose successor of the
+// same name has another type or input schema (and so cannot take its
+// buffer over), while it holds a backlog its dead link cannot deliver as
+// it closes.
+func orphans(plans []*plan, removed []*running, removedRunning []bool) error {
+	var errs []error
+	check := func(old *running, running bool, next *Pipeline) {
+		if !running {
+			return
+		}
+		succ := map[string]*Built{}
+		if next != nil {
+			for _, b := range next.Components {
+				succ[b.Def.Name] = b
+			}
+		}
+		for _, b := range old.p.Components {
+			fs, ok := b.sink.(*forward.Sink)
+			if !ok {
+				continue
+			}
+			if n := succ[b.Def.Name]; n != nil && n.Def.Type == b.Def.Type && n.in != nil && b.in != nil && n.in.Equal(b.in) {
+				continue
+			}
+			if left := fs.Left(); left.Rows > 0 && !fs.Metrics().LinkUp {
+				errs = append(errs, fmt.Errorf("sink %s/%s holds %d undelivered rows and its link is down: a release that removes it or changes its type or input schema would leave them undelivered; apply it once they are delivered, or export them first (sluice export %s)",
+					old.p.Def.Name, b.Def.Name, left.Rows, left.Dir))
+			}
+		}
+	}
+	for _, pl := range plans {
+		if pl.change == ChangeChanged {
+			check(pl.old, pl.oldRunning, pl.check)
+		}
+	}
+	for i, run := range removed {
+		check(run, removedRunning[i], nil)
+	}
+	return errors.Join(errs...)
+}
+
 // stopRun stops one running pipeline and waits for it.
 func (r *Runtime) stopRun(run *running) {
 	r.smu.Lock()
@@ -528,12 +589,13 @@ func (r *Runtime) restoreOld(plans []*plan, removed []*running) error {
 	r.smu.Lock()
 	defer r.smu.Unlock()
 	relaunch := func(old *running, c *carry) {
+		if c == nil {
+			c = &carry{}
+		}
+		c.switching = true
 		opts := r.opts
 		opts.FromStart = false
 		opts.carry = c
-		if opts.carry == nil {
-			opts.carry = &carry{}
-		}
 		p, es := Build(old.p.Def, opts)
 		if len(es) > 0 {
 			errs = append(errs, fmt.Errorf("restarting pipeline %s of the running release: %w", old.p.Def.Name, es))
@@ -558,10 +620,13 @@ func (r *Runtime) restoreOld(plans []*plan, removed []*running) error {
 // next: running sources, open sinks, step states and counters, by
 // component name.
 type carry struct {
-	relays   map[string]*engine.Relay
-	sinks    map[string]engine.Sink
-	counters map[string]*engine.Counters
-	states   map[string]*engine.State
+	// switching: the pipeline is rebuilt by a switch, continuing the run
+	// (a sink appends to what its predecessor wrote).
+	switching bool
+	relays    map[string]*engine.Relay
+	sinks     map[string]engine.Sink
+	counters  map[string]*engine.Counters
+	states    map[string]*engine.State
 	// refused says why a step's state could not be handed over.
 	refused map[string]string
 	// stateful names the steps whose state is to be snapshotted.
@@ -602,19 +667,23 @@ func handOver(old *running, oldRunning bool, check *Pipeline, ctxHash string) *c
 	}
 	next := map[string]string{}
 	nextIn := map[string]*engine.Schema{}
+	nextType := map[string]string{}
 	for _, b := range check.Components {
 		next[b.Def.Name] = b.fp + ctxHash
 		nextIn[b.Def.Name] = b.in
+		nextType[b.Def.Name] = b.Def.Type
 	}
 	oldCtx := old.fp[strings.LastIndexByte(old.fp, '/')+1:]
+	handsOver := false
 	for _, b := range old.p.Components {
 		fp, ok := next[b.Def.Name]
-		if ok && b.sink != nil && fp != b.fp+oldCtx && b.in != nil && nextIn[b.Def.Name] != nil && b.in.Equal(nextIn[b.Def.Name]) {
-			// Its successor of the same name and input schema takes over
-			// its buffer and delivers what it holds. (A successor of
-			// another schema cannot: the sink delivers what it can
-			// before it closes, and a backlog left over refuses the
-			// switch.)
+		if ok && b.sink != nil && fp != b.fp+oldCtx && b.Def.Type == nextType[b.Def.Name] &&
+			b.in != nil && nextIn[b.Def.Name] != nil && b.in.Equal(nextIn[b.Def.Name]) {
+			// Its successor of the same name, type and input schema takes
+			// over its buffer and delivers what it holds. (One of another
+			// type or schema cannot: the sink delivers what it can before
+			// it closes, and a backlog of another schema left over
+			// refuses the switch.)
 			old.p.Graph.Replace(b.Node)
 		}
 		if !ok || fp != b.fp+oldCtx {
@@ -622,6 +691,11 @@ func handOver(old *running, oldRunning bool, check *Pipeline, ctxHash string) *c
 		}
 		switch {
 		case b.relay != nil:
+			if b.relay.Stopped() {
+				// A graph that failed stopped it already.
+				continue
+			}
+			handsOver = true
 			b.relay.Handover()
 			b.handedOver = true
 			c.relays[b.Def.Name] = b.relay
@@ -641,6 +715,10 @@ func handOver(old *running, oldRunning bool, check *Pipeline, ctxHash string) *c
 		}
 		c.old[b.Def.Name] = b
 	}
+	if handsOver {
+		// What the old graph holds in flight would not be read again.
+		old.p.Graph.KeepWriting()
+	}
 	return c
 }
 
@@ -652,7 +730,7 @@ func (c *carry) collect(old *running) {
 	for name, b := range c.old {
 		switch {
 		case c.stateful[name]:
-			if !failed {
+			if !failed && b.Node.HandedOver() {
 				st, err := b.op.(engine.Stateful).Snapshot()
 				if err != nil {
 					c.refused[name] = err.Error()
@@ -664,7 +742,7 @@ func (c *carry) collect(old *running) {
 				delete(c.counters, name)
 			}
 			_ = b.op.Close()
-		case c.sinks[name] != nil && failed:
+		case c.sinks[name] != nil && (failed || !b.Node.HandedOver()):
 			_ = c.sinks[name].Close(context.Background())
 			delete(c.sinks, name)
 			delete(c.counters, name)
@@ -757,34 +835,36 @@ func pipelineFP(p *Pipeline, ctxHash string) string {
 	return hex.EncodeToString(h[:16]) + "/" + ctxHash
 }
 
-// contextDirs are the directories of a release whose files every
-// component may depend on (models, rule sets, settings).
-var contextDirs = []string{"models", "rules", "config"}
-
-// releaseContext hashes the files of rel's context directories; "" for a
-// release without a directory.
+// releaseContext hashes the files of rel that any component may read —
+// models, rule sets, settings, and any other file a configuration names
+// (an assets file next to the pipelines) — that is every file but the
+// pipelines themselves (fingerprinted one component at a time), ml/ (read
+// by the steps that name a model file) and the manifest the agent keeps
+// beside them; "" for a release without a directory.
 func releaseContext(rel *Release) string {
 	if rel.Dir == "" {
 		return ""
 	}
 	h := sha256.New()
-	for _, sub := range contextDirs {
-		root := filepath.Join(rel.Dir, sub)
-		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !d.Type().IsRegular() {
-				return nil
-			}
-			data, err := os.ReadFile(path)
-			if err != nil {
-				fmt.Fprintf(h, "unreadable %s\x00", path)
-				return nil
-			}
-			rel, _ := filepath.Rel(rel.Dir, path)
-			fmt.Fprintf(h, "%s\x00%d\x00", filepath.ToSlash(rel), len(data))
-			h.Write(data)
+	_ = filepath.WalkDir(rel.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
 			return nil
-		})
-	}
+		}
+		name, _ := filepath.Rel(rel.Dir, path)
+		name = filepath.ToSlash(name)
+		dir, _, _ := strings.Cut(name, "/")
+		if name == "MANIFEST.json" || dir == releaseML || dir == releasePipelines && strings.Count(name, "/") == 1 && (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Fprintf(h, "unreadable %s\x00", name)
+			return nil
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", name, len(data))
+		h.Write(data)
+		return nil
+	})
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 

@@ -79,6 +79,8 @@ type Graph struct {
 	started atomic.Bool
 	// keepWriting: sinks never give a waiting write up (KeepWriting).
 	keepWriting atomic.Bool
+	// switching: the graph stops for a release switch (Switching).
+	switching atomic.Bool
 }
 
 // DefaultWriteDeadline is the default Graph.WriteDeadline.
@@ -153,6 +155,18 @@ func (n *Node) HandedOver() bool { return n.handover.Load() }
 // a sink holds data back (a full buffer on a dead link). Call it before
 // stopping the graph.
 func (g *Graph) KeepWriting() { g.keepWriting.Store(true) }
+
+// Switching marks a graph stopped by a release switch while the engine's
+// other graphs go on: its sinks close with a context for which InSwitch
+// reports true. Call it before stopping the graph.
+func (g *Graph) Switching() { g.switching.Store(true) }
+
+type switchKey struct{}
+
+// InSwitch reports whether a sink's Close is part of a release switch:
+// the engine's other sinks keep running, so a sink waiting for them to
+// close would wait in vain.
+func InSwitch(ctx context.Context) bool { return ctx.Value(switchKey{}) != nil }
 
 // Replace marks a sink that a successor built from a new configuration
 // replaces as this graph stops, taking over its durable state (the buffer
@@ -425,6 +439,9 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 	// A sink that broke is not handed over: it closes here.
 	n.handover.Store(false)
 	closeCtx := context.WithoutCancel(ctx)
+	if g.switching.Load() {
+		closeCtx = context.WithValue(closeCtx, switchKey{}, true)
+	}
 	if n.replaced.Load() {
 		// Its successor delivers what it holds: close at once.
 		var cancel context.CancelFunc

@@ -573,6 +573,7 @@ func (r *Runtime) stopRun(run *running) {
 		run.state = "stopped"
 	}
 	r.smu.Unlock()
+	run.p.Graph.Switching()
 	run.cancel()
 	<-run.exited
 	for _, b := range run.p.Components {

@@ -374,7 +374,8 @@ func (s *Sink) kick() {
 // Undelivered rows stay in the buffer for the next start. A sink carrying
 // alerts first waits (within the drain timeout and ctx) for the run's
 // other buffered sinks to close, so that what they raise while draining
-// reaches it. It is idempotent.
+// reaches it — unless it closes in a release switch (engine.InSwitch),
+// where the others keep running. It is idempotent.
 func (s *Sink) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() { s.closeErr = s.close(ctx) })
 	return s.closeErr
@@ -385,7 +386,7 @@ func (s *Sink) close(ctx context.Context) error {
 	// An episode whose appends go through again ends with the sink (the
 	// alert sinks are still open).
 	s.settleDiskFull(time.Now(), true)
-	if s.alert {
+	if s.alert && !engine.InSwitch(ctx) {
 		t := time.NewTimer(drain + time.Second)
 		select {
 		case <-s.router.othersClosed():

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/agent/localapi"
@@ -49,27 +47,8 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	if err != nil {
 		return &exitError{code: exitFailed, err: fmt.Errorf("%s: trust: %w", configFile, err)}
 	}
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, cancel := context.WithCancel(parent)
+	ctx, cancel := stopOnSignal(parent, log)
 	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		select {
-		case s := <-sigs:
-			log.Info("stopping: draining in-flight batches and open windows (signal again to exit now)", "signal", s.String())
-			cancel()
-		case <-ctx.Done():
-			return
-		}
-		if _, ok := <-sigs; ok {
-			log.Error("second signal: exiting without draining")
-			os.Exit(130)
-		}
-	}()
 
 	rt := pipelines.NewRuntime(pipelines.Options{Log: log, DataDir: cfg.DataDir, Edge: cfg.Edge, FromStart: flags.fromStart})
 	// A release's settings may set the log level; without one, the command

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -152,27 +153,8 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 		}
 		defer stop()
 	}
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, cancel := context.WithCancel(parent)
+	ctx, cancel := stopOnSignal(parent, log)
 	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		select {
-		case s := <-sigs:
-			log.Info("stopping: draining in-flight batches and open windows (signal again to exit now)", "signal", s.String())
-			cancel()
-		case <-ctx.Done():
-			return
-		}
-		if _, ok := <-sigs; ok {
-			log.Error("second signal: exiting without draining")
-			os.Exit(130)
-		}
-	}()
 
 	names := make([]string, len(ps))
 	for i, p := range ps {
@@ -326,4 +308,39 @@ func startProgress(w io.Writer, mode string, ps []*pipelines.Pipeline, start tim
 		}
 	}()
 	return func() { close(done); <-stopped }
+}
+
+// stopOnSignal returns a context cancelled on the first SIGINT or SIGTERM
+// (a graceful stop: the caller drains) and exits with code 130 on a second
+// one, until the returned function is called (once the run is over).
+func stopOnSignal(parent context.Context, log *slog.Logger) (context.Context, func()) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithCancel(parent)
+	done := make(chan struct{})
+	var once sync.Once
+	stop := func() {
+		cancel()
+		once.Do(func() { close(done) })
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		defer signal.Stop(sigs)
+		select {
+		case s := <-sigs:
+			log.Info("stopping: draining in-flight batches and open windows (signal again to exit now)", "signal", s.String())
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			log.Error("second signal: exiting without draining")
+			os.Exit(130)
+		case <-done:
+		}
+	}()
+	return ctx, stop
 }

@@ -1,0 +1,158 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Alert states.
+const (
+	AlertRaised  = "raised"
+	AlertCleared = "cleared"
+)
+
+// AlertRecord is one state change of one alert, as an edge sends it (the
+// engine's alert schema plus the edge and the rule-set version).
+type AlertRecord struct {
+	// ID is the same on the raise and on the clear record.
+	ID, Edge, Asset, Rule, Severity, Type, Content string
+	// Value may be NaN or ±Inf: the value column is a float8.
+	Value float64
+	// Occur is when the condition began; Recover when it ended (zero
+	// while raised).
+	Occur, Recover time.Time
+	// State is AlertRaised or AlertCleared.
+	State string
+	// RuleSetVersion names the rule set that raised the alert.
+	RuleSetVersion string
+}
+
+// At is the time of the change: Recover for a clear (Occur when Recover
+// is zero), Occur for a raise.
+func (a AlertRecord) At() time.Time {
+	if a.State == AlertCleared && !a.Recover.IsZero() {
+		return a.Recover
+	}
+	return a.Occur
+}
+
+// Alert is the current state of one alert.
+type Alert struct {
+	AlertRecord
+	// ChangedAt is the time of the change the state comes from; UpdatedAt
+	// when the hub stored it.
+	ChangedAt, UpdatedAt time.Time
+}
+
+// ApplyAlert records the transition a carried by message msgID and
+// updates the alert's current state when the transition is newer than the
+// one it holds: a later time wins, and at equal times a clear wins over a
+// raise. A msgID already recorded is a no-op. So records arriving in any
+// order (backfill after an outage, redelivery) converge to the edge's
+// state, and a late raise older than the stored clear does not reopen it.
+func (s *Store) ApplyAlert(ctx context.Context, a AlertRecord, msgID string) error {
+	if err := s.checkTexts("msg id", msgID, "id", a.ID, "edge", a.Edge, "asset", a.Asset, "rule", a.Rule,
+		"severity", a.Severity, "type", a.Type, "content", a.Content, "rule set version", a.RuleSetVersion); err != nil {
+		return fmt.Errorf("hub store: alert %q: %w", a.ID, err)
+	}
+	if msgID == "" || a.ID == "" {
+		return fmt.Errorf("hub store: alert %q: empty alert or message id", a.ID)
+	}
+	if a.State != AlertRaised && a.State != AlertCleared {
+		return fmt.Errorf("hub store: alert %q: state %q, want raised or cleared", a.ID, a.State)
+	}
+	var recov *time.Time
+	if !a.Recover.IsZero() {
+		recov = &a.Recover
+	}
+	at := a.At()
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `
+INSERT INTO alert_transitions (msg_id, alert_id, edge, state, time, value)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (msg_id) DO NOTHING`, msgID, a.ID, a.Edge, a.State, at, a.Value)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `
+INSERT INTO alerts_current (id, edge, asset, rule, severity, type, content, value, occur_time,
+  recover_time, state, rule_set_version, changed_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (id) DO UPDATE SET
+  edge = EXCLUDED.edge, asset = EXCLUDED.asset, rule = EXCLUDED.rule, severity = EXCLUDED.severity,
+  type = EXCLUDED.type, content = EXCLUDED.content, value = EXCLUDED.value,
+  occur_time = EXCLUDED.occur_time, recover_time = EXCLUDED.recover_time, state = EXCLUDED.state,
+  rule_set_version = EXCLUDED.rule_set_version, changed_at = EXCLUDED.changed_at,
+  updated_at = EXCLUDED.updated_at
+WHERE (EXCLUDED.changed_at, EXCLUDED.state = 'cleared') > (alerts_current.changed_at, alerts_current.state = 'cleared')`,
+			a.ID, a.Edge, a.Asset, a.Rule, a.Severity, a.Type, a.Content, a.Value, a.Occur,
+			recov, a.State, a.RuleSetVersion, at, s.opts.Now())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("hub store: alert %q (message %s): %w", a.ID, msgID, err)
+	}
+	return nil
+}
+
+// Alerts lists current alerts by asset and id: only raised ones when
+// activeOnly, only those of asset when it is not empty.
+func (s *Store) Alerts(ctx context.Context, activeOnly bool, asset string) ([]Alert, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT id, edge, asset, rule, severity, type, content, value, occur_time, recover_time, state,
+  rule_set_version, changed_at, updated_at
+FROM alerts_current
+WHERE (NOT $1 OR state = 'raised') AND ($2 = '' OR asset = $2)
+ORDER BY asset, id`, activeOnly, asset)
+	if err != nil {
+		return nil, fmt.Errorf("hub store: alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []Alert
+	for rows.Next() {
+		var (
+			a     Alert
+			recov *time.Time
+		)
+		if err := rows.Scan(&a.ID, &a.Edge, &a.Asset, &a.Rule, &a.Severity, &a.Type, &a.Content, &a.Value,
+			&a.Occur, &recov, &a.State, &a.RuleSetVersion, &a.ChangedAt, &a.UpdatedAt); err != nil {
+			return nil, fmt.Errorf("hub store: alerts: %w", err)
+		}
+		if recov != nil {
+			a.Recover = *recov
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("hub store: alerts: %w", err)
+	}
+	return out, nil
+}
+
+// Transition is one recorded change of an alert.
+type Transition struct {
+	MsgID, AlertID, Edge, State string
+	Time                        time.Time
+	Value                       float64
+}
+
+// Transitions lists the recorded changes of alert id in time order (a
+// clear after a raise at equal times).
+func (s *Store) Transitions(ctx context.Context, id string) ([]Transition, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT msg_id, alert_id, edge, state, time, value FROM alert_transitions
+WHERE alert_id = $1 ORDER BY time, state = 'cleared', msg_id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("hub store: transitions of %q: %w", id, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Transition])
+	if err != nil {
+		return nil, fmt.Errorf("hub store: transitions of %q: %w", id, err)
+	}
+	return out, nil
+}

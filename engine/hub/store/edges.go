@@ -1,0 +1,264 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Apply outcomes, as the edge agent records them.
+const (
+	Applied  = "applied"
+	Rejected = "rejected"
+)
+
+// Report is the outcome of one apply on an edge. Its JSON form is the one
+// the edge agent writes.
+type Report struct {
+	Time    time.Time `json:"time"`
+	Bundle  string    `json:"bundle"`
+	Version uint64    `json:"version"`
+	Outcome string    `json:"outcome"`
+	// Reason says why a bundle was rejected.
+	Reason string `json:"reason,omitempty"`
+	// Location is where the reason lies.
+	Location string `json:"location,omitempty"`
+	// Steps is what the switch did, one line per pipeline.
+	Steps string `json:"steps,omitempty"`
+}
+
+// Edge is what the hub knows of one edge.
+type Edge struct {
+	ID        string
+	Labels    map[string]string
+	FirstSeen time.Time
+	LastSeen  time.Time
+	// Bundle and Version are the release the edge runs, from its newest
+	// applied report; empty and 0 before the first.
+	Bundle  string
+	Version uint64
+	// LastReport is the newest apply report, nil before the first.
+	LastReport *Report
+	// Online is true when the last heartbeat is within OfflineAfter.
+	Online bool
+}
+
+// EdgeStatus is one edge and its apply history, newest first.
+type EdgeStatus struct {
+	Edge
+	History []Report
+}
+
+// checkText rejects text PostgreSQL cannot store (NUL, invalid UTF-8) or
+// longer than max bytes.
+func checkText(field, v string, max int) error {
+	switch {
+	case len(v) > max:
+		return fmt.Errorf("%s: %d bytes, more than %d", field, len(v), max)
+	case strings.IndexByte(v, 0) >= 0:
+		return fmt.Errorf("%s: contains a NUL byte", field)
+	case !utf8.ValidString(v):
+		return fmt.Errorf("%s: not valid UTF-8", field)
+	}
+	return nil
+}
+
+func (s *Store) checkTexts(kv ...string) error {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if err := checkText(kv[i], kv[i+1], s.opts.MaxTextBytes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Heartbeat records that edge was alive at at with labels. The newest
+// heartbeat sets the labels; an older one (redelivered, backfilled) only
+// widens first_seen.
+func (s *Store) Heartbeat(ctx context.Context, edge string, labels map[string]string, at time.Time) error {
+	if err := s.checkTexts("edge", edge); err != nil {
+		return fmt.Errorf("hub store: heartbeat: %w", err)
+	}
+	if edge == "" {
+		return errors.New("hub store: heartbeat: empty edge id")
+	}
+	for k, v := range labels {
+		if err := s.checkTexts("label name", k, "label "+k, v); err != nil {
+			return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+		}
+	}
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	lj, err := json.Marshal(labels)
+	if err != nil {
+		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+	}
+	_, err = s.pool.Exec(ctx, `
+INSERT INTO edges (id, labels, first_seen, last_seen) VALUES ($1, $2, $3, $3)
+ON CONFLICT (id) DO UPDATE SET
+  labels = CASE WHEN EXCLUDED.last_seen >= edges.last_seen THEN EXCLUDED.labels ELSE edges.labels END,
+  first_seen = least(edges.first_seen, EXCLUDED.first_seen),
+  last_seen = greatest(edges.last_seen, EXCLUDED.last_seen)`, edge, lj, at)
+	if err != nil {
+		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+	}
+	return nil
+}
+
+// RecordReport stores an apply report of edge. A report already stored
+// (same edge, time, bundle, version and outcome) is a no-op. The newest
+// report becomes the edge's last report; the newest applied one sets what
+// it runs; the edge's entries of releases of that bundle version take the
+// outcome.
+func (s *Store) RecordReport(ctx context.Context, edge string, r Report) error {
+	if err := s.checkTexts("edge", edge, "bundle", r.Bundle, "outcome", r.Outcome,
+		"reason", r.Reason, "location", r.Location, "steps", r.Steps); err != nil {
+		return fmt.Errorf("hub store: report: %w", err)
+	}
+	if edge == "" {
+		return errors.New("hub store: report: empty edge id")
+	}
+	if r.Outcome != Applied && r.Outcome != Rejected {
+		return fmt.Errorf("hub store: report of %s: outcome %q, want applied or rejected", edge, r.Outcome)
+	}
+	if r.Version > 1<<63-1 {
+		return fmt.Errorf("hub store: report of %s: version %d out of range", edge, r.Version)
+	}
+	rj, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("hub store: report of %s: %w", edge, err)
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `
+INSERT INTO apply_reports (edge, time, bundle, version, outcome, reason, location, steps)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
+			edge, r.Time, r.Bundle, int64(r.Version), r.Outcome, r.Reason, r.Location, r.Steps)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return nil // redelivered
+		}
+		// A report also shows the edge exists; it does not move last_seen,
+		// which only heartbeats do.
+		if _, err := tx.Exec(ctx, `
+INSERT INTO edges (id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING`, edge, r.Time); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `
+UPDATE edges SET last_report = $2, last_report_at = $3
+WHERE id = $1 AND (last_report_at IS NULL OR last_report_at <= $3)`, edge, rj, r.Time); err != nil {
+			return err
+		}
+		if r.Outcome == Applied {
+			if _, err := tx.Exec(ctx, `
+UPDATE edges SET bundle = $2, version = $3
+WHERE id = $1 AND NOT EXISTS (
+  SELECT 1 FROM apply_reports a
+  WHERE a.edge = $1 AND a.outcome = 'applied' AND a.time > $4)`, edge, r.Bundle, int64(r.Version), r.Time); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, `
+UPDATE release_edges re SET state = $4, reason = $5, at = $6
+FROM releases rl
+WHERE re.release_id = rl.id AND re.edge = $1 AND rl.bundle = $2 AND rl.version = $3
+  AND (re.state IN ('pending', 'offline') OR re.at <= $6)`,
+			edge, r.Bundle, int64(r.Version), r.Outcome, r.Reason, r.Time)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("hub store: report of %s: %w", edge, err)
+	}
+	return nil
+}
+
+const edgeColumns = `id, labels, first_seen, last_seen, bundle, version, last_report`
+
+func (s *Store) scanEdge(row pgx.Row, now time.Time) (Edge, error) {
+	var (
+		e       Edge
+		labels  []byte
+		report  []byte
+		version int64
+	)
+	if err := row.Scan(&e.ID, &labels, &e.FirstSeen, &e.LastSeen, &e.Bundle, &version, &report); err != nil {
+		return Edge{}, err
+	}
+	e.Version = uint64(version)
+	if err := json.Unmarshal(labels, &e.Labels); err != nil {
+		return Edge{}, fmt.Errorf("labels of %s: %w", e.ID, err)
+	}
+	if report != nil {
+		e.LastReport = new(Report)
+		if err := json.Unmarshal(report, e.LastReport); err != nil {
+			return Edge{}, fmt.Errorf("last report of %s: %w", e.ID, err)
+		}
+	}
+	e.Online = now.Sub(e.LastSeen) <= s.opts.OfflineAfter
+	return e, nil
+}
+
+// Edges lists every edge, by id.
+func (s *Store) Edges(ctx context.Context) ([]Edge, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+edgeColumns+` FROM edges ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("hub store: edges: %w", err)
+	}
+	defer rows.Close()
+	now := s.opts.Now()
+	var out []Edge
+	for rows.Next() {
+		e, err := s.scanEdge(rows, now)
+		if err != nil {
+			return nil, fmt.Errorf("hub store: edges: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("hub store: edges: %w", err)
+	}
+	return out, nil
+}
+
+// EdgeStatus returns edge with its newest apply reports (at most
+// Options.History); ErrNotFound when the hub never heard of it.
+func (s *Store) EdgeStatus(ctx context.Context, edge string) (EdgeStatus, error) {
+	e, err := s.scanEdge(s.pool.QueryRow(ctx, `SELECT `+edgeColumns+` FROM edges WHERE id = $1`, edge), s.opts.Now())
+	if errors.Is(err, pgx.ErrNoRows) {
+		return EdgeStatus{}, fmt.Errorf("hub store: edge %q: %w", edge, ErrNotFound)
+	}
+	if err != nil {
+		return EdgeStatus{}, fmt.Errorf("hub store: edge %q: %w", edge, err)
+	}
+	rows, err := s.pool.Query(ctx, `
+SELECT time, bundle, version, outcome, reason, location, steps FROM apply_reports
+WHERE edge = $1 ORDER BY time DESC, bundle, version, outcome LIMIT $2`, edge, s.opts.History)
+	if err != nil {
+		return EdgeStatus{}, fmt.Errorf("hub store: history of %q: %w", edge, err)
+	}
+	defer rows.Close()
+	st := EdgeStatus{Edge: e}
+	for rows.Next() {
+		var (
+			r Report
+			v int64
+		)
+		if err := rows.Scan(&r.Time, &r.Bundle, &v, &r.Outcome, &r.Reason, &r.Location, &r.Steps); err != nil {
+			return EdgeStatus{}, fmt.Errorf("hub store: history of %q: %w", edge, err)
+		}
+		r.Version = uint64(v)
+		st.History = append(st.History, r)
+	}
+	if err := rows.Err(); err != nil {
+		return EdgeStatus{}, fmt.Errorf("hub store: history of %q: %w", edge, err)
+	}
+	return st, nil
+}

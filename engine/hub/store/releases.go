@@ -1,0 +1,179 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Bundle is a bundle the hub holds.
+type Bundle struct {
+	Name    string
+	Version uint64
+	// Digest is the bundle file's digest ("sha256:…").
+	Digest  string
+	Size    int64
+	Created time.Time
+	// Signer is the key id of the key that signed it.
+	Signer string
+}
+
+// Release targets.
+const (
+	TargetEdge  = "edge"
+	TargetLabel = "label"
+	TargetAll   = "all"
+)
+
+// Release states of one edge.
+const (
+	ReleasePending  = "pending"
+	ReleaseApplied  = Applied
+	ReleaseRejected = Rejected
+	ReleaseOffline  = "offline"
+)
+
+// Release is a bundle version released to edges.
+type Release struct {
+	Bundle  string
+	Version uint64
+	// Target is TargetEdge (Selector is the edge id), TargetLabel
+	// (Selector is "key=value") or TargetAll.
+	Target   string
+	Selector string
+	By       string
+	At       time.Time
+}
+
+// PutBundle records b. Storing the same name and version again is a no-op
+// when the digest matches and an error when it does not.
+func (s *Store) PutBundle(ctx context.Context, b Bundle) error {
+	if err := s.checkTexts("bundle", b.Name, "digest", b.Digest, "signer", b.Signer); err != nil {
+		return fmt.Errorf("hub store: bundle: %w", err)
+	}
+	if b.Version > 1<<63-1 {
+		return fmt.Errorf("hub store: bundle %s: version %d out of range", b.Name, b.Version)
+	}
+	var digest string
+	err := s.pool.QueryRow(ctx, `
+INSERT INTO bundles (name, version, digest, size, created, signer) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (name, version) DO UPDATE SET name = EXCLUDED.name
+RETURNING digest`, b.Name, int64(b.Version), b.Digest, b.Size, b.Created, b.Signer).Scan(&digest)
+	if err != nil {
+		return fmt.Errorf("hub store: bundle %s v%d: %w", b.Name, b.Version, err)
+	}
+	if digest != b.Digest {
+		return fmt.Errorf("hub store: bundle %s v%d: already stored with digest %s, not %s", b.Name, b.Version, digest, b.Digest)
+	}
+	return nil
+}
+
+// CreateRelease records r and one pending entry per edge it targets among
+// the edges known now. It returns the release id and those edges.
+func (s *Store) CreateRelease(ctx context.Context, r Release) (int64, []string, error) {
+	if err := s.checkTexts("bundle", r.Bundle, "selector", r.Selector, "by", r.By); err != nil {
+		return 0, nil, fmt.Errorf("hub store: release: %w", err)
+	}
+	var (
+		where string
+		args  = []any{}
+	)
+	switch r.Target {
+	case TargetEdge:
+		where, args = "id = $1", append(args, r.Selector)
+	case TargetLabel:
+		k, v, ok := strings.Cut(r.Selector, "=")
+		if !ok || k == "" {
+			return 0, nil, fmt.Errorf("hub store: release: label selector %q, want key=value", r.Selector)
+		}
+		where, args = "labels ->> $1 = $2", append(args, k, v)
+	case TargetAll:
+		where = "true"
+	default:
+		return 0, nil, fmt.Errorf("hub store: release: target %q, want edge, label or all", r.Target)
+	}
+	var (
+		id    int64
+		edges []string
+	)
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `
+INSERT INTO releases (bundle, version, target_kind, target, released_by, released_at)
+VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+			r.Bundle, int64(r.Version), r.Target, r.Selector, r.By, r.At).Scan(&id)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT id FROM edges WHERE `+where+` ORDER BY id`, args...)
+		if err != nil {
+			return err
+		}
+		edges, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `
+INSERT INTO release_edges (release_id, edge, state, at) SELECT $1, unnest($2::text[]), 'pending', $3`, id, edges, r.At)
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("hub store: release %s v%d: %w", r.Bundle, r.Version, err)
+	}
+	return id, edges, nil
+}
+
+// ErrNoEntry is returned by SetReleaseEdgeState for an edge a release does
+// not target.
+var ErrNoEntry = errors.New("no such release entry")
+
+// SetReleaseEdgeState sets the state of edge in release id. An older
+// change (at before the stored one) is ignored, so redelivery is a no-op.
+func (s *Store) SetReleaseEdgeState(ctx context.Context, id int64, edge, state, reason string, at time.Time) error {
+	switch state {
+	case ReleasePending, ReleaseApplied, ReleaseRejected, ReleaseOffline:
+	default:
+		return fmt.Errorf("hub store: release %d: state %q, want pending, applied, rejected or offline", id, state)
+	}
+	if err := s.checkTexts("edge", edge, "reason", reason); err != nil {
+		return fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	var exists bool
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+UPDATE release_edges SET state = $3, reason = $4, at = $5
+WHERE release_id = $1 AND edge = $2 AND at <= $5`, id, edge, state, reason, at); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM release_edges WHERE release_id = $1 AND edge = $2)`, id, edge).Scan(&exists)
+	})
+	if err != nil {
+		return fmt.Errorf("hub store: release %d, edge %s: %w", id, edge, err)
+	}
+	if !exists {
+		return fmt.Errorf("hub store: release %d, edge %s: %w", id, edge, ErrNoEntry)
+	}
+	return nil
+}
+
+// ReleaseEdge is the state of one edge in a release.
+type ReleaseEdge struct {
+	Edge, State, Reason string
+	At                  time.Time
+}
+
+// ReleaseEdges lists the edges of release id with their states, by edge.
+func (s *Store) ReleaseEdges(ctx context.Context, id int64) ([]ReleaseEdge, error) {
+	rows, err := s.pool.Query(ctx, `SELECT edge, state, reason, at FROM release_edges WHERE release_id = $1 ORDER BY edge`, id)
+	if err != nil {
+		return nil, fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ReleaseEdge])
+	if err != nil {
+		return nil, fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,181 @@
+// Package store keeps the hub's state in PostgreSQL: the edges and what
+// they run, bundles and releases, apply reports, alerts (current state and
+// every transition) and ingested telemetry.
+//
+// The schema is versioned as SQL files embedded in the package and applied
+// with goose when a Store opens; a PostgreSQL session lock makes concurrent
+// starts of several hub instances safe. Every write is idempotent under
+// redelivery: a report, an alert transition or a telemetry row delivered
+// twice is stored once.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// DefaultSchema is the PostgreSQL schema the hub's tables live in.
+const DefaultSchema = "sluice_hub"
+
+// Defaults of Options.
+const (
+	DefaultOfflineAfter  = 90 * time.Second
+	DefaultBatchRows     = 5000
+	DefaultMaxValueBytes = 1 << 20
+	DefaultMaxTextBytes  = 4096
+	DefaultHistory       = 50
+)
+
+// ErrNotFound is returned for an edge the hub has never heard of.
+var ErrNotFound = errors.New("not found")
+
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// Options configure a Store. Zero fields take the defaults.
+type Options struct {
+	// Schema holds the tables; DefaultSchema when empty. Lower-case
+	// letters, digits and underscores only.
+	Schema string
+	// OfflineAfter is how long after its last heartbeat an edge counts as
+	// offline.
+	OfflineAfter time.Duration
+	// BatchRows bounds the rows one INSERT of InsertRows carries.
+	BatchRows int
+	// MaxValueBytes bounds the encoded values of one telemetry row.
+	MaxValueBytes int
+	// MaxTextBytes bounds every text field (ids, names, reasons, content).
+	MaxTextBytes int
+	// History bounds the apply reports EdgeStatus returns.
+	History int
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+func (o *Options) defaults() error {
+	if o.Schema == "" {
+		o.Schema = DefaultSchema
+	}
+	if !schemaName.MatchString(o.Schema) {
+		return fmt.Errorf("schema %q: want lower-case letters, digits and underscores, at most 63", o.Schema)
+	}
+	if o.OfflineAfter <= 0 {
+		o.OfflineAfter = DefaultOfflineAfter
+	}
+	if o.BatchRows <= 0 {
+		o.BatchRows = DefaultBatchRows
+	}
+	if o.MaxValueBytes <= 0 {
+		o.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if o.MaxTextBytes <= 0 {
+		o.MaxTextBytes = DefaultMaxTextBytes
+	}
+	if o.History <= 0 {
+		o.History = DefaultHistory
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// Store is the hub's state in PostgreSQL. It is safe for concurrent use,
+// and several Stores (in several hub instances) may share one database.
+type Store struct {
+	pool *pgxpool.Pool
+	opts Options
+}
+
+// Open connects to dsn, creates the schema when missing and applies the
+// pending migrations under a session lock, so that instances starting
+// together apply them once.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, fmt.Errorf("hub store: %w", err)
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("hub store: parse dsn: %w", err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = opts.Schema
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("hub store: connect: %w", err)
+	}
+	s := &Store{pool: pool, opts: opts}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("hub store: %w", err)
+	}
+	return s, nil
+}
+
+// Close releases the connections.
+func (s *Store) Close() { s.pool.Close() }
+
+// migrate creates the schema and applies the embedded migrations.
+func (s *Store) migrate(ctx context.Context) error {
+	// Two instances creating the schema at once may both pass IF NOT
+	// EXISTS; the loser's unique violation means the schema is there.
+	if _, err := s.pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{s.opts.Schema}.Sanitize()); err != nil {
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "23505" {
+			return fmt.Errorf("create schema %s: %w", s.opts.Schema, err)
+		}
+	}
+	h := fnv.New64a()
+	h.Write([]byte("sluice hub migrations " + s.opts.Schema))
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(int64(h.Sum64() >> 1)))
+	if err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	db := stdlib.OpenDBFromPool(s.pool)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, sub,
+		goose.WithSessionLocker(locker),
+		goose.WithTableName(s.opts.Schema+".goose_db_version"),
+		goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
+}
+
+// Version is the schema version the database holds.
+func (s *Store) Version(ctx context.Context) (int64, error) {
+	var v sql.NullInt64
+	err := s.pool.QueryRow(ctx, "SELECT max(version_id) FROM goose_db_version WHERE is_applied").Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("hub store: schema version: %w", err)
+	}
+	return v.Int64, nil
+}
+
+// inTx runs f in a transaction and commits when it returns nil.
+func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, f)
+}

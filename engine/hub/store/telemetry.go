@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Row is one telemetry row an edge sent. Edge, Stream and Seq are its key:
+// the same row redelivered, re-batched or backfilled is stored once.
+type Row struct {
+	// MsgID is the id of the message that carried the row
+	// ("edge/stream/seq" or "edge/stream/first-last").
+	MsgID  string
+	Edge   string
+	Stream string
+	// Seq is the row's sequence in its stream on its edge.
+	Seq   uint64
+	Asset string
+	// Time is the row's event time.
+	Time time.Time
+	// Backfill is true for a row sent after an outage.
+	Backfill bool
+	// Values are the row's measure points. Strings, numbers, booleans,
+	// nil, and maps and slices of them. NaN and ±Inf are stored as JSON
+	// null; NUL characters in strings (and keys) become U+FFFD, as
+	// invalid UTF-8 does.
+	Values map[string]any
+}
+
+// RowError is a row InsertRows refused; no row of the call was stored.
+type RowError struct {
+	// Index is the row's index in the slice given to InsertRows.
+	Index int
+	Err   error
+}
+
+func (e *RowError) Error() string { return fmt.Sprintf("row %d: %v", e.Index, e.Err) }
+
+// Unwrap returns the reason.
+func (e *RowError) Unwrap() error { return e.Err }
+
+// InsertRows stores rows in batches of Options.BatchRows, each one INSERT
+// … ON CONFLICT DO NOTHING over arrays, and reports how many were new.
+// Rows are checked first: a row with an id field PostgreSQL cannot store
+// (NUL, invalid UTF-8, too long), a sequence beyond int64 or values that
+// encode to more than Options.MaxValueBytes fails the call with a
+// *RowError before anything is stored. A database error may leave earlier
+// batches stored; calling again with the same rows is safe.
+func (s *Store) InsertRows(ctx context.Context, rows []Row) (int64, error) {
+	type cols struct {
+		edge, stream, msgID, asset, values []string
+		seq                                []int64
+		time                               []time.Time
+		backfill                           []bool
+	}
+	values := make([]string, len(rows))
+	for i, r := range rows {
+		if err := s.checkTexts("msg id", r.MsgID, "edge", r.Edge, "stream", r.Stream, "asset", r.Asset); err != nil {
+			return 0, fmt.Errorf("hub store: insert rows: %w", &RowError{Index: i, Err: err})
+		}
+		if r.Seq > math.MaxInt64 {
+			return 0, fmt.Errorf("hub store: insert rows: %w", &RowError{Index: i, Err: fmt.Errorf("seq %d out of range", r.Seq)})
+		}
+		v := r.Values
+		if v == nil {
+			v = map[string]any{}
+		}
+		cv, _ := clean(v)
+		b, err := json.Marshal(cv)
+		if err != nil {
+			return 0, fmt.Errorf("hub store: insert rows: %w", &RowError{Index: i, Err: fmt.Errorf("values: %w", err)})
+		}
+		if len(b) > s.opts.MaxValueBytes {
+			return 0, fmt.Errorf("hub store: insert rows: %w", &RowError{Index: i,
+				Err: fmt.Errorf("values: %d bytes, more than %d", len(b), s.opts.MaxValueBytes)})
+		}
+		values[i] = string(b)
+	}
+	var total int64
+	for start := 0; start < len(rows); start += s.opts.BatchRows {
+		end := min(start+s.opts.BatchRows, len(rows))
+		n := end - start
+		c := cols{
+			edge: make([]string, n), stream: make([]string, n), msgID: make([]string, n),
+			asset: make([]string, n), values: values[start:end], seq: make([]int64, n),
+			time: make([]time.Time, n), backfill: make([]bool, n),
+		}
+		for i, r := range rows[start:end] {
+			c.edge[i], c.stream[i], c.msgID[i], c.asset[i] = r.Edge, r.Stream, r.MsgID, r.Asset
+			c.seq[i], c.time[i], c.backfill[i] = int64(r.Seq), r.Time, r.Backfill
+		}
+		tag, err := s.pool.Exec(ctx, `
+INSERT INTO telemetry (edge, stream, seq, msg_id, asset, time, backfill, "values")
+SELECT e, st, sq, m, a, t, b, v::jsonb
+FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::timestamptz[], $7::bool[], $8::text[])
+  AS x(e, st, sq, m, a, t, b, v)
+ON CONFLICT (edge, stream, seq) DO NOTHING`,
+			c.edge, c.stream, c.seq, c.msgID, c.asset, c.time, c.backfill, c.values)
+		if err != nil {
+			return total, fmt.Errorf("hub store: insert rows %d-%d: %w", start, end-1, err)
+		}
+		total += tag.RowsAffected()
+	}
+	return total, nil
+}
+
+// clean returns v with what JSON or jsonb cannot hold replaced: NaN and
+// ±Inf by null, NUL characters by U+FFFD, and whether it changed
+// anything. It copies only what it changes.
+func clean(v any) (any, bool) {
+	switch x := v.(type) {
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, true
+		}
+	case float32:
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return nil, true
+		}
+	case string:
+		if strings.IndexByte(x, 0) >= 0 {
+			return strings.ReplaceAll(x, "\x00", "\uFFFD"), true
+		}
+	case map[string]any:
+		var out map[string]any
+		for k, e := range x {
+			ce, changed := clean(e)
+			ck, kchanged := clean(k)
+			if !changed && !kchanged {
+				continue
+			}
+			if out == nil {
+				out = make(map[string]any, len(x))
+				for k2, e2 := range x {
+					out[k2] = e2
+				}
+			}
+			delete(out, k)
+			out[ck.(string)] = ce
+		}
+		if out != nil {
+			return out, true
+		}
+	case []any:
+		var out []any
+		for i, e := range x {
+			ce, changed := clean(e)
+			if !changed {
+				continue
+			}
+			if out == nil {
+				out = append([]any(nil), x...)
+			}
+			out[i] = ce
+		}
+		if out != nil {
+			return out, true
+		}
+	}
+	return v, false
+}

@@ -1,0 +1,237 @@
+// Package protocol holds the names and records the hub and the edges share
+// over NATS JetStream (docs/format/hub-protocol.md): the object store of
+// bundles, the KV bucket of desired releases, the subjects edges report on,
+// and the strict decoding of a desired record.
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine/bundle"
+)
+
+// Names of the JetStream resources.
+const (
+	// BundleBucket is the object store of bundles, named by digest.
+	BundleBucket = "SLUICE_BUNDLES"
+	// DesiredBucket is the KV bucket of each edge's desired release.
+	DesiredBucket = "SLUICE_DESIRED"
+	// EdgeStream is the stream of what edges send back (planned).
+	EdgeStream = "SLUICE_EDGE"
+)
+
+// Limits.
+const (
+	// MaxEdgeIDLen bounds an edge id.
+	MaxEdgeIDLen = 64
+	// MaxReleaseIDLen bounds a release id.
+	MaxReleaseIDLen = 64
+	// MaxDesiredBytes bounds an encoded desired record.
+	MaxDesiredBytes = 4 << 10
+	// MaxBundleBytes bounds a bundle object.
+	MaxBundleBytes = 256 << 20
+)
+
+// DigestPrefix starts a bundle digest.
+const DigestPrefix = "sha256:"
+
+// ErrFormat is wrapped by every refusal of a name or record.
+var ErrFormat = errors.New("hub protocol")
+
+// checkToken checks s is 1 to max of A-Z a-z 0-9 _ -.
+func checkToken(what, s string, max int) error {
+	if s == "" || len(s) > max {
+		return fmt.Errorf("%w: %s %q must be 1 to %d characters", ErrFormat, what, clip(s), max)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: %s %q: only A-Z a-z 0-9 _ - allowed", ErrFormat, what, clip(s))
+		}
+	}
+	return nil
+}
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// CheckEdgeID checks an edge id: 1 to 64 of A-Z a-z 0-9 _ -, so that it is
+// one NATS subject token and one KV key token.
+func CheckEdgeID(id string) error { return checkToken("edge id", id, MaxEdgeIDLen) }
+
+// DesiredKey is the key of edge's desired release in DesiredBucket.
+func DesiredKey(edge string) (string, error) {
+	if err := CheckEdgeID(edge); err != nil {
+		return "", err
+	}
+	return "edge." + edge, nil
+}
+
+// ReportsSubject is the subject of edge's apply reports (planned).
+func ReportsSubject(edge string) (string, error) { return edgeSubject(edge, "reports") }
+
+// HeartbeatSubject is the subject of edge's heartbeats (planned).
+func HeartbeatSubject(edge string) (string, error) { return edgeSubject(edge, "heartbeat") }
+
+func edgeSubject(edge, kind string) (string, error) {
+	if err := CheckEdgeID(edge); err != nil {
+		return "", err
+	}
+	return "sluice." + edge + "." + kind, nil
+}
+
+// CheckDigest checks a bundle digest: "sha256:" and 64 lower-case hex
+// digits.
+func CheckDigest(d string) error {
+	hex, ok := strings.CutPrefix(d, DigestPrefix)
+	if !ok || len(hex) != 64 {
+		return fmt.Errorf("%w: digest %q must be sha256: and 64 hex digits", ErrFormat, clip(d))
+	}
+	for i := 0; i < len(hex); i++ {
+		c := hex[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return fmt.Errorf("%w: digest %q must be sha256: and 64 lower-case hex digits", ErrFormat, clip(d))
+		}
+	}
+	return nil
+}
+
+// BundleObject is the name in BundleBucket of the bundle with digest.
+func BundleObject(digest string) (string, error) {
+	if err := CheckDigest(digest); err != nil {
+		return "", err
+	}
+	return digest, nil
+}
+
+// Desired is the desired release of one edge: the value of its key in
+// DesiredBucket.
+type Desired struct {
+	// Bundle and Version name the release (as in its manifest).
+	Bundle  string `json:"bundle"`
+	Version uint64 `json:"version"`
+	// Digest is the SHA-256 of the bundle file and its object's name.
+	Digest string `json:"digest"`
+	// Size is the bundle file's size in bytes.
+	Size int64 `json:"size"`
+	// ReleasedAt is when the hub released it.
+	ReleasedAt time.Time `json:"released_at"`
+	// ReleaseID is the hub's id of the release.
+	ReleaseID string `json:"release_id"`
+}
+
+// String names the record in logs: "windfarm v7 (release r1)".
+func (d Desired) String() string {
+	return fmt.Sprintf("%s v%d (release %s)", d.Bundle, d.Version, d.ReleaseID)
+}
+
+// Validate checks every field of d.
+func (d Desired) Validate() error {
+	if err := bundle.CheckName(d.Bundle); err != nil {
+		return fmt.Errorf("%w: bundle: %w", ErrFormat, err)
+	}
+	if d.Version == 0 {
+		return fmt.Errorf("%w: version must be at least 1", ErrFormat)
+	}
+	if err := CheckDigest(d.Digest); err != nil {
+		return err
+	}
+	if d.Size <= 0 || d.Size > MaxBundleBytes {
+		return fmt.Errorf("%w: size %d must be 1 to %d", ErrFormat, d.Size, MaxBundleBytes)
+	}
+	if d.ReleasedAt.IsZero() {
+		return fmt.Errorf("%w: released_at is missing", ErrFormat)
+	}
+	return checkToken("release id", d.ReleaseID, MaxReleaseIDLen)
+}
+
+// Encode validates d and returns its JSON.
+func (d Desired) Encode() ([]byte, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(d)
+}
+
+// desiredFields are the fields of a desired record, each required once.
+var desiredFields = []string{"bundle", "version", "digest", "size", "released_at", "release_id"}
+
+// DecodeDesired decodes a desired record strictly: at most MaxDesiredBytes,
+// one JSON object with every field once and no other, nothing after it,
+// and every field valid.
+func DecodeDesired(data []byte) (Desired, error) {
+	var d Desired
+	if len(data) > MaxDesiredBytes {
+		return d, fmt.Errorf("%w: desired record of %d bytes, more than %d", ErrFormat, len(data), MaxDesiredBytes)
+	}
+	// Field names once each, exactly as spelled (encoding/json matches
+	// case-insensitively and keeps the last of duplicates).
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return d, fmt.Errorf("%w: desired record: %w", ErrFormat, err)
+	}
+	if err := checkKeys(data, len(raw)); err != nil {
+		return d, err
+	}
+	for _, f := range desiredFields {
+		if _, ok := raw[f]; !ok {
+			return d, fmt.Errorf("%w: desired record: %s is missing", ErrFormat, f)
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return Desired{}, fmt.Errorf("%w: desired record: %w", ErrFormat, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Desired{}, fmt.Errorf("%w: desired record: data after the object", ErrFormat)
+	}
+	if err := d.Validate(); err != nil {
+		return Desired{}, fmt.Errorf("desired record: %w", err)
+	}
+	return d, nil
+}
+
+// checkKeys refuses an object whose keys repeat (n is the count of distinct
+// keys) or are not spelled as one of desiredFields.
+func checkKeys(data []byte, n int) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // {
+		return fmt.Errorf("%w: desired record: %w", ErrFormat, err)
+	}
+	count := 0
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("%w: desired record: %w", ErrFormat, err)
+		}
+		key, _ := tok.(string)
+		known := false
+		for _, f := range desiredFields {
+			known = known || key == f
+		}
+		if !known {
+			return fmt.Errorf("%w: desired record: unknown field %q", ErrFormat, clip(key))
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return fmt.Errorf("%w: desired record: %w", ErrFormat, err)
+		}
+		count++
+	}
+	if count != n {
+		return fmt.Errorf("%w: desired record: a field appears twice", ErrFormat)
+	}
+	return nil
+}

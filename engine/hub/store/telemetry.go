@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Row is one telemetry row an edge sent. Edge, Stream and Seq are its key:
@@ -51,13 +53,7 @@ func (e *RowError) Unwrap() error { return e.Err }
 // *RowError before anything is stored. A database error may leave earlier
 // batches stored; calling again with the same rows is safe.
 func (s *Store) InsertRows(ctx context.Context, rows []Row) (int64, error) {
-	type cols struct {
-		edge, stream, msgID, asset, values []string
-		seq                                []int64
-		time                               []time.Time
-		backfill                           []bool
-	}
-	values := make([]string, len(rows))
+	values := make([][]byte, len(rows))
 	for i, r := range rows {
 		if err := s.checkTexts("msg id", r.MsgID, "edge", r.Edge, "stream", r.Stream, "asset", r.Asset); err != nil {
 			return 0, fmt.Errorf("hub store: insert rows: %w", &RowError{Index: i, Err: err})
@@ -78,34 +74,47 @@ func (s *Store) InsertRows(ctx context.Context, rows []Row) (int64, error) {
 			return 0, fmt.Errorf("hub store: insert rows: %w", &RowError{Index: i,
 				Err: fmt.Errorf("values: %d bytes, more than %d", len(b), s.opts.MaxValueBytes)})
 		}
-		values[i] = string(b)
+		values[i] = b
 	}
 	var total int64
 	for start := 0; start < len(rows); start += s.opts.BatchRows {
 		end := min(start+s.opts.BatchRows, len(rows))
-		n := end - start
-		c := cols{
-			edge: make([]string, n), stream: make([]string, n), msgID: make([]string, n),
-			asset: make([]string, n), values: values[start:end], seq: make([]int64, n),
-			time: make([]time.Time, n), backfill: make([]bool, n),
-		}
-		for i, r := range rows[start:end] {
-			c.edge[i], c.stream[i], c.msgID[i], c.asset[i] = r.Edge, r.Stream, r.MsgID, r.Asset
-			c.seq[i], c.time[i], c.backfill[i] = int64(r.Seq), r.Time, r.Backfill
-		}
-		tag, err := s.pool.Exec(ctx, `
-INSERT INTO telemetry (edge, stream, seq, msg_id, asset, time, backfill, "values")
-SELECT e, st, sq, m, a, t, b, v::jsonb
-FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::timestamptz[], $7::bool[], $8::text[])
-  AS x(e, st, sq, m, a, t, b, v)
-ON CONFLICT (edge, stream, seq) DO NOTHING`,
-			c.edge, c.stream, c.seq, c.msgID, c.asset, c.time, c.backfill, c.values)
+		n, err := s.insertBatch(ctx, rows[start:end], values[start:end])
 		if err != nil {
 			return total, fmt.Errorf("hub store: insert rows %d-%d: %w", start, end-1, err)
 		}
-		total += tag.RowsAffected()
+		total += n
 	}
 	return total, nil
+}
+
+// insertBatch copies rows into a temporary table of the session and
+// moves the new ones into telemetry, in one transaction.
+func (s *Store) insertBatch(ctx context.Context, rows []Row, values [][]byte) (int64, error) {
+	var n int64
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS hub_rows_in (
+  edge text, stream text, seq int8, msg_id text, asset text, time timestamptz, backfill bool, "values" jsonb
+) ON COMMIT DELETE ROWS`); err != nil {
+			return err
+		}
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"hub_rows_in"},
+			[]string{"edge", "stream", "seq", "msg_id", "asset", "time", "backfill", "values"},
+			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+				r := &rows[i]
+				return []any{r.Edge, r.Stream, int64(r.Seq), r.MsgID, r.Asset, r.Time, r.Backfill, values[i]}, nil
+			}))
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `
+INSERT INTO telemetry (edge, stream, seq, msg_id, asset, time, backfill, "values")
+SELECT edge, stream, seq, msg_id, asset, time, backfill, "values" FROM hub_rows_in
+ON CONFLICT (edge, stream, seq) DO NOTHING`)
+		n = tag.RowsAffected()
+		return err
+	})
+	return n, err
 }
 
 // clean returns v with what JSON or jsonb cannot hold replaced: NaN and

@@ -45,13 +45,14 @@ func (e *RowError) Error() string { return fmt.Sprintf("row %d: %v", e.Index, e.
 // Unwrap returns the reason.
 func (e *RowError) Unwrap() error { return e.Err }
 
-// InsertRows stores rows in batches of Options.BatchRows, each one INSERT
-// … ON CONFLICT DO NOTHING over arrays, and reports how many were new.
+// InsertRows stores rows in batches of Options.BatchRows, each one
+// transaction that COPYs the batch into a session-local table and moves it
+// with INSERT … ON CONFLICT DO NOTHING, and reports how many were new.
 // Rows are checked first: a row with an id field PostgreSQL cannot store
 // (NUL, invalid UTF-8, too long), a sequence beyond int64 or values that
-// encode to more than Options.MaxValueBytes fails the call with a
-// *RowError before anything is stored. A database error may leave earlier
-// batches stored; calling again with the same rows is safe.
+// do not encode or encode to more than Options.MaxValueBytes fails the
+// call with a *RowError before anything is stored. A database error may
+// leave earlier batches stored; calling again with the same rows is safe.
 func (s *Store) InsertRows(ctx context.Context, rows []Row) (int64, error) {
 	values := make([][]byte, len(rows))
 	for i, r := range rows {

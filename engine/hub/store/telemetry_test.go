@@ -72,7 +72,8 @@ func TestInsertRowsExactlyOnce(t *testing.T) {
 		es [2]error
 	)
 	wg.Go(func() { ns[0], es[0] = s.InsertRows(ctx, first[n/2:]) })
-	wg.Go(func() { ns[1], es[1] = s.InsertRows(ctx, second) })
+	s2 := open(t, store.Options{Schema: schema, BatchRows: 3000})
+	wg.Go(func() { ns[1], es[1] = s2.InsertRows(ctx, second) })
 	wg.Wait()
 	if err := errors.Join(es[:]...); err != nil {
 		t.Fatal(err)

@@ -136,6 +136,17 @@ func (s *Store) RecordReport(ctx context.Context, edge string, r Report) error {
 		return fmt.Errorf("hub store: report of %s: %w", edge, err)
 	}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		// A report also shows the edge exists; it does not move last_seen,
+		// which only heartbeats do. Locking the edge's row serializes
+		// reports of one edge, so the statements below see every report
+		// committed before.
+		if _, err := tx.Exec(ctx, `
+INSERT INTO edges (id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING`, edge, r.Time); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM edges WHERE id = $1 FOR UPDATE`, edge); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, `
 INSERT INTO apply_reports (edge, time, bundle, version, outcome, reason, location, steps)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
@@ -145,12 +156,6 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
 		}
 		if tag.RowsAffected() == 0 {
 			return nil // redelivered
-		}
-		// A report also shows the edge exists; it does not move last_seen,
-		// which only heartbeats do.
-		if _, err := tx.Exec(ctx, `
-INSERT INTO edges (id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING`, edge, r.Time); err != nil {
-			return err
 		}
 		if _, err := tx.Exec(ctx, `
 UPDATE edges SET last_report = $2, last_report_at = $3

@@ -311,3 +311,33 @@ func TestReleases(t *testing.T) {
 		}
 	}
 }
+
+func TestReportsConcurrent(t *testing.T) {
+	schema := schemaFor(t)
+	stores := []*store.Store{open(t, store.Options{Schema: schema}), open(t, store.Options{Schema: schema})}
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const n = 40
+	var (
+		wg   sync.WaitGroup
+		errs = make([]error, n)
+	)
+	for i := range n {
+		wg.Go(func() {
+			v := uint64(n - i) // newest first
+			errs[i] = stores[i%2].RecordReport(ctx, "e1", store.Report{
+				Time: t0.Add(time.Duration(v) * time.Second), Bundle: "wf", Version: v, Outcome: store.Applied})
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	st, err := stores[0].EdgeStatus(ctx, "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Version != n || st.LastReport == nil || st.LastReport.Version != n {
+		t.Errorf("runs v%d, last report %+v; want v%d", st.Version, st.LastReport, n)
+	}
+}

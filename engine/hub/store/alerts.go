@@ -103,12 +103,21 @@ WHERE (EXCLUDED.changed_at, EXCLUDED.state = 'cleared') > (alerts_current.change
 // Alerts lists current alerts by asset and id: only raised ones when
 // activeOnly, only those of asset when it is not empty.
 func (s *Store) Alerts(ctx context.Context, activeOnly bool, asset string) ([]Alert, error) {
-	rows, err := s.pool.Query(ctx, `
+	// The filters are spelled out rather than made optional in SQL, so
+	// that the planner uses the (asset, state) and state indexes.
+	q := `
 SELECT id, edge, asset, rule, severity, type, content, value, occur_time, recover_time, state,
   rule_set_version, changed_at, updated_at
-FROM alerts_current
-WHERE (NOT $1 OR state = 'raised') AND ($2 = '' OR asset = $2)
-ORDER BY asset, id`, activeOnly, asset)
+FROM alerts_current WHERE true`
+	var args []any
+	if activeOnly {
+		q += ` AND state = 'raised'`
+	}
+	if asset != "" {
+		args = append(args, asset)
+		q += ` AND asset = $1`
+	}
+	rows, err := s.pool.Query(ctx, q+` ORDER BY asset, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("hub store: alerts: %w", err)
 	}

@@ -29,7 +29,13 @@ import (
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks no goroutine outlives the tests. The one ignored is
+// nats.go's: an object store upload (the test's hub side, never the edge's)
+// starts a watcher of the connection's status that, once the publisher is
+// cleaned up, waits on a nil channel after the connection is closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
+}
 
 // natsProcess is a nats-server of the test's own, with JetStream in a
 // temporary directory, that the test may kill and start again.
@@ -119,11 +125,13 @@ type hub struct {
 func newHub(t *testing.T, js jetstream.JetStream) *hub {
 	t.Helper()
 	ctx := context.Background()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: protocol.DesiredBucket, History: 1, Storage: jetstream.FileStorage})
+	kcfg := protocol.DesiredConfig(1)
+	kcfg.MaxValueSize = -1 // the edge's own bound is under test, not the server's
+	kv, err := js.CreateKeyValue(ctx, kcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: protocol.BundleBucket, Storage: jetstream.FileStorage})
+	obs, err := js.CreateObjectStore(ctx, protocol.BundlesConfig(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,6 +454,53 @@ func TestBadObjectsRefused(t *testing.T) {
 				t.Errorf("%d outcomes, want 2: the refused record is not tried again", n)
 			}
 		})
+	}
+}
+
+func TestNewerReleaseReplacesOneRetried(t *testing.T) {
+	n := newNATSProcess(t)
+	js := connect(t, n)
+	h := newHub(t, js)
+	e := newEdge(t, "edge-newer", h)
+	e.sync(t, connect(t, n), nil)
+	lost := h.build("windfarm", 1)
+	h.desire(e.id, h.record("windfarm", 1, lost)) // never uploaded
+	waitFor(t, "a retry", func() bool { rs := e.results(); return len(rs) >= 1 && rs[0].Retry })
+	h.release(e.id, "windfarm", 2)
+	waitFor(t, "v2 applied", func() bool { return e.running() == "windfarm v2" })
+	h.upload(digestOf(lost), lost)
+	// v1 is no longer desired: a later release shows it was not applied.
+	h.release(e.id, "windfarm", 3)
+	waitFor(t, "v3 applied", func() bool { return e.running() == "windfarm v3" })
+	if got := e.runner.list(); strings.Join(got, ",") != "windfarm v2,windfarm v3" {
+		t.Errorf("switches %v, want v2 and v3 only", got)
+	}
+}
+
+func TestRejectedBundleReported(t *testing.T) {
+	n := newNATSProcess(t)
+	js := connect(t, n)
+	h := newHub(t, js)
+	e := newEdge(t, "edge-reject", h)
+	e.sync(t, connect(t, n), nil)
+	h.release(e.id, "windfarm", 1)
+	waitFor(t, "v1 applied", func() bool { return e.running() == "windfarm v1" })
+	// Signed by a key the edge does not trust: the agent rejects it.
+	trusted := h.key
+	h.key = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
+	h.release(e.id, "windfarm", 2)
+	h.key = trusted
+	waitFor(t, "the rejection", func() bool { return len(e.results()) >= 2 })
+	o := e.results()[1]
+	if o.Report == nil || o.Report.Outcome != agent.Rejected || o.Retry {
+		t.Fatalf("outcome %+v, want a rejection not retried", o)
+	}
+	if r := e.running(); r != "windfarm v1" {
+		t.Errorf("runs %q after a rejected bundle, want windfarm v1", r)
+	}
+	reps, err := agent.ReadReports(e.agent.Dir(), 1<<20)
+	if err != nil || len(reps) != 2 || reps[1].Outcome != agent.Rejected {
+		t.Errorf("agent reports %v, %v", reps, err)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/sluice-edge/sluice/engine/bundle"
 )
 
@@ -234,4 +236,28 @@ func checkKeys(data []byte, n int) error {
 		return fmt.Errorf("%w: desired record: a field appears twice", ErrFormat)
 	}
 	return nil
+}
+
+// DesiredConfig is the configuration the hub creates DesiredBucket with:
+// history 1 (latest wins), values of at most MaxDesiredBytes, on file.
+// replicas is the deployment's choice (1 for a single server).
+func DesiredConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:       DesiredBucket,
+		Description:  "desired release of every edge, key edge.<edge id>",
+		History:      1,
+		MaxValueSize: MaxDesiredBytes,
+		Storage:      jetstream.FileStorage,
+		Replicas:     max(replicas, 1),
+	}
+}
+
+// BundlesConfig is the configuration the hub creates BundleBucket with.
+func BundlesConfig(replicas int) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      BundleBucket,
+		Description: "release bundles, named sha256:<hex> of the bundle file",
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+	}
 }

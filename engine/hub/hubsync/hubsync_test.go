@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -139,7 +140,11 @@ func newHub(t *testing.T, js jetstream.JetStream) *hub {
 }
 
 // build returns a signed bundle of release name v.
-func (h *hub) build(name string, v uint64) []byte {
+func (h *hub) build(name string, v uint64) []byte { return h.buildWith(name, v, nil) }
+
+// buildWith returns a signed bundle of release name v with the file
+// ml/model.bin of model when it is not nil.
+func (h *hub) buildWith(name string, v uint64, model []byte) []byte {
 	h.t.Helper()
 	src := h.t.TempDir()
 	if err := os.MkdirAll(filepath.Join(src, "pipelines"), 0o755); err != nil {
@@ -147,6 +152,14 @@ func (h *hub) build(name string, v uint64) []byte {
 	}
 	if err := os.WriteFile(filepath.Join(src, "pipelines", "p.yaml"), fmt.Appendf(nil, "sources:\n  s: {type: sim, rows: %d}\n", v), 0o644); err != nil {
 		h.t.Fatal(err)
+	}
+	if model != nil {
+		if err := os.MkdirAll(filepath.Join(src, "ml"), 0o755); err != nil {
+			h.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, "ml", "model.bin"), model, 0o644); err != nil {
+			h.t.Fatal(err)
+		}
 	}
 	var buf bytes.Buffer
 	if _, err := bundle.Build(&buf, src, bundle.BuildOptions{Name: name, Version: v, Key: h.key}); err != nil {
@@ -553,6 +566,86 @@ func TestServerRestartResumes(t *testing.T) {
 	if got := e.runner.list(); strings.Join(got, ",") != "windfarm v1,windfarm v2,windfarm v3" {
 		t.Errorf("switches %v", got)
 	}
+}
+
+// gate is an Importer that stops once, after some bytes of a bundle,
+// until released.
+type gate struct {
+	imp     Importer
+	after   int
+	reached chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (g *gate) Import(r io.Reader, file string) (agent.Report, error) {
+	return g.imp.Import(&gateReader{g: g, r: r}, file)
+}
+
+type gateReader struct {
+	g *gate
+	r io.Reader
+	n int
+}
+
+func (r *gateReader) Read(p []byte) (int, error) {
+	if r.n >= r.g.after {
+		r.g.once.Do(func() {
+			close(r.g.reached)
+			<-r.g.release
+		})
+	}
+	n, err := r.r.Read(p)
+	r.n += n
+	return n, err
+}
+
+func TestLinkLostMidFetchNothingApplied(t *testing.T) {
+	n := newNATSProcess(t)
+	h := newHub(t, connect(t, n))
+	e := newEdge(t, "edge-midfetch", h)
+	g := &gate{imp: e.agent, after: 64 << 10, reached: make(chan struct{}), release: make(chan struct{})}
+	// Random bytes do not compress: the bundle spans several chunks.
+	model := make([]byte, 2<<20)
+	rand.NewChaCha8([32]byte{1}).Read(model)
+	data := h.buildWith("windfarm", 1, model)
+	h.upload(digestOf(data), data)
+	h.desire(e.id, h.record("windfarm", 1, data))
+	opts := Options{Current: AgentCurrent(e.agent), MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Resync: 200 * time.Millisecond, FetchTimeout: 2 * time.Second,
+		OnOutcome: func(o Outcome) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.outcomes = append(e.outcomes, o)
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Sync(ctx, connect(t, n), e.id, g, opts) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Sync returned %v", err)
+		}
+	}()
+	select {
+	case <-g.reached:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the fetch did not start")
+	}
+	n.kill()
+	close(g.release)
+	waitFor(t, "the broken fetch", func() bool { rs := e.results(); return len(rs) >= 1 })
+	if o := e.results()[0]; !o.Retry || o.Err == nil || o.Report != nil {
+		t.Fatalf("outcome %+v, want a failed fetch to retry", o)
+	}
+	if r := e.running(); r != "" || len(e.runner.list()) != 0 {
+		t.Fatalf("runs %q after a broken fetch", r)
+	}
+	if reps, err := agent.ReadReports(e.agent.Dir(), 1<<20); err != nil || len(reps) != 0 {
+		t.Fatalf("reports %v, %v after a broken fetch", reps, err)
+	}
+	n.start()
+	waitFor(t, "v1 applied once the broker is back", func() bool { return e.running() == "windfarm v1" })
 }
 
 func TestSyncRefusesBadArguments(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,68 +16,10 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
-
-// natsProcess is a nats-server process with JetStream that the drill kills
-// with SIGKILL and starts again on the same port and store.
-type natsProcess struct {
-	t    testing.TB
-	bin  string
-	port int
-	dir  string
-	cmd  *exec.Cmd
-}
-
-func newNATSProcess(t testing.TB) *natsProcess {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the kill drill needs the nats-server binary: %v", err)
-		}
-		t.Skipf("the kill drill needs the nats-server binary: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Skip(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	n := &natsProcess{t: t, bin: bin, port: port, dir: t.TempDir()}
-	t.Cleanup(n.kill)
-	return n
-}
-
-func (n *natsProcess) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
-
-func (n *natsProcess) start() {
-	n.t.Helper()
-	n.cmd = exec.Command(n.bin, "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-js", "-sd", n.dir)
-	if err := n.cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		nc, err := natsgo.Connect(n.url(), natsgo.Timeout(200*time.Millisecond))
-		if err == nil {
-			nc.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("nats-server did not start: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (n *natsProcess) kill() {
-	if n.cmd != nil && n.cmd.Process != nil {
-		_ = n.cmd.Process.Signal(syscall.SIGKILL)
-		_ = n.cmd.Wait()
-		n.cmd = nil
-	}
-}
 
 const drillChildEnv = "SLUICE_DRILL_CHILD"
 
@@ -129,8 +70,8 @@ func TestRandomKillDrill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kill drill")
 	}
-	nats := newNATSProcess(t)
-	nats.start()
+	nats := enginetest.NewNATSServer(t)
+	nats.Start()
 	name := "DRILL" + outboundtest.Suffix()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "drill.yaml")
@@ -152,7 +93,7 @@ sinks:
     encoding: json_batch
     batch_rows: 512
     forward: {retry_min: 20ms, retry_max: 300ms, publish_timeout: 2s, drain_timeout: 5s}
-`, turbines, perTurbine, nats.url(), name, name)), 0o644); err != nil {
+`, turbines, perTurbine, nats.URL(), name, name)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	args, _ := json.Marshal(map[string]string{"File": file, "Data": filepath.Join(dir, "data")})
@@ -192,10 +133,10 @@ sinks:
 			time.Sleep(time.Duration(r.IntN(300)) * time.Millisecond)
 			startEngine()
 		} else {
-			nats.kill()
+			nats.Kill()
 			kills["nats"]++
 			time.Sleep(time.Duration(100+r.IntN(800)) * time.Millisecond)
-			nats.start()
+			nats.Start()
 		}
 	}
 	select {
@@ -208,7 +149,7 @@ sinks:
 		t.Fatal("the run did not finish")
 	}
 	// Read everything back: by row identity and by reading.
-	nc, err := natsgo.Connect(nats.url())
+	nc, err := natsgo.Connect(nats.URL())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -144,10 +145,10 @@ sinks:
 // the switch completes once the broker is back; a sink that broke would
 // not be handed over (Graph.KeepWriting, Node.HandedOver).
 func TestAttackSwitchWithBlockedKeptSink(t *testing.T) {
-	nats := newNATSProcess(t) // not started yet: the broker is down
+	nats := enginetest.NewNATSServer(t) // not started yet: the broker is down
 	dir := t.TempDir()
 	sfx := fmt.Sprint(time.Now().UnixNano())
-	v1 := strings.NewReplacer("URL", nats.url(), "SUBJ", "blk"+sfx, "STREAM", "BLK"+sfx).Replace(blockedRelease)
+	v1 := strings.NewReplacer("URL", nats.URL(), "SUBJ", "blk"+sfx, "STREAM", "BLK"+sfx).Replace(blockedRelease)
 	v2 := strings.ReplaceAll(v1, ">= -1000000", ">= -2000000")
 	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "atk", Log: slog.New(slog.DiscardHandler)})
 	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
@@ -172,7 +173,7 @@ func TestAttackSwitchWithBlockedKeptSink(t *testing.T) {
 	start := time.Now()
 	// The switch waits for the write held back (its rows would not be
 	// read again) until the broker returns.
-	go func() { time.Sleep(2 * time.Second); nats.start() }()
+	go func() { time.Sleep(2 * time.Second); nats.Start() }()
 	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", v2))
 	took := time.Since(start)
 	if err != nil {
@@ -228,10 +229,10 @@ sinks:
 // by a file sink while its link is down and it holds a backlog refuses
 // the switch, and the backlog arrives once the broker returns.
 func TestAttackSinkTypeChangeOrphansBacklog(t *testing.T) {
-	nats := newNATSProcess(t)
+	nats := enginetest.NewNATSServer(t)
 	dir := t.TempDir()
 	sfx := fmt.Sprint(time.Now().UnixNano())
-	v1 := strings.NewReplacer("URL", nats.url(), "SUBJ", "st"+sfx, "STREAM", "ST"+sfx).Replace(sinkTypeRelease)
+	v1 := strings.NewReplacer("URL", nats.URL(), "SUBJ", "st"+sfx, "STREAM", "ST"+sfx).Replace(sinkTypeRelease)
 	v2 := fmt.Sprintf(`
 name: st
 batch: {size: 64, linger: 2ms}
@@ -253,8 +254,8 @@ sinks:
 		return
 	}
 	t.Logf("switch: %s", rep)
-	nats.start()
-	nc, err := natsgo.Connect(nats.url())
+	nats.Start()
+	nc, err := natsgo.Connect(nats.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,10 +401,10 @@ func TestAttackDoneStaysOpenDuringSwitch(t *testing.T) {
 // still reaches the broker. (Passes today: the new sink refuses to open a
 // buffer of another schema, which refuses the switch.)
 func TestAttackSinkSchemaChangeWithBacklog(t *testing.T) {
-	nats := newNATSProcess(t)
+	nats := enginetest.NewNATSServer(t)
 	dir := t.TempDir()
 	sfx := fmt.Sprint(time.Now().UnixNano())
-	v1 := strings.NewReplacer("URL", nats.url(), "SUBJ", "sc"+sfx, "STREAM", "SC"+sfx).Replace(sinkTypeRelease)
+	v1 := strings.NewReplacer("URL", nats.URL(), "SUBJ", "sc"+sfx, "STREAM", "SC"+sfx).Replace(sinkTypeRelease)
 	v2 := strings.Replace(v1, "sinks:", "steps:\n  stats: {type: window, input: farm, size: 1m, aggregates: {power: [avg]}}\nsinks:", 1)
 	v2 = strings.Replace(v2, "input: farm\n    url", "input: stats\n    url", 1)
 	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "atk", Log: slog.New(slog.DiscardHandler)})
@@ -424,8 +425,8 @@ func TestAttackSinkSchemaChangeWithBacklog(t *testing.T) {
 	}
 	// What the old sink accepted is on its buffer's disk: every appended
 	// row, counted once the old graph stopped.
-	nats.start()
-	nc, err := natsgo.Connect(nats.url())
+	nats.Start()
+	nc, err := natsgo.Connect(nats.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -629,11 +630,11 @@ func TestAttackChangedMQTTSourceDropsDevices(t *testing.T) {
 // old one: a cloud sink whose input schema changes while its link is down
 // and it holds a backlog cannot be taken over.
 func TestAttackRefusedSwitchDisturbsOldRelease(t *testing.T) {
-	nats := newNATSProcess(t) // down: the sink keeps a backlog
+	nats := enginetest.NewNATSServer(t) // down: the sink keeps a backlog
 	dir := t.TempDir()
 	sfx := fmt.Sprint(time.Now().UnixNano())
 	win := filepath.Join(dir, "win.jsonl")
-	v1 := strings.NewReplacer("URL", nats.url(), "SUBJ", "rf"+sfx, "STREAM", "RF"+sfx).Replace(sinkTypeRelease)
+	v1 := strings.NewReplacer("URL", nats.URL(), "SUBJ", "rf"+sfx, "STREAM", "RF"+sfx).Replace(sinkTypeRelease)
 	v1 = strings.Replace(v1, "sinks:", "steps:\n  stats: {type: window, input: farm, size: 1m, aggregates: {power: [avg]}}\nsinks:\n  win: {type: file, input: stats, path: "+win+"}", 1)
 	// The new release changes the window and feeds it to the NATS sink,
 	// whose buffer holds rows of another schema: it cannot build.
@@ -731,11 +732,11 @@ sinks:
 // the other pipelines' sinks keep running and would hold the switch up for
 // drain_timeout plus a second.
 func TestAttackRemovingAlertSinkStallsSwitch(t *testing.T) {
-	nats := newNATSProcess(t)
-	nats.start()
+	nats := enginetest.NewNATSServer(t)
+	nats.Start()
 	dir := t.TempDir()
 	sfx := fmt.Sprint(time.Now().UnixNano())
-	v1 := strings.NewReplacer("URL", nats.url(), "SUBJ", "al"+sfx, "STREAM", "AL"+sfx).Replace(alertSinkRelease)
+	v1 := strings.NewReplacer("URL", nats.URL(), "SUBJ", "al"+sfx, "STREAM", "AL"+sfx).Replace(alertSinkRelease)
 	v2 := v1[:strings.Index(v1, "---")]
 	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "atk", Log: slog.New(slog.DiscardHandler)})
 	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
@@ -759,8 +760,8 @@ func TestAttackRemovingAlertSinkStallsSwitch(t *testing.T) {
 // NATS sink both change each time, and stops: goroutines and open files
 // return to what they were before the runtime started.
 func TestAttackManySwitchesLeakNothingConnectors(t *testing.T) {
-	nats := newNATSProcess(t)
-	nats.start()
+	nats := enginetest.NewNATSServer(t)
+	nats.Start()
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	sfx := fmt.Sprint(time.Now().UnixNano())
@@ -781,7 +782,7 @@ sinks:
     batch_rows: %[5]s
     duplicate_window: 10m
     forward: {retry_min: 20ms, retry_max: 100ms, publish_timeout: 500ms, drain_timeout: 1s}
-`, addr, sfx, payload, nats.url(), batch), assetsYAML("dev0"))
+`, addr, sfx, payload, nats.URL(), batch), assetsYAML("dev0"))
 	}
 	a, b := mk("a", "65536", "64"), mk("b", "65537", "32")
 	runtime.GC()

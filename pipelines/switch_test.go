@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
@@ -159,8 +160,8 @@ func TestSwitchUnderLoad(t *testing.T) {
 	} else {
 		c.Close()
 	}
-	nats := newNATSProcess(t)
-	nats.start()
+	nats := enginetest.NewNATSServer(t)
+	nats.Start()
 	sfx := outboundtest.Suffix()
 	dir := t.TempDir()
 	embedded := freeAddr(t)
@@ -182,7 +183,7 @@ func TestSwitchUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, p := range pipes {
-			y := strings.NewReplacer("{{NAME}}", p.name, "{{SOURCE}}", p.source, "{{URL}}", nats.url(),
+			y := strings.NewReplacer("{{NAME}}", p.name, "{{SOURCE}}", p.source, "{{URL}}", nats.URL(),
 				"{{SUBJECT}}", "sw"+sfx+"."+p.name, "{{STREAM}}", strings.ToUpper("SW"+sfx+p.name), "{{BATCH}}", "64").Replace(switchRelease)
 			y = change(p.name, y)
 			if err := os.WriteFile(filepath.Join(rd, p.name+".yaml"), []byte(y), 0o644); err != nil {
@@ -273,7 +274,7 @@ func TestSwitchUnderLoad(t *testing.T) {
 	}
 	// The simulated farm ends by itself; the MQTT feeds end when every
 	// published reading arrived.
-	nc, err := natsgo.Connect(nats.url())
+	nc, err := natsgo.Connect(nats.URL())
 	if err != nil {
 		t.Fatal(err)
 	}

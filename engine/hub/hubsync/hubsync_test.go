@@ -11,13 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +24,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 )
 
@@ -38,70 +36,18 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
 }
 
-// natsProcess is a nats-server of the test's own, with JetStream in a
-// temporary directory, that the test may kill and start again.
-type natsProcess struct {
-	t    testing.TB
-	bin  string
-	port int
-	dir  string
-	cmd  *exec.Cmd
-}
-
-func newNATSProcess(t testing.TB) *natsProcess {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("hubsync tests need the nats-server binary: %v", err)
-		}
-		t.Skipf("hubsync tests need the nats-server binary: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Skip(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	n := &natsProcess{t: t, bin: bin, port: port, dir: t.TempDir()}
-	t.Cleanup(n.kill)
-	n.start()
+// newNATSProcess starts a nats-server of the test's own, with JetStream in
+// a temporary directory, that the test may kill and start again.
+func newNATSProcess(t testing.TB) *enginetest.NATSServer {
+	n := enginetest.NewNATSServer(t)
+	n.Start()
 	return n
 }
 
-func (n *natsProcess) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
-
-func (n *natsProcess) start() {
-	n.t.Helper()
-	n.cmd = exec.Command(n.bin, "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-js", "-sd", n.dir)
-	if err := n.cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		nc, err := natsgo.Connect(n.url(), natsgo.Timeout(200*time.Millisecond))
-		if err == nil {
-			nc.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("nats-server did not start: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (n *natsProcess) kill() {
-	if n.cmd != nil && n.cmd.Process != nil {
-		_ = n.cmd.Process.Signal(syscall.SIGKILL)
-		_ = n.cmd.Wait()
-		n.cmd = nil
-	}
-}
-
 // connect returns a JetStream client that reconnects without end.
-func connect(t *testing.T, n *natsProcess) jetstream.JetStream {
+func connect(t *testing.T, n *enginetest.NATSServer) jetstream.JetStream {
 	t.Helper()
-	nc, err := natsgo.Connect(n.url(), natsgo.MaxReconnects(-1), natsgo.ReconnectWait(50*time.Millisecond))
+	nc, err := natsgo.Connect(n.URL(), natsgo.MaxReconnects(-1), natsgo.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -554,13 +500,13 @@ func TestServerRestartResumes(t *testing.T) {
 	e.sync(t, connect(t, n), nil)
 	h.release(e.id, "windfarm", 1)
 	waitFor(t, "v1 applied", func() bool { return e.running() == "windfarm v1" })
-	n.kill()
-	n.start()
+	n.Kill()
+	n.Start()
 	h.release(e.id, "windfarm", 2)
 	waitFor(t, "v2 applied after the restart", func() bool { return e.running() == "windfarm v2" })
-	n.kill()
+	n.Kill()
 	// Released while the edge's link is down: it applies on reconnect.
-	n.start()
+	n.Start()
 	h.release(e.id, "windfarm", 3)
 	waitFor(t, "v3 applied after the second restart", func() bool { return e.running() == "windfarm v3" })
 	if got := e.runner.list(); strings.Join(got, ",") != "windfarm v1,windfarm v2,windfarm v3" {
@@ -632,7 +578,7 @@ func TestLinkLostMidFetchNothingApplied(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the fetch did not start")
 	}
-	n.kill()
+	n.Kill()
 	close(g.release)
 	waitFor(t, "the broken fetch", func() bool { rs := e.results(); return len(rs) >= 1 })
 	if o := e.results()[0]; !o.Retry || o.Err == nil || o.Report != nil {
@@ -644,7 +590,7 @@ func TestLinkLostMidFetchNothingApplied(t *testing.T) {
 	if reps, err := agent.ReadReports(e.agent.Dir(), 1<<20); err != nil || len(reps) != 0 {
 		t.Fatalf("reports %v, %v after a broken fetch", reps, err)
 	}
-	n.start()
+	n.Start()
 	waitFor(t, "v1 applied once the broker is back", func() bool { return e.running() == "windfarm v1" })
 }
 

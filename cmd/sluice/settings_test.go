@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -80,5 +82,37 @@ func TestAgentMetricsFollowSwitches(t *testing.T) {
 	}
 	if code, stderr := stop(); code != 0 {
 		t.Fatal(stderr)
+	}
+}
+
+// TestValidateRelease checks a release directory as an edge would: a rule
+// set's error is named relative to the release, and a valid release passes.
+func TestValidateRelease(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) {
+		t.Helper()
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("pipelines/p.yaml", `sources:
+  s: {type: sim, turbines: 2, rows: 10}
+steps:
+  a: {type: alert, input: s, include: [hot]}
+sinks:
+  o: {type: discard, input: a}
+`)
+	write("rules/hot.yaml", "rules:\n  - {name: hot, expr: nosuch > 1}\n")
+	code, _, stderr := run(t, "validate", dir)
+	if code != exitFailed || !strings.Contains(stderr, "rules/hot.yaml:2:") {
+		t.Fatalf("a release with a bad rule set: exit %d\n%s", code, stderr)
+	}
+	write("rules/hot.yaml", "rules:\n  - {name: hot, expr: power > 1}\n")
+	if code, stdout, stderr := run(t, "validate", dir); code != 0 || !strings.Contains(stdout, "release with 1 pipeline(s) valid") {
+		t.Fatalf("a valid release: exit %d\n%s%s", code, stdout, stderr)
 	}
 }

@@ -1,0 +1,312 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-edge/sluice/engine/hub/store"
+)
+
+// Store is what Ingest writes to; *store.Store is one.
+type Store interface {
+	InsertRows(ctx context.Context, rows []store.Row) (int64, error)
+	ApplyAlert(ctx context.Context, a store.AlertRecord, msgID string) error
+}
+
+// Defaults of Options.
+const (
+	DefaultFetchMessages = 256
+	DefaultFetchWait     = time.Second
+	DefaultAckWait       = 2 * time.Minute
+	DefaultMaxAckPending = 4096
+	DefaultNakDelay      = 2 * time.Second
+)
+
+// Options configure an Ingest.
+type Options struct {
+	// Stream is the JetStream stream the edges' data lands in.
+	Stream string
+	// Durable names the consumer. Every hub instance uses the same name,
+	// so they share the work.
+	Durable string
+	// FilterSubjects select the stream's subjects to read (all when
+	// empty).
+	FilterSubjects []string
+	// FetchMessages bounds the messages of one batch; FetchWait how long a
+	// fetch waits for them. The bytes of a batch are bounded by
+	// FetchMessages × Limits.MaxMessageBytes.
+	FetchMessages int
+	FetchWait     time.Duration
+	// AckWait is how long the server waits for the ack of a delivered
+	// message before redelivering it; it must cover a batch's write.
+	AckWait time.Duration
+	// MaxAckPending bounds the messages delivered and not yet acked,
+	// across all instances.
+	MaxAckPending int
+	// NakDelay is how long a message waits before redelivery after a
+	// store error.
+	NakDelay time.Duration
+	// Limits bound each message.
+	Limits Limits
+	// Log receives poison messages and store errors (default: discard).
+	Log *slog.Logger
+}
+
+// Stats is a snapshot of an Ingest's counters.
+type Stats struct {
+	// Rows and Alerts count rows and alert records written (including
+	// those the store already held); Messages the messages acked after a
+	// write; Poison the messages terminated as poison; Redelivered the
+	// messages delivered more than once; Batches the fetched batches
+	// written; StoreErrors the batches nak'ed after a store error.
+	Rows, Alerts, Messages, Poison, Redelivered, Batches, StoreErrors uint64
+	// Lag is the number of messages of the consumer not yet delivered, as
+	// of the last consumer info (at most a second old while running).
+	Lag uint64
+}
+
+// Ingest reads edge data and alerts from a durable JetStream consumer
+// and writes them to a Store.
+type Ingest struct {
+	js    jetstream.JetStream
+	st    Store
+	opts  Options
+	log   *slog.Logger
+	stats struct {
+		rows, alerts, messages, poison, redelivered, batches, storeErrors, lag atomic.Uint64
+	}
+	infoMu sync.Mutex
+	infoAt time.Time
+}
+
+// New returns an Ingest; Run starts it.
+func New(js jetstream.JetStream, st Store, opts Options) (*Ingest, error) {
+	if opts.Stream == "" || opts.Durable == "" {
+		return nil, errors.New("ingest: stream and durable name are required")
+	}
+	if opts.FetchMessages <= 0 {
+		opts.FetchMessages = DefaultFetchMessages
+	}
+	if opts.FetchWait <= 0 {
+		opts.FetchWait = DefaultFetchWait
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = DefaultAckWait
+	}
+	if opts.MaxAckPending <= 0 {
+		opts.MaxAckPending = DefaultMaxAckPending
+	}
+	if opts.NakDelay <= 0 {
+		opts.NakDelay = DefaultNakDelay
+	}
+	opts.Limits = opts.Limits.withDefaults()
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Ingest{js: js, st: st, opts: opts, log: log}, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (g *Ingest) Stats() Stats {
+	s := &g.stats
+	return Stats{Rows: s.rows.Load(), Alerts: s.alerts.Load(), Messages: s.messages.Load(), Poison: s.poison.Load(),
+		Redelivered: s.redelivered.Load(), Batches: s.batches.Load(), StoreErrors: s.storeErrors.Load(), Lag: s.lag.Load()}
+}
+
+// consumerConfig is the durable consumer every instance creates or
+// updates identically.
+func (g *Ingest) consumerConfig() jetstream.ConsumerConfig {
+	c := jetstream.ConsumerConfig{
+		Durable:       g.opts.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       g.opts.AckWait,
+		MaxAckPending: g.opts.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	switch len(g.opts.FilterSubjects) {
+	case 0:
+	case 1:
+		c.FilterSubject = g.opts.FilterSubjects[0]
+	default:
+		c.FilterSubjects = g.opts.FilterSubjects
+	}
+	return c
+}
+
+// Run consumes until ctx ends, and returns nil then; it returns an error
+// when the consumer cannot be created. Messages fetched and not yet
+// written when ctx ends are nak'ed so another instance takes them at once.
+func (g *Ingest) Run(ctx context.Context) error {
+	cons, err := g.js.CreateOrUpdateConsumer(ctx, g.opts.Stream, g.consumerConfig())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("ingest: consumer %s on stream %s: %w", g.opts.Durable, g.opts.Stream, err)
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(g.opts.FetchMessages, jetstream.FetchMaxWait(g.opts.FetchWait))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			g.log.Warn("ingest: fetch", "consumer", g.opts.Durable, "err", err)
+			if !sleep(ctx, g.opts.FetchWait) {
+				return nil
+			}
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			g.log.Debug("ingest: fetch ended", "consumer", g.opts.Durable, "err", err)
+		}
+		if len(msgs) > 0 {
+			g.process(ctx, msgs)
+		}
+		g.updateLag(ctx, cons)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// updateLag refreshes Stats.Lag from the consumer info, at most once a
+// second.
+func (g *Ingest) updateLag(ctx context.Context, cons jetstream.Consumer) {
+	g.infoMu.Lock()
+	defer g.infoMu.Unlock()
+	if time.Since(g.infoAt) < time.Second {
+		return
+	}
+	g.infoAt = time.Now()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return
+	}
+	g.stats.lag.Store(info.NumPending)
+}
+
+// item is one fetched message and what it decoded to.
+type item struct {
+	msg jetstream.Msg
+	dec *Decoded
+}
+
+// process decodes a batch, terminates poison messages, writes the rest and
+// acks them after the write, or naks them after a store error.
+func (g *Ingest) process(ctx context.Context, msgs []jetstream.Msg) {
+	items := make([]item, 0, len(msgs))
+	for _, m := range msgs {
+		if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
+			g.stats.redelivered.Add(1)
+		}
+		d, err := Decode(Headers(m.Headers()), m.Data(), g.opts.Limits)
+		if err != nil {
+			g.terminate(m, err)
+			continue
+		}
+		items = append(items, item{msg: m, dec: d})
+	}
+	for len(items) > 0 {
+		var rows []rowRef
+		var all []store.Row
+		for i, it := range items {
+			for range it.dec.Rows {
+				rows = append(rows, rowRef{item: i})
+			}
+			all = append(all, it.dec.Rows...)
+		}
+		if len(all) > 0 {
+			if _, err := g.st.InsertRows(ctx, all); err != nil {
+				var re *store.RowError
+				if errors.As(err, &re) && re.Index >= 0 && re.Index < len(rows) {
+					// A row the store can never hold: its message is
+					// poison; write the others again without it.
+					bad := rows[re.Index].item
+					g.terminate(items[bad].msg, err)
+					items = append(items[:bad], items[bad+1:]...)
+					continue
+				}
+				g.fail(ctx, items, err)
+				return
+			}
+		}
+		for i, it := range items {
+			for _, a := range it.dec.Alerts {
+				if err := g.st.ApplyAlert(ctx, a.Record, a.MsgID); err != nil {
+					g.fail(ctx, items[i:], err)
+					g.ack(items[:i])
+					return
+				}
+			}
+		}
+		g.ack(items)
+		g.stats.batches.Add(1)
+		return
+	}
+	g.stats.batches.Add(1)
+}
+
+type rowRef struct{ item int }
+
+func (g *Ingest) ack(items []item) {
+	for _, it := range items {
+		if err := it.msg.Ack(); err != nil {
+			g.log.Warn("ingest: ack", "msg", it.dec.MsgID, "err", err)
+		}
+		g.stats.messages.Add(1)
+		g.stats.rows.Add(uint64(len(it.dec.Rows)))
+		g.stats.alerts.Add(uint64(len(it.dec.Alerts)))
+	}
+}
+
+// fail naks items after a store error: at once when ctx ended (another
+// instance takes them), after NakDelay otherwise.
+func (g *Ingest) fail(ctx context.Context, items []item, err error) {
+	if ctx.Err() == nil {
+		g.stats.storeErrors.Add(1)
+		g.log.Warn("ingest: store", "messages", len(items), "err", err)
+	}
+	for _, it := range items {
+		if ctx.Err() != nil {
+			_ = it.msg.Nak()
+		} else {
+			_ = it.msg.NakWithDelay(g.opts.NakDelay)
+		}
+	}
+}
+
+// terminate sets a poison message aside for good, logging its subject, id
+// and a short prefix of its payload.
+func (g *Ingest) terminate(m jetstream.Msg, err error) {
+	g.stats.poison.Add(1)
+	data := m.Data()
+	if len(data) > 32 {
+		data = data[:32]
+	}
+	g.log.Error("ingest: poison message", "subject", m.Subject(), "id", fmt.Sprintf("%.80q", m.Headers().Get("Nats-Msg-Id")),
+		"prefix", fmt.Sprintf("%q", data), "err", err)
+	if terr := m.Term(); terr != nil {
+		g.log.Warn("ingest: term", "err", terr)
+	}
+}

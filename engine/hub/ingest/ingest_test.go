@@ -1,0 +1,446 @@
+package ingest_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/hub/ingest"
+	"github.com/sluice-edge/sluice/engine/hub/store"
+	"github.com/sluice-edge/sluice/engine/outbound"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
+}
+
+// natsProcess is a nats-server of the test's own, with JetStream in a
+// temporary directory.
+type natsProcess struct {
+	t    testing.TB
+	port int
+	cmd  *exec.Cmd
+}
+
+func newNATSProcess(t testing.TB) *natsProcess {
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("ingest tests need the nats-server binary: %v", err)
+		}
+		t.Skipf("ingest tests need the nats-server binary: %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Skip(err)
+	}
+	n := &natsProcess{t: t, port: l.Addr().(*net.TCPAddr).Port}
+	l.Close()
+	n.cmd = exec.Command(bin, "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-js", "-sd", t.TempDir())
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = n.cmd.Process.Signal(syscall.SIGKILL)
+		_ = n.cmd.Wait()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		nc, err := natsgo.Connect(n.url(), natsgo.Timeout(200*time.Millisecond))
+		if err == nil {
+			nc.Close()
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server did not start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (n *natsProcess) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+
+var (
+	dsnOnce sync.Once
+	dsnVal  string
+	dsnErr  error
+	seqNo   atomic.Int64
+)
+
+// testDSN returns the DSN of the local PostgreSQL; the test is skipped when
+// it is unreachable, and fails then when CI=true.
+func testDSN(t testing.TB) string {
+	t.Helper()
+	dsnOnce.Do(func() {
+		for _, user := range []string{"postgres", "root"} {
+			dsn := "postgres://" + user + "@127.0.0.1:5432/test?sslmode=disable&connect_timeout=2"
+			db, err := sql.Open("pgx", dsn)
+			if err != nil {
+				dsnErr = err
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			err = db.PingContext(ctx)
+			cancel()
+			db.Close()
+			if err == nil {
+				dsnVal, dsnErr = dsn, nil
+				return
+			}
+			dsnErr = err
+		}
+	})
+	if dsnVal == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL database test at 127.0.0.1:5432 unreachable (required when CI=true): %v", dsnErr)
+		}
+		t.Skipf("PostgreSQL database test at 127.0.0.1:5432 unreachable: %v", dsnErr)
+	}
+	return dsnVal
+}
+
+// env is a test's own nats-server, stream and store schema.
+type env struct {
+	t      testing.TB
+	js     jetstream.JetStream
+	st     *store.Store
+	db     *sql.DB
+	schema string
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	dsn := testDSN(t)
+	n := newNATSProcess(t)
+	nc, err := natsgo.Connect(n.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EDGES", Subjects: []string{"edges.>"},
+		Duplicates: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	schema := fmt.Sprintf("ingest_test_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9, seqNo.Add(1))
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := db.Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+		db.Close()
+	})
+	st, err := store.Open(ctx, dsn, store.Options{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return &env{t: t, js: js, st: st, db: db, schema: schema}
+}
+
+// publish publishes messages as the nats sink does: metadata as headers
+// and the id as Nats-Msg-Id.
+func (e *env) publish(subject string, msgs []*message.Message) {
+	e.t.Helper()
+	for _, m := range msgs {
+		nm := natsgo.NewMsg(subject)
+		for k, v := range m.Metadata {
+			nm.Header.Set(k, v)
+		}
+		nm.Header.Set(natsgo.MsgIdHdr, m.UUID)
+		nm.Data = m.Payload
+		if _, err := e.js.PublishMsgAsync(nm); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	select {
+	case <-e.js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		e.t.Fatal("publish did not complete")
+	}
+}
+
+func (e *env) count(where string) int {
+	e.t.Helper()
+	var n int
+	if err := e.db.QueryRow("SELECT count(*) FROM " + e.schema + ".telemetry " + where).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// drained waits until the consumer has nothing pending or unacked.
+func (e *env) drained(durable string) {
+	e.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err := e.js.Consumer(context.Background(), "EDGES", durable)
+		if err == nil {
+			info, err := c.Info(context.Background())
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			info, _ := e.js.Consumer(context.Background(), "EDGES", durable)
+			if info != nil {
+				ci, _ := info.Info(context.Background())
+				e.t.Logf("consumer info %+v", ci)
+			}
+			e.t.Fatalf("consumer %s did not drain", durable)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// running is an Ingest started in a goroutine.
+type running struct {
+	g      *ingest.Ingest
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (e *env) start(durable string) *running {
+	e.t.Helper()
+	g, err := ingest.New(e.js, e.st, ingest.Options{Stream: "EDGES", Durable: durable,
+		FilterSubjects: []string{"edges.>"}, FetchWait: 200 * time.Millisecond})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{g: g, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- g.Run(ctx) }()
+	e.t.Cleanup(r.stop)
+	return r
+}
+
+func (r *running) stop() {
+	r.cancel()
+	<-r.done
+	r.done <- nil // later stops return at once
+}
+
+var dataSchema = engine.MustSchema([]engine.Field{
+	{Name: "ts", Type: engine.Timestamp},
+	{Name: "asset", Type: engine.String},
+	{Name: "v", Type: engine.Float64},
+}, "ts", "asset")
+
+// publishRows publishes total rows from three edges (json, json_batch
+// and arrow; the arrow edge's rows are backfill) and republishes about a
+// fifth of them, cut into other messages, plus some exact copies.
+func (e *env) publishRows(total int) {
+	e.t.Helper()
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	encs := []outbound.Encoding{outbound.JSON, outbound.JSONBatch, outbound.Arrow}
+	for k, enc := range encs {
+		edge := fmt.Sprintf("edge%d", k)
+		n := total / 3
+		if k == 0 {
+			n += total % 3
+		}
+		rows := make([]enginetest.Row, n)
+		for i := range rows {
+			rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Millisecond), fmt.Sprintf("A%d", i%10), float64(i)}
+		}
+		mk := func(enc outbound.Encoding, batch, lo, hi int) []*message.Message {
+			rec := enginetest.Record(nil, dataSchema, rows[lo:hi]...)
+			defer rec.Release()
+			en := outbound.Encoder{Encoding: enc, Edge: edge, Stream: "stats", BatchRows: batch}
+			msgs, err := en.Encode(outbound.Entry{Rec: rec, First: uint64(lo + 1), Schema: dataSchema, Backfill: k == 2})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return msgs
+		}
+		subject := "edges." + edge + ".stats"
+		msgs := mk(enc, 100, 0, n)
+		e.publish(subject, msgs)
+		// Exact copies: JetStream drops them by Nats-Msg-Id.
+		e.publish(subject, msgs[:len(msgs)/10])
+		// The same rows cut differently: new ids, stored once by key.
+		dupEnc := outbound.JSONBatch
+		if enc == outbound.JSONBatch {
+			dupEnc = outbound.Arrow
+		}
+		e.publish(subject, mk(dupEnc, 37, n/3, n/3+n/5))
+	}
+}
+
+func TestIngestExactlyOnceWithRestart(t *testing.T) {
+	e := newEnv(t)
+	e.publishRows(20000)
+	a := e.start("hub")
+	deadline := time.Now().Add(30 * time.Second)
+	for e.count("") < 5000 {
+		if time.Now().After(deadline) {
+			t.Fatal("first instance stored too little")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.stop()
+	first := a.g.Stats()
+	b := e.start("hub")
+	e.drained("hub")
+	if n := e.count(""); n != 20000 {
+		t.Fatalf("%d rows stored, want 20000", n)
+	}
+	if n := e.count("WHERE backfill"); n != 20000/3 {
+		t.Errorf("%d backfill rows, want %d", n, 20000/3)
+	}
+	if n := e.count("WHERE time < '2025-03-01'"); n != 0 {
+		t.Errorf("%d rows with a wrong time", n)
+	}
+	second := b.g.Stats()
+	if first.Rows == 0 || second.Rows == 0 || second.Poison != 0 || first.Poison != 0 {
+		t.Errorf("stats %+v then %+v", first, second)
+	}
+	t.Logf("first %+v; second %+v", first, second)
+}
+
+func TestIngestTwoInstancesShare(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.start("hub"), e.start("hub")
+	e.publishRows(20000)
+	e.drained("hub")
+	deadline := time.Now().Add(10 * time.Second)
+	for e.count("") < 20000 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.count(""); n != 20000 {
+		t.Fatalf("%d rows stored, want 20000", n)
+	}
+	sa, sb := a.g.Stats(), b.g.Stats()
+	if sa.Messages == 0 || sb.Messages == 0 {
+		t.Errorf("work not shared: %+v and %+v", sa, sb)
+	}
+	if sa.Rows+sb.Rows < 20000 {
+		t.Errorf("instances wrote %d+%d rows", sa.Rows, sb.Rows)
+	}
+	t.Logf("a %+v; b %+v", sa, sb)
+}
+
+func TestIngestAlertsOutOfOrder(t *testing.T) {
+	e := newEnv(t)
+	occur := time.Date(2025, 4, 1, 8, 0, 0, 0, time.UTC)
+	recov := occur.Add(time.Minute)
+	rec := enginetest.Record(nil, engine.AlertSchema,
+		enginetest.Row{occur, "a1", "T1", "hot", "major", "temp", "too hot", 90.0, occur, nil, "raised"},
+		enginetest.Row{recov, "a1", "T1", "hot", "major", "temp", "ok", 70.0, occur, recov, "cleared"},
+		enginetest.Row{recov.Add(time.Minute), "a2", "T2", "cold", "minor", "temp", "too cold", 1.0, recov.Add(time.Minute), nil, "raised"},
+	)
+	defer rec.Release()
+	msgs, err := outbound.Encode(outbound.JSON, "edge1", "alerts", outbound.Entry{Rec: rec, First: 1, Schema: engine.AlertSchema, Backfill: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The clear arrives before the raise.
+	e.publish("edges.edge1.alerts", []*message.Message{msgs[2], msgs[1], msgs[0]})
+	g := e.start("hub")
+	e.drained("hub")
+	alerts, err := e.st.Alerts(context.Background(), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(alerts) != 2 || alerts[0].ID != "a1" || alerts[0].State != store.AlertCleared || !alerts[0].Recover.Equal(recov) ||
+		alerts[1].ID != "a2" || alerts[1].State != store.AlertRaised {
+		t.Fatalf("alerts %+v", alerts)
+	}
+	tr, err := e.st.Transitions(context.Background(), "a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr) != 2 {
+		t.Errorf("a1 transitions %+v", tr)
+	}
+	if s := g.g.Stats(); s.Alerts != 3 || s.Rows != 0 || e.count("") != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestIngestPoisonDoesNotBlock(t *testing.T) {
+	e := newEnv(t)
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]enginetest.Row, 50)
+	for i := range rows {
+		rows[i] = enginetest.Row{t0, "A", float64(i)}
+	}
+	rec := enginetest.Record(nil, dataSchema, rows...)
+	defer rec.Release()
+	en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: 10}
+	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: dataSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := message.NewMessage("e1/stats/100-109", []byte(`{"id":"e1/stats/100-109","rows":[`))
+	bad.Metadata = message.Metadata{}
+	for k, v := range msgs[0].Metadata {
+		bad.Metadata[k] = v
+	}
+	bad.Metadata[outbound.MetaID], bad.Metadata[outbound.MetaFirstSeq], bad.Metadata[outbound.MetaLastSeq] = "e1/stats/100-109", "100", "109"
+	e.publish("edges.e1.stats", []*message.Message{msgs[0], msgs[1], bad, msgs[2], msgs[3], msgs[4]})
+	g := e.start("hub")
+	e.drained("hub")
+	t.Logf("stats %+v", g.g.Stats())
+	if n := e.count(""); n != 50 {
+		t.Fatalf("%d rows stored, want 50", n)
+	}
+	if s := g.g.Stats(); s.Poison != 1 || s.Messages != 5 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func BenchmarkIngest(b *testing.B) {
+	e := newEnv(b)
+	const perIter = 20000
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]enginetest.Row, perIter)
+	for i := range rows {
+		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Millisecond), fmt.Sprintf("A%d", i%10), float64(i)}
+	}
+	rec := enginetest.Record(nil, dataSchema, rows...)
+	defer rec.Release()
+	g := e.start("bench")
+	b.ResetTimer()
+	var elapsed time.Duration
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		en := outbound.Encoder{Encoding: outbound.Arrow, Edge: "e1", Stream: "stats", BatchRows: 256}
+		msgs, err := en.Encode(outbound.Entry{Rec: rec, First: uint64(i*perIter + 1), Schema: dataSchema})
+		if err != nil {
+			b.Fatal(err)
+		}
+		want := uint64((i + 1) * perIter)
+		start := time.Now()
+		e.publish("edges.e1.stats", msgs)
+		b.StartTimer()
+		for g.g.Stats().Rows < want {
+			time.Sleep(time.Millisecond)
+		}
+		elapsed += time.Since(start)
+	}
+	b.ReportMetric(float64(b.N*perIter)/elapsed.Seconds(), "rows/s")
+}

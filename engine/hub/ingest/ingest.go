@@ -40,10 +40,13 @@ type Options struct {
 	// empty).
 	FilterSubjects []string
 	// FetchMessages bounds the messages of one batch; FetchWait how long a
-	// fetch waits for them. The bytes of a batch are bounded by
-	// FetchMessages × Limits.MaxMessageBytes.
+	// fetch waits for them. The bytes of a batch are then bounded by
+	// FetchMessages × the server's maximum payload.
 	FetchMessages int
 	FetchWait     time.Duration
+	// FetchBytes, when positive, bounds a batch by bytes instead of
+	// FetchMessages (its messages are then bounded by MaxAckPending).
+	FetchBytes int
 	// AckWait is how long the server waits for the ack of a delivered
 	// message before redelivering it; it must cover a batch's write.
 	AckWait time.Duration
@@ -153,7 +156,12 @@ func (g *Ingest) Run(ctx context.Context) error {
 		return fmt.Errorf("ingest: consumer %s on stream %s: %w", g.opts.Durable, g.opts.Stream, err)
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(g.opts.FetchMessages, jetstream.FetchMaxWait(g.opts.FetchWait))
+		var batch jetstream.MessageBatch
+		if g.opts.FetchBytes > 0 {
+			batch, err = cons.FetchBytes(g.opts.FetchBytes, jetstream.FetchMaxWait(g.opts.FetchWait))
+		} else {
+			batch, err = cons.Fetch(g.opts.FetchMessages, jetstream.FetchMaxWait(g.opts.FetchWait))
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

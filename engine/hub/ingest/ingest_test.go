@@ -224,9 +224,15 @@ type running struct {
 }
 
 func (e *env) start(durable string) *running {
+	return e.startWith(durable, 0)
+}
+
+// startWith starts an Ingest fetching batches of at most fetchBytes bytes
+// (of at most the default count of messages when zero).
+func (e *env) startWith(durable string, fetchBytes int) *running {
 	e.t.Helper()
 	g, err := ingest.New(e.js, e.st, ingest.Options{Stream: "EDGES", Durable: durable,
-		FilterSubjects: []string{"edges.>"}, FetchWait: 200 * time.Millisecond})
+		FilterSubjects: []string{"edges.>"}, FetchWait: 200 * time.Millisecond, FetchBytes: fetchBytes})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -323,7 +329,7 @@ func TestIngestExactlyOnceWithRestart(t *testing.T) {
 
 func TestIngestTwoInstancesShare(t *testing.T) {
 	e := newEnv(t)
-	a, b := e.start("hub"), e.start("hub")
+	a, b := e.start("hub"), e.startWith("hub", 64<<10)
 	e.publishRows(20000)
 	e.drained("hub")
 	deadline := time.Now().Add(10 * time.Second)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -94,6 +95,9 @@ const (
 	ChangeChanged   = "changed"   // rebuilt; see its components
 	ChangeAdded     = "added"
 	ChangeRemoved   = "removed" // stopped gracefully
+	// ChangeFinished: the pipeline had finished (its sources ended) and
+	// its sources did not change; it is not run again.
+	ChangeFinished = "finished, not restarted"
 )
 
 // Component outcomes in a changed pipeline.
@@ -403,6 +407,10 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 			pl.change = ChangeAdded
 		case pl.old.fp == pl.fp && pl.oldRunning:
 			pl.change = ChangeUnchanged
+		case pl.old.state == "finished" && sameSources(pl.old, p, ctxHash):
+			// Its sources ended and are the same: running it again would
+			// produce what it produced (or nothing) a second time.
+			pl.change = ChangeFinished
 		default:
 			pl.change = ChangeChanged
 		}
@@ -460,7 +468,7 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 	built := map[string]*Pipeline{}
 	var buildErr error
 	for _, pl := range plans {
-		if pl.change == ChangeUnchanged {
+		if pl.change == ChangeUnchanged || pl.change == ChangeFinished {
 			continue
 		}
 		if pl.carry == nil {
@@ -564,6 +572,22 @@ func orphans(plans []*plan, removed []*running, removedRunning []bool) error {
 		check(run, removedRunning[i], nil)
 	}
 	return errors.Join(errs...)
+}
+
+// sameSources reports whether the sources of the pipeline checked as next
+// are those old ran: same names, fingerprints and release context.
+func sameSources(old *running, next *Pipeline, ctxHash string) bool {
+	fps := func(p *Pipeline) map[string]string {
+		m := map[string]string{}
+		for _, b := range p.Components {
+			if b.Def.Kind == spec.KindSource {
+				m[b.Def.Name] = b.fp
+			}
+		}
+		return m
+	}
+	oldCtx := old.fp[strings.LastIndexByte(old.fp, '/')+1:]
+	return oldCtx == ctxHash && maps.Equal(fps(old.p), fps(next))
 }
 
 // stopRun stops one running pipeline and waits for it.

@@ -245,3 +245,37 @@ sinks:
 	b.ReportMetric(float64(held.Milliseconds())/float64(b.N), "held_ms/op")
 	b.ReportMetric(float64(rows()-r0)/time.Since(t0).Seconds(), "rows/s")
 }
+
+// TestRuntimeFinishedPipelineNotRerun switches a release whose pipeline
+// has finished (its finite source ended) to one that changes only a step:
+// the pipeline is not run again, so its source does not produce its rows
+// a second time; a release that changes the source runs it.
+func TestRuntimeFinishedPipelineNotRerun(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "rows.jsonl")
+	v1 := strings.ReplaceAll(strings.Replace(runtimeV1, "rate: 4000,", "rate: 4000, rows: 25, resume: false,", 1), "OUT", out)
+	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Log: slog.New(slog.DiscardHandler)})
+	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop()
+	<-rt.Done()
+	if n := len(lines(t, out)); n != 100 {
+		t.Fatalf("%d rows written, want 100", n)
+	}
+	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", strings.ReplaceAll(v1, ">= -1000000", ">= -2000000")))
+	if err != nil || rep.String() != "p finished, not restarted" {
+		t.Fatalf("switch: %v, %v", rep, err)
+	}
+	if n := len(lines(t, out)); n != 100 {
+		t.Fatalf("%d rows after the switch, want the 100 of the run", n)
+	}
+	rep, err = rt.Switch(context.Background(), release(t, dir, "v3", strings.Replace(v1, "rows: 25", "rows: 30", 1)))
+	if err != nil || !strings.HasPrefix(rep.String(), "p changed") {
+		t.Fatalf("a changed source: %v, %v", rep, err)
+	}
+	<-rt.Done()
+	if n := len(lines(t, out)); n != 220 {
+		t.Fatalf("%d rows after the changed source ran, want 100 + 120", n)
+	}
+}

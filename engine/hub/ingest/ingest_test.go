@@ -4,12 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,51 +27,13 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
 }
 
-// natsProcess is a nats-server of the test's own, with JetStream in a
-// temporary directory.
-type natsProcess struct {
-	t    testing.TB
-	port int
-	cmd  *exec.Cmd
+// newNATSProcess starts a nats-server of the test's own, with JetStream
+// in a temporary directory.
+func newNATSProcess(t testing.TB) *enginetest.NATSServer {
+	n := enginetest.NewNATSServer(t)
+	n.Start()
+	return n
 }
-
-func newNATSProcess(t testing.TB) *natsProcess {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("ingest tests need the nats-server binary: %v", err)
-		}
-		t.Skipf("ingest tests need the nats-server binary: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Skip(err)
-	}
-	n := &natsProcess{t: t, port: l.Addr().(*net.TCPAddr).Port}
-	l.Close()
-	n.cmd = exec.Command(bin, "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-js", "-sd", t.TempDir())
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = n.cmd.Process.Signal(syscall.SIGKILL)
-		_ = n.cmd.Wait()
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		nc, err := natsgo.Connect(n.url(), natsgo.Timeout(200*time.Millisecond))
-		if err == nil {
-			nc.Close()
-			return n
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server did not start: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (n *natsProcess) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
 
 var (
 	dsnOnce sync.Once
@@ -128,7 +87,7 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	dsn := testDSN(t)
 	n := newNATSProcess(t)
-	nc, err := natsgo.Connect(n.url())
+	nc, err := natsgo.Connect(n.URL())
 	if err != nil {
 		t.Fatal(err)
 	}

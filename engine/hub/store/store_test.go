@@ -17,48 +17,15 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluice-edge/sluice/engine/hub/store"
+	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var (
-	dsnOnce sync.Once
-	dsnVal  string
-	dsnErr  error
-	seq     atomic.Int64
-)
+var seq atomic.Int64
 
-// testDSN returns the DSN of the local PostgreSQL; the test is skipped when
-// it is unreachable, and fails then when CI=true.
-func testDSN(t testing.TB) string {
-	t.Helper()
-	dsnOnce.Do(func() {
-		for _, user := range []string{"postgres", "root"} {
-			dsn := "postgres://" + user + "@127.0.0.1:5432/test?sslmode=disable&connect_timeout=2"
-			db, err := sql.Open("pgx", dsn)
-			if err != nil {
-				dsnErr = err
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			err = db.PingContext(ctx)
-			cancel()
-			db.Close()
-			if err == nil {
-				dsnVal, dsnErr = dsn, nil
-				return
-			}
-			dsnErr = err
-		}
-	})
-	if dsnVal == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL database test at 127.0.0.1:5432 unreachable (required when CI=true): %v", dsnErr)
-		}
-		t.Skipf("PostgreSQL database test at 127.0.0.1:5432 unreachable: %v", dsnErr)
-	}
-	return dsnVal
-}
+// testDSN is the machine's test database (see outboundtest.PostgresDSN).
+func testDSN(t testing.TB) string { return outboundtest.PostgresDSN(t) }
 
 // schemaFor returns a schema name unique to this test run and drops the
 // schema when the test ends.

@@ -3,6 +3,7 @@ package outboundtest
 import (
 	"context"
 	"database/sql"
+	"os"
 	"testing"
 	"time"
 
@@ -11,7 +12,8 @@ import (
 
 // PostgresDSN returns the DSN of the machine's test database (127.0.0.1:5432,
 // database test, user postgres or else root, trust authentication), or
-// skips the test when it is unreachable.
+// skips the test when it is unreachable — fails it when CI=true, where the
+// database must be there.
 func PostgresDSN(t testing.TB) string {
 	t.Helper()
 	var last error
@@ -29,6 +31,9 @@ func PostgresDSN(t testing.TB) string {
 			return dsn
 		}
 		last = err
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("PostgreSQL database test at 127.0.0.1:5432 unreachable (required when CI=true): %v", last)
 	}
 	t.Skipf("PostgreSQL database test at 127.0.0.1:5432 unreachable: %v", last)
 	return ""

@@ -278,15 +278,3 @@ const subscribeRetries = 8
 
 // subscribeBackoff is the delay before retry n of a refused subscription.
 func subscribeBackoff(n int) time.Duration { return 25 * time.Millisecond << min(n, 5) }
-
-// sleepCtx waits d, reporting false when ctx ends first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}

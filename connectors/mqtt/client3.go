@@ -11,6 +11,8 @@ import (
 	"time"
 
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/sluice-edge/sluice/engine"
 )
 
 // client3 is an MQTT 3.1.1 connection (paho.mqtt.golang).
@@ -74,7 +76,7 @@ func (c *client3) start(context.Context) error {
 		SetReconnectingHandler(func(mqtt3.Client, *mqtt3.ClientOptions) {
 			// After a connection lost at once, wait before reconnecting.
 			if d := c.delay.Swap(0); d > 0 {
-				sleepCtx(c.ctx, time.Duration(d))
+				engine.Sleep(c.ctx, time.Duration(d))
 			}
 		})
 	opts.SetCustomOpenConnectionFn(func(u *url.URL, co mqtt3.ClientOptions) (net.Conn, error) {
@@ -124,7 +126,7 @@ func (c *client3) subscribe(cli mqtt3.Client) {
 				}
 			}
 			if len(refused) > 0 && attempt < subscribeRetries {
-				if !sleepCtx(c.ctx, subscribeBackoff(attempt)) {
+				if !engine.Sleep(c.ctx, subscribeBackoff(attempt)) {
 					return
 				}
 				continue

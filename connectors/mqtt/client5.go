@@ -14,6 +14,8 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session/state"
+
+	"github.com/sluice-edge/sluice/engine"
 )
 
 // client5 is an MQTT 5 connection (paho.golang's autopaho).
@@ -200,7 +202,7 @@ func (c *client5) subscribe(cm *autopaho.ConnectionManager) {
 			failed = failed || code >= 0x80
 		}
 		if failed && retry && attempt < subscribeRetries {
-			if !sleepCtx(c.ctx, subscribeBackoff(attempt)) {
+			if !engine.Sleep(c.ctx, subscribeBackoff(attempt)) {
 				return
 			}
 			continue

@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 )
@@ -150,22 +151,10 @@ func Sync(ctx context.Context, js jetstream.JetStream, edge string, imp Importer
 			return ctx.Err()
 		}
 		s.opts.Log.Warn("hubsync: link to the hub lost; retrying", "edge", edge, "err", err, "in", backoff)
-		if !sleep(ctx, backoff) {
+		if !engine.Sleep(ctx, backoff) {
 			return ctx.Err()
 		}
 		backoff = min(2*backoff, opts.MaxBackoff)
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

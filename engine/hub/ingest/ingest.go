@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/hub/store"
 )
 
@@ -167,7 +168,7 @@ func (g *Ingest) Run(ctx context.Context) error {
 				return nil
 			}
 			g.log.Warn("ingest: fetch", "consumer", g.opts.Durable, "err", err)
-			if !sleep(ctx, g.opts.FetchWait) {
+			if !engine.Sleep(ctx, g.opts.FetchWait) {
 				return nil
 			}
 			continue
@@ -185,17 +186,6 @@ func (g *Ingest) Run(ctx context.Context) error {
 		g.updateLag(ctx, cons)
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // updateLag refreshes Stats.Lag from the consumer info, at most once a

@@ -94,7 +94,10 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 			st := &as.rules[ri]
 			switch {
 			case st.active:
-				if n, err := hex.Decode(id[:], []byte(st.id)); err != nil || n != idBytes || len(st.id) != 2*idBytes {
+				if len(st.id) != 2*idBytes {
+					return nil, fmt.Errorf("alert: snapshot: alert id %q of rule %s on %q is not %d hex bytes", st.id, o.p.rules[ri].name, as.key, idBytes)
+				}
+				if n, err := hex.Decode(id[:], []byte(st.id)); err != nil || n != idBytes {
 					return nil, fmt.Errorf("alert: snapshot: alert id %q of rule %s on %q is not %d hex bytes", st.id, o.p.rules[ri].name, as.key, idBytes)
 				}
 				w.Byte(ruleRaised)

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 	"unicode"
 
 	"github.com/sluice-edge/sluice/engine/bundle"
@@ -306,4 +308,24 @@ func TestManyTinyFilesRefused(t *testing.T) {
 		t.Errorf("4097 files: %+v", r)
 	}
 	checkState(t, e.dir, e.runner, "w", 0)
+}
+
+// TestStateFileFIFORefused: a named pipe in place of current.json is
+// refused at once instead of blocking the agent (and sluice status) on
+// an open that waits for a writer.
+func TestStateFileFIFORefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "current.json"), 0o600); err != nil {
+		t.Skip(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := ReadCurrent(dir); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("ReadCurrent of a FIFO: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ReadCurrent blocked on a FIFO")
+	}
 }

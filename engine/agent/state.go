@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/bundle"
+
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // Names in the state directory (see the package documentation).
@@ -124,42 +126,21 @@ func writeFileAtomic(name string, data []byte, perm os.FileMode, hook func(strin
 
 // syncDir makes a directory's entries (a rename, a new file) durable.
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := disk.OS.SyncDir(dir); err != nil {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }
 
-// readBounded reads a regular state file of at most limit bytes.
+// readBounded reads a regular state file of at most limit bytes (a named
+// pipe or a device in its place is refused at once, never waited on).
 func readBounded(name string, limit int64) ([]byte, error) {
-	f, err := os.Open(name)
+	f, fi, err := spec.OpenRegular(name, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", name)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", name, limit)
-	}
-	return data, nil
+	return spec.ReadRegular(f, fi, limit)
 }
 
 // ReadCurrent reads current.json in the state directory dir; it returns

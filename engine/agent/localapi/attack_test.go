@@ -212,3 +212,26 @@ func TestTokenNotSentToImpostor(t *testing.T) {
 		t.Fatal("the client did not ask the impostor anything")
 	}
 }
+
+// TestSilentConnectionClosed: a connection that sends no request is closed
+// once the header deadline (1 s) has passed, so that silent clients cannot
+// hold the server's few connections.
+func TestSilentConnectionClosed(t *testing.T) {
+	s, _ := newAgentServer(t, 1024)
+	conn, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 1)
+	_, err = conn.Read(buf)
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("a silent connection was kept %v (read: %v), want it closed after the 1 s header deadline", time.Since(start), err)
+	}
+	if held := time.Since(start); held < 900*time.Millisecond {
+		t.Fatalf("a silent connection was closed after %v, before the header deadline", held)
+	}
+}

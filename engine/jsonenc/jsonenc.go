@@ -68,10 +68,18 @@ func AppendFloat(dst []byte, v float64, bits int) ([]byte, bool) {
 }
 
 // ToMillis converts a timestamp value of the given unit to milliseconds,
-// rounding toward negative infinity.
+// rounding toward negative infinity; seconds beyond the int64 range of
+// milliseconds saturate instead of wrapping around (so that a range check
+// after it sees them out of range).
 func ToMillis(v int64, unit arrow.TimeUnit) int64 {
 	switch unit {
 	case arrow.Second:
+		if v > math.MaxInt64/1000 {
+			return math.MaxInt64
+		}
+		if v < math.MinInt64/1000 {
+			return math.MinInt64
+		}
 		return v * 1000
 	case arrow.Microsecond:
 		return FloorDiv(v, 1000)

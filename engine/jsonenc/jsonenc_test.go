@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+
 	"github.com/sluice-edge/sluice/engine/jsonenc"
 )
 
@@ -50,5 +52,25 @@ func BenchmarkAppendTime(b *testing.B) {
 	buf := make([]byte, 0, 64)
 	for i := range b.N {
 		buf = jsonenc.AppendTime(buf[:0], 1700000000000+int64(i))
+	}
+}
+
+func TestToMillis(t *testing.T) {
+	for _, c := range []struct {
+		v    int64
+		unit arrow.TimeUnit
+		want int64
+	}{
+		{1, arrow.Second, 1000},
+		{-1, arrow.Microsecond, -1},
+		{1999, arrow.Microsecond, 1},
+		{-1, arrow.Nanosecond, -1},
+		{5, arrow.Millisecond, 5},
+		{math.MaxInt64 / 10, arrow.Second, math.MaxInt64},
+		{math.MinInt64 / 10, arrow.Second, math.MinInt64},
+	} {
+		if got := jsonenc.ToMillis(c.v, c.unit); got != c.want {
+			t.Errorf("ToMillis(%d, %v) = %d, want %d", c.v, c.unit, got, c.want)
+		}
 	}
 }

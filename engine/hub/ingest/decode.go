@@ -28,6 +28,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine/hub/store"
+	"github.com/sluice-edge/sluice/engine/jsonenc"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
 
@@ -448,30 +449,7 @@ func (a *boundedAllocator) Reallocate(n int, b []byte) []byte {
 func (a *boundedAllocator) Free(b []byte) { memory.DefaultAllocator.Free(b) }
 
 func toMillis(a *array.Timestamp, r int) int64 {
-	v := int64(a.Value(r))
-	switch a.DataType().(*arrow.TimestampType).Unit {
-	case arrow.Second:
-		if v > math.MaxInt64/1000 {
-			return math.MaxInt64
-		}
-		if v < math.MinInt64/1000 {
-			return math.MinInt64
-		}
-		return v * 1000
-	case arrow.Microsecond:
-		return floorDiv(v, 1000)
-	case arrow.Nanosecond:
-		return floorDiv(v, 1000000)
-	}
-	return v
-}
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && a < 0 {
-		q--
-	}
-	return q
+	return jsonenc.ToMillis(int64(a.Value(r)), a.DataType().(*arrow.TimestampType).Unit)
 }
 
 // arrowValue returns the value the json encodings would carry for a

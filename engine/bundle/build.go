@@ -19,6 +19,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // encoderWindow is the zstd window the builder uses; readers accept up to
@@ -137,20 +139,8 @@ func copyChecked(put func(string, int64, io.Reader) error, dir string, f File) e
 
 // openRegular opens a regular file without following a symbolic link.
 func openRegular(name string) (*os.File, error) {
-	fh, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	st, err := fh.Stat()
-	if err != nil {
-		fh.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		fh.Close()
-		return nil, fmt.Errorf("%s: not a regular file", name)
-	}
-	return fh, nil
+	f, _, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
+	return f, err
 }
 
 // scan lists, checks and hashes the files under dir, sorted by path.

@@ -192,6 +192,11 @@ func TestLoadReleaseErrors(t *testing.T) {
 			wantErr: []string{`config/edge.yaml:3:9: variable SINK holds a URL with a password`},
 		},
 		{
+			name:    "URL url.Parse refuses, with a password in vars",
+			change:  map[string]string{"config/edge.yaml": "vars:\n  OUT_DIR: out\n  SINK: nats://bob:p#ss@broker:4222\n"},
+			wantErr: []string{`config/edge.yaml:3:9: variable SINK holds a URL with a password`},
+		},
+		{
 			name:    "secret file that is part of the release",
 			change:  map[string]string{"config/edge.yaml": "vars:\n  OUT_DIR: out\n  KEY: {file: secrets/key.pem}\n"},
 			wantErr: []string{`config/edge.yaml:3:8: variable KEY: file "secrets/key.pem" must be an absolute path on the edge`},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"maps"
-	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -110,7 +109,7 @@ func varValue(e spec.MapEntry, env LookupEnv) (string, bool, *spec.Error) {
 		if redact.SecretName(e.Key) && v != "" {
 			return "", false, spec.Errorf(e.ValuePos, "variable %s names a secret: a release never carries one in clear text; write {env: NAME} or {file: PATH} to read it on the edge", e.Key)
 		}
-		if urlPassword(v) {
+		if redact.HasURLPassword(v) {
 			return "", false, spec.Errorf(e.ValuePos, "variable %s holds a URL with a password: a release never carries one in clear text; put the URL in {env: NAME} or {file: PATH}", e.Key)
 		}
 		return v, false, nil
@@ -153,21 +152,6 @@ func varValue(e spec.MapEntry, env LookupEnv) (string, bool, *spec.Error) {
 		}
 	}
 	return "", false, spec.Errorf(e.ValuePos, "variable %s: a value is a string, {env: NAME} or {file: PATH}", e.Key)
-}
-
-// urlPassword reports whether s holds a URL with a password.
-func urlPassword(s string) bool {
-	for _, f := range strings.Fields(s) {
-		if !strings.Contains(f, "://") {
-			continue
-		}
-		if u, err := url.Parse(f); err == nil && u.User != nil {
-			if _, ok := u.User.Password(); ok {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // lookup returns the variables of the settings, then those of env.

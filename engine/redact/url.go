@@ -3,6 +3,7 @@ package redact
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"net/url"
 	"strconv"
@@ -89,19 +90,7 @@ const urlCuts = "/?#@ '\""
 // those beginnings are at least MinSecretLen long.
 func RegisterURLPasswords(s string) {
 	var vals []string
-	rest := s
-	for {
-		i := strings.Index(rest, "://")
-		if i < 0 {
-			break
-		}
-		rest = rest[i+3:]
-		at := userinfoEnd(valueToken(rest))
-		if at < 0 {
-			continue
-		}
-		info := rest[:at]
-		rest = rest[at:]
+	for info := range userinfos(s) {
 		pass := info
 		if _, p, hasPass := strings.Cut(info, ":"); hasPass {
 			pass = p
@@ -119,6 +108,44 @@ func RegisterURLPasswords(s string) {
 	if len(vals) > 0 {
 		Register(vals...)
 	}
+}
+
+// userinfos yields the user information of every URL in s (scheme://INFO@
+// host), read as RegisterURLPasswords reads it: to the last '@' before the
+// next URL, white space included, whether url.Parse would accept the URL
+// or not.
+func userinfos(s string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		rest := s
+		for {
+			i := strings.Index(rest, "://")
+			if i < 0 {
+				return
+			}
+			rest = rest[i+3:]
+			at := userinfoEnd(valueToken(rest))
+			if at < 0 {
+				continue
+			}
+			if !yield(rest[:at]) {
+				return
+			}
+			rest = rest[at:]
+		}
+	}
+}
+
+// HasURLPassword reports whether s holds a URL with a password
+// (scheme://user:PASSWORD@host), found as RegisterURLPasswords finds them:
+// also in a URL url.Parse refuses (a password with '#' or '/' written
+// without percent encoding).
+func HasURLPassword(s string) bool {
+	for info := range userinfos(s) {
+		if strings.Contains(info, ":") {
+			return true
+		}
+	}
+	return false
 }
 
 // RegisterEnv registers as secrets the values of the variables of environ

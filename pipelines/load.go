@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -128,7 +129,7 @@ func Load(paths []string, env LookupEnv) ([]*Def, spec.Errors) {
 		}
 		n := len(files)
 		for _, e := range entries {
-			if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+			if !e.IsDir() && bundle.IsYAML(e.Name()) {
 				files = append(files, filepath.Join(p, e.Name()))
 			}
 		}

@@ -64,6 +64,10 @@ type ReleaseFile struct {
 	Size int64
 }
 
+// yamlExts are the extensions of the YAML files of a release (see
+// bundle.IsYAML).
+var yamlExts = []string{".yaml", ".yml"}
+
 // Release directories.
 const (
 	releaseModels    = "models"
@@ -119,7 +123,7 @@ func LoadRelease(dir string, env LookupEnv) (*Release, spec.Errors) {
 	}
 
 	// Models and assets.
-	if models := read(releaseModels, assets.MaxFileBytes, ".yaml", ".yml", ".json"); len(models) > 0 {
+	if models := read(releaseModels, assets.MaxFileBytes, slices.Concat(yamlExts, []string{".json"})...); len(models) > 0 {
 		files := make([]assets.File, len(models))
 		for i, m := range models {
 			files[i] = assets.File{Name: m.rel, Data: m.data}
@@ -132,7 +136,7 @@ func LoadRelease(dir string, env LookupEnv) (*Release, spec.Errors) {
 	}
 
 	// Rule sets.
-	for _, f := range read(releaseRules, spec.MaxPipelineBytes, ".yaml", ".yml") {
+	for _, f := range read(releaseRules, spec.MaxPipelineBytes, yamlExts...) {
 		n, es := decodeOne(f.rel, f.data)
 		if len(es) > 0 {
 			errs = append(errs, es...)
@@ -148,13 +152,13 @@ func LoadRelease(dir string, env LookupEnv) (*Release, spec.Errors) {
 	}
 
 	// Settings.
-	settings, es := parseSettings(read(releaseConfig, spec.MaxPipelineBytes, ".yaml", ".yml"), env)
+	settings, es := parseSettings(read(releaseConfig, spec.MaxPipelineBytes, yamlExts...), env)
 	errs = append(errs, es...)
 	r.Settings = settings
 	lookup := settings.lookup(env)
 
 	// Pipelines.
-	pipes := read(releasePipelines, spec.MaxPipelineBytes, ".yaml", ".yml")
+	pipes := read(releasePipelines, spec.MaxPipelineBytes, yamlExts...)
 	for _, f := range pipes {
 		ds, es := Parse(f.rel, f.data, lookup)
 		for _, d := range ds {

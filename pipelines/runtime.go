@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/forward"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -878,7 +879,7 @@ func releaseContext(rel *Release) string {
 		name, _ := filepath.Rel(rel.Dir, path)
 		name = filepath.ToSlash(name)
 		dir, _, _ := strings.Cut(name, "/")
-		if name == "MANIFEST.json" || dir == releaseML || dir == releasePipelines && strings.Count(name, "/") == 1 && (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+		if name == "MANIFEST.json" || dir == releaseML || dir == releasePipelines && strings.Count(name, "/") == 1 && bundle.IsYAML(name) {
 			return nil
 		}
 		data, err := os.ReadFile(path)

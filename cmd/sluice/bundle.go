@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -142,6 +143,9 @@ func buildTo(out, dir string, opts bundle.BuildOptions) (*bundle.Manifest, error
 	if err != nil {
 		os.Remove(tmp)
 		return nil, err
+	}
+	if err := disk.OS.SyncDir(filepath.Dir(out)); err != nil {
+		return nil, fmt.Errorf("bundle build: %w", err)
 	}
 	return m, nil
 }

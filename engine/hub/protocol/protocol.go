@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/bundle"
 )
 
@@ -24,7 +25,8 @@ const (
 	BundleBucket = "SLUICE_BUNDLES"
 	// DesiredBucket is the KV bucket of each edge's desired release.
 	DesiredBucket = "SLUICE_DESIRED"
-	// EdgeStream is the stream of what edges send back (planned).
+	// EdgeStream is the stream of what edges send back: reports and
+	// heartbeats.
 	EdgeStream = "SLUICE_EDGE"
 )
 
@@ -80,11 +82,78 @@ func DesiredKey(edge string) (string, error) {
 	return "edge." + edge, nil
 }
 
-// ReportsSubject is the subject of edge's apply reports (planned).
+// ReportsSubject is the subject of edge's apply reports.
 func ReportsSubject(edge string) (string, error) { return edgeSubject(edge, "reports") }
 
-// HeartbeatSubject is the subject of edge's heartbeats (planned).
+// HeartbeatSubject is the subject of edge's heartbeats.
 func HeartbeatSubject(edge string) (string, error) { return edgeSubject(edge, "heartbeat") }
+
+// EdgeSubjects are the subjects EdgeStream captures: every edge's reports
+// and heartbeats.
+var EdgeSubjects = []string{"sluice.*.reports", "sluice.*.heartbeat"}
+
+// Stream names of the edge's own records in message ids
+// ("<edge>/<stream>/<seq>"): the edge's reports and heartbeats travel as
+// rows of these streams through its durable buffer and forwarder, like
+// data.
+const (
+	ReportStream    = "_reports"
+	HeartbeatStream = "_heartbeat"
+)
+
+// Columns of a report row (ReportSchema). Every row is one apply report
+// (agent.Report); empty strings stand for absent fields.
+const (
+	ColTime     = "time"     // timestamp: when the edge made the report or heartbeat
+	ColBundle   = "bundle"   // string: release name ("" when unknown)
+	ColVersion  = "version"  // int64: release version (0 when unknown)
+	ColOutcome  = "outcome"  // string: applied or rejected
+	ColReason   = "reason"   // string: why it was rejected
+	ColLocation = "location" // string: where the reason lies
+	ColSteps    = "steps"    // string: what the switch did
+	ColFile     = "file"     // string: the bundle file (or the desired record) it came from
+	ColLabels   = "labels"   // string: JSON object of the edge's labels
+	ColRunning  = "running"  // string: JSON array of {"pipeline","state"} the edge runs
+	ColBacklog  = "backlog"  // int64: rows waiting in the edge's cloud buffers
+	ColSoftware = "software" // string: the engine's version
+)
+
+// ReportSchema is the schema of report rows, event time ColTime.
+func ReportSchema() *engine.Schema {
+	return mustSchema([]engine.Field{
+		{Name: ColTime, Type: engine.Timestamp},
+		{Name: ColBundle, Type: engine.String},
+		{Name: ColVersion, Type: engine.Int64},
+		{Name: ColOutcome, Type: engine.String},
+		{Name: ColReason, Type: engine.String},
+		{Name: ColLocation, Type: engine.String},
+		{Name: ColSteps, Type: engine.String},
+		{Name: ColFile, Type: engine.String},
+	})
+}
+
+// HeartbeatSchema is the schema of heartbeat rows, event time ColTime: who
+// the edge is (labels), what it runs (bundle, version, running pipelines),
+// its backlog and software version.
+func HeartbeatSchema() *engine.Schema {
+	return mustSchema([]engine.Field{
+		{Name: ColTime, Type: engine.Timestamp},
+		{Name: ColLabels, Type: engine.String},
+		{Name: ColBundle, Type: engine.String},
+		{Name: ColVersion, Type: engine.Int64},
+		{Name: ColRunning, Type: engine.String},
+		{Name: ColBacklog, Type: engine.Int64},
+		{Name: ColSoftware, Type: engine.String},
+	})
+}
+
+func mustSchema(fields []engine.Field) *engine.Schema {
+	s, err := engine.NewSchema(fields, ColTime, "")
+	if err != nil {
+		panic("hub protocol: " + err.Error()) // fixed fields: a bug, not input
+	}
+	return s
+}
 
 func edgeSubject(edge, kind string) (string, error) {
 	if err := CheckEdgeID(edge); err != nil {

@@ -122,9 +122,9 @@ func TestDownlink(t *testing.T) {
 
 // TestDownlinkUnreachable: a command that cannot reach the broker fails.
 func TestDownlinkUnreachable(t *testing.T) {
-	px := newProxy(t, "127.0.0.1:1") // nothing listens there
+	px := enginetest.NewProxy(t, "127.0.0.1:1") // nothing listens there
 	dl, err := NewDownlink(DownlinkOptions{SendTimeout: 50 * time.Millisecond,
-		Client: ClientOptions{URLs: []string{px.url()}, ClientID: "dl-" + suffix(), ReconnectMin: 10 * time.Millisecond}})
+		Client: ClientOptions{URLs: []string{"tcp://" + px.Addr()}, ClientID: "dl-" + suffix(), ReconnectMin: 10 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,12 +205,12 @@ func TestSinkSendsCommands(t *testing.T) {
 // TestSinkBrokerUnreachable: without a broker, the commands of a batch
 // fail after one send_timeout, not one each.
 func TestSinkBrokerUnreachable(t *testing.T) {
-	px := newProxy(t, "127.0.0.1:1") // nothing listens there
+	px := enginetest.NewProxy(t, "127.0.0.1:1") // nothing listens there
 	in := engine.MustSchema([]engine.Field{
 		{Name: "time", Type: engine.Timestamp}, {Name: "asset", Type: engine.String}, {Name: "limit_kw", Type: engine.Float64},
 	}, "time", "asset")
 	var node yaml.Node
-	if err := yaml.Unmarshal([]byte("urls: ["+px.url()+"]\nproduct_key: pk\nsend_timeout: 50ms\nreconnect_min: 10ms\n"), &node); err != nil {
+	if err := yaml.Unmarshal([]byte("urls: ["+"tcp://"+px.Addr()+"]\nproduct_key: pk\nsend_timeout: 50ms\nreconnect_min: 10ms\n"), &node); err != nil {
 		t.Fatal(err)
 	}
 	cfg, errs := SinkSpec.Parse("test.yaml", &node)

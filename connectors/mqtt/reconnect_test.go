@@ -1,69 +1,13 @@
 package mqtt
 
 import (
-	"io"
-	"net"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
-
-// proxy forwards TCP connections to a target; cut drops the connections
-// it carries, as a failing network would.
-type proxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	conns []net.Conn
-	cuts  int
-}
-
-func newProxy(t testing.TB, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target}
-	go p.serve()
-	t.Cleanup(func() { _ = ln.Close(); p.cut() })
-	return p
-}
-
-func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
-
-func (p *proxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-		go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
-	}
-}
-
-// cut closes every connection the proxy carries.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-	p.cuts++
-}
 
 // TestReconnectAfterCut drops the source's connection twice while devices
 // publish: the source reconnects, resumes its persistent session and
@@ -75,8 +19,8 @@ func TestReconnectAfterCut(t *testing.T) {
 				sfx := suffix()
 				topic, id := "reconnect/"+sfx, "src-"+sfx
 				t.Cleanup(func() { forgetSession(t, b.url, id) })
-				px := newProxy(t, b.url[len("tcp://"):])
-				cfg := seqSource(px.url(), version, id, topic, "reconnect_min: 10ms\nreconnect_max: 50ms\n")
+				px := enginetest.NewProxy(t, b.url[len("tcp://"):])
+				cfg := seqSource("tcp://"+px.Addr(), version, id, topic, "reconnect_min: 10ms\nreconnect_max: 50ms\n")
 				counters := engine.NewCounters()
 				src := buildSource(t, cfg, engine.BuildContext{Counters: counters, Log: testLogger(t)})
 				c := newCollector()
@@ -97,7 +41,7 @@ func TestReconnectAfterCut(t *testing.T) {
 						t.Fatalf("round %d: the source did not subscribe", round)
 					}
 					if round < 2 {
-						px.cut()
+						px.Cut()
 					}
 				}
 				r.stop(t)

@@ -330,3 +330,59 @@ func BundlesConfig(replicas int) jetstream.ObjectStoreConfig {
 		Replicas:    max(replicas, 1),
 	}
 }
+
+// DataStream is the stream of what edges' nats sinks publish: data rows and
+// alert transitions (docs/format/hub-protocol.md, section 6). An edge's sink
+// names it as its stream.
+const DataStream = "SLUICE_DATA"
+
+// DataSubjects are the subjects DataStream captures: every edge's data
+// streams and its alerts.
+var DataSubjects = []string{"sluice.*.data.>", "sluice.*.alerts"}
+
+// DuplicateWindow is the duplicate window of EdgeStream and DataStream: the
+// nats sink's default, within which JetStream drops a message whose id it
+// already holds.
+const DuplicateWindow = 2 * time.Minute
+
+// EdgeStreamConfig is the configuration the hub creates EdgeStream with:
+// EdgeSubjects, limits retention on file, DuplicateWindow.
+func EdgeStreamConfig(replicas int) jetstream.StreamConfig {
+	return streamConfig(EdgeStream, "reports and heartbeats of every edge", EdgeSubjects, replicas)
+}
+
+// DataStreamConfig is the configuration the hub creates DataStream with:
+// DataSubjects, limits retention on file, DuplicateWindow.
+func DataStreamConfig(replicas int) jetstream.StreamConfig {
+	return streamConfig(DataStream, "data and alerts of every edge", DataSubjects, replicas)
+}
+
+func streamConfig(name, desc string, subjects []string, replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: desc,
+		Subjects:    append([]string(nil), subjects...),
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  DuplicateWindow,
+		Replicas:    max(replicas, 1),
+	}
+}
+
+// SubjectEdge returns the edge id a subject of EdgeSubjects or DataSubjects
+// names (its second token), or "" when the subject is not one of them.
+func SubjectEdge(subject string) string {
+	rest, ok := strings.CutPrefix(subject, "sluice.")
+	if !ok {
+		return ""
+	}
+	edge, kind, ok := strings.Cut(rest, ".")
+	if !ok || CheckEdgeID(edge) != nil {
+		return ""
+	}
+	switch {
+	case kind == "reports", kind == "heartbeat", kind == "alerts", strings.HasPrefix(kind, "data.") && len(kind) > 5:
+		return edge
+	}
+	return ""
+}

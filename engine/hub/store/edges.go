@@ -33,10 +33,20 @@ type Report struct {
 	Steps string `json:"steps,omitempty"`
 }
 
+// Pipeline is one pipeline an edge runs and its state, as its heartbeat
+// says.
+type Pipeline struct {
+	Pipeline string `json:"pipeline"`
+	State    string `json:"state"`
+}
+
 // Edge is what the hub knows of one edge.
 type Edge struct {
-	ID        string
-	Labels    map[string]string
+	ID     string
+	Labels map[string]string
+	// FirstSeen and LastSeen bound the edge's heartbeats (and reports);
+	// both are zero for an edge a release registered before it was heard
+	// of.
 	FirstSeen time.Time
 	LastSeen  time.Time
 	// Bundle and Version are the release the edge runs, from its newest
@@ -47,6 +57,15 @@ type Edge struct {
 	LastReport *Report
 	// Online is true when the last heartbeat is within OfflineAfter.
 	Online bool
+	// Running, Backlog and Software are what the newest heartbeat said:
+	// the pipelines and their states, the rows waiting in the edge's
+	// cloud buffers, the engine's version.
+	Running  []Pipeline
+	Backlog  int64
+	Software string
+	// HeartbeatAt is the time of the newest heartbeat (zero before the
+	// first).
+	HeartbeatAt time.Time
 }
 
 // EdgeStatus is one edge and its apply history, newest first.
@@ -103,11 +122,92 @@ func (s *Store) Heartbeat(ctx context.Context, edge string, labels map[string]st
 	_, err = s.pool.Exec(ctx, `
 INSERT INTO edges (id, labels, first_seen, last_seen) VALUES ($1, $2, $3, $3)
 ON CONFLICT (id) DO UPDATE SET
-  labels = CASE WHEN EXCLUDED.last_seen >= edges.last_seen THEN EXCLUDED.labels ELSE edges.labels END,
+  labels = CASE WHEN edges.last_seen IS NULL OR EXCLUDED.last_seen >= edges.last_seen THEN EXCLUDED.labels ELSE edges.labels END,
   first_seen = least(edges.first_seen, EXCLUDED.first_seen),
-  last_seen = greatest(edges.last_seen, EXCLUDED.last_seen)`, edge, lj, at)
+  last_seen = greatest(edges.last_seen, EXCLUDED.last_seen)`, edge, lj, s.clamp(at))
 	if err != nil {
 		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+	}
+	return nil
+}
+
+// clamp keeps at from lying ahead of the hub's clock: an edge whose clock
+// runs ahead must not look online for longer than it is.
+func (s *Store) clamp(at time.Time) time.Time {
+	if now := s.opts.Now(); at.After(now) {
+		return now
+	}
+	return at
+}
+
+// HeartbeatInfo is one heartbeat of an edge: who it is and what it runs.
+type HeartbeatInfo struct {
+	// At is when the edge sent it; a time ahead of the hub's clock counts
+	// as the hub's now.
+	At     time.Time         `json:"time"`
+	Labels map[string]string `json:"labels"`
+	// Bundle and Version are the release the edge runs.
+	Bundle   string     `json:"bundle"`
+	Version  uint64     `json:"version"`
+	Running  []Pipeline `json:"running"`
+	Backlog  int64      `json:"backlog"`
+	Software string     `json:"software"`
+}
+
+// RecordHeartbeat records a heartbeat of edge, like Heartbeat, and what it
+// says the edge runs: the newest heartbeat (by its time) sets the running
+// pipelines, backlog, software and the stored heartbeat; an older one only
+// widens first_seen.
+func (s *Store) RecordHeartbeat(ctx context.Context, edge string, hb HeartbeatInfo) error {
+	if err := s.checkTexts("edge", edge, "bundle", hb.Bundle, "software", hb.Software); err != nil {
+		return fmt.Errorf("hub store: heartbeat: %w", err)
+	}
+	for _, p := range hb.Running {
+		if err := s.checkTexts("pipeline", p.Pipeline, "state", p.State); err != nil {
+			return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+		}
+	}
+	if hb.Version > 1<<63-1 {
+		return fmt.Errorf("hub store: heartbeat of %s: version %d out of range", edge, hb.Version)
+	}
+	if hb.Running == nil {
+		hb.Running = []Pipeline{}
+	}
+	hb.At = s.clamp(hb.At)
+	if err := s.Heartbeat(ctx, edge, hb.Labels, hb.At); err != nil {
+		return err
+	}
+	rj, err := json.Marshal(hb.Running)
+	if err != nil {
+		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+	}
+	whole, err := json.Marshal(hb)
+	if err != nil {
+		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+	}
+	_, err = s.pool.Exec(ctx, `
+UPDATE edges SET running = $2, backlog = $3, software = $4, heartbeat = $5, heartbeat_at = $6
+WHERE id = $1 AND (heartbeat_at IS NULL OR heartbeat_at <= $6)`, edge, rj, hb.Backlog, hb.Software, whole, hb.At)
+	if err != nil {
+		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+	}
+	return nil
+}
+
+// RegisterEdge records that edge exists before the hub heard of it (a
+// release names it), so that releases and listings include it. It is
+// neither seen nor online until its first heartbeat. Registering a known
+// edge changes nothing.
+func (s *Store) RegisterEdge(ctx context.Context, edge string) error {
+	if err := s.checkTexts("edge", edge); err != nil {
+		return fmt.Errorf("hub store: register edge: %w", err)
+	}
+	if edge == "" {
+		return errors.New("hub store: register edge: empty edge id")
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO edges (id, registered_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
+		edge, s.opts.Now()); err != nil {
+		return fmt.Errorf("hub store: register edge %s: %w", edge, err)
 	}
 	return nil
 }
@@ -141,7 +241,7 @@ func (s *Store) RecordReport(ctx context.Context, edge string, r Report) error {
 		// reports of one edge, so the statements below see every report
 		// committed before.
 		if _, err := tx.Exec(ctx, `
-INSERT INTO edges (id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING`, edge, r.Time); err != nil {
+INSERT INTO edges (id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING`, edge, s.clamp(r.Time)); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM edges WHERE id = $1 FOR UPDATE`, edge); err != nil {
@@ -185,17 +285,30 @@ WHERE re.release_id = rl.id AND re.edge = $1 AND rl.bundle = $2 AND rl.version =
 	return nil
 }
 
-const edgeColumns = `id, labels, first_seen, last_seen, bundle, version, last_report`
+const edgeColumns = `id, labels, first_seen, last_seen, bundle, version, last_report, running, backlog, software, heartbeat_at`
 
 func (s *Store) scanEdge(row pgx.Row, now time.Time) (Edge, error) {
 	var (
-		e       Edge
-		labels  []byte
-		report  []byte
-		version int64
+		e                 Edge
+		labels, running   []byte
+		report            []byte
+		version           int64
+		first, last, hbAt *time.Time
 	)
-	if err := row.Scan(&e.ID, &labels, &e.FirstSeen, &e.LastSeen, &e.Bundle, &version, &report); err != nil {
+	if err := row.Scan(&e.ID, &labels, &first, &last, &e.Bundle, &version, &report, &running, &e.Backlog, &e.Software, &hbAt); err != nil {
 		return Edge{}, err
+	}
+	if first != nil {
+		e.FirstSeen = *first
+	}
+	if last != nil {
+		e.LastSeen = *last
+	}
+	if hbAt != nil {
+		e.HeartbeatAt = *hbAt
+	}
+	if err := json.Unmarshal(running, &e.Running); err != nil {
+		return Edge{}, fmt.Errorf("running pipelines of %s: %w", e.ID, err)
 	}
 	e.Version = uint64(version)
 	if err := json.Unmarshal(labels, &e.Labels); err != nil {
@@ -207,7 +320,7 @@ func (s *Store) scanEdge(row pgx.Row, now time.Time) (Edge, error) {
 			return Edge{}, fmt.Errorf("last report of %s: %w", e.ID, err)
 		}
 	}
-	e.Online = now.Sub(e.LastSeen) <= s.opts.OfflineAfter
+	e.Online = last != nil && now.Sub(e.LastSeen) <= s.opts.OfflineAfter
 	return e, nil
 }
 

@@ -73,7 +73,8 @@ RETURNING digest`, b.Name, int64(b.Version), b.Digest, b.Size, b.Created, b.Sign
 }
 
 // CreateRelease records r and one pending entry per edge it targets among
-// the edges known now. It returns the release id and those edges.
+// the edges known now (applied at once for an edge that already runs the
+// bundle version). It returns the release id and those edges.
 func (s *Store) CreateRelease(ctx context.Context, r Release) (int64, []string, error) {
 	if err := s.checkTexts("bundle", r.Bundle, "selector", r.Selector, "by", r.By); err != nil {
 		return 0, nil, fmt.Errorf("hub store: release: %w", err)
@@ -116,8 +117,12 @@ VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
 		if err != nil {
 			return err
 		}
+		// An edge that already runs the bundle version skips the record
+		// and never reports it: its entry starts applied.
 		_, err = tx.Exec(ctx, `
-INSERT INTO release_edges (release_id, edge, state, at) SELECT $1, unnest($2::text[]), 'pending', $3`, id, edges, r.At)
+INSERT INTO release_edges (release_id, edge, state, at)
+SELECT $1, e.id, CASE WHEN e.bundle = $4 AND e.version = $5 THEN 'applied' ELSE 'pending' END, $3
+FROM edges e WHERE e.id = ANY($2::text[])`, id, edges, r.At, r.Bundle, int64(r.Version))
 		return err
 	})
 	if err != nil {
@@ -174,6 +179,75 @@ func (s *Store) ReleaseEdges(ctx context.Context, id int64) ([]ReleaseEdge, erro
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ReleaseEdge])
 	if err != nil {
 		return nil, fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	return out, nil
+}
+
+// ReleaseInfo is a stored release and its id.
+type ReleaseInfo struct {
+	ID int64
+	Release
+}
+
+// GetRelease returns release id; ErrNotFound when there is none.
+func (s *Store) GetRelease(ctx context.Context, id int64) (ReleaseInfo, error) {
+	ri := ReleaseInfo{ID: id}
+	var version int64
+	err := s.pool.QueryRow(ctx, `
+SELECT bundle, version, target_kind, target, released_by, released_at FROM releases WHERE id = $1`, id).Scan(
+		&ri.Bundle, &version, &ri.Target, &ri.Selector, &ri.By, &ri.At)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ReleaseInfo{}, fmt.Errorf("hub store: release %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return ReleaseInfo{}, fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	ri.Version = uint64(version)
+	return ri, nil
+}
+
+// ReleaseStatus lists the edges of release id like ReleaseEdges, with the
+// offline state derived: a pending entry of an edge that is offline now
+// (no heartbeat within OfflineAfter, or never seen) reads offline.
+func (s *Store) ReleaseStatus(ctx context.Context, id int64) ([]ReleaseEdge, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT re.edge,
+  CASE WHEN re.state = 'pending' AND (e.last_seen IS NULL OR e.last_seen < $2) THEN 'offline' ELSE re.state END,
+  re.reason, re.at
+FROM release_edges re LEFT JOIN edges e ON e.id = re.edge
+WHERE re.release_id = $1 ORDER BY re.edge`, id, s.opts.Now().Add(-s.opts.OfflineAfter))
+	if err != nil {
+		return nil, fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ReleaseEdge])
+	if err != nil {
+		return nil, fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	return out, nil
+}
+
+// Releases lists the newest releases, newest first, at most limit.
+func (s *Store) Releases(ctx context.Context, limit int) ([]ReleaseInfo, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT id, bundle, version, target_kind, target, released_by, released_at FROM releases ORDER BY id DESC LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("hub store: releases: %w", err)
+	}
+	defer rows.Close()
+	var out []ReleaseInfo
+	for rows.Next() {
+		var (
+			ri      ReleaseInfo
+			version int64
+		)
+		if err := rows.Scan(&ri.ID, &ri.Bundle, &version, &ri.Target, &ri.Selector, &ri.By, &ri.At); err != nil {
+			return nil, fmt.Errorf("hub store: releases: %w", err)
+		}
+		ri.Version = uint64(version)
+		out = append(out, ri)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("hub store: releases: %w", err)
 	}
 	return out, nil
 }

@@ -68,8 +68,8 @@ func TestMigrationsTwice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v != 1 {
-			t.Fatalf("open %d: schema version %d, want 1", i, v)
+		if v != store.SchemaVersion {
+			t.Fatalf("open %d: schema version %d, want %d", i, v, store.SchemaVersion)
 		}
 		s.Close()
 	}
@@ -105,8 +105,8 @@ func TestMigrationsConcurrent(t *testing.T) {
 	if err := db.QueryRow("SELECT count(*) FROM " + schema + ".goose_db_version WHERE version_id > 0").Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	if rows != 1 {
-		t.Fatalf("%d migration records, want 1", rows)
+	if rows != store.SchemaVersion {
+		t.Fatalf("%d migration records, want %d", rows, store.SchemaVersion)
 	}
 }
 
@@ -306,5 +306,18 @@ func TestReportsConcurrent(t *testing.T) {
 	}
 	if st.Version != n || st.LastReport == nil || st.LastReport.Version != n {
 		t.Errorf("runs v%d, last report %+v; want v%d", st.Version, st.LastReport, n)
+	}
+}
+
+// TestSchemaVersionIsNewest: SchemaVersion names the newest embedded
+// migration.
+func TestSchemaVersionIsNewest(t *testing.T) {
+	ents, err := os.ReadDir("migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := ents[len(ents)-1].Name()
+	if want := fmt.Sprintf("%05d_", store.SchemaVersion); !strings.HasPrefix(last, want) {
+		t.Fatalf("newest migration %s, SchemaVersion %d", last, store.SchemaVersion)
 	}
 }

@@ -106,6 +106,12 @@ type Options struct {
 	DiskReserve int64
 	// Hook, when set, is called after each step of an apply (Steps).
 	Hook func(step string)
+	// OnReport, when set, is called with every report once it is written
+	// to reports.jsonl, whatever made it: an apply, a rejection, an
+	// offline import's refusal, the apply a restart recorded. It runs
+	// with the agent's apply lock held: it must not call the Agent and
+	// should return soon.
+	OnReport func(Report)
 	// Log receives what the agent does (default: discarded).
 	Log *slog.Logger
 	// Now is the clock (default time.Now).
@@ -268,9 +274,21 @@ func (a *Agent) recoverLocked() error {
 	if last := lastApplied(rs); last == nil || last.Bundle != a.cur.Name || last.Version != a.cur.Version {
 		a.opts.Log.Info("recording the apply a restart interrupted", "bundle", a.cur.Name, "version", a.cur.Version)
 		r := Report{Time: a.cur.Applied, Bundle: a.cur.Name, Version: a.cur.Version, Outcome: Applied, Steps: "recorded after a restart"}
-		if err := appendReport(a.opts.Dir, r, a.opts.MaxReportBytes); err != nil {
+		if err := a.record(r); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// record appends r to reports.jsonl and hands it to Options.OnReport.
+func (a *Agent) record(r Report) error {
+	r.bound()
+	if err := appendReport(a.opts.Dir, r, a.opts.MaxReportBytes); err != nil {
+		return err
+	}
+	if a.opts.OnReport != nil {
+		a.opts.OnReport(r)
 	}
 	return nil
 }
@@ -679,7 +697,7 @@ func (a *Agent) apply(name, file string) (Report, error) {
 
 	rep.Time = now
 	rep.Outcome = Applied
-	if err := appendReport(a.opts.Dir, rep, a.opts.MaxReportBytes); err != nil {
+	if err := a.record(rep); err != nil {
 		return rep, err
 	}
 	a.opts.Log.Info(rep.String(), "bundle", m.Name, "version", m.Version, "steps", steps)
@@ -841,7 +859,7 @@ func (a *Agent) reject(rep Report, err error) (Report, error) {
 	// names, unsigned ones included, must not drive them.
 	rep.Reason, rep.Location, rep.File = escapeText(rep.Reason, true), escapeText(rep.Location, false), CleanFileName(rep.File)
 	rep.bound()
-	if werr := appendReport(a.opts.Dir, rep, a.opts.MaxReportBytes); werr != nil {
+	if werr := a.record(rep); werr != nil {
 		return rep, werr
 	}
 	attrs := []any{"bundle", rep.Bundle, "version", rep.Version, "file", rep.File}

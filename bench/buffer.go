@@ -11,7 +11,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/connectors/nats"
@@ -216,16 +215,11 @@ func jsonSizes(res *BufferResult, recs []arrow.RecordBatch, s *engine.Schema) er
 
 // startNATS starts an embedded JetStream server on a free port.
 func startNATS(dir string) (string, func(), error) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	srv, err := nats.StartServer(nats.ServerOptions{StoreDir: dir})
 	if err != nil {
 		return "", nil, err
 	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		return "", nil, fmt.Errorf("embedded NATS server not ready")
-	}
-	return srv.ClientURL(), func() { srv.Shutdown(); srv.WaitForShutdown() }, nil
+	return srv.URL(), func() { _ = srv.Close() }, nil
 }
 
 // drain forwards the whole backlog of b to JetStream as backfill.

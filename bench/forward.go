@@ -13,7 +13,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/connectors/nats"
@@ -151,16 +150,11 @@ func runForward(ctx context.Context, opts Options, perTurbine int64) (*ForwardRe
 	}
 
 	// Start the server, then drain each backlog through a fresh sink.
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
-		StoreDir: filepath.Join(tmp, "nats"), NoLog: true, NoSigs: true})
+	srv, err := nats.StartServer(nats.ServerOptions{Listen: fmt.Sprintf("127.0.0.1:%d", port), StoreDir: filepath.Join(tmp, "nats")})
 	if err != nil {
 		return nil, err
 	}
-	srv.Start()
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		return nil, fmt.Errorf("embedded NATS server not ready")
-	}
+	defer srv.Close()
 	for i, enc := range encs {
 		if err := ctx.Err(); err != nil {
 			return nil, err

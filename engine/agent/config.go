@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -48,6 +49,7 @@ var ConfigSpec = spec.Spec{
 		{Name: "pipelines", Type: spec.List, Elem: spec.String, Optional: true, Description: "Pipeline files or directories run while no release has been applied.", Example: []any{"pipelines/"}},
 		{Name: "max_bundle_bytes", Type: spec.Int, Default: DefaultMaxBundleBytes, Description: "Largest bundle file accepted by an import, in bytes.", Example: 67108864, Advanced: true},
 		{Name: "keep_releases", Type: spec.Int, Default: DefaultKeepReleases, Description: "Unpacked releases kept on disk, the running one included; older ones are removed.", Example: 5, Advanced: true},
+		hubField(),
 	},
 	Example: `edge: edge-01
 data_dir: /var/lib/sluice
@@ -72,6 +74,9 @@ type Config struct {
 	Pipelines      []string
 	MaxBundleBytes int64
 	KeepReleases   int
+	// Hub is the hub this edge takes releases from and reports to; nil
+	// when the configuration has no hub.
+	Hub *HubConfig
 }
 
 // AgentDir is the agent's state directory, DataDir/agent.
@@ -154,6 +159,14 @@ func ParseConfig(name string, data []byte) (*Config, spec.Errors) {
 	}
 	if len(c.Labels) > maxLabels {
 		errs = append(errs, cfg.Errorf("labels", "at most %d labels", maxLabels))
+	}
+	if h := cfg.Object("hub"); h != nil {
+		if err := protocol.CheckEdgeID(c.Edge); err != nil {
+			errs = append(errs, cfg.Errorf("edge", "an edge that talks to a hub needs an edge id of 1 to %d of A-Z a-z 0-9 _ -: %v", protocol.MaxEdgeIDLen, err))
+		}
+		hub, herrs := parseHub(h, base)
+		errs = append(errs, herrs...)
+		c.Hub = hub
 	}
 	if len(errs) > 0 {
 		errs.Sort()

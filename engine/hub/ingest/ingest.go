@@ -59,6 +59,10 @@ type Options struct {
 	NakDelay time.Duration
 	// Limits bound each message.
 	Limits Limits
+	// Check, when set, is asked about every decoded message with the
+	// subject it came on; an error makes the message poison. A hub uses
+	// it to tie a message's edge to its subject's.
+	Check func(subject string, d *Decoded) error
 	// Log receives poison messages and store errors (default: discard).
 	Log *slog.Logger
 }
@@ -219,6 +223,11 @@ func (g *Ingest) process(ctx context.Context, msgs []jetstream.Msg) {
 			g.stats.redelivered.Add(1)
 		}
 		d, err := Decode(Headers(m.Headers()), m.Data(), g.opts.Limits)
+		if err == nil && g.opts.Check != nil {
+			if cerr := g.opts.Check(m.Subject(), d); cerr != nil {
+				err = fmt.Errorf("%w %.80q: %w", ErrPoison, d.MsgID, cerr)
+			}
+		}
 		if err != nil {
 			g.terminate(m, err)
 			continue

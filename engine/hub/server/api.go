@@ -1,0 +1,486 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine/hub/ingest"
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/hub/store"
+)
+
+// Paths of the API.
+const (
+	HealthPath   = "/v1/health"
+	EdgesPath    = "/v1/edges"
+	ReleasesPath = "/v1/releases"
+	AlertsPath   = "/v1/alerts"
+	MetricsPath  = "/metrics"
+)
+
+// DefaultListen is where the API listens unless told otherwise: loopback
+// only.
+const DefaultListen = "127.0.0.1:8470"
+
+// maxReleases bounds GET /v1/releases.
+const maxReleases = 100
+
+// EdgeView is one edge in the API.
+type EdgeView struct {
+	ID        string            `json:"id"`
+	Labels    map[string]string `json:"labels"`
+	Online    bool              `json:"online"`
+	FirstSeen *time.Time        `json:"first_seen,omitempty"`
+	LastSeen  *time.Time        `json:"last_seen,omitempty"`
+	// Bundle and Version are what the edge runs (its newest applied
+	// report).
+	Bundle      string           `json:"bundle"`
+	Version     uint64           `json:"version"`
+	Running     []store.Pipeline `json:"running"`
+	Backlog     int64            `json:"backlog"`
+	Software    string           `json:"software"`
+	HeartbeatAt *time.Time       `json:"heartbeat_at,omitempty"`
+	LastReport  *ReportView      `json:"last_report,omitempty"`
+}
+
+// EdgeDetail is one edge with its apply history, newest first.
+type EdgeDetail struct {
+	EdgeView
+	History []ReportView `json:"history"`
+}
+
+// ReportView is one apply report.
+type ReportView struct {
+	Time     time.Time `json:"time"`
+	Bundle   string    `json:"bundle"`
+	Version  uint64    `json:"version"`
+	Outcome  string    `json:"outcome"`
+	Reason   string    `json:"reason,omitempty"`
+	Location string    `json:"location,omitempty"`
+	Steps    string    `json:"steps,omitempty"`
+}
+
+// ReleaseView is a release and the state of each targeted edge.
+type ReleaseView struct {
+	ID      string    `json:"id"`
+	Bundle  string    `json:"bundle"`
+	Version uint64    `json:"version"`
+	Digest  string    `json:"digest,omitempty"`
+	Size    int64     `json:"size,omitempty"`
+	Signer  string    `json:"signer,omitempty"`
+	Target  string    `json:"target"`
+	By      string    `json:"by,omitempty"`
+	At      time.Time `json:"released_at"`
+	// Edges are the targeted edges; Counts the number in each state.
+	Edges  []ReleaseEdgeView `json:"edges"`
+	Counts map[string]int    `json:"counts"`
+}
+
+// Pending says whether an edge of the release has not answered yet
+// (pending or offline).
+func (r ReleaseView) Pending() bool { return r.Counts[store.ReleasePending]+r.Counts[store.ReleaseOffline] > 0 }
+
+// ReleaseEdgeView is the state of one edge in a release: pending,
+// applied, rejected (with the reason) or offline (pending, and the edge is
+// offline now).
+type ReleaseEdgeView struct {
+	Edge   string    `json:"edge"`
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// AlertView is the current state of one alert.
+type AlertView struct {
+	ID             string     `json:"id"`
+	Edge           string     `json:"edge"`
+	Asset          string     `json:"asset"`
+	Rule           string     `json:"rule"`
+	Severity       string     `json:"severity"`
+	Type           string     `json:"type"`
+	Content        string     `json:"content"`
+	Value          *float64   `json:"value"`
+	Occur          time.Time  `json:"occur_time"`
+	Recover        *time.Time `json:"recover_time,omitempty"`
+	State          string     `json:"state"`
+	RuleSetVersion string     `json:"rule_set_version,omitempty"`
+	ChangedAt      time.Time  `json:"changed_at"`
+}
+
+// Health is the answer of HealthPath.
+type Health struct {
+	OK bool `json:"ok"`
+	// Janitor is true when this instance ran the janitor last.
+	Janitor bool `json:"janitor"`
+	// Data and Edge are the consumers' counters.
+	Data IngestView `json:"data"`
+	Edge IngestView `json:"edge_events"`
+}
+
+// IngestView are the counters of one consumer.
+type IngestView struct {
+	Rows        uint64 `json:"rows"`
+	Alerts      uint64 `json:"alerts"`
+	Messages    uint64 `json:"messages"`
+	Poison      uint64 `json:"poison"`
+	Redelivered uint64 `json:"redelivered"`
+	StoreErrors uint64 `json:"store_errors"`
+	Lag         uint64 `json:"lag"`
+}
+
+func ingestView(s ingest.Stats) IngestView {
+	return IngestView{Rows: s.Rows, Alerts: s.Alerts, Messages: s.Messages, Poison: s.Poison,
+		Redelivered: s.Redelivered, StoreErrors: s.StoreErrors, Lag: s.Lag}
+}
+
+// errorBody is the answer of a refused or failed request.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func opt(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func reportView(r store.Report) ReportView {
+	return ReportView{Time: r.Time, Bundle: r.Bundle, Version: r.Version, Outcome: r.Outcome, Reason: r.Reason,
+		Location: r.Location, Steps: r.Steps}
+}
+
+func edgeView(e store.Edge) EdgeView {
+	v := EdgeView{ID: e.ID, Labels: e.Labels, Online: e.Online, FirstSeen: opt(e.FirstSeen), LastSeen: opt(e.LastSeen),
+		Bundle: e.Bundle, Version: e.Version, Running: e.Running, Backlog: e.Backlog, Software: e.Software,
+		HeartbeatAt: opt(e.HeartbeatAt)}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	if v.Running == nil {
+		v.Running = []store.Pipeline{}
+	}
+	if e.LastReport != nil {
+		r := reportView(*e.LastReport)
+		v.LastReport = &r
+	}
+	return v
+}
+
+func releaseView(ri store.ReleaseInfo, edges []store.ReleaseEdge) ReleaseView {
+	t := Target{Kind: ri.Target, Selector: ri.Selector}
+	v := ReleaseView{ID: ReleaseID(ri.ID), Bundle: ri.Bundle, Version: ri.Version, Target: t.String(), By: ri.By, At: ri.At,
+		Edges: make([]ReleaseEdgeView, 0, len(edges)), Counts: map[string]int{}}
+	for _, e := range edges {
+		v.Edges = append(v.Edges, ReleaseEdgeView{Edge: e.Edge, State: e.State, Reason: e.Reason, At: e.At})
+		v.Counts[e.State]++
+	}
+	return v
+}
+
+// API serves the hub's HTTP JSON API. Every request needs the bearer
+// token.
+type API struct {
+	hub   *Hub
+	token []byte // "Bearer <token>"
+	log   *slog.Logger
+	srv   *http.Server
+	ln    net.Listener
+	done  chan struct{}
+}
+
+// Listen serves the API of h on addr (host:port) with the bearer token.
+// A listener on an address other than loopback is logged as a warning.
+func Listen(addr, token string, h *Hub, log *slog.Logger) (*API, error) {
+	if token == "" {
+		return nil, errors.New("hub api: no token")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("hub api: %w", err)
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+		log.Warn("the hub API is reachable from other hosts: put it behind TLS (every request still needs the token)", "addr", ln.Addr().String())
+	}
+	a := &API{hub: h, token: []byte("Bearer " + token), log: log, ln: ln, done: make(chan struct{})}
+	a.srv = &http.Server{
+		Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Minute,
+		WriteTimeout: 10 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(a.done)
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("hub api stopped", "err", err)
+		}
+	}()
+	log.Info("hub api listening", "url", "http://"+ln.Addr().String())
+	return a, nil
+}
+
+// Addr is the address the API listens on.
+func (a *API) Addr() string { return a.ln.Addr().String() }
+
+// Close stops the server, waiting a few seconds for requests in flight.
+func (a *API) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := a.srv.Shutdown(ctx)
+	<-a.done
+	return err
+}
+
+// Handler is the API's handler, token checked.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+HealthPath, a.health)
+	mux.HandleFunc("GET "+EdgesPath, a.edges)
+	mux.HandleFunc("GET "+EdgesPath+"/{id}", a.edge)
+	mux.HandleFunc("POST "+ReleasesPath, a.release)
+	mux.HandleFunc("GET "+ReleasesPath, a.releases)
+	mux.HandleFunc("GET "+ReleasesPath+"/{id}", a.releaseStatus)
+	mux.HandleFunc("GET "+AlertsPath, a.alerts)
+	mux.HandleFunc("GET "+MetricsPath, a.metrics)
+	return a.auth(mux)
+}
+
+// auth refuses a request without the token (compared in constant time).
+func (a *API) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), a.token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice hub"`)
+			writeJSON(w, http.StatusUnauthorized, errorBody{Error: "missing or wrong bearer token"})
+			return
+		}
+		if r.Method != http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, 0)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// fail answers err: the caller's errors with their text, the hub's own as
+// a generic 500 (logged).
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := http.StatusInternalServerError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrTooLarge), errors.As(err, &mbe):
+		code = http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrBadBundle):
+		code = http.StatusUnprocessableEntity
+	case errors.Is(err, ErrBadTarget), errors.Is(err, protocol.ErrFormat), errors.Is(err, errBadQuery):
+		code = http.StatusBadRequest
+	}
+	if code == http.StatusInternalServerError {
+		a.log.Error("hub api", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeJSON(w, code, errorBody{Error: "the hub failed; see its log"})
+		return
+	}
+	writeJSON(w, code, errorBody{Error: err.Error()})
+}
+
+var errBadQuery = errors.New("bad query")
+
+func (a *API) health(w http.ResponseWriter, r *http.Request) {
+	d, e := a.hub.Stats()
+	writeJSON(w, http.StatusOK, Health{OK: true, Janitor: a.hub.Leader(), Data: ingestView(d), Edge: ingestView(e)})
+}
+
+func (a *API) edges(w http.ResponseWriter, r *http.Request) {
+	es, err := a.hub.st.Edges(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := make([]EdgeView, 0, len(es))
+	for _, e := range es {
+		out = append(out, edgeView(e))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) edge(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := protocol.CheckEdgeID(id); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	st, err := a.hub.st.EdgeStatus(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	d := EdgeDetail{EdgeView: edgeView(st.Edge), History: make([]ReportView, 0, len(st.History))}
+	for _, h := range st.History {
+		d.History = append(d.History, reportView(h))
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// targetOf reads the target of POST /v1/releases: exactly one of
+// ?edge=ID, ?label=K=V, ?all=1.
+func targetOf(r *http.Request) (Target, error) {
+	q := r.URL.Query()
+	var ts []Target
+	if vs, ok := q["edge"]; ok {
+		for _, v := range vs {
+			ts = append(ts, Target{Kind: store.TargetEdge, Selector: v})
+		}
+	}
+	if vs, ok := q["label"]; ok {
+		for _, v := range vs {
+			ts = append(ts, Target{Kind: store.TargetLabel, Selector: v})
+		}
+	}
+	if vs, ok := q["all"]; ok {
+		if len(vs) != 1 || (vs[0] != "1" && vs[0] != "true") {
+			return Target{}, fmt.Errorf("%w: all=1", ErrBadTarget)
+		}
+		ts = append(ts, Target{Kind: store.TargetAll})
+	}
+	if len(ts) != 1 {
+		return Target{}, fmt.Errorf("%w: give exactly one of edge=ID, label=KEY=VALUE, all=1", ErrBadTarget)
+	}
+	return ts[0], ts[0].Check()
+}
+
+func (a *API) release(w http.ResponseWriter, r *http.Request) {
+	t, err := targetOf(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	max := a.hub.opts.MaxBundleBytes
+	if r.ContentLength > max {
+		a.fail(w, r, fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, r.ContentLength, max))
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, max)
+	rel, err := a.hub.Release(r.Context(), body, t, "api")
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	v := releaseView(store.ReleaseInfo{ID: rel.ID, Release: store.Release{Bundle: rel.Bundle, Version: rel.Version,
+		Target: t.Kind, Selector: t.Selector, By: "api", At: a.hub.opts.Now().UTC()}}, rel.Edges)
+	v.Digest, v.Size, v.Signer = rel.Digest, rel.Size, rel.Signer
+	writeJSON(w, http.StatusCreated, v)
+}
+
+func (a *API) releases(w http.ResponseWriter, r *http.Request) {
+	ris, err := a.hub.st.Releases(r.Context(), maxReleases)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := make([]ReleaseView, 0, len(ris))
+	for _, ri := range ris {
+		edges, err := a.hub.st.ReleaseStatus(r.Context(), ri.ID)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		out = append(out, releaseView(ri, edges))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) releaseStatus(w http.ResponseWriter, r *http.Request) {
+	id, err := ParseReleaseID(r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("%w: %w", errBadQuery, err))
+		return
+	}
+	ri, err := a.hub.st.GetRelease(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	edges, err := a.hub.st.ReleaseStatus(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, releaseView(ri, edges))
+}
+
+func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	active := false
+	switch q.Get("active") {
+	case "", "0", "false":
+	case "1", "true":
+		active = true
+	default:
+		a.fail(w, r, fmt.Errorf("%w: active=1 or active=0", errBadQuery))
+		return
+	}
+	asset := q.Get("asset")
+	if len(asset) > store.DefaultMaxTextBytes {
+		a.fail(w, r, fmt.Errorf("%w: asset longer than %d bytes", errBadQuery, store.DefaultMaxTextBytes))
+		return
+	}
+	if err := checkText(asset); err != nil {
+		a.fail(w, r, fmt.Errorf("%w: asset: %w", errBadQuery, err))
+		return
+	}
+	as, err := a.hub.st.Alerts(r.Context(), active, asset)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := make([]AlertView, 0, len(as))
+	for _, x := range as {
+		v := AlertView{ID: x.ID, Edge: x.Edge, Asset: x.Asset, Rule: x.Rule, Severity: x.Severity, Type: x.Type,
+			Content: x.Content, Occur: x.Occur, Recover: opt(x.Recover), State: x.State, RuleSetVersion: x.RuleSetVersion,
+			ChangedAt: x.ChangedAt}
+		if val := x.Value; val == val && val-val == 0 { // JSON holds no NaN or ±Inf
+			v.Value = &val
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// metrics answers the consumers' counters in the Prometheus text format.
+func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
+	d, e := a.hub.Stats()
+	var b strings.Builder
+	counter := func(name, help string, get func(ingest.Stats) uint64, typ string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+		fmt.Fprintf(&b, "%s{consumer=\"data\"} %d\n%s{consumer=\"edge_events\"} %d\n", name, get(d), name, get(e))
+	}
+	counter("sluice_hub_ingest_rows_total", "Rows written.", func(s ingest.Stats) uint64 { return s.Rows }, "counter")
+	counter("sluice_hub_ingest_alerts_total", "Alert records written.", func(s ingest.Stats) uint64 { return s.Alerts }, "counter")
+	counter("sluice_hub_ingest_messages_total", "Messages acknowledged after their write.", func(s ingest.Stats) uint64 { return s.Messages }, "counter")
+	counter("sluice_hub_ingest_poison_total", "Messages terminated as poison.", func(s ingest.Stats) uint64 { return s.Poison }, "counter")
+	counter("sluice_hub_ingest_redelivered_total", "Messages delivered more than once.", func(s ingest.Stats) uint64 { return s.Redelivered }, "counter")
+	counter("sluice_hub_ingest_store_errors_total", "Batches retried after a store error.", func(s ingest.Stats) uint64 { return s.StoreErrors }, "counter")
+	counter("sluice_hub_ingest_lag", "Messages of the consumer not yet delivered.", func(s ingest.Stats) uint64 { return s.Lag }, "gauge")
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	_, _ = io.WriteString(w, b.String())
+}

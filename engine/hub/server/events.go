@@ -1,0 +1,244 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/sluice-edge/sluice/engine/hub/ingest"
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/hub/store"
+	"github.com/sluice-edge/sluice/engine/outbound"
+)
+
+// Bounds of what a report or heartbeat row may hold.
+const (
+	maxLabels    = 64
+	maxPipelines = 1024
+)
+
+// edgeEvents is the ingest.Store of the edge-event consumer: it turns
+// report rows into apply reports and heartbeat rows into heartbeats.
+type edgeEvents struct {
+	st Store
+}
+
+// InsertRows records each row in order. A row that can never be recorded
+// fails the call with a *store.RowError naming it, so the ingest
+// terminates its message and writes the others again (every record is
+// idempotent).
+func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (int64, error) {
+	for i, r := range rows {
+		var err error
+		switch r.Stream {
+		case protocol.ReportStream:
+			var rep store.Report
+			if rep, err = reportOf(r); err == nil {
+				if err = e.st.RecordReport(ctx, r.Edge, rep); err != nil {
+					return 0, err
+				}
+			}
+		case protocol.HeartbeatStream:
+			var hb store.HeartbeatInfo
+			if hb, err = heartbeatOf(r); err == nil {
+				if err = e.st.RecordHeartbeat(ctx, r.Edge, hb); err != nil {
+					return 0, err
+				}
+			}
+		default:
+			err = fmt.Errorf("stream %q is neither %s nor %s", r.Stream, protocol.ReportStream, protocol.HeartbeatStream)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("edge event %s: %w", r.MsgID, &store.RowError{Index: i, Err: err})
+		}
+	}
+	return int64(len(rows)), nil
+}
+
+// ApplyAlert refuses: checkEdge keeps alert records off the edge stream.
+func (e *edgeEvents) ApplyAlert(context.Context, store.AlertRecord, string) error {
+	return errors.New("edge events: alert records do not travel on the edge stream")
+}
+
+// checkEdge ties an edge-stream message to its subject: the subject's edge
+// is the message's, reports come on reports as rows of ReportStream and
+// heartbeats on heartbeat as rows of HeartbeatStream.
+func checkEdge(subject string, d *ingest.Decoded) error {
+	edge, stream, err := msgOrigin(subject, d)
+	if err != nil {
+		return err
+	}
+	want := map[string]string{"sluice." + edge + ".reports": protocol.ReportStream,
+		"sluice." + edge + ".heartbeat": protocol.HeartbeatStream}[subject]
+	if stream != want || len(d.Alerts) > 0 {
+		return fmt.Errorf("stream %q does not travel on subject %q", stream, subject)
+	}
+	return nil
+}
+
+// checkData ties a data or alert message to its subject's edge.
+func checkData(subject string, d *ingest.Decoded) error {
+	_, _, err := msgOrigin(subject, d)
+	return err
+}
+
+// msgOrigin returns the edge and stream of a message whose id names the
+// edge its subject names.
+func msgOrigin(subject string, d *ingest.Decoded) (edge, stream string, err error) {
+	edge, stream, _, _, _, err = outbound.ParseID(d.MsgID)
+	if err != nil {
+		return "", "", err
+	}
+	if se := protocol.SubjectEdge(subject); se == "" || se != edge {
+		return "", "", fmt.Errorf("edge %q sent on subject %q", edge, subject)
+	}
+	return edge, stream, nil
+}
+
+// reportOf reads an apply report from a row of protocol.ReportSchema.
+func reportOf(r store.Row) (store.Report, error) {
+	var (
+		rep store.Report
+		err error
+	)
+	if r.Time.IsZero() {
+		return rep, errors.New("report without a time")
+	}
+	rep.Time = r.Time
+	v := values(r.Values)
+	rep.Bundle = v.str(protocol.ColBundle)
+	rep.Version = v.uint(protocol.ColVersion)
+	rep.Outcome = v.str(protocol.ColOutcome)
+	rep.Reason = v.str(protocol.ColReason)
+	rep.Location = v.str(protocol.ColLocation)
+	rep.Steps = v.str(protocol.ColSteps)
+	if err = v.err(); err != nil {
+		return rep, err
+	}
+	if rep.Outcome != store.Applied && rep.Outcome != store.Rejected {
+		return rep, fmt.Errorf("outcome %.40q, want applied or rejected", rep.Outcome)
+	}
+	for _, s := range []string{rep.Bundle, rep.Reason, rep.Location, rep.Steps} {
+		if err := checkText(s); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// heartbeatOf reads a heartbeat from a row of protocol.HeartbeatSchema.
+func heartbeatOf(r store.Row) (store.HeartbeatInfo, error) {
+	var hb store.HeartbeatInfo
+	if r.Time.IsZero() {
+		return hb, errors.New("heartbeat without a time")
+	}
+	hb.At = r.Time
+	v := values(r.Values)
+	labels := v.str(protocol.ColLabels)
+	hb.Bundle = v.str(protocol.ColBundle)
+	hb.Version = v.uint(protocol.ColVersion)
+	running := v.str(protocol.ColRunning)
+	backlog := v.uint(protocol.ColBacklog)
+	hb.Software = v.str(protocol.ColSoftware)
+	if err := v.err(); err != nil {
+		return hb, err
+	}
+	hb.Backlog = int64(min(backlog, math.MaxInt64))
+	if labels != "" {
+		if err := json.Unmarshal([]byte(labels), &hb.Labels); err != nil {
+			return hb, fmt.Errorf("labels: %w", err)
+		}
+		if len(hb.Labels) > maxLabels {
+			return hb, fmt.Errorf("%d labels, more than %d", len(hb.Labels), maxLabels)
+		}
+	}
+	if running != "" {
+		if err := json.Unmarshal([]byte(running), &hb.Running); err != nil {
+			return hb, fmt.Errorf("running: %w", err)
+		}
+		if len(hb.Running) > maxPipelines {
+			return hb, fmt.Errorf("%d pipelines, more than %d", len(hb.Running), maxPipelines)
+		}
+	}
+	texts := []string{hb.Bundle, hb.Software}
+	for k, l := range hb.Labels {
+		texts = append(texts, k, l)
+	}
+	for _, p := range hb.Running {
+		texts = append(texts, p.Pipeline, p.State)
+	}
+	for _, s := range texts {
+		if err := checkText(s); err != nil {
+			return hb, err
+		}
+	}
+	return hb, nil
+}
+
+// checkText refuses text the store would refuse: NUL, invalid UTF-8,
+// longer than the store's default bound.
+func checkText(s string) error {
+	switch {
+	case len(s) > store.DefaultMaxTextBytes:
+		return fmt.Errorf("text of %d bytes, more than %d", len(s), store.DefaultMaxTextBytes)
+	case strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s):
+		return errors.New("text with a NUL byte or invalid UTF-8")
+	}
+	return nil
+}
+
+// reader reads typed columns of a row, remembering the first error.
+type reader struct {
+	v   map[string]any
+	bad error
+}
+
+func values(v map[string]any) *reader { return &reader{v: v} }
+
+func (r *reader) fail(col string, x any) {
+	if r.bad == nil {
+		r.bad = fmt.Errorf("column %s: unexpected %T", col, x)
+	}
+}
+
+func (r *reader) err() error { return r.bad }
+
+// str is a string column; "" when absent or null.
+func (r *reader) str(col string) string {
+	switch x := r.v[col].(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	default:
+		r.fail(col, x)
+		return ""
+	}
+}
+
+// uint is a non-negative integer column; 0 when absent or null.
+func (r *reader) uint(col string) uint64 {
+	switch x := r.v[col].(type) {
+	case nil:
+		return 0
+	case json.Number:
+		n, err := x.Int64()
+		if err == nil && n >= 0 {
+			return uint64(n)
+		}
+	case int64:
+		if x >= 0 {
+			return uint64(x)
+		}
+	case float64:
+		if x >= 0 && x <= math.MaxInt64 && x == math.Trunc(x) {
+			return uint64(x)
+		}
+	}
+	r.fail(col, r.v[col])
+	return 0
+}

@@ -1,0 +1,352 @@
+// Package server is the hub process: it creates the JetStream resources of
+// the hub protocol, ingests what edges send (data and alerts, reports and
+// heartbeats) into the store exactly once, releases bundles to edges and
+// serves the hub's HTTP JSON API.
+//
+// Every instance runs the same code over the same NATS and PostgreSQL:
+// the consumers are durable and shared, every write is idempotent, and
+// jobs that must run once (the janitor) run under a PostgreSQL advisory
+// lock. An instance keeps no state of its own.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/hub/ingest"
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/hub/store"
+)
+
+// Names of the durable consumers every instance shares.
+const (
+	DataDurable = "sluice-hub-data"
+	EdgeDurable = "sluice-hub-edge"
+)
+
+// Defaults of Options.
+const (
+	DefaultJanitorEvery = time.Minute
+	DefaultBundleGrace  = time.Hour
+)
+
+// Store is the hub's state; *store.Store is one.
+type Store interface {
+	ingest.Store
+	RecordHeartbeat(ctx context.Context, edge string, hb store.HeartbeatInfo) error
+	RecordReport(ctx context.Context, edge string, r store.Report) error
+	RegisterEdge(ctx context.Context, edge string) error
+	Edges(ctx context.Context) ([]store.Edge, error)
+	EdgeStatus(ctx context.Context, edge string) (store.EdgeStatus, error)
+	PutBundle(ctx context.Context, b store.Bundle) error
+	CreateRelease(ctx context.Context, r store.Release) (int64, []string, error)
+	GetRelease(ctx context.Context, id int64) (store.ReleaseInfo, error)
+	ReleaseStatus(ctx context.Context, id int64) ([]store.ReleaseEdge, error)
+	Releases(ctx context.Context, limit int) ([]store.ReleaseInfo, error)
+	Alerts(ctx context.Context, activeOnly bool, asset string) ([]store.Alert, error)
+	TryLead(ctx context.Context, name string) (*store.Leader, error)
+}
+
+// Options configure a Hub.
+type Options struct {
+	// Replicas of the JetStream resources the hub creates (1 for a single
+	// server).
+	Replicas int
+	// Trust, when set, is the keys a released bundle's signature must
+	// verify with; without it any well-formed bundle is released (the
+	// edges verify signatures in any case).
+	Trust *bundle.Trust
+	// MaxBundleBytes bounds a released bundle (protocol.MaxBundleBytes
+	// when zero or more).
+	MaxBundleBytes int64
+	// TempDir holds a bundle while it is released (os.TempDir when
+	// empty).
+	TempDir string
+	// JanitorEvery is how often the janitor runs; BundleGrace how old an
+	// object no desired record names must be before it is deleted.
+	JanitorEvery time.Duration
+	BundleGrace  time.Duration
+	// Ingest tunes both consumers (Stream, Durable and Check are set by
+	// the hub).
+	Ingest ingest.Options
+	// Log receives the hub's events (default: discard).
+	Log *slog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Hub is one hub instance.
+type Hub struct {
+	js   jetstream.JetStream
+	st   Store
+	opts Options
+	log  *slog.Logger
+
+	kv      jetstream.KeyValue
+	objects jetstream.ObjectStore
+
+	data, edge *ingest.Ingest
+
+	mu     sync.Mutex
+	leader bool // this instance ran the janitor last (under mu, as kv and objects)
+}
+
+// New returns a Hub; Ensure creates its JetStream resources and Run runs
+// it.
+func New(js jetstream.JetStream, st Store, opts Options) (*Hub, error) {
+	if opts.JanitorEvery <= 0 {
+		opts.JanitorEvery = DefaultJanitorEvery
+	}
+	if opts.BundleGrace <= 0 {
+		opts.BundleGrace = DefaultBundleGrace
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxBundleBytes <= 0 || opts.MaxBundleBytes > protocol.MaxBundleBytes {
+		opts.MaxBundleBytes = protocol.MaxBundleBytes
+	}
+	if opts.TempDir == "" {
+		opts.TempDir = os.TempDir()
+	}
+	h := &Hub{js: js, st: st, opts: opts, log: opts.Log}
+	io := opts.Ingest
+	io.Log = opts.Log
+	io.Stream, io.Durable, io.FilterSubjects, io.Check = protocol.DataStream, DataDurable, nil, checkData
+	var err error
+	if h.data, err = ingest.New(js, st, io); err != nil {
+		return nil, err
+	}
+	io.Stream, io.Durable, io.Check = protocol.EdgeStream, EdgeDurable, checkEdge
+	if h.edge, err = ingest.New(js, &edgeEvents{st: st}, io); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Ensure creates the hub's JetStream resources when missing: the desired
+// KV bucket, the bundle object store, the edge stream and the data stream.
+// Several instances may call it at once. An existing stream keeps its
+// configuration, but gains the hub's subjects it lacks and a duplicate
+// window at least DuplicateWindow.
+func (h *Hub) Ensure(ctx context.Context) error {
+	kv, err := h.js.CreateKeyValue(ctx, protocol.DesiredConfig(h.opts.Replicas))
+	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		kv, err = h.js.KeyValue(ctx, protocol.DesiredBucket)
+	}
+	if err != nil {
+		return fmt.Errorf("hub: kv bucket %s: %w", protocol.DesiredBucket, err)
+	}
+	obj, err := h.js.CreateObjectStore(ctx, protocol.BundlesConfig(h.opts.Replicas))
+	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		obj, err = h.js.ObjectStore(ctx, protocol.BundleBucket)
+	}
+	if err != nil {
+		return fmt.Errorf("hub: object store %s: %w", protocol.BundleBucket, err)
+	}
+	for _, cfg := range []jetstream.StreamConfig{protocol.EdgeStreamConfig(h.opts.Replicas), protocol.DataStreamConfig(h.opts.Replicas)} {
+		if err := ensureStream(ctx, h.js, cfg); err != nil {
+			return err
+		}
+	}
+	h.mu.Lock()
+	h.kv, h.objects = kv, obj
+	h.mu.Unlock()
+	return nil
+}
+
+// resources returns the bucket and object store Ensure found; nil before.
+func (h *Hub) resources() (jetstream.KeyValue, jetstream.ObjectStore) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.kv, h.objects
+}
+
+// ensureStream creates the stream of cfg, or widens an existing one to
+// capture cfg's subjects with at least its duplicate window.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	for attempt := 0; ; attempt++ {
+		_, err := js.CreateStream(ctx, cfg)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("hub: stream %s: %w", cfg.Name, err)
+		}
+		s, err := js.Stream(ctx, cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) && attempt < 3 {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("hub: stream %s: %w", cfg.Name, err)
+		}
+		have := s.CachedInfo().Config
+		update := false
+		for _, sub := range cfg.Subjects {
+			if slices.Contains(have.Subjects, sub) {
+				continue
+			}
+			// A subject the hub's covers (an edge's sink made the stream
+			// first with its own subject) gives way to it: JetStream
+			// refuses overlapping subjects in one stream.
+			have.Subjects = slices.DeleteFunc(have.Subjects, func(old string) bool { return covers(sub, old) })
+			have.Subjects = append(have.Subjects, sub)
+			update = true
+		}
+		if have.Duplicates < cfg.Duplicates {
+			have.Duplicates = cfg.Duplicates
+			update = true
+		}
+		if !update {
+			return nil
+		}
+		if _, err := js.UpdateStream(ctx, have); err != nil {
+			return fmt.Errorf("hub: update stream %s: %w", cfg.Name, err)
+		}
+		return nil
+	}
+}
+
+// covers reports whether filter matches every subject subject matches
+// (subject may hold wildcards itself).
+func covers(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, ft := range f {
+		if ft == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || s[i] == ">" {
+			return false
+		}
+		if ft != "*" && (ft != s[i] || s[i] == "*") {
+			return false
+		}
+	}
+	return len(f) == len(s)
+}
+
+// Run ensures the resources, then runs both consumers and the janitor
+// until ctx ends. It returns nil then, or the first error that stops it.
+func (h *Hub) Run(ctx context.Context) error {
+	if err := h.Ensure(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 3)
+	go func() { errs <- h.data.Run(ctx) }()
+	go func() { errs <- h.edge.Run(ctx) }()
+	go func() { h.janitorLoop(ctx); errs <- nil }()
+	var first error
+	for range 3 {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// Stats are the counters of the data and the edge-event consumers.
+func (h *Hub) Stats() (data, edge ingest.Stats) { return h.data.Stats(), h.edge.Stats() }
+
+// janitorLoop runs the janitor every JanitorEvery, when this instance
+// holds the janitor's lock.
+func (h *Hub) janitorLoop(ctx context.Context) {
+	for {
+		if err := h.Janitor(ctx); err != nil && ctx.Err() == nil {
+			h.log.Warn("hub: janitor", "err", err)
+		}
+		if !engine.Sleep(ctx, h.opts.JanitorEvery) {
+			return
+		}
+	}
+}
+
+// Janitor runs the janitor's work once when no other instance runs it:
+// it deletes the bundle objects that no desired record names and that are
+// older than BundleGrace (a release in progress puts its object before it
+// writes the records).
+func (h *Hub) Janitor(ctx context.Context) error {
+	l, err := h.st.TryLead(ctx, "janitor")
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.leader = l != nil
+	h.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	defer l.Release(context.WithoutCancel(ctx))
+	kv, objects := h.resources()
+	if kv == nil {
+		return errors.New("janitor before the hub's resources exist")
+	}
+	named := map[string]bool{}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("desired keys: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("desired key %s: %w", k, err)
+		}
+		if d, err := protocol.DecodeDesired(e.Value()); err == nil {
+			named[d.Digest] = true
+		}
+	}
+	infos, err := objects.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bundle objects: %w", err)
+	}
+	cutoff := h.opts.Now().Add(-h.opts.BundleGrace)
+	for _, info := range infos {
+		if named[info.Name] || info.ModTime.After(cutoff) {
+			continue
+		}
+		// The lock may have gone with its connection: stop rather than
+		// delete beside another leader.
+		if err := l.Check(ctx); err != nil {
+			return err
+		}
+		if err := objects.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return fmt.Errorf("delete bundle %s: %w", info.Name, err)
+		}
+		h.log.Info("hub: deleted a bundle no edge is to run", "digest", info.Name, "size", info.Size)
+	}
+	return nil
+}
+
+// Leader says whether this instance held the janitor's lock at its last
+// run.
+func (h *Hub) Leader() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.leader
+}

@@ -1,0 +1,222 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/hub/store"
+)
+
+// Errors of a release the caller caused; every other error is the hub's.
+var (
+	// ErrTooLarge: the bundle is larger than Options.MaxBundleBytes.
+	ErrTooLarge = errors.New("bundle too large")
+	// ErrBadBundle: the bundle cannot be read, does not match its
+	// manifest, or its signature does not verify with the trusted keys.
+	ErrBadBundle = errors.New("bad bundle")
+	// ErrBadTarget: the target is not an edge id, a key=value label or
+	// all.
+	ErrBadTarget = errors.New("bad target")
+)
+
+// maxLabelBytes bounds a label selector.
+const maxLabelBytes = 256
+
+// Target chooses the edges of a release.
+type Target struct {
+	// Kind is store.TargetEdge, store.TargetLabel or store.TargetAll.
+	Kind string
+	// Selector is the edge id (TargetEdge) or "key=value" (TargetLabel).
+	Selector string
+}
+
+// String names the target: "edge e1", "label site=a", "all".
+func (t Target) String() string {
+	if t.Kind == store.TargetAll {
+		return "all"
+	}
+	return t.Kind + " " + t.Selector
+}
+
+// Check refuses a target that names no edge id, no key=value label, or
+// an unknown kind.
+func (t Target) Check() error {
+	switch t.Kind {
+	case store.TargetEdge:
+		if err := protocol.CheckEdgeID(t.Selector); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadTarget, err)
+		}
+	case store.TargetLabel:
+		k, _, ok := strings.Cut(t.Selector, "=")
+		if !ok || k == "" || len(t.Selector) > maxLabelBytes || !utf8.ValidString(t.Selector) ||
+			strings.ContainsFunc(t.Selector, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return fmt.Errorf("%w: label selector %.80q: want key=value, at most %d bytes of text", ErrBadTarget, t.Selector, maxLabelBytes)
+		}
+	case store.TargetAll:
+		if t.Selector != "" {
+			return fmt.Errorf("%w: all takes no selector", ErrBadTarget)
+		}
+	default:
+		return fmt.Errorf("%w: %.20q, want edge, label or all", ErrBadTarget, t.Kind)
+	}
+	return nil
+}
+
+// ReleaseID is the id of a release in desired records: "r" and the
+// store's id.
+func ReleaseID(id int64) string { return "r" + strconv.FormatInt(id, 10) }
+
+// ParseReleaseID reads "r12" or "12".
+func ParseReleaseID(s string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimPrefix(s, "r"), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("release id %.40q: want r and a positive number", s)
+	}
+	return n, nil
+}
+
+// Released is what Release did.
+type Released struct {
+	ID      int64
+	Bundle  string
+	Version uint64
+	Digest  string
+	Size    int64
+	Signer  string
+	Target  Target
+	// Edges are the targeted edges and their states.
+	Edges []store.ReleaseEdge
+}
+
+// Release releases the bundle read from r to the edges of t: it reads at
+// most Options.MaxBundleBytes into a temporary file while hashing them,
+// reads the manifest (and verifies the signature when the hub has
+// trusted keys), puts the bundle into the object store by digest, records
+// it and the release, and writes the desired record of every targeted
+// edge. An edge id the hub never heard of is registered, so that the
+// release reaches it when it appears; label and all target the edges
+// known now. by names who released it.
+func (h *Hub) Release(ctx context.Context, r io.Reader, t Target, by string) (*Released, error) {
+	if err := t.Check(); err != nil {
+		return nil, err
+	}
+	kv, objects := h.resources()
+	if kv == nil {
+		return nil, errors.New("hub: release before the hub's resources exist")
+	}
+	f, err := os.CreateTemp(h.opts.TempDir, ".sluice-hub-release-*")
+	if err != nil {
+		return nil, fmt.Errorf("hub: release: %w", err)
+	}
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
+	sum := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, sum), io.LimitReader(r, h.opts.MaxBundleBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("hub: release: reading the bundle: %w", err)
+	}
+	if n > h.opts.MaxBundleBytes {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, h.opts.MaxBundleBytes)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrBadBundle)
+	}
+	digest := protocol.DigestPrefix + hex.EncodeToString(sum.Sum(nil))
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("hub: release: %w", err)
+	}
+	var b *bundle.Bundle
+	if h.opts.Trust != nil {
+		b, err = bundle.Verify(f, h.opts.Trust)
+	} else {
+		b, err = bundle.Inspect(f, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadBundle, err)
+	}
+	if b == nil || b.Manifest == nil {
+		return nil, fmt.Errorf("%w: no manifest", ErrBadBundle)
+	}
+	switch b.Status {
+	case bundle.SigBad:
+		return nil, fmt.Errorf("%w: signature: %w", ErrBadBundle, b.SigErr)
+	case bundle.SigUnsigned:
+		return nil, fmt.Errorf("%w: unsigned (edges apply signed bundles only)", ErrBadBundle)
+	}
+	m := b.Manifest
+	if err := putObject(ctx, objects, f, digest, n); err != nil {
+		return nil, err
+	}
+	now := h.opts.Now().UTC()
+	if err := h.st.PutBundle(ctx, store.Bundle{Name: m.Name, Version: m.Version, Digest: digest, Size: n, Created: now, Signer: b.KeyID()}); err != nil {
+		return nil, err
+	}
+	if t.Kind == store.TargetEdge {
+		if err := h.st.RegisterEdge(ctx, t.Selector); err != nil {
+			return nil, err
+		}
+	}
+	id, edges, err := h.st.CreateRelease(ctx, store.Release{Bundle: m.Name, Version: m.Version, Target: t.Kind, Selector: t.Selector, By: by, At: now})
+	if err != nil {
+		return nil, err
+	}
+	d := protocol.Desired{Bundle: m.Name, Version: m.Version, Digest: digest, Size: n, ReleasedAt: now, ReleaseID: ReleaseID(id)}
+	val, err := d.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("hub: release %d: %w", id, err)
+	}
+	for _, e := range edges {
+		key, err := protocol.DesiredKey(e)
+		if err != nil {
+			// An edge id recorded by a heartbeat is a subject token, so
+			// this does not happen; skip it rather than fail the rest.
+			h.log.Warn("hub: release: edge id is not a key", "edge", e, "err", err)
+			continue
+		}
+		if _, err := kv.Put(ctx, key, val); err != nil {
+			return nil, fmt.Errorf("hub: release %d: desired record of %s: %w", id, e, err)
+		}
+	}
+	h.log.Info("hub: released", "release", ReleaseID(id), "bundle", m.Name, "version", m.Version, "digest", digest,
+		"target", t.String(), "edges", len(edges))
+	states, err := h.st.ReleaseStatus(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &Released{ID: id, Bundle: m.Name, Version: m.Version, Digest: digest, Size: n, Signer: b.KeyID(), Target: t, Edges: states}, nil
+}
+
+// putObject puts the bundle in f into the object store under its digest,
+// unless an object of that name and size is there already.
+func putObject(ctx context.Context, objects jetstream.ObjectStore, f *os.File, digest string, size int64) error {
+	name, err := protocol.BundleObject(digest)
+	if err != nil {
+		return err
+	}
+	if info, err := objects.GetInfo(ctx, name); err == nil && int64(info.Size) == size && !info.Deleted {
+		return nil
+	} else if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("hub: bundle object %s: %w", name, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("hub: release: %w", err)
+	}
+	if _, err := objects.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "sluice bundle"}, f); err != nil {
+		return fmt.Errorf("hub: put bundle object %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,477 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/hub/server"
+	"github.com/sluice-edge/sluice/engine/hub/store"
+)
+
+// TestReleaseLifecycle: a release to a label reaches the two edges that
+// carry it (pending, then applied as they report), not the third; a
+// release to all reaches the three; a release to an edge the hub never
+// heard of registers it (offline) and applies when it appears; the API
+// shows what each edge runs and its history.
+func TestReleaseLifecycle(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	ctx := context.Background()
+	now := time.Now().UTC()
+	edges := []*edgeSim{e.edge("e1", `{"site":"a"}`), e.edge("e2", `{"site":"a"}`), e.edge("e3", `{"site":"b"}`)}
+	for _, s := range edges {
+		s.heartbeat(now)
+	}
+	waitFor(t, 10*time.Second, "three edges online", func() error {
+		es, err := in.client.Edges(ctx)
+		if err != nil {
+			return err
+		}
+		if len(es) != 3 || !es[0].Online || es[2].Labels["site"] != "b" || es[0].Backlog != 3 || len(es[0].Running) != 1 {
+			return fmt.Errorf("edges %+v", es)
+		}
+		return nil
+	})
+	// Released before the edges follow their keys: pending until they do.
+	b1 := e.build("wf", 1, e.key)
+	rel, err := in.client.Release(ctx, bytes.NewReader(b1), int64(len(b1)), server.Target{Kind: store.TargetLabel, Selector: "site=a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := states(t, in.client, rel.ID); got != "e1=pending e2=pending " {
+		t.Fatalf("release %s: %s", rel.ID, got)
+	}
+	for _, s := range edges {
+		s.run()
+	}
+	waitFor(t, 20*time.Second, "label release applied", func() error {
+		if got, v := states(t, in.client, rel.ID); got != "e1=applied e2=applied " || v.Pending() {
+			return errors.New(got)
+		}
+		return nil
+	})
+	b2 := e.build("wf", 2, e.key)
+	rel2, err := in.client.Release(ctx, bytes.NewReader(b2), int64(len(b2)), server.Target{Kind: store.TargetAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "release to all applied", func() error {
+		if got, _ := states(t, in.client, rel2.ID); got != "e1=applied e2=applied e3=applied " {
+			return errors.New(got)
+		}
+		return nil
+	})
+	d, err := in.client.Edge(ctx, "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Bundle != "wf" || d.Version != 2 || len(d.History) != 2 || d.History[0].Version != 2 || d.LastReport == nil {
+		t.Fatalf("edge e1: %+v", d)
+	}
+	// An edge the hub never heard of.
+	rel3, err := in.client.Release(ctx, bytes.NewReader(b2), int64(len(b2)), server.Target{Kind: store.TargetEdge, Selector: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := states(t, in.client, rel3.ID); got != "late=offline " {
+		t.Fatalf("release to an unknown edge: %s", got)
+	}
+	late := e.edge("late", `{"site":"c"}`)
+	late.heartbeat(time.Now().UTC())
+	late.run()
+	waitFor(t, 20*time.Second, "late edge applied", func() error {
+		if got, _ := states(t, in.client, rel3.ID); got != "late=applied " {
+			return errors.New(got)
+		}
+		return nil
+	})
+	// A rejected release keeps its reason.
+	_, rogue, _ := ed25519.GenerateKey(nil)
+	e.opts.Trust = nil // this hub does not check signers
+	in.stop()
+	in2 := e.start()
+	b3 := e.build("wf", 3, rogue)
+	rel4, err := in2.client.Release(ctx, bytes.NewReader(b3), int64(len(b3)), server.Target{Kind: store.TargetEdge, Selector: "e3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "rejected", func() error {
+		_, v := states(t, in2.client, rel4.ID)
+		if len(v.Edges) != 1 || v.Edges[0].State != store.ReleaseRejected || v.Edges[0].Reason == "" {
+			return fmt.Errorf("%+v", v.Edges)
+		}
+		return nil
+	})
+}
+
+// TestRestartKeepsState: a hub started again over the same database and
+// broker shows the same edges, releases and states.
+func TestRestartKeepsState(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	ctx := context.Background()
+	s := e.edge("e1", `{"site":"a"}`)
+	s.heartbeat(time.Now().UTC())
+	s.run()
+	b := e.build("wf", 1, e.key)
+	rel, err := in.client.Release(ctx, bytes.NewReader(b), int64(len(b)), server.Target{Kind: store.TargetEdge, Selector: "e1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "applied", func() error {
+		if got, _ := states(t, in.client, rel.ID); got != "e1=applied " {
+			return errors.New(got)
+		}
+		return nil
+	})
+	in.stop()
+	in2 := e.start()
+	got, v := states(t, in2.client, rel.ID)
+	if got != "e1=applied " || v.Bundle != "wf" || v.Version != 1 || v.Target != "edge e1" {
+		t.Fatalf("after restart: %s %+v", got, v)
+	}
+	es, err := in2.client.Edges(ctx)
+	if err != nil || len(es) != 1 || es[0].Version != 1 {
+		t.Fatalf("edges after restart: %+v %v", es, err)
+	}
+	// The same bundle again: its object is there, the edge runs it.
+	rel2, err := in2.client.Release(ctx, bytes.NewReader(b), int64(len(b)), server.Target{Kind: store.TargetEdge, Selector: "e1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := states(t, in2.client, rel2.ID); got != "e1=applied " {
+		t.Fatalf("release of what runs: %s", got)
+	}
+}
+
+// TestAPIAuth: every endpoint refuses a request without the token or with
+// a wrong one, and answers with it.
+func TestAPIAuth(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	paths := []string{"GET /v1/health", "GET /v1/edges", "GET /v1/edges/e1", "POST /v1/releases?all=1", "GET /v1/releases",
+		"GET /v1/releases/r1", "GET /v1/alerts?active=1", "GET /metrics", "GET /v1/nothing"}
+	for _, p := range paths {
+		method, path, _ := strings.Cut(p, " ")
+		for _, auth := range []string{"", "Bearer wrong", "Bearer " + testToken + "x", "bearer " + testToken, testToken} {
+			req, _ := http.NewRequest(method, "http://"+in.api.Addr()+path, strings.NewReader("x"))
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized || bytes.Contains(body, []byte(testToken)) {
+				t.Errorf("%s with %q: %d %s", p, auth, resp.StatusCode, body)
+			}
+		}
+	}
+	bad, err := server.NewClient("http://"+in.api.Addr(), "wrong")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	var ae *server.APIError
+	if _, err := bad.Edges(context.Background()); !errors.As(err, &ae) || ae.Code != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %v", err)
+	}
+	if h, err := in.client.Health(context.Background()); err != nil || !h.OK {
+		t.Fatalf("health %+v %v", h, err)
+	}
+}
+
+// TestHostileRequests: bodies over the bound, bundles that are not
+// bundles or not signed by a trusted key, bad targets, bad edge and
+// release ids are refused with a client error and change nothing.
+func TestHostileRequests(t *testing.T) {
+	e := newEnv(t)
+	e.opts.MaxBundleBytes = 64 << 10
+	in := e.start()
+	ctx := context.Background()
+	good := e.build("wf", 1, e.key)
+	_, rogueKey, _ := ed25519.GenerateKey(nil)
+	all := server.Target{Kind: store.TargetAll}
+	code := func(err error) int {
+		var ae *server.APIError
+		if errors.As(err, &ae) {
+			return ae.Code
+		}
+		t.Fatalf("not an API error: %v", err)
+		return 0
+	}
+	cases := []struct {
+		name string
+		body []byte
+		t    server.Target
+		want int
+	}{
+		{"random bytes", bytes.Repeat([]byte("junk"), 100), all, 422},
+		{"empty", nil, all, 422},
+		{"truncated", good[:len(good)/2], all, 422},
+		{"untrusted signer", e.build("wf", 1, rogueKey), all, 422},
+		{"over the bound", bytes.Repeat([]byte{1}, 65<<10), all, 413},
+		{"label without =", good, server.Target{Kind: store.TargetLabel, Selector: "site"}, 400},
+		{"label without key", good, server.Target{Kind: store.TargetLabel, Selector: "=a"}, 400},
+		{"label with control", good, server.Target{Kind: store.TargetLabel, Selector: "site=a\nb"}, 400},
+		{"label too long", good, server.Target{Kind: store.TargetLabel, Selector: "k=" + strings.Repeat("v", 300)}, 400},
+		{"edge with dot", good, server.Target{Kind: store.TargetEdge, Selector: "a.b"}, 400},
+		{"edge wildcard", good, server.Target{Kind: store.TargetEdge, Selector: "*"}, 400},
+		{"edge too long", good, server.Target{Kind: store.TargetEdge, Selector: strings.Repeat("e", 65)}, 400},
+		{"unknown kind", good, server.Target{Kind: "planet", Selector: "x"}, 400},
+	}
+	for _, tc := range cases {
+		_, err := in.client.Release(ctx, bytes.NewReader(tc.body), int64(len(tc.body)), tc.t)
+		if got := code(err); got != tc.want {
+			t.Errorf("%s: %d (%v), want %d", tc.name, got, err, tc.want)
+		}
+	}
+	// A body over the bound without a length (chunked) is cut off.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+in.api.Addr()+"/v1/releases?all=1",
+		io.MultiReader(bytes.NewReader(make([]byte, 200<<10))))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.ContentLength = -1
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("chunked body over the bound: %d", resp.StatusCode)
+	}
+	// A declared length over the bound is refused before the body is read.
+	conn, err := net.Dial("tcp", in.api.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/releases?all=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", testToken, int64(protocol.MaxBundleBytes)*4)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("declared length over the bound: %d", resp.StatusCode)
+	}
+	// Two targets, none.
+	for _, q := range []string{"all=1&edge=e1", "", "all=2", "edge=e1&edge=e2"} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+in.api.Addr()+"/v1/releases?"+q, bytes.NewReader(good))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("target %q: %d", q, resp.StatusCode)
+		}
+	}
+	if _, err := in.client.Edge(ctx, "a.b"); code(err) != 400 {
+		t.Errorf("edge a.b: %v", err)
+	}
+	if _, err := in.client.Edge(ctx, "nobody"); code(err) != 404 {
+		t.Errorf("unknown edge: %v", err)
+	}
+	for id, want := range map[string]int{"xyz": 400, "r0": 400, "r-1": 400, "r999": 404, "99999999999999999999": 400} {
+		if _, err := in.client.ReleaseStatus(ctx, id); code(err) != want {
+			t.Errorf("release %s: %v, want %d", id, err, want)
+		}
+	}
+	if _, err := in.client.Alerts(ctx, false, "a\x00b"); code(err) != 400 {
+		t.Errorf("asset with NUL: %v", err)
+	}
+	// Nothing was released.
+	es, err := in.client.Edges(ctx)
+	if err != nil || len(es) != 0 {
+		t.Fatalf("edges after refused releases: %+v %v", es, err)
+	}
+	var n int
+	if err := e.db.QueryRow("SELECT count(*) FROM " + e.schema + ".releases").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d releases stored (%v)", n, err)
+	}
+}
+
+// TestEdgeEventsHostile: an edge's report sent on another edge's subject,
+// a report with an unknown outcome, a heartbeat with labels that are not
+// JSON are terminated as poison; an edge clock a day ahead does not keep
+// the edge online for a day.
+func TestEdgeEventsHostile(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	ctx := context.Background()
+	_, js := e.connect()
+	now := time.Now().UTC()
+	rep := protocol.ReportSchema()
+	hb := protocol.HeartbeatSchema()
+	// e1 pretends to be e2.
+	publish(t, js, "sluice.e2.reports", encode(t, "e1", protocol.ReportStream, rep, 1,
+		enginetest.Row{now, "wf", int64(1), "applied", "", "", "", ""}))
+	// Report rows on the heartbeat subject.
+	publish(t, js, "sluice.e1.heartbeat", encode(t, "e1", protocol.ReportStream, rep, 2,
+		enginetest.Row{now, "wf", int64(1), "applied", "", "", "", ""}))
+	publish(t, js, "sluice.e1.reports", encode(t, "e1", protocol.ReportStream, rep, 3,
+		enginetest.Row{now, "wf", int64(1), "exploded", "", "", "", ""}))
+	publish(t, js, "sluice.e1.heartbeat", encode(t, "e1", protocol.HeartbeatStream, hb, 1,
+		enginetest.Row{now, "{not json", "", int64(0), "", int64(0), ""}))
+	// The clock of e3 runs a day ahead.
+	publish(t, js, "sluice.e3.heartbeat", encode(t, "e3", protocol.HeartbeatStream, hb, 1,
+		enginetest.Row{now.Add(24 * time.Hour), `{"site":"x"}`, "", int64(0), "[]", int64(0), "v"}))
+	waitFor(t, 10*time.Second, "events handled", func() error {
+		_, ev := in.hub.Stats()
+		if ev.Poison != 4 || ev.Messages != 1 {
+			return fmt.Errorf("edge events %+v", ev)
+		}
+		return nil
+	})
+	es, err := in.client.Edges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 || es[0].ID != "e3" || es[0].LastSeen.After(time.Now()) {
+		t.Fatalf("edges %+v", es)
+	}
+}
+
+// TestTwoInstancesShareIngest: two instances share the data consumer;
+// one killed in the middle leaves its unacked messages to the other, and
+// every row is stored once.
+func TestTwoInstancesShareIngest(t *testing.T) {
+	e := newEnv(t)
+	// What the killed instance held comes back after the ack wait.
+	e.opts.Ingest.AckWait = 3 * time.Second
+	a := e.start()
+	b := e.start()
+	_, js := e.connect()
+	schema := engine.MustSchema([]engine.Field{
+		{Name: "ts", Type: engine.Timestamp},
+		{Name: "asset", Type: engine.String},
+		{Name: "v", Type: engine.Float64},
+	}, "ts", "asset")
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	const perEdge = 6000
+	for k := range 3 {
+		edge := fmt.Sprintf("e%d", k)
+		rows := make([]enginetest.Row, perEdge)
+		for i := range rows {
+			rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Millisecond), fmt.Sprintf("A%d", i%7), float64(i)}
+		}
+		msgs := encode(t, edge, "stats", schema, 1, rows...)
+		publish(t, js, "sluice."+edge+".data.stats", msgs)
+	}
+	count := func() int {
+		var n int
+		if err := e.db.QueryRow("SELECT count(*) FROM " + e.schema + ".telemetry").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor(t, 30*time.Second, "both instances at work", func() error {
+		da, _ := a.hub.Stats()
+		db, _ := b.hub.Stats()
+		if da.Rows == 0 || db.Rows == 0 {
+			return fmt.Errorf("rows: a %d, b %d", da.Rows, db.Rows)
+		}
+		return nil
+	})
+	a.kill()
+	waitFor(t, 60*time.Second, "every row stored", func() error {
+		if n := count(); n != 3*perEdge {
+			return fmt.Errorf("%d rows stored", n)
+		}
+		return nil
+	})
+	var distinct int
+	if err := e.db.QueryRow("SELECT count(DISTINCT (edge, stream, seq)) FROM " + e.schema + ".telemetry").Scan(&distinct); err != nil || distinct != 3*perEdge {
+		t.Fatalf("%d distinct rows (%v)", distinct, err)
+	}
+}
+
+// TestEnsureConcurrent: instances starting together over a fresh broker
+// all find the resources, and an existing data stream made by an edge's
+// sink keeps working with the hub's subjects added.
+func TestEnsureConcurrent(t *testing.T) {
+	e := newEnv(t)
+	_, js := e.connect()
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstreamConfig(protocol.DataStream, "sluice.e1.data.stats")); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			_, js := e.connect()
+			h, err := server.New(js, nil, e.opts)
+			if err == nil {
+				err = h.Ensure(ctx)
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := js.Stream(ctx, protocol.DataStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	if len(cfg.Subjects) != 2 || cfg.Duplicates < protocol.DuplicateWindow {
+		t.Fatalf("data stream %+v", cfg)
+	}
+}
+
+// TestJanitor: the janitor deletes an old object no desired record names
+// and keeps the one a record names.
+func TestJanitor(t *testing.T) {
+	e := newEnv(t)
+	e.opts.BundleGrace = time.Millisecond
+	in := e.start()
+	ctx := context.Background()
+	b1 := e.build("wf", 1, e.key)
+	b2 := e.build("wf", 2, e.key)
+	if _, err := in.client.Release(ctx, bytes.NewReader(b1), int64(len(b1)), server.Target{Kind: store.TargetEdge, Selector: "e1"}); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := in.client.Release(ctx, bytes.NewReader(b2), int64(len(b2)), server.Target{Kind: store.TargetEdge, Selector: "e1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := e.connect()
+	obj, err := js.ObjectStore(ctx, protocol.BundleBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond) // older than the grace, which is 1 ms
+	if err := in.hub.Janitor(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !in.hub.Leader() {
+		t.Fatal("the only instance did not lead")
+	}
+	infos, err := obj.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 1 || infos[0].Name != r2.Digest {
+		t.Fatalf("objects after the janitor: %d", len(infos))
+	}
+}

@@ -90,7 +90,7 @@ Start with:
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
 	root.AddCommand(newRunCmd(g), newDemoCmd(g), newSimCmd(g), newValidateCmd(g), newSchemaCmd(g), newDocsCmd(g), newBenchCmd(g), newVersionCmd(g), newBufferCmd(g), newExportCmd(g), newReplayCmd(g))
-	root.AddCommand(newBundleCmd(g), newImportCmd(g), newStatusCmd(g))
+	root.AddCommand(newBundleCmd(g), newImportCmd(g), newStatusCmd(g), newHubCmd(g))
 	return root
 }
 

@@ -87,7 +87,9 @@ type ReleaseView struct {
 
 // Pending says whether an edge of the release has not answered yet
 // (pending or offline).
-func (r ReleaseView) Pending() bool { return r.Counts[store.ReleasePending]+r.Counts[store.ReleaseOffline] > 0 }
+func (r ReleaseView) Pending() bool {
+	return r.Counts[store.ReleasePending]+r.Counts[store.ReleaseOffline] > 0
+}
 
 // ReleaseEdgeView is the state of one edge in a release: pending,
 // applied, rejected (with the reason) or offline (pending, and the edge is

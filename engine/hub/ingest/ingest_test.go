@@ -344,7 +344,15 @@ func TestIngestPoisonDoesNotBlock(t *testing.T) {
 	}
 }
 
+// BenchmarkIngest measures rows/s written by one instance and by two
+// sharing the consumer, from arrow messages of 256 rows.
 func BenchmarkIngest(b *testing.B) {
+	for _, instances := range []int{1, 2} {
+		b.Run(fmt.Sprintf("instances=%d", instances), func(b *testing.B) { benchIngest(b, instances) })
+	}
+}
+
+func benchIngest(b *testing.B, instances int) {
 	e := newEnv(b)
 	const perIter = 20000
 	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -354,7 +362,17 @@ func BenchmarkIngest(b *testing.B) {
 	}
 	rec := enginetest.Record(nil, dataSchema, rows...)
 	defer rec.Release()
-	g := e.start("bench")
+	var gs []*running
+	for range instances {
+		gs = append(gs, e.start("bench"))
+	}
+	written := func() uint64 {
+		var n uint64
+		for _, g := range gs {
+			n += g.g.Stats().Rows
+		}
+		return n
+	}
 	b.ResetTimer()
 	var elapsed time.Duration
 	for i := 0; b.Loop(); i++ {
@@ -368,7 +386,7 @@ func BenchmarkIngest(b *testing.B) {
 		start := time.Now()
 		e.publish("edges.e1.stats", msgs)
 		b.StartTimer()
-		for g.g.Stats().Rows < want {
+		for written() < want {
 			time.Sleep(time.Millisecond)
 		}
 		elapsed += time.Since(start)

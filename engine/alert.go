@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
@@ -35,6 +38,64 @@ var AlertSchema = MustSchema([]Field{
 	{Name: "recover_time", Type: Timestamp},
 	{Name: "state", Type: String},
 }, "time", "asset")
+
+// RuleSetVersionColumn is the string column of VersionedAlertSchema that
+// names the version of the rule set whose rule raised the alert.
+const RuleSetVersionColumn = "rule_set_version"
+
+// VersionedAlertSchema is AlertSchema with a last string column,
+// rule_set_version, naming the version of the rule set whose rule raised
+// (and cleared) the alert; null for a rule of no versioned rule set. Alert
+// steps whose rules come from versioned rule sets produce it; everything
+// that carries alerts takes both schemas (see IsAlertSchema).
+var VersionedAlertSchema = MustSchema(append(slices.Clone(AlertSchema.Fields),
+	Field{Name: RuleSetVersionColumn, Type: String}), "time", "asset")
+
+// IsAlertSchema reports whether s is the schema of alert records:
+// AlertSchema or VersionedAlertSchema.
+func IsAlertSchema(s *Schema) bool {
+	return s != nil && (s.Equal(AlertSchema) || s.Equal(VersionedAlertSchema))
+}
+
+// AlertRecordAs returns the rows of rec, a record of one alert schema (see
+// IsAlertSchema), as a record of the alert schema s: a column s has and
+// rec lacks (rule_set_version) is null, a column rec has and s lacks is
+// left out. The caller owns the record returned (rec itself, retained,
+// when it already has schema s).
+func AlertRecordAs(mem memory.Allocator, rec arrow.RecordBatch, s *Schema) (arrow.RecordBatch, error) {
+	if !IsAlertSchema(s) {
+		return nil, fmt.Errorf("alert record: %s is not an alert schema", s)
+	}
+	if rec.Schema().Equal(s.Arrow()) {
+		rec.Retain()
+		return rec, nil
+	}
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	n := int(rec.NumRows())
+	cols := make([]arrow.Array, len(s.Fields))
+	defer func() {
+		for _, c := range cols {
+			if c != nil {
+				c.Release()
+			}
+		}
+	}()
+	for i, f := range s.Fields {
+		idx := rec.Schema().FieldIndices(f.Name)
+		switch {
+		case len(idx) == 0:
+			cols[i] = array.MakeArrayOfNull(mem, f.Type.Arrow(), n)
+		case !arrow.TypeEqual(rec.Column(idx[0]).DataType(), f.Type.Arrow()):
+			return nil, fmt.Errorf("alert record: column %s is %s, not %s", f.Name, rec.Column(idx[0]).DataType(), f.Type)
+		default:
+			cols[i] = rec.Column(idx[0])
+			cols[i].Retain()
+		}
+	}
+	return array.NewRecordBatch(s.Arrow(), cols, int64(n)), nil
+}
 
 // Severities lists alert severities from most to least severe.
 var Severities = []string{"critical", "major", "minor", "warning", "info"}

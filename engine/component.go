@@ -54,6 +54,10 @@ type BuildContext struct {
 	// RuleSets are the rule sets of the release (its rules/ files) by
 	// name, or nil outside a release.
 	RuleSets map[string]*RuleSet
+	// Release names the release the pipeline belongs to as
+	// "<bundle name> v<version>", or is "" (outside a release, or in one
+	// being checked before it has a name).
+	Release string
 }
 
 // Catalog is the thing models and assets a release ships. Its
@@ -77,7 +81,25 @@ type RuleSet struct {
 	// ModelPos locates it.
 	Model    string
 	ModelPos spec.Pos
-	Rules    []*spec.Config
+	// Version is the version the file declares ("" for none); VersionPos
+	// locates it. See EffectiveVersion.
+	Version    string
+	VersionPos spec.Pos
+	Rules      []*spec.Config
+}
+
+// EffectiveVersion is the version the alerts raised by the set's rules
+// name: the declared Version, else the set's file in the release that
+// ships it ("windfarm v7 rules/turbine.yaml"), else, in a release that has
+// no name yet (one being checked), the file alone.
+func (rs *RuleSet) EffectiveVersion(release string) string {
+	switch {
+	case rs.Version != "":
+		return rs.Version
+	case release != "":
+		return release + " " + rs.File
+	}
+	return rs.File
 }
 
 // ValueRange is the range of valid values of a numeric column: a value

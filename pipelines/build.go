@@ -109,7 +109,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		return engine.BuildContext{
 			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, DryRun: opts.DryRun, FromStart: opts.FromStart, Batch: d.Batch, Mem: opts.Mem,
 			Log: plog.With("component", c.Name), Counters: engine.NewCounters(), Shared: opts.Shared,
-			Catalog: d.Release.catalog(), RuleSets: d.Release.ruleSets(),
+			Catalog: d.Release.catalog(), RuleSets: d.Release.ruleSets(), Release: d.Release.label(),
 		}
 	}
 	// A pipeline rebuilt by a release switch continues the run.

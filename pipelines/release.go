@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -55,6 +56,15 @@ func (r *Release) ruleSets() map[string]*engine.RuleSet {
 		return map[string]*engine.RuleSet{}
 	}
 	return r.RuleSets
+}
+
+// label names the release as the rule set versions derived from it do:
+// "<name> v<version>", or "" outside a release or before it has a name.
+func (r *Release) label() string {
+	if r == nil || r.Name == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s v%d", r.Name, r.Version)
 }
 
 // ReleaseFile is a file a release carries without reading it.

@@ -69,10 +69,11 @@ func (q *Quota) Policy() Policy { return q.policy }
 
 // DefaultDroppable is the default rule of the Downsample policy: raw data
 // may be dropped, alerts and window statistics may not. A schema is kept
-// when it equals engine.AlertSchema or when it is a window-result schema,
-// recognised by timestamp fields named "window_start" and "window_end".
+// when it is an alert schema (engine.IsAlertSchema) or when it is a
+// window-result schema, recognised by timestamp fields named
+// "window_start" and "window_end".
 func DefaultDroppable(s *engine.Schema) bool {
-	if s.Equal(engine.AlertSchema) {
+	if engine.IsAlertSchema(s) {
 		return false
 	}
 	ws, ok1 := s.Lookup("window_start")

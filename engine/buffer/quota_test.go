@@ -219,7 +219,7 @@ func TestDefaultDroppable(t *testing.T) {
 	for _, tc := range []struct {
 		s    *engine.Schema
 		want bool
-	}{{testSchema, true}, {engine.AlertSchema, false}, {window, false}} {
+	}{{testSchema, true}, {engine.AlertSchema, false}, {engine.VersionedAlertSchema, false}, {window, false}} {
 		if got := buffer.DefaultDroppable(tc.s); got != tc.want {
 			t.Errorf("DefaultDroppable(%s) = %v", tc.s, got)
 		}

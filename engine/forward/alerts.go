@@ -95,17 +95,24 @@ func (r *router) othersClosed() <-chan struct{} {
 	return r.idle
 }
 
-// Raise hands an alert record to every target; it reports how many took
-// it (at once or into their queue).
+// Raise hands an alert record to every target, in the target's alert
+// schema (a target whose alerts name rule set versions gets a null
+// version); it reports how many took it (at once or into their queue).
 func (r *router) Raise(rec arrow.RecordBatch) int {
 	r.mu.Lock()
 	targets := append([]*Sink(nil), r.targets...)
 	r.mu.Unlock()
 	n := 0
 	for _, t := range targets {
-		if t.offerAlert(rec) {
+		conv, err := engine.AlertRecordAs(t.opts.Mem, rec, t.opts.Schema)
+		if err != nil {
+			t.log.Error("cannot store an alert", "err", err, "alert", alertText(rec))
+			continue
+		}
+		if t.offerAlert(conv) {
 			n++
 		}
+		conv.Release()
 	}
 	return n
 }
@@ -225,7 +232,7 @@ func (s *Sink) dropPending() {
 }
 
 func alertText(rec arrow.RecordBatch) string {
-	for i, f := range engine.AlertSchema.Fields {
+	for i, f := range rec.Schema().Fields() {
 		if c, ok := rec.Column(i).(*array.String); ok && f.Name == "content" && c.Len() > 0 {
 			return c.Value(0)
 		}

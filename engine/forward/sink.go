@@ -102,7 +102,7 @@ type Sink struct {
 	m      *metrics
 	log    *slog.Logger
 	ctr    sinkCounters
-	alert  bool // the sink carries alerts (AlertSchema)
+	alert  bool // the sink carries alerts (engine.IsAlertSchema)
 	router *router
 
 	liveOn   bool // the live lane is in use (LiveFirst and a suitable fsync policy)
@@ -168,7 +168,7 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 		opts:    opts,
 		pub:     pub,
 		log:     opts.Log.With("edge", opts.Edge, "stream", opts.Stream),
-		alert:   opts.Schema.Equal(engine.AlertSchema),
+		alert:   engine.IsAlertSchema(opts.Schema),
 		router:  routerOf(opts.Shared),
 		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}),

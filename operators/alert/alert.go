@@ -45,8 +45,12 @@ func init() {
 
 // state is the state of one rule for one asset.
 type state struct {
-	pending bool  // the condition holds since start, not raised yet
-	active  bool  // raised, not cleared
+	pending bool // the condition holds since start, not raised yet
+	active  bool // raised, not cleared
+	// version is the index in Operator.versions of the rule set version
+	// that raised the alert (while active); it fits in the padding after
+	// the flags, so versions cost no memory per state.
+	version uint32
 	start   int64 // when the condition started to hold (ms)
 	id      string
 }
@@ -94,6 +98,12 @@ type Operator struct {
 	f64            []*array.Float64
 	log            *slog.Logger
 	loggedEvicted  int
+
+	// versions are the rule set versions alerts name, by the index that
+	// states and rules keep ("" at 0: none); versionIdx indexes them.
+	versions   []string
+	versionIdx map[string]uint32
+	ruleVer    []uint32 // index of each rule's version
 
 	rb      *engine.RecordBuilder
 	errs    *rowexpr.ErrorRows
@@ -153,8 +163,17 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 		f64:         make([]*array.Float64, len(in.Fields)),
 		log:         bc.Log,
 		timeNull:    &rowexpr.NullError{Field: in.Fields[p.timeCol].Name},
-		rb:          engine.NewRecordBuilder(mem, engine.AlertSchema),
 		errs:        rowexpr.NewErrorRows(mem, in),
+		versions:    []string{""},
+		versionIdx:  map[string]uint32{"": 0},
+	}
+	out := engine.AlertSchema
+	if p.versioned {
+		out = engine.VersionedAlertSchema
+	}
+	o.rb = engine.NewRecordBuilder(mem, out)
+	for _, r := range p.rules {
+		o.ruleVer = append(o.ruleVer, o.intern(r.version))
 	}
 	for i := range in.Fields {
 		o.allCols = append(o.allCols, i)
@@ -165,12 +184,24 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
-	o.ports = []engine.Port{{Schema: engine.AlertSchema}, {Name: rowexpr.ErrorPort, Schema: o.errs.Schema()}}
+	o.ports = []engine.Port{{Schema: out}, {Name: rowexpr.ErrorPort, Schema: o.errs.Schema()}}
 	return o, nil
 }
 
-// Outputs returns the main port (alert rows of engine.AlertSchema) and the
-// "errors" port.
+// intern returns the index of version v in o.versions, adding it.
+func (o *Operator) intern(v string) uint32 {
+	if i, ok := o.versionIdx[v]; ok {
+		return i
+	}
+	i := uint32(len(o.versions))
+	o.versions = append(o.versions, v)
+	o.versionIdx[v] = i
+	return i
+}
+
+// Outputs returns the main port and the "errors" port. The main port has
+// engine.VersionedAlertSchema when the step includes rule sets or declares
+// rule_set_version, else engine.AlertSchema.
 func (o *Operator) Outputs() []engine.Port { return o.ports }
 
 // RuleNames lists the step's rules in evaluation order: its own, then
@@ -248,7 +279,7 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 			if r.model != nil && (as.asset == nil || as.asset.Model != r.model) {
 				continue
 			}
-			if err := o.eval(r, &as.rules[ri], as, rec, i, t); err != nil {
+			if err := o.eval(ri, &as.rules[ri], as, rec, i, t); err != nil {
 				o.errs.Add(i, r.prefix, err)
 			}
 		}
@@ -295,7 +326,8 @@ func (o *Operator) lookup(key string) *assetState {
 }
 
 // eval advances one rule's state on one row.
-func (o *Operator) eval(r *rule, st *state, as *assetState, rec arrow.RecordBatch, row int, t int64) error {
+func (o *Operator) eval(ri int, st *state, as *assetState, rec arrow.RecordBatch, row int, t int64) error {
+	r := o.p.rules[ri]
 	if !st.active {
 		if err := o.finite(r.condF, row); err != nil {
 			return err
@@ -314,6 +346,7 @@ func (o *Operator) eval(r *rule, st *state, as *assetState, rec arrow.RecordBatc
 		if t-st.start >= r.hold {
 			st.pending, st.active = false, true
 			st.id = alertID(o.pipeline, o.step, r.name, as.key, st.start)
+			st.version = o.ruleVer[ri]
 			o.appendAlert(r, st, as, rec, row, t, engine.AlertRaised)
 			o.cRaised.Add(1)
 		}
@@ -341,7 +374,7 @@ func (o *Operator) eval(r *rule, st *state, as *assetState, rec arrow.RecordBatc
 	}
 	if done {
 		o.appendAlert(r, st, as, rec, row, t, engine.AlertCleared)
-		st.active, st.id = false, ""
+		st.active, st.id, st.version = false, "", 0
 		o.cCleared.Add(1)
 	}
 	return nil
@@ -389,6 +422,14 @@ func (o *Operator) appendAlert(r *rule, st *state, as *assetState, rec arrow.Rec
 		rb.Timestamp(9).AppendNull()
 	}
 	rb.String(10).Append(change)
+	if len(rb.Columns) > 11 {
+		// The version that raised the alert, also on its clear row.
+		if v := o.versions[st.version]; v != "" {
+			rb.String(11).Append(v)
+		} else {
+			rb.String(11).AppendNull()
+		}
+	}
 	rb.RowDone()
 }
 

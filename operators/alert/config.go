@@ -1,6 +1,7 @@
 package alert
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"text/template"
 	"text/template/parse"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -29,7 +32,8 @@ clears at the first row where ` + "`clear`" + ` is true — or, without ` + "`cl
 holds (recover_time = that row's time).
 
 Output rows have the alert schema: time, id, asset, rule, severity, type, content, value, occur_time,
-recover_time, state (raised or cleared). The id is a hash of pipeline, step, rule, asset and occur_time, so a
+recover_time, state (raised or cleared) and, when the step includes rule sets or declares
+` + "`rule_set_version`" + `, rule_set_version (the version of the rule's set, null for a rule of none). The id is a hash of pipeline, step, rule, asset and occur_time, so a
 replay of the same input yields the same ids; the clear row carries the id of its raise row.
 
 With ` + "`assets`" + `, rules can target one model (` + "`model`" + `) and read per-asset thresholds as ` + "`attr.<attribute>`" + `.
@@ -65,6 +69,9 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 		{Name: "rules", Type: spec.List, Elem: spec.Object, Optional: true,
 			Description: "Alert rules, evaluated in order. Required unless the step includes rule sets.",
 			Children:    RuleFields},
+		{Name: "rule_set_version", Type: spec.String, Optional: true,
+			Description: "Version of the step's own `rules`, named by the alerts they raise in the `rule_set_version` column. A step with it, or one that includes rule sets, adds that column to its output; see docs/alert.md.",
+			Example:     "farm-rules 2024.06"},
 	},
 	Example: `alerts:
   type: alert
@@ -121,6 +128,9 @@ var RuleSetSpec = spec.Spec{
 	Fields: []spec.Field{
 		{Name: "model", Type: spec.String, Optional: true,
 			Description: "Model of the rules that do not name one.", Example: "turbine"},
+		{Name: "version", Type: spec.String, Optional: true,
+			Description: "Version of the rule set, named by every alert its rules raise (the `rule_set_version` column). Without it the version is the rule set's file in its release: `<bundle name> v<version> rules/<name>.yaml`.",
+			Example:     "turbine 3.1"},
 		{Name: "rules", Type: spec.List, Elem: spec.Object,
 			Description: "Alert rules, with the fields of an alert step's rules.", Children: RuleFields},
 	},
@@ -141,6 +151,12 @@ func ParseRuleSet(file string, n *yaml.Node) (*engine.RuleSet, spec.Errors) {
 	if cfg.Has("model") && rs.Model == "" {
 		errs = append(errs, cfg.Errorf("model", "model: name a model or leave the field out"))
 	}
+	rs.Version, rs.VersionPos = cfg.String("version"), cfg.Pos("version")
+	if cfg.Has("version") {
+		if err := CheckVersion(rs.Version); err != nil {
+			errs = append(errs, cfg.Errorf("version", "version: %v", err))
+		}
+	}
 	rs.Rules = cfg.Objects("rules")
 	switch {
 	case len(rs.Rules) > MaxRuleSetRules:
@@ -158,6 +174,33 @@ func ParseRuleSet(file string, n *yaml.Node) (*engine.RuleSet, spec.Errors) {
 		seen[name] = rc.Pos("name")
 	}
 	return rs, errs
+}
+
+// MaxVersionBytes bounds a declared rule set version.
+const MaxVersionBytes = 256
+
+// CheckVersion checks a declared rule set version: 1 to MaxVersionBytes
+// bytes of UTF-8 text without control characters.
+func CheckVersion(v string) error {
+	switch {
+	case v == "":
+		return errors.New("name a version or leave the field out")
+	case len(v) > MaxVersionBytes:
+		return fmt.Errorf("%d bytes, longer than %d", len(v), MaxVersionBytes)
+	}
+	return versionText(v)
+}
+
+// versionText checks that a version is UTF-8 text without control
+// characters.
+func versionText(v string) error {
+	switch {
+	case !utf8.ValidString(v):
+		return errors.New("not valid UTF-8")
+	case strings.ContainsFunc(v, unicode.IsControl):
+		return fmt.Errorf("%q holds a control character", v)
+	}
+	return nil
 }
 
 // Names of the extra expression variables.
@@ -180,6 +223,9 @@ type rule struct {
 	hold          int64 // milliseconds
 	content       content
 	model         *assets.Model
+	// version is the version of the rule set the rule comes from, named by
+	// its alerts ("" for none).
+	version string
 }
 
 // plan is a validated configuration.
@@ -198,6 +244,10 @@ type plan struct {
 	idle                             int64
 	// floatCols are the float64 columns some rule's condition reads.
 	floatCols []int
+	// versioned is set when the output has the rule_set_version column
+	// (VersionedAlertSchema): the step includes rule sets or declares
+	// rule_set_version.
+	versioned bool
 }
 
 func parsePlan(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*plan, error) {
@@ -276,12 +326,23 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*pl
 	p.env = env
 	sets, es := includedSets(cfg, bc)
 	errs = append(errs, es...)
+	own := cfg.String("rule_set_version")
+	if cfg.Has("rule_set_version") {
+		if err := CheckVersion(own); err != nil {
+			errs = append(errs, cfg.Errorf("rule_set_version", "rule_set_version: %v", err))
+		}
+	}
+	p.versioned = cfg.Has("rule_set_version") || cfg.Has("include")
 	seen := map[string]spec.Pos{}
 	add := func(rc *spec.Config, set *engine.RuleSet) {
 		r, es := p.parseRule(rc, in, haveAssets, set)
 		errs = append(errs, es...)
 		if r == nil {
 			return
+		}
+		r.version = own
+		if set != nil {
+			r.version = set.EffectiveVersion(bc.Release)
 		}
 		if prev, dup := seen[r.name]; dup {
 			errs = append(errs, rc.Errorf("name", "rule %q declared twice (also at %s)", r.name, prev))

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -16,23 +17,29 @@ import (
 // every asset the step keeps; Restore reads them into a step built from the
 // same configuration, which then raises and clears exactly as the step that
 // wrote them would have: a pending condition raises after its full hold
-// with the occur time it started at, a raised alert clears with its id.
+// with the occur time it started at, a raised alert clears with its id and
+// the rule set version that raised it (a release switch that changes a
+// rule set's version does not rename the alerts already raised).
 //
-// Format, version 1 (varints are unsigned LEB128 or zigzag signed):
+// Format, version 2 (varints are unsigned LEB128 or zigzag signed):
 //
 //	shape    8 bytes: FNV-64a of the key column and the rule names in order
 //	clock    varint now, lastSweep; uvarint rows since the sweep, raised
 //	         alerts forgotten and logged one by one
 //	assets   uvarint n; per asset, by key: string key, varint seen, then per
 //	         rule a byte: 0 inactive, 1 pending (varint start follows),
-//	         2 raised (varint start and the 16 bytes of the id follow)
+//	         2 raised (varint start, the 16 bytes of the id and the string
+//	         rule set version, "" for none, follow)
 //
-// Equal states give equal bytes.
+// Version 1 is version 2 without the rule set versions; it is still read
+// (its raised alerts name no version). Equal states give equal bytes.
 const (
 	// StateKind is the Kind of the state of an alert step.
 	StateKind = "alert"
 	// StateVersion is the version of the state format written and read.
-	StateVersion = 1
+	StateVersion = 2
+	// stateVersion1 is the format without rule set versions.
+	stateVersion1 = 1
 )
 
 var _ engine.Stateful = (*Operator)(nil)
@@ -103,6 +110,7 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 				w.Byte(ruleRaised)
 				w.Varint(st.start)
 				w.Raw(id[:])
+				w.String(o.versions[st.version])
 			case st.pending:
 				w.Byte(rulePending)
 				w.Varint(st.start)
@@ -120,7 +128,11 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 // that is truncated or malformed, is refused with an error and the step
 // keeps its own state.
 func (o *Operator) Restore(s *engine.State) error {
-	if err := engine.CheckState(s, StateKind, StateVersion); err != nil {
+	version := StateVersion
+	if s != nil && s.Version == stateVersion1 {
+		version = stateVersion1
+	}
+	if err := engine.CheckState(s, StateKind, version); err != nil {
 		return fmt.Errorf("alert: restore: %w", err)
 	}
 	if o.closed {
@@ -141,6 +153,18 @@ func (o *Operator) Restore(s *engine.State) error {
 	slab := make([]assetState, n)
 	rules := make([]state, n*nr)
 	prev := ""
+	// The versions of the restored alerts join the step's own; they are
+	// committed only once the whole state reads well.
+	versions, versionIdx := slices.Clone(o.versions), maps.Clone(o.versionIdx)
+	intern := func(v string) uint32 {
+		if i, ok := versionIdx[v]; ok {
+			return i
+		}
+		i := uint32(len(versions))
+		versions = append(versions, v)
+		versionIdx[v] = i
+		return i
+	}
 	for i := range n {
 		if r.Err() != nil {
 			break
@@ -171,6 +195,15 @@ func (o *Operator) Restore(s *engine.State) error {
 				if id := r.Raw(idBytes); id != nil {
 					st.id = hex.EncodeToString(id)
 				}
+				if version == StateVersion {
+					v := r.String(MaxStoredVersionBytes, "rule set version")
+					if r.Err() == nil {
+						if err := checkStoredVersion(v); err != nil {
+							r.Failf("rule set version: %v", err)
+						}
+					}
+					st.version = intern(v)
+				}
 			default:
 				r.Failf("rule state %d", b)
 			}
@@ -181,6 +214,21 @@ func (o *Operator) Restore(s *engine.State) error {
 		return fmt.Errorf("alert: restore: %w", err)
 	}
 	o.states, o.last = states, nil
+	o.versions, o.versionIdx = versions, versionIdx
 	o.now, o.lastSweep, o.rows, o.loggedEvicted = now, lastSweep, int(rows), int(logged)
 	return nil
+}
+
+// MaxStoredVersionBytes bounds a rule set version read from a state: a
+// declared version (MaxVersionBytes) or one made of a release name,
+// version and file.
+const MaxStoredVersionBytes = 4096
+
+// checkStoredVersion checks a rule set version read from a state: ""
+// (none) or text without control characters.
+func checkStoredVersion(v string) error {
+	if v == "" {
+		return nil
+	}
+	return versionText(v)
 }

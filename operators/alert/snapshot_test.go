@@ -391,6 +391,7 @@ func TestRestoreRefusesCorruptState(t *testing.T) {
 			}
 			if s == 2 {
 				w.Raw(make([]byte, 16))
+				w.String("") // no rule set version
 			}
 		}
 	}

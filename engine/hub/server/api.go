@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/sluice-edge/sluice/engine/hub/ingest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/hub/store"
@@ -30,6 +32,9 @@ const (
 // DefaultListen is where the API listens unless told otherwise: loopback
 // only.
 const DefaultListen = "127.0.0.1:8470"
+
+// maxConns bounds the connections the API holds at once.
+const maxConns = 256
 
 // maxReleases bounds GET /v1/releases.
 const maxReleases = 100
@@ -224,7 +229,7 @@ func Listen(addr, token string, h *Hub, log *slog.Logger) (*API, error) {
 	}
 	go func() {
 		defer close(a.done)
-		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := a.srv.Serve(netutil.LimitListener(ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("hub api stopped", "err", err)
 		}
 	}()
@@ -388,7 +393,7 @@ func (a *API) release(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := releaseView(store.ReleaseInfo{ID: rel.ID, Release: store.Release{Bundle: rel.Bundle, Version: rel.Version,
-		Target: t.Kind, Selector: t.Selector, By: "api", At: a.hub.opts.Now().UTC()}}, rel.Edges)
+		Target: t.Kind, Selector: t.Selector, By: "api", At: rel.At}}, rel.Edges)
 	v.Digest, v.Size, v.Signer = rel.Digest, rel.Size, rel.Signer
 	writeJSON(w, http.StatusCreated, v)
 }

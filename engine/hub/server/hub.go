@@ -51,6 +51,8 @@ type Store interface {
 	EdgeStatus(ctx context.Context, edge string) (store.EdgeStatus, error)
 	PutBundle(ctx context.Context, b store.Bundle) error
 	CreateRelease(ctx context.Context, r store.Release) (int64, []string, error)
+	SetReleaseEdgeState(ctx context.Context, id int64, edge, state, reason string, at time.Time) error
+	Supersede(ctx context.Context, edge string, id int64, reason string, at time.Time) error
 	GetRelease(ctx context.Context, id int64) (store.ReleaseInfo, error)
 	ReleaseStatus(ctx context.Context, id int64) ([]store.ReleaseEdge, error)
 	Releases(ctx context.Context, limit int) ([]store.ReleaseInfo, error)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -96,6 +97,8 @@ type Released struct {
 	Size    int64
 	Signer  string
 	Target  Target
+	// At is when it was released.
+	At time.Time
 	// Edges are the targeted edges and their states.
 	Edges []store.ReleaseEdge
 }
@@ -187,8 +190,19 @@ func (h *Hub) Release(ctx context.Context, r io.Reader, t Target, by string) (*R
 			h.log.Warn("hub: release: edge id is not a key", "edge", e, "err", err)
 			continue
 		}
-		if _, err := kv.Put(ctx, key, val); err != nil {
+		newer, err := writeDesired(ctx, kv, key, id, val)
+		if err != nil {
 			return nil, fmt.Errorf("hub: release %d: desired record of %s: %w", id, e, err)
+		}
+		// Whichever release holds the key, the others pending for this
+		// edge never reach it.
+		if newer != 0 {
+			err = h.st.SetReleaseEdgeState(ctx, id, e, store.ReleaseRejected, "superseded by release "+ReleaseID(newer), now)
+		} else {
+			err = h.st.Supersede(ctx, e, id, "superseded by release "+ReleaseID(id), now)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	h.log.Info("hub: released", "release", ReleaseID(id), "bundle", m.Name, "version", m.Version, "digest", digest,
@@ -197,7 +211,42 @@ func (h *Hub) Release(ctx context.Context, r io.Reader, t Target, by string) (*R
 	if err != nil {
 		return nil, err
 	}
-	return &Released{ID: id, Bundle: m.Name, Version: m.Version, Digest: digest, Size: n, Signer: b.KeyID(), Target: t, Edges: states}, nil
+	return &Released{ID: id, Bundle: m.Name, Version: m.Version, Digest: digest, Size: n, Signer: b.KeyID(), Target: t, At: now, Edges: states}, nil
+}
+
+// writeDesired writes the desired record val of release id to key unless
+// the key holds a newer release's (a higher id): releases written at once
+// by several requests or instances leave the newest in every key. It
+// returns the newer release's id when it held the key, 0 when val was
+// written.
+func writeDesired(ctx context.Context, kv jetstream.KeyValue, key string, id int64, val []byte) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		var err error
+		e, gerr := kv.Get(ctx, key)
+		switch {
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			_, err = kv.Create(ctx, key, val)
+		case gerr != nil:
+			return 0, gerr
+		default:
+			if d, derr := protocol.DecodeDesired(e.Value()); derr == nil {
+				if cur, perr := ParseReleaseID(d.ReleaseID); perr == nil && cur > id {
+					return cur, nil
+				}
+			}
+			_, err = kv.Update(ctx, key, val, e.Revision())
+		}
+		if err == nil {
+			return 0, nil
+		}
+		// Another writer got in between: read the key again.
+		var apiErr *jetstream.APIError
+		if attempt < 20 && (errors.Is(err, jetstream.ErrKeyExists) ||
+			errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+			continue
+		}
+		return 0, err
+	}
 }
 
 // putObject puts the bundle in f into the object store under its digest,

@@ -475,3 +475,56 @@ func TestJanitor(t *testing.T) {
 		t.Fatalf("objects after the janitor: %d", len(infos))
 	}
 }
+
+// TestConcurrentReleasesNewestWins: releases to one edge written at once
+// by two instances leave the newest release in the edge's key; the older
+// ones read rejected (superseded) rather than pending for ever.
+func TestConcurrentReleasesNewestWins(t *testing.T) {
+	e := newEnv(t)
+	a := e.start()
+	b := e.start()
+	ctx := context.Background()
+	const n = 6
+	bundles := make([][]byte, n)
+	for i := range bundles {
+		bundles[i] = e.build("wf", uint64(i+1), e.key)
+	}
+	errs := make(chan error, n)
+	for i := range n {
+		in := a
+		if i%2 == 1 {
+			in = b
+		}
+		go func() {
+			_, err := in.client.Release(ctx, bytes.NewReader(bundles[i]), int64(len(bundles[i])), server.Target{Kind: store.TargetEdge, Selector: "e1"})
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, js := e.connect()
+	kv, err := js.KeyValue(ctx, protocol.DesiredBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := kv.Get(ctx, "edge.e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := protocol.DecodeDesired(entry.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ReleaseID != fmt.Sprintf("r%d", n) {
+		t.Fatalf("key holds %s, want r%d", d, n)
+	}
+	for i := 1; i < n; i++ {
+		_, v := states(t, a.client, fmt.Sprint(i))
+		if st := v.Edges[0]; st.State != store.ReleaseRejected || !strings.HasPrefix(st.Reason, "superseded by release r") {
+			t.Errorf("release r%d: %+v", i, st)
+		}
+	}
+}

@@ -251,3 +251,19 @@ SELECT id, bundle, version, target_kind, target, released_by, released_at FROM r
 	}
 	return out, nil
 }
+
+// Supersede marks the pending entries of edge in releases older than id
+// rejected, superseded by release reason: the edge's desired record now
+// names release id, so it will not apply them. An apply report of one of
+// them made after at still sets its state.
+func (s *Store) Supersede(ctx context.Context, edge string, id int64, reason string, at time.Time) error {
+	if err := s.checkTexts("edge", edge, "reason", reason); err != nil {
+		return fmt.Errorf("hub store: supersede: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, `
+UPDATE release_edges SET state = 'rejected', reason = $3, at = greatest(at, $4)
+WHERE edge = $1 AND release_id < $2 AND state = 'pending'`, edge, id, reason, at); err != nil {
+		return fmt.Errorf("hub store: supersede releases of %s before %d: %w", edge, id, err)
+	}
+	return nil
+}

@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"database/sql"
+	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -207,26 +207,66 @@ func encode(t testing.TB, edge, stream string, s *engine.Schema, first uint64, r
 	return msgs
 }
 
-// edgeSim is an edge as the hub sees it: it sends heartbeats and apply
-// reports as rows on its subjects, and follows its desired release with
-// hubsync, verifying each bundle like the agent (signature and content)
-// before it reports it applied.
+// edgeSim is an edge as the hub sees it: a real agent (with a runner that
+// only records switches) follows its desired release through hubsync, and
+// its heartbeats and apply reports travel as rows on its subjects, as the
+// edge's forwarder sends them.
 type edgeSim struct {
 	t      testing.TB
 	id     string
 	labels string
 	js     jetstream.JetStream
-	trust  *bundle.Trust
+	agent  *agent.Agent
 	mu     sync.Mutex
-	name   string
-	ver    uint64
 	hbSeq  uint64
 	repSeq uint64
+	out    chan agent.Report
 }
 
 func (e *env) edge(id, labels string) *edgeSim {
+	e.t.Helper()
 	_, js := e.connect()
-	return &edgeSim{t: e.t, id: id, labels: labels, js: js, trust: e.trust}
+	s := &edgeSim{t: e.t, id: id, labels: labels, js: js, out: make(chan agent.Report, 64)}
+	var lm map[string]string
+	if err := json.Unmarshal([]byte(labels), &lm); err != nil {
+		e.t.Fatal(err)
+	}
+	a, err := agent.Open(agent.Options{Dir: filepath.Join(e.t.TempDir(), "agent"), Edge: id, Labels: lm,
+		Trust: e.trust, DiskReserve: 1, OnReport: func(r agent.Report) { s.out <- r }}, switcher{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { a.Close() })
+	if _, err := a.Start(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	s.agent = a
+	// The agent reports with its apply lock held: the reports leave from
+	// here, as the edge's uplink buffers them.
+	done := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case r := <-s.out:
+				s.report(r)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	e.t.Cleanup(func() { close(stop); <-done })
+	return s
+}
+
+// switcher is a Runner whose switches always succeed.
+type switcher struct{}
+
+func (switcher) Check(string, *bundle.Manifest) error { return nil }
+
+func (switcher) Switch(_ context.Context, _ string, m *bundle.Manifest) (string, error) {
+	return fmt.Sprintf("switched to %s v%d", m.Name, m.Version), nil
 }
 
 // heartbeat sends a heartbeat stamped at.
@@ -234,8 +274,9 @@ func (s *edgeSim) heartbeat(at time.Time) {
 	s.t.Helper()
 	s.mu.Lock()
 	s.hbSeq++
-	seq, name, ver := s.hbSeq, s.name, s.ver
+	seq := s.hbSeq
 	s.mu.Unlock()
+	name, ver := hubsync.AgentCurrent(s.agent)()
 	running := `[{"pipeline":"p","state":"running"}]`
 	msgs := encode(s.t, s.id, protocol.HeartbeatStream, protocol.HeartbeatSchema(), seq,
 		enginetest.Row{at, s.labels, name, int64(ver), running, int64(3), "test"})
@@ -253,47 +294,13 @@ func (s *edgeSim) report(rep agent.Report) {
 	publish(s.t, s.js, "sluice."+s.id+".reports", msgs)
 }
 
-// Import verifies the bundle and reports the outcome.
-func (s *edgeSim) Import(r io.Reader, file string) (agent.Report, error) {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return agent.Report{}, err
-	}
-	rep := agent.Report{Time: time.Now().UTC(), File: file}
-	_, err = bundle.Verify(bytes.NewReader(data), s.trust)
-	// Like the agent, a rejection names the release when the manifest
-	// could be read.
-	if b, _ := bundle.Inspect(bytes.NewReader(data), nil); b != nil && b.Manifest != nil {
-		rep.Bundle, rep.Version = b.Manifest.Name, b.Manifest.Version
-	}
-	s.mu.Lock()
-	switch {
-	case err != nil:
-		rep.Outcome, rep.Reason = agent.Rejected, err.Error()
-	case rep.Version <= s.ver && rep.Bundle == s.name:
-		rep.Outcome, rep.Reason = agent.Rejected, "not newer than the applied version"
-	default:
-		rep.Outcome = agent.Applied
-		s.name, s.ver = rep.Bundle, rep.Version
-	}
-	s.mu.Unlock()
-	s.report(rep)
-	return rep, nil
-}
-
-func (s *edgeSim) current() (string, uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.name, s.ver
-}
-
 // run follows the edge's desired release until the test ends.
 func (s *edgeSim) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = hubsync.Sync(ctx, s.js, s.id, s, hubsync.Options{Current: s.current, MinBackoff: 50 * time.Millisecond,
+		_ = hubsync.Sync(ctx, s.js, s.id, s.agent, hubsync.Options{Current: hubsync.AgentCurrent(s.agent), MinBackoff: 50 * time.Millisecond,
 			MaxBackoff: 200 * time.Millisecond, Resync: time.Second})
 	}()
 	s.t.Cleanup(func() { cancel(); <-done })

@@ -36,8 +36,23 @@ func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (int64, e
 		var err error
 		switch r.Stream {
 		case protocol.ReportStream:
-			var rep store.Report
-			if rep, err = reportOf(r); err == nil {
+			var (
+				rep  store.Report
+				file string
+			)
+			if rep, file, err = reportOf(r); err == nil {
+				if rep.Bundle == "" && protocol.CheckDigest(file) == nil {
+					// A bundle refused before its manifest was read (a
+					// bad signature) is named by the digest hubsync gave
+					// as its file: the hub knows what it released there.
+					b, berr := e.st.BundleByDigest(ctx, file)
+					switch {
+					case berr == nil:
+						rep.Bundle, rep.Version = b.Name, b.Version
+					case !errors.Is(berr, store.ErrNotFound):
+						return 0, berr
+					}
+				}
 				if err = e.st.RecordReport(ctx, r.Edge, rep); err != nil {
 					return 0, err
 				}
@@ -99,14 +114,12 @@ func msgOrigin(subject string, d *ingest.Decoded) (edge, stream string, err erro
 	return edge, stream, nil
 }
 
-// reportOf reads an apply report from a row of protocol.ReportSchema.
-func reportOf(r store.Row) (store.Report, error) {
-	var (
-		rep store.Report
-		err error
-	)
+// reportOf reads an apply report and its file from a row of
+// protocol.ReportSchema.
+func reportOf(r store.Row) (store.Report, string, error) {
+	var rep store.Report
 	if r.Time.IsZero() {
-		return rep, errors.New("report without a time")
+		return rep, "", errors.New("report without a time")
 	}
 	rep.Time = r.Time
 	v := values(r.Values)
@@ -116,18 +129,19 @@ func reportOf(r store.Row) (store.Report, error) {
 	rep.Reason = v.str(protocol.ColReason)
 	rep.Location = v.str(protocol.ColLocation)
 	rep.Steps = v.str(protocol.ColSteps)
-	if err = v.err(); err != nil {
-		return rep, err
+	file := v.str(protocol.ColFile)
+	if err := v.err(); err != nil {
+		return rep, "", err
 	}
 	if rep.Outcome != store.Applied && rep.Outcome != store.Rejected {
-		return rep, fmt.Errorf("outcome %.40q, want applied or rejected", rep.Outcome)
+		return rep, "", fmt.Errorf("outcome %.40q, want applied or rejected", rep.Outcome)
 	}
 	for _, s := range []string{rep.Bundle, rep.Reason, rep.Location, rep.Steps} {
 		if err := checkText(s); err != nil {
-			return rep, err
+			return rep, "", err
 		}
 	}
-	return rep, nil
+	return rep, file, nil
 }
 
 // heartbeatOf reads a heartbeat from a row of protocol.HeartbeatSchema.

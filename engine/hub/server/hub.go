@@ -50,6 +50,7 @@ type Store interface {
 	Edges(ctx context.Context) ([]store.Edge, error)
 	EdgeStatus(ctx context.Context, edge string) (store.EdgeStatus, error)
 	PutBundle(ctx context.Context, b store.Bundle) error
+	BundleByDigest(ctx context.Context, digest string) (store.Bundle, error)
 	CreateRelease(ctx context.Context, r store.Release) (int64, []string, error)
 	SetReleaseEdgeState(ctx context.Context, id int64, edge, state, reason string, at time.Time) error
 	Supersede(ctx context.Context, edge string, id int64, reason string, at time.Time) error

@@ -267,3 +267,21 @@ WHERE edge = $1 AND release_id < $2 AND state = 'pending'`, edge, id, reason, at
 	}
 	return nil
 }
+
+// BundleByDigest returns the bundle stored with digest; ErrNotFound when
+// there is none.
+func (s *Store) BundleByDigest(ctx context.Context, digest string) (Bundle, error) {
+	b := Bundle{Digest: digest}
+	var version int64
+	err := s.pool.QueryRow(ctx, `
+SELECT name, version, size, created, signer FROM bundles WHERE digest = $1 ORDER BY created LIMIT 1`, digest).Scan(
+		&b.Name, &version, &b.Size, &b.Created, &b.Signer)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Bundle{}, fmt.Errorf("hub store: bundle %.80s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return Bundle{}, fmt.Errorf("hub store: bundle %.80s: %w", digest, err)
+	}
+	b.Version = uint64(version)
+	return b, nil
+}

@@ -128,6 +128,11 @@ func TestHubCommands(t *testing.T) {
 		!strings.Contains(out, "release r1: w v1 to edge edge-02") || !strings.Contains(out, "edge-02: offline") {
 		t.Fatalf("hub release: %d\n%s%s", code, out, errOut)
 	}
+	// Waiting for an edge that does not come: exit 1 after the timeout.
+	if code, out, errOut := run(t, append([]string{"hub", "release", b, "--to", "edge-02", "--wait", "--timeout", "1s"}, hub...)...); code != exitFailed ||
+		!strings.Contains(out, "edge-02: offline") || !strings.Contains(errOut, "still pending") {
+		t.Fatalf("hub release --wait: %d\n%s%s", code, out, errOut)
+	}
 	if code, out, errOut := run(t, append([]string{"hub", "alerts", "--active"}, hub...)...); code != 0 || !strings.Contains(out, "STATE") {
 		t.Fatalf("hub alerts: %d\n%s%s", code, out, errOut)
 	}

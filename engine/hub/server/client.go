@@ -144,3 +144,9 @@ func (c *Client) Alerts(ctx context.Context, active bool, asset string) ([]Alert
 	var as []AlertView
 	return as, c.do(ctx, http.MethodGet, AlertsPath, q, nil, 0, &as)
 }
+
+// Releases lists the newest releases, newest first.
+func (c *Client) Releases(ctx context.Context) ([]ReleaseView, error) {
+	var rs []ReleaseView
+	return rs, c.do(ctx, http.MethodGet, ReleasesPath, nil, nil, 0, &rs)
+}

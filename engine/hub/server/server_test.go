@@ -81,6 +81,10 @@ func TestReleaseLifecycle(t *testing.T) {
 	if d.Bundle != "wf" || d.Version != 2 || len(d.History) != 2 || d.History[0].Version != 2 || d.LastReport == nil {
 		t.Fatalf("edge e1: %+v", d)
 	}
+	rs, err := in.client.Releases(ctx)
+	if err != nil || len(rs) != 2 || rs[0].ID != rel2.ID || rs[0].Target != "all" || rs[1].Target != "label site=a" {
+		t.Fatalf("releases %+v %v", rs, err)
+	}
 	// An edge the hub never heard of.
 	rel3, err := in.client.Release(ctx, bytes.NewReader(b2), int64(len(b2)), server.Target{Kind: store.TargetEdge, Selector: "late"})
 	if err != nil {
@@ -193,6 +197,18 @@ func TestAPIAuth(t *testing.T) {
 	}
 	if h, err := in.client.Health(context.Background()); err != nil || !h.OK {
 		t.Fatalf("health %+v %v", h, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+in.api.Addr()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`sluice_hub_ingest_rows_total{consumer="data"} 0`)) ||
+		!bytes.Contains(body, []byte(`sluice_hub_ingest_lag{consumer="edge_events"}`)) {
+		t.Fatalf("metrics %d\n%s", resp.StatusCode, body)
 	}
 }
 

@@ -156,8 +156,9 @@ type HeartbeatInfo struct {
 
 // RecordHeartbeat records a heartbeat of edge, like Heartbeat, and what it
 // says the edge runs: the newest heartbeat (by its time) sets the running
-// pipelines, backlog, software and the stored heartbeat; an older one only
-// widens first_seen.
+// pipelines, backlog, software and the stored heartbeat, and the release
+// the edge runs when it names one and no applied report is newer; an older
+// heartbeat only widens first_seen.
 func (s *Store) RecordHeartbeat(ctx context.Context, edge string, hb HeartbeatInfo) error {
 	if err := s.checkTexts("edge", edge, "bundle", hb.Bundle, "software", hb.Software); err != nil {
 		return fmt.Errorf("hub store: heartbeat: %w", err)
@@ -185,9 +186,16 @@ func (s *Store) RecordHeartbeat(ctx context.Context, edge string, hb HeartbeatIn
 	if err != nil {
 		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
 	}
+	// What the edge runs comes from its newest applied report; a newer
+	// heartbeat naming a release says it too (an apply whose report
+	// never reached the hub, a release applied before the hub existed).
 	_, err = s.pool.Exec(ctx, `
-UPDATE edges SET running = $2, backlog = $3, software = $4, heartbeat = $5, heartbeat_at = $6
-WHERE id = $1 AND (heartbeat_at IS NULL OR heartbeat_at <= $6)`, edge, rj, hb.Backlog, hb.Software, whole, hb.At)
+UPDATE edges SET running = $2, backlog = $3, software = $4, heartbeat = $5, heartbeat_at = $6,
+  bundle = CASE WHEN $7 <> '' AND NOT EXISTS (
+    SELECT 1 FROM apply_reports a WHERE a.edge = $1 AND a.outcome = 'applied' AND a.time > $6) THEN $7 ELSE bundle END,
+  version = CASE WHEN $7 <> '' AND NOT EXISTS (
+    SELECT 1 FROM apply_reports a WHERE a.edge = $1 AND a.outcome = 'applied' AND a.time > $6) THEN $8 ELSE version END
+WHERE id = $1 AND (heartbeat_at IS NULL OR heartbeat_at <= $6)`, edge, rj, hb.Backlog, hb.Software, whole, hb.At, hb.Bundle, int64(hb.Version))
 	if err != nil {
 		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
 	}

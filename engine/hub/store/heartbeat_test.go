@@ -43,6 +43,34 @@ func TestHeartbeatClockAhead(t *testing.T) {
 	}
 }
 
+// TestHeartbeatNamesRelease: without a newer applied report, the newest
+// heartbeat says which release the edge runs; an applied report newer
+// than it decides.
+func TestHeartbeatNamesRelease(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	s := open(t, store.Options{Now: func() time.Time { return now }})
+	ctx := context.Background()
+	if err := s.RecordHeartbeat(ctx, "e1", store.HeartbeatInfo{At: now.Add(-time.Minute), Bundle: "wf", Version: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.EdgeStatus(ctx, "e1"); st.Bundle != "wf" || st.Version != 3 {
+		t.Fatalf("after a heartbeat: %s v%d", st.Bundle, st.Version)
+	}
+	if err := s.RecordReport(ctx, "e1", store.Report{Time: now.Add(-30 * time.Second), Bundle: "wf", Version: 4, Outcome: store.Applied}); err != nil {
+		t.Fatal(err)
+	}
+	// A heartbeat older than the report, delivered late, changes nothing;
+	// an empty bundle never clears what runs.
+	for _, hb := range []store.HeartbeatInfo{{At: now.Add(-45 * time.Second), Bundle: "wf", Version: 3}, {At: now}} {
+		if err := s.RecordHeartbeat(ctx, "e1", hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, _ := s.EdgeStatus(ctx, "e1"); st.Bundle != "wf" || st.Version != 4 {
+		t.Fatalf("after the report: %s v%d", st.Bundle, st.Version)
+	}
+}
+
 // TestRegisteredEdge: an edge a release registers is listed, never seen,
 // offline; its first heartbeat makes it online with its labels; a release
 // to it reads offline until then.

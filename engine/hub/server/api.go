@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -465,7 +466,7 @@ func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
 		v := AlertView{ID: x.ID, Edge: x.Edge, Asset: x.Asset, Rule: x.Rule, Severity: x.Severity, Type: x.Type,
 			Content: x.Content, Occur: x.Occur, Recover: opt(x.Recover), State: x.State, RuleSetVersion: x.RuleSetVersion,
 			ChangedAt: x.ChangedAt}
-		if val := x.Value; val == val && val-val == 0 { // JSON holds no NaN or ±Inf
+		if val := x.Value; !math.IsNaN(val) && !math.IsInf(val, 0) { // JSON holds no NaN or ±Inf
 			v.Value = &val
 		}
 		out = append(out, v)

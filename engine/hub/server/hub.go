@@ -127,15 +127,15 @@ func New(js jetstream.JetStream, st Store, opts Options) (*Hub, error) {
 		opts.TempDir = os.TempDir()
 	}
 	h := &Hub{js: js, st: st, opts: opts, log: opts.Log}
-	io := opts.Ingest
-	io.Log = opts.Log
-	io.Stream, io.Durable, io.FilterSubjects, io.Check = protocol.DataStream, DataDurable, nil, checkData
+	iopts := opts.Ingest
+	iopts.Log = opts.Log
+	iopts.Stream, iopts.Durable, iopts.FilterSubjects, iopts.Check = protocol.DataStream, DataDurable, nil, checkData
 	var err error
-	if h.data, err = ingest.New(js, st, io); err != nil {
+	if h.data, err = ingest.New(js, st, iopts); err != nil {
 		return nil, err
 	}
-	io.Stream, io.Durable, io.Check = protocol.EdgeStream, EdgeDurable, checkEdge
-	if h.edge, err = ingest.New(js, &edgeEvents{st: st}, io); err != nil {
+	iopts.Stream, iopts.Durable, iopts.Check = protocol.EdgeStream, EdgeDurable, checkEdge
+	if h.edge, err = ingest.New(js, &edgeEvents{st: st}, iopts); err != nil {
 		return nil, err
 	}
 	return h, nil

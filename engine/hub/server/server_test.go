@@ -544,3 +544,41 @@ func TestConcurrentReleasesNewestWins(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertsThroughHub: alert rows an edge's sink publishes on
+// sluice.<edge>.alerts reach GET /v1/alerts, filtered by state and asset;
+// alert rows of another edge's id on that subject are refused.
+func TestAlertsThroughHub(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	ctx := context.Background()
+	_, js := e.connect()
+	occur := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
+	recov := occur.Add(time.Minute)
+	rows := []enginetest.Row{
+		{occur, "a1", "T1", "hot", "major", "temp", "too hot", 90.0, occur, nil, "raised"},
+		{recov, "a1", "T1", "hot", "major", "temp", "ok", 70.0, occur, recov, "cleared"},
+		{recov, "a2", "T2", "cold", "minor", "temp", "too cold", 1.0, recov, nil, "raised"},
+	}
+	publish(t, js, "sluice.e1.alerts", encode(t, "e1", "alerts", engine.AlertSchema, 1, rows...))
+	publish(t, js, "sluice.e1.alerts", encode(t, "e2", "alerts", engine.AlertSchema, 1,
+		enginetest.Row{occur, "a3", "T3", "hot", "major", "temp", "forged", 1.0, occur, nil, "raised"}))
+	waitFor(t, 10*time.Second, "alerts stored", func() error {
+		d, _ := in.hub.Stats()
+		if d.Alerts != 3 || d.Poison != 1 {
+			return fmt.Errorf("data %+v", d)
+		}
+		return nil
+	})
+	all, err := in.client.Alerts(ctx, false, "")
+	if err != nil || len(all) != 2 || all[0].ID != "a1" || all[0].State != store.AlertCleared || all[0].Recover == nil {
+		t.Fatalf("alerts %+v %v", all, err)
+	}
+	active, err := in.client.Alerts(ctx, true, "")
+	if err != nil || len(active) != 1 || active[0].ID != "a2" || active[0].Value == nil || *active[0].Value != 1 {
+		t.Fatalf("active %+v %v", active, err)
+	}
+	if byAsset, err := in.client.Alerts(ctx, false, "T1"); err != nil || len(byAsset) != 1 || byAsset[0].Asset != "T1" {
+		t.Fatalf("asset T1 %+v %v", byAsset, err)
+	}
+}

@@ -296,6 +296,8 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, store.ErrConflict):
+		code = http.StatusConflict
 	case errors.Is(err, ErrTooLarge), errors.As(err, &mbe):
 		code = http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrBadBundle):

@@ -154,14 +154,14 @@ func (in *instance) kill() {
 	in.stop()
 }
 
-// build returns a signed bundle of release name v.
+// build returns a signed bundle of release name v; two builds differ.
 func (e *env) build(name string, v uint64, key ed25519.PrivateKey) []byte {
 	e.t.Helper()
 	src := e.t.TempDir()
 	if err := os.MkdirAll(filepath.Join(src, "pipelines"), 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(src, "pipelines", "p.yaml"), fmt.Appendf(nil, "sources:\n  s: {type: sim, rows: %d}\n", v), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(src, "pipelines", "p.yaml"), fmt.Appendf(nil, "# build %d\nsources:\n  s: {type: sim, rows: %d}\n", seqNo.Add(1), v), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
 	var buf bytes.Buffer

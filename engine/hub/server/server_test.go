@@ -322,6 +322,17 @@ func TestHostileRequests(t *testing.T) {
 	if err := e.db.QueryRow("SELECT count(*) FROM " + e.schema + ".releases").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d releases stored (%v)", n, err)
 	}
+	// The same name and version with other content: a conflict.
+	if _, err := in.client.Release(ctx, bytes.NewReader(good), int64(len(good)), all); err != nil {
+		t.Fatal(err)
+	}
+	other := e.build("wf", 1, e.key)
+	if bytes.Equal(other, good) {
+		t.Fatal("the rebuilt bundle is identical")
+	}
+	if _, err := in.client.Release(ctx, bytes.NewReader(other), int64(len(other)), all); code(err) != http.StatusConflict {
+		t.Errorf("same version, other digest: %v", err)
+	}
 }
 
 // TestEdgeEventsHostile: an edge's report sent on another edge's subject,

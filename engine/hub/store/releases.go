@@ -49,6 +49,10 @@ type Release struct {
 	At       time.Time
 }
 
+// ErrConflict is wrapped by PutBundle's refusal of a name and version
+// stored with another digest.
+var ErrConflict = errors.New("conflict")
+
 // PutBundle records b. Storing the same name and version again is a no-op
 // when the digest matches and an error when it does not.
 func (s *Store) PutBundle(ctx context.Context, b Bundle) error {
@@ -67,7 +71,7 @@ RETURNING digest`, b.Name, int64(b.Version), b.Digest, b.Size, b.Created, b.Sign
 		return fmt.Errorf("hub store: bundle %s v%d: %w", b.Name, b.Version, err)
 	}
 	if digest != b.Digest {
-		return fmt.Errorf("hub store: bundle %s v%d: already stored with digest %s, not %s", b.Name, b.Version, digest, b.Digest)
+		return fmt.Errorf("hub store: bundle %s v%d: %w: already stored with digest %s, not %s", b.Name, b.Version, ErrConflict, digest, b.Digest)
 	}
 	return nil
 }

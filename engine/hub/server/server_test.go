@@ -376,9 +376,9 @@ func TestEdgeEventsHostile(t *testing.T) {
 	}
 }
 
-// TestTwoInstancesShareIngest: two instances share the data consumer;
-// one killed in the middle leaves its unacked messages to the other, and
-// every row is stored once.
+// TestTwoInstancesShareIngest: two instances share the data and the
+// edge-event consumers; one killed in the middle leaves its unacked
+// messages to the other, and every row and report is stored once.
 func TestTwoInstancesShareIngest(t *testing.T) {
 	e := newEnv(t)
 	// What the killed instance held comes back after the ack wait.
@@ -417,10 +417,32 @@ func TestTwoInstancesShareIngest(t *testing.T) {
 		}
 		return nil
 	})
+	// Reports of 40 edges on the edge stream while one instance dies.
+	const reporters = 40
+	for k := range reporters {
+		edge := fmt.Sprintf("r%02d", k)
+		publish(t, js, "sluice."+edge+".reports", encode(t, edge, protocol.ReportStream, protocol.ReportSchema(), 1,
+			enginetest.Row{t0, "wf", int64(1), "applied", "", "", "", ""},
+			enginetest.Row{t0.Add(time.Second), "wf", int64(2), "applied", "", "", "", ""}))
+	}
 	a.kill()
 	waitFor(t, 60*time.Second, "every row stored", func() error {
 		if n := count(); n != 3*perEdge {
 			return fmt.Errorf("%d rows stored", n)
+		}
+		return nil
+	})
+	waitFor(t, 60*time.Second, "every report stored", func() error {
+		var n, v2 int
+		if err := e.db.QueryRow("SELECT count(*), count(*) FILTER (WHERE version = 2) FROM "+e.schema+".edges").Scan(&n, &v2); err != nil {
+			return err
+		}
+		var reports int
+		if err := e.db.QueryRow("SELECT count(*) FROM " + e.schema + ".apply_reports").Scan(&reports); err != nil {
+			return err
+		}
+		if n != reporters || v2 != reporters || reports != 2*reporters {
+			return fmt.Errorf("%d edges, %d on v2, %d reports", n, v2, reports)
 		}
 		return nil
 	})

@@ -66,15 +66,31 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 			g.level.Set(level)
 		}
 	})
-	a, err := agent.Open(agent.Options{Dir: cfg.AgentDir(), Edge: cfg.Edge, Labels: cfg.Labels, Trust: trust,
-		MaxBundleBytes: cfg.MaxBundleBytes, KeepReleases: cfg.KeepReleases, Log: log, Hook: applyHook}, runner)
-	if errors.Is(err, agent.ErrLocked) {
-		return &exitError{code: exitFailed, err: fmt.Errorf("another engine runs on %s: %w", cfg.DataDir, err)}
-	}
+	// With a hub, every report the agent writes also goes to the hub
+	// (through the uplink's durable buffer).
+	hub, err := openHub(cfg, log)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
+	a, err := agent.Open(agent.Options{Dir: cfg.AgentDir(), Edge: cfg.Edge, Labels: cfg.Labels, Trust: trust,
+		MaxBundleBytes: cfg.MaxBundleBytes, KeepReleases: cfg.KeepReleases, Log: log, Hook: applyHook, OnReport: hub.onReport}, runner)
+	if errors.Is(err, agent.ErrLocked) {
+		hub.close()
+		return &exitError{code: exitFailed, err: fmt.Errorf("another engine runs on %s: %w", cfg.DataDir, err)}
+	}
+	if err != nil {
+		hub.close()
+		return &exitError{code: exitFailed, err: err}
+	}
 	defer a.Close()
+	if hub != nil {
+		// Runs after the engine stopped (deferred calls run in reverse):
+		// the reports of the last apply are stored by then.
+		defer hub.close()
+		if err := hub.openUplink(a); err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+	}
 	started, err := a.Start(ctx)
 	if err != nil {
 		// The recorded release ran once but cannot start now (its
@@ -140,6 +156,9 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	}
 	if _, err := a.ApplyPending(); err != nil {
 		return &exitError{code: exitFailed, err: err}
+	}
+	if hub != nil {
+		hub.start(ctx, a, rt)
 	}
 	log.Info("running as edge agent", "edge", cfg.Edge, "api", srv.Addr(), "data_dir", cfg.DataDir)
 	<-ctx.Done()

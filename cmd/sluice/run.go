@@ -86,7 +86,10 @@ the release last applied (else the configuration's pipelines and FILEs), a
 local API on 127.0.0.1 through which sluice import applies signed release
 bundles and sluice status reads the state, and the bundles an offline import
 staged. It runs until SIGINT or SIGTERM, whether or not its sources end; the
-data directory and edge id come from the configuration.
+data directory and edge id come from the configuration. With a hub section it
+also follows its desired release on the hub's NATS JetStream, applies the
+bundle it names, and sends apply reports and heartbeats through durable
+buffers (they wait there while the hub is unreachable).
 
 Cloud sinks get a few seconds (forward.drain_timeout) to deliver what is
 buffered; rows they could not deliver (the link is down) stay in their

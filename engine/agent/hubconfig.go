@@ -125,8 +125,8 @@ func parseHub(h *spec.Config, base string) (*HubConfig, spec.Errors) {
 		}
 	}
 	hc.TLS = tlsc
-	if hc.Heartbeat < time.Second || hc.Heartbeat > 24*time.Hour {
-		errs = append(errs, h.Errorf("heartbeat", "hub.heartbeat must be from 1s to 24h, got %v", hc.Heartbeat))
+	if hc.Heartbeat < 100*time.Millisecond || hc.Heartbeat > 24*time.Hour {
+		errs = append(errs, h.Errorf("heartbeat", "hub.heartbeat must be from 100ms to 24h, got %v", hc.Heartbeat))
 	}
 	for _, q := range []struct {
 		name string

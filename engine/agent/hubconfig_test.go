@@ -61,7 +61,7 @@ func TestParseHubConfig(t *testing.T) {
 		{"edge: e\ntrust: k\nhub: {url: h:4222, user: u, token: t}\n", "set one of user"},
 		{"edge: e\ntrust: k\nhub: {url: h:4222, credentials_file: missing.creds}\n", "hub.credentials_file"},
 		{"edge: e\ntrust: k\nhub: {url: h:4222, credentials_file: bad.creds}\n", "hub.credentials_file"},
-		{"edge: e\ntrust: k\nhub: {url: h:4222, heartbeat: 100ms}\n", "hub.heartbeat must be from 1s to 24h"},
+		{"edge: e\ntrust: k\nhub: {url: h:4222, heartbeat: 10ms}\n", "hub.heartbeat must be from 100ms to 24h"},
 		{"edge: e\ntrust: k\nhub: {url: h:4222, reports_max_bytes: 1KiB}\n", "hub.reports_max_bytes must be a size of at least"},
 		{"edge: e\ntrust: k\nhub: {url: h:4222, heartbeat_max_bytes: 30%}\n", "hub.heartbeat_max_bytes must be a size"},
 		{"edge: e\ntrust: k\nhub: {url: h:4222, heartbeat_max_bytes: lots}\n", "hub.heartbeat_max_bytes"},

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/hub/ingest"
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/hub/store"
+)
+
+// hubRows reads the rows of the edge stream on subject until there are
+// at least want (or 30 s passed), decoded as the hub decodes them.
+func hubRows(t *testing.T, js jetstream.JetStream, subject string, want int) []store.Row {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		var rows []store.Row
+		s, err := js.Stream(ctx, protocol.EdgeStream)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = s.Info(ctx)
+		}
+		for seq := uint64(1); err == nil && seq <= info.State.LastSeq; seq++ {
+			m, gerr := s.GetMsg(ctx, seq)
+			if gerr != nil || m.Subject != subject {
+				continue
+			}
+			d, derr := ingest.Decode(ingest.Headers(m.Header), m.Data, ingest.Limits{})
+			if derr != nil {
+				t.Fatalf("the hub cannot decode a message: %v", derr)
+			}
+			rows = append(rows, d.Rows...)
+		}
+		if len(rows) >= want {
+			return rows
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d rows on %s, want %d (%v)", len(rows), subject, want, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestEdgeReportsToHub: an edge configured with a hub starts while the
+// hub's server is down; the report of a local import made meanwhile
+// reaches the edge stream once the server is up, with its time and the
+// backfill flag; heartbeats name the release and the pipelines; a desired
+// release whose bundle does not match its digest becomes a rejected
+// report; SIGTERM-like cancellation stops the edge cleanly.
+func TestEdgeReportsToHub(t *testing.T) {
+	srv := enginetest.NewNATSServer(t)
+	e := newEdgeSetup(t)
+	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "hub: {url: %q, heartbeat: 200ms}\n", srv.URL())
+	f.Close()
+	stop := e.start(t)
+
+	code, stdout, stderr := run(t, "import", e.bundle(t, 1, simPipeline("turbines")), "--config", e.config)
+	if code != 0 || !strings.Contains(stdout, "applied w v1") {
+		t.Fatalf("import v1: exit %d\n%s%s", code, stdout, stderr)
+	}
+	rs, err := agent.ReadReports(e.data+"/agent", agent.DefaultMaxReportBytes)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("reports %+v %v", rs, err)
+	}
+
+	// The hub comes up and creates what it owns.
+	srv.Start()
+	nc, err := natsgo.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: protocol.EdgeStream, Subjects: protocol.EdgeSubjects, Duplicates: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(ctx, protocol.DesiredConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.CreateObjectStore(ctx, protocol.BundlesConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rsub, _ := protocol.ReportsSubject("edge-01")
+	hsub, _ := protocol.HeartbeatSubject("edge-01")
+	rows := hubRows(t, js, rsub, 1)
+	if r := rows[0]; !r.Time.Equal(rs[0].Time.Truncate(time.Millisecond)) || !r.Backfill || r.Values[protocol.ColOutcome] != agent.Applied ||
+		fmt.Sprint(r.Values[protocol.ColVersion]) != "1" || r.Values[protocol.ColBundle] != "w" {
+		t.Errorf("report row %+v, want the report %+v as backfill", r, rs[0])
+	}
+	// Heartbeats made with the link up name the release and its pipeline.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		hs := hubRows(t, js, hsub, 1)
+		h := hs[len(hs)-1]
+		if !h.Backfill && fmt.Sprint(h.Values[protocol.ColVersion]) == "1" &&
+			h.Values[protocol.ColRunning] == `[{"pipeline":"turbines","state":"running"}]` &&
+			h.Values[protocol.ColLabels] == `{"site":"north"}` && h.Values[protocol.ColSoftware] == version {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("last heartbeat %+v", h)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// A desired release whose object does not hash to its digest.
+	body, other := []byte("not the bundle it claims to be"), []byte("the bytes of the digest")
+	sum := sha256.Sum256(other)
+	digest := protocol.DigestPrefix + hex.EncodeToString(sum[:])
+	if _, err := obs.PutBytes(ctx, digest, body); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := protocol.DesiredKey("edge-01")
+	d := protocol.Desired{Bundle: "w", Version: 2, Digest: digest, Size: int64(len(body)), ReleasedAt: time.Now().UTC(), ReleaseID: "r-2"}
+	data, err := d.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, key, data); err != nil {
+		t.Fatal(err)
+	}
+	rows = hubRows(t, js, rsub, 2)
+	if v := rows[1].Values; v[protocol.ColOutcome] != agent.Rejected || fmt.Sprint(v[protocol.ColVersion]) != "2" ||
+		!strings.Contains(fmt.Sprint(v[protocol.ColReason]), "hub release r-2") || v[protocol.ColFile] != digest {
+		t.Errorf("refused release reported as %+v", v)
+	}
+	if st := e.status(t); st.Current == nil || st.Current.Version != 1 {
+		t.Errorf("status after the refused release: %+v", st)
+	}
+	if code, stderr := stop(); code != 0 {
+		t.Fatalf("stop: exit %d\n%s", code, stderr)
+	}
+}

@@ -92,7 +92,7 @@ func TestEdgeReportsToHub(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: protocol.EdgeStream, Subjects: protocol.EdgeSubjects, Duplicates: 2 * time.Minute}); err != nil {
+	if _, err := js.CreateStream(ctx, protocol.EdgeStreamConfig(1)); err != nil {
 		t.Fatal(err)
 	}
 	kv, err := js.CreateKeyValue(ctx, protocol.DesiredConfig(1))

@@ -56,8 +56,7 @@ func createEdgeStream(t *testing.T, js jetstream.JetStream) {
 	defer cancel()
 	for {
 		// The client may not have reconnected to a server just started.
-		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: protocol.EdgeStream, Subjects: protocol.EdgeSubjects,
-			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+		_, err := js.CreateStream(ctx, protocol.EdgeStreamConfig(1))
 		if err == nil {
 			return
 		}

@@ -78,7 +78,7 @@ Exit codes: 0 stopped by a signal, 1 failed, 64 a bad command line.`,
 	cmd.Flags().StringVar(&f.tokenFile, "token-file", defaultHubTokenFile, "file of the API's bearer token, created (0600) when missing")
 	cmd.Flags().StringVar(&f.trust, "trust", "", "public key file or directory of keys a released bundle's signature must verify with (default: the edges alone check signatures)")
 	cmd.Flags().IntVar(&f.replicas, "replicas", 1, "replicas of the JetStream resources the hub creates (clustered JetStream)")
-	cmd.AddCommand(newHubEdgesCmd(g), newHubStatusCmd(g), newHubReleaseCmd(g), newHubAlertsCmd(g))
+	cmd.AddCommand(newHubEdgesCmd(g), newHubStatusCmd(g), newHubReleaseCmd(g), newHubReleasesCmd(g), newHubAlertsCmd(g))
 	return cmd
 }
 
@@ -433,6 +433,52 @@ func printRelease(w io.Writer, r server.ReleaseView) {
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+func newHubReleasesCmd(g *globals) *cobra.Command {
+	var f hubClientFlags
+	cmd := &cobra.Command{
+		Use:   "releases [ID] [--hub URL] [--token-file F] [--json]",
+		Short: "List the newest releases, or show the state of each edge in one",
+		Long: `Releases lists the newest 100 releases with how many of their edges are in
+each state; with a release id (r7 or 7) it prints that release's state on
+each edge, as hub release does.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if len(args) == 1 {
+				r, err := c.ReleaseStatus(cmd.Context(), args[0])
+				if err != nil {
+					return failed(err)
+				}
+				if f.asJSON {
+					return printJSON(g.stdout, r)
+				}
+				printRelease(g.stdout, r)
+				return nil
+			}
+			rs, err := c.Releases(cmd.Context())
+			if err != nil {
+				return failed(err)
+			}
+			if f.asJSON {
+				return printJSON(g.stdout, rs)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "RELEASE\tBUNDLE\tTARGET\tRELEASED\tAPPLIED\tREJECTED\tPENDING\tOFFLINE")
+			for _, r := range rs {
+				fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%d\t%d\t%d\t%d\n", r.ID, r.Bundle, r.Version, r.Target, r.At.Format(time.RFC3339),
+					r.Counts[store.ReleaseApplied], r.Counts[store.ReleaseRejected], r.Counts[store.ReleasePending], r.Counts[store.ReleaseOffline])
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd)
+	return cmd
 }
 
 func newHubAlertsCmd(g *globals) *cobra.Command {

@@ -133,6 +133,12 @@ func TestHubCommands(t *testing.T) {
 		!strings.Contains(out, "edge-02: offline") || !strings.Contains(errOut, "still pending") {
 		t.Fatalf("hub release --wait: %d\n%s%s", code, out, errOut)
 	}
+	if code, out, errOut := run(t, append([]string{"hub", "releases"}, hub...)...); code != 0 || !strings.Contains(out, "r2") || !strings.Contains(out, "edge edge-02") {
+		t.Fatalf("hub releases: %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := run(t, append([]string{"hub", "releases", "r1"}, hub...)...); code != 0 || !strings.Contains(out, "edge-02: rejected: superseded by release r2") {
+		t.Fatalf("hub releases r1: %d\n%s%s", code, out, errOut)
+	}
 	if code, out, errOut := run(t, append([]string{"hub", "alerts", "--active"}, hub...)...); code != 0 || !strings.Contains(out, "STATE") {
 		t.Fatalf("hub alerts: %d\n%s%s", code, out, errOut)
 	}

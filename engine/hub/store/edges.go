@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Apply outcomes, as the edge agent records them.
@@ -101,6 +102,15 @@ func (s *Store) checkTexts(kv ...string) error {
 // heartbeat sets the labels; an older one (redelivered, backfilled) only
 // widens first_seen.
 func (s *Store) Heartbeat(ctx context.Context, edge string, labels map[string]string, at time.Time) error {
+	return s.heartbeat(ctx, s.pool, edge, labels, at)
+}
+
+// execer runs a statement: the pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func (s *Store) heartbeat(ctx context.Context, q execer, edge string, labels map[string]string, at time.Time) error {
 	if err := s.checkTexts("edge", edge); err != nil {
 		return fmt.Errorf("hub store: heartbeat: %w", err)
 	}
@@ -119,7 +129,7 @@ func (s *Store) Heartbeat(ctx context.Context, edge string, labels map[string]st
 	if err != nil {
 		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
 	}
-	_, err = s.pool.Exec(ctx, `
+	_, err = q.Exec(ctx, `
 INSERT INTO edges (id, labels, first_seen, last_seen) VALUES ($1, $2, $3, $3)
 ON CONFLICT (id) DO UPDATE SET
   labels = CASE WHEN edges.last_seen IS NULL OR EXCLUDED.last_seen >= edges.last_seen THEN EXCLUDED.labels ELSE edges.labels END,
@@ -175,9 +185,6 @@ func (s *Store) RecordHeartbeat(ctx context.Context, edge string, hb HeartbeatIn
 		hb.Running = []Pipeline{}
 	}
 	hb.At = s.clamp(hb.At)
-	if err := s.Heartbeat(ctx, edge, hb.Labels, hb.At); err != nil {
-		return err
-	}
 	rj, err := json.Marshal(hb.Running)
 	if err != nil {
 		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
@@ -189,17 +196,23 @@ func (s *Store) RecordHeartbeat(ctx context.Context, edge string, hb HeartbeatIn
 	// What the edge runs comes from its newest applied report; a newer
 	// heartbeat naming a release says it too (an apply whose report
 	// never reached the hub, a release applied before the hub existed).
-	_, err = s.pool.Exec(ctx, `
+	// One transaction: a reader never sees the heartbeat's time without
+	// what it says.
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := s.heartbeat(ctx, tx, edge, hb.Labels, hb.At); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `
 UPDATE edges SET running = $2, backlog = $3, software = $4, heartbeat = $5, heartbeat_at = $6,
   bundle = CASE WHEN $7 <> '' AND NOT EXISTS (
     SELECT 1 FROM apply_reports a WHERE a.edge = $1 AND a.outcome = 'applied' AND a.time > $6) THEN $7 ELSE bundle END,
   version = CASE WHEN $7 <> '' AND NOT EXISTS (
     SELECT 1 FROM apply_reports a WHERE a.edge = $1 AND a.outcome = 'applied' AND a.time > $6) THEN $8 ELSE version END
-WHERE id = $1 AND (heartbeat_at IS NULL OR heartbeat_at <= $6)`, edge, rj, hb.Backlog, hb.Software, whole, hb.At, hb.Bundle, int64(hb.Version))
-	if err != nil {
-		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
-	}
-	return nil
+WHERE id = $1 AND (heartbeat_at IS NULL OR heartbeat_at <= $6)`, edge, rj, hb.Backlog, hb.Software, whole, hb.At, hb.Bundle, int64(hb.Version)); err != nil {
+			return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+		}
+		return nil
+	})
 }
 
 // RegisterEdge records that edge exists before the hub heard of it (a

@@ -35,6 +35,10 @@ const (
 	EdgeDurable = "sluice-hub-edge"
 )
 
+// maxReleasesAtOnce bounds the releases one instance runs at once; more
+// wait.
+const maxReleasesAtOnce = 4
+
 // Defaults of Options.
 const (
 	DefaultJanitorEvery = time.Minute
@@ -101,6 +105,10 @@ type Hub struct {
 
 	data, edge *ingest.Ingest
 
+	// releases bounds the releases in progress (each holds a temporary
+	// file of up to MaxBundleBytes).
+	releases chan struct{}
+
 	mu     sync.Mutex
 	leader bool // this instance ran the janitor last (under mu, as kv and objects)
 }
@@ -126,7 +134,7 @@ func New(js jetstream.JetStream, st Store, opts Options) (*Hub, error) {
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()
 	}
-	h := &Hub{js: js, st: st, opts: opts, log: opts.Log}
+	h := &Hub{js: js, st: st, opts: opts, log: opts.Log, releases: make(chan struct{}, maxReleasesAtOnce)}
 	iopts := opts.Ingest
 	iopts.Log = opts.Log
 	iopts.Stream, iopts.Durable, iopts.FilterSubjects, iopts.Check = protocol.DataStream, DataDurable, nil, checkData

@@ -119,6 +119,12 @@ func (h *Hub) Release(ctx context.Context, r io.Reader, t Target, by string) (*R
 	if kv == nil {
 		return nil, errors.New("hub: release before the hub's resources exist")
 	}
+	select {
+	case h.releases <- struct{}{}:
+		defer func() { <-h.releases }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("hub: release: %w", ctx.Err())
+	}
 	f, err := os.CreateTemp(h.opts.TempDir, ".sluice-hub-release-*")
 	if err != nil {
 		return nil, fmt.Errorf("hub: release: %w", err)

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 const goodDigest = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -152,4 +154,49 @@ func FuzzDecodeDesired(f *testing.F) {
 			t.Fatalf("re-decoding %s: %+v, %v", again, d2, err)
 		}
 	})
+}
+
+func TestSubjectEdge(t *testing.T) {
+	for subject, want := range map[string]string{
+		"sluice.e1.reports":          "e1",
+		"sluice.e-2.heartbeat":       "e-2",
+		"sluice.e1.alerts":           "e1",
+		"sluice.e1.data.stats":       "e1",
+		"sluice.e1.data.a.b":         "e1",
+		"sluice.e1.data":             "",
+		"sluice.e1.data.":            "",
+		"sluice.e1.other":            "",
+		"sluice.e1.reports.x":        "",
+		"sluice.*.reports":           "",
+		"sluice..reports":            "",
+		"other.e1.reports":           "",
+		"sluice.e1":                  "",
+		"sluice.e\u00e9.reports":     "",
+		"sluice." + long + ".alerts": "",
+	} {
+		if got := SubjectEdge(subject); got != want {
+			t.Errorf("SubjectEdge(%q) = %q, want %q", subject, got, want)
+		}
+	}
+}
+
+var long = strings.Repeat("e", MaxEdgeIDLen+1)
+
+// TestStreamConfigs: the hub's streams capture what the edges publish,
+// with the nats sink's duplicate window.
+func TestStreamConfigs(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		subs []string
+		cfg  func(int) jetstream.StreamConfig
+	}{{EdgeStream, EdgeSubjects, EdgeStreamConfig}, {DataStream, DataSubjects, DataStreamConfig}} {
+		cfg := c.cfg(0)
+		if cfg.Name != c.name || cfg.Duplicates != DuplicateWindow || cfg.Replicas != 1 || len(cfg.Subjects) != len(c.subs) {
+			t.Errorf("%s: %+v", c.name, cfg)
+		}
+		cfg.Subjects[0] = "changed"
+		if c.subs[0] == "changed" {
+			t.Errorf("%s: the configuration shares the subjects slice", c.name)
+		}
+	}
 }

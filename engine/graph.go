@@ -41,7 +41,14 @@ type Node struct {
 	// replaced is set when a successor takes over the sink's durable state
 	// (see Graph.Replace).
 	replaced atomic.Bool
+	// retire is set on an operator a release switch takes away or
+	// replaces (see Graph.Retire); retired counts what its Retire ended.
+	retire  atomic.Pointer[retirement]
+	retired atomic.Int64
 }
+
+// retirement is the successor given to Graph.Retire.
+type retirement struct{ next Operator }
 
 type nodeKind int
 
@@ -176,6 +183,21 @@ func InSwitch(ctx context.Context) bool { return ctx.Value(switchKey{}) != nil }
 func (g *Graph) Replace(n *Node) {
 	n.replaced.Store(true)
 }
+
+// Retire marks an operator that implements Retirer and that a release
+// switch takes away (next nil) or replaces by next, an operator built from
+// another configuration that continues its state: once its input has
+// drained, and unless it broke, its Retire runs with next and what it
+// emits flows on to the graph's sinks; then it is flushed and closed, or
+// handed over (see Handover). Other operators ignore the mark. Call it
+// before stopping the graph.
+func (g *Graph) Retire(n *Node, next Operator) {
+	n.retire.Store(&retirement{next: next})
+}
+
+// Retired returns how many records the node's Retire emitted (see
+// Graph.Retire). Valid once Run has returned.
+func (n *Node) Retired() int { return int(n.retired.Load()) }
 
 // Connect feeds output port `port` of from into to. A port may feed several
 // components (fan-out) and a component may read several ports (merge).
@@ -368,6 +390,21 @@ func (g *Graph) runOperator(in *inlet, n *Node) {
 		}
 		current.Done()
 		current = nil
+	}
+	if rt := n.retire.Load(); rt != nil && !broken {
+		if r, ok := n.op.(Retirer); ok {
+			var ended int
+			err := guard(func() error {
+				var err error
+				ended, err = r.Retire(rt.next, emit)
+				return err
+			})
+			n.retired.Store(int64(ended))
+			if err != nil {
+				broken = true
+				g.fail(n, fmt.Errorf("retire: %w", err))
+			}
+		}
 	}
 	if n.handover.Load() && !broken {
 		// Its state moves on unflushed; the new owner closes it.

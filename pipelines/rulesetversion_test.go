@@ -98,8 +98,9 @@ EXTRA`
 // the alert step but leaves its rule set alone hands the step's state
 // over: an alert raised under release 1 clears naming release 1, and
 // alerts raised after the switch name release 2. A switch that changes the
-// rule set starts the step afresh (docs/coordination.md): its alerts name
-// release 3.
+// rule set (a severity: not the rule's identity) keeps the alert raised
+// under release 2 raised (docs/coordination.md); the alerts raised after
+// it name release 3.
 func TestSwitchRuleSetVersion(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)

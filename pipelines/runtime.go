@@ -37,7 +37,11 @@ import (
 // position), a sink keeps its instance (its buffer keeps draining) and a
 // stateful step hands its state (open windows, watermarks, alert states
 // with their pending timers) to its successor through
-// engine.Stateful. Every other component starts fresh; the old one stops
+// engine.Stateful. An alert step rebuilt from another configuration hands
+// the states of its unchanged rules to its successor
+// (engine.Reconciler) and clears, as its graph drains, the raised alerts
+// its successor does not continue; one that goes away clears them all
+// (engine.Retirer). Every other component starts fresh; the old one stops
 // as on a graceful stop (a source flushes, a step flushes what it holds, a
 // sink closes). SwitchReport says what happened to each.
 //
@@ -108,6 +112,9 @@ const (
 	OutcomeKeptSink    = "kept open"      // sink handed over with its buffer
 	OutcomeFresh       = "started fresh"  // changed, or stateless
 	OutcomeStateLost   = "started fresh:" // followed by why the state was refused
+	// OutcomeRemoved: a step the new pipeline does not have (or of a
+	// removed pipeline), reported when it cleared alerts as it went.
+	OutcomeRemoved = "removed"
 )
 
 // PipelineChange is what a switch did with one pipeline.
@@ -456,13 +463,22 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 			r.stopRun(pl.old)
 		}
 	}
-	for _, run := range removed {
+	removedCarry := make([]*carry, len(removed))
+	for i, run := range removed {
+		removedCarry[i] = newCarry()
+		if removedRunning[i] {
+			// Its alert steps clear what they raised as it stops.
+			removedCarry[i] = retireAll(run)
+		}
 		r.stopRun(run)
 	}
 	for _, pl := range plans {
 		if pl.change == ChangeChanged {
 			pl.carry.collect(pl.old)
 		}
+	}
+	for i, run := range removed {
+		removedCarry[i].collect(run)
 	}
 
 	// Build the new graphs; on failure restart the old ones.
@@ -517,8 +533,8 @@ func (r *Runtime) Switch(ctx context.Context, rel *Release) (*SwitchReport, erro
 	}
 	r.order = order
 	r.smu.Unlock()
-	for _, name := range removedNames {
-		report.Pipelines = append(report.Pipelines, PipelineChange{Name: name, Change: ChangeRemoved})
+	for i, name := range removedNames {
+		report.Pipelines = append(report.Pipelines, PipelineChange{Name: name, Change: ChangeRemoved, Components: removedCarry[i].removed(nil)})
 	}
 	report.Took = time.Since(start)
 	r.rel = rel
@@ -655,8 +671,15 @@ type carry struct {
 	states    map[string]*engine.State
 	// refused says why a step's state could not be handed over.
 	refused map[string]string
-	// stateful names the steps whose state is to be snapshotted.
+	// stateful names the steps whose state is to be snapshotted; changed
+	// those among them whose successor has another configuration (see
+	// engine.Reconciler).
 	stateful map[string]bool
+	changed  map[string]bool
+	// retiring are the steps told to end what their successor does not
+	// continue (see engine.Retirer); cleared counts what each ended.
+	retiring map[string]*Built
+	cleared  map[string]int
 	old      map[string]*Built
 }
 
@@ -685,8 +708,7 @@ func (c *carry) countersOf(name string) *engine.Counters {
 // pipeline (built in dry-run mode as check) has unchanged, so that stopping
 // old leaves them to the new one.
 func handOver(old *running, oldRunning bool, check *Pipeline, ctxHash string) *carry {
-	c := &carry{relays: map[string]*engine.Relay{}, sinks: map[string]engine.Sink{}, counters: map[string]*engine.Counters{},
-		states: map[string]*engine.State{}, refused: map[string]string{}, stateful: map[string]bool{}, old: map[string]*Built{}}
+	c := newCarry()
 	if !oldRunning {
 		// A pipeline that ended hands nothing over.
 		return c
@@ -694,10 +716,12 @@ func handOver(old *running, oldRunning bool, check *Pipeline, ctxHash string) *c
 	next := map[string]string{}
 	nextIn := map[string]*engine.Schema{}
 	nextType := map[string]string{}
+	nextOp := map[string]engine.Operator{}
 	for _, b := range check.Components {
 		next[b.Def.Name] = b.fp + ctxHash
 		nextIn[b.Def.Name] = b.in
 		nextType[b.Def.Name] = b.Def.Type
+		nextOp[b.Def.Name] = b.op
 	}
 	oldCtx := old.fp[strings.LastIndexByte(old.fp, '/')+1:]
 	handsOver := false
@@ -713,6 +737,15 @@ func handOver(old *running, oldRunning bool, check *Pipeline, ctxHash string) *c
 			old.p.Graph.Replace(b.Node)
 		}
 		if !ok || fp != b.fp+oldCtx {
+			if b.op != nil {
+				var succ engine.Operator
+				if ok && nextType[b.Def.Name] == b.Def.Type {
+					succ = nextOp[b.Def.Name]
+				}
+				if c.retire(old, b, succ) {
+					handsOver = true
+				}
+			}
 			continue
 		}
 		switch {
@@ -742,8 +775,58 @@ func handOver(old *running, oldRunning bool, check *Pipeline, ctxHash string) *c
 		c.old[b.Def.Name] = b
 	}
 	if handsOver {
-		// What the old graph holds in flight would not be read again.
+		// What the old graph holds in flight would not be read again, nor
+		// would the clear rows of retiring steps be written again.
 		old.p.Graph.KeepWriting()
+	}
+	return c
+}
+
+func newCarry() *carry {
+	return &carry{relays: map[string]*engine.Relay{}, sinks: map[string]engine.Sink{}, counters: map[string]*engine.Counters{},
+		states: map[string]*engine.State{}, refused: map[string]string{}, stateful: map[string]bool{}, changed: map[string]bool{},
+		retiring: map[string]*Built{}, cleared: map[string]int{}, old: map[string]*Built{}}
+}
+
+// retire prepares step b of the running pipeline old, which a switch
+// rebuilds from another configuration (succ, the successor checked, an
+// operator of its type) or takes away (succ nil), and reports whether it
+// did anything. A step that ends what its successor will not continue
+// (engine.Retirer: an alert step clears its raised alerts) is told to do
+// so as its graph drains; when succ can continue its state
+// (engine.Reconciler), the step is handed over: its state goes to the
+// successor, which keeps what it continues.
+func (c *carry) retire(old *running, b *Built, succ engine.Operator) bool {
+	if _, ok := b.op.(engine.Retirer); !ok {
+		return false
+	}
+	name := b.Def.Name
+	rc, ok := succ.(engine.Reconciler)
+	_, stateful := b.op.(engine.Stateful)
+	if ok && stateful && rc.Continues(b.op) {
+		old.p.Graph.Handover(b.Node)
+		b.handedOver = true
+		c.stateful[name] = true
+		c.changed[name] = true
+		c.counters[name] = b.Counters
+		c.old[name] = b
+	} else {
+		succ = nil
+	}
+	old.p.Graph.Retire(b.Node, succ)
+	c.retiring[name] = b
+	return true
+}
+
+// retireAll prepares the steps of a pipeline that a switch removes: each
+// ends what it announced (see carry.retire). It returns the carry that
+// collects what they ended.
+func retireAll(run *running) *carry {
+	c := newCarry()
+	for _, b := range run.p.Components {
+		if b.op != nil && c.retire(run, b, nil) {
+			run.p.Graph.KeepWriting()
+		}
 	}
 	return c
 }
@@ -753,6 +836,9 @@ func handOver(old *running, oldRunning bool, check *Pipeline, ctxHash string) *c
 // state and no sink: they may be broken.
 func (c *carry) collect(old *running) {
 	failed := old.err != nil
+	for name, b := range c.retiring {
+		c.cleared[name] = b.Node.Retired()
+	}
 	for name, b := range c.old {
 		switch {
 		case c.stateful[name]:
@@ -791,11 +877,20 @@ func (c *carry) restore(p *Pipeline) []ComponentChange {
 		case c.stateful[name]:
 			st, ok := c.states[name]
 			sf, isStateful := b.op.(engine.Stateful)
+			rc, reconciles := b.op.(engine.Reconciler)
 			switch {
 			case !ok:
 				outcome = OutcomeStateLost + " " + c.refused[name]
 			case !isStateful:
 				outcome = OutcomeStateLost + " the new step keeps no state"
+			case c.changed[name] && !reconciles:
+				outcome = OutcomeStateLost + " the new step cannot take the state of another configuration"
+			case c.changed[name]:
+				if kept, err := rc.RestoreChanged(st); err != nil {
+					outcome = OutcomeStateLost + " " + err.Error()
+				} else {
+					outcome = OutcomeKeptState + " for " + kept
+				}
 			default:
 				if err := sf.Restore(st); err != nil {
 					outcome = OutcomeStateLost + " " + err.Error()
@@ -804,7 +899,32 @@ func (c *carry) restore(p *Pipeline) []ComponentChange {
 				}
 			}
 		}
-		out = append(out, ComponentChange{Name: name, Outcome: outcome})
+		out = append(out, ComponentChange{Name: name, Outcome: outcome + c.clearedNote(name)})
+	}
+	return append(out, c.removed(p)...)
+}
+
+// clearedNote says how many alerts a retiring step cleared, "" for none.
+func (c *carry) clearedNote(name string) string {
+	switch n := c.cleared[name]; n {
+	case 0:
+		return ""
+	case 1:
+		return ", 1 alert cleared"
+	default:
+		return fmt.Sprintf(", %d alerts cleared", n)
+	}
+}
+
+// removed reports the retiring steps that are not in p (nil: all of
+// them) and cleared alerts as they went.
+func (c *carry) removed(p *Pipeline) []ComponentChange {
+	var out []ComponentChange
+	for _, name := range slices.Sorted(maps.Keys(c.retiring)) {
+		if c.cleared[name] == 0 || p != nil && slices.ContainsFunc(p.Components, func(b *Built) bool { return b.Def.Name == name }) {
+			continue
+		}
+		out = append(out, ComponentChange{Name: name, Outcome: OutcomeRemoved + c.clearedNote(name)})
 	}
 	return out
 }

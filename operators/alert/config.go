@@ -226,6 +226,10 @@ type rule struct {
 	// version is the version of the rule set the rule comes from, named by
 	// its alerts ("" for none).
 	version string
+	// ident identifies what decides when the rule raises and clears (see
+	// ruleIdentity): a release switch continues the rule's states in a
+	// step whose rule of the same name has the same ident.
+	ident uint64
 }
 
 // plan is a validated configuration.
@@ -474,6 +478,7 @@ func (p *plan) parseRule(rc *spec.Config, in *engine.Schema, haveAssets bool, se
 	if len(errs) > 0 {
 		return nil, errs
 	}
+	r.ident = ruleIdentity(r)
 	return r, nil
 }
 

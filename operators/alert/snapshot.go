@@ -13,17 +13,23 @@ import (
 	"github.com/sluice-edge/sluice/engine/statecodec"
 )
 
-// State hand-over (engine.Stateful). Snapshot writes the rule states of
-// every asset the step keeps; Restore reads them into a step built from the
-// same configuration, which then raises and clears exactly as the step that
-// wrote them would have: a pending condition raises after its full hold
-// with the occur time it started at, a raised alert clears with its id and
-// the rule set version that raised it (a release switch that changes a
-// rule set's version does not rename the alerts already raised).
+// State hand-over (engine.Stateful, engine.Reconciler). Snapshot writes
+// the rule states of every asset the step keeps; Restore reads them into a
+// step built from the same configuration, which then raises and clears
+// exactly as the step that wrote them would have: a pending condition
+// raises after its full hold with the occur time it started at, a raised
+// alert clears with its id and the rule set version that raised it (a
+// release switch that changes a rule set's version does not rename the
+// alerts already raised). RestoreChanged reads them into a step built from
+// another configuration: the states of the rules it has unchanged (same
+// identity, see ruleIdentity) continue, the others are dropped (see
+// reconcile.go).
 //
-// Format, version 2 (varints are unsigned LEB128 or zigzag signed):
+// Format, version 3 (varints are unsigned LEB128 or zigzag signed):
 //
 //	shape    8 bytes: FNV-64a of the key column and the rule names in order
+//	key      bool: the step has a key; string: its column ("" for none)
+//	rules    uvarint n; per rule, in order, 8 bytes: its identity
 //	clock    varint now, lastSweep; uvarint rows since the sweep, raised
 //	         alerts forgotten and logged one by one
 //	assets   uvarint n; per asset, by key: string key, varint seen, then per
@@ -31,18 +37,29 @@ import (
 //	         2 raised (varint start, the 16 bytes of the id and the string
 //	         rule set version, "" for none, follow)
 //
-// Version 1 is version 2 without the rule set versions; it is still read
-// (its raised alerts name no version). Equal states give equal bytes.
+// Version 2 is version 3 without key and rules; version 1 is version 2
+// without the rule set versions. Restore still reads both (the raised
+// alerts of version 1 name no version); RestoreChanged, which needs the
+// rules' identities, reads only version 3. Equal states give equal bytes.
 const (
 	// StateKind is the Kind of the state of an alert step.
 	StateKind = "alert"
 	// StateVersion is the version of the state format written and read.
-	StateVersion = 2
+	StateVersion = 3
+	// stateVersion2 is the format without key and rule identities.
+	stateVersion2 = 2
 	// stateVersion1 is the format without rule set versions.
 	stateVersion1 = 1
 )
 
-var _ engine.Stateful = (*Operator)(nil)
+// maxStateRules bounds the rules a state may declare.
+const maxStateRules = 1 << 20
+
+var (
+	_ engine.Stateful   = (*Operator)(nil)
+	_ engine.Reconciler = (*Operator)(nil)
+	_ engine.Retirer    = (*Operator)(nil)
+)
 
 // Rule states in a snapshot.
 const (
@@ -58,12 +75,8 @@ const idBytes = 16
 // the rules, by name and in order.
 func (o *Operator) shape() uint64 {
 	w := statecodec.NewWriter(nil)
-	key := ""
-	if o.p.keyCol >= 0 {
-		key = o.in.Fields[o.p.keyCol].Name
-	}
 	w.Bool(o.p.keyCol >= 0)
-	w.String(key)
+	w.String(o.keyName())
 	w.Uvarint(uint64(len(o.p.rules)))
 	for _, r := range o.p.rules {
 		w.String(r.name)
@@ -71,6 +84,14 @@ func (o *Operator) shape() uint64 {
 	h := fnv.New64a()
 	h.Write(w.Bytes())
 	return h.Sum64()
+}
+
+// keyName is the name of the key column, "" for none.
+func (o *Operator) keyName() string {
+	if o.p.keyCol < 0 {
+		return ""
+	}
+	return o.in.Fields[o.p.keyCol].Name
 }
 
 // Snapshot returns the rule states of every asset the step keeps: pending
@@ -88,6 +109,12 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 	slices.SortFunc(all, func(a, b *assetState) int { return strings.Compare(a.key, b.key) })
 	w := statecodec.NewWriter(make([]byte, 0, 32+len(all)*(24+2*len(o.p.rules))))
 	w.Uint64(o.shape())
+	w.Bool(o.p.keyCol >= 0)
+	w.String(o.keyName())
+	w.Uvarint(uint64(len(o.p.rules)))
+	for _, r := range o.p.rules {
+		w.Uint64(r.ident)
+	}
 	w.Varint(o.now)
 	w.Varint(o.lastSweep)
 	w.Uvarint(uint64(o.rows))
@@ -128,25 +155,103 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 // that is truncated or malformed, is refused with an error and the step
 // keeps its own state.
 func (o *Operator) Restore(s *engine.State) error {
+	_, err := o.restore(s, false)
+	return err
+}
+
+// RestoreChanged replaces the state of the step with s, written by
+// Snapshot of an alert step with the same input schema and key but
+// another configuration (see Continues), after its Retire for this step:
+// the states of the rules this step has with the same identity (see
+// ruleIdentity) continue — raised alerts keep their id, occur time and
+// rule set version, pending conditions their start — and the states of
+// the other rules are dropped. It says how many of the step's rules
+// continue. A raised alert of a dropped rule (which Retire ends) is
+// forgotten with a warning. The state is read as hostile input, as by
+// Restore.
+func (o *Operator) RestoreChanged(s *engine.State) (string, error) {
+	res, err := o.restore(s, true)
+	if err != nil {
+		return "", err
+	}
+	kept := fmt.Sprintf("%d of %d rules", res.kept, len(o.p.rules))
+	if res.forgotten > 0 {
+		kept += fmt.Sprintf(", %d raised alerts forgotten", res.forgotten)
+	}
+	return kept, nil
+}
+
+// restored says what restore did with the rules of a state.
+type restored struct {
+	// kept counts the step's rules whose states continue; forgotten the
+	// raised alerts and dropped the pending conditions of the others.
+	kept, forgotten, dropped int
+}
+
+// restore reads s into the step: one of the same configuration (changed
+// false: the rules must be the step's own) or of another one (changed:
+// the states of the rules with the step's identities continue).
+func (o *Operator) restore(s *engine.State, changed bool) (restored, error) {
+	var res restored
 	version := StateVersion
-	if s != nil && s.Version == stateVersion1 {
-		version = stateVersion1
+	if s != nil && (s.Version == stateVersion1 || s.Version == stateVersion2) && !changed {
+		version = s.Version
 	}
 	if err := engine.CheckState(s, StateKind, version); err != nil {
-		return fmt.Errorf("alert: restore: %w", err)
+		return res, fmt.Errorf("alert: restore: %w", err)
 	}
 	if o.closed {
-		return fmt.Errorf("alert: Restore after Close")
+		return res, fmt.Errorf("alert: Restore after Close")
 	}
 	r := statecodec.NewReader(s.Data)
-	if sh := r.Uint64(); r.Err() == nil && sh != o.shape() {
-		return fmt.Errorf("alert: restore: the state is of a step with another key or other rules (shape %016x, this step %016x)", sh, o.shape())
+	nr := len(o.p.rules)
+	// from maps the rules of the state to the step's (-1: dropped).
+	from := make([]int, nr)
+	for i := range from {
+		from[i] = i
+	}
+	sh := r.Uint64()
+	if r.Err() == nil && !changed && sh != o.shape() {
+		return res, fmt.Errorf("alert: restore: the state is of a step with another key or other rules (shape %016x, this step %016x)", sh, o.shape())
+	}
+	if version == StateVersion {
+		hasKey, key := r.Bool(), r.String(maxMaxKeyBytes, "key column")
+		if r.Err() == nil && (hasKey != (o.p.keyCol >= 0) || key != o.keyName()) {
+			return res, fmt.Errorf("alert: restore: the state is of a step with another key (%q, this step %q)", key, o.keyName())
+		}
+		n := r.Count(maxStateRules, 8, "rules")
+		idents := make([]uint64, n)
+		for i := range idents {
+			idents[i] = r.Uint64()
+		}
+		if r.Err() == nil {
+			if !changed {
+				if !slices.Equal(idents, o.idents()) {
+					return res, fmt.Errorf("alert: restore: the state is of a step with other rules")
+				}
+			} else {
+				idx := make(map[uint64]int, nr)
+				for i, r := range o.p.rules {
+					idx[r.ident] = i
+				}
+				from = make([]int, n)
+				for i, id := range idents {
+					j, ok := idx[id]
+					if !ok {
+						j = -1
+					} else {
+						res.kept++
+						delete(idx, id) // a repeated identity continues once
+					}
+					from[i] = j
+				}
+			}
+		}
 	}
 	now, lastSweep := r.Varint(), r.Varint()
 	rows := r.Uint(math.MaxInt64, "rows since the sweep")
 	logged := r.Uint(maxLoggedEvictions, "logged evictions")
-	nr := len(o.p.rules)
-	n := r.Count(o.p.maxKeys, 2+nr, "assets")
+	n := r.Count(o.p.maxKeys, 2+len(from), "assets")
 	states := make(map[string]*assetState, n)
 	// One block for the states and one for their rules: a block is freed
 	// once the step has forgotten all of its states.
@@ -165,6 +270,7 @@ func (o *Operator) Restore(s *engine.State) error {
 		versionIdx[v] = i
 		return i
 	}
+	var gone state // the state of a dropped rule, read and forgotten
 	for i := range n {
 		if r.Err() != nil {
 			break
@@ -184,8 +290,11 @@ func (o *Operator) Restore(s *engine.State) error {
 				as.asset, as.attrs = a, a.Attrs
 			}
 		}
-		for ri := range as.rules {
-			st := &as.rules[ri]
+		for _, ri := range from {
+			st := &gone
+			if ri >= 0 {
+				st = &as.rules[ri]
+			}
 			switch b := r.Byte(); b {
 			case ruleInactive:
 			case rulePending:
@@ -195,28 +304,52 @@ func (o *Operator) Restore(s *engine.State) error {
 				if id := r.Raw(idBytes); id != nil {
 					st.id = hex.EncodeToString(id)
 				}
-				if version == StateVersion {
+				if version >= stateVersion2 {
 					v := r.String(MaxStoredVersionBytes, "rule set version")
 					if r.Err() == nil {
 						if err := checkStoredVersion(v); err != nil {
 							r.Failf("rule set version: %v", err)
 						}
 					}
-					st.version = intern(v)
+					if ri >= 0 {
+						st.version = intern(v)
+					}
 				}
 			default:
 				r.Failf("rule state %d", b)
+			}
+			if ri < 0 {
+				switch {
+				case gone.active:
+					res.forgotten++
+				case gone.pending:
+					res.dropped++
+				}
+				gone = state{}
 			}
 		}
 		states[key] = as
 	}
 	if err := r.Done(); err != nil {
-		return fmt.Errorf("alert: restore: %w", err)
+		return restored{}, fmt.Errorf("alert: restore: %w", err)
 	}
 	o.states, o.last = states, nil
 	o.versions, o.versionIdx = versions, versionIdx
 	o.now, o.lastSweep, o.rows, o.loggedEvicted = now, lastSweep, int(rows), int(logged)
-	return nil
+	if res.forgotten > 0 {
+		o.cEvRaised.Add(int64(res.forgotten))
+		o.log.Warn("forgetting raised alerts of rules that changed: they get no clear row", "alerts", res.forgotten)
+	}
+	return res, nil
+}
+
+// idents returns the identities of the step's rules, in order.
+func (o *Operator) idents() []uint64 {
+	out := make([]uint64, len(o.p.rules))
+	for i, r := range o.p.rules {
+		out[i] = r.ident
+	}
+	return out
 }
 
 // MaxStoredVersionBytes bounds a rule set version read from a state: a

@@ -174,6 +174,9 @@ type Uplink struct {
 	behind bool
 	hbMu   sync.Mutex // one heartbeat write at a time
 	closed bool
+
+	stop chan struct{} // closed by Close: ends retryLoop
+	done chan struct{} // closed when retryLoop returns
 }
 
 // Open opens the buffers under opts.Dir, starts their forwarders and
@@ -237,7 +240,34 @@ func Open(opts Options) (*Uplink, error) {
 			u.log.Error("uplink: storing the reports of reports.jsonl the hub may not have", "err", err)
 		}
 	}
+	u.stop, u.done = make(chan struct{}), make(chan struct{})
+	go u.retryLoop()
 	return u, nil
+}
+
+// retryInterval is how often reports the full buffer refused are tried
+// again.
+const retryInterval = time.Second
+
+// retryLoop stores the reports the full buffer refused once it has room
+// (the forwarder frees it as the hub confirms), without waiting for the
+// next report.
+func (u *Uplink) retryLoop() {
+	defer close(u.done)
+	t := time.NewTicker(retryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-u.stop:
+			return
+		case <-t.C:
+		}
+		u.mu.Lock()
+		if !u.closed && len(u.pending) > 0 {
+			_ = u.flushLocked()
+		}
+		u.mu.Unlock()
+	}
 }
 
 // segmentBytes sizes the write-ahead log files of a buffer of quota q:
@@ -311,9 +341,9 @@ func (u *Uplink) catchUp() error {
 
 // Report stores an agent report for the hub; it is the agent's
 // Options.OnReport. When the reports buffer is full it waits up to
-// Options.WriteTimeout, then keeps the report in memory to store with the
-// next one (and, should the engine stop first, sends it from reports.jsonl
-// at the next start).
+// Options.WriteTimeout, then keeps the report in memory, in order, and
+// tries again every second and with every later report (should the engine
+// stop first, the next start sends it from reports.jsonl).
 func (u *Uplink) Report(r agent.Report) error {
 	return u.add(item{rep: r, fromAgent: true})
 }
@@ -369,7 +399,7 @@ func (u *Uplink) flushLocked() error {
 		err := u.reports.Write(ctx, engine.Batch{Rec: u.reportRecord(it.rep)})
 		cancel()
 		if err != nil {
-			u.log.Warn("uplink: could not store a report; kept for the next one", "report", it.rep.String(), "waiting", len(u.pending), "err", err)
+			u.log.Warn("uplink: could not store a report; kept and tried again", "report", it.rep.String(), "waiting", len(u.pending), "err", err)
 			return fmt.Errorf("uplink: storing a report: %w", err)
 		}
 		u.pending = u.pending[1:]
@@ -423,10 +453,14 @@ func (u *Uplink) Close(ctx context.Context) error {
 		return nil
 	}
 	if len(u.pending) > 0 {
-		_ = u.flushLocked()
+		if err := u.flushLocked(); err != nil {
+			u.log.Warn("uplink: reports not stored are sent from reports.jsonl at the next start", "reports", len(u.pending))
+		}
 	}
 	u.closed = true
 	u.mu.Unlock()
+	close(u.stop)
+	<-u.done
 	var wg sync.WaitGroup
 	var rerr, herr error
 	wg.Add(2)

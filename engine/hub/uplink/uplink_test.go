@@ -463,3 +463,49 @@ func TestRefusedReleasesAreReported(t *testing.T) {
 		t.Errorf("%d report rows, want 2", len(rows))
 	}
 }
+
+// TestFullReportsBufferDropsNothing: reports made during an outage that
+// fill the reports buffer's quota are held back, not dropped; once the hub
+// is back every one arrives, in order, once.
+func TestFullReportsBufferDropsNothing(t *testing.T) {
+	srv := enginetest.NewNATSServer(t)
+	js := connect(t, srv.URL())
+	const quota = 64 << 10
+	u := open(t, Options{JS: js, Dir: t.TempDir(), ReportsMaxBytes: quota, WriteTimeout: 20 * time.Millisecond})
+	t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
+	reason := strings.Repeat("a long reason ", 100)
+	const n = 80
+	refused := 0
+	var reps []agent.Report
+	for i := range n {
+		r := agent.Report{Time: t0.Add(time.Duration(i) * time.Second), Bundle: "w", Version: uint64(i + 1), Outcome: agent.Rejected, Reason: reason}
+		reps = append(reps, r)
+		if err := u.Report(r); err != nil {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatalf("the quota of %d bytes took %d reports of %d bytes", quota, n, len(reason))
+	}
+	rb, _ := u.Buffers()
+	if st := rb.Status(); st.DroppedRows != 0 {
+		t.Fatalf("the reports buffer dropped %d rows", st.DroppedRows)
+	}
+	t.Logf("%d of %d reports held back by the full buffer", refused, n)
+
+	srv.Start()
+	createEdgeStream(t, js)
+	rsub, _ := subjects(t)
+	rows := readRows(t, js, rsub, n)
+	waitEmpty(t, u)
+	rows = readRows(t, js, rsub, n)
+	if len(rows) != n {
+		t.Fatalf("%d report rows, want %d", len(rows), n)
+	}
+	for i, row := range rows {
+		checkReport(t, row, reps[i], row.Backfill)
+	}
+	if c, ok := u.readCursor(); !ok || !c.names(reps[n-1]) {
+		t.Errorf("cursor %+v, want the last report", c)
+	}
+}

@@ -302,7 +302,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		code = http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrBadBundle):
 		code = http.StatusUnprocessableEntity
-	case errors.Is(err, ErrBadTarget), errors.Is(err, protocol.ErrFormat), errors.Is(err, errBadQuery):
+	case errors.Is(err, ErrBadTarget), errors.Is(err, protocol.ErrFormat), errors.Is(err, errBadQuery), errors.Is(err, ErrBody):
 		code = http.StatusBadRequest
 	}
 	if code == http.StatusInternalServerError {

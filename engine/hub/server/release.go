@@ -30,6 +30,9 @@ var (
 	// ErrBadTarget: the target is not an edge id, a key=value label or
 	// all.
 	ErrBadTarget = errors.New("bad target")
+	// ErrBody: the bundle could not be read to its end (the client went
+	// away or sent a broken body).
+	ErrBody = errors.New("reading the bundle")
 )
 
 // maxLabelBytes bounds a label selector.
@@ -136,7 +139,7 @@ func (h *Hub) Release(ctx context.Context, r io.Reader, t Target, by string) (*R
 	sum := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, sum), io.LimitReader(r, h.opts.MaxBundleBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("hub: release: reading the bundle: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrBody, err)
 	}
 	if n > h.opts.MaxBundleBytes {
 		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, h.opts.MaxBundleBytes)

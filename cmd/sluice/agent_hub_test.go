@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/hub/ingest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/hub/store"
+	"github.com/sluice-edge/sluice/engine/hub/uplink"
 )
 
 // hubRows reads the rows of the edge stream on subject until there are
@@ -153,5 +154,43 @@ func TestEdgeReportsToHub(t *testing.T) {
 	}
 	if code, stderr := stop(); code != 0 {
 		t.Fatalf("stop: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestEdgeStopsWhileHubDown: an edge whose hub never answers starts,
+// stops on cancellation within the drain bound with exit 0, keeps its
+// heartbeat for the next start, and logs neither password nor token.
+func TestEdgeStopsWhileHubDown(t *testing.T) {
+	srv := enginetest.NewNATSServer(t) // never started
+	e := newEdgeSetup(t)
+	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "hub: {url: %q, user: edge, password: Hunter2-secret-pw, heartbeat: 100ms}\n", strings.Replace(srv.URL(), "nats://", "nats://edge:Hunter2-url-pw@", 1))
+	f.Close()
+	stop := e.start(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(e.log.String(), "publish failed; buffering and retrying") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed publish logged\n%s", e.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	began := time.Now()
+	code, stderr := stop()
+	took := time.Since(began)
+	if code != 0 {
+		t.Fatalf("stop: exit %d\n%s", code, stderr)
+	}
+	if took > uplink.DefaultDrainTimeout+5*time.Second {
+		t.Errorf("stopping took %v", took)
+	}
+	t.Logf("stopped in %v with the hub down", took.Round(time.Millisecond))
+	if !strings.Contains(stderr, "left buffered for the next start") {
+		t.Errorf("no word of what is left buffered:\n%s", stderr)
+	}
+	if strings.Contains(stderr, "Hunter2") {
+		t.Errorf("a secret reached the log:\n%s", stderr)
 	}
 }

@@ -61,6 +61,10 @@ const (
 	DefaultHeartbeatMaxBytes = 1 << 20
 	DefaultPublishTimeout    = 10 * time.Second
 	DefaultWriteTimeout      = 5 * time.Second
+	// DefaultDrainTimeout bounds how long Close keeps publishing: reports
+	// and heartbeats are small, and what is left is sent at the next
+	// start.
+	DefaultDrainTimeout = 2 * time.Second
 	// maxPending bounds the reports kept in memory while the reports
 	// buffer refuses them; those past it are sent from reports.jsonl at
 	// the next start.
@@ -98,8 +102,8 @@ type Options struct {
 	// RetryMin and RetryMax bound the forwarders' backoff (defaults as
 	// engine/forward's).
 	RetryMin, RetryMax time.Duration
-	// DrainTimeout is how long Close keeps publishing (default as
-	// engine/forward's).
+	// DrainTimeout is how long Close keeps publishing (default
+	// DefaultDrainTimeout).
 	DrainTimeout time.Duration
 	// IdleSeal is the buffers' idle seal (default as engine/buffer's).
 	IdleSeal time.Duration
@@ -203,6 +207,9 @@ func Open(opts Options) (*Uplink, error) {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/agent/localapi"
@@ -54,7 +53,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	// A release's settings may set the log level; without one, the command
 	// line's applies.
 	base := g.level.Level()
-	runner := pipelines.NewAgentRunner(rt, os.LookupEnv, func(rel *pipelines.Release) {
+	runner := pipelines.NewAgentRunner(rt, envOf(parent), func(rel *pipelines.Release) {
 		level := base
 		if rel.Settings != nil && rel.Settings.LogLevel != "" {
 			_ = level.UnmarshalText([]byte(rel.Settings.LogLevel))
@@ -107,7 +106,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 		cur := a.Current()
 		log.Info("running the applied release; the configured pipeline files are not run", "bundle", cur.Name, "version", cur.Version)
 	case !started && len(files) > 0:
-		defs, errs := pipelines.Load(files, os.LookupEnv)
+		defs, errs := pipelines.Load(files, envOf(parent))
 		if len(errs) > 0 {
 			return &exitError{code: exitFailed, err: errs}
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-edge/sluice/connectors/devsim"
 	"github.com/sluice-edge/sluice/connectors/mqtt"
+	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/pipelines"
 	"github.com/sluice-edge/sluice/pipelines/examples"
 )
@@ -20,10 +21,12 @@ func newDemoCmd(g *globals) *cobra.Command {
 	var (
 		flags  runFlags
 		direct bool
+		hub    bool
+		hopts  = hubDemoOptions{Wait: 30 * time.Second, Rate: 100}
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run the embedded wind-farm example: simulated turbines -> MQTT -> window stats -> alerts",
+		Short: "Run the embedded wind-farm example (simulated turbines -> MQTT -> window stats -> alerts), or with --hub the edge-cloud loop",
 		Long: `Demo runs the wind-farm example built into the binary, with nothing to
 install: an MQTT broker starts inside the process, simulated turbines post
 EnOS measure points to it, and the pipeline decodes them, computes one-minute
@@ -36,12 +39,66 @@ wall-clock time (0 = as fast as possible), STATS_FILE.
 
 With --direct the simulator feeds the pipeline directly as Arrow batches
 (pipelines/examples/windfarm.yaml, statistics in windfarm-sim-stats.jsonl),
-without MQTT.`,
+without MQTT.
+
+With --hub it shows the edge-cloud coordination loop on this machine,
+with nothing but a PostgreSQL server (--postgres, default
+$SLUICE_HUB_POSTGRES or postgres://postgres@127.0.0.1:5432/test): a NATS
+JetStream server starts in the process (127.0.0.1, a free port, a random
+token, its store in a temporary directory), a hub on it and PostgreSQL
+(schema --schema, dropped and created again at the start), and two edge
+agents whose simulated turbines send data and alerts to the hub through
+buffered nats sinks. The demo makes a signing key, builds a release that
+adds an alert rule, releases it to both edges and shows the alerts they
+raise in the hub; then it cuts one edge's link, releases a second version,
+restores the link and shows that edge catch up: it applies the newest
+release and its backlog drains. Each step is printed with the hub's facts;
+it prints the sluice hub alerts command to try while it runs, and ends by
+itself in well under a minute. Its log goes to stderr at level error unless
+--log-level says otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if hub && !cmd.Flag("log-level").Changed {
+				// The narrative is on stdout; the hub's and the edges' logs
+				// would drown it.
+				g.logLevel = "error"
+			}
 			log, err := g.logger()
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
+			}
+			for _, name := range []string{"postgres", "schema", "outage"} {
+				if !hub && cmd.Flag(name).Changed {
+					return &exitError{code: exitUsage, err: fmt.Errorf("--%s goes with --hub", name)}
+				}
+			}
+			if hub {
+				for _, name := range []string{"data-dir", "edge", "from-start", "metrics-addr", "metrics-token-file", "progress"} {
+					if cmd.Flag(name).Changed {
+						return &exitError{code: exitUsage, err: fmt.Errorf("--%s has no effect with --hub (each edge of the demo keeps its state in a temporary directory)", name)}
+					}
+				}
+				if hopts.Postgres == "" {
+					hopts.Postgres = os.Getenv(hubPostgresEnv)
+				}
+				if hopts.Postgres == "" {
+					hopts.Postgres = defaultDemoPostgres
+				}
+				if direct {
+					return &exitError{code: exitUsage, err: fmt.Errorf("--hub and --direct exclude each other")}
+				}
+				if hopts.Outage <= 0 {
+					return &exitError{code: exitUsage, err: fmt.Errorf("--outage must be positive")}
+				}
+				if !demoSchema.MatchString(hopts.Schema) {
+					// The demo drops its schema: never one of anything else.
+					return &exitError{code: exitUsage, err: fmt.Errorf("--schema %q: want %s or %s_ and lower-case letters, digits and underscores (at most 63 in all)",
+						hopts.Schema, defaultDemoSchema, defaultDemoSchema)}
+				}
+				redact.RegisterURLPasswords(hopts.Postgres)
+				ctx, cancel := stopOnSignal(cmd.Context(), log)
+				defer cancel()
+				return runHubDemo(ctx, g, log, hopts)
 			}
 			if err := flags.check(); err != nil {
 				return &exitError{code: exitUsage, err: err}
@@ -92,6 +149,10 @@ without MQTT.`,
 	}
 	flags.register(cmd)
 	cmd.Flags().BoolVar(&direct, "direct", false, "feed the pipeline from the simulator directly (no MQTT)")
+	cmd.Flags().BoolVar(&hub, "hub", false, "show the edge-cloud loop: an embedded NATS JetStream, a hub on PostgreSQL and two edges")
+	cmd.Flags().StringVar(&hopts.Postgres, "postgres", "", "with --hub: PostgreSQL DSN of the hub's database (default $SLUICE_HUB_POSTGRES, else "+defaultDemoPostgres+")")
+	cmd.Flags().StringVar(&hopts.Schema, "schema", defaultDemoSchema, "with --hub: PostgreSQL schema of the demo (sluice_demo or sluice_demo_...), dropped and created again at the start")
+	cmd.Flags().DurationVar(&hopts.Outage, "outage", 3*time.Second, "with --hub: how long the cut edge stays cut")
 	return cmd
 }
 

@@ -78,6 +78,7 @@ pipeline YAML files.
 
 Start with:
   sluice demo                      run the embedded wind-farm example
+  sluice demo --hub                the edge-cloud loop: embedded NATS, a hub on PostgreSQL, two edges
   sluice validate pipeline.yaml    check a pipeline file
   sluice run pipeline.yaml         run it until its sources end or Ctrl-C
   sluice run --config sluice.yaml  run as an edge agent that applies signed releases (sluice import)

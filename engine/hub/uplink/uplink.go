@@ -38,6 +38,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +70,8 @@ const (
 	// buffer refuses them; those past it are sent from reports.jsonl at
 	// the next start.
 	maxPending = 1024
+	// maxReasonBytes bounds the reason of a refused hub release.
+	maxReasonBytes = 2048
 )
 
 // Names under Options.Dir.
@@ -361,9 +364,13 @@ func (u *Uplink) Report(r agent.Report) error {
 // Such reports are not in reports.jsonl; one lost to a crash is made again,
 // since a restarted edge tries the record once more.
 func (u *Uplink) Refused(d protocol.Desired, reason error, now time.Time) error {
+	why := reason.Error()
+	if len(why) > maxReasonBytes {
+		why = strings.ToValidUTF8(why[:maxReasonBytes], "") + "…"
+	}
 	r := agent.Report{
 		Time: now.UTC(), Bundle: d.Bundle, Version: d.Version, Outcome: agent.Rejected,
-		Reason: "hub release " + d.ReleaseID + ": " + reason.Error(), File: d.Digest,
+		Reason: "hub release " + d.ReleaseID + ": " + why, File: d.Digest,
 	}
 	return u.add(item{rep: r})
 }

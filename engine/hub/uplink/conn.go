@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/redact"
 )
 
@@ -19,9 +20,15 @@ import (
 // edge's connection, one at a time, each waiting for its ack. The message
 // id travels as Nats-Msg-Id, so JetStream drops the copies a retry sends
 // within the stream's duplicate window; the metadata travel as headers.
+//
+// The subject is the one of the edge the message's id names (subject):
+// a buffer stored under an earlier edge id keeps that id for the rows it
+// holds (buffer.Buffer.Identity), and the hub refuses a message whose
+// subject names another edge than its id.
 type publisher struct {
 	js      jetstream.JetStream
 	timeout time.Duration
+	subject func(edge string) (string, error)
 }
 
 // Publish implements message.Publisher.
@@ -30,7 +37,13 @@ func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
 		return fmt.Errorf("uplink: not connected to the hub (%v)", nc.Status())
 	}
 	for _, m := range msgs {
-		nm := natsgo.NewMsg(topic)
+		subj := topic
+		if e := m.Metadata.Get(outbound.MetaEdge); e != "" && p.subject != nil {
+			if s, err := p.subject(e); err == nil {
+				subj = s
+			}
+		}
+		nm := natsgo.NewMsg(subj)
 		for k, v := range m.Metadata {
 			nm.Header.Set(k, v)
 		}
@@ -40,7 +53,7 @@ func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
 		_, err := p.js.PublishMsg(ctx, nm)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("uplink: publish to %s: %w", topic, err)
+			return fmt.Errorf("uplink: publish to %s: %w", subj, err)
 		}
 	}
 	return nil

@@ -105,8 +105,8 @@ type Options struct {
 	// RetryMin and RetryMax bound the forwarders' backoff (defaults as
 	// engine/forward's).
 	RetryMin, RetryMax time.Duration
-	// DrainTimeout is how long Close keeps publishing (default
-	// DefaultDrainTimeout).
+	// DrainTimeout is how long Close keeps publishing (0:
+	// DefaultDrainTimeout; negative: not at all).
 	DrainTimeout time.Duration
 	// IdleSeal is the buffers' idle seal (default as engine/buffer's).
 	IdleSeal time.Duration
@@ -211,7 +211,7 @@ func Open(opts Options) (*Uplink, error) {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
 	}
-	if opts.DrainTimeout <= 0 {
+	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = DefaultDrainTimeout
 	}
 	if opts.Log == nil {
@@ -232,13 +232,13 @@ func Open(opts Options) (*Uplink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
 	}
-	u.reports, err = u.sink(rsub, protocol.ReportStream, ReportsDir, u.rschema, buffer.Options{
+	u.reports, err = u.sink(rsub, protocol.ReportsSubject, protocol.ReportStream, ReportsDir, u.rschema, buffer.Options{
 		MaxBytes: opts.ReportsMaxBytes, Policy: buffer.RejectNew, SegmentBytes: segmentBytes(opts.ReportsMaxBytes),
 	})
 	if err != nil {
 		return nil, err
 	}
-	u.heartbeat, err = u.sink(hsub, protocol.HeartbeatStream, HeartbeatDir, u.hschema, buffer.Options{
+	u.heartbeat, err = u.sink(hsub, protocol.HeartbeatSubject, protocol.HeartbeatStream, HeartbeatDir, u.hschema, buffer.Options{
 		MaxBytes: opts.HeartbeatMaxBytes, Policy: buffer.DropOldest, SegmentBytes: segmentBytes(opts.HeartbeatMaxBytes),
 	})
 	if err != nil {
@@ -286,9 +286,9 @@ func segmentBytes(q int64) int64 {
 	return min(max(q/16, 16<<10), buffer.DefaultSegmentBytes)
 }
 
-func (u *Uplink) sink(subject, stream, dir string, schema *engine.Schema, bo buffer.Options) (*forward.Sink, error) {
+func (u *Uplink) sink(subject string, subjectOf func(string) (string, error), stream, dir string, schema *engine.Schema, bo buffer.Options) (*forward.Sink, error) {
 	pub := &outbound.Publisher{
-		Publisher: &publisher{js: u.opts.JS, timeout: u.opts.PublishTimeout},
+		Publisher: &publisher{js: u.opts.JS, timeout: u.opts.PublishTimeout, subject: subjectOf},
 		Topic:     subject,
 		Encoding:  outbound.JSON,
 		Permanent: permanent,

@@ -509,3 +509,39 @@ func TestFullReportsBufferDropsNothing(t *testing.T) {
 		t.Errorf("cursor %+v, want the last report", c)
 	}
 }
+
+// TestRenamedEdgeKeepsSubjectAndIDTogether: reports an edge stored under
+// its former id, still undelivered when it restarts under a new one, leave
+// with the former id (the buffer keeps the identity of what it holds) and
+// on that id's subject, so that the hub, which refuses a message whose
+// subject names another edge than its id, stores them.
+func TestRenamedEdgeKeepsSubjectAndIDTogether(t *testing.T) {
+	srv := enginetest.NewNATSServer(t)
+	js := connect(t, srv.URL())
+	dir := t.TempDir()
+	old := agent.Report{Time: time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond), Bundle: "w", Version: 1, Outcome: agent.Applied}
+	u, err := Open(Options{JS: js, Edge: "edge-old", Dir: dir, DrainTimeout: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Report(old); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	u = open(t, Options{JS: js, Edge: "edge-new", Dir: dir})
+	srv.Start()
+	createEdgeStream(t, js)
+	oldSub, _ := protocol.ReportsSubject("edge-old")
+	rows := readRows(t, js, oldSub, 1)
+	if rows[0].Edge != "edge-old" || !rows[0].Time.Equal(old.Time) {
+		t.Errorf("row %+v", rows[0])
+	}
+	waitEmpty(t, u)
+	newSub, _ := protocol.ReportsSubject("edge-new")
+	if rows := readRows(t, js, newSub, 0); len(rows) != 0 {
+		t.Errorf("rows of edge-old on the subject of edge-new: %+v", rows)
+	}
+}

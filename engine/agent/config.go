@@ -39,7 +39,7 @@ var ConfigSpec = spec.Spec{
 		"See docs/coordination.md.",
 	Fields: []spec.Field{
 		{Name: "edge", Type: spec.String, Optional: true, Description: "Identity of this edge: matched against a bundle's `targets.edges` and used in outgoing message IDs. Defaults to the host name.", Example: "edge-01"},
-		{Name: "data_dir", Type: spec.String, Default: DefaultDataDir, Description: "Directory of durable state: the buffers of cloud sinks and, under `agent/`, the releases, the current release, the apply reports and the API token.", Example: "/var/lib/sluice"},
+		{Name: "data_dir", Type: spec.String, Default: DefaultDataDir, Description: "Directory of durable state: the buffers of cloud sinks; under `agent/`, the releases, the current release, the apply reports and the API token; under `hub/` (with a `hub` section), the buffers of the reports and heartbeats sent to the hub.", Example: "/var/lib/sluice"},
 		{Name: "trust", Type: spec.String, Description: "Trusted Ed25519 public key file, or a directory of them (`*.pub`, `*.pem`): a bundle must be signed by one of them.", Example: "keys/release.pub"},
 		{Name: "labels", Type: spec.Map, Elem: spec.String, Optional: true, Description: "Labels of this edge, matched against a bundle's `targets.labels` (every label a bundle names must have its value here).", Example: map[string]any{"site": "north"}},
 		{Name: "api", Type: spec.Object, Optional: true, Description: "The local HTTP API `sluice import` and `sluice status` talk to. Every request needs the bearer token of `token_file`.", Children: []spec.Field{

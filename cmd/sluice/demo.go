@@ -98,7 +98,10 @@ itself in well under a minute. Its log goes to stderr at level error unless
 				redact.RegisterURLPasswords(hopts.Postgres)
 				ctx, cancel := stopOnSignal(cmd.Context(), log)
 				defer cancel()
-				return runHubDemo(ctx, g, log, hopts)
+				if err := runHubDemo(ctx, g, log, hopts); err != nil {
+					return &exitError{code: exitFailed, err: err}
+				}
+				return nil
 			}
 			if err := flags.check(); err != nil {
 				return &exitError{code: exitUsage, err: err}

@@ -147,7 +147,7 @@ func runHubDemo(ctx context.Context, g *globals, log *slog.Logger, opts hubDemoO
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			if ctx.Err() != nil {
-				d.say("interrupted: stopping the edges, the hub and the NATS server")
+				d.say("interrupted: stopping the edges (one cut off from the hub gives its buffers a few seconds), the hub and the NATS server")
 				return nil
 			}
 			return err

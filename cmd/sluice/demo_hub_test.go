@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -122,5 +123,19 @@ func TestHubDemoRefusesOtherSchemas(t *testing.T) {
 		if code, _, stderr := run(t, append([]string{"demo"}, args...)...); code != exitUsage || !strings.Contains(stderr, "--") {
 			t.Errorf("demo %v: exit %d (%s), want %d", args, code, stderr, exitUsage)
 		}
+	}
+}
+
+// TestHubDemoWithoutPostgres: an unreachable database is a failure (1)
+// that names PostgreSQL and not the DSN's password, and the demo leaves
+// no temporary directory behind.
+func TestHubDemoWithoutPostgres(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	code, _, stderr := run(t, "demo", "--hub", "--postgres", "postgres://postgres:s3cret-pw@127.0.0.1:1/test?connect_timeout=2")
+	if code != exitFailed || !strings.Contains(stderr, "PostgreSQL") || strings.Contains(stderr, "s3cret-pw") {
+		t.Fatalf("exit %d, stderr %q; want %d, a message naming PostgreSQL without the password", code, stderr, exitFailed)
+	}
+	if left, _ := os.ReadDir(os.Getenv("TMPDIR")); len(left) != 0 {
+		t.Errorf("left in the temporary directory: %v", left)
 	}
 }

@@ -69,12 +69,11 @@ type hubDemo struct {
 	js        jetstream.JetStream // the hub's
 	db        *pgx.Conn
 	st        *store.Store
-	hub       *server.Hub
 	api       *server.API
 	client    *server.Client
 	tokenFile string
 	pub       string // the trusted public key file
-	key       []byte
+	trust     *bundle.Trust
 	edges     []*demoEdge
 	bundles   []string // the bundle files of versions 1 and 2
 	hubTask   *task
@@ -143,7 +142,7 @@ func runHubDemo(ctx context.Context, g *globals, log *slog.Logger, opts hubDemoO
 			err = cerr
 		}
 	}()
-	steps := []func(context.Context) error{d.setUp, d.startHub, d.buildBundles, d.startEdges, d.firstRelease, d.outage, d.summary}
+	steps := []func(context.Context) error{d.setUp, d.buildBundles, d.startHub, d.startEdges, d.firstRelease, d.outage, d.summary}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -188,7 +187,8 @@ func (d *hubDemo) setUp(ctx context.Context) error {
 	return nil
 }
 
-// startHub starts the hub on the NATS server and the database, and its API.
+// startHub starts the hub on the NATS server and the database, and its
+// API. The hub releases only bundles signed with the demo's key.
 func (d *hubDemo) startHub(ctx context.Context) error {
 	nc, err := natsgo.Connect(d.nats.URL(), natsgo.Token(d.natsToken), natsgo.Name("sluice-hub"), natsgo.MaxReconnects(-1))
 	if err != nil {
@@ -200,7 +200,7 @@ func (d *hubDemo) startHub(ctx context.Context) error {
 		return fmt.Errorf("demo: hub: %w", err)
 	}
 	d.js = js
-	h, err := server.New(js, d.st, server.Options{Replicas: 1, TempDir: d.dir, Log: d.log.With("hub", "demo")})
+	h, err := server.New(js, d.st, server.Options{Replicas: 1, Trust: d.trust, TempDir: d.dir, Log: d.log.With("hub", "demo")})
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("demo: hub: %w", err)
@@ -209,7 +209,6 @@ func (d *hubDemo) startHub(ctx context.Context) error {
 		nc.Close()
 		return fmt.Errorf("demo: hub: %w", err)
 	}
-	d.hub = h
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.hubTask = goTask("the hub", func() error { return h.Run(hctx) })
 	d.closers = append(d.closers, func() error {
@@ -232,7 +231,7 @@ func (d *hubDemo) startHub(ctx context.Context) error {
 	if d.client, err = server.NewClient(url, apiToken); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	d.say("hub started: ingest of data, alerts, reports and heartbeats; API on %s", url)
+	d.say("hub started: it releases bundles signed with key %s, ingests data, alerts, reports and heartbeats; API on %s", d.trust.KeyIDs()[0], url)
 	d.say("  while the demo runs, try: sluice hub alerts --hub %s --token-file %s", url, d.tokenFile)
 	return nil
 }
@@ -299,6 +298,7 @@ func (d *hubDemo) buildBundles(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
+	d.trust = bundle.NewTrust(pub)
 	d.pub = filepath.Join(d.dir, "release.pub")
 	if err := bundle.WritePublicKey(d.pub, pub); err != nil {
 		return fmt.Errorf("demo: %w", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/connectors/nats"
 	"github.com/sluice-edge/sluice/engine/bundle"
@@ -392,14 +393,15 @@ func (d *hubDemo) startEdges(ctx context.Context) error {
 			return fmt.Errorf("demo: %w", err)
 		}
 		cfg := filepath.Join(dir, "sluice.yaml")
-		yaml := fmt.Sprintf(`edge: %s
-data_dir: data
-trust: %s
-labels: {site: demo}
-api: {listen: "127.0.0.1:0"}
-hub: {url: "%s", token: "%s", heartbeat: 1s}
-`, id, d.pub, url, d.natsToken)
-		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		conf, err := yaml.Marshal(map[string]any{
+			"edge": id, "data_dir": "data", "trust": d.pub, "labels": map[string]string{"site": "demo"},
+			"api": map[string]string{"listen": "127.0.0.1:0"},
+			"hub": map[string]string{"url": url, "token": d.natsToken, "heartbeat": "1s"},
+		})
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		if err := os.WriteFile(cfg, conf, 0o600); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 		env := map[string]string{"HUB_URL": url, "HUB_TOKEN": d.natsToken, "EDGE": id, "SIM_RATE": fmt.Sprint(d.opts.Rate)}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,7 +23,8 @@ import (
 // alerts the hub stored, that the cut edge was offline and pending while
 // the other applied version 2, and that after the link came back it
 // applied version 2 and its backlog drained as backfill; and the hub's
-// tables must hold what it said.
+// tables must hold what it said. It leaves nothing in its temporary
+// directory.
 func TestHubDemo(t *testing.T) {
 	dsn := outboundtest.PostgresDSN(t)
 	schema := fmt.Sprintf("sluice_demo_test_%d", time.Now().UnixNano())
@@ -34,6 +36,13 @@ func TestHubDemo(t *testing.T) {
 	defer db.Close(ctx)
 	t.Cleanup(func() { _, _ = db.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE") })
 
+	// The demo's files go to a temporary directory whose path YAML would
+	// misread if written out unquoted; none is left behind.
+	tmp := filepath.Join(t.TempDir(), "tmp: dir #1")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", tmp)
 	// Every goroutine the demo started has ended when it returns, but one
 	// of nats.go: the reconnect watcher its asynchronous publish starts (an
 	// object store Put, the hub's release) sometimes outlives the close of
@@ -52,6 +61,10 @@ func TestHubDemo(t *testing.T) {
 	}
 	if took > 45*time.Second {
 		t.Errorf("the demo took %s", took)
+	}
+
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("left in the temporary directory: %v", left)
 	}
 
 	// The narrative, in order.

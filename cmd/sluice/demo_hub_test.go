@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
+	"github.com/sluice-edge/sluice/engine/redact"
 )
 
 // TestHubDemo runs sluice demo --hub against the local PostgreSQL, in a
@@ -141,14 +142,22 @@ func TestHubDemoRefusesOtherSchemas(t *testing.T) {
 
 // TestHubDemoWithoutPostgres: an unreachable database is a failure (1)
 // that names PostgreSQL and not the DSN's password, and the demo leaves
-// no temporary directory behind.
+// no temporary directory behind. The DSN's password, not its user name,
+// is masked.
 func TestHubDemoWithoutPostgres(t *testing.T) {
-	t.Setenv("TMPDIR", t.TempDir())
-	code, _, stderr := run(t, "demo", "--hub", "--postgres", "postgres://postgres:s3cret-pw@127.0.0.1:1/test?connect_timeout=2")
-	if code != exitFailed || !strings.Contains(stderr, "PostgreSQL") || strings.Contains(stderr, "s3cret-pw") {
-		t.Fatalf("exit %d, stderr %q; want %d, a message naming PostgreSQL without the password", code, stderr, exitFailed)
+	for _, dsn := range []string{"postgres://postgres:s3cret-pw@127.0.0.1:1/test?connect_timeout=2", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2"} {
+		t.Setenv("TMPDIR", t.TempDir())
+		code, _, stderr := run(t, "demo", "--hub", "--postgres", dsn)
+		if code != exitFailed || !strings.Contains(stderr, "PostgreSQL") || strings.Contains(stderr, "s3cret-pw") {
+			t.Fatalf("exit %d, stderr %q; want %d, a message naming PostgreSQL without the password", code, stderr, exitFailed)
+		}
+		if left, _ := os.ReadDir(os.Getenv("TMPDIR")); len(left) != 0 {
+			t.Errorf("left in the temporary directory: %v", left)
+		}
 	}
-	if left, _ := os.ReadDir(os.Getenv("TMPDIR")); len(left) != 0 {
-		t.Errorf("left in the temporary directory: %v", left)
+	// The password is masked from then on, the user name is not (it
+	// would be masked in every later message of the process).
+	if got := redact.String("user postgres, password s3cret-pw"); got != "user postgres, password xxxxx" {
+		t.Errorf("masked: %q", got)
 	}
 }

@@ -25,7 +25,7 @@ type Store interface {
 const (
 	DefaultFetchMessages = 256
 	DefaultFetchWait     = time.Second
-	DefaultAckWait       = 2 * time.Minute
+	DefaultAckWait       = 30 * time.Second
 	DefaultMaxAckPending = 4096
 	DefaultNakDelay      = 2 * time.Second
 )
@@ -49,7 +49,9 @@ type Options struct {
 	// FetchMessages (its messages are then bounded by MaxAckPending).
 	FetchBytes int
 	// AckWait is how long the server waits for the ack of a delivered
-	// message before redelivering it; it must cover a batch's write.
+	// message before redelivering it: how soon another instance takes
+	// over the messages of an instance that died holding them. A batch
+	// whose write takes longer is kept (InProgress every AckWait/3).
 	AckWait time.Duration
 	// MaxAckPending bounds the messages delivered and not yet acked,
 	// across all instances.
@@ -217,6 +219,7 @@ type item struct {
 // process decodes a batch, terminates poison messages, writes the rest and
 // acks them after the write, or naks them after a store error.
 func (g *Ingest) process(ctx context.Context, msgs []jetstream.Msg) {
+	defer g.keepAlive(msgs)()
 	items := make([]item, 0, len(msgs))
 	for _, m := range msgs {
 		if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
@@ -275,6 +278,32 @@ func (g *Ingest) process(ctx context.Context, msgs []jetstream.Msg) {
 }
 
 type rowRef struct{ item int }
+
+// keepAlive tells the server every AckWait/3 that msgs are still being
+// worked on, until the returned function is called: a slow write is not
+// redelivered to another instance, while the messages of an instance that
+// died are redelivered after AckWait. A message already acked, nak'ed or
+// terminated ignores it.
+func (g *Ingest) keepAlive(msgs []jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(max(g.opts.AckWait/3, time.Millisecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
+}
 
 func (g *Ingest) ack(items []item) {
 	for _, it := range items {

@@ -393,3 +393,64 @@ func benchIngest(b *testing.B, instances int) {
 	}
 	b.ReportMetric(float64(b.N*perIter)/elapsed.Seconds(), "rows/s")
 }
+
+// slowStore is the real store whose first InsertRows call takes delay
+// longer.
+type slowStore struct {
+	*store.Store
+	delay time.Duration
+	calls atomic.Int32
+}
+
+func (s *slowStore) InsertRows(ctx context.Context, rows []store.Row) (int64, error) {
+	if s.calls.Add(1) == 1 {
+		time.Sleep(s.delay)
+	}
+	return s.Store.InsertRows(ctx, rows)
+}
+
+// TestSlowWriteNotRedelivered: a batch whose write takes three times the
+// ack wait is not handed to another instance meanwhile (the instance
+// says it is still working on it), and every row is stored once.
+func TestSlowWriteNotRedelivered(t *testing.T) {
+	e := newEnv(t)
+	opts := ingest.Options{Stream: "EDGES", Durable: "slow", FilterSubjects: []string{"edges.>"},
+		FetchWait: 100 * time.Millisecond, AckWait: time.Second}
+	e.publishRows(3000)
+	slow, err := ingest.New(e.js, &slowStore{Store: e.st, delay: 3 * time.Second}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- slow.Run(ctx) }()
+	// The slow instance holds its first batch; then a second one starts.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := e.js.Consumer(ctx, "EDGES", "slow")
+		if err == nil {
+			if info, err := c.Info(ctx); err == nil && info.NumAckPending > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow instance took no batch")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	other, err := ingest.New(e.js, e.st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = other.Run(ctx) }()
+	e.drained("slow")
+	if n := e.count(""); n != 3000 {
+		t.Fatalf("%d rows stored, want 3000", n)
+	}
+	if r := other.Stats().Redelivered + slow.Stats().Redelivered; r != 0 {
+		t.Fatalf("%d messages redelivered while their batch was being written", r)
+	}
+	cancel()
+	<-done
+}

@@ -85,6 +85,7 @@ type Operator struct {
 	p        *plan
 	in       *engine.Schema
 	fr       *rowexpr.Frame
+	edge     string
 	pipeline string
 	step     string
 
@@ -146,6 +147,7 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 		p:           p,
 		in:          in,
 		fr:          p.env.NewFrame(),
+		edge:        bc.Edge,
 		pipeline:    bc.Pipeline,
 		step:        bc.Name,
 		states:      map[string]*assetState{},
@@ -345,7 +347,7 @@ func (o *Operator) eval(ri int, st *state, as *assetState, rec arrow.RecordBatch
 		}
 		if t-st.start >= r.hold {
 			st.pending, st.active = false, true
-			st.id = alertID(o.pipeline, o.step, r.name, as.key, st.start)
+			st.id = alertID(o.edge, o.pipeline, o.step, r.name, as.key, st.start)
 			st.version = o.ruleVer[ri]
 			o.appendAlert(r, st, as, rec, row, t, engine.AlertRaised)
 			o.cRaised.Add(1)
@@ -380,11 +382,16 @@ func (o *Operator) eval(ri int, st *state, as *assetState, rec arrow.RecordBatch
 	return nil
 }
 
-// alertID is the stable id of an alert: a hash of where it comes from and
-// when its condition started to hold.
-func alertID(pipeline, step, rule, asset string, occur int64) string {
+// alertID is the stable id of an alert: a hash of where it comes from
+// (the edge, so that ids are unique across a fleet whose edges run the
+// same pipelines on assets of the same names; the pipeline, step, rule and
+// asset) and when its condition started to hold. It is the first 16 bytes
+// of the SHA-256 of each of edge, pipeline, step, rule and asset as
+// "<length in bytes>:<text>", then the occur time in Unix milliseconds in
+// decimal, as 32 hex digits (see docs/alert.md).
+func alertID(edge, pipeline, step, rule, asset string, occur int64) string {
 	h := sha256.New()
-	for _, s := range []string{pipeline, step, rule, asset} {
+	for _, s := range []string{edge, pipeline, step, rule, asset} {
 		h.Write([]byte(strconv.Itoa(len(s))))
 		h.Write([]byte{':'})
 		h.Write([]byte(s))

@@ -33,8 +33,9 @@ holds (recover_time = that row's time).
 
 Output rows have the alert schema: time, id, asset, rule, severity, type, content, value, occur_time,
 recover_time, state (raised or cleared) and, when the step includes rule sets or declares
-` + "`rule_set_version`" + `, rule_set_version (the version of the rule's set, null for a rule of none). The id is a hash of pipeline, step, rule, asset and occur_time, so a
-replay of the same input yields the same ids; the clear row carries the id of its raise row.
+` + "`rule_set_version`" + `, rule_set_version (the version of the rule's set, null for a rule of none). The id is a hash of edge, pipeline, step, rule, asset and occur_time,
+so ids are unique across edges and a replay of the same input on the same edge yields the same ids; the clear row
+carries the id of its raise row.
 
 With ` + "`assets`" + `, rules can target one model (` + "`model`" + `) and read per-asset thresholds as ` + "`attr.<attribute>`" + `.
 A row whose rule cannot be evaluated (a null in a column the rule reads, an attribute that is not set) goes to the

@@ -491,7 +491,8 @@ func newHubAlertsCmd(g *globals) *cobra.Command {
 		Use:   "alerts [--active] [--asset A] [--hub URL] [--token-file F] [--json]",
 		Short: "List the current state of every alert the edges raised",
 		Long: `Alerts lists each alert's current state as the hub holds it (raised or
-cleared, from the newest transition of any edge), by asset and alert id;
+cleared, from its newest transition), by asset, alert id and edge (the
+edge and the id identify an alert);
 --active shows raised alerts only, --asset those of one asset.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -300,7 +300,7 @@ func TestIngestAlertsOutOfOrder(t *testing.T) {
 		alerts[1].ID != "a2" || alerts[1].State != store.AlertRaised {
 		t.Fatalf("alerts %+v", alerts)
 	}
-	tr, err := e.st.Transitions(context.Background(), "a1")
+	tr, err := e.st.Transitions(context.Background(), "edge1", "a1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -578,6 +578,44 @@ func TestConcurrentReleasesNewestWins(t *testing.T) {
 	}
 }
 
+// TestAlertsOfTwoEdgesSameID: two edges publishing alerts of the same id
+// for assets of the same name each keep their own alert: GET /v1/alerts
+// lists both, each with its edge, and the clear of one edge leaves the
+// other's alert raised.
+func TestAlertsOfTwoEdgesSameID(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	ctx := context.Background()
+	_, js := e.connect()
+	occur := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
+	recov := occur.Add(time.Minute)
+	publish(t, js, "sluice.e1.alerts", encode(t, "e1", "alerts", engine.AlertSchema, 1,
+		enginetest.Row{occur, "a1", "T01", "hot", "major", "temp", "e1 too hot", 90.0, occur, nil, "raised"}))
+	publish(t, js, "sluice.e2.alerts", encode(t, "e2", "alerts", engine.AlertSchema, 1,
+		enginetest.Row{occur, "a1", "T01", "hot", "major", "temp", "e2 too hot", 95.0, occur, nil, "raised"},
+		enginetest.Row{recov, "a1", "T01", "hot", "major", "temp", "e2 ok", 70.0, occur, recov, "cleared"}))
+	waitFor(t, 10*time.Second, "alerts stored", func() error {
+		if d, _ := in.hub.Stats(); d.Alerts != 3 {
+			return fmt.Errorf("data %+v", d)
+		}
+		return nil
+	})
+	all, err := in.client.Alerts(ctx, false, "T01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0].Edge != "e1" || all[1].Edge != "e2" || all[0].ID != "a1" || all[1].ID != "a1" {
+		t.Fatalf("alerts %+v, want a1 of e1 and a1 of e2", all)
+	}
+	if all[0].State != store.AlertRaised || all[0].Content != "e1 too hot" || all[1].State != store.AlertCleared || all[1].Content != "e2 ok" {
+		t.Errorf("alerts %+v: want e1's raised, e2's cleared", all)
+	}
+	active, err := in.client.Alerts(ctx, true, "")
+	if err != nil || len(active) != 1 || active[0].Edge != "e1" {
+		t.Fatalf("active %+v %v", active, err)
+	}
+}
+
 // TestAlertsThroughHub: alert rows an edge's sink publishes on
 // sluice.<edge>.alerts reach GET /v1/alerts, filtered by state and asset;
 // alert rows of another edge's id on that subject are refused.

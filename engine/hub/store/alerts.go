@@ -17,7 +17,8 @@ const (
 // AlertRecord is one state change of one alert, as an edge sends it (the
 // engine's alert schema plus the edge and the rule-set version).
 type AlertRecord struct {
-	// ID is the same on the raise and on the clear record.
+	// ID is the same on the raise and on the clear record; with Edge it
+	// identifies the alert (the ids of two edges may be equal).
 	ID, Edge, Asset, Rule, Severity, Type, Content string
 	// Value may be NaN or ±Inf: the value column is a float8.
 	Value float64
@@ -53,6 +54,8 @@ type Alert struct {
 // raise. A msgID already recorded is a no-op. So records arriving in any
 // order (backfill after an outage, redelivery) converge to the edge's
 // state, and a late raise older than the stored clear does not reopen it.
+// An alert is identified by its edge and id: a record of one edge never
+// changes the alert of another edge with the same id.
 func (s *Store) ApplyAlert(ctx context.Context, a AlertRecord, msgID string) error {
 	if err := s.checkTexts("msg id", msgID, "id", a.ID, "edge", a.Edge, "asset", a.Asset, "rule", a.Rule,
 		"severity", a.Severity, "type", a.Type, "content", a.Content, "rule set version", a.RuleSetVersion); err != nil {
@@ -83,8 +86,8 @@ VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (msg_id) DO NOTHING`, msgID, a.ID, a
 INSERT INTO alerts_current (id, edge, asset, rule, severity, type, content, value, occur_time,
   recover_time, state, rule_set_version, changed_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-ON CONFLICT (id) DO UPDATE SET
-  edge = EXCLUDED.edge, asset = EXCLUDED.asset, rule = EXCLUDED.rule, severity = EXCLUDED.severity,
+ON CONFLICT (edge, id) DO UPDATE SET
+  asset = EXCLUDED.asset, rule = EXCLUDED.rule, severity = EXCLUDED.severity,
   type = EXCLUDED.type, content = EXCLUDED.content, value = EXCLUDED.value,
   occur_time = EXCLUDED.occur_time, recover_time = EXCLUDED.recover_time, state = EXCLUDED.state,
   rule_set_version = EXCLUDED.rule_set_version, changed_at = EXCLUDED.changed_at,
@@ -100,8 +103,8 @@ WHERE (EXCLUDED.changed_at, EXCLUDED.state = 'cleared') > (alerts_current.change
 	return nil
 }
 
-// Alerts lists current alerts by asset and id: only raised ones when
-// activeOnly, only those of asset when it is not empty.
+// Alerts lists current alerts by asset, id and edge: only raised ones
+// when activeOnly, only those of asset when it is not empty.
 func (s *Store) Alerts(ctx context.Context, activeOnly bool, asset string) ([]Alert, error) {
 	// The filters are spelled out rather than made optional in SQL, so
 	// that the planner uses the (asset, state) and state indexes.
@@ -117,7 +120,7 @@ FROM alerts_current WHERE true`
 		args = append(args, asset)
 		q += ` AND asset = $1`
 	}
-	rows, err := s.pool.Query(ctx, q+` ORDER BY asset, id`, args...)
+	rows, err := s.pool.Query(ctx, q+` ORDER BY asset, id, edge`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("hub store: alerts: %w", err)
 	}
@@ -150,18 +153,19 @@ type Transition struct {
 	Value                       float64
 }
 
-// Transitions lists the recorded changes of alert id in time order (a
-// clear after a raise at equal times).
-func (s *Store) Transitions(ctx context.Context, id string) ([]Transition, error) {
+// Transitions lists the recorded changes of alert id of edge in time
+// order (a clear after a raise at equal times). The alerts of other edges
+// with the same id are not among them.
+func (s *Store) Transitions(ctx context.Context, edge, id string) ([]Transition, error) {
 	rows, err := s.pool.Query(ctx, `
 SELECT msg_id, alert_id, edge, state, time, value FROM alert_transitions
-WHERE alert_id = $1 ORDER BY time, state = 'cleared', msg_id`, id)
+WHERE edge = $1 AND alert_id = $2 ORDER BY time, state = 'cleared', msg_id`, edge, id)
 	if err != nil {
-		return nil, fmt.Errorf("hub store: transitions of %q: %w", id, err)
+		return nil, fmt.Errorf("hub store: transitions of %q of edge %q: %w", id, edge, err)
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Transition])
 	if err != nil {
-		return nil, fmt.Errorf("hub store: transitions of %q: %w", id, err)
+		return nil, fmt.Errorf("hub store: transitions of %q of edge %q: %w", id, edge, err)
 	}
 	return out, nil
 }

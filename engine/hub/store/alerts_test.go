@@ -103,7 +103,7 @@ func TestAlertConvergence(t *testing.T) {
 			if active, _ := s.Alerts(ctx, true, "t1"); len(active) != 0 {
 				t.Errorf("active on t1: %+v", active)
 			}
-			tr, err := s.Transitions(ctx, "a1")
+			tr, err := s.Transitions(ctx, "e1", "a1")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -25,7 +29,7 @@ const (
 	// MaxConfigBytes bounds the edge configuration file.
 	MaxConfigBytes = 1 << 20
 	// maxLabels bounds the labels of an edge.
-	maxLabels = 256
+	maxLabels = protocol.MaxLabels
 )
 
 // ConfigSpec declares the fields of the edge configuration file
@@ -166,6 +170,16 @@ func ParseConfig(name string, data []byte) (*Config, spec.Errors) {
 		}
 		hub, herrs := parseHub(h, base)
 		errs = append(errs, herrs...)
+		// The hub stores labels as text: a label it cannot hold would
+		// set every heartbeat of this edge aside.
+		for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
+			for _, s := range []string{k, c.Labels[k]} {
+				if len(s) > protocol.MaxLabelBytes || strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) {
+					errs = append(errs, cfg.Errorf("labels", "label %.40q: an edge that talks to a hub needs label keys and values of at most %d bytes of text without NUL", k, protocol.MaxLabelBytes))
+					break
+				}
+			}
+		}
 		c.Hub = hub
 	}
 	if len(errs) > 0 {

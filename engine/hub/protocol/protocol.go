@@ -40,6 +40,12 @@ const (
 	MaxDesiredBytes = 4 << 10
 	// MaxBundleBytes bounds a bundle object.
 	MaxBundleBytes = 256 << 20
+	// MaxLabels bounds the labels of an edge: the edge's configuration
+	// refuses more, and the hub stores every heartbeat that has no more.
+	MaxLabels = 256
+	// MaxLabelBytes bounds a label's key and its value at an edge that
+	// talks to a hub, as the hub's text bound does.
+	MaxLabelBytes = 4 << 10
 )
 
 // DigestPrefix starts a bundle digest.

@@ -68,6 +68,17 @@ func TestImportsPointDownward(t *testing.T) {
 			if p.ImportPath == module+"/engine/agent" && strings.HasPrefix(imp, module+"/engine/agent/") {
 				t.Errorf("%s imports %s: the agent's protocol packages depend on it, not the reverse", p.ImportPath, imp)
 			}
+			// The hub's contract (engine/hub/protocol) depends on no other
+			// hub package; the edge's side of the hub (hubsync, uplink)
+			// and the hub's own (server, store, ingest) know each other
+			// only through it.
+			if hubSide(p.ImportPath) != "" && hubSide(imp) != "" && hubSide(p.ImportPath) != hubSide(imp) &&
+				hubSide(imp) != "protocol" || hubSide(p.ImportPath) == "protocol" && hubSide(imp) != "" {
+				t.Errorf("%s imports %s: the edge and the hub meet only in engine/hub/protocol", p.ImportPath, imp)
+			}
+			if hubSide(p.ImportPath) == "hub" && strings.HasPrefix(imp, module+"/engine/agent") {
+				t.Errorf("%s imports %s: the hub does not run edge agents", p.ImportPath, imp)
+			}
 			// Connectors share only the codec package.
 			if from == "connectors" && to == "connectors" && connFamily(p.ImportPath) != connFamily(imp) &&
 				connFamily(imp) != "codec" {
@@ -81,6 +92,24 @@ func family(pkg, top string) string {
 	rel := strings.TrimPrefix(pkg, module+"/"+top+"/")
 	f, _, _ := strings.Cut(rel, "/")
 	return f
+}
+
+// hubSide says which side of edge-cloud coordination a package of
+// engine/hub is on: "edge" (hubsync, uplink), "hub" (server, store,
+// ingest), "protocol", or "" for any other package.
+func hubSide(pkg string) string {
+	rel, ok := strings.CutPrefix(pkg, module+"/engine/hub/")
+	if !ok {
+		return ""
+	}
+	switch f, _, _ := strings.Cut(rel, "/"); f {
+	case "hubsync", "uplink":
+		return "edge"
+	case "protocol":
+		return "protocol"
+	default:
+		return "hub"
+	}
 }
 
 func opFamily(pkg string) string   { return family(pkg, "operators") }

@@ -152,7 +152,7 @@ func HasURLPassword(s string) bool {
 // (NAME=value, as os.Environ) whose names name a secret (see SecretName),
 // except the words true, false, yes, no, on and off (a flag such as
 // USE_TOKEN=false is no secret, and masking every "false" would garble the
-// logs), and the URL passwords of every value (see RegisterURLPasswords):
+// logs) and $PWD and $OLDPWD (directories), and the URL passwords of every value (see RegisterURLPasswords):
 // a library or a file source that prints the environment then prints
 // no secret.
 func RegisterEnv(environ []string) {
@@ -162,7 +162,9 @@ func RegisterEnv(environ []string) {
 		if !ok || v == "" {
 			continue
 		}
-		if SecretName(name) {
+		// The shell's working directories hold "pwd" in their names and
+		// no secret: masked, every path under them would be unreadable.
+		if SecretName(name) && name != "PWD" && name != "OLDPWD" {
 			switch strings.ToLower(v) {
 			case "true", "false", "yes", "no", "on", "off":
 			default:

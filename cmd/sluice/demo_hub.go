@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/hub/server"
 	"github.com/sluice-edge/sluice/engine/hub/store"
+	"github.com/sluice-edge/sluice/engine/netlink"
 	"github.com/sluice-edge/sluice/pipelines"
 	"github.com/sluice-edge/sluice/pipelines/examples"
 )
@@ -87,7 +88,7 @@ type hubDemo struct {
 // `sluice run --config` runs it.
 type demoEdge struct {
 	id   string
-	link *link // nil: connected directly
+	link *netlink.Link // nil: connected directly
 	stop context.CancelFunc
 	task *task
 }
@@ -381,7 +382,7 @@ func (d *hubDemo) startEdges(ctx context.Context) error {
 		e := &demoEdge{id: id}
 		url, how := d.nats.URL(), "connected directly"
 		if id == "edge-b" {
-			l, err := newLink(d.nats.Addr())
+			l, err := netlink.Open(d.nats.Addr())
 			if err != nil {
 				return fmt.Errorf("demo: %w", err)
 			}
@@ -691,7 +692,7 @@ func (d *hubDemo) firstRelease(ctx context.Context) error {
 // until edge-b applied version 2 and its backlog drained.
 func (d *hubDemo) outage(ctx context.Context) error {
 	b := d.edges[1]
-	b.link.Cut()
+	b.link.Down()
 	cut := time.Now()
 	d.say("link of edge-b cut: its data, alerts, reports and heartbeats now wait in its buffers")
 	r, err := d.release(ctx, 2)
@@ -732,7 +733,7 @@ func (d *hubDemo) outage(ctx context.Context) error {
 	}
 	d.say("hub: %s; rows from edge-b stopped at %d", edgesLine(es), during[b.id].Rows)
 
-	b.link.Restore()
+	b.link.Up()
 	restored := time.Now()
 	d.say("link of edge-b restored after %.1fs", restored.Sub(cut).Seconds())
 	r, err = d.waitStates(ctx, r.ID, map[string]string{"edge-a": store.ReleaseApplied, "edge-b": store.ReleaseApplied})

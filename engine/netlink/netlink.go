@@ -1,4 +1,10 @@
-package main
+// Package netlink is a TCP link that can be broken on purpose: a proxy
+// from a free port of 127.0.0.1 to a target. The hub demo cuts an edge's
+// link with it, and tests cut a client's link to a server that must keep
+// running (a shared server is never stopped). Breaking it closes the
+// connections it carries, as a failing network would; taking it down also
+// refuses new ones until it is brought up again.
+package netlink
 
 import (
 	"fmt"
@@ -7,11 +13,9 @@ import (
 	"sync"
 )
 
-// link is a TCP proxy from a free port of 127.0.0.1 to a target: the
-// network link of one edge of the hub demo, which the demo cuts (as a
-// failing network would: open connections break, new ones are refused)
-// and restores.
-type link struct {
+// Link is a TCP proxy to one target. Its methods are safe for concurrent
+// use.
+type Link struct {
 	ln     net.Listener
 	target string
 
@@ -21,22 +25,22 @@ type link struct {
 	wg    sync.WaitGroup
 }
 
-// newLink starts a link to target (host:port).
-func newLink(target string) (*link, error) {
+// Open starts a link from a free port of 127.0.0.1 to target (host:port).
+func Open(target string) (*Link, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("link to %s: %w", target, err)
 	}
-	l := &link{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	l := &Link{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
 	l.wg.Add(1)
 	go l.serve()
 	return l, nil
 }
 
 // Addr is the link's host:port.
-func (l *link) Addr() string { return l.ln.Addr().String() }
+func (l *Link) Addr() string { return l.ln.Addr().String() }
 
-func (l *link) serve() {
+func (l *Link) serve() {
 	defer l.wg.Done()
 	for {
 		c, err := l.ln.Accept()
@@ -56,7 +60,7 @@ func (l *link) serve() {
 			continue
 		}
 		l.mu.Lock()
-		if l.down {
+		if l.down { // taken down while dialling
 			l.mu.Unlock()
 			_ = c.Close()
 			_ = up.Close()
@@ -71,7 +75,7 @@ func (l *link) serve() {
 }
 
 // pipe copies from src to dst until either breaks, then closes both.
-func (l *link) pipe(dst, src net.Conn) {
+func (l *Link) pipe(dst, src net.Conn) {
 	defer l.wg.Done()
 	_, _ = io.Copy(dst, src)
 	_ = dst.Close()
@@ -82,28 +86,34 @@ func (l *link) pipe(dst, src net.Conn) {
 	l.mu.Unlock()
 }
 
-// Cut breaks every connection the link carries and refuses new ones until
-// Restore.
-func (l *link) Cut() {
+// Break closes every connection the link carries; new ones are accepted.
+func (l *Link) Break() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.down = true
 	for c := range l.conns {
 		_ = c.Close()
 	}
 }
 
-// Restore accepts connections again.
-func (l *link) Restore() {
+// Down breaks every connection and refuses new ones until Up.
+func (l *Link) Down() {
+	l.mu.Lock()
+	l.down = true
+	l.mu.Unlock()
+	l.Break()
+}
+
+// Up accepts connections again after Down.
+func (l *Link) Up() {
 	l.mu.Lock()
 	l.down = false
 	l.mu.Unlock()
 }
 
 // Close stops the link and waits for its goroutines.
-func (l *link) Close() error {
+func (l *Link) Close() error {
 	err := l.ln.Close()
-	l.Cut()
+	l.Down()
 	l.wg.Wait()
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -239,26 +240,53 @@ cloud buffers (from its newest heartbeat).`,
 			if f.asJSON {
 				return printJSON(g.stdout, es)
 			}
-			now := time.Now()
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "EDGE\tONLINE\tRELEASE\tLAST SEEN\tBACKLOG")
-			for _, e := range es {
-				rel := "-"
-				if e.Bundle != "" {
-					rel = fmt.Sprintf("%s v%d", e.Bundle, e.Version)
-				}
-				online := "no"
-				if e.Online {
-					online = "yes"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", e.ID, online, rel, ago(e.LastSeen, now), e.Backlog)
-			}
-			return tw.Flush()
+			return printEdges(g.stdout, es, time.Now())
 		},
 	}
 	f.register(cmd)
 	return cmd
 }
+
+// printEdges prints the table of hub edges.
+func printEdges(w io.Writer, es []server.EdgeView, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EDGE\tONLINE\tRELEASE\tLAST SEEN\tBACKLOG")
+	for _, e := range es {
+		rel := "-"
+		if e.Bundle != "" {
+			rel = fmt.Sprintf("%s v%d", e.Bundle, e.Version)
+		}
+		online := "no"
+		if e.Online {
+			online = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", printable(e.ID), online, printable(rel), ago(e.LastSeen, now), e.Backlog)
+	}
+	return tw.Flush()
+}
+
+// printable escapes the control and bidirectional-control characters of text
+// an edge sent (\x1b, \n, \u202e, ...), so that printing it can neither
+// drive the terminal nor forge lines of a listing.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, unsafeRune) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case !unsafeRune(r):
+			b.WriteRune(r)
+		case r < 0x100:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }
 
 func newHubStatusCmd(g *globals) *cobra.Command {
 	var f hubClientFlags
@@ -292,30 +320,30 @@ func printHubEdge(w io.Writer, d server.EdgeDetail, now time.Time) {
 	if d.Online {
 		state = "online"
 	}
-	fmt.Fprintf(w, "edge %s: %s, last seen %s\n", d.ID, state, ago(d.LastSeen, now))
+	fmt.Fprintf(w, "edge %s: %s, last seen %s\n", printable(d.ID), state, ago(d.LastSeen, now))
 	if len(d.Labels) > 0 {
 		b, _ := json.Marshal(d.Labels)
-		fmt.Fprintf(w, "labels: %s\n", b)
+		fmt.Fprintf(w, "labels: %s\n", printable(string(b)))
 	}
 	if d.Bundle != "" {
-		fmt.Fprintf(w, "release: %s v%d\n", d.Bundle, d.Version)
+		fmt.Fprintf(w, "release: %s v%d\n", printable(d.Bundle), d.Version)
 	} else {
 		fmt.Fprintln(w, "release: none applied")
 	}
 	if d.Software != "" {
-		fmt.Fprintf(w, "software: %s\n", d.Software)
+		fmt.Fprintf(w, "software: %s\n", printable(d.Software))
 	}
 	fmt.Fprintf(w, "backlog: %d rows\n", d.Backlog)
 	for _, p := range d.Running {
-		fmt.Fprintf(w, "  pipeline %s: %s\n", p.Pipeline, p.State)
+		fmt.Fprintf(w, "  pipeline %s: %s\n", printable(p.Pipeline), printable(p.State))
 	}
 	if len(d.History) > 0 {
 		fmt.Fprintln(w, "apply history (newest first):")
 	}
 	for _, r := range d.History {
-		line := fmt.Sprintf("  %s  %s %s v%d", r.Time.Format(time.RFC3339), r.Outcome, r.Bundle, r.Version)
+		line := fmt.Sprintf("  %s  %s %s v%d", r.Time.Format(time.RFC3339), printable(r.Outcome), printable(r.Bundle), r.Version)
 		if r.Reason != "" {
-			line += ": " + r.Reason
+			line += ": " + printable(r.Reason)
 		}
 		fmt.Fprintln(w, line)
 	}
@@ -422,14 +450,14 @@ rejected by an edge or timed out, 64 a bad command line.`,
 }
 
 func printRelease(w io.Writer, r server.ReleaseView) {
-	fmt.Fprintf(w, "release %s: %s v%d to %s (%s)\n", r.ID, r.Bundle, r.Version, r.Target, r.Digest)
+	fmt.Fprintf(w, "release %s: %s v%d to %s (%s)\n", r.ID, printable(r.Bundle), r.Version, printable(r.Target), r.Digest)
 	if len(r.Edges) == 0 {
 		fmt.Fprintln(w, "  no edge targeted")
 	}
 	for _, e := range r.Edges {
-		line := fmt.Sprintf("  %s: %s", e.Edge, e.State)
+		line := fmt.Sprintf("  %s: %s", printable(e.Edge), printable(e.State))
 		if e.Reason != "" {
-			line += ": " + e.Reason
+			line += ": " + printable(e.Reason)
 		}
 		fmt.Fprintln(w, line)
 	}
@@ -471,7 +499,7 @@ each edge, as hub release does.`,
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RELEASE\tBUNDLE\tTARGET\tRELEASED\tAPPLIED\tREJECTED\tPENDING\tOFFLINE")
 			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%d\t%d\t%d\t%d\n", r.ID, r.Bundle, r.Version, r.Target, r.At.Format(time.RFC3339),
+				fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%d\t%d\t%d\t%d\n", r.ID, printable(r.Bundle), r.Version, printable(r.Target), r.At.Format(time.RFC3339),
 					r.Counts[store.ReleaseApplied], r.Counts[store.ReleaseRejected], r.Counts[store.ReleasePending], r.Counts[store.ReleaseOffline])
 			}
 			return tw.Flush()
@@ -508,21 +536,26 @@ edge and the id identify an alert);
 			if f.asJSON {
 				return printJSON(g.stdout, as)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "STATE\tSEVERITY\tASSET\tRULE\tEDGE\tSINCE\tVALUE\tCONTENT")
-			for _, a := range as {
-				val := "-"
-				if a.Value != nil {
-					val = fmt.Sprintf("%g", *a.Value)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.State, a.Severity, a.Asset, a.Rule, a.Edge,
-					a.ChangedAt.Format(time.RFC3339), val, a.Content)
-			}
-			return tw.Flush()
+			return printAlerts(g.stdout, as)
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&active, "active", false, "only raised alerts")
 	cmd.Flags().StringVar(&asset, "asset", "", "only alerts of this asset")
 	return cmd
+}
+
+// printAlerts prints the table of alerts.
+func printAlerts(w io.Writer, as []server.AlertView) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATE\tSEVERITY\tASSET\tRULE\tEDGE\tSINCE\tVALUE\tCONTENT")
+	for _, a := range as {
+		val := "-"
+		if a.Value != nil {
+			val = fmt.Sprintf("%g", *a.Value)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(a.State), printable(a.Severity), printable(a.Asset), printable(a.Rule), printable(a.Edge),
+			a.ChangedAt.Format(time.RFC3339), val, printable(a.Content))
+	}
+	return tw.Flush()
 }

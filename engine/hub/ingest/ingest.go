@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,7 @@ import (
 
 // Store is what Ingest writes to; *store.Store is one.
 type Store interface {
-	InsertRows(ctx context.Context, rows []store.Row) (int64, error)
+	InsertRows(ctx context.Context, rows []store.Row) (store.Inserted, error)
 	ApplyAlert(ctx context.Context, a store.AlertRecord, msgID string) error
 }
 
@@ -77,6 +78,10 @@ type Stats struct {
 	// messages delivered more than once; Batches the fetched batches
 	// written; StoreErrors the batches nak'ed after a store error.
 	Rows, Alerts, Messages, Poison, Redelivered, Batches, StoreErrors uint64
+	// Conflicts counts the rows whose key the store held with other
+	// content, kept apart (store.Inserted.Conflicts): the edge sent a
+	// sequence again with other data, as after its buffer was reset.
+	Conflicts uint64
 	// Lag is the number of messages of the consumer not yet delivered, as
 	// of the last consumer info (at most a second old while running).
 	Lag uint64
@@ -90,7 +95,7 @@ type Ingest struct {
 	opts  Options
 	log   *slog.Logger
 	stats struct {
-		rows, alerts, messages, poison, redelivered, batches, storeErrors, lag atomic.Uint64
+		rows, alerts, messages, poison, redelivered, batches, storeErrors, conflicts, lag atomic.Uint64
 	}
 	infoMu sync.Mutex
 	infoAt time.Time
@@ -128,7 +133,8 @@ func New(js jetstream.JetStream, st Store, opts Options) (*Ingest, error) {
 func (g *Ingest) Stats() Stats {
 	s := &g.stats
 	return Stats{Rows: s.rows.Load(), Alerts: s.alerts.Load(), Messages: s.messages.Load(), Poison: s.poison.Load(),
-		Redelivered: s.redelivered.Load(), Batches: s.batches.Load(), StoreErrors: s.storeErrors.Load(), Lag: s.lag.Load()}
+		Redelivered: s.redelivered.Load(), Batches: s.batches.Load(), StoreErrors: s.storeErrors.Load(),
+		Conflicts: s.conflicts.Load(), Lag: s.lag.Load()}
 }
 
 // consumerConfig is the durable consumer every instance creates or
@@ -247,7 +253,8 @@ func (g *Ingest) process(ctx context.Context, msgs []jetstream.Msg) {
 			all = append(all, it.dec.Rows...)
 		}
 		if len(all) > 0 {
-			if _, err := g.st.InsertRows(ctx, all); err != nil {
+			ins, err := g.st.InsertRows(ctx, all)
+			if err != nil {
 				var re *store.RowError
 				if errors.As(err, &re) && re.Index >= 0 && re.Index < len(rows) {
 					// A row the store can never hold: its message is
@@ -260,6 +267,7 @@ func (g *Ingest) process(ctx context.Context, msgs []jetstream.Msg) {
 				g.fail(ctx, items, err)
 				return
 			}
+			g.conflicts(ins)
 		}
 		for i, it := range items {
 			for _, a := range it.dec.Alerts {
@@ -303,6 +311,26 @@ func (g *Ingest) keepAlive(msgs []jetstream.Msg) (stop func()) {
 		}
 	}()
 	return func() { close(done); <-exited }
+}
+
+// conflicts counts the rows the store kept as conflicts and logs their
+// keys (never their values), one warning for the batch.
+func (g *Ingest) conflicts(ins store.Inserted) {
+	if ins.Conflicts == 0 {
+		return
+	}
+	g.stats.conflicts.Add(uint64(ins.Conflicts))
+	const shown = 8
+	ranges := make([]string, 0, min(len(ins.ConflictRanges), shown+1))
+	for i, r := range ins.ConflictRanges {
+		if i == shown {
+			ranges = append(ranges, fmt.Sprintf("%d more", len(ins.ConflictRanges)-shown))
+			break
+		}
+		ranges = append(ranges, fmt.Sprintf("%.80s/%.80s seq %d-%d (%d rows)", r.Edge, r.Stream, r.First, r.Last, r.Rows))
+	}
+	g.log.Warn("ingest: rows reuse the sequences of stored rows with other content (was the edge's buffer reset?); kept in telemetry_conflicts",
+		"consumer", g.opts.Durable, "rows", ins.Conflicts, "keys", strings.Join(ranges, ", "))
 }
 
 func (g *Ingest) ack(items []item) {

@@ -142,12 +142,15 @@ type IngestView struct {
 	Poison      uint64 `json:"poison"`
 	Redelivered uint64 `json:"redelivered"`
 	StoreErrors uint64 `json:"store_errors"`
-	Lag         uint64 `json:"lag"`
+	// Conflicts counts rows kept in telemetry_conflicts: stored
+	// sequences sent again with other content.
+	Conflicts uint64 `json:"conflicts"`
+	Lag       uint64 `json:"lag"`
 }
 
 func ingestView(s ingest.Stats) IngestView {
 	return IngestView{Rows: s.Rows, Alerts: s.Alerts, Messages: s.Messages, Poison: s.Poison,
-		Redelivered: s.Redelivered, StoreErrors: s.StoreErrors, Lag: s.Lag}
+		Redelivered: s.Redelivered, StoreErrors: s.StoreErrors, Conflicts: s.Conflicts, Lag: s.Lag}
 }
 
 // errorBody is the answer of a refused or failed request.
@@ -490,6 +493,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	counter("sluice_hub_ingest_poison_total", "Messages terminated as poison.", func(s ingest.Stats) uint64 { return s.Poison }, "counter")
 	counter("sluice_hub_ingest_redelivered_total", "Messages delivered more than once.", func(s ingest.Stats) uint64 { return s.Redelivered }, "counter")
 	counter("sluice_hub_ingest_store_errors_total", "Batches retried after a store error.", func(s ingest.Stats) uint64 { return s.StoreErrors }, "counter")
+	counter("sluice_hub_ingest_conflicts_total", "Rows kept apart: stored sequences sent again with other content.", func(s ingest.Stats) uint64 { return s.Conflicts }, "counter")
 	counter("sluice_hub_ingest_lag", "Messages of the consumer not yet delivered.", func(s ingest.Stats) uint64 { return s.Lag }, "gauge")
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	_, _ = io.WriteString(w, b.String())

@@ -31,7 +31,7 @@ type edgeEvents struct {
 // fails the call with a *store.RowError naming it, so the ingest
 // terminates its message and writes the others again (every record is
 // idempotent).
-func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (int64, error) {
+func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (store.Inserted, error) {
 	for i, r := range rows {
 		var err error
 		switch r.Stream {
@@ -50,28 +50,28 @@ func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (int64, e
 					case berr == nil:
 						rep.Bundle, rep.Version = b.Name, b.Version
 					case !errors.Is(berr, store.ErrNotFound):
-						return 0, berr
+						return store.Inserted{}, berr
 					}
 				}
 				if err = e.st.RecordReport(ctx, r.Edge, rep); err != nil {
-					return 0, err
+					return store.Inserted{}, err
 				}
 			}
 		case protocol.HeartbeatStream:
 			var hb store.HeartbeatInfo
 			if hb, err = heartbeatOf(r); err == nil {
 				if err = e.st.RecordHeartbeat(ctx, r.Edge, hb); err != nil {
-					return 0, err
+					return store.Inserted{}, err
 				}
 			}
 		default:
 			err = fmt.Errorf("stream %q is neither %s nor %s", r.Stream, protocol.ReportStream, protocol.HeartbeatStream)
 		}
 		if err != nil {
-			return 0, fmt.Errorf("edge event %s: %w", r.MsgID, &store.RowError{Index: i, Err: err})
+			return store.Inserted{}, fmt.Errorf("edge event %s: %w", r.MsgID, &store.RowError{Index: i, Err: err})
 		}
 	}
-	return int64(len(rows)), nil
+	return store.Inserted{New: int64(len(rows))}, nil
 }
 
 // ApplyAlert refuses: checkEdge keeps alert records off the edge stream.

@@ -6,7 +6,8 @@
 // with goose when a Store opens; a PostgreSQL session lock makes concurrent
 // starts of several hub instances safe. Every write is idempotent under
 // redelivery: a report, an alert transition or a telemetry row delivered
-// twice is stored once.
+// twice is stored once. A telemetry row that reuses a stored row's key
+// with other content is kept apart, in telemetry_conflicts.
 package store
 
 import (
@@ -33,7 +34,7 @@ var migrations embed.FS
 
 // SchemaVersion is the newest migration's version: what Version returns
 // once Open applied them all.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // DefaultSchema is the PostgreSQL schema the hub's tables live in.
 const DefaultSchema = "sluice_hub"

@@ -419,9 +419,14 @@ rejected by an edge or timed out, 64 a bad command line.`,
 						return failed(ctx.Err())
 					case <-time.After(time.Second):
 					}
-					if r, err = c.ReleaseStatus(ctx, r.ID); err != nil {
+					st, err := c.ReleaseStatus(ctx, r.ID)
+					if err != nil {
 						return failed(err)
 					}
+					// The status has no digest, size or signer: keep the
+					// release's.
+					st.Digest, st.Size, st.Signer = r.Digest, r.Size, r.Signer
+					r = st
 				}
 			}
 			if f.asJSON {

@@ -130,7 +130,7 @@ func TestHubCommands(t *testing.T) {
 	}
 	// Waiting for an edge that does not come: exit 1 after the timeout.
 	if code, out, errOut := run(t, append([]string{"hub", "release", b, "--to", "edge-02", "--wait", "--timeout", "1s"}, hub...)...); code != exitFailed ||
-		!strings.Contains(out, "edge-02: offline") || !strings.Contains(errOut, "still pending") {
+		!strings.Contains(out, "edge-02: offline") || !strings.Contains(out, "(sha256:") || !strings.Contains(errOut, "still pending") {
 		t.Fatalf("hub release --wait: %d\n%s%s", code, out, errOut)
 	}
 	if code, out, errOut := run(t, append([]string{"hub", "releases"}, hub...)...); code != 0 || !strings.Contains(out, "r2") || !strings.Contains(out, "edge edge-02") {

@@ -267,11 +267,16 @@ func (a *API) Handler() http.Handler {
 	return a.auth(mux)
 }
 
-// auth refuses a request without the token (compared in constant time).
+// auth refuses a request without the token (compared in constant time)
+// and closes its connection: the server neither waits for the body the
+// client declared (a trickled one would hold one of the API's maxConns
+// connections up to ReadTimeout) nor keeps the connection alive.
 func (a *API) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), a.token) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice hub"`)
+			w.Header().Set("Connection", "close")
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now()) // the body is never read
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: "missing or wrong bearer token"})
 			return
 		}

@@ -17,7 +17,7 @@ import (
 
 // Bounds of what a report or heartbeat row may hold.
 const (
-	maxLabels    = 64
+	maxLabels    = protocol.MaxLabels // what an edge may have
 	maxPipelines = 1024
 )
 

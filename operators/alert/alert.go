@@ -62,6 +62,8 @@ type assetState struct {
 	attrs map[string]any
 	rules []state
 	seen  int64 // event time of the asset's latest row (ms)
+	// rowSeen is set once the asset has had a row (seen is set).
+	rowSeen bool
 }
 
 // class orders states for eviction: 0 when every rule is inactive (the
@@ -264,8 +266,17 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 		}
 		as := o.lookup(key)
 		o.rows++
-		if t > as.seen {
-			as.seen = t
+		// gap is the event time since the asset's previous row (0 for
+		// its first one and rows out of order); it restarts holds with a
+		// max_gap.
+		gap := int64(0)
+		if as.rowSeen && t > as.seen {
+			if gap = t - as.seen; gap < 0 {
+				gap = math.MaxInt64 // overflowed
+			}
+		}
+		if !as.rowSeen || t > as.seen {
+			as.seen, as.rowSeen = t, true
 		}
 		if t > o.now {
 			o.now = t
@@ -281,7 +292,7 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 			if r.model != nil && (as.asset == nil || as.asset.Model != r.model) {
 				continue
 			}
-			if err := o.eval(ri, &as.rules[ri], as, rec, i, t); err != nil {
+			if err := o.eval(ri, &as.rules[ri], as, rec, i, t, gap); err != nil {
 				o.errs.Add(i, r.prefix, err)
 			}
 		}
@@ -327,8 +338,9 @@ func (o *Operator) lookup(key string) *assetState {
 	return as
 }
 
-// eval advances one rule's state on one row.
-func (o *Operator) eval(ri int, st *state, as *assetState, rec arrow.RecordBatch, row int, t int64) error {
+// eval advances one rule's state on one row of time t, gap after the
+// asset's previous row.
+func (o *Operator) eval(ri int, st *state, as *assetState, rec arrow.RecordBatch, row int, t, gap int64) error {
 	r := o.p.rules[ri]
 	if !st.active {
 		if err := o.finite(r.condF, row); err != nil {
@@ -342,7 +354,9 @@ func (o *Operator) eval(ri int, st *state, as *assetState, rec arrow.RecordBatch
 			st.pending = false
 			return nil
 		}
-		if !st.pending {
+		if !st.pending || r.maxGap > 0 && gap > r.maxGap {
+			// A gap longer than max_gap restarts the hold: the rows
+			// missing in it did not show the condition holding.
 			st.pending, st.start = true, t
 		}
 		if t-st.start >= r.hold {

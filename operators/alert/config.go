@@ -106,6 +106,9 @@ var RuleFields = []spec.Field{
 	{Name: "for", Type: spec.Duration, Default: "0s",
 		Description: "How long (in event time) the condition must hold continuously before the alert is raised.",
 		Example:     "30m"},
+	{Name: "max_gap", Type: spec.Duration, Optional: true,
+		Description: "Longest event-time gap between two consecutive rows of the asset that still counts as holding (needs `for`): a gap longer than this restarts the pending hold at the row after it, so that missing data does not count as held.",
+		Example:     "10m"},
 	{Name: "severity", Type: spec.String, Default: "warning", Enum: engine.Severities,
 		Description: "Alert severity.", Example: "major"},
 	{Name: "type", Type: spec.String, Optional: true,
@@ -222,8 +225,11 @@ type rule struct {
 	// or an infinity in one of them is an error, not a comparison.
 	condF, clearF []int
 	hold          int64 // milliseconds
-	content       content
-	model         *assets.Model
+	// maxGap is the longest gap between consecutive rows of an asset that
+	// keeps a pending hold going (ms; 0: no bound).
+	maxGap  int64
+	content content
+	model   *assets.Model
 	// version is the version of the rule set the rule comes from, named by
 	// its alerts ("" for none).
 	version string
@@ -424,6 +430,18 @@ func (p *plan) parseRule(rc *spec.Config, in *engine.Schema, haveAssets bool, se
 		errs = append(errs, rc.Errorf("for", "for must not be negative, got %v", d))
 	} else {
 		r.hold = int64(d / time.Millisecond)
+	}
+	if rc.Has("max_gap") {
+		switch d := rc.Duration("max_gap"); {
+		case d <= 0:
+			errs = append(errs, rc.Errorf("max_gap", "max_gap must be positive, got %v", d))
+		case d < time.Millisecond:
+			errs = append(errs, rc.Errorf("max_gap", "max_gap must be at least 1ms, got %v", d))
+		case rc.Duration("for") <= 0:
+			errs = append(errs, rc.Errorf("max_gap", "max_gap bounds the gaps within a hold: it needs a positive `for`"))
+		default:
+			r.maxGap = int64(d / time.Millisecond)
+		}
 	}
 	id, modelErr := rc.String("model"), func(format string, args ...any) *spec.Error { return rc.Errorf("model", format, args...) }
 	if !rc.Has("model") && set != nil && set.Model != "" {

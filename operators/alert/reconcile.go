@@ -26,8 +26,8 @@ import (
 // id or is seen to clear.
 
 // ruleIdentity identifies what decides when a rule raises and clears: its
-// name, its condition and clear condition (their text), its hold and the
-// model it targets. Two rules of the same identity raise and clear on the
+// name, its condition and clear condition (their text), its hold, its max_gap
+// and the model it targets. Two rules of the same identity raise and clear on the
 // same rows, so a release switch continues the states of one in the other.
 // Severity, type, content, value and the rule set version decide what an
 // alert says, not when: a rule that changes only those continues (its
@@ -58,6 +58,12 @@ func ruleIdentity(r *rule) uint64 {
 	field(src(r.clear, r.clear != nil))
 	field(strconv.FormatInt(r.hold, 10))
 	field(model)
+	if r.maxGap > 0 {
+		// Only rules with max_gap hash it, so that the identities of the
+		// others stay those of the states written before it existed.
+		field("max_gap")
+		field(strconv.FormatInt(r.maxGap, 10))
+	}
 	return binary.LittleEndian.Uint64(h.Sum(nil)[:8])
 }
 

@@ -284,7 +284,7 @@ func (o *Operator) restore(s *engine.State, changed bool) (restored, error) {
 		}
 		prev = key
 		as := &slab[i]
-		as.key, as.rules, as.seen = key, rules[i*nr:(i+1)*nr:(i+1)*nr], r.Varint()
+		as.key, as.rules, as.seen, as.rowSeen = key, rules[i*nr:(i+1)*nr:(i+1)*nr], r.Varint(), true
 		if o.p.catalog != nil {
 			if a, ok := o.p.catalog.Asset(key); ok {
 				as.asset, as.attrs = a, a.Attrs

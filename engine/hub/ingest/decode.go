@@ -19,6 +19,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -268,8 +269,51 @@ func (d *decoder) row(r *jsonRow, want uint64) (rawRow, error) {
 	if err := dec.Decode(&pts); err != nil || pts == nil {
 		return rawRow{}, poison(d.id, "row %d: measurepoints are not an object", want)
 	}
+	if err := checkNumbers(pts); err != nil {
+		return rawRow{}, poison(d.id, "row %d: %v", want, err)
+	}
 	out.values = pts
 	return out, nil
+}
+
+// Bounds of a JSON number in a row's values: PostgreSQL's numeric, which
+// jsonb stores numbers as, holds every number within them (at most 131072
+// digits before the point and 16383 after), and the edge's encodings never
+// come near. A number jsonb refused would fail every batch holding it.
+const (
+	maxNumberLen = 1000
+	maxNumberExp = 10000
+)
+
+// checkNumbers refuses a JSON number in v (values, maps and slices of
+// them) outside maxNumberLen and maxNumberExp.
+func checkNumbers(v any) error {
+	switch x := v.(type) {
+	case json.Number:
+		s := string(x)
+		if len(s) > maxNumberLen {
+			return fmt.Errorf("number of %d characters, more than %d", len(s), maxNumberLen)
+		}
+		if i := strings.IndexAny(s, "eE"); i >= 0 {
+			e, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+"))
+			if err != nil || e > maxNumberExp || e < -maxNumberExp {
+				return fmt.Errorf("number %.40s: exponent beyond ±%d", s, maxNumberExp)
+			}
+		}
+	case map[string]any:
+		for _, e := range x {
+			if err := checkNumbers(e); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if err := checkNumbers(e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (d *decoder) json(data []byte) ([]rawRow, error) {

@@ -390,6 +390,13 @@ func (d *decoder) arrow(data []byte) (rows []rawRow, err error) {
 		meta(outbound.ArrowMetaBackfill) != strconv.FormatBool(d.backfill) {
 		return nil, poison(d.id, "arrow: schema metadata does not match the headers")
 	}
+	for _, f := range schema.Fields() {
+		if !arrowTypes[f.Type.ID()] {
+			// Nested or binary values would reach jsonb unchecked (a
+			// NUL in a list of strings failed every batch holding it).
+			return nil, poison(d.id, "arrow: column %.40q is %s, a type no edge sends", f.Name, f.Type)
+		}
+	}
 	seqIdx, timeIdx, keyIdx := -1, -1, -1
 	for i, f := range schema.Fields() {
 		switch {
@@ -498,6 +505,11 @@ func toMillis(a *array.Timestamp, r int) int64 {
 
 // arrowValue returns the value the json encodings would carry for a
 // column: timestamps as Unix milliseconds, numbers, strings, booleans.
+// arrowTypes are the column types an arrow payload may have: those
+// engine/outbound writes, and the narrower numbers arrowValue reads too.
+var arrowTypes = map[arrow.Type]bool{arrow.TIMESTAMP: true, arrow.INT64: true, arrow.INT32: true, arrow.UINT64: true,
+	arrow.FLOAT64: true, arrow.FLOAT32: true, arrow.BOOL: true, arrow.STRING: true}
+
 func arrowValue(col arrow.Array, r int) any {
 	switch a := col.(type) {
 	case *array.Timestamp:

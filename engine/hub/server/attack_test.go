@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/enginetest"
@@ -193,5 +194,43 @@ func TestPostgresOutageMidIngest(t *testing.T) {
 	case err := <-in.done:
 		t.Fatalf("the hub stopped: %v", err)
 	default:
+	}
+}
+
+// TestLongReportTextsRecorded: an apply report whose reason, location and
+// steps are as long as the edge's agent keeps them (8 KiB, 1 KiB, 32 KiB:
+// a rejection listing many errors, a release of many pipelines) is
+// recorded with its texts shortened to what the hub stores, not set aside
+// as poison (the release would read pending forever).
+func TestLongReportTextsRecorded(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	_, js := e.connect()
+	now := time.Now().UTC()
+	reason := strings.Repeat("é", 4<<10) // 8 KiB, two bytes a rune
+	steps := strings.Repeat("pipeline p: started\n", 1600)
+	publish(t, js, "sluice.e1.reports", encode(t, "e1", protocol.ReportStream, protocol.ReportSchema(), 1,
+		enginetest.Row{now, "wf", int64(3), "rejected", reason, strings.Repeat("l", 1<<10), steps, ""}))
+	waitFor(t, 10*time.Second, "report handled", func() error {
+		if _, ev := in.hub.Stats(); ev.Messages+ev.Poison != 1 {
+			return fmt.Errorf("edge events %+v", ev)
+		}
+		return nil
+	})
+	d, err := in.client.Edge(context.Background(), "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.History) != 1 {
+		t.Fatalf("history %+v", d.History)
+	}
+	h := d.History[0]
+	for name, s := range map[string]string{"reason": h.Reason, "steps": h.Steps} {
+		if len(s) > store.DefaultMaxTextBytes || len(s) < store.DefaultMaxTextBytes/2 || !utf8.ValidString(s) {
+			t.Errorf("%s: %d bytes, valid UTF-8 %v", name, len(s), utf8.ValidString(s))
+		}
+	}
+	if h.Outcome != "rejected" || h.Version != 3 || len(h.Location) != 1<<10 {
+		t.Errorf("report %+v", h)
 	}
 }

@@ -136,12 +136,31 @@ func reportOf(r store.Row) (store.Report, string, error) {
 	if rep.Outcome != store.Applied && rep.Outcome != store.Rejected {
 		return rep, "", fmt.Errorf("outcome %.40q, want applied or rejected", rep.Outcome)
 	}
+	// The agent keeps longer reasons and steps than the store holds:
+	// they are shortened, not refused (a refused report would leave its
+	// release pending forever).
+	rep.Reason, rep.Location, rep.Steps = clip(rep.Reason), clip(rep.Location), clip(rep.Steps)
 	for _, s := range []string{rep.Bundle, rep.Reason, rep.Location, rep.Steps} {
 		if err := checkText(s); err != nil {
 			return rep, "", err
 		}
 	}
 	return rep, file, nil
+}
+
+// clip shortens valid UTF-8 text longer than the store's bound at a rune
+// boundary, ending it with "…"; other text is left for checkText.
+func clip(s string) string {
+	const ellipsis = "…"
+	if len(s) <= store.DefaultMaxTextBytes || !utf8.ValidString(s) {
+		return s
+	}
+	s = s[:store.DefaultMaxTextBytes-len(ellipsis)+1]
+	for !utf8.ValidString(s) || len(s) > store.DefaultMaxTextBytes-len(ellipsis) {
+		_, n := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-n]
+	}
+	return s + ellipsis
 }
 
 // heartbeatOf reads a heartbeat from a row of protocol.HeartbeatSchema.

@@ -234,3 +234,34 @@ func TestLongReportTextsRecorded(t *testing.T) {
 		t.Errorf("report %+v", h)
 	}
 }
+
+// TestHeartbeatWithManyPipelines: a heartbeat naming as many pipelines as
+// a bundle can hold files is stored, not set aside as poison.
+func TestHeartbeatWithManyPipelines(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	_, js := e.connect()
+	running := make([]store.Pipeline, 2000)
+	for i := range running {
+		running[i] = store.Pipeline{Pipeline: fmt.Sprintf("p%04d", i), State: "running"}
+	}
+	rj, err := json.Marshal(running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, "sluice.e1.heartbeat", encode(t, "e1", protocol.HeartbeatStream, protocol.HeartbeatSchema(), 1,
+		enginetest.Row{time.Now().UTC(), `{}`, "", int64(0), string(rj), int64(0), "v"}))
+	waitFor(t, 10*time.Second, "heartbeat handled", func() error {
+		if _, ev := in.hub.Stats(); ev.Messages+ev.Poison != 1 {
+			return fmt.Errorf("edge events %+v", ev)
+		}
+		return nil
+	})
+	d, err := in.client.Edge(context.Background(), "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Running) != 2000 {
+		t.Fatalf("%d pipelines", len(d.Running))
+	}
+}

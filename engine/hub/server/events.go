@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/hub/ingest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/hub/store"
@@ -18,7 +19,7 @@ import (
 // Bounds of what a report or heartbeat row may hold.
 const (
 	maxLabels    = protocol.MaxLabels // what an edge may have
-	maxPipelines = 1024
+	maxPipelines = bundle.MaxFiles    // a release has at most one pipeline a file
 )
 
 // edgeEvents is the ingest.Store of the edge-event consumer: it turns

@@ -607,6 +607,11 @@ func (d *decoder) alert(r rawRow) (Alert, error) {
 	}
 	a := store.AlertRecord{Edge: d.edge, Asset: r.asset}
 	var ok bool
+	// The edge renders contents up to 64 KiB by default: a longer one is
+	// shortened, not refused (the alert would be missing at the hub).
+	if c, isStr := r.values["content"].(string); isStr {
+		r.values["content"] = ClipText(c, d.lim.MaxTextBytes)
+	}
 	for _, f := range []struct {
 		k   string
 		dst *string
@@ -812,4 +817,20 @@ func (b fbuf) checkFields(table, slot, depth int) error {
 		}
 	}
 	return nil
+}
+
+// ClipText shortens valid UTF-8 text longer than max bytes at a rune
+// boundary, ending it with "…" (max bytes in all); other text is returned
+// as it is, for the checks that refuse it.
+func ClipText(s string, max int) string {
+	const ellipsis = "…"
+	if len(s) <= max || max < len(ellipsis) || !utf8.ValidString(s) {
+		return s
+	}
+	s = s[:max-len(ellipsis)+1]
+	for len(s) > max-len(ellipsis) || !utf8.ValidString(s) {
+		_, n := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-n]
+	}
+	return s + ellipsis
 }

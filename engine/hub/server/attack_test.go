@@ -265,3 +265,31 @@ func TestHeartbeatWithManyPipelines(t *testing.T) {
 		t.Fatalf("%d pipelines", len(d.Running))
 	}
 }
+
+// TestLongAlertContentStored: an alert whose content is as long as the
+// edge's alert operator renders by default (64 KiB) reaches the hub with
+// its content shortened, rather than being set aside as poison (the hub's
+// alert table would miss it).
+func TestLongAlertContentStored(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	_, js := e.connect()
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	content := strings.Repeat("temperature 81.5 °C above 80 °C; ", 1900) // about 64 KiB
+	publish(t, js, "sluice.e1.alerts", encode(t, "e1", "alerts", engine.AlertSchema, 1,
+		enginetest.Row{t0, "a1", "T1", "hot", "major", "threshold", content, 81.5, t0, nil, "raised"}))
+	waitFor(t, 10*time.Second, "alert handled", func() error {
+		if d, _ := in.hub.Stats(); d.Alerts+d.Poison != 1 {
+			return fmt.Errorf("data %+v", d)
+		}
+		return nil
+	})
+	as, err := in.client.Alerts(context.Background(), true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(as) != 1 || as[0].State != "raised" || len(as[0].Content) > store.DefaultMaxTextBytes ||
+		!strings.HasPrefix(content, strings.TrimSuffix(as[0].Content, "…")) || !utf8.ValidString(as[0].Content) {
+		t.Fatalf("alerts %+v", as)
+	}
+}

@@ -149,20 +149,8 @@ func reportOf(r store.Row) (store.Report, string, error) {
 	return rep, file, nil
 }
 
-// clip shortens valid UTF-8 text longer than the store's bound at a rune
-// boundary, ending it with "…"; other text is left for checkText.
-func clip(s string) string {
-	const ellipsis = "…"
-	if len(s) <= store.DefaultMaxTextBytes || !utf8.ValidString(s) {
-		return s
-	}
-	s = s[:store.DefaultMaxTextBytes-len(ellipsis)+1]
-	for !utf8.ValidString(s) || len(s) > store.DefaultMaxTextBytes-len(ellipsis) {
-		_, n := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-n]
-	}
-	return s + ellipsis
-}
+// clip shortens text longer than the store's bound (ingest.ClipText).
+func clip(s string) string { return ingest.ClipText(s, store.DefaultMaxTextBytes) }
 
 // heartbeatOf reads a heartbeat from a row of protocol.HeartbeatSchema.
 func heartbeatOf(r store.Row) (store.HeartbeatInfo, error) {

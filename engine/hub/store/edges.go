@@ -205,9 +205,9 @@ func (s *Store) RecordHeartbeat(ctx context.Context, edge string, hb HeartbeatIn
 		if _, err := tx.Exec(ctx, `
 UPDATE edges SET running = $2, backlog = $3, software = $4, heartbeat = $5, heartbeat_at = $6,
   bundle = CASE WHEN $7 <> '' AND NOT EXISTS (
-    SELECT 1 FROM apply_reports a WHERE a.edge = $1 AND a.outcome = 'applied' AND a.time > $6) THEN $7 ELSE bundle END,
+    SELECT 1 FROM apply_reports a WHERE a.edge = $1 AND a.outcome = 'applied' AND a.ordered_at > $6) THEN $7 ELSE bundle END,
   version = CASE WHEN $7 <> '' AND NOT EXISTS (
-    SELECT 1 FROM apply_reports a WHERE a.edge = $1 AND a.outcome = 'applied' AND a.time > $6) THEN $8 ELSE version END
+    SELECT 1 FROM apply_reports a WHERE a.edge = $1 AND a.outcome = 'applied' AND a.ordered_at > $6) THEN $8 ELSE version END
 WHERE id = $1 AND (heartbeat_at IS NULL OR heartbeat_at <= $6)`, edge, rj, hb.Backlog, hb.Software, whole, hb.At, hb.Bundle, int64(hb.Version)); err != nil {
 			return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
 		}
@@ -256,22 +256,26 @@ func (s *Store) RecordReport(ctx context.Context, edge string, r Report) error {
 	if err != nil {
 		return fmt.Errorf("hub store: report of %s: %w", edge, err)
 	}
+	// Reports are ordered by their time, or by the hub's clock when their
+	// time lies ahead of it (a report stamped a year ahead must not win
+	// over every later one); the report keeps its own time.
+	at := s.clamp(r.Time)
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		// A report also shows the edge exists; it does not move last_seen,
 		// which only heartbeats do. Locking the edge's row serializes
 		// reports of one edge, so the statements below see every report
 		// committed before.
 		if _, err := tx.Exec(ctx, `
-INSERT INTO edges (id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING`, edge, s.clamp(r.Time)); err != nil {
+INSERT INTO edges (id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING`, edge, at); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM edges WHERE id = $1 FOR UPDATE`, edge); err != nil {
 			return err
 		}
 		tag, err := tx.Exec(ctx, `
-INSERT INTO apply_reports (edge, time, bundle, version, outcome, reason, location, steps)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
-			edge, r.Time, r.Bundle, int64(r.Version), r.Outcome, r.Reason, r.Location, r.Steps)
+INSERT INTO apply_reports (edge, time, bundle, version, outcome, reason, location, steps, ordered_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
+			edge, r.Time, r.Bundle, int64(r.Version), r.Outcome, r.Reason, r.Location, r.Steps, at)
 		if err != nil {
 			return err
 		}
@@ -280,7 +284,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
 		}
 		if _, err := tx.Exec(ctx, `
 UPDATE edges SET last_report = $2, last_report_at = $3
-WHERE id = $1 AND (last_report_at IS NULL OR last_report_at <= $3)`, edge, rj, r.Time); err != nil {
+WHERE id = $1 AND (last_report_at IS NULL OR last_report_at <= $3)`, edge, rj, at); err != nil {
 			return err
 		}
 		if r.Outcome == Applied {
@@ -288,7 +292,7 @@ WHERE id = $1 AND (last_report_at IS NULL OR last_report_at <= $3)`, edge, rj, r
 UPDATE edges SET bundle = $2, version = $3
 WHERE id = $1 AND NOT EXISTS (
   SELECT 1 FROM apply_reports a
-  WHERE a.edge = $1 AND a.outcome = 'applied' AND a.time > $4)`, edge, r.Bundle, int64(r.Version), r.Time); err != nil {
+  WHERE a.edge = $1 AND a.outcome = 'applied' AND a.ordered_at > $4)`, edge, r.Bundle, int64(r.Version), at); err != nil {
 				return err
 			}
 		}
@@ -297,7 +301,7 @@ UPDATE release_edges re SET state = $4, reason = $5, at = $6
 FROM releases rl
 WHERE re.release_id = rl.id AND re.edge = $1 AND rl.bundle = $2 AND rl.version = $3
   AND (re.state IN ('pending', 'offline') OR re.at <= $6)`,
-			edge, r.Bundle, int64(r.Version), r.Outcome, r.Reason, r.Time)
+			edge, r.Bundle, int64(r.Version), r.Outcome, r.Reason, at)
 		return err
 	})
 	if err != nil {
@@ -379,7 +383,7 @@ func (s *Store) EdgeStatus(ctx context.Context, edge string) (EdgeStatus, error)
 	}
 	rows, err := s.pool.Query(ctx, `
 SELECT time, bundle, version, outcome, reason, location, steps FROM apply_reports
-WHERE edge = $1 ORDER BY time DESC, bundle, version, outcome LIMIT $2`, edge, s.opts.History)
+WHERE edge = $1 ORDER BY ordered_at DESC, time DESC, bundle, version, outcome LIMIT $2`, edge, s.opts.History)
 	if err != nil {
 		return EdgeStatus{}, fmt.Errorf("hub store: history of %q: %w", edge, err)
 	}

@@ -153,3 +153,44 @@ func TestLeaderExclusive(t *testing.T) {
 	}
 	lb.Release(ctx)
 }
+
+// TestReportClockAhead: an apply report stamped far ahead of the hub's
+// clock (an edge whose clock was wrong, then set right) counts as made
+// when the hub received it, so a later report still says what the edge
+// runs and which report is its last; the report keeps its own time.
+func TestReportClockAhead(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	clock := now
+	s := open(t, store.Options{Now: func() time.Time { return clock }})
+	ctx := context.Background()
+	ahead := now.Add(365 * 24 * time.Hour)
+	if err := s.RecordReport(ctx, "e1", store.Report{Time: ahead, Bundle: "wf", Version: 1, Outcome: store.Applied}); err != nil {
+		t.Fatal(err)
+	}
+	clock = now.Add(time.Minute)
+	if err := s.RecordReport(ctx, "e1", store.Report{Time: clock, Bundle: "wf", Version: 2, Outcome: store.Applied}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.EdgeStatus(ctx, "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Version != 2 || st.LastReport == nil || st.LastReport.Version != 2 {
+		t.Fatalf("after a report a year ahead and a later one: runs v%d, last report %+v", st.Version, st.LastReport)
+	}
+	// A heartbeat newer than the report of a year ahead names the release.
+	clock = now.Add(2 * time.Minute)
+	if err := s.RecordHeartbeat(ctx, "e1", store.HeartbeatInfo{At: clock, Bundle: "wf", Version: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ = s.EdgeStatus(ctx, "e1"); st.Version != 3 {
+		t.Fatalf("after a newer heartbeat: runs v%d", st.Version)
+	}
+	var found bool
+	for _, r := range st.History {
+		found = found || r.Version == 1 && r.Time.Equal(ahead)
+	}
+	if !found {
+		t.Fatalf("the report keeps its own time: %+v", st.History)
+	}
+}

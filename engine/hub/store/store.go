@@ -34,7 +34,7 @@ var migrations embed.FS
 
 // SchemaVersion is the newest migration's version: what Version returns
 // once Open applied them all.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // DefaultSchema is the PostgreSQL schema the hub's tables live in.
 const DefaultSchema = "sluice_hub"

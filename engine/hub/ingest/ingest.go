@@ -243,6 +243,16 @@ func (g *Ingest) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		items = append(items, item{msg: m, dec: d})
 	}
+	g.write(ctx, items)
+	g.stats.batches.Add(1)
+}
+
+// write stores items and acks them, terminates those the store can never
+// hold, and naks the rest after any other store error. A data error the
+// store does not tie to a row (PostgreSQL refused a value) is narrowed
+// down by halving the items until the one message that causes it is
+// terminated: one hostile message never blocks the others.
+func (g *Ingest) write(ctx context.Context, items []item) {
 	for len(items) > 0 {
 		var rows []rowRef
 		var all []store.Row
@@ -256,33 +266,50 @@ func (g *Ingest) process(ctx context.Context, msgs []jetstream.Msg) {
 			ins, err := g.st.InsertRows(ctx, all)
 			if err != nil {
 				var re *store.RowError
-				if errors.As(err, &re) && re.Index >= 0 && re.Index < len(rows) {
+				switch {
+				case errors.As(err, &re) && re.Index >= 0 && re.Index < len(rows):
 					// A row the store can never hold: its message is
 					// poison; write the others again without it.
 					bad := rows[re.Index].item
 					g.terminate(items[bad].msg, err)
 					items = append(items[:bad], items[bad+1:]...)
 					continue
+				case store.IsDataError(err) && len(items) == 1:
+					g.terminate(items[0].msg, err)
+				case store.IsDataError(err):
+					half := len(items) / 2
+					g.write(ctx, items[:half])
+					g.write(ctx, items[half:])
+				default:
+					g.fail(ctx, items, err)
 				}
-				g.fail(ctx, items, err)
 				return
 			}
 			g.conflicts(ins)
 		}
-		for i, it := range items {
-			for _, a := range it.dec.Alerts {
-				if err := g.st.ApplyAlert(ctx, a.Record, a.MsgID); err != nil {
-					g.fail(ctx, items[i:], err)
-					g.ack(items[:i])
-					return
+		for i := 0; i < len(items); i++ {
+			for _, a := range items[i].dec.Alerts {
+				err := g.st.ApplyAlert(ctx, a.Record, a.MsgID)
+				if err == nil {
+					continue
 				}
+				if store.IsDataError(err) {
+					// This record can never be stored; its message is
+					// poison (its rows, if any, are stored already).
+					g.ack(items[:i])
+					g.terminate(items[i].msg, err)
+					items = items[i+1:]
+					i = -1
+					break
+				}
+				g.fail(ctx, items[i:], err)
+				g.ack(items[:i])
+				return
 			}
 		}
 		g.ack(items)
-		g.stats.batches.Add(1)
 		return
 	}
-	g.stats.batches.Add(1)
 }
 
 type rowRef struct{ item int }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/jackc/pgx/v5/pgconn"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -539,4 +540,60 @@ func TestSlowWriteNotRedelivered(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// refusingStore is the real store, except that PostgreSQL refuses (as a
+// data exception, not tied to a row) every batch holding a row of asset
+// "BAD", as it refuses a value it cannot hold.
+type refusingStore struct{ *store.Store }
+
+func (s refusingStore) InsertRows(ctx context.Context, rows []store.Row) (store.Inserted, error) {
+	for _, r := range rows {
+		if r.Asset == "BAD" {
+			return store.Inserted{}, fmt.Errorf("insert: %w", &pgconn.PgError{Code: "22003", Message: "value out of range"})
+		}
+	}
+	return s.Store.InsertRows(ctx, rows)
+}
+
+// TestDataErrorIsolated: a message PostgreSQL refuses with a data error
+// the store cannot tie to a row is found by halving the batch and set
+// aside; every other message of the batch is stored, nothing retried
+// forever.
+func TestDataErrorIsolated(t *testing.T) {
+	e := newEnv(t)
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]enginetest.Row, 200)
+	for i := range rows {
+		asset := "A"
+		if i == 37 || i == 151 {
+			asset = "BAD"
+		}
+		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), asset, float64(i)}
+	}
+	rec := enginetest.Record(nil, dataSchema, rows...)
+	defer rec.Release()
+	en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: 10}
+	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: dataSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish("edges.e1.stats", msgs)
+	g, err := ingest.New(e.js, refusingStore{e.st}, ingest.Options{Stream: "EDGES", Durable: "refusing",
+		FilterSubjects: []string{"edges.>"}, FetchWait: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	e.drained("refusing")
+	cancel()
+	<-done
+	if n := e.count(""); n != 180 {
+		t.Fatalf("%d rows stored, want the 180 of the 18 messages PostgreSQL takes", n)
+	}
+	if s := g.Stats(); s.Poison != 2 || s.StoreErrors != 0 {
+		t.Fatalf("stats %+v: want the 2 refused messages set aside and no store error", s)
+	}
 }

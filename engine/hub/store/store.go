@@ -19,6 +19,7 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -183,4 +184,13 @@ func (s *Store) Version(ctx context.Context) (int64, error) {
 // inTx runs f in a transaction and commits when it returns nil.
 func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, f)
+}
+
+// IsDataError says whether err is PostgreSQL refusing a value it can never
+// hold (SQLSTATE class 22, data exception: a number out of range, text it
+// cannot encode, ...): storing the same value again fails again, so the
+// ingest sets its message aside instead of retrying it.
+func IsDataError(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "22")
 }

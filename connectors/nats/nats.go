@@ -30,6 +30,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/natsurl"
 	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -123,7 +124,7 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 		ConnectTimeout:  cfg.Duration("connect_timeout"),
 		ReconnectBuffer: int(cfg.Int("reconnect_buffer")),
 	}
-	if err := CheckURLs(c.URL); err != nil {
+	if err := natsurl.Check(c.URL); err != nil {
 		return nil, cfg.Errorf("url", "%v", err)
 	}
 	if err := checkSubject(c.Subject); err != nil {
@@ -204,37 +205,6 @@ func credentials(path string) (natsgo.Option, error) {
 		return nil, fmt.Errorf("%s holds no usable user seed: %w", path, err)
 	}
 	return opt, nil
-}
-
-// CheckURLs parses the server URLs (comma-separated, as the client takes
-// them) the way the client will when it connects, so that a URL it would
-// refuse is a configuration error: nats://, tls://, ws:// or wss://, a host
-// and a port in 1..65535 (see redact.ParseURL). A URL without a scheme is a nats:// URL. Passwords
-// are masked in the error.
-func CheckURLs(s string) error {
-	for _, raw := range strings.Split(s, ",") {
-		raw = strings.TrimSpace(raw)
-		if raw == "" {
-			return errors.New("empty server URL in the list")
-		}
-		full := raw
-		if !strings.Contains(full, "://") {
-			full = "nats://" + full
-		}
-		u, err := redact.ParseURL(full)
-		if err != nil {
-			return err
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fmt.Errorf("server URL %s: scheme %q is not one of nats, tls, ws, wss", redact.URL(raw), u.Scheme)
-		}
-		if u.Hostname() == "" {
-			return fmt.Errorf("server URL %s has no host", redact.URL(raw))
-		}
-	}
-	return nil
 }
 
 // StreamName derives a stream name from a subject.

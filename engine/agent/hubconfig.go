@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/forward"
+	"github.com/sluice-edge/sluice/engine/natsurl"
 	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -89,7 +90,7 @@ func parseHub(h *spec.Config, base string) (*HubConfig, spec.Errors) {
 	}
 	redact.RegisterURLPasswords(hc.URL)
 	redact.Register(hc.Password, hc.Token)
-	if err := CheckHubURLs(hc.URL); err != nil {
+	if err := natsurl.Check(hc.URL); err != nil {
 		errs = append(errs, h.Errorf("url", "hub.url: %v", err))
 	}
 	if hc.Password != "" && hc.User == "" {
@@ -164,36 +165,4 @@ func hubCredentials(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s holds no usable user seed", path)
 	}
 	return data, nil
-}
-
-// CheckHubURLs checks the hub's server URLs (comma-separated) as the NATS
-// client will read them: nats://, tls://, ws:// or wss:// (none: nats://),
-// a host and a port in 1..65535. Passwords are masked in the error.
-func CheckHubURLs(s string) error {
-	if strings.TrimSpace(s) == "" {
-		return errors.New("no server URL")
-	}
-	for _, raw := range strings.Split(s, ",") {
-		raw = strings.TrimSpace(raw)
-		if raw == "" {
-			return errors.New("empty server URL in the list")
-		}
-		full := raw
-		if !strings.Contains(full, "://") {
-			full = "nats://" + full
-		}
-		u, err := redact.ParseURL(full)
-		if err != nil {
-			return err
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fmt.Errorf("server URL %s: scheme %q is not one of nats, tls, ws, wss", redact.URL(raw), u.Scheme)
-		}
-		if u.Hostname() == "" {
-			return fmt.Errorf("server URL %s has no host", redact.URL(raw))
-		}
-	}
-	return nil
 }

@@ -54,10 +54,22 @@ type BuildContext struct {
 	// RuleSets are the rule sets of the release (its rules/ files) by
 	// name, or nil outside a release.
 	RuleSets map[string]*RuleSet
+	// InputKeyOrdered is set for a step whose input is in event-time order
+	// per key: one stream, the main output of a step that says so
+	// (KeyOrdered). A step that orders its rows by event time can skip it.
+	InputKeyOrdered bool
 	// Release names the release the pipeline belongs to as
 	// "<bundle name> v<version>", or is "" (outside a release, or in one
 	// being checked before it has a name).
 	Release string
+}
+
+// KeyOrdered is implemented by operators that emit the rows of some output
+// ports in event-time order per key (a window step's windows).
+type KeyOrdered interface {
+	// KeyOrderedPort reports whether the rows of output port are in
+	// event-time order per key.
+	KeyOrderedPort(port int) bool
 }
 
 // Catalog is the thing models and assets a release ships. Its

@@ -147,7 +147,7 @@ func TestSwitchClearsAlertsOfChangedRules(t *testing.T) {
 	// Release 3 takes the alert step away (the sink writes the raw rows
 	// elsewhere): its raised alert clears.
 	raw := filepath.Join(s.dir, "raw.jsonl")
-	noStep := strings.NewReplacer("  alerts: {type: alert, input: feed, include: [turbine]}\n", "  keep: {type: filter, input: feed, expr: \"power >= 0\"}\n",
+	noStep := strings.NewReplacer("  alerts: {type: alert, input: feed, include: [turbine], watermark_keys: 1}\n", "  keep: {type: filter, input: feed, expr: \"power >= 0\"}\n",
 		"input: alerts, path: "+s.out, "input: keep, path: "+raw).Replace(strings.ReplaceAll(s.pipe, "EXTRA", ""))
 	rep = s.switchTo(3, noStep, changed)
 	if !strings.Contains(rep.String(), "alerts: removed, 1 alert cleared") {

@@ -171,6 +171,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		}
 		ctx := bc(c)
 		ctx.Resuming = resuming
+		ctx.InputKeyOrdered = keyOrdered(c, built)
 		if cs := opts.carry.countersOf(c.Name); cs != nil {
 			ctx.Counters = cs
 		}
@@ -351,6 +352,20 @@ func inputSchema(c *ComponentDef, built map[string]*Built, failed map[string]boo
 		ok = false
 	}
 	return schema, ok && schema != nil, errs
+}
+
+// keyOrdered reports whether the input of c is in event-time order per
+// key: one stream, an output port its step says is (engine.KeyOrdered).
+func keyOrdered(c *ComponentDef, built map[string]*Built) bool {
+	if len(c.Inputs) != 1 {
+		return false
+	}
+	b, port, _ := resolve(c.Inputs[0].Stream, built)
+	if b == nil {
+		return false
+	}
+	k, ok := b.op.(engine.KeyOrdered)
+	return ok && k.KeyOrderedPort(port)
 }
 
 // topoSort orders the steps so every step comes after the steps it reads,

@@ -81,14 +81,17 @@ func TestReleaseRuleSetVersions(t *testing.T) {
 
 // versionSwitchPipeline reads devices posting to a broker embedded in the
 // engine and raises alerts from the release's turbine rule set; EXTRA
-// adds sinks.
+// adds sinks. The devices post one at a time, each reading newer than the
+// one before: the alert step, in event-time order, follows the most
+// advanced device (watermark_keys 1), so that every reading is evaluated
+// as it comes instead of waiting for another device to catch up.
 const versionSwitchPipeline = `
 name: m
 batch: {size: 1, linger: 1ms}
 sources:
   feed: {type: mqtt, urls: ["tcp://ADDR"], client_id: "rsv-CID", topics: ["/sys/PROD/+/thing/measurepoint/post"], qos: 1, format: enos, schema: {key: asset, fields: {power: float64}}, broker: {embedded: true, listen: "ADDR", allow_anonymous: true}}
 steps:
-  alerts: {type: alert, input: feed, include: [turbine]}
+  alerts: {type: alert, input: feed, include: [turbine], watermark_keys: 1}
 sinks:
   out: {type: file, input: alerts, path: OUT}
 EXTRA`

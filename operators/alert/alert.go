@@ -4,8 +4,11 @@
 // attributes.
 //
 // Each rule keeps a small state per asset (inactive, pending since t, or
-// raised). Rows are evaluated in arrival order, so the same input gives the
-// same alerts — with the same ids — whatever the batch sizes. Evaluating a
+// raised). The rows of each asset are evaluated in event-time order up to a
+// watermark (engine/eventtime, as in the window step), or in arrival order
+// (order: arrival, the default after a window step), so the same input
+// gives the same alerts — with the same ids — whatever the batch sizes, and
+// in event-time order whatever the arrival order within the lateness. Evaluating a
 // row allocates nothing; raising and clearing build the alert row and render
 // its content.
 package alert
@@ -30,6 +33,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/assets"
+	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/rowexpr"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -125,6 +129,20 @@ type Operator struct {
 	skipped           *atomic.Int64
 	timeNull, keyNull error
 	closed            bool
+
+	// The event-time order: the sources' marks, the watermark (rows before
+	// it are late), the rows held back and the arrival count that orders
+	// them; rows late or evaluated early beyond max_buffered_rows.
+	mem     memory.Allocator
+	srcs    []*eventtime.SourceMark
+	wm      int64
+	buf     rowHeap
+	seq     uint64
+	cLate   *atomic.Int64
+	cEarly  *atomic.Int64
+	bound   arrow.RecordBatch   // the record the frame is bound to
+	errq    []rowErr            // error rows of the batch
+	drained []arrow.RecordBatch // records no buffered row needs
 }
 
 var _ engine.Operator = (*Operator)(nil)
@@ -170,6 +188,10 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Operator
 		errs:        rowexpr.NewErrorRows(mem, in),
 		versions:    []string{""},
 		versionIdx:  map[string]uint32{"": 0},
+		mem:         mem,
+		wm:          math.MinInt64,
+		cLate:       counters.Counter("late_rows"),
+		cEarly:      counters.Counter("evaluated_early"),
 	}
 	out := engine.AlertSchema
 	if p.versioned {
@@ -218,16 +240,19 @@ func (o *Operator) RuleNames() []string {
 	return out
 }
 
-// Process evaluates the rules on every row of b, in order, and emits the
-// alerts raised and cleared by the batch.
+// Process evaluates the rules on the rows of b and emits the alerts raised
+// and cleared. In arrival order it evaluates every row, in order; in
+// event-time order it holds the rows back until the watermark passes them
+// and evaluates those it passes by event time, asset and arrival, sending
+// rows older than the watermark to the errors port.
 func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 	defer b.Release()
 	if o.closed {
 		return errors.New("alert: Process after Close")
 	}
 	rec := b.Rec
-	if err := o.fr.Bind(rec); err != nil {
-		return fmt.Errorf("alert: %w", err)
+	if err := o.bind(rec); err != nil {
+		return err
 	}
 	times := rec.Column(o.p.timeCol).(*array.Timestamp)
 	var keys *array.String
@@ -238,9 +263,21 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 	if o.p.histCol >= 0 {
 		hist = rec.Column(o.p.histCol).(*array.Boolean)
 	}
-	for _, c := range o.p.floatCols {
-		o.f64[c], _ = rec.Column(c).(*array.Float64)
+	ordered := o.p.order == OrderEventTime
+	if !ordered && len(o.buf) > 0 {
+		// Rows a step in event-time order handed over: they come first.
+		o.release(math.MaxInt64)
+		if err := o.bind(rec); err != nil {
+			return err
+		}
 	}
+	var cur *eventtime.SourceMark
+	var ref *bufRec
+	if ordered {
+		cur = o.sourceMark(b.Source)
+	}
+	topCap := 2 * o.p.wmKeys
+	lastKey, lastKid := "", int32(-1)
 	n := int(rec.NumRows())
 	for i := range n {
 		if hist != nil && hist.IsValid(i) && hist.Value(i) {
@@ -248,71 +285,196 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 			continue
 		}
 		if times.IsNull(i) {
-			o.errs.Add(i, "", o.timeNull)
+			o.rowError(rec, i, "", o.timeNull)
 			continue
 		}
 		t := int64(times.Value(i))
 		key := ""
 		if keys != nil {
 			if keys.IsNull(i) {
-				o.errs.Add(i, "", o.keyNull)
+				o.rowError(rec, i, "", o.keyNull)
 				continue
 			}
 			key = keys.Value(i)
 			if len(key) > o.p.maxKeyBytes {
-				o.errs.Add(i, "", fmt.Errorf("asset key of %d bytes, longer than max_key_bytes (%d)", len(key), o.p.maxKeyBytes))
+				o.rowError(rec, i, "", fmt.Errorf("asset key of %d bytes, longer than max_key_bytes (%d)", len(key), o.p.maxKeyBytes))
 				continue
 			}
 		}
-		as := o.lookup(key)
-		o.rows++
-		// gap is the event time since the asset's previous row (0 for
-		// its first one and rows out of order); it restarts holds with a
-		// max_gap.
-		gap := int64(0)
-		if as.rowSeen && t > as.seen {
-			if gap = t - as.seen; gap < 0 {
-				gap = math.MaxInt64 // overflowed
-			}
+		if !ordered {
+			o.evalRow(rec, i, key, t)
+			continue
 		}
-		if !as.rowSeen || t > as.seen {
-			as.seen, as.rowSeen = t, true
+		if t < o.wm {
+			o.cLate.Add(1)
+			o.rowError(rec, i, "", o.lateError(t))
+			continue
 		}
-		if t > o.now {
-			o.now = t
+		if as, ok := o.states[key]; ok && as.rowSeen && t < as.seen {
+			o.cLate.Add(1)
+			o.rowError(rec, i, "", earlyError(t, as.seen))
+			continue
 		}
-		o.fr.Row(i)
-		if o.p.assetVar >= 0 {
-			o.fr.SetString(o.p.assetVar, as.key)
+		if lastKid < 0 || key != lastKey {
+			lastKey, lastKid = key, kid(key)
 		}
-		if o.p.attrVar >= 0 {
-			o.fr.SetMap(o.p.attrVar, as.attrs)
+		cur.Observe(lastKid, t, topCap)
+		if ref == nil {
+			ref = &bufRec{rec: rec}
+			rec.Retain()
 		}
-		for ri, r := range o.p.rules {
-			if r.model != nil && (as.asset == nil || as.asset.Model != r.model) {
-				continue
-			}
-			if err := o.eval(ri, &as.rules[ri], as, rec, i, t, gap); err != nil {
-				o.errs.Add(i, r.prefix, err)
-			}
+		ref.n++
+		o.buf.push(bufRow{t: t, seq: o.seq, key: key, ref: ref, row: int32(i)})
+		o.seq++
+	}
+	if ordered {
+		if t, ok := cur.Mark(o.p.wmKeys, o.p.wmIdle); ok {
+			cur.Max = max(cur.Max, t)
+		}
+		if w, ok := eventtime.StepWatermark(o.srcs, o.p.lateness); ok && w > o.wm {
+			o.wm = w
+		}
+		o.release(o.wm)
+		for len(o.buf) > o.p.maxBuffered {
+			o.evalBuffered(o.buf.pop())
+			o.cEarly.Add(1)
 		}
 	}
 	o.sweep()
-	o.cErr.Add(int64(o.errs.Len()))
-	errRec := o.errs.Record(rec)
-	out := o.rb.NewRecord()
-	if out != nil {
-		if err := emit(0, engine.Batch{Rec: out, Source: b.Source}); err != nil {
-			if errRec != nil {
-				errRec.Release()
-			}
-			return err
+	return o.emitOut(b.Source, emit)
+}
+
+// bind makes rec the record that rows are evaluated from.
+func (o *Operator) bind(rec arrow.RecordBatch) error {
+	if err := o.fr.Bind(rec); err != nil {
+		return fmt.Errorf("alert: %w", err)
+	}
+	for _, c := range o.p.floatCols {
+		o.f64[c], _ = rec.Column(c).(*array.Float64)
+	}
+	o.bound = rec
+	return nil
+}
+
+// release evaluates the buffered rows up to event time upTo, in order.
+func (o *Operator) release(upTo int64) {
+	for len(o.buf) > 0 && o.buf[0].t <= upTo {
+		o.evalBuffered(o.buf.pop())
+	}
+}
+
+// evalBuffered evaluates a row taken from the buffer.
+func (o *Operator) evalBuffered(r bufRow) {
+	rec := r.ref.rec
+	if rec != o.bound {
+		if err := o.bind(rec); err != nil {
+			// The record was bound when it arrived; it cannot fail now.
+			o.rowError(rec, int(r.row), "", err)
+			return
 		}
 	}
-	if errRec != nil {
-		return emit(ErrorsPort, engine.Batch{Rec: errRec, Source: b.Source})
+	o.evalRow(rec, int(r.row), r.key, r.t)
+	if r.ref.n--; r.ref.n == 0 {
+		// Released once the batch's errors are out (they read it).
+		o.drained = append(o.drained, rec)
 	}
-	return nil
+}
+
+// evalRow evaluates the rules on row i of rec, the bound record: asset
+// key, event time t.
+func (o *Operator) evalRow(rec arrow.RecordBatch, i int, key string, t int64) {
+	as := o.lookup(key)
+	o.rows++
+	// gap is the event time since the asset's previous row (0 for its
+	// first one and rows out of order); it restarts holds with a max_gap.
+	gap := int64(0)
+	if as.rowSeen && t > as.seen {
+		if gap = t - as.seen; gap < 0 {
+			gap = math.MaxInt64 // overflowed
+		}
+	}
+	if !as.rowSeen || t > as.seen {
+		as.seen, as.rowSeen = t, true
+	}
+	if t > o.now {
+		o.now = t
+	}
+	o.fr.Row(i)
+	if o.p.assetVar >= 0 {
+		o.fr.SetString(o.p.assetVar, as.key)
+	}
+	if o.p.attrVar >= 0 {
+		o.fr.SetMap(o.p.attrVar, as.attrs)
+	}
+	for ri, r := range o.p.rules {
+		if r.model != nil && (as.asset == nil || as.asset.Model != r.model) {
+			continue
+		}
+		if err := o.eval(ri, &as.rules[ri], as, rec, i, t, gap); err != nil {
+			o.rowError(rec, i, r.prefix, err)
+		}
+	}
+}
+
+// rowErr is a row of the errors port waiting for its batch's end.
+type rowErr struct {
+	rec    arrow.RecordBatch
+	row    int
+	prefix string
+	err    error
+}
+
+// rowError sends row i of rec to the errors port with the reason prefix
+// and err.
+func (o *Operator) rowError(rec arrow.RecordBatch, i int, prefix string, err error) {
+	o.errq = append(o.errq, rowErr{rec: rec, row: i, prefix: prefix, err: err})
+}
+
+// emitOut emits the alert rows and the error rows of the batch, then
+// releases the records no buffered row needs.
+func (o *Operator) emitOut(src int, emit engine.PortEmit) error {
+	var err error
+	if out := o.rb.NewRecord(); out != nil {
+		err = emit(0, engine.Batch{Rec: out, Source: src})
+	}
+	// Error rows, one record per input record, in row order.
+	for len(o.errq) > 0 {
+		rec := o.errq[0].rec
+		rest := o.errq[:0]
+		var mine []rowErr
+		for _, e := range o.errq {
+			if e.rec == rec {
+				mine = append(mine, e)
+			} else {
+				rest = append(rest, e)
+			}
+		}
+		slices.SortStableFunc(mine, func(a, b rowErr) int { return cmp.Compare(a.row, b.row) })
+		for _, e := range mine {
+			o.errs.Add(e.row, e.prefix, e.err)
+		}
+		clear(o.errq[len(rest):])
+		o.errq = rest
+		o.cErr.Add(int64(o.errs.Len()))
+		errRec := o.errs.Record(rec)
+		if errRec == nil {
+			continue
+		}
+		if err != nil {
+			errRec.Release()
+			continue
+		}
+		err = emit(ErrorsPort, engine.Batch{Rec: errRec, Source: src})
+	}
+	for _, rec := range o.drained {
+		if rec == o.bound {
+			o.bound = nil
+		}
+		rec.Release()
+	}
+	clear(o.drained)
+	o.drained = o.drained[:0]
+	return err
 }
 
 // lookup returns the state of an asset, creating it on first sight. key
@@ -515,11 +677,24 @@ func (o *Operator) render(r *rule, as *assetState, rec arrow.RecordBatch, row in
 	return msg
 }
 
-// Flush emits nothing: raised alerts stay raised until a row clears them,
-// and pending conditions are not raised at the end of input.
-func (o *Operator) Flush(engine.PortEmit) error { return nil }
+// Flush evaluates the rows held back for the watermark, in order, and
+// emits their alerts; rows that arrive afterwards older than the newest of
+// them are late. Raised alerts stay raised until a row clears them, and
+// pending conditions are not raised at the end of input.
+func (o *Operator) Flush(emit engine.PortEmit) error {
+	if o.closed || len(o.buf) == 0 {
+		return nil
+	}
+	for len(o.buf) > 0 {
+		r := o.buf.pop()
+		o.wm = max(o.wm, r.t)
+		o.evalBuffered(r)
+	}
+	return o.emitOut(0, emit)
+}
 
-// Close releases the step's memory. It is idempotent.
+// Close releases the step's memory, with the rows still held back. It is
+// idempotent.
 func (o *Operator) Close() error {
 	if o.closed {
 		return nil
@@ -527,8 +702,28 @@ func (o *Operator) Close() error {
 	o.closed = true
 	o.rb.Release()
 	o.errs.Release()
+	o.dropBuffer()
 	o.states, o.last = nil, nil
 	return nil
+}
+
+// dropBuffer releases the records of the rows held back and forgets them.
+func (o *Operator) dropBuffer() {
+	for _, r := range o.buf {
+		if r.ref.n--; r.ref.n == 0 {
+			r.ref.rec.Release()
+		}
+	}
+	clear(o.buf)
+	o.buf = o.buf[:0]
+	for _, rec := range o.drained {
+		rec.Release()
+	}
+	clear(o.drained)
+	o.drained = o.drained[:0]
+	clear(o.errq)
+	o.errq = o.errq[:0]
+	o.bound = nil
 }
 
 // finiteError is the error of a rule that reads a NaN or an infinity.

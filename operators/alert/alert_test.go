@@ -442,7 +442,11 @@ func TestRegistered(t *testing.T) {
 // batch of 10.
 func TestNoAllocationPerRow(t *testing.T) {
 	dir := env(t)
+	// The same rows again and again: evaluated as they come (in event-time
+	// order they would be late after the first time; see
+	// TestEventTimeNoAllocationPerRow).
 	op, err := alert.New(parse(t, `assets: farm.yaml
+order: arrival
 rules:
   - {name: hot, model: turbine, expr: temp_max > attr.max_temp, clear: temp_max < attr.max_temp - 5, for: 5m}
   - {name: idle, expr: power_avg < 10 && count > 30}

@@ -25,7 +25,10 @@ import (
 var Spec = spec.Spec{
 	Name:    "alert",
 	Summary: "Raises and clears asset alerts from expression rules, with hold durations and hysteresis.",
-	Description: `Evaluates every rule on every row, per asset (the row's key), in arrival order. A rule's condition
+	Description: `Evaluates every rule on every row, per asset (the row's key), in event-time order: rows wait until the
+watermark (the newest event time less ` + "`lateness`" + `, per source as in the window step) passes them; older rows go to
+the ` + "`errors`" + ` port with the reason. After a window step, and with ` + "`order: arrival`" + `, rows are evaluated as they
+come. A rule's condition
 starts pending at the first row where it holds; the alert is raised once it has held continuously for ` + "`for`" + ` of
 event time (occur_time = when it started to hold, time = when raised). While raised it is not raised again. It
 clears at the first row where ` + "`clear`" + ` is true — or, without ` + "`clear`" + `, where ` + "`expr`" + ` no longer
@@ -52,6 +55,21 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 			Example:     "history"},
 		{Name: "alert_on_history", Type: spec.Bool, Default: false,
 			Description: "Evaluate rules on history rows too.", Example: true},
+		{Name: "order", Type: spec.String, Optional: true, Enum: []string{OrderEventTime, OrderArrival},
+			Description: "Order in which rows are evaluated: `event_time` orders the rows of each asset by event time up to the watermark (see `lateness`) before evaluating them; `arrival` evaluates them as they come. Defaults to `arrival` when the input is a window step's windows (already in order per key), else `event_time`. See docs/alert.md.",
+			Example:     OrderEventTime},
+		{Name: "lateness", Type: spec.Duration, Default: "0s",
+			Description: "Allowed lateness (event_time order): the watermark trails the smallest per-source maximum event time by this much, so rows up to lateness out of order are evaluated in order. Rows older than the watermark go to the errors port with the reason.",
+			Example:     "5m"},
+		{Name: "watermark_keys", Type: spec.Int, Default: 2, Advanced: true,
+			Description: "The watermark of a source follows its k-th most advanced asset (1 to 16), as in the window step.",
+			Example:     1},
+		{Name: "watermark_idle_rows", Type: spec.Int, Default: 1000, Advanced: true,
+			Description: "An asset counts for the watermark while it had a row among the last this many rows of its source, as in the window step.",
+			Example:     10000},
+		{Name: "max_buffered_rows", Type: spec.Int, Default: DefaultMaxBufferedRows, Advanced: true,
+			Description: "Most rows the step holds back waiting for the watermark (1 to 10,000,000, event_time order). Beyond it the oldest are evaluated early (`evaluated_early`); a later row of the same asset older than one evaluated goes to the errors port.",
+			Example:     10000},
 		{Name: "max_keys", Type: spec.Int, Default: DefaultMaxKeys, Advanced: true,
 			Description: "Most assets (key values) the step keeps rule states for (1 to 10,000,000). When a new asset would exceed it, the step forgets the assets seen longest ago: first those with no alert pending or raised, then pending ones (`evicted_pending`), then raised ones (`evicted_raised`, logged: that alert gets no clear row). See docs/alert.md.",
 			Example:     10000},
@@ -255,6 +273,13 @@ type plan struct {
 	idle                             int64
 	// floatCols are the float64 columns some rule's condition reads.
 	floatCols []int
+	// order is OrderEventTime or OrderArrival; lateness (ms), wmKeys,
+	// wmIdle and maxBuffered its bounds.
+	order       string
+	lateness    int64
+	wmKeys      int
+	wmIdle      int64
+	maxBuffered int
 	// versioned is set when the output has the rule_set_version column
 	// (VersionedAlertSchema): the step includes rule sets or declares
 	// rule_set_version.
@@ -284,6 +309,7 @@ func parsePlan(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*pl
 	case p.maxContent > maxMaxContent:
 		errs = append(errs, cfg.Errorf("max_content", "max_content must be at most %d, got %d", maxMaxContent, p.maxContent))
 	}
+	errs = append(errs, p.parseOrder(cfg, bc)...)
 	if p.idle <= 0 {
 		errs = append(errs, cfg.Errorf("key_idle", "key_idle must be positive, got %v", cfg.Duration("key_idle")))
 	}

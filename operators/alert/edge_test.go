@@ -29,6 +29,9 @@ func edgeAlerts(t *testing.T, edge string) []string {
 	if err := op.Process(engine.Batch{Rec: rec}, col.Emit); err != nil {
 		t.Fatal(err)
 	}
+	if err := op.Flush(col.Emit); err != nil {
+		t.Fatal(err)
+	}
 	if err := op.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +114,9 @@ func TestAlertIDKeptByRestoreOnEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := second.Process(engine.Batch{Rec: enginetest.Record(mem, in, row(1, "T01", 70.0, 1.0), row(2, "T02", 99.0, 1.0))}, col.Emit); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Flush(col.Emit); err != nil {
 		t.Fatal(err)
 	}
 	as := alerts(col.Port(0))

@@ -42,6 +42,9 @@ func TestHistoryRowsRaiseNoAlerts(t *testing.T) {
 		if err := op.Process(engine.Batch{Rec: enginetest.Record(mem, hin, rows...)}, col.Emit); err != nil {
 			t.Fatal(err)
 		}
+		if err := op.Flush(col.Emit); err != nil {
+			t.Fatal(err)
+		}
 		_ = op.Close()
 		snap := counters.Snapshot()
 		if snap["raised"] != tt.wantRaised || snap["history_rows_skipped"] != tt.wantSkipped {

@@ -103,6 +103,15 @@ func (o *Operator) Retire(next engine.Operator, emit engine.PortEmit) (int, erro
 	if nx != nil && !nx.Continues(o) {
 		nx = nil
 	}
+	if nx == nil {
+		// No step takes the rows held back for the watermark: they are
+		// evaluated now, in order, before their alerts end.
+		for len(o.buf) > 0 {
+			r := o.buf.pop()
+			o.wm = max(o.wm, r.t)
+			o.evalBuffered(r)
+		}
+	}
 	// keep[ri]: next continues rule ri; why[ri] says why not.
 	keep := make([]bool, len(o.p.rules))
 	why := make([]string, len(o.p.rules))
@@ -152,10 +161,8 @@ func (o *Operator) Retire(next engine.Operator, emit engine.PortEmit) (int, erro
 			o.forget(as.key, as)
 		}
 	}
-	if out := o.rb.NewRecord(); out != nil {
-		if err := emit(0, engine.Batch{Rec: out}); err != nil {
-			return ended, fmt.Errorf("alert: retire: %w", err)
-		}
+	if err := o.emitOut(0, emit); err != nil {
+		return ended, fmt.Errorf("alert: retire: %w", err)
 	}
 	return ended, nil
 }

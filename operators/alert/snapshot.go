@@ -25,7 +25,7 @@ import (
 // identity, see ruleIdentity) continue, the others are dropped (see
 // reconcile.go).
 //
-// Format, version 3 (varints are unsigned LEB128 or zigzag signed):
+// Format, version 4 (varints are unsigned LEB128 or zigzag signed):
 //
 //	shape    8 bytes: FNV-64a of the key column and the rule names in order
 //	key      bool: the step has a key; string: its column ("" for none)
@@ -36,16 +36,26 @@ import (
 //	         rule a byte: 0 inactive, 1 pending (varint start follows),
 //	         2 raised (varint start, the 16 bytes of the id and the string
 //	         rule set version, "" for none, follow)
+//	order    the event-time order: varint watermark; uvarint n sources, per
+//	         source varint index, varint mark, uvarint rows, uvarint hit,
+//	         uvarint n key marks, per key mark varint key hash, varint
+//	         event time, uvarint row; uvarint n rows held back, in
+//	         evaluation order, per row per input column a byte (0 null, 1
+//	         a value follows: float64 8 bytes, int64 and timestamp varint,
+//	         string, bool)
 //
-// Version 2 is version 3 without key and rules; version 1 is version 2
-// without the rule set versions. Restore still reads both (the raised
-// alerts of version 1 name no version); RestoreChanged, which needs the
-// rules' identities, reads only version 3. Equal states give equal bytes.
+// Version 3 is version 4 without order (no row held back); version 2 is
+// version 3 without key and rules; version 1 is version 2 without the rule
+// set versions. Restore still reads them all (the raised alerts of version
+// 1 name no version); RestoreChanged, which needs the rules' identities,
+// reads versions 3 and 4. Equal states give equal bytes.
 const (
 	// StateKind is the Kind of the state of an alert step.
 	StateKind = "alert"
 	// StateVersion is the version of the state format written and read.
-	StateVersion = 3
+	StateVersion = 4
+	// stateVersion3 is the format without the event-time order.
+	stateVersion3 = 3
 	// stateVersion2 is the format without key and rule identities.
 	stateVersion2 = 2
 	// stateVersion1 is the format without rule set versions.
@@ -96,8 +106,8 @@ func (o *Operator) keyName() string {
 
 // Snapshot returns the rule states of every asset the step keeps: pending
 // conditions with the time they started to hold, raised alerts with their
-// id and occur time, the latest row of each asset, and the bookkeeping of
-// idle assets.
+// id and occur time, the latest row of each asset, the bookkeeping of
+// idle assets, and the watermark with the rows held back for it.
 func (o *Operator) Snapshot() (*engine.State, error) {
 	if o.closed {
 		return nil, fmt.Errorf("alert: Snapshot after Close")
@@ -146,6 +156,7 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 			}
 		}
 	}
+	o.writeOrder(w)
 	return &engine.State{Kind: StateKind, Version: StateVersion, Data: w.Bytes()}, nil
 }
 
@@ -194,7 +205,11 @@ type restored struct {
 func (o *Operator) restore(s *engine.State, changed bool) (restored, error) {
 	var res restored
 	version := StateVersion
-	if s != nil && (s.Version == stateVersion1 || s.Version == stateVersion2) && !changed {
+	switch {
+	case s == nil:
+	case s.Version == stateVersion3:
+		version = s.Version
+	case (s.Version == stateVersion1 || s.Version == stateVersion2) && !changed:
 		version = s.Version
 	}
 	if err := engine.CheckState(s, StateKind, version); err != nil {
@@ -214,7 +229,7 @@ func (o *Operator) restore(s *engine.State, changed bool) (restored, error) {
 	if r.Err() == nil && !changed && sh != o.shape() {
 		return res, fmt.Errorf("alert: restore: the state is of a step with another key or other rules (shape %016x, this step %016x)", sh, o.shape())
 	}
-	if version == StateVersion {
+	if version >= stateVersion3 {
 		hasKey, key := r.Bool(), r.String(maxMaxKeyBytes, "key column")
 		if r.Err() == nil && (hasKey != (o.p.keyCol >= 0) || key != o.keyName()) {
 			return res, fmt.Errorf("alert: restore: the state is of a step with another key (%q, this step %q)", key, o.keyName())
@@ -330,9 +345,17 @@ func (o *Operator) restore(s *engine.State, changed bool) (restored, error) {
 		}
 		states[key] = as
 	}
+	ord := orderState{wm: math.MinInt64}
+	if version >= StateVersion && r.Err() == nil {
+		ord = o.readOrder(r)
+	}
 	if err := r.Done(); err != nil {
+		if ord.rec != nil {
+			ord.rec.Release()
+		}
 		return restored{}, fmt.Errorf("alert: restore: %w", err)
 	}
+	o.restoreOrder(ord)
 	o.states, o.last = states, nil
 	o.versions, o.versionIdx = versions, versionIdx
 	o.now, o.lastSweep, o.rows, o.loggedEvicted = now, lastSweep, int(rows), int(logged)

@@ -242,7 +242,9 @@ func TestHandoverPendingAndRaised(t *testing.T) {
 // whether or not its state moved to a new instance in between: the time of
 // the last sweep and the rows since move with the states.
 func TestHandoverIdleSweep(t *testing.T) {
-	const cfg = "rules:\n  - {name: hot, expr: temp_max > 90}\nkey_idle: 10m\n"
+	// watermark_keys 1: WT-1, silent after minute 0, holds no row of WT-2
+	// back, so rows are evaluated as they come.
+	const cfg = "rules:\n  - {name: hot, expr: temp_max > 90}\nkey_idle: 10m\nwatermark_keys: 1\n"
 	var batches [][]enginetest.Row
 	for m := range 13 {
 		b := []enginetest.Row{row(m, "WT-2", 70.0, 1000.0)}
@@ -372,13 +374,17 @@ func TestRestoreRefusesCorruptState(t *testing.T) {
 			t.Fatalf("a state cut at %d of %d bytes was accepted", n, len(good.Data))
 		}
 	}
-	// A fresh state: shape, now, lastSweep, rows, logged, then the asset
-	// count (0).
+	// A fresh state: shape, now, lastSweep, rows, logged, the asset count
+	// (0), then the order of a fresh step: no watermark (10 bytes), no
+	// source, no row held back.
 	fresh := alertSnapshot(t, hostileRules, 0).Data
+	order := fresh[len(fresh)-12:]
+	fresh = fresh[:len(fresh)-12]
 	head := fresh[:len(fresh)-1]
 	st := func(f func(w *statecodec.Writer)) *engine.State {
 		w := statecodec.NewWriter(slices.Clone(head))
 		f(w)
+		w.Raw(order)
 		return &engine.State{Kind: alert.StateKind, Version: alert.StateVersion, Data: w.Bytes()}
 	}
 	asset := func(w *statecodec.Writer, key string, states ...byte) {
@@ -408,15 +414,17 @@ func TestRestoreRefusesCorruptState(t *testing.T) {
 		{"rule state 3", st(func(w *statecodec.Writer) { w.Uvarint(1); asset(w, "a", 0, 3) }), "rule state 3"},
 		{"assets out of order", st(func(w *statecodec.Writer) { w.Uvarint(2); asset(w, "b", 0, 0); asset(w, "a", 0, 0) }), "out of order"},
 		{"asset repeated", st(func(w *statecodec.Writer) { w.Uvarint(2); asset(w, "a", 1, 0); asset(w, "a", 0, 2) }), "out of order"},
-		{"raised without id", st(func(w *statecodec.Writer) {
+		{"raised without id", &engine.State{Kind: alert.StateKind, Version: alert.StateVersion, Data: func() []byte {
+			w := statecodec.NewWriter(slices.Clone(head))
 			w.Uvarint(1)
 			w.String("a")
 			w.Varint(0)
 			w.Byte(2)
 			w.Varint(1)
 			w.Raw(make([]byte, 8))
-		}), "truncated"},
-		{"too many logged evictions", &engine.State{Kind: alert.StateKind, Version: alert.StateVersion, Data: append(slices.Clone(fresh[:len(fresh)-2]), 200, 1, 0)}, "logged evictions"},
+			return w.Bytes()
+		}()}, "truncated"},
+		{"too many logged evictions", &engine.State{Kind: alert.StateKind, Version: alert.StateVersion, Data: append(append(slices.Clone(fresh[:len(fresh)-2]), 200, 1, 0), order...)}, "logged evictions"},
 	} {
 		t.Run(c.name, func(t *testing.T) { checkRefused(t, hostileRules, c.st, c.want) })
 	}

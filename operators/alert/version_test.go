@@ -34,6 +34,9 @@ func runVersions(t *testing.T, op *alert.Operator, mem memory.Allocator, rows ..
 	if err := op.Process(engine.Batch{Rec: enginetest.Record(mem, in, rows...)}, col.Emit); err != nil {
 		t.Fatal(err)
 	}
+	if err := op.Flush(col.Emit); err != nil { // the rows held back for the watermark
+		t.Fatal(err)
+	}
 	out := op.Outputs()[0].Schema
 	vi := out.Index(engine.RuleSetVersionColumn)
 	var got []string

@@ -205,25 +205,25 @@ func (o *Operator) Snapshot() (*engine.State, error) {
 	}
 
 	srcs := slices.Clone(o.srcs)
-	slices.SortFunc(srcs, func(a, b *srcMark) int { return cmp.Compare(a.src, b.src) })
+	slices.SortFunc(srcs, func(a, b *srcMark) int { return cmp.Compare(a.Src, b.Src) })
 	w.Uvarint(uint64(len(srcs)))
 	for _, m := range srcs {
-		w.Varint(int64(m.src))
-		w.Varint(m.max)
-		w.Uvarint(uint64(m.rows))
-		w.Uvarint(uint64(m.hit))
-		w.Uvarint(uint64(len(m.top)))
-		for _, e := range m.top {
+		w.Varint(int64(m.Src))
+		w.Varint(m.Max)
+		w.Uvarint(uint64(m.Rows))
+		w.Uvarint(uint64(m.Hit))
+		w.Uvarint(uint64(len(m.Top)))
+		for _, e := range m.Top {
 			switch {
-			case e.kid == overflowKid:
+			case e.Kid == overflowKid:
 				w.Uvarint(1)
-			case e.kid < 0:
+			case e.Kid < 0:
 				w.Uvarint(0)
 			default:
-				w.Uvarint(code[e.kid])
+				w.Uvarint(code[e.Kid])
 			}
-			w.Varint(e.max)
-			w.Uvarint(uint64(e.seen))
+			w.Varint(e.Max)
+			w.Uvarint(uint64(e.Seen))
 		}
 	}
 	return &engine.State{Kind: StateKind, Version: StateVersion, Data: w.Bytes()}, nil
@@ -504,28 +504,28 @@ func (o *Operator) decode(data []byte) (*decoded, error) {
 		}
 		m := &srcMark{}
 		src := r.Varint()
-		if len(d.srcs) > 0 && src <= int64(d.srcs[len(d.srcs)-1].src) {
+		if len(d.srcs) > 0 && src <= int64(d.srcs[len(d.srcs)-1].Src) {
 			r.Failf("source %d out of order or repeated", src)
 		}
-		m.src = int(src)
-		m.max = readMark(r, math.MinInt64, "source mark")
-		m.rows = int64(r.Uint(math.MaxInt64, "source rows"))
+		m.Src = int(src)
+		m.Max = readMark(r, math.MinInt64, "source mark")
+		m.Rows = int64(r.Uint(math.MaxInt64, "source rows"))
 		hit := r.Uint(uint64(capTop), "source hit")
 		nt := r.Count(capTop, 3, "key marks")
 		if r.Err() == nil && hit >= uint64(max(nt, 1)) {
 			r.Failf("source hit %d of %d key marks", hit, nt)
 		}
-		m.hit = int(hit)
-		m.top = make([]keyMark, 0, capTop)
+		m.Hit = int(hit)
+		m.Top = make([]keyMark, 0, capTop)
 		for range nt {
 			c := r.Uint(uint64(len(d.keys))+1, "key of a key mark")
-			e := keyMark{kid: int32(c) - 2, max: r.Int(-timeBound, timeBound, "key mark"), seen: int64(r.Uint(uint64(m.rows), "key mark row"))}
+			e := keyMark{Kid: int32(c) - 2, Max: r.Int(-timeBound, timeBound, "key mark"), Seen: int64(r.Uint(uint64(m.Rows), "key mark row"))}
 			if c == 0 {
-				e.kid = -1
+				e.Kid = -1
 			} else if c == 1 {
-				e.kid = overflowKid
+				e.Kid = overflowKid
 			}
-			m.top = append(m.top, e)
+			m.Top = append(m.Top, e)
 		}
 		d.srcs = append(d.srcs, m)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -51,82 +52,18 @@ type keyState struct {
 	next int32
 }
 
-// srcMark is the event-time progress of one source.
-type srcMark struct {
-	src int
-	max int64 // the source's mark: never decreases
-	// rows counts the rows of the source that reached a window.
-	rows int64
-	// top holds the most advanced keys of the source (at most
-	// 2*watermark_keys), unordered.
-	top []keyMark
-	// hit is the index in top of the key of the previous row.
-	hit int
-}
+// srcMark is the event-time progress of one source; keyMark one of its
+// most advanced keys (see eventtime.SourceMark).
+type (
+	srcMark = eventtime.SourceMark
+	keyMark = eventtime.KeyMark
+)
 
 // overflowKid stands, in the progress of a source, for every key the step
 // keeps no state for (beyond max_keys): their rows still move the
 // watermark, so that the keys of a flood close their windows, go idle and
 // are forgotten.
 const overflowKid = -2
-
-// keyMark is one of the most advanced keys of a source.
-type keyMark struct {
-	kid  int32 // -1 once the key was evicted
-	max  int64 // the largest event time of the key
-	seen int64 // srcMark.rows at the key's last row
-}
-
-// observe counts a row of key kid at event time t.
-func (m *srcMark) observe(kid int32, t int64, capacity int) {
-	m.rows++
-	if m.hit < len(m.top) && m.top[m.hit].kid == kid {
-		e := &m.top[m.hit]
-		e.max, e.seen = max(e.max, t), m.rows
-		return
-	}
-	low := -1
-	for i := range m.top {
-		e := &m.top[i]
-		if e.kid == kid {
-			e.max, e.seen = max(e.max, t), m.rows
-			m.hit = i
-			return
-		}
-		if low < 0 || e.max < m.top[low].max {
-			low = i
-		}
-	}
-	// kid is not among the most advanced keys: its largest event time so
-	// far is at most the smallest of theirs, so t is its largest if t
-	// displaces that one.
-	switch {
-	case len(m.top) < capacity:
-		m.top = append(m.top, keyMark{kid: kid, max: t, seen: m.rows})
-		m.hit = len(m.top) - 1
-	case t > m.top[low].max:
-		m.top[low] = keyMark{kid: kid, max: t, seen: m.rows}
-		m.hit = low
-	}
-}
-
-// mark forgets the keys not seen among the last idle rows and returns the
-// event time the k-th most advanced of the others has reached (the least
-// advanced one when there are fewer), or false when no key is left.
-func (m *srcMark) mark(k int, idle int64) (int64, bool) {
-	live := m.top[:0]
-	for _, e := range m.top {
-		if m.rows-e.seen < idle {
-			live = append(live, e)
-		}
-	}
-	m.top, m.hit = live, 0
-	if len(live) == 0 {
-		return 0, false
-	}
-	slices.SortFunc(live, func(a, b keyMark) int { return cmp.Compare(b.max, a.max) })
-	return live[min(k, len(live))-1].max, true
-}
 
 // item is a window ready to be emitted.
 type item struct {
@@ -398,6 +335,13 @@ func (o *Operator) Close() error {
 	return nil
 }
 
+// KeyOrderedPort reports that the main port's rows are in event-time order
+// per key (engine.KeyOrdered): windows are emitted when the watermark
+// passes their end, sorted by end, start and key.
+func (o *Operator) KeyOrderedPort(port int) bool { return port == 0 }
+
+var _ engine.KeyOrdered = (*Operator)(nil)
+
 // Watermark returns the operator's watermark (milliseconds since the epoch)
 // and whether any row has set it yet.
 func (o *Operator) Watermark() (int64, bool) { return o.wm, o.wm != math.MinInt64 }
@@ -583,22 +527,22 @@ func (o *Operator) assignPanes(times []arrow.Timestamp, tv validity, keys *array
 func (o *Operator) leaders() string {
 	var marks []keyMark
 	for _, m := range o.srcs {
-		marks = append(marks, m.top...)
+		marks = append(marks, m.Top...)
 	}
-	slices.SortFunc(marks, func(a, b keyMark) int { return cmp.Compare(b.max, a.max) })
+	slices.SortFunc(marks, func(a, b keyMark) int { return cmp.Compare(b.Max, a.Max) })
 	var names []string
 	for _, m := range marks[:min(len(marks), o.p.wmKeys+1)] {
 		switch {
-		case m.kid == overflowKid:
+		case m.Kid == overflowKid:
 			names = append(names, "keys beyond max_keys")
-		case m.kid < 0 || !o.keys[m.kid].live:
+		case m.Kid < 0 || !o.keys[m.Kid].live:
 			names = append(names, "a key since forgotten")
-		case o.keys[m.kid].null:
+		case o.keys[m.Kid].null:
 			names = append(names, "the null key")
 		default:
-			names = append(names, fmt.Sprintf("%q", o.keys[m.kid].name))
+			names = append(names, fmt.Sprintf("%q", o.keys[m.Kid].name))
 		}
-		names[len(names)-1] += " at " + engine.FormatEventTime(m.max)
+		names[len(names)-1] += " at " + engine.FormatEventTime(m.Max)
 	}
 	if len(names) == 0 {
 		return "no key"
@@ -617,10 +561,10 @@ func (o *Operator) toLate(slots []int32, r int) {
 // which counts as the overflow key.
 func (o *Operator) observe(kid int32, t int64, topCap int) bool {
 	if kid < 0 {
-		o.cur.observe(overflowKid, t, topCap)
+		o.cur.Observe(overflowKid, t, topCap)
 		return false
 	}
-	o.cur.observe(kid, t, topCap)
+	o.cur.Observe(kid, t, topCap)
 	return true
 }
 
@@ -760,11 +704,11 @@ func (o *Operator) resolveMerges(slots []int32) {
 // sourceMark returns the progress of source src, adding it.
 func (o *Operator) sourceMark(src int) *srcMark {
 	for _, m := range o.srcs {
-		if m.src == src {
+		if m.Src == src {
 			return m
 		}
 	}
-	m := &srcMark{src: src, max: math.MinInt64}
+	m := eventtime.NewSourceMark(src)
 	o.srcs = append(o.srcs, m)
 	return m
 }
@@ -773,18 +717,11 @@ func (o *Operator) sourceMark(src int) *srcMark {
 // most advanced keys have reached, recomputes the operator watermark and
 // emits the windows it closes.
 func (o *Operator) advance(emit engine.PortEmit) error {
-	if t, ok := o.cur.mark(o.p.wmKeys, o.p.wmIdle); ok {
-		o.cur.max = max(o.cur.max, t)
+	if t, ok := o.cur.Mark(o.p.wmKeys, o.p.wmIdle); ok {
+		o.cur.Max = max(o.cur.Max, t)
 	}
-	w := int64(math.MaxInt64)
-	for _, s := range o.srcs {
-		w = min(w, s.max)
-	}
-	if w < math.MinInt64+o.p.lateness {
-		return nil
-	}
-	w -= o.p.lateness
-	if w <= o.wm {
+	w, ok := eventtime.StepWatermark(o.srcs, o.p.lateness)
+	if !ok || w <= o.wm {
 		return nil
 	}
 	o.wm = w
@@ -960,9 +897,9 @@ func (o *Operator) evictIdle() {
 			delete(o.keyIdx, ks.name)
 		}
 		for _, m := range o.srcs {
-			for i := range m.top {
-				if m.top[i].kid == int32(kid) {
-					m.top[i].kid = -1 // its time still counts; the id may be reused
+			for i := range m.Top {
+				if m.Top[i].Kid == int32(kid) {
+					m.Top[i].Kid = -1 // its time still counts; the id may be reused
 				}
 			}
 		}

@@ -305,11 +305,6 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 			o.evalRow(rec, i, key, t)
 			continue
 		}
-		if t < o.wm {
-			o.cLate.Add(1)
-			o.rowError(rec, i, "", o.lateError(t))
-			continue
-		}
 		if as, ok := o.states[key]; ok && as.rowSeen && t < as.seen {
 			o.cLate.Add(1)
 			o.rowError(rec, i, "", earlyError(t, as.seen))
@@ -319,6 +314,14 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 			lastKey, lastKid = key, kid(key)
 		}
 		cur.Observe(lastKid, t, topCap)
+		if t < o.wm {
+			// Behind the watermark (an asset that lags the others), but
+			// after every row of its asset evaluated so far: the rows of
+			// its asset still held back are all at or after the
+			// watermark, so evaluating it now keeps the asset's order.
+			o.evalRow(rec, i, key, t)
+			continue
+		}
 		if ref == nil {
 			ref = &bufRec{rec: rec}
 			rec.Retain()

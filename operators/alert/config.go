@@ -26,8 +26,8 @@ var Spec = spec.Spec{
 	Name:    "alert",
 	Summary: "Raises and clears asset alerts from expression rules, with hold durations and hysteresis.",
 	Description: `Evaluates every rule on every row, per asset (the row's key), in event-time order: rows wait until the
-watermark (the newest event time less ` + "`lateness`" + `, per source as in the window step) passes them; older rows go to
-the ` + "`errors`" + ` port with the reason. After a window step, and with ` + "`order: arrival`" + `, rows are evaluated as they
+watermark (the newest event time less ` + "`lateness`" + `, per source as in the window step) passes them; a row behind the watermark is evaluated at once unless a
+newer row of its asset was evaluated already, then it goes to the ` + "`errors`" + ` port with the reason. After a window step, and with ` + "`order: arrival`" + `, rows are evaluated as they
 come. A rule's condition
 starts pending at the first row where it holds; the alert is raised once it has held continuously for ` + "`for`" + ` of
 event time (occur_time = when it started to hold, time = when raised). While raised it is not raised again. It
@@ -59,7 +59,7 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 			Description: "Order in which rows are evaluated: `event_time` orders the rows of each asset by event time up to the watermark (see `lateness`) before evaluating them; `arrival` evaluates them as they come. Defaults to `arrival` when the input is a window step's windows (already in order per key), else `event_time`. See docs/alert.md.",
 			Example:     OrderEventTime},
 		{Name: "lateness", Type: spec.Duration, Default: "0s",
-			Description: "Allowed lateness (event_time order): the watermark trails the smallest per-source maximum event time by this much, so rows up to lateness out of order are evaluated in order. Rows older than the watermark go to the errors port with the reason.",
+			Description: "Allowed lateness (event_time order): the watermark trails the smallest per-source maximum event time by this much, so rows up to lateness out of order are evaluated in order. A row older than a row of its asset already evaluated goes to the errors port with the reason.",
 			Example:     "5m"},
 		{Name: "watermark_keys", Type: spec.Int, Default: 2, Advanced: true,
 			Description: "The watermark of a source follows its k-th most advanced asset (1 to 16), as in the window step.",

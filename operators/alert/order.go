@@ -171,12 +171,6 @@ func (o *Operator) sourceMark(src int) *eventtime.SourceMark {
 	return m
 }
 
-// lateError is the reason of a row older than the watermark.
-func (o *Operator) lateError(t int64) error {
-	return fmt.Errorf("late: event time %s is before the watermark %s (lateness %v)",
-		engine.FormatEventTime(t), engine.FormatEventTime(o.wm), time.Duration(o.p.lateness)*time.Millisecond)
-}
-
 // earlyError is the reason of a row older than a row of its asset that
 // was evaluated already (early, beyond max_buffered_rows, or by a step
 // that evaluated in arrival order).

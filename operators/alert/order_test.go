@@ -162,30 +162,57 @@ func TestEventTimeLateRows(t *testing.T) {
 		row(0, "WT-1", 95.0, 1000.0), row(0, "WT-2", 70.0, 1000.0),
 		row(20, "WT-1", 95.0, 1000.0), row(20, "WT-2", 70.0, 1000.0), // watermark 00:15
 		row(16, "WT-1", 70.0, 1000.0), // within the lateness: before 00:20, the hold restarts
-		row(14, "WT-1", 70.0, 1000.0), // late: before the watermark
-		row(40, "WT-1", 95.0, 1000.0), row(40, "WT-2", 70.0, 1000.0),
+		row(14, "WT-1", 70.0, 1000.0), // behind the watermark, after WT-1's evaluated 00:00: evaluated now
+		row(40, "WT-1", 95.0, 1000.0), row(40, "WT-2", 70.0, 1000.0), // watermark 00:35: WT-1 evaluated to 00:20
+		row(18, "WT-1", 70.0, 1000.0), // late: WT-1's row of 00:20 was evaluated
 	}
 	// The watermark moves at the end of each batch.
 	for _, batch := range []int{1, 2} {
 		got, errs, counters := run(t, "", "lateness: 5m\nrules: [{name: hot, expr: temp_max > 90, for: 30m}]", batch, rows...)
 		if len(got) != 0 {
-			t.Errorf("batch %d: alerts %v: the row of 00:16 ends the hold of 00:00", batch, got)
+			t.Errorf("batch %d: alerts %v: the rows of 00:14 and 00:16 end the hold of 00:00", batch, got)
 		}
 		if len(errs) != 1 || counters["late_rows"] != 1 || counters["error_rows"] != 1 {
 			t.Fatalf("batch %d: errors %v, counters %v", batch, errs, counters)
 		}
 		reason := errs[0][len(errs[0])-1].(string)
-		want := "late: event time 2024-05-01T00:14:00.000Z is before the watermark 2024-05-01T00:15:00.000Z (lateness 5m0s)"
+		want := "late: event time 2024-05-01T00:18:00.000Z is before the asset's latest evaluated row at 2024-05-01T00:20:00.000Z"
 		if errs[0][2] != "WT-1" || reason != want {
 			t.Errorf("batch %d: error row %v, want WT-1 with %q", batch, errs[0], want)
 		}
 	}
-	// The late row, had it been evaluated, would have ended the hold as
-	// the row of 00:16 did: without that row the alert is raised.
-	noEnd := slices.Delete(slices.Clone(rows), 4, 5)
+	// Without the rows of 00:14 and 00:16 the alert is raised: the late
+	// row of 00:18 changed no state.
+	noEnd := slices.Delete(slices.Clone(rows), 4, 6)
 	got, errs, _ := run(t, "", "lateness: 5m\nrules: [{name: hot, expr: temp_max > 90, for: 30m}]", 1, noEnd...)
 	if s := states(got); len(errs) != 1 || s != "raised WT-1 hot 00:40 occur=00:00 recover=- value=95 \"hot on WT-1\"\n" {
-		t.Errorf("alerts %s, errors %v: the late row of 00:14 changed a state", s, errs)
+		t.Errorf("alerts %s, errors %v: the late row of 00:18 changed a state", s, errs)
+	}
+}
+
+// TestEventTimeLaggingAsset: an asset whose rows arrive behind the
+// watermark the others set (a device with a slow link, with the default
+// lateness of 0) is evaluated, in its own order, not sent to errors.
+func TestEventTimeLaggingAsset(t *testing.T) {
+	var rows []enginetest.Row
+	for m := 0; m <= 60; m += 5 {
+		rows = append(rows, row(m, "WT-1", 70.0, 1000.0), row(m, "WT-2", 70.0, 1000.0))
+	}
+	for m := 0; m <= 40; m += 5 { // WT-3 reports late, hot from 00:10
+		temp := 70.0
+		if m >= 10 {
+			temp = 95
+		}
+		rows = append(rows, row(m, "WT-3", temp, 1000.0))
+	}
+	for _, batch := range []int{1, 3} {
+		got, errs, counters := run(t, "", "rules: [{name: hot, expr: temp_max > 90, for: 20m}]", batch, rows...)
+		if len(errs) != 0 || counters["late_rows"] != 0 {
+			t.Fatalf("batch %d: the lagging asset's rows went to errors: %v", batch, errs)
+		}
+		if s := states(got); s != "raised WT-3 hot 00:30 occur=00:10 recover=- value=95 \"hot on WT-3\"\n" {
+			t.Errorf("batch %d: alerts %s", batch, s)
+		}
 	}
 }
 

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"crypto/subtle"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/netutil"
 
+	"github.com/sluice-edge/sluice/engine/httpapi"
 	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/spec"
 	"github.com/sluice-edge/sluice/pipelines"
@@ -81,45 +78,22 @@ func serveMetrics(addr, token string, c *pipelines.Collector, log *slog.Logger) 
 		c,
 	)
 	var h http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, MaxRequestsInFlight: 4})
+	warn := ""
 	if token != "" {
-		h = bearer(token, h)
+		h = httpapi.Bearer(token, "sluice", "unauthorized", nil, h)
+	} else {
+		warn = "the metrics endpoint is reachable from other hosts without a token: set --metrics-token-file or " + metricsTokenEnv
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", h)
-	ln, err := net.Listen("tcp", metricsListenAddr(addr))
+	srv, err := httpapi.Listen(metricsListenAddr(addr), mux, httpapi.Options{
+		Name: "metrics server", MaxConns: maxMetricsConns,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+		RemoteWarning: warn, Log: log,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
-		log.Warn("the metrics endpoint is reachable from other hosts without a token: set --metrics-token-file or "+metricsTokenEnv, "addr", ln.Addr().String())
-	}
-	srv := &http.Server{
-		Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 8 << 10,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		if err := srv.Serve(netutil.LimitListener(ln, maxMetricsConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics", "token", token != "")
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
-}
-
-// bearer lets through requests that carry the token.
-func bearer(token string, next http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	log.Info("serving metrics", "url", "http://"+srv.Addr()+"/metrics", "token", token != "")
+	return func() { _ = srv.Close(2 * time.Second) }, nil
 }

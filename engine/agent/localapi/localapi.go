@@ -18,23 +18,18 @@
 package localapi
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
-	"golang.org/x/net/netutil"
-
 	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/httpapi"
 )
 
 // Paths of the API.
@@ -78,15 +73,12 @@ type Service interface {
 
 // Server serves the local API.
 type Server struct {
-	srv     *http.Server
-	ln      net.Listener
+	srv     *httpapi.Server
 	svc     Service
-	token   []byte // the Authorization header a request must carry
 	secret  string // the token
 	maxBody int64
 	log     *slog.Logger
 	imports chan struct{} // one import at a time
-	done    chan struct{}
 }
 
 // Listen starts serving svc on addr (host:port). token is required;
@@ -99,69 +91,43 @@ func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("local api: %w", err)
-	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
-		log.Warn("the local API is reachable from other hosts (every request still needs the token)", "addr", ln.Addr().String())
-	}
-	s := &Server{ln: ln, svc: svc, token: []byte("Bearer " + token), secret: token, maxBody: maxBody, log: log,
-		imports: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &Server{svc: svc, secret: token, maxBody: maxBody, log: log, imports: make(chan struct{}, 1)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ImportPath, s.handleImport)
 	mux.HandleFunc("GET "+StatusPath, s.handleStatus)
 	mux.HandleFunc("GET "+HelloPath, s.handleHello)
-	s.srv = &http.Server{
+	authed := httpapi.Bearer(token, "sluice", "unauthorized", func(r *http.Request) {
+		log.Warn("local api: request without a valid token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+	}, mux)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == HelloPath { // the server proves it knows the token first
+			mux.ServeHTTP(w, r)
+			return
+		}
+		authed.ServeHTTP(w, r)
+	})
+	srv, err := httpapi.Listen(addr, h, httpapi.Options{
+		Name: "local api", MaxConns: maxConns,
 		// Local clients send their headers at once: a connection that
 		// dawdles is dropped soon, so that slow clients without the token
 		// hold the few connections for less than a client waits.
-		Handler: s.auth(mux), ReadHeaderTimeout: time.Second, ReadTimeout: 10 * time.Minute,
-		WriteTimeout: 15 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 8 << 10,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ReadHeaderTimeout: time.Second, ReadTimeout: 10 * time.Minute, WriteTimeout: 15 * time.Minute,
+		RemoteWarning: "the local API is reachable from other hosts (every request still needs the token)",
+		Log:           log,
+	})
+	if err != nil {
+		return nil, err
 	}
-	go func() {
-		defer close(s.done)
-		if err := s.srv.Serve(netutil.LimitListener(ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("local api stopped", "err", err)
-		}
-	}()
-	log.Info("local api listening", "url", "http://"+ln.Addr().String())
+	s.srv = srv
+	log.Info("local api listening", "url", "http://"+srv.Addr())
 	return s, nil
 }
 
 // Addr is the address the server listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+func (s *Server) Addr() string { return s.srv.Addr() }
 
 // Close stops the server, waiting a few seconds for requests in flight.
-func (s *Server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.srv.Shutdown(ctx)
-	<-s.done
-	return err
-}
-
-// auth lets through requests that carry the token; others are logged
-// (never with what they sent) and answered 401.
-func (s *Server) auth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == HelloPath {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), s.token) != 1 {
-			s.log.Warn("local api: request without a valid token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
-			// Closed after the answer: a client without the token must
-			// not keep one of the few connections idle.
-			w.Header().Set("Connection", "close")
-			writeJSON(w, http.StatusUnauthorized, errorBody{Error: "unauthorized"})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
+func (s *Server) Close() error { return s.srv.Close(5 * time.Second) }
 
 // errorBody is the body of an error answer.
 type errorBody struct {
@@ -174,10 +140,10 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 		rep, err := s.svc.RejectTooLarge(r.URL.Query().Get("file"), r.ContentLength)
 		if err != nil {
 			s.log.Error("import failed", "err", err)
-			writeJSON(w, http.StatusInternalServerError, errorBody{Error: err.Error()})
+			httpapi.WriteJSON(w, http.StatusInternalServerError, errorBody{Error: err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusRequestEntityTooLarge, rep)
+		httpapi.WriteJSON(w, http.StatusRequestEntityTooLarge, rep)
 		return
 	}
 	select {
@@ -192,14 +158,14 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 	rep, err := s.svc.Import(body, agent.CleanFileName(r.URL.Query().Get("file")))
 	if err != nil {
 		s.log.Error("import failed", "err", err)
-		writeJSON(w, http.StatusInternalServerError, errorBody{Error: err.Error()})
+		httpapi.WriteJSON(w, http.StatusInternalServerError, errorBody{Error: err.Error()})
 		return
 	}
 	code := http.StatusOK
 	if rep.Outcome != agent.Applied {
 		code = http.StatusUnprocessableEntity
 	}
-	writeJSON(w, code, rep)
+	httpapi.WriteJSON(w, code, rep)
 }
 
 // handleHello proves that the server knows the token (Proof).
@@ -207,24 +173,15 @@ func (s *Server) handleHello(w http.ResponseWriter, r *http.Request) {
 	nonce := r.URL.Query().Get("nonce")
 	if len(nonce) < 32 || len(nonce) > maxNonce {
 		w.Header().Set("Connection", "close")
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("nonce must be 32 to %d characters", maxNonce)})
+		httpapi.WriteJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("nonce must be 32 to %d characters", maxNonce)})
 		return
 	}
 	// Closed after the answer, like a refusal: a client without the
 	// token must not keep one of the few connections idle.
 	w.Header().Set("Connection", "close")
-	writeJSON(w, http.StatusOK, helloBody{Proof: Proof(s.secret, nonce)})
+	httpapi.WriteJSON(w, http.StatusOK, helloBody{Proof: Proof(s.secret, nonce)})
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.svc.Status())
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	httpapi.WriteJSON(w, http.StatusOK, s.svc.Status())
 }

@@ -218,39 +218,118 @@ func ago(t *time.Time, now time.Time) string {
 }
 
 func newHubEdgesCmd(g *globals) *cobra.Command {
-	var f hubClientFlags
+	var (
+		f     hubClientFlags
+		limit int
+	)
 	cmd := &cobra.Command{
-		Use:   "edges [--hub URL] [--token-file F] [--json]",
+		Use:   "edges [--limit N] [--hub URL] [--token-file F] [--json]",
 		Short: "List the edges the hub knows: online, the release they run, last seen, backlog",
 		Long: `Edges lists every edge the hub has heard of (or a release named): whether it
 is online (a heartbeat within the last 90 s), the release it runs (from its
 newest applied report), when it was last seen and the rows waiting in its
-cloud buffers (from its newest heartbeat).`,
+cloud buffers (from its newest heartbeat). The edges come by id, page after
+page, each printed as it comes; --limit N stops after N of them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if limit < 0 {
+				return &exitError{code: exitUsage, err: errors.New("hub edges: --limit must not be negative")}
+			}
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			es, err := c.Edges(cmd.Context())
-			if err != nil {
-				return failed(err)
-			}
-			if f.asJSON {
-				return printJSON(g.stdout, es)
-			}
-			return printEdges(g.stdout, es, time.Now())
+			now := time.Now()
+			return streamList(cmd.Context(), g.stdout, f.asJSON, limit, edgesHeader, c.EdgesPage,
+				func(w io.Writer, es []server.EdgeView) { hubEdgeRows(w, es, now) })
 		},
 	}
 	f.register(cmd)
+	cmd.Flags().IntVar(&limit, "limit", 0, "print at most this many edges (0: all)")
 	return cmd
 }
+
+// streamList prints a listing of the hub page after page (page asks for
+// one): as one JSON array when asJSON, else as a table of header and the
+// lines rows prints, flushed after each page (so the columns line up
+// within a page). It stops after limit items (0: after the last page).
+// What it holds is one page, however long the listing.
+func streamList[T any](ctx context.Context, w io.Writer, asJSON bool, limit int, header string,
+	page func(ctx context.Context, after string, limit int) ([]T, string, error), rows func(io.Writer, []T)) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if asJSON {
+		fmt.Fprint(w, "[")
+	} else {
+		fmt.Fprintln(tw, header)
+	}
+	after, printed := "", 0
+	for {
+		n := 0
+		if limit > 0 {
+			n = min(limit-printed, server.DefaultPageLimit)
+		}
+		items, next, err := page(ctx, after, n)
+		if err != nil {
+			return failed(err)
+		}
+		if limit > 0 && len(items) > limit-printed {
+			items = items[:limit-printed]
+		}
+		if asJSON {
+			for _, it := range items {
+				b, err := json.MarshalIndent(it, "  ", "  ")
+				if err != nil {
+					return failed(err)
+				}
+				sep := ",\n  "
+				if printed == 0 {
+					sep = "\n  "
+				}
+				printed++
+				if _, err := fmt.Fprintf(w, "%s%s", sep, b); err != nil {
+					return err
+				}
+			}
+		} else {
+			rows(tw, items)
+			printed += len(items)
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+		if next == "" || (limit > 0 && printed >= limit) {
+			break
+		}
+		if next == after {
+			return failed(errors.New("the hub answered the same page cursor twice"))
+		}
+		after = next
+	}
+	if asJSON {
+		end := "]\n"
+		if printed > 0 {
+			end = "\n]\n"
+		}
+		_, err := fmt.Fprint(w, end)
+		return err
+	}
+	return tw.Flush()
+}
+
+// edgesHeader heads the table of hub edges.
+const edgesHeader = "EDGE\tONLINE\tRELEASE\tLAST SEEN\tBACKLOG"
 
 // printEdges prints the table of hub edges.
 func printEdges(w io.Writer, es []server.EdgeView, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "EDGE\tONLINE\tRELEASE\tLAST SEEN\tBACKLOG")
+	fmt.Fprintln(tw, edgesHeader)
+	hubEdgeRows(tw, es, now)
+	return tw.Flush()
+}
+
+// hubEdgeRows prints the lines of es in the table of hub edges.
+func hubEdgeRows(tw io.Writer, es []server.EdgeView, now time.Time) {
 	for _, e := range es {
 		rel := "-"
 		if e.Bundle != "" {
@@ -262,7 +341,6 @@ func printEdges(w io.Writer, es []server.EdgeView, now time.Time) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", printable(e.ID), online, printable(rel), ago(e.LastSeen, now), e.Backlog)
 	}
-	return tw.Flush()
 }
 
 // printable escapes the control and bidirectional-control characters of text
@@ -469,15 +547,22 @@ func printRelease(w io.Writer, r server.ReleaseView) {
 }
 
 func newHubReleasesCmd(g *globals) *cobra.Command {
-	var f hubClientFlags
+	var (
+		f     hubClientFlags
+		limit int
+	)
 	cmd := &cobra.Command{
-		Use:   "releases [ID] [--hub URL] [--token-file F] [--json]",
-		Short: "List the newest releases, or show the state of each edge in one",
-		Long: `Releases lists the newest 100 releases with how many of their edges are in
-each state; with a release id (r7 or 7) it prints that release's state on
-each edge, as hub release does.`,
+		Use:   "releases [ID] [--limit N] [--hub URL] [--token-file F] [--json]",
+		Short: "List the releases, newest first, or show the state of each edge in one",
+		Long: `Releases lists the releases, newest first, with how many of their edges are
+in each state, page after page, each printed as it comes; --limit N stops
+after the newest N. With a release id (r7 or 7) it prints that release's
+state on each edge, as hub release does.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if limit < 0 {
+				return &exitError{code: exitUsage, err: errors.New("hub releases: --limit must not be negative")}
+			}
 			c, err := f.client()
 			if err != nil {
 				return err
@@ -494,23 +579,17 @@ each edge, as hub release does.`,
 				printRelease(g.stdout, r)
 				return nil
 			}
-			rs, err := c.Releases(cmd.Context())
-			if err != nil {
-				return failed(err)
-			}
-			if f.asJSON {
-				return printJSON(g.stdout, rs)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "RELEASE\tBUNDLE\tTARGET\tRELEASED\tAPPLIED\tREJECTED\tPENDING\tOFFLINE")
-			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%d\t%d\t%d\t%d\n", r.ID, printable(r.Bundle), r.Version, printable(r.Target), r.At.Format(time.RFC3339),
-					r.Counts[store.ReleaseApplied], r.Counts[store.ReleaseRejected], r.Counts[store.ReleasePending], r.Counts[store.ReleaseOffline])
-			}
-			return tw.Flush()
+			return streamList(cmd.Context(), g.stdout, f.asJSON, limit, "RELEASE\tBUNDLE\tTARGET\tRELEASED\tAPPLIED\tREJECTED\tPENDING\tOFFLINE",
+				c.ReleasesPage, func(tw io.Writer, rs []server.ReleaseView) {
+					for _, r := range rs {
+						fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%d\t%d\t%d\t%d\n", r.ID, printable(r.Bundle), r.Version, printable(r.Target), r.At.Format(time.RFC3339),
+							r.Counts[store.ReleaseApplied], r.Counts[store.ReleaseRejected], r.Counts[store.ReleasePending], r.Counts[store.ReleaseOffline])
+					}
+				})
 		},
 	}
 	f.register(cmd)
+	cmd.Flags().IntVar(&limit, "limit", 0, "print at most the newest this many releases (0: all)")
 	return cmd
 }
 
@@ -519,41 +598,53 @@ func newHubAlertsCmd(g *globals) *cobra.Command {
 		f      hubClientFlags
 		active bool
 		asset  string
+		limit  int
 	)
 	cmd := &cobra.Command{
-		Use:   "alerts [--active] [--asset A] [--hub URL] [--token-file F] [--json]",
+		Use:   "alerts [--active] [--asset A] [--limit N] [--hub URL] [--token-file F] [--json]",
 		Short: "List the current state of every alert the edges raised",
 		Long: `Alerts lists each alert's current state as the hub holds it (raised or
 cleared, from its newest transition), by asset, alert id and edge (the
 edge and the id identify an alert);
---active shows raised alerts only, --asset those of one asset.`,
+--active shows raised alerts only, --asset those of one asset. The alerts
+come page after page, each printed as it comes (a listing of any length
+works); --limit N stops after N of them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if limit < 0 {
+				return &exitError{code: exitUsage, err: errors.New("hub alerts: --limit must not be negative")}
+			}
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			as, err := c.Alerts(cmd.Context(), active, asset)
-			if err != nil {
-				return failed(err)
-			}
-			if f.asJSON {
-				return printJSON(g.stdout, as)
-			}
-			return printAlerts(g.stdout, as)
+			return streamList(cmd.Context(), g.stdout, f.asJSON, limit, alertsHeader,
+				func(ctx context.Context, after string, n int) ([]server.AlertView, string, error) {
+					return c.AlertsPage(ctx, active, asset, after, n)
+				}, alertRows)
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&active, "active", false, "only raised alerts")
 	cmd.Flags().StringVar(&asset, "asset", "", "only alerts of this asset")
+	cmd.Flags().IntVar(&limit, "limit", 0, "print at most this many alerts (0: all)")
 	return cmd
 }
+
+// alertsHeader heads the table of alerts.
+const alertsHeader = "STATE\tSEVERITY\tASSET\tRULE\tEDGE\tSINCE\tVALUE\tCONTENT"
 
 // printAlerts prints the table of alerts.
 func printAlerts(w io.Writer, as []server.AlertView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STATE\tSEVERITY\tASSET\tRULE\tEDGE\tSINCE\tVALUE\tCONTENT")
+	fmt.Fprintln(tw, alertsHeader)
+	alertRows(tw, as)
+	return tw.Flush()
+}
+
+// alertRows prints the lines of as in the table of alerts.
+func alertRows(tw io.Writer, as []server.AlertView) {
 	for _, a := range as {
 		val := "-"
 		if a.Value != nil {
@@ -562,5 +653,4 @@ func printAlerts(w io.Writer, as []server.AlertView) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(a.State), printable(a.Severity), printable(a.Asset), printable(a.Rule), printable(a.Edge),
 			a.ChangedAt.Format(time.RFC3339), val, printable(a.Content))
 	}
-	return tw.Flush()
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,8 +38,8 @@ const DefaultListen = "127.0.0.1:8470"
 // maxConns bounds the connections the API holds at once.
 const maxConns = 256
 
-// maxReleases bounds GET /v1/releases.
-const maxReleases = 100
+// maxListedEdges bounds the edges of one release in GET /v1/releases.
+const maxListedEdges = 100
 
 // EdgeView is one edge in the API.
 type EdgeView struct {
@@ -89,6 +90,10 @@ type ReleaseView struct {
 	// Edges are the targeted edges; Counts the number in each state.
 	Edges  []ReleaseEdgeView `json:"edges"`
 	Counts map[string]int    `json:"counts"`
+	// EdgesOmitted is, in a listing, the number of edges left out of
+	// Edges, which holds the first 100 by edge (Counts counts them all;
+	// the release's own answer has every edge).
+	EdgesOmitted int `json:"edges_omitted,omitempty"`
 }
 
 // Pending says whether an edge of the release has not answered yet
@@ -228,7 +233,7 @@ func Listen(addr, token string, h *Hub, log *slog.Logger) (*API, error) {
 	a := &API{hub: h, token: []byte("Bearer " + token), log: log, ln: ln, done: make(chan struct{})}
 	a.srv = &http.Server{
 		Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Minute,
-		WriteTimeout: 10 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
+		WriteTimeout: 10 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10, // a cursor and a filter: up to some 32 KiB
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() {
@@ -328,17 +333,29 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Health{OK: true, Janitor: a.hub.Leader(), Data: ingestView(d), Edge: ingestView(e)})
 }
 
+// edges answers a page of the edges by id.
 func (a *API) edges(w http.ResponseWriter, r *http.Request) {
-	es, err := a.hub.st.Edges(r.Context())
+	limit, after, err := pageQuery(r, 1)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	out := make([]EdgeView, 0, len(es))
-	for _, e := range es {
-		out = append(out, edgeView(e))
+	from := ""
+	if after != nil {
+		from = after[0]
 	}
-	writeJSON(w, http.StatusOK, out)
+	p := newPage(limit)
+	err = a.hub.st.EdgesAfter(r.Context(), from, limit+1, func(e store.Edge) bool {
+		return p.add(edgeView(e), func() string { return encodeCursor(e.ID) })
+	})
+	if err == nil {
+		err = p.err
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p.write(w)
 }
 
 func (a *API) edge(w http.ResponseWriter, r *http.Request) {
@@ -409,22 +426,59 @@ func (a *API) release(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, v)
 }
 
+// releases answers a page of the releases, newest first, each with the
+// counts of its edges' states and its first maxListedEdges edges.
 func (a *API) releases(w http.ResponseWriter, r *http.Request) {
-	ris, err := a.hub.st.Releases(r.Context(), maxReleases)
+	limit, after, err := pageQuery(r, 1)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	out := make([]ReleaseView, 0, len(ris))
-	for _, ri := range ris {
-		edges, err := a.hub.st.ReleaseStatus(r.Context(), ri.ID)
-		if err != nil {
-			a.fail(w, r, err)
+	var before int64
+	if after != nil {
+		if before, err = strconv.ParseInt(after[0], 10, 64); err != nil || before < 1 {
+			a.fail(w, r, fmt.Errorf("%w: after: not a cursor of this listing", errBadQuery))
 			return
 		}
-		out = append(out, releaseView(ri, edges))
 	}
-	writeJSON(w, http.StatusOK, out)
+	ris, err := a.hub.st.ReleasesBefore(r.Context(), before, limit+1)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	// The edges are read for summaryChunk releases at a time, so that a
+	// page that ends early (pageBytes) never read those of the rest.
+	const summaryChunk = 100
+	var sums map[int64]store.ReleaseSummary
+	p := newPage(limit)
+	for i, ri := range ris {
+		if i%summaryChunk == 0 {
+			ids := make([]int64, 0, summaryChunk)
+			for _, x := range ris[i:min(i+summaryChunk, len(ris))] {
+				ids = append(ids, x.ID)
+			}
+			if sums, err = a.hub.st.ReleaseSummaries(r.Context(), ids, maxListedEdges); err != nil {
+				a.fail(w, r, err)
+				return
+			}
+		}
+		sum := sums[ri.ID]
+		v := releaseView(ri, sum.Edges)
+		total := 0
+		for st, n := range sum.Counts {
+			v.Counts[st] = n
+			total += n
+		}
+		v.EdgesOmitted = total - len(v.Edges)
+		if !p.add(v, func() string { return encodeCursor(strconv.FormatInt(ri.ID, 10)) }) {
+			break
+		}
+	}
+	if p.err != nil {
+		a.fail(w, r, p.err)
+		return
+	}
+	p.write(w)
 }
 
 func (a *API) releaseStatus(w http.ResponseWriter, r *http.Request) {
@@ -446,6 +500,8 @@ func (a *API) releaseStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, releaseView(ri, edges))
 }
 
+// alerts answers a page of the alerts' current states by asset, id and
+// edge.
 func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	active := false
@@ -466,22 +522,33 @@ func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("%w: asset: %w", errBadQuery, err))
 		return
 	}
-	as, err := a.hub.st.Alerts(r.Context(), active, asset)
+	limit, after, err := pageQuery(r, 3)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	out := make([]AlertView, 0, len(as))
-	for _, x := range as {
+	var from *store.AlertKey
+	if after != nil {
+		from = &store.AlertKey{Asset: after[0], ID: after[1], Edge: after[2]}
+	}
+	p := newPage(limit)
+	err = a.hub.st.AlertsAfter(r.Context(), active, asset, from, limit+1, func(x store.Alert) bool {
 		v := AlertView{ID: x.ID, Edge: x.Edge, Asset: x.Asset, Rule: x.Rule, Severity: x.Severity, Type: x.Type,
 			Content: x.Content, Occur: x.Occur, Recover: opt(x.Recover), State: x.State, RuleSetVersion: x.RuleSetVersion,
 			ChangedAt: x.ChangedAt}
 		if val := x.Value; !math.IsNaN(val) && !math.IsInf(val, 0) { // JSON holds no NaN or ±Inf
 			v.Value = &val
 		}
-		out = append(out, v)
+		return p.add(v, func() string { return encodeCursor(x.Asset, x.ID, x.Edge) })
+	})
+	if err == nil {
+		err = p.err
 	}
-	writeJSON(w, http.StatusOK, out)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p.write(w)
 }
 
 // metrics answers the consumers' counters in the Prometheus text format.

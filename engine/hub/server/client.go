@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -55,12 +56,18 @@ func (e *APIError) Error() string {
 
 // do sends a request and decodes the JSON answer into v.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, size int64, v any) error {
+	_, err := c.doHeader(ctx, method, path, q, body, size, v)
+	return err
+}
+
+// doHeader is do that also returns the answer's header.
+func (c *Client) doHeader(ctx context.Context, method, path string, q url.Values, body io.Reader, size int64, v any) (http.Header, error) {
 	u := *c.base
 	u.Path += path
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
-		return fmt.Errorf("hub: %w", err)
+		return nil, fmt.Errorf("hub: %w", err)
 	}
 	if body != nil {
 		req.ContentLength = size
@@ -73,25 +80,25 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL is in the message below already
 		}
-		return fmt.Errorf("hub at %s: %w", c.base.Host, err)
+		return nil, fmt.Errorf("hub at %s: %w", c.base.Host, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
-		return fmt.Errorf("reading the hub's answer: %w", err)
+		return nil, fmt.Errorf("reading the hub's answer: %w", err)
 	}
 	if len(data) > maxAnswer {
-		return fmt.Errorf("the hub's answer is larger than %d bytes", maxAnswer)
+		return nil, fmt.Errorf("the hub's answer is larger than %d bytes", maxAnswer)
 	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
 		var e errorBody
 		_ = json.Unmarshal(data, &e)
-		return &APIError{Code: resp.StatusCode, Message: e.Error}
+		return nil, &APIError{Code: resp.StatusCode, Message: e.Error}
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("the hub's answer: %w", err)
+		return nil, fmt.Errorf("the hub's answer: %w", err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // Health asks for the instance's health and counters.
@@ -100,10 +107,62 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 	return h, c.do(ctx, http.MethodGet, HealthPath, nil, nil, 0, &h)
 }
 
-// Edges lists the edges.
-func (c *Client) Edges(ctx context.Context) ([]EdgeView, error) {
+// pageValues are the query of a page: after (none when empty) and limit
+// (the hub's default when 0).
+func pageValues(after string, limit int) url.Values {
+	q := url.Values{}
+	if after != "" {
+		q.Set("after", after)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	return q
+}
+
+// getPage asks for one page of the listing at path and returns the
+// cursor of the next one ("" on the last page).
+func (c *Client) getPage(ctx context.Context, path string, q url.Values, v any) (string, error) {
+	h, err := c.doHeader(ctx, http.MethodGet, path, q, nil, 0, v)
+	if err != nil {
+		return "", err
+	}
+	return h.Get(NextHeader), nil
+}
+
+// all gathers every page of a listing.
+func all[T any](ctx context.Context, page func(ctx context.Context, after string) ([]T, string, error)) ([]T, error) {
+	var out []T
+	after := ""
+	for {
+		items, next, err := page(ctx, after)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, items...)
+		if next == "" {
+			return out, nil
+		}
+		if next == after {
+			return nil, errors.New("the hub answered the same page cursor twice")
+		}
+		after = next
+	}
+}
+
+// EdgesPage asks for the edges after the cursor after (from the first
+// when empty), at most limit (the hub's default when 0), by id. It
+// returns the cursor of the next page, "" when no edge remains.
+func (c *Client) EdgesPage(ctx context.Context, after string, limit int) ([]EdgeView, string, error) {
 	var es []EdgeView
-	return es, c.do(ctx, http.MethodGet, EdgesPath, nil, nil, 0, &es)
+	next, err := c.getPage(ctx, EdgesPath, pageValues(after, limit), &es)
+	return es, next, err
+}
+
+// Edges lists every edge, page after page, and holds them all: EdgesPage
+// reads a listing of any length.
+func (c *Client) Edges(ctx context.Context) ([]EdgeView, error) {
+	return all(ctx, func(ctx context.Context, after string) ([]EdgeView, string, error) { return c.EdgesPage(ctx, after, 0) })
 }
 
 // Edge returns one edge and its apply history.
@@ -131,10 +190,13 @@ func (c *Client) ReleaseStatus(ctx context.Context, id string) (ReleaseView, err
 	return v, c.do(ctx, http.MethodGet, ReleasesPath+"/"+url.PathEscape(id), nil, nil, 0, &v)
 }
 
-// Alerts lists the alerts' current states: only raised ones when active,
-// of one asset when asset is not empty.
-func (c *Client) Alerts(ctx context.Context, active bool, asset string) ([]AlertView, error) {
-	q := url.Values{}
+// AlertsPage asks for the alerts' current states after the cursor after
+// (from the first when empty), at most limit (the hub's default when 0),
+// by asset, id and edge: only raised ones when active, of one asset when
+// asset is not empty. It returns the cursor of the next page, "" when no
+// alert remains.
+func (c *Client) AlertsPage(ctx context.Context, active bool, asset, after string, limit int) ([]AlertView, string, error) {
+	q := pageValues(after, limit)
 	if active {
 		q.Set("active", "1")
 	}
@@ -142,11 +204,33 @@ func (c *Client) Alerts(ctx context.Context, active bool, asset string) ([]Alert
 		q.Set("asset", asset)
 	}
 	var as []AlertView
-	return as, c.do(ctx, http.MethodGet, AlertsPath, q, nil, 0, &as)
+	next, err := c.getPage(ctx, AlertsPath, q, &as)
+	return as, next, err
 }
 
-// Releases lists the newest releases, newest first.
-func (c *Client) Releases(ctx context.Context) ([]ReleaseView, error) {
+// Alerts lists the alerts' current states as AlertsPage does, page after
+// page, and holds them all: AlertsPage reads a listing of any length.
+func (c *Client) Alerts(ctx context.Context, active bool, asset string) ([]AlertView, error) {
+	return all(ctx, func(ctx context.Context, after string) ([]AlertView, string, error) {
+		return c.AlertsPage(ctx, active, asset, after, 0)
+	})
+}
+
+// ReleasesPage asks for the releases after the cursor after (from the
+// newest when empty), at most limit (the hub's default when 0), newest
+// first, each with the counts of its edges' states and its first 100
+// edges. It returns the cursor of the next page, "" when no release
+// remains.
+func (c *Client) ReleasesPage(ctx context.Context, after string, limit int) ([]ReleaseView, string, error) {
 	var rs []ReleaseView
-	return rs, c.do(ctx, http.MethodGet, ReleasesPath, nil, nil, 0, &rs)
+	next, err := c.getPage(ctx, ReleasesPath, pageValues(after, limit), &rs)
+	return rs, next, err
+}
+
+// Releases lists every release as ReleasesPage does, page after page, and
+// holds them all: ReleasesPage reads a listing of any length.
+func (c *Client) Releases(ctx context.Context) ([]ReleaseView, error) {
+	return all(ctx, func(ctx context.Context, after string) ([]ReleaseView, string, error) {
+		return c.ReleasesPage(ctx, after, 0)
+	})
 }

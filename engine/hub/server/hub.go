@@ -51,7 +51,7 @@ type Store interface {
 	RecordHeartbeat(ctx context.Context, edge string, hb store.HeartbeatInfo) error
 	RecordReport(ctx context.Context, edge string, r store.Report) error
 	RegisterEdge(ctx context.Context, edge string) error
-	Edges(ctx context.Context) ([]store.Edge, error)
+	EdgesAfter(ctx context.Context, after string, limit int, f func(store.Edge) bool) error
 	EdgeStatus(ctx context.Context, edge string) (store.EdgeStatus, error)
 	PutBundle(ctx context.Context, b store.Bundle) error
 	BundleByDigest(ctx context.Context, digest string) (store.Bundle, error)
@@ -60,8 +60,9 @@ type Store interface {
 	Supersede(ctx context.Context, edge string, id int64, reason string, at time.Time) error
 	GetRelease(ctx context.Context, id int64) (store.ReleaseInfo, error)
 	ReleaseStatus(ctx context.Context, id int64) ([]store.ReleaseEdge, error)
-	Releases(ctx context.Context, limit int) ([]store.ReleaseInfo, error)
-	Alerts(ctx context.Context, activeOnly bool, asset string) ([]store.Alert, error)
+	ReleasesBefore(ctx context.Context, before int64, limit int) ([]store.ReleaseInfo, error)
+	ReleaseSummaries(ctx context.Context, ids []int64, maxEdges int) (map[int64]store.ReleaseSummary, error)
+	AlertsAfter(ctx context.Context, activeOnly bool, asset string, after *store.AlertKey, limit int, f func(store.Alert) bool) error
 	TryLead(ctx context.Context, name string) (*store.Leader, error)
 }
 

@@ -104,46 +104,15 @@ WHERE (EXCLUDED.changed_at, EXCLUDED.state = 'cleared') > (alerts_current.change
 }
 
 // Alerts lists current alerts by asset, id and edge: only raised ones
-// when activeOnly, only those of asset when it is not empty.
+// when activeOnly, only those of asset when it is not empty. It holds the
+// whole listing: AlertsAfter reads it page by page.
 func (s *Store) Alerts(ctx context.Context, activeOnly bool, asset string) ([]Alert, error) {
-	// The filters are spelled out rather than made optional in SQL, so
-	// that the planner uses the (asset, state) and state indexes.
-	q := `
-SELECT id, edge, asset, rule, severity, type, content, value, occur_time, recover_time, state,
-  rule_set_version, changed_at, updated_at
-FROM alerts_current WHERE true`
-	var args []any
-	if activeOnly {
-		q += ` AND state = 'raised'`
-	}
-	if asset != "" {
-		args = append(args, asset)
-		q += ` AND asset = $1`
-	}
-	rows, err := s.pool.Query(ctx, q+` ORDER BY asset, id, edge`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("hub store: alerts: %w", err)
-	}
-	defer rows.Close()
 	var out []Alert
-	for rows.Next() {
-		var (
-			a     Alert
-			recov *time.Time
-		)
-		if err := rows.Scan(&a.ID, &a.Edge, &a.Asset, &a.Rule, &a.Severity, &a.Type, &a.Content, &a.Value,
-			&a.Occur, &recov, &a.State, &a.RuleSetVersion, &a.ChangedAt, &a.UpdatedAt); err != nil {
-			return nil, fmt.Errorf("hub store: alerts: %w", err)
-		}
-		if recov != nil {
-			a.Recover = *recov
-		}
+	err := s.AlertsAfter(ctx, activeOnly, asset, nil, 0, func(a Alert) bool {
 		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("hub store: alerts: %w", err)
-	}
-	return out, nil
+		return true
+	})
+	return out, err
 }
 
 // Transition is one recorded change of an alert.

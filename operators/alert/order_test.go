@@ -161,8 +161,8 @@ func TestEventTimeLateRows(t *testing.T) {
 	rows := []enginetest.Row{
 		row(0, "WT-1", 95.0, 1000.0), row(0, "WT-2", 70.0, 1000.0),
 		row(20, "WT-1", 95.0, 1000.0), row(20, "WT-2", 70.0, 1000.0), // watermark 00:15
-		row(16, "WT-1", 70.0, 1000.0), // within the lateness: before 00:20, the hold restarts
-		row(14, "WT-1", 70.0, 1000.0), // behind the watermark, after WT-1's evaluated 00:00: evaluated now
+		row(16, "WT-1", 70.0, 1000.0),                                // within the lateness: before 00:20, the hold restarts
+		row(14, "WT-1", 70.0, 1000.0),                                // behind the watermark, after WT-1's evaluated 00:00: evaluated now
 		row(40, "WT-1", 95.0, 1000.0), row(40, "WT-2", 70.0, 1000.0), // watermark 00:35: WT-1 evaluated to 00:20
 		row(18, "WT-1", 70.0, 1000.0), // late: WT-1's row of 00:20 was evaluated
 	}

@@ -3,7 +3,9 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	cryptorand "crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -595,5 +597,43 @@ func TestDataErrorIsolated(t *testing.T) {
 	}
 	if s := g.Stats(); s.Poison != 2 || s.StoreErrors != 0 {
 		t.Fatalf("stats %+v: want the 2 refused messages set aside and no store error", s)
+	}
+}
+
+// TestOversizedKeyIsolated: a row whose asset PostgreSQL cannot index (an
+// incompressible 4 KiB asset: an index entry holds at most about 2.7 KB)
+// is set aside as poison, not retried for ever; the other rows of its
+// batch are stored.
+func TestOversizedKeyIsolated(t *testing.T) {
+	e := newEnv(t)
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	var noise [2000]byte
+	if _, err := cryptorand.Read(noise[:]); err != nil {
+		t.Fatal(err)
+	}
+	huge := hex.EncodeToString(noise[:]) // 4,000 characters that do not compress
+	rows := make([]enginetest.Row, 40)
+	for i := range rows {
+		asset := "A"
+		if i == 25 {
+			asset = huge
+		}
+		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), asset, float64(i)}
+	}
+	rec := enginetest.Record(nil, dataSchema, rows...)
+	defer rec.Release()
+	en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: 10}
+	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: dataSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish("edges.e1.stats", msgs)
+	g := e.start("oversized")
+	e.drained("oversized")
+	if n := e.count(""); n != 30 {
+		t.Fatalf("%d rows stored, want the 30 of the 3 messages without the huge asset", n)
+	}
+	if s := g.g.Stats(); s.Poison != 1 {
+		t.Fatalf("stats %+v: want the message with the huge asset set aside", s)
 	}
 }

@@ -187,10 +187,12 @@ func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) error {
 }
 
 // IsDataError says whether err is PostgreSQL refusing a value it can never
-// hold (SQLSTATE class 22, data exception: a number out of range, text it
-// cannot encode, ...): storing the same value again fails again, so the
-// ingest sets its message aside instead of retrying it.
+// hold: SQLSTATE class 22, data exception (a number out of range, text it
+// cannot encode, ...), or class 54, program limit exceeded (a key too
+// large for its index: an entry holds at most about 2.7 KB after
+// compression). Storing the same value again fails again, so the ingest
+// sets its message aside instead of retrying it.
 func IsDataError(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "22")
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54"))
 }

@@ -1,22 +1,17 @@
 package server
 
 import (
-	"context"
-	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
-	"golang.org/x/net/netutil"
-
+	"github.com/sluice-edge/sluice/engine/httpapi"
 	"github.com/sluice-edge/sluice/engine/hub/ingest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/hub/store"
@@ -207,11 +202,9 @@ func releaseView(ri store.ReleaseInfo, edges []store.ReleaseEdge) ReleaseView {
 // token.
 type API struct {
 	hub   *Hub
-	token []byte // "Bearer <token>"
+	token string
 	log   *slog.Logger
-	srv   *http.Server
-	ln    net.Listener
-	done  chan struct{}
+	srv   *httpapi.Server
 }
 
 // Listen serves the API of h on addr (host:port) with the bearer token.
@@ -223,42 +216,30 @@ func Listen(addr, token string, h *Hub, log *slog.Logger) (*API, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ln, err := net.Listen("tcp", addr)
+	a := &API{hub: h, token: token, log: log}
+	srv, err := httpapi.Listen(addr, a.Handler(), httpapi.Options{
+		Name: "hub api", MaxConns: maxConns, MaxHeaderBytes: 64 << 10, // a cursor and a filter: up to some 32 KiB
+		RemoteWarning: "the hub API is reachable from other hosts: put it behind TLS (every request still needs the token)",
+		Log:           log,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("hub api: %w", err)
+		return nil, err
 	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
-		log.Warn("the hub API is reachable from other hosts: put it behind TLS (every request still needs the token)", "addr", ln.Addr().String())
-	}
-	a := &API{hub: h, token: []byte("Bearer " + token), log: log, ln: ln, done: make(chan struct{})}
-	a.srv = &http.Server{
-		Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Minute,
-		WriteTimeout: 10 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10, // a cursor and a filter: up to some 32 KiB
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		defer close(a.done)
-		if err := a.srv.Serve(netutil.LimitListener(ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("hub api stopped", "err", err)
-		}
-	}()
-	log.Info("hub api listening", "url", "http://"+ln.Addr().String())
+	a.srv = srv
+	log.Info("hub api listening", "url", "http://"+srv.Addr())
 	return a, nil
 }
 
 // Addr is the address the API listens on.
-func (a *API) Addr() string { return a.ln.Addr().String() }
+func (a *API) Addr() string { return a.srv.Addr() }
 
 // Close stops the server, waiting a few seconds for requests in flight.
-func (a *API) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := a.srv.Shutdown(ctx)
-	<-a.done
-	return err
-}
+func (a *API) Close() error { return a.srv.Close(5 * time.Second) }
 
-// Handler is the API's handler, token checked.
+// Handler is the API's handler, token checked: a request without the
+// token is refused and its connection closed without waiting for the body
+// the client declared (a trickled one would hold one of the API's
+// maxConns connections up to the read timeout).
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+HealthPath, a.health)
@@ -269,36 +250,13 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET "+ReleasesPath+"/{id}", a.releaseStatus)
 	mux.HandleFunc("GET "+AlertsPath, a.alerts)
 	mux.HandleFunc("GET "+MetricsPath, a.metrics)
-	return a.auth(mux)
-}
-
-// auth refuses a request without the token (compared in constant time)
-// and closes its connection: the server neither waits for the body the
-// client declared (a trickled one would hold one of the API's maxConns
-// connections up to ReadTimeout) nor keeps the connection alive.
-func (a *API) auth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), a.token) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice hub"`)
-			w.Header().Set("Connection", "close")
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now()) // the body is never read
-			writeJSON(w, http.StatusUnauthorized, errorBody{Error: "missing or wrong bearer token"})
-			return
-		}
+	bodyless := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, 0)
 		}
-		next.ServeHTTP(w, r)
+		mux.ServeHTTP(w, r)
 	})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	return httpapi.Bearer(a.token, "sluice hub", "missing or wrong bearer token", nil, bodyless)
 }
 
 // fail answers err: the caller's errors with their text, the hub's own as
@@ -320,17 +278,17 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if code == http.StatusInternalServerError {
 		a.log.Error("hub api", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeJSON(w, code, errorBody{Error: "the hub failed; see its log"})
+		httpapi.WriteJSON(w, code, errorBody{Error: "the hub failed; see its log"})
 		return
 	}
-	writeJSON(w, code, errorBody{Error: err.Error()})
+	httpapi.WriteJSON(w, code, errorBody{Error: err.Error()})
 }
 
 var errBadQuery = errors.New("bad query")
 
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	d, e := a.hub.Stats()
-	writeJSON(w, http.StatusOK, Health{OK: true, Janitor: a.hub.Leader(), Data: ingestView(d), Edge: ingestView(e)})
+	httpapi.WriteJSON(w, http.StatusOK, Health{OK: true, Janitor: a.hub.Leader(), Data: ingestView(d), Edge: ingestView(e)})
 }
 
 // edges answers a page of the edges by id.
@@ -373,7 +331,7 @@ func (a *API) edge(w http.ResponseWriter, r *http.Request) {
 	for _, h := range st.History {
 		d.History = append(d.History, reportView(h))
 	}
-	writeJSON(w, http.StatusOK, d)
+	httpapi.WriteJSON(w, http.StatusOK, d)
 }
 
 // targetOf reads the target of POST /v1/releases: exactly one of
@@ -423,7 +381,7 @@ func (a *API) release(w http.ResponseWriter, r *http.Request) {
 	v := releaseView(store.ReleaseInfo{ID: rel.ID, Release: store.Release{Bundle: rel.Bundle, Version: rel.Version,
 		Target: t.Kind, Selector: t.Selector, By: "api", At: rel.At}}, rel.Edges)
 	v.Digest, v.Size, v.Signer = rel.Digest, rel.Size, rel.Signer
-	writeJSON(w, http.StatusCreated, v)
+	httpapi.WriteJSON(w, http.StatusCreated, v)
 }
 
 // releases answers a page of the releases, newest first, each with the
@@ -497,7 +455,7 @@ func (a *API) releaseStatus(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, releaseView(ri, edges))
+	httpapi.WriteJSON(w, http.StatusOK, releaseView(ri, edges))
 }
 
 // alerts answers a page of the alerts' current states by asset, id and

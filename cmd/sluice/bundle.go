@@ -156,6 +156,16 @@ func openBundle(name string) (*os.File, error) {
 	return f, err
 }
 
+// openBundleSized opens a bundle file like openBundle and returns its size
+// too, as the upload to an engine or a hub needs it.
+func openBundleSized(name string) (*os.File, int64, error) {
+	f, fi, err := spec.OpenRegular(name, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
+}
+
 func newBundleVerifyCmd(g *globals) *cobra.Command {
 	var trustPath string
 	cmd := &cobra.Command{

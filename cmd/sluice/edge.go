@@ -96,15 +96,11 @@ Exit codes: 0 applied or staged, 1 rejected or failed, 64 a bad command line.`,
 			if err != nil {
 				return err
 			}
-			f, err := openBundle(args[0])
+			f, size, err := openBundleSized(args[0])
 			if err != nil {
 				return &exitError{code: exitFailed, err: fmt.Errorf("import: %w", err)}
 			}
 			defer f.Close()
-			st, err := f.Stat()
-			if err != nil {
-				return &exitError{code: exitFailed, err: fmt.Errorf("import: %w", err)}
-			}
 			ctx := cmd.Context()
 			c, err := engineClient(ctx, cfg)
 			if err != nil {
@@ -112,7 +108,7 @@ Exit codes: 0 applied or staged, 1 rejected or failed, 64 a bad command line.`,
 			}
 			if c != nil {
 				defer c.Close()
-				rep, err := c.Import(ctx, f, st.Size(), filepath.Base(args[0]))
+				rep, err := c.Import(ctx, f, size, filepath.Base(args[0]))
 				if err != nil {
 					return &exitError{code: exitFailed, err: fmt.Errorf("import: %w", err)}
 				}

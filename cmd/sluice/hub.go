@@ -470,22 +470,18 @@ rejected by an edge or timed out, 64 a bad command line.`,
 			if err := t.Check(); err != nil {
 				return &exitError{code: exitUsage, err: fmt.Errorf("hub release: %w", err)}
 			}
-			file, err := openBundle(args[0])
+			file, size, err := openBundleSized(args[0])
 			if err != nil {
 				return &exitError{code: exitFailed, err: fmt.Errorf("hub release: %w", err)}
 			}
 			defer file.Close()
-			fi, err := file.Stat()
-			if err != nil {
-				return &exitError{code: exitFailed, err: fmt.Errorf("hub release: %w", err)}
-			}
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			ctx := cmd.Context()
-			r, err := c.Release(ctx, file, fi.Size(), t)
+			r, err := c.Release(ctx, file, size, t)
 			if err != nil {
 				return failed(err)
 			}

@@ -306,14 +306,7 @@ func (a *API) edges(w http.ResponseWriter, r *http.Request) {
 	err = a.hub.st.EdgesAfter(r.Context(), from, limit+1, func(e store.Edge) bool {
 		return p.add(edgeView(e), func() string { return encodeCursor(e.ID) })
 	})
-	if err == nil {
-		err = p.err
-	}
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	p.write(w)
+	a.writePage(w, r, p, err)
 }
 
 func (a *API) edge(w http.ResponseWriter, r *http.Request) {
@@ -432,11 +425,7 @@ func (a *API) releases(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
-	if p.err != nil {
-		a.fail(w, r, p.err)
-		return
-	}
-	p.write(w)
+	a.writePage(w, r, p, nil)
 }
 
 func (a *API) releaseStatus(w http.ResponseWriter, r *http.Request) {
@@ -499,14 +488,7 @@ func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
 		}
 		return p.add(v, func() string { return encodeCursor(x.Asset, x.ID, x.Edge) })
 	})
-	if err == nil {
-		err = p.err
-	}
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	p.write(w)
+	a.writePage(w, r, p, err)
 }
 
 // metrics answers the consumers' counters in the Prometheus text format.

@@ -156,3 +156,16 @@ func (p *page) write(w http.ResponseWriter) {
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(p.buf.Bytes())
 }
+
+// writePage answers page p, or the failure err of reading its items, or
+// the failure of one item's encoding.
+func (a *API) writePage(w http.ResponseWriter, r *http.Request, p *page, err error) {
+	if err == nil {
+		err = p.err
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p.write(w)
+}

@@ -120,9 +120,15 @@ func (s *Store) ReleasesBefore(ctx context.Context, before int64, limit int) ([]
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
-	rows, err := s.pool.Query(ctx, `
+	return s.queryReleases(ctx, `
 SELECT id, bundle, version, target_kind, target, released_by, released_at FROM releases
 WHERE id < $1 ORDER BY id DESC LIMIT $2`, before, limit)
+}
+
+// queryReleases runs query, which selects the columns of ReleaseInfo in
+// order, and returns its rows.
+func (s *Store) queryReleases(ctx context.Context, query string, args ...any) ([]ReleaseInfo, error) {
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("hub store: releases: %w", err)
 	}

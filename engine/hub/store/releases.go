@@ -232,28 +232,8 @@ WHERE re.release_id = $1 ORDER BY re.edge`, id, s.opts.Now().Add(-s.opts.Offline
 
 // Releases lists the newest releases, newest first, at most limit.
 func (s *Store) Releases(ctx context.Context, limit int) ([]ReleaseInfo, error) {
-	rows, err := s.pool.Query(ctx, `
+	return s.queryReleases(ctx, `
 SELECT id, bundle, version, target_kind, target, released_by, released_at FROM releases ORDER BY id DESC LIMIT $1`, limit)
-	if err != nil {
-		return nil, fmt.Errorf("hub store: releases: %w", err)
-	}
-	defer rows.Close()
-	var out []ReleaseInfo
-	for rows.Next() {
-		var (
-			ri      ReleaseInfo
-			version int64
-		)
-		if err := rows.Scan(&ri.ID, &ri.Bundle, &version, &ri.Target, &ri.Selector, &ri.By, &ri.At); err != nil {
-			return nil, fmt.Errorf("hub store: releases: %w", err)
-		}
-		ri.Version = uint64(version)
-		out = append(out, ri)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("hub store: releases: %w", err)
-	}
-	return out, nil
 }
 
 // Supersede marks the pending entries of edge in releases older than id

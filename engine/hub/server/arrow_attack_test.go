@@ -12,7 +12,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
@@ -63,12 +62,7 @@ func TestArrowNestedNUL(t *testing.T) {
 	e := newEnv(t)
 	in := e.start()
 	_, js := e.connect()
-	schema := engine.MustSchema([]engine.Field{
-		{Name: "ts", Type: engine.Timestamp},
-		{Name: "asset", Type: engine.String},
-		{Name: "v", Type: engine.Float64},
-	}, "ts", "asset")
-	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	schema, t0 := statsSchema(), statsT0
 	en := outbound.Encoder{Encoding: outbound.Arrow, Edge: "e1", Stream: "stats"}
 	rec := enginetest.Record(nil, schema, enginetest.Row{t0, "A", 1.0})
 	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: schema})

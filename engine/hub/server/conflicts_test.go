@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
@@ -21,12 +20,7 @@ func TestConflictsInHealthAndMetrics(t *testing.T) {
 	e := newEnv(t)
 	in := e.start()
 	_, js := e.connect()
-	schema := engine.MustSchema([]engine.Field{
-		{Name: "ts", Type: engine.Timestamp},
-		{Name: "asset", Type: engine.String},
-		{Name: "v", Type: engine.Float64},
-	}, "ts", "asset")
-	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	schema, t0 := statsSchema(), statsT0
 	rows := func(v float64) []enginetest.Row {
 		out := make([]enginetest.Row, 12)
 		for i := range out {

@@ -193,6 +193,39 @@ func publish(t testing.TB, js jetstream.JetStream, subject string, msgs []*messa
 	}
 }
 
+// statsT0 is the first event time of the rows the tests send on a
+// stream of statsSchema.
+var statsT0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+// statsSchema is the schema of the data streams the tests send: a time
+// ts, an asset and a value v, keyed by ts and asset.
+func statsSchema() *engine.Schema {
+	return engine.MustSchema([]engine.Field{
+		{Name: "ts", Type: engine.Timestamp},
+		{Name: "asset", Type: engine.String},
+		{Name: "v", Type: engine.Float64},
+	}, "ts", "asset")
+}
+
+// sendEdgeEvent publishes msgs, one edge event of edge e1, on subject,
+// waits until instance in handled it (recorded or set aside as poison)
+// and returns what the API shows of e1.
+func sendEdgeEvent(t testing.TB, in *instance, js jetstream.JetStream, subject string, msgs []*message.Message) server.EdgeDetail {
+	t.Helper()
+	publish(t, js, subject, msgs)
+	waitFor(t, 10*time.Second, "edge event handled", func() error {
+		if _, ev := in.hub.Stats(); ev.Messages+ev.Poison != 1 {
+			return fmt.Errorf("edge events %+v", ev)
+		}
+		return nil
+	})
+	d, err := in.client.Edge(context.Background(), "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // encode encodes rows of schema s, sequences from first, as the edge's
 // forwarder does (json).
 func encode(t testing.TB, edge, stream string, s *engine.Schema, first uint64, rows ...enginetest.Row) []*message.Message {

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
@@ -18,12 +17,7 @@ func TestNumberPostgresCannotHold(t *testing.T) {
 	e := newEnv(t)
 	in := e.start()
 	_, js := e.connect()
-	schema := engine.MustSchema([]engine.Field{
-		{Name: "ts", Type: engine.Timestamp},
-		{Name: "asset", Type: engine.String},
-		{Name: "v", Type: engine.Float64},
-	}, "ts", "asset")
-	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	schema, t0 := statsSchema(), statsT0
 	bad := encode(t, "e1", "stats", schema, 1, enginetest.Row{t0, "A", 1.25})
 	for _, m := range bad {
 		if !bytes.Contains(m.Payload, []byte("1.25")) {

@@ -386,12 +386,7 @@ func TestTwoInstancesShareIngest(t *testing.T) {
 	a := e.start()
 	b := e.start()
 	_, js := e.connect()
-	schema := engine.MustSchema([]engine.Field{
-		{Name: "ts", Type: engine.Timestamp},
-		{Name: "asset", Type: engine.String},
-		{Name: "v", Type: engine.Float64},
-	}, "ts", "asset")
-	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	schema, t0 := statsSchema(), statsT0
 	const perEdge = 6000
 	for k := range 3 {
 		edge := fmt.Sprintf("e%d", k)

@@ -163,8 +163,15 @@ func (e *env) start(durable string) *running {
 // (of at most the default count of messages when zero).
 func (e *env) startWith(durable string, fetchBytes int) *running {
 	e.t.Helper()
-	g, err := ingest.New(e.js, e.st, ingest.Options{Stream: "EDGES", Durable: durable,
+	return e.startOn(e.st, ingest.Options{Stream: "EDGES", Durable: durable,
 		FilterSubjects: []string{"edges.>"}, FetchWait: 200 * time.Millisecond, FetchBytes: fetchBytes})
+}
+
+// startOn starts an Ingest with opts writing to st (the env's store or
+// one wrapping it); it stops when the test ends.
+func (e *env) startOn(st ingest.Store, opts ingest.Options) *running {
+	e.t.Helper()
+	g, err := ingest.New(e.js, st, opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -186,6 +193,20 @@ var dataSchema = engine.MustSchema([]engine.Field{
 	{Name: "asset", Type: engine.String},
 	{Name: "v", Type: engine.Float64},
 }, "ts", "asset")
+
+// publishBatches publishes rows of dataSchema as stream stats of edge
+// e1 from sequence 1, in json_batch messages of 10 rows.
+func (e *env) publishBatches(rows []enginetest.Row) {
+	e.t.Helper()
+	rec := enginetest.Record(nil, dataSchema, rows...)
+	defer rec.Release()
+	en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: 10}
+	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: dataSchema})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.publish("edges.e1.stats", msgs)
+}
 
 // publishRows publishes total rows from three edges (json, json_batch
 // and arrow; the arrow edge's rows are backfill) and republishes about a
@@ -506,14 +527,8 @@ func TestSlowWriteNotRedelivered(t *testing.T) {
 	opts := ingest.Options{Stream: "EDGES", Durable: "slow", FilterSubjects: []string{"edges.>"},
 		FetchWait: 100 * time.Millisecond, AckWait: time.Second}
 	e.publishRows(3000)
-	slow, err := ingest.New(e.js, &slowStore{Store: e.st, delay: 3 * time.Second}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- slow.Run(ctx) }()
+	slow := e.startOn(&slowStore{Store: e.st, delay: 3 * time.Second}, opts)
+	ctx := context.Background()
 	// The slow instance holds its first batch; then a second one starts.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -528,20 +543,14 @@ func TestSlowWriteNotRedelivered(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	other, err := ingest.New(e.js, e.st, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = other.Run(ctx) }()
+	other := e.startOn(e.st, opts)
 	e.drained("slow")
 	if n := e.count(""); n != 3000 {
 		t.Fatalf("%d rows stored, want 3000", n)
 	}
-	if r := other.Stats().Redelivered + slow.Stats().Redelivered; r != 0 {
+	if r := other.g.Stats().Redelivered + slow.g.Stats().Redelivered; r != 0 {
 		t.Fatalf("%d messages redelivered while their batch was being written", r)
 	}
-	cancel()
-	<-done
 }
 
 // refusingStore is the real store, except that PostgreSQL refuses (as a
@@ -573,29 +582,15 @@ func TestDataErrorIsolated(t *testing.T) {
 		}
 		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), asset, float64(i)}
 	}
-	rec := enginetest.Record(nil, dataSchema, rows...)
-	defer rec.Release()
-	en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: 10}
-	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: dataSchema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.publish("edges.e1.stats", msgs)
-	g, err := ingest.New(e.js, refusingStore{e.st}, ingest.Options{Stream: "EDGES", Durable: "refusing",
+	e.publishBatches(rows)
+	g := e.startOn(refusingStore{e.st}, ingest.Options{Stream: "EDGES", Durable: "refusing",
 		FilterSubjects: []string{"edges.>"}, FetchWait: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
 	e.drained("refusing")
-	cancel()
-	<-done
+	g.stop()
 	if n := e.count(""); n != 180 {
 		t.Fatalf("%d rows stored, want the 180 of the 18 messages PostgreSQL takes", n)
 	}
-	if s := g.Stats(); s.Poison != 2 || s.StoreErrors != 0 {
+	if s := g.g.Stats(); s.Poison != 2 || s.StoreErrors != 0 {
 		t.Fatalf("stats %+v: want the 2 refused messages set aside and no store error", s)
 	}
 }
@@ -620,14 +615,7 @@ func TestOversizedKeyIsolated(t *testing.T) {
 		}
 		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), asset, float64(i)}
 	}
-	rec := enginetest.Record(nil, dataSchema, rows...)
-	defer rec.Release()
-	en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: 10}
-	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: dataSchema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.publish("edges.e1.stats", msgs)
+	e.publishBatches(rows)
 	g := e.start("oversized")
 	e.drained("oversized")
 	if n := e.count(""); n != 30 {

@@ -1,20 +1,12 @@
 package main
 
 import (
-	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/hub/server"
-	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 )
 
 // TestHubAlertsFlood floods the hub's store with the alerts one hostile
@@ -22,44 +14,8 @@ import (
 // JSON): `sluice hub alerts` still succeeds and prints every one of them,
 // page after page; --limit stops early and --json prints one array.
 func TestHubAlertsFlood(t *testing.T) {
-	dsn := outboundtest.PostgresDSN(t)
-	n := enginetest.NewNATSServer(t)
-	n.Start()
-	schema := fmt.Sprintf("hub_flood_test_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		db.Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
-		db.Close()
-	})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	tokenFile := filepath.Join(t.TempDir(), "hub.token")
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- executeContext(ctx, []string{"hub", "--nats", n.URL(), "--postgres", dsn, "--schema", schema, "--listen", addr,
-			"--token-file", tokenFile, "--log-format", "json"}, &stdout, &stderr)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	hub := []string{"--hub", "http://" + addr, "--token-file", tokenFile}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if code, _, _ := run(t, append([]string{"hub", "alerts"}, hub...)...); code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the hub's API did not answer\n%s", stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	h := startHubCmd(t, "hub_flood_test")
+	db, schema, hub := h.db, h.schema, h.client
 	const flood = 5000
 	if _, err := db.Exec(`
 INSERT INTO `+schema+`.alerts_current (id, edge, asset, rule, severity, type, content, value, occur_time, state, changed_at, updated_at)

@@ -25,64 +25,14 @@ import (
 // reported reads offline, a wrong token and bad targets are refused, and
 // a signal stops the hub with exit 0.
 func TestHubCommands(t *testing.T) {
-	dsn := outboundtest.PostgresDSN(t)
-	n := enginetest.NewNATSServer(t)
-	n.Start()
-	schema := fmt.Sprintf("hub_cmd_test_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
-	t.Cleanup(func() {
-		db, err := sql.Open("pgx", dsn)
-		if err == nil {
-			db.Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
-			db.Close()
-		}
-	})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	h := startHubCmd(t, "hub_cmd_test")
+	addr, tokenFile, hub, stderr, stop := h.addr, h.tokenFile, h.client, h.stderr, h.stop
 	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "hub.token")
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- executeContext(ctx, []string{"hub", "--nats", n.URL(), "--postgres", dsn, "--schema", schema, "--listen", addr,
-			"--token-file", tokenFile, "--log-format", "json"}, &stdout, &stderr)
-	}()
-	stopped := false
-	stop := func() int {
-		if !stopped {
-			stopped = true
-			cancel()
-			return <-done
-		}
-		return 0
-	}
-	t.Cleanup(func() { stop() })
-	hub := []string{"--hub", "http://" + addr, "--token-file", tokenFile}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, _, _ := run(t, append([]string{"hub", "edges"}, hub...)...)
-		if code == 0 {
-			break
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("the hub exited %d\n%s", code, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the hub's API did not answer\n%s", stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	if fi, err := os.Stat(tokenFile); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("token file: %v %v", fi, err)
 	}
 	// An edge's heartbeat, as its forwarder sends it.
-	nc, err := natsgo.Connect(n.URL())
+	nc, err := natsgo.Connect(h.nats.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +53,7 @@ func TestHubCommands(t *testing.T) {
 	if err := nc.PublishMsg(m); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		code, out, errOut := run(t, append([]string{"hub", "edges"}, hub...)...)
 		if code == 0 && strings.Contains(out, "edge-01") {
@@ -167,4 +117,83 @@ func TestHubCommands(t *testing.T) {
 	if strings.Contains(stderr.String(), strings.TrimSpace(string(token))) {
 		t.Fatal("the token is in the hub's log")
 	}
+}
+
+// hubCmd is a `sluice hub` a test runs over a nats-server and a schema of
+// its own.
+type hubCmd struct {
+	nats      *enginetest.NATSServer
+	dsn       string
+	schema    string
+	db        *sql.DB
+	addr      string
+	tokenFile string
+	stderr    *syncBuffer
+	// client are the flags by which a client command asks this hub.
+	client []string
+	done   chan int
+	// stop stops the hub (once) and returns its exit code.
+	stop func() int
+}
+
+// startHubCmd starts `sluice hub` with a schema named after prefix and
+// waits until its API answers. The hub stops and the schema is dropped
+// when the test ends.
+func startHubCmd(t *testing.T, prefix string) *hubCmd {
+	t.Helper()
+	h := &hubCmd{dsn: outboundtest.PostgresDSN(t), nats: enginetest.NewNATSServer(t), stderr: &syncBuffer{}, done: make(chan int, 1)}
+	h.nats.Start()
+	h.schema = fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), time.Now().UnixNano()%1e9)
+	db, err := sql.Open("pgx", h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.db = db
+	t.Cleanup(func() {
+		db.Exec("DROP SCHEMA IF EXISTS " + h.schema + " CASCADE")
+		db.Close()
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addr = l.Addr().String()
+	l.Close()
+	h.tokenFile = filepath.Join(t.TempDir(), "hub.token")
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout syncBuffer
+	go func() {
+		h.done <- executeContext(ctx, []string{"hub", "--nats", h.nats.URL(), "--postgres", h.dsn, "--schema", h.schema, "--listen", h.addr,
+			"--token-file", h.tokenFile, "--log-format", "json"}, &stdout, h.stderr)
+	}()
+	stopped, code := false, 0
+	h.stop = func() int {
+		if !stopped {
+			stopped = true
+			cancel()
+			code = <-h.done
+		}
+		return code
+	}
+	t.Cleanup(func() { h.stop() })
+	h.client = []string{"--hub", "http://" + h.addr, "--token-file", h.tokenFile}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, _, _ := run(t, append([]string{"hub", "edges"}, h.client...)...)
+		if code == 0 {
+			break
+		}
+		select {
+		case code := <-h.done:
+			stopped = true
+			cancel()
+			t.Fatalf("the hub exited %d\n%s", code, h.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub's API did not answer\n%s", h.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return h
 }

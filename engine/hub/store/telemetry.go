@@ -246,7 +246,7 @@ func clean(v any) (any, bool) {
 		var out map[string]any
 		for k, e := range x {
 			ce, changed := clean(e)
-			ck, kchanged := clean(k)
+			kchanged := strings.IndexByte(k, 0) >= 0
 			if !changed && !kchanged {
 				continue
 			}
@@ -256,8 +256,12 @@ func clean(v any) (any, bool) {
 					out[k2] = e2
 				}
 			}
+			ck := k
+			if kchanged {
+				ck = strings.ReplaceAll(k, "\x00", "\uFFFD")
+			}
 			delete(out, k)
-			out[ck.(string)] = ce
+			out[ck] = ce
 		}
 		if out != nil {
 			return out, true

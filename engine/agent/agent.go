@@ -127,9 +127,12 @@ type Agent struct {
 	lock   *os.File
 
 	mu  sync.Mutex // one apply at a time; guards ctx, and cur for writing
-	smu sync.Mutex // guards cur for readers that do not hold mu (status)
+	smu sync.Mutex // guards cur and last for readers that do not hold mu (status)
 	cur *Current
-	ctx context.Context
+	// last is the last report written to reports.jsonl (nil: none), so
+	// that a status does not read the reports.
+	last *Report
+	ctx  context.Context
 }
 
 // Open creates the state directory and takes its lock; it fails with
@@ -188,7 +191,11 @@ func Open(opts Options, runner Runner) (*Agent, error) {
 		lock.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Agent{opts: opts, runner: runner, lock: lock, cur: cur, ctx: context.Background()}, nil
+	a := &Agent{opts: opts, runner: runner, lock: lock, cur: cur, ctx: context.Background()}
+	if rs, err := ReadReports(opts.Dir, opts.MaxReportBytes); err == nil && len(rs) > 0 {
+		a.last = &rs[len(rs)-1]
+	}
+	return a, nil
 }
 
 // checkStateDir refuses a state directory that is a symbolic link, or
@@ -287,6 +294,9 @@ func (a *Agent) record(r Report) error {
 	if err := appendReport(a.opts.Dir, r, a.opts.MaxReportBytes); err != nil {
 		return err
 	}
+	a.smu.Lock()
+	a.last = &r
+	a.smu.Unlock()
 	if a.opts.OnReport != nil {
 		a.opts.OnReport(r)
 	}

@@ -607,3 +607,31 @@ func TestReadCurrentRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusLastReport: the status's last report is the last line of
+// reports.jsonl, after an apply, after a rejection, and after a restart.
+func TestStatusLastReport(t *testing.T) {
+	e := newEnv(t, nil)
+	if st := e.agent.Status(); st.Last != nil {
+		t.Fatalf("last %+v before any report", st.Last)
+	}
+	checkLast := func(want string) {
+		t.Helper()
+		rs, err := ReadReports(e.dir, DefaultMaxReportBytes)
+		if err != nil || len(rs) == 0 {
+			t.Fatalf("reports %v: %v", rs, err)
+		}
+		got, _ := json.Marshal(e.agent.Status().Last)
+		file, _ := json.Marshal(rs[len(rs)-1])
+		if string(got) != string(file) || rs[len(rs)-1].Outcome != want {
+			t.Errorf("status last %s, reports.jsonl ends with %s (want %s)", got, file, want)
+		}
+	}
+	e.apply(t, buildFile(t, e.files, e.key, "w", 2, nil, releaseFiles(2)))
+	checkLast(Applied)
+	e.apply(t, buildFile(t, e.files, e.key, "w", 1, nil, releaseFiles(1)))
+	checkLast(Rejected)
+	e.agent.Close()
+	e.open(t, nil)
+	checkLast(Rejected)
+}

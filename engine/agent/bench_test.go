@@ -44,3 +44,26 @@ func BenchmarkApply(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStatus answers the status of an agent whose reports.jsonl holds
+// 4,000 reports (the local API's GET /v1/status).
+func BenchmarkStatus(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "agent")
+	a, err := Open(Options{Dir: dir, Edge: "edge-01", Trust: bundle.NewTrust(pubOf(testKey(1)))}, &fakeRunner{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	for i := range 4000 {
+		r := Report{Time: a.opts.Now().UTC(), Bundle: "w", Version: uint64(i + 1), Outcome: Rejected, Reason: "the bundle's signature is not trusted"}
+		if err := a.record(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if st := a.Status(); st.Last == nil || st.Last.Version != 4000 {
+			b.Fatal(st.Last)
+		}
+	}
+}

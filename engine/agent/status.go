@@ -44,9 +44,12 @@ func (a *Agent) Status() Status {
 	if st, ok := a.runner.(Stater); ok {
 		s.Pipelines = st.Pipelines()
 	}
-	if rs, err := ReadReports(a.opts.Dir, a.opts.MaxReportBytes); err == nil && len(rs) > 0 {
-		s.Last = &rs[len(rs)-1]
+	a.smu.Lock()
+	if a.last != nil {
+		last := *a.last
+		s.Last = &last
 	}
+	a.smu.Unlock()
 	s.Pending, _ = a.pendingFiles()
 	return s
 }

@@ -36,6 +36,19 @@ func NewSourceMark(src int) *SourceMark {
 	return &SourceMark{Src: src, Max: math.MinInt64}
 }
 
+// SourceOf returns the progress of source src among *srcs, adding it to
+// *srcs when it is not there yet.
+func SourceOf(srcs *[]*SourceMark, src int) *SourceMark {
+	for _, m := range *srcs {
+		if m.Src == src {
+			return m
+		}
+	}
+	m := NewSourceMark(src)
+	*srcs = append(*srcs, m)
+	return m
+}
+
 // KeyMark is one of the most advanced keys of a source.
 type KeyMark struct {
 	// Kid identifies the key to the step that keeps the marks.

@@ -159,18 +159,6 @@ func kid(key string) int32 {
 	return int32(h.Sum32() & math.MaxInt32)
 }
 
-// sourceMark returns the progress of source src, adding it.
-func (o *Operator) sourceMark(src int) *eventtime.SourceMark {
-	for _, m := range o.srcs {
-		if m.Src == src {
-			return m
-		}
-	}
-	m := eventtime.NewSourceMark(src)
-	o.srcs = append(o.srcs, m)
-	return m
-}
-
 // earlyError is the reason of a row older than a row of its asset that
 // was evaluated already (early, beyond max_buffered_rows, or by a step
 // that evaluated in arrival order).

@@ -247,7 +247,7 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 
 	var seen bool
 	var nNull, nRange, nKey int
-	o.cur = o.sourceMark(b.Source)
+	o.cur = eventtime.SourceOf(&o.srcs, b.Source)
 	if o.p.kind == Session {
 		seen, nNull, nRange, nKey = o.assignSessions(times, tv, keys, slots)
 	} else {
@@ -699,18 +699,6 @@ func (o *Operator) resolveMerges(slots []int32) {
 	}
 	o.pending = o.pending[:0]
 	o.merged = false
-}
-
-// sourceMark returns the progress of source src, adding it.
-func (o *Operator) sourceMark(src int) *srcMark {
-	for _, m := range o.srcs {
-		if m.Src == src {
-			return m
-		}
-	}
-	m := eventtime.NewSourceMark(src)
-	o.srcs = append(o.srcs, m)
-	return m
 }
 
 // advance raises the mark of the source of the current batch to what its

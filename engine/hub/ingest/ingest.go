@@ -254,23 +254,23 @@ func (g *Ingest) process(ctx context.Context, msgs []jetstream.Msg) {
 // terminated: one hostile message never blocks the others.
 func (g *Ingest) write(ctx context.Context, items []item) {
 	for len(items) > 0 {
-		var rows []rowRef
-		var all []store.Row
-		for i, it := range items {
-			for range it.dec.Rows {
-				rows = append(rows, rowRef{item: i})
-			}
-			all = append(all, it.dec.Rows...)
+		n := 0
+		for _, it := range items {
+			n += len(it.dec.Rows)
 		}
-		if len(all) > 0 {
+		if n > 0 {
+			all := make([]store.Row, 0, n)
+			for _, it := range items {
+				all = append(all, it.dec.Rows...)
+			}
 			ins, err := g.st.InsertRows(ctx, all)
 			if err != nil {
 				var re *store.RowError
 				switch {
-				case errors.As(err, &re) && re.Index >= 0 && re.Index < len(rows):
+				case errors.As(err, &re) && re.Index >= 0 && re.Index < n:
 					// A row the store can never hold: its message is
 					// poison; write the others again without it.
-					bad := rows[re.Index].item
+					bad := itemOf(items, re.Index)
 					g.terminate(items[bad].msg, err)
 					items = append(items[:bad], items[bad+1:]...)
 					continue
@@ -312,7 +312,17 @@ func (g *Ingest) write(ctx context.Context, items []item) {
 	}
 }
 
-type rowRef struct{ item int }
+// itemOf returns the index of the item that holds row i of the items'
+// rows taken in order.
+func itemOf(items []item, i int) int {
+	for k, it := range items {
+		if i < len(it.dec.Rows) {
+			return k
+		}
+		i -= len(it.dec.Rows)
+	}
+	return len(items) - 1
+}
 
 // keepAlive tells the server every AckWait/3 that msgs are still being
 // worked on, until the returned function is called: a slow write is not

@@ -625,3 +625,37 @@ func TestOversizedKeyIsolated(t *testing.T) {
 		t.Fatalf("stats %+v: want the message with the huge asset set aside", s)
 	}
 }
+
+// TestRefusedRowIsolated: a row the store refuses before writing anything
+// (an asset longer than its MaxTextBytes) sets aside the one message that
+// holds it, the third of four, and the rows of the other three are stored.
+func TestRefusedRowIsolated(t *testing.T) {
+	e := newEnv(t)
+	st, err := store.Open(context.Background(), testDSN(t), store.Options{Schema: e.schema, MaxTextBytes: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]enginetest.Row, 40)
+	for i := range rows {
+		asset := "A"
+		if i == 25 {
+			asset = strings.Repeat("a", 100)
+		}
+		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), asset, float64(i)}
+	}
+	e.publishBatches(rows)
+	g := e.startOn(st, ingest.Options{Stream: "EDGES", Durable: "refused",
+		FilterSubjects: []string{"edges.>"}, FetchWait: 200 * time.Millisecond})
+	e.drained("refused")
+	if n := e.count(""); n != 30 {
+		t.Fatalf("%d rows stored, want the 30 of the 3 messages without the long asset", n)
+	}
+	if n := e.count("WHERE seq BETWEEN 21 AND 30"); n != 0 {
+		t.Fatalf("%d rows of the message with the long asset stored", n)
+	}
+	if s := g.g.Stats(); s.Poison != 1 {
+		t.Fatalf("stats %+v: want the message with the long asset set aside", s)
+	}
+}

@@ -284,6 +284,31 @@ func openFDs(t *testing.T) int {
 	return len(es)
 }
 
+// waitNoLeak waits up to d, collecting garbage, until the goroutines are
+// back to at most g0+2 and the open files (unless f0 < 0) to at most f0,
+// the counts taken before the runtime started. Past d it fails, after
+// what, with the first stackMax bytes of every goroutine's stack.
+func waitNoLeak(t *testing.T, g0, f0 int, d time.Duration, what string, stackMax int) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		runtime.GC()
+		g, f := runtime.NumGoroutine(), -1
+		if f0 >= 0 {
+			f = openFDs(t)
+		}
+		if g <= g0+2 && f <= f0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("after %s: %d goroutines (before: %d), %d open files (before: %d)\n%s", what, g, g0, f, f0, buf[:min(n, stackMax)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestAttackManySwitchesLeakNothing switches between two releases 100
 // times (a source kept, a stateful window handed over, a sink and a step
 // started fresh each time) and stops: goroutines and open files return to
@@ -348,20 +373,7 @@ sinks:
 	if err := rt.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		runtime.GC()
-		g, f := runtime.NumGoroutine(), openFDs(t)
-		if g <= g0+2 && f <= f0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("after 100 switches and Stop: %d goroutines (before: %d), %d open files (before: %d)\n%s", g, g0, f, f0, buf[:min(n, 8000)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitNoLeak(t, g0, f0, 10*time.Second, "100 switches and Stop", 8000)
 }
 
 // TestAttackDoneStaysOpenDuringSwitch: Done is closed once every pipeline
@@ -805,20 +817,7 @@ sinks:
 	if err := rt.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		runtime.GC()
-		g, f := runtime.NumGoroutine(), openFDs(t)
-		if g <= g0+2 && f <= f0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("after 40 switches and Stop: %d goroutines (before: %d), %d open files (before: %d)\n%s", g, g0, f, f0, buf[:min(n, 12000)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitNoLeak(t, g0, f0, 15*time.Second, "40 switches and Stop", 12000)
 }
 
 // TestAttackStopDuringSwitch runs Stop concurrently with a Switch, then
@@ -860,14 +859,7 @@ func TestAttackStopDuringSwitch(t *testing.T) {
 			t.Fatalf("round %d: Switch after Stop was applied", i)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > g0+2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines after the runtimes stopped, %d before", runtime.NumGoroutine(), g0)
-		}
-		time.Sleep(10 * time.Millisecond)
-		runtime.GC()
-	}
+	waitNoLeak(t, g0, -1, 10*time.Second, "the runtimes stopped", 8000)
 }
 
 // TestAttackSwitchesWhileSourceEnds switches back and forth (a step

@@ -6,6 +6,7 @@ import (
 	cryptorand "crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -657,5 +658,41 @@ func TestRefusedRowIsolated(t *testing.T) {
 	}
 	if s := g.g.Stats(); s.Poison != 1 {
 		t.Fatalf("stats %+v: want the message with the long asset set aside", s)
+	}
+}
+
+// downStore is the real store whose first InsertRows call fails as a
+// database that is down does.
+type downStore struct {
+	*store.Store
+	calls atomic.Int32
+}
+
+func (s *downStore) InsertRows(ctx context.Context, rows []store.Row) (store.Inserted, error) {
+	if s.calls.Add(1) == 1 {
+		return store.Inserted{}, errors.New("connection refused")
+	}
+	return s.Store.InsertRows(ctx, rows)
+}
+
+// TestStoreErrorRedelivered: a batch whose write fails for a reason other
+// than its content is nak'ed, delivered again and stored then; the
+// counters show the store error and the redelivered messages.
+func TestStoreErrorRedelivered(t *testing.T) {
+	e := newEnv(t)
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]enginetest.Row, 40)
+	for i := range rows {
+		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), "A", float64(i)}
+	}
+	e.publishBatches(rows)
+	g := e.startOn(&downStore{Store: e.st}, ingest.Options{Stream: "EDGES", Durable: "down",
+		FilterSubjects: []string{"edges.>"}, FetchWait: 200 * time.Millisecond, NakDelay: 100 * time.Millisecond})
+	e.drained("down")
+	if n := e.count(""); n != 40 {
+		t.Fatalf("%d rows stored, want 40", n)
+	}
+	if s := g.g.Stats(); s.StoreErrors != 1 || s.Redelivered == 0 || s.Poison != 0 {
+		t.Fatalf("stats %+v: want one store error and the nak'ed messages redelivered", s)
 	}
 }

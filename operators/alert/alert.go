@@ -274,7 +274,7 @@ func (o *Operator) Process(b engine.Batch, emit engine.PortEmit) error {
 	var cur *eventtime.SourceMark
 	var ref *bufRec
 	if ordered {
-		cur = o.sourceMark(b.Source)
+		cur = eventtime.SourceOf(&o.srcs, b.Source)
 	}
 	topCap := 2 * o.p.wmKeys
 	lastKey, lastKid := "", int32(-1)
@@ -587,7 +587,13 @@ func (o *Operator) appendAlert(r *rule, st *state, as *assetState, rec arrow.Rec
 			value, hasValue = v, true
 		}
 	}
-	content := o.render(r, as, rec, row, t, value, hasValue)
+	o.appendRow(r, st, as, t, o.render(r, as, rec, row, t, value, hasValue), value, hasValue, change)
+}
+
+// appendRow appends one alert row of rule r on asset as for a state
+// change (engine.AlertRaised or engine.AlertCleared) at time t, with the
+// rendered content and the rule's value when hasValue.
+func (o *Operator) appendRow(r *rule, st *state, as *assetState, t int64, content string, value float64, hasValue bool, change string) {
 	rb := o.rb
 	rb.Timestamp(0).Append(arrow.Timestamp(t))
 	rb.String(1).Append(st.id)

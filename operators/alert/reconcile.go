@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/apache/arrow-go/v18/arrow"
-
 	"github.com/sluice-edge/sluice/engine"
 )
 
@@ -170,31 +168,11 @@ func (o *Operator) Retire(next engine.Operator, emit engine.PortEmit) (int, erro
 // appendRetired appends the cleared row of a raised alert that a release
 // switch ends (see Retire).
 func (o *Operator) appendRetired(r *rule, st *state, as *assetState, why string) {
-	rb := o.rb
-	t := max(o.now, st.start)
-	rb.Timestamp(0).Append(arrow.Timestamp(t))
-	rb.String(1).Append(st.id)
-	rb.String(2).Append(as.key)
-	rb.String(3).Append(r.name)
-	rb.String(4).Append(r.severity)
-	rb.String(5).Append(r.typ)
 	content := RetiredContent(r.name, as.key, why)
 	if len(content) > r.content.limit {
 		content = truncate([]byte(content), r.content.limit)
 	}
-	rb.String(6).Append(content)
-	rb.Float64(7).AppendNull()
-	rb.Timestamp(8).Append(arrow.Timestamp(st.start))
-	rb.Timestamp(9).Append(arrow.Timestamp(t))
-	rb.String(10).Append(engine.AlertCleared)
-	if len(rb.Columns) > 11 {
-		if v := o.versions[st.version]; v != "" {
-			rb.String(11).Append(v)
-		} else {
-			rb.String(11).AppendNull()
-		}
-	}
-	rb.RowDone()
+	o.appendRow(r, st, as, max(o.now, st.start), content, 0, false, engine.AlertCleared)
 }
 
 // RetiredPrefix starts the content of every cleared row that a release

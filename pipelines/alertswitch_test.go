@@ -102,7 +102,7 @@ func (s *alertSwitch) switchTo(version int64, pipe, rules string) *pipelines.Swi
 		s.t.Fatal(err)
 	}
 	waitSubscribed(s.t, s.rt)
-	atkWaitFor(s.t, 20*time.Second, "the device to reconnect", s.dev.IsConnectionOpen)
+	outboundtest.Eventually(s.t, 20*time.Second, "the device to reconnect", s.dev.IsConnectionOpen)
 	return rep
 }
 
@@ -169,7 +169,7 @@ func TestSwitchClearsAlertsOfChangedRules(t *testing.T) {
 	defer func() { _ = js.DeleteStream(stream) }()
 	want := []string{raised.ID + " raised", raised.ID + " cleared", again.ID + " raised", again.ID + " cleared"}
 	var got []string
-	atkWaitFor(t, 20*time.Second, "the alerts in the stream", func() bool {
+	outboundtest.Eventually(t, 20*time.Second, "the alerts in the stream", func() bool {
 		got = streamAlerts(t, js, stream)
 		return len(got) >= len(want)
 	})

@@ -13,6 +13,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -153,7 +154,7 @@ func TestSwitchRuleSetVersion(t *testing.T) {
 	// The source restarted with its context, and with it the embedded
 	// broker: the device reconnects.
 	waitSubscribed(t, rt)
-	atkWaitFor(t, 20*time.Second, "the device to reconnect", dev.IsConnectionOpen)
+	outboundtest.Eventually(t, 20*time.Second, "the device to reconnect", dev.IsConnectionOpen)
 	post(t, dev, "p"+sfx, "dev2", 200, base+3000)
 	waitLines(t, out, 4)
 	got := strings.Join(alertVersions(t, out), "\n")

@@ -16,6 +16,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -45,18 +46,6 @@ func atkCounter(rt *pipelines.Runtime, pipe, comp, name string) int64 {
 		}
 	}
 	return -1
-}
-
-// atkWaitFor polls cond until it holds or the deadline passes.
-func atkWaitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func pipelineState(rt *pipelines.Runtime, name string) string {
@@ -161,7 +150,7 @@ func TestAttackSwitchWithBlockedKeptSink(t *testing.T) {
 		in, app := atkCounter(rt, "blk", "rows", "rows_in"), atkCounter(rt, "blk", "rows", "rows_appended")
 		return in > app
 	}
-	atkWaitFor(t, 20*time.Second, "the sink's quota to fill", func() bool {
+	outboundtest.Eventually(t, 20*time.Second, "the sink's quota to fill", func() bool {
 		if !blocked() {
 			return false
 		}
@@ -246,7 +235,7 @@ sinks:
 		t.Fatal(err)
 	}
 	defer rt.Stop()
-	atkWaitFor(t, 20*time.Second, "rows to be buffered", func() bool { return atkCounter(rt, "st", "rows", "rows_in") >= 500 })
+	outboundtest.Eventually(t, 20*time.Second, "rows to be buffered", func() bool { return atkCounter(rt, "st", "rows", "rows_in") >= 500 })
 	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", v2))
 	if err != nil {
 		// Refusing the switch keeps the promise.
@@ -424,7 +413,7 @@ func TestAttackSinkSchemaChangeWithBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Stop()
-	atkWaitFor(t, 20*time.Second, "rows to be buffered", func() bool { return atkCounter(rt, "st", "rows", "rows_appended") >= 500 })
+	outboundtest.Eventually(t, 20*time.Second, "rows to be buffered", func() bool { return atkCounter(rt, "st", "rows", "rows_appended") >= 500 })
 	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", v2))
 	if err != nil {
 		// Refused: the old release must run on and deliver its backlog.
@@ -492,7 +481,7 @@ func TestAttackFreshFileSinkTruncatesWhatItsPredecessorWrote(t *testing.T) {
 	if !strings.Contains(rep.String(), "farm: kept running") || !strings.Contains(rep.String(), "out: started fresh") {
 		t.Fatalf("report %q: want the source kept and the sink fresh", rep)
 	}
-	atkWaitFor(t, 10*time.Second, "rows after the switch", func() bool { return atkCounter(rt, "p", "out", "rows") > 0 })
+	outboundtest.Eventually(t, 10*time.Second, "rows after the switch", func() bool { return atkCounter(rt, "p", "out", "rows") > 0 })
 	if got := lines(t, out); len(got) == 0 || got[0] != first {
 		head := ""
 		if len(got) > 0 {
@@ -541,7 +530,7 @@ func mqttRelease(t *testing.T, dir, version, yaml, assets string) *pipelines.Rel
 
 func waitSubscribed(t *testing.T, rt *pipelines.Runtime) {
 	t.Helper()
-	atkWaitFor(t, 20*time.Second, "the MQTT source to subscribe", func() bool { return atkCounter(rt, "m", "feed", "connects") > 0 })
+	outboundtest.Eventually(t, 20*time.Second, "the MQTT source to subscribe", func() bool { return atkCounter(rt, "m", "feed", "connects") > 0 })
 }
 
 // TestAttackAssetsFileChangeIgnored: a component may read a file next to
@@ -755,7 +744,7 @@ func TestAttackRemovingAlertSinkStallsSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Stop()
-	atkWaitFor(t, 20*time.Second, "rows published", func() bool { return atkCounter(rt, "data", "rows", "rows_published") > 0 })
+	outboundtest.Eventually(t, 20*time.Second, "rows published", func() bool { return atkCounter(rt, "data", "rows", "rows_published") > 0 })
 	start := time.Now()
 	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", v2))
 	took := time.Since(start)
@@ -904,7 +893,7 @@ sinks:
 		switches++
 		// Let rows flow between switches (the source may end meanwhile).
 		from := atkCounter(rt, "fin", "farm", "rows_out")
-		atkWaitFor(t, 20*time.Second, "rows to flow", func() bool {
+		outboundtest.Eventually(t, 20*time.Second, "rows to flow", func() bool {
 			return atkCounter(rt, "fin", "farm", "rows_out") >= from+50 || !strings.HasPrefix(pipelineState(rt, "fin"), "running")
 		})
 	}

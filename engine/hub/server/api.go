@@ -60,16 +60,8 @@ type EdgeDetail struct {
 	History []ReportView `json:"history"`
 }
 
-// ReportView is one apply report.
-type ReportView struct {
-	Time     time.Time `json:"time"`
-	Bundle   string    `json:"bundle"`
-	Version  uint64    `json:"version"`
-	Outcome  string    `json:"outcome"`
-	Reason   string    `json:"reason,omitempty"`
-	Location string    `json:"location,omitempty"`
-	Steps    string    `json:"steps,omitempty"`
-}
+// ReportView is one apply report, in the JSON form the store keeps.
+type ReportView = store.Report
 
 // ReleaseView is a release and the state of each targeted edge.
 type ReleaseView struct {
@@ -165,11 +157,6 @@ func opt(t time.Time) *time.Time {
 	return &t
 }
 
-func reportView(r store.Report) ReportView {
-	return ReportView{Time: r.Time, Bundle: r.Bundle, Version: r.Version, Outcome: r.Outcome, Reason: r.Reason,
-		Location: r.Location, Steps: r.Steps}
-}
-
 func edgeView(e store.Edge) EdgeView {
 	v := EdgeView{ID: e.ID, Labels: e.Labels, Online: e.Online, FirstSeen: opt(e.FirstSeen), LastSeen: opt(e.LastSeen),
 		Bundle: e.Bundle, Version: e.Version, Running: e.Running, Backlog: e.Backlog, Software: e.Software,
@@ -180,10 +167,7 @@ func edgeView(e store.Edge) EdgeView {
 	if v.Running == nil {
 		v.Running = []store.Pipeline{}
 	}
-	if e.LastReport != nil {
-		r := reportView(*e.LastReport)
-		v.LastReport = &r
-	}
+	v.LastReport = e.LastReport
 	return v
 }
 
@@ -320,9 +304,9 @@ func (a *API) edge(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	d := EdgeDetail{EdgeView: edgeView(st.Edge), History: make([]ReportView, 0, len(st.History))}
-	for _, h := range st.History {
-		d.History = append(d.History, reportView(h))
+	d := EdgeDetail{EdgeView: edgeView(st.Edge), History: st.History}
+	if d.History == nil {
+		d.History = []ReportView{}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, d)
 }

@@ -15,45 +15,10 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/enginetest"
-	"github.com/sluice-edge/sluice/engine/hub/ingest"
+	"github.com/sluice-edge/sluice/engine/hub/hubtest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
-	"github.com/sluice-edge/sluice/engine/hub/store"
 	"github.com/sluice-edge/sluice/engine/hub/uplink"
 )
-
-// hubRows reads the rows of the edge stream on subject until there are
-// at least want (or 30 s passed), decoded as the hub decodes them.
-func hubRows(t *testing.T, js jetstream.JetStream, subject string, want int) []store.Row {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		var rows []store.Row
-		s, err := js.Stream(ctx, protocol.EdgeStream)
-		var info *jetstream.StreamInfo
-		if err == nil {
-			info, err = s.Info(ctx)
-		}
-		for seq := uint64(1); err == nil && seq <= info.State.LastSeq; seq++ {
-			m, gerr := s.GetMsg(ctx, seq)
-			if gerr != nil || m.Subject != subject {
-				continue
-			}
-			d, derr := ingest.Decode(ingest.Headers(m.Header), m.Data, ingest.Limits{})
-			if derr != nil {
-				t.Fatalf("the hub cannot decode a message: %v", derr)
-			}
-			rows = append(rows, d.Rows...)
-		}
-		if len(rows) >= want {
-			return rows
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("%d rows on %s, want %d (%v)", len(rows), subject, want, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // TestEdgeReportsToHub: an edge configured with a hub starts while the
 // hub's server is down; the report of a local import made meanwhile
@@ -107,7 +72,7 @@ func TestEdgeReportsToHub(t *testing.T) {
 
 	rsub, _ := protocol.ReportsSubject("edge-01")
 	hsub, _ := protocol.HeartbeatSubject("edge-01")
-	rows := hubRows(t, js, rsub, 1)
+	rows := hubtest.EdgeRows(t, js, rsub, 1)
 	if r := rows[0]; !r.Time.Equal(rs[0].Time.Truncate(time.Millisecond)) || !r.Backfill || r.Values[protocol.ColOutcome] != agent.Applied ||
 		fmt.Sprint(r.Values[protocol.ColVersion]) != "1" || r.Values[protocol.ColBundle] != "w" {
 		t.Errorf("report row %+v, want the report %+v as backfill", r, rs[0])
@@ -115,7 +80,7 @@ func TestEdgeReportsToHub(t *testing.T) {
 	// Heartbeats made with the link up name the release and its pipeline.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		hs := hubRows(t, js, hsub, 1)
+		hs := hubtest.EdgeRows(t, js, hsub, 1)
 		h := hs[len(hs)-1]
 		if !h.Backfill && fmt.Sprint(h.Values[protocol.ColVersion]) == "1" &&
 			h.Values[protocol.ColRunning] == `[{"pipeline":"turbines","state":"running"}]` &&
@@ -144,7 +109,7 @@ func TestEdgeReportsToHub(t *testing.T) {
 	if _, err := kv.Put(ctx, key, data); err != nil {
 		t.Fatal(err)
 	}
-	rows = hubRows(t, js, rsub, 2)
+	rows = hubtest.EdgeRows(t, js, rsub, 2)
 	if v := rows[1].Values; v[protocol.ColOutcome] != agent.Rejected || fmt.Sprint(v[protocol.ColVersion]) != "2" ||
 		!strings.Contains(fmt.Sprint(v[protocol.ColReason]), "hub release r-2") || v[protocol.ColFile] != digest {
 		t.Errorf("refused release reported as %+v", v)

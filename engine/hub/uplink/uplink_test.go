@@ -24,7 +24,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/hub/hubsync"
-	"github.com/sluice-edge/sluice/engine/hub/ingest"
+	"github.com/sluice-edge/sluice/engine/hub/hubtest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/hub/store"
 )
@@ -82,46 +82,6 @@ func open(t *testing.T, o Options) *Uplink {
 	}
 	t.Cleanup(func() { u.Close(context.Background()) })
 	return u
-}
-
-// readRows reads the rows the edge stream holds on subject until it has
-// want of them (or 20 s passed), decoded as the hub decodes them.
-func readRows(t *testing.T, js jetstream.JetStream, subject string, want int) []store.Row {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var rows []store.Row
-	for {
-		rows = rows[:0]
-		s, err := js.Stream(ctx, protocol.EdgeStream)
-		var info *jetstream.StreamInfo
-		if err == nil {
-			info, err = s.Info(ctx)
-		}
-		if err == nil {
-			for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-				m, err := s.GetMsg(ctx, seq)
-				if err != nil {
-					t.Fatalf("message %d: %v", seq, err)
-				}
-				if m.Subject != subject {
-					continue
-				}
-				d, err := ingest.Decode(ingest.Headers(m.Header), m.Data, ingest.Limits{})
-				if err != nil {
-					t.Fatalf("the hub cannot decode a message: %v", err)
-				}
-				rows = append(rows, d.Rows...)
-			}
-		}
-		if len(rows) >= want {
-			return rows
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("%d rows on %s, want %d (%v)", len(rows), subject, want, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func subjects(t *testing.T) (reports, heartbeat string) {
@@ -182,7 +142,7 @@ func TestReportsMadeOfflineArriveAfterwards(t *testing.T) {
 
 	srv.Start()
 	createEdgeStream(t, js)
-	rows := readRows(t, js, rsub, 3)
+	rows := hubtest.EdgeRows(t, js, rsub, 3)
 	if len(rows) != 3 {
 		t.Fatalf("%d report rows, want 3", len(rows))
 	}
@@ -196,7 +156,7 @@ func TestReportsMadeOfflineArriveAfterwards(t *testing.T) {
 		}
 	}
 
-	hrows := readRows(t, js, hsub, 1)
+	hrows := hubtest.EdgeRows(t, js, hsub, 1)
 	h := hrows[0]
 	if !h.Time.Equal(hb.Time) || !h.Backfill || h.Stream != protocol.HeartbeatStream || h.Values[protocol.ColLabels] != `{"site":"north"}` ||
 		h.Values[protocol.ColRunning] != `[{"pipeline":"a","state":"running"},{"pipeline":"z","state":"failed"}]` ||
@@ -210,7 +170,7 @@ func TestReportsMadeOfflineArriveAfterwards(t *testing.T) {
 	if err := u.Report(live); err != nil {
 		t.Fatal(err)
 	}
-	rows = readRows(t, js, rsub, 4)
+	rows = hubtest.EdgeRows(t, js, rsub, 4)
 	checkReport(t, rows[3], live, false)
 }
 
@@ -246,7 +206,7 @@ func TestHeartbeatBufferBounded(t *testing.T) {
 	srv.Start()
 	createEdgeStream(t, js)
 	_, hsub := subjects(t)
-	rows := readRows(t, js, hsub, int(st.BacklogRows))
+	rows := hubtest.EdgeRows(t, js, hsub, int(st.BacklogRows))
 	if got := rows[len(rows)-1]; !got.Time.Equal(last) || fmt.Sprint(got.Values[protocol.ColBacklog]) != fmt.Sprint(n-1) {
 		t.Errorf("newest heartbeat row %+v, want the one of %v", got, last)
 	}
@@ -325,7 +285,7 @@ func TestKillLosesNoReport(t *testing.T) {
 	createEdgeStream(t, js)
 	u := open(t, Options{JS: js, Dir: filepath.Join(dir, "hub"), AgentDir: filepath.Join(dir, "agent")})
 	rsub, _ := subjects(t)
-	rows := readRows(t, js, rsub, 3)
+	rows := hubtest.EdgeRows(t, js, rsub, 3)
 	reps := killReports()
 	// The two stored before the kill left the buffer as backlog; the
 	// third, stored from reports.jsonl at the start, went out live.
@@ -335,7 +295,7 @@ func TestKillLosesNoReport(t *testing.T) {
 	// Once the buffer is empty, nothing more comes: the two stored
 	// before the kill are not repeated.
 	waitEmpty(t, u)
-	if rows := readRows(t, js, rsub, 3); len(rows) != 3 {
+	if rows := hubtest.EdgeRows(t, js, rsub, 3); len(rows) != 3 {
 		t.Errorf("%d report rows, want 3: %+v", len(rows), rows)
 	}
 }
@@ -377,7 +337,7 @@ func TestFirstStartSendsKeptReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	rsub, _ := subjects(t)
-	readRows(t, js, rsub, 3)
+	hubtest.EdgeRows(t, js, rsub, 3)
 	if err := u.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +345,7 @@ func TestFirstStartSendsKeptReports(t *testing.T) {
 	if l, _ := u.Left(); l.Rows != 0 {
 		t.Errorf("a second start stored %d reports again", l.Rows)
 	}
-	if rows := readRows(t, js, rsub, 3); len(rows) != 3 {
+	if rows := hubtest.EdgeRows(t, js, rsub, 3); len(rows) != 3 {
 		t.Errorf("%d report rows, want 3", len(rows))
 	}
 }
@@ -446,7 +406,7 @@ func TestRefusedReleasesAreReported(t *testing.T) {
 	}
 	put(protocol.Desired{Bundle: "w", Version: 3, Digest: digest, Size: int64(len(real)), ReleasedAt: time.Now(), ReleaseID: "r-1"})
 	rsub, _ := subjects(t)
-	rows := readRows(t, js, rsub, 1)
+	rows := hubtest.EdgeRows(t, js, rsub, 1)
 	if v := rows[0].Values; v[protocol.ColOutcome] != agent.Rejected || v[protocol.ColBundle] != "w" || fmt.Sprint(v[protocol.ColVersion]) != "3" ||
 		v[protocol.ColFile] != digest || !strings.Contains(v[protocol.ColReason].(string), "hub release r-1:") ||
 		!strings.Contains(v[protocol.ColReason].(string), "digest") {
@@ -454,7 +414,7 @@ func TestRefusedReleasesAreReported(t *testing.T) {
 	}
 
 	put(protocol.Desired{Bundle: "w", Version: 4, Digest: digest, Size: 2 << 20, ReleasedAt: time.Now(), ReleaseID: "r-2"})
-	rows = readRows(t, js, rsub, 2)
+	rows = hubtest.EdgeRows(t, js, rsub, 2)
 	if v := rows[1].Values; v[protocol.ColOutcome] != agent.Rejected || fmt.Sprint(v[protocol.ColVersion]) != "4" ||
 		!strings.Contains(v[protocol.ColReason].(string), "max_bundle_bytes") {
 		t.Errorf("a bundle too large reported as %+v", v)
@@ -496,9 +456,9 @@ func TestFullReportsBufferDropsNothing(t *testing.T) {
 	srv.Start()
 	createEdgeStream(t, js)
 	rsub, _ := subjects(t)
-	rows := readRows(t, js, rsub, n)
+	rows := hubtest.EdgeRows(t, js, rsub, n)
 	waitEmpty(t, u)
-	rows = readRows(t, js, rsub, n)
+	rows = hubtest.EdgeRows(t, js, rsub, n)
 	if len(rows) != n {
 		t.Fatalf("%d report rows, want %d", len(rows), n)
 	}
@@ -535,13 +495,13 @@ func TestRenamedEdgeKeepsSubjectAndIDTogether(t *testing.T) {
 	srv.Start()
 	createEdgeStream(t, js)
 	oldSub, _ := protocol.ReportsSubject("edge-old")
-	rows := readRows(t, js, oldSub, 1)
+	rows := hubtest.EdgeRows(t, js, oldSub, 1)
 	if rows[0].Edge != "edge-old" || !rows[0].Time.Equal(old.Time) {
 		t.Errorf("row %+v", rows[0])
 	}
 	waitEmpty(t, u)
 	newSub, _ := protocol.ReportsSubject("edge-new")
-	if rows := readRows(t, js, newSub, 0); len(rows) != 0 {
+	if rows := hubtest.EdgeRows(t, js, newSub, 0); len(rows) != 0 {
 		t.Errorf("rows of edge-old on the subject of edge-new: %+v", rows)
 	}
 }

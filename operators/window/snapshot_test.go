@@ -166,23 +166,7 @@ func runHandover(t *testing.T, cfgSrc string, batches []batchIn, cuts []int, che
 	op := build()
 	for i, b := range batches {
 		if slices.Contains(cuts, i) {
-			st, err := op.Snapshot()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if again, err := op.Snapshot(); err != nil || !bytes.Equal(again.Data, st.Data) {
-				t.Fatalf("cut %d: a second snapshot differs (err %v)", i, err)
-			}
-			if err := op.Close(); err != nil {
-				t.Fatal(err)
-			}
-			op = build()
-			if err := op.Restore(st); err != nil {
-				t.Fatalf("cut %d: Restore: %v", i, err)
-			}
-			if re, err := op.Snapshot(); err != nil || !bytes.Equal(re.Data, st.Data) {
-				t.Fatalf("cut %d: the restored step snapshots to other bytes (err %v)", i, err)
-			}
+			op = enginetest.Restart(t, op, build, i)
 		}
 		if err := op.Process(engine.Batch{Rec: enginetest.Record(mem, testSchema, b.rows...), Source: b.source}, col.Emit); err != nil {
 			t.Fatalf("Process: %v", err)

@@ -573,7 +573,7 @@ func (a *Agent) Import(r io.Reader, file string) (Report, error) {
 	if n > a.opts.MaxBundleBytes {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return a.reject(Report{File: file}, fmt.Errorf("%w: the bundle exceeds max_bundle_bytes (%d)", bundle.ErrTooLarge, a.opts.MaxBundleBytes))
+		return a.reject(Report{File: file}, errBundleSize(-1, a.opts.MaxBundleBytes))
 	}
 	return a.apply(name, file)
 }
@@ -584,7 +584,17 @@ func (a *Agent) Import(r io.Reader, file string) (Report, error) {
 func (a *Agent) RejectTooLarge(file string, size int64) (Report, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.reject(Report{File: CleanFileName(file)}, fmt.Errorf("%w: the bundle is %d bytes, more than max_bundle_bytes (%d)", bundle.ErrTooLarge, size, a.opts.MaxBundleBytes))
+	return a.reject(Report{File: CleanFileName(file)}, errBundleSize(size, a.opts.MaxBundleBytes))
+}
+
+// errBundleSize refuses a bundle of size bytes, more than limit
+// (max_bundle_bytes); size is -1 when only the bound is known (a stream
+// that went past it).
+func errBundleSize(size, limit int64) error {
+	if size < 0 {
+		return fmt.Errorf("%w: the bundle exceeds max_bundle_bytes (%d)", bundle.ErrTooLarge, limit)
+	}
+	return fmt.Errorf("%w: the bundle is %d bytes, more than max_bundle_bytes (%d)", bundle.ErrTooLarge, size, limit)
 }
 
 // CleanFileName makes a file name given by a client fit for a report: its
@@ -784,7 +794,7 @@ func (a *Agent) verify(name string) (*os.File, *bundle.Manifest, *bundle.Bundle,
 	}
 	if fi.Size() > a.opts.MaxBundleBytes {
 		f.Close()
-		return nil, nil, nil, fmt.Errorf("%w: the bundle is %d bytes, more than max_bundle_bytes (%d)", bundle.ErrTooLarge, fi.Size(), a.opts.MaxBundleBytes)
+		return nil, nil, nil, errBundleSize(fi.Size(), a.opts.MaxBundleBytes)
 	}
 	b, err := bundle.Verify(io.LimitReader(f, a.opts.MaxBundleBytes), a.opts.Trust)
 	var m *bundle.Manifest

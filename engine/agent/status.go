@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -166,7 +165,7 @@ func copyBounded(name, dir string, limit int64) (string, error) {
 	}
 	defer in.Close()
 	if fi.Size() > limit {
-		return "", fmt.Errorf("%w: the bundle is %d bytes, more than max_bundle_bytes (%d)", bundle.ErrTooLarge, fi.Size(), limit)
+		return "", errBundleSize(fi.Size(), limit)
 	}
 	out, err := os.CreateTemp(dir, ".stage-*.bundle")
 	if err != nil {
@@ -174,7 +173,7 @@ func copyBounded(name, dir string, limit int64) (string, error) {
 	}
 	n, err := io.Copy(out, io.LimitReader(in, limit+1))
 	if err == nil && n > limit {
-		err = fmt.Errorf("%w: the bundle exceeds max_bundle_bytes (%d)", bundle.ErrTooLarge, limit)
+		err = errBundleSize(-1, limit)
 	}
 	if err == nil {
 		err = out.Sync()

@@ -696,3 +696,46 @@ func TestStoreErrorRedelivered(t *testing.T) {
 		t.Fatalf("stats %+v: want one store error and the nak'ed messages redelivered", s)
 	}
 }
+
+// TestRefusedAlertIsolated: an alert record the store refuses before
+// writing anything (a content longer than its MaxTextBytes) sets its
+// message aside as poison instead of retrying it for ever, and the alert
+// of the other message is stored.
+func TestRefusedAlertIsolated(t *testing.T) {
+	e := newEnv(t)
+	st, err := store.Open(context.Background(), testDSN(t), store.Options{Schema: e.schema, MaxTextBytes: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	occur := time.Date(2025, 4, 1, 8, 0, 0, 0, time.UTC)
+	rec := enginetest.Record(nil, engine.AlertSchema,
+		enginetest.Row{occur, "a1", "T1", "hot", "major", "temp", strings.Repeat("x", 100), 90.0, occur, nil, "raised"},
+		enginetest.Row{occur, "a2", "T2", "cold", "minor", "temp", "too cold", 1.0, occur, nil, "raised"},
+	)
+	defer rec.Release()
+	msgs, err := outbound.Encode(outbound.JSON, "edge1", "alerts", outbound.Entry{Rec: rec, First: 1, Schema: engine.AlertSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish("edges.edge1.alerts", msgs)
+	g := e.startOn(st, ingest.Options{Stream: "EDGES", Durable: "refused-alert",
+		FilterSubjects: []string{"edges.>"}, FetchWait: 200 * time.Millisecond, NakDelay: 100 * time.Millisecond})
+	deadline := time.Now().Add(15 * time.Second)
+	for g.g.Stats().Poison+g.g.Stats().Alerts < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: the refused alert was neither stored nor set aside", g.g.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := g.g.Stats(); s.Poison != 1 || s.Alerts != 1 {
+		t.Fatalf("stats %+v: want the message of the long content set aside and the other alert stored", s)
+	}
+	alerts, err := e.st.Alerts(context.Background(), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(alerts) != 1 || alerts[0].ID != "a2" {
+		t.Fatalf("alerts %+v, want a2 alone", alerts)
+	}
+}

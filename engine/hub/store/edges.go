@@ -76,15 +76,15 @@ type EdgeStatus struct {
 }
 
 // checkText rejects text PostgreSQL cannot store (NUL, invalid UTF-8) or
-// longer than max bytes.
+// longer than max bytes, with an error matching ErrInvalid.
 func checkText(field, v string, max int) error {
 	switch {
 	case len(v) > max:
-		return fmt.Errorf("%s: %d bytes, more than %d", field, len(v), max)
+		return invalidError{fmt.Errorf("%s: %d bytes, more than %d", field, len(v), max)}
 	case strings.IndexByte(v, 0) >= 0:
-		return fmt.Errorf("%s: contains a NUL byte", field)
+		return invalidError{fmt.Errorf("%s: contains a NUL byte", field)}
 	case !utf8.ValidString(v):
-		return fmt.Errorf("%s: not valid UTF-8", field)
+		return invalidError{fmt.Errorf("%s: not valid UTF-8", field)}
 	}
 	return nil
 }

@@ -52,6 +52,17 @@ const (
 // ErrNotFound is returned for an edge the hub has never heard of.
 var ErrNotFound = errors.New("not found")
 
+// ErrInvalid matches (errors.Is) the error of a text the store refuses
+// before writing anything: longer than MaxTextBytes, with a NUL byte or
+// invalid UTF-8. Storing it again fails again.
+var ErrInvalid = errors.New("invalid text")
+
+// invalidError is a refused text, matching ErrInvalid; its message is the
+// refusal's alone.
+type invalidError struct{ error }
+
+func (invalidError) Is(target error) bool { return target == ErrInvalid }
+
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // Options configure a Store. Zero fields take the defaults.
@@ -186,13 +197,15 @@ func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, f)
 }
 
-// IsDataError says whether err is PostgreSQL refusing a value it can never
-// hold: SQLSTATE class 22, data exception (a number out of range, text it
+// IsDataError says whether err is a value the store can never hold: a
+// text it refuses itself (ErrInvalid), or PostgreSQL refusing it with
+// SQLSTATE class 22, data exception (a number out of range, text it
 // cannot encode, ...), or class 54, program limit exceeded (a key too
 // large for its index: an entry holds at most about 2.7 KB after
 // compression). Storing the same value again fails again, so the ingest
 // sets its message aside instead of retrying it.
 func IsDataError(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54"))
+	return errors.Is(err, ErrInvalid) ||
+		errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54"))
 }

@@ -2,7 +2,6 @@ package pipelines_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,7 +12,6 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -22,16 +20,12 @@ import (
 func alertVersions(t *testing.T, file string) []string {
 	t.Helper()
 	var out []string
-	for _, l := range lines(t, file) {
-		var r map[string]any
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("%s: %v", l, err)
-		}
-		v, ok := r["rule_set_version"].(string)
-		if !ok {
+	for _, a := range switchAlerts(t, file) {
+		v := a.Version
+		if v == "" {
 			v = "-"
 		}
-		out = append(out, fmt.Sprintf("%s %s %s", r["rule"], r["state"], v))
+		out = append(out, fmt.Sprintf("%s %s %s", a.Rule, a.State, v))
 	}
 	return out
 }
@@ -106,58 +100,28 @@ EXTRA`
 // under release 2 raised (docs/coordination.md); the alerts raised after
 // it name release 3.
 func TestSwitchRuleSetVersion(t *testing.T) {
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	sfx := fmt.Sprint(time.Now().UnixNano())
-	out := filepath.Join(dir, "alerts.jsonl")
-	pipe := strings.NewReplacer("ADDR", addr, "CID", sfx, "PROD", "p"+sfx, "OUT", out).Replace(versionSwitchPipeline)
 	const rules = "rules:\n  - {name: hot, expr: power > 100, clear: power < 80}\n"
-	rel := func(version int64, extra, rules string) *pipelines.Release {
-		t.Helper()
-		d := writeRelease(t, map[string]string{"pipelines/p.yaml": strings.ReplaceAll(pipe, "EXTRA", extra), "rules/turbine.yaml": rules})
-		r, errs := pipelines.LoadRelease(d, os.LookupEnv)
-		if len(errs) > 0 {
-			t.Fatal(errs)
-		}
-		r.Name, r.Version = "farm", version
-		return r
-	}
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Log: slog.New(slog.DiscardHandler)})
-	if err := rt.Start(context.Background(), rel(1, "", rules)); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
-	dev := versionDevice(t, addr, sfx)
-	defer dev.Disconnect(100)
-	base := time.Now().UnixMilli()
-	waitSubscribed(t, rt)
-	post(t, dev, "p"+sfx, "dev0", 200, base)
-	waitLines(t, out, 1)
+	s := newAlertSwitch(t, rules, "")
+	s.post("dev0", 200)
+	waitLines(t, s.out, 1)
 
 	// Release 2 adds a sink: the pipeline is rebuilt, the alert step keeps
 	// its state.
-	rep, err := rt.Switch(context.Background(), rel(2, "  raw: {type: file, input: feed, path: "+filepath.Join(dir, "raw.jsonl")+"}\n", rules))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := s.switchTo(2, strings.ReplaceAll(s.pipe, "EXTRA", "  raw: {type: file, input: feed, path: "+filepath.Join(s.dir, "raw.jsonl")+"}\n"), rules)
 	if !strings.Contains(rep.String(), "alerts: kept state") {
 		t.Fatalf("switch %q: the alert step did not keep its state", rep)
 	}
-	post(t, dev, "p"+sfx, "dev0", 50, base+1000)  // clears the alert raised under release 1
-	post(t, dev, "p"+sfx, "dev1", 200, base+2000) // raises under release 2
-	waitLines(t, out, 3)
+	s.post("dev0", 50)  // clears the alert raised under release 1
+	s.post("dev1", 200) // raises under release 2
+	waitLines(t, s.out, 3)
 
-	// Release 3 changes the rule set (a severity).
-	if _, err := rt.Switch(context.Background(), rel(3, "", strings.Replace(rules, "}", ", severity: major}", 1))); err != nil {
-		t.Fatal(err)
-	}
-	// The source restarted with its context, and with it the embedded
-	// broker: the device reconnects.
-	waitSubscribed(t, rt)
-	outboundtest.Eventually(t, 20*time.Second, "the device to reconnect", dev.IsConnectionOpen)
-	post(t, dev, "p"+sfx, "dev2", 200, base+3000)
-	waitLines(t, out, 4)
-	got := strings.Join(alertVersions(t, out), "\n")
+	// Release 3 changes the rule set (a severity). The source restarts with
+	// its context, and with it the embedded broker: switchTo waits for the
+	// device to reconnect.
+	s.switchTo(3, strings.ReplaceAll(s.pipe, "EXTRA", ""), strings.Replace(rules, "}", ", severity: major}", 1))
+	s.post("dev2", 200)
+	waitLines(t, s.out, 4)
+	got := strings.Join(alertVersions(t, s.out), "\n")
 	want := strings.Join([]string{
 		"hot raised farm v1 rules/turbine.yaml",
 		"hot cleared farm v1 rules/turbine.yaml",

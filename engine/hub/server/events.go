@@ -54,14 +54,14 @@ func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (store.In
 						return store.Inserted{}, berr
 					}
 				}
-				if err = e.st.RecordReport(ctx, r.Edge, rep); err != nil {
+				if err = e.st.RecordReport(ctx, r.Edge, rep); err != nil && !store.IsDataError(err) {
 					return store.Inserted{}, err
 				}
 			}
 		case protocol.HeartbeatStream:
 			var hb store.HeartbeatInfo
 			if hb, err = heartbeatOf(r); err == nil {
-				if err = e.st.RecordHeartbeat(ctx, r.Edge, hb); err != nil {
+				if err = e.st.RecordHeartbeat(ctx, r.Edge, hb); err != nil && !store.IsDataError(err) {
 					return store.Inserted{}, err
 				}
 			}
@@ -141,11 +141,6 @@ func reportOf(r store.Row) (store.Report, string, error) {
 	// they are shortened, not refused (a refused report would leave its
 	// release pending forever).
 	rep.Reason, rep.Location, rep.Steps = clip(rep.Reason), clip(rep.Location), clip(rep.Steps)
-	for _, s := range []string{rep.Bundle, rep.Reason, rep.Location, rep.Steps} {
-		if err := checkText(s); err != nil {
-			return rep, "", err
-		}
-	}
 	return rep, file, nil
 }
 
@@ -184,18 +179,6 @@ func heartbeatOf(r store.Row) (store.HeartbeatInfo, error) {
 		}
 		if len(hb.Running) > maxPipelines {
 			return hb, fmt.Errorf("%d pipelines, more than %d", len(hb.Running), maxPipelines)
-		}
-	}
-	texts := []string{hb.Bundle, hb.Software}
-	for k, l := range hb.Labels {
-		texts = append(texts, k, l)
-	}
-	for _, p := range hb.Running {
-		texts = append(texts, p.Pipeline, p.State)
-	}
-	for _, s := range texts {
-		if err := checkText(s); err != nil {
-			return hb, err
 		}
 	}
 	return hb, nil

@@ -376,6 +376,37 @@ func TestEdgeEventsHostile(t *testing.T) {
 	}
 }
 
+// TestEdgeEventsRefusedTexts: a heartbeat whose label holds a NUL byte and
+// a report whose bundle name is longer than the store holds are set aside
+// as poison, and the edge's next heartbeat is stored.
+func TestEdgeEventsRefusedTexts(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	ctx := context.Background()
+	_, js := e.connect()
+	now := time.Now().UTC()
+	publish(t, js, "sluice.e1.heartbeat", encode(t, "e1", protocol.HeartbeatStream, protocol.HeartbeatSchema(), 1,
+		enginetest.Row{now, `{"site":"a\u0000b"}`, "", int64(0), "[]", int64(0), "v"}))
+	publish(t, js, "sluice.e1.reports", encode(t, "e1", protocol.ReportStream, protocol.ReportSchema(), 1,
+		enginetest.Row{now, strings.Repeat("w", store.DefaultMaxTextBytes+1), int64(1), "applied", "", "", "", ""}))
+	publish(t, js, "sluice.e1.heartbeat", encode(t, "e1", protocol.HeartbeatStream, protocol.HeartbeatSchema(), 2,
+		enginetest.Row{now, `{"site":"x"}`, "", int64(0), "[]", int64(0), "v"}))
+	waitFor(t, 10*time.Second, "events handled", func() error {
+		_, ev := in.hub.Stats()
+		if ev.Poison != 2 || ev.Messages != 1 {
+			return fmt.Errorf("edge events %+v", ev)
+		}
+		return nil
+	})
+	es, err := in.client.Edges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 || es[0].ID != "e1" || es[0].Labels["site"] != "x" || es[0].LastReport != nil {
+		t.Fatalf("edges %+v", es)
+	}
+}
+
 // TestTwoInstancesShareIngest: two instances share the data and the
 // edge-event consumers; one killed in the middle leaves its unacked
 // messages to the other, and every row and report is stored once.

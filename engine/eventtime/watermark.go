@@ -76,18 +76,20 @@ func (m *SourceMark) Observe(kid int32, t int64, capacity int) {
 			m.Hit = i
 			return
 		}
-		if low < 0 || e.Max < m.Top[low].Max {
+		if low < 0 || e.Max < m.Top[low].Max || e.Max == m.Top[low].Max && e.Seen < m.Top[low].Seen {
 			low = i
 		}
 	}
 	// kid is not among the most advanced keys: its largest event time so
 	// far is at most the smallest of theirs, so t is its largest if t
-	// displaces that one.
+	// displaces that one. At an equal time it displaces the key of the
+	// same time seen longest ago, so that keys which all report the same
+	// times keep a mark however many there are.
 	switch {
 	case len(m.Top) < capacity:
 		m.Top = append(m.Top, KeyMark{Kid: kid, Max: t, Seen: m.Rows})
 		m.Hit = len(m.Top) - 1
-	case low >= 0 && t > m.Top[low].Max:
+	case low >= 0 && t >= m.Top[low].Max:
 		m.Top[low] = KeyMark{Kid: kid, Max: t, Seen: m.Rows}
 		m.Hit = low
 	}

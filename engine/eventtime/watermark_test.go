@@ -22,3 +22,20 @@ func TestSourceOf(t *testing.T) {
 		t.Fatalf("source 3 again: %+v of %d marks", *got, len(srcs))
 	}
 }
+
+// TestMarkManyKeysAtOneTime: a source whose keys all report the same event
+// times, more keys per time than idle rows, keeps a mark: the keys seen
+// among the last idle rows are at the newest time.
+func TestMarkManyKeysAtOneTime(t *testing.T) {
+	const keys, idle, k = 100, 10, 2
+	m := NewSourceMark(0)
+	for step := int64(1); step <= 3; step++ {
+		for kid := range int32(keys) {
+			m.Observe(kid, step*60_000, 2*k)
+		}
+		got, ok := m.Mark(k, idle)
+		if !ok || got != step*60_000 {
+			t.Fatalf("step %d: mark = %d, %v; want %d, true", step, got, ok, step*60_000)
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/bundle/bundletest"
 )
 
 // The release a hostile edge runs: a sim source writing JSON lines to a
@@ -41,18 +42,8 @@ func hostileRelease(out string) map[string]string {
 	}
 }
 
-// tarEntry is one raw entry of a crafted bundle.
-type tarEntry struct {
-	hdr  tar.Header
-	data []byte
-}
-
-func regular(name string, data []byte) tarEntry {
-	return tarEntry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644}, data: data}
-}
-
 // unpackEntries reads the raw entries of a bundle, without any check.
-func unpackEntries(t *testing.T, data []byte) []tarEntry {
+func unpackEntries(t *testing.T, data []byte) []bundletest.Entry {
 	t.Helper()
 	zr, err := zstd.NewReader(bytes.NewReader(data))
 	if err != nil {
@@ -60,7 +51,7 @@ func unpackEntries(t *testing.T, data []byte) []tarEntry {
 	}
 	defer zr.Close()
 	tr := tar.NewReader(zr)
-	var out []tarEntry
+	var out []bundletest.Entry
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -73,52 +64,12 @@ func unpackEntries(t *testing.T, data []byte) []tarEntry {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, tarEntry{hdr: *h, data: b})
+		out = append(out, bundletest.Entry{Hdr: *h, Data: b})
 	}
-}
-
-// packEntries writes entries as tar+zstd as they are: a header may
-// declare more bytes than its data has (the rest are zeros).
-func packEntries(t *testing.T, ents []tarEntry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw, err := zstd.NewWriter(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw := tar.NewWriter(zw)
-	for _, e := range ents {
-		h := e.hdr
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			t.Fatal(err)
-		}
-		if pad := h.Size - int64(len(e.data)); pad > 0 {
-			if _, err := io.CopyN(tw, zeroReader{}, pad); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-type zeroReader struct{}
-
-func (zeroReader) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
 }
 
 // signedHead returns the manifest and signature entries of m signed by key.
-func signedHead(t *testing.T, m *bundle.Manifest, key []byte) []tarEntry {
+func signedHead(t *testing.T, m *bundle.Manifest, key []byte) []bundletest.Entry {
 	t.Helper()
 	mb, err := json.Marshal(m)
 	if err != nil {
@@ -128,7 +79,7 @@ func signedHead(t *testing.T, m *bundle.Manifest, key []byte) []tarEntry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []tarEntry{regular(bundle.ManifestName, mb), regular(bundle.SignatureName, sig)}
+	return []bundletest.Entry{bundletest.Regular(bundle.ManifestName, mb), bundletest.Regular(bundle.SignatureName, sig)}
 }
 
 func listed(p string, data []byte) bundle.File {
@@ -232,14 +183,14 @@ max_bundle_bytes: %d
 	// tampered: a content file's bytes changed after signing, same size.
 	tampered := unpackEntries(t, buildBytes(t, release, opts(3)))
 	for i := range tampered {
-		if tampered[i].hdr.Name == "rules/turbine.yaml" {
-			tampered[i].data = bytes.Replace(tampered[i].data, []byte("> 55"), []byte("> 05"), 1)
+		if tampered[i].Hdr.Name == "rules/turbine.yaml" {
+			tampered[i].Data = bytes.Replace(tampered[i].Data, []byte("> 55"), []byte("> 05"), 1)
 		}
 	}
 	// unsigned: MANIFEST.sig dropped.
-	var unsigned []tarEntry
+	var unsigned []bundletest.Entry
 	for _, en := range unpackEntries(t, buildBytes(t, release, opts(3))) {
-		if en.hdr.Name != bundle.SignatureName {
+		if en.Hdr.Name != bundle.SignatureName {
 			unsigned = append(unsigned, en)
 		}
 	}
@@ -251,8 +202,8 @@ max_bundle_bytes: %d
 	// says more than max_bundle_bytes (zeros: the file itself is small).
 	small := []byte("0123456789abcdef")
 	oversized := &bundle.Manifest{Format: bundle.FormatVersion, Name: "w", Version: 3, Created: "2026-01-02T03:04:05Z", Files: []bundle.File{listed("config/big.bin", small)}}
-	bigEntry := regular("config/big.bin", small)
-	bigEntry.hdr.Size = 4 * maxBundle
+	bigEntry := bundletest.Regular("config/big.bin", small)
+	bigEntry.Hdr.Size = 4 * maxBundle
 	// A valid bundle whose file exceeds max_bundle_bytes.
 	noise := make([]byte, 2*maxBundle)
 	rand.Read(noise)
@@ -262,13 +213,13 @@ max_bundle_bytes: %d
 		data []byte
 		want string // in stderr and in the report's reason
 	}{
-		{"tampered content", packEntries(t, tampered), `entry "rules/turbine.yaml": sha256 mismatch`},
+		{"tampered content", bundletest.Pack(t, tampered...), `entry "rules/turbine.yaml": sha256 mismatch`},
 		{"untrusted key", buildBytes(t, release, bundle.BuildOptions{Name: "w", Version: 3, Created: created, Key: otherKey}), "signed by an untrusted key"},
-		{"unsigned", packEntries(t, unsigned), "bundle is not signed"},
+		{"unsigned", bundletest.Pack(t, unsigned...), "bundle is not signed"},
 		{"older version", buildBytes(t, release, opts(1)), "not newer than the applied version: w v2 is applied"},
 		{"equal version", buildBytes(t, release, opts(2)), "not newer than the applied version: w v2 is applied"},
-		{"path traversal", packEntries(t, append(signedHead(t, traversal, key), regular("../x", evil))), `entry "../x": path not allowed`},
-		{"entry larger than declared", packEntries(t, append(signedHead(t, oversized, key), bigEntry)), `entry "config/big.bin"`},
+		{"path traversal", bundletest.Pack(t, append(signedHead(t, traversal, key), bundletest.Regular("../x", evil))...), `entry "../x": path not allowed`},
+		{"entry larger than declared", bundletest.Pack(t, append(signedHead(t, oversized, key), bigEntry)...), `entry "config/big.bin"`},
 		{"bundle over max_bundle_bytes", buildBytes(t, with(map[string]string{"config/noise.bin": string(noise)}), opts(3)), "max_bundle_bytes"},
 		{"bad expression", buildBytes(t, with(map[string]string{"pipelines/bad.yaml": "sources:\n  s: {type: sim, turbines: 1, rate: 10}\nsteps:\n  f: {type: filter, input: s, expr: power >>> 3}\nsinks:\n  o: {type: discard, input: f}\n"}), opts(3)), "pipelines/bad.yaml:4:"},
 		{"rule reads a point the model lacks", buildBytes(t, with(map[string]string{"rules/turbine.yaml": hostileRules + "  - name: iced\n    expr: blade_ice > 0\n"}), opts(3)), "rules/turbine.yaml:6:11"},

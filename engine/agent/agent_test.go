@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -18,9 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/bundle/bundletest"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -130,21 +128,12 @@ type ent struct {
 // make.
 func craft(t testing.TB, dir string, ents ...ent) string {
 	t.Helper()
-	var raw bytes.Buffer
-	tw := tar.NewWriter(&raw)
+	raw := make([]bundletest.Entry, 0, len(ents))
 	for _, e := range ents {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Size: int64(len(e.data)), Mode: 0o644}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(e.data)
+		raw = append(raw, bundletest.Regular(e.name, e.data))
 	}
-	tw.Close()
-	var out bytes.Buffer
-	zw, _ := zstd.NewWriter(&out)
-	zw.Write(raw.Bytes())
-	zw.Close()
 	name := filepath.Join(dir, fmt.Sprintf("crafted-%d.bundle", time.Now().UnixNano()))
-	if err := os.WriteFile(name, out.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(name, bundletest.Pack(t, raw...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return name

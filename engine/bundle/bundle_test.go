@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/sluice-edge/sluice/engine/bundle/bundletest"
 )
 
 // testKey is a fixed key, so that seeds and failures reproduce.
@@ -64,21 +66,16 @@ func buildBundle(t testing.TB, files map[string]string, key ed25519.PrivateKey) 
 }
 
 // ent is one raw tar entry of a crafted bundle.
-type ent struct {
-	hdr  tar.Header
-	data []byte
-}
+type ent = bundletest.Entry
 
-func file(name, data string) ent {
-	return ent{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644}, data: []byte(data)}
-}
+func file(name, data string) ent { return bundletest.Regular(name, []byte(data)) }
 
 // manifestOf makes a manifest listing the given content entries as they are.
 func manifestOf(ents ...ent) *Manifest {
 	m := &Manifest{Format: 1, Name: "windfarm", Version: 3, Created: "2025-03-01T12:00:00Z"}
 	for _, e := range ents {
-		sum := sha256.Sum256(e.data)
-		m.Files = append(m.Files, File{Path: e.hdr.Name, Size: e.hdr.Size, SHA256: hex.EncodeToString(sum[:])})
+		sum := sha256.Sum256(e.Data)
+		m.Files = append(m.Files, File{Path: e.Hdr.Name, Size: e.Hdr.Size, SHA256: hex.EncodeToString(sum[:])})
 	}
 	return m
 }
@@ -95,30 +92,6 @@ func mjson(m *Manifest) []byte {
 func head(m []byte, key ed25519.PrivateKey) []ent {
 	s, _ := json.Marshal(Sign(m, key))
 	return []ent{file(ManifestName, string(m)), file(SignatureName, string(s))}
-}
-
-// craft writes entries as a tar+zstd stream without any check.
-func craft(t testing.TB, ents ...ent) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw, _ := zstd.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for _, e := range ents {
-		h := e.hdr
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 func compress(t testing.TB, raw []byte) []byte {
@@ -138,9 +111,9 @@ func bomb(t testing.TB, prefix []ent, name string, size int64, trailing int64) [
 	zw, _ := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedFastest))
 	tw := tar.NewWriter(zw)
 	for _, e := range prefix {
-		h := e.hdr
+		h := e.Hdr
 		tw.WriteHeader(&h)
-		tw.Write(e.data)
+		tw.Write(e.Data)
 	}
 	zeros := make([]byte, 1<<20)
 	if name != "" {
@@ -230,10 +203,10 @@ func hostileCases() []hostile {
 	b := file("pipelines/b.yaml", "b: 1\n")
 	valid := func(ents ...ent) []byte { return mjson(manifestOf(ents...)) }
 	signedWith := func(m []byte, ents ...ent) func(t testing.TB) []byte {
-		return func(t testing.TB) []byte { return craft(t, append(head(m, key), ents...)...) }
+		return func(t testing.TB) []byte { return bundletest.Pack(t, append(head(m, key), ents...)...) }
 	}
 	typed := func(flag byte, link string) ent {
-		return ent{hdr: tar.Header{Typeflag: flag, Name: "models/a.bin", Linkname: link, Mode: 0o644}}
+		return ent{Hdr: tar.Header{Typeflag: flag, Name: "models/a.bin", Linkname: link, Mode: 0o644}}
 	}
 	var many Manifest = *manifestOf(a)
 	many.Files = nil
@@ -253,23 +226,23 @@ func hostileCases() []hostile {
 			m := valid(a)
 			h := head(m, key)
 			h[0] = file(ManifestName, strings.Replace(string(m), `"version":3`, `"version":4`, 1))
-			return craft(t, append(h, a)...)
+			return bundletest.Pack(t, append(h, a)...)
 		}, ErrSignature},
 		{"wrong key under a trusted id", func(t testing.TB) []byte {
 			m := valid(a)
 			sig := Sign(m, other)
 			sig.KeyID = KeyID(pub(key))
 			s, _ := json.Marshal(sig)
-			return craft(t, file(ManifestName, string(m)), file(SignatureName, string(s)), a)
+			return bundletest.Pack(t, file(ManifestName, string(m)), file(SignatureName, string(s)), a)
 		}, ErrSignature},
-		{"untrusted key", func(t testing.TB) []byte { return craft(t, append(head(valid(a), other), a)...) }, ErrUntrustedKey},
+		{"untrusted key", func(t testing.TB) []byte { return bundletest.Pack(t, append(head(valid(a), other), a)...) }, ErrUntrustedKey},
 		{"signature not JSON", func(t testing.TB) []byte {
-			return craft(t, file(ManifestName, string(valid(a))), file(SignatureName, "nope"), a)
+			return bundletest.Pack(t, file(ManifestName, string(valid(a))), file(SignatureName, "nope"), a)
 		}, ErrSignature},
-		{"unsigned", func(t testing.TB) []byte { return craft(t, file(ManifestName, string(valid(a))), a) }, ErrUnsigned},
+		{"unsigned", func(t testing.TB) []byte { return bundletest.Pack(t, file(ManifestName, string(valid(a))), a) }, ErrUnsigned},
 		{"signature first", func(t testing.TB) []byte {
 			h := head(valid(a), key)
-			return craft(t, h[1], h[0], a)
+			return bundletest.Pack(t, h[1], h[0], a)
 		}, ErrFormat},
 		{"entry order mismatch", signedWith(valid(a, b), b, a), ErrFormat},
 		{"extra entry", signedWith(valid(a), a, b), ErrFormat},
@@ -307,9 +280,9 @@ func hostileCases() []hostile {
 			var raw bytes.Buffer
 			tw := tar.NewWriter(&raw)
 			for _, e := range append(head(valid(a), key), a) {
-				h := e.hdr
+				h := e.Hdr
 				tw.WriteHeader(&h)
-				tw.Write(e.data)
+				tw.Write(e.Data)
 			}
 			tw.Close()
 			raw.WriteString("garbage")
@@ -406,10 +379,10 @@ func TestInspectStatus(t *testing.T) {
 		data []byte
 		want SigStatus
 	}{
-		{"valid", craft(t, append(head(m, key), a)...), SigValid},
-		{"untrusted", craft(t, append(head(m, other), a)...), SigUntrusted},
-		{"bad", craft(t, append(bad, a)...), SigBad},
-		{"unsigned", craft(t, file(ManifestName, string(m)), a), SigUnsigned},
+		{"valid", bundletest.Pack(t, append(head(m, key), a)...), SigValid},
+		{"untrusted", bundletest.Pack(t, append(head(m, other), a)...), SigUntrusted},
+		{"bad", bundletest.Pack(t, append(bad, a)...), SigBad},
+		{"unsigned", bundletest.Pack(t, file(ManifestName, string(m)), a), SigUnsigned},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b, err := Inspect(bytes.NewReader(c.data), trust)

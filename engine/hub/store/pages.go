@@ -175,9 +175,8 @@ func (s *Store) ReleaseSummaries(ctx context.Context, ids []int64, maxEdges int)
 		return sum
 	}
 	offlineBefore := s.opts.Now().Add(-s.opts.OfflineAfter)
-	const state = `CASE WHEN re.state = 'pending' AND (e.last_seen IS NULL OR e.last_seen < $2) THEN 'offline' ELSE re.state END`
 	rows, err := s.pool.Query(ctx, `
-SELECT re.release_id, `+state+`, count(*)
+SELECT re.release_id, `+releaseEdgeState+`, count(*)
 FROM release_edges re LEFT JOIN edges e ON e.id = re.edge
 WHERE re.release_id = ANY($1) GROUP BY 1, 2`, ids, offlineBefore)
 	if err != nil {
@@ -205,7 +204,7 @@ WHERE re.release_id = ANY($1) GROUP BY 1, 2`, ids, offlineBefore)
 SELECT ids.id, f.edge, f.state, f.reason, f.at
 FROM unnest($1::bigint[]) AS ids(id)
 CROSS JOIN LATERAL (
-  SELECT re.edge, `+state+` AS state, re.reason, re.at
+  SELECT re.edge, `+releaseEdgeState+` AS state, re.reason, re.at
   FROM release_edges re LEFT JOIN edges e ON e.id = re.edge
   WHERE re.release_id = ids.id ORDER BY re.edge LIMIT $3) f
 ORDER BY ids.id, f.edge`, ids, offlineBefore, maxEdges)

@@ -210,14 +210,17 @@ SELECT bundle, version, target_kind, target, released_by, released_at FROM relea
 	return ri, nil
 }
 
+// releaseEdgeState is the state of release entry re of edge e, with the
+// offline state derived: a pending entry of an edge whose last heartbeat
+// is older than $2 (or that was never seen) reads offline.
+const releaseEdgeState = `CASE WHEN re.state = 'pending' AND (e.last_seen IS NULL OR e.last_seen < $2) THEN 'offline' ELSE re.state END`
+
 // ReleaseStatus lists the edges of release id like ReleaseEdges, with the
 // offline state derived: a pending entry of an edge that is offline now
 // (no heartbeat within OfflineAfter, or never seen) reads offline.
 func (s *Store) ReleaseStatus(ctx context.Context, id int64) ([]ReleaseEdge, error) {
 	rows, err := s.pool.Query(ctx, `
-SELECT re.edge,
-  CASE WHEN re.state = 'pending' AND (e.last_seen IS NULL OR e.last_seen < $2) THEN 'offline' ELSE re.state END,
-  re.reason, re.at
+SELECT re.edge, `+releaseEdgeState+`, re.reason, re.at
 FROM release_edges re LEFT JOIN edges e ON e.id = re.edge
 WHERE re.release_id = $1 ORDER BY re.edge`, id, s.opts.Now().Add(-s.opts.OfflineAfter))
 	if err != nil {

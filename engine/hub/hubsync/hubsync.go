@@ -180,11 +180,15 @@ func (s *syncer) session(ctx context.Context) error {
 		retryC  <-chan time.Time
 		backoff = s.opts.MinBackoff
 	)
-	defer func() {
+	// forgetRetry drops the retry of a record a newer one replaces.
+	forgetRetry := func() {
 		if retry != nil {
 			retry.Stop()
+			retry, retryC = nil, nil
+			backoff = s.opts.MinBackoff
 		}
-	}()
+	}
+	defer forgetRetry()
 	for {
 		if pending != nil && retryC == nil {
 			// Take the newest of what has arrived before working.
@@ -213,11 +217,7 @@ func (s *syncer) session(ctx context.Context) error {
 			if e != nil && s.isNew(e) && (pending == nil || e.Revision() >= pending.Revision()) {
 				if pending == nil || e.Revision() > pending.Revision() {
 					// A newer record replaces one being retried.
-					if retry != nil {
-						retry.Stop()
-						retry, retryC = nil, nil
-						backoff = s.opts.MinBackoff
-					}
+					forgetRetry()
 				}
 				pending = e
 			}
@@ -230,11 +230,7 @@ func (s *syncer) session(ctx context.Context) error {
 			case err != nil:
 				return fmt.Errorf("reading %s: %w", s.key, err)
 			case s.isNew(e) && (pending == nil || e.Revision() > pending.Revision()):
-				if retry != nil {
-					retry.Stop()
-					retry, retryC = nil, nil
-					backoff = s.opts.MinBackoff
-				}
+				forgetRetry()
 				pending = e
 			}
 		}

@@ -195,19 +195,15 @@ type ReleaseInfo struct {
 
 // GetRelease returns release id; ErrNotFound when there is none.
 func (s *Store) GetRelease(ctx context.Context, id int64) (ReleaseInfo, error) {
-	ri := ReleaseInfo{ID: id}
-	var version int64
-	err := s.pool.QueryRow(ctx, `
-SELECT bundle, version, target_kind, target, released_by, released_at FROM releases WHERE id = $1`, id).Scan(
-		&ri.Bundle, &version, &ri.Target, &ri.Selector, &ri.By, &ri.At)
-	if errors.Is(err, pgx.ErrNoRows) {
+	ris, err := s.queryReleases(ctx, `
+SELECT id, bundle, version, target_kind, target, released_by, released_at FROM releases WHERE id = $1`, id)
+	if err != nil {
+		return ReleaseInfo{}, err
+	}
+	if len(ris) == 0 {
 		return ReleaseInfo{}, fmt.Errorf("hub store: release %d: %w", id, ErrNotFound)
 	}
-	if err != nil {
-		return ReleaseInfo{}, fmt.Errorf("hub store: release %d: %w", id, err)
-	}
-	ri.Version = uint64(version)
-	return ri, nil
+	return ris[0], nil
 }
 
 // releaseEdgeState is the state of release entry re of edge e, with the

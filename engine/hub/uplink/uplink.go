@@ -50,6 +50,7 @@ import (
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/forward"
 	"github.com/sluice-edge/sluice/engine/hub/hubsync"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
@@ -500,32 +501,14 @@ func (u *Uplink) readCursor() (cursor, bool) {
 	return c, true
 }
 
-// writeCursor replaces the cursor file: written, synced, renamed.
+// writeCursor replaces the cursor file: written, synced, renamed, its
+// directory synced.
 func (u *Uplink) writeCursor(c cursor) error {
 	data, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(u.opts.Dir, "."+CursorFile+".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, u.cursorPath())
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return disk.WriteFileAtomic(disk.OS, u.cursorPath(), data)
 }
 
 func (u *Uplink) reportRecord(r agent.Report) arrow.RecordBatch {

@@ -762,7 +762,7 @@ func (a *Agent) persist(c *Current) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(a.opts.Dir, currentFile), data, 0o644, a.opts.Hook)
+	return writeFileAtomic(filepath.Join(a.opts.Dir, currentFile), data, a.opts.Hook)
 }
 
 // install renames a complete staging directory to dest.

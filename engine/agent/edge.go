@@ -58,7 +58,7 @@ func WriteEdgeRecord(dir string, r EdgeRecord) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, edgeFile), data, 0o644, nil)
+	return writeFileAtomic(filepath.Join(dir, edgeFile), data, nil)
 }
 
 // readRecord reads edge.json of the state directory dir. The record names

@@ -93,8 +93,10 @@ func (r Report) String() string {
 
 // writeFileAtomic writes data to name through a temporary file in the same
 // directory: written, synced, renamed over name, and the directory synced.
-// A crash leaves either the old or the new file, never a mix.
-func writeFileAtomic(name string, data []byte, perm os.FileMode, hook func(string)) error {
+// A crash leaves either the old or the new file, never a mix. The file is
+// made 0644: the state files written so (current.json, edge.json) hold no
+// secret.
+func writeFileAtomic(name string, data []byte, hook func(string)) error {
 	dir := filepath.Dir(name)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-")
 	if err != nil {
@@ -103,7 +105,7 @@ func writeFileAtomic(name string, data []byte, perm os.FileMode, hook func(strin
 	tmp := f.Name()
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Chmod(perm)
+		err = f.Chmod(0o644)
 	}
 	if err == nil {
 		err = f.Sync()

@@ -32,6 +32,19 @@ func attackOnly(t *testing.T, defect string) {
 	}
 }
 
+// startAttack starts a runtime of edge on release v1 of pipeline yaml v1,
+// unpacked below dir (its data in dir/data), and stops it when the test
+// ends.
+func startAttack(t *testing.T, dir, edge, v1 string) *pipelines.Runtime {
+	t.Helper()
+	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: edge, Log: slog.New(slog.DiscardHandler)})
+	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Stop() })
+	return rt
+}
+
 // atkCounter returns a counter of component comp of pipeline pipe among the
 // runtime's running pipelines (-1 when there is no such component).
 func atkCounter(rt *pipelines.Runtime, pipe, comp, name string) int64 {
@@ -77,11 +90,7 @@ func TestAttackKeptFileSinkFollowsReleaseDir(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			v1 := strings.ReplaceAll(runtimeV1, "path: OUT", "path: out.jsonl")
-			rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Log: slog.New(slog.DiscardHandler)})
-			if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
-				t.Fatal(err)
-			}
-			defer rt.Stop()
+			rt := startAttack(t, dir, "", v1)
 			old := filepath.Join(dir, "v1", "pipelines", "out.jsonl")
 			waitLines(t, old, 100)
 			rep, err := rt.Switch(context.Background(), release(t, dir, "v2", tc.change(v1)))
@@ -139,11 +148,7 @@ func TestAttackSwitchWithBlockedKeptSink(t *testing.T) {
 	sfx := fmt.Sprint(time.Now().UnixNano())
 	v1 := strings.NewReplacer("URL", nats.URL(), "SUBJ", "blk"+sfx, "STREAM", "BLK"+sfx).Replace(blockedRelease)
 	v2 := strings.ReplaceAll(v1, ">= -1000000", ">= -2000000")
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "atk", Log: slog.New(slog.DiscardHandler)})
-	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	rt := startAttack(t, dir, "atk", v1)
 	// The sink is held back: a write is in (rows_in counted) but its rows
 	// are not appended, and stays so.
 	blocked := func() bool {
@@ -230,11 +235,7 @@ sources:
 sinks:
   rows: {type: file, input: farm, path: %s}
 `, filepath.Join(dir, "rows.jsonl"))
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "atk", Log: slog.New(slog.DiscardHandler)})
-	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	rt := startAttack(t, dir, "atk", v1)
 	outboundtest.Eventually(t, 20*time.Second, "rows to be buffered", func() bool { return atkCounter(rt, "st", "rows", "rows_in") >= 500 })
 	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", v2))
 	if err != nil {
@@ -375,11 +376,7 @@ func TestAttackDoneStaysOpenDuringSwitch(t *testing.T) {
 	dir := t.TempDir()
 	v1 := strings.ReplaceAll(runtimeV1, "OUT", filepath.Join(dir, "a.jsonl"))
 	v2 := strings.NewReplacer("name: p", "name: q", filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl")).Replace(v1)
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Log: slog.New(slog.DiscardHandler)})
-	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	rt := startAttack(t, dir, "", v1)
 	waitLines(t, filepath.Join(dir, "a.jsonl"), 50)
 	done := rt.Done()
 	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", v2))
@@ -408,11 +405,7 @@ func TestAttackSinkSchemaChangeWithBacklog(t *testing.T) {
 	v1 := strings.NewReplacer("URL", nats.URL(), "SUBJ", "sc"+sfx, "STREAM", "SC"+sfx).Replace(sinkTypeRelease)
 	v2 := strings.Replace(v1, "sinks:", "steps:\n  stats: {type: window, input: farm, size: 1m, aggregates: {power: [avg]}}\nsinks:", 1)
 	v2 = strings.Replace(v2, "input: farm\n    url", "input: stats\n    url", 1)
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "atk", Log: slog.New(slog.DiscardHandler)})
-	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	rt := startAttack(t, dir, "atk", v1)
 	outboundtest.Eventually(t, 20*time.Second, "rows to be buffered", func() bool { return atkCounter(rt, "st", "rows", "rows_appended") >= 500 })
 	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", v2))
 	if err != nil {
@@ -467,11 +460,7 @@ func TestAttackFreshFileSinkTruncatesWhatItsPredecessorWrote(t *testing.T) {
 	v1 := strings.NewReplacer("OUT", out, "faults: 0}", "faults: 0, resume: false}").Replace(runtimeV1)
 	v1 = strings.Replace(v1, "input: keep, path", "input: farm, path", 1)
 	v2 := strings.Replace(v1, "input: farm, path", "input: keep, path", 1)
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Log: slog.New(slog.DiscardHandler)})
-	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	rt := startAttack(t, dir, "", v1)
 	waitLines(t, out, 200)
 	first := lines(t, out)[0]
 	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", v2))
@@ -641,11 +630,7 @@ func TestAttackRefusedSwitchDisturbsOldRelease(t *testing.T) {
 	// whose buffer holds rows of another schema: it cannot build.
 	v2 := strings.Replace(v1, "power: [avg]", "power: [avg, max]", 1)
 	v2 = strings.Replace(v2, "input: farm\n    url", "input: stats\n    url", 1)
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "atk", Log: slog.New(slog.DiscardHandler)})
-	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	rt := startAttack(t, dir, "atk", v1)
 	waitLines(t, win, 20)
 	before := len(lines(t, win))
 	first := lines(t, win)[0]
@@ -739,11 +724,7 @@ func TestAttackRemovingAlertSinkStallsSwitch(t *testing.T) {
 	sfx := fmt.Sprint(time.Now().UnixNano())
 	v1 := strings.NewReplacer("URL", nats.URL(), "SUBJ", "al"+sfx, "STREAM", "AL"+sfx).Replace(alertSinkRelease)
 	v2 := v1[:strings.Index(v1, "---")]
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "atk", Log: slog.New(slog.DiscardHandler)})
-	if err := rt.Start(context.Background(), release(t, dir, "v1", v1)); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	rt := startAttack(t, dir, "atk", v1)
 	outboundtest.Eventually(t, 20*time.Second, "rows published", func() bool { return atkCounter(rt, "data", "rows", "rows_published") > 0 })
 	start := time.Now()
 	rep, err := rt.Switch(context.Background(), release(t, dir, "v2", v2))

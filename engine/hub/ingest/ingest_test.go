@@ -739,3 +739,35 @@ func TestRefusedAlertIsolated(t *testing.T) {
 		t.Fatalf("alerts %+v, want a2 alone", alerts)
 	}
 }
+
+// TestLagCounted: with messages still waiting in the stream, Stats.Lag
+// counts them, and it falls to 0 once the consumer has read them all.
+func TestLagCounted(t *testing.T) {
+	e := newEnv(t)
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]enginetest.Row, 40)
+	for i := range rows {
+		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), "A", float64(i)}
+	}
+	e.publishBatches(rows) // four messages, read one at a time
+	g := e.startOn(e.st, ingest.Options{Stream: "EDGES", Durable: "lag",
+		FilterSubjects: []string{"edges.>"}, FetchWait: 100 * time.Millisecond, FetchMessages: 1})
+	deadline := time.Now().Add(10 * time.Second)
+	for g.g.Stats().Lag == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: no lag seen while messages waited", g.g.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if l := g.g.Stats().Lag; l > 3 {
+		t.Fatalf("lag %d, want at most the 3 messages not yet read", l)
+	}
+	e.drained("lag")
+	deadline = time.Now().Add(10 * time.Second)
+	for g.g.Stats().Lag != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: lag stays after every message was read", g.g.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,7 +1,6 @@
 package pipelines_test
 
 import (
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,42 +11,19 @@ import (
 	"github.com/sluice-edge/sluice/pipelines/examples"
 )
 
-// copyTree copies the tree under root of fsys into dir.
-func copyTree(t *testing.T, fsys fs.FS, root, dir string) {
-	t.Helper()
-	err := fs.WalkDir(fsys, root, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(strings.TrimPrefix(p, root), "/")))
-		if e.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		data, err := fs.ReadFile(fsys, p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestHubDemoRelease loads both versions of the hub demo's release as an
 // edge does: version 1 has the rule set "turbine" with one rule, version 2
 // (version 1 with HubV2's files over it) adds a second; the pipeline's
 // subjects and assets carry the edge's id.
 func TestHubDemoRelease(t *testing.T) {
 	dir := t.TempDir()
-	copyTree(t, examples.Hub, examples.HubRelease, dir)
 	env := envOf(map[string]string{"HUB_URL": "nats://127.0.0.1:4222", "HUB_TOKEN": "t0ken", "EDGE": "edge-a"})
 	for v, want := range [][]string{1: {"gearbox_warm"}, 2: {"gearbox_warm", "high_output"}} {
 		if v == 0 {
 			continue
 		}
-		if v == 2 {
-			copyTree(t, examples.Hub, examples.HubV2, dir)
+		if err := examples.WriteHub(dir, v); err != nil {
+			t.Fatal(err)
 		}
 		rel, errs := pipelines.LoadRelease(dir, env)
 		if len(errs) > 0 {
@@ -67,6 +43,9 @@ func TestHubDemoRelease(t *testing.T) {
 		if len(rel.Defs) != 1 {
 			t.Fatalf("version %d: %d pipelines", v, len(rel.Defs))
 		}
+	}
+	if err := examples.WriteHub(t.TempDir(), 3); err == nil {
+		t.Error("WriteHub wrote a version 3 the demo does not have")
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "pipelines", "turbines.yaml"))
 	if err != nil {

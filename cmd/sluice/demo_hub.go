@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -274,25 +273,6 @@ func randomToken() string {
 	return hex.EncodeToString(b)
 }
 
-// copyFS copies the tree under root of fsys into dir.
-func copyFS(fsys fs.FS, root, dir string) error {
-	return fs.WalkDir(fsys, root, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel := strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
-		dst := filepath.Join(dir, filepath.FromSlash(rel))
-		if e.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		data, err := fs.ReadFile(fsys, p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, data, 0o644)
-	})
-}
-
 // buildBundles makes the signing key and builds versions 1 and 2 of the
 // release from the embedded files.
 func (d *hubDemo) buildBundles(context.Context) error {
@@ -306,14 +286,9 @@ func (d *hubDemo) buildBundles(context.Context) error {
 		return fmt.Errorf("demo: %w", err)
 	}
 	src := filepath.Join(d.dir, "release")
-	if err := copyFS(examples.Hub, examples.HubRelease, src); err != nil {
-		return fmt.Errorf("demo: release files: %w", err)
-	}
 	for v := uint64(1); v <= 2; v++ {
-		if v == 2 {
-			if err := copyFS(examples.Hub, examples.HubV2, src); err != nil {
-				return fmt.Errorf("demo: release files: %w", err)
-			}
+		if err := examples.WriteHub(src, int(v)); err != nil {
+			return fmt.Errorf("demo: release files: %w", err)
 		}
 		out := filepath.Join(d.dir, fmt.Sprintf("%s-v%d.bundle", demoBundle, v))
 		m, err := buildTo(out, src, bundle.BuildOptions{Name: demoBundle, Version: v, Parent: v - 1, Key: priv})

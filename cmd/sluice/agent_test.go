@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/bundle/bundletest"
 )
 
 // edgeSetup writes a signing key and an edge configuration whose API
@@ -43,13 +44,7 @@ api: {listen: "127.0.0.1:0"}
 func (e *edgeSetup) bundle(t *testing.T, v int, files map[string]string) string {
 	t.Helper()
 	src := filepath.Join(e.dir, fmt.Sprintf("src-%d-%d", v, time.Now().UnixNano()))
-	for p, data := range files {
-		full := filepath.Join(src, filepath.FromSlash(p))
-		os.MkdirAll(filepath.Dir(full), 0o755)
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bundletest.WriteTree(t, src, files)
 	out := src + ".bundle"
 	code, _, stderr := run(t, "bundle", "build", src, "--name", "w", "--version", fmt.Sprint(v), "--key", e.key+".key", "--out", out)
 	if code != 0 {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sluice-edge/sluice/engine/bundle/bundletest"
 )
 
 func TestBundleCommands(t *testing.T) {
@@ -21,20 +23,11 @@ func TestBundleCommands(t *testing.T) {
 		t.Errorf("keygen over existing keys: exit %d, want %d", code, exitFailed)
 	}
 
-	src := filepath.Join(dir, "src")
-	for p, data := range map[string]string{
+	src := bundletest.WriteTree(t, filepath.Join(dir, "src"), map[string]string{
 		"pipelines/turbines.yaml": "sources:\n  s: {type: sim}\n",
 		"ml/model.onnx":           "weights",
 		"config/edge.json":        "{}",
-	} {
-		full := filepath.Join(src, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	out := filepath.Join(dir, "windfarm-v2.bundle")
 	code, stdout, stderr = run(t, "bundle", "build", src, "--name", "windfarm", "--version", "2", "--parent", "1", "--key", prefix+".key", "--out", out)
 	if code != 0 || !strings.Contains(stdout, "built windfarm v2 (parent v1)") {

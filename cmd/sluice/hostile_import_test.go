@@ -90,16 +90,7 @@ func listed(p string, data []byte) bundle.File {
 // buildBytes builds a bundle of files with the bundle package's API.
 func buildBytes(t *testing.T, files map[string]string, opts bundle.BuildOptions) []byte {
 	t.Helper()
-	src := t.TempDir()
-	for p, data := range files {
-		full := filepath.Join(src, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	src := bundletest.WriteTree(t, t.TempDir(), files)
 	var buf bytes.Buffer
 	if _, err := bundle.Build(&buf, src, opts); err != nil {
 		t.Fatal(err)

@@ -98,16 +98,7 @@ func releaseFiles(v uint64) map[string]string {
 // buildFile builds a signed bundle of files into dir and returns its path.
 func buildFile(t testing.TB, dir string, key ed25519.PrivateKey, name string, v uint64, targets *bundle.Targets, files map[string]string) string {
 	t.Helper()
-	src := t.TempDir()
-	for p, data := range files {
-		full := filepath.Join(src, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	src := bundletest.WriteTree(t, t.TempDir(), files)
 	var buf bytes.Buffer
 	if _, err := bundle.Build(&buf, src, bundle.BuildOptions{Name: name, Version: v, Targets: targets, Key: key}); err != nil {
 		t.Fatal(err)

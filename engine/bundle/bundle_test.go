@@ -43,17 +43,7 @@ var sampleFiles = map[string]string{
 
 func writeTree(t testing.TB, files map[string]string) string {
 	t.Helper()
-	dir := t.TempDir()
-	for p, data := range files {
-		full := filepath.Join(dir, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
+	return bundletest.WriteTree(t, t.TempDir(), files)
 }
 
 func buildBundle(t testing.TB, files map[string]string, key ed25519.PrivateKey) []byte {

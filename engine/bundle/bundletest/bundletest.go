@@ -1,12 +1,15 @@
-// Package bundletest crafts release bundles for tests: tar+zstd streams of
-// raw entries, written as they are, for the bundles the builder refuses to
-// make (hostile paths, links, lying sizes, missing signatures).
+// Package bundletest helps tests make release bundles: the source tree of
+// a build, and tar+zstd streams of raw entries written as they are, for the
+// bundles the builder refuses to make (hostile paths, links, lying sizes,
+// missing signatures).
 package bundletest
 
 import (
 	"archive/tar"
 	"bytes"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -21,6 +24,22 @@ type Entry struct {
 // Regular is the entry of a regular file name holding data.
 func Regular(name string, data []byte) Entry {
 	return Entry{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644}, Data: data}
+}
+
+// WriteTree writes files (slash-separated paths relative to dir, and
+// their contents) under dir, making the directories, and returns dir.
+func WriteTree(t testing.TB, dir string, files map[string]string) string {
+	t.Helper()
+	for p, data := range files {
+		full := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // Pack writes entries as a tar+zstd stream as they are, without any

@@ -55,6 +55,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/hub/hubsync"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/outbound"
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // Defaults of Options.
@@ -491,8 +492,9 @@ func (u *Uplink) cursorPath() string { return filepath.Join(u.opts.Dir, CursorFi
 // unreadable: then every kept report is sent again).
 func (u *Uplink) readCursor() (cursor, bool) {
 	var c cursor
-	data, err := os.ReadFile(u.cursorPath())
-	if err != nil || len(data) > 4<<10 {
+	// Bounded, and a named pipe in its place is refused, not waited on.
+	data, err := spec.ReadConfigFile(u.cursorPath(), 4<<10)
+	if err != nil {
 		return c, false
 	}
 	if err := json.Unmarshal(data, &c); err != nil || c.Outcome == "" {

@@ -2,7 +2,6 @@ package pipelines_test
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -43,11 +42,7 @@ sinks:
 		t.Fatal(err)
 	}
 	var ids []string
-	for _, l := range lines(t, out) {
-		var a struct{ ID, Asset string }
-		if err := json.Unmarshal([]byte(l), &a); err != nil {
-			t.Fatalf("%s: %v", l, err)
-		}
+	for _, a := range switchAlerts(t, out) {
 		ids = append(ids, a.ID)
 	}
 	if len(ids) != 3 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/assets"
+	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/spec"
 	"github.com/sluice-edge/sluice/operators/alert"
 )
@@ -74,10 +75,6 @@ type ReleaseFile struct {
 	Size int64
 }
 
-// yamlExts are the extensions of the YAML files of a release (see
-// bundle.IsYAML).
-var yamlExts = []string{".yaml", ".yml"}
-
 // Release directories.
 const (
 	releaseModels    = "models"
@@ -133,7 +130,7 @@ func LoadRelease(dir string, env LookupEnv) (*Release, spec.Errors) {
 	}
 
 	// Models and assets.
-	if models := read(releaseModels, assets.MaxFileBytes, slices.Concat(yamlExts, []string{".json"})...); len(models) > 0 {
+	if models := read(releaseModels, assets.MaxFileBytes, slices.Concat(bundle.YAMLExts, []string{".json"})...); len(models) > 0 {
 		files := make([]assets.File, len(models))
 		for i, m := range models {
 			files[i] = assets.File{Name: m.rel, Data: m.data}
@@ -146,7 +143,7 @@ func LoadRelease(dir string, env LookupEnv) (*Release, spec.Errors) {
 	}
 
 	// Rule sets.
-	for _, f := range read(releaseRules, spec.MaxPipelineBytes, yamlExts...) {
+	for _, f := range read(releaseRules, spec.MaxPipelineBytes, bundle.YAMLExts...) {
 		n, es := decodeOne(f.rel, f.data)
 		if len(es) > 0 {
 			errs = append(errs, es...)
@@ -162,13 +159,13 @@ func LoadRelease(dir string, env LookupEnv) (*Release, spec.Errors) {
 	}
 
 	// Settings.
-	settings, es := parseSettings(read(releaseConfig, spec.MaxPipelineBytes, yamlExts...), env)
+	settings, es := parseSettings(read(releaseConfig, spec.MaxPipelineBytes, bundle.YAMLExts...), env)
 	errs = append(errs, es...)
 	r.Settings = settings
 	lookup := settings.lookup(env)
 
 	// Pipelines.
-	pipes := read(releasePipelines, spec.MaxPipelineBytes, yamlExts...)
+	pipes := read(releasePipelines, spec.MaxPipelineBytes, bundle.YAMLExts...)
 	for _, f := range pipes {
 		ds, es := Parse(f.rel, f.data, lookup)
 		for _, d := range ds {

@@ -286,8 +286,16 @@ func CheckPath(p string) error {
 
 // IsYAML says whether a content path must hold YAML (pipelines/ and rules/).
 func IsYAML(p string) bool {
-	return strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")
+	for _, ext := range YAMLExts {
+		if strings.HasSuffix(p, ext) {
+			return true
+		}
+	}
+	return false
 }
+
+// YAMLExts are the extensions of a release's YAML files.
+var YAMLExts = []string{".yaml", ".yml"}
 
 // mustBeYAML says whether the format requires the path to parse as YAML.
 func mustBeYAML(p string) bool {

@@ -62,6 +62,10 @@ type BuildContext struct {
 	// "<bundle name> v<version>", or is "" (outside a release, or in one
 	// being checked before it has a name).
 	Release string
+	// Checkpoints is set for the components of a pipeline that takes
+	// checkpoints (see Checkpoint): a sink that implements Committer holds
+	// its output back until Commit.
+	Checkpoints bool
 }
 
 // KeyOrdered is implemented by operators that emit the rows of some output

@@ -45,6 +45,21 @@ type Node struct {
 	// replaces (see Graph.Retire); retired counts what its Retire ended.
 	retire  atomic.Pointer[retirement]
 	retired atomic.Int64
+
+	// mu is held by an operator or sink while it processes, and by the
+	// checkpoint coordinator while it reads a cut (see checkpointing);
+	// finished is set, under mu, once an operator has flushed and closed.
+	mu       sync.Mutex
+	finished bool
+	// flushed is set on an operator restored from a checkpoint taken
+	// after it had flushed: it is not flushed again.
+	flushed bool
+	// rep and pos are a source's Replayable and its position after its
+	// last emit, in a graph that takes checkpoints (guarded by the gate).
+	rep Replayable
+	pos []byte
+	// portsOnce closes the output ports once.
+	portsOnce sync.Once
 }
 
 // retirement is the successor given to Graph.Retire.
@@ -88,6 +103,8 @@ type Graph struct {
 	keepWriting atomic.Bool
 	// switching: the graph stops for a release switch (Switching).
 	switching atomic.Bool
+	// ckpt is the checkpoint coordinator, or nil (see Checkpoints).
+	ckpt *checkpointing
 }
 
 // DefaultWriteDeadline is the default Graph.WriteDeadline.
@@ -243,21 +260,56 @@ func (g *Graph) Run(ctx context.Context) error {
 		}
 	}
 
-	var wg sync.WaitGroup
+	if g.ckpt != nil {
+		if err := g.recoverCheckpoint(ctx); err != nil {
+			g.closeUnstarted(ctx)
+			return fmt.Errorf("graph %s: %w", g.Name, err)
+		}
+	}
+
+	var wg, srcs sync.WaitGroup
 	for _, n := range g.nodes {
 		switch n.kind {
 		case sourceNode:
-			wg.Go(func() { g.runSource(srcCtx, n) })
+			srcs.Add(1)
+			wg.Go(func() {
+				defer srcs.Done()
+				g.runSource(srcCtx, n)
+			})
 		case operatorNode:
 			in := connectInputs(n)
-			wg.Go(func() { g.runOperator(in, n) })
+			wg.Go(func() { g.runOperator(ctx, in, n) })
 		case sinkNode:
 			in := connectInputs(n)
+			if g.ckpt != nil {
+				g.ckpt.sinksDrained.Add(1)
+			}
 			wg.Go(func() { g.runSink(ctx, in, n) })
 		}
 	}
+	if g.ckpt != nil {
+		sourcesDone := make(chan struct{})
+		go func() {
+			srcs.Wait()
+			close(sourcesDone)
+		}()
+		wg.Go(func() { g.coordinate(ctx, sourcesDone) })
+	}
 	wg.Wait()
 	return g.err
+}
+
+// closeUnstarted closes the operators and sinks of a graph that could not
+// start.
+func (g *Graph) closeUnstarted(ctx context.Context) {
+	for _, n := range g.nodes {
+		switch n.kind {
+		case operatorNode:
+			_ = n.op.Close()
+		case sinkNode:
+			_ = n.sink.Close(context.WithoutCancel(ctx))
+		}
+	}
 }
 
 // inlet is the input side of an operator or sink, as a go-streams Sink.
@@ -325,16 +377,29 @@ func (g *Graph) emit(n *Node, port int, b Batch) error {
 	for range len(p.consumers) - 1 {
 		b.Rec.Retain()
 	}
+	if g.ckpt != nil {
+		g.ckpt.flight.add(len(p.consumers))
+	}
 	b.Ack.Add(len(p.consumers) - 1)
 	p.outlet.In() <- b
 	return nil
 }
 
 func (g *Graph) closePorts(n *Node) {
-	for _, p := range n.ports {
-		if p.outlet != nil {
-			close(p.outlet.In())
+	n.portsOnce.Do(func() {
+		for _, p := range n.ports {
+			if p.outlet != nil {
+				close(p.outlet.In())
+			}
 		}
+	})
+}
+
+// landed records that a batch emitted into the graph has been processed
+// by one of its consumers.
+func (g *Graph) landed() {
+	if g.ckpt != nil {
+		g.ckpt.flight.done()
 	}
 }
 
@@ -346,7 +411,20 @@ func (g *Graph) runSource(ctx context.Context, n *Node) {
 			rec.Release()
 			return ErrStopped
 		}
-		return g.emit(n, 0, Batch{Rec: rec, Source: n.srcIdx, Ack: ack})
+		if g.ckpt == nil {
+			return g.emit(n, 0, Batch{Rec: rec, Source: n.srcIdx, Ack: ack})
+		}
+		// Held while a checkpoint reads its cut; the position after rec
+		// becomes part of the next cut together with rec.
+		g.ckpt.gate.RLock()
+		defer g.ckpt.gate.RUnlock()
+		if err := g.emit(n, 0, Batch{Rec: rec, Source: n.srcIdx, Ack: ack}); err != nil {
+			return err
+		}
+		if rec != nil {
+			n.pos = n.rep.Position()
+		}
+		return nil
 	}
 	err := guard(func() error { return n.src.Run(ctx, emit) })
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrStopped) {
@@ -354,7 +432,7 @@ func (g *Graph) runSource(ctx context.Context, n *Node) {
 	}
 }
 
-func (g *Graph) runOperator(in *inlet, n *Node) {
+func (g *Graph) runOperator(ctx context.Context, in *inlet, n *Node) {
 	defer close(in.done)
 	defer g.closePorts(n)
 	// current is the share of the batch being processed; everything the
@@ -378,12 +456,17 @@ func (g *Graph) runOperator(in *inlet, n *Node) {
 		if broken {
 			// Never acknowledged: the sender delivers it again.
 			b.Release()
+			g.landed()
 			continue
 		}
 		n.rowsIn.Add(b.Rec.NumRows())
 		current = b.Ack
 		b.Ack = nil
-		if err := guard(func() error { return n.op.Process(b, emit) }); err != nil {
+		n.mu.Lock()
+		err := guard(func() error { return n.op.Process(b, emit) })
+		n.mu.Unlock()
+		g.landed()
+		if err != nil {
 			broken = true
 			g.fail(n, err)
 			continue
@@ -412,7 +495,24 @@ func (g *Graph) runOperator(in *inlet, n *Node) {
 	}
 	// An operator that broke is not handed over: it closes here.
 	n.handover.Store(false)
-	if !broken {
+	if c := g.ckpt; c != nil && !broken && ctx.Err() != nil && !g.failed.Load() && !g.switching.Load() {
+		// A graceful stop of a graph that takes checkpoints: what the
+		// operator holds goes into the last checkpoint, unflushed, and
+		// the next run continues it.
+		g.closePorts(n)
+		<-c.final
+		n.mu.Lock()
+		n.finished = true
+		n.mu.Unlock()
+		if err := n.op.Close(); err != nil {
+			g.fail(n, fmt.Errorf("close: %w", err))
+		}
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.finished = true
+	if !broken && !n.flushed {
 		if err := guard(func() error { return n.op.Flush(emit) }); err != nil {
 			g.fail(n, fmt.Errorf("flush: %w", err))
 		}
@@ -451,12 +551,17 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 		b := el.(Batch)
 		if broken {
 			b.Release()
+			g.landed()
 			continue
 		}
 		n.rowsIn.Add(b.Rec.NumRows())
 		ack := b.Ack
 		b.Ack = nil
-		if err := guard(func() error { return n.sink.Write(wctx, b) }); err != nil {
+		n.mu.Lock()
+		err := guard(func() error { return n.sink.Write(wctx, b) })
+		n.mu.Unlock()
+		g.landed()
+		if err != nil {
 			broken = true
 			if wctx.Err() != nil && ctx.Err() != nil {
 				// Stopping, and the write waited past the deadline: the
@@ -468,6 +573,12 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 			continue
 		}
 		ack.Done()
+	}
+	if c := g.ckpt; c != nil {
+		// The last checkpoint covers what the sink wrote: wait for it
+		// before closing (or handing the sink over).
+		c.sinksDrained.Done()
+		<-c.final
 	}
 	if n.handover.Load() && !broken {
 		// It goes on writing for the next graph.

@@ -1,0 +1,402 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// CheckpointOptions turns checkpoints on for a graph (see
+// Graph.Checkpoints).
+type CheckpointOptions struct {
+	// Store keeps the checkpoints.
+	Store CheckpointStore
+	// Interval is the time between two checkpoints; zero means
+	// DefaultCheckpointInterval.
+	Interval time.Duration
+	// Continue is set for a graph that continues the state of components
+	// handed over by a graph that stopped for a release switch: it takes a
+	// checkpoint of that state as it starts instead of recovering the
+	// newest one from Store.
+	Continue bool
+	// OnCheckpoint, when set, is called after every checkpoint is saved and
+	// committed (tests and metrics), with the time the sources were held.
+	OnCheckpoint func(c *Checkpoint, paused time.Duration)
+}
+
+// finishedKind is the state kind a checkpoint records for an operator
+// that had flushed at the end of its input.
+const finishedKind = "engine.finished"
+
+// DefaultCheckpointInterval is the default CheckpointOptions.Interval.
+const DefaultCheckpointInterval = 5 * time.Second
+
+// Checkpoints makes the graph take checkpoints (see Checkpoint): it
+// recovers from the newest one in opts.Store as Run starts, takes one every
+// opts.Interval, and a last one when Run stops on a cancelled context. A
+// graph stopped that way does not flush its operators: what they hold is
+// in the last checkpoint and the next run continues it. Every source must
+// implement Replayable. Call it before Run.
+func (g *Graph) Checkpoints(opts CheckpointOptions) error {
+	if opts.Store == nil {
+		return errors.New("checkpoints: no store")
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = DefaultCheckpointInterval
+	}
+	for _, n := range g.nodes {
+		if n.kind == sourceNode && replayableOf(n.src) == nil {
+			return fmt.Errorf("checkpoints: source %s cannot produce its input again (it is neither replayable nor logged)", n.Name)
+		}
+	}
+	g.ckpt = &checkpointing{opts: opts, final: make(chan struct{})}
+	return nil
+}
+
+// replayableOf returns the Replayable of a source, looking through a
+// relay's tap, or nil.
+func replayableOf(s Source) Replayable {
+	if t, ok := s.(*tap); ok {
+		s = t.r.src
+	}
+	r, _ := s.(Replayable)
+	return r
+}
+
+// checkpointing is the checkpoint coordinator of a running graph.
+//
+// A checkpoint is a cut between two emits of every source: the gate
+// (held shared by every emit, exclusively by the coordinator) stops the
+// sources, the flight count says when every batch they emitted has been
+// processed by every operator and written by every sink, and the lock of
+// every operator and sink makes sure none is in the middle of a Flush.
+// Then every operator's state, every source's position and every sink's
+// mark describe the same cut.
+type checkpointing struct {
+	opts  CheckpointOptions
+	epoch uint64
+	// have is set once a checkpoint was recovered or saved: the next one
+	// is epoch+1, the first one 0.
+	have bool
+
+	gate   sync.RWMutex
+	flight flight
+
+	// sinksDrained counts the sinks that have not yet reached the end of
+	// their input; final is closed once the last checkpoint is taken (or
+	// given up), after which those sinks close.
+	sinksDrained sync.WaitGroup
+	final        chan struct{}
+}
+
+// flight counts batches emitted and not yet fully processed by their
+// consumer.
+type flight struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	n    int64
+}
+
+func (f *flight) add(k int) {
+	f.mu.Lock()
+	f.n += int64(k)
+	f.mu.Unlock()
+}
+
+func (f *flight) done() {
+	f.mu.Lock()
+	f.n--
+	if f.n == 0 && f.cond != nil {
+		f.cond.Broadcast()
+	}
+	f.mu.Unlock()
+}
+
+func (f *flight) zero() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n == 0
+}
+
+func (f *flight) waitZero() {
+	f.mu.Lock()
+	if f.cond == nil {
+		f.cond = sync.NewCond(&f.mu)
+	}
+	for f.n > 0 {
+		f.cond.Wait()
+	}
+	f.mu.Unlock()
+}
+
+// recover restores the newest checkpoint, or takes the first one when there
+// is none (or when the graph continues handed-over state). It runs before
+// any component starts.
+func (g *Graph) recoverCheckpoint(ctx context.Context) error {
+	c := g.ckpt
+	for _, n := range g.nodes {
+		if n.kind == sourceNode {
+			n.rep = replayableOf(n.src)
+			n.pos = n.rep.Position()
+		}
+	}
+	if !c.opts.Continue {
+		cp, err := c.opts.Store.Load()
+		if err != nil {
+			// Nothing valid to recover: start afresh, and say what that costs.
+			g.log.Error("checkpoint: no valid checkpoint to recover from; starting with empty state (outputs after the last good one may be delivered again)", "pipeline", g.Name, "err", err)
+			cp = nil
+		}
+		if cp != nil {
+			return g.restore(ctx, cp)
+		}
+	}
+	// The first checkpoint: the state as the run starts.
+	cp, err := g.cut(ctx, !c.opts.Continue)
+	if err != nil {
+		return err
+	}
+	return g.commit(cp)
+}
+
+// restore applies a checkpoint to the graph's components.
+func (g *Graph) restore(ctx context.Context, cp *Checkpoint) error {
+	c := g.ckpt
+	c.epoch, c.have = cp.Epoch, true
+	ctx = context.WithoutCancel(ctx)
+	for _, n := range g.nodes {
+		switch n.kind {
+		case sourceNode:
+			pos, ok := cp.Sources[n.Name]
+			if !ok {
+				g.log.Warn("checkpoint: the source is new; it starts where it would without a checkpoint", "pipeline", g.Name, "source", n.Name)
+				continue
+			}
+			if err := n.rep.ResumeAt(pos); err != nil {
+				g.log.Error("checkpoint: the source refused its position; it starts where it would without a checkpoint", "pipeline", g.Name, "source", n.Name, "err", err)
+				continue
+			}
+			n.pos = pos
+		case operatorNode:
+			st, ok := cp.States[n.Name]
+			if !ok {
+				continue
+			}
+			if st.Kind == finishedKind {
+				n.flushed = true
+				continue
+			}
+			s, ok := n.op.(Stateful)
+			if !ok {
+				g.log.Warn("checkpoint: the step keeps no state now; its checkpointed state is ignored", "pipeline", g.Name, "step", n.Name)
+				continue
+			}
+			if err := s.Restore(st); err != nil {
+				g.log.Warn("checkpoint: the step refused its checkpointed state (its configuration changed?); it starts empty", "pipeline", g.Name, "step", n.Name, "err", err)
+			}
+		case sinkNode:
+			cm, ok := n.sink.(Committer)
+			if !ok {
+				continue
+			}
+			mark, ok := cp.Sinks[n.Name]
+			if !ok {
+				// A sink new in this configuration: what it holds is committed.
+				var err error
+				if mark, err = cm.Prepare(ctx); err != nil {
+					return fmt.Errorf("checkpoint: sink %s: %w", n.Name, err)
+				}
+			} else if err := cm.Rollback(mark); err != nil {
+				return fmt.Errorf("checkpoint: sink %s: roll back to the checkpoint: %w", n.Name, err)
+			}
+			if err := cm.Commit(mark); err != nil {
+				return fmt.Errorf("checkpoint: sink %s: %w", n.Name, err)
+			}
+		}
+	}
+	g.log.Info("checkpoint: recovered", "pipeline", g.Name, "epoch", cp.Epoch, "taken", cp.Time.Format(time.RFC3339Nano))
+	return nil
+}
+
+// cut reads one consistent cut of the graph: it must be called with the
+// sources held and nothing in flight (or before the graph runs). fresh
+// leaves the operators' states out (they are as built).
+func (g *Graph) cut(ctx context.Context, fresh bool) (*Checkpoint, error) {
+	c := g.ckpt
+	ctx = context.WithoutCancel(ctx)
+	cp := &Checkpoint{
+		Time:    time.Now(),
+		Sources: map[string][]byte{},
+		States:  map[string]*State{},
+		Sinks:   map[string][]byte{},
+	}
+	if c.have {
+		cp.Epoch = c.epoch + 1
+	}
+	for _, n := range g.nodes {
+		switch n.kind {
+		case sourceNode:
+			cp.Sources[n.Name] = n.pos
+		case operatorNode:
+			if n.finished {
+				// Flushed at the end of its input: a recovery must not
+				// flush it again.
+				cp.States[n.Name] = &State{Kind: finishedKind}
+				continue
+			}
+			s, ok := n.op.(Stateful)
+			if !ok || fresh {
+				continue
+			}
+			st, err := s.Snapshot()
+			if err != nil {
+				return nil, fmt.Errorf("checkpoint: step %s: %w", n.Name, err)
+			}
+			cp.States[n.Name] = st
+		case sinkNode:
+			cm, ok := n.sink.(Committer)
+			if !ok {
+				continue
+			}
+			mark, err := cm.Prepare(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("checkpoint: sink %s: %w", n.Name, err)
+			}
+			cp.Sinks[n.Name] = mark
+		}
+	}
+	return cp, nil
+}
+
+// commit saves cp and then lets the sinks deliver what it covers and the
+// sources forget the input before it.
+func (g *Graph) commit(cp *Checkpoint) error {
+	c := g.ckpt
+	if err := c.opts.Store.Save(cp); err != nil {
+		return fmt.Errorf("checkpoint: save epoch %d: %w", cp.Epoch, err)
+	}
+	c.epoch, c.have = cp.Epoch, true
+	for _, n := range g.nodes {
+		switch n.kind {
+		case sinkNode:
+			if cm, ok := n.sink.(Committer); ok {
+				if mark, ok := cp.Sinks[n.Name]; ok {
+					if err := cm.Commit(mark); err != nil {
+						return fmt.Errorf("checkpoint: sink %s: commit epoch %d: %w", n.Name, cp.Epoch, err)
+					}
+				}
+			}
+		case sourceNode:
+			n.rep.Committed(cp.Sources[n.Name])
+		}
+	}
+	return nil
+}
+
+// hold stops the graph at a cut: sources held at the gate, nothing in
+// flight, every operator and sink idle and locked. It returns the function
+// that lets it go on.
+func (g *Graph) hold() (release func()) {
+	c := g.ckpt
+	c.gate.Lock()
+	for {
+		c.flight.waitZero()
+		locked := make([]*Node, 0, len(g.nodes))
+		ok := true
+		for _, n := range g.nodes {
+			if n.kind == sourceNode {
+				continue
+			}
+			if !n.mu.TryLock() {
+				ok = false
+				break
+			}
+			locked = append(locked, n)
+		}
+		if ok && c.flight.zero() {
+			return func() {
+				for _, n := range locked {
+					n.mu.Unlock()
+				}
+				c.gate.Unlock()
+			}
+		}
+		for _, n := range locked {
+			n.mu.Unlock()
+		}
+		// An operator is flushing at the end of its input: let it go on.
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// take takes one checkpoint of the running graph.
+func (g *Graph) take(ctx context.Context) error {
+	start := time.Now()
+	release := g.hold()
+	if g.failed.Load() {
+		// A component failed: what its graph holds now is no cut of
+		// anything (an operator may have flushed, a batch been lost).
+		release()
+		return nil
+	}
+	cp, err := g.cut(ctx, false)
+	release()
+	paused := time.Since(start)
+	if err != nil {
+		return err
+	}
+	if err := g.commit(cp); err != nil {
+		return err
+	}
+	if f := g.ckpt.opts.OnCheckpoint; f != nil {
+		f(cp, paused)
+	}
+	return nil
+}
+
+// coordinate takes a checkpoint every interval until every source has
+// returned, then the last one (unless the graph failed or stops for a
+// release switch), and releases the sinks waiting for it.
+func (g *Graph) coordinate(ctx context.Context, sourcesDone <-chan struct{}) {
+	c := g.ckpt
+	defer close(c.final)
+	t := time.NewTicker(c.opts.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if g.failed.Load() {
+				continue
+			}
+			if err := g.take(ctx); err != nil {
+				g.failCheckpoint(err)
+			}
+			continue
+		case <-sourcesDone:
+		}
+		break
+	}
+	// Every source has returned; wait for the sinks to reach the end of
+	// their input (operators stopping on a cancelled context keep their
+	// state for this checkpoint instead of flushing it).
+	c.sinksDrained.Wait()
+	if g.failed.Load() || g.switching.Load() || g.keepWriting.Load() {
+		return
+	}
+	if err := g.take(ctx); err != nil {
+		g.failCheckpoint(err)
+	}
+}
+
+func (g *Graph) failCheckpoint(err error) {
+	g.mu.Lock()
+	if g.err == nil {
+		g.err = err
+		g.log.Error("checkpoint failed; stopping sources and draining", "pipeline", g.Name, "err", err)
+	}
+	g.mu.Unlock()
+	g.failed.Store(true)
+	g.cancel()
+}

@@ -146,7 +146,7 @@ func (g *Graph) recoverCheckpoint(ctx context.Context) error {
 		cp, err := c.opts.Store.Load()
 		if err != nil {
 			// Nothing valid to recover: start afresh, and say what that costs.
-			g.log.Error("checkpoint: no valid checkpoint to recover from; starting with empty state (outputs after the last good one may be delivered again)", "pipeline", g.Name, "err", err)
+			g.log.Error("checkpoint: no valid checkpoint to recover from; starting with empty state (outputs after the last good one may be delivered again)", "err", err)
 			cp = nil
 		}
 		if cp != nil {
@@ -171,11 +171,11 @@ func (g *Graph) restore(ctx context.Context, cp *Checkpoint) error {
 		case sourceNode:
 			pos, ok := cp.Sources[n.Name]
 			if !ok {
-				g.log.Warn("checkpoint: the source is new; it starts where it would without a checkpoint", "pipeline", g.Name, "source", n.Name)
+				g.log.Warn("checkpoint: the source is new; it starts where it would without a checkpoint", "source", n.Name)
 				continue
 			}
 			if err := n.rep.ResumeAt(pos); err != nil {
-				g.log.Error("checkpoint: the source refused its position; it starts where it would without a checkpoint", "pipeline", g.Name, "source", n.Name, "err", err)
+				g.log.Error("checkpoint: the source refused its position; it starts where it would without a checkpoint", "source", n.Name, "err", err)
 				continue
 			}
 			n.pos = pos
@@ -190,11 +190,11 @@ func (g *Graph) restore(ctx context.Context, cp *Checkpoint) error {
 			}
 			s, ok := n.op.(Stateful)
 			if !ok {
-				g.log.Warn("checkpoint: the step keeps no state now; its checkpointed state is ignored", "pipeline", g.Name, "step", n.Name)
+				g.log.Warn("checkpoint: the step keeps no state now; its checkpointed state is ignored", "step", n.Name)
 				continue
 			}
 			if err := s.Restore(st); err != nil {
-				g.log.Warn("checkpoint: the step refused its checkpointed state (its configuration changed?); it starts empty", "pipeline", g.Name, "step", n.Name, "err", err)
+				g.log.Warn("checkpoint: the step refused its checkpointed state (its configuration changed?); it starts empty", "step", n.Name, "err", err)
 			}
 		case sinkNode:
 			cm, ok := n.sink.(Committer)
@@ -216,7 +216,7 @@ func (g *Graph) restore(ctx context.Context, cp *Checkpoint) error {
 			}
 		}
 	}
-	g.log.Info("checkpoint: recovered", "pipeline", g.Name, "epoch", cp.Epoch, "taken", cp.Time.Format(time.RFC3339Nano))
+	g.log.Info("checkpoint: recovered", "epoch", cp.Epoch, "taken", cp.Time.Format(time.RFC3339Nano))
 	return nil
 }
 
@@ -394,7 +394,7 @@ func (g *Graph) failCheckpoint(err error) {
 	g.mu.Lock()
 	if g.err == nil {
 		g.err = err
-		g.log.Error("checkpoint failed; stopping sources and draining", "pipeline", g.Name, "err", err)
+		g.log.Error("checkpoint failed; stopping sources and draining", "err", err)
 	}
 	g.mu.Unlock()
 	g.failed.Store(true)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -296,12 +297,30 @@ func (g *Graph) Run(ctx context.Context) error {
 		wg.Go(func() { g.coordinate(ctx, sourcesDone) })
 	}
 	wg.Wait()
+	g.closeSources()
 	return g.err
+}
+
+// closeSources closes the sources of the graph that hold files open (an
+// ingest log, see io.Closer) once they have returned; a relay closes its
+// own.
+func (g *Graph) closeSources() {
+	for _, n := range g.nodes {
+		if n.kind != sourceNode {
+			continue
+		}
+		if c, ok := n.src.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				g.log.Warn("closing a source failed", "component", n.Name, "err", err)
+			}
+		}
+	}
 }
 
 // closeUnstarted closes the operators and sinks of a graph that could not
 // start.
 func (g *Graph) closeUnstarted(ctx context.Context) {
+	g.closeSources()
 	for _, n := range g.nodes {
 		switch n.kind {
 		case operatorNode:

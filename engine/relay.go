@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -136,6 +137,10 @@ func (r *Relay) attach(emit Emit) bool {
 		go func() {
 			defer close(r.done)
 			r.err = r.src.Run(ctx, r.emit)
+			if c, ok := r.src.(io.Closer); ok {
+				// An ingest log: nothing reads it after its source.
+				_ = c.Close()
+			}
 		}()
 	}
 	return true

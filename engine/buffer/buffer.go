@@ -54,7 +54,8 @@ type Buffer struct {
 	failed error // set when an fsync failed; appends are refused
 
 	nextSeq    uint64 // sequence of the next appended row
-	visible    uint64 // highest sequence readers may see
+	visible    uint64 // highest sequence that is durable under the policy
+	committed  uint64 // Held: highest sequence readers may see (Commit)
 	written    uint64 // WAL writes so far (group-commit generation)
 	cursor     uint64
 	readPos    uint64
@@ -436,6 +437,15 @@ func (b *Buffer) recordRolled(w *walFile) {
 	if dirty || synced < size {
 		if err := w.f.Sync(); err != nil {
 			b.log.Warn("cannot sync a rolled WAL file; its extent is not recorded", "file", w.rel, "err", err)
+			return
+		}
+	}
+	if b.opts.Fsync == FsyncNone {
+		// Under the other policies the file's entry was synced when it
+		// was created; a recorded extent of a file a power loss took
+		// away would read as a loss.
+		if err := b.fs.SyncDir(b.path(disk.WALDir)); err != nil {
+			b.log.Warn("cannot sync the WAL directory; a rolled file's extent is not recorded", "file", w.rel, "err", err)
 			return
 		}
 	}

@@ -15,6 +15,13 @@
 //     removed.
 //   - Next returns rows in sequence order, from segments and then the WAL;
 //     Ack makes the cursor durable and deletes what it covers at once.
+//   - A held buffer (Options.Held, the sink of a checkpointing pipeline)
+//     lets Next return only rows up to the committed sequence (Commit);
+//     Sync gives the mark, Rollback forgets the rows after a mark so the
+//     next Append continues right after it. Uncommitted rows are never
+//     sealed, evicted or expired; an append that only a commit could make
+//     room for is admitted over the quota (by at most one open epoch), so
+//     a write never holds a checkpoint barrier in a deadlock.
 //   - Corrupt files are quarantined and reported as *CorruptionError; valid
 //     records around the damage are salvaged; the rest keeps running.
 //

@@ -27,6 +27,10 @@ var (
 	// ErrLocked is returned by Open when another buffer (in this process
 	// or another) has the directory open.
 	ErrLocked = errors.New("buffer: in use")
+	// ErrMark is returned (wrapped) by Commit and Rollback for a sequence
+	// they cannot take: past the last appended row, inside a WAL record,
+	// below what is committed, or on a buffer not opened Held.
+	ErrMark = errors.New("buffer: invalid commit mark")
 )
 
 // CorruptionError describes a damaged file; see disk.CorruptionError.

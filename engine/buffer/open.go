@@ -253,7 +253,12 @@ func (b *Buffer) open() ([]*CorruptionError, error) {
 			}
 		}
 		// Every rolled file's extent is in the manifest (recorded only once
-		// the file is synced, whatever the policy).
+		// the file and its directory entry are synced, whatever the policy).
+		if b.opts.Fsync == FsyncNone && len(b.wals) > 0 {
+			if err := fsys.SyncDir(b.path(disk.WALDir)); err != nil {
+				return nil, fmt.Errorf("buffer: sync %s: %w", disk.WALDir, err)
+			}
+		}
 		for _, w := range b.wals {
 			if w != b.active && len(w.damage) == 0 {
 				if x, ok := d.Manifest.WALs[w.num]; !ok || x.Base != w.base || x.Next != w.next() || x.Size != w.size {
@@ -279,6 +284,12 @@ func (b *Buffer) open() ([]*CorruptionError, error) {
 	}
 	b.visible = b.nextSeq - 1
 	b.readPos = cursor + 1
+	// Rows delivered or sealed were committed (only committed rows are
+	// sealed); the rest waits for Commit.
+	b.committed = cursor
+	if n := len(b.segs); n > 0 {
+		b.committed = max(b.committed, b.segs[n-1].Last)
+	}
 	return reports, nil
 }
 

@@ -128,6 +128,12 @@ type Options struct {
 	// but not quarantined. Tools use it (export) and it works on a full
 	// or read-only file system.
 	ReadOnly bool
+	// Held opens the buffer for a sink that holds its output back until a
+	// checkpoint covers it (the two-phase commit of a checkpointing
+	// pipeline; docs/format/buffer.md 13): Next returns only rows at or
+	// below the committed sequence (Commit), only committed rows are
+	// sealed or evicted, and Rollback forgets rows after a mark.
+	Held bool
 
 	// Fsync is the WAL fsync policy; FsyncAlways by default.
 	Fsync FsyncPolicy

@@ -142,6 +142,10 @@ func (q *Quota) reserve(b *Buffer, n int64) ([]pendingDrop, error) {
 		policy = b.opts.Policy
 	}
 	if policy == RejectNew {
+		if q.overQuota(b, policy) {
+			q.used.Add(n)
+			return nil, nil
+		}
 		return nil, ErrFull
 	}
 	q.mu.Lock()
@@ -150,6 +154,10 @@ func (q *Quota) reserve(b *Buffer, n int64) ([]pendingDrop, error) {
 	for !q.tryAdd(n) {
 		v := q.victimLocked(policy)
 		if v == nil {
+			if q.overQuota(b, policy) {
+				q.used.Add(n)
+				return drops, nil
+			}
 			return drops, ErrFull
 		}
 		d, ok, err := v.dropOldest()
@@ -236,14 +244,45 @@ func (b *Buffer) oldestLocked() (unit, bool) {
 		return unit{seg: &b.segs[0]}, true
 	}
 	for _, w := range b.wals {
-		if w.state == walActive {
-			break
+		if w.state == walActive || b.uncommitted(w) {
+			break // never evicted: the active file, uncommitted rows
 		}
 		if w.state != walRemoved && len(w.recs) > 0 {
 			return unit{wal: w}, true
 		}
 	}
 	return unit{}, false
+}
+
+// uncommitted reports whether a WAL file holds rows a Held buffer has not
+// committed: they are neither evicted nor expired (a rollback may still
+// forget them, a replay write them again).
+func (b *Buffer) uncommitted(w *walFile) bool {
+	return b.opts.Held && w.lastSeq() > b.committed
+}
+
+// overQuota reports whether an append to a Held buffer that does not fit
+// the quota, and for which the policy found nothing to evict, is admitted
+// anyway: when only a Commit could make room. Waiting would hold the
+// checkpoint barrier behind the append, and the Commit that lets rows
+// leave (and be evicted) comes only after the barrier has passed: a
+// deadlock. When the policy may evict b's rows, what is left of them is
+// uncommitted or in the active file, so it is admitted. Otherwise (reject
+// new, or rows downsample keeps) it is admitted once b has no committed
+// row left to deliver; until then the forwarder frees space by delivering
+// them. So the quota is exceeded by at most the rows of one open epoch
+// (plus, under an evicting policy, the active WAL file) per held buffer
+// (docs/format/buffer.md 13).
+func (q *Quota) overQuota(b *Buffer, policy Policy) bool {
+	if !b.opts.Held {
+		return false
+	}
+	if policy == DropOldest || policy == Downsample && q.droppable(b.opts.Schema) {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.committed <= b.cursor
 }
 
 // dropOldest deletes b's oldest evictable unit for the quota.
@@ -435,7 +474,7 @@ func (b *Buffer) Expire() ([]Drop, error) {
 		}
 	}
 	for _, w := range slices.Clone(b.wals) {
-		if err != nil || w.state != walRolled || len(w.recs) == 0 {
+		if err != nil || w.state != walRolled || len(w.recs) == 0 || b.uncommitted(w) {
 			continue
 		}
 		hasTime, tmax, written := false, int64(0), w.recs[0].Wall

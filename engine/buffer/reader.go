@@ -113,7 +113,8 @@ func (b *Buffer) tryNext() (Entry, <-chan struct{}, error) {
 		c.rec.Release()
 		b.cache = nil
 	}
-	if pos > b.visible {
+	limit := b.readableLocked()
+	if pos > limit {
 		ch := b.notify
 		b.mu.Unlock()
 		return Entry{}, ch, nil
@@ -124,7 +125,7 @@ func (b *Buffer) tryNext() (Entry, <-chan struct{}, error) {
 		return e, nil, nil
 	}
 	loc, ok := b.locateLocked(pos)
-	if !ok || loc.first > b.visible {
+	if !ok || loc.first > limit {
 		ch := b.notify
 		b.mu.Unlock()
 		return Entry{}, ch, nil
@@ -151,6 +152,12 @@ func (b *Buffer) tryNext() (Entry, <-chan struct{}, error) {
 		return Entry{}, nil, nil // retry: slices the cache or moves on
 	}
 	w, r := loc.wal, loc.rec
+	if r.Last() > limit {
+		// Held: a record is read whole once committed.
+		ch := b.notify
+		b.mu.Unlock()
+		return Entry{}, ch, nil
+	}
 	w.refs++
 	b.mu.Unlock()
 	rec, err := b.readWALRecord(w, r)

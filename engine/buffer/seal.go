@@ -60,6 +60,11 @@ func (b *Buffer) pickSeal() (*walFile, []disk.WALRec) {
 		if w.state != walRolled {
 			continue
 		}
+		if b.opts.Held && w.lastSeq() > b.committed {
+			// Uncommitted rows are never sealed: a rollback may still
+			// forget them. Files are sealed in order; wait for Commit.
+			return nil, nil
+		}
 		w.state = walSealing
 		w.refs++
 		// Leave out rows delivered or already sealed (by an earlier,

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"slices"
@@ -645,4 +646,37 @@ func (m *Manifest) Close() error {
 	err := m.f.Close()
 	m.f = nil
 	return err
+}
+
+// Truncate forgets every sequence from next on, for a buffer rolled back
+// to next-1 (rows that never left it): the high-water mark becomes next,
+// removed ranges are cut at next, the extents of the WAL files in gone are
+// dropped and those in set are recorded. The manifest is rewritten
+// atomically; on failure it is left as it was, on disk and in memory.
+func (m *Manifest) Truncate(next uint64, set []WALExtent, gone []uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ro {
+		return nil
+	}
+	high, removed, wals := m.st.High, slices.Clone(m.st.Removed), maps.Clone(m.st.WALs)
+	m.st.High = next
+	m.st.Removed = slices.DeleteFunc(m.st.Removed, func(r Removed) bool { return r.First >= next })
+	for i, r := range m.st.Removed {
+		if r.Last >= next {
+			m.st.Removed[i].Last = next - 1
+			m.st.Removed[i].Rows = min(r.Rows, next-r.First)
+		}
+	}
+	for _, num := range gone {
+		delete(m.st.WALs, num)
+	}
+	for _, w := range set {
+		m.st.WALs[w.Num] = w
+	}
+	if err := m.rewriteLocked(); err != nil {
+		m.st.High, m.st.Removed, m.st.WALs = high, removed, wals
+		return err
+	}
+	return nil
 }

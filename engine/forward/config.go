@@ -180,6 +180,7 @@ func FromConfig(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (Op
 		Mem:      bc.Mem,
 		Shared:   bc.Shared,
 		Labels:   map[string]string{"pipeline": bc.Pipeline, "sink": bc.Name},
+		Held:     bc.Checkpoints,
 	}
 	if o.Edge == "" {
 		o.Edge = bc.Edge

@@ -36,6 +36,13 @@
 // outbound encoder; a retry re-encodes the same rows and gets the same IDs,
 // so brokers and consumers deduplicate.
 //
+// Held. A sink of a checkpointing pipeline (Options.Held) implements
+// engine.Committer: its buffer is held, the forwarder publishes only rows
+// a Commit released (no live lane), Prepare makes the rows durable and
+// returns the mark (edge, stream, last sequence), Rollback forgets the rows
+// after a mark. A sink built without Held holds nothing back; its Prepare
+// returns ErrNotHeld (delivery at least once).
+//
 // Errors. Transient publish errors are retried forever with exponential
 // backoff and jitter; a permanent error (outbound.Publisher.IsPermanent) is
 // retried up to max_attempts times, then the rows of the rejected message go

@@ -44,6 +44,12 @@ type Options struct {
 	DiskShare  float64
 	DiskShared bool
 
+	// Held makes the sink hold its output back for a checkpointing
+	// pipeline (FromConfig sets it from engine.BuildContext.Checkpoints):
+	// its buffer is opened held (buffer.Options.Held), the forwarder reads
+	// only rows a Commit released, and the live lane is off. See Sink.Prepare.
+	Held bool
+
 	// Mode is LiveFirst (default) or FIFO.
 	Mode Mode
 	// BackfillRate caps backlog rows per second in LiveFirst mode (0: no
@@ -185,6 +191,7 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 	bo := opts.Buffer
 	bo.Schema, bo.Log, bo.Counters, bo.Mem = opts.Schema, s.log, opts.Counters, opts.Mem
 	bo.Edge, bo.Stream, bo.MessageRows = opts.Edge, opts.Stream, max(pub.BatchRows, 0)
+	bo.Held = opts.Held
 	if bo.Quota == nil && opts.DiskShare > 0 {
 		q, err := shareQuota(opts)
 		if err != nil {
@@ -229,8 +236,10 @@ func New(pub *outbound.Publisher, opts Options) (*Sink, error) {
 	// Under fsync "interval" rows are not durable then, and publishing
 	// them could hand out an ID that a power loss makes the buffer issue
 	// again for other rows; such sinks forward in sequence order only.
-	s.liveOn = opts.Mode == LiveFirst && bo.Fsync != buffer.FsyncInterval
-	if opts.Mode == LiveFirst && !s.liveOn {
+	// A held sink publishes only committed rows, which the backlog lane
+	// reads.
+	s.liveOn = opts.Mode == LiveFirst && bo.Fsync != buffer.FsyncInterval && !opts.Held
+	if opts.Mode == LiveFirst && !s.liveOn && !opts.Held {
 		s.log.Info("live_first needs fsync always or none; forwarding in fifo order")
 	}
 	if s.liveOn {

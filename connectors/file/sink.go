@@ -2,6 +2,7 @@ package file
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -220,6 +221,66 @@ func (s *Sink) writeWhole(buf []byte) error {
 		return errors.Join(err, fmt.Errorf("cut back to the last whole line: %w", terr))
 	}
 	return err
+}
+
+// Prepare makes the lines written so far durable and returns the file's
+// size as the mark of a checkpoint (see engine.Committer).
+func (s *Sink) Prepare(context.Context) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.f == nil {
+		if err := s.open(); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.f.Sync(); err != nil {
+		return nil, fmt.Errorf("file sink: %w", err)
+	}
+	return binary.BigEndian.AppendUint64(nil, uint64(s.size)), nil
+}
+
+// Commit does nothing: the file is local, its readers see every line as
+// it is written.
+func (s *Sink) Commit([]byte) error { return nil }
+
+// Rollback cuts the file back to the size a checkpoint recorded: the lines
+// after it were written after that checkpoint by a run that did not reach
+// the next one, and the recovering run writes them again. A file shorter
+// than the mark (replaced or cut by hand) is left as it is.
+func (s *Sink) Rollback(mark []byte) error {
+	if len(mark) != 8 {
+		return fmt.Errorf("file sink: a checkpoint mark of %d bytes, want 8", len(mark))
+	}
+	size := int64(binary.BigEndian.Uint64(mark))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.f == nil {
+		s.append = true
+		if err := s.open(); err != nil {
+			return err
+		}
+	}
+	switch {
+	case size == s.size:
+	case size > s.size || size < 0:
+		s.log.Warn("file sink: the file is shorter than the checkpoint recorded; continuing it as it is", "path", s.path, "bytes", s.size, "checkpoint_bytes", size)
+	default:
+		if err := s.f.Truncate(size); err != nil {
+			return fmt.Errorf("file sink: roll back to the checkpoint: %w", err)
+		}
+		if err := s.f.Sync(); err != nil {
+			return fmt.Errorf("file sink: roll back to the checkpoint: %w", err)
+		}
+		s.log.Info("file sink: cut the lines written after the checkpoint; the recovery writes them again", "path", s.path, "bytes", s.size-size)
+		s.size = size
+	}
+	return nil
 }
 
 // Close syncs and closes the file. It is idempotent.

@@ -1,0 +1,482 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer"
+)
+
+// DirName is the name of the log's directory in the source's directory
+// (<data dir>/<pipeline>/<source>/ingest).
+const DirName = "ingest"
+
+// Defaults of Options.
+const (
+	// DefaultHorizon is the default Options.Horizon.
+	DefaultHorizon = 65536
+	// DefaultHorizonTime is the default Options.HorizonTime.
+	DefaultHorizonTime = 2 * time.Minute
+)
+
+// Options configure an ingest log.
+type Options struct {
+	// Dir is the log's directory, by convention
+	// <data dir>/<pipeline>/<source>/ingest (see Dir). Required.
+	Dir string
+	// Buffer configures the log: Fsync and FsyncInterval, the quota
+	// (MaxBytes, Policy, Quota), OnDrop, FS, SegmentBytes and the rest.
+	// Schema is the wrapped source's; Mem, Log and Now default to the
+	// fields below; Counters defaults to a private set (the log's
+	// rows_appended, rows_dropped, ... are not the source's counters).
+	Buffer buffer.Options
+	// Horizon is how many of the newest logged rows are checked against
+	// incoming rows for redeliveries, and how many live rows the check
+	// lasts at most; DefaultHorizon when zero, negative to turn the check
+	// off. Committed keeps that many rows in the log for the check.
+	Horizon int
+	// HorizonTime bounds the check in time, from the first live row;
+	// DefaultHorizonTime when zero, negative for no bound.
+	HorizonTime time.Duration
+	// Log receives the log's reports; slog.Default() when nil.
+	Log *slog.Logger
+	// Mem allocates the records replayed and filtered;
+	// memory.DefaultAllocator when nil.
+	Mem memory.Allocator
+	// Counters, when set, receives "redeliveries" (rows dropped as
+	// redelivered), "ingest_rows_logged", "ingest_rows_replayed",
+	// "ingest_rows_lost" (rows a checkpoint names that the log no longer
+	// holds), "ingest_rows_dropped" (rows the quota policy deleted before a
+	// checkpoint covered them) and "ingest_full_waits" (appends that had to
+	// wait for room).
+	Counters *engine.Counters
+	// Now is the clock of HorizonTime; time.Now when nil.
+	Now func() time.Time
+}
+
+// Dir returns the directory of the ingest log of a source:
+// <data dir>/<pipeline>/<source>/ingest.
+func Dir(dataDir, pipeline, source string) string {
+	return filepath.Join(dataDir, pipeline, source, DirName)
+}
+
+// Source is a live source wrapped with its ingest log. It implements
+// engine.Source and engine.Replayable, and passes engine.LiveSource,
+// engine.RangedSource and engine.Resumer through to the wrapped source
+// (answering as a source that does not implement them when it does not).
+// Close it once the pipeline is done with it, after the last Committed.
+type Source struct {
+	inner engine.Source
+	buf   *buffer.Buffer
+	log   *slog.Logger
+	mem   memory.Allocator
+	now   func() time.Time
+	seed  maphash.Seed
+
+	horizon     int
+	horizonTime time.Duration
+
+	// from is the last sequence not to replay; guarded by runMu until Run
+	// starts.
+	runMu   sync.Mutex
+	from    uint64
+	started bool
+
+	pos atomic.Uint64
+
+	ackMu     sync.Mutex
+	committed uint64 // highest position committed
+	acked     uint64 // highest sequence acknowledged to the log
+	closed    bool
+
+	room chan struct{} // kicked when Committed frees room
+
+	// The redelivery check; the Run goroutine's.
+	set      map[uint64]int32
+	setRows  int
+	seen     int
+	deadline time.Time
+	hashes   []uint64
+	rowBuf   []byte
+
+	redeliveries, logged, replayed, lost, dropped, fullWaits *atomic.Int64
+}
+
+// Wrap opens (or creates) the ingest log in opts.Dir and returns src
+// wrapped with it. The log's schema is src's. Before Run, Position is the
+// last logged sequence: a Run not told otherwise by ResumeAt replays
+// nothing.
+func Wrap(src engine.Source, opts Options) (*Source, error) {
+	if src == nil {
+		return nil, errors.New("ingest: no source")
+	}
+	if opts.Dir == "" {
+		return nil, errors.New("ingest: no directory")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Mem == nil {
+		opts.Mem = memory.DefaultAllocator
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Horizon == 0 {
+		opts.Horizon = DefaultHorizon
+	}
+	if opts.HorizonTime == 0 {
+		opts.HorizonTime = DefaultHorizonTime
+	}
+	ctr := opts.Counters
+	if ctr == nil {
+		ctr = engine.NewCounters()
+	}
+	s := &Source{
+		inner:       src,
+		log:         opts.Log.With("ingest", opts.Dir),
+		mem:         opts.Mem,
+		now:         opts.Now,
+		seed:        maphash.MakeSeed(),
+		horizon:     max(opts.Horizon, 0),
+		horizonTime: opts.HorizonTime,
+		room:        make(chan struct{}, 1),
+
+		redeliveries: ctr.Counter("redeliveries"),
+		logged:       ctr.Counter("ingest_rows_logged"),
+		replayed:     ctr.Counter("ingest_rows_replayed"),
+		lost:         ctr.Counter("ingest_rows_lost"),
+		dropped:      ctr.Counter("ingest_rows_dropped"),
+		fullWaits:    ctr.Counter("ingest_full_waits"),
+	}
+	bo := opts.Buffer
+	bo.Schema = src.Schema()
+	bo.ReadOnly, bo.Held = false, false
+	if bo.Mem == nil {
+		bo.Mem = opts.Mem
+	}
+	if bo.Log == nil {
+		bo.Log = opts.Log
+	}
+	if bo.Now == nil {
+		bo.Now = opts.Now
+	}
+	onDrop := bo.OnDrop
+	bo.OnDrop = func(d buffer.Drop) {
+		s.dropped.Add(d.Rows)
+		if onDrop != nil {
+			onDrop(d)
+		}
+	}
+	buf, err := buffer.Open(opts.Dir, bo)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: open the log: %w", err)
+	}
+	s.buf = buf
+	s.acked = buf.Cursor()
+	s.committed = s.acked
+	s.from = buf.NextSeq() - 1
+	s.pos.Store(s.from)
+	return s, nil
+}
+
+// Unwrap returns the wrapped source.
+func (s *Source) Unwrap() engine.Source { return s.inner }
+
+// Buffer returns the ingest log (for status and tools).
+func (s *Source) Buffer() *buffer.Buffer { return s.buf }
+
+// Schema is the wrapped source's schema.
+func (s *Source) Schema() *engine.Schema { return s.inner.Schema() }
+
+// Live passes engine.LiveSource through; false when the wrapped source
+// does not implement it.
+func (s *Source) Live() (live bool, history string) {
+	if l, ok := s.inner.(engine.LiveSource); ok {
+		return l.Live()
+	}
+	return false, ""
+}
+
+// Ranges passes engine.RangedSource through; nil when the wrapped source
+// does not implement it.
+func (s *Source) Ranges() []engine.ValueRange {
+	if r, ok := s.inner.(engine.RangedSource); ok {
+		return r.Ranges()
+	}
+	return nil
+}
+
+// Resuming passes engine.Resumer through; false when the wrapped source
+// does not implement it.
+func (s *Source) Resuming() bool {
+	if r, ok := s.inner.(engine.Resumer); ok {
+		return r.Resuming()
+	}
+	return false
+}
+
+// Position returns the log sequence of the last row emitted (before Run:
+// where Run starts), as decimal digits.
+func (s *Source) Position() []byte {
+	return strconv.AppendUint(nil, s.pos.Load(), 10)
+}
+
+// ParsePosition returns the log sequence a position names.
+func ParsePosition(pos []byte) (uint64, error) {
+	n, err := strconv.ParseUint(string(pos), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("ingest: bad position %q: %w", pos, err)
+	}
+	return n, nil
+}
+
+// ResumeAt makes Run replay the rows logged after pos before it runs the
+// wrapped source. Rows after pos the log no longer holds (deleted by an
+// older checkpoint's Committed, dropped by the quota, or lost to a power
+// loss under a relaxed fsync policy) are reported and counted in
+// "ingest_rows_lost".
+func (s *Source) ResumeAt(pos []byte) error {
+	p, err := ParsePosition(pos)
+	if err != nil {
+		return err
+	}
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	if s.started {
+		return errors.New("ingest: ResumeAt after Run")
+	}
+	cursor, last := s.buf.Cursor(), s.buf.NextSeq()-1
+	switch {
+	case p < cursor:
+		s.lost.Add(int64(cursor - p))
+		s.log.Error("the log no longer holds rows after the checkpoint's position: they are lost",
+			"position", p, "log_starts_after", cursor, "rows", cursor-p)
+	case p > last:
+		s.lost.Add(int64(p - last))
+		s.log.Error("the log ends before the checkpoint's position (rows lost in a power loss under a relaxed fsync policy?); new rows continue the log",
+			"position", p, "log_ends_at", last, "rows", p-last)
+	}
+	s.from = p
+	s.pos.Store(p)
+	return nil
+}
+
+// Committed lets the log delete the rows at or before pos, except the
+// newest Options.Horizon rows, kept for the redelivery check.
+func (s *Source) Committed(pos []byte) {
+	p, err := ParsePosition(pos)
+	if err != nil {
+		s.log.Warn("ignoring a committed position", "err", err)
+		return
+	}
+	s.ackMu.Lock()
+	s.committed = max(s.committed, p)
+	s.ackMu.Unlock()
+	s.trim(false)
+}
+
+// trim acknowledges to the log what is committed; unless all, it keeps the
+// newest Horizon rows. It reports whether the cursor moved.
+func (s *Source) trim(all bool) bool {
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	if s.closed {
+		return false
+	}
+	last := s.buf.NextSeq() - 1
+	to := min(s.committed, last)
+	if !all {
+		if keep := uint64(s.horizon); last > keep {
+			to = min(to, last-keep)
+		} else {
+			to = 0
+		}
+	}
+	if to <= s.acked {
+		return false
+	}
+	if err := s.buf.Ack(to); err != nil {
+		if !errors.Is(err, buffer.ErrClosed) {
+			s.log.Warn("cannot delete committed rows from the log", "err", err)
+		}
+		return false
+	}
+	s.acked = to
+	select {
+	case s.room <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// Close closes the log. Committed after Close does nothing. It is
+// idempotent.
+func (s *Source) Close() error {
+	s.ackMu.Lock()
+	s.closed = true
+	s.ackMu.Unlock()
+	return s.buf.Close()
+}
+
+// Run replays the rows logged after the position (see ResumeAt), then runs
+// the wrapped source, logging each record it emits before acknowledging
+// its input and emitting it into the graph.
+func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
+	s.runMu.Lock()
+	if s.started {
+		s.runMu.Unlock()
+		return errors.New("ingest: Run called twice")
+	}
+	s.started = true
+	from := s.from
+	s.runMu.Unlock()
+
+	if err := s.replay(emit, from); err != nil {
+		if errors.Is(err, engine.ErrStopped) {
+			return nil
+		}
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return s.inner.Run(ctx, func(rec arrow.RecordBatch, ack *engine.Ack) error {
+		return s.live(ctx, emit, rec, ack)
+	})
+}
+
+// replay emits the logged rows after from and takes the hashes of the
+// newest Horizon rows of the log.
+func (s *Source) replay(emit engine.Emit, from uint64) error {
+	poll, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.buf.Rewind()
+	ring := make([]uint64, 0, min(s.horizon, 1<<12))
+	head := 0 // next slot to overwrite once the ring is full
+	for {
+		e, err := s.buf.Next(poll)
+		if errors.Is(err, context.Canceled) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("ingest: replay: %w", err)
+		}
+		if s.horizon > 0 {
+			s.hashes = s.hashRows(e.Rec, s.hashes[:0])
+			for _, h := range s.hashes {
+				if len(ring) < s.horizon {
+					ring = append(ring, h)
+					continue
+				}
+				ring[head] = h
+				head = (head + 1) % s.horizon
+			}
+		}
+		last := e.Last()
+		if last <= from {
+			e.Rec.Release()
+			continue
+		}
+		rec := e.Rec
+		if e.First <= from {
+			rec = e.Rec.NewSlice(int64(from+1-e.First), e.Rec.NumRows())
+			e.Rec.Release()
+		}
+		n := rec.NumRows()
+		s.pos.Store(last)
+		if err := emit(rec, nil); err != nil {
+			return err
+		}
+		s.replayed.Add(n)
+	}
+	if len(ring) > 0 {
+		s.set = make(map[uint64]int32, len(ring))
+		for _, h := range ring {
+			s.set[h]++
+		}
+		s.setRows = len(ring)
+		s.log.Info("checking incoming rows for redeliveries of logged ones", "rows", len(ring))
+	}
+	return nil
+}
+
+// live handles one record of the wrapped source.
+func (s *Source) live(ctx context.Context, emit engine.Emit, rec arrow.RecordBatch, ack *engine.Ack) error {
+	if rec.NumRows() == 0 {
+		rec.Release()
+		ack.Done()
+		return nil
+	}
+	if s.set != nil {
+		if rec = s.dropRedelivered(rec); rec == nil {
+			ack.Done()
+			return nil
+		}
+	}
+	first, err := s.appendWait(ctx, rec)
+	if err != nil {
+		rec.Release()
+		return err
+	}
+	n := rec.NumRows()
+	s.logged.Add(n)
+	ack.Done()
+	s.pos.Store(first + uint64(n) - 1)
+	return emit(rec, nil)
+}
+
+// appendWait appends rec to the log; while the log is full it waits for
+// room (a checkpoint's Committed, or other buffers of a shared quota
+// freeing theirs) or for ctx.
+func (s *Source) appendWait(ctx context.Context, rec arrow.RecordBatch) (uint64, error) {
+	waiting := false
+	delay := 10 * time.Millisecond
+	for {
+		first, err := s.buf.Append(rec)
+		if err == nil {
+			if waiting {
+				s.log.Info("the log has room again; the source goes on")
+			}
+			return first, nil
+		}
+		if !errors.Is(err, buffer.ErrFull) && !errors.Is(err, buffer.ErrNoSpace) {
+			return 0, fmt.Errorf("ingest: log: %w", err)
+		}
+		// The rows kept for the redelivery check give way first; a WAL
+		// file whose rows are all deleted is emptied in place.
+		if s.trim(true) {
+			if err := s.buf.Roll(); err != nil && !errors.Is(err, buffer.ErrNoSpace) {
+				return 0, fmt.Errorf("ingest: log: %w", err)
+			}
+			continue
+		}
+		if !waiting {
+			waiting = true
+			s.fullWaits.Add(1)
+			s.log.Warn("the log is full: the source waits (its input is not acknowledged) until a checkpoint frees room", "err", err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-s.room:
+		case <-t.C:
+		}
+		t.Stop()
+		delay = min(2*delay, time.Second)
+	}
+}

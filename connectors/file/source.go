@@ -91,7 +91,16 @@ type Source struct {
 	batch    engine.BatchPolicy
 	mem      memory.Allocator
 	log      *slog.Logger
-	pos      *position.Store // resume
+	pos      *position.Store // resume (without checkpoints)
+
+	// checkpoints is set in a pipeline that takes checkpoints: the
+	// position file is not used, and named pipes, which cannot be read
+	// again, are refused.
+	checkpoints bool
+	// resume is the checkpoint position ResumeAt was given, if any.
+	resume *filePos
+	// ckpt is the encoded position Position returns.
+	ckpt atomic.Pointer[[]byte]
 
 	rows, bad, unknown *atomic.Int64
 }
@@ -110,6 +119,10 @@ type filePos struct {
 	// 1 KiB): a file whose beginning changed is another file.
 	Head    uint32 `json:"head"`
 	HeadLen int    `json:"head_len,omitempty"`
+	// Before is the checksum of the BeforeLen bytes (at most 1 KiB) before
+	// Offset, in checkpoint positions only.
+	Before    uint32 `json:"-"`
+	BeforeLen int    `json:"-"`
 }
 
 func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
@@ -138,6 +151,8 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		mem:      bc.Mem,
 		log:      bc.Log,
 		dir:      bc.Dir,
+
+		checkpoints: bc.Checkpoints,
 	}
 	path := cfg.String("path")
 	if path == "" {
@@ -210,7 +225,9 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	if s.format == "enos" {
 		s.unknown = counters.Counter("unknown_points")
 	}
-	if cfg.Bool("resume") {
+	if cfg.Bool("resume") && !bc.Checkpoints {
+		// A checkpointing pipeline resumes the source at the position
+		// its checkpoint holds (ResumeAt), never from the position file.
 		st, err := position.ForSource(bc)
 		if err != nil {
 			return nil, err
@@ -246,8 +263,12 @@ func (s *Source) Ranges() []engine.ValueRange {
 	return s.mapping.Ranges
 }
 
-// Resuming reports whether the source goes on from a recorded position.
-func (s *Source) Resuming() bool { return s.pos.Recorded() }
+// Resuming reports whether the source goes on from a recorded position:
+// the position file's, or, in a checkpointing pipeline, one ResumeAt was
+// given (past the start).
+func (s *Source) Resuming() bool {
+	return s.pos.Recorded() || (s.resume != nil && s.resume.File != "")
+}
 
 // errStop ends a run early: the context was cancelled or emit failed.
 var errStop = errors.New("stop")
@@ -266,6 +287,14 @@ type run struct {
 	at       filePos // after the last line appended
 	lineEnd  filePos // after the line being read
 	emitted  int64   // rows handed on by this run
+	strict   bool    // resuming at a checkpoint position: a changed file is an error
+
+	// The file being read, to complete positions (seal).
+	cur     *os.File
+	curPath string
+	curPipe bool
+	sealed  bool // r.at holds the check of the bytes before it
+	sealBuf []byte
 
 	// Pacing.
 	started      bool
@@ -295,7 +324,17 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	}
 	var resume *filePos
 	stopped := false
-	if s.pos != nil {
+	if s.resume != nil {
+		if s.resume.File != "" {
+			fp := *s.resume
+			resume, r.strict = &fp, true
+			if !slices.Contains(files, fp.File) {
+				return fmt.Errorf("file source: the checkpoint position is in %s, which %s no longer matches",
+					s.nameOf(fp.File), s.pattern)
+			}
+			s.log.Info("resuming at the checkpoint's position", "file", s.nameOf(fp.File), "line", fp.Line, "offset", fp.Offset)
+		}
+	} else if s.pos != nil {
 		if p, ok := s.pos.Load(); ok {
 			var fp filePos
 			if err := json.Unmarshal(p, &fp); err != nil || fp.File == "" || fp.Offset < 0 {
@@ -305,6 +344,8 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 			s.log.Info("resuming where the acknowledged input ends (run with --from-start to read from the start)",
 				"file", fp.File, "line", fp.Line, "offset", fp.Offset, "position", s.pos.Path())
 		}
+	}
+	if s.pos != nil {
 		r.tr = position.NewTracker(s.pos, func(msg string, err error) { s.log.Warn(msg, "err", err) })
 		defer r.tr.End()
 	}
@@ -334,7 +375,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	if r.emitErr != nil && ctx.Err() == nil {
 		return r.emitErr
 	}
-	if resume != nil && !stopped && r.emitted == 0 && ctx.Err() == nil {
+	if resume != nil && !stopped && r.emitted == 0 && ctx.Err() == nil && s.pos != nil && !r.strict {
 		s.log.Info("nothing new to read: an earlier run read the input to its end (run with --from-start to read it again)",
 			"position", s.pos.Path())
 	}
@@ -352,7 +393,14 @@ func (r *run) flush() error {
 		p, _ := json.Marshal(r.at)
 		ack = r.tr.Emit(p)
 	}
+	// The position after the batch is in place before it is emitted,
+	// and taken back when it was not.
+	r.seal()
+	prev := r.ckpt.Load()
+	pos := encodePos(r.nameOf(r.at.File), &r.at)
+	r.ckpt.Store(&pos)
 	if err := r.emit(rec, ack); err != nil {
+		r.ckpt.Store(prev)
 		r.emitErr = err
 		return errStop
 	}
@@ -380,6 +428,11 @@ func (r *run) readFile(path string, from *filePos) error {
 		return err
 	}
 	defer f.Close()
+	r.cur, r.curPath, r.curPipe = f, path, pipe
+	defer func() {
+		r.seal() // while the file is open
+		r.cur = nil
+	}()
 	// A read waiting on a pipe ends when the context is cancelled.
 	stopReads := context.AfterFunc(r.ctx, func() { _ = f.SetReadDeadline(time.Now()) })
 	defer stopReads()
@@ -389,7 +442,12 @@ func (r *run) readFile(path string, from *filePos) error {
 	}
 	begin, size := fileHead(f)
 	head, headLen := disk.CRC(begin), len(begin)
-	if from != nil && (!sameHead(begin, from) || size < from.Offset) {
+	if from != nil && r.strict {
+		if err := sameFile(f, begin, size, from, name); err != nil {
+			return err
+		}
+	}
+	if from != nil && !r.strict && (!sameHead(begin, from) || size < from.Offset) {
 		r.log.Warn("the file changed since the position was recorded: reading it from its start", "file", name)
 		from = nil
 	}
@@ -519,6 +577,8 @@ func (r *run) open(path, name string) (f *os.File, pipe bool, err error) {
 				return nil, false, fmt.Errorf("%s: %w", name, err)
 			}
 		}
+	case m&fs.ModeNamedPipe != 0 && r.checkpoints:
+		return nil, true, fmt.Errorf("%s: a named pipe cannot be read again, so a pipeline that takes checkpoints cannot read it with the file source", name)
 	case m&fs.ModeNamedPipe != 0:
 		pipe = true
 		r.log.Info("waiting for a writer on the named pipe", "file", name)
@@ -619,7 +679,7 @@ func (r *run) line(dec codec.Decoder, line []byte) error {
 		}
 	}
 	dec.Append(r.rb)
-	r.at = r.lineEnd // the batch now holds this line
+	r.at, r.sealed = r.lineEnd, false // the batch now holds this line
 	if r.rb.Rows() >= r.batch.Size {
 		return r.flush()
 	}

@@ -60,8 +60,17 @@ type Source struct {
 	mem    memory.Allocator
 	rows   *atomic.Int64
 	log    *slog.Logger
-	// pos, when set, records the rows acknowledged (resume).
+	// pos, when set, records the rows acknowledged (resume, in a pipeline
+	// that takes no checkpoints).
 	pos *position.Store
+
+	// fp is the farm's fingerprint (see fingerprint); 0 in a dry run.
+	fp uint64
+	// resumed is set by ResumeAt, with the rows produced before.
+	resumed  bool
+	resumeAt int64
+	// ckpt is the encoded position Position returns.
+	ckpt atomic.Pointer[[]byte]
 }
 
 func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
@@ -104,7 +113,9 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	}
 	farm := NewFarm(Config{Turbines: int(n), Interval: interval, Start: start, Seed: uint64(cfg.Int("seed")), Faults: faults})
 	src := NewSource(farm, rows*n, rate, bc)
-	if cfg.Bool("resume") {
+	if cfg.Bool("resume") && !bc.Checkpoints {
+		// A checkpointing pipeline resumes the source at the position
+		// its checkpoint holds (ResumeAt), never from the position file.
 		st, err := position.ForSource(bc)
 		if err != nil {
 			return nil, err
@@ -131,14 +142,17 @@ func NewSource(farm *Farm, total int64, rate float64, bc engine.BuildContext) *S
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Source{farm: farm, schema: farm.Schema(), total: total, rate: rate, batch: bc.Batch.Normalize(), mem: bc.Mem, rows: counters.Counter("rows"), log: log}
+	return &Source{farm: farm, schema: farm.Schema(), total: total, rate: rate, batch: bc.Batch.Normalize(), mem: bc.Mem, rows: counters.Counter("rows"), log: log,
+		fp: fingerprint(farm.cfg)}
 }
 
 // Schema is the farm's schema.
 func (s *Source) Schema() *engine.Schema { return s.schema }
 
-// Resuming reports whether the source goes on from a recorded position.
-func (s *Source) Resuming() bool { return s.pos.Recorded() }
+// Resuming reports whether the source goes on from a recorded position:
+// the position file's, or, in a checkpointing pipeline, one ResumeAt was
+// given (past the first row).
+func (s *Source) Resuming() bool { return s.pos.Recorded() || s.resumeAt > 0 }
 
 // Run emits rows until the configured number is reached (returning nil)
 // or ctx is cancelled.
@@ -150,7 +164,19 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 	defer rb.Release()
 	var produced int64
 	var tr *position.Tracker
-	if s.pos != nil {
+	if s.resumed {
+		if s.total > 0 && s.resumeAt == s.total {
+			s.log.Info("nothing left to produce: the checkpoint's position is after every row", "rows", s.resumeAt)
+			return nil
+		}
+		if s.resumeAt > 0 {
+			s.log.Info("resuming at the checkpoint's position", "rows", s.resumeAt)
+			if err := s.farm.Skip(ctx, s.resumeAt); err != nil {
+				return nil // stopped while catching up
+			}
+			produced = s.resumeAt
+		}
+	} else if s.pos != nil {
 		if p, ok := s.pos.Load(); ok {
 			var pj posJSON
 			if err := json.Unmarshal(p, &pj); err != nil || pj.Rows < 0 || (s.total > 0 && pj.Rows > s.total) {
@@ -168,6 +194,8 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 			}
 			produced = pj.Rows
 		}
+	}
+	if s.pos != nil {
 		tr = position.NewTracker(s.pos, func(msg string, err error) { s.log.Warn(msg, "err", err) })
 		defer tr.End()
 	}
@@ -181,7 +209,13 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) (err error) {
 		if tr != nil {
 			ack = tr.Emit(fmt.Appendf(nil, `{"rows":%d}`, produced))
 		}
+		// The position after the batch is in place before it is
+		// emitted, and taken back when it was not.
+		prev := s.ckpt.Load()
+		pos := encodePos(s.fp, produced)
+		s.ckpt.Store(&pos)
 		if err := emit(rec, ack); err != nil {
+			s.ckpt.Store(prev)
 			return err
 		}
 		s.rows.Add(n)

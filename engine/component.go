@@ -66,6 +66,13 @@ type BuildContext struct {
 	// checkpoints (see Checkpoint): a sink that implements Committer holds
 	// its output back until Commit.
 	Checkpoints bool
+	// FS, when not nil, is the file system (an engine/buffer/disk.FS) that
+	// holds the pipeline's durable state: the buffers of cloud-bound sinks,
+	// the ingest logs of live sources and the checkpoints; nil is the
+	// operating system's. It is a test seam: crash tests pass an
+	// engine/buffer/faultfs.FS to drop the writes a power loss takes
+	// back. It is typed any because package disk builds on this one.
+	FS any
 }
 
 // KeyOrdered is implemented by operators that emit the rows of some output

@@ -198,6 +198,13 @@ func FromConfig(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (Op
 		return o, cfg.Errorf(FieldMessageStream, "message_stream: %v", err)
 	}
 
+	if bc.FS != nil {
+		fs, ok := bc.FS.(buffer.FS)
+		if !ok {
+			return o, fmt.Errorf("forward: the build context's FS is a %T, not a buffer.FS", bc.FS)
+		}
+		o.Buffer.FS = fs
+	}
 	b := object(cfg, FieldBuffer, bufferFields)
 	o.Dir = b.String("dir")
 	switch {

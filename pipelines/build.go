@@ -3,14 +3,20 @@ package pipelines
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer"
+	"github.com/sluice-edge/sluice/engine/checkpoint"
 	"github.com/sluice-edge/sluice/engine/eventtime"
+	"github.com/sluice-edge/sluice/engine/ingest"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -40,6 +46,11 @@ type Options struct {
 	// Shared is what the components of the pipelines built together share
 	// (see engine.Shared); BuildAll makes one when it is nil.
 	Shared *engine.Shared
+	// FS is the file system of the pipelines' durable state (the buffers
+	// of cloud-bound sinks, ingest logs, checkpoints; see
+	// engine.BuildContext.FS); nil is the real disk. A test seam: crash
+	// tests pass an engine/buffer/faultfs.FS.
+	FS buffer.FS
 
 	// carry is what a Runtime hands from running pipelines to the ones it
 	// builds (nil outside a Runtime).
@@ -64,6 +75,8 @@ type Built struct {
 
 	op   engine.Operator
 	sink engine.Sink
+	// src is the source when it holds files open (an ingest log).
+	src io.Closer
 	// relay runs the source apart from the graph (in a Runtime).
 	relay *engine.Relay
 	// carried is set when the component was handed over from a running
@@ -105,15 +118,25 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 	built := map[string]*Built{}
 	failed := map[string]bool{}
 
+	// A pipeline that checkpoints: its committing sinks hold output back,
+	// its live sources log their input.
+	checkpoints := d.Checkpoint != nil && !opts.DryRun
+	if checkpoints && opts.FromStart {
+		if err := forgetCheckpoints(opts.FS, opts.DataDir, d); err != nil {
+			return nil, spec.Errors{spec.Errorf(d.Pos, "%v", err)}
+		}
+	}
 	bc := func(c *ComponentDef) engine.BuildContext {
 		return engine.BuildContext{
+			Checkpoints: checkpoints, FS: opts.FS,
 			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, DryRun: opts.DryRun, FromStart: opts.FromStart, Batch: d.Batch, Mem: opts.Mem,
 			Log: plog.With("component", c.Name), Counters: engine.NewCounters(), Shared: opts.Shared,
 			Catalog: d.Release.catalog(), RuleSets: d.Release.ruleSets(), Release: d.Release.label(),
 		}
 	}
-	// A pipeline rebuilt by a release switch continues the run.
-	resuming := opts.carry != nil && opts.carry.switching
+	// A pipeline rebuilt by a release switch continues the run, and so
+	// does one that recovers from a checkpoint.
+	resuming := opts.carry != nil && opts.carry.switching || checkpoints && hasCheckpoint(opts.FS, checkpointDir(opts.DataDir, d))
 	for _, c := range d.Sources {
 		if c.Config == nil || c.Comp == nil {
 			failed[c.Name] = true
@@ -129,6 +152,9 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		src, err := c.Comp.Source(c.Config, ctx)
 		if inj, ok := opts.Sources[c.Name]; ok && err == nil {
 			src = inj
+		}
+		if err == nil && checkpoints && relay == nil {
+			src, err = logged(src, opts, d, ctx)
 		}
 		if err == nil && opts.carry != nil && !opts.DryRun {
 			if relay == nil {
@@ -147,6 +173,9 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			resuming = true
 		}
 		b := &Built{Def: c, Counters: ctx.Counters, Outputs: []engine.Port{{Schema: src.Schema()}}, relay: relay, fp: fingerprint(d, c, nil)}
+		if cl, ok := src.(io.Closer); ok {
+			b.src = cl
+		}
 		b.Node = p.Graph.AddSource(c.Name, src, ctx.Counters)
 		if err := guardSource(p.Graph, b, src, d.EventTime, ctx); err != nil {
 			errs = append(errs, spec.Errorf(c.Pos, "%v", err))
@@ -233,11 +262,73 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			}
 		}
 	}
+	if len(errs) == 0 && checkpoints {
+		if err := checkpointGraph(p, d, opts); err != nil {
+			errs = append(errs, spec.Errorf(d.Pos, "%v", err))
+		}
+	}
 	if len(errs) > 0 {
 		p.Close()
 		return nil, errs
 	}
 	return p, nil
+}
+
+// logged returns src itself when it can produce its input again, or src
+// behind an ingest log in the pipeline's data directory (see
+// engine/ingest).
+func logged(src engine.Source, opts Options, d *Def, bc engine.BuildContext) (engine.Source, error) {
+	if _, ok := src.(engine.Replayable); ok {
+		return src, nil
+	}
+	bo := buffer.Options{Fsync: d.Checkpoint.IngestFsync, FS: opts.FS}
+	w, err := ingest.Wrap(src, ingest.Options{
+		Dir: ingest.Dir(opts.DataDir, d.Name, bc.Name), Buffer: bo,
+		Log: bc.Log, Mem: bc.Mem, Counters: bc.Counters,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ingest log: %w", err)
+	}
+	return w, nil
+}
+
+// checkpointDir is where a pipeline keeps its checkpoints.
+func checkpointDir(dataDir string, d *Def) string {
+	return filepath.Join(dataDir, d.Name, "checkpoints")
+}
+
+// checkpointGraph makes the pipeline's graph take checkpoints.
+func checkpointGraph(p *Pipeline, d *Def, opts Options) error {
+	st, err := checkpoint.Open(checkpointDir(opts.DataDir, d), checkpoint.Options{Log: opts.Log.With("pipeline", d.Name), FS: opts.FS})
+	if err != nil {
+		return err
+	}
+	return p.Graph.Checkpoints(engine.CheckpointOptions{
+		Store: st, Interval: d.Checkpoint.Interval,
+		Continue: opts.carry != nil && opts.carry.switching,
+	})
+}
+
+// hasCheckpoint reports whether dir on fsys (nil: the real disk) holds a
+// checkpoint file.
+func hasCheckpoint(fsys buffer.FS, dir string) bool {
+	names, _ := durable(fsys).ReadDir(dir)
+	return slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, checkpoint.Ext) })
+}
+
+// forgetCheckpoints removes the checkpoints and ingest logs of a pipeline
+// that starts over (--from-start), on fsys (nil: the real disk).
+func forgetCheckpoints(fsys buffer.FS, dataDir string, d *Def) error {
+	dirs := []string{checkpointDir(dataDir, d)}
+	for _, c := range d.Sources {
+		dirs = append(dirs, ingest.Dir(dataDir, d.Name, c.Name))
+	}
+	for _, dir := range dirs {
+		if err := removeAll(fsys, dir); err != nil {
+			return fmt.Errorf("start over: %w", err)
+		}
+	}
+	return nil
 }
 
 // guardSource places the event-time guard (see eventtime.Guard) behind a
@@ -287,6 +378,9 @@ func (p *Pipeline) Close() {
 		}
 		if b.sink != nil {
 			_ = b.sink.Close(context.Background())
+		}
+		if b.src != nil {
+			_ = b.src.Close()
 		}
 	}
 }

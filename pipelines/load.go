@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer"
 	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -32,6 +33,9 @@ type Def struct {
 	Batch engine.BatchPolicy
 	// EventTime is the policy applied to the event times of its sources.
 	EventTime EventTimePolicy
+	// Checkpoint is the pipeline's checkpoint policy, or nil when it takes
+	// no checkpoints.
+	Checkpoint *CheckpointPolicy
 
 	Sources []*ComponentDef
 	Steps   []*ComponentDef
@@ -47,6 +51,20 @@ type Def struct {
 // (each): every component costs memory and goroutines when built, so that a
 // file of a few thousand tiny components would cost gigabytes.
 const MaxComponents = 256
+
+// CheckpointPolicy makes a pipeline take checkpoints (see
+// engine.Checkpoint): Interval apart, with the input of its live sources
+// kept in an ingest log forced to disk per IngestFsync.
+type CheckpointPolicy struct {
+	Interval    time.Duration
+	IngestFsync buffer.FsyncPolicy
+}
+
+// Bounds of checkpoint.interval.
+const (
+	minCheckpointInterval = 10 * time.Millisecond
+	maxCheckpointInterval = time.Hour
+)
 
 // EventTimePolicy bounds the event times of a pipeline's sources (see
 // eventtime.Policy): MaxFuture and MaxPast apply to live sources, or to
@@ -96,6 +114,10 @@ var PipelineSpec = spec.Spec{
 			{Name: "max_future", Type: spec.Duration, Default: eventtime.DefaultMaxFuture.String(), Description: "Furthest an event time may be ahead of the engine's clock; 0 sets no bound.", Example: "2m"},
 			{Name: "max_past", Type: spec.Duration, Default: eventtime.DefaultMaxPast.String(), Description: "Furthest an event time may be behind the engine's clock (history rows exempt); 0 sets no bound.", Example: "168h"},
 			{Name: "sources", Type: spec.String, Default: "live", Enum: []string{"live", "all"}, Description: "The sources the bounds apply to: `live` (sources reading devices as they report: mqtt) or `all` (file and sim sources too, for replays of recent data)."},
+		}},
+		{Name: "checkpoint", Type: spec.Object, Optional: true, Description: "Durable operator state: the pipeline takes a checkpoint of its open windows, alert states and source positions every `interval` and on a graceful stop, keeps the input of its live sources (mqtt) in an ingest log until a checkpoint covers it, and holds the output of its cloud sinks back until the checkpoint covering it is on disk, so that after kill -9 or a power loss it continues exactly where the last checkpoint left it: no window or alert lost, no output delivered twice. Costs up to one interval of delivery latency. See docs/guarantees.md.", Children: []spec.Field{
+			{Name: "interval", Type: spec.Duration, Default: engine.DefaultCheckpointInterval.String(), Description: "Time between two checkpoints (10ms to 1h); cloud sinks deliver a row once the checkpoint after it is on disk.", Example: "5s"},
+			{Name: "ingest_fsync", Type: spec.String, Default: "always", Enum: []string{"always", "interval", "none"}, Description: "When the ingest log of a live source is forced to disk. `always`: before the sender is acknowledged (survives power loss); `interval`: every 100ms (a power loss can lose up to 100ms of acknowledged input); `none`: left to the operating system."},
 		}},
 		{Name: "sources", Type: spec.Map, Elem: spec.Any, Optional: true, Description: "Required. Sources by name. Each has a `type` and that type's fields.", Example: map[string]any{"turbines": map[string]any{"type": "sim", "turbines": 100}}},
 		{Name: "steps", Type: spec.Map, Elem: spec.Any, Optional: true, Description: "Steps by name. Each has a `type`, an `input` (or `inputs`) naming the streams it reads, and that type's fields."},
@@ -357,6 +379,16 @@ func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors)
 		}
 		if d.EventTime.MaxPast < 0 {
 			errs = append(errs, et.Errorf("max_past", "max_past must not be negative, got %s", d.EventTime.MaxPast))
+		}
+	}
+	if cp := cfg.Object("checkpoint"); cp != nil {
+		d.Checkpoint = &CheckpointPolicy{Interval: cp.Duration("interval")}
+		if d.Checkpoint.Interval < minCheckpointInterval || d.Checkpoint.Interval > maxCheckpointInterval {
+			errs = append(errs, cp.Errorf("interval", "checkpoint interval must be between %s and %s, got %s", minCheckpointInterval, maxCheckpointInterval, d.Checkpoint.Interval))
+		}
+		var err error
+		if d.Checkpoint.IngestFsync, err = buffer.ParseFsyncPolicy(cp.String("ingest_fsync")); err != nil {
+			errs = append(errs, cp.Errorf("ingest_fsync", "%v", err))
 		}
 	}
 	sections := []struct {

@@ -139,22 +139,32 @@ func (g *Graph) recoverCheckpoint(ctx context.Context) error {
 	for _, n := range g.nodes {
 		if n.kind == sourceNode {
 			n.rep = replayableOf(n.src)
-			n.pos = n.rep.Position()
+			if t, ok := n.src.(*tap); ok {
+				// A running source handed over: it starts after the last
+				// record the previous graph took, not after the one it may
+				// be waiting to emit.
+				n.pos = t.r.position(n.rep)
+			} else {
+				n.pos = n.rep.Position()
+			}
 		}
 	}
-	if !c.opts.Continue {
-		cp, err := c.opts.Store.Load()
-		if err != nil {
-			// Nothing valid to recover: start afresh, and say what that costs.
-			g.log.Error("checkpoint: no valid checkpoint to recover from; starting with empty state (outputs after the last good one may be delivered again)", "err", err)
-			cp = nil
-		}
-		if cp != nil {
-			return g.restore(ctx, cp)
-		}
+	cp, err := c.opts.Store.Load()
+	if err != nil {
+		// Nothing valid to recover: start afresh, and say what that costs.
+		g.log.Error("checkpoint: no valid checkpoint to recover from; starting with empty state (outputs after the last good one may be delivered again)", "err", err)
+		cp = nil
+	}
+	switch {
+	case cp != nil && !c.opts.Continue:
+		return g.restore(ctx, cp)
+	case cp != nil:
+		// The state handed over is newer than any checkpoint: the first
+		// checkpoint of this graph follows the newest one.
+		c.epoch, c.have = cp.Epoch, true
 	}
 	// The first checkpoint: the state as the run starts.
-	cp, err := g.cut(ctx, !c.opts.Continue)
+	cp, err = g.cut(ctx, !c.opts.Continue)
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,20 @@ type Relay struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	err      error
+	// pos is the position of a replayable source after the last record a
+	// graph took (nil before the first).
+	pos []byte
+}
+
+// position returns the position of the relay's replayable source after the
+// last record a graph took: where a graph that takes the source over starts.
+func (r *Relay) position(rep Replayable) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pos == nil {
+		return rep.Position()
+	}
+	return r.pos
 }
 
 // NewRelay returns a relay for src; src is started by the first tap that
@@ -113,7 +127,16 @@ func (r *Relay) emit(rec arrow.RecordBatch, ack *Ack) error {
 	r.busy++
 	r.mu.Unlock()
 	err := t(rec, ack)
+	var pos []byte
+	if err == nil && rec != nil {
+		if rep, ok := r.src.(Replayable); ok {
+			pos = rep.Position()
+		}
+	}
 	r.mu.Lock()
+	if pos != nil {
+		r.pos = pos
+	}
 	r.busy--
 	r.cond.Broadcast()
 	r.mu.Unlock()

@@ -32,6 +32,7 @@ import (
 const switchRelease = `
 name: {{NAME}}
 batch: {size: 64, linger: 5ms}
+{{CHECKPOINT}}
 sources:
   feed: {{SOURCE}}
 steps:
@@ -147,7 +148,19 @@ func streamRows(t *testing.T, js natsgo.JetStreamContext, stream string) (map[ui
 // keep their state), the embedded one changes its window (which starts
 // fresh). Afterwards no row is lost or stored twice, and the windows that
 // kept their state give exactly the results of an uninterrupted run.
-func TestSwitchUnderLoad(t *testing.T) {
+func TestSwitchUnderLoad(t *testing.T) { switchUnderLoad(t, "") }
+
+// TestSwitchUnderLoadCheckpointed is TestSwitchUnderLoad with pipelines
+// that take checkpoints: the switch hands over running sources (behind
+// their ingest logs), open windows and held sinks, and the new graphs
+// checkpoint what they took over; every reading is delivered once and every
+// window emitted once with the sums of its rows. The stop at the end keeps
+// the open windows in the last checkpoint instead of flushing them.
+func TestSwitchUnderLoadCheckpointed(t *testing.T) {
+	switchUnderLoad(t, "checkpoint: {interval: 50ms}")
+}
+
+func switchUnderLoad(t *testing.T, checkpoint string) {
 	if testing.Short() {
 		t.Skip("switch under load")
 	}
@@ -184,7 +197,8 @@ func TestSwitchUnderLoad(t *testing.T) {
 		}
 		for _, p := range pipes {
 			y := strings.NewReplacer("{{NAME}}", p.name, "{{SOURCE}}", p.source, "{{URL}}", nats.URL(),
-				"{{SUBJECT}}", "sw"+sfx+"."+p.name, "{{STREAM}}", strings.ToUpper("SW"+sfx+p.name), "{{BATCH}}", "64").Replace(switchRelease)
+				"{{SUBJECT}}", "sw"+sfx+"."+p.name, "{{STREAM}}", strings.ToUpper("SW"+sfx+p.name), "{{BATCH}}", "64",
+				"{{CHECKPOINT}}", checkpoint).Replace(switchRelease)
 			y = change(p.name, y)
 			if err := os.WriteFile(filepath.Join(rd, p.name+".yaml"), []byte(y), 0o644); err != nil {
 				t.Fatal(err)
@@ -206,7 +220,10 @@ func TestSwitchUnderLoad(t *testing.T) {
 	}
 	v1 := write("v1", func(_, y string) string { return y })
 	v2 := write("v2", func(name, y string) string {
-		if name == "embedded" {
+		if name == "embedded" && checkpoint == "" {
+			// A new window schema: with held output the old rows may not
+			// all have left when the new sink opens the buffer, which a
+			// new schema refuses (deliver or export them first).
 			return strings.Replace(y, "aggregates: {power: [sum]}", "aggregates: {power: [sum, max]}", 1)
 		}
 		return strings.Replace(y, "batch_rows: 64", "batch_rows: 32", 1)
@@ -260,7 +277,10 @@ func TestSwitchUnderLoad(t *testing.T) {
 	for _, want := range []string{
 		"simfarm changed (feed: kept running, stats: kept state, rows: started fresh, windows: kept open)",
 		"mosq changed (feed: kept running, stats: kept state, rows: started fresh, windows: kept open)",
-		"embedded changed (feed: kept running, stats: started fresh, rows: kept open, windows: started fresh)",
+		map[bool]string{
+			true:  "embedded changed (feed: kept running, stats: started fresh, rows: kept open, windows: started fresh)",
+			false: "embedded changed (feed: kept running, stats: kept state, rows: started fresh, windows: kept open)",
+		}[checkpoint == ""],
 	} {
 		if !strings.Contains(rep.Steps, want) {
 			t.Errorf("switch report %q lacks %q", rep.Steps, want)
@@ -326,7 +346,13 @@ func TestSwitchUnderLoad(t *testing.T) {
 	for _, p := range pipes {
 		prefix := strings.ToUpper("SW" + sfx + p.name)
 		rows, twice := streamRows(t, js, prefix+"_ROWS")
-		wins, winTwice := streamRows(t, js, prefix+"_WIN")
+		var wins map[uint64]map[string]any
+		var winTwice int
+		if _, err := js.StreamInfo(prefix + "_WIN"); err == nil || checkpoint == "" {
+			// With checkpoints the stop keeps open windows open: the
+			// readings of a few seconds may close none.
+			wins, winTwice = streamRows(t, js, prefix+"_WIN")
+		}
 		want := devices * readings
 		if p.name == "simfarm" {
 			want = 4 * 600
@@ -366,7 +392,7 @@ func TestSwitchUnderLoad(t *testing.T) {
 			got[wk]++
 			n := int(mp["count"].(float64))
 			counted += n
-			if p.name == "embedded" {
+			if p.name == "embedded" && checkpoint == "" {
 				continue
 			}
 			if got[wk] > 1 {
@@ -376,8 +402,11 @@ func TestSwitchUnderLoad(t *testing.T) {
 				t.Errorf("%s: window %s count %d sum %v, the rows give %d and %v", p.name, wk, n, mp["power_sum"], perWindowN[wk], perWindow[wk])
 			}
 		}
-		if counted != want {
+		if counted != want && checkpoint == "" {
 			t.Errorf("%s: the windows counted %d rows, want %d", p.name, counted, want)
+		}
+		if counted > want {
+			t.Errorf("%s: the windows counted %d rows, more than the %d there are", p.name, counted, want)
 		}
 		t.Logf("%s: %d rows, %d window rows", p.name, len(rows), len(wins))
 	}

@@ -93,6 +93,9 @@ type Options struct {
 	// scenario is profiled into it. With several scenarios, the scenario
 	// name is inserted before the extension (cpu.arrow.pprof).
 	CPUProfile string
+	// CheckpointInterval is the checkpoint interval of the checkpoint
+	// scenario (default DefaultCheckpointInterval).
+	CheckpointInterval time.Duration
 	// Log receives progress messages and the pipelines' logs (default:
 	// discarded).
 	Log *slog.Logger
@@ -121,8 +124,8 @@ func (o Options) normalize() (Options, error) {
 	var seen []string
 	for _, s := range o.Scenarios {
 		s = strings.ToLower(strings.TrimSpace(s))
-		if !slices.Contains(Scenarios, s) && s != Buffer && s != Forward {
-			return o, fmt.Errorf("bench: unknown scenario %q (known: %s, %s, %s)", s, strings.Join(Scenarios, ", "), Buffer, Forward)
+		if !slices.Contains(Scenarios, s) && s != Buffer && s != Forward && s != Checkpoint {
+			return o, fmt.Errorf("bench: unknown scenario %q (known: %s, %s, %s, %s)", s, strings.Join(Scenarios, ", "), Buffer, Forward, Checkpoint)
 		}
 		if !slices.Contains(seen, s) {
 			seen = append(seen, s)
@@ -130,7 +133,7 @@ func (o Options) normalize() (Options, error) {
 	}
 	// Run in the canonical order whatever the order asked.
 	var ordered []string
-	for _, s := range append(slices.Clone(Scenarios), Buffer, Forward) {
+	for _, s := range append(slices.Clone(Scenarios), Checkpoint, Buffer, Forward) {
 		if slices.Contains(seen, s) {
 			ordered = append(ordered, s)
 		}
@@ -147,6 +150,12 @@ func (o Options) normalize() (Options, error) {
 	}
 	if o.Seed == 0 {
 		o.Seed = 1
+	}
+	if o.CheckpointInterval < 0 {
+		return o, fmt.Errorf("bench: checkpoint interval must not be negative")
+	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
 	}
 	switch {
 	case o.Faults == 0:
@@ -216,13 +225,19 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			opts.Log.Info("bench: rendering payloads", "readings", rows)
 			in = renderPayloads(opts, perTurbine)
 		}
-		opts.Log.Info("bench: running scenario", "scenario", name, "readings", rows, "turbines", opts.Turbines, "repeat", opts.Repeat)
-		res, err := runScenario(ctx, name, opts, perTurbine, in)
-		if err != nil {
-			return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
+		runs := []string{name}
+		if name == Checkpoint {
+			runs = []string{CheckpointOff, CheckpointOn}
 		}
-		opts.Log.Info("bench: scenario done", "scenario", name, "rows_per_s", int64(res.RowsPerSec), "wall_s", res.WallSeconds)
-		r.Results = append(r.Results, res)
+		for _, name := range runs {
+			opts.Log.Info("bench: running scenario", "scenario", name, "readings", rows, "turbines", opts.Turbines, "repeat", opts.Repeat)
+			res, err := runScenario(ctx, name, opts, perTurbine, in)
+			if err != nil {
+				return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
+			}
+			opts.Log.Info("bench: scenario done", "scenario", name, "rows_per_s", int64(res.RowsPerSec), "wall_s", res.WallSeconds)
+			r.Results = append(r.Results, res)
+		}
 	}
 	r.finish()
 	return r, nil
@@ -233,13 +248,19 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 func prepare(name string, opts Options, perTurbine int64, in *payloads) (func(context.Context) (outputs, error), error) {
 	switch name {
 	case Arrow:
-		p, err := buildPipeline(opts, perTurbine, nil)
+		p, err := buildPipeline(opts, perTurbine, nil, 0)
 		if err != nil {
 			return nil, err
 		}
 		return p.run, nil
-	case EnOS:
-		p, err := buildPipeline(opts, perTurbine, in)
+	case EnOS, CheckpointOff:
+		p, err := buildPipeline(opts, perTurbine, in, 0)
+		if err != nil {
+			return nil, err
+		}
+		return p.run, nil
+	case CheckpointOn:
+		p, err := buildPipeline(opts, perTurbine, in, opts.CheckpointInterval)
 		if err != nil {
 			return nil, err
 		}
@@ -322,7 +343,7 @@ func median(runs []*Result) *Result {
 
 // profilePath is the CPU profile file of a scenario.
 func profilePath(opts Options, name string) string {
-	if len(opts.Scenarios) == 1 {
+	if len(opts.Scenarios) == 1 && opts.Scenarios[0] == name {
 		return opts.CPUProfile
 	}
 	ext := filepath.Ext(opts.CPUProfile)
@@ -352,4 +373,5 @@ type outputs struct {
 	cleared      int64
 	late         int64
 	decodeErrors int64
+	checkpoint   *CheckpointStats // the checkpoints taken, when the pipeline took any
 }

@@ -164,8 +164,9 @@ func checkTable(t *testing.T, r *Report) {
 }
 
 // TestAlertsAndWindowsMatchBaseline compares the alert records and window
-// statistics of both pipeline scenarios with those of the baseline, one by
-// one, rather than only their numbers.
+// statistics of the pipeline scenarios (arrow, enos, and enos with
+// checkpoints) with those of the baseline, one by one, rather than only
+// their numbers.
 func TestAlertsAndWindowsMatchBaseline(t *testing.T) {
 	opts, err := small.normalize()
 	if err != nil {
@@ -189,25 +190,36 @@ func TestAlertsAndWindowsMatchBaseline(t *testing.T) {
 		t.Fatal("the baseline raised no alerts")
 	}
 
-	for _, payloads := range []*payloads{nil, in} {
-		name := Arrow
-		if payloads != nil {
-			name = EnOS
-		}
-		t.Run(name, func(t *testing.T) {
-			windows, alerts := runCollecting(t, opts, perTurbine, payloads)
-			var got []string
-			for _, r := range alerts {
-				// time, id, asset, rule, severity, type, content, value, occur_time, recover_time, state
-				got = append(got, fmt.Sprintf("%s %s %s %d %d", r[2], r[3], r[10], r[0], r[8]))
-			}
-			slices.Sort(got)
-			if !slices.Equal(got, want) {
+	for _, c := range []struct {
+		name       string
+		payloads   *payloads
+		checkpoint time.Duration
+	}{
+		{Arrow, nil, 0},
+		{EnOS, in, 0},
+		// Through the ingest log, checkpointed every 10ms.
+		{CheckpointOn, in, 10 * time.Millisecond},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			windows, alerts := runCollecting(t, opts, perTurbine, c.payloads, c.checkpoint)
+			if got := alertRecords(alerts); !slices.Equal(got, want) {
 				t.Errorf("alerts differ from the baseline:\n got %q\nwant %q", got, want)
 			}
 			compareWindows(t, windows, b.sink.results)
 		})
 	}
+}
+
+// alertRecords renders alert rows as the baseline's alerts are rendered
+// (asset, rule, state, time, occur time), sorted.
+func alertRecords(alerts []enginetest.Row) []string {
+	var got []string
+	for _, r := range alerts {
+		// time, id, asset, rule, severity, type, content, value, occur_time, recover_time, state
+		got = append(got, fmt.Sprintf("%s %s %s %d %d", r[2], r[3], r[10], r[0], r[8]))
+	}
+	slices.Sort(got)
+	return got
 }
 
 // compareWindows checks window rows (window_start, window_end, asset,
@@ -278,8 +290,9 @@ func init() {
 }
 
 // runCollecting runs the reference pipeline with collecting sinks and
-// returns the window rows and the alert rows.
-func runCollecting(t *testing.T, opts Options, perTurbine int64, in *payloads) (windows, alerts []enginetest.Row) {
+// returns the window rows and the alert rows; with a checkpoint interval,
+// the pipeline takes checkpoints.
+func runCollecting(t *testing.T, opts Options, perTurbine int64, in *payloads, checkpoint time.Duration) (windows, alerts []enginetest.Row) {
 	t.Helper()
 	orig := ReferenceYAML
 	defer func() { ReferenceYAML = orig }()
@@ -290,7 +303,7 @@ func runCollecting(t *testing.T, opts Options, perTurbine int64, in *payloads) (
 	collected.Lock()
 	clear(collected.rows)
 	collected.Unlock()
-	p, err := buildPipeline(opts, perTurbine, in)
+	p, err := buildPipeline(opts, perTurbine, in, checkpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,6 +383,7 @@ func TestOptionsErrors(t *testing.T) {
 		{Duration: -time.Second},
 		{Repeat: -1},
 		{MaxProcs: -1},
+		{CheckpointInterval: -time.Second},
 	} {
 		if _, err := Run(context.Background(), o); err == nil {
 			t.Errorf("%+v: no error", o)

@@ -4,8 +4,10 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -27,8 +29,9 @@ const (
 	alertsName = "alerts"
 )
 
-// referenceDef parses the reference pipeline for the given options.
-func referenceDef(opts Options, perTurbine int64) (*pipelines.Def, error) {
+// referenceDef parses the reference pipeline for the given options; with
+// a checkpoint interval, the pipeline takes checkpoints (see Checkpoint).
+func referenceDef(opts Options, perTurbine int64, checkpoint time.Duration) (*pipelines.Def, error) {
 	env := map[string]string{
 		"BENCH_TURBINES":         strconv.Itoa(opts.Turbines),
 		"BENCH_ROWS_PER_TURBINE": strconv.FormatInt(perTurbine, 10),
@@ -36,7 +39,11 @@ func referenceDef(opts Options, perTurbine int64) (*pipelines.Def, error) {
 		"BENCH_FAULTS":           strconv.FormatFloat(opts.Faults, 'g', -1, 64),
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	defs, errs := pipelines.Parse("bench/reference.yaml", ReferenceYAML, lookup)
+	yaml := ReferenceYAML
+	if checkpoint > 0 {
+		yaml = append(append([]byte(nil), yaml...), checkpointYAML(checkpoint)...)
+	}
+	defs, errs := pipelines.Parse("bench/reference.yaml", yaml, lookup)
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -51,12 +58,15 @@ type benchPipeline struct {
 	p       *pipelines.Pipeline
 	src     *payloadSource // nil when the sim source runs
 	dataDir string         // removed after the run
+	log     *slog.Logger
+	probe   *ckptProbe // set when the pipeline takes checkpoints
 }
 
 // buildPipeline builds the reference pipeline; with in, its source is
-// replaced by a source decoding those payloads.
-func buildPipeline(opts Options, perTurbine int64, in *payloads) (*benchPipeline, error) {
-	def, err := referenceDef(opts, perTurbine)
+// replaced by a source decoding those payloads; with a checkpoint interval,
+// it takes checkpoints.
+func buildPipeline(opts Options, perTurbine int64, in *payloads, checkpoint time.Duration) (*benchPipeline, error) {
+	def, err := referenceDef(opts, perTurbine, checkpoint)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +76,7 @@ func buildPipeline(opts Options, perTurbine int64, in *payloads) (*benchPipeline
 	if err != nil {
 		return nil, err
 	}
-	bp := &benchPipeline{dataDir: dataDir}
+	bp := &benchPipeline{dataDir: dataDir, log: opts.Log}
 	popts := pipelines.Options{Log: opts.Log, DataDir: dataDir, FromStart: true}
 	if in != nil {
 		bp.src = &payloadSource{schema: newFarm(opts).Schema(), in: in, batch: def.Batch.Normalize().Size, mem: popts.Mem}
@@ -78,6 +88,12 @@ func buildPipeline(opts Options, perTurbine int64, in *payloads) (*benchPipeline
 		return nil, errs
 	}
 	bp.p = p
+	if checkpoint > 0 {
+		if err := bp.instrument(checkpoint); err != nil {
+			_ = os.RemoveAll(dataDir)
+			return nil, err
+		}
+	}
 	return bp, nil
 }
 
@@ -109,5 +125,11 @@ func (bp *benchPipeline) run(ctx context.Context) (outputs, error) {
 	out.late = stats.Counters.Counter("late_rows").Load() + stats.Counters.Counter("null_time_rows").Load()
 	out.raised = alerts.Counters.Counter("raised").Load()
 	out.cleared = alerts.Counters.Counter("cleared").Load()
+	if bp.probe != nil {
+		out.checkpoint = bp.probe.stats()
+		if src := bp.component(sourceName); src != nil {
+			out.checkpoint.IngestRowsLogged = src.Counters.Counter("ingest_rows_logged").Load()
+		}
+	}
 	return out, nil
 }

@@ -32,6 +32,9 @@ type Report struct {
 	Ratios []Ratio `json:"ratios,omitempty"`
 	// Agreement says whether the scenarios produced the same results.
 	Agreement Agreement `json:"agreement"`
+	// Checkpoint compares the runs without and with checkpoints of the
+	// checkpoint scenario, when it ran.
+	Checkpoint *CheckpointResult `json:"checkpoint,omitempty"`
 	// Buffer holds the figures of the buffer scenario, when it ran.
 	Buffer *BufferResult `json:"buffer,omitempty"`
 	// Forward holds the figures of the forward scenario, when it ran.
@@ -123,6 +126,9 @@ type Result struct {
 	AllCPUSeconds  []float64 `json:"all_cpu_seconds"`
 
 	CPUProfile string `json:"cpu_profile,omitempty"`
+
+	// Checkpoint holds the checkpoints the run took, when it took any.
+	Checkpoint *CheckpointStats `json:"checkpoint,omitempty"`
 }
 
 // Alerts is the number of alert records (raised and cleared).
@@ -206,6 +212,7 @@ func newResult(name string, before, after sample, out outputs) *Result {
 		AlertsCleared:  out.cleared,
 		LateRows:       out.late,
 		DecodeErrors:   out.decodeErrors,
+		Checkpoint:     out.checkpoint,
 	}
 	r.CPUSeconds = r.UserSeconds + r.SysSeconds
 	pts := float64(r.PointValues)
@@ -278,6 +285,7 @@ func (r *Report) finish() {
 				res.Scenario, res.AlertsRaised, res.AlertsCleared, first.Scenario, first.AlertsRaised, first.AlertsCleared))
 		}
 	}
+	r.finishCheckpoint()
 	r.Notes = []string{
 		"rows are readings: one EnOS payload (enos, baseline) or one Arrow row (arrow) of 10 point values each",
 		"per-core figures divide by the CPU time (user+sys) of the whole process during the scenario, garbage collection included",
@@ -375,6 +383,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	} else {
 		for _, p := range r.Agreement.Problems {
 			fmt.Fprintf(bw, "DISAGREEMENT: %s\n", p)
+		}
+	}
+	if r.Checkpoint != nil {
+		if err := r.Checkpoint.writeTable(bw); err != nil {
+			return err
 		}
 	}
 	if r.Buffer != nil {

@@ -27,6 +27,11 @@ Scenarios:
   arrow     the simulator produces Arrow batches directly
   enos      in-memory EnOS JSON payloads go through the EnOS decoder
   baseline  the same computation per element on plain go-streams flows
+  checkpoint
+            enos twice: without checkpoints, and with checkpoint {interval: 5s,
+            ingest_fsync: always} (ingest log, windows and alerts checkpointed);
+            throughput ratio, checkpoint count, pause and size (not in the
+            default set)
   buffer    spill rate to the durable buffer, Parquet vs JSON bytes, drain to
             an embedded NATS JetStream (not in the default set)
   forward   backlog drain through the forwarder and live latency meanwhile
@@ -82,7 +87,8 @@ produce, else bench exits 1.`,
 	f.IntVar(&opts.Turbines, "turbines", bench.DefaultTurbines, "simulated turbines (10 points each)")
 	f.DurationVar(&opts.Duration, "duration", 10*time.Minute, "event time covered (one reading per turbine per second)")
 	f.Int64Var(&opts.Rows, "rows", 0, "readings in all (overrides --duration)")
-	f.StringSliceVar(&opts.Scenarios, "scenario", nil, "scenarios to run: arrow, enos, baseline (the default set), buffer (spill, Parquet vs JSON, drain to JetStream), forward (forwarder drain and live latency during backfill)")
+	f.StringSliceVar(&opts.Scenarios, "scenario", nil, "scenarios to run: arrow, enos, baseline (the default set), checkpoint (enos without and with checkpoints), buffer (spill, Parquet vs JSON, drain to JetStream), forward (forwarder drain and live latency during backfill)")
+	f.DurationVar(&opts.CheckpointInterval, "checkpoint-interval", bench.DefaultCheckpointInterval, "checkpoint interval of the checkpoint scenario")
 	f.IntVar(&opts.Repeat, "repeat", 1, "runs per scenario; the run of median wall time is reported")
 	f.BoolVar(&oneCore, "1core", false, "run with GOMAXPROCS=1 (per-core figures)")
 	f.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile per scenario to this path")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -80,6 +81,9 @@ type checkpointing struct {
 	// have is set once a checkpoint was recovered or saved: the next one
 	// is epoch+1, the first one 0.
 	have bool
+	// tainted is set once a component failed to process or write a batch
+	// (a write given up at a stop included): no later cut is consistent.
+	tainted atomic.Bool
 
 	gate   sync.RWMutex
 	flight flight
@@ -345,9 +349,10 @@ func (g *Graph) hold() (release func()) {
 func (g *Graph) take(ctx context.Context) error {
 	start := time.Now()
 	release := g.hold()
-	if g.failed.Load() {
-		// A component failed: what its graph holds now is no cut of
-		// anything (an operator may have flushed, a batch been lost).
+	if g.failed.Load() || g.ckpt.tainted.Load() {
+		// A component failed or gave a write up: what the graph holds
+		// now is no cut of anything (an operator may have flushed, a
+		// batch been lost).
 		release()
 		return nil
 	}

@@ -150,12 +150,20 @@ func (d *durable) delivered() []enginetest.Row {
 	return slices.Clone(d.rows[:d.committed])
 }
 
-type commitSink struct{ d *durable }
+type commitSink struct {
+	d *durable
+	// failAt > 0 fails the write of that many rows and more (a disk
+	// that breaks).
+	failAt int
+}
 
 func (s *commitSink) Write(_ context.Context, b engine.Batch) error {
 	defer b.Release()
 	s.d.mu.Lock()
 	defer s.d.mu.Unlock()
+	if s.failAt > 0 && len(s.d.rows)+int(b.Rec.NumRows()) >= s.failAt {
+		return errCrash
+	}
 	s.d.rows = append(s.d.rows, enginetest.Rows(b.Rec)...)
 	return nil
 }
@@ -217,6 +225,10 @@ func (s *memStore) Load() (*engine.Checkpoint, error) {
 // runSum runs source -> sumOp -> commitSink once, with checkpoints into st
 // when st is not nil.
 func runSum(t *testing.T, src *replaySource, d *durable, st engine.CheckpointStore, interval time.Duration) error {
+	return runSumInto(t, src, &commitSink{d: d}, st, interval)
+}
+
+func runSumInto(t *testing.T, src *replaySource, sink *commitSink, st engine.CheckpointStore, interval time.Duration) error {
 	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
 	defer mem.AssertSize(t, 0)
@@ -227,7 +239,7 @@ func runSum(t *testing.T, src *replaySource, d *durable, st engine.CheckpointSto
 	g := engine.NewGraph("sum", nil)
 	s := g.AddSource("src", src, nil)
 	o := g.AddOperator("sum", &sumOp{mem: mem}, nil)
-	k := g.AddSink("out", &commitSink{d: d}, nil)
+	k := g.AddSink("out", sink, nil)
 	if err := g.Connect(s, 0, o); err != nil {
 		t.Fatal(err)
 	}
@@ -271,6 +283,21 @@ func TestCheckpointCrashesDeliverTheUninterruptedOutput(t *testing.T) {
 	}
 	if got := d.delivered(); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Fatalf("delivered %d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+	}
+
+	// The sink's disk breaks: a write fails, the run fails.
+	d, st = &durable{}, &memStore{}
+	for _, rows := range []int{50, 51, 900, 1500, 1999} {
+		src := &replaySource{n: n, batch: 37}
+		if err := runSumInto(t, src, &commitSink{d: d, failAt: rows}, st, 200*time.Microsecond); !errors.Is(err, errCrash) {
+			t.Fatalf("sink failing at row %d: run returned %v", rows, err)
+		}
+	}
+	if err := runSum(t, &replaySource{n: n, batch: 37}, d, st, 200*time.Microsecond); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.delivered(); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("after sink failures delivered %d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
 	}
 	if st.saves < 10 {
 		t.Fatalf("%d checkpoints saved; the test did not exercise recovery", st.saves)

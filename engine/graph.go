@@ -414,6 +414,15 @@ func (g *Graph) closePorts(n *Node) {
 	})
 }
 
+// taint marks the graph's state as no cut of anything once a component
+// failed to process or write a batch (before the batch counts as landed,
+// so that no checkpoint can read the state without it).
+func (g *Graph) taint(err error) {
+	if err != nil && g.ckpt != nil {
+		g.ckpt.tainted.Store(true)
+	}
+}
+
 // landed records that a batch emitted into the graph has been processed
 // by one of its consumers.
 func (g *Graph) landed() {
@@ -484,6 +493,7 @@ func (g *Graph) runOperator(ctx context.Context, in *inlet, n *Node) {
 		n.mu.Lock()
 		err := guard(func() error { return n.op.Process(b, emit) })
 		n.mu.Unlock()
+		g.taint(err)
 		g.landed()
 		if err != nil {
 			broken = true
@@ -579,6 +589,7 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 		n.mu.Lock()
 		err := guard(func() error { return n.sink.Write(wctx, b) })
 		n.mu.Unlock()
+		g.taint(err)
 		g.landed()
 		if err != nil {
 			broken = true

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -63,6 +65,40 @@ type Pipeline struct {
 	Graph *engine.Graph
 	// Components lists every built component with its counters.
 	Components []*Built
+
+	ckptMu sync.Mutex
+	ckpt   *CheckpointStats // nil when the pipeline takes no checkpoints
+}
+
+// CheckpointStats describes the checkpoints a pipeline took.
+type CheckpointStats struct {
+	// Count is the number of checkpoints saved by this run.
+	Count int64
+	// Epoch is the newest one's epoch and Last the time it was taken.
+	Epoch uint64
+	Last  time.Time
+	// LastPause and MaxPause are how long checkpoints held the sources.
+	LastPause, MaxPause time.Duration
+}
+
+// CheckpointStats returns the pipeline's checkpoint figures, or false when
+// it takes no checkpoints.
+func (p *Pipeline) CheckpointStats() (CheckpointStats, bool) {
+	p.ckptMu.Lock()
+	defer p.ckptMu.Unlock()
+	if p.ckpt == nil {
+		return CheckpointStats{}, false
+	}
+	return *p.ckpt, true
+}
+
+func (p *Pipeline) checkpointed(c *engine.Checkpoint, paused time.Duration) {
+	p.ckptMu.Lock()
+	defer p.ckptMu.Unlock()
+	st := p.ckpt
+	st.Count++
+	st.Epoch, st.Last, st.LastPause = c.Epoch, c.Time, paused
+	st.MaxPause = max(st.MaxPause, paused)
 }
 
 // Built is one constructed component.
@@ -303,9 +339,11 @@ func checkpointGraph(p *Pipeline, d *Def, opts Options) error {
 	if err != nil {
 		return err
 	}
+	p.ckpt = &CheckpointStats{}
 	return p.Graph.Checkpoints(engine.CheckpointOptions{
 		Store: st, Interval: d.Checkpoint.Interval,
-		Continue: opts.carry != nil && opts.carry.switching,
+		Continue:     opts.carry != nil && opts.carry.switching,
+		OnCheckpoint: p.checkpointed,
 	})
 }
 

@@ -52,6 +52,10 @@ func runCheckpointed(t *testing.T, dir, section string, rate int, stopAfter time
 	if err := pipelines.RunAll(ctx, ps); err != nil {
 		t.Fatal(err)
 	}
+	st, ok := ps[0].CheckpointStats()
+	if ok != (section != "") || ok && stopAfter > 0 && (st.Count == 0 || st.MaxPause <= 0 || st.Last.IsZero()) {
+		t.Fatalf("checkpoint stats %+v, %v", st, ok)
+	}
 	out, err := os.ReadFile(filepath.Join(dir, "stats.jsonl"))
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package pipelines
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-edge/sluice/engine/forward"
@@ -35,6 +37,10 @@ var (
 	descDrainRate    = prometheus.NewDesc("sluice_sink_drain_rows_per_second", "Backlog rows confirmed per second over the last second.", []string{"pipeline", "sink"}, nil)
 	descLinkUp       = prometheus.NewDesc("sluice_sink_link_up", "1 while the broker link is up.", []string{"pipeline", "sink"}, nil)
 	descPublishSec   = prometheus.NewDesc("sluice_sink_publish_seconds", "Duration of publish calls.", []string{"pipeline", "sink"}, nil)
+	descCheckpoints  = prometheus.NewDesc("sluice_checkpoints_total", "Checkpoints a pipeline took and saved.", []string{"pipeline"}, nil)
+	descCkptPause    = prometheus.NewDesc("sluice_checkpoint_pause_seconds", "How long the last checkpoint held the pipeline's sources.", []string{"pipeline"}, nil)
+	descCkptPauseMax = prometheus.NewDesc("sluice_checkpoint_pause_max_seconds", "The longest a checkpoint held the pipeline's sources.", []string{"pipeline"}, nil)
+	descCkptAge      = prometheus.NewDesc("sluice_checkpoint_age_seconds", "Time since the newest checkpoint was taken: what a crash now would replay.", []string{"pipeline"}, nil)
 	descLiveLatency  = prometheus.NewDesc("sluice_sink_live_latency_seconds", "Time from a sink write to the broker's confirmation, for live rows.", []string{"pipeline", "sink"}, nil)
 )
 
@@ -44,6 +50,14 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeBy
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range c.ps() {
+		if st, ok := p.CheckpointStats(); ok {
+			ch <- prometheus.MustNewConstMetric(descCheckpoints, prometheus.CounterValue, float64(st.Count), p.Def.Name)
+			ch <- prometheus.MustNewConstMetric(descCkptPause, prometheus.GaugeValue, st.LastPause.Seconds(), p.Def.Name)
+			ch <- prometheus.MustNewConstMetric(descCkptPauseMax, prometheus.GaugeValue, st.MaxPause.Seconds(), p.Def.Name)
+			if !st.Last.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descCkptAge, prometheus.GaugeValue, time.Since(st.Last).Seconds(), p.Def.Name)
+			}
+		}
 		for _, b := range p.Components {
 			snap := b.Counters.Snapshot()
 			for _, name := range b.Counters.Names() {

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -151,6 +152,7 @@ var drillKinds = []string{"m1", "h1", "hot"}
 type drillRun struct {
 	name, dir, file, data string
 	pk, stream            string
+	metrics               string // the address of its metrics endpoint, or ""
 	proc                  *childProc
 	logs                  []string // the log of every start, in order
 	started               []time.Time
@@ -187,8 +189,61 @@ func (r *drillRun) start(t *testing.T) {
 	log := filepath.Join(r.dir, fmt.Sprintf("%s-%02d.log", r.name, len(r.logs)))
 	r.logs = append(r.logs, log)
 	r.started = append(r.started, time.Now())
-	r.proc = startChild(t, r.name, log, nil, "run", r.file, "--data-dir", r.data, "--edge", "drill",
-		"--log-format", "json", "--progress", "never")
+	args := []string{"run", r.file, "--data-dir", r.data, "--edge", "drill", "--log-format", "json", "--progress", "never"}
+	if r.metrics != "" {
+		args = append(args, "--metrics-addr", r.metrics)
+	}
+	r.proc = startChild(t, r.name, log, nil, args...)
+}
+
+// metric returns the value of the pipeline's metric name, scraped from the
+// engine's metrics endpoint.
+func (r *drillRun) metric(name string) (float64, bool) {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + r.metrics + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	prefix := name + `{pipeline="farm"} `
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// samplePauses records the pause of the reference engine's checkpoints
+// until stop is closed: the last pause, whenever the count moved by one
+// since the previous scrape.
+func (r *drillRun) samplePauses(stop <-chan struct{}) <-chan []time.Duration {
+	out := make(chan []time.Duration, 1)
+	go func() {
+		var pauses []time.Duration
+		last := -1.0
+		for {
+			select {
+			case <-stop:
+				out <- pauses
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			n, ok := r.metric("sluice_checkpoints_total")
+			p, ok2 := r.metric("sluice_checkpoint_pause_seconds")
+			if !ok || !ok2 {
+				continue
+			}
+			if n2, _ := r.metric("sluice_checkpoints_total"); last >= 0 && n == last+1 && n2 == n {
+				pauses = append(pauses, time.Duration(p*float64(time.Second)))
+			}
+			last = n
+		}
+	}()
+	return out
 }
 
 // logLines returns the JSON log lines of start n.
@@ -383,6 +438,7 @@ func TestKillDrill(t *testing.T) {
 	dir := t.TempDir()
 	ref := newDrillRun(t, dir, "ref", suffix, nats.URL())
 	drill := newDrillRun(t, dir, "drill", suffix, nats.URL())
+	ref.metrics = freeAddr(t)
 
 	nc, err := natsgo.Connect(nats.URL())
 	if err != nil {
@@ -436,6 +492,8 @@ func TestKillDrill(t *testing.T) {
 		})
 	}
 
+	stopSampling := make(chan struct{})
+	sampled := ref.samplePauses(stopSampling)
 	var published atomic.Int64 // minutes published
 	pubDone := make(chan error, 1)
 	go func() {
@@ -522,6 +580,12 @@ func TestKillDrill(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	close(stopSampling)
+	pauses := <-sampled
+	count, _ := ref.metric("sluice_checkpoints_total")
+	pauseMax, _ := ref.metric("sluice_checkpoint_pause_max_seconds")
+	t.Logf("checkpoint pause of the reference engine: %d checkpoints, longest %s; %d sampled: %s", int(count),
+		time.Duration(pauseMax*float64(time.Second)).Round(time.Microsecond), len(pauses), drillStats(pauses))
 	for _, r := range []*drillRun{ref, drill} {
 		r.proc.stop(t)
 		if code := r.proc.cmd.ProcessState.ExitCode(); code != 0 {
@@ -580,6 +644,6 @@ func drillStats(ds []time.Duration) string {
 		return "none measured"
 	}
 	slices.Sort(ds)
-	return fmt.Sprintf("n=%d min %s median %s max %s", len(ds), ds[0].Round(time.Millisecond),
-		ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
+	return fmt.Sprintf("n=%d min %s median %s max %s", len(ds), ds[0].Round(time.Microsecond),
+		ds[len(ds)/2].Round(time.Microsecond), ds[len(ds)-1].Round(time.Microsecond))
 }

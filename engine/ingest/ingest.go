@@ -134,6 +134,11 @@ func Wrap(src engine.Source, opts Options) (*Source, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	// The log is read only by a recovery's replay, never forwarded: its
+	// WAL files are deleted once a checkpoint covers them and are not
+	// worth rewriting as Parquet segments (which cost more CPU than
+	// logging itself).
+	opts.Buffer.ManualSeal = true
 	if opts.Horizon == 0 {
 		opts.Horizon = DefaultHorizon
 	}

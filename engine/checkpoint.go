@@ -61,6 +61,21 @@ type Replayable interface {
 	Committed(pos []byte)
 }
 
+// Syncer is implemented by replayable sources whose Position may run
+// ahead of what their log has made durable (an ingest log that emits a
+// record before the fsync covering it; see engine/ingest). The engine calls
+// Sync after it has read the source's position for a checkpoint and before
+// it saves the checkpoint; an error fails the checkpoint like a failed
+// save. A checkpoint must never name a position the log could lose: after
+// a power loss the recovered operators' state would include input the
+// log can no longer replay, and the input after it would be replayed from
+// a position the log does not reach.
+type Syncer interface {
+	// Sync makes the input up to the source's position durable. It is
+	// called from another goroutine than Run's.
+	Sync() error
+}
+
 // Committer is implemented by sinks that hold their output back until the
 // checkpoint covering it is durable (the two-phase commit of a
 // checkpointing pipeline): output written after the newest checkpoint

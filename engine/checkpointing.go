@@ -284,10 +284,18 @@ func (g *Graph) cut(ctx context.Context, fresh bool) (*Checkpoint, error) {
 	return cp, nil
 }
 
-// commit saves cp and then lets the sinks deliver what it covers and the
-// sources forget the input before it.
+// commit makes the positions of the sources that log their input durable
+// (Syncer), saves cp and then lets the sinks deliver what it covers and
+// the sources forget the input before it.
 func (g *Graph) commit(cp *Checkpoint) error {
 	c := g.ckpt
+	for _, n := range g.nodes {
+		if sy, ok := n.rep.(Syncer); ok && n.kind == sourceNode {
+			if err := sy.Sync(); err != nil {
+				return fmt.Errorf("checkpoint: source %s: make its position durable for epoch %d: %w", n.Name, cp.Epoch, err)
+			}
+		}
+	}
 	if err := c.opts.Store.Save(cp); err != nil {
 		return fmt.Errorf("checkpoint: save epoch %d: %w", cp.Epoch, err)
 	}

@@ -4,12 +4,12 @@
 //
 // Every record the wrapped source emits is appended to a durable log (an
 // engine/buffer.Buffer in <data dir>/<pipeline>/<source>/ingest: same WAL
-// and segment format, group commit, fsync policy and disk quota as a
-// sink's buffer) before the source's own Ack completes, so an MQTT source
-// sends its PUBACK only once the log holds the message's rows. Then the
-// record goes into the graph with a nil Ack: from there on the pipeline's
-// checkpoints, not the sender, make it durable. The source's position is
-// the log sequence of the last row emitted.
+// and segment format, fsync policy and disk quota as a sink's buffer)
+// before it goes into the graph with a nil Ack: from there on the
+// pipeline's checkpoints, not the sender, make it durable. The source's
+// own Ack completes only once the log holds the record durably (see
+// Durability), so an MQTT source sends its PUBACK only then. The source's
+// position is the log sequence of the last row emitted.
 //
 // Run first replays the rows logged after the position given by ResumeAt
 // (the checkpoint the pipeline recovers from), in log order, then runs the
@@ -46,11 +46,19 @@
 //
 // # Durability
 //
-// Under buffer.FsyncAlways (the default) a record is on disk before its
-// input is acknowledged and before it is emitted, so a checkpoint never
-// names a position the log may lose. Under FsyncInterval and FsyncNone a
-// power loss may take back rows that were acknowledged and emitted: they
-// are lost (counted as "ingest_rows_lost" when the checkpoint names them).
+// Under buffer.FsyncAlways (the default) the log commits in groups: a
+// record is appended without waiting for an fsync and emitted at once,
+// and a background syncer makes the log durable up to it — one fsync
+// covering every record appended meanwhile — before the record's Ack
+// completes, in order. At most Options.MaxUnsynced records wait for their
+// fsync; the next one waits before it is logged. A failed fsync stops Run
+// with its error and no Ack completes after it. Under FsyncInterval and
+// FsyncNone the Ack completes right after the append, and a power loss
+// may take back rows that were acknowledged: they are lost.
+//
+// Whatever the policy, a checkpoint never names a position the log may
+// lose: the engine calls Sync (engine.Syncer), which makes every row
+// logged so far durable, before it saves a checkpoint.
 //
 // A full log (the quota's reject_new policy, or a full disk) holds the
 // wrapped source back inside its emit — the broker keeps the messages that

@@ -29,6 +29,8 @@ const (
 	DefaultHorizon = 65536
 	// DefaultHorizonTime is the default Options.HorizonTime.
 	DefaultHorizonTime = 2 * time.Minute
+	// DefaultMaxUnsynced is the default Options.MaxUnsynced.
+	DefaultMaxUnsynced = 1024
 )
 
 // Options configure an ingest log.
@@ -38,6 +40,9 @@ type Options struct {
 	Dir string
 	// Buffer configures the log: Fsync and FsyncInterval, the quota
 	// (MaxBytes, Policy, Quota), OnDrop, FS, SegmentBytes and the rest.
+	// Under FsyncAlways the log commits in groups (see Source.Run): its
+	// buffer is opened with FsyncInterval and no interval, and synced by
+	// the source.
 	// Schema is the wrapped source's; Mem, Log and Now default to the
 	// fields below; Counters defaults to a private set (the log's
 	// rows_appended, rows_dropped, ... are not the source's counters).
@@ -59,11 +64,17 @@ type Options struct {
 	// redelivered), "ingest_rows_logged", "ingest_rows_replayed",
 	// "ingest_rows_lost" (rows a checkpoint names that the log no longer
 	// holds), "ingest_rows_dropped" (rows the quota policy deleted before a
-	// checkpoint covered them) and "ingest_full_waits" (appends that had to
-	// wait for room).
+	// checkpoint covered them), "ingest_full_waits" (appends that had to
+	// wait for room) and "ingest_sync_waits" (records that waited because
+	// MaxUnsynced records were waiting for their fsync).
 	Counters *engine.Counters
 	// Now is the clock of HorizonTime; time.Now when nil.
 	Now func() time.Time
+	// MaxUnsynced bounds, under buffer.FsyncAlways, the records logged
+	// and emitted whose Ack waits for the fsync covering them; a record
+	// beyond it waits (before it is logged) until a sync completes.
+	// DefaultMaxUnsynced when zero or negative.
+	MaxUnsynced int
 }
 
 // Dir returns the directory of the ingest log of a source:
@@ -73,7 +84,7 @@ func Dir(dataDir, pipeline, source string) string {
 }
 
 // Source is a live source wrapped with its ingest log. It implements
-// engine.Source and engine.Replayable, and passes engine.LiveSource,
+// engine.Source, engine.Replayable and engine.Syncer, and passes engine.LiveSource,
 // engine.RangedSource and engine.Resumer through to the wrapped source
 // (answering as a source that does not implement them when it does not).
 // Close it once the pipeline is done with it, after the last Committed.
@@ -103,6 +114,16 @@ type Source struct {
 
 	room chan struct{} // kicked when Committed frees room
 
+	// Group commit (under buffer.FsyncAlways): records logged and emitted
+	// wait in unsynced for the syncer's fsync, then their Acks complete
+	// in order. slots bounds them; syncFailed is closed when a sync
+	// failed (syncErr says why) and nothing is acknowledged any more.
+	group      bool
+	unsynced   chan *engine.Ack
+	slots      chan struct{}
+	syncFailed chan struct{}
+	syncErr    error
+
 	// The redelivery check; the Run goroutine's.
 	set      map[uint64]int32
 	setRows  int
@@ -111,7 +132,7 @@ type Source struct {
 	hashes   []uint64
 	rowBuf   []byte
 
-	redeliveries, logged, replayed, lost, dropped, fullWaits *atomic.Int64
+	redeliveries, logged, replayed, lost, dropped, fullWaits, syncWaits *atomic.Int64
 }
 
 // Wrap opens (or creates) the ingest log in opts.Dir and returns src
@@ -165,8 +186,25 @@ func Wrap(src engine.Source, opts Options) (*Source, error) {
 		lost:         ctr.Counter("ingest_rows_lost"),
 		dropped:      ctr.Counter("ingest_rows_dropped"),
 		fullWaits:    ctr.Counter("ingest_full_waits"),
+		syncWaits:    ctr.Counter("ingest_sync_waits"),
 	}
 	bo := opts.Buffer
+	if bo.Fsync == buffer.FsyncAlways {
+		// Group commit: appends do not wait for their fsync; the syncer
+		// (or a checkpoint's Sync) makes them durable before the sender
+		// is acknowledged. The interval policy with no interval syncs
+		// only when asked, and still makes the log durable as it opens
+		// and closes and each WAL file as it is created.
+		s.group = true
+		bo.Fsync, bo.FsyncInterval = buffer.FsyncInterval, 1<<62
+		k := opts.MaxUnsynced
+		if k <= 0 {
+			k = DefaultMaxUnsynced
+		}
+		s.unsynced = make(chan *engine.Ack, k)
+		s.slots = make(chan struct{}, k)
+		s.syncFailed = make(chan struct{})
+	}
 	bo.Schema = src.Schema()
 	bo.ReadOnly, bo.Held = false, false
 	if bo.Mem == nil {
@@ -327,6 +365,16 @@ func (s *Source) trim(all bool) bool {
 	return true
 }
 
+// Sync makes every row logged so far durable, whatever the fsync policy,
+// so that a checkpoint never names a position the log could lose (see
+// engine.Syncer). The engine calls it before it saves a checkpoint.
+func (s *Source) Sync() error {
+	if _, err := s.buf.Sync(); err != nil {
+		return fmt.Errorf("ingest: sync the log: %w", err)
+	}
+	return nil
+}
+
 // Close closes the log. Committed after Close does nothing. It is
 // idempotent.
 func (s *Source) Close() error {
@@ -337,8 +385,12 @@ func (s *Source) Close() error {
 }
 
 // Run replays the rows logged after the position (see ResumeAt), then runs
-// the wrapped source, logging each record it emits before acknowledging
-// its input and emitting it into the graph.
+// the wrapped source, logging each record it emits before emitting it into
+// the graph. Under buffer.FsyncAlways the record's Ack completes once a
+// background fsync has made the log durable up to it (one fsync covers
+// every record logged meanwhile; Acks complete in order), under the other
+// policies right after it is logged. A failed fsync stops the run with
+// its error; no Ack completes after it.
 func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	s.runMu.Lock()
 	if s.started {
@@ -358,19 +410,85 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	return s.inner.Run(ctx, func(rec arrow.RecordBatch, ack *engine.Ack) error {
+	if !s.group {
+		return s.inner.Run(ctx, func(rec arrow.RecordBatch, ack *engine.Ack) error {
+			return s.live(ctx, emit, rec, ack)
+		})
+	}
+	synced := make(chan struct{})
+	go func() {
+		defer close(synced)
+		s.syncer()
+	}()
+	err := s.inner.Run(ctx, func(rec arrow.RecordBatch, ack *engine.Ack) error {
 		return s.live(ctx, emit, rec, ack)
 	})
+	// The records still waiting are synced and acknowledged.
+	close(s.unsynced)
+	<-synced
+	if err == nil && s.syncErr != nil {
+		err = s.syncErr
+	}
+	return err
+}
+
+// syncer makes the log durable for the records waiting in unsynced and
+// completes their Acks, in order: one fsync covers every record that
+// waits when it starts. After a failed fsync it acknowledges nothing.
+func (s *Source) syncer() {
+	var batch []*engine.Ack
+	for {
+		a, ok := <-s.unsynced
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], a)
+		open := true
+	drain:
+		for {
+			select {
+			case a, ok := <-s.unsynced:
+				if !ok {
+					open = false
+					break drain
+				}
+				batch = append(batch, a)
+			default:
+				break drain
+			}
+		}
+		if _, err := s.buf.Sync(); err != nil {
+			s.syncErr = fmt.Errorf("ingest: sync the log: %w", err)
+			s.log.Error("the log cannot be made durable: the source stops, its input unacknowledged", "err", err)
+			close(s.syncFailed)
+			return
+		}
+		for i, a := range batch {
+			a.Done()
+			batch[i] = nil
+			<-s.slots
+		}
+		if !open {
+			return
+		}
+	}
 }
 
 // replay emits the logged rows after from and takes the hashes of the
-// newest Horizon rows of the log.
+// newest Horizon rows of the log. It keeps the records holding those rows
+// while it reads and hashes them once the log's end is known, so that a
+// long log costs no hashing beyond its tail.
 func (s *Source) replay(emit engine.Emit, from uint64) error {
 	poll, cancel := context.WithCancel(context.Background())
 	cancel()
 	s.buf.Rewind()
-	ring := make([]uint64, 0, min(s.horizon, 1<<12))
-	head := 0 // next slot to overwrite once the ring is full
+	var tail []arrow.RecordBatch // the records holding the newest Horizon rows
+	tailRows := int64(0)
+	defer func() {
+		for _, r := range tail {
+			r.Release()
+		}
+	}()
 	for {
 		e, err := s.buf.Next(poll)
 		if errors.Is(err, context.Canceled) {
@@ -380,14 +498,14 @@ func (s *Source) replay(emit engine.Emit, from uint64) error {
 			return fmt.Errorf("ingest: replay: %w", err)
 		}
 		if s.horizon > 0 {
-			s.hashes = s.hashRows(e.Rec, s.hashes[:0])
-			for _, h := range s.hashes {
-				if len(ring) < s.horizon {
-					ring = append(ring, h)
-					continue
-				}
-				ring[head] = h
-				head = (head + 1) % s.horizon
+			e.Rec.Retain()
+			tail = append(tail, e.Rec)
+			tailRows += e.Rec.NumRows()
+			for len(tail) > 1 && tailRows-tail[0].NumRows() >= int64(s.horizon) {
+				tailRows -= tail[0].NumRows()
+				tail[0].Release()
+				tail[0] = nil
+				tail = tail[1:]
 			}
 		}
 		last := e.Last()
@@ -407,14 +525,25 @@ func (s *Source) replay(emit engine.Emit, from uint64) error {
 		}
 		s.replayed.Add(n)
 	}
-	if len(ring) > 0 {
-		s.set = make(map[uint64]int32, len(ring))
-		for _, h := range ring {
-			s.set[h]++
-		}
-		s.setRows = len(ring)
-		s.log.Info("checking incoming rows for redeliveries of logged ones", "rows", len(ring))
+	if tailRows == 0 {
+		return nil
 	}
+	s.hashes = s.hashes[:0]
+	for i, r := range tail {
+		if skip := tailRows - int64(s.horizon); i == 0 && skip > 0 {
+			r = r.NewSlice(skip, r.NumRows())
+			s.hashes = s.hashRows(r, s.hashes)
+			r.Release()
+			continue
+		}
+		s.hashes = s.hashRows(r, s.hashes)
+	}
+	s.set = make(map[uint64]int32, len(s.hashes))
+	for _, h := range s.hashes {
+		s.set[h]++
+	}
+	s.setRows = len(s.hashes)
+	s.log.Info("checking incoming rows for redeliveries of logged ones", "rows", len(s.hashes))
 	return nil
 }
 
@@ -431,16 +560,54 @@ func (s *Source) live(ctx context.Context, emit engine.Emit, rec arrow.RecordBat
 			return nil
 		}
 	}
+	if s.group {
+		if err := s.slot(ctx); err != nil {
+			rec.Release()
+			return err
+		}
+	}
 	first, err := s.appendWait(ctx, rec)
 	if err != nil {
+		if s.group {
+			<-s.slots
+		}
 		rec.Release()
 		return err
 	}
 	n := rec.NumRows()
 	s.logged.Add(n)
-	ack.Done()
+	if s.group {
+		// Has a slot: never blocks.
+		s.unsynced <- ack
+	} else {
+		ack.Done()
+	}
 	s.pos.Store(first + uint64(n) - 1)
 	return emit(rec, nil)
+}
+
+// slot waits until fewer than MaxUnsynced records wait for their fsync and
+// takes a place among them.
+func (s *Source) slot(ctx context.Context) error {
+	select {
+	case <-s.syncFailed:
+		return s.syncErr
+	default:
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	s.syncWaits.Add(1)
+	select {
+	case <-s.syncFailed:
+		return s.syncErr
+	case <-ctx.Done():
+		return ctx.Err()
+	case s.slots <- struct{}{}:
+		return nil
+	}
 }
 
 // appendWait appends rec to the log; while the log is full it waits for

@@ -25,57 +25,69 @@ var (
 	_ engine.LiveSource   = (*ingest.Source)(nil)
 	_ engine.RangedSource = (*ingest.Source)(nil)
 	_ engine.Resumer      = (*ingest.Source)(nil)
+	_ engine.Syncer       = (*ingest.Source)(nil)
 )
 
-// TestLoggedBeforeAcknowledged: every record is in the log, durable, before
-// the wrapped source's Ack completes, and that before it goes into the
-// graph (with a nil Ack) with the position of its last row.
+// TestLoggedBeforeAcknowledged: every record is in the log before it goes
+// into the graph (with a nil Ack) with the position of its last row, and
+// before the wrapped source's Ack completes: under fsync interval (and
+// none) the Ack completes before the record is emitted, under fsync always
+// once the log is durable up to it (TestAckOnlyOnceDurable), by the end of
+// the run at the latest.
 func TestLoggedBeforeAcknowledged(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
-	dir := t.TempDir()
-	f := &fake{mem: mem, batches: [][]int{{0, 1, 2}, {3, 4}}}
-	s := wrap(t, f, dir, ingest.Options{Mem: mem})
-	if got := string(s.Position()); got != "0" {
-		t.Fatalf("position of an empty log %q, want 0", got)
-	}
-	if src, ok := s.Unwrap().(*fake); !ok || src != f {
-		t.Fatalf("Unwrap returned %v", s.Unwrap())
-	}
-	if live, _ := s.Live(); !live {
-		t.Error("Live not passed through")
-	}
-	batch := 0
-	k := &sink{t: t, src: s}
-	k.check = func(rows []enginetest.Row, _ *engine.Ack) {
-		if !f.ackedBatches()[batch] {
-			t.Errorf("batch %d emitted before its input was acknowledged", batch)
-		}
-		if last := s.Buffer().NextSeq() - 1; last < uint64(ids(rows)[len(rows)-1]+1) {
-			t.Errorf("batch %d emitted before it was logged (log ends at %d)", batch, last)
-		}
-		batch++
-	}
-	if err := s.Run(context.Background(), k.emit); err != nil {
-		t.Fatal(err)
-	}
-	if got := k.ids(); !slices.Equal(got, seq(0, 5)) {
-		t.Errorf("emitted %v", got)
-	}
-	if !slices.Equal(k.positions, []string{"3", "5"}) {
-		t.Errorf("positions %v, want [3 5]", k.positions)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Reopened, the position is the end of the log: nothing to replay.
-	s2 := wrap(t, &fake{mem: mem}, dir, ingest.Options{Mem: mem})
-	defer s2.Close()
-	if got := string(s2.Position()); got != "5" {
-		t.Errorf("position after reopen %q, want 5", got)
-	}
-	if got := run(t, s2).ids(); len(got) != 0 {
-		t.Errorf("a run without ResumeAt replayed %v", got)
+	for _, fsync := range []buffer.FsyncPolicy{buffer.FsyncAlways, buffer.FsyncInterval} {
+		t.Run(fsync.String(), func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			dir := t.TempDir()
+			f := &fake{mem: mem, batches: [][]int{{0, 1, 2}, {3, 4}}}
+			o := ingest.Options{Mem: mem, Buffer: buffer.Options{Fsync: fsync}}
+			s := wrap(t, f, dir, o)
+			if got := string(s.Position()); got != "0" {
+				t.Fatalf("position of an empty log %q, want 0", got)
+			}
+			if src, ok := s.Unwrap().(*fake); !ok || src != f {
+				t.Fatalf("Unwrap returned %v", s.Unwrap())
+			}
+			if live, _ := s.Live(); !live {
+				t.Error("Live not passed through")
+			}
+			batch := 0
+			k := &sink{t: t, src: s}
+			k.check = func(rows []enginetest.Row, _ *engine.Ack) {
+				if fsync != buffer.FsyncAlways && !f.ackedBatches()[batch] {
+					t.Errorf("batch %d emitted before its input was acknowledged", batch)
+				}
+				if last := s.Buffer().NextSeq() - 1; last < uint64(ids(rows)[len(rows)-1]+1) {
+					t.Errorf("batch %d emitted before it was logged (log ends at %d)", batch, last)
+				}
+				batch++
+			}
+			if err := s.Run(context.Background(), k.emit); err != nil {
+				t.Fatal(err)
+			}
+			if got := k.ids(); !slices.Equal(got, seq(0, 5)) {
+				t.Errorf("emitted %v", got)
+			}
+			if !slices.Equal(k.positions, []string{"3", "5"}) {
+				t.Errorf("positions %v, want [3 5]", k.positions)
+			}
+			if got := f.ackedBatches(); !slices.Equal(got, []bool{true, true}) {
+				t.Errorf("acknowledged after the run: %v", got)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// Reopened, the position is the end of the log: nothing to replay.
+			s2 := wrap(t, &fake{mem: mem}, dir, o)
+			defer s2.Close()
+			if got := string(s2.Position()); got != "5" {
+				t.Errorf("position after reopen %q, want 5", got)
+			}
+			if got := run(t, s2).ids(); len(got) != 0 {
+				t.Errorf("a run without ResumeAt replayed %v", got)
+			}
+		})
 	}
 }
 

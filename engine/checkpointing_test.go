@@ -410,3 +410,32 @@ func TestCheckpointDiamondCrashes(t *testing.T) {
 		t.Fatalf("delivered %d rows, want %d", len(got), len(want))
 	}
 }
+
+// failStore refuses every save.
+type failStore struct{}
+
+func (failStore) Save(*engine.Checkpoint) error     { return errCrash }
+func (failStore) Load() (*engine.Checkpoint, error) { return nil, nil }
+
+// TestCheckpointFirstSaveFails fails the first checkpoint, taken before
+// anything runs: Run says why and leaves nothing running (goleak).
+func TestCheckpointFirstSaveFails(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	defer mem.AssertSize(t, 0)
+	g := engine.NewGraph("p", nil)
+	s := g.AddSource("src", &replaySource{mem: mem, n: 10, batch: 1}, nil)
+	o := g.AddOperator("sum", &sumOp{mem: mem}, nil)
+	k := g.AddSink("out", &commitSink{d: &durable{}}, nil)
+	if err := g.Connect(s, 0, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Connect(o, 0, k); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Checkpoints(engine.CheckpointOptions{Store: failStore{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Run(context.Background()); !errors.Is(err, errCrash) {
+		t.Fatalf("Run = %v, want the save's error", err)
+	}
+}

@@ -242,6 +242,14 @@ func (g *Graph) Run(ctx context.Context) error {
 	defer cancel()
 	g.cancel = cancel
 
+	if g.ckpt != nil {
+		// Before anything runs (no goroutine is started yet).
+		if err := g.recoverCheckpoint(ctx); err != nil {
+			g.closeUnstarted(ctx)
+			return fmt.Errorf("graph %s: %w", g.Name, err)
+		}
+	}
+
 	// Wire outputs: one go-streams outlet per consumed port, fanned out to
 	// its consumers; each consumer merges its inputs.
 	for _, n := range g.nodes {
@@ -258,13 +266,6 @@ func (g *Graph) Run(ctx context.Context) error {
 			for i, c := range p.consumers {
 				c.inputs = append(c.inputs, p.fan[i])
 			}
-		}
-	}
-
-	if g.ckpt != nil {
-		if err := g.recoverCheckpoint(ctx); err != nil {
-			g.closeUnstarted(ctx)
-			return fmt.Errorf("graph %s: %w", g.Name, err)
 		}
 	}
 

@@ -20,6 +20,7 @@ import (
 	_ "github.com/sluice-edge/sluice/connectors/sim"
 	_ "github.com/sluice-edge/sluice/connectors/stdout"
 	_ "github.com/sluice-edge/sluice/operators/alert"
+	_ "github.com/sluice-edge/sluice/operators/infer"
 	_ "github.com/sluice-edge/sluice/operators/transform"
 	_ "github.com/sluice-edge/sluice/operators/window"
 

@@ -17,7 +17,7 @@ import (
 func TestBuiltinComponents(t *testing.T) {
 	want := map[spec.Kind][]string{
 		spec.KindSource: {"file", "mqtt", "sim"},
-		spec.KindStep:   {"alert", "filter", "map", "window"},
+		spec.KindStep:   {"alert", "filter", "infer", "map", "window"},
 		spec.KindSink:   {"amqp", "discard", "file", "http", "kafka", "mqtt", "nats", "postgres", "redis", "stdout"},
 	}
 	for _, kind := range engine.Kinds {

@@ -1,0 +1,169 @@
+package infer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Model is a loaded model that scores whole batches. It is the contract
+// between the infer step and a runtime: a new runtime implements it and is
+// added to Load.
+//
+// A Model is used by one goroutine at a time; Predict may keep buffers
+// between calls.
+type Model interface {
+	// Runtime names the runtime ("onnx" or "trees").
+	Runtime() string
+	// Features is the number of values of one input row.
+	Features() int
+	// FeatureNames returns the feature names the model file declares, in
+	// the model's order, or nil when it declares none.
+	FeatureNames() []string
+	// Outputs describes the model's outputs, in order; the values of one
+	// row are the elements of every output, in this order.
+	Outputs() []Output
+	// Width is the number of values Predict writes per row: the sum of the
+	// outputs' Elems.
+	Width() int
+	// Predict scores rows rows whose features are in, row-major
+	// (rows*Features() values), and writes rows*Width() values to out,
+	// row-major. It is one call of the runtime for the whole batch.
+	Predict(in []float64, rows int, out []float64) error
+}
+
+// Output describes one output of a model.
+type Output struct {
+	// Name is the output's name in the model (the ONNX graph output, or
+	// "prediction" / "score" for a tree ensemble).
+	Name string
+	// Shape is the shape of one row's share of the output (the dimensions
+	// after the batch dimension).
+	Shape []int
+	// Elems is the number of values the output holds per row.
+	Elems int
+	// Probability is set when the values are probabilities (a binary or
+	// multiclass tree ensemble's transformed output).
+	Probability bool
+}
+
+// Runtimes lists the runtimes Load knows, in the order they are documented.
+var Runtimes = []string{"onnx", "trees"}
+
+// UnsupportedError reports a model that uses what its runtime cannot run:
+// an operator (ONNX), an attribute of an operator, or a model format or
+// feature (trees). It is returned when the model is loaded, never at the
+// first batch.
+type UnsupportedError struct {
+	// Runtime is "onnx" or "trees".
+	Runtime string
+	// Operator is the unsupported operator or feature ("TreeEnsembleRegressor",
+	// "opset 17", "linear trees").
+	Operator string
+	// Node names where it occurs ("node 3 \"dense\""), or is empty.
+	Node string
+	// Reason says more, or is empty.
+	Reason string
+}
+
+// Error renders "onnx runtime does not support operator X (node ...): reason".
+func (e *UnsupportedError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "the %s runtime does not support %s", e.Runtime, e.Operator)
+	if e.Node != "" {
+		fmt.Fprintf(&b, " (%s)", e.Node)
+	}
+	if e.Reason != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Reason)
+	}
+	return b.String()
+}
+
+// RuntimeFor returns the runtime a model file's extension implies: ".onnx"
+// is onnx; ".txt", ".json", ".model", ".bin" and ".lgb" are trees.
+func RuntimeFor(path string) (string, error) {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".onnx":
+		return "onnx", nil
+	case ".txt", ".json", ".model", ".bin", ".lgb":
+		return "trees", nil
+	}
+	return "", fmt.Errorf("cannot tell the runtime of %q from its extension (.onnx for onnx; .txt, .json, .model, .bin, .lgb for trees): set runtime", filepath.Base(path))
+}
+
+// MaxModelBytes bounds a model file.
+const MaxModelBytes = 256 << 20
+
+// Load reads a model file and prepares it for the runtime ("" infers it
+// from the extension). It checks every operator or tree against what the
+// runtime supports and runs one test inference on a row of zeros, so a
+// model that loads also runs. digest is "sha256:" and the first 12 hex
+// digits of the file's SHA-256.
+func Load(path, runtime string) (m Model, digest string, err error) {
+	if runtime == "" {
+		if runtime, err = RuntimeFor(path); err != nil {
+			return nil, "", err
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, "", fmt.Errorf("%s: not a regular file", path)
+	}
+	if fi.Size() > MaxModelBytes {
+		return nil, "", fmt.Errorf("%s: %d bytes, more than the %d MiB limit of a model", path, fi.Size(), MaxModelBytes>>20)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err = LoadBytes(data, runtime)
+	if err != nil {
+		return nil, "", err
+	}
+	return m, Digest(data), nil
+}
+
+// Digest returns "sha256:" and the first 12 hex digits of data's SHA-256.
+func Digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:6])
+}
+
+// LoadBytes is Load for a model held in memory.
+func LoadBytes(data []byte, runtime string) (Model, error) {
+	var (
+		m   Model
+		err error
+	)
+	switch runtime {
+	case "onnx":
+		m, err = loadONNX(data)
+	case "trees":
+		m, err = loadTrees(bytes.Clone(data))
+	default:
+		return nil, fmt.Errorf("unknown runtime %q (want one of %s)", runtime, strings.Join(Runtimes, ", "))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := smokeTest(m); err != nil {
+		return nil, fmt.Errorf("test inference on a row of zeros: %w", err)
+	}
+	return m, nil
+}
+
+// smokeTest runs the model once on one row of zeros and checks that every
+// output value is a number.
+func smokeTest(m Model) error {
+	in := make([]float64, m.Features())
+	out := make([]float64, m.Width())
+	return m.Predict(in, 1, out)
+}

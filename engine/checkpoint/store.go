@@ -260,7 +260,7 @@ func (s *Store) prune(epochs []uint64) {
 
 // Load returns the newest valid checkpoint. A damaged file (bad magic or
 // version, cut, trailing bytes, checksum mismatch, invalid contents, an
-// epoch other than its name's) is logged at error level, counted (see
+// epoch other than its name's, not a regular file) is logged at error level, counted (see
 // Corrupt), moved to quarantine and passed over for the one before it.
 // With no checkpoint files at all Load returns nil and no error; when
 // files exist but none is valid (or only quarantined ones remain), the
@@ -277,10 +277,13 @@ func (s *Store) Load() (*engine.Checkpoint, error) {
 	for _, e := range epochs {
 		name := path.Join(s.dir, FileName(e))
 		data, err := s.read(name)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrCorrupt) {
 			return nil, err
 		}
-		c, err := Decode(data)
+		var c *engine.Checkpoint
+		if err == nil {
+			c, err = Decode(data)
+		}
 		if err == nil && c.Epoch != e {
 			err = fmt.Errorf("%w: epoch %d in the file named for epoch %d", ErrCorrupt, c.Epoch, e)
 		}
@@ -309,8 +312,18 @@ func (s *Store) Load() (*engine.Checkpoint, error) {
 }
 
 // read reads a checkpoint file, refusing one larger than the limit before
-// allocating for it.
+// allocating for it. Something other than a regular file under a
+// checkpoint's name (a named pipe, whose open would wait for a writer
+// forever; a device; a directory) is damage (ErrCorrupt), found without
+// opening it.
 func (s *Store) read(name string) ([]byte, error) {
+	fi, err := s.fs.Stat(name)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: stat %s: %w", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file (%s)", ErrCorrupt, name, fi.Mode().Type())
+	}
 	f, err := s.fs.OpenFile(name, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: open %s: %w", name, err)

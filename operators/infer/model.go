@@ -160,8 +160,8 @@ func LoadBytes(data []byte, runtime string) (Model, error) {
 	return m, nil
 }
 
-// smokeTest runs the model once on one row of zeros and checks that every
-// output value is a number.
+// smokeTest runs the model once on one row of zeros: a model that fails
+// on it is refused before it sees a row.
 func smokeTest(m Model) error {
 	in := make([]float64, m.Features())
 	out := make([]float64, m.Width())

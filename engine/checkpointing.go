@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,6 +198,9 @@ func (g *Graph) restore(ctx context.Context, cp *Checkpoint) error {
 		case operatorNode:
 			st, ok := cp.States[n.Name]
 			if !ok {
+				if _, stateful := n.op.(Stateful); stateful && len(cp.States) > 0 {
+					g.log.Warn("checkpoint: the checkpoint holds no state for the step (new or renamed?); it starts empty", "step", n.Name)
+				}
 				continue
 			}
 			if st.Kind == finishedKind {
@@ -218,6 +223,7 @@ func (g *Graph) restore(ctx context.Context, cp *Checkpoint) error {
 			mark, ok := cp.Sinks[n.Name]
 			if !ok {
 				// A sink new in this configuration: what it holds is committed.
+				g.log.Warn("checkpoint: the checkpoint holds no mark for the sink (new or renamed?); what it holds is kept as it is", "sink", n.Name)
 				var err error
 				if mark, err = cm.Prepare(ctx); err != nil {
 					return fmt.Errorf("checkpoint: sink %s: %w", n.Name, err)
@@ -230,8 +236,38 @@ func (g *Graph) restore(ctx context.Context, cp *Checkpoint) error {
 			}
 		}
 	}
+	g.reportOrphans(cp)
 	g.log.Info("checkpoint: recovered", "epoch", cp.Epoch, "taken", cp.Time.Format(time.RFC3339Nano))
 	return nil
+}
+
+// reportOrphans logs the entries of a recovered checkpoint that no
+// component of the graph took: a component removed or renamed since the
+// checkpoint was taken. A rename is a removal and an addition, so the
+// renamed component started without them.
+func (g *Graph) reportOrphans(cp *Checkpoint) {
+	has := map[nodeKind]map[string]bool{}
+	for _, n := range g.nodes {
+		if has[n.kind] == nil {
+			has[n.kind] = map[string]bool{}
+		}
+		has[n.kind][n.Name] = true
+	}
+	for _, name := range slices.Sorted(maps.Keys(cp.Sources)) {
+		if !has[sourceNode][name] {
+			g.log.Warn("checkpoint: the checkpoint holds the position of a source that is not in the pipeline (removed or renamed?); it is dropped", "source", name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cp.States)) {
+		if !has[operatorNode][name] {
+			g.log.Warn("checkpoint: the checkpoint holds the state of a step that is not in the pipeline (removed or renamed?); it is dropped", "step", name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cp.Sinks)) {
+		if !has[sinkNode][name] {
+			g.log.Warn("checkpoint: the checkpoint holds the mark of a sink that is not in the pipeline (removed or renamed?); what it wrote after the checkpoint is not rolled back and a renamed sink may write it again", "sink", name)
+		}
+	}
 }
 
 // cut reads one consistent cut of the graph: it must be called with the

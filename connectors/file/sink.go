@@ -223,8 +223,10 @@ func (s *Sink) writeWhole(buf []byte) error {
 	return err
 }
 
-// Prepare makes the lines written so far durable and returns the file's
-// size as the mark of a checkpoint (see engine.Committer).
+// Prepare makes the lines written so far durable and returns the mark of
+// a checkpoint (see engine.Committer): the file's size, then its absolute
+// path, so that a recovery whose path names another file leaves that file
+// alone.
 func (s *Sink) Prepare(context.Context) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -239,7 +241,16 @@ func (s *Sink) Prepare(context.Context) ([]byte, error) {
 	if err := s.f.Sync(); err != nil {
 		return nil, fmt.Errorf("file sink: %w", err)
 	}
-	return binary.BigEndian.AppendUint64(nil, uint64(s.size)), nil
+	return append(binary.BigEndian.AppendUint64(nil, uint64(s.size)), absPath(s.path)...), nil
+}
+
+// absPath returns path made absolute and clean, or path itself when the
+// working directory is unknown.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return filepath.Clean(path)
 }
 
 // Commit does nothing: the file is local, its readers see every line as
@@ -249,16 +260,23 @@ func (s *Sink) Commit([]byte) error { return nil }
 // Rollback cuts the file back to the size a checkpoint recorded: the lines
 // after it were written after that checkpoint by a run that did not reach
 // the next one, and the recovering run writes them again. A file shorter
-// than the mark (replaced or cut by hand) is left as it is.
+// than the mark (replaced or cut by hand) is left as it is, and so is a
+// file other than the one the mark names (the sink's path was changed
+// since the checkpoint). A mark of the size alone, as checkpoints taken
+// before marks named their file hold, is taken for this file.
 func (s *Sink) Rollback(mark []byte) error {
-	if len(mark) != 8 {
-		return fmt.Errorf("file sink: a checkpoint mark of %d bytes, want 8", len(mark))
+	if len(mark) < 8 {
+		return fmt.Errorf("file sink: a checkpoint mark of %d bytes, want at least 8", len(mark))
 	}
 	size := int64(binary.BigEndian.Uint64(mark))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
+	}
+	if marked := string(mark[8:]); marked != "" && marked != absPath(s.path) {
+		s.log.Warn("file sink: the checkpoint is of another file (the path changed since); this file is left as it is and continued, and the old file keeps the lines written after the checkpoint", "path", s.path, "checkpoint_path", marked)
+		return nil
 	}
 	if s.f == nil {
 		s.append = true

@@ -158,6 +158,11 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 	// its live sources log their input.
 	checkpoints := d.Checkpoint != nil && !opts.DryRun
 	if checkpoints && opts.FromStart {
+		// Forget nothing an engine running on the same directory uses:
+		// opening the store locks it for this process, or refuses.
+		if _, err := checkpoint.Open(checkpointDir(opts.DataDir, d), checkpoint.Options{Log: plog, FS: opts.FS}); err != nil {
+			return nil, spec.Errors{spec.Errorf(d.Pos, "%v", err)}
+		}
 		if err := forgetCheckpoints(opts.FS, opts.DataDir, d); err != nil {
 			return nil, spec.Errors{spec.Errorf(d.Pos, "%v", err)}
 		}

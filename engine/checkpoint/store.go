@@ -36,6 +36,10 @@ var ErrTooLarge = errors.New("checkpoint: file larger than the limit")
 // is below that of a checkpoint already stored: it would never be loaded.
 var ErrOldEpoch = errors.New("checkpoint: epoch older than a stored checkpoint")
 
+// ErrLocked is wrapped by the error of Open when another process has the
+// directory open (a second engine started on the same data directory).
+var ErrLocked = errors.New("checkpoint: directory in use")
+
 // DefaultMaxBytes is the default of Options.MaxBytes.
 const DefaultMaxBytes = 1 << 30
 
@@ -98,7 +102,9 @@ func parseName(name string) (uint64, bool) {
 
 // Open opens the checkpoint directory dir (<data dir>/<pipeline>/checkpoints),
 // creating it when missing, and removes the temporary files a crash
-// during Save left behind.
+// during Save left behind. On the real disk it locks dir for this process
+// until the process ends (ErrLocked when another process holds it);
+// stores of one process may share a directory, one at a time.
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.FS == nil {
 		opts.FS = disk.OS
@@ -112,6 +118,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{dir: dir, fs: opts.FS, log: opts.Log, max: opts.MaxBytes, keep: keep}
 	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("checkpoint: create %s: %w", dir, err)
+	}
+	if s.fs == disk.OS {
+		if err := lockDir(dir); err != nil {
+			return nil, err
+		}
 	}
 	names, err := s.fs.ReadDir(dir)
 	if err != nil {

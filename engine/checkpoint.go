@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -28,6 +29,11 @@ type Checkpoint struct {
 	Sinks map[string][]byte
 }
 
+// ErrNoValidCheckpoint is wrapped by the error of CheckpointStore.Load
+// when checkpoints exist but none of them is valid: a graph then starts
+// with empty state. Any other error of Load stops the start.
+var ErrNoValidCheckpoint = errors.New("checkpoint: no valid checkpoint")
+
 // CheckpointStore keeps the checkpoints of one pipeline durable.
 type CheckpointStore interface {
 	// Save makes c durable and the newest checkpoint, atomically: after a
@@ -36,7 +42,8 @@ type CheckpointStore interface {
 	Save(c *Checkpoint) error
 	// Load returns the newest valid checkpoint, or nil and no error when
 	// there is none. A damaged newer checkpoint is reported (logged and
-	// counted) and passed over for the one before it.
+	// counted) and passed over for the one before it; when checkpoints
+	// exist but none is valid the error wraps ErrNoValidCheckpoint.
 	Load() (*Checkpoint, error)
 }
 

@@ -156,10 +156,15 @@ func (g *Graph) recoverCheckpoint(ctx context.Context) error {
 		}
 	}
 	cp, err := c.opts.Store.Load()
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNoValidCheckpoint):
 		// Nothing valid to recover: start afresh, and say what that costs.
-		g.log.Error("checkpoint: no valid checkpoint to recover from; starting with empty state (outputs after the last good one may be delivered again)", "err", err)
+		g.log.Error("checkpoint: no valid checkpoint to recover from; starting with empty state and every source from its start (output of earlier runs may be written or delivered again)", "err", err)
 		cp = nil
+	case err != nil:
+		// The checkpoints could not be read (I/O, permissions, size):
+		// they may be fine, and starting empty would repeat output.
+		return fmt.Errorf("checkpoint: cannot read the checkpoints to recover from: %w", err)
 	}
 	switch {
 	case cp != nil && !c.opts.Continue:

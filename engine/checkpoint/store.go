@@ -24,8 +24,9 @@ import (
 
 // ErrNoValid is wrapped by the error of Load when checkpoint files exist
 // (in the directory, or moved to its quarantine) but none of them is
-// valid. The caller decides whether the pipeline may start afresh.
-var ErrNoValid = errors.New("checkpoint: no valid checkpoint")
+// valid. It is engine.ErrNoValidCheckpoint: a graph starts afresh on it,
+// and stops on any other error of Load.
+var ErrNoValid = engine.ErrNoValidCheckpoint
 
 // ErrTooLarge is wrapped by the error of Save for a checkpoint whose file
 // would exceed Options.MaxBytes, and by the error of Load for a file that

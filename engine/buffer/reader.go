@@ -339,6 +339,15 @@ func (b *Buffer) Rewind() {
 	b.mu.Unlock()
 }
 
+// Seek makes the next Next return rows from seq on (or from after the
+// cursor, whichever is later): a reader that needs only the tail of the
+// buffer skips the rest without reading it.
+func (b *Buffer) Seek(seq uint64) {
+	b.mu.Lock()
+	b.readPos = max(seq, b.cursor+1)
+	b.mu.Unlock()
+}
+
 // Cursor returns the highest delivered sequence (0 when none).
 func (b *Buffer) Cursor() uint64 {
 	b.mu.Lock()

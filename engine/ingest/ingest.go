@@ -107,6 +107,14 @@ type Source struct {
 
 	pos atomic.Uint64
 
+	// While the replay catches up (catchingUp, under modeMu), records of
+	// the wrapped source are only logged; direct is set once they go
+	// straight into the graph.
+	modeMu     sync.Mutex
+	catchingUp bool
+	liveLast   uint64 // the last row the wrapped source logged while catching up
+	direct     atomic.Bool
+
 	ackMu     sync.Mutex
 	committed uint64 // highest position committed
 	acked     uint64 // highest sequence acknowledged to the log
@@ -385,12 +393,17 @@ func (s *Source) Close() error {
 }
 
 // Run replays the rows logged after the position (see ResumeAt), then runs
-// the wrapped source, logging each record it emits before emitting it into
-// the graph. Under buffer.FsyncAlways the record's Ack completes once a
-// background fsync has made the log durable up to it (one fsync covers
-// every record logged meanwhile; Acks complete in order), under the other
-// policies right after it is logged. A failed fsync stops the run with
-// its error; no Ack completes after it.
+// the wrapped source, logging each record it emits before acknowledging
+// its input and emitting it into the graph.
+//
+// When there is a log to replay, the wrapped source starts at once beside
+// the replay: what it delivers meanwhile is logged (and acknowledged once
+// durable) but enters the graph behind the replayed rows, read back from
+// the log, so the graph sees every row in log order — as it would have
+// without the restart — while the sender's input is taken off its hands
+// within moments of the start (a broker bounds what it queues for a
+// subscriber that does not read). Once the replay has caught up with the
+// log, records go straight into the graph again.
 func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	s.runMu.Lock()
 	if s.started {
@@ -401,33 +414,53 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	from := s.from
 	s.runMu.Unlock()
 
-	if err := s.replay(emit, from); err != nil {
-		if errors.Is(err, engine.ErrStopped) {
-			return nil
-		}
+	if err := s.loadHorizon(ctx); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		return nil
 	}
-	if !s.group {
-		return s.inner.Run(ctx, func(rec arrow.RecordBatch, ack *engine.Ack) error {
-			return s.live(ctx, emit, rec, ack)
-		})
+	end := s.buf.NextSeq() - 1 // what was logged before this run
+	replay := from < end
+	s.modeMu.Lock()
+	s.catchingUp = replay
+	s.modeMu.Unlock()
+
+	var synced chan struct{}
+	if s.group {
+		synced = make(chan struct{})
+		go func() {
+			defer close(synced)
+			s.syncer()
+		}()
 	}
-	synced := make(chan struct{})
+	innerCtx, stopInner := context.WithCancel(ctx)
+	defer stopInner()
+	innerDone := make(chan error, 1)
 	go func() {
-		defer close(synced)
-		s.syncer()
+		innerDone <- s.inner.Run(innerCtx, func(rec arrow.RecordBatch, ack *engine.Ack) error {
+			return s.live(innerCtx, emit, rec, ack)
+		})
 	}()
-	err := s.inner.Run(ctx, func(rec arrow.RecordBatch, ack *engine.Ack) error {
-		return s.live(ctx, emit, rec, ack)
-	})
-	// The records still waiting are synced and acknowledged.
-	close(s.unsynced)
-	<-synced
-	if err == nil && s.syncErr != nil {
-		err = s.syncErr
+	var err error
+	if replay {
+		if err = s.catchUp(ctx, emit, from, end); err != nil {
+			stopInner()
+		}
+	}
+	if ierr := <-innerDone; err == nil {
+		err = ierr
+	}
+	if s.group {
+		// The records still waiting are synced and acknowledged.
+		close(s.unsynced)
+		<-synced
+		if err == nil && s.syncErr != nil {
+			err = s.syncErr
+		}
+	}
+	if errors.Is(err, engine.ErrStopped) || errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
 	}
 	return err
 }
@@ -474,69 +507,31 @@ func (s *Source) syncer() {
 	}
 }
 
-// replay emits the logged rows after from and takes the hashes of the
-// newest Horizon rows of the log. It keeps the records holding those rows
-// while it reads and hashes them once the log's end is known, so that a
-// long log costs no hashing beyond its tail.
-func (s *Source) replay(emit engine.Emit, from uint64) error {
-	poll, cancel := context.WithCancel(context.Background())
+// loadHorizon takes the hashes of the newest Horizon rows of the log, the
+// rows a broker may deliver again (see Options.Horizon). It reads only
+// those rows.
+func (s *Source) loadHorizon(ctx context.Context) error {
+	last := s.buf.NextSeq() - 1
+	if s.horizon <= 0 || last == 0 {
+		return nil
+	}
+	poll, cancel := context.WithCancel(ctx)
 	cancel()
-	s.buf.Rewind()
-	var tail []arrow.RecordBatch // the records holding the newest Horizon rows
-	tailRows := int64(0)
-	defer func() {
-		for _, r := range tail {
-			r.Release()
-		}
-	}()
+	s.buf.Seek(last - min(last-1, uint64(s.horizon)-1))
+	s.hashes = s.hashes[:0]
 	for {
 		e, err := s.buf.Next(poll)
 		if errors.Is(err, context.Canceled) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("ingest: replay: %w", err)
+			return fmt.Errorf("ingest: read the log's tail: %w", err)
 		}
-		if s.horizon > 0 {
-			e.Rec.Retain()
-			tail = append(tail, e.Rec)
-			tailRows += e.Rec.NumRows()
-			for len(tail) > 1 && tailRows-tail[0].NumRows() >= int64(s.horizon) {
-				tailRows -= tail[0].NumRows()
-				tail[0].Release()
-				tail[0] = nil
-				tail = tail[1:]
-			}
-		}
-		last := e.Last()
-		if last <= from {
-			e.Rec.Release()
-			continue
-		}
-		rec := e.Rec
-		if e.First <= from {
-			rec = e.Rec.NewSlice(int64(from+1-e.First), e.Rec.NumRows())
-			e.Rec.Release()
-		}
-		n := rec.NumRows()
-		s.pos.Store(last)
-		if err := emit(rec, nil); err != nil {
-			return err
-		}
-		s.replayed.Add(n)
+		s.hashes = s.hashRows(e.Rec, s.hashes)
+		e.Rec.Release()
 	}
-	if tailRows == 0 {
+	if len(s.hashes) == 0 {
 		return nil
-	}
-	s.hashes = s.hashes[:0]
-	for i, r := range tail {
-		if skip := tailRows - int64(s.horizon); i == 0 && skip > 0 {
-			r = r.NewSlice(skip, r.NumRows())
-			s.hashes = s.hashRows(r, s.hashes)
-			r.Release()
-			continue
-		}
-		s.hashes = s.hashRows(r, s.hashes)
 	}
 	s.set = make(map[uint64]int32, len(s.hashes))
 	for _, h := range s.hashes {
@@ -545,6 +540,60 @@ func (s *Source) replay(emit engine.Emit, from uint64) error {
 	s.setRows = len(s.hashes)
 	s.log.Info("checking incoming rows for redeliveries of logged ones", "rows", len(s.hashes))
 	return nil
+}
+
+// catchUp emits the logged rows after from in log order (those up to end
+// were logged before this run: they count as replayed), including those
+// the wrapped source logs meanwhile, until it has emitted the whole log;
+// then it lets the wrapped source's records go straight into the graph.
+func (s *Source) catchUp(ctx context.Context, emit engine.Emit, from, end uint64) error {
+	s.buf.Seek(from + 1)
+	poll, cancel := context.WithCancel(ctx)
+	cancel()
+	emitted := from
+	for {
+		e, err := s.buf.Next(poll)
+		if errors.Is(err, context.Canceled) {
+			s.modeMu.Lock()
+			if s.liveLast <= emitted {
+				// Caught up: nothing logged is left to emit.
+				s.catchingUp = false
+				s.modeMu.Unlock()
+				s.log.Info("the replay has caught up with the log; records go straight into the pipeline again", "replayed", s.replayed.Load())
+				return nil
+			}
+			s.modeMu.Unlock()
+			// Logged by the wrapped source but not readable yet (its
+			// fsync is running): wait for it.
+			if e, err = s.buf.Next(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("ingest: replay: %w", err)
+			}
+		} else if err != nil {
+			return fmt.Errorf("ingest: replay: %w", err)
+		}
+		last := e.Last()
+		if last <= emitted {
+			e.Rec.Release()
+			continue
+		}
+		rec := e.Rec
+		if e.First <= emitted {
+			rec = e.Rec.NewSlice(int64(emitted+1-e.First), e.Rec.NumRows())
+			e.Rec.Release()
+		}
+		first := last - uint64(rec.NumRows()) + 1
+		s.pos.Store(last)
+		if err := emit(rec, nil); err != nil {
+			return err
+		}
+		emitted = last
+		if first <= end {
+			s.replayed.Add(int64(min(last, end) - first + 1))
+		}
+	}
 }
 
 // live handles one record of the wrapped source.
@@ -560,10 +609,37 @@ func (s *Source) live(ctx context.Context, emit engine.Emit, rec arrow.RecordBat
 			return nil
 		}
 	}
+	if !s.direct.Load() {
+		s.modeMu.Lock()
+		if s.catchingUp {
+			// The replay emits it, in log order, once it gets there.
+			defer s.modeMu.Unlock()
+			first, err := s.logOnly(ctx, rec, ack)
+			if err != nil {
+				return err
+			}
+			s.liveLast = first + uint64(rec.NumRows()) - 1
+			rec.Release()
+			return nil
+		}
+		s.direct.Store(true)
+		s.modeMu.Unlock()
+	}
+	first, err := s.logOnly(ctx, rec, ack)
+	if err != nil {
+		return err
+	}
+	s.pos.Store(first + uint64(rec.NumRows()) - 1)
+	return emit(rec, nil)
+}
+
+// logOnly appends rec to the log and hands its Ack to the syncer (or
+// completes it). It releases rec only on error.
+func (s *Source) logOnly(ctx context.Context, rec arrow.RecordBatch, ack *engine.Ack) (uint64, error) {
 	if s.group {
 		if err := s.slot(ctx); err != nil {
 			rec.Release()
-			return err
+			return 0, err
 		}
 	}
 	first, err := s.appendWait(ctx, rec)
@@ -572,18 +648,16 @@ func (s *Source) live(ctx context.Context, emit engine.Emit, rec arrow.RecordBat
 			<-s.slots
 		}
 		rec.Release()
-		return err
+		return 0, err
 	}
-	n := rec.NumRows()
-	s.logged.Add(n)
+	s.logged.Add(rec.NumRows())
 	if s.group {
 		// Has a slot: never blocks.
 		s.unsynced <- ack
 	} else {
 		ack.Done()
 	}
-	s.pos.Store(first + uint64(n) - 1)
-	return emit(rec, nil)
+	return first, nil
 }
 
 // slot waits until fewer than MaxUnsynced records wait for their fsync and

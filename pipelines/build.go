@@ -157,6 +157,9 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 	// A pipeline that checkpoints: its committing sinks hold output back,
 	// its live sources log their input.
 	checkpoints := d.Checkpoint != nil && !opts.DryRun
+	if d.Checkpoint == nil && !opts.DryRun && hasCheckpoint(opts.FS, checkpointDir(opts.DataDir, d)) {
+		plog.Warn("the pipeline takes no checkpoints now, but the checkpoints of an earlier run are in its data directory: a later run with checkpoints would recover them and cut back or roll back what this run writes; delete the directory or start that run with --from-start", "dir", checkpointDir(opts.DataDir, d))
+	}
 	if checkpoints && opts.FromStart {
 		// Forget nothing an engine running on the same directory uses:
 		// opening the store locks it for this process, or refuses.

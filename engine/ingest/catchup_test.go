@@ -66,3 +66,22 @@ func TestLiveInputAcceptedDuringReplay(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncAfterClose: a relay closes its source when the source returns,
+// before the graph's last checkpoint syncs it; Sync then reports the
+// log durable (Close made it so) instead of failing the checkpoint on a
+// closed log.
+func TestSyncAfterClose(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	for _, fsync := range []buffer.FsyncPolicy{buffer.FsyncAlways, buffer.FsyncNone} {
+		s := wrap(t, &fake{mem: mem, batches: [][]int{{0, 1}}}, t.TempDir(), ingest.Options{Mem: mem, Buffer: buffer.Options{Fsync: fsync}})
+		run(t, s)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Sync(); err != nil {
+			t.Fatalf("%s: Sync after Close: %v", fsync, err)
+		}
+	}
+}

@@ -119,6 +119,7 @@ type Source struct {
 	committed uint64 // highest position committed
 	acked     uint64 // highest sequence acknowledged to the log
 	closed    bool
+	closeErr  error // what Close met making the log durable and closing it
 
 	room chan struct{} // kicked when Committed frees room
 
@@ -377,7 +378,18 @@ func (s *Source) trim(all bool) bool {
 // so that a checkpoint never names a position the log could lose (see
 // engine.Syncer). The engine calls it before it saves a checkpoint.
 func (s *Source) Sync() error {
+	s.ackMu.Lock()
+	closed, err := s.closed, s.closeErr
+	s.ackMu.Unlock()
+	if closed {
+		// Close made the log durable (a relay closes its source when the
+		// source returns, before the graph's last checkpoint).
+		return err
+	}
 	if _, err := s.buf.Sync(); err != nil {
+		if errors.Is(err, buffer.ErrClosed) {
+			return s.Sync()
+		}
 		return fmt.Errorf("ingest: sync the log: %w", err)
 	}
 	return nil
@@ -387,9 +399,20 @@ func (s *Source) Sync() error {
 // idempotent.
 func (s *Source) Close() error {
 	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	if s.closed {
+		return nil
+	}
 	s.closed = true
-	s.ackMu.Unlock()
-	return s.buf.Close()
+	// Durable whatever the policy: a checkpoint taken after Close names
+	// what the log held (see Sync).
+	if _, err := s.buf.Sync(); err != nil && !errors.Is(err, buffer.ErrClosed) {
+		s.closeErr = fmt.Errorf("ingest: sync the log: %w", err)
+	}
+	if err := s.buf.Close(); err != nil && s.closeErr == nil {
+		s.closeErr = err
+	}
+	return s.closeErr
 }
 
 // Run replays the rows logged after the position (see ResumeAt), then runs

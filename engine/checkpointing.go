@@ -187,20 +187,41 @@ func (g *Graph) restore(ctx context.Context, cp *Checkpoint) error {
 	c := g.ckpt
 	c.epoch, c.have = cp.Epoch, true
 	ctx = context.WithoutCancel(ctx)
+	// The sources first: the steps' state is a cut only if every source
+	// that fed it continues at its position.
+	continues, claimed, fresh := true, 0, 0
+	for _, n := range g.nodes {
+		if n.kind != sourceNode {
+			continue
+		}
+		pos, ok := cp.Sources[n.Name]
+		if !ok {
+			fresh++
+			g.log.Warn("checkpoint: the source is new; it starts where it would without a checkpoint", "source", n.Name)
+			continue
+		}
+		claimed++
+		if err := n.rep.ResumeAt(pos); err != nil {
+			continues = false
+			g.log.Error("checkpoint: the source refused its position; it starts where it would without a checkpoint", "source", n.Name, "err", err)
+			continue
+		}
+		n.pos = pos
+	}
+	if fresh > 0 && claimed < len(cp.Sources) {
+		// A source renamed (or replaced): its input comes again.
+		continues = false
+	}
+	if !continues {
+		g.log.Error("checkpoint: a source does not continue where the checkpoint left it, so its input comes again: every step starts empty instead of counting it twice (outputs before the checkpoint may be delivered again)")
+	}
 	for _, n := range g.nodes {
 		switch n.kind {
 		case sourceNode:
-			pos, ok := cp.Sources[n.Name]
-			if !ok {
-				g.log.Warn("checkpoint: the source is new; it starts where it would without a checkpoint", "source", n.Name)
-				continue
-			}
-			if err := n.rep.ResumeAt(pos); err != nil {
-				g.log.Error("checkpoint: the source refused its position; it starts where it would without a checkpoint", "source", n.Name, "err", err)
-				continue
-			}
-			n.pos = pos
 		case operatorNode:
+			if !continues {
+				continue
+			}
 			st, ok := cp.States[n.Name]
 			if !ok {
 				if _, stateful := n.op.(Stateful); stateful && len(cp.States) > 0 {

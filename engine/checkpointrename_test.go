@@ -87,6 +87,8 @@ func TestCheckpointRenamedComponentsAreReported(t *testing.T) {
 		{"source", [3]string{"src2", "sum", "out"}, []string{
 			`msg="checkpoint: the source is new; it starts where it would without a checkpoint" source=src2`,
 			`msg="checkpoint: the checkpoint holds the position of a source that is not in the pipeline (removed or renamed?); it is dropped" source=src`,
+			// Its input comes again: the step must not count it twice.
+			`msg="checkpoint: a source does not continue where the checkpoint left it, so its input comes again: every step starts empty`,
 		}},
 	}
 	for _, tc := range cases {

@@ -36,11 +36,11 @@ func (m benchModel) load(b *testing.B) Model {
 // dense chain, and in gonnx) and an ensemble of 100 trees of depth 6 over
 // 10 features.
 func benchModels() []benchModel {
-	mlp := newMLP(71, "Relu", true, 10, 32, 16, 1).onnx()
+	mlp := newMLP(71, "Relu", true, 10, 32, 16, 1).ONNX()
 	return []benchModel{
 		{"mlp-10-32-16-1", "onnx", mlp, false},
 		{"mlp-10-32-16-1-gonnx", "onnx", mlp, true},
-		{"trees-100x6", "trees", newEnsemble(72, 100, 6, 10, "regression").text(nil), false},
+		{"trees-100x6", "trees", newEnsemble(72, 100, 6, 10, "regression").Text(nil), false},
 	}
 }
 

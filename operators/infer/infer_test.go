@@ -131,9 +131,9 @@ func TestStepGolden(t *testing.T) {
 		data       []byte
 		ref        func([]float64) float64
 	}{
-		{"mlp", "mlp.onnx", mlp.onnx(), func(x []float64) float64 { return mlp.ref(x)[0] }},
-		{"lstm", "lstm.onnx", lstm.onnx(), lstm.ref},
-		{"trees", "trees.txt", trees.text(nil), trees.ref},
+		{"mlp", "mlp.onnx", mlp.ONNX(), func(x []float64) float64 { return mlp.Ref(x)[0] }},
+		{"lstm", "lstm.onnx", lstm.ONNX(), lstm.Ref},
+		{"trees", "trees.txt", trees.Text(nil), trees.Ref},
 	}
 	x := randRows(21, rows, 10)
 	input := streamRows(x, rows)
@@ -182,7 +182,7 @@ func TestStepGolden(t *testing.T) {
 func TestInvalidInputs(t *testing.T) {
 	dir := t.TempDir()
 	m := newMLP(31, "Tanh", true, 10, 8, 1)
-	writeModel(t, dir, "m.onnx", m.onnx())
+	writeModel(t, dir, "m.onnx", m.ONNX())
 	x := randRows(32, 6, 10)
 	rows := streamRows(x, 6)
 	rows[1][4] = math.NaN()    // f2
@@ -199,7 +199,7 @@ func TestInvalidInputs(t *testing.T) {
 		if len(out[0]) != 1 || out[0][0][1] != rows[0][1] {
 			t.Fatalf("main port: %v, want row 0 only", out[0])
 		}
-		if want := m.ref(x[:10])[0]; !relClose(out[0][0][pi].(float64), want, 1e-6) || out[0][0][pi+1] != (want > 0) || out[0][0][pi+2] != "v7" {
+		if want := m.Ref(x[:10])[0]; !relClose(out[0][0][pi].(float64), want, 1e-6) || out[0][0][pi+1] != (want > 0) || out[0][0][pi+2] != "v7" {
 			t.Errorf("row 0: %v, reference %v", out[0][0][pi:], want)
 		}
 		if len(out[1]) != 5 {
@@ -242,7 +242,7 @@ func TestInvalidInputs(t *testing.T) {
 func TestTransformAndThresholds(t *testing.T) {
 	dir := t.TempDir()
 	e := newEnsemble(41, 30, 5, 10, "binary sigmoid:1")
-	writeModel(t, dir, "m.txt", e.text(featureNames))
+	writeModel(t, dir, "m.txt", e.Text(featureNames))
 	x := randRows(42, 200, 10)
 	rows := streamRows(x, 200)
 	out, _ := runStep(t, dir, `model: m.txt
@@ -257,7 +257,7 @@ thresholds: [{column: alarm, output: score, above: 0.6}, {column: quiet, below: 
 		f := append([]float64(nil), x[r*10:r*10+10]...)
 		f[1] = f[1]*2 - 0.5
 		f[9] *= 0.1
-		want := e.ref(f)
+		want := e.Ref(f)
 		got := row[pi].(float64)
 		if !relClose(got, want, 1e-9) || row[pi+1] != (got > 0.6) || row[pi+2] != (got < 0.2) {
 			t.Fatalf("row %d: %v, reference score %v", r, row[pi:], want)
@@ -269,9 +269,9 @@ thresholds: [{column: alarm, output: score, above: 0.6}, {column: quiet, below: 
 // reported when the step is built, at the field at fault.
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
-	writeModel(t, dir, "m.onnx", newMLP(51, "Relu", true, 10, 4, 2).onnx())
+	writeModel(t, dir, "m.onnx", newMLP(51, "Relu", true, 10, 4, 2).ONNX())
 	writeModel(t, dir, "erf.onnx", modelBytes(&onnx_graph_erf, 13))
-	writeModel(t, dir, "t.txt", newEnsemble(52, 3, 2, 3, "regression").text([]string{"f0", "f1", "f2"}))
+	writeModel(t, dir, "t.txt", newEnsemble(52, 3, 2, 3, "regression").Text([]string{"f0", "f1", "f2"}))
 	writeModel(t, dir, "m.pkl", []byte("x"))
 	feats := "features: [" + strings.Join(featureNames, ", ") + "]"
 	cases := []struct {
@@ -312,7 +312,7 @@ func TestRegistered(t *testing.T) {
 // TestOperatorSuite: the step keeps the operator contract.
 func TestOperatorSuite(t *testing.T) {
 	dir := t.TempDir()
-	writeModel(t, dir, "m.onnx", newMLP(61, "Relu", true, 10, 4, 1).onnx())
+	writeModel(t, dir, "m.onnx", newMLP(61, "Relu", true, 10, 4, 1).ONNX())
 	x := randRows(62, 8, 10)
 	rows := streamRows(x, 8)
 	rows[3][4] = math.NaN()

@@ -44,14 +44,14 @@ func goldenModels() []goldenModel {
 	hub := newEnsemble(7, 10, 3, 10, "huber")
 	mm := newMLP(8, "Sigmoid", true, 10, 12, 1)
 	return []goldenModel{
-		{"mlp-relu-10-32-16-1", "onnx", m64.onnx(), 10, m64.ref},
-		{"mlp-matmul-add-10-12-1", "onnx", mm.onnxMatMul(), 10, mm.ref},
-		{"mlp-tanh-10-32-16-3", "onnx", m32.onnx(), 10, m32.ref},
-		{"mlp-sigmoid-6-8-2", "onnx", sg.onnx(), 6, sg.ref},
-		{"lstm-4x2-8", "onnx", ls.onnx(), 8, func(x []float64) []float64 { return []float64{ls.ref(x)} }},
-		{"lightgbm-100x6", "trees", reg.text(nil), 10, func(x []float64) []float64 { return []float64{reg.ref(x)} }},
-		{"lightgbm-binary", "trees", bin.text(nil), 10, func(x []float64) []float64 { return []float64{bin.ref(x)} }},
-		{"lightgbm-huber", "trees", hub.text(nil), 10, func(x []float64) []float64 { return []float64{hub.ref(x)} }},
+		{"mlp-relu-10-32-16-1", "onnx", m64.ONNX(), 10, m64.Ref},
+		{"mlp-matmul-add-10-12-1", "onnx", mm.ONNXMatMul(), 10, mm.Ref},
+		{"mlp-tanh-10-32-16-3", "onnx", m32.ONNX(), 10, m32.Ref},
+		{"mlp-sigmoid-6-8-2", "onnx", sg.ONNX(), 6, sg.Ref},
+		{"lstm-4x2-8", "onnx", ls.ONNX(), 8, func(x []float64) []float64 { return []float64{ls.Ref(x)} }},
+		{"lightgbm-100x6", "trees", reg.Text(nil), 10, func(x []float64) []float64 { return []float64{reg.Ref(x)} }},
+		{"lightgbm-binary", "trees", bin.Text(nil), 10, func(x []float64) []float64 { return []float64{bin.Ref(x)} }},
+		{"lightgbm-huber", "trees", hub.Text(nil), 10, func(x []float64) []float64 { return []float64{hub.Ref(x)} }},
 	}
 }
 
@@ -136,7 +136,7 @@ func TestUnsupportedIsLocated(t *testing.T) {
 	mlOp.Domain = "ai.onnx.ml"
 	bidi := newLSTM(1, 2, 1, 2)
 	bidiModel := func() []byte {
-		b := bidi.onnx()
+		b := bidi.ONNX()
 		mp := &onnx.ModelProto{}
 		if err := protoUnmarshal(b, mp); err != nil {
 			t.Fatal(err)
@@ -149,7 +149,7 @@ func TestUnsupportedIsLocated(t *testing.T) {
 		return protoMarshal(mp)
 	}()
 	lin := newEnsemble(1, 2, 2, 3, "regression")
-	lin.extraTree = "is_linear=1\n"
+	lin.ExtraTree = "is_linear=1\n"
 	rank := newEnsemble(1, 2, 2, 3, "lambdarank")
 	cases := []struct {
 		name, runtime string
@@ -162,12 +162,12 @@ func TestUnsupportedIsLocated(t *testing.T) {
 			[]string{"Erf", `node 1 "gelu_erf"`}},
 		{"ai.onnx.ml tree ensemble", "onnx", modelBytes(graph(mlOp), 13),
 			[]string{"ai.onnx.ml.TreeEnsembleRegressor", `node 0 "forest"`}},
-		{"double Gemm", "onnx", newMLP(1, "Relu", false, 2, 2).onnx(), []string{"test inference", `node 0 "dense0" (Gemm)`}},
+		{"double Gemm", "onnx", newMLP(1, "Relu", false, 2, 2).ONNX(), []string{"test inference", `node 0 "dense0" (Gemm)`}},
 		{"opset 17", "onnx", modelBytes(graph(node("MatMul", "mm", []string{"x", "w"}, []string{"y"})), 17),
 			[]string{"opset 17"}},
 		{"bidirectional LSTM", "onnx", bidiModel, []string{"LSTM", `node 2 "lstm"`, "direction"}},
-		{"linear trees", "trees", lin.text(nil), []string{"linear trees", "Tree=0"}},
-		{"ranking objective", "trees", rank.text(nil), []string{"objective lambdarank"}},
+		{"linear trees", "trees", lin.Text(nil), []string{"linear trees", "Tree=0"}},
+		{"ranking objective", "trees", rank.Text(nil), []string{"objective lambdarank"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -124,8 +124,8 @@ func (o Options) normalize() (Options, error) {
 	var seen []string
 	for _, s := range o.Scenarios {
 		s = strings.ToLower(strings.TrimSpace(s))
-		if !slices.Contains(Scenarios, s) && s != Buffer && s != Forward && s != Checkpoint {
-			return o, fmt.Errorf("bench: unknown scenario %q (known: %s, %s, %s, %s)", s, strings.Join(Scenarios, ", "), Buffer, Forward, Checkpoint)
+		if !slices.Contains(Scenarios, s) && s != Buffer && s != Forward && s != Checkpoint && s != Infer {
+			return o, fmt.Errorf("bench: unknown scenario %q (known: %s, %s, %s, %s, %s)", s, strings.Join(Scenarios, ", "), Buffer, Forward, Checkpoint, Infer)
 		}
 		if !slices.Contains(seen, s) {
 			seen = append(seen, s)
@@ -133,7 +133,7 @@ func (o Options) normalize() (Options, error) {
 	}
 	// Run in the canonical order whatever the order asked.
 	var ordered []string
-	for _, s := range append(slices.Clone(Scenarios), Checkpoint, Buffer, Forward) {
+	for _, s := range append(slices.Clone(Scenarios), Checkpoint, Buffer, Forward, Infer) {
 		if slices.Contains(seen, s) {
 			ordered = append(ordered, s)
 		}
@@ -217,6 +217,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if name == Forward {
 			opts.Log.Info("bench: running scenario", "scenario", name)
 			if r.Forward, err = runForward(ctx, opts, perTurbine); err != nil {
+				return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
+			}
+			continue
+		}
+		if name == Infer {
+			opts.Log.Info("bench: running scenario", "scenario", name)
+			if r.Infer, err = runInfer(ctx, opts); err != nil {
 				return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
 			}
 			continue

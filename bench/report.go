@@ -39,6 +39,8 @@ type Report struct {
 	Buffer *BufferResult `json:"buffer,omitempty"`
 	// Forward holds the figures of the forward scenario, when it ran.
 	Forward *ForwardResult `json:"forward,omitempty"`
+	// Infer holds the figures of the infer scenario, when it ran.
+	Infer *InferResult `json:"infer,omitempty"`
 	// Notes explain how to read the figures.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -397,6 +399,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if r.Forward != nil {
 		if err := r.Forward.writeTable(bw); err != nil {
+			return err
+		}
+	}
+	if r.Infer != nil {
+		if err := r.Infer.writeTable(bw); err != nil {
 			return err
 		}
 	}

@@ -36,6 +36,11 @@ Scenarios:
             an embedded NATS JetStream (not in the default set)
   forward   backlog drain through the forwarder and live latency meanwhile
             (not in the default set)
+  infer     the infer step on batches of 1,024 rows with an MLP 10->32->16->1
+            and 100 trees of depth 6, and each model called once per batch and
+            once per row in the same run: rows/s per core, the ratio,
+            allocations per row (--rows rows per measurement, default 262,144;
+            not in the default set)
 
 It prints a table (rows/s, point values/s, ns per point, allocations per
 point, CPU time, peak RSS) and the ratios to the baseline; --json writes the
@@ -87,7 +92,7 @@ produce, else bench exits 1.`,
 	f.IntVar(&opts.Turbines, "turbines", bench.DefaultTurbines, "simulated turbines (10 points each)")
 	f.DurationVar(&opts.Duration, "duration", 10*time.Minute, "event time covered (one reading per turbine per second)")
 	f.Int64Var(&opts.Rows, "rows", 0, "readings in all (overrides --duration)")
-	f.StringSliceVar(&opts.Scenarios, "scenario", nil, "scenarios to run: arrow, enos, baseline (the default set), checkpoint (enos without and with checkpoints), buffer (spill, Parquet vs JSON, drain to JetStream), forward (forwarder drain and live latency during backfill)")
+	f.StringSliceVar(&opts.Scenarios, "scenario", nil, "scenarios to run: arrow, enos, baseline (the default set), checkpoint (enos without and with checkpoints), buffer (spill, Parquet vs JSON, drain to JetStream), forward (forwarder drain and live latency during backfill), infer (infer step, batch vs per-row model calls)")
 	f.DurationVar(&opts.CheckpointInterval, "checkpoint-interval", bench.DefaultCheckpointInterval, "checkpoint interval of the checkpoint scenario")
 	f.IntVar(&opts.Repeat, "repeat", 1, "runs per scenario; the run of median wall time is reported")
 	f.BoolVar(&oneCore, "1core", false, "run with GOMAXPROCS=1 (per-core figures)")

@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/operators/infer"
+	"github.com/sluice-edge/sluice/operators/infer/infertest"
+)
+
+// Infer is the scenario of model inference: the infer step scoring
+// batches of InferBatchRows rows with an MLP 10->32->16->1 and with 100
+// trees of depth 6, and the same models called once per batch and once per
+// row in the same run. It runs on one goroutine, so its rates are per
+// core. It is not part of the default set: ask for it with --scenario
+// infer.
+const Infer = "infer"
+
+// InferBatchRows is the number of rows in a batch of the infer scenario.
+const InferBatchRows = 1024
+
+// DefaultInferRows is the number of rows each measurement of the infer
+// scenario scores unless Options.Rows sets it.
+const DefaultInferRows = 256 * InferBatchRows
+
+// InferGoal is the rate of the infer step with the MLP, in rows per second
+// per core, the scenario is meant to reach.
+const InferGoal = 1_000_000
+
+// InferResult holds the figures of the infer scenario.
+type InferResult struct {
+	// Rows is the number of rows each measurement scored, in batches of
+	// BatchRows.
+	Rows      int64 `json:"rows"`
+	BatchRows int   `json:"batch_rows"`
+	// Features is the number of input columns of both models.
+	Features int        `json:"features"`
+	Models   []InferRun `json:"models"`
+	// Goal is InferGoal; MeetsGoal says whether the step reached it with
+	// the MLP.
+	Goal      float64 `json:"goal_rows_per_s_per_core"`
+	MeetsGoal bool    `json:"meets_goal"`
+}
+
+// InferRun holds the figures of one model. Rates are rows per CPU second
+// (rows per second per core), or per second of wall time where CPU time
+// cannot be read; allocations are per row scored.
+type InferRun struct {
+	Model   string `json:"model"`
+	Runtime string `json:"runtime"`
+	// Step*: the infer step (infer.Step.Process) on batches of BatchRows
+	// rows: features read from the Arrow columns, one model call, output
+	// columns, a threshold flag and model_version built.
+	StepRowsPerSec   float64 `json:"step_rows_per_s"`
+	StepAllocsPerRow float64 `json:"step_allocs_per_row"`
+	// Batch*: the model alone (infer.Model.Predict), one call per batch.
+	BatchRowsPerSec   float64 `json:"batch_rows_per_s"`
+	BatchAllocsPerRow float64 `json:"batch_allocs_per_row"`
+	// PerRow*: the same model and rows, one call per row.
+	PerRowRowsPerSec   float64 `json:"per_row_rows_per_s"`
+	PerRowAllocsPerRow float64 `json:"per_row_allocs_per_row"`
+	// Ratio is BatchRowsPerSec over PerRowRowsPerSec.
+	Ratio float64 `json:"ratio"`
+}
+
+// inferModel is a model the scenario runs.
+type inferModel struct {
+	name, runtime string
+	data          []byte
+}
+
+// inferFeatures is the number of inputs of the scenario's models.
+const inferFeatures = 10
+
+// inferModels are the models of the infer scenario, built by infertest
+// (the same as the infer package's benchmarks).
+func inferModels() []inferModel {
+	return []inferModel{
+		{"mlp-10-32-16-1", "onnx", infertest.NewMLP(71, "Relu", true, inferFeatures, 32, 16, 1).ONNX()},
+		{"trees-100x6", "trees", infertest.NewEnsemble(72, 100, 6, inferFeatures, "regression").Text(nil)},
+	}
+}
+
+// runInfer runs the infer scenario.
+func runInfer(ctx context.Context, opts Options) (*InferResult, error) {
+	rows := int64(DefaultInferRows)
+	if opts.Rows > 0 {
+		rows = opts.Rows
+	}
+	batches := int((rows + InferBatchRows - 1) / InferBatchRows)
+	rows = int64(batches) * InferBatchRows
+	res := &InferResult{Rows: rows, BatchRows: InferBatchRows, Features: inferFeatures, Goal: InferGoal}
+
+	// The input: one batch of random features (as float64 columns of a
+	// stream keyed by asset), scored again and again.
+	names := make([]string, inferFeatures)
+	fields := []engine.Field{{Name: "asset", Type: engine.String}}
+	for i := range names {
+		names[i] = fmt.Sprintf("f%d", i)
+		fields = append(fields, engine.Field{Name: names[i], Type: engine.Float64})
+	}
+	schema, err := engine.NewSchema(fields, "", "asset")
+	if err != nil {
+		return nil, err
+	}
+	r := rand.New(rand.NewPCG(opts.Seed, 5))
+	x := make([]float64, InferBatchRows*inferFeatures)
+	for i := range x {
+		x[i] = r.NormFloat64()
+	}
+	mem := memory.NewGoAllocator()
+	rb := engine.NewRecordBuilder(mem, schema)
+	for row := range InferBatchRows {
+		rb.String(0).Append(fmt.Sprintf("T%04d", row))
+		for f := range inferFeatures {
+			rb.Float64(1 + f).Append(x[row*inferFeatures+f])
+		}
+		rb.RowDone()
+	}
+	rec := rb.NewRecord()
+	rb.Release()
+	defer rec.Release()
+
+	var node yaml.Node
+	src := fmt.Sprintf("model: m\nfeatures: [%s]\nthresholds: [{column: high, above: 0.5}]\n", strings.Join(names, ", "))
+	if err := yaml.Unmarshal([]byte(src), &node); err != nil {
+		return nil, err
+	}
+	cfg, errs := infer.Spec.Parse("bench.yaml", &node)
+	if errs != nil {
+		return nil, errs
+	}
+
+	for _, m := range inferModels() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		model, err := infer.LoadBytes(m.data, m.runtime)
+		if err != nil {
+			return nil, fmt.Errorf("model %s: %w", m.name, err)
+		}
+		run := InferRun{Model: m.name, Runtime: m.runtime}
+
+		step, err := infer.NewWithModel(cfg, schema, engine.BuildContext{Mem: mem}, model, "v1")
+		if err != nil {
+			return nil, fmt.Errorf("model %s: %w", m.name, err)
+		}
+		sink := func(port int, b engine.Batch) error { b.Release(); return nil }
+		process := func() error {
+			rec.Retain()
+			return step.Process(engine.Batch{Rec: rec}, sink)
+		}
+		if err := process(); err != nil { // warm up: the step's buffers
+			step.Close()
+			return nil, fmt.Errorf("model %s: %w", m.name, err)
+		}
+		run.StepRowsPerSec, run.StepAllocsPerRow, err = measureInfer(batches, process)
+		step.Close()
+		if err != nil {
+			return nil, fmt.Errorf("model %s: %w", m.name, err)
+		}
+
+		w := model.Width()
+		y := make([]float64, InferBatchRows*w)
+		batch := func() error { return model.Predict(x, InferBatchRows, y) }
+		perRow := func() error {
+			for row := range InferBatchRows {
+				if err := model.Predict(x[row*inferFeatures:(row+1)*inferFeatures], 1, y[row*w:(row+1)*w]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := batch(); err != nil {
+			return nil, fmt.Errorf("model %s: %w", m.name, err)
+		}
+		if run.BatchRowsPerSec, run.BatchAllocsPerRow, err = measureInfer(batches, batch); err != nil {
+			return nil, fmt.Errorf("model %s: %w", m.name, err)
+		}
+		if run.PerRowRowsPerSec, run.PerRowAllocsPerRow, err = measureInfer(batches, perRow); err != nil {
+			return nil, fmt.Errorf("model %s: %w", m.name, err)
+		}
+		if run.PerRowRowsPerSec > 0 {
+			run.Ratio = run.BatchRowsPerSec / run.PerRowRowsPerSec
+		}
+		res.Models = append(res.Models, run)
+	}
+	res.MeetsGoal = res.Models[0].StepRowsPerSec >= InferGoal
+	return res, nil
+}
+
+// measureInfer calls f (which scores InferBatchRows rows) batches times on
+// this goroutine and returns the rows per CPU second (per wall second
+// where CPU time cannot be read) and the allocations per row.
+func measureInfer(batches int, f func() error) (rowsPerSec, allocsPerRow float64, err error) {
+	runtime.GC()
+	s0 := takeSample()
+	for range batches {
+		if err := f(); err != nil {
+			return 0, 0, err
+		}
+	}
+	s1 := takeSample()
+	rows := float64(batches * InferBatchRows)
+	secs := (s1.user + s1.sys - s0.user - s0.sys).Seconds()
+	if !s0.cpuOK || !s1.cpuOK || secs <= 0 {
+		secs = s1.wall.Sub(s0.wall).Seconds()
+	}
+	if secs > 0 {
+		rowsPerSec = rows / secs
+	}
+	return rowsPerSec, float64(s1.mallocs-s0.mallocs) / rows, nil
+}
+
+// writeTable writes the infer figures for people.
+func (r *InferResult) writeTable(w io.Writer) error {
+	fmt.Fprintf(w, "\ninfer: %s rows per measurement in batches of %d, %d float64 features, one goroutine (rows/s per core)\n",
+		group(r.Rows), r.BatchRows, r.Features)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "model\truntime\tstep rows/s\tstep allocs/row\tbatch rows/s\tper-row rows/s\tratio\tbatch allocs/row\tper-row allocs/row\t")
+	for _, m := range r.Models {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%s\t%s\t%.2f\t%.3f\t%.3f\t\n", m.Model, m.Runtime, group(int64(m.StepRowsPerSec)), m.StepAllocsPerRow,
+			group(int64(m.BatchRowsPerSec)), group(int64(m.PerRowRowsPerSec)), m.Ratio, m.BatchAllocsPerRow, m.PerRowAllocsPerRow)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	verdict := "meets"
+	if !r.MeetsGoal {
+		verdict = "misses"
+	}
+	fmt.Fprintf(w, "the infer step with the MLP %s the goal of >= %s rows/s per core; batch and per-row call the same model on the same rows in this run\n",
+		verdict, group(int64(r.Goal)))
+	return nil
+}

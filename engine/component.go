@@ -62,6 +62,12 @@ type BuildContext struct {
 	// "<bundle name> v<version>", or is "" (outside a release, or in one
 	// being checked before it has a name).
 	Release string
+	// ReleaseDir is the directory of the release the pipeline belongs to
+	// (where its bundle was unpacked, or the directory sluice validate
+	// checks), or "" outside a release. A component that reads a file of
+	// the release (an infer step's model) resolves it inside ReleaseDir
+	// and refuses a path that leaves it.
+	ReleaseDir string
 	// Checkpoints is set for the components of a pipeline that takes
 	// checkpoints (see Checkpoint): a sink that implements Committer holds
 	// its output back until Commit.
@@ -73,6 +79,15 @@ type BuildContext struct {
 	// engine/buffer/faultfs.FS to drop the writes a power loss takes
 	// back. It is typed any because package disk builds on this one.
 	FS any
+}
+
+// FileDependent is implemented by components built from files besides
+// their configuration (an infer step's model file). FilesDigest identifies
+// the contents of those files as they were read when the component was
+// built: a release switch rebuilds a component whose digest changed even
+// when its configuration did not.
+type FileDependent interface {
+	FilesDigest() string
 }
 
 // KeyOrdered is implemented by operators that emit the rows of some output

@@ -122,7 +122,8 @@ type Built struct {
 	// next graph.
 	handedOver bool
 	// fp identifies the component's configuration, inputs and input
-	// schema: equal fingerprints build equal components.
+	// schema, and the files it was built from (engine.FileDependent):
+	// equal fingerprints build equal components.
 	fp string
 	// in is the component's input schema (nil for sources).
 	in *engine.Schema
@@ -175,7 +176,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			Checkpoints: checkpoints, FS: opts.FS,
 			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, DryRun: opts.DryRun, FromStart: opts.FromStart, Batch: d.Batch, Mem: opts.Mem,
 			Log: plog.With("component", c.Name), Counters: engine.NewCounters(), Shared: opts.Shared,
-			Catalog: d.Release.catalog(), RuleSets: d.Release.ruleSets(), Release: d.Release.label(),
+			Catalog: d.Release.catalog(), RuleSets: d.Release.ruleSets(), Release: d.Release.label(), ReleaseDir: d.Release.dir(),
 		}
 	}
 	// A pipeline rebuilt by a release switch continues the run, and so
@@ -216,7 +217,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		if r, ok := src.(engine.Resumer); ok && r.Resuming() {
 			resuming = true
 		}
-		b := &Built{Def: c, Counters: ctx.Counters, Outputs: []engine.Port{{Schema: src.Schema()}}, relay: relay, fp: fingerprint(d, c, nil)}
+		b := &Built{Def: c, Counters: ctx.Counters, Outputs: []engine.Port{{Schema: src.Schema()}}, relay: relay, fp: fingerprint(d, c, nil, src)}
 		if cl, ok := src.(io.Closer); ok {
 			b.src = cl
 		}
@@ -254,7 +255,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			failed[c.Name] = true
 			continue
 		}
-		b := &Built{Def: c, Counters: ctx.Counters, Outputs: op.Outputs(), op: op, fp: fingerprint(d, c, schema)}
+		b := &Built{Def: c, Counters: ctx.Counters, Outputs: op.Outputs(), op: op, fp: fingerprint(d, c, schema, op)}
 		b.Node = p.Graph.AddOperator(c.Name, op, ctx.Counters)
 		built[c.Name] = b
 		p.Components = append(p.Components, b)
@@ -282,7 +283,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			_ = s.Close(context.Background())
 			s = kept
 		}
-		b := &Built{Def: c, Counters: ctx.Counters, sink: s, carried: kept != nil, fp: fingerprint(d, c, schema), in: schema}
+		b := &Built{Def: c, Counters: ctx.Counters, sink: s, carried: kept != nil, fp: fingerprint(d, c, schema, s), in: schema}
 		b.Node = p.Graph.AddSink(c.Name, s, ctx.Counters)
 		built[c.Name] = b
 		p.Components = append(p.Components, b)

@@ -47,6 +47,14 @@ func (r *Release) catalog() engine.Catalog {
 	return r.Catalog
 }
 
+// dir returns the directory of the release, "" outside a release.
+func (r *Release) dir() string {
+	if r == nil {
+		return ""
+	}
+	return r.Dir
+}
+
 // ruleSets returns the release's rule sets: none outside a release, an
 // empty map in a release without rules/.
 func (r *Release) ruleSets() map[string]*engine.RuleSet {
@@ -102,7 +110,9 @@ type releaseData struct {
 //   - pipelines/*.yaml, *.yml: the pipelines (Defs), built without running
 //     (see Options.DryRun) against the catalog and rule sets, so that a
 //     rule reading a point its model lacks is reported where the rule is;
-//   - ml/: listed (ML), not read.
+//   - ml/: listed (ML); an infer step's model file is read by the step
+//     when the pipelines are built (resolved inside dir, see
+//     engine.BuildContext.ReleaseDir).
 //
 // Every problem is returned, located by file:line:col with the file
 // relative to dir. Name and Version are the caller's to set (they come

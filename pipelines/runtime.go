@@ -32,8 +32,9 @@ import (
 // without stopping it. A pipeline whose every component is unchanged keeps
 // running untouched. In a changed pipeline, a component is unchanged when
 // its type, configuration, inputs and input schema, the pipeline's batch
-// and event-time policies and the release's models, rules and settings are
-// all equal; then a source keeps running (its connection, session and read
+// and event-time policies, the release's models, rules and settings, and
+// the files it was built from (engine.FileDependent: an infer step's model)
+// are all equal; then a source keeps running (its connection, session and read
 // position), a sink keeps its instance (its buffer keeps draining) and a
 // stateful step hands its state (open windows, watermarks, alert states
 // with their pending timers) to its successor through
@@ -944,11 +945,17 @@ func (c *carry) release() {
 
 // fingerprint identifies what building component c of d depends on,
 // besides the release's context: its type, its configuration (canonical,
-// after interpolation), its inputs and input schema, and the pipeline's
-// batch and event-time policies.
-func fingerprint(d *Def, c *ComponentDef, in *engine.Schema) string {
+// after interpolation), its inputs and input schema, the pipeline's batch
+// and event-time policies, and the files the built component (built: its
+// source, operator or sink) was made from when it says so
+// (engine.FileDependent: an infer step's model file, so that a release
+// that changes only the model rebuilds the step).
+func fingerprint(d *Def, c *ComponentDef, in *engine.Schema, built any) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%+v\x00%+v\x00", d.Name, c.Kind, c.Type, d.Batch, d.EventTime)
+	if fd, ok := built.(engine.FileDependent); ok {
+		fmt.Fprintf(h, "files %s\x00", fd.FilesDigest())
+	}
 	for _, i := range c.Inputs {
 		fmt.Fprintf(h, "in %s\x00", i.Stream)
 	}
@@ -985,7 +992,8 @@ func pipelineFP(p *Pipeline, ctxHash string) string {
 // models, rule sets, settings, and any other file a configuration names
 // (an assets file next to the pipelines) — that is every file but the
 // pipelines themselves (fingerprinted one component at a time), ml/ (read
-// by the steps that name a model file) and the manifest the agent keeps
+// by the steps that name a model file, whose fingerprints hold the file's
+// digest: see engine.FileDependent) and the manifest the agent keeps
 // beside them; "" for a release without a directory.
 func releaseContext(rel *Release) string {
 	if rel.Dir == "" {

@@ -205,6 +205,11 @@ func hostileCases() []hostile {
 	}
 	huge := manifestOf(a)
 	huge.Files[0].Size = MaxFileSize + 1
+	// Model files under ml/ are bounded and checked like every file.
+	m := file("ml/model.onnx", "onnx")
+	hugeModel := manifestOf(m)
+	hugeModel.Files[0].Size = MaxFileSize + 1
+	mlLink := ent{Hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "ml/model.onnx", Linkname: "/etc/passwd", Mode: 0o644}}
 	dup := manifestOf(a, a)
 	badPath := func(p string) func(t testing.TB) []byte {
 		e := file(p, "x")
@@ -258,6 +263,14 @@ func hostileCases() []hostile {
 			return signedWith(valid(a, c), a, c)(t)
 		}, ErrPath},
 		{"oversized entry in the manifest", signedWith(mjson(huge), a), ErrTooLarge},
+		{"traversal ml/../../x.onnx", badPath("ml/../../x.onnx"), ErrPath},
+		{"model too deep", badPath("ml/1/2/3/4/5/6/7/m.onnx"), ErrPath},
+		{"model symlink entry", signedWith(valid(m), mlLink), ErrPath},
+		{"oversized model in the manifest", signedWith(mjson(hugeModel), m), ErrTooLarge},
+		{"tampered model byte", signedWith(valid(m), file("ml/model.onnx", "onnX")), ErrDigest},
+		{"zstd bomb model declared small", func(t testing.TB) []byte {
+			return bomb(t, head(valid(m), key), "ml/model.onnx", 1<<30, 0)
+		}, ErrTooLarge},
 		{"too many entries", signedWith(mjson(&many), a), ErrTooLarge},
 		{"manifest with an unknown field", signedWith([]byte(strings.Replace(string(valid(a)), `"format":1`, `"format":1,"x":1`, 1)), a), ErrFormat},
 		{"manifest with a duplicate key", signedWith([]byte(strings.Replace(string(valid(a)), `"version":3`, `"version":3,"version":9`, 1)), a), ErrFormat},

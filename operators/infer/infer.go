@@ -14,6 +14,8 @@
 package infer
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -62,7 +64,7 @@ model feature the runtime does not support is an error that names it. Rows with 
 go to the ` + "`errors`" + ` port with the reason, or pass with null outputs (` + "`on_invalid: pass`" + `). See docs/infer.md.`,
 	Fields: []spec.Field{
 		{Name: "model", Type: spec.String,
-			Description: "Model file, relative to the pipeline file's directory.",
+			Description: "Model file, relative to the pipeline file's directory. In a release: a file of the release (ml/), looked up next to the pipeline file, then from the release's root; a path that leaves the release is refused. A release that changes only this file rebuilds the step at the switch.",
 			Example:     "models/power-curve.onnx"},
 		{Name: "runtime", Type: spec.String, Optional: true, Enum: Runtimes,
 			Description: "Runtime; by default from the model's extension: .onnx is onnx; .txt, .json, .model, .bin, .lgb are trees."},
@@ -115,6 +117,7 @@ type flag struct {
 type Step struct {
 	model     Model
 	version   string
+	files     string // FilesDigest
 	in, out   *engine.Schema
 	feat      []int
 	scale     []float64
@@ -150,26 +153,66 @@ type featCol struct {
 	nulls arrow.Array
 }
 
-var _ engine.Operator = (*Step)(nil)
+var (
+	_ engine.Operator      = (*Step)(nil)
+	_ engine.FileDependent = (*Step)(nil)
+)
 
 // New builds an infer step for input schema in from a configuration parsed
 // with Spec: it loads the model (the path is relative to bc.Dir), checks it
 // and runs it once. Errors carry the file:line:col of the field at fault.
+//
+// In a release (bc.ReleaseDir set) the model is a file of the release: a
+// relative path is looked up next to the pipeline file, then from the
+// release's root (ml/model.onnx), and must stay inside the release; an
+// absolute path, a path with .. that leaves the release, or a symbolic
+// link out of it is refused. The model's bytes are read once, bounded by
+// the size of a bundle's file, and their digest is the step's
+// FilesDigest, so that a release that changes only the model rebuilds
+// the step.
 func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Step, error) {
-	path := cfg.String("model")
-	if !filepath.IsAbs(path) && bc.Dir != "" {
-		path = filepath.Join(bc.Dir, path)
+	name := cfg.String("model")
+	var (
+		data []byte
+		err  error
+	)
+	if bc.ReleaseDir != "" {
+		data, err = readReleaseModel(bc.ReleaseDir, bc.Dir, name)
+	} else {
+		path := name
+		if !filepath.IsAbs(path) && bc.Dir != "" {
+			path = filepath.Join(bc.Dir, path)
+		}
+		data, err = readModel(path, MaxModelBytes)
 	}
-	m, digest, err := Load(path, cfg.String("runtime"))
+	runtime := cfg.String("runtime")
+	if err == nil && runtime == "" {
+		runtime, err = RuntimeFor(name)
+	}
+	var m Model
+	if err == nil {
+		m, err = LoadBytes(data, runtime)
+	}
 	if err != nil {
-		return nil, spec.Errors{cfg.Errorf("model", "model %s: %v", cfg.String("model"), err)}
+		return nil, spec.Errors{cfg.Errorf("model", "model %s: %v", name, err)}
 	}
-	version := digest
+	version := Digest(data)
 	if cfg.Has("version") {
 		version = cfg.String("version")
 	}
-	return NewWithModel(cfg, in, bc, m, version)
+	s, err := NewWithModel(cfg, in, bc, m, version)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	s.files = "sha256:" + hex.EncodeToString(sum[:])
+	return s, nil
 }
+
+// FilesDigest returns the SHA-256 of the model file the step was built
+// from ("" for a step made by NewWithModel): a release whose model file
+// changes rebuilds the step (engine.FileDependent).
+func (s *Step) FilesDigest() string { return s.files }
 
 // NewWithModel is New for a model already loaded; version fills the
 // model_version column.

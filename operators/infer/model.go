@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/sluice-edge/sluice/engine/bundle"
 )
 
 // Model is a loaded model that scores whole batches. It is the contract
@@ -110,17 +116,7 @@ func Load(path, runtime string) (m Model, digest string, err error) {
 			return nil, "", err
 		}
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, "", err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, "", fmt.Errorf("%s: not a regular file", path)
-	}
-	if fi.Size() > MaxModelBytes {
-		return nil, "", fmt.Errorf("%s: %d bytes, more than the %d MiB limit of a model", path, fi.Size(), MaxModelBytes>>20)
-	}
-	data, err := os.ReadFile(path)
+	data, err := readModel(path, MaxModelBytes)
 	if err != nil {
 		return nil, "", err
 	}
@@ -129,6 +125,97 @@ func Load(path, runtime string) (m Model, digest string, err error) {
 		return nil, "", err
 	}
 	return m, Digest(data), nil
+}
+
+// readModel reads the regular file at path, at most limit bytes.
+func readModel(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readOpen(f, path, limit)
+}
+
+// readOpen reads the open file f (named name in errors): a regular file
+// of at most limit bytes.
+func readOpen(f *os.File, name string, limit int64) ([]byte, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", name)
+	}
+	tooLarge := fmt.Errorf("%s: more than the %d MiB limit of a model", name, limit>>20)
+	if fi.Size() > limit {
+		return nil, tooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, tooLarge
+	}
+	return data, nil
+}
+
+// readReleaseModel reads the model file name of the release in root for a
+// pipeline file in dir: a relative name is looked up next to the pipeline
+// file, then from the release's root; it must stay inside the release
+// (no absolute path, no .. out of it, no symbolic link out of it) and be
+// at most a bundle's file size.
+func readReleaseModel(root, dir, name string) ([]byte, error) {
+	if filepath.IsAbs(name) {
+		return nil, errors.New("an absolute path names a file outside the release: ship the model in the release (ml/) and name it relative to the pipeline file or the release's root")
+	}
+	var cands []string
+	for _, base := range []string{dir, root} {
+		if base == "" {
+			continue
+		}
+		rel, err := filepath.Rel(root, filepath.Join(base, name))
+		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || slices.Contains(cands, rel) {
+			continue
+		}
+		cands = append(cands, rel)
+	}
+	if len(cands) == 0 {
+		return nil, errors.New("the path leaves the release: a model is a file of the release (ml/)")
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	for _, rel := range cands {
+		f, err := r.Open(rel)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.ToSlash(rel), unwrapPath(err))
+		}
+		data, err := readOpen(f, filepath.ToSlash(rel), bundle.MaxFileSize)
+		f.Close()
+		return data, err
+	}
+	shown := make([]string, len(cands))
+	for i, c := range cands {
+		shown[i] = filepath.ToSlash(c)
+	}
+	return nil, fmt.Errorf("no such file in the release (looked for %s)", strings.Join(shown, " and "))
+}
+
+// unwrapPath drops the operation and path of a *fs.PathError, which name
+// the path as given to the release's root.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // Digest returns "sha256:" and the first 12 hex digits of data's SHA-256.

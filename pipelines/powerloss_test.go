@@ -3,7 +3,6 @@ package pipelines_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,21 +13,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	paho "github.com/eclipse/paho.mqtt.golang"
-	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/sluice-edge/sluice/engine/buffer"
 	"github.com/sluice-edge/sluice/engine/buffer/faultfs"
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 	"github.com/sluice-edge/sluice/pipelines"
+	"github.com/sluice-edge/sluice/pipelines/drilltest"
 )
 
 // The power-loss drill: the kill drill's pipeline (MQTT in, a 1-minute
@@ -36,81 +30,30 @@ import (
 // run in this process on a simulated disk (engine/buffer/faultfs) that
 // loses, at random moments, every write not yet synced.
 
+// plFarm is the drill's dataset: 6 turbines, 120 event-time minutes of
+// readings each, the closing readings at minute 240.
+var plFarm = drilltest.Farm{Turbines: 6, Minutes: 120, Close: 240}
+
 const (
-	plTurbines = 6
-	plMinutes  = 120 // event-time minutes of readings per turbine
-	// plClose is the minute of the closing readings, far enough ahead to
-	// close every window of the readings before it.
-	plClose   = 240
 	plCuts    = 12
 	plPublish = 45 * time.Second // wall time over which the readings are published
 	plWait    = 90 * time.Second
 	plEdge    = "site"
-	plBroker  = "127.0.0.1:1883"
+	plBroker  = drilltest.Broker
 	// plSeedEnv sets the seed of the cut moments (default: the clock).
 	plSeedEnv = "SLUICE_POWER_LOSS_SEED"
 )
 
-// plBase is the event time of minute 0.
-var plBase = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// plHot says whether turbine i runs hot at minute m: 10 minutes in every
-// 30 (an alert held for 5 minutes, then cleared) and 3 more (pending
-// only, never raised), shifted per turbine.
-func plHot(i, m int) bool {
-	p := (m + 3*i) % 30
-	return p < 10 || p >= 15 && p < 18
-}
-
-// plPost is the EnOS measure-point post of turbine i at minute m.
-func plPost(i, m int) []byte {
-	temp := 60 + float64(m%5)/8 + float64(i)/4
-	if plHot(i, m) {
-		temp = 90 + float64(m%7)/8 + float64(i)/4
-	}
-	power := 1000 + float64((m*37+i*101)%500) + float64(i)/4
-	return fmt.Appendf(nil, `{"id":"%d","version":"1.0","method":"thing.measurepoint.post","params":{"measurepoints":{"temp":%s,"power":%s},"time":%d}}`,
-		m*plTurbines+i, strconv.FormatFloat(temp, 'g', -1, 64), strconv.FormatFloat(power, 'g', -1, 64),
-		plBase.Add(time.Duration(m)*time.Minute).UnixMilli())
-}
-
-// plAlerts returns how many alerts the dataset raises and clears under
-// the rule of plPipeline: raised once hot has held 5 minutes, cleared at
-// the first minute that is not hot.
-func plAlerts() (raised, cleared int) {
-	for i := range plTurbines {
-		start, up := -1, false
-		for m := range plMinutes {
-			switch {
-			case plHot(i, m) && !up:
-				if start < 0 {
-					start = m
-				}
-				if m-start >= 5 {
-					up, raised = true, raised+1
-				}
-			case !plHot(i, m):
-				if up {
-					cleared++
-				}
-				start, up = -1, false
-			}
-		}
-	}
-	return raised, cleared
-}
-
 // plPipeline is the pipeline of both runs: %[1]s is the MQTT client id,
-// %[2]s the product key of its topics, %[3]s the subject prefix and %[4]s
-// the JetStream stream of its sinks, %[5]s the address of the broker. The sinks' buffers have a fixed
-// quota: a share of the free space would be measured on the real disk.
+// %[2]s the product key of its topics, %[3]s its sinks (plSinks), %[4]s
+// the address of the broker.
 const plPipeline = `name: farm
 checkpoint: {interval: 100ms, ingest_fsync: always}
 event_time: {max_future: 0s, max_past: 0s}
 sources:
   turbines:
     type: mqtt
-    urls: [tcp://%[5]s]
+    urls: [tcp://%[4]s]
     client_id: %[1]s
     clean_session: false
     session_expiry: 10m
@@ -137,29 +80,15 @@ steps:
         severity: major
         content: "{{.asset}} at {{.temp_avg}} °C"
 sinks:
-  m1_out:
-    type: nats
-    input: m1
-    url: nats://127.0.0.1:4222
-    subject: %[3]s.m1
-    stream: %[4]s
-    duplicate_window: 10m
-    encoding: json
-    timeout: 2s
-    buffer: {max_bytes: 256MiB}
-    forward: {retry_min: 20ms, retry_max: 200ms, drain_timeout: 1s}
-  hot_out:
-    type: nats
-    input: hot
-    url: nats://127.0.0.1:4222
-    subject: %[3]s.hot
-    stream: %[4]s
-    duplicate_window: 10m
-    encoding: json
-    timeout: 2s
-    buffer: {max_bytes: 256MiB}
-    forward: {retry_min: 20ms, retry_max: 200ms, drain_timeout: 1s}
-`
+%[3]s`
+
+// plSinks are the sinks of plPipeline, to NATS JetStream on
+// 127.0.0.1:4222. Their buffers have a fixed quota: a share of the free
+// space would be measured on the real disk.
+func plSinks(subject, stream string) string {
+	s := drilltest.Sinks{URL: "nats://127.0.0.1:4222", Subject: subject, Stream: stream, Drain: "1s", Buffer: "{max_bytes: 256MiB}"}
+	return s.YAML("m1", "hot")
+}
 
 // plRunner runs the drill pipeline of one side (the reference or the
 // drill) in this process, one run at a time.
@@ -198,7 +127,7 @@ func (r *plRunner) start(t *testing.T, fsys buffer.FS, broker string) *plRun {
 	t.Helper()
 	r.runs++
 	fmt.Fprintf(r.logs, "--- run %d\n", r.runs)
-	def := fmt.Appendf(nil, plPipeline, r.client, r.pk, r.subject, r.stream, broker)
+	def := fmt.Appendf(nil, plPipeline, r.client, r.pk, plSinks(r.subject, r.stream), broker)
 	defs, errs := pipelines.Parse(r.name+".yaml", def, nil)
 	if len(errs) > 0 {
 		t.Fatal(errs)
@@ -330,101 +259,6 @@ func (l *plLink) drop() {
 	}
 }
 
-// plOutput is what a run delivered: payloads and kinds by Nats-Msg-Id.
-type plOutput struct {
-	payload map[string][]byte
-	kind    map[string]string
-	copies  int // messages stored twice under one id
-}
-
-// readPLStream reads every message of a stream.
-func readPLStream(t *testing.T, js natsgo.JetStreamContext, stream string) plOutput {
-	t.Helper()
-	info, err := js.StreamInfo(stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := plOutput{payload: map[string][]byte{}, kind: map[string]string{}}
-	for q := info.State.FirstSeq; info.State.Msgs > 0 && q <= info.State.LastSeq; q++ {
-		m, err := js.GetMsg(stream, q)
-		if err != nil {
-			t.Fatalf("%s seq %d: %v", stream, q, err)
-		}
-		id := m.Header.Get(natsgo.MsgIdHdr)
-		if _, ok := out.payload[id]; ok {
-			out.copies++
-			continue
-		}
-		// The one byte that says which lane sent the row.
-		p := m.Data
-		if bytes.HasSuffix(p, []byte(`,"backfill":true}`)) {
-			p = append(bytes.TrimSuffix(p, []byte(`true}`)), `false}`...)
-		}
-		kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-		if kind == "hot" {
-			var a struct {
-				MP struct {
-					State string `json:"state"`
-				} `json:"measurepoints"`
-			}
-			_ = json.Unmarshal(p, &a)
-			kind = "alert " + a.MP.State
-		}
-		out.payload[id], out.kind[id] = p, kind
-	}
-	return out
-}
-
-// counts returns the number of messages per kind.
-func (o plOutput) counts() map[string]int {
-	c := map[string]int{}
-	for _, k := range o.kind {
-		c[k]++
-	}
-	return c
-}
-
-// plDiff describes how got differs from want, or returns "".
-func plDiff(want, got plOutput) string {
-	var missing, extra, differ []string
-	for id, w := range want.payload {
-		g, ok := got.payload[id]
-		switch {
-		case !ok:
-			missing = append(missing, id)
-		case !bytes.Equal(w, g):
-			differ = append(differ, id)
-		}
-	}
-	for id := range got.payload {
-		if _, ok := want.payload[id]; !ok {
-			extra = append(extra, id)
-		}
-	}
-	if len(missing)+len(extra)+len(differ) == 0 {
-		return ""
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "counts per kind: reference %v, drill %v\n", want.counts(), got.counts())
-	fmt.Fprintf(&b, "%d missing, %d extra, %d differing\n", len(missing), len(extra), len(differ))
-	show := func(what string, ids []string, f func(id string) string) {
-		slices.Sort(ids)
-		for i, id := range ids {
-			if i == 5 {
-				fmt.Fprintf(&b, "  ... %d more %s\n", len(ids)-i, what)
-				break
-			}
-			fmt.Fprintf(&b, "  %s %s %s\n", what, id, f(id))
-		}
-	}
-	show("missing", missing, func(id string) string { return string(want.payload[id]) })
-	show("extra", extra, func(id string) string { return string(got.payload[id]) })
-	show("differing", differ, func(id string) string {
-		return fmt.Sprintf("\n    reference %s\n    drill     %s", want.payload[id], got.payload[id])
-	})
-	return b.String()
-}
-
 // TestPowerLossDrill is the power-loss drill: 6 turbines post one reading
 // a minute for 2 hours of event time (published over about 45 seconds,
 // QoS 1) to the machine's Mosquitto, through a pipeline that checkpoints
@@ -457,35 +291,15 @@ func TestPowerLossDrill(t *testing.T) {
 		c.Close()
 	}
 	began := time.Now()
-	seed := uint64(began.UnixNano())
-	if s := os.Getenv(plSeedEnv); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("%s: %v", plSeedEnv, err)
-		}
-		seed = v
-	}
-	t.Logf("power-loss drill seed %d (repeat with %s=%d)", seed, plSeedEnv, seed)
+	seed := drilltest.Seed(t, "power-loss drill", plSeedEnv)
 	rng := rand.New(rand.NewPCG(seed, 0x9a55))
 
 	suffix := outboundtest.Suffix()
 	ref, drill := newPLRunner(t, "ref", suffix), newPLRunner(t, "drill", suffix)
 
-	nc, err := natsgo.Connect("nats://127.0.0.1:4222")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := nc.JetStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := drilltest.JetStream(t, "nats://127.0.0.1:4222")
 	for _, r := range []*plRunner{ref, drill} {
-		if _, err := js.AddStream(&natsgo.StreamConfig{Name: r.stream, Subjects: []string{r.subject + ".>"},
-			Storage: natsgo.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = js.DeleteStream(r.stream) })
+		drilltest.AddStream(t, js, r.stream, r.subject)
 	}
 
 	disk := faultfs.New()
@@ -499,41 +313,7 @@ func TestPowerLossDrill(t *testing.T) {
 		})
 	}
 
-	pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://127.0.0.1:1883").SetClientID("pl-" + suffix + "-pub").
-		SetCleanSession(true).SetAutoReconnect(false))
-	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("mqtt connect: %v", tok.Error())
-	}
-	defer pub.Disconnect(100)
-	var published atomic.Int64 // minutes published
-	pubDone := make(chan error, 1)
-	go func() {
-		send := func(i, m int) error {
-			for _, r := range []*plRunner{ref, drill} {
-				tok := pub.Publish(fmt.Sprintf("/sys/%s/WT%02d/thing/measurepoint/post", r.pk, i), 1, false, plPost(i, m))
-				if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-					return fmt.Errorf("publish minute %d of WT%02d: %v", m, i, tok.Error())
-				}
-			}
-			return nil
-		}
-		t0 := time.Now()
-		for m := range plMinutes + 1 {
-			if m == plMinutes {
-				m = plClose
-			} else {
-				time.Sleep(time.Until(t0.Add(time.Duration(m) * plPublish / plMinutes)))
-			}
-			for i := range plTurbines {
-				if err := send(i, m); err != nil {
-					pubDone <- err
-					return
-				}
-			}
-			published.Add(1)
-		}
-		pubDone <- nil
-	}()
+	published := plFarm.Publish(drilltest.Client(t, "pl-"+suffix+"-pub"), plPublish, ref.pk, drill.pk)
 
 	// The cuts.
 	type cut struct {
@@ -557,7 +337,7 @@ func TestPowerLossDrill(t *testing.T) {
 		// is gone, and its disk fails from here on; then it stops, and
 		// its connection closes.
 		link.cut()
-		c := cut{minute: published.Load(), afterStart: time.Since(drillRun.at), mode: faultfs.PowerLoss}
+		c := cut{minute: published.Minutes(), afterStart: time.Since(drillRun.at), mode: faultfs.PowerLoss}
 		if rng.IntN(2) == 0 {
 			c.mode = faultfs.TornWrites
 		}
@@ -575,7 +355,7 @@ func TestPowerLossDrill(t *testing.T) {
 		link = newPLLink(t, plBroker)
 		drillRun = drill.start(t, disk, link.addr())
 	}
-	if err := <-pubDone; err != nil {
+	if err := published.Wait(); err != nil {
 		t.Fatal(err)
 	}
 	var at []string
@@ -585,26 +365,8 @@ func TestPowerLossDrill(t *testing.T) {
 	t.Logf("readings published in %s; cuts at minutes published@time into the run/mode/stopped in: %v", time.Since(began).Round(time.Millisecond), at)
 
 	// Both deliver what the dataset makes, and nothing more for a while.
-	raised, cleared := plAlerts()
-	total := uint64(plTurbines*plMinutes + raised + cleared)
-	msgs := func(r *plRunner) uint64 {
-		info, err := js.StreamInfo(r.stream)
-		if err != nil {
-			return 0
-		}
-		return info.State.Msgs
-	}
-	var last [2]uint64
-	stable := time.Now()
-	for deadline := time.Now().Add(plWait); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		now := [2]uint64{msgs(ref), msgs(drill)}
-		if now != last {
-			last, stable = now, time.Now()
-		}
-		if now[0] >= total && now[1] >= total && time.Since(stable) > time.Second {
-			break
-		}
-	}
+	wantCounts := plFarm.Counts(map[string]time.Duration{"m1": time.Minute})
+	drilltest.WaitDelivered(js, drilltest.Total(wantCounts), plWait, ref.stream, drill.stream)
 	drained := time.Since(began)
 	replayed += drillRun.counter("ingest_rows_replayed")
 	redelivered += drillRun.counter("redeliveries")
@@ -615,12 +377,11 @@ func TestPowerLossDrill(t *testing.T) {
 		t.Errorf("drill, last run: %v\n%s", err, drill.tail())
 	}
 
-	want, got := readPLStream(t, js, ref.stream), readPLStream(t, js, drill.stream)
-	wantCounts := map[string]int{"m1": plTurbines * plMinutes, "alert raised": raised, "alert cleared": cleared}
-	if c := want.counts(); !maps.Equal(c, wantCounts) || want.copies != 0 {
-		t.Errorf("the reference delivered %v (%d ids twice), the dataset makes %v\n%s", c, want.copies, wantCounts, ref.tail())
+	want, got := drilltest.ReadStream(t, js, ref.stream), drilltest.ReadStream(t, js, drill.stream)
+	if c := want.Counts(); !maps.Equal(c, wantCounts) || want.Copies != 0 {
+		t.Errorf("the reference delivered %v (%d ids twice), the dataset makes %v\n%s", c, want.Copies, wantCounts, ref.tail())
 	}
-	if d := plDiff(want, got); d != "" {
+	if d := drilltest.Diff(want, got, true); d != "" {
 		t.Errorf("the drill's output differs from the reference's (seed %d):\n%s\n%s", seed, d, drill.tail())
 	}
 	// The simulated disk held all of the drill's state.
@@ -635,6 +396,6 @@ func TestPowerLossDrill(t *testing.T) {
 	}
 	t.Logf("%d power cuts (%d runs failed on the dead disk, %d stopped before noticing); %d readings; delivered: reference %v, drill %v (%d ids stored twice); "+
 		"ingest rows replayed %d, redeliveries dropped %d; drained %s after the start",
-		len(cuts), failed, len(cuts)-failed, plTurbines*(plMinutes+1), want.counts(), got.counts(), got.copies,
+		len(cuts), failed, len(cuts)-failed, plFarm.Turbines*(plFarm.Minutes+1), want.Counts(), got.Counts(), got.Copies,
 		replayed, redelivered, drained.Round(time.Millisecond))
 }

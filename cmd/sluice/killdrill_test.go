@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -15,15 +14,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
+	"github.com/sluice-edge/sluice/pipelines/drilltest"
 )
 
 // The kill drill: a wind farm publishes its readings over MQTT (QoS 1) to
@@ -34,73 +32,17 @@ import (
 // data directory each time. What the killed engine delivered must be
 // what the reference delivered, byte for byte.
 
+// drillFarm is the drill's dataset: 10 turbines, 180 event-time minutes
+// of readings each, the closing readings at minute 300.
+var drillFarm = drilltest.Farm{Turbines: 10, Minutes: 180, Close: 300}
+
 const (
-	drillTurbines = 10
-	drillMinutes  = 180 // event-time minutes of readings per turbine
-	// drillClose is the minute of the closing readings, far enough ahead
-	// to close every window of the readings before it.
-	drillClose   = 300
 	drillKills   = 20
 	drillPublish = 30 * time.Second // wall time over which the readings are published
 	drillWait    = 90 * time.Second
 	// drillSeedEnv sets the seed of the kill moments (default: the clock).
 	drillSeedEnv = "SLUICE_KILL_DRILL_SEED"
 )
-
-// drillBase is the event time of minute 0.
-var drillBase = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// drillHot says whether turbine i runs hot at minute m: 10 minutes in
-// every 30 (an alert held for 5 minutes, then cleared) and 3 more (pending
-// only, never raised), shifted per turbine.
-func drillHot(i, m int) bool {
-	p := (m + 3*i) % 30
-	return p < 10 || p >= 15 && p < 18
-}
-
-// drillReading returns the temperature and power of turbine i at minute m.
-func drillReading(i, m int) (temp, power float64) {
-	temp = 60 + float64(m%5)/8 + float64(i)/4
-	if drillHot(i, m) {
-		temp = 90 + float64(m%7)/8 + float64(i)/4
-	}
-	return temp, 1000 + float64((m*37+i*101)%500) + float64(i)/4
-}
-
-// drillAlerts returns how many alerts the dataset raises and clears under
-// the rule of drillPipeline: raised once hot has held 5 minutes, cleared
-// at the first minute that is not hot.
-func drillAlerts() (raised, cleared int) {
-	for i := range drillTurbines {
-		start, up := -1, false
-		for m := range drillMinutes {
-			switch {
-			case drillHot(i, m) && !up:
-				if start < 0 {
-					start = m
-				}
-				if m-start >= 5 {
-					up = true
-					raised++
-				}
-			case !drillHot(i, m):
-				if up {
-					cleared++
-				}
-				start, up = -1, false
-			}
-		}
-	}
-	return raised, cleared
-}
-
-// drillPost is the EnOS measure-point post of turbine i at minute m.
-func drillPost(i, m int) []byte {
-	temp, power := drillReading(i, m)
-	ms := drillBase.Add(time.Duration(m) * time.Minute).UnixMilli()
-	return fmt.Appendf(nil, `{"id":"%d","version":"1.0","method":"thing.measurepoint.post","params":{"measurepoints":{"temp":%s,"power":%s},"time":%d}}`,
-		m*drillTurbines+i, strconv.FormatFloat(temp, 'g', -1, 64), strconv.FormatFloat(power, 'g', -1, 64), ms)
-}
 
 // drillPipeline is the pipeline both engines run: %[1]s is the MQTT client
 // id, %[2]s the product key of its topics, %[3]s its sinks.
@@ -151,7 +93,7 @@ var drillKinds = []string{"m1", "h1", "hot"}
 // data directory and JetStream stream.
 type drillRun struct {
 	name, dir, file, data string
-	pk, stream            string
+	pk, subject, stream   string
 	metrics               string // the address of its metrics endpoint, or ""
 	proc                  *childProc
 	logs                  []string // the log of every start, in order
@@ -161,22 +103,9 @@ type drillRun struct {
 func newDrillRun(t *testing.T, dir, name, suffix, natsURL string) *drillRun {
 	t.Helper()
 	r := &drillRun{name: name, dir: dir, file: filepath.Join(dir, name+".yaml"), data: filepath.Join(dir, name+"-data"),
-		pk: "kd" + suffix + name, stream: strings.ToUpper("KD_" + suffix + "_" + name)}
-	var sinks strings.Builder
-	for _, k := range drillKinds {
-		fmt.Fprintf(&sinks, `  %[1]s_out:
-    type: nats
-    input: %[1]s
-    url: %[2]s
-    subject: kd.%[3]s.%[4]s.%[1]s
-    stream: %[5]s
-    duplicate_window: 10m
-    encoding: json
-    timeout: 2s
-    forward: {retry_min: 20ms, retry_max: 200ms, drain_timeout: 5s}
-`, k, natsURL, suffix, name, r.stream)
-	}
-	yaml := fmt.Sprintf(drillPipeline, "kd-"+suffix+"-"+name, r.pk, sinks.String())
+		pk: "kd" + suffix + name, subject: "kd." + suffix + "." + name, stream: strings.ToUpper("KD_" + suffix + "_" + name)}
+	sinks := drilltest.Sinks{URL: natsURL, Subject: r.subject, Stream: r.stream, Drain: "5s"}
+	yaml := fmt.Sprintf(drillPipeline, "kd-"+suffix+"-"+name, r.pk, sinks.YAML(drillKinds...))
 	if err := os.WriteFile(r.file, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -286,120 +215,6 @@ func (r *drillRun) tail() string {
 	return fmt.Sprintf("--- %s\n%s", filepath.Base(r.logs[len(r.logs)-1]), data)
 }
 
-// drillMsg is one message of an output stream.
-type drillMsg struct {
-	id, kind string
-	payload  []byte
-}
-
-// drillOutput is what a run delivered: its messages by Nats-Msg-Id.
-type drillOutput struct {
-	msgs     map[string]drillMsg
-	copies   int // messages stored twice under one id
-	backfill int // messages sent from the backlog of a restart
-}
-
-// readDrillStream reads every message of a stream.
-func readDrillStream(t *testing.T, js natsgo.JetStreamContext, stream string) drillOutput {
-	t.Helper()
-	info, err := js.StreamInfo(stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := drillOutput{msgs: map[string]drillMsg{}}
-	for q := info.State.FirstSeq; info.State.Msgs > 0 && q <= info.State.LastSeq; q++ {
-		m, err := js.GetMsg(stream, q)
-		if err != nil {
-			t.Fatalf("%s seq %d: %v", stream, q, err)
-		}
-		id := m.Header.Get(natsgo.MsgIdHdr)
-		if _, ok := out.msgs[id]; ok {
-			out.copies++
-			continue
-		}
-		// The one byte that says which lane sent the row.
-		p := m.Data
-		if bytes.HasSuffix(p, []byte(`,"backfill":true}`)) {
-			out.backfill++
-			p = append(bytes.TrimSuffix(p, []byte(`true}`)), `false}`...)
-		}
-		kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-		if kind == "hot" {
-			var a struct {
-				MP struct {
-					State string `json:"state"`
-				} `json:"measurepoints"`
-			}
-			_ = json.Unmarshal(p, &a)
-			kind = "alert " + a.MP.State
-		}
-		out.msgs[id] = drillMsg{id: id, kind: kind, payload: p}
-	}
-	return out
-}
-
-// counts returns the number of messages per kind.
-func (o drillOutput) counts() map[string]int {
-	c := map[string]int{}
-	for _, m := range o.msgs {
-		c[m.kind]++
-	}
-	return c
-}
-
-// drillIDLess orders message ids <edge>/<stream>/<seq> by stream, then seq.
-func drillIDLess(a, b string) int {
-	ia, ib := strings.LastIndexByte(a, '/'), strings.LastIndexByte(b, '/')
-	if c := strings.Compare(a[:ia], b[:ib]); c != 0 {
-		return c
-	}
-	sa, _ := strconv.ParseUint(a[ia+1:], 10, 64)
-	sb, _ := strconv.ParseUint(b[ib+1:], 10, 64)
-	return int(sa) - int(sb)
-}
-
-// drillDiff describes how got differs from want, or returns "".
-func drillDiff(want, got drillOutput) string {
-	var missing, extra, differ []string
-	for id, w := range want.msgs {
-		g, ok := got.msgs[id]
-		switch {
-		case !ok:
-			missing = append(missing, id)
-		case !bytes.Equal(w.payload, g.payload):
-			differ = append(differ, id)
-		}
-	}
-	for id := range got.msgs {
-		if _, ok := want.msgs[id]; !ok {
-			extra = append(extra, id)
-		}
-	}
-	if len(missing)+len(extra)+len(differ) == 0 && got.copies == 0 {
-		return ""
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "counts per kind: reference %v, drill %v\n", want.counts(), got.counts())
-	fmt.Fprintf(&b, "%d missing, %d extra, %d differing, %d ids stored twice in the drill's stream\n",
-		len(missing), len(extra), len(differ), got.copies)
-	show := func(what string, ids []string, f func(id string) string) {
-		slices.SortFunc(ids, drillIDLess)
-		for i, id := range ids {
-			if i == 5 {
-				fmt.Fprintf(&b, "  ... %d more %s\n", len(ids)-i, what)
-				break
-			}
-			fmt.Fprintf(&b, "  %s %s\n", what, f(id))
-		}
-	}
-	show("missing", missing, func(id string) string { return string(want.msgs[id].payload) })
-	show("extra", extra, func(id string) string { return string(got.msgs[id].payload) })
-	show("differing", differ, func(id string) string {
-		return fmt.Sprintf("%s\n    reference %s\n    drill     %s", id, want.msgs[id].payload, got.msgs[id].payload)
-	})
-	return b.String()
-}
-
 // TestKillDrill is the kill drill: 10 turbines post one reading a minute
 // for 3 hours of event time (published over about 30 seconds, QoS 1),
 // through a pipeline that checkpoints every 200ms, to 1-minute and 1-hour
@@ -423,15 +238,7 @@ func TestKillDrill(t *testing.T) {
 	nats := enginetest.NewNATSServer(t) // skips without nats-server
 	nats.Start()
 	began := time.Now()
-	seed := uint64(began.UnixNano())
-	if s := os.Getenv(drillSeedEnv); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("%s: %v", drillSeedEnv, err)
-		}
-		seed = v
-	}
-	t.Logf("kill drill seed %d (repeat with %s=%d)", seed, drillSeedEnv, seed)
+	seed := drilltest.Seed(t, "kill drill", drillSeedEnv)
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 
 	suffix := outboundtest.Suffix()
@@ -440,38 +247,18 @@ func TestKillDrill(t *testing.T) {
 	drill := newDrillRun(t, dir, "drill", suffix, nats.URL())
 	ref.metrics = freeAddr(t)
 
-	nc, err := natsgo.Connect(nats.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := nc.JetStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := drilltest.JetStream(t, nats.URL())
 	// Each run's stream, with a duplicate window that covers the drill.
 	for _, r := range []*drillRun{ref, drill} {
-		if _, err := js.AddStream(&natsgo.StreamConfig{Name: r.stream, Subjects: []string{"kd." + suffix + "." + r.name + ".>"},
-			Storage: natsgo.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
-			t.Fatal(err)
-		}
+		drilltest.AddStream(t, js, r.stream, r.subject)
 	}
 
 	// The publisher, and a listener for the drill engine's replies: the
 	// first reply after a restart marks the first live reading processed.
-	mq := func(id string) paho.Client {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://127.0.0.1:1883").SetClientID(id).
-			SetCleanSession(true).SetAutoReconnect(false).SetOrderMatters(false))
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("mqtt connect: %v", tok.Error())
-		}
-		t.Cleanup(func() { c.Disconnect(100) })
-		return c
-	}
-	pub := mq("kd-" + suffix + "-pub")
+	pub := drilltest.Client(t, "kd-"+suffix+"-pub")
 	var repliesMu sync.Mutex
 	var replies []time.Time
-	sub := mq("kd-" + suffix + "-replies")
+	sub := drilltest.Client(t, "kd-"+suffix+"-replies")
 	if tok := sub.Subscribe("/sys/"+drill.pk+"/+/thing/measurepoint/post_reply", 0, func(paho.Client, paho.Message) {
 		now := time.Now()
 		repliesMu.Lock()
@@ -494,38 +281,7 @@ func TestKillDrill(t *testing.T) {
 
 	stopSampling := make(chan struct{})
 	sampled := ref.samplePauses(stopSampling)
-	var published atomic.Int64 // minutes published
-	pubDone := make(chan error, 1)
-	go func() {
-		send := func(i, m int) error {
-			p := drillPost(i, m)
-			for _, r := range []*drillRun{ref, drill} {
-				tok := pub.Publish(fmt.Sprintf("/sys/%s/WT%02d/thing/measurepoint/post", r.pk, i), 1, false, p)
-				if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-					return fmt.Errorf("publish minute %d of WT%02d: %v", m, i, tok.Error())
-				}
-			}
-			return nil
-		}
-		t0 := time.Now()
-		for m := range drillMinutes {
-			time.Sleep(time.Until(t0.Add(time.Duration(m) * drillPublish / drillMinutes)))
-			for i := range drillTurbines {
-				if err := send(i, m); err != nil {
-					pubDone <- err
-					return
-				}
-			}
-			published.Add(1)
-		}
-		for i := range drillTurbines {
-			if err := send(i, drillClose); err != nil {
-				pubDone <- err
-				return
-			}
-		}
-		pubDone <- nil
-	}()
+	published := drillFarm.Publish(pub, drillPublish, ref.pk, drill.pk)
 
 	type kill struct {
 		at         time.Time
@@ -542,10 +298,10 @@ func TestKillDrill(t *testing.T) {
 		}
 		at := time.Now()
 		drill.proc.kill()
-		kills = append(kills, kill{at: at, minute: published.Load(), afterStart: at.Sub(drill.started[len(drill.started)-1])})
+		kills = append(kills, kill{at: at, minute: published.Minutes(), afterStart: at.Sub(drill.started[len(drill.started)-1])})
 		drill.start(t)
 	}
-	if err := <-pubDone; err != nil {
+	if err := published.Wait(); err != nil {
 		t.Fatal(err)
 	}
 	var when []string
@@ -557,31 +313,8 @@ func TestKillDrill(t *testing.T) {
 
 	// Both deliver everything the dataset makes, and then nothing more for
 	// a second; or the time is up, and the comparison says what is amiss.
-	raised, cleared := drillAlerts()
-	wantCounts := map[string]int{"m1": drillTurbines * drillMinutes, "h1": drillTurbines * drillMinutes / 60,
-		"alert raised": raised, "alert cleared": cleared}
-	total := uint64(0)
-	for _, n := range wantCounts {
-		total += uint64(n)
-	}
-	msgs := func(r *drillRun) uint64 {
-		info, err := js.StreamInfo(r.stream)
-		if err != nil {
-			return 0
-		}
-		return info.State.Msgs
-	}
-	var last [2]uint64
-	stable := time.Now()
-	for deadline := time.Now().Add(drillWait); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		now := [2]uint64{msgs(ref), msgs(drill)}
-		if now != last {
-			last, stable = now, time.Now()
-		}
-		if now == [2]uint64{total, total} && time.Since(stable) > time.Second {
-			break
-		}
-	}
+	wantCounts := drillFarm.Counts(map[string]time.Duration{"m1": time.Minute, "h1": time.Hour})
+	drilltest.WaitDelivered(js, drilltest.Total(wantCounts), drillWait, ref.stream, drill.stream)
 	close(stopSampling)
 	pauses := <-sampled
 	count, _ := ref.metric("sluice_checkpoints_total")
@@ -595,8 +328,8 @@ func TestKillDrill(t *testing.T) {
 		}
 	}
 
-	want := readDrillStream(t, js, ref.stream)
-	got := readDrillStream(t, js, drill.stream)
+	want := drilltest.ReadStream(t, js, ref.stream)
+	got := drilltest.ReadStream(t, js, drill.stream)
 	for _, r := range []*drillRun{ref, drill} {
 		info, err := js.StreamInfo(r.stream)
 		if err != nil {
@@ -606,13 +339,13 @@ func TestKillDrill(t *testing.T) {
 			t.Errorf("stream %s remembers message ids for %s, less than the drill took (%s): copies could pass", r.stream, info.Config.Duplicates, took)
 		}
 	}
-	if c := want.counts(); !maps.Equal(c, wantCounts) || want.copies != 0 {
-		t.Errorf("the reference delivered %v (%d ids twice), the dataset makes %v\n%s", c, want.copies, wantCounts, ref.tail())
+	if c := want.Counts(); !maps.Equal(c, wantCounts) || want.Copies != 0 {
+		t.Errorf("the reference delivered %v (%d ids twice), the dataset makes %v\n%s", c, want.Copies, wantCounts, ref.tail())
 	}
-	if d := drillDiff(want, got); d != "" {
+	if d := drilltest.Diff(want, got, false); d != "" {
 		t.Errorf("the drill's output differs from the reference's (seed %d):\n%s\n%s", seed, d, drill.tail())
 	}
-	t.Logf("delivered: reference %v, drill %v (%d of them sent from the backlog of a restart)", want.counts(), got.counts(), got.backfill)
+	t.Logf("delivered: reference %v, drill %v (%d of them sent from the backlog of a restart)", want.Counts(), got.Counts(), got.Backfill)
 
 	// Recovery: from the kill to the restarted engine's recovery, and to
 	// the first reading it answered (after it recovered: a reply of the

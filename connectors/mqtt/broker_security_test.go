@@ -576,10 +576,17 @@ func TestBrokerRetainedLimits(t *testing.T) {
 	}
 	sub := mustDial3(t, b.URL(), "late-"+suffix(), "", "")
 	sub.subscribe("ret/#")
-	for range s.Retained {
-		if m := sub.next(); !m.Retained() {
+	for got := int64(0); got < s.Retained; {
+		m := sub.next()
+		if !m.Retained() {
+			if strings.HasPrefix(m.Topic(), "ret/") && m.Topic() != "ret/marker" {
+				// Published (and acknowledged) just before the
+				// subscription, still being routed: delivered live.
+				continue
+			}
 			t.Fatalf("%s is not retained", m.Topic())
 		}
+		got++
 	}
 	pub.publish("ret/marker", "m")
 	sub.expectOnly("ret/marker")

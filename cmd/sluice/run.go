@@ -39,7 +39,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.metricsTok, "metrics-token-file", "", "file holding a bearer token the metrics endpoint requires (default: $"+metricsTokenEnv+", else none)")
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "sluice-data", "directory of durable state (the buffers of cloud sinks)")
 	cmd.Flags().StringVar(&f.edge, "edge", "", "identity of this engine in outgoing message IDs (default: the host name)")
-	cmd.Flags().BoolVar(&f.fromStart, "from-start", false, "make resumable sources (file, sim) forget how far earlier runs read and read their input from its start")
+	cmd.Flags().BoolVar(&f.fromStart, "from-start", false, "make resumable sources (file, sim) forget how far earlier runs read and read their input from its start; checkpointing pipelines also forget their checkpoints and ingest logs")
 }
 
 // check refuses flag values that are not what the flags take: a bad

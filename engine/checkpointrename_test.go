@@ -4,32 +4,14 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
-
-// syncLog collects the text of a logger written from several goroutines.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // runSumNamed runs source -> sumOp -> commitSink under the given component
 // names with checkpoints into st, and returns what the graph logged.
@@ -41,7 +23,7 @@ func runSumNamed(t *testing.T, names [3]string, src *replaySource, d *durable, s
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	src.stop = cancel
-	log := &syncLog{}
+	log := &enginetest.LogBuffer{}
 	g := engine.NewGraph("sum", slog.New(slog.NewTextHandler(log, nil)))
 	s := g.AddSource(names[0], src, nil)
 	o := g.AddOperator(names[1], &sumOp{mem: mem}, nil)

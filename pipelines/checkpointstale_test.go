@@ -5,24 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
-
-// lockedLog collects a logger's text.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
 
 // TestCheckpointsLeftByAnEarlierRunAreReported runs a checkpointing
 // pipeline, stops it, and builds it again with its checkpoint section
@@ -47,7 +35,7 @@ func TestCheckpointsLeftByAnEarlierRunAreReported(t *testing.T) {
 		if len(errs) > 0 {
 			t.Fatal(errs)
 		}
-		log := &lockedLog{}
+		log := &enginetest.LogBuffer{}
 		ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(dir, "data"), DryRun: dry, Log: slog.New(slog.NewTextHandler(log, nil))})
 		if len(errs) > 0 {
 			t.Fatal(errs)
@@ -55,7 +43,7 @@ func TestCheckpointsLeftByAnEarlierRunAreReported(t *testing.T) {
 		for _, p := range ps {
 			p.Close()
 		}
-		got := log.b.String()
+		got := log.String()
 		warned := strings.Contains(got, "checkpoints of an earlier run") && strings.Contains(got, filepath.Join(dir, "data", "cp", "checkpoints"))
 		if warned == dry {
 			t.Errorf("dry run %v: warned %v; log:\n%s", dry, warned, got)

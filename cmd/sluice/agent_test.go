@@ -12,13 +12,14 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/bundle/bundletest"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
 // edgeSetup writes a signing key and an edge configuration whose API
 // listens on a port of loopback the system picks.
 type edgeSetup struct {
 	dir, key, config, data string
-	log                    *syncBuffer // the running engine's stderr
+	log                    *enginetest.LogBuffer // the running engine's stderr
 }
 
 func newEdgeSetup(t *testing.T) *edgeSetup {
@@ -68,7 +69,7 @@ func simPipelineRate(name string, rate int) map[string]string {
 func (e *edgeSetup) start(t *testing.T, args ...string) func() (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr enginetest.LogBuffer
 	e.log = &stderr
 	done := make(chan int, 1)
 	go func() {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
 // crashChildEnv makes the test binary run sluice with the given arguments
@@ -110,7 +111,7 @@ func TestCrashDuringApply(t *testing.T) {
 			arg, _ := json.Marshal(crashChild{Args: []string{"run", "--config", e.config}, Step: step})
 			child := exec.Command(os.Args[0], "-test.run=^$")
 			child.Env = append(os.Environ(), crashChildEnv+"="+string(arg))
-			var stderr syncBuffer
+			var stderr enginetest.LogBuffer
 			child.Stderr = &stderr
 			if err := child.Start(); err != nil {
 				t.Fatal(err)

@@ -128,7 +128,7 @@ type hubCmd struct {
 	db        *sql.DB
 	addr      string
 	tokenFile string
-	stderr    *syncBuffer
+	stderr    *enginetest.LogBuffer
 	// client are the flags by which a client command asks this hub.
 	client []string
 	done   chan int
@@ -141,7 +141,7 @@ type hubCmd struct {
 // when the test ends.
 func startHubCmd(t *testing.T, prefix string) *hubCmd {
 	t.Helper()
-	h := &hubCmd{dsn: outboundtest.PostgresDSN(t), nats: enginetest.NewNATSServer(t), stderr: &syncBuffer{}, done: make(chan int, 1)}
+	h := &hubCmd{dsn: outboundtest.PostgresDSN(t), nats: enginetest.NewNATSServer(t), stderr: &enginetest.LogBuffer{}, done: make(chan int, 1)}
 	h.nats.Start()
 	h.schema = fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), time.Now().UnixNano()%1e9)
 	db, err := sql.Open("pgx", h.dsn)
@@ -161,7 +161,7 @@ func startHubCmd(t *testing.T, prefix string) *hubCmd {
 	l.Close()
 	h.tokenFile = filepath.Join(t.TempDir(), "hub.token")
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout syncBuffer
+	var stdout enginetest.LogBuffer
 	go func() {
 		h.done <- executeContext(ctx, []string{"hub", "--nats", h.nats.URL(), "--postgres", h.dsn, "--schema", h.schema, "--listen", h.addr,
 			"--token-file", h.tokenFile, "--log-format", "json"}, &stdout, h.stderr)

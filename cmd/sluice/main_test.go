@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -121,7 +121,7 @@ sinks:
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", p, "--log-format", "json", "--data-dir", filepath.Join(dir, "data"))
-	var stderr syncBuffer
+	var stderr enginetest.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -147,24 +147,6 @@ sinks:
 	if n := bytes.Count(data, []byte("\n")); n != 5 {
 		t.Fatalf("%d window rows after drain, want 5\n%s", n, data)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestSimPublishesToBroker(t *testing.T) {

@@ -1,7 +1,6 @@
 package file_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -29,7 +27,7 @@ type env struct {
 	dir       string
 	mem       *memory.CheckedAllocator
 	counters  *engine.Counters
-	logs      *syncBuffer
+	logs      *enginetest.LogBuffer
 	batch     engine.BatchPolicy
 	alloc     memory.Allocator // e.mem unless set
 	fromStart bool             // runAcked builds with --from-start
@@ -37,7 +35,7 @@ type env struct {
 
 func newEnv(t testing.TB, files map[string]string) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), mem: memory.NewCheckedAllocator(memory.NewGoAllocator()), counters: engine.NewCounters(), logs: new(syncBuffer)}
+	e := &env{dir: t.TempDir(), mem: memory.NewCheckedAllocator(memory.NewGoAllocator()), counters: engine.NewCounters(), logs: new(enginetest.LogBuffer)}
 	t.Cleanup(func() { e.mem.AssertSize(t, 0) })
 	for name, content := range files {
 		p := filepath.Join(e.dir, name)
@@ -76,24 +74,6 @@ func (e *env) build(t testing.TB, src string) (engine.Source, error) {
 		alloc = e.alloc
 	}
 	return c.Source(cfg, engine.BuildContext{Name: "src", Dir: e.dir, Batch: e.batch, Mem: alloc, Log: log, Counters: e.counters})
-}
-
-// syncBuffer is a log buffer a test may read while a source writes it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // run builds and runs a source and returns its rows and batch sizes.

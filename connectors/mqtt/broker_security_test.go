@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,7 +20,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,31 +28,14 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
-
-// syncBuffer is a log destination the broker's goroutines write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // startTestBroker starts a broker on a free port, logging at DEBUG into
 // the returned buffer.
-func startTestBroker(t testing.TB, opts BrokerOptions) (*Broker, *syncBuffer) {
+func startTestBroker(t testing.TB, opts BrokerOptions) (*Broker, *enginetest.LogBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &enginetest.LogBuffer{}
 	opts.Listen = "127.0.0.1:0"
 	opts.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	b, err := StartBroker(opts)

@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/buffer/faultfs"
 	"github.com/sluice-edge/sluice/engine/checkpoint"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/statecodec"
 )
 
@@ -174,7 +175,7 @@ func TestDamagedNewestFallsBack(t *testing.T) {
 		{"epoch differs from name", func([]byte) []byte { return slices.Clone(other) }, "epoch 5 in the file named for epoch 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs enginetest.LogBuffer
 			fs := faultfs.New()
 			s, err := checkpoint.Open(dir, checkpoint.Options{FS: fs, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 			if err != nil {

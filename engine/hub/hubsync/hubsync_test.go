@@ -187,30 +187,12 @@ func (r *runner) list() []string {
 	return append([]string(nil), r.switches...)
 }
 
-// lockedBuffer is a log sink safe for concurrent writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // edge is an agent with its hubsync.
 type edge struct {
 	id       string
 	agent    *agent.Agent
 	runner   *runner
-	log      lockedBuffer
+	log      enginetest.LogBuffer
 	mu       sync.Mutex
 	outcomes []Outcome
 }

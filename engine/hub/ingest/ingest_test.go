@@ -1,7 +1,6 @@
 package ingest_test
 
 import (
-	"bytes"
 	"context"
 	cryptorand "crypto/rand"
 	"database/sql"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -373,25 +371,6 @@ func TestIngestPoisonDoesNotBlock(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log destination safe for the ingest's goroutine and
-// the test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestIngestConflictsCounted: an edge whose buffer was reset sends stored
 // sequences again with other values; the ingest acks them, counts them as
 // conflicts and warns once per batch with their keys and without their
@@ -413,7 +392,7 @@ func TestIngestConflictsCounted(t *testing.T) {
 		}
 		return msgs
 	}
-	var logs lockedBuffer
+	var logs enginetest.LogBuffer
 	g, err := ingest.New(e.js, e.st, ingest.Options{Stream: "EDGES", Durable: "hub", FilterSubjects: []string{"edges.>"},
 		FetchWait: 200 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {

@@ -135,7 +135,6 @@ type Source struct {
 
 	// The redelivery check; the Run goroutine's.
 	set      map[uint64]int32
-	setRows  int
 	seen     int
 	deadline time.Time
 	hashes   []uint64
@@ -560,7 +559,6 @@ func (s *Source) loadHorizon(ctx context.Context) error {
 	for _, h := range s.hashes {
 		s.set[h]++
 	}
-	s.setRows = len(s.hashes)
 	s.log.Info("checking incoming rows for redeliveries of logged ones", "rows", len(s.hashes))
 	return nil
 }

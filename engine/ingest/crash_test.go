@@ -17,11 +17,7 @@ import (
 
 // crashBatches is the input of the crash tests: 12 batches of 7 rows.
 func crashBatches() [][]int {
-	var out [][]int
-	for k := range 12 {
-		out = append(out, seq(k*7, k*7+7))
-	}
-	return out
+	return batchesOf(12, 7)
 }
 
 // ackedIDs returns the ids of the batches the wrapped source saw
@@ -73,11 +69,8 @@ func TestPowerLossReplaysDurableRows(t *testing.T) {
 			defer mem.AssertSize(t, 0)
 			fs := faultfs.New()
 			f := &fake{mem: mem, batches: crashBatches()}
-			s, err := ingest.Wrap(f, ingest.Options{Dir: "/log", Mem: mem, Log: quiet(),
+			s := wrap(t, f, "/log", ingest.Options{Mem: mem,
 				Buffer: buffer.Options{FS: fs, Fsync: tc.fsync, FsyncInterval: 1 << 62, ManualSeal: true}})
-			if err != nil {
-				t.Fatal(err)
-			}
 			if tc.sealAfter > 0 {
 				f.before = func(k int) {
 					if k == tc.sealAfter {

@@ -92,11 +92,8 @@ func TestAckOnlyOnceDurable(t *testing.T) {
 	defer mem.AssertSize(t, 0)
 	g := &gatedFS{FS: faultfs.New()}
 	f := &fake{mem: mem, batches: crashBatches()[:4]}
-	s, err := ingest.Wrap(f, ingest.Options{Dir: "/log", Mem: mem, Log: quiet(),
+	s := wrap(t, f, "/log", ingest.Options{Mem: mem,
 		Buffer: buffer.Options{FS: g, ManualSeal: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer s.Close()
 	g.hold()
 	k := &sink{t: t, src: s}
@@ -129,11 +126,8 @@ func TestSyncMakesPositionDurable(t *testing.T) {
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			defer mem.AssertSize(t, 0)
 			fs := faultfs.New()
-			s, err := ingest.Wrap(&fake{mem: mem, batches: crashBatches()}, ingest.Options{Dir: "/log", Mem: mem, Log: quiet(),
+			s := wrap(t, &fake{mem: mem, batches: crashBatches()}, "/log", ingest.Options{Mem: mem,
 				Buffer: buffer.Options{FS: fs, Fsync: fsync, FsyncInterval: 1 << 62, ManualSeal: true}})
-			if err != nil {
-				t.Fatal(err)
-			}
 			defer s.Close()
 			run(t, s)
 			pos, err := ingest.ParsePosition(s.Position())
@@ -165,11 +159,8 @@ func TestUnsyncedRecordsBounded(t *testing.T) {
 	g := &gatedFS{FS: faultfs.New()}
 	f := &fake{mem: mem, batches: crashBatches()}
 	ctr := engine.NewCounters()
-	s, err := ingest.Wrap(f, ingest.Options{Dir: "/log", Mem: mem, Log: quiet(), Counters: ctr, MaxUnsynced: bound,
+	s := wrap(t, f, "/log", ingest.Options{Mem: mem, Counters: ctr, MaxUnsynced: bound,
 		Buffer: buffer.Options{FS: g, ManualSeal: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer s.Close()
 	g.hold()
 	k := &sink{t: t, src: s}
@@ -211,7 +202,6 @@ func TestSyncFailureStopsUnacknowledged(t *testing.T) {
 			g.failSyncs(errSync)
 		}
 	}
-	var s *ingest.Source
 	k := &sink{t: t}
 	k.check = func(rows []enginetest.Row, _ *engine.Ack) {
 		if ids(rows)[0] == 0 {
@@ -219,14 +209,11 @@ func TestSyncFailureStopsUnacknowledged(t *testing.T) {
 			within(t, "batch 0 is acknowledged", func() bool { return f.ackedBatches()[0] })
 		}
 	}
-	s, err := ingest.Wrap(f, ingest.Options{Dir: "/log", Mem: mem, Log: quiet(),
+	s := wrap(t, f, "/log", ingest.Options{Mem: mem,
 		Buffer: buffer.Options{FS: g, ManualSeal: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer s.Close()
 	k.src = s
-	err = s.Run(context.Background(), k.emit)
+	err := s.Run(context.Background(), k.emit)
 	if !errors.Is(err, buffer.ErrFailed) {
 		t.Fatalf("Run returned %v, want the failed sync's error", err)
 	}

@@ -163,6 +163,15 @@ func run(t testing.TB, s *ingest.Source) *sink {
 	return k
 }
 
+// batchesOf returns n batches of size consecutive row ids, from 0.
+func batchesOf(n, size int) [][]int {
+	out := make([][]int, n)
+	for k := range out {
+		out[k] = seq(k*size, k*size+size)
+	}
+	return out
+}
+
 func seq(from, to int) []int {
 	var out []int
 	for i := from; i < to; i++ {

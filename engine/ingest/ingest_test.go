@@ -291,20 +291,23 @@ func TestResumeBeforeLogStartReportsLoss(t *testing.T) {
 	}
 }
 
+// rejectingLog wraps a fake emitting rows 0..1499 in batches of 50 with a
+// log in dir of 16 KiB under reject_new, which fills up long before.
+func rejectingLog(t *testing.T, mem memory.Allocator, dir string, ctr *engine.Counters) (*ingest.Source, *fake) {
+	t.Helper()
+	f := &fake{mem: mem, batches: batchesOf(30, 50)}
+	return wrap(t, f, dir, ingest.Options{Mem: mem, Counters: ctr,
+		Buffer: buffer.Options{MaxBytes: 16 << 10, Policy: buffer.RejectNew, ManualSeal: true}}), f
+}
+
 // TestFullLogHoldsSourceBack: under reject_new a full log holds the
 // wrapped source inside its emit, its input not acknowledged, until a
 // checkpoint frees room; nothing is lost or emitted twice.
 func TestFullLogHoldsSourceBack(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	var batches [][]int
-	for k := range 30 {
-		batches = append(batches, seq(k*50, k*50+50))
-	}
-	f := &fake{mem: mem, batches: batches}
 	ctr := engine.NewCounters()
-	s := wrap(t, f, t.TempDir(), ingest.Options{Mem: mem, Counters: ctr,
-		Buffer: buffer.Options{MaxBytes: 16 << 10, Policy: buffer.RejectNew, ManualSeal: true}})
+	s, f := rejectingLog(t, mem, t.TempDir(), ctr)
 	defer s.Close()
 	k := &sink{t: t, src: s}
 	done := make(chan error, 1)
@@ -350,14 +353,10 @@ func TestFullLogHoldsSourceBack(t *testing.T) {
 func TestDropPolicyReportsDrops(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	var batches [][]int
-	for k := range 30 {
-		batches = append(batches, seq(k*50, k*50+50))
-	}
 	var mu sync.Mutex
 	var drops []buffer.Drop
 	ctr := engine.NewCounters()
-	s := wrap(t, &fake{mem: mem, batches: batches}, t.TempDir(), ingest.Options{Mem: mem, Counters: ctr,
+	s := wrap(t, &fake{mem: mem, batches: batchesOf(30, 50)}, t.TempDir(), ingest.Options{Mem: mem, Counters: ctr,
 		Buffer: buffer.Options{MaxBytes: 16 << 10, Policy: buffer.DropOldest, SegmentBytes: 4 << 10, ManualSeal: true,
 			OnDrop: func(d buffer.Drop) { mu.Lock(); drops = append(drops, d); mu.Unlock() }}})
 	defer s.Close()
@@ -381,14 +380,8 @@ func TestDropPolicyReportsDrops(t *testing.T) {
 func TestStopWhileFull(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	var batches [][]int
-	for k := range 30 {
-		batches = append(batches, seq(k*50, k*50+50))
-	}
-	f := &fake{mem: mem, batches: batches}
 	ctr := engine.NewCounters()
-	s := wrap(t, f, filepath.Join(t.TempDir(), "x"), ingest.Options{Mem: mem, Counters: ctr,
-		Buffer: buffer.Options{MaxBytes: 16 << 10, Policy: buffer.RejectNew, ManualSeal: true}})
+	s, f := rejectingLog(t, mem, filepath.Join(t.TempDir(), "x"), ctr)
 	defer s.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &sink{t: t, src: s}

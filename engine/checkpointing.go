@@ -78,11 +78,10 @@ func replayableOf(s Source) Replayable {
 // Then every operator's state, every source's position and every sink's
 // mark describe the same cut.
 type checkpointing struct {
-	opts  CheckpointOptions
-	epoch uint64
-	// have is set once a checkpoint was recovered or saved: the next one
-	// is epoch+1, the first one 0.
-	have bool
+	opts CheckpointOptions
+	// next is the epoch of the next checkpoint: 0 for the first one, the
+	// epoch of the last one recovered or saved plus one after.
+	next uint64
 	// tainted is set once a component failed to process or write a batch
 	// (a write given up at a stop included): no later cut is consistent.
 	tainted atomic.Bool
@@ -172,7 +171,7 @@ func (g *Graph) recoverCheckpoint(ctx context.Context) error {
 	case cp != nil:
 		// The state handed over is newer than any checkpoint: the first
 		// checkpoint of this graph follows the newest one.
-		c.epoch, c.have = cp.Epoch, true
+		c.next = cp.Epoch + 1
 	}
 	// The first checkpoint: the state as the run starts.
 	cp, err = g.cut(ctx, !c.opts.Continue)
@@ -185,7 +184,7 @@ func (g *Graph) recoverCheckpoint(ctx context.Context) error {
 // restore applies a checkpoint to the graph's components.
 func (g *Graph) restore(ctx context.Context, cp *Checkpoint) error {
 	c := g.ckpt
-	c.epoch, c.have = cp.Epoch, true
+	c.next = cp.Epoch + 1
 	ctx = context.WithoutCancel(ctx)
 	// The sources first: the steps' state is a cut only if every source
 	// that fed it continues at its position.
@@ -303,13 +302,11 @@ func (g *Graph) cut(ctx context.Context, fresh bool) (*Checkpoint, error) {
 	c := g.ckpt
 	ctx = context.WithoutCancel(ctx)
 	cp := &Checkpoint{
+		Epoch:   c.next,
 		Time:    time.Now(),
 		Sources: map[string][]byte{},
 		States:  map[string]*State{},
 		Sinks:   map[string][]byte{},
-	}
-	if c.have {
-		cp.Epoch = c.epoch + 1
 	}
 	for _, n := range g.nodes {
 		switch n.kind {
@@ -361,7 +358,7 @@ func (g *Graph) commit(cp *Checkpoint) error {
 	if err := c.opts.Store.Save(cp); err != nil {
 		return fmt.Errorf("checkpoint: save epoch %d: %w", cp.Epoch, err)
 	}
-	c.epoch, c.have = cp.Epoch, true
+	c.next = cp.Epoch + 1
 	for _, n := range g.nodes {
 		switch n.kind {
 		case sinkNode:

@@ -54,7 +54,9 @@ func (g *Graph) Checkpoints(opts CheckpointOptions) error {
 			return fmt.Errorf("checkpoints: source %s cannot produce its input again (it is neither replayable nor logged)", n.Name)
 		}
 	}
-	g.ckpt = &checkpointing{opts: opts, final: make(chan struct{})}
+	c := &checkpointing{opts: opts, final: make(chan struct{})}
+	c.flight.cond = sync.NewCond(&c.flight.mu)
+	g.ckpt = c
 	return nil
 }
 
@@ -97,7 +99,7 @@ type checkpointing struct {
 }
 
 // flight counts batches emitted and not yet fully processed by their
-// consumer.
+// consumer; cond is signalled when the count drops to zero.
 type flight struct {
 	mu   sync.Mutex
 	cond *sync.Cond
@@ -113,7 +115,7 @@ func (f *flight) add(k int) {
 func (f *flight) done() {
 	f.mu.Lock()
 	f.n--
-	if f.n == 0 && f.cond != nil {
+	if f.n == 0 {
 		f.cond.Broadcast()
 	}
 	f.mu.Unlock()
@@ -127,9 +129,6 @@ func (f *flight) zero() bool {
 
 func (f *flight) waitZero() {
 	f.mu.Lock()
-	if f.cond == nil {
-		f.cond = sync.NewCond(&f.mu)
-	}
 	for f.n > 0 {
 		f.cond.Wait()
 	}

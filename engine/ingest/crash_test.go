@@ -167,16 +167,27 @@ func TestCrashAtEveryOperation(t *testing.T) {
 
 // BenchmarkLogAndEmit measures the wrapper's cost per row: append to the
 // log, emit, acknowledge once durable per the policy (under fsync always
-// the run ends once the last batch is synced and acknowledged); batches of
-// 100 rows.
+// the run ends once the last batch is synced and acknowledged, and with
+// max_unsynced=1 each batch waits for its own fsync); batches of 100 rows.
 func BenchmarkLogAndEmit(b *testing.B) {
-	for _, fsync := range []buffer.FsyncPolicy{buffer.FsyncAlways, buffer.FsyncInterval} {
-		b.Run("fsync="+fsync.String(), func(b *testing.B) {
+	for _, tc := range []struct {
+		name        string
+		fsync       buffer.FsyncPolicy
+		maxUnsynced int
+	}{
+		{"fsync=always", buffer.FsyncAlways, 0},
+		// Every batch waits for the fsync of the one before: one fsync
+		// per batch.
+		{"fsync=always,max_unsynced=1", buffer.FsyncAlways, 1},
+		{"fsync=interval", buffer.FsyncInterval, 0},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
 			const rows = 100
 			rec := record(memory.DefaultAllocator, seq(0, rows)...)
 			defer rec.Release()
 			src := &benchSource{rec: rec, n: b.N}
-			s, err := ingest.Wrap(src, ingest.Options{Dir: b.TempDir(), Log: quiet(), Buffer: buffer.Options{Fsync: fsync}})
+			s, err := ingest.Wrap(src, ingest.Options{Dir: b.TempDir(), Log: quiet(), MaxUnsynced: tc.maxUnsynced,
+				Buffer: buffer.Options{Fsync: tc.fsync}})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/sluice-edge/sluice/engine/bundle"
 )
@@ -127,9 +128,10 @@ func Load(path, runtime string) (m Model, digest string, err error) {
 	return m, Digest(data), nil
 }
 
-// readModel reads the regular file at path, at most limit bytes.
+// readModel reads the regular file at path, at most limit bytes; a named
+// pipe is refused without waiting for a writer.
 func readModel(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +192,8 @@ func readReleaseModel(root, dir, name string) ([]byte, error) {
 	}
 	defer r.Close()
 	for _, rel := range cands {
-		f, err := r.Open(rel)
+		// Non-blocking: opening a named pipe must not wait for a writer.
+		f, err := r.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}

@@ -2,12 +2,20 @@ package infer
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
 // relClose reports whether got is within tol of want, relative to |want|
@@ -182,5 +190,36 @@ func TestUnsupportedIsLocated(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestModelNotRegularFile: a model path that names a named pipe, or a
+// directory, is refused at once, outside and inside a release; opening
+// the pipe does not wait for a writer.
+func TestModelNotRegularFile(t *testing.T) {
+	root := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(root, "pipe.onnx"), 0o600); err != nil {
+		t.Skip("no named pipes:", err)
+	}
+	if err := os.Mkdir(filepath.Join(root, "dir.onnx"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"pipe.onnx", "dir.onnx"} {
+		for _, release := range []string{"", root} {
+			t.Run(fmt.Sprintf("%s release=%v", name, release != ""), func(t *testing.T) {
+				cfg := parse(t, fmt.Sprintf("model: %s\nfeatures: [%s]", name, strings.Join(featureNames, ", ")))
+				bc := engine.BuildContext{Dir: root, ReleaseDir: release}
+				err := enginetest.Within(t, 10*time.Second, "reading "+name, func() error {
+					op, err := New(cfg, in, bc)
+					if err == nil {
+						op.Close()
+					}
+					return err
+				})
+				if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+					t.Fatalf("err = %v, want not a regular file", err)
+				}
+			})
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/assets"
+	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/rowexpr"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -61,10 +62,10 @@ A row whose rule cannot be evaluated (a null in a column the rule reads, an attr
 		{Name: "lateness", Type: spec.Duration, Default: "0s",
 			Description: "Allowed lateness (event_time order): the watermark trails the smallest per-source maximum event time by this much, so rows up to lateness out of order are evaluated in order. A row older than a row of its asset already evaluated goes to the errors port with the reason.",
 			Example:     "5m"},
-		{Name: "watermark_keys", Type: spec.Int, Default: 2, Advanced: true,
+		{Name: "watermark_keys", Type: spec.Int, Default: eventtime.DefaultWatermarkKeys, Advanced: true,
 			Description: "The watermark of a source follows its k-th most advanced asset (1 to 16), as in the window step.",
 			Example:     1},
-		{Name: "watermark_idle_rows", Type: spec.Int, Default: 1000, Advanced: true,
+		{Name: "watermark_idle_rows", Type: spec.Int, Default: eventtime.DefaultWatermarkIdleRows, Advanced: true,
 			Description: "An asset counts for the watermark while it had a row among the last this many rows of its source, as in the window step.",
 			Example:     10000},
 		{Name: "max_buffered_rows", Type: spec.Int, Default: DefaultMaxBufferedRows, Advanced: true,

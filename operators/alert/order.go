@@ -30,8 +30,6 @@ const (
 	DefaultMaxBufferedRows = 100_000
 	// maxMaxBufferedRows is the largest max_buffered_rows accepted.
 	maxMaxBufferedRows = 10_000_000
-	// maxWatermarkKeys bounds watermark_keys, as in the window step.
-	maxWatermarkKeys = 16
 )
 
 // orderFields are the fields that only the event-time order reads.
@@ -50,7 +48,8 @@ func (p *plan) parseOrder(cfg *spec.Config, bc engine.BuildContext) spec.Errors 
 		p.order = cfg.String("order")
 	}
 	p.lateness = int64(cfg.Duration("lateness") / time.Millisecond)
-	p.wmKeys, p.wmIdle = int(cfg.Int("watermark_keys")), cfg.Int("watermark_idle_rows")
+	var wmErrs spec.Errors
+	p.wmKeys, p.wmIdle, wmErrs = eventtime.ParseWatermark(cfg)
 	p.maxBuffered = int(min(max(cfg.Int("max_buffered_rows"), math.MinInt32), math.MaxInt32))
 	if p.order == OrderArrival {
 		for _, f := range orderFields {
@@ -68,12 +67,7 @@ func (p *plan) parseOrder(cfg *spec.Config, bc engine.BuildContext) spec.Errors 
 	if d := cfg.Duration("lateness"); d < 0 {
 		errs = append(errs, cfg.Errorf("lateness", "lateness must not be negative, got %v", d))
 	}
-	if p.wmKeys < 1 || p.wmKeys > maxWatermarkKeys {
-		errs = append(errs, cfg.Errorf("watermark_keys", "watermark_keys must be between 1 and %d, got %d", maxWatermarkKeys, cfg.Int("watermark_keys")))
-	}
-	if p.wmIdle < 1 {
-		errs = append(errs, cfg.Errorf("watermark_idle_rows", "watermark_idle_rows must be at least 1, got %d", p.wmIdle))
-	}
+	errs = append(errs, wmErrs...)
 	if n := cfg.Int("max_buffered_rows"); n < 1 || n > maxMaxBufferedRows {
 		errs = append(errs, cfg.Errorf("max_buffered_rows", "max_buffered_rows must be between 1 and %d, got %d", maxMaxBufferedRows, n))
 	}
@@ -245,8 +239,8 @@ func (o *Operator) readOrder(r *statecodec.Reader) orderState {
 		m := eventtime.NewSourceMark(int(r.Int(math.MinInt32, math.MaxInt32, "source")))
 		m.Max = r.Varint()
 		m.Rows = int64(r.Uint(math.MaxInt64, "source rows"))
-		m.Hit = int(r.Uint(2*maxWatermarkKeys, "source hit"))
-		nt := r.Count(2*maxWatermarkKeys, 3, "key marks")
+		m.Hit = int(r.Uint(2*eventtime.MaxWatermarkKeys, "source hit"))
+		nt := r.Count(2*eventtime.MaxWatermarkKeys, 3, "key marks")
 		for range nt {
 			e := eventtime.KeyMark{Kid: int32(r.Int(math.MinInt32, math.MaxInt32, "key mark")), Max: r.Varint()}
 			e.Seen = int64(r.Uint(uint64(m.Rows), "key mark row"))

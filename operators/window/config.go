@@ -9,6 +9,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -24,10 +25,6 @@ const GlobalKey = "none"
 
 // LatePort is the index of the "late" output port.
 const LatePort = 1
-
-// maxWatermarkKeys bounds watermark_keys (a row of one of the most
-// advanced keys is compared with each of them).
-const maxWatermarkKeys = 16
 
 // maxPanes bounds the panes (gcd(size, step) slices) per hopping window.
 const maxPanes = 1024
@@ -80,10 +77,10 @@ hopping windows, whose sizes are equal, that is (window_start, key).`,
 		{Name: "lateness", Type: spec.Duration, Default: "0s",
 			Description: "Allowed lateness: the watermark trails the smallest per-source maximum event time by this much, so rows up to lateness out of order still count.",
 			Example:     "5s"},
-		{Name: "watermark_keys", Type: spec.Int, Default: 2, Advanced: true,
+		{Name: "watermark_keys", Type: spec.Int, Default: eventtime.DefaultWatermarkKeys, Advanced: true,
 			Description: "The watermark of a source follows its k-th most advanced key (1 to 16): with 2, one key whose event times run ahead of the others closes no window of another key. 1 follows the largest event time of any key.",
 			Example:     3},
-		{Name: "watermark_idle_rows", Type: spec.Int, Default: 1000, Advanced: true,
+		{Name: "watermark_idle_rows", Type: spec.Int, Default: eventtime.DefaultWatermarkIdleRows, Advanced: true,
 			Description: "A key counts for the watermark while it had a row among the last this many rows of its source; then the next most advanced keys decide, so that a key that went silent holds no window open.",
 			Example:     10000},
 		{Name: "max_keys", Type: spec.Int, Default: 100000, Advanced: true,
@@ -209,10 +206,9 @@ func parsePlan(cfg *spec.Config, in *engine.Schema) (*plan, error) {
 	}
 	p.size, p.step, p.gap = dur("size"), dur("step"), dur("gap")
 	p.offset, p.lateness = dur("offset"), dur("lateness")
-	p.wmKeys, p.wmIdle = int(cfg.Int("watermark_keys")), cfg.Int("watermark_idle_rows")
-	if p.wmKeys < 1 || p.wmKeys > maxWatermarkKeys {
-		errs = append(errs, cfg.Errorf("watermark_keys", "watermark_keys must be between 1 and %d, got %d", maxWatermarkKeys, cfg.Int("watermark_keys")))
-	}
+	var wmErrs spec.Errors
+	p.wmKeys, p.wmIdle, wmErrs = eventtime.ParseWatermark(cfg)
+	errs = append(errs, wmErrs...)
 	p.maxKeys, p.maxKeyBytes = int(min(cfg.Int("max_keys"), math.MaxInt32/2)), int(min(cfg.Int("max_key_bytes"), 1<<20))
 	if p.maxKeys < 1 {
 		errs = append(errs, cfg.Errorf("max_keys", "max_keys must be at least 1, got %d", cfg.Int("max_keys")))
@@ -223,9 +219,6 @@ func parsePlan(cfg *spec.Config, in *engine.Schema) (*plan, error) {
 	p.lateAlert = cfg.Float("late_alert")
 	if !(p.lateAlert >= 0 && p.lateAlert <= 1) {
 		errs = append(errs, cfg.Errorf("late_alert", "late_alert is a share of rows between 0 and 1, got %v", cfg.Float("late_alert")))
-	}
-	if p.wmIdle < 1 {
-		errs = append(errs, cfg.Errorf("watermark_idle_rows", "watermark_idle_rows must be at least 1, got %d", p.wmIdle))
 	}
 	if p.lateness < 0 {
 		errs = append(errs, cfg.Errorf("lateness", "lateness must not be negative, got %v", cfg.Duration("lateness")))

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/dmitryikh/leaves"
@@ -102,8 +103,8 @@ func (m *treeModel) checkLightGBMText(data []byte) error {
 				Node: fmt.Sprintf("Tree=%d", tree), Reason: "leaves predicts only constant leaves"}
 		case key == "objective" && tree == 0:
 			obj, _, _ := strings.Cut(val, " ")
-			m.raw = containsStr(lgRawObjectives, obj)
-			if !strings.HasPrefix(obj, "regression") && !containsStr(lgObjectives, obj) && !m.raw {
+			m.raw = slices.Contains(lgRawObjectives, obj)
+			if !strings.HasPrefix(obj, "regression") && !slices.Contains(lgObjectives, obj) && !m.raw {
 				return &UnsupportedError{Runtime: "trees", Operator: "objective " + obj,
 					Reason: "supported: regression*, " + strings.Join(lgObjectives, ", ") + ", " + strings.Join(lgRawObjectives, ", ")}
 			}
@@ -114,15 +115,6 @@ func (m *treeModel) checkLightGBMText(data []byte) error {
 		}
 	}
 	return sc.Err()
-}
-
-func containsStr(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (m *treeModel) Runtime() string        { return "trees" }

@@ -60,7 +60,7 @@ func (b *Buffer) pickSeal() (*walFile, []disk.WALRec) {
 		if w.state != walRolled {
 			continue
 		}
-		if b.opts.Held && w.lastSeq() > b.committed {
+		if b.uncommitted(w) {
 			// Uncommitted rows are never sealed: a rollback may still
 			// forget them. Files are sealed in order; wait for Commit.
 			return nil, nil

@@ -3,10 +3,8 @@
 package pipelines_test
 
 import (
-	"bufio"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/checkpoint"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -24,19 +23,6 @@ import (
 // second start deleted them, ran, truncated the shared output file and
 // failed only at its second checkpoint.
 func TestFromStartBesideARunningEngine(t *testing.T) {
-	if d := os.Getenv("SLUICE_FROMSTART_LOCK_HOLDER"); d != "" {
-		s, err := checkpoint.Open(d, checkpoint.Options{Log: slog.New(slog.DiscardHandler)})
-		if err == nil {
-			err = s.Save(&engine.Checkpoint{Epoch: 3, Time: time.Now(), Sources: map[string][]byte{}, States: map[string]*engine.State{}, Sinks: map[string][]byte{}})
-		}
-		if err != nil {
-			os.Stdout.WriteString("error: " + err.Error() + "\n")
-			os.Exit(1)
-		}
-		os.Stdout.WriteString("locked\n")
-		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
-		os.Exit(0)
-	}
 	dir := t.TempDir()
 	file := filepath.Join(dir, "lockfs.yaml")
 	src := `
@@ -52,26 +38,13 @@ sinks:
 	}
 	data := filepath.Join(dir, "data")
 	ckdir := filepath.Join(data, "lockfs", "checkpoints")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFromStartBesideARunningEngine$")
-	cmd.Env = append(os.Environ(), "SLUICE_FROMSTART_LOCK_HOLDER="+ckdir)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = stdin.Close()
-		_ = cmd.Wait()
-	}()
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "locked\n" {
-		t.Fatalf("the other engine: %q, %v", line, err)
-	}
+	enginetest.HoldInChild(t, "SLUICE_FROMSTART_LOCK_HOLDER", ckdir, func(d string) error {
+		s, err := checkpoint.Open(d, checkpoint.Options{Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			return err
+		}
+		return s.Save(&engine.Checkpoint{Epoch: 3, Time: time.Now(), Sources: map[string][]byte{}, States: map[string]*engine.State{}, Sinks: map[string][]byte{}})
+	})
 	defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
 	if len(errs) > 0 {
 		t.Fatal(errs)

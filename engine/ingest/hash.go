@@ -116,7 +116,8 @@ func (s *Source) dropRedelivered(rec arrow.RecordBatch) arrow.RecordBatch {
 	return out
 }
 
-// closeCheck ends the redelivery check.
+// closeCheck ends the redelivery check and lets its set and scratch
+// buffers go (the hashes of the whole horizon, kept since loadHorizon).
 func (s *Source) closeCheck() {
 	k := 0
 	for _, c := range s.set {
@@ -124,7 +125,7 @@ func (s *Source) closeCheck() {
 	}
 	s.log.Info("redelivery check closed", "redeliveries", s.redeliveries.Load(), "live_rows", s.seen,
 		"logged_rows_not_seen_again", k)
-	s.set = nil
+	s.set, s.hashes, s.rowBuf = nil, nil, nil
 }
 
 // keepRows returns a new record of the rows of rec whose keep is true (at

@@ -196,7 +196,11 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Step, er
 	if err != nil {
 		return nil, spec.Errors{cfg.Errorf("model", "model %s: %v", name, err)}
 	}
-	version := Digest(data)
+	// One hash of the model's bytes gives both the files digest and the
+	// default version (Digest: its first 12 hex digits).
+	sum := sha256.Sum256(data)
+	files := "sha256:" + hex.EncodeToString(sum[:])
+	version := files[:len("sha256:")+12]
 	if cfg.Has("version") {
 		version = cfg.String("version")
 	}
@@ -204,8 +208,7 @@ func New(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (*Step, er
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(data)
-	s.files = "sha256:" + hex.EncodeToString(sum[:])
+	s.files = files
 	return s, nil
 }
 

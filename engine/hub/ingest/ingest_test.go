@@ -197,14 +197,37 @@ var dataSchema = engine.MustSchema([]engine.Field{
 // e1 from sequence 1, in json_batch messages of 10 rows.
 func (e *env) publishBatches(rows []enginetest.Row) {
 	e.t.Helper()
+	e.publish("edges.e1.stats", e.encode(rows, 10))
+}
+
+// encode encodes rows of dataSchema as stream stats of edge e1 from
+// sequence 1, in json_batch messages of batch rows.
+func (e *env) encode(rows []enginetest.Row, batch int) []*message.Message {
+	e.t.Helper()
 	rec := enginetest.Record(nil, dataSchema, rows...)
 	defer rec.Release()
-	en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: 10}
+	en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: batch}
 	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: dataSchema})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.publish("edges.e1.stats", msgs)
+	return msgs
+}
+
+// secondRows returns n rows of dataSchema a second apart from
+// 2025-03-01, the value of row i being i and its asset "A", or odd[i]
+// where odd has one.
+func secondRows(n int, odd map[int]string) []enginetest.Row {
+	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]enginetest.Row, n)
+	for i := range rows {
+		asset, ok := odd[i]
+		if !ok {
+			asset = "A"
+		}
+		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), asset, float64(i)}
+	}
+	return rows
 }
 
 // publishRows publishes total rows from three edges (json, json_batch
@@ -346,13 +369,7 @@ func TestIngestPoisonDoesNotBlock(t *testing.T) {
 	for i := range rows {
 		rows[i] = enginetest.Row{t0, "A", float64(i)}
 	}
-	rec := enginetest.Record(nil, dataSchema, rows...)
-	defer rec.Release()
-	en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: 10}
-	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: dataSchema})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs := e.encode(rows, 10)
 	bad := message.NewMessage("e1/stats/100-109", []byte(`{"id":"e1/stats/100-109","rows":[`))
 	bad.Metadata = message.Metadata{}
 	for k, v := range msgs[0].Metadata {
@@ -383,14 +400,7 @@ func TestIngestConflictsCounted(t *testing.T) {
 		for i := range rows {
 			rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), "A", v + float64(i)}
 		}
-		rec := enginetest.Record(nil, dataSchema, rows...)
-		defer rec.Release()
-		en := outbound.Encoder{Encoding: outbound.JSONBatch, Edge: "e1", Stream: "stats", BatchRows: batch}
-		msgs, err := en.Encode(outbound.Entry{Rec: rec, First: 1, Schema: dataSchema})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return msgs
+		return e.encode(rows, batch)
 	}
 	var logs enginetest.LogBuffer
 	g, err := ingest.New(e.js, e.st, ingest.Options{Stream: "EDGES", Durable: "hub", FilterSubjects: []string{"edges.>"},
@@ -553,16 +563,7 @@ func (s refusingStore) InsertRows(ctx context.Context, rows []store.Row) (store.
 // forever.
 func TestDataErrorIsolated(t *testing.T) {
 	e := newEnv(t)
-	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
-	rows := make([]enginetest.Row, 200)
-	for i := range rows {
-		asset := "A"
-		if i == 37 || i == 151 {
-			asset = "BAD"
-		}
-		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), asset, float64(i)}
-	}
-	e.publishBatches(rows)
+	e.publishBatches(secondRows(200, map[int]string{37: "BAD", 151: "BAD"}))
 	g := e.startOn(refusingStore{e.st}, ingest.Options{Stream: "EDGES", Durable: "refusing",
 		FilterSubjects: []string{"edges.>"}, FetchWait: 100 * time.Millisecond})
 	e.drained("refusing")
@@ -581,21 +582,12 @@ func TestDataErrorIsolated(t *testing.T) {
 // batch are stored.
 func TestOversizedKeyIsolated(t *testing.T) {
 	e := newEnv(t)
-	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
 	var noise [2000]byte
 	if _, err := cryptorand.Read(noise[:]); err != nil {
 		t.Fatal(err)
 	}
 	huge := hex.EncodeToString(noise[:]) // 4,000 characters that do not compress
-	rows := make([]enginetest.Row, 40)
-	for i := range rows {
-		asset := "A"
-		if i == 25 {
-			asset = huge
-		}
-		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), asset, float64(i)}
-	}
-	e.publishBatches(rows)
+	e.publishBatches(secondRows(40, map[int]string{25: huge}))
 	g := e.start("oversized")
 	e.drained("oversized")
 	if n := e.count(""); n != 30 {
@@ -616,16 +608,7 @@ func TestRefusedRowIsolated(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
-	rows := make([]enginetest.Row, 40)
-	for i := range rows {
-		asset := "A"
-		if i == 25 {
-			asset = strings.Repeat("a", 100)
-		}
-		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), asset, float64(i)}
-	}
-	e.publishBatches(rows)
+	e.publishBatches(secondRows(40, map[int]string{25: strings.Repeat("a", 100)}))
 	g := e.startOn(st, ingest.Options{Stream: "EDGES", Durable: "refused",
 		FilterSubjects: []string{"edges.>"}, FetchWait: 200 * time.Millisecond})
 	e.drained("refused")
@@ -659,12 +642,7 @@ func (s *downStore) InsertRows(ctx context.Context, rows []store.Row) (store.Ins
 // counters show the store error and the redelivered messages.
 func TestStoreErrorRedelivered(t *testing.T) {
 	e := newEnv(t)
-	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
-	rows := make([]enginetest.Row, 40)
-	for i := range rows {
-		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), "A", float64(i)}
-	}
-	e.publishBatches(rows)
+	e.publishBatches(secondRows(40, nil))
 	g := e.startOn(&downStore{Store: e.st}, ingest.Options{Stream: "EDGES", Durable: "down",
 		FilterSubjects: []string{"edges.>"}, FetchWait: 200 * time.Millisecond, NakDelay: 100 * time.Millisecond})
 	e.drained("down")
@@ -723,12 +701,7 @@ func TestRefusedAlertIsolated(t *testing.T) {
 // counts them, and it falls to 0 once the consumer has read them all.
 func TestLagCounted(t *testing.T) {
 	e := newEnv(t)
-	t0 := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
-	rows := make([]enginetest.Row, 40)
-	for i := range rows {
-		rows[i] = enginetest.Row{t0.Add(time.Duration(i) * time.Second), "A", float64(i)}
-	}
-	e.publishBatches(rows) // four messages, read one at a time
+	e.publishBatches(secondRows(40, nil)) // four messages, read one at a time
 	g := e.startOn(e.st, ingest.Options{Stream: "EDGES", Durable: "lag",
 		FilterSubjects: []string{"edges.>"}, FetchWait: 100 * time.Millisecond, FetchMessages: 1})
 	deadline := time.Now().Add(10 * time.Second)

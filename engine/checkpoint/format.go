@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -42,32 +43,25 @@ func Encode(c *engine.Checkpoint) ([]byte, error) {
 	if c == nil {
 		return nil, errors.New("checkpoint: nil checkpoint")
 	}
-	size := Overhead + 3*binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
-	for name, pos := range c.Sources {
-		size += 2*binary.MaxVarintLen64 + len(name) + len(pos)
-	}
-	for name, pos := range c.Sinks {
-		size += 2*binary.MaxVarintLen64 + len(name) + len(pos)
+	size := Overhead + 6*binary.MaxVarintLen64
+	for _, m := range []map[string][]byte{c.Sources, c.Sinks} {
+		for name, pos := range m {
+			if len(name) > maxNameLen {
+				return nil, fmt.Errorf("checkpoint: name of %d bytes, more than %d", len(name), maxNameLen)
+			}
+			size += 2*binary.MaxVarintLen64 + len(name) + len(pos)
+		}
 	}
 	for name, st := range c.States {
+		if len(name) > maxNameLen {
+			return nil, fmt.Errorf("checkpoint: name of %d bytes, more than %d", len(name), maxNameLen)
+		}
 		size += 2*binary.MaxVarintLen64 + len(name) + 1
 		if st != nil {
 			if len(st.Kind) > maxNameLen {
 				return nil, fmt.Errorf("checkpoint: state of %q: kind of %d bytes, more than %d", name, len(st.Kind), maxNameLen)
 			}
 			size += 3*binary.MaxVarintLen64 + len(st.Kind) + len(st.Data)
-		}
-	}
-	for _, m := range []map[string][]byte{c.Sources, c.Sinks} {
-		for name := range m {
-			if len(name) > maxNameLen {
-				return nil, fmt.Errorf("checkpoint: name of %d bytes, more than %d", len(name), maxNameLen)
-			}
-		}
-	}
-	for name := range c.States {
-		if len(name) > maxNameLen {
-			return nil, fmt.Errorf("checkpoint: name of %d bytes, more than %d", len(name), maxNameLen)
 		}
 	}
 
@@ -79,7 +73,7 @@ func Encode(c *engine.Checkpoint) ([]byte, error) {
 	w.Varint(c.Time.Unix())
 	w.Uvarint(uint64(c.Time.Nanosecond()))
 	writeBlobs(w, c.Sources)
-	names := sortedKeys(c.States)
+	names := slices.Sorted(maps.Keys(c.States))
 	w.Uvarint(uint64(len(names)))
 	for _, name := range names {
 		st := c.States[name]
@@ -98,21 +92,12 @@ func Encode(c *engine.Checkpoint) ([]byte, error) {
 }
 
 func writeBlobs(w *statecodec.Writer, m map[string][]byte) {
-	names := sortedKeys(m)
+	names := slices.Sorted(maps.Keys(m))
 	w.Uvarint(uint64(len(names)))
 	for _, name := range names {
 		w.String(name)
 		w.Blob(m[name])
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for name := range m {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // Decode reads a checkpoint file written by Encode. It treats data as

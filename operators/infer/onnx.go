@@ -309,10 +309,8 @@ func (m *onnxModel) Predict(in []float64, rows int, out []float64) error {
 		if t == nil || len(t.Shape()) == 0 || t.Shape()[0] != rows || t.Shape().TotalSize() != rows*o.Elems {
 			return fmt.Errorf("onnx: output %q: got shape %v for %d rows, want [%d %v]", o.Name, shapeOf(t), rows, rows, o.Shape)
 		}
-		if d, ok := t.(*tensor.Dense); ok && !d.DataOrder().IsRowMajor() || t.RequiresIterator() {
-			if d, ok := t.(*tensor.Dense); ok {
-				t = d.Materialize()
-			}
+		if d, ok := t.(*tensor.Dense); ok && (!d.DataOrder().IsRowMajor() || d.RequiresIterator()) {
+			t = d.Materialize()
 		}
 		switch v := t.Data().(type) {
 		case []float32:

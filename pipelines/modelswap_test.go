@@ -2,12 +2,9 @@ package pipelines_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,14 +154,7 @@ func TestModelSwapUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("model swap under load")
 	}
-	if c, err := net.DialTimeout("tcp", "127.0.0.1:1883", time.Second); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Mosquitto on 127.0.0.1:1883: %v", err)
-		}
-		t.Skipf("needs Mosquitto on 127.0.0.1:1883: %v", err)
-	} else {
-		c.Close()
-	}
+	needMosquitto(t)
 	const devices = 1000
 	sfx := outboundtest.Suffix()
 	product := "swap" + sfx
@@ -184,47 +174,16 @@ func TestModelSwapUnderLoad(t *testing.T) {
 		rd := filepath.Join(dir, fmt.Sprintf("v%d", version))
 		writeFiles(t, rd, map[string][]byte{"pipelines/scoring.yaml": []byte(yaml), "ml/power.onnx": models[version]})
 		name := rd + ".bundle"
-		f, err := os.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bundle.Build(f, rd, bundle.BuildOptions{Name: "models", Version: uint64(version), Key: key}); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
+		buildBundle(t, name, rd, "models", uint64(version), key)
 		return name
 	}
 
-	log := slog.New(slog.DiscardHandler)
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "edge-swap", Log: log})
-	a, err := agent.Open(agent.Options{Dir: filepath.Join(dir, "data", "agent"), Edge: "edge-swap", Trust: bundle.NewTrust(pub), Log: log},
-		pipelines.NewAgentRunner(rt, os.LookupEnv, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	if _, err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	rt, a := startAgent(t, dir, "edge-swap", pub)
 	if rep, err := a.Apply(build(1)); err != nil || rep.Outcome != agent.Applied {
 		t.Fatalf("apply v1: %v %v", rep, err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for subscribed := false; !subscribed; {
-		for _, p := range rt.Pipelines() {
-			for _, b := range p.Components {
-				if b.Def.Name == "feed" && b.Counters.Counter("connects").Load() > 0 {
-					subscribed = true
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the MQTT source did not subscribe")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFeedsSubscribed(t, rt, 1)
 
 	opts := paho.NewClientOptions().AddBroker("tcp://127.0.0.1:1883").SetClientID("pub-" + product).SetCleanSession(true)
 	c := paho.NewClient(opts)

@@ -1,10 +1,8 @@
 package pipelines_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -21,7 +19,6 @@ import (
 	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
-	"github.com/sluice-edge/sluice/pipelines"
 )
 
 // switchRelease is a release of three pipelines, each windowing one feed
@@ -165,14 +162,7 @@ func switchUnderLoad(t *testing.T, checkpoint string) {
 		t.Skip("switch under load")
 	}
 	mosquitto := "tcp://127.0.0.1:1883"
-	if c, err := net.DialTimeout("tcp", "127.0.0.1:1883", time.Second); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Mosquitto on 127.0.0.1:1883: %v", err)
-		}
-		t.Skipf("needs Mosquitto on 127.0.0.1:1883: %v", err)
-	} else {
-		c.Close()
-	}
+	needMosquitto(t)
 	nats := enginetest.NewNATSServer(t)
 	nats.Start()
 	sfx := outboundtest.Suffix()
@@ -206,16 +196,7 @@ func switchUnderLoad(t *testing.T, checkpoint string) {
 		}
 		// Released as a signed bundle.
 		out := filepath.Join(dir, version+".bundle")
-		f, err := os.Create(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bundle.Build(f, filepath.Join(dir, version), bundle.BuildOptions{Name: "farm", Version: map[string]uint64{"v1": 1, "v2": 2}[version], Key: key}); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
+		buildBundle(t, out, filepath.Join(dir, version), "farm", map[string]uint64{"v1": 1, "v2": 2}[version], key)
 		return out
 	}
 	v1 := write("v1", func(_, y string) string { return y })
@@ -229,37 +210,13 @@ func switchUnderLoad(t *testing.T, checkpoint string) {
 		return strings.Replace(y, "batch_rows: 64", "batch_rows: 32", 1)
 	})
 
-	log := slog.New(slog.DiscardHandler)
-	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "edge-sw", Log: log})
-	a, err := agent.Open(agent.Options{Dir: filepath.Join(dir, "data", "agent"), Edge: "edge-sw", Trust: bundle.NewTrust(pub), Log: log},
-		pipelines.NewAgentRunner(rt, os.LookupEnv, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	if _, err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	rt, a := startAgent(t, dir, "edge-sw", pub)
 	if rep, err := a.Apply(v1); err != nil || rep.Outcome != agent.Applied {
 		t.Fatalf("apply v1: %v %v", rep, err)
 	}
 	// Publish once both MQTT sources have subscribed, while the release
 	// switches.
-	deadline := time.Now().Add(20 * time.Second)
-	for subscribed := 0; subscribed < 2; {
-		subscribed = 0
-		for _, p := range rt.Pipelines() {
-			for _, b := range p.Components {
-				if b.Def.Name == "feed" && b.Def.Type == "mqtt" && b.Counters.Counter("connects").Load() > 0 {
-					subscribed++
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the MQTT sources did not subscribe")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFeedsSubscribed(t, rt, 2)
 	var wg sync.WaitGroup
 	pubErr := make([]error, 2)
 	for i, target := range []struct{ url, product string }{{mosquitto, "mosq" + sfx}, {"tcp://" + embedded, "emb" + sfx}} {
@@ -300,7 +257,7 @@ func switchUnderLoad(t *testing.T, checkpoint string) {
 	}
 	defer nc.Close()
 	js, _ := nc.JetStream()
-	deadline = time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for _, p := range []string{"mosq", "embedded"} {
 		stream := strings.ToUpper("SW" + sfx + p + "_ROWS")
 		for {

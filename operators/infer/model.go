@@ -19,7 +19,7 @@ import (
 
 // Model is a loaded model that scores whole batches. It is the contract
 // between the infer step and a runtime: a new runtime implements it and is
-// added to Load.
+// added to LoadBytes.
 //
 // A Model is used by one goroutine at a time; Predict may keep buffers
 // between calls.
@@ -58,7 +58,7 @@ type Output struct {
 	Probability bool
 }
 
-// Runtimes lists the runtimes Load knows, in the order they are documented.
+// Runtimes lists the runtimes LoadBytes knows, in the order they are documented.
 var Runtimes = []string{"onnx", "trees"}
 
 // UnsupportedError reports a model that uses what its runtime cannot run:
@@ -105,28 +105,6 @@ func RuntimeFor(path string) (string, error) {
 
 // MaxModelBytes bounds a model file.
 const MaxModelBytes = 256 << 20
-
-// Load reads a model file and prepares it for the runtime ("" infers it
-// from the extension). It checks every operator or tree against what the
-// runtime supports and runs one test inference on a row of zeros, so a
-// model that loads also runs. digest is "sha256:" and the first 12 hex
-// digits of the file's SHA-256.
-func Load(path, runtime string) (m Model, digest string, err error) {
-	if runtime == "" {
-		if runtime, err = RuntimeFor(path); err != nil {
-			return nil, "", err
-		}
-	}
-	data, err := readModel(path, MaxModelBytes)
-	if err != nil {
-		return nil, "", err
-	}
-	m, err = LoadBytes(data, runtime)
-	if err != nil {
-		return nil, "", err
-	}
-	return m, Digest(data), nil
-}
 
 // readModel reads the regular file at path, at most limit bytes; a named
 // pipe is refused without waiting for a writer.
@@ -227,7 +205,10 @@ func Digest(data []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:6])
 }
 
-// LoadBytes is Load for a model held in memory.
+// LoadBytes prepares the model file data for runtime ("onnx" or
+// "trees"). It checks every operator or tree against what the runtime
+// supports and runs one test inference on a row of zeros, so a model that
+// loads also runs.
 func LoadBytes(data []byte, runtime string) (Model, error) {
 	var (
 		m   Model

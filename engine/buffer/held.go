@@ -3,6 +3,7 @@ package buffer
 import (
 	"fmt"
 	"slices"
+	"sort"
 
 	"github.com/sluice-edge/sluice/engine/buffer/disk"
 )
@@ -106,10 +107,14 @@ func (b *Buffer) checkMarkLocked(seq uint64) error {
 		return fmt.Errorf("%w: %d is past the last stored row %d", ErrMark, seq, b.nextSeq-1)
 	}
 	for _, w := range b.wals {
-		for _, r := range w.recs {
-			if r.First <= seq && seq < r.Last() {
-				return fmt.Errorf("%w: %d is inside the record of rows %d-%d", ErrMark, seq, r.First, r.Last())
-			}
+		if len(w.recs) == 0 || seq >= w.lastSeq() {
+			continue
+		}
+		// The first record ending at or after seq is the only one that
+		// may hold it.
+		i := sort.Search(len(w.recs), func(i int) bool { return w.recs[i].Last() >= seq })
+		if r := w.recs[i]; r.First <= seq && seq < r.Last() {
+			return fmt.Errorf("%w: %d is inside the record of rows %d-%d", ErrMark, seq, r.First, r.Last())
 		}
 	}
 	return nil

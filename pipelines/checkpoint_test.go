@@ -27,6 +27,35 @@ sinks:
   out: {type: file, input: stats, path: stats.jsonl}
 `
 
+// buildFile loads the pipeline file file (with the process's environment)
+// and builds its pipelines with opts, failing the test on any error.
+func buildFile(t *testing.T, file string, opts pipelines.Options) []*pipelines.Pipeline {
+	t.Helper()
+	defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	ps, errs := pipelines.BuildAll(defs, opts)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	return ps
+}
+
+// runFor runs ps until their sources end or, if stopAfter > 0, for at
+// most stopAfter, failing the test on an error.
+func runFor(t *testing.T, ps []*pipelines.Pipeline, stopAfter time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if stopAfter > 0 {
+		time.AfterFunc(stopAfter, cancel)
+	}
+	if err := pipelines.RunAll(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // runCheckpointed builds and runs the pipeline in dir once; stopAfter > 0
 // cancels the run that long after it starts (a graceful stop).
 func runCheckpointed(t *testing.T, dir, section string, rate int, stopAfter time.Duration, fromStart bool) string {
@@ -36,22 +65,8 @@ func runCheckpointed(t *testing.T, dir, section string, rate int, stopAfter time
 	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(dir, "data"), FromStart: fromStart, Log: slog.New(slog.DiscardHandler)})
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if stopAfter > 0 {
-		time.AfterFunc(stopAfter, cancel)
-	}
-	if err := pipelines.RunAll(ctx, ps); err != nil {
-		t.Fatal(err)
-	}
+	ps := buildFile(t, file, pipelines.Options{DataDir: filepath.Join(dir, "data"), FromStart: fromStart, Log: slog.New(slog.DiscardHandler)})
+	runFor(t, ps, stopAfter)
 	st, ok := ps[0].CheckpointStats()
 	if ok != (section != "") || ok && stopAfter > 0 && (st.Count == 0 || st.MaxPause <= 0 || st.Last.IsZero()) {
 		t.Fatalf("checkpoint stats %+v, %v", st, ok)

@@ -194,14 +194,7 @@ sinks:
 		t.Fatal(err)
 	}
 	before := freeBytes(t, mnt)
-	defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(mnt, "data"), Edge: "site", Log: slog.New(slog.DiscardHandler)})
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
+	ps := buildFile(t, file, pipelines.Options{DataDir: filepath.Join(mnt, "data"), Edge: "site", Log: slog.New(slog.DiscardHandler)})
 	ps[0].Graph.WriteDeadline = 200 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -244,22 +237,7 @@ sinks:
 		t.Fatal(err)
 	}
 	run := func(stopAfter time.Duration) {
-		defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
-		if len(errs) > 0 {
-			t.Fatal(errs)
-		}
-		ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(dir, "data"), Log: slog.New(slog.DiscardHandler)})
-		if len(errs) > 0 {
-			t.Fatal(errs)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		if stopAfter > 0 {
-			time.AfterFunc(stopAfter, cancel)
-		}
-		if err := pipelines.RunAll(ctx, ps); err != nil {
-			t.Fatal(err)
-		}
+		runFor(t, buildFile(t, file, pipelines.Options{DataDir: filepath.Join(dir, "data"), Log: slog.New(slog.DiscardHandler)}), stopAfter)
 	}
 	run(50 * time.Millisecond)
 	first, _ := os.ReadFile(out)

@@ -1,7 +1,6 @@
 package pipelines_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -43,18 +42,9 @@ sinks:
 	var read int64 // rows the source read in the last run
 	run := func(fromStart bool) []string {
 		t.Helper()
-		defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
-		if len(errs) > 0 {
-			t.Fatal(errs)
-		}
-		ps, errs := pipelines.BuildAll(defs, pipelines.Options{DataDir: filepath.Join(dir, "data"), FromStart: fromStart,
+		ps := buildFile(t, file, pipelines.Options{DataDir: filepath.Join(dir, "data"), FromStart: fromStart,
 			Log: slog.New(slog.DiscardHandler)})
-		if len(errs) > 0 {
-			t.Fatal(errs)
-		}
-		if err := pipelines.RunAll(context.Background(), ps); err != nil {
-			t.Fatal(err)
-		}
+		runFor(t, ps, 0)
 		for _, b := range ps[0].Components {
 			if b.Def.Name == "in" {
 				read = b.Counters.Counter("rows").Load()

@@ -218,6 +218,21 @@ func startNotify(t testing.TB, src *Source, c *collector, subscribed chan<- stru
 // subscribed.
 func startEmit(t testing.TB, src *Source, emit engine.Emit, subscribed chan<- struct{}) *running {
 	t.Helper()
+	r := startRun(t, src, func(ctx context.Context) error { return src.Run(ctx, emit) }, subscribed)
+	if !src.opts.CleanSession {
+		// Leave no session behind in the broker (registered first, so it
+		// runs after the stop).
+		t.Cleanup(func() { forgetSession(t, src.opts.URLs[0], src.opts.ClientID) })
+	}
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// startRun calls run (which runs src) in the background until stop; it
+// returns once src has subscribed, and sends on subscribed each time src
+// has subscribed.
+func startRun(t testing.TB, src *Source, run func(context.Context) error, subscribed chan<- struct{}) *running {
+	t.Helper()
 	ready := make(chan struct{})
 	var once sync.Once
 	src.onReady = func() {
@@ -228,7 +243,7 @@ func startEmit(t testing.TB, src *Source, emit engine.Emit, subscribed chan<- st
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- src.Run(ctx, emit) }()
+	go func() { r.done <- run(ctx) }()
 	select {
 	case <-ready:
 	case err := <-r.done:
@@ -238,12 +253,6 @@ func startEmit(t testing.TB, src *Source, emit engine.Emit, subscribed chan<- st
 		cancel()
 		t.Fatal("timed out waiting for the source to subscribe")
 	}
-	if !src.opts.CleanSession {
-		// Leave no session behind in the broker (registered first, so it
-		// runs after the stop).
-		t.Cleanup(func() { forgetSession(t, src.opts.URLs[0], src.opts.ClientID) })
-	}
-	t.Cleanup(func() { r.stop(t) })
 	return r
 }
 

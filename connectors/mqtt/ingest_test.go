@@ -99,21 +99,7 @@ func seqRange(from, to int) []int {
 // subscribed.
 func runLogged(t *testing.T, src *Source, ing *ingest.Source, c *collector) *running {
 	t.Helper()
-	ready := make(chan struct{})
-	var once sync.Once
-	src.onReady = func() { once.Do(func() { close(ready) }) }
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- ing.Run(ctx, c.emit) }()
-	select {
-	case <-ready:
-	case err := <-r.done:
-		cancel()
-		t.Fatalf("source stopped before subscribing: %v", err)
-	case <-time.After(waitFor):
-		cancel()
-		t.Fatal("timed out waiting for the source to subscribe")
-	}
+	r := startRun(t, src, func(ctx context.Context) error { return ing.Run(ctx, c.emit) }, nil)
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }

@@ -5,15 +5,18 @@
 //
 // A command moves through these states:
 //
-//	accepted --> sent --> acked      (the device replied with success)
-//	    |          |----> failed     (the device replied with an error, or sending failed)
-//	    |          '----> timeout    (no reply within the command's timeout)
-//	    |--> rejected                (refused before sending)
-//	    |--> failed                  (could not be sent)
-//	    '--> timeout                 (expired before it was sent)
+//	accepted --> [queued] --> sent --> acked      (the device replied with success)
+//	    |           |           |----> failed     (the device replied with an error, or sending failed)
+//	    |           |           '----> timeout    (no reply within the command's timeout)
+//	    |           |--> rejected                 (refused before sending)
+//	    |           |--> failed                   (could not be sent)
+//	    |           |--> expired                  (its expiry passed before it was sent)
+//	    |           '--> superseded               (a newer command replaced it before it was sent)
+//	    '--> (the same final states from accepted)
 //
-// acked, failed, rejected and timeout are final. A reply that arrives after
-// a timeout is recorded in the audit but does not change the status.
+// acked, failed, rejected, timeout, expired and superseded are final. A
+// reply that arrives after a final state is recorded in the audit but does
+// not change the status.
 //
 // The Tracker knows nothing of transports: the component that delivers
 // commands (for example the MQTT downlink) reports Sent, Reply and Fail.
@@ -45,12 +48,25 @@ const (
 	Acked    Status = "acked"
 	Failed   Status = "failed"
 	Timeout  Status = "timeout"
+	// Queued: accepted and waiting for its turn to be sent.
+	Queued Status = "queued"
+	// Expired: its expiry passed before it was sent; it never will be.
+	Expired Status = "expired"
+	// Superseded: a newer command for the same target replaced it before
+	// it was sent.
+	Superseded Status = "superseded"
 )
+
+// Statuses lists every status, in the order of the life of a command.
+var Statuses = []Status{Accepted, Queued, Sent, Acked, Failed, Timeout, Rejected, Expired, Superseded}
+
+// Known reports whether s is one of Statuses.
+func (s Status) Known() bool { return slices.Contains(Statuses, s) }
 
 // Final reports whether no further transition can happen.
 func (s Status) Final() bool {
 	switch s {
-	case Rejected, Acked, Failed, Timeout:
+	case Rejected, Acked, Failed, Timeout, Expired, Superseded:
 		return true
 	}
 	return false
@@ -64,41 +80,62 @@ const SetPoints = "measurepoint.set"
 type Command struct {
 	// ID identifies the command; it is also the id of the message that
 	// carries it to the device, so that the device's reply can be matched.
-	ID string
+	ID string `json:"id"`
 	// Product and Asset name the target device (for EnOS devices, the
 	// product key and the device key).
-	Product string
-	Asset   string
+	Product string `json:"product,omitempty"`
+	Asset   string `json:"asset"`
 	// Service is the service invoked on the device; SetPoints sets measure
 	// points.
-	Service string
+	Service string `json:"service"`
 	// Inputs are the service's inputs (for SetPoints, point -> value). They
 	// must be representable in JSON.
-	Inputs map[string]any
+	Inputs map[string]any `json:"inputs,omitempty"`
 	// Priority orders competing commands; higher is more important.
-	Priority int
+	Priority int `json:"priority"`
 	// Origin says who issued the command (for example "cloud" or
 	// "local:hmi").
-	Origin string
+	Origin string `json:"origin,omitempty"`
+	// Class is the priority class the command was issued in (for example
+	// "safety" or "cloud"); an arbiter sets Priority from it.
+	Class string `json:"class,omitempty"`
+	// Lease names the lease holder the command is issued under, if any.
+	Lease string `json:"lease,omitempty"`
+	// IdempotencyKey, when set, makes repeated submissions of the same
+	// command execute once.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Requested is when the issuer says it requested the command (EnOS's
+	// gmtServiceRequest); zero when the issuer gave none.
+	Requested time.Time `json:"requested,omitzero"`
 	// Timeout is how long to wait for the device's reply once sent; zero
 	// takes the tracker's default.
-	Timeout time.Duration
+	Timeout time.Duration `json:"timeout"`
 	// Expiry, when set, is the time after which the command must no
 	// longer be sent.
-	Expiry time.Time
+	Expiry time.Time `json:"expiry,omitzero"`
 
 	// Status is the current state.
-	Status Status
+	Status Status `json:"status"`
 	// Reason explains a rejected, failed or timed-out command, or carries
 	// the device's reply message.
-	Reason string
+	Reason string `json:"reason,omitempty"`
 	// Code is the code of the device's reply (0 until one arrives).
-	Code int
+	Code int `json:"code,omitempty"`
 	// Output is the data of the device's reply.
-	Output json.RawMessage
-	// Created, Sent and Done are when the command was accepted, sent and
-	// reached a final state; Updated is the time of the last transition.
-	Created, Sent, Done, Updated time.Time
+	Output json.RawMessage `json:"output,omitempty"`
+	// Created, Sent and Done are when the command was accepted (the
+	// edge's answer to the issuer, EnOS's gmtServiceReply), sent and
+	// reached a final state; Replied is when the device's reply arrived
+	// (gmtDeviceReply); Updated is the time of the last transition.
+	Created time.Time `json:"created"`
+	Sent    time.Time `json:"sent,omitzero"`
+	Replied time.Time `json:"replied,omitzero"`
+	Done    time.Time `json:"done,omitzero"`
+	Updated time.Time `json:"updated"`
+	// Version is the sequence number of the command's last transition:
+	// of two copies of a command, the one with the higher Version is the
+	// newer.
+	Version uint64 `json:"version"`
 }
 
 // Transition is one entry of the audit: a command changing state (or, when
@@ -106,13 +143,14 @@ type Command struct {
 // reply).
 type Transition struct {
 	// Seq numbers transitions in the order the tracker recorded them.
-	Seq    uint64
-	ID     string
-	Asset  string
-	From   Status // empty when the command was submitted
-	To     Status
-	At     time.Time
-	Reason string
+	Seq    uint64    `json:"seq"`
+	ID     string    `json:"id"`
+	Asset  string    `json:"asset,omitempty"`
+	Origin string    `json:"origin,omitempty"`
+	From   Status    `json:"from,omitempty"` // empty when the command was submitted
+	To     Status    `json:"to"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
 }
 
 // Errors returned by the Tracker.
@@ -217,13 +255,133 @@ func (t *Tracker) Submit(c Command) (Command, error) {
 	fire = append(fire, t.record(e, "", Accepted, now, ""))
 	if !c.Expiry.IsZero() {
 		if !now.Before(c.Expiry) {
-			fire = append(fire, t.finish(e, Timeout, now, "expired before it was sent"))
+			fire = append(fire, t.finish(e, Expired, now, "expired before it was sent (expiry "+c.Expiry.UTC().Format(time.RFC3339Nano)+")"))
 			return e.c, fmt.Errorf("%w: %s", ErrExpired, c.ID)
 		}
-		id := c.ID
-		e.timer = t.opts.Clock.AfterFunc(c.Expiry.Sub(now), func() { t.expire(id, Accepted, "expired before it was sent") })
+		t.armExpiry(e, now)
 	}
 	return e.c, nil
+}
+
+// armExpiry starts the timer that expires a command not yet sent; t.mu is
+// held.
+func (t *Tracker) armExpiry(e *entry, now time.Time) {
+	id := e.c.ID
+	reason := "expired before it was sent (expiry " + e.c.Expiry.UTC().Format(time.RFC3339Nano) + ")"
+	e.timer = t.opts.Clock.AfterFunc(e.c.Expiry.Sub(now), func() { t.expire(id, Expired, reason) })
+}
+
+// Queue records that an accepted command waits for its turn.
+func (t *Tracker) Queue(id, reason string) (Command, error) {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	e, err := t.lookup(id, Accepted)
+	if err != nil {
+		return Command{}, err
+	}
+	fire = append(fire, t.move(e, Queued, t.opts.Clock.Now(), reason))
+	return e.c, nil
+}
+
+// Supersede records that a command not yet sent was replaced by a newer
+// one; reason names it.
+func (t *Tracker) Supersede(id, reason string) (Command, error) {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	e, err := t.lookup(id, "")
+	if err != nil {
+		return Command{}, err
+	}
+	if e.c.Status != Accepted && e.c.Status != Queued {
+		return e.c, fmt.Errorf("command %s is %s: only a command not yet sent can be superseded", id, e.c.Status)
+	}
+	fire = append(fire, t.finish(e, Superseded, t.opts.Clock.Now(), reason))
+	return e.c, nil
+}
+
+// Note records in the audit an event that leaves the command's status
+// unchanged (for example a repeated submission under its idempotency key).
+func (t *Tracker) Note(id, reason string) error {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	e, ok := t.cmds[id]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknown, id)
+	}
+	fire = append(fire, t.record(e, e.c.Status, e.c.Status, t.opts.Clock.Now(), reason))
+	return nil
+}
+
+// Restore puts back a command read from a durable store, in the state it
+// was in, without recording a transition, and restarts its timers: a
+// command not yet sent expires at its Expiry (at once if that has passed,
+// which is then recorded), a sent one times out at Sent+Timeout (at once
+// if that has passed). audit is the store's audit, oldest first; it
+// seeds the tracker's audit and its sequence numbers when the tracker's
+// own audit is empty. Restoring an id the tracker holds returns
+// ErrDuplicate.
+func (t *Tracker) Restore(cmds []Command, audit []Transition) error {
+	t.mu.Lock()
+	var fire []Transition
+	defer func() { t.mu.Unlock(); t.notify(fire) }()
+	if t.closed {
+		return errors.New("command tracker closed")
+	}
+	if len(t.audit) == 0 {
+		if len(audit) > t.opts.AuditSize {
+			audit = audit[len(audit)-t.opts.AuditSize:]
+		}
+		t.audit = append(t.audit, audit...)
+		for _, tr := range audit {
+			t.seq = max(t.seq, tr.Seq)
+		}
+	}
+	for _, c := range cmds {
+		t.seq = max(t.seq, c.Version)
+	}
+	now := t.opts.Clock.Now()
+	for _, c := range cmds {
+		if _, dup := t.cmds[c.ID]; dup {
+			return fmt.Errorf("%w: %q", ErrDuplicate, c.ID)
+		}
+		if c.Timeout <= 0 {
+			c.Timeout = t.opts.Timeout
+		}
+		e := &entry{c: c, done: make(chan struct{})}
+		t.cmds[c.ID] = e
+		if c.Status.Final() {
+			close(e.done)
+			t.final = append(t.final, c.ID)
+			continue
+		}
+		switch c.Status {
+		case Accepted, Queued:
+			if !c.Expiry.IsZero() {
+				if !now.Before(c.Expiry) {
+					fire = append(fire, t.finish(e, Expired, now, "expired before it was sent (expiry "+c.Expiry.UTC().Format(time.RFC3339Nano)+", found on restart)"))
+					continue
+				}
+				t.armExpiry(e, now)
+			}
+		case Sent:
+			id := c.ID
+			reason := "no reply within " + c.Timeout.String()
+			left := c.Sent.Add(c.Timeout).Sub(now)
+			if left <= 0 {
+				fire = append(fire, t.finish(e, Timeout, now, reason+" (found on restart)"))
+				continue
+			}
+			e.timer = t.opts.Clock.AfterFunc(left, func() { t.expire(id, Timeout, reason) })
+		}
+	}
+	for len(t.final) > t.opts.Retain {
+		delete(t.cmds, t.final[0])
+		t.final = t.final[1:]
+	}
+	return nil
 }
 
 // Sent records that the command was handed to the device's transport and
@@ -232,13 +390,16 @@ func (t *Tracker) Sent(id string) (Command, error) {
 	t.mu.Lock()
 	var fire []Transition
 	defer func() { t.mu.Unlock(); t.notify(fire) }()
-	e, err := t.lookup(id, Accepted)
+	e, err := t.lookup(id, "")
 	if err != nil {
 		return Command{}, err
 	}
+	if e.c.Status != Accepted && e.c.Status != Queued {
+		return e.c, fmt.Errorf("command %s is %s, not accepted or queued", id, e.c.Status)
+	}
 	now := t.opts.Clock.Now()
 	if !e.c.Expiry.IsZero() && !now.Before(e.c.Expiry) {
-		fire = append(fire, t.finish(e, Timeout, now, "expired before it was sent"))
+		fire = append(fire, t.finish(e, Expired, now, "expired before it was sent (expiry "+e.c.Expiry.UTC().Format(time.RFC3339Nano)+")"))
 		return e.c, fmt.Errorf("%w: %s", ErrExpired, id)
 	}
 	if e.timer != nil {
@@ -247,7 +408,7 @@ func (t *Tracker) Sent(id string) (Command, error) {
 	e.c.Sent = now
 	fire = append(fire, t.move(e, Sent, now, ""))
 	reason := "no reply within " + e.c.Timeout.String()
-	e.timer = t.opts.Clock.AfterFunc(e.c.Timeout, func() { t.expire(id, Sent, reason) })
+	e.timer = t.opts.Clock.AfterFunc(e.c.Timeout, func() { t.expire(id, Timeout, reason) })
 	return e.c, nil
 }
 
@@ -303,10 +464,15 @@ func (t *Tracker) Reply(id string, from Target, code int, message string, output
 			return e.c, fmt.Errorf("%w: %s is %s", ErrFinal, id, e.c.Status)
 		}
 		// A reply can overtake the report that the command was sent.
+		if e.c.Status != Accepted && e.c.Status != Queued {
+			fire = append(fire, t.record(e, e.c.Status, e.c.Status, now, fmt.Sprintf("reply to a command not sent ignored: code %d %s", code, clip(message))))
+			return e.c, fmt.Errorf("command %s is %s: not sent", id, e.c.Status)
+		}
 		e.c.Sent = now
 		fire = append(fire, t.move(e, Sent, now, "reply before send was confirmed"))
 	}
 	e.c.Code = code
+	e.c.Replied = now
 	e.c.Output = slices.Clone(output)
 	to := Acked
 	if code != 200 {
@@ -347,14 +513,17 @@ func (t *Tracker) Fail(id, reason string) (Command, error) {
 	return e.c, nil
 }
 
-// Reject records that an accepted command will not be sent.
+// Reject records that an accepted or queued command will not be sent.
 func (t *Tracker) Reject(id, reason string) (Command, error) {
 	t.mu.Lock()
 	var fire []Transition
 	defer func() { t.mu.Unlock(); t.notify(fire) }()
-	e, err := t.lookup(id, Accepted)
+	e, err := t.lookup(id, "")
 	if err != nil {
 		return Command{}, err
+	}
+	if e.c.Status != Accepted && e.c.Status != Queued {
+		return e.c, fmt.Errorf("command %s is %s, not accepted or queued", id, e.c.Status)
 	}
 	fire = append(fire, t.finish(e, Rejected, t.opts.Clock.Now(), reason))
 	return e.c, nil
@@ -453,17 +622,24 @@ func (t *Tracker) Close() {
 	}
 }
 
-// expire times out the command if it is still in state from.
-func (t *Tracker) expire(id string, from Status, reason string) {
+// expire moves the command to state to (Expired for a command not yet
+// sent, Timeout for a sent one) if it is still in a state that allows it.
+func (t *Tracker) expire(id string, to Status, reason string) {
 	t.mu.Lock()
 	var fire []Transition
 	defer func() { t.mu.Unlock(); t.notify(fire) }()
 	e, ok := t.cmds[id]
-	if !ok || e.c.Status != from || t.closed {
+	if !ok || t.closed {
+		return
+	}
+	switch {
+	case to == Expired && (e.c.Status == Accepted || e.c.Status == Queued):
+	case to == Timeout && e.c.Status == Sent:
+	default:
 		return
 	}
 	e.timer = nil
-	fire = append(fire, t.finish(e, Timeout, t.opts.Clock.Now(), reason))
+	fire = append(fire, t.finish(e, to, t.opts.Clock.Now(), reason))
 }
 
 // lookup returns a command that is not final and, when want is set, in
@@ -512,7 +688,8 @@ func (t *Tracker) finish(e *entry, to Status, now time.Time, reason string) Tran
 // record appends a transition to the audit ring; t.mu is held.
 func (t *Tracker) record(e *entry, from, to Status, now time.Time, reason string) Transition {
 	t.seq++
-	tr := Transition{Seq: t.seq, ID: e.c.ID, Asset: e.c.Asset, From: from, To: to, At: now, Reason: reason}
+	e.c.Version = t.seq
+	tr := Transition{Seq: t.seq, ID: e.c.ID, Asset: e.c.Asset, Origin: e.c.Origin, From: from, To: to, At: now, Reason: reason}
 	if len(t.audit) < t.opts.AuditSize {
 		t.audit = append(t.audit, tr)
 	} else {

@@ -50,11 +50,19 @@ func TestTransitions(t *testing.T) {
 		{"reply before sent is confirmed", 0, []op{{do: "reply", code: 200}, {do: "sent", err: command.ErrFinal}},
 			command.Acked, []command.Status{command.Accepted, command.Sent, command.Acked}, 200},
 		{"expires before sending", 3 * time.Second, []op{{do: "advance", advance: 3 * time.Second}, {do: "sent", err: command.ErrFinal}},
-			command.Timeout, []command.Status{command.Accepted, command.Timeout}, 0},
+			command.Expired, []command.Status{command.Accepted, command.Expired}, 0},
 		{"sent before expiry", 3 * time.Second, []op{{do: "sent"}, {do: "advance", advance: 5 * time.Second}, {do: "reply", code: 200}},
 			command.Acked, []command.Status{command.Accepted, command.Sent, command.Acked}, 200},
 		{"expired on submit", -time.Second, nil,
-			command.Timeout, []command.Status{command.Accepted, command.Timeout}, 0},
+			command.Expired, []command.Status{command.Accepted, command.Expired}, 0},
+		{"queued then expired", 3 * time.Second, []op{{do: "queue"}, {do: "advance", advance: 3 * time.Second}, {do: "sent", err: command.ErrFinal}},
+			command.Expired, []command.Status{command.Accepted, command.Queued, command.Expired}, 0},
+		{"queued then sent", 3 * time.Second, []op{{do: "queue"}, {do: "sent"}, {do: "reply", code: 200}},
+			command.Acked, []command.Status{command.Accepted, command.Queued, command.Sent, command.Acked}, 200},
+		{"superseded", 0, []op{{do: "queue"}, {do: "supersede"}, {do: "sent", err: command.ErrFinal}},
+			command.Superseded, []command.Status{command.Accepted, command.Queued, command.Superseded}, 0},
+		{"a sent command is not superseded", 0, []op{{do: "sent"}, {do: "supersede", err: errAny}, {do: "reply", code: 200}},
+			command.Acked, []command.Status{command.Accepted, command.Sent, command.Acked}, 200},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -87,10 +95,14 @@ func TestTransitions(t *testing.T) {
 					_, err = tr.Fail("c", o.reason)
 				case "reject":
 					_, err = tr.Reject("c", o.reason)
+				case "queue":
+					_, err = tr.Queue("c", "")
+				case "supersede":
+					_, err = tr.Supersede("c", "superseded by d")
 				case "advance":
 					clock.Advance(o.advance)
 				}
-				if o.err == nil && err != nil || o.err != nil && !errors.Is(err, o.err) {
+				if o.err == nil && err != nil || o.err != nil && o.err != errAny && !errors.Is(err, o.err) || o.err == errAny && err == nil {
 					t.Fatalf("step %d (%s): error %v, want %v", i, o.do, err, o.err)
 				}
 			}
@@ -120,6 +132,9 @@ func TestTransitions(t *testing.T) {
 		})
 	}
 }
+
+// errAny stands for any error in a step.
+var errAny = errors.New("any error")
 
 func TestTimestampsFollowTheClock(t *testing.T) {
 	clock := command.NewManualClock(t0)

@@ -85,7 +85,10 @@ Start with:
   sluice bench                     measure throughput on this machine`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version prints what sluice version prints.
+		Version: versionLine(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetOut(g.stdout)

@@ -41,6 +41,10 @@ const (
 	MaxLineBytes = 64 << 10
 )
 
+// Dir is the directory of the log files under an engine's data
+// directory.
+func Dir(dataDir string) string { return filepath.Join(dataDir, "logs") }
+
 // Current is the name of the file being written.
 const Current = "sluice.log"
 

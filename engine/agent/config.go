@@ -54,6 +54,7 @@ var ConfigSpec = spec.Spec{
 		{Name: "max_bundle_bytes", Type: spec.Int, Default: DefaultMaxBundleBytes, Description: "Largest bundle file accepted by an import, in bytes.", Example: 67108864, Advanced: true},
 		{Name: "keep_releases", Type: spec.Int, Default: DefaultKeepReleases, Description: "Unpacked releases kept on disk, the running one included; older ones are removed.", Example: 5, Advanced: true},
 		hubField(),
+		logsField(),
 	},
 	Example: `edge: edge-01
 data_dir: /var/lib/sluice
@@ -81,6 +82,8 @@ type Config struct {
 	// Hub is the hub this edge takes releases from and reports to; nil
 	// when the configuration has no hub.
 	Hub *HubConfig
+	// Logs configures the log file under DataDir/logs.
+	Logs LogsConfig
 }
 
 // AgentDir is the agent's state directory, DataDir/agent.
@@ -161,6 +164,9 @@ func ParseConfig(name string, data []byte) (*Config, spec.Errors) {
 	if c.KeepReleases < 1 || c.KeepReleases > 1000 {
 		errs = append(errs, cfg.Errorf("keep_releases", "keep_releases must be from 1 to 1000"))
 	}
+	logs, lerrs := parseLogs(cfg)
+	c.Logs = logs
+	errs = append(errs, lerrs...)
 	if len(c.Labels) > maxLabels {
 		errs = append(errs, cfg.Errorf("labels", "at most %d labels", maxLabels))
 	}

@@ -45,8 +45,22 @@ const DefaultBatchRows = 4096
 
 func init() {
 	engine.RegisterOperator(Spec, func(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engine.Operator, error) {
-		return New(cfg, in, bc)
+		s, err := New(cfg, in, bc)
+		if err != nil {
+			return nil, err
+		}
+		return s.Operator(), nil
 	})
+}
+
+// Operator returns the step as the engine runs it: s itself, or, with the
+// sequence option, a *SequenceStep, which keeps its histories across
+// restarts and release switches.
+func (s *Step) Operator() engine.Operator {
+	if s.seq != nil {
+		return &SequenceStep{s}
+	}
+	return s
 }
 
 // Spec declares the "infer" step.
@@ -61,7 +75,10 @@ Runtimes (pure Go, inside the binary): ` + "`onnx`" + ` runs ONNX graphs of opse
 LSTM, GRU, ...); ` + "`trees`" + ` runs LightGBM models (text or JSON) and XGBoost binary models. The model is loaded,
 checked and run once on a row of zeros when the pipeline is built (also by sluice validate): an operator or a
 model feature the runtime does not support is an error that names it. Rows with a null, NaN or infinite feature
-go to the ` + "`errors`" + ` port with the reason, or pass with null outputs (` + "`on_invalid: pass`" + `). See docs/infer.md.`,
+go to the ` + "`errors`" + ` port with the reason, or pass with null outputs (` + "`on_invalid: pass`" + `). With ` + "`sequence`" + `
+the step keeps the last K rows of every asset and feeds each row's K rows, oldest first, to a sequence model
+(LSTM, GRU) as one [rows x K x features] call per batch; the histories survive restarts and release switches.
+See docs/infer.md.`,
 	Fields: []spec.Field{
 		{Name: "model", Type: spec.String,
 			Description: "Model file, relative to the pipeline file's directory. In a release: a file of the release (ml/), looked up next to the pipeline file, then from the release's root; a path that leaves the release is refused. A release that changes only this file rebuilds the step at the switch.",
@@ -95,6 +112,10 @@ go to the ` + "`errors`" + ` port with the reason, or pass with null outputs (` 
 				{Name: "above", Type: spec.Float, Optional: true, Description: "True when output > above."},
 				{Name: "below", Type: spec.Float, Optional: true, Description: "True when output < below."},
 			}},
+		{Name: "sequence", Type: spec.Object, Optional: true,
+			Description: "Feed a sequence model (LSTM, GRU over 1-minute statistics) the last length rows of each asset, the row scored last, as [length x features]; features is then required. Until an asset has length rows, its rows take the on_invalid path (reason: fewer rows yet; counted as sequence_warming_rows). A row with a null key or one longer than 256 bytes takes it too (refused_key_rows). See docs/infer.md.",
+			Example:     map[string]any{"length": 10},
+			Children:    sequenceFields},
 	},
 	Example: `scored:
   type: infer
@@ -125,6 +146,7 @@ type Step struct {
 	null      bool
 	batchRows int
 	flags     []flag
+	seq       *seqState // the sequence option, or nil
 
 	// Per-feature reasons, made once so that a bad row allocates nothing.
 	errNull, errNaN, errInf []error
@@ -227,15 +249,28 @@ func NewWithModel(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext, m
 		errs = append(errs, cfg.Errorf("batch_rows", "batch_rows must be at least 1"))
 	}
 	names := cfg.Strings("features")
-	if !cfg.Has("features") {
+	sm, _ := m.(SequenceModel)
+	countChecked := cfg.Has("sequence")
+	switch {
+	case cfg.Has("sequence") && !cfg.Has("features"):
+		errs = append(errs, cfg.Errorf("sequence", "sequence: list the features of one row (features)"))
+		names = nil
+	case cfg.Has("sequence"):
+	case sm != nil && sm.SequenceSteps() > 0:
+		errs = append(errs, cfg.Errorf("model", "the model takes sequences of %d steps of %d features ([batch, %d, %d]): set sequence: {length: %d}",
+			sm.SequenceSteps(), m.Features()/sm.SequenceSteps(), sm.SequenceSteps(), m.Features()/sm.SequenceSteps(), sm.SequenceSteps()))
+		countChecked = true
+	case !cfg.Has("features"):
 		names = m.FeatureNames()
 		if names == nil {
 			errs = append(errs, cfg.Errorf("", "features: the model file names no features; list the %d input columns in the model's order", m.Features()))
 		}
-	} else if mn := m.FeatureNames(); mn != nil && !slices.Equal(mn, names) {
-		errs = append(errs, cfg.Errorf("features", "features %v differ from the model's feature names %v", names, mn))
+	default:
+		if mn := m.FeatureNames(); mn != nil && !slices.Equal(mn, names) {
+			errs = append(errs, cfg.Errorf("features", "features %v differ from the model's feature names %v", names, mn))
+		}
 	}
-	if names != nil && len(names) != m.Features() {
+	if names != nil && !countChecked && len(names) != m.Features() {
 		errs = append(errs, cfg.Errorf("features", "%d features listed, the model takes %d", len(names), m.Features()))
 	}
 	for _, name := range names {
@@ -312,6 +347,11 @@ func NewWithModel(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext, m
 	}
 	if !taken(VersionColumn, "", cfg) {
 		fields = append(fields, engine.Field{Name: VersionColumn, Type: engine.String})
+	}
+	if seq := cfg.Object("sequence"); seq != nil && names != nil {
+		sq, serrs := newSeqState(seq, in, names, m, bc)
+		errs = append(errs, serrs...)
+		s.seq = sq
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -393,7 +433,15 @@ func (s *Step) Process(b engine.Batch, e engine.PortEmit) error {
 	}
 	rec := b.Rec
 	n := int(rec.NumRows())
-	nf, w := len(s.feat), s.model.Width()
+	nf, w := s.model.Features(), s.model.Width()
+	var kc keyCol
+	if s.seq != nil {
+		var err error
+		if kc, err = s.seq.column(rec); err != nil {
+			b.Release()
+			return err
+		}
+	}
 	for j, c := range s.feat {
 		col := rec.Column(c)
 		fc := &s.fcols[j]
@@ -425,6 +473,12 @@ func (s *Step) Process(b engine.Batch, e engine.PortEmit) error {
 	good := 0
 	for i := range n {
 		row := x[good*nf : good*nf+nf]
+		raw := s.seq != nil
+		if raw {
+			// The row's raw features go to its asset's history, and the
+			// asset's last K rows, transformed, to the matrix.
+			row = s.seq.cur
+		}
 		var bad error
 		for j := range s.fcols {
 			fc := &s.fcols[j]
@@ -446,7 +500,14 @@ func (s *Step) Process(b engine.Batch, e engine.PortEmit) error {
 				bad = s.errInf[j]
 				break
 			}
-			row[j] = v*s.scale[j] + s.offset[j]
+			if raw {
+				row[j] = v
+			} else {
+				row[j] = v*s.scale[j] + s.offset[j]
+			}
+		}
+		if raw && bad == nil {
+			bad = s.seq.add(kc, i, x[good*nf:good*nf+nf], s.scale, s.offset)
 		}
 		valid[i] = bad == nil
 		switch {

@@ -43,6 +43,18 @@ type Model interface {
 	Predict(in []float64, rows int, out []float64) error
 }
 
+// SequenceModel is implemented by a model whose input is a sequence: an
+// ONNX graph whose input has the shape [batch, steps, values]. Features
+// is then steps*values, and Predict reads each row as steps rows of
+// values, oldest first. The infer step feeds it only with its sequence
+// option, whose length must be the model's steps.
+type SequenceModel interface {
+	Model
+	// SequenceSteps returns the steps of one input row, or 0 when the
+	// model takes one row of features (a [batch, features] input).
+	SequenceSteps() int
+}
+
 // Output describes one output of a model.
 type Output struct {
 	// Name is the output's name in the model (the ONNX graph output, or

@@ -39,6 +39,7 @@ type onnxModel struct {
 	dense    *denseNet         // the graph as a chain of dense layers, or nil
 	in       string
 	features int
+	steps    int // sequence steps of a [batch, steps, values] input, 0 for [batch, features]
 	f32      bool
 	outs     []Output
 	width    int
@@ -83,17 +84,28 @@ func loadONNX(data []byte) (*onnxModel, error) {
 			m.in, onnx.TensorProto_DataType(tt.GetElemType()))
 	}
 	dims := tt.GetShape().GetDim()
-	if len(dims) != 2 {
-		return nil, fmt.Errorf("input %q has %d dimensions; the infer step feeds [batch, features]", m.in, len(dims))
+	if len(dims) != 2 && len(dims) != 3 {
+		return nil, fmt.Errorf("input %q has %d dimensions; the infer step feeds [batch, features], or [batch, steps, features] to a sequence model", m.in, len(dims))
 	}
 	if dims[0].GetDimValue() > 0 {
 		return nil, fmt.Errorf("input %q has a fixed batch dimension of %d; export the model with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={%q: {0: \"batch\"}}))",
 			m.in, dims[0].GetDimValue(), m.in)
 	}
-	if dims[1].GetDimValue() <= 0 {
-		return nil, fmt.Errorf("input %q has no fixed number of features (dimension 1)", m.in)
+	m.features = 1
+	for d := 1; d < len(dims); d++ {
+		v := dims[d].GetDimValue()
+		if v <= 0 || v > maxInputDim {
+			what := "number of features"
+			if len(dims) == 3 && d == 1 {
+				what = "number of sequence steps"
+			}
+			return nil, fmt.Errorf("input %q has no fixed %s (dimension %d): export it with a fixed one (at most %d)", m.in, what, d, maxInputDim)
+		}
+		m.features *= int(v)
 	}
-	m.features = int(dims[1].GetDimValue())
+	if len(dims) == 3 {
+		m.steps = int(dims[1].GetDimValue())
+	}
 	for _, o := range mp.GetGraph().GetOutput() {
 		switch onnx.TensorProto_DataType(o.GetType().GetTensorType().GetElemType()) {
 		case onnx.TensorProto_FLOAT, onnx.TensorProto_DOUBLE:
@@ -120,7 +132,9 @@ func loadONNX(data []byte) (*onnxModel, error) {
 		m.outs = append(m.outs, o)
 		m.width += o.Elems
 	}
-	if d := compileDense(mp.GetGraph(), params, m.in, m.features, m.f32); d != nil && d.width() == m.width {
+	if m.steps > 0 {
+		// A sequence input runs in gonnx.
+	} else if d := compileDense(mp.GetGraph(), params, m.in, m.features, m.f32); d != nil && d.width() == m.width {
 		m.dense = d
 	}
 	return m, nil
@@ -148,6 +162,10 @@ func checkONNX(mp *onnx.ModelProto) error {
 		return &UnsupportedError{Runtime: "onnx", Operator: "a model without an ai.onnx opset import",
 			Reason: fmt.Sprintf("export with opset %d", ONNXOpset)}
 	}
+	inits := map[string]bool{}
+	for _, t := range mp.GetGraph().GetInitializer() {
+		inits[t.GetName()] = true
+	}
 	for i, n := range mp.GetGraph().GetNode() {
 		where := fmt.Sprintf("node %d", i)
 		if n.GetName() != "" {
@@ -169,6 +187,33 @@ func checkONNX(mp *onnx.ModelProto) error {
 		if err := o.Init(n); err != nil {
 			return &UnsupportedError{Runtime: "onnx", Operator: op, Node: where, Reason: err.Error()}
 		}
+		if err := checkRecurrent(n, inits); err != nil {
+			err.Node = where
+			return err
+		}
+	}
+	return nil
+}
+
+// checkRecurrent refuses a recurrent node (LSTM, GRU, RNN) whose initial
+// hidden or cell state is an initializer: gonnx reshapes those tensors in
+// place, so the graph's constant would change shape on the first run and
+// the second run would fail.
+func checkRecurrent(n *onnx.NodeProto, inits map[string]bool) *UnsupportedError {
+	switch n.GetOpType() {
+	case "LSTM", "GRU", "RNN":
+	default:
+		return nil
+	}
+	for k, name := range n.GetInput() {
+		if k >= 5 && name != "" && inits[name] {
+			what := "initial_h"
+			if k == 6 {
+				what = "initial_c"
+			}
+			return &UnsupportedError{Runtime: "onnx", Operator: n.GetOpType() + " with a constant " + what,
+				Reason: "gonnx changes the shape of that initializer in place; leave " + what + " out (zeros) or compute it in the graph"}
+		}
 	}
 	return nil
 }
@@ -179,6 +224,13 @@ func (m *onnxModel) FeatureNames() []string { return nil }
 func (m *onnxModel) Outputs() []Output      { return m.outs }
 func (m *onnxModel) Width() int             { return m.width }
 
+// SequenceSteps returns the steps of a [batch, steps, values] input, or 0
+// for a [batch, features] input (see SequenceModel).
+func (m *onnxModel) SequenceSteps() int { return m.steps }
+
+// maxInputDim bounds a fixed dimension of the model's input.
+const maxInputDim = 1 << 16
+
 // run feeds rows rows of in to the graph. A panic inside the runtime is
 // returned as an error.
 func (m *onnxModel) run(in []float64, rows int) (res gonnx.Tensors, err error) {
@@ -188,6 +240,10 @@ func (m *onnxModel) run(in []float64, rows int) (res gonnx.Tensors, err error) {
 		}
 	}()
 	n := rows * m.features
+	shape := []int{rows, m.features}
+	if m.steps > 0 {
+		shape = []int{rows, m.steps, m.features / m.steps}
+	}
 	var t tensor.Tensor
 	if m.f32 {
 		if cap(m.buf32) < n {
@@ -197,9 +253,9 @@ func (m *onnxModel) run(in []float64, rows int) (res gonnx.Tensors, err error) {
 		for i, v := range in[:n] {
 			b[i] = float32(v)
 		}
-		t = tensor.New(tensor.WithShape(rows, m.features), tensor.WithBacking(b))
+		t = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
 	} else {
-		t = tensor.New(tensor.WithShape(rows, m.features), tensor.WithBacking(in[:n]))
+		t = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(in[:n]))
 	}
 	return m.exec(t)
 }

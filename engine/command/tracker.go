@@ -315,6 +315,18 @@ func (t *Tracker) Note(id, reason string) error {
 	return nil
 }
 
+// Annotate records in the audit an event that concerns an asset rather
+// than one command (for example a lease taken or released) and returns it.
+func (t *Tracker) Annotate(asset, origin, reason string) Transition {
+	t.mu.Lock()
+	t.seq++
+	tr := Transition{Seq: t.seq, Asset: asset, Origin: origin, At: t.opts.Clock.Now(), Reason: reason}
+	t.appendAudit(tr)
+	t.mu.Unlock()
+	t.notify([]Transition{tr})
+	return tr
+}
+
 // Restore puts back a command read from a durable store, in the state it
 // was in, without recording a transition, and restarts its timers: a
 // command not yet sent expires at its Expiry (at once if that has passed,
@@ -690,13 +702,18 @@ func (t *Tracker) record(e *entry, from, to Status, now time.Time, reason string
 	t.seq++
 	e.c.Version = t.seq
 	tr := Transition{Seq: t.seq, ID: e.c.ID, Asset: e.c.Asset, Origin: e.c.Origin, From: from, To: to, At: now, Reason: reason}
+	t.appendAudit(tr)
+	return tr
+}
+
+// appendAudit appends a transition to the audit ring; t.mu is held.
+func (t *Tracker) appendAudit(tr Transition) {
 	if len(t.audit) < t.opts.AuditSize {
 		t.audit = append(t.audit, tr)
 	} else {
 		t.audit[t.auditAt] = tr
 		t.auditAt = (t.auditAt + 1) % len(t.audit)
 	}
-	return tr
 }
 
 func (t *Tracker) notify(trs []Transition) {

@@ -1,0 +1,293 @@
+package control
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// The log: a file of frames, each
+//
+//	length uint32 (little endian) | crc32c(payload) uint32 | payload
+//
+// whose payload is one JSON entry. A torn or corrupt frame ends the log:
+// it and everything after it are cut off when the log is opened (only the
+// last append can be torn; every append is synced before the arbiter goes
+// on). When the file grows past its limit it is rewritten from the live
+// state (records kept, the audit kept, leases in force) into a new file
+// that replaces it atomically.
+
+const (
+	logName     = "control.log"
+	frameHeader = 8
+	// maxFrame bounds one entry: a record is bounded by the arbiter's
+	// limits far below this.
+	maxFrame = 1 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// entry is one line of the log. Rec and Tr come together for a transition
+// (Rec the record after it, Tr the transition); Tr alone is an audit event
+// that concerns no record; Lease records a lease taken (or, with Released,
+// given up).
+type logEntry struct {
+	Rec      *Record     `json:"rec,omitempty"`
+	Tr       *Transition `json:"tr,omitempty"`
+	Lease    *Lease      `json:"lease,omitempty"`
+	Released bool        `json:"released,omitempty"`
+}
+
+// state is what a log holds once read.
+type state struct {
+	records map[string]Record
+	audit   []Transition
+	leases  map[string]Lease
+}
+
+// store appends entries to the log.
+type store struct {
+	dir     string
+	noSync  bool
+	maxSize int64
+
+	mu   sync.Mutex
+	f    *os.File
+	w    *bufio.Writer
+	size int64
+	buf  []byte
+	err  error // a failed append: the log cannot be trusted further
+}
+
+// openStore reads the log in dir (creating dir and the log if needed),
+// cutting off a torn tail, and returns it with what it holds.
+func openStore(dir string, maxSize int64, noSync bool) (*store, *state, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, nil, fmt.Errorf("control log: %w", err)
+	}
+	name := filepath.Join(dir, logName)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("control log: %w", err)
+	}
+	st, good, err := readLog(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("control log %s: %w", name, err)
+	}
+	if fi, err := f.Stat(); err == nil && fi.Size() > good {
+		if err := f.Truncate(good); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("control log %s: cutting off a torn tail: %w", name, err)
+		}
+	}
+	if _, err := f.Seek(good, io.SeekStart); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("control log: %w", err)
+	}
+	s := &store{dir: dir, noSync: noSync, maxSize: maxSize, f: f, w: bufio.NewWriter(f), size: good}
+	return s, st, nil
+}
+
+// readLog reads every whole frame and returns the state and the offset
+// after the last good frame.
+func readLog(f *os.File) (*state, int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, 0, err
+	}
+	st := &state{records: map[string]Record{}, leases: map[string]Lease{}}
+	r := bufio.NewReader(f)
+	var off int64
+	var hdr [frameHeader]byte
+	seen := map[uint64]bool{}
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			break // end, or a torn header
+		}
+		n := binary.LittleEndian.Uint32(hdr[:4])
+		sum := binary.LittleEndian.Uint32(hdr[4:])
+		if n == 0 || n > maxFrame {
+			break
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			break
+		}
+		if crc32.Checksum(payload, castagnoli) != sum {
+			break
+		}
+		var e logEntry
+		if err := json.Unmarshal(payload, &e); err != nil {
+			break
+		}
+		off += frameHeader + int64(n)
+		if e.Rec != nil && e.Rec.ID != "" {
+			if old, ok := st.records[e.Rec.ID]; !ok || e.Rec.Version >= old.Version {
+				st.records[e.Rec.ID] = *e.Rec
+			}
+		}
+		if e.Tr != nil && !seen[e.Tr.Seq] {
+			seen[e.Tr.Seq] = true
+			st.audit = append(st.audit, *e.Tr)
+		}
+		if e.Lease != nil {
+			if e.Released {
+				if cur, ok := st.leases[e.Lease.Asset]; ok && cur.Holder == e.Lease.Holder {
+					delete(st.leases, e.Lease.Asset)
+				}
+			} else {
+				st.leases[e.Lease.Asset] = *e.Lease
+			}
+		}
+	}
+	slices.SortFunc(st.audit, func(a, b Transition) int {
+		switch {
+		case a.Seq < b.Seq:
+			return -1
+		case a.Seq > b.Seq:
+			return 1
+		}
+		return 0
+	})
+	return st, off, nil
+}
+
+// appendEntry writes e and, unless the store does not sync, syncs it.
+func (s *store) appendEntry(e logEntry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	if err := s.write(s.w, e); err != nil {
+		s.err = err
+		return err
+	}
+	if err := s.w.Flush(); err != nil {
+		s.err = fmt.Errorf("control log: %w", err)
+		return s.err
+	}
+	if !s.noSync {
+		if err := s.f.Sync(); err != nil {
+			s.err = fmt.Errorf("control log: sync: %w", err)
+			return s.err
+		}
+	}
+	return nil
+}
+
+// write frames e into w and counts its size; s.mu is held.
+func (s *store) write(w io.Writer, e logEntry) error {
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("control log: %w", err)
+	}
+	if len(payload) > maxFrame {
+		return fmt.Errorf("control log: entry of %d bytes over the limit of %d", len(payload), maxFrame)
+	}
+	s.buf = binary.LittleEndian.AppendUint32(s.buf[:0], uint32(len(payload)))
+	s.buf = binary.LittleEndian.AppendUint32(s.buf, crc32.Checksum(payload, castagnoli))
+	s.buf = append(s.buf, payload...)
+	if _, err := w.Write(s.buf); err != nil {
+		return fmt.Errorf("control log: %w", err)
+	}
+	s.size += int64(len(s.buf))
+	return nil
+}
+
+// full reports whether the log has outgrown its limit.
+func (s *store) full() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxSize > 0 && s.size > s.maxSize
+}
+
+// compact rewrites the log from snap (called with the live state): the
+// new file is written and synced aside, then renamed over the log. Entries
+// appended meanwhile wait and go to the new file; replay keeps the newest
+// version of each record, so their order does not matter.
+func (s *store) compact(snap func() []logEntry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	entries := snap()
+	tmp := filepath.Join(s.dir, logName+".tmp")
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("control log: compacting: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	old := s.size
+	s.size = 0
+	for _, e := range entries {
+		if err = s.write(w, e); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(s.dir, logName))
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(tmp)
+		s.size = old
+		return fmt.Errorf("control log: compacting: %w", err)
+	}
+	syncDir(s.dir)
+	s.f.Close()
+	s.f, s.w = f, bufio.NewWriter(f)
+	// A state that stays large raises the limit rather than compacting
+	// at every append.
+	if s.size > s.maxSize/2 {
+		s.maxSize = 2 * s.size
+	}
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// close flushes and closes the log.
+func (s *store) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return nil
+	}
+	err := s.w.Flush()
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
+	s.f = nil
+	if s.err == nil {
+		s.err = errors.New("control log closed")
+	}
+	return err
+}
+
+// health returns the error that stopped the log, if any.
+func (s *store) health() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}

@@ -23,14 +23,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sluice-edge/sluice/connectors/codec"
+	"github.com/sluice-edge/sluice/connectors/windfarm"
+	"github.com/sluice-edge/sluice/engine/command"
 )
 
 // Config configures a simulation. Zero fields take the defaults noted.
@@ -91,9 +93,12 @@ type Config struct {
 	Inflight    int
 
 	// Answer makes the devices answer commands: measure-point settings
-	// (which then override the simulated values; power_limit caps power)
 	// and service invocations are acknowledged with code 200, except that
-	// Failing devices answer 500 and Silent devices do not answer.
+	// Failing devices answer 500 and Silent devices do not answer. A set
+	// point power_limit (kW; through measurepoint.set or the service
+	// setPowerLimit) caps the turbine's output from its next reading on,
+	// as the farm model (connectors/windfarm) does; other set points
+	// override the simulated values.
 	Answer          bool
 	Failing, Silent []string
 
@@ -135,6 +140,7 @@ func rate(n int64, d time.Duration) float64 {
 // Sim is a configured simulation.
 type Sim struct {
 	cfg      Config
+	model    *windfarm.Farm
 	turbines []*turbine
 	byKey    map[string]*turbine
 	failing  map[string]bool
@@ -208,10 +214,10 @@ func New(cfg Config) (*Sim, error) {
 		s.replay = r
 		return s, nil
 	}
-	width := max(4, len(strconv.Itoa(cfg.Devices)))
+	s.model = windfarm.New(windfarm.Config{Turbines: cfg.Devices, Interval: cfg.Interval, Start: cfg.Start,
+		Seed: cfg.Seed, Faults: cfg.Faults})
 	for i := range cfg.Devices {
-		n := strconv.Itoa(i + 1)
-		key := "T" + strings.Repeat("0", max(0, width-len(n))) + n
+		key := s.model.Asset(i)
 		t := newTurbine(key, cfg.ProductKey, cfg.Seed, i)
 		s.turbines = append(s.turbines, t)
 		s.byKey[key] = t
@@ -253,9 +259,9 @@ func (s *Sim) SetPoints(device string) map[string]float64 {
 		for k, v := range c.set {
 			out[k] = v
 		}
-		if c.limit > 0 {
-			out["power_limit"] = c.limit
-		}
+	}
+	if kW, ok := s.model.PowerLimit(t.idx); ok {
+		out[windfarm.PowerLimitPoint] = kW
 	}
 	return out
 }
@@ -339,7 +345,7 @@ func (s *Sim) Run(ctx context.Context) (Stats, error) {
 			for i := w; i < len(s.turbines); i += workers {
 				mine = append(mine, s.turbines[i])
 			}
-			f := newFarm(mine, s.cfg.Points, s.cfg.Start, s.cfg.Interval, s.cfg.Faults)
+			f := &farm{model: s.model.Part(), turbines: mine, points: s.cfg.Points}
 			wg.Go(func() { s.farmWorker(ctx, conns[w%len(conns)], f, workers, w, &budget) })
 		}
 	}
@@ -550,12 +556,19 @@ func (a *answerer) answer(topic string, payload []byte) {
 		code, msg = 400, "bad request: "+err.Error()
 	} else if s.failing[device] {
 		code, msg = 500, "simulated failure"
-	} else if service == "measurepoint.set" {
+	} else if service == command.SetPoints {
 		var points map[string]float64
 		if err := json.Unmarshal(req.Params["measurepoints"], &points); err != nil {
 			code, msg = 400, "measurepoints: "+err.Error()
 		} else {
 			s.apply(device, points)
+		}
+	} else if service == PowerLimitService {
+		var kW float64
+		if err := json.Unmarshal(req.Params[windfarm.PowerLimitPoint], &kW); err != nil {
+			code, msg = 400, windfarm.PowerLimitPoint+": "+err.Error()
+		} else {
+			s.apply(device, map[string]float64{windfarm.PowerLimitPoint: kW})
 		}
 	}
 	b := codec.AppendReply(nil, codec.IDText(req.ID), code, msg)
@@ -575,14 +588,13 @@ func (s *Sim) apply(device string, points map[string]float64) {
 	}
 	next := &control{set: map[string]float64{}}
 	if c := t.ctl.Load(); c != nil {
-		next.limit = c.limit
-		for k, v := range c.set {
-			next.set[k] = v
-		}
+		maps.Copy(next.set, c.set)
 	}
 	for k, v := range points {
-		if k == "power_limit" {
-			next.limit = v
+		if k == windfarm.PowerLimitPoint {
+			// The model caps the output: power, pitch, load,
+			// temperatures and vibration follow from the next reading.
+			s.model.SetPowerLimit(t.idx, v)
 			continue
 		}
 		next.set[k] = v

@@ -143,7 +143,7 @@ func NewSource(farm *Farm, total int64, rate float64, bc engine.BuildContext) *S
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Source{farm: farm, schema: farm.Schema(), total: total, rate: rate, batch: bc.Batch.Normalize(), mem: bc.Mem, rows: counters.Counter("rows"), log: log,
-		fp: fingerprint(farm.cfg)}
+		fp: fingerprint(farm.Config())}
 }
 
 // Schema is the farm's schema.

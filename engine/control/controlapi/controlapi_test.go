@@ -1,0 +1,153 @@
+package controlapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine/command"
+	"github.com/sluice-edge/sluice/engine/control"
+	"github.com/sluice-edge/sluice/engine/control/controlapi"
+	"github.com/sluice-edge/sluice/engine/control/controlclient"
+)
+
+const token = "test-token-0123456789"
+
+// device acknowledges commands unless silent.
+type device struct {
+	tracker *command.Tracker
+	silent  bool
+}
+
+func (d *device) Ready(context.Context) error { return nil }
+func (d *device) Deliver(_ context.Context, c control.Record) error {
+	if !d.silent {
+		go d.tracker.Reply(c.ID, c.Target(), 200, "ok", nil)
+	}
+	return nil
+}
+
+func serve(t *testing.T, silent bool) (string, *control.Arbiter) {
+	t.Helper()
+	dev := &device{silent: silent}
+	a, err := control.Open(control.Options{Dir: t.TempDir(), Transport: dev, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.tracker = a.Tracker()
+	srv, err := controlapi.Listen("127.0.0.1:0", token, a, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(time.Second); a.Close() })
+	return "http://" + srv.Addr(), a
+}
+
+func call(t *testing.T, method, url, tok, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAPI(t *testing.T) {
+	base, _ := serve(t, false)
+	cmds := base + controlapi.CommandsPath
+	ok := `{"product":"pk","asset":"T1","origin":"cloud","inputs":{"power_setpoint":1500},"expire_in":"5m"}`
+	cases := []struct {
+		name, method, url, tok, body string
+		code                         int
+		contains                     string
+	}{
+		{"no token", "POST", cmds, "", ok, 401, "unauthorized"},
+		{"wrong token", "POST", cmds, "nope", ok, 401, "unauthorized"},
+		{"submit", "POST", cmds, token, ok, 200, `"status": "queued"`},
+		{"bad json", "POST", cmds, token, `{"asset":`, 400, "body"},
+		{"unknown field", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":1},"evil":1}`, 400, "unknown field"},
+		{"trailing data", "POST", cmds, token, ok + ok, 400, "after the JSON"},
+		{"huge body", "POST", cmds, token, `{"asset":"` + strings.Repeat("a", 100<<10) + `"}`, 400, "body"},
+		{"absurd expiry", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":1},"expire_in":"8760000h"}`, 400, "expire"},
+		{"far expiry", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":1},"expiry":"2999-01-01T00:00:00Z"}`, 400, "ahead"},
+		{"both expiries", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":1},"expire_in":"1m","expiry":"2999-01-01T00:00:00Z"}`, 400, "not both"},
+		{"expired", "POST", cmds, token, `{"product":"pk","asset":"T1","origin":"cloud","inputs":{"p":1},"expiry":"2001-01-01T00:00:00Z"}`, 410, `"status": "expired"`},
+		{"object input", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":{"x":1}}}`, 400, "numbers, strings or booleans"},
+		{"huge number", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":1e999}}`, 400, "input"},
+		{"cloud claims safety", "POST", cmds, token, `{"product":"pk","asset":"T1","origin":"cloud","class":"safety","inputs":{"p":1}}`, 409, "may not claim"},
+		{"unknown command", "GET", cmds + "/nope", token, "", 404, "no command"},
+		{"bad status filter", "GET", cmds + "?status=nonsense", token, "", 400, "unknown status"},
+		{"bad limit", "GET", base + controlapi.AuditPath + "?limit=-1", token, "", 400, "limit"},
+		{"bad lease duration", "POST", base + controlapi.LeasesPath, token, `{"asset":"T1","holder":"h","origin":"local","for":"forever"}`, 400, "duration"},
+		{"absurd lease", "POST", base + controlapi.LeasesPath, token, `{"asset":"T1","holder":"h","origin":"local","for":"100000h"}`, 400, "lease lasts"},
+		{"release unheld", "DELETE", base + controlapi.LeasesPath + "/T1?holder=h", token, "", 404, "no lease"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := call(t, tc.method, tc.url, tc.tok, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.contains) {
+				t.Fatalf("%d %s, want %d containing %q", code, body, tc.code, tc.contains)
+			}
+		})
+	}
+}
+
+func TestClientFlow(t *testing.T) {
+	base, a := serve(t, true)
+	c := controlclient.New(base, token, nil)
+	ctx := context.Background()
+	l, err := c.TakeLease(ctx, control.LeaseRequest{Asset: "T1", Holder: "hmi-1", Origin: "local:hmi", Class: control.ClassSafety, For: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.TakeLease(ctx, control.LeaseRequest{Asset: "T1", Holder: "other", Origin: "local:x", For: time.Hour}); err == nil ||
+		!strings.Contains(err.Error(), "leased by hmi-1") {
+		t.Fatalf("second lease: %v", err)
+	}
+	rec, err := c.Submit(ctx, control.Command{Product: "pk", Asset: "T1", Origin: "cloud", Inputs: map[string]any{"p": 1}})
+	if rec.Status != command.Rejected || !strings.Contains(rec.Reason, "leased by hmi-1") || err == nil {
+		t.Fatalf("cloud under a lease: %s %q %v", rec.Status, rec.Reason, err)
+	}
+	audit, err := c.Audit(ctx, control.Filter{Asset: "T1", Status: command.Rejected})
+	if err != nil || len(audit) != 1 || audit[0].ID != rec.ID {
+		t.Fatalf("audit: %v %v", audit, err)
+	}
+	if err := c.ReleaseLease(ctx, "T1", l.Holder); err != nil {
+		t.Fatal(err)
+	}
+	rec, err = c.Submit(ctx, control.Command{Product: "pk", Asset: "T1", Origin: "cloud", Inputs: map[string]any{"p": 2}, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The silent device: a short wait answers 202 and the record in progress.
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	got, err := c.Wait(wctx, rec.ID)
+	cancel()
+	if err == nil || got.Status.Final() {
+		t.Fatalf("wait on a silent device: %s %v", got.Status, err)
+	}
+	if _, err := a.Tracker().Reply(rec.ID, rec.Target(), 200, "ok", json.RawMessage(`{"applied":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	got, err = c.Wait(ctx, rec.ID)
+	if err != nil || got.Status != command.Acked || got.Replied.IsZero() {
+		t.Fatalf("after the reply: %+v %v", got, err)
+	}
+	list, err := c.List(ctx, control.Filter{Origin: "cloud"})
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list: %d %v", len(list), err)
+	}
+}

@@ -229,6 +229,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET "+HealthPath, a.health)
 	mux.HandleFunc("GET "+EdgesPath, a.edges)
 	mux.HandleFunc("GET "+EdgesPath+"/{id}", a.edge)
+	mux.HandleFunc("GET "+EdgesPath+"/{id}/logs", a.edgeLogs)
 	mux.HandleFunc("POST "+ReleasesPath, a.release)
 	mux.HandleFunc("GET "+ReleasesPath, a.releases)
 	mux.HandleFunc("GET "+ReleasesPath+"/{id}", a.releaseStatus)

@@ -155,8 +155,9 @@ segment to verify its checksum unless --no-verify.`,
 
 func newBufferRepairCmd(g *globals) *cobra.Command {
 	var (
-		opts   ops.RepairOptions
-		asJSON bool
+		opts     ops.RepairOptions
+		asJSON   bool
+		progress string
 	)
 	cmd := &cobra.Command{
 		Use:   "repair DIR",
@@ -179,8 +180,14 @@ disk (salvaging a damaged WAL file into a segment then waits for space).
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
+			if err := checkProgress(progress); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
 			opts.Log = log
+			bar := newProgressBar(g, progress, "repair")
+			opts.Progress = bar.update
 			rep, err := ops.Repair(args[0], opts)
+			bar.done()
 			if rep != nil {
 				if asJSON {
 					if werr := writeJSON(g.stdout, rep); werr != nil {
@@ -200,6 +207,7 @@ disk (salvaging a damaged WAL file into a segment then waits for space).
 	f.BoolVar(&opts.DryRun, "dry-run", false, "only report what repair would do")
 	f.BoolVar(&opts.NoVerify, "no-verify", false, "do not read every row after opening")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.StringVar(&progress, "progress", "auto", "progress bar on stderr while the rows are read: auto (when a terminal), always or never")
 	f.StringVar(&opts.Time, "time", "", "event-time column (when the schema comes from the WAL only)")
 	f.StringVar(&opts.Key, "key", "", "key column (when the schema comes from the WAL only)")
 	return cmd

@@ -2,14 +2,11 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/sluice-edge/sluice/engine/buffer/ops"
 )
@@ -71,7 +68,7 @@ its lock shared: stop the engine first.`,
 					return &exitError{code: exitUsage, err: fmt.Errorf("--until: a sequence or a time: %w", err)}
 				}
 			}
-			bar := newProgressBar(g.stderr, progress, "export")
+			bar := newProgressBar(g, progress, "export")
 			opts.Progress = bar.update
 			rep, err := ops.Export(cmd.Context(), dir, out, opts)
 			bar.done()
@@ -123,49 +120,4 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time, a date or a duration", s)
-}
-
-// progressBar draws done/total on a terminal.
-type progressBar struct {
-	w     io.Writer
-	label string
-	on    bool
-	start time.Time
-	last  time.Time
-}
-
-func newProgressBar(w io.Writer, mode, label string) *progressBar {
-	on := mode == "always"
-	if mode == "auto" {
-		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			on = true
-		}
-	}
-	return &progressBar{w: w, label: label, on: on, start: time.Now()}
-}
-
-func (p *progressBar) update(done, total int64) {
-	if !p.on {
-		return
-	}
-	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond && done < total {
-		return
-	}
-	p.last = now
-	const width = 30
-	frac := 1.0
-	if total > 0 {
-		frac = min(1, float64(done)/float64(total))
-	}
-	n := int(frac * width)
-	rate := float64(done) / max(now.Sub(p.start).Seconds(), 1e-9)
-	fmt.Fprintf(p.w, "\r\033[K%s [%s%s] %3.0f%%  %d/%d rows  %.0f rows/s", p.label,
-		strings.Repeat("#", n), strings.Repeat(".", width-n), 100*frac, done, total, rate)
-}
-
-func (p *progressBar) done() {
-	if p.on {
-		fmt.Fprint(p.w, "\r\033[K")
-	}
 }

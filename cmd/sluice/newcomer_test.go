@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sluice --version prints what sluice version prints.
@@ -11,5 +15,111 @@ func TestVersionFlag(t *testing.T) {
 	code, got, stderr := run(t, "--version")
 	if code != 0 || got != want || !strings.HasPrefix(got, "sluice ") {
 		t.Fatalf("--version: exit %d, %q (stderr %q), want %q", code, got, stderr, want)
+	}
+}
+
+// writeFile writes a test file and returns its path.
+func writeFile(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A run whose stderr is no terminal logs a short summary every
+// --summary-interval (and never with 0), and names the absolute paths its
+// file sinks write, at the start and in the summary.
+func TestRunLogsSummaryAndFilePaths(t *testing.T) {
+	dir := t.TempDir()
+	// 2,000 rows at 2,000 rows/s: about a second, ten summary periods.
+	file := writeFile(t, dir, "conf/w.yaml", `
+name: w
+sources:
+  s: {type: sim, turbines: 5, rows: 400, rate: 2000, seed: 1}
+steps:
+  stats: {type: window, input: s, size: 1m, aggregates: {power: [avg]}}
+sinks:
+  f: {type: file, input: stats, path: out/stats.jsonl}
+`)
+	want := filepath.Join(dir, "conf", "out", "stats.jsonl")
+	code, _, stderr := run(t, "run", file, "--data-dir", filepath.Join(dir, "data"), "--summary-interval", "100ms")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	for _, s := range []string{"msg=progress rows=", `msg="file sink writes" pipeline=w sink=f path=` + want, `msg="file sink wrote" pipeline=w sink=f rows=`, "path=" + want} {
+		if !strings.Contains(stderr, s) {
+			t.Errorf("stderr lacks %q:\n%s", s, stderr)
+		}
+	}
+	if _, err := os.Stat(want); err != nil {
+		t.Errorf("the named file: %v", err)
+	}
+	code, _, stderr = run(t, "run", file, "--data-dir", filepath.Join(dir, "data"), "--from-start", "--summary-interval", "0")
+	if code != 0 || strings.Contains(stderr, "msg=progress") {
+		t.Fatalf("--summary-interval 0: exit %d\n%s", code, stderr)
+	}
+	if code, _, stderr := run(t, "run", file, "--summary-interval", "-1s"); code != exitUsage {
+		t.Fatalf("negative --summary-interval: exit %d\n%s", code, stderr)
+	}
+}
+
+// Log lines written while a live line shows go above it: the line is
+// cleared first and drawn again after, never overwritten or glued to.
+func TestLiveLineRedrawsAroundLogs(t *testing.T) {
+	var b bytes.Buffer
+	l := &liveLine{w: &b}
+	l.Write([]byte("before\n"))
+	l.show("rows 10")
+	l.Write([]byte("a log line\n"))
+	l.show("rows 20")
+	l.clear()
+	l.Write([]byte("after\n"))
+	want := "before\n" + clearLine + "rows 10" + clearLine + "a log line\nrows 10" + clearLine + "rows 20" + clearLine + "after\n"
+	if b.String() != want {
+		t.Fatalf("got %q\nwant %q", b.String(), want)
+	}
+}
+
+// The progress bar shows rows, bytes, rate and ETA.
+func TestProgressBarRender(t *testing.T) {
+	p := &progressBar{label: "export"}
+	got := p.render(250, 1000, 3<<20, 5*time.Second)
+	for _, s := range []string{"export [#######.......", " 25%", "250/1000 rows", "3.0 MiB", "50 rows/s", "ETA 15s"} {
+		if !strings.Contains(got, s) {
+			t.Errorf("%q lacks %q", got, s)
+		}
+	}
+	if got := p.render(1000, 1000, -1, time.Second); strings.Contains(got, "ETA") || strings.Contains(got, "B ") {
+		t.Errorf("finished, bytes unknown: %q", got)
+	}
+}
+
+// export and buffer repair draw a progress bar (rows, bytes) with
+// --progress always, and nothing with never or on a non-terminal (auto).
+func TestOpsProgressBars(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "stats")
+	makeBuffer(t, dir, 2, 1)
+	for _, c := range []struct {
+		args []string
+		bar  string
+	}{
+		{[]string{"export", dir, "--out", t.TempDir(), "--rows-per-file", "100"}, "export ["},
+		{[]string{"buffer", "repair", dir}, "repair ["},
+	} {
+		code, _, stderr := run(t, append(c.args, "--progress", "always")...)
+		if code != 0 || !strings.Contains(stderr, c.bar) || !strings.Contains(stderr, "300/300 rows") || !strings.Contains(stderr, " KiB") || !strings.Contains(stderr, clearLine) {
+			t.Errorf("%v --progress always: exit %d, stderr %q", c.args, code, stderr)
+		}
+		for _, mode := range []string{"never", "auto"} {
+			code, _, stderr := run(t, append(c.args, "--progress", mode)...)
+			if code != 0 || strings.Contains(stderr, c.bar) || strings.Contains(stderr, clearLine) {
+				t.Errorf("%v --progress %s: exit %d, stderr %q", c.args, mode, code, stderr)
+			}
+		}
 	}
 }

@@ -69,7 +69,7 @@ listed and make replay exit 1.`,
 			defer pub.Close()
 			opts.Publisher = pub
 			opts.Log = log
-			bar := newProgressBar(g.stderr, progress, "replay")
+			bar := newProgressBar(g, progress, "replay")
 			opts.Progress = bar.update
 			rep, err := ops.Replay(cmd.Context(), files, opts)
 			bar.done()

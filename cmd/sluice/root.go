@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -47,6 +48,9 @@ type globals struct {
 	// level is the level of the logger made last (a release's settings
 	// may change it at run time).
 	level slog.LevelVar
+	// live is stderr shared by the logger and a live status line (errOut).
+	live     *liveLine
+	liveOnce sync.Once
 }
 
 func (g *globals) logger() (*slog.Logger, error) {
@@ -60,9 +64,9 @@ func (g *globals) logger() (*slog.Logger, error) {
 	// password, a token or a registered secret value.
 	switch strings.ToLower(g.logFormat) {
 	case "text":
-		return slog.New(redact.NewHandler(slog.NewTextHandler(g.stderr, opts))), nil
+		return slog.New(redact.NewHandler(slog.NewTextHandler(g.errOut(), opts))), nil
 	case "json":
-		return slog.New(redact.NewHandler(slog.NewJSONHandler(g.stderr, opts))), nil
+		return slog.New(redact.NewHandler(slog.NewJSONHandler(g.errOut(), opts))), nil
 	}
 	return nil, fmt.Errorf("--log-format: %q is not one of text, json", g.logFormat)
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer/ops"
 	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -26,6 +26,7 @@ import (
 // runFlags are the flags shared by run and demo.
 type runFlags struct {
 	progress    string
+	summary     time.Duration // period of the summary logged when no live line shows
 	metricsAddr string
 	metricsTok  string // file holding the metrics bearer token
 	dataDir     string
@@ -35,6 +36,7 @@ type runFlags struct {
 
 func (f *runFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.progress, "progress", "auto", "show rows and rows/s on stderr: auto (when stderr is a terminal), always or never")
+	cmd.Flags().DurationVar(&f.summary, "summary-interval", time.Minute, "when stderr shows no live progress line, log rows and rows/s this often (0: never)")
 	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address at /metrics (\":9464\" binds 127.0.0.1; 0.0.0.0:9464 every interface)")
 	cmd.Flags().StringVar(&f.metricsTok, "metrics-token-file", "", "file holding a bearer token the metrics endpoint requires (default: $"+metricsTokenEnv+", else none)")
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "sluice-data", "directory of durable state (the buffers of cloud sinks)")
@@ -47,6 +49,9 @@ func (f *runFlags) register(cmd *cobra.Command) {
 func (f *runFlags) check() error {
 	if err := checkProgress(f.progress); err != nil {
 		return err
+	}
+	if f.summary < 0 {
+		return fmt.Errorf("--summary-interval: must not be negative, not %v", f.summary)
 	}
 	if f.metricsAddr != "" {
 		if err := checkListenAddr(metricsListenAddr(f.metricsAddr)); err != nil {
@@ -164,8 +169,12 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 		names[i] = p.Def.Name
 	}
 	log.Info("running", "pipelines", names)
+	outs := fileOutputs(ps)
+	for _, o := range outs {
+		log.Info("file sink writes", "pipeline", o.pipeline, "sink", o.sink, "path", o.path)
+	}
 	start := time.Now()
-	stopProgress := startProgress(g.stderr, flags.progress, ps, start)
+	stopProgress := startProgress(g, log, flags, ps, start)
 	var driveErr error
 	driveDone := make(chan struct{})
 	if drive != nil {
@@ -192,6 +201,9 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 	unusable := reportUnusable(log, ps)
 	log.Info("finished", "rows", rows, "elapsed", elapsed.Round(time.Millisecond).String(),
 		"rows_per_s", int64(float64(rows)/max(elapsed.Seconds(), 1e-9)))
+	for _, o := range outs {
+		log.Info("file sink wrote", "pipeline", o.pipeline, "sink", o.sink, "rows", o.counters.Counter("rows_in").Load(), "path", o.path)
+	}
 	// Rows a cloud sink could not deliver stay in its buffer: say so, so
 	// that a finished run with a dead link is not mistaken for a complete
 	// one. The exit code stays 0: the rows are safe on disk.
@@ -278,39 +290,78 @@ func logSummary(log *slog.Logger, ps []*pipelines.Pipeline) {
 	}
 }
 
-// startProgress prints rows and rows/s to w once a second when w is a
-// terminal (mode auto) or always; it returns a function that stops it.
-func startProgress(w io.Writer, mode string, ps []*pipelines.Pipeline, start time.Time) func() {
-	show := mode == "always"
-	if mode == "auto" {
-		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			show = true
+// startProgress shows rows and rows/s on a live line of stderr once a
+// second when stderr is a terminal (--progress auto) or always; when it
+// shows none, it logs them every --summary-interval instead, so that a run
+// under a service manager is not silent. It returns a function that stops
+// it.
+func startProgress(g *globals, log *slog.Logger, flags runFlags, ps []*pipelines.Pipeline, start time.Time) func() {
+	live := showLive(g.stderr, flags.progress)
+	every := time.Second
+	if !live {
+		if flags.summary <= 0 {
+			return func() {}
 		}
+		every = flags.summary
 	}
-	if !show {
-		return func() {}
-	}
+	line := g.errOut()
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		last, lastT := int64(0), start
 		for {
 			select {
 			case <-done:
-				fmt.Fprint(w, "\r\033[K")
+				if live {
+					line.clear()
+				}
 				return
 			case now := <-t.C:
 				rows := pipelines.SourceRows(ps)
 				rate := float64(rows-last) / now.Sub(lastT).Seconds()
 				last, lastT = rows, now
-				fmt.Fprintf(w, "\r\033[Krows %d  rows/s %.0f  elapsed %s", rows, rate, now.Sub(start).Round(time.Second))
+				if live {
+					line.show(fmt.Sprintf("rows %d  rows/s %.0f  elapsed %s", rows, rate, now.Sub(start).Round(time.Second)))
+					continue
+				}
+				log.Info("progress", "rows", rows, "rows_per_s", int64(rate), "elapsed", now.Sub(start).Round(time.Second).String())
 			}
 		}
 	}()
 	return func() { close(done); <-stopped }
+}
+
+// fileOutput is a file a file sink writes.
+type fileOutput struct {
+	pipeline, sink string
+	path           string // absolute
+	counters       *engine.Counters
+}
+
+// fileOutputs lists the files the file sinks of ps write, with absolute
+// paths: a relative path is relative to its pipeline file, which a user
+// running the file from elsewhere would not guess.
+func fileOutputs(ps []*pipelines.Pipeline) []fileOutput {
+	var out []fileOutput
+	for _, p := range ps {
+		for _, b := range p.Components {
+			if b.Def.Kind != spec.KindSink || b.Def.Type != "file" || b.Def.Config == nil {
+				continue
+			}
+			path := b.Def.Config.String("path")
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(p.Def.Dir, path)
+			}
+			if abs, err := filepath.Abs(path); err == nil {
+				path = abs
+			}
+			out = append(out, fileOutput{pipeline: p.Def.Name, sink: b.Def.Name, path: path, counters: b.Counters})
+		}
+	}
+	return out
 }
 
 // stopOnSignal returns a context cancelled on the first SIGINT or SIGTERM

@@ -54,8 +54,9 @@ type ExportOptions struct {
 	RowsPerFile int64
 	SchemaOptions
 	// Progress, when set, is called after each file with the rows
-	// exported and the backlog rows the selection may cover at most.
-	Progress func(done, total int64)
+	// exported, the backlog rows the selection may cover at most, and the
+	// bytes of the files written.
+	Progress func(done, total, bytes int64)
 	// Log receives the buffer's log (default: discarded).
 	Log *slog.Logger
 }
@@ -181,7 +182,7 @@ func Export(ctx context.Context, dir, out string, opts ExportOptions) (*ExportRe
 		return nil, err
 	}
 	if opts.Progress != nil {
-		opts.Progress(rep.Rows, rep.Rows)
+		opts.Progress(rep.Rows, rep.Rows, rep.Bytes)
 	}
 	if len(rep.Files) > 0 {
 		data, _ := json.MarshalIndent(rep, "", "  ")
@@ -379,7 +380,7 @@ func (fw *fileWriter) finishFile() error {
 	fw.rep.Rows += fw.cur.Rows
 	fw.rep.Bytes += fw.cur.Bytes
 	if fw.opts.Progress != nil {
-		fw.opts.Progress(fw.rep.Rows, max(fw.total, fw.rep.Rows))
+		fw.opts.Progress(fw.rep.Rows, max(fw.total, fw.rep.Rows), fw.rep.Bytes)
 	}
 	return nil
 }

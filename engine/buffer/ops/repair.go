@@ -61,6 +61,9 @@ type RepairOptions struct {
 	// segment checksums and WAL payloads, quarantining damage).
 	NoVerify bool
 	SchemaOptions
+	// Progress, when set, is called while the rows are read with the rows
+	// read, the backlog rows, and the share of the backlog's bytes read.
+	Progress func(done, total, bytes int64)
 	// Log receives the buffer's log (default: discarded).
 	Log *slog.Logger
 }
@@ -137,7 +140,7 @@ func Repair(dir string, opts RepairOptions) (*RepairReport, error) {
 	}
 	var readErr error
 	if !opts.NoVerify {
-		readErr = drain(b)
+		readErr = drain(b, rep.Before.BacklogRows, rep.Before.BacklogBytes, opts.Progress)
 	}
 	if err := b.Close(); err != nil && readErr == nil {
 		readErr = err
@@ -170,19 +173,28 @@ func Repair(dir string, opts RepairOptions) (*RepairReport, error) {
 	return rep, readErr
 }
 
-// drain reads every row once without acknowledging anything.
-func drain(b *buffer.Buffer) error {
+// drain reads every row once without acknowledging anything, telling
+// progress (when set) how far it got of the rows and bytes of the backlog.
+func drain(b *buffer.Buffer, rows, bytes int64, progress func(done, total, bytes int64)) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // Next polls
+	var done int64
 	for {
 		e, err := b.Next(ctx)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
+				if progress != nil {
+					progress(done, max(done, rows), bytes)
+				}
 				return nil
 			}
 			return err
 		}
+		done += e.Rec.NumRows()
 		e.Rec.Release()
+		if progress != nil && rows > 0 {
+			progress(done, max(done, rows), int64(float64(bytes)*min(1, float64(done)/float64(rows))))
+		}
 	}
 }
 

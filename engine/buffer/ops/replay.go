@@ -33,9 +33,9 @@ type ReplayOptions struct {
 	Retries int
 	// Chunk is the number of messages per Publish call (default 64).
 	Chunk int
-	// Progress, when set, is called after each publish with the rows sent
-	// and the rows of every file.
-	Progress func(done, total int64)
+	// Progress, when set, is called after each publish with the rows sent,
+	// the rows of every file, and the payload bytes sent.
+	Progress func(done, total, bytes int64)
 	// Mem allocates the records read (default: the Go allocator).
 	Mem memory.Allocator
 	Log *slog.Logger
@@ -106,6 +106,7 @@ func Replay(ctx context.Context, paths []string, opts ReplayOptions) (*ReplayRep
 		return cmp.Or(cmp.Compare(a.edge, b.edge), cmp.Compare(a.stream, b.stream), cmp.Compare(a.first, b.first))
 	})
 	rep := &ReplayReport{}
+	var sentBytes int64 // payload bytes handed to the publisher
 	pub := opts.Publisher
 	for _, rf := range files {
 		data, err := os.ReadFile(rf.path)
@@ -152,8 +153,11 @@ func Replay(ctx context.Context, paths []string, opts ReplayOptions) (*ReplayRep
 				rep.Messages += int64(len(chunk))
 			}
 			rep.Rows = sentRows + msgRows(chunk[len(chunk)-1], sf.First)
+			for _, m := range chunk {
+				sentBytes += int64(len(m.Payload))
+			}
 			if opts.Progress != nil {
-				opts.Progress(rep.Rows, total)
+				opts.Progress(rep.Rows, total, sentBytes)
 			}
 		}
 		rep.Rows = sentRows + rows

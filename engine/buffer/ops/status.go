@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -281,16 +282,40 @@ func Bytes(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// Dur renders seconds as a rounded duration.
+// Dur renders seconds for people (see Age).
 func Dur(sec float64) string {
-	d := time.Duration(sec * float64(time.Second))
-	switch {
-	case d >= time.Hour:
-		return d.Round(time.Minute).String()
-	case d >= time.Minute:
-		return d.Round(time.Second).String()
+	if math.IsNaN(sec) || math.Abs(sec) > float64(math.MaxInt64/int64(time.Second)) {
+		return "a very long time"
 	}
-	return d.Round(time.Millisecond).String()
+	return Age(time.Duration(sec * float64(time.Second)))
+}
+
+// Age renders a duration for people with its two largest units, such as
+// 2y 335d, 3d 4h, 5h 7m, 12m 5s, 45s or 800ms (a year is 365 days).
+func Age(d time.Duration) string {
+	sign := ""
+	if d < 0 {
+		sign, d = "-", -d
+	}
+	const day = 24 * time.Hour
+	const year = 365 * day
+	units := []struct {
+		size time.Duration
+		name string
+	}{{year, "y"}, {day, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}}
+	for i, u := range units {
+		if d < u.size {
+			continue
+		}
+		s := fmt.Sprintf("%s%d%s", sign, d/u.size, u.name)
+		if i+1 < len(units) {
+			if rest := d % u.size / units[i+1].size; rest > 0 {
+				s += fmt.Sprintf(" %d%s", rest, units[i+1].name)
+			}
+		}
+		return s
+	}
+	return fmt.Sprintf("%s%dms", sign, d/time.Millisecond)
 }
 
 // nowFunc is the clock of reports.

@@ -122,7 +122,7 @@ func StartBroker(opts BrokerOptions) (*Broker, error) {
 	retain := &retainHook{srv: srv, stats: stats, ev: ev, maxCount: int64(lim.MaxRetained), maxBytes: lim.MaxRetainedBytes,
 		sizes: map[string]int64{}}
 	bl := &brokerListener{ln: ln, tls: opts.TLS, table: newConnTable(lim, stats), connectTimeout: lim.ConnectTimeout,
-		stats: stats, ev: ev}
+		stats: stats, ev: ev, srv: srv}
 	err = srv.AddHook(auth, nil)
 	if err == nil {
 		err = srv.AddHook(&deliveryHook{srv: srv, limit: 5 * time.Second}, nil)

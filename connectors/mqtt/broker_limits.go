@@ -383,8 +383,9 @@ type brokerListener struct {
 	stats          *brokerStats
 	ev             *eventLog
 	log            *slog.Logger
-	end            atomic.Bool // no more accepting
-	closed         atomic.Bool // clients closed
+	srv            *mochi.Server // whose clients Close disconnects
+	end            atomic.Bool   // no more accepting
+	closed         atomic.Bool   // clients closed
 	mu             sync.Mutex
 }
 
@@ -484,12 +485,23 @@ func (l *brokerListener) closePending() {
 }
 
 // Close stops accepting and closes the listener's clients.
-func (l *brokerListener) Close(closeClients listeners.CloseFn) {
+//
+// It does not call the broker library's closeClients: that one lists the
+// clients with Clients.GetByListener, which takes the client table's read
+// lock twice (once more through Clients.Len). A client connecting or
+// leaving in between queues for the write lock, the second read lock
+// waits behind it and the broker's Close hangs for good. The clients are
+// listed here under a single read lock (Clients.GetAll) instead.
+func (l *brokerListener) Close(_ listeners.CloseFn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.end.Store(true)
-	if l.closed.CompareAndSwap(false, true) {
-		closeClients(l.ID())
+	if l.closed.CompareAndSwap(false, true) && l.srv != nil {
+		for _, cl := range l.srv.Clients.GetAll() {
+			if cl.Net.Listener == l.ID() && !cl.Closed() {
+				_ = l.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
 	}
 	_ = l.ln.Close()
 }

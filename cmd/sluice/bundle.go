@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/spec"
+	"github.com/sluice-edge/sluice/pipelines"
 )
 
 func newBundleCmd(g *globals) *cobra.Command {
@@ -78,7 +79,15 @@ func newBundleBuildCmd(g *globals) *cobra.Command {
 		Long: `Build ships every file under DIR: files must lie under models/, pipelines/
 (*.yaml, *.yml), rules/ (*.yaml, *.yml), ml/ or config/, be regular files (no
 symbolic links), and pipeline and rule files must parse as YAML. FILE is
-written atomically and never overwritten.`,
+written atomically and never overwritten.
+
+Every model an infer step references is loaded before anything is written:
+checked against its runtime (an unsupported operator is named), run once on
+a batch of zeros and, where the pipeline can be built here, its inputs and
+outputs checked against the step's stream. A model that fails refuses the
+build with the reason at the step's file:line:col. The rest of the release
+is checked by the edge when it applies the bundle (and by sluice validate
+on the release directory).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
@@ -96,6 +105,9 @@ written atomically and never overwritten.`,
 			}
 			if opts.Parent >= opts.Version {
 				return &exitError{code: exitUsage, err: fmt.Errorf("--parent %d must be below --version %d", opts.Parent, opts.Version)}
+			}
+			if errs := pipelines.CheckReleaseModels(args[0], os.LookupEnv); len(errs) > 0 {
+				return &exitError{code: exitFailed, err: fmt.Errorf("bundle build: a model of the release is refused:\n%w", errs)}
 			}
 			key, err := bundle.ReadPrivateKey(keyFile)
 			if err != nil {

@@ -250,3 +250,22 @@ func smokeTest(m Model) error {
 	out := make([]float64, m.Width())
 	return m.Predict(in, 1, out)
 }
+
+// LoadReleaseModel reads and loads the model file name of the release in
+// root for a pipeline file in dir, as the step does when it is built in a
+// release (see New): the path must stay inside the release; runtime ""
+// is the one the extension implies. The model is checked against its
+// runtime and run once on a row of zeros. It lets a release be checked
+// model by model before it is built (sluice bundle build).
+func LoadReleaseModel(root, dir, name, runtime string) (Model, error) {
+	data, err := readReleaseModel(root, dir, name)
+	if err != nil {
+		return nil, err
+	}
+	if runtime == "" {
+		if runtime, err = RuntimeFor(name); err != nil {
+			return nil, err
+		}
+	}
+	return LoadBytes(data, runtime)
+}

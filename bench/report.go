@@ -340,6 +340,46 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(bw, "%s %s/%s, %s, %d CPUs, GOMAXPROCS %d\n\n", m.GoVersion, m.OS, m.Arch, cpu, m.NumCPU, m.GOMAXPROCS)
 
+	// Only the pipeline scenarios give the table and the agreement line: a
+	// run of others alone (buffer, forward, infer) has nothing to agree on.
+	if len(r.Results) > 0 {
+		if err := r.writeResults(bw); err != nil {
+			return err
+		}
+	}
+	if r.Checkpoint != nil {
+		if err := r.Checkpoint.writeTable(bw); err != nil {
+			return err
+		}
+	}
+	if r.Buffer != nil {
+		if err := r.Buffer.writeTable(bw); err != nil {
+			return err
+		}
+	}
+	if r.Forward != nil {
+		if err := r.Forward.writeTable(bw); err != nil {
+			return err
+		}
+	}
+	if r.Infer != nil {
+		if err := r.Infer.writeTable(bw); err != nil {
+			return err
+		}
+	}
+	for _, res := range r.Results {
+		if !res.PeakRSSReset {
+			fmt.Fprintln(bw, "note: the peak RSS could not be reset between scenarios; it is the peak of the process so far")
+			break
+		}
+	}
+	return bw.Flush()
+}
+
+// writeResults writes the table of the pipeline scenarios (arrow, enos,
+// baseline, checkpoint), their ratios and whether they agree.
+func (r *Report) writeResults(bw *bufio.Writer) error {
+	wl := r.Workload
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\trows/s\tpoints/s\tns/point\tcpu-ns/point\trows/s/core\tcores\tallocs/point\tB/point\twall-s\tcpu-s\tpeak-RSS\texcl-input\twindows\talerts\t")
 	for _, res := range r.Results {
@@ -387,33 +427,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(bw, "DISAGREEMENT: %s\n", p)
 		}
 	}
-	if r.Checkpoint != nil {
-		if err := r.Checkpoint.writeTable(bw); err != nil {
-			return err
-		}
-	}
-	if r.Buffer != nil {
-		if err := r.Buffer.writeTable(bw); err != nil {
-			return err
-		}
-	}
-	if r.Forward != nil {
-		if err := r.Forward.writeTable(bw); err != nil {
-			return err
-		}
-	}
-	if r.Infer != nil {
-		if err := r.Infer.writeTable(bw); err != nil {
-			return err
-		}
-	}
-	for _, res := range r.Results {
-		if !res.PeakRSSReset {
-			fmt.Fprintln(bw, "note: the peak RSS could not be reset between scenarios; it is the peak of the process so far")
-			break
-		}
-	}
-	return bw.Flush()
+	return nil
 }
 
 func ifCPU(r *Result, s string) string {

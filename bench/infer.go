@@ -18,7 +18,8 @@ import (
 )
 
 // Infer is the scenario of model inference: the infer step scoring
-// batches of InferBatchRows rows with an MLP 10->32->16->1 and with 100
+// batches of InferBatchRows rows with an MLP 10->32->16->1 (run by the
+// step's dense-chain loop, and the same graph run by gonnx) and with 100
 // trees of depth 6, and the same models called once per batch and once per
 // row in the same run. It runs on one goroutine, so its rates are per
 // core. It is not part of the default set: ask for it with --scenario
@@ -57,6 +58,9 @@ type InferResult struct {
 type InferRun struct {
 	Model   string `json:"model"`
 	Runtime string `json:"runtime"`
+	// Path is how the model runs: "dense" (an ONNX chain of dense layers
+	// run by the step's own loop), "gonnx", or "leaves" (trees).
+	Path string `json:"path"`
 	// Step*: the infer step (infer.Step.Process) on batches of BatchRows
 	// rows: features read from the Arrow columns, one model call, output
 	// columns, a threshold flag and model_version built.
@@ -76,7 +80,13 @@ type InferRun struct {
 type inferModel struct {
 	name, runtime string
 	data          []byte
+	// gonnx runs the graph in gonnx rather than as a dense chain.
+	gonnx bool
 }
+
+// inferPerRowBatches bounds the batches a once-per-row measurement of a
+// gonnx model scores (~20 us per call): the rate needs no more.
+const inferPerRowBatches = 16
 
 // inferFeatures is the number of inputs of the scenario's models.
 const inferFeatures = 10
@@ -84,9 +94,11 @@ const inferFeatures = 10
 // inferModels are the models of the infer scenario, built by infertest
 // (the same as the infer package's benchmarks).
 func inferModels() []inferModel {
+	mlp := infertest.NewMLP(71, "Relu", true, inferFeatures, 32, 16, 1).ONNX()
 	return []inferModel{
-		{"mlp-10-32-16-1", "onnx", infertest.NewMLP(71, "Relu", true, inferFeatures, 32, 16, 1).ONNX()},
-		{"trees-100x6", "trees", infertest.NewEnsemble(72, 100, 6, inferFeatures, "regression").Text(nil)},
+		{"mlp-10-32-16-1", "onnx", mlp, false},
+		{"mlp-10-32-16-1-gonnx", "onnx", mlp, true},
+		{"trees-100x6", "trees", infertest.NewEnsemble(72, 100, 6, inferFeatures, "regression").Text(nil), false},
 	}
 }
 
@@ -144,11 +156,17 @@ func runInfer(ctx context.Context, opts Options) (*InferResult, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		model, err := infer.LoadBytes(m.data, m.runtime)
+		model, err := infer.LoadBytesWith(m.data, m.runtime, infer.LoadOptions{Gonnx: m.gonnx})
 		if err != nil {
 			return nil, fmt.Errorf("model %s: %w", m.name, err)
 		}
-		run := InferRun{Model: m.name, Runtime: m.runtime}
+		run := InferRun{Model: m.name, Runtime: m.runtime, Path: "leaves"}
+		if m.runtime == "onnx" {
+			run.Path = "dense"
+			if m.gonnx {
+				run.Path = "gonnx"
+			}
+		}
 
 		step, err := infer.NewWithModel(cfg, schema, engine.BuildContext{Mem: mem}, model, "v1")
 		if err != nil {
@@ -186,7 +204,11 @@ func runInfer(ctx context.Context, opts Options) (*InferResult, error) {
 		if run.BatchRowsPerSec, run.BatchAllocsPerRow, err = measureInfer(batches, batch); err != nil {
 			return nil, fmt.Errorf("model %s: %w", m.name, err)
 		}
-		if run.PerRowRowsPerSec, run.PerRowAllocsPerRow, err = measureInfer(batches, perRow); err != nil {
+		perRowBatches := batches
+		if m.gonnx {
+			perRowBatches = min(batches, inferPerRowBatches)
+		}
+		if run.PerRowRowsPerSec, run.PerRowAllocsPerRow, err = measureInfer(perRowBatches, perRow); err != nil {
 			return nil, fmt.Errorf("model %s: %w", m.name, err)
 		}
 		if run.PerRowRowsPerSec > 0 {
@@ -226,9 +248,9 @@ func (r *InferResult) writeTable(w io.Writer) error {
 	fmt.Fprintf(w, "\ninfer: %s rows per measurement in batches of %d, %d float64 features, one goroutine (rows/s per core)\n",
 		group(r.Rows), r.BatchRows, r.Features)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "model\truntime\tstep rows/s\tstep allocs/row\tbatch rows/s\tper-row rows/s\tratio\tbatch allocs/row\tper-row allocs/row\t")
+	fmt.Fprintln(tw, "model\tpath\tstep rows/s\tstep allocs/row\tbatch rows/s\tper-row rows/s\tratio\tbatch allocs/row\tper-row allocs/row\t")
 	for _, m := range r.Models {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%s\t%s\t%.2f\t%.3f\t%.3f\t\n", m.Model, m.Runtime, group(int64(m.StepRowsPerSec)), m.StepAllocsPerRow,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%s\t%s\t%.2f\t%.3f\t%.3f\t\n", m.Model, m.Path, group(int64(m.StepRowsPerSec)), m.StepAllocsPerRow,
 			group(int64(m.BatchRowsPerSec)), group(int64(m.PerRowRowsPerSec)), m.Ratio, m.BatchAllocsPerRow, m.PerRowAllocsPerRow)
 	}
 	if err := tw.Flush(); err != nil {

@@ -22,12 +22,9 @@ type benchModel struct {
 
 // load loads the model, in gonnx when m.gonnx.
 func (m benchModel) load(b *testing.B) Model {
-	model, err := LoadBytes(m.data, m.runtime)
+	model, err := LoadBytesWith(m.data, m.runtime, LoadOptions{Gonnx: m.gonnx})
 	if err != nil {
 		b.Fatal(err)
-	}
-	if m.gonnx {
-		model.(*onnxModel).dense = nil
 	}
 	return model
 }

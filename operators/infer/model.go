@@ -222,13 +222,31 @@ func Digest(data []byte) string {
 // supports and runs one test inference on a row of zeros, so a model that
 // loads also runs.
 func LoadBytes(data []byte, runtime string) (Model, error) {
+	return LoadBytesWith(data, runtime, LoadOptions{})
+}
+
+// LoadOptions changes how LoadBytesWith prepares a model.
+type LoadOptions struct {
+	// Gonnx runs every ONNX graph in gonnx, also a chain of dense layers
+	// that the step would otherwise run itself: to measure or compare
+	// both paths (sluice bench --scenario infer).
+	Gonnx bool
+}
+
+// LoadBytesWith is LoadBytes with options.
+func LoadBytesWith(data []byte, runtime string, opts LoadOptions) (Model, error) {
 	var (
 		m   Model
 		err error
 	)
 	switch runtime {
 	case "onnx":
-		m, err = loadONNX(data)
+		var om *onnxModel
+		om, err = loadONNX(data)
+		if err == nil && opts.Gonnx {
+			om.dense = nil
+		}
+		m = om
 	case "trees":
 		m, err = loadTrees(bytes.Clone(data))
 	default:

@@ -179,29 +179,7 @@ func (d *Downlink) Send(ctx context.Context, c command.Command) (command.Command
 		c, _ = d.tracker.Reject(c.ID, bad.Error())
 		return c, fmt.Errorf("mqtt downlink: command %s: %w", c.ID, bad)
 	}
-	payload, err := codec.AppendRequest(nil, c.ID, c.Service, c.Inputs)
-	if err != nil {
-		c, _ = d.tracker.Fail(c.ID, err.Error())
-		return c, err
-	}
-	sctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
-	defer cancel()
-	topic := codec.ServiceTopicFor(c.Product, c.Asset, c.Service)
-	for {
-		qos := byte(1)
-		if d.opts.QoS0 {
-			qos = 0
-		}
-		err = d.cl.publish(sctx, topic, qos, payload)
-		if !errors.Is(err, errNotConnected) {
-			break
-		}
-		if werr := d.cl.awaitConnection(sctx); werr != nil {
-			err = fmt.Errorf("%w: %w", errBrokerUnreachable, werr)
-			break
-		}
-	}
-	if err != nil {
+	if err := d.publish(ctx, c); err != nil {
 		d.opts.Log.Warn("mqtt downlink: command not sent", "id", c.ID, "device", c.Asset, "err", err)
 		c, _ = d.tracker.Fail(c.ID, "not sent: "+err.Error())
 		return c, fmt.Errorf("mqtt downlink: command %s not sent: %w", c.ID, err)
@@ -213,6 +191,58 @@ func (d *Downlink) Send(ctx context.Context, c command.Command) (command.Command
 		return got, nil
 	}
 	return sent, err
+}
+
+// publish encodes c and hands it to the broker, waiting for a connection
+// up to the send timeout.
+func (d *Downlink) publish(ctx context.Context, c command.Command) error {
+	payload, err := codec.AppendRequest(nil, c.ID, c.Service, c.Inputs)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
+	defer cancel()
+	topic := codec.ServiceTopicFor(c.Product, c.Asset, c.Service)
+	for {
+		qos := byte(1)
+		if d.opts.QoS0 {
+			qos = 0
+		}
+		err = d.cl.publish(sctx, topic, qos, payload)
+		if !errors.Is(err, errNotConnected) {
+			return err
+		}
+		if werr := d.cl.awaitConnection(sctx); werr != nil {
+			return fmt.Errorf("%w: %w", errBrokerUnreachable, werr)
+		}
+	}
+}
+
+// Ready returns once the downlink is connected to the broker, or with
+// ctx's error. With Deliver it makes the downlink a control.Transport.
+func (d *Downlink) Ready(ctx context.Context) error {
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	return d.cl.awaitConnection(ctx)
+}
+
+// Deliver publishes a command that its tracker (the downlink's) already
+// holds as sent, for an arbiter that records the command before handing
+// it over (engine/control). The device's reply moves it on in the
+// tracker; Deliver neither submits it nor records its outcome.
+func (d *Downlink) Deliver(ctx context.Context, c command.Command) error {
+	if c.Product == "" || c.Asset == "" || c.Service == "" {
+		return errors.New("mqtt downlink: a command needs a product key, a device key and a service")
+	}
+	if err := checkTarget(&c); err != nil {
+		return err
+	}
+	if err := d.publish(ctx, c); err != nil {
+		d.opts.Log.Warn("mqtt downlink: command not delivered", "id", c.ID, "device", c.Asset, "err", err)
+		return fmt.Errorf("mqtt downlink: command %s not delivered: %w", c.ID, err)
+	}
+	return nil
 }
 
 // onMessage matches a reply to its command.

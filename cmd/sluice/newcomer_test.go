@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-edge/sluice/connectors/mqtt"
 )
 
 // sluice --version prints what sluice version prints.
@@ -121,5 +124,41 @@ func TestOpsProgressBars(t *testing.T) {
 				t.Errorf("%v --progress %s: exit %d, stderr %q", c.args, mode, code, stderr)
 			}
 		}
+	}
+}
+
+// sluice sim against a port nobody listens on fails at once with a clear
+// message and exit 1, with or without --duration (it neither exits 0
+// silently nor waits forever).
+func TestSimClosedPortFails(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	for _, extra := range [][]string{nil, {"--duration", "200ms"}} {
+		args := append([]string{"sim", "--broker", "tcp://" + addr, "--connect-timeout", "2s"}, extra...)
+		code, stdout, stderr := run(t, args...)
+		if code != exitFailed || !strings.Contains(stderr, "cannot connect to the MQTT broker tcp://"+addr) || !strings.Contains(stderr, "refused") {
+			t.Errorf("%v: exit %d\nstdout %s\nstderr %s", args, code, stdout, stderr)
+		}
+	}
+	if code, _, stderr := run(t, "sim", "--connect-timeout", "0s"); code != exitUsage {
+		t.Errorf("--connect-timeout 0: exit %d %s", code, stderr)
+	}
+}
+
+// sluice sim shows payloads per second on its live line (--progress
+// always here; auto on a terminal).
+func TestSimShowsPerSecondStats(t *testing.T) {
+	broker, err := mqtt.StartBroker(mqtt.BrokerOptions{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	code, stdout, stderr := run(t, "sim", "--broker", broker.URL(), "--devices", "3", "--rate", "50", "--duration", "2500ms", "--progress", "always")
+	if code != 0 || !strings.Contains(stderr, clearLine+"sent ") || !strings.Contains(stderr, "/s  acked ") || !strings.Contains(stdout, "sent ") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %q", code, stdout, stderr)
 	}
 }

@@ -24,6 +24,8 @@ func newSimCmd(g *globals) *cobra.Command {
 		replay    devsim.Replay
 		asJSON    bool
 		keyColumn string
+		connWait  time.Duration
+		progress  string
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -52,6 +54,12 @@ Examples:
 			if err := checkSimFlags(cfg, keyColumn); err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
+			if connWait <= 0 {
+				return &exitError{code: exitUsage, err: fmt.Errorf("--connect-timeout: must be positive, not %v", connWait)}
+			}
+			if err := checkProgress(progress); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
 			// The flags are right: what still fails (an unreadable --replay
 			// file) is a failure, not a bad command line.
 			sim, err := devsim.New(cfg)
@@ -60,6 +68,15 @@ Examples:
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// A wrong address or port fails here, clearly, instead of
+			// retrying in silence (and exiting 0 at --duration).
+			if err := sim.Probe(ctx, connWait); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return &exitError{code: exitFailed, err: fmt.Errorf("sim: %w", err)}
+			}
+			stopStats := simStats(g, progress, sim)
 			if cfg.Answer {
 				stopAnswer, err := sim.Answer(ctx)
 				if err != nil {
@@ -68,6 +85,7 @@ Examples:
 				defer stopAnswer()
 			}
 			st, err := sim.Run(ctx)
+			stopStats()
 			if asJSON {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
@@ -110,7 +128,40 @@ Examples:
 	f.StringVar(&replay.TimeLayout, "time-layout", "unix_ms", "with --replay: how the time is written (unix_ms, unix_s, rfc3339 or a Go layout)")
 	f.BoolVar(&replay.Loop, "loop", false, "with --replay: start over at the end of the file")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.DurationVar(&connWait, "connect-timeout", 10*time.Second, "fail when the broker does not accept a connection within this long")
+	f.StringVar(&progress, "progress", "auto", "show payloads sent and acknowledged per second on stderr: auto (when a terminal), always or never")
 	return cmd
+}
+
+// simStats shows, once a second on a live line of stderr (see
+// newProgressBar for the modes), what the simulator sent and had
+// acknowledged in the last second and in all; it returns a function that
+// stops it.
+func simStats(g *globals, mode string, sim *devsim.Sim) func() {
+	if !showLive(g.stderr, mode) {
+		return func() {}
+	}
+	line := g.errOut()
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var last devsim.Stats
+		for {
+			select {
+			case <-done:
+				line.clear()
+				return
+			case <-t.C:
+				st := sim.Stats()
+				line.show(fmt.Sprintf("sent %d/s  acked %d/s  points %d/s  (in all: sent %d, acked %d, errors %d)",
+					st.Sent-last.Sent, st.Acked-last.Acked, st.Points-last.Points, st.Sent, st.Acked, st.Errors))
+				last = st
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // maxSimDevices bounds --devices: each device holds its own state.

@@ -112,6 +112,8 @@ func dial(ctx context.Context, cfg *Config, clientID string, subs []string, plai
 	}
 	c := &conn{up: make(chan struct{}), recvMax: 65535}
 	var once sync.Once
+	var lastMu sync.Mutex
+	var lastErr error // of the last failed connection attempt
 	subscribed := make(chan error, 1)
 	ac := autopaho.ClientConfig{
 		ServerUrls:      urls,
@@ -124,6 +126,11 @@ func dial(ctx context.Context, cfg *Config, clientID string, subs []string, plai
 			return min(time.Duration(n)*100*time.Millisecond, 5*time.Second)
 		},
 		CleanStartOnInitialConnection: true,
+		OnConnectError: func(err error) {
+			lastMu.Lock()
+			lastErr = err
+			lastMu.Unlock()
+		},
 		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 			var d net.Dialer
 			switch strings.ToLower(u.Scheme) {
@@ -195,9 +202,27 @@ func dial(ctx context.Context, cfg *Config, clientID string, subs []string, plai
 		return nil, fmt.Errorf("devsim: subscribing: %w", err)
 	case <-ctx.Done():
 		c.close()
-		return nil, ctx.Err()
+		lastMu.Lock()
+		defer lastMu.Unlock()
+		return nil, &connectError{ctx: ctx.Err(), last: lastErr}
 	}
 }
+
+// connectError is a connection that was not up when its context ended:
+// it is the context's error, and last is the error of the last failed
+// attempt (nil when none failed, such as a broker that does not answer).
+type connectError struct{ ctx, last error }
+
+func (e *connectError) Error() string {
+	if e.last == nil {
+		return "devsim: " + e.ctx.Error()
+	}
+	return fmt.Sprintf("devsim: %v (last attempt: %v)", e.ctx, e.last)
+}
+
+// Unwrap returns the context's error, so that errors.Is(err,
+// context.Canceled) still holds.
+func (e *connectError) Unwrap() error { return e.ctx }
 
 func (c *conn) setRecvMax(n int) {
 	c.mu.Lock()

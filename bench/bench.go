@@ -96,6 +96,8 @@ type Options struct {
 	// CheckpointInterval is the checkpoint interval of the checkpoint
 	// scenario (default DefaultCheckpointInterval).
 	CheckpointInterval time.Duration
+	// MQTT configures the mqtt scenario.
+	MQTT MQTTOptions
 	// Log receives progress messages and the pipelines' logs (default:
 	// discarded).
 	Log *slog.Logger
@@ -124,8 +126,8 @@ func (o Options) normalize() (Options, error) {
 	var seen []string
 	for _, s := range o.Scenarios {
 		s = strings.ToLower(strings.TrimSpace(s))
-		if !slices.Contains(Scenarios, s) && s != Buffer && s != Forward && s != Checkpoint && s != Infer {
-			return o, fmt.Errorf("bench: unknown scenario %q (known: %s, %s, %s, %s, %s)", s, strings.Join(Scenarios, ", "), Buffer, Forward, Checkpoint, Infer)
+		if !slices.Contains(Scenarios, s) && s != Buffer && s != Forward && s != Checkpoint && s != Infer && s != MQTT {
+			return o, fmt.Errorf("bench: unknown scenario %q (known: %s, %s, %s, %s, %s, %s)", s, strings.Join(Scenarios, ", "), Buffer, Forward, Checkpoint, Infer, MQTT)
 		}
 		if !slices.Contains(seen, s) {
 			seen = append(seen, s)
@@ -133,7 +135,7 @@ func (o Options) normalize() (Options, error) {
 	}
 	// Run in the canonical order whatever the order asked.
 	var ordered []string
-	for _, s := range append(slices.Clone(Scenarios), Checkpoint, Buffer, Forward, Infer) {
+	for _, s := range append(slices.Clone(Scenarios), Checkpoint, Buffer, Forward, Infer, MQTT) {
 		if slices.Contains(seen, s) {
 			ordered = append(ordered, s)
 		}
@@ -224,6 +226,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if name == Infer {
 			opts.Log.Info("bench: running scenario", "scenario", name)
 			if r.Infer, err = runInfer(ctx, opts); err != nil {
+				return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
+			}
+			continue
+		}
+		if name == MQTT {
+			opts.Log.Info("bench: running scenario", "scenario", name)
+			if r.MQTT, err = runMQTT(ctx, opts); err != nil {
 				return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
 			}
 			continue

@@ -41,6 +41,8 @@ type Report struct {
 	Forward *ForwardResult `json:"forward,omitempty"`
 	// Infer holds the figures of the infer scenario, when it ran.
 	Infer *InferResult `json:"infer,omitempty"`
+	// MQTT holds the figures of the mqtt scenario, when it ran.
+	MQTT *MQTTResult `json:"mqtt,omitempty"`
 	// Notes explain how to read the figures.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -364,6 +366,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if r.Infer != nil {
 		if err := r.Infer.writeTable(bw); err != nil {
+			return err
+		}
+	}
+	if r.MQTT != nil {
+		if err := r.MQTT.writeTable(bw); err != nil {
 			return err
 		}
 	}

@@ -42,6 +42,14 @@ Scenarios:
             the same run: rows/s per core, the ratio, allocations per row
             (--rows rows per measurement, default 262,144; not in the default
             set)
+  mqtt      MQTT ingest: the engine (an MQTT source in front of the reference
+            pipeline), the broker (embedded, or --broker URL) and a plain
+            counting subscriber each run in a process of their own while
+            devices publish at each --mqtt-rates rate for --mqtt-seconds, at
+            each --mqtt-qos; per rate: payloads published and received, CPU
+            per payload of every process, the engine's CPU over the plain
+            subscriber's, RSS, and the lossless ceiling (--turbines devices;
+            not in the default set)
 
 It prints a table (rows/s, point values/s, ns per point, allocations per
 point, CPU time, peak RSS) and the ratios to the baseline; --json writes the
@@ -93,7 +101,12 @@ produce, else bench exits 1.`,
 	f.IntVar(&opts.Turbines, "turbines", bench.DefaultTurbines, "simulated turbines (10 points each)")
 	f.DurationVar(&opts.Duration, "duration", 10*time.Minute, "event time covered (one reading per turbine per second)")
 	f.Int64Var(&opts.Rows, "rows", 0, "readings in all (overrides --duration)")
-	f.StringSliceVar(&opts.Scenarios, "scenario", nil, "scenarios to run: arrow, enos, baseline (the default set), checkpoint (enos without and with checkpoints), buffer (spill, Parquet vs JSON, drain to JetStream), forward (forwarder drain and live latency during backfill), infer (infer step, batch vs per-row model calls)")
+	f.StringSliceVar(&opts.Scenarios, "scenario", nil, "scenarios to run: arrow, enos, baseline (the default set), checkpoint (enos without and with checkpoints), buffer (spill, Parquet vs JSON, drain to JetStream), forward (forwarder drain and live latency during backfill), infer (infer step, batch vs per-row model calls), mqtt (MQTT ingest: engine, broker and plain subscriber CPU per payload at paced rates)")
+	f.StringVar(&opts.MQTT.Broker, "broker", "", "mqtt scenario: an external broker's URL (default: the embedded broker, in a process of its own)")
+	f.Float64SliceVar(&opts.MQTT.Rates, "mqtt-rates", bench.DefaultMQTTRates, "mqtt scenario: publishing rates, payloads/s")
+	f.IntSliceVar(&opts.MQTT.QoS, "mqtt-qos", bench.DefaultMQTTQoS, "mqtt scenario: QoS levels")
+	f.DurationVar(&opts.MQTT.Seconds, "mqtt-seconds", bench.DefaultMQTTSeconds, "mqtt scenario: how long each rate is published")
+	f.IntVar(&opts.MQTT.Connections, "mqtt-connections", 2, "mqtt scenario: publishing connections")
 	f.DurationVar(&opts.CheckpointInterval, "checkpoint-interval", bench.DefaultCheckpointInterval, "checkpoint interval of the checkpoint scenario")
 	f.IntVar(&opts.Repeat, "repeat", 1, "runs per scenario; the run of median wall time is reported")
 	f.BoolVar(&oneCore, "1core", false, "run with GOMAXPROCS=1 (per-core figures)")

@@ -35,8 +35,9 @@ const (
 	// history for; a row with a longer key takes the on_invalid path.
 	MaxSequenceKeyBytes = 256
 	// MaxSequenceBytes bounds the memory of the histories: length x
-	// features x 8 bytes x max_assets.
-	MaxSequenceBytes = 1 << 30
+	// features x 8 bytes x max_assets. It keeps the state well within a
+	// checkpoint's size limit (1 GiB, shared by every step).
+	MaxSequenceBytes = 256 << 20
 )
 
 // sequenceFields are the fields of the sequence option.
@@ -46,7 +47,7 @@ var sequenceFields = []spec.Field{
 	{Name: "key", Type: spec.String, Optional: true,
 		Description: "Asset column (string or int64) whose rows form a sequence. Default: the stream's key."},
 	{Name: "max_assets", Type: spec.Int, Default: DefaultMaxAssets, Advanced: true,
-		Description: "Most assets the step keeps a history for (1 to 1,000,000; length x features x 8 bytes x max_assets at most 1 GiB). A new asset beyond it makes the step forget the histories of the assets seen longest ago (evicted_assets, logged); they start their sequence again."},
+		Description: "Most assets the step keeps a history for (1 to 1,000,000; length x features x 8 bytes x max_assets at most 256 MiB). A new asset beyond it makes the step forget the histories of the assets seen longest ago (evicted_assets, logged); they start their sequence again."},
 }
 
 // seqAsset is the history of one asset: its last n (at most K) rows of
@@ -330,7 +331,11 @@ func (sq *seqState) restore(st *engine.State) (int, error) {
 	minBytes := 3 + sq.f*8
 	n := r.Count(MaxMaxAssets, minBytes, "assets")
 	assets := make(map[string]*seqAsset, min(n, sq.maxAssets))
-	all := make([]*seqAsset, 0, n)
+	type rawAsset struct {
+		a   *seqAsset
+		raw []byte // rows x F float64, aliasing the state
+	}
+	all := make([]rawAsset, 0, n)
 	prev := ""
 	for i := range n {
 		a := &seqAsset{key: r.String(MaxSequenceKeyBytes, "key")}
@@ -348,22 +353,25 @@ func (sq *seqState) restore(st *engine.State) (int, error) {
 		if raw == nil {
 			break
 		}
-		a.vals = make([]float64, sq.k*sq.f)
-		vr := statecodec.NewReader(raw)
-		for j := range a.n * sq.f {
-			a.vals[j] = vr.Float64()
-		}
 		a.next = a.n % sq.k
-		all = append(all, a)
+		all = append(all, rawAsset{a, raw})
 	}
 	if err := r.Done(); err != nil {
 		return 0, fmt.Errorf("infer: %w", err)
 	}
+	// Histories are allocated only for the assets kept: the most recently
+	// seen max_assets.
 	if len(all) > sq.maxAssets {
-		slices.SortFunc(all, func(a, b *seqAsset) int { return cmp.Compare(b.seen, a.seen) })
+		slices.SortFunc(all, func(a, b rawAsset) int { return cmp.Compare(b.a.seen, a.a.seen) })
 		all = all[:sq.maxAssets]
 	}
-	for _, a := range all {
+	for _, ra := range all {
+		a := ra.a
+		a.vals = make([]float64, sq.k*sq.f)
+		vr := statecodec.NewReader(ra.raw)
+		for j := range a.n * sq.f {
+			a.vals[j] = vr.Float64()
+		}
 		assets[a.key] = a
 	}
 	sq.assets, sq.clock = assets, clock

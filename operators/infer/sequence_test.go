@@ -395,7 +395,7 @@ func TestSequenceConfigErrors(t *testing.T) {
 		{seqConfig("sequence: {length: 6, key: f2}\n"), in, `sequence key "f2" is float64; it must be string or int64`},
 		{seqConfig("sequence: {length: 6}\n"), nokey, "sequence: the stream has no key; name the asset column (key)"},
 		{seqConfig("sequence: {length: 6, max_assets: 0}\n"), in, "max_assets must be 1 to 1000000, got 0"},
-		{seqConfig("sequence: {length: 1000, max_assets: 1000000}\n"), in, "more than the 1024 MiB limit: lower max_assets"},
+		{seqConfig("sequence: {length: 1000, max_assets: 1000000}\n"), in, "more than the 256 MiB limit: lower max_assets"},
 		{"model: m.onnx\nsequence: {length: 6}\n", in, "sequence: list the features of one row (features)"},
 		{strings.Replace(seqConfig("sequence: {length: 3}\n"), "m.onnx", "flat.onnx", 1), in, "sequences of 3 rows of 3 features are 9 values, the model takes 12"},
 	} {
@@ -404,12 +404,36 @@ func TestSequenceConfigErrors(t *testing.T) {
 			t.Errorf("%q: %v, want %q", c.cfg, err, c.want)
 		}
 	}
-	// A flat model of 4 steps of 3 features runs with the option too.
-	s, err := New(parse(t, strings.Replace(seqConfig("sequence: {length: 4, key: n}\n"), "m.onnx", "flat.onnx", 1)), in, engine.BuildContext{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestSequenceFlatModelInt64Key: a model of one row of K x features
+// values ([batch, 12], a dense chain) takes the sequences too, here of
+// assets named by an int64 column.
+func TestSequenceFlatModelInt64Key(t *testing.T) {
+	dir := t.TempDir()
+	m := newMLP(98, "Tanh", true, 12, 6, 1)
+	writeModel(t, dir, "flat.onnx", m.ONNX())
+	input := seqRows(99, 500, 1)
+	for i := range input {
+		input[i][11] = int64(i % 7) // n: the key, and a feature
 	}
-	s.Close()
+	out, cnt := runStep(t, dir, strings.Replace(seqConfig("sequence: {length: 4, key: n}\n"), "m.onnx", "flat.onnx", 1), split(input, 64)...)
+	hist := map[int64][]float64{}
+	k := 0
+	for _, r := range input {
+		key := r[11].(int64)
+		hist[key] = append(hist[key], r[2].(float64), r[3].(float64)*0.5+1, float64(key))
+		if h := hist[key]; len(h) >= 12 {
+			want := m.Ref(h[len(h)-12:])[0]
+			if got := out[0][k][len(in.Fields)].(float64); !relClose(got, want, 1e-6) {
+				t.Fatalf("row %d: %v, reference %v", k, got, want)
+			}
+			k++
+		}
+	}
+	if k != len(out[0]) || cnt["sequence_warming_rows"] != 7*3 {
+		t.Errorf("%d rows scored, want %d; counters %v", len(out[0]), k, cnt)
+	}
 }
 
 // TestRecurrentLimits: what gonnx's recurrent operators cannot run is

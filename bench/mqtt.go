@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -309,6 +310,9 @@ func runMQTTQoS(ctx context.Context, opts Options, mo MQTTOptions, url string, q
 		"SLUICE_BENCH_FILTER": "/sys/" + pk + "/+/thing/measurepoint/post",
 		"SLUICE_BENCH_ID":     sfx,
 	}
+	if opts.CPUProfile != "" {
+		env["SLUICE_BENCH_CPUPROFILE"] = profilePath(opts, MQTT+"-engine-qos"+strconv.Itoa(qos))
+	}
 	engine, err := startChild(ctx, mo.Exe, "engine", env)
 	if err != nil {
 		return nil, err
@@ -552,6 +556,17 @@ func runChild(role string, in io.Reader, out io.Writer) error {
 		defer k.Close()
 		count = k.Count
 	case "engine":
+		if path := os.Getenv("SLUICE_BENCH_CPUPROFILE"); path != "" {
+			f, err := os.Create(path)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+				return err
+			}
+			defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+		}
 		n, stop, err := runEngineChild(ctx, url, filter, id, qos, log)
 		if err != nil {
 			return err

@@ -42,6 +42,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	if len(errs) > 0 {
 		return &exitError{code: exitFailed, err: errs}
 	}
+	defer g.openLogFile(log, cfg.DataDir, cfg.Logs)()
 	trust, err := bundle.LoadTrust(cfg.Trust)
 	if err != nil {
 		return &exitError{code: exitFailed, err: fmt.Errorf("%s: trust: %w", configFile, err)}

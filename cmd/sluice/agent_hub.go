@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/hub/hubsync"
 	"github.com/sluice-edge/sluice/engine/hub/uplink"
+	"github.com/sluice-edge/sluice/engine/logfile"
 	"github.com/sluice-edge/sluice/pipelines"
 )
 
@@ -34,6 +35,8 @@ type hubLink struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// stopLogs stops answering the hub's log queries.
+	stopLogs func()
 }
 
 // onReport hands the agent's reports to the uplink once it is open; it is
@@ -68,6 +71,11 @@ func openHub(cfg *agent.Config, log *slog.Logger) (*hubLink, error) {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
 	h.nc, h.js = nc, js
+	// The hub may ask for this edge's log (sluice hub logs).
+	if h.stopLogs, err = uplink.ServeLogs(nc, cfg.Edge, logfile.Dir(cfg.DataDir), log); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("hub: %w", err)
+	}
 	return h, nil
 }
 
@@ -143,6 +151,7 @@ func (h *hubLink) close() {
 		h.cancel()
 	}
 	h.wg.Wait()
+	h.stopLogs()
 	if u := h.up.Swap(nil); u != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), hubCloseTimeout)
 		if err := u.Close(ctx); err != nil {

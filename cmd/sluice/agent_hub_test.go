@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/hub/hubtest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/logquery"
 	"github.com/sluice-edge/sluice/engine/hub/uplink"
 )
 
@@ -93,6 +94,18 @@ func TestEdgeReportsToHub(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// The hub may ask for the edge's log (sluice hub logs): the edge
+	// answers on its logs subject from its log file.
+	lsub, _ := protocol.LogsSubject("edge-01")
+	msg, err := nc.Request(lsub, []byte(`{"level":"info","grep":"hub: following"}`), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := logquery.DecodeAnswer(msg.Data, logquery.DefaultAnswerBytes)
+	if err != nil || ans.Error != "" || len(ans.Records) != 1 || !strings.Contains(string(ans.Records[0]), `"edge":"edge-01"`) {
+		t.Errorf("log query answered %s (%v)", msg.Data, err)
+	}
+
 	// A desired release whose object does not hash to its digest.
 	body, other := []byte("not the bundle it claims to be"), []byte("the bytes of the digest")
 	sum := sha256.Sum256(other)
@@ -157,5 +170,13 @@ func TestEdgeStopsWhileHubDown(t *testing.T) {
 	}
 	if strings.Contains(stderr, "Hunter2") {
 		t.Errorf("a secret reached the log:\n%s", stderr)
+	}
+	// The log file got the same records, masked as well.
+	logged := readLogFiles(t, e.data)
+	if !strings.Contains(logged, "publish failed; buffering and retrying") {
+		t.Errorf("the log file lacks the failed publishes:\n%s", logged)
+	}
+	if strings.Contains(logged, "Hunter2") {
+		t.Errorf("a secret reached the log file:\n%s", logged)
 	}
 }

@@ -79,7 +79,7 @@ Exit codes: 0 stopped by a signal, 1 failed, 64 a bad command line.`,
 	cmd.Flags().StringVar(&f.tokenFile, "token-file", defaultHubTokenFile, "file of the API's bearer token, created (0600) when missing")
 	cmd.Flags().StringVar(&f.trust, "trust", "", "public key file or directory of keys a released bundle's signature must verify with (default: the edges alone check signatures)")
 	cmd.Flags().IntVar(&f.replicas, "replicas", 1, "replicas of the JetStream resources the hub creates (clustered JetStream)")
-	cmd.AddCommand(newHubEdgesCmd(g), newHubStatusCmd(g), newHubReleaseCmd(g), newHubReleasesCmd(g), newHubAlertsCmd(g))
+	cmd.AddCommand(newHubEdgesCmd(g), newHubStatusCmd(g), newHubReleaseCmd(g), newHubReleasesCmd(g), newHubAlertsCmd(g), newHubLogsCmd(g))
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-edge/sluice/engine/logfile"
 	"github.com/sluice-edge/sluice/engine/redact"
 )
 
@@ -48,6 +49,9 @@ type globals struct {
 	// level is the level of the logger made last (a release's settings
 	// may change it at run time).
 	level slog.LevelVar
+	// file is where the loggers also write once a log file is open
+	// (openLogFile).
+	file *logfile.Late
 	// live is stderr shared by the logger and a live status line (errOut).
 	live     *liveLine
 	liveOnce sync.Once
@@ -61,12 +65,13 @@ func (g *globals) logger() (*slog.Logger, error) {
 	g.level.Set(level)
 	opts := &slog.HandlerOptions{Level: &g.level}
 	// Every record is masked (see redact): no log line carries a URL's
-	// password, a token or a registered secret value.
+	// password, a token or a registered secret value. The records also
+	// go to the log file once one is open.
 	switch strings.ToLower(g.logFormat) {
 	case "text":
-		return slog.New(redact.NewHandler(slog.NewTextHandler(g.errOut(), opts))), nil
+		return slog.New(redact.NewHandler(logfile.Tee{slog.NewTextHandler(g.errOut(), opts), g.fileSink()})), nil
 	case "json":
-		return slog.New(redact.NewHandler(slog.NewJSONHandler(g.errOut(), opts))), nil
+		return slog.New(redact.NewHandler(logfile.Tee{slog.NewJSONHandler(g.errOut(), opts), g.fileSink()})), nil
 	}
 	return nil, fmt.Errorf("--log-format: %q is not one of text, json", g.logFormat)
 }
@@ -98,7 +103,7 @@ Start with:
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
 	root.AddCommand(newRunCmd(g), newDemoCmd(g), newSimCmd(g), newValidateCmd(g), newSchemaCmd(g), newDocsCmd(g), newBenchCmd(g), newVersionCmd(g), newBufferCmd(g), newExportCmd(g), newReplayCmd(g))
-	root.AddCommand(newBundleCmd(g), newImportCmd(g), newStatusCmd(g), newHubCmd(g))
+	root.AddCommand(newBundleCmd(g), newImportCmd(g), newStatusCmd(g), newHubCmd(g), newLogsCmd(g))
 	return root
 }
 

@@ -143,6 +143,7 @@ type driver func(ctx context.Context, ps []*pipelines.Pipeline, stop func()) err
 
 // runDefs builds and runs defs; its callers have checked flags.
 func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, flags runFlags, drive driver) error {
+	defer g.openLogFile(log, flags.dataDir, defaultLogs())()
 	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge, FromStart: flags.fromStart})
 	if len(errs) > 0 {
 		return &exitError{code: exitFailed, err: errs}

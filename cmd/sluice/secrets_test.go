@@ -24,7 +24,8 @@ func closedPort(t *testing.T) string {
 // TestNoSecretInLogsOrErrors runs and validates pipelines whose URLs and
 // variables hold test passwords through the paths that fail (connection
 // retries against a closed port, configuration errors) and checks that no
-// byte of output, log records and errors alike, holds a password.
+// byte of output, log records and errors alike, nor of the log file under
+// the data directory, holds a password.
 func TestNoSecretInLogsOrErrors(t *testing.T) {
 	port := closedPort(t)
 	t.Setenv("SLUICE_TEST_TOKEN", "Env-Token-Pass-6")
@@ -71,6 +72,20 @@ func TestNoSecretInLogsOrErrors(t *testing.T) {
 			}
 			code, stdout, stderr := run(t, args...)
 			out := stdout + stderr
+			// The log file under the data directory gets the records
+			// too, and must not hold a secret either.
+			logged := ""
+			if tt.cmd == "run" {
+				logged = readLogFiles(t, filepath.Join(dir, "data"))
+				if tt.code == 0 && !strings.Contains(logged, "xxxxx") {
+					t.Errorf("the log file masks nothing (did the failing path run?):\n%s", logged)
+				}
+				for _, s := range secrets {
+					if strings.Contains(logged, s) {
+						t.Errorf("the log file holds the secret %q:\n%s", s, logged)
+					}
+				}
+			}
 			if code != tt.code {
 				t.Errorf("exit %d, want %d:\n%s", code, tt.code, out)
 			}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -151,11 +152,13 @@ func (c *Client) EdgeLogs(ctx context.Context, edge string, req logquery.Request
 	if err := c.do(ctx, http.MethodGet, EdgesPath+"/"+edge+"/logs", q, nil, 0, &ans); err != nil {
 		return ans, err
 	}
-	// The hub checked the edge's answer; the client checks the hub's.
+	// The hub checked the edge's answer; the client checks the hub's
+	// and makes each record one line again (the API indents its JSON).
 	kept := ans.Records[:0]
 	for _, rec := range ans.Records {
-		if json.Valid(rec) && len(rec) > 0 && rec[0] == '{' {
-			kept = append(kept, rec)
+		var b bytes.Buffer
+		if json.Compact(&b, rec) == nil && b.Len() > 0 && b.Bytes()[0] == '{' {
+			kept = append(kept, b.Bytes())
 		}
 	}
 	ans.Records = kept

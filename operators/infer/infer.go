@@ -349,7 +349,7 @@ func NewWithModel(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext, m
 		fields = append(fields, engine.Field{Name: VersionColumn, Type: engine.String})
 	}
 	if seq := cfg.Object("sequence"); seq != nil && names != nil {
-		sq, serrs := newSeqState(seq, in, names, m, bc)
+		sq, serrs := newSeqState(seq, in, names, m, s.batchRows, bc)
 		errs = append(errs, serrs...)
 		s.seq = sq
 	}
@@ -459,8 +459,11 @@ func (s *Step) Process(b engine.Batch, e engine.PortEmit) error {
 			fc.nulls = col
 		}
 	}
-	if cap(s.x) < n*nf {
-		s.x = make([]float64, n*nf)
+	// The matrix holds one model call's rows (at most batch_rows): the
+	// model is called each time it is full, and once for the rest.
+	chunk := max(min(n, s.batchRows), 1)
+	if cap(s.x) < chunk*nf {
+		s.x = make([]float64, chunk*nf)
 	}
 	if cap(s.y) < n*w {
 		s.y = make([]float64, n*w)
@@ -468,11 +471,11 @@ func (s *Step) Process(b engine.Batch, e engine.PortEmit) error {
 	if cap(s.valid) < n {
 		s.valid = make([]bool, n)
 	}
-	x, valid := s.x[:n*nf], s.valid[:n]
+	x, y, valid := s.x[:chunk*nf], s.y[:n*w], s.valid[:n]
 	s.keep = s.keep[:0]
-	good := 0
+	good, base := 0, 0 // rows valid so far; the first of them in x
 	for i := range n {
-		row := x[good*nf : good*nf+nf]
+		row := x[(good-base)*nf : (good-base+1)*nf]
 		raw := s.seq != nil
 		if raw {
 			// The row's raw features go to its asset's history, and the
@@ -507,29 +510,33 @@ func (s *Step) Process(b engine.Batch, e engine.PortEmit) error {
 			}
 		}
 		if raw && bad == nil {
-			bad = s.seq.add(kc, i, x[good*nf:good*nf+nf], s.scale, s.offset)
+			bad = s.seq.add(kc, i, x[(good-base)*nf:(good-base+1)*nf], s.scale, s.offset)
 		}
 		valid[i] = bad == nil
 		switch {
 		case bad == nil:
 			good++
 			s.keep = append(s.keep, int32(i))
+			if good-base == chunk {
+				if err := s.predict(x, good-base, y[base*w:good*w]); err != nil {
+					b.Release()
+					return err
+				}
+				base = good
+			}
 		case s.null:
 			s.keep = append(s.keep, int32(i))
 		default:
 			s.errs.Add(i, "", bad)
 		}
 	}
-	y := s.y[:good*w]
-	for lo := 0; lo < good; lo += s.batchRows {
-		hi := min(lo+s.batchRows, good)
-		if err := s.model.Predict(x[lo*nf:hi*nf], hi-lo, y[lo*w:hi*w]); err != nil {
-			s.errs.Reset()
+	if good > base {
+		if err := s.predict(x, good-base, y[base*w:good*w]); err != nil {
 			b.Release()
-			return fmt.Errorf("infer: %w", err)
+			return err
 		}
-		s.cCalls.Add(1)
 	}
+	y = y[:good*w]
 	s.cScored.Add(int64(good))
 	s.cNull.Add(int64(len(s.keep) - good))
 	s.cErr.Add(int64(s.errs.Len()))
@@ -550,6 +557,17 @@ func (s *Step) Process(b engine.Batch, e engine.PortEmit) error {
 	if errRec != nil {
 		return e(ErrorsPort, engine.Batch{Rec: errRec, Source: b.Source})
 	}
+	return nil
+}
+
+// predict calls the model once for the first rows rows of x; on error it
+// drops the error rows gathered for the batch.
+func (s *Step) predict(x []float64, rows int, y []float64) error {
+	if err := s.model.Predict(x[:rows*s.model.Features()], rows, y); err != nil {
+		s.errs.Reset()
+		return fmt.Errorf("infer: %w", err)
+	}
+	s.cCalls.Add(1)
 	return nil
 }
 

@@ -38,6 +38,9 @@ const (
 	// features x 8 bytes x max_assets. It keeps the state well within a
 	// checkpoint's size limit (1 GiB, shared by every step).
 	MaxSequenceBytes = 256 << 20
+	// MaxSequenceMatrixBytes bounds the matrix of one model call: length
+	// x features x 8 bytes x batch_rows.
+	MaxSequenceMatrixBytes = 64 << 20
 )
 
 // sequenceFields are the fields of the sequence option.
@@ -93,7 +96,7 @@ type seqState struct {
 
 // newSeqState checks the sequence option o for input in, features names
 // and model m.
-func newSeqState(o *spec.Config, in *engine.Schema, names []string, m Model, bc engine.BuildContext) (*seqState, spec.Errors) {
+func newSeqState(o *spec.Config, in *engine.Schema, names []string, m Model, batchRows int, bc engine.BuildContext) (*seqState, spec.Errors) {
 	var errs spec.Errors
 	sq := &seqState{k: int(o.Int("length")), f: len(names), features: slices.Clone(names), maxAssets: int(o.Int("max_assets"))}
 	if sq.k < 1 || sq.k > MaxSequenceLength {
@@ -104,6 +107,10 @@ func newSeqState(o *spec.Config, in *engine.Schema, names []string, m Model, bc 
 	} else if sq.k >= 1 && int64(sq.k)*int64(max(sq.f, 1))*8*int64(sq.maxAssets) > MaxSequenceBytes {
 		errs = append(errs, o.Errorf("max_assets", "the histories of %d assets of %d rows of %d features would take %d MiB, more than the %d MiB limit: lower max_assets",
 			sq.maxAssets, sq.k, sq.f, int64(sq.k)*int64(sq.f)*8*int64(sq.maxAssets)>>20, MaxSequenceBytes>>20))
+	}
+	if sq.k >= 1 && sq.k <= MaxSequenceLength && int64(sq.k)*int64(sq.f)*8*int64(batchRows) > MaxSequenceMatrixBytes {
+		errs = append(errs, o.Errorf("length", "one model call of %d sequences of %d rows of %d features would take %d MiB, more than the %d MiB limit: lower batch_rows to %d",
+			batchRows, sq.k, sq.f, int64(sq.k)*int64(sq.f)*8*int64(batchRows)>>20, MaxSequenceMatrixBytes>>20, max(1, MaxSequenceMatrixBytes/(sq.k*sq.f*8))))
 	}
 	sq.keyName = in.Key
 	if o.Has("key") {

@@ -74,8 +74,8 @@ func seqModels() []*infertest.Seq {
 // the last K rows of its asset, as the plain-Go LSTM and GRU compute it,
 // to 1e-6 relative; the rows before an asset has K rows go to the errors
 // port with the reason; the 4,096 rows scored as one batch (one model
-// call, [rows x K x features]) and as 4,096 batches of one row give
-// identical values.
+// call, [rows x K x features]), in calls of 100 rows (batch_rows) and as
+// 4,096 batches of one row give identical values.
 func TestSequenceGolden(t *testing.T) {
 	const rows, assets = 4096, 60
 	input := seqRows(83, rows, assets)
@@ -115,6 +115,15 @@ func TestSequenceGolden(t *testing.T) {
 			for _, r := range whole[1] {
 				if r[len(r)-1] != "sequence: the asset has fewer than 6 rows yet" {
 					t.Fatalf("error row %v", r)
+				}
+			}
+			chunked, cntc := runStep(t, dir, cfg+"batch_rows: 100\n", input)
+			if want := int64((scored + 99) / 100); cntc["model_calls"] != want {
+				t.Errorf("%d model calls of at most 100 rows for %d rows, want %d", cntc["model_calls"], scored, want)
+			}
+			for i := range whole[0] {
+				if chunked[0][i][pi] != whole[0][i][pi] {
+					t.Fatalf("row %d: %v in calls of 100 rows, %v in one call", i, chunked[0][i][pi], whole[0][i][pi])
 				}
 			}
 			single, cnt1 := runStep(t, dir, cfg, split(input, 1)...)
@@ -397,6 +406,7 @@ func TestSequenceConfigErrors(t *testing.T) {
 		{seqConfig("sequence: {length: 6, max_assets: 0}\n"), in, "max_assets must be 1 to 1000000, got 0"},
 		{seqConfig("sequence: {length: 1000, max_assets: 1000000}\n"), in, "more than the 256 MiB limit: lower max_assets"},
 		{"model: m.onnx\nsequence: {length: 6}\n", in, "sequence: list the features of one row (features)"},
+		{seqConfig("sequence: {length: 1024, max_assets: 10}\n"), in, "one model call of 4096 sequences of 1024 rows of 3 features would take 96 MiB, more than the 64 MiB limit: lower batch_rows to 2730"},
 		{strings.Replace(seqConfig("sequence: {length: 3}\n"), "m.onnx", "flat.onnx", 1), in, "sequences of 3 rows of 3 features are 9 values, the model takes 12"},
 	} {
 		_, err := New(parse(t, c.cfg), c.schema, engine.BuildContext{Dir: dir})

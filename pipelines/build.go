@@ -208,8 +208,13 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			src = relay.Tap()
 		}
 		if err != nil {
-			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
-			failed[c.Name] = true
+			es := spec.Collect(c.Pos, err)
+			errs = append(errs, invalidOr(c, es)...)
+			if b := standIn(c, es, nil, ctx); b != nil {
+				built[c.Name] = b
+			} else {
+				failed[c.Name] = true
+			}
 			continue
 		}
 		// Steps and sinks learn whether a source continues an interrupted
@@ -251,8 +256,13 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 		}
 		op, err := c.Comp.Operator(c.Config, schema, ctx)
 		if err != nil {
-			errs = append(errs, invalidOr(c, spec.Collect(c.Pos, err))...)
-			failed[c.Name] = true
+			es := spec.Collect(c.Pos, err)
+			errs = append(errs, invalidOr(c, es)...)
+			if b := standIn(c, es, schema, ctx); b != nil {
+				built[c.Name] = b
+			} else {
+				failed[c.Name] = true
+			}
 			continue
 		}
 		b := &Built{Def: c, Counters: ctx.Counters, Outputs: op.Outputs(), op: op, fp: fingerprint(d, c, schema, op)}
@@ -562,14 +572,66 @@ func topoSort(d *Def) ([]*ComponentDef, map[string]bool, spec.Errors) {
 }
 
 // invalidOr drops the constructor errors of a component whose configuration
-// was already reported invalid by Load: they would repeat those errors. The
-// component is still constructed when possible so that the components
-// reading it are checked against its schema.
+// Load reported invalid that are located where Load reported one: they
+// would repeat those errors. Its other errors are kept, so that one run
+// reports every error of the component. The component is still
+// constructed when possible so that the components reading it are checked
+// against its schema.
 func invalidOr(c *ComponentDef, errs spec.Errors) spec.Errors {
-	if c.Invalid {
+	if !c.Invalid {
+		return errs
+	}
+	var out spec.Errors
+	for _, e := range errs {
+		if !slices.Contains(c.reported, e.Pos) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// standIn builds a component that failed once more, in a dry run and with
+// the fields in error back to their defaults, to learn the outputs it
+// would have: the components reading it are then checked against them
+// rather than skipped, so that one run reports their errors too. It
+// returns nil when even that fails. The stand-in never runs: the build
+// has errors.
+func standIn(c *ComponentDef, errs spec.Errors, schema *engine.Schema, ctx engine.BuildContext) *Built {
+	if c.Config == nil || c.Comp == nil {
 		return nil
 	}
-	return errs
+	at := slices.Clone(c.reported)
+	for _, e := range errs {
+		at = append(at, e.Pos)
+	}
+	cfg := c.Config.WithDefaults(at)
+	ctx.DryRun = true
+	ctx.Counters = engine.NewCounters()
+	ctx.Log = slog.New(slog.DiscardHandler)
+	var outputs []engine.Port
+	switch c.Kind {
+	case spec.KindSource:
+		src, err := c.Comp.Source(cfg, ctx)
+		if err != nil {
+			return nil
+		}
+		outputs = []engine.Port{{Schema: src.Schema()}}
+		if cl, ok := src.(io.Closer); ok {
+			_ = cl.Close()
+		}
+	case spec.KindStep:
+		op, err := c.Comp.Operator(cfg, schema, ctx)
+		if err != nil {
+			return nil
+		}
+		outputs = op.Outputs()
+		if cl, ok := op.(io.Closer); ok {
+			_ = cl.Close()
+		}
+	default:
+		return nil
+	}
+	return &Built{Def: c, Outputs: outputs}
 }
 
 // defaultEdge is the host name, or "edge" when it is unknown.

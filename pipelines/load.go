@@ -89,6 +89,8 @@ type ComponentDef struct {
 	// Invalid is set when the configuration itself has errors (already
 	// reported by Load); building skips the component.
 	Invalid bool
+	// reported are the positions of the errors Load reported.
+	reported []spec.Pos
 }
 
 // InputRef is a reference to a stream: "component" or "component.port".
@@ -508,6 +510,9 @@ func parseComponent(file string, kind spec.Kind, key, n *yaml.Node, lone bool) (
 	errs = append(errs, es...)
 	c.Config = cfg
 	c.Invalid = len(es) > 0
+	for _, e := range es {
+		c.reported = append(c.reported, e.Pos)
+	}
 	return c, errs
 }
 

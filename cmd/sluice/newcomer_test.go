@@ -162,3 +162,54 @@ func TestSimShowsPerSecondStats(t *testing.T) {
 		t.Fatalf("exit %d\nstdout %s\nstderr %q", code, stdout, stderr)
 	}
 }
+
+// validate reports every error of every component in one run: a
+// component with one error is still checked for the others, and the
+// components reading a component in error are checked against the schema
+// it would have.
+func TestValidateReportsEveryErrorAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, dir, "multi.yaml", `name: multi
+sources:
+  turbines: {type: sim, turbines: 2, rows: 10, seed: 1, interval: -5s, faults: -1}
+steps:
+  hot:
+    type: filter
+    input: turbines
+    expr: "power >"
+  stats:
+    type: window
+    input: turbines
+    size: 1m
+    lateness: nonsense
+    aggregates: {power: [avg, bogus], nosuch: [max]}
+  alerts:
+    type: alert
+    input: stats
+    rules:
+      - {name: r, expr: "nosuch_col > 3", severity: extreme}
+sinks:
+  out: {type: stdout, input: alerts, colour: red}
+  f: {type: file, input: stats, path: ""}
+`)
+	code, _, stderr := run(t, "validate", file)
+	if code != exitFailed {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{
+		":3:67: ",  // interval
+		":3:80: ",  // faults
+		":8:18: ",  // the filter's expression, though its source is in error
+		":13:15: ", // lateness
+		`:14:31: aggregates.power: unknown function "bogus"`, // an aggregate of the same window
+		`:14:39: aggregates: field "nosuch" is not in the input`,
+		":19:26: ",               // the alert rule reading the window in error
+		":19:53: ",               // severity
+		`unknown field "colour"`, // the sink
+		":22:39: path is empty",  // the file sink reading the window in error
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("validate lacks %q:\n%s", want, stderr)
+		}
+	}
+}

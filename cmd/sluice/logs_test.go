@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/logfile"
 )
 
@@ -104,5 +108,46 @@ func TestLogsSkipsDamagedLines(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "skipped 2 lines that are not log records and 1 lines longer than") {
 		t.Errorf("stderr %q", stderr)
+	}
+}
+
+// TestLogsFollow: sluice logs --follow prints the matching records, then
+// new ones as they are written, until cancelled (as by SIGINT), exit 0.
+func TestLogsFollow(t *testing.T) {
+	data := t.TempDir()
+	w, err := logfile.Open(logfile.Options{Dir: logfile.Dir(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	write := func(msg string) {
+		fmt.Fprintf(w, `{"time":%q,"level":"WARN","msg":%q}`+"\n", time.Now().UTC().Format(time.RFC3339Nano), msg)
+	}
+	write("before")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr enginetest.LogBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- executeContext(ctx, []string{"logs", "--follow", "--level", "warn", "--json", "--data-dir", data}, &stdout, &stderr)
+	}()
+	waitOut := func(s string) {
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(stdout.String(), s) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the output:\n%s%s", s, stdout.String(), stderr.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitOut(`"msg":"before"`)
+	write("after")
+	waitOut(`"msg":"after"`)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	if n := strings.Count(stdout.String(), "\n"); n != 2 {
+		t.Errorf("%d lines, want 2:\n%s", n, stdout.String())
 	}
 }

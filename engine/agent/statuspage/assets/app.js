@@ -1,0 +1,153 @@
+// The edge status page: polls the snapshot every 2 seconds and renders it
+// with DOM calls only (no markup from data).
+"use strict";
+(function () {
+  const every = 2000;
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function num(n) { return Number(n || 0).toLocaleString("en-US"); }
+  function rate(n) { n = Number(n || 0); return n >= 100 ? num(Math.round(n)) : n.toFixed(1); }
+  function bytes(n) {
+    n = Number(n || 0);
+    const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return (i === 0 ? n : n.toFixed(1)) + " " + u[i];
+  }
+  function dur(s) {
+    if (s < 0) return "not draining";
+    s = Math.round(s);
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
+    return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
+  }
+  function when(t) {
+    if (!t) return "";
+    const d = new Date(t);
+    if (isNaN(d)) return "";
+    return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  }
+  function ago(t, now) {
+    if (!t) return "";
+    return dur(Math.max(0, (new Date(now) - new Date(t)) / 1000)) + " ago";
+  }
+  function row(cells) {
+    const tr = el("tr");
+    for (const c of cells) {
+      const td = el("td", c.cls, c.text);
+      tr.appendChild(td);
+    }
+    return tr;
+  }
+  function fill(parent, nodes) { parent.replaceChildren(...nodes); }
+
+  function render(v) {
+    $("edge").textContent = v.edge;
+    document.title = "Sluice edge " + v.edge;
+    $("release").textContent = v.bundle ? "Release " + v.bundle + " v" + v.version : "No release applied (configured pipelines)";
+    if (v.software) $("release").textContent += " · sluice " + v.software;
+    const up = $("updated");
+    up.textContent = "updated " + when(v.time);
+    up.classList.remove("stale");
+
+    // Alerts.
+    const alerts = v.alerts || [];
+    $("alert-count").textContent = alerts.length;
+    $("alert-count").classList.toggle("on", alerts.length > 0);
+    fill($("alerts"), alerts.map((a) => {
+      const li = el("li", a.severity);
+      li.dataset.name = a.name;
+      li.dataset.asset = a.asset;
+      li.appendChild(el("div", "name", a.name + " · " + a.asset));
+      li.appendChild(el("div", "", a.message));
+      li.appendChild(el("div", "muted", a.type + ", " + a.severity + ", since " + when(a.since)));
+      return li;
+    }));
+    $("no-alerts").hidden = alerts.length > 0;
+
+    // Sinks.
+    const sinks = v.sinks || [];
+    let total = 0, totalBytes = 0;
+    fill($("sinks").tBodies[0], sinks.map((s) => {
+      total += s.backlog_rows; totalBytes += s.backlog_bytes;
+      const tr = row([
+        { text: s.pipeline + "/" + s.sink + " (" + s.type + ")" },
+        { text: s.link_up ? "up" : "down", cls: s.link_up ? "up" : "down" },
+        { text: num(s.backlog_rows), cls: "num" },
+        { text: bytes(s.backlog_bytes), cls: "num" },
+        { text: s.oldest_event_time ? when(s.oldest_event_time) + " (" + ago(s.oldest_event_time, v.time) + ")" : "" },
+        { text: rate(s.drain_rows_per_second), cls: "num" },
+        { text: dur(s.eta_seconds), cls: "num" },
+        { text: num(s.dead_letter_rows), cls: "num" },
+      ]);
+      tr.dataset.sink = s.pipeline + "/" + s.sink;
+      return tr;
+    }));
+    $("backlog-total").textContent = num(total) + " rows (" + bytes(totalBytes) + ")";
+    $("backlog-total").dataset.rows = total;
+    $("sinks").hidden = sinks.length === 0;
+    $("no-sinks").hidden = sinks.length > 0;
+
+    // Pipelines as their steps in order, each naming its inputs.
+    const ps = v.pipelines || [];
+    fill($("pipelines"), ps.map((p) => {
+      const d = el("div", "pipeline");
+      const h = el("h3", "", p.name + " — " + p.state);
+      d.appendChild(h);
+      if (p.err) d.appendChild(el("p", "down", p.err));
+      const steps = el("div", "steps");
+      for (const s of p.steps || []) {
+        const b = el("div", "step " + s.kind);
+        b.appendChild(el("div", "", s.name));
+        b.appendChild(el("div", "kind", s.kind + " · " + s.type));
+        if (s.inputs && s.inputs.length) b.appendChild(el("div", "from", "← " + s.inputs.join(", ")));
+        b.appendChild(el("div", "", rate(s.rows_per_sec) + " rows/s"));
+        b.appendChild(el("div", "kind", num(s.rows) + " rows · " + num(s.late) + " late · " + num(s.errors) + " errors"));
+        steps.appendChild(b);
+      }
+      d.appendChild(steps);
+      return d;
+    }));
+    $("no-pipelines").hidden = ps.length > 0;
+
+    // Applies.
+    const ap = v.applies || [];
+    fill($("applies").tBodies[0], ap.map((a) => row([
+      { text: when(a.time) }, { text: a.bundle }, { text: "v" + a.version, cls: "num" },
+      { text: a.outcome, cls: a.outcome === "applied" ? "up" : (a.outcome === "rejected" ? "down" : "") }, { text: a.reason || "" },
+    ])));
+    $("applies").hidden = ap.length === 0;
+    $("pending").textContent = (v.pending && v.pending.length) ? "Staged for the next start: " + v.pending.join(", ") : (ap.length ? "" : "No bundle applied yet.");
+
+    // Warnings.
+    const ws = v.warnings || [];
+    fill($("warnings"), ws.map((w) => el("li", w.level, w.text)));
+    $("warnings-note").textContent = v.warnings_note || (ws.length ? "" : "No warnings in the last hour.");
+  }
+
+  let timer = 0;
+  async function poll() {
+    try {
+      const r = await fetch("data", { credentials: "same-origin", cache: "no-store" });
+      if (r.status === 401) { location.reload(); return; }
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      render(await r.json());
+    } catch (e) {
+      const up = $("updated");
+      up.textContent = "no answer from the engine (" + e.message + "); retrying";
+      up.classList.add("stale");
+    }
+    timer = setTimeout(poll, every);
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) { clearTimeout(timer); poll(); }
+  });
+  poll();
+})();

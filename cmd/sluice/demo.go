@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/sluice-edge/sluice/connectors/devsim"
 	"github.com/sluice-edge/sluice/connectors/mqtt"
+	"github.com/sluice-edge/sluice/connectors/nats"
 	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/pipelines"
 	"github.com/sluice-edge/sluice/pipelines/examples"
@@ -22,6 +24,7 @@ func newDemoCmd(g *globals) *cobra.Command {
 	var (
 		flags  runFlags
 		direct bool
+		cloud  bool
 		hub    bool
 		hopts  = hubDemoOptions{Wait: 30 * time.Second, Rate: 100}
 	)
@@ -41,6 +44,13 @@ wall-clock time (0 = as fast as possible), STATS_FILE.
 With --direct the simulator feeds the pipeline directly as Arrow batches
 (pipelines/examples/windfarm.yaml, statistics in windfarm-sim-stats.jsonl),
 without MQTT.
+
+With --cloud it runs pipelines/examples/windfarm-cloud.yaml: the same farm
+and statistics, sent through a nats cloud sink to a NATS JetStream server
+started in the process (127.0.0.1, a free port, a random token, its store
+in a temporary directory). The sink's durable buffer stays in the data
+directory (sluice-data/windfarm-cloud/cloud), for sluice buffer status,
+inspect, export and the other Operations commands.
 
 With --hub it shows the edge-cloud coordination loop on this machine,
 with nothing but a PostgreSQL server (--postgres, default
@@ -85,8 +95,8 @@ itself in well under a minute. Its log goes to stderr at level error unless
 				if hopts.Postgres == "" {
 					hopts.Postgres = defaultDemoPostgres
 				}
-				if direct {
-					return &exitError{code: exitUsage, err: fmt.Errorf("--hub and --direct exclude each other")}
+				if direct || cloud {
+					return &exitError{code: exitUsage, err: fmt.Errorf("--hub excludes --direct and --cloud")}
 				}
 				if hopts.Outage <= 0 {
 					return &exitError{code: exitUsage, err: fmt.Errorf("--outage must be positive")}
@@ -110,6 +120,12 @@ itself in well under a minute. Its log goes to stderr at level error unless
 			}
 			if err := flags.check(); err != nil {
 				return &exitError{code: exitUsage, err: err}
+			}
+			if cloud {
+				if direct {
+					return &exitError{code: exitUsage, err: fmt.Errorf("--cloud and --direct exclude each other")}
+				}
+				return runCloudDemo(cmd.Context(), g, log, flags)
 			}
 			if direct {
 				defs, errs := pipelines.LoadFS(examples.FS, examples.WindFarm, ".", os.LookupEnv)
@@ -157,11 +173,45 @@ itself in well under a minute. Its log goes to stderr at level error unless
 	}
 	flags.register(cmd)
 	cmd.Flags().BoolVar(&direct, "direct", false, "feed the pipeline from the simulator directly (no MQTT)")
+	cmd.Flags().BoolVar(&cloud, "cloud", false, "send the statistics through a nats cloud sink (durable buffer in --data-dir) to a NATS JetStream server started in the process")
 	cmd.Flags().BoolVar(&hub, "hub", false, "show the edge-cloud loop: an embedded NATS JetStream, a hub on PostgreSQL and two edges")
 	cmd.Flags().StringVar(&hopts.Postgres, "postgres", "", "with --hub: PostgreSQL DSN of the hub's database (default $SLUICE_HUB_POSTGRES, else "+defaultDemoPostgres+")")
 	cmd.Flags().StringVar(&hopts.Schema, "schema", defaultDemoSchema, "with --hub: PostgreSQL schema of the demo (sluice_demo or sluice_demo_...), dropped and created again at the start")
 	cmd.Flags().DurationVar(&hopts.Outage, "outage", 3*time.Second, "with --hub: how long the cut edge stays cut")
 	return cmd
+}
+
+// runCloudDemo runs the wind farm with a cloud sink against a NATS
+// JetStream server started in the process, then names the sink's buffer
+// and the commands that work on it.
+func runCloudDemo(ctx context.Context, g *globals, log *slog.Logger, flags runFlags) error {
+	token := randomToken()
+	redact.Register(token)
+	srv, err := nats.StartServer(nats.ServerOptions{Listen: "127.0.0.1:0", Token: token})
+	if err != nil {
+		return &exitError{code: exitFailed, err: fmt.Errorf("demo: embedded NATS JetStream: %w", err)}
+	}
+	defer srv.Close()
+	log.Info("embedded NATS JetStream", "url", srv.URL(), "store", srv.StoreDir())
+	env := func(k string) (string, bool) {
+		switch k {
+		case "NATS_URL":
+			return srv.URL(), true
+		case "NATS_TOKEN":
+			return token, true
+		}
+		return os.LookupEnv(k)
+	}
+	defs, errs := pipelines.LoadFS(examples.FS, examples.WindFarmCloud, ".", env)
+	if len(errs) > 0 {
+		return &exitError{code: exitFailed, err: errs}
+	}
+	if err := runDefs(ctx, g, log, defs, flags, nil); err != nil {
+		return err
+	}
+	dir := filepath.Join(flags.dataDir, defs[0].Name, "cloud")
+	fmt.Fprintf(g.stderr, "the statistics went to NATS JetStream through the buffer %s; try:\n  sluice buffer status %s\n  sluice buffer inspect %s\n", dir, dir, dir)
+	return nil
 }
 
 func envInt(name string, def int) int {

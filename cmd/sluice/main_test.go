@@ -48,7 +48,7 @@ sinks:
 		}
 	}
 	code, stdout, stderr := run(t, "validate", "../../pipelines/examples")
-	if code != 0 || !strings.Contains(stdout, "ok: 4 pipeline(s) valid") {
+	if code != 0 || !strings.Contains(stdout, "ok: 5 pipeline(s) valid") {
 		t.Fatalf("examples: exit %d\n%s%s", code, stdout, stderr)
 	}
 	if code, _, _ := run(t, "validate"); code != exitUsage {

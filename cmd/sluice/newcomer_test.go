@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -211,5 +212,35 @@ sinks:
 		if !strings.Contains(stderr, want) {
 			t.Errorf("validate lacks %q:\n%s", want, stderr)
 		}
+	}
+}
+
+// sluice demo --cloud runs the example with a cloud sink against an
+// embedded NATS JetStream: the statistics are delivered through the sink's
+// buffer, which the run leaves in the data directory for the Operations
+// commands (buffer status here).
+func TestDemoCloud(t *testing.T) {
+	t.Setenv("SIM_TURBINES", "5")
+	t.Setenv("SIM_ROWS", "300")
+	data := filepath.Join(t.TempDir(), "data")
+	code, stdout, stderr := run(t, "demo", "--cloud", "--data-dir", data, "--progress", "never", "--edge", "demo-cloud")
+	dir := filepath.Join(data, "windfarm-cloud", "cloud")
+	if code != 0 || !strings.Contains(stderr, "sluice buffer status "+dir) || strings.Contains(stderr, "left in the buffer") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, "buffer", "status", dir, "--json")
+	var st struct {
+		Cursor      uint64 `json:"cursor"`
+		BacklogRows int64  `json:"backlog_rows"`
+	}
+	if code != 0 || json.Unmarshal([]byte(stdout), &st) != nil {
+		t.Fatalf("buffer status: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// 5 turbines x 5 one-minute windows, every one delivered.
+	if st.Cursor != 25 || st.BacklogRows != 0 {
+		t.Fatalf("buffer status: %s", stdout)
+	}
+	if code, _, stderr := run(t, "demo", "--cloud", "--direct"); code != exitUsage {
+		t.Fatalf("--cloud --direct: exit %d %s", code, stderr)
 	}
 }

@@ -14,6 +14,11 @@ var FS embed.FS
 // one-minute window statistics per turbine -> alert rules.
 const WindFarm = "windfarm.yaml"
 
+// WindFarmCloud is the file name of the wind farm with a cloud sink:
+// simulated turbines -> one-minute statistics -> alerts on stdout, the
+// statistics to NATS JetStream through the nats sink's durable buffer.
+const WindFarmCloud = "windfarm-cloud.yaml"
+
 // WindFarmMQTT is the file name of the wind farm over MQTT: EnOS payloads
 // from simulated devices -> one-minute statistics -> alert rules.
 const WindFarmMQTT = "windfarm-mqtt.yaml"

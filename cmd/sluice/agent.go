@@ -142,7 +142,12 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
-	srv, err := localapi.Listen(cfg.Listen, token, a, cfg.MaxBundleBytes, log)
+	routes, stopControl, err := startControl(cfg, log)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	defer stopControl()
+	srv, err := localapi.Listen(cfg.Listen, token, a, cfg.MaxBundleBytes, log, routes...)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}

@@ -30,7 +30,7 @@ func newControlPath(t testing.TB, url string, clock *command.ManualClock) *contr
 	var err error
 	// The downlink is the arbiter's transport and reports the replies to
 	// the arbiter's tracker: one record per command.
-	lazy := &lazyDownlink{}
+	lazy := &control.LateTransport{}
 	opts := control.Options{Dir: t.TempDir(), Transport: lazy, Timeout: 30 * time.Second}
 	if clock != nil {
 		opts.Clock = clock
@@ -43,60 +43,9 @@ func newControlPath(t testing.TB, url string, clock *command.ManualClock) *contr
 	if err != nil {
 		t.Fatal(err)
 	}
-	lazy.set(p.dl)
+	lazy.Set(p.dl)
 	t.Cleanup(func() { p.a.Close(); p.dl.Close() })
 	return p
-}
-
-// lazyDownlink lets the arbiter be opened before the downlink that needs
-// its tracker.
-type lazyDownlink struct {
-	mu sync.Mutex
-	dl *Downlink
-	ok chan struct{}
-}
-
-func (l *lazyDownlink) set(dl *Downlink) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.dl = dl
-	if l.ok == nil {
-		l.ok = make(chan struct{})
-	}
-	close(l.ok)
-}
-
-func (l *lazyDownlink) get(ctx context.Context) (*Downlink, error) {
-	l.mu.Lock()
-	if l.ok == nil {
-		l.ok = make(chan struct{})
-	}
-	ok := l.ok
-	l.mu.Unlock()
-	select {
-	case <-ok:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.dl, nil
-}
-
-func (l *lazyDownlink) Ready(ctx context.Context) error {
-	dl, err := l.get(ctx)
-	if err != nil {
-		return err
-	}
-	return dl.Ready(ctx)
-}
-
-func (l *lazyDownlink) Deliver(ctx context.Context, c control.Record) error {
-	dl, err := l.get(ctx)
-	if err != nil {
-		return err
-	}
-	return dl.Deliver(ctx, c)
 }
 
 func waitFinal(t testing.TB, a *control.Arbiter, id string) control.Record {
@@ -282,7 +231,7 @@ func BenchmarkControlPath(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			lazy := &lazyDownlink{}
+			lazy := &control.LateTransport{}
 			a, err := control.Open(control.Options{Dir: b.TempDir(), Transport: lazy, NoSync: !synced})
 			if err != nil {
 				b.Fatal(err)
@@ -293,7 +242,7 @@ func BenchmarkControlPath(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer dl.Close()
-			lazy.set(dl)
+			lazy.Set(dl)
 			devices := sim.DeviceKeys()
 			ctx := context.Background()
 			lat := make([]time.Duration, b.N)

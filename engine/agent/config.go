@@ -55,6 +55,7 @@ var ConfigSpec = spec.Spec{
 		{Name: "keep_releases", Type: spec.Int, Default: DefaultKeepReleases, Description: "Unpacked releases kept on disk, the running one included; older ones are removed.", Example: 5, Advanced: true},
 		hubField(),
 		logsField(),
+		controlField(),
 	},
 	Example: `edge: edge-01
 data_dir: /var/lib/sluice
@@ -84,6 +85,9 @@ type Config struct {
 	Hub *HubConfig
 	// Logs configures the log file under DataDir/logs.
 	Logs LogsConfig
+	// Control is the command arbiter and its downlink; nil when the
+	// configuration has no control section.
+	Control *ControlConfig
 }
 
 // AgentDir is the agent's state directory, DataDir/agent.
@@ -169,6 +173,11 @@ func ParseConfig(name string, data []byte) (*Config, spec.Errors) {
 	errs = append(errs, lerrs...)
 	if len(c.Labels) > maxLabels {
 		errs = append(errs, cfg.Errorf("labels", "at most %d labels", maxLabels))
+	}
+	if s := cfg.Object("control"); s != nil {
+		cc, cerrs := parseControl(s, c.Edge)
+		errs = append(errs, cerrs...)
+		c.Control = cc
 	}
 	if h := cfg.Object("hub"); h != nil {
 		if err := protocol.CheckEdgeID(c.Edge); err != nil {

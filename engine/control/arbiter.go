@@ -111,7 +111,7 @@ func Open(opts Options) (*Arbiter, error) {
 	if len(opts.Classes) == 0 {
 		opts.Classes = DefaultClasses
 	}
-	if opts.OriginClasses == nil {
+	if len(opts.OriginClasses) == 0 {
 		opts.OriginClasses = DefaultOriginClasses
 	}
 	if opts.Timeout <= 0 {
@@ -334,6 +334,14 @@ func (a *Arbiter) Submit(ctx context.Context, c Command) (Record, error) {
 	}
 	if c.IdempotencyKey != "" {
 		a.idem[idemKey(c.Origin, c.IdempotencyKey)] = rec.ID
+		if len(a.idem) > 2*a.opts.Retain {
+			// Keys live as long as their records.
+			for k, id := range a.idem {
+				if _, ok := a.tracker.Get(id); !ok {
+					delete(a.idem, k)
+				}
+			}
+		}
 	}
 	if err != nil { // expired on arrival
 		return rec, err

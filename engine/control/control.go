@@ -31,6 +31,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/command"
@@ -148,3 +149,63 @@ var (
 	// be sent.
 	ErrExpired = command.ErrExpired
 )
+
+// LateTransport is a Transport given after the arbiter is opened: a
+// transport that reports the devices' replies to the arbiter's tracker
+// (Arbiter.Tracker) can only be made once the arbiter exists. Until Set,
+// commands wait as if the link to the devices were down. The zero value is
+// ready to use.
+type LateTransport struct {
+	mu  sync.Mutex
+	t   Transport
+	set chan struct{}
+}
+
+func (l *LateTransport) ch() chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.set == nil {
+		l.set = make(chan struct{})
+	}
+	return l.set
+}
+
+// Set gives the transport; only the first call counts.
+func (l *LateTransport) Set(t Transport) {
+	ch := l.ch()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.t == nil {
+		l.t = t
+		close(ch)
+	}
+}
+
+func (l *LateTransport) get(ctx context.Context) (Transport, error) {
+	select {
+	case <-l.ch():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.t, nil
+}
+
+// Ready waits for the transport to be set, then for it to be ready.
+func (l *LateTransport) Ready(ctx context.Context) error {
+	t, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return t.Ready(ctx)
+}
+
+// Deliver delivers through the transport set.
+func (l *LateTransport) Deliver(ctx context.Context, c Record) error {
+	t, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return t.Deliver(ctx, c)
+}

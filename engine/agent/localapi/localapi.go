@@ -81,10 +81,18 @@ type Server struct {
 	imports chan struct{} // one import at a time
 }
 
-// Listen starts serving svc on addr (host:port). token is required;
-// maxBody bounds an imported bundle. A listener on an address other than
-// loopback is logged as a warning.
-func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger) (*Server, error) {
+// Route is another API served by the same listener behind the same token
+// (for example the control API under /v1/control/).
+type Route struct {
+	// Pattern is an http.ServeMux pattern such as "/v1/control/".
+	Pattern string
+	Handler http.Handler
+}
+
+// Listen starts serving svc on addr (host:port), and routes beside it.
+// token is required; maxBody bounds an imported bundle. A listener on an
+// address other than loopback is logged as a warning.
+func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger, routes ...Route) (*Server, error) {
 	if token == "" {
 		return nil, errors.New("local api: no token")
 	}
@@ -96,6 +104,9 @@ func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger) (*
 	mux.HandleFunc("POST "+ImportPath, s.handleImport)
 	mux.HandleFunc("GET "+StatusPath, s.handleStatus)
 	mux.HandleFunc("GET "+HelloPath, s.handleHello)
+	for _, r := range routes {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	authed := httpapi.Bearer(token, "sluice", "unauthorized", func(r *http.Request) {
 		log.Warn("local api: request without a valid token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 	}, mux)

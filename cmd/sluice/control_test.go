@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-edge/sluice/connectors/devsim"
+	"github.com/sluice-edge/sluice/connectors/mqtt"
+	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/command"
+	"github.com/sluice-edge/sluice/engine/control"
+	"github.com/sluice-edge/sluice/engine/control/controlclient"
+)
+
+// TestRunConfigControl: an edge with a control section serves the control
+// API beside its local API; a command submitted there goes through the
+// arbiter and the MQTT downlink to a simulated device, which acknowledges
+// it; the records survive a restart of the engine.
+func TestRunConfigControl(t *testing.T) {
+	br, err := mqtt.StartBroker(mqtt.BrokerOptions{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	sim, err := devsim.New(devsim.Config{URLs: []string{br.URL()}, ClientID: "dev-ctl", ProductKey: "pkctl", Devices: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stopSim, err := sim.Answer(actx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopSim()
+
+	e := newEdgeSetup(t)
+	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("control: {broker: \"" + br.URL() + "\", timeout: 10s}\n")
+	f.Close()
+	stop := e.start(t)
+	client := func() *controlclient.Client {
+		raw, err := os.ReadFile(filepath.Join(e.data, "agent", "edge.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec agent.EdgeRecord
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			t.Fatal(err)
+		}
+		token, err := agent.ReadToken(filepath.Join(e.data, "agent", "api.token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return controlclient.New("http://"+rec.Listen, token, nil)
+	}
+	c := client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.TakeLease(ctx, control.LeaseRequest{Asset: "T0002", Holder: "hmi", Origin: "local:hmi", Class: control.ClassSafety, For: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	blocked, err := c.Submit(ctx, control.Command{Product: "pkctl", Asset: "T0002", Origin: "cloud", Inputs: map[string]any{"q": 1.0}})
+	if !errors.Is(err, control.ErrLeased) || blocked.Status != command.Rejected {
+		t.Fatalf("under a lease: %s %v", blocked.Status, err)
+	}
+	rec, err := c.Submit(ctx, control.Command{Product: "pkctl", Asset: "T0001", Origin: "cloud", Inputs: map[string]any{"q": 7.0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Wait(ctx, rec.ID)
+	if err != nil || got.Status != command.Acked {
+		t.Fatalf("%s %v", got.Status, err)
+	}
+	if v := sim.SetPoints("T0001")["q"]; v != 7 {
+		t.Fatalf("the device holds q=%v", v)
+	}
+	if code, log := stop(); code != 0 {
+		t.Fatalf("exit %d\n%s", code, log)
+	}
+
+	// After a restart the records and the lease are there.
+	e.start(t)
+	c = client()
+	for id, want := range map[string]command.Status{rec.ID: command.Acked, blocked.ID: command.Rejected} {
+		if r, err := c.Get(ctx, id); err != nil || r.Status != want {
+			t.Fatalf("%s after a restart: %s %v", id, r.Status, err)
+		}
+	}
+	if ls, err := c.Leases(ctx); err != nil || len(ls) != 1 || ls[0].Holder != "hmi" {
+		t.Fatalf("leases after a restart: %v %v", ls, err)
+	}
+	audit, err := c.Audit(ctx, control.Filter{ID: blocked.ID})
+	if err != nil || len(audit) == 0 || !strings.Contains(audit[len(audit)-1].Reason, "leased by hmi") {
+		t.Fatalf("audit: %v %v", audit, err)
+	}
+}

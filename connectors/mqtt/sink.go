@@ -43,6 +43,11 @@ var SinkSpec = spec.Spec{
 		{Name: "timeout", Type: spec.Duration, Default: "30s", Description: "How long to wait for a device's reply."},
 		{Name: "send_timeout", Type: spec.Duration, Default: "10s", Advanced: true, Description: "How long a command may wait for the broker before it fails."},
 		{Name: "qos", Type: spec.Int, Default: 1, Description: "QoS of command messages (0 or 1)."},
+		{Name: "command_topic", Type: spec.String, Optional: true,
+			Description: "For devices that are not EnOS devices: the template of a generic JSON command topic. Each non-null point of a row becomes one command, `{\"id\":...,\"point\":...,\"value\":...}` on this topic; `{asset}` (required), `{product}` and `{point}` stand for whole segments. The device answers `{\"id\":...,\"code\":200}` on `reply_topic`. See docs/mqtt.md.",
+			Example:     "plant/{asset}/set/{point}"},
+		{Name: "reply_topic", Type: spec.String, Optional: true,
+			Description: "Template of the replies to `command_topic` (`{asset}` required; default: command_topic + `/reply`).", Example: "plant/{asset}/reply"},
 	}),
 	Example: `sinks:
   setpoints:
@@ -70,10 +75,12 @@ type Sink struct {
 	origin     string
 	log        *slog.Logger
 
-	mu      sync.Mutex
-	dl      *Downlink
-	release func()
-	closed  bool
+	json      *JSONDownlinkOptions // set for a generic JSON command topic
+	noProduct bool                 // the JSON command topic names no product
+	mu        sync.Mutex
+	dl        sender
+	release   func()
+	closed    bool
 
 	sent, skipped, failed *atomic.Int64
 }
@@ -116,7 +123,28 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 		}
 		return in.Index(name)
 	}
+	if cfg.Has("command_topic") {
+		jo := &JSONDownlinkOptions{Topic: cfg.String("command_topic"), ReplyTopic: cfg.String("reply_topic")}
+		tt, err := ParseTopicTemplate(jo.Topic)
+		if err != nil {
+			errs = append(errs, cfg.Errorf("command_topic", "%v", err))
+		}
+		if jo.ReplyTopic != "" {
+			if _, err := ParseTopicTemplate(jo.ReplyTopic); err != nil {
+				errs = append(errs, cfg.Errorf("reply_topic", "%v", err))
+			}
+		}
+		if s.service != command.SetPoints {
+			errs = append(errs, cfg.Errorf("service", "a command_topic carries set-points only (service %s)", command.SetPoints))
+		}
+		// A topic without {product} needs none: the commands name no product.
+		s.noProduct = err == nil && !tt.Has(PlaceholderProduct) && s.product == "" && !cfg.Has("product_key_column")
+		s.json = jo
+	} else if cfg.Has("reply_topic") {
+		errs = append(errs, cfg.Errorf("reply_topic", "reply_topic goes with command_topic"))
+	}
 	switch {
+	case s.noProduct:
 	case s.product != "" && cfg.Has("product_key_column"):
 		errs = append(errs, cfg.Errorf("product_key_column", "set product_key or product_key_column, not both"))
 	case cfg.Has("product_key_column"):
@@ -176,14 +204,28 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 		}
 	}})
 	s.opts = DownlinkOptions{Client: opts, Tracker: tracker, QoS0: q == 0, SendTimeout: cfg.Duration("send_timeout"), Log: s.log, Unmatched: unmatched}
+	if s.json != nil {
+		s.json.Client, s.json.Tracker, s.json.QoS0, s.json.SendTimeout, s.json.Log, s.json.Unmatched = opts, tracker, q == 0, s.opts.SendTimeout, s.log, unmatched
+		if _, err := NewJSONDownlink(*s.json); err != nil { // checks the pair of templates
+			return nil, spec.Errors{cfg.Errorf("reply_topic", "%v", err)}
+		}
+	}
 	return s, nil
 }
 
 // Tracker returns the tracker of the sink's commands.
 func (s *Sink) Tracker() *command.Tracker { return s.opts.Tracker }
 
+// sender is the downlink a sink sends its commands with: EnOS
+// (Downlink) or a generic JSON command topic (JSONDownlink).
+type sender interface {
+	Start(ctx context.Context) error
+	Send(ctx context.Context, c command.Command) (command.Command, error)
+	Close() error
+}
+
 // downlink connects on first use.
-func (s *Sink) downlink(ctx context.Context) (*Downlink, error) {
+func (s *Sink) downlink(ctx context.Context) (sender, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -199,7 +241,13 @@ func (s *Sink) downlink(ctx context.Context) (*Downlink, error) {
 		}
 		s.release = release
 	}
-	dl, err := NewDownlink(s.opts)
+	var dl sender
+	var err error
+	if s.json != nil {
+		dl, err = NewJSONDownlink(*s.json)
+	} else {
+		dl, err = NewDownlink(s.opts)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +276,7 @@ func (s *Sink) Write(ctx context.Context, b engine.Batch) error {
 			c.Product = stringAt(rec.Column(s.productCol), r)
 		}
 		c.Asset = stringAt(rec.Column(s.deviceCol), r)
-		if c.Product == "" || c.Asset == "" {
+		if c.Product == "" && !s.noProduct || c.Asset == "" {
 			s.skipped.Add(1)
 			continue
 		}
@@ -238,18 +286,29 @@ func (s *Sink) Write(ctx context.Context, b engine.Batch) error {
 				c.Inputs[in.name] = v
 			}
 		}
-		if unreachable {
-			if c, err := s.opts.Tracker.Submit(c); err == nil {
-				_, _ = s.opts.Tracker.Fail(c.ID, "not sent: the broker was unreachable for an earlier command of the batch")
+		cmds := []command.Command{c}
+		if s.json != nil { // one command per point
+			cmds = cmds[:0]
+			for name, v := range c.Inputs {
+				one := c
+				one.Inputs = map[string]any{name: v}
+				cmds = append(cmds, one)
 			}
-			continue
 		}
-		got, err := dl.Send(ctx, c)
-		switch {
-		case err == nil:
-			s.sent.Add(1)
-		case got.Status == command.Failed && errors.Is(err, errBrokerUnreachable):
-			unreachable = true
+		for _, c := range cmds {
+			if unreachable {
+				if c, err := s.opts.Tracker.Submit(c); err == nil {
+					_, _ = s.opts.Tracker.Fail(c.ID, "not sent: the broker was unreachable for an earlier command of the batch")
+				}
+				continue
+			}
+			got, err := dl.Send(ctx, c)
+			switch {
+			case err == nil:
+				s.sent.Add(1)
+			case got.Status == command.Failed && errors.Is(err, errBrokerUnreachable):
+				unreachable = true
+			}
 		}
 	}
 	return nil

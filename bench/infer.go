@@ -19,9 +19,10 @@ import (
 
 // Infer is the scenario of model inference: the infer step scoring
 // batches of InferBatchRows rows with an MLP 10->32->16->1 (run by the
-// step's dense-chain loop, and the same graph run by gonnx) and with 100
-// trees of depth 6, and the same models called once per batch and once per
-// row in the same run. It runs on one goroutine, so its rates are per
+// step's dense-chain loop, and the same graph run by gonnx), with 100
+// trees of depth 6 and with a GRU over the last 10 rows of each asset (the
+// sequence option), and the same models called once per batch and once
+// per row in the same run. It runs on one goroutine, so its rates are per
 // core. It is not part of the default set: ask for it with --scenario
 // infer.
 const Infer = "infer"
@@ -40,7 +41,8 @@ const InferGoal = 1_000_000
 // InferResult holds the figures of the infer scenario.
 type InferResult struct {
 	// Rows is the number of rows each measurement scored, in batches of
-	// BatchRows.
+	// BatchRows (at most 16 batches for the sequence model and for gonnx
+	// called once per row).
 	Rows      int64 `json:"rows"`
 	BatchRows int   `json:"batch_rows"`
 	// Features is the number of input columns of both models.
@@ -59,7 +61,8 @@ type InferRun struct {
 	Model   string `json:"model"`
 	Runtime string `json:"runtime"`
 	// Path is how the model runs: "dense" (an ONNX chain of dense layers
-	// run by the step's own loop), "gonnx", or "leaves" (trees).
+	// run by the step's own loop), "gonnx", "gonnx, sequence" (a
+	// recurrent model fed each asset's last rows), or "leaves" (trees).
 	Path string `json:"path"`
 	// Step*: the infer step (infer.Step.Process) on batches of BatchRows
 	// rows: features read from the Arrow columns, one model call, output
@@ -82,7 +85,17 @@ type inferModel struct {
 	data          []byte
 	// gonnx runs the graph in gonnx rather than as a dense chain.
 	gonnx bool
+	// seq is the sequence length of a sequence model (the step's sequence
+	// option over the rows of each asset), 0 for none.
+	seq int
 }
+
+// inferSeqLength is the sequence length of the scenario's GRU.
+const inferSeqLength = 10
+
+// inferSeqBatches bounds the batches a measurement of the sequence model
+// scores: a recurrent model in gonnx costs ~50 us per row.
+const inferSeqBatches = 16
 
 // inferPerRowBatches bounds the batches a once-per-row measurement of a
 // gonnx model scores (~20 us per call): the rate needs no more.
@@ -96,9 +109,10 @@ const inferFeatures = 10
 func inferModels() []inferModel {
 	mlp := infertest.NewMLP(71, "Relu", true, inferFeatures, 32, 16, 1).ONNX()
 	return []inferModel{
-		{"mlp-10-32-16-1", "onnx", mlp, false},
-		{"mlp-10-32-16-1-gonnx", "onnx", mlp, true},
-		{"trees-100x6", "trees", infertest.NewEnsemble(72, 100, 6, inferFeatures, "regression").Text(nil), false},
+		{"mlp-10-32-16-1", "onnx", mlp, false, 0},
+		{"mlp-10-32-16-1-gonnx", "onnx", mlp, true, 0},
+		{"trees-100x6", "trees", infertest.NewEnsemble(72, 100, 6, inferFeatures, "regression").Text(nil), false, 0},
+		{"gru-seq10x10-16", "onnx", infertest.NewSeqGRU(73, inferSeqLength, inferFeatures, 16).ONNX(), true, inferSeqLength},
 	}
 }
 
@@ -151,6 +165,14 @@ func runInfer(ctx context.Context, opts Options) (*InferResult, error) {
 	if errs != nil {
 		return nil, errs
 	}
+	var seqNode yaml.Node
+	if err := yaml.Unmarshal([]byte(src+fmt.Sprintf("sequence: {length: %d}\n", inferSeqLength)), &seqNode); err != nil {
+		return nil, err
+	}
+	seqCfg, errs := infer.Spec.Parse("bench.yaml", &seqNode)
+	if errs != nil {
+		return nil, errs
+	}
 
 	for _, m := range inferModels() {
 		if err := ctx.Err(); err != nil {
@@ -168,7 +190,14 @@ func runInfer(ctx context.Context, opts Options) (*InferResult, error) {
 			}
 		}
 
-		step, err := infer.NewWithModel(cfg, schema, engine.BuildContext{Mem: mem}, model, "v1")
+		stepCfg, stepBatches, warm := cfg, batches, 1
+		if m.seq > 0 {
+			// Every asset of the batch has one row in it: after seq
+			// batches every row is scored.
+			stepCfg, stepBatches, warm = seqCfg, min(batches, inferSeqBatches), m.seq
+			run.Path = "gonnx, sequence"
+		}
+		step, err := infer.NewWithModel(stepCfg, schema, engine.BuildContext{Mem: mem}, model, "v1")
 		if err != nil {
 			return nil, fmt.Errorf("model %s: %w", m.name, err)
 		}
@@ -177,22 +206,30 @@ func runInfer(ctx context.Context, opts Options) (*InferResult, error) {
 			rec.Retain()
 			return step.Process(engine.Batch{Rec: rec}, sink)
 		}
-		if err := process(); err != nil { // warm up: the step's buffers
-			step.Close()
-			return nil, fmt.Errorf("model %s: %w", m.name, err)
+		for range warm { // warm up: the step's buffers, the assets' histories
+			if err := process(); err != nil {
+				step.Close()
+				return nil, fmt.Errorf("model %s: %w", m.name, err)
+			}
 		}
-		run.StepRowsPerSec, run.StepAllocsPerRow, err = measureInfer(batches, process)
+		run.StepRowsPerSec, run.StepAllocsPerRow, err = measureInfer(stepBatches, process)
 		step.Close()
 		if err != nil {
 			return nil, fmt.Errorf("model %s: %w", m.name, err)
 		}
 
-		w := model.Width()
+		w, f, mx := model.Width(), model.Features(), x
+		if f != inferFeatures { // a sequence model: rows of seq x features
+			mx = make([]float64, InferBatchRows*f)
+			for i := range mx {
+				mx[i] = r.NormFloat64()
+			}
+		}
 		y := make([]float64, InferBatchRows*w)
-		batch := func() error { return model.Predict(x, InferBatchRows, y) }
+		batch := func() error { return model.Predict(mx, InferBatchRows, y) }
 		perRow := func() error {
 			for row := range InferBatchRows {
-				if err := model.Predict(x[row*inferFeatures:(row+1)*inferFeatures], 1, y[row*w:(row+1)*w]); err != nil {
+				if err := model.Predict(mx[row*f:(row+1)*f], 1, y[row*w:(row+1)*w]); err != nil {
 					return err
 				}
 			}
@@ -201,12 +238,12 @@ func runInfer(ctx context.Context, opts Options) (*InferResult, error) {
 		if err := batch(); err != nil {
 			return nil, fmt.Errorf("model %s: %w", m.name, err)
 		}
-		if run.BatchRowsPerSec, run.BatchAllocsPerRow, err = measureInfer(batches, batch); err != nil {
+		if run.BatchRowsPerSec, run.BatchAllocsPerRow, err = measureInfer(stepBatches, batch); err != nil {
 			return nil, fmt.Errorf("model %s: %w", m.name, err)
 		}
-		perRowBatches := batches
+		perRowBatches := stepBatches
 		if m.gonnx {
-			perRowBatches = min(batches, inferPerRowBatches)
+			perRowBatches = min(stepBatches, inferPerRowBatches)
 		}
 		if run.PerRowRowsPerSec, run.PerRowAllocsPerRow, err = measureInfer(perRowBatches, perRow); err != nil {
 			return nil, fmt.Errorf("model %s: %w", m.name, err)

@@ -37,11 +37,11 @@ Scenarios:
   forward   backlog drain through the forwarder and live latency meanwhile
             (not in the default set)
   infer     the infer step on batches of 1,024 rows with an MLP 10->32->16->1
-            (run by the step's dense-chain loop, and by gonnx) and 100 trees of
-            depth 6, and each model called once per batch and once per row in
-            the same run: rows/s per core, the ratio, allocations per row
-            (--rows rows per measurement, default 262,144; not in the default
-            set)
+            (run by the step's dense-chain loop, and by gonnx), 100 trees of
+            depth 6 and a GRU over each asset's last 10 rows (sequence), and
+            each model called once per batch and once per row in the same run:
+            rows/s per core, the ratio, allocations per row (--rows rows per
+            measurement, default 262,144; not in the default set)
   mqtt      MQTT ingest: the engine (an MQTT source in front of the reference
             pipeline), the broker (embedded, or --broker URL) and a plain
             counting subscriber each run in a process of their own while

@@ -512,3 +512,24 @@ func BenchmarkSequenceStep(b *testing.B) {
 	b.ReportMetric(perRow, "ns/row")
 	b.ReportMetric(1e9/perRow, "rows/s")
 }
+
+// TestSequenceOperatorSuite: the step with the sequence option keeps the
+// operator contract, in both on_invalid modes.
+func TestSequenceOperatorSuite(t *testing.T) {
+	dir := t.TempDir()
+	writeModel(t, dir, "m.onnx", infertest.NewSeqGRU(100, 3, 3, 4).ONNX())
+	rows := seqRows(101, 40, 4)
+	rows[7][2] = math.NaN()
+	rows[9][1] = nil
+	for _, mode := range []string{"errors", "pass"} {
+		t.Run(mode, func(t *testing.T) {
+			enginetest.RunOperatorSuite(t, enginetest.OperatorCase{
+				New: func(t testing.TB, mem memory.Allocator) engine.Operator {
+					return seqStep(t, dir, seqConfig("on_invalid: "+mode+"\nsequence: {length: 3}\n"), mem, nil, nil)
+				},
+				In:    in,
+				Input: [][]enginetest.Row{rows[:10], rows[10:], {}},
+			})
+		})
+	}
+}

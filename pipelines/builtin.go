@@ -16,6 +16,7 @@ package pipelines
 import (
 	_ "github.com/sluice-edge/sluice/connectors/discard"
 	_ "github.com/sluice-edge/sluice/connectors/file"
+	_ "github.com/sluice-edge/sluice/connectors/modbus"
 	_ "github.com/sluice-edge/sluice/connectors/mqtt"
 	_ "github.com/sluice-edge/sluice/connectors/sim"
 	_ "github.com/sluice-edge/sluice/connectors/stdout"

@@ -18,7 +18,7 @@ func TestBuiltinComponents(t *testing.T) {
 	want := map[spec.Kind][]string{
 		spec.KindSource: {"file", "mqtt", "sim"},
 		spec.KindStep:   {"alert", "filter", "infer", "map", "window"},
-		spec.KindSink:   {"amqp", "discard", "file", "http", "kafka", "mqtt", "nats", "postgres", "redis", "stdout"},
+		spec.KindSink:   {"amqp", "discard", "file", "http", "kafka", "modbus", "mqtt", "nats", "postgres", "redis", "stdout"},
 	}
 	for _, kind := range engine.Kinds {
 		t.Run(string(kind), func(t *testing.T) {

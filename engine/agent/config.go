@@ -55,6 +55,7 @@ var ConfigSpec = spec.Spec{
 		{Name: "keep_releases", Type: spec.Int, Default: DefaultKeepReleases, Description: "Unpacked releases kept on disk, the running one included; older ones are removed.", Example: 5, Advanced: true},
 		hubField(),
 		logsField(),
+		healthField(),
 		controlField(),
 	},
 	Example: `edge: edge-01
@@ -88,6 +89,8 @@ type Config struct {
 	// Control is the command arbiter and its downlink; nil when the
 	// configuration has no control section.
 	Control *ControlConfig
+	// Health configures the health alerts.
+	Health HealthConfig
 }
 
 // AgentDir is the agent's state directory, DataDir/agent.
@@ -171,6 +174,9 @@ func ParseConfig(name string, data []byte) (*Config, spec.Errors) {
 	logs, lerrs := parseLogs(cfg)
 	c.Logs = logs
 	errs = append(errs, lerrs...)
+	hc, herrs := parseHealth(cfg)
+	c.Health = hc
+	errs = append(errs, herrs...)
 	if len(c.Labels) > maxLabels {
 		errs = append(errs, cfg.Errorf("labels", "at most %d labels", maxLabels))
 	}

@@ -56,7 +56,8 @@ func decodePosts(t *testing.T, topics []string, bodies [][]byte) []post {
 }
 
 // TestPowerLimitCapsOutput: a power set-point, sent through the MQTT
-// downlink as a measure-point setting or as the setPowerLimit service,
+// downlink as a measure-point setting or as the setPowerLimit service, or
+// through the generic JSON command topic,
 // caps the simulated turbine's output in its next measure points; the
 // readings are exactly those of the farm model (and of the sim source's
 // farm) given the same limit at the same reading.
@@ -66,9 +67,11 @@ func TestPowerLimitCapsOutput(t *testing.T) {
 		name    string
 		service string
 		inputs  map[string]any
+		generic bool // through the generic JSON command topic
 	}{
-		{"measurepoint.set", command.SetPoints, map[string]any{windfarm.PowerLimitPoint: limit}},
-		{"service invocation", devsim.PowerLimitService, map[string]any{windfarm.PowerLimitPoint: limit}},
+		{"measurepoint.set", command.SetPoints, map[string]any{windfarm.PowerLimitPoint: limit}, false},
+		{"service invocation", devsim.PowerLimitService, map[string]any{windfarm.PowerLimitPoint: limit}, false},
+		{"generic JSON command topic", command.SetPoints, map[string]any{windfarm.PowerLimitPoint: limit}, true},
 	}
 	for n, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -76,6 +79,9 @@ func TestPowerLimitCapsOutput(t *testing.T) {
 			pk := fmt.Sprintf("cap%d", n)
 			start := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 			cfg := devsim.Config{URLs: []string{url}, ProductKey: pk, Devices: 2, Payloads: 60, Seed: 11, Start: start}
+			if tc.generic {
+				cfg.CommandTopic = "plc/" + pk + "/{asset}/set/{point}"
+			}
 			rec := record(t, url, "/sys/"+pk+"/+/thing/measurepoint/post")
 			s, err := devsim.New(cfg)
 			if err != nil {
@@ -93,7 +99,18 @@ func TestPowerLimitCapsOutput(t *testing.T) {
 			}
 			rec.wait(t, 60)
 
-			dl, err := mqtt.NewDownlink(mqtt.DownlinkOptions{Client: mqtt.ClientOptions{URLs: []string{url}, ClientID: "dl-" + pk, CleanSession: true}})
+			client := mqtt.ClientOptions{URLs: []string{url}, ClientID: "dl-" + pk, CleanSession: true}
+			var dl interface {
+				Start(context.Context) error
+				Send(context.Context, command.Command) (command.Command, error)
+				Tracker() *command.Tracker
+				Close() error
+			}
+			if tc.generic {
+				dl, err = mqtt.NewJSONDownlink(mqtt.JSONDownlinkOptions{Client: client, Topic: cfg.CommandTopic})
+			} else {
+				dl, err = mqtt.NewDownlink(mqtt.DownlinkOptions{Client: client})
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +118,7 @@ func TestPowerLimitCapsOutput(t *testing.T) {
 			if err := dl.Start(ctx); err != nil {
 				t.Fatal(err)
 			}
-			c, err := dl.Invoke(ctx, pk, "T0001", tc.service, tc.inputs)
+			c, err := dl.Send(ctx, command.Command{Product: pk, Asset: "T0001", Service: tc.service, Inputs: tc.inputs})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -268,6 +268,8 @@ func TestConfigErrors(t *testing.T) {
 		{QoS: 2}, {Points: 65}, {Rate: -1}, {Bad: 2}, {ProductKey: "a/b"}, {Interval: time.Microsecond},
 		{Replay: &devsim.Replay{Path: "missing.csv", DeviceKey: "x"}},
 		{Replay: &devsim.Replay{Path: "x.csv"}},
+		{CommandTopic: "plc/cmd"}, {CommandTopic: "plc/{asset}/#"},
+		{CommandTopic: "plc/{asset}/cmd", ReplyTopic: "plc/{asset}/{point}"},
 	} {
 		if _, err := devsim.New(cfg); err == nil {
 			t.Errorf("%+v: no error", cfg)

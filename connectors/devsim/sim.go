@@ -101,6 +101,12 @@ type Config struct {
 	// override the simulated values.
 	Answer          bool
 	Failing, Silent []string
+	// CommandTopic, when set, makes the devices also answer a generic
+	// JSON command topic, as devices that are not EnOS devices do (see
+	// mqtt.JSONDownlink): {"id","point","value"} on this template
+	// ({asset} required, {product} and {point} optional), answered with
+	// {"id","code"} on ReplyTopic (default: CommandTopic + "/reply").
+	CommandTopic, ReplyTopic string
 
 	// Log receives progress and errors; nil discards them.
 	Log *slog.Logger
@@ -140,6 +146,8 @@ func rate(n int64, d time.Duration) float64 {
 // Sim is a configured simulation.
 type Sim struct {
 	cfg      Config
+	cmdTopic *codec.TopicTemplate // generic JSON command topic, if any
+	repTopic codec.TopicTemplate
 	model    *windfarm.Farm
 	turbines []*turbine
 	byKey    map[string]*turbine
@@ -206,6 +214,23 @@ func New(cfg Config) (*Sim, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Sim{cfg: cfg, byKey: map[string]*turbine{}, failing: set(cfg.Failing), silent: set(cfg.Silent)}
+	if cfg.CommandTopic != "" {
+		ct, err := codec.ParseTopicTemplate(cfg.CommandTopic)
+		if err != nil {
+			return nil, fmt.Errorf("devsim: command topic: %w", err)
+		}
+		if cfg.ReplyTopic == "" {
+			cfg.ReplyTopic = cfg.CommandTopic + "/reply"
+			s.cfg.ReplyTopic = cfg.ReplyTopic
+		}
+		if s.repTopic, err = codec.ParseTopicTemplate(cfg.ReplyTopic); err != nil {
+			return nil, fmt.Errorf("devsim: reply topic: %w", err)
+		}
+		if codec.Overlaps(ct, s.repTopic) {
+			return nil, fmt.Errorf("devsim: reply topic %q matches the command topic %q", cfg.ReplyTopic, cfg.CommandTopic)
+		}
+		s.cmdTopic = &ct
+	}
 	if cfg.Replay != nil {
 		r, err := newReplayer(cfg.Replay)
 		if err != nil {
@@ -361,7 +386,11 @@ func (s *Sim) Run(ctx context.Context) (Stats, error) {
 func (s *Sim) Answer(ctx context.Context) (stop func(), err error) {
 	a := &answerer{s: s, replies: make(chan reply, 1024)}
 	a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	a.c, err = dial(ctx, &s.cfg, s.cfg.ClientID+"-cmd", []string{"/sys/" + s.cfg.ProductKey + "/+/thing/service/#"}, false, a.answer)
+	filters := []string{"/sys/" + s.cfg.ProductKey + "/+/thing/service/#"}
+	if s.cmdTopic != nil {
+		filters = append(filters, s.cmdTopic.Filter())
+	}
+	a.c, err = dial(ctx, &s.cfg, s.cfg.ClientID+"-cmd", filters, false, a.answer)
 	if err != nil {
 		a.cancel()
 		return nil, err
@@ -539,6 +568,9 @@ func (a *answerer) answer(topic string, payload []byte) {
 	s := a.s
 	t := codec.ParseTopic(topic)
 	if t.Kind != codec.ServiceTopic || t.ProductKey != s.cfg.ProductKey || t.Service == "" {
+		if s.cmdTopic != nil {
+			a.answerJSON(topic, payload)
+		}
 		return
 	}
 	device, service := t.DeviceKey, t.Service
@@ -600,4 +632,47 @@ func (s *Sim) apply(device string, points map[string]float64) {
 		next.set[k] = v
 	}
 	t.ctl.Store(next)
+}
+
+// answerJSON handles one command of the generic JSON command topic:
+// {"id","point","value"}, a numeric value setting the point as
+// measurepoint.set does.
+func (a *answerer) answerJSON(topic string, payload []byte) {
+	s := a.s
+	product, device, point, ok := s.cmdTopic.Match(topic)
+	if !ok || s.cmdTopic.Has(codec.PlaceholderProduct) && product != s.cfg.ProductKey {
+		return
+	}
+	s.commands.Add(1)
+	if s.silent[device] || (s.replay == nil && s.byKey[device] == nil) {
+		return
+	}
+	var req struct {
+		ID    json.RawMessage `json:"id"`
+		Point string          `json:"point"`
+		Value json.RawMessage `json:"value"`
+	}
+	code, msg := 200, ""
+	var v float64
+	switch err := json.Unmarshal(payload, &req); {
+	case err != nil:
+		code, msg = 400, "bad request: "+err.Error()
+	case req.Point == "" || s.cmdTopic.Has(codec.PlaceholderPoint) && req.Point != point:
+		code, msg = 400, "bad request: no point, or not the topic's"
+	case s.failing[device]:
+		code, msg = 500, "simulated failure"
+	case json.Unmarshal(req.Value, &v) != nil:
+		// Values that are not numbers are acknowledged and ignored.
+	default:
+		s.apply(device, map[string]float64{req.Point: v})
+	}
+	b := codec.AppendReply(nil, codec.IDText(req.ID), code, msg)
+	if product == "" {
+		product = s.cfg.ProductKey
+	}
+	to := s.repTopic.Topic(product, device, point)
+	select {
+	case a.replies <- reply{topic: to, payload: b}:
+	default:
+	}
 }

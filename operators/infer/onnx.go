@@ -195,7 +195,8 @@ func checkONNX(mp *onnx.ModelProto) error {
 	return nil
 }
 
-// checkRecurrent refuses a recurrent node (LSTM, GRU, RNN) whose initial
+// checkRecurrent refuses a recurrent node (LSTM, GRU, RNN) with a
+// sequence_lens input, which gonnx does not implement, or whose initial
 // hidden or cell state is an initializer: gonnx reshapes those tensors in
 // place, so the graph's constant would change shape on the first run and
 // the second run would fail.
@@ -206,6 +207,10 @@ func checkRecurrent(n *onnx.NodeProto, inits map[string]bool) *UnsupportedError 
 		return nil
 	}
 	for k, name := range n.GetInput() {
+		if k == 4 && name != "" {
+			return &UnsupportedError{Runtime: "onnx", Operator: n.GetOpType() + " with sequence_lens",
+				Reason: "gonnx runs every sequence to its full length; leave sequence_lens out"}
+		}
 		if k >= 5 && name != "" && inits[name] {
 			what := "initial_h"
 			if k == 6 {

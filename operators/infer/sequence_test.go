@@ -448,7 +448,7 @@ func TestSequenceFlatModelInt64Key(t *testing.T) {
 
 // TestRecurrentLimits: what gonnx's recurrent operators cannot run is
 // refused when the model is loaded, at the node: a batch-first layout, a
-// reverse direction, a constant initial state.
+// reverse direction, sequence_lens, a constant initial state.
 func TestRecurrentLimits(t *testing.T) {
 	base := func() *onnx.ModelProto {
 		mp := &onnx.ModelProto{}
@@ -468,6 +468,10 @@ func TestRecurrentLimits(t *testing.T) {
 		{"reverse", func(n *onnx.NodeProto, _ *onnx.GraphProto) {
 			n.Attribute = append(n.Attribute, infertest.StringAttr("direction", "reverse"))
 		}, `does not support LSTM (node 1 "rnn")`},
+		{"sequence_lens", func(n *onnx.NodeProto, g *onnx.GraphProto) {
+			g.Initializer = append(g.Initializer, &onnx.TensorProto{Name: "lens", Dims: []int64{1}, DataType: int32(onnx.TensorProto_INT32), Int32Data: []int32{4}})
+			n.Input = append(n.Input, "lens")
+		}, `does not support LSTM with sequence_lens (node 1 "rnn")`},
 		{"initial_h", func(n *onnx.NodeProto, g *onnx.GraphProto) {
 			g.Initializer = append(g.Initializer, infertest.FloatTensor("h0", make([]float32, 3), 1, 1, 3))
 			n.Input = append(n.Input, "", "h0")

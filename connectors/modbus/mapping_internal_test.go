@@ -1,9 +1,13 @@
 package modbus
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"math"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestEncodeDecode(t *testing.T) {
@@ -89,5 +93,28 @@ func BenchmarkUpdate(b *testing.B) {
 	for b.Loop() {
 		s.Update("T0001", "power", v)
 		v++
+	}
+}
+
+// countHandler counts the records logged.
+type countHandler struct{ n *atomic.Int64 }
+
+func (h countHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (h countHandler) Handle(context.Context, slog.Record) error { h.n.Add(1); return nil }
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
+func (h countHandler) WithGroup(string) slog.Handler             { return h }
+
+// TestLogWriterBounded: a flood of the library's log lines (refused
+// connections) is cut to the burst per period.
+func TestLogWriterBounded(t *testing.T) {
+	var n atomic.Int64
+	w := &logWriter{log: slog.New(countHandler{&n}), every: time.Hour, burst: 10}
+	for range 1000 {
+		if _, err := w.Write([]byte("max. number of concurrent connections reached, rejecting 10.0.0.9:4711\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := n.Load(); got != 10 {
+		t.Errorf("%d lines logged of 1000, want 10", got)
 	}
 }

@@ -22,12 +22,14 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mb "github.com/simonvetter/modbus"
 
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/control"
 )
@@ -72,6 +74,10 @@ type Options struct {
 	Clock command.Clock
 	// Log receives refused clients and failed commands; nil discards them.
 	Log *slog.Logger
+	// Counters, when set, holds the server's counts (see Stats) as
+	// modbus_reads, modbus_writes, modbus_exceptions, modbus_refused,
+	// commands_submitted and commands_rejected.
+	Counters *engine.Counters
 }
 
 // ref locates one register (or coil) of an entry.
@@ -107,7 +113,7 @@ type Server struct {
 	started bool
 	closed  bool
 
-	reads, writes, exceptions, refused, commands, rejected atomic.Int64
+	reads, writes, exceptions, refused, commands, rejected *atomic.Int64
 }
 
 type assetPoint struct{ asset, point string }
@@ -154,6 +160,14 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, entries: make([]Entry, len(opts.Entries)), regs: map[uint16]ref{}, coils: map[uint16]ref{},
 		values: make([]atomic.Uint64, len(opts.Entries)), byPoint: map[assetPoint][]int32{}, loopOK: len(opts.Allow) == 0}
 	copy(s.entries, opts.Entries)
+	counter := func(name string) *atomic.Int64 {
+		if opts.Counters != nil {
+			return opts.Counters.Counter(name)
+		}
+		return new(atomic.Int64)
+	}
+	s.reads, s.writes, s.exceptions = counter("modbus_reads"), counter("modbus_writes"), counter("modbus_exceptions")
+	s.refused, s.commands, s.rejected = counter("modbus_refused"), counter("commands_submitted"), counter("commands_rejected")
 	for i := range s.entries {
 		e := &s.entries[i]
 		if err := e.check(); err != nil {
@@ -206,7 +220,7 @@ func (s *Server) Start() error {
 	}
 	srv, err := mb.NewServer(&mb.ServerConfiguration{
 		URL: "tcp://" + s.opts.Listen, Timeout: s.opts.IdleTimeout, MaxClients: uint(s.opts.MaxClients),
-		Logger: log.New(&logWriter{log: s.opts.Log}, "", 0),
+		Logger: log.New(&logWriter{log: s.opts.Log, every: 10 * time.Second, burst: 10}, "", 0),
 	}, handler{s})
 	if err != nil {
 		return fmt.Errorf("modbus: %w", err)
@@ -221,15 +235,43 @@ func (s *Server) Start() error {
 // Addr returns the address the server listens on, as configured.
 func (s *Server) Addr() string { return s.opts.Listen }
 
-// logWriter passes the library's log lines on at level warn.
-type logWriter struct{ log *slog.Logger }
+// logWriter passes the library's log lines on at level warn, at most
+// burst lines per period (a flood of refused connections must not flood
+// the log); the number left out is logged with the next line let through.
+type logWriter struct {
+	log     *slog.Logger
+	every   time.Duration
+	burst   int
+	mu      sync.Mutex
+	window  time.Time
+	n, left int
+}
 
 func (w *logWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	w.mu.Lock()
+	now := time.Now()
+	if now.Sub(w.window) >= w.every {
+		w.window, w.n = now, 0
+	}
+	w.n++
+	if w.n > w.burst {
+		w.left++
+		w.mu.Unlock()
+		return n, nil
+	}
+	left := w.left
+	w.left = 0
+	w.mu.Unlock()
 	if len(p) > 512 {
 		p = p[:512]
 	}
-	w.log.Warn("modbus: " + string(p))
-	return len(p), nil
+	if left > 0 {
+		w.log.Warn("modbus: "+strings.TrimSpace(string(p)), "left_out_before", left)
+	} else {
+		w.log.Warn("modbus: " + strings.TrimSpace(string(p)))
+	}
+	return n, nil
 }
 
 // Close stops listening and closes every connection. It is idempotent.

@@ -206,7 +206,7 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	opts.Log = bc.Log
+	opts.Log, opts.Counters = bc.Log, bc.Counters
 	if bc.DryRun {
 		if _, err := New(opts); err != nil {
 			return nil, spec.Errors{cfg.Errorf("listen", "%v", err)}

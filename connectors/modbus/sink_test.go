@@ -109,7 +109,8 @@ func TestSinkServesLatestValues(t *testing.T) {
 		"coils: [{address: 0, asset: T0002, point: running}]\n", addr, p.pk)
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	s, err := buildSink(t, doc, engine.BuildContext{Pipeline: "p", Name: "plant", Shared: shared, Mem: mem})
+	counters := engine.NewCounters()
+	s, err := buildSink(t, doc, engine.BuildContext{Pipeline: "p", Name: "plant", Shared: shared, Mem: mem, Counters: counters})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +150,12 @@ func TestSinkServesLatestValues(t *testing.T) {
 	got := lastCommand(t, p.arbiter)
 	if got.Status != command.Acked || got.Product != p.pk || got.Inputs["power_limit"] != 900.0 {
 		t.Errorf("command %+v", got)
+	}
+	snap := counters.Snapshot()
+	for name, want := range map[string]int64{"modbus_reads": 3, "modbus_writes": 1, "commands_submitted": 1, "modbus_exceptions": 0} {
+		if snap[name] != want {
+			t.Errorf("%s = %d, want %d", name, snap[name], want)
+		}
 	}
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)

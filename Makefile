@@ -7,9 +7,9 @@ BIN      ?= bin/sluice
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: run test test-short build bench gobench fuzz docs check-docs vet fmt services clean
+.PHONY: run test test-short build install bench gobench fuzz docs check-docs vet fmt services clean
 
-## run: the wind-farm demo (simulated turbines -> embedded MQTT broker -> stats -> alerts; nothing else needed)
+## run: the wind-farm demo (simulated turbines -> embedded MQTT broker -> stats -> alerts; nothing else to install)
 run:
 	$(GO) run ./cmd/sluice demo
 
@@ -24,6 +24,10 @@ test-short:
 ## build: a static binary in bin/
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
+
+## install: sluice into $(go env GOPATH)/bin (or GOBIN), so that `sluice ...` works from any directory
+install:
+	$(GO) install -trimpath -ldflags '$(LDFLAGS)' ./cmd/sluice
 
 ## bench: the reference scenario of the bench harness (JSON + table)
 bench:

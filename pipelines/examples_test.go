@@ -112,8 +112,7 @@ func TestWindFarmExampleRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 20 turbines x 60 one-minute windows (a turbine with no wind in a
-	// whole minute would have no window, which this seed does not produce).
+	// 20 turbines x 60 one-minute windows.
 	if rows := readJSONLines(t, data); len(rows) != 20*60 {
 		t.Fatalf("%d window rows, want %d", len(rows), 20*60)
 	}

@@ -6,11 +6,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/sluice-edge/sluice/connectors/mqtt"
+	"github.com/sluice-edge/sluice/pipelines/examples"
 )
 
 // sluice --version prints what sluice version prints.
@@ -242,5 +246,33 @@ func TestDemoCloud(t *testing.T) {
 	}
 	if code, _, stderr := run(t, "demo", "--cloud", "--direct"); code != exitUsage {
 		t.Fatalf("--cloud --direct: exit %d %s", code, stderr)
+	}
+}
+
+// sluice demo --direct runs the same computation as sluice demo: the steps
+// of windfarm.yaml are those of windfarm-mqtt.yaml, and its simulated farm
+// has the demo's settings (seed 42, one fault episode per hour, 1 s
+// readings, 1,800 per turbine by default).
+func TestDirectDemoIsTheSameComputation(t *testing.T) {
+	read := func(name string) map[string]any {
+		data, err := examples.FS.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	direct, mqtt := read(examples.WindFarm), read(examples.WindFarmMQTT)
+	if !reflect.DeepEqual(direct["steps"], mqtt["steps"]) {
+		t.Fatalf("the steps differ:\n%v\n%v", direct["steps"], mqtt["steps"])
+	}
+	sim := direct["sources"].(map[string]any)["devices"].(map[string]any)
+	for k, want := range map[string]any{"seed": 42, "faults": 1, "interval": "1s", "rows": "${SIM_ROWS:-1800}", "turbines": "${SIM_TURBINES:-100}"} {
+		if sim[k] != want {
+			t.Errorf("sim source %s = %v, want %v", k, sim[k], want)
+		}
 	}
 }

@@ -16,7 +16,8 @@ func TestMain(m *testing.M) {
 
 // TestMQTTScenario runs the mqtt scenario small, against the embedded
 // broker in a process of its own: at QoS 1 every payload published at a
-// low rate reaches the engine and the plain subscriber, every process
+// low rate reaches the engine and the plain subscriber (and those still
+// unacknowledged when the publishers stop may as well), every process
 // reports the CPU it spent, and the lossless ceiling is that rate.
 func TestMQTTScenario(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -34,7 +35,9 @@ func TestMQTTScenario(t *testing.T) {
 		if x.Published == 0 || x.Engine == 0 || x.Plain == 0 || x.EngineUS <= 0 || x.PlainUS <= 0 || x.BrokerUS <= 0 || x.EngineRSS <= 0 {
 			t.Errorf("qos %d: %+v", x.QoS, x)
 		}
-		if x.QoS == 1 && (x.Engine != x.Published || x.Plain != x.Published) {
+		// Published counts the posts the broker acknowledged: those still
+		// unacknowledged when the publishers stop may arrive as well.
+		if x.QoS == 1 && (x.Engine < x.Published || x.Plain < x.Published) {
 			t.Errorf("qos 1: published %d, the engine received %d, the plain subscriber %d", x.Published, x.Engine, x.Plain)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -51,6 +52,11 @@ type BuildContext struct {
 	// pipeline belongs to (its models/ files), or is nil outside a
 	// release. Components read it with assets.FromContext.
 	Catalog Catalog
+	// Commands, when set, is the edge's command arbiter (engine/control):
+	// a sink that commands devices submits its commands to it rather than
+	// sending them itself, so that every command takes the one arbitrated
+	// path. Nil outside an edge with a control section.
+	Commands control.Submitter
 	// RuleSets are the rule sets of the release (its rules/ files) by
 	// name, or nil outside a release.
 	RuleSets map[string]*RuleSet

@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/buffer"
 	"github.com/sluice-edge/sluice/engine/checkpoint"
+	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/eventtime"
 	"github.com/sluice-edge/sluice/engine/ingest"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -48,6 +49,10 @@ type Options struct {
 	// Shared is what the components of the pipelines built together share
 	// (see engine.Shared); BuildAll makes one when it is nil.
 	Shared *engine.Shared
+	// Commands is the edge's command arbiter, given to the components
+	// (engine.BuildContext.Commands); nil outside an edge with a control
+	// section.
+	Commands control.Submitter
 	// FS is the file system of the pipelines' durable state (the buffers
 	// of cloud-bound sinks, ingest logs, checkpoints; see
 	// engine.BuildContext.FS); nil is the real disk. A test seam: crash
@@ -177,6 +182,7 @@ func Build(d *Def, opts Options) (*Pipeline, spec.Errors) {
 			Pipeline: d.Name, Name: c.Name, Dir: d.Dir, DataDir: opts.DataDir, Edge: opts.Edge, DryRun: opts.DryRun, FromStart: opts.FromStart, Batch: d.Batch, Mem: opts.Mem,
 			Log: plog.With("component", c.Name), Counters: engine.NewCounters(), Shared: opts.Shared,
 			Catalog: d.Release.catalog(), RuleSets: d.Release.ruleSets(), Release: d.Release.label(), ReleaseDir: d.Release.dir(),
+			Commands: opts.Commands,
 		}
 	}
 	// A pipeline rebuilt by a release switch continues the run, and so

@@ -50,7 +50,14 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	ctx, cancel := stopOnSignal(parent, log)
 	defer cancel()
 
-	rt := pipelines.NewRuntime(pipelines.Options{Log: log, DataDir: cfg.DataDir, Edge: cfg.Edge, FromStart: flags.fromStart})
+	// Every command to a device goes through the arbiter: the pipelines'
+	// command sinks submit to it, and so does the control API.
+	ctl, err := startControl(cfg, log)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	defer ctl.stop()
+	rt := pipelines.NewRuntime(pipelines.Options{Log: log, DataDir: cfg.DataDir, Edge: cfg.Edge, FromStart: flags.fromStart, Commands: ctl.commands()})
 	// A release's settings may set the log level; without one, the command
 	// line's applies.
 	base := g.level.Level()
@@ -142,11 +149,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
-	routes, stopControl, err := startControl(cfg, log)
-	if err != nil {
-		return &exitError{code: exitFailed, err: err}
-	}
-	defer stopControl()
+	routes := ctl.routes()
 	srv, err := localapi.Listen(cfg.Listen, token, a, cfg.MaxBundleBytes, log, routes...)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}

@@ -88,8 +88,15 @@ func TestRunConfigControl(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, log)
 	}
 
-	// After a restart the records and the lease are there.
-	e.start(t)
+	// After a restart the records and the lease are there; a pipeline's
+	// command sink now submits to the arbiter too, as a rule.
+	pipe := filepath.Join(e.dir, "rules.yaml")
+	os.WriteFile(pipe, []byte(`sources:
+  s: {type: sim, turbines: 2, rows: 3, resume: false}
+sinks:
+  cmds: {type: mqtt, input: s, urls: ["`+br.URL()+`"], product_key: pkctl, params: {probe: wind_speed}}
+`), 0o644)
+	e.start(t, pipe)
 	c = client()
 	for id, want := range map[string]command.Status{rec.ID: command.Acked, blocked.ID: command.Rejected} {
 		if r, err := c.Get(ctx, id); err != nil || r.Status != want {
@@ -102,5 +109,39 @@ func TestRunConfigControl(t *testing.T) {
 	audit, err := c.Audit(ctx, control.Filter{ID: blocked.ID})
 	if err != nil || len(audit) == 0 || !strings.Contains(audit[len(audit)-1].Reason, "leased by hmi") {
 		t.Fatalf("audit: %v %v", audit, err)
+	}
+
+	var rules []control.Record
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rules, err = c.List(ctx, control.Filter{Origin: control.OriginRule})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := len(rules) == 6
+		for _, r := range rules {
+			done = done && r.Status.Final()
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pipeline's commands: %+v", rules)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	acked := 0
+	for _, r := range rules {
+		switch {
+		case r.Asset == "T0002" && (r.Status != command.Rejected || !strings.Contains(r.Reason, "leased by hmi")):
+			t.Errorf("a rule's command for the leased T0002: %s %q", r.Status, r.Reason)
+		case r.Origin != "rule:rules.cmds":
+			t.Errorf("origin %q", r.Origin)
+		case r.Status == command.Acked:
+			acked++
+		}
+	}
+	if acked == 0 {
+		t.Errorf("no command of the rule was acknowledged: %+v", rules)
 	}
 }

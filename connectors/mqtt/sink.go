@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/command"
+	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -74,6 +75,10 @@ type Sink struct {
 	inputs     []sinkInput
 	origin     string
 	log        *slog.Logger
+	// control, when set, is the edge's command arbiter: commands go
+	// through it (writeControlled) under ruleOrigin.
+	control    control.Submitter
+	ruleOrigin string
 
 	json      *JSONDownlinkOptions // set for a generic JSON command topic
 	noProduct bool                 // the JSON command topic names no product
@@ -204,6 +209,9 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 		}
 	}})
 	s.opts = DownlinkOptions{Client: opts, Tracker: tracker, QoS0: q == 0, SendTimeout: cfg.Duration("send_timeout"), Log: s.log, Unmatched: unmatched}
+	if bc.Commands != nil && s.json == nil {
+		s.control, s.ruleOrigin = bc.Commands, control.OriginRule+":"+bc.Pipeline+"."+bc.Name
+	}
 	if s.json != nil {
 		s.json.Client, s.json.Tracker, s.json.QoS0, s.json.SendTimeout, s.json.Log, s.json.Unmatched = opts, tracker, q == 0, s.opts.SendTimeout, s.log, unmatched
 		if _, err := NewJSONDownlink(*s.json); err != nil { // checks the pair of templates
@@ -263,6 +271,9 @@ func (s *Sink) downlink(ctx context.Context) (sender, error) {
 
 // Write sends one command per row.
 func (s *Sink) Write(ctx context.Context, b engine.Batch) error {
+	if s.control != nil {
+		return s.writeControlled(ctx, b)
+	}
 	defer b.Release()
 	dl, err := s.downlink(ctx)
 	if err != nil {

@@ -633,3 +633,10 @@ func killChild(dir string) {
 	fmt.Println("ids " + strings.Join(ids, " "))
 	select {}
 }
+
+func TestSecondOpenRefused(t *testing.T) {
+	f := newFixture(t, true)
+	if _, err := control.Open(control.Options{Dir: f.dir, Transport: newDevice(true)}); !errors.Is(err, control.ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+}

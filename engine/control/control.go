@@ -143,6 +143,9 @@ var (
 	ErrInvalid = errors.New("invalid")
 	// ErrNoLease is returned when releasing a lease that is not held.
 	ErrNoLease = errors.New("no such lease")
+	// ErrLocked is returned by Open when another process has the log
+	// open.
+	ErrLocked = errors.New("control log in use by another process")
 	// ErrClosed is returned once the arbiter is closed.
 	ErrClosed = errors.New("control arbiter closed")
 	// ErrExpired is returned for a command that expired before it could

@@ -78,6 +78,10 @@ func openStore(dir string, maxSize int64, noSync bool) (*store, *state, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("control log: %w", err)
 	}
+	if err := lockLog(f); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
 	st, good, err := readLog(f)
 	if err != nil {
 		f.Close()
@@ -239,6 +243,11 @@ func (s *store) compact(snap func() []logEntry) error {
 	}
 	if err == nil {
 		err = f.Sync()
+	}
+	if err == nil {
+		// The new file is locked before it takes the log's name, so that
+		// the log is never unlocked while this process appends to it.
+		err = lockLog(f)
 	}
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(s.dir, logName))

@@ -4,8 +4,9 @@
 // and set-points. A read returns the latest measured value the server was
 // fed (see Server.Update and the "modbus" sink); a write becomes a command
 // of origin third-party that goes through the command path
-// (engine/control's Submitter, the arbiter) like every other command, so
-// that leases and priorities hold for it too.
+// (engine/control's Submitter, the arbiter; engine.BuildContext.Commands
+// for the sink) like every other command, so that leases and priorities
+// hold for it too.
 //
 // Modbus has no authentication: the server binds 127.0.0.1 unless told
 // otherwise, and a server that listens elsewhere must name the clients it

@@ -10,7 +10,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/sluice-edge/sluice/engine"
-	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -72,25 +71,6 @@ var Spec = spec.Spec{
 }
 
 func init() { engine.RegisterSink(Spec, newSink) }
-
-// submitterKey stores the command path in an engine.Shared.
-type submitterKey struct{}
-
-// ShareSubmitter makes s the command path of the modbus sinks built with
-// shared: the component that runs the arbiter calls it before building
-// the pipelines.
-func ShareSubmitter(shared *engine.Shared, s control.Submitter) {
-	shared.Get(submitterKey{}, func() any { return s })
-}
-
-func sharedSubmitter(shared *engine.Shared) control.Submitter {
-	v, ok := shared.Lookup(submitterKey{})
-	if !ok {
-		return nil
-	}
-	s, _ := v.(control.Submitter)
-	return s
-}
 
 // parseOptions reads the server's options from a validated configuration.
 func parseOptions(cfg *spec.Config) (Options, spec.Errors) {
@@ -213,13 +193,13 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 		}
 		return s, nil
 	}
-	opts.Submitter = sharedSubmitter(bc.Shared)
+	opts.Submitter = bc.Commands
 	srv, err := New(opts)
 	if err != nil {
 		return nil, spec.Errors{cfg.Errorf("listen", "%v", err)}
 	}
 	if opts.Submitter == nil && bc.Log != nil {
-		bc.Log.Warn("modbus: no command arbiter: writes are answered with exception 0x04")
+		bc.Log.Warn("modbus: no command arbiter (no control section in sluice.yaml): writes are answered with exception 0x04")
 	}
 	if err := srv.Start(); err != nil {
 		return nil, err

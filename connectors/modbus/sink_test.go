@@ -13,7 +13,6 @@ import (
 	mb "github.com/simonvetter/modbus"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/sluice-edge/sluice/connectors/modbus"
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/enginetest"
@@ -91,11 +90,9 @@ func TestSinkSpec(t *testing.T) {
 
 // TestSinkServesLatestValues: the rows a modbus sink receives are what
 // reads return, the last row of an asset winning; a write goes to the
-// arbiter shared with the sink.
+// edge's arbiter (BuildContext.Commands).
 func TestSinkServesLatestValues(t *testing.T) {
 	p := newPlant(t)
-	shared := engine.NewShared()
-	modbus.ShareSubmitter(shared, p.arbiter)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +107,7 @@ func TestSinkServesLatestValues(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	counters := engine.NewCounters()
-	s, err := buildSink(t, doc, engine.BuildContext{Pipeline: "p", Name: "plant", Shared: shared, Mem: mem, Counters: counters})
+	s, err := buildSink(t, doc, engine.BuildContext{Pipeline: "p", Name: "plant", Commands: p.arbiter, Mem: mem, Counters: counters})
 	if err != nil {
 		t.Fatal(err)
 	}

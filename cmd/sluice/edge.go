@@ -77,7 +77,10 @@ func engineClient(ctx context.Context, cfg *agent.Config) (*localapi.Client, err
 }
 
 func newImportCmd(g *globals) *cobra.Command {
-	var flags edgeFlags
+	var (
+		flags    edgeFlags
+		progress string
+	)
 	cmd := &cobra.Command{
 		Use:   "import FILE [--config sluice.yaml | --data-dir DIR]",
 		Short: "Apply a signed release bundle to an edge, or stage it for the engine's next start",
@@ -89,13 +92,22 @@ it, switches to it and answers "applied NAME vN" or "rejected NAME vN:
 reason". When no engine runs, import makes the same checks now and stages the
 bundle in the data directory; the engine applies it at its next start.
 
+On a terminal (--progress auto) a progress bar shows the bundle being sent
+to the engine (bytes, rate, ETA), then how long the engine has been applying
+it, or how long the offline checks have taken.
+
 Exit codes: 0 applied or staged, 1 rejected or failed, 64 a bad command line.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkProgress(progress); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
 			cfg, err := flags.settings()
 			if err != nil {
 				return err
 			}
+			bar := newProgressBar(g, progress, "import")
+			defer bar.done()
 			f, size, err := openBundleSized(args[0])
 			if err != nil {
 				return &exitError{code: exitFailed, err: fmt.Errorf("import: %w", err)}
@@ -108,7 +120,12 @@ Exit codes: 0 applied or staged, 1 rejected or failed, 64 a bad command line.`,
 			}
 			if c != nil {
 				defer c.Close()
-				rep, err := c.Import(ctx, f, size, filepath.Base(args[0]))
+				body := bar.reader(f, size)
+				// The answer comes once the engine has verified, dry-run
+				// and switched to the bundle.
+				body = &onEOF{r: body, fn: func() { bar.phase("applying (verify, dry-run, switch)") }}
+				rep, err := c.Import(ctx, body, size, filepath.Base(args[0]))
+				bar.done()
 				if err != nil {
 					return &exitError{code: exitFailed, err: fmt.Errorf("import: %w", err)}
 				}
@@ -121,11 +138,30 @@ Exit codes: 0 applied or staged, 1 rejected or failed, 64 a bad command line.`,
 			if err != nil {
 				return &exitError{code: exitFailed, err: fmt.Errorf("import: %w", err)}
 			}
-			return stageOffline(ctx, g, cfg, file)
+			bar.phase("checking and staging (no engine runs)")
+			err = stageOffline(ctx, g, cfg, file, bar.done)
+			return err
 		},
 	}
 	flags.register(cmd)
+	cmd.Flags().StringVar(&progress, "progress", "auto", "progress on stderr: auto (when a terminal), always or never")
 	return cmd
+}
+
+// onEOF calls fn once, when r has been read to its end.
+type onEOF struct {
+	r    io.Reader
+	fn   func()
+	done bool
+}
+
+func (o *onEOF) Read(b []byte) (int, error) {
+	n, err := o.r.Read(b)
+	if err == io.EOF && !o.done {
+		o.done = true
+		o.fn()
+	}
+	return n, err
 }
 
 // printOutcome prints an engine's report; a rejection is exit 1.
@@ -145,8 +181,9 @@ func printOutcome(w io.Writer, rep agent.Report, edge string) error {
 }
 
 // stageOffline checks a bundle against a stopped engine's state and
-// stages it for its next start.
-func stageOffline(ctx context.Context, g *globals, cfg *agent.Config, file string) error {
+// stages it for its next start; checked is called once the checks are
+// over, before anything is printed.
+func stageOffline(ctx context.Context, g *globals, cfg *agent.Config, file string, checked func()) error {
 	trust, err := bundle.LoadTrust(cfg.Trust)
 	if err != nil {
 		return &exitError{code: exitFailed, err: fmt.Errorf("import: trust: %w", err)}
@@ -161,6 +198,7 @@ func stageOffline(ctx context.Context, g *globals, cfg *agent.Config, file strin
 		if err == nil {
 			defer a.Close()
 			rep, err := a.Stage(file)
+			checked()
 			if err != nil {
 				return &exitError{code: exitFailed, err: fmt.Errorf("import: %w", err)}
 			}

@@ -276,3 +276,28 @@ func TestDirectDemoIsTheSameComputation(t *testing.T) {
 		}
 	}
 }
+
+// sluice import shows the bundle being sent (bytes) and then the engine
+// applying it with --progress always; it is quiet with never and on a
+// non-terminal. An offline import shows its checks the same way.
+func TestImportProgress(t *testing.T) {
+	e := newEdgeSetup(t)
+	code, stdout, stderr := run(t, "import", e.bundle(t, 1, simPipeline("turbines")), "--config", e.config, "--progress", "always")
+	if code != 0 || !strings.Contains(stdout, "staged w v1") || !strings.Contains(stderr, "import: checking and staging") || strings.Contains(stdout, clearLine) {
+		t.Fatalf("offline import: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+	stop := e.start(t)
+	defer stop()
+	code, stdout, stderr = run(t, "import", e.bundle(t, 2, simPipeline("turbines")), "--config", e.config, "--progress", "always")
+	if code != 0 || !strings.Contains(stdout, "applied w v2") || !strings.Contains(stderr, "import [") || !strings.Contains(stderr, "100%") ||
+		!strings.Contains(stderr, "import: applying") || !strings.HasSuffix(stderr, clearLine) {
+		t.Fatalf("import: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, "import", e.bundle(t, 3, simPipeline("turbines")), "--config", e.config)
+	if code != 0 || !strings.Contains(stdout, "applied w v3") || strings.Contains(stderr, "import [") || strings.Contains(stderr, clearLine) {
+		t.Fatalf("import, auto on no terminal: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+	if code, _, _ := run(t, "import", "x.bundle", "--progress", "sideways"); code != exitUsage {
+		t.Fatalf("--progress sideways: exit %d", code)
+	}
+}

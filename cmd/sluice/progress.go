@@ -79,8 +79,13 @@ type progressBar struct {
 	live  *liveLine
 	label string
 	on    bool
+	// bytes: done and total count bytes (an upload), not rows.
+	bytes bool
 	start time.Time
 	last  time.Time
+	// stopPhase stops the phase on show (see phase).
+	mu        sync.Mutex
+	stopPhase func()
 }
 
 // newProgressBar returns a bar for g's stderr: shown with --progress
@@ -113,20 +118,83 @@ func (p *progressBar) render(done, total, bytes int64, elapsed time.Duration) st
 	n := int(frac * width)
 	rate := float64(done) / max(elapsed.Seconds(), 1e-9)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s [%s%s] %3.0f%%  %d/%d rows", p.label, strings.Repeat("#", n), strings.Repeat(".", width-n), 100*frac, done, total)
-	if bytes >= 0 {
-		fmt.Fprintf(&b, "  %s", ops.Bytes(bytes))
+	fmt.Fprintf(&b, "%s [%s%s] %3.0f%%  ", p.label, strings.Repeat("#", n), strings.Repeat(".", width-n), 100*frac)
+	if p.bytes {
+		fmt.Fprintf(&b, "%s/%s  %s/s", ops.Bytes(done), ops.Bytes(total), ops.Bytes(int64(rate)))
+	} else {
+		fmt.Fprintf(&b, "%d/%d rows", done, total)
+		if bytes >= 0 {
+			fmt.Fprintf(&b, "  %s", ops.Bytes(bytes))
+		}
+		fmt.Fprintf(&b, "  %.0f rows/s", rate)
 	}
-	fmt.Fprintf(&b, "  %.0f rows/s", rate)
 	if done < total && rate > 0 {
 		fmt.Fprintf(&b, "  ETA %s", ops.Age(time.Duration(float64(total-done)/rate*float64(time.Second))))
 	}
 	return b.String()
 }
 
-// done removes the bar.
-func (p *progressBar) done() {
-	if p.on {
-		p.live.clear()
+// reader returns r counting through the bar the bytes read of total.
+func (p *progressBar) reader(r io.Reader, total int64) io.Reader {
+	p.bytes = true
+	return &progressReader{r: r, total: total, bar: p}
+}
+
+type progressReader struct {
+	r        io.Reader
+	n, total int64
+	bar      *progressBar
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	p.bar.update(p.n, p.total, -1)
+	return n, err
+}
+
+// phase shows what, and how long it has taken so far, once a second
+// until done: a step whose progress is not known (a bundle being verified,
+// dry-run and switched to). It may be called from another goroutine.
+func (p *progressBar) phase(what string) {
+	if !p.on {
+		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopPhase != nil {
+		p.stopPhase()
+	}
+	start := time.Now()
+	p.live.show(fmt.Sprintf("%s: %s", p.label, what))
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				p.live.show(fmt.Sprintf("%s: %s  %s", p.label, what, ops.Age(now.Sub(start).Round(time.Second))))
+			}
+		}
+	}()
+	p.stopPhase = func() { close(done); <-stopped }
+}
+
+// done removes the bar (and stops its phase); it may be called more than
+// once.
+func (p *progressBar) done() {
+	if !p.on {
+		return
+	}
+	p.mu.Lock()
+	if p.stopPhase != nil {
+		p.stopPhase()
+		p.stopPhase = nil
+	}
+	p.mu.Unlock()
+	p.live.clear()
 }

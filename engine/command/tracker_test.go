@@ -309,3 +309,42 @@ func TestReplyOnlyFromTheTarget(t *testing.T) {
 		})
 	}
 }
+
+func TestRestore(t *testing.T) {
+	clock := command.NewManualClock(t0)
+	tr := command.New(command.Options{Clock: clock, Timeout: 10 * time.Second})
+	defer tr.Close()
+	audit := []command.Transition{{Seq: 7, ID: "sent", To: command.Sent}}
+	cmds := []command.Command{
+		{ID: "done", Asset: "T1", Status: command.Acked, Version: 3},
+		{ID: "queued", Asset: "T1", Status: command.Queued, Expiry: t0.Add(time.Minute), Version: 4},
+		{ID: "stale", Asset: "T1", Status: command.Queued, Expiry: t0, Version: 5},
+		{ID: "sent", Asset: "T1", Status: command.Sent, Sent: t0.Add(-4 * time.Second), Timeout: 10 * time.Second, Version: 7},
+		{ID: "late", Asset: "T1", Status: command.Sent, Sent: t0.Add(-time.Hour), Version: 6},
+	}
+	if err := tr.Restore(cmds, audit); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]command.Status{"done": command.Acked, "queued": command.Queued, "stale": command.Expired, "sent": command.Sent, "late": command.Timeout}
+	for id, st := range want {
+		if got, _ := tr.Get(id); got.Status != st {
+			t.Errorf("%s: %s, want %s", id, got.Status, st)
+		}
+	}
+	// The sent one has the rest of its timeout; the queued one expires.
+	clock.Advance(6 * time.Second)
+	if got, _ := tr.Get("sent"); got.Status != command.Timeout {
+		t.Errorf("sent after its timeout: %s", got.Status)
+	}
+	clock.Advance(time.Minute)
+	if got, _ := tr.Get("queued"); got.Status != command.Expired {
+		t.Errorf("queued after its expiry: %s", got.Status)
+	}
+	// Sequence numbers go on after the restored ones.
+	if a := tr.Audit(""); a[0].Seq != 7 || a[1].Seq <= 7 {
+		t.Errorf("audit %v", a)
+	}
+	if err := tr.Restore([]command.Command{{ID: "done"}}, nil); !errors.Is(err, command.ErrDuplicate) {
+		t.Errorf("restoring a held id: %v", err)
+	}
+}

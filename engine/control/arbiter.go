@@ -156,6 +156,9 @@ func Open(opts Options) (*Arbiter, error) {
 		return nil, err
 	}
 	a.store = st
+	if snap.cut > 0 {
+		opts.Log.Warn("control log: a torn or corrupt frame and what followed it were cut off", "dir", opts.Dir, "bytes", snap.cut)
+	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.tracker = command.New(command.Options{Clock: opts.Clock, Timeout: opts.Timeout, Retain: opts.Retain,
 		AuditSize: opts.AuditSize, OnTransition: a.persist})

@@ -51,6 +51,7 @@ type state struct {
 	records map[string]Record
 	audit   []Transition
 	leases  map[string]Lease
+	cut     int64 // bytes cut off after the last good frame
 }
 
 // store appends entries to the log.
@@ -88,6 +89,7 @@ func openStore(dir string, maxSize int64, noSync bool) (*store, *state, error) {
 		return nil, nil, fmt.Errorf("control log %s: %w", name, err)
 	}
 	if fi, err := f.Stat(); err == nil && fi.Size() > good {
+		st.cut = fi.Size() - good
 		if err := f.Truncate(good); err != nil {
 			f.Close()
 			return nil, nil, fmt.Errorf("control log %s: cutting off a torn tail: %w", name, err)

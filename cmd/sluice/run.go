@@ -144,7 +144,8 @@ type driver func(ctx context.Context, ps []*pipelines.Pipeline, stop func()) err
 // runDefs builds and runs defs; its callers have checked flags.
 func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipelines.Def, flags runFlags, drive driver) error {
 	defer g.openLogFile(log, flags.dataDir, defaultLogs())()
-	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge, FromStart: flags.fromStart})
+	sh := engine.NewShared()
+	ps, errs := pipelines.BuildAll(defs, pipelines.Options{Log: log, DataDir: flags.dataDir, Edge: flags.edge, FromStart: flags.fromStart, Shared: sh})
 	if len(errs) > 0 {
 		return &exitError{code: exitFailed, err: errs}
 	}
@@ -164,6 +165,8 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 	}
 	ctx, cancel := stopOnSignal(parent, log)
 	defer cancel()
+	// Health alerts about the run go through its alert sinks.
+	defer watchHealth(ctx, sh, func() []*pipelines.Pipeline { return ps }, defaultHealth(), log)()
 
 	names := make([]string, len(ps))
 	for i, p := range ps {

@@ -487,10 +487,11 @@ func (a *Arbiter) work(asset string) {
 		}
 		id := q[best].id
 		a.queues[asset] = slices.Delete(q, best, best+1)
-		// Recorded as sent (and in the log) before it is delivered, so
-		// that it is never delivered twice, whatever happens next.
-		rec, err := a.tracker.Sent(id)
 		a.mu.Unlock()
+		// Out of the queue, nothing supersedes it any more. Recorded as
+		// sent (and in the log) before it is delivered, so that it is
+		// never delivered twice, whatever happens next.
+		rec, err := a.tracker.Sent(id)
 		if err != nil {
 			continue // expired, superseded meanwhile
 		}

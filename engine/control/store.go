@@ -66,6 +66,12 @@ type store struct {
 	size int64
 	buf  []byte
 	err  error // a failed append: the log cannot be trusted further
+	// Group commit: appends are numbered (written); one appender at a
+	// time syncs (syncing) for every append written by then, the others
+	// wait on synced until it covers theirs.
+	written, synced uint64
+	syncing         bool
+	cond            *sync.Cond
 }
 
 // openStore reads the log in dir (creating dir and the log if needed),
@@ -100,6 +106,7 @@ func openStore(dir string, maxSize int64, noSync bool) (*store, *state, error) {
 		return nil, nil, fmt.Errorf("control log: %w", err)
 	}
 	s := &store{dir: dir, noSync: noSync, maxSize: maxSize, f: f, w: bufio.NewWriter(f), size: good}
+	s.cond = sync.NewCond(&s.mu)
 	return s, st, nil
 }
 
@@ -181,13 +188,42 @@ func (s *store) appendEntry(e logEntry) error {
 		s.err = fmt.Errorf("control log: %w", err)
 		return s.err
 	}
-	if !s.noSync {
-		if err := s.f.Sync(); err != nil {
-			s.err = fmt.Errorf("control log: sync: %w", err)
-			return s.err
-		}
+	s.written++
+	if s.noSync {
+		s.synced = s.written
+		return nil
 	}
-	return nil
+	mine := s.written
+	for s.synced < mine && s.err == nil {
+		if s.syncing {
+			s.cond.Wait()
+			continue
+		}
+		s.syncing = true
+		target, f := s.written, s.f
+		s.mu.Unlock()
+		err := f.Sync()
+		s.mu.Lock()
+		s.syncing = false
+		if err != nil && s.err == nil {
+			s.err = fmt.Errorf("control log: sync: %w", err)
+		}
+		if err == nil {
+			s.synced = max(s.synced, target)
+		}
+		s.cond.Broadcast()
+	}
+	if s.synced >= mine {
+		return nil
+	}
+	return s.err
+}
+
+// quiesce waits until no sync runs outside the lock; s.mu is held.
+func (s *store) quiesce() {
+	for s.syncing {
+		s.cond.Wait()
+	}
 }
 
 // write frames e into w and counts its size; s.mu is held.
@@ -226,6 +262,7 @@ func (s *store) compact(snap func() []logEntry) error {
 	if s.err != nil {
 		return s.err
 	}
+	s.quiesce()
 	entries := snap()
 	tmp := filepath.Join(s.dir, logName+".tmp")
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
@@ -263,6 +300,7 @@ func (s *store) compact(snap func() []logEntry) error {
 	syncDir(s.dir)
 	s.f.Close()
 	s.f, s.w = f, bufio.NewWriter(f)
+	s.synced = s.written // all in the new file, synced
 	// A state that stays large raises the limit rather than compacting
 	// at every append.
 	if s.size > s.maxSize/2 {
@@ -285,6 +323,7 @@ func (s *store) close() error {
 	if s.f == nil {
 		return nil
 	}
+	s.quiesce()
 	err := s.w.Flush()
 	if cerr := s.f.Close(); err == nil {
 		err = cerr

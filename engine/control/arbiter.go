@@ -332,6 +332,9 @@ func (a *Arbiter) Submit(ctx context.Context, c Command) (Record, error) {
 	}
 	c.Status, c.Reason = "", ""
 	rec, err := a.tracker.Submit(c)
+	if errors.Is(err, command.ErrDuplicate) {
+		return Record{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	if err != nil && !errors.Is(err, command.ErrExpired) {
 		return Record{}, fmt.Errorf("control: %w", err)
 	}

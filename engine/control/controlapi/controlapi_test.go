@@ -77,6 +77,8 @@ func TestAPI(t *testing.T) {
 		{"no token", "POST", cmds, "", ok, 401, "unauthorized"},
 		{"wrong token", "POST", cmds, "nope", ok, 401, "unauthorized"},
 		{"submit", "POST", cmds, token, ok, 200, `"status": "queued"`},
+		{"own id", "POST", cmds, token, `{"id":"cmd-1","product":"pk","asset":"T1","origin":"cloud","inputs":{"p":1}}`, 200, `"id": "cmd-1"`},
+		{"id in use", "POST", cmds, token, `{"id":"cmd-1","product":"pk","asset":"T1","origin":"cloud","inputs":{"p":1}}`, 400, "already in use"},
 		{"bad json", "POST", cmds, token, `{"asset":`, 400, "body"},
 		{"unknown field", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":1},"evil":1}`, 400, "unknown field"},
 		{"trailing data", "POST", cmds, token, ok + ok, 400, "after the JSON"},

@@ -152,6 +152,11 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 		return &exitError{code: exitFailed, err: err}
 	}
 	routes := ctl.routes()
+	page, err := statusRoute(cfg, token, a, rt, log)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	routes = append(routes, page)
 	srv, err := localapi.Listen(cfg.Listen, token, a, cfg.MaxBundleBytes, log, routes...)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}

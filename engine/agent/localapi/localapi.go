@@ -87,6 +87,10 @@ type Route struct {
 	// Pattern is an http.ServeMux pattern such as "/v1/control/".
 	Pattern string
 	Handler http.Handler
+	// OwnAuth serves the route without the bearer check: its handler
+	// authenticates every request itself (the status page takes the
+	// token once and then a session cookie).
+	OwnAuth bool
 }
 
 // Listen starts serving svc on addr (host:port), and routes beside it.
@@ -104,7 +108,12 @@ func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger, ro
 	mux.HandleFunc("POST "+ImportPath, s.handleImport)
 	mux.HandleFunc("GET "+StatusPath, s.handleStatus)
 	mux.HandleFunc("GET "+HelloPath, s.handleHello)
+	own := http.NewServeMux() // routes that check their own auth
 	for _, r := range routes {
+		if r.OwnAuth {
+			own.Handle(r.Pattern, r.Handler)
+			continue
+		}
 		mux.Handle(r.Pattern, r.Handler)
 	}
 	authed := httpapi.Bearer(token, "sluice", "unauthorized", func(r *http.Request) {
@@ -113,6 +122,10 @@ func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger, ro
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == HelloPath { // the server proves it knows the token first
 			mux.ServeHTTP(w, r)
+			return
+		}
+		if _, pattern := own.Handler(r); pattern != "" {
+			own.ServeHTTP(w, r)
 			return
 		}
 		authed.ServeHTTP(w, r)

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/agent/localapi"
+	"github.com/sluice-edge/sluice/engine/agent/statuspage"
+	"github.com/sluice-edge/sluice/engine/logfile"
+	"github.com/sluice-edge/sluice/engine/logquery"
+	"github.com/sluice-edge/sluice/pipelines"
+)
+
+const (
+	// statusApplies is how many applies the page lists.
+	statusApplies = 20
+	// statusWarnings is how many warnings of the last statusWarnSince the
+	// page lists; they are read again at most every statusWarnEvery.
+	statusWarnings   = 20
+	statusWarnSince  = time.Hour
+	statusWarnEvery  = 5 * time.Second
+	statusWarnBytes  = 64 << 10
+	statusWarnSearch = 2 * time.Second
+)
+
+// statusRoute is the edge's status page (statuspage) on the local API's
+// listener, behind the same token.
+func statusRoute(cfg *agent.Config, token string, a *agent.Agent, rt *pipelines.Runtime, log *slog.Logger) (localapi.Route, error) {
+	src := &statusSource{cfg: cfg, a: a, rt: rt}
+	h, err := statuspage.New(statuspage.Options{Token: token, Snapshot: src.snapshot, Log: log})
+	if err != nil {
+		return localapi.Route{}, err
+	}
+	return localapi.Route{Pattern: statuspage.Prefix, Handler: h, OwnAuth: true}, nil
+}
+
+// statusSource takes the snapshots of the status page; it rereads the
+// apply history only after an apply and the log at most every few
+// seconds.
+type statusSource struct {
+	cfg *agent.Config
+	a   *agent.Agent
+	rt  *pipelines.Runtime
+
+	mu        sync.Mutex
+	lastApply time.Time
+	applies   []statuspage.Apply
+	warnAt    time.Time
+	warnings  []statuspage.Warning
+	warnNote  string
+}
+
+func (s *statusSource) snapshot() statuspage.View {
+	st := s.a.Status()
+	v := statuspage.View{Edge: st.Edge, Time: time.Now().UTC(), Software: version, Pending: st.Pending}
+	if st.Current != nil {
+		v.Bundle, v.Version = st.Current.Name, st.Current.Version
+	}
+	v.Pipelines, v.Sinks = pipelines.StatusView(s.rt.Pipelines(), s.rt.Status())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.Last != nil && (s.applies == nil || !st.Last.Time.Equal(s.lastApply)) {
+		s.lastApply = st.Last.Time
+		s.applies = s.readApplies()
+	}
+	v.Applies = s.applies
+	if time.Since(s.warnAt) >= statusWarnEvery {
+		s.warnAt = time.Now()
+		s.warnings, s.warnNote = s.readWarnings()
+	}
+	v.Warnings, v.WarningsNote = s.warnings, s.warnNote
+	return v
+}
+
+// readApplies reads the newest applies of the agent's reports, newest
+// first.
+func (s *statusSource) readApplies() []statuspage.Apply {
+	reps, err := agent.ReadReports(s.cfg.AgentDir(), agent.DefaultMaxReportBytes)
+	if err != nil && len(reps) == 0 {
+		return nil
+	}
+	if len(reps) > statusApplies {
+		reps = reps[len(reps)-statusApplies:]
+	}
+	out := make([]statuspage.Apply, 0, len(reps))
+	for _, r := range slices.Backward(reps) {
+		out = append(out, statuspage.Apply{Time: r.Time, Bundle: r.Bundle, Version: r.Version, Outcome: r.Outcome, Reason: r.Reason})
+	}
+	return out
+}
+
+// readWarnings reads the newest warnings and errors of the log file.
+func (s *statusSource) readWarnings() ([]statuspage.Warning, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), statusWarnSearch)
+	defer cancel()
+	res, err := logquery.Search(ctx, logfile.Dir(s.cfg.DataDir), logquery.Query{Level: slog.LevelWarn,
+		Since: time.Now().Add(-statusWarnSince), Limit: statusWarnings, MaxBytes: statusWarnBytes})
+	if err != nil {
+		return nil, "the log file could not be read: " + err.Error()
+	}
+	out := make([]statuspage.Warning, 0, len(res.Entries))
+	for _, e := range slices.Backward(res.Entries) {
+		var b strings.Builder
+		if logquery.Format(&b, e.Line) != nil {
+			continue
+		}
+		out = append(out, statuspage.Warning{Time: e.Time, Level: e.Level.String(), Text: strings.TrimRight(b.String(), "\n")})
+	}
+	return out, ""
+}

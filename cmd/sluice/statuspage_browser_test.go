@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/enginetest"
+)
+
+// requireBrowserEnv, set to 1 (as CI does), turns the browser tests' skip
+// for a missing Chromium into a failure.
+const requireBrowserEnv = "SLUICE_REQUIRE_BROWSER"
+
+// screenshotEnv, set to 1, makes TestStatusPageInBrowser write the
+// page's screenshot to docs/images/edge-status.png.
+const screenshotEnv = "SLUICE_UPDATE_SCREENSHOTS"
+
+// chromiumPath finds the system Chromium, or skips the test (fails it
+// when requireBrowserEnv is set).
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv(requireBrowserEnv) == "1" {
+		t.Fatalf("no Chromium on the PATH and %s=1 (apt-get install -y chromium)", requireBrowserEnv)
+	}
+	t.Skipf("no Chromium on the PATH (apt-get install -y chromium); set %s=1 to fail instead", requireBrowserEnv)
+	return ""
+}
+
+// browser is a headless Chromium tab that records console errors,
+// uncaught exceptions and error entries of the browser log.
+type browser struct {
+	ctx    context.Context
+	mu     sync.Mutex
+	errors []string
+}
+
+func newBrowser(t *testing.T, width, height int64) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromiumPath(t)), chromedp.NoSandbox,
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(int(width), int(height)))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	b := &browser{ctx: ctx}
+	messages := chromedp.Console(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.IsException() || m.Type == "error" || m.Type == "assert" {
+				b.mu.Lock()
+				b.errors = append(b.errors, m.String())
+				b.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); cancelAlloc(); <-done })
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height)); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return b
+}
+
+func (b *browser) consoleErrors() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.errors...)
+}
+
+// waitJS evaluates the expression until it is true, for at most a
+// minute.
+func (b *browser) waitJS(t *testing.T, what, expr string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](expr))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			html, _ := chromedp.Run(b.ctx, chromedp.OuterHTML(chromedp.CSS("main")))
+			t.Fatalf("the page did not show %s within a minute:\n%s", what, html)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// backlogRows is the total backlog the page shows.
+func (b *browser) backlogRows(t *testing.T) int64 {
+	t.Helper()
+	n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int64](`Number(document.getElementById("backlog-total").dataset.rows || 0)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestStatusPageInBrowser runs an edge whose cloud sink's broker is down,
+// opens its status page in headless Chromium, and checks that the page
+// shows the backlog and the link_down alert, follows the backlog as it
+// grows, and clears both once the broker is up — with no console error.
+func TestStatusPageInBrowser(t *testing.T) {
+	chromiumPath(t)
+	nats := enginetest.NewNATSServer(t) // not started: the link is cut
+	e := newEdgeSetup(t)
+	id := fmt.Sprint(time.Now().UnixNano())
+	pipeline := filepath.Join(e.dir, "plant.yaml")
+	if err := os.WriteFile(pipeline, []byte(`
+name: plant
+sources:
+  turbines: {type: sim, turbines: 2, rate: 20, rows: 0}
+sinks:
+  cloud:
+    type: nats
+    input: turbines
+    url: `+nats.URL()+`
+    subject: sluice.statuspage.`+id+`
+    stream: SLUICE_STATUSPAGE_`+id+`
+    forward: {retry_max: 200ms}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.config, append(cfg, "pipelines: [plant.yaml]\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	var rec agent.EdgeRecord
+	data, err := os.ReadFile(filepath.Join(e.data, "agent", "edge.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &rec)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := os.ReadFile(rec.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + rec.Listen + "/status/"
+
+	// Without the token the page is a login form and shows nothing of
+	// the edge.
+	resp, err := http.Get(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(body), "edge-01") || !strings.Contains(string(body), `name="token"`) {
+		t.Fatalf("the page without a token: %d\n%s", resp.StatusCode, body)
+	}
+
+	b := newBrowser(t, 1280, 860)
+	if err := chromedp.Do(b.ctx, chromedp.Navigate(base+"?token="+url.QueryEscape(strings.TrimSpace(string(token))))); err != nil {
+		t.Fatal(err)
+	}
+	// The token left the address bar for a session cookie.
+	if loc, err := chromedp.Run(b.ctx, chromedp.Location()); err != nil || strings.Contains(loc, "token") {
+		t.Fatalf("the page's address %q (%v) still holds the token", loc, err)
+	}
+	if err := chromedp.Do(b.ctx, chromedp.WaitVisible(chromedp.CSS(`#alerts li[data-name="link_down"][data-asset="plant/cloud"]`))); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS(t, "the edge's name", `document.getElementById("edge").textContent === "edge-01"`)
+	b.waitJS(t, "the sink's link down", `!!document.querySelector('#sinks tr[data-sink="plant/cloud"] td.down')`)
+	b.waitJS(t, "a backlog", `Number(document.getElementById("backlog-total").dataset.rows) > 0`)
+	b.waitJS(t, "the pipeline's steps", `document.querySelectorAll("#pipelines .step").length === 2`)
+	b.waitJS(t, "the publish warnings of the log", `document.querySelectorAll("#warnings li").length > 0`)
+	// The page follows the backlog as it grows.
+	first := b.backlogRows(t)
+	b.waitJS(t, fmt.Sprintf("a backlog above %d rows", first), fmt.Sprintf(`Number(document.getElementById("backlog-total").dataset.rows) > %d`, first))
+
+	if os.Getenv(screenshotEnv) == "1" {
+		b.waitJS(t, "a rate", `[...document.querySelectorAll("#pipelines .step")].some(s => !s.textContent.includes("0.0 rows/s"))`)
+		png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join("..", "..", "docs", "images", "edge-status.png")
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(out, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s (%d bytes)", out, len(png))
+	}
+
+	// On a small screen nothing runs off the page's width (tables
+	// scroll in their own box).
+	if err := chromedp.Do(b.ctx, chromedp.EmulateViewport(375, 700)); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS(t, "no horizontal overflow at 375 px", `document.documentElement.scrollWidth <= window.innerWidth`)
+
+	// The link returns: the backlog drains and the alert clears.
+	nats.Start()
+	b.waitJS(t, "the link_down alert cleared", `!document.querySelector('#alerts li[data-name="link_down"]') && !document.getElementById("no-alerts").hidden`)
+	b.waitJS(t, "the backlog drained", `Number(document.getElementById("backlog-total").dataset.rows) === 0`)
+	b.waitJS(t, "the sink's link up", `!!document.querySelector('#sinks tr[data-sink="plant/cloud"] td.up')`)
+
+	if errs := b.consoleErrors(); len(errs) > 0 {
+		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
+	}
+}

@@ -41,9 +41,10 @@ Environment variables tune it: SIM_TURBINES (100), SIM_ROWS readings per
 turbine (1800 = 30 minutes of event time), SIM_RATE payloads per second of
 wall-clock time (0 = as fast as possible), STATS_FILE.
 
-With --direct the simulator feeds the pipeline directly as Arrow batches
-(pipelines/examples/windfarm.yaml, statistics in windfarm-sim-stats.jsonl),
-without MQTT.
+With --direct it runs the same computation (pipelines/examples/windfarm.yaml:
+the same window and alert steps, a farm simulated with the same settings) fed
+by the simulator directly as Arrow batches, without MQTT; the statistics go
+to windfarm-sim-stats.jsonl.
 
 With --cloud it runs pipelines/examples/windfarm-cloud.yaml: the same farm
 and statistics, sent through a nats cloud sink to a NATS JetStream server

@@ -104,6 +104,9 @@ func parseControl(s *spec.Config, edge string) (*ControlConfig, spec.Errors) {
 		}
 		seen[c] = true
 	}
+	if len(cc.Classes) > 0 && len(cc.Origins) == 0 {
+		errs = append(errs, s.Errorf("classes", "control.classes needs control.origins: the default origins name the default classes"))
+	}
 	if len(cc.Classes) > 16 {
 		errs = append(errs, s.Errorf("classes", "control.classes: at most 16"))
 	}

@@ -21,7 +21,8 @@ func (r *Runtime) Shared() *engine.Shared { return r.opts.Shared }
 
 // HealthSample reads the figures of ps that health alerts watch: each
 // source's rows read and rejected (its bad_* counters), each operator's
-// late rows, each cloud sink's backlog, link state and buffer quota.
+// late rows, each cloud sink's backlog, link state, buffer quota and
+// dead-lettered rows.
 func HealthSample(ps []*Pipeline, now time.Time) health.Sample {
 	s := health.Sample{Time: now}
 	for _, p := range ps {
@@ -45,7 +46,7 @@ func HealthSample(ps []*Pipeline, now time.Time) health.Sample {
 				m := fs.Metrics()
 				st := fs.Buffer().Status()
 				s.Links = append(s.Links, health.Link{Pipeline: p.Def.Name, Component: name, BacklogRows: m.BacklogRows,
-					LinkUp: m.LinkUp, QuotaBytes: st.QuotaBytes, QuotaUsed: st.QuotaUsed})
+					LinkUp: m.LinkUp, QuotaBytes: st.QuotaBytes, QuotaUsed: st.QuotaUsed, DeadLetterRows: m.DeadLetterRows})
 			}
 		}
 	}

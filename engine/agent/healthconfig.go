@@ -19,7 +19,7 @@ func healthField() spec.Field {
 		Name: "health", Type: spec.Object, Optional: true,
 		Description: "Health alerts: the engine watches its own figures and raises alerts of type `health` (asset: the pipeline) through the same sinks and buffers as device alerts " +
 			"(every buffered sink whose input is an alert stream), raised once a condition has held for a while and cleared once it has stopped for `clear_after`: " +
-			"`input_stalled`, `bad_input_spike`, `late_row_spike`, `backlog_growing`, `link_down`, `buffer_quota` and `buffer_quota_critical` (docs/operations.md).",
+			"`input_stalled`, `bad_input_spike`, `late_row_spike`, `backlog_growing`, `link_down`, `buffer_quota`, `buffer_quota_critical` and `sink_dead_lettering` (docs/operations.md).",
 		Example: map[string]any{"link_down_after": "2m", "backlog_for": "10m"},
 		Children: []spec.Field{
 			{Name: "enabled", Type: spec.Bool, Default: true, Description: "Raise health alerts."},

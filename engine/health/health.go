@@ -21,7 +21,9 @@
 //     BacklogFor;
 //   - link_down: a cloud sink's link is down for LinkDownAfter;
 //   - buffer_quota: a cloud sink's buffer uses QuotaWarn (warning) or
-//     QuotaCritical (critical) of its quota; cleared 5 points below.
+//     QuotaCritical (critical) of its quota; cleared 5 points below;
+//   - sink_dead_lettering: a cloud sink moved rows to its dead-letter
+//     segment (the broker refused them for good) in an interval.
 package health
 
 import (
@@ -42,6 +44,7 @@ const (
 	RuleLinkDown       = "link_down"
 	RuleBufferQuota    = "buffer_quota"
 	RuleBufferCritical = "buffer_quota_critical"
+	RuleDeadLettering  = "sink_dead_lettering"
 )
 
 // Type is the type of every health alert.
@@ -171,6 +174,9 @@ type Link struct {
 	LinkUp              bool
 	// QuotaBytes is the buffer's quota (0: none) and QuotaUsed its use.
 	QuotaBytes, QuotaUsed int64
+	// DeadLetterRows counts the rows moved to the dead-letter segment
+	// since the sink started.
+	DeadLetterRows int64
 }
 
 // Sample is the figures at one time.
@@ -202,8 +208,10 @@ type Monitor struct {
 	conds  map[key]*cond
 	inputs map[key]prevInput
 	flowed map[key]bool // sources that delivered rows at some point
-	links  map[key]int64
+	links  map[key]prevLink
 }
+
+type prevLink struct{ backlog, dead int64 }
 
 // New returns a Monitor with thresholds th (zero fields: Defaults).
 func New(th Thresholds) (*Monitor, error) {
@@ -211,7 +219,7 @@ func New(th Thresholds) (*Monitor, error) {
 	if err := th.Check(); err != nil {
 		return nil, err
 	}
-	return &Monitor{th: th, conds: map[key]*cond{}, inputs: map[key]prevInput{}, flowed: map[key]bool{}, links: map[key]int64{}}, nil
+	return &Monitor{th: th, conds: map[key]*cond{}, inputs: map[key]prevInput{}, flowed: map[key]bool{}, links: map[key]prevLink{}}, nil
 }
 
 // Thresholds returns the monitor's thresholds.
@@ -254,12 +262,19 @@ func (m *Monitor) Observe(s Sample) []engine.EngineAlert {
 	}
 	for _, l := range s.Links {
 		k := key{pipeline: l.Pipeline, component: l.Component}
-		prev, seen := m.links[k]
-		m.links[k] = l.BacklogRows
+		pl, seen := m.links[k]
+		m.links[k] = prevLink{l.BacklogRows, l.DeadLetterRows}
 		if seen {
+			prev := pl.backlog
 			growing := l.BacklogRows > 0 && l.BacklogRows >= prev
 			if c := m.conds[key{RuleBacklogGrowing, l.Pipeline, l.Component}]; growing && (c == nil || !c.holding) && l.BacklogRows == prev {
 				growing = false // growth starts with a rise
+			}
+			if dead := l.DeadLetterRows - pl.dead; dead > 0 || m.conds[key{RuleDeadLettering, l.Pipeline, l.Component}] != nil {
+				out = m.step(out, key{RuleDeadLettering, l.Pipeline, l.Component}, now, dead > 0,
+					0, m.th.ClearAfter, "major", float64(max(dead, 0)),
+					fmt.Sprintf("%s/%s moved %d rows the broker refused to its dead-letter segment", l.Pipeline, l.Component, dead),
+					fmt.Sprintf("%s/%s dead-letters no more rows", l.Pipeline, l.Component))
 			}
 			out = m.step(out, key{RuleBacklogGrowing, l.Pipeline, l.Component}, now, growing,
 				m.th.BacklogFor, m.th.ClearAfter, "major", float64(l.BacklogRows),

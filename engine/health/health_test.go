@@ -28,9 +28,13 @@ func describe(as []engine.EngineAlert) string {
 
 func TestMonitor(t *testing.T) {
 	th := Thresholds{Interval: 10 * time.Second, StallAfter: 30 * time.Second, BacklogFor: 30 * time.Second, LinkDownAfter: 20 * time.Second, ClearAfter: 20 * time.Second}
-	src := func(rows, bad int64) *Input { return &Input{Pipeline: "p", Component: "s", Source: true, Rows: rows, Bad: bad} }
+	src := func(rows, bad int64) *Input {
+		return &Input{Pipeline: "p", Component: "s", Source: true, Rows: rows, Bad: bad}
+	}
 	win := func(rows, late int64) *Input { return &Input{Pipeline: "p", Component: "w", Rows: rows, Late: late} }
-	link := func(backlog int64, up bool) *Link { return &Link{Pipeline: "p", Component: "cloud", BacklogRows: backlog, LinkUp: up} }
+	link := func(backlog int64, up bool) *Link {
+		return &Link{Pipeline: "p", Component: "cloud", BacklogRows: backlog, LinkUp: up}
+	}
 	quota := func(used int64) *Link {
 		return &Link{Pipeline: "p", Component: "cloud", LinkUp: true, QuotaBytes: 100, QuotaUsed: used}
 	}
@@ -84,6 +88,15 @@ func TestMonitor(t *testing.T) {
 			{link: quota(96), want: "raised buffer_quota_critical"},
 			{link: quota(92)}, {link: quota(89), want: "cleared buffer_quota_critical"},
 			{link: quota(77)}, {link: quota(74), want: "cleared buffer_quota"},
+		}},
+		{"dead letters", []step{
+			{link: &Link{Pipeline: "p", Component: "cloud", LinkUp: true}},
+			{link: &Link{Pipeline: "p", Component: "cloud", LinkUp: true, DeadLetterRows: 3}, want: "raised sink_dead_lettering"},
+			{link: &Link{Pipeline: "p", Component: "cloud", LinkUp: true, DeadLetterRows: 3}},
+			{link: &Link{Pipeline: "p", Component: "cloud", LinkUp: true, DeadLetterRows: 4}},
+			{link: &Link{Pipeline: "p", Component: "cloud", LinkUp: true, DeadLetterRows: 4}},
+			{link: &Link{Pipeline: "p", Component: "cloud", LinkUp: true, DeadLetterRows: 4}},
+			{link: &Link{Pipeline: "p", Component: "cloud", LinkUp: true, DeadLetterRows: 4}, want: "cleared sink_dead_lettering"},
 		}},
 		{"a raised alert of a removed component is cleared", []step{
 			{link: link(0, false)}, {link: link(0, false)}, {link: link(0, false), want: "raised link_down"},

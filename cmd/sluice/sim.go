@@ -121,6 +121,8 @@ Examples:
 	f.Float64Var(&cfg.Bad, "bad", 0, "fraction of payloads that are deliberately bad input")
 	f.IntVar(&cfg.Connections, "connections", 1, "connections the posts are spread over")
 	f.BoolVar(&cfg.Answer, "answer", false, "devices answer downlink commands with replies")
+	f.StringVar(&cfg.CommandTopic, "command-topic", "", "with --answer: devices also answer set-points on this generic JSON command topic template (e.g. plant/{asset}/set/{point})")
+	f.StringVar(&cfg.ReplyTopic, "reply-topic", "", "with --command-topic: the reply topic template (default: the command topic + /reply)")
 	f.StringVar(&replay.Path, "replay", "", "replay this CSV file as devices instead of simulating a farm")
 	f.StringVar(&keyColumn, "key-column", "", "with --replay: the column holding the device key")
 	f.StringVar(&replay.DeviceKey, "device-key", "", "with --replay: one device key for every row")

@@ -3,6 +3,7 @@ package pipelines
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +72,8 @@ type HealthWatcher struct {
 	list   func() []*Pipeline
 	log    *slog.Logger
 	mu     sync.Mutex
+	// active are the alerts raised and not cleared, by id.
+	active map[string]engine.EngineAlert
 }
 
 // NewHealthWatcher returns a watcher of the pipelines list returns, which
@@ -83,7 +86,7 @@ func NewHealthWatcher(sh *engine.Shared, list func() []*Pipeline, th health.Thre
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &HealthWatcher{mon: mon, shared: sh, list: list, log: log}, nil
+	return &HealthWatcher{mon: mon, shared: sh, list: list, log: log, active: map[string]engine.EngineAlert{}}, nil
 }
 
 // Check samples the pipelines at now and raises the alerts the sample
@@ -96,14 +99,28 @@ func (w *HealthWatcher) Check(now time.Time) []engine.EngineAlert {
 		attrs := []any{"rule", a.Rule, "asset", a.Asset, "severity", a.Severity, "content", a.Content}
 		if a.State == engine.AlertRaised {
 			w.log.Warn("health alert raised", attrs...)
+			w.active[a.ID] = a
 		} else {
 			w.log.Info("health alert cleared", attrs...)
+			delete(w.active, a.ID)
 		}
 		if engine.RaiseAlert(w.shared, memory.DefaultAllocator, a) == 0 {
 			w.log.Debug("no sink carries alerts: the health alert stays in the log only", "rule", a.Rule)
 		}
 	}
 	return as
+}
+
+// Active returns the alerts raised and not cleared yet, by id.
+func (w *HealthWatcher) Active() []engine.EngineAlert {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]engine.EngineAlert, 0, len(w.active))
+	for _, a := range w.active {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b engine.EngineAlert) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }
 
 // Run checks every interval of the thresholds until ctx ends.

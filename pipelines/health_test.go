@@ -134,6 +134,14 @@ sinks:
 		}
 	}
 
+	active := map[string]bool{}
+	for _, a := range w.Active() {
+		active[a.Rule] = a.State == engine.AlertRaised
+	}
+	if !active["link_down"] || !active["backlog_growing"] {
+		t.Fatalf("active alerts %v, want link_down and backlog_growing", active)
+	}
+
 	srv.Start()
 	waitFor(t, 60*time.Second, "the backlog drained", func() bool { b, up := link(); return up && b == 0 })
 	cleared := map[string]bool{}
@@ -149,6 +157,9 @@ sinks:
 	}
 	if !cleared["link_down"] || !cleared["backlog_growing"] {
 		t.Fatalf("cleared %v", cleared)
+	}
+	if act := w.Active(); len(act) != 0 {
+		t.Fatalf("alerts still active after their clear: %+v", act)
 	}
 
 	// The health alerts went through the alerts sink's buffer to the

@@ -15,8 +15,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-edge/sluice/connectors/devsim"
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/command"
+	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
@@ -344,5 +346,49 @@ func TestSinkCommandTopic(t *testing.T) {
 	}
 	if n := counters.Snapshot()["commands_acked"]; n != 3 {
 		t.Errorf("commands_acked = %d", n)
+	}
+}
+
+// TestJSONDownlinkAsArbiterTransport: the arbiter delivers a set-point
+// through the JSON command topic to a simulated device that is not an
+// EnOS device; its reply acks the command in the arbiter's records.
+func TestJSONDownlinkAsArbiterTransport(t *testing.T) {
+	b := embedded(t)
+	pk := "pk" + suffix()
+	topic := "plc/" + pk + "/{asset}/set/{point}"
+	sim, err := devsim.New(devsim.Config{URLs: []string{b.url}, ClientID: "dev-" + suffix(), ProductKey: pk, Devices: 2, CommandTopic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	stop, err := sim.Answer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	late := &control.LateTransport{}
+	a, err := control.Open(control.Options{Dir: t.TempDir(), Transport: late, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	dl, err := NewJSONDownlink(JSONDownlinkOptions{Tracker: a.Tracker(), Topic: topic,
+		Client: ClientOptions{URLs: []string{b.url}, ClientID: "jdl-" + suffix(), CleanSession: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	late.Set(dl)
+	rec, err := a.Submit(ctx, control.Command{Asset: "T0002", Inputs: map[string]any{"power_limit": 640.0}, Origin: "local:hmi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Wait(ctx, rec.ID)
+	if err != nil || got.Status != command.Acked {
+		t.Fatalf("command %s (%s): %v", got.Status, got.Reason, err)
+	}
+	if v := sim.SetPoints("T0002")["power_limit"]; v != 640 {
+		t.Errorf("device power_limit = %v", v)
 	}
 }

@@ -59,7 +59,8 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	defer ctl.stop()
 	rt := pipelines.NewRuntime(pipelines.Options{Log: log, DataDir: cfg.DataDir, Edge: cfg.Edge, FromStart: flags.fromStart, Commands: ctl.commands()})
 	// Health alerts about the running release go through its alert sinks.
-	defer watchHealth(ctx, rt.Shared(), rt.Pipelines, cfg.Health, log)()
+	stopHealth, healthWatcher := watchHealth(ctx, rt.Shared(), rt.Pipelines, cfg.Health, log)
+	defer stopHealth()
 	// A release's settings may set the log level; without one, the command
 	// line's applies.
 	base := g.level.Level()
@@ -152,7 +153,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 		return &exitError{code: exitFailed, err: err}
 	}
 	routes := ctl.routes()
-	page, err := statusRoute(cfg, token, a, rt, log)
+	page, err := statusRoute(cfg, token, a, rt, healthWatcher, log)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}

@@ -16,15 +16,16 @@ import (
 func defaultHealth() agent.HealthConfig { return agent.HealthConfig{Thresholds: health.Defaults} }
 
 // watchHealth raises the health alerts of the pipelines list returns
-// (built with sh) until ctx ends or the returned function is called.
-func watchHealth(ctx context.Context, sh *engine.Shared, list func() []*pipelines.Pipeline, hc agent.HealthConfig, log *slog.Logger) func() {
+// (built with sh) until ctx ends or the returned function is called. The
+// watcher is nil when health alerts are off.
+func watchHealth(ctx context.Context, sh *engine.Shared, list func() []*pipelines.Pipeline, hc agent.HealthConfig, log *slog.Logger) (func(), *pipelines.HealthWatcher) {
 	if hc.Disabled {
-		return func() {}
+		return func() {}, nil
 	}
 	w, err := pipelines.NewHealthWatcher(sh, list, hc.Thresholds, log)
 	if err != nil {
 		log.Warn("no health alerts", "err", err)
-		return func() {}
+		return func() {}, nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -33,5 +34,5 @@ func watchHealth(ctx context.Context, sh *engine.Shared, list func() []*pipeline
 		defer wg.Done()
 		w.Run(ctx)
 	}()
-	return func() { cancel(); wg.Wait() }
+	return func() { cancel(); wg.Wait() }, w
 }

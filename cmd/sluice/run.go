@@ -166,7 +166,8 @@ func runDefs(parent context.Context, g *globals, log *slog.Logger, defs []*pipel
 	ctx, cancel := stopOnSignal(parent, log)
 	defer cancel()
 	// Health alerts about the run go through its alert sinks.
-	defer watchHealth(ctx, sh, func() []*pipelines.Pipeline { return ps }, defaultHealth(), log)()
+	stopHealth, _ := watchHealth(ctx, sh, func() []*pipelines.Pipeline { return ps }, defaultHealth(), log)
+	defer stopHealth()
 
 	names := make([]string, len(ps))
 	for i, p := range ps {

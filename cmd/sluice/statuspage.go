@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/agent/localapi"
 	"github.com/sluice-edge/sluice/engine/agent/statuspage"
@@ -29,9 +30,10 @@ const (
 )
 
 // statusRoute is the edge's status page (statuspage) on the local API's
-// listener, behind the same token.
-func statusRoute(cfg *agent.Config, token string, a *agent.Agent, rt *pipelines.Runtime, log *slog.Logger) (localapi.Route, error) {
-	src := &statusSource{cfg: cfg, a: a, rt: rt}
+// listener, behind the same token. hw, when not nil, gives the active
+// health alerts.
+func statusRoute(cfg *agent.Config, token string, a *agent.Agent, rt *pipelines.Runtime, hw *pipelines.HealthWatcher, log *slog.Logger) (localapi.Route, error) {
+	src := &statusSource{cfg: cfg, a: a, rt: rt, hw: hw}
 	h, err := statuspage.New(statuspage.Options{Token: token, Snapshot: src.snapshot, Log: log})
 	if err != nil {
 		return localapi.Route{}, err
@@ -46,6 +48,7 @@ type statusSource struct {
 	cfg *agent.Config
 	a   *agent.Agent
 	rt  *pipelines.Runtime
+	hw  *pipelines.HealthWatcher
 
 	mu        sync.Mutex
 	lastApply time.Time
@@ -62,6 +65,13 @@ func (s *statusSource) snapshot() statuspage.View {
 		v.Bundle, v.Version = st.Current.Name, st.Current.Version
 	}
 	v.Pipelines, v.Sinks = pipelines.StatusView(s.rt.Pipelines(), s.rt.Status())
+	if s.hw != nil {
+		v.HealthAlerts = true
+		for _, h := range s.hw.Active() {
+			v.Alerts = append(v.Alerts, statuspage.Alert{Asset: healthAsset(h), Type: h.Type, Name: h.Rule,
+				Severity: h.Severity, Message: h.Content, Since: h.Occur})
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st.Last != nil && (s.applies == nil || !st.Last.Time.Equal(s.lastApply)) {
@@ -112,4 +122,15 @@ func (s *statusSource) readWarnings() ([]statuspage.Warning, string) {
 		out = append(out, statuspage.Warning{Time: e.Time, Level: e.Level.String(), Text: strings.TrimRight(b.String(), "\n")})
 	}
 	return out, ""
+}
+
+// healthAsset names what a health alert is about: its pipeline and
+// component out of its id (rule/pipeline/component/episode), or else its
+// asset.
+func healthAsset(h engine.EngineAlert) string {
+	rest, ok := strings.CutPrefix(h.ID, h.Rule+"/")
+	if i := strings.LastIndexByte(rest, '/'); ok && i > 0 {
+		return rest[:i]
+	}
+	return h.Asset
 }

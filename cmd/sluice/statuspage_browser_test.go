@@ -121,7 +121,7 @@ func (b *browser) backlogRows(t *testing.T) int64 {
 
 // TestStatusPageInBrowser runs an edge whose cloud sink's broker is down,
 // opens its status page in headless Chromium, and checks that the page
-// shows the backlog and the link_down alert, follows the backlog as it
+// shows the backlog and the link_down health alert, follows the backlog as it
 // grows, and clears both once the broker is up — with no console error.
 func TestStatusPageInBrowser(t *testing.T) {
 	chromiumPath(t)
@@ -148,7 +148,7 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(e.config, append(cfg, "pipelines: [plant.yaml]\n"...), 0o644); err != nil {
+	if err := os.WriteFile(e.config, append(cfg, "pipelines: [plant.yaml]\nhealth: {interval: 200ms, link_down_after: 1s, clear_after: 1s}\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.start(t)

@@ -266,7 +266,9 @@ func (h *Handler) View() View {
 	if v.Time.IsZero() {
 		v.Time = now.UTC()
 	}
-	v.Alerts = append(v.Alerts, Conditions(&v)...)
+	if !v.HealthAlerts {
+		v.Alerts = append(v.Alerts, Conditions(&v)...)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rates := make(map[string]sample, len(h.rates))

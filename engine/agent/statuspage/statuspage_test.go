@@ -217,7 +217,7 @@ func TestViewRatesConditionsAndETA(t *testing.T) {
 	for _, a := range v.Alerts {
 		names = append(names, a.Asset+":"+a.Name)
 	}
-	want := "q:pipeline_failed p/down:link_down p/full:buffer_quota p/full:dead_letters"
+	want := "q:pipeline_failed p/down:link_down p/full:buffer_quota p/full:sink_dead_lettering"
 	if strings.Join(names, " ") != want {
 		t.Fatalf("alerts %q, want %q", strings.Join(names, " "), want)
 	}
@@ -240,6 +240,12 @@ func TestViewRatesConditionsAndETA(t *testing.T) {
 	f.view.Sinks[0].LinkUp = false
 	if v = f.h.View(); !v.Alerts[1].Since.After(since) {
 		t.Fatalf("a raised-again alert kept its old since %v", v.Alerts[1].Since)
+	}
+	// With the engine's health alerts the page derives none.
+	f.view.HealthAlerts = true
+	f.view.Alerts = []statuspage.Alert{{Asset: "p/down", Type: "health", Name: "link_down", Since: since}}
+	if v = f.h.View(); len(v.Alerts) != 1 || !v.Alerts[0].Since.Equal(since) {
+		t.Fatalf("alerts with health alerts: %+v", v.Alerts)
 	}
 	// Empty lists are JSON arrays, not null, for the page.
 	f.view = statuspage.View{Edge: "e"}

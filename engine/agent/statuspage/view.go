@@ -21,9 +21,13 @@ type View struct {
 	Pipelines []Pipeline `json:"pipelines"`
 	// Sinks are the cloud sinks (buffered, forwarded).
 	Sinks []Sink `json:"sinks"`
-	// Alerts are the active alerts: those the source reports and the
-	// health conditions the page derives from the snapshot (Conditions).
+	// Alerts are the active alerts: those the source reports and, unless
+	// HealthAlerts, the health conditions the page derives from the
+	// snapshot (Conditions).
 	Alerts []Alert `json:"alerts"`
+	// HealthAlerts says that Alerts hold the engine's health alerts
+	// (raised and cleared with hysteresis), so that the page derives none.
+	HealthAlerts bool `json:"health_alerts"`
 	// Applies is the apply history, newest first; Pending the bundles
 	// staged for the next start.
 	Applies []Apply  `json:"applies"`
@@ -119,7 +123,8 @@ const quotaWarn = 0.8
 
 // Conditions returns the health conditions visible in v: a cloud sink's
 // link down, rows dead-lettered, a buffer above 80% of its quota, a
-// pipeline that failed. Since is left zero (the handler tracks it).
+// pipeline that failed. Since is left zero (the handler tracks it). The
+// page shows them when the engine raises no health alerts itself.
 func Conditions(v *View) []Alert {
 	var out []Alert
 	for _, s := range v.Sinks {
@@ -129,7 +134,7 @@ func Conditions(v *View) []Alert {
 				Message: fmt.Sprintf("the link of cloud sink %s is down; %d rows wait in its buffer", asset, s.BacklogRows)})
 		}
 		if s.DeadLetterRows > 0 {
-			out = append(out, Alert{Asset: asset, Type: "health", Name: "dead_letters", Severity: "minor",
+			out = append(out, Alert{Asset: asset, Type: "health", Name: "sink_dead_lettering", Severity: "major",
 				Message: fmt.Sprintf("%d rows of %s were refused by the broker and set aside", s.DeadLetterRows, asset)})
 		}
 		if s.QuotaBytes > 0 && float64(s.QuotaUsed) > quotaWarn*float64(s.QuotaBytes) {

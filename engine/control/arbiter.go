@@ -238,7 +238,9 @@ func (a *Arbiter) persist(tr Transition) {
 		tr.Reason = tr.Reason[:MaxStringLen] + "..."
 	}
 	if err := a.store.appendEntry(e); err != nil {
-		a.opts.Log.Error("control: cannot write the log", "err", err)
+		if !errors.Is(err, errStoreClosed) {
+			a.opts.Log.Error("control: cannot write the log", "err", err)
+		}
 		return
 	}
 	if a.store.full() {
@@ -503,6 +505,11 @@ func (a *Arbiter) work(asset string) {
 			continue
 		}
 		if err := a.opts.Transport.Deliver(a.ctx, rec); err != nil {
+			if a.ctx.Err() != nil {
+				// Closing: it may have gone out. It stays sent, and the
+				// next Open waits for its reply (never sends it again).
+				return
+			}
 			_, _ = a.tracker.Fail(id, "not delivered: "+err.Error())
 			continue
 		}

@@ -640,3 +640,41 @@ func TestSecondOpenRefused(t *testing.T) {
 		t.Fatalf("second Open: %v, want ErrLocked", err)
 	}
 }
+
+// stuck is a transport whose delivery hangs until the arbiter closes.
+type stuck struct{ in chan struct{} }
+
+func (s *stuck) Ready(context.Context) error { return nil }
+func (s *stuck) Deliver(ctx context.Context, _ control.Record) error {
+	close(s.in)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A command being delivered when the arbiter closes stays sent (it may
+// have gone out): it is neither failed nor sent again after a reopen.
+func TestCloseDuringDelivery(t *testing.T) {
+	dir := t.TempDir()
+	clock := command.NewManualClock(t0)
+	tr := &stuck{in: make(chan struct{})}
+	a, err := control.Open(control.Options{Dir: dir, Transport: tr, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := a.Submit(context.Background(), setPoint("cloud", "T1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-tr.in
+	a.Close()
+	dev := newDevice(true)
+	a = open(t, dir, clock, dev)
+	defer a.Close()
+	if got, _ := a.Get(rec.ID); got.Status != command.Sent {
+		t.Fatalf("after a close during delivery: %s (%s)", got.Status, got.Reason)
+	}
+	clock.Advance(time.Minute)
+	if got := wait(t, a, rec.ID); got.Status != command.Timeout || len(dev.received()) != 0 {
+		t.Fatalf("%s, delivered again %v", got.Status, dev.received())
+	}
+}

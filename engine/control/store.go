@@ -35,6 +35,10 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// errStoreClosed is the error of an append after close (a device's reply
+// arriving while the arbiter closes).
+var errStoreClosed = errors.New("control log closed")
+
 // entry is one line of the log. Rec and Tr come together for a transition
 // (Rec the record after it, Tr the transition); Tr alone is an audit event
 // that concerns no record; Lease records a lease taken (or, with Released,
@@ -330,7 +334,7 @@ func (s *store) close() error {
 	}
 	s.f = nil
 	if s.err == nil {
-		s.err = errors.New("control log closed")
+		s.err = errStoreClosed
 	}
 	return err
 }

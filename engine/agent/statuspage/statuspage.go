@@ -123,6 +123,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	hdr.Set("X-Frame-Options", "DENY")
+	// A page polls every 2 s: its connection is not kept idle in between,
+	// so that open pages do not take the local API's few connections.
+	hdr.Set("Connection", "close")
 	switch {
 	case r.URL.Path == Prefix && r.Method == http.MethodGet:
 		h.servePage(w, r)

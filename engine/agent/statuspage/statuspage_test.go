@@ -151,6 +151,9 @@ func TestAuth(t *testing.T) {
 			if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
 				t.Fatalf("Content-Security-Policy %q", csp)
 			}
+			if !resp.Close {
+				t.Fatal("the connection is kept open after the answer")
+			}
 		})
 	}
 	// Sign out ends the session.

@@ -43,6 +43,7 @@ type hubRunFlags struct {
 	tokenFile string
 	trust     string
 	replicas  int
+	logDir    string
 }
 
 func newHubCmd(g *globals) *cobra.Command {
@@ -79,6 +80,7 @@ Exit codes: 0 stopped by a signal, 1 failed, 64 a bad command line.`,
 	cmd.Flags().StringVar(&f.tokenFile, "token-file", defaultHubTokenFile, "file of the API's bearer token, created (0600) when missing")
 	cmd.Flags().StringVar(&f.trust, "trust", "", "public key file or directory of keys a released bundle's signature must verify with (default: the edges alone check signatures)")
 	cmd.Flags().IntVar(&f.replicas, "replicas", 1, "replicas of the JetStream resources the hub creates (clustered JetStream)")
+	cmd.Flags().StringVar(&f.logDir, "log-dir", "", "also write the log (JSON, masked) to rotating files in this directory, 10 of 10 MiB (sluice logs --log-dir reads them)")
 	cmd.AddCommand(newHubEdgesCmd(g), newHubStatusCmd(g), newHubReleaseCmd(g), newHubReleasesCmd(g), newHubAlertsCmd(g), newHubLogsCmd(g))
 	return cmd
 }
@@ -88,6 +90,9 @@ func runHub(parent context.Context, g *globals, f hubRunFlags) error {
 	log, err := g.logger()
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
+	}
+	if f.logDir != "" {
+		defer g.openLogDir(log, f.logDir, defaultLogs())()
 	}
 	if f.postgres == "" {
 		f.postgres = os.Getenv(hubPostgresEnv)

@@ -38,7 +38,12 @@ func (l fileLevel) Level() slog.Level { return min(l.g.level.Level(), slog.Level
 // log file under dataDir/logs; the returned function closes it. A log
 // file that cannot be opened is a warning: the engine runs without it.
 func (g *globals) openLogFile(log *slog.Logger, dataDir string, lc agent.LogsConfig) func() {
-	w, err := logfile.Open(logfile.Options{Dir: logfile.Dir(dataDir), MaxFileBytes: lc.MaxFileBytes, MaxFiles: lc.MaxFiles})
+	return g.openLogDir(log, logfile.Dir(dataDir), lc)
+}
+
+// openLogDir is openLogFile with the log files in dir itself.
+func (g *globals) openLogDir(log *slog.Logger, dir string, lc agent.LogsConfig) func() {
+	w, err := logfile.Open(logfile.Options{Dir: dir, MaxFileBytes: lc.MaxFileBytes, MaxFiles: lc.MaxFiles})
 	if err != nil {
 		log.Warn("no log file: logging to stderr only", "err", err)
 		return func() {}
@@ -117,16 +122,18 @@ func newLogsCmd(g *globals) *cobra.Command {
 	var (
 		filters logFilterFlags
 		edge    edgeFlags
+		logDir  string
 		follow  bool
 		asJSON  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "logs [--level warn] [--since 1h] [--until T] [--pipeline P] [--component C] [--grep RE] [--follow] [--json] [--data-dir DIR | --config sluice.yaml]",
+		Use:   "logs [--level warn] [--since 1h] [--until T] [--pipeline P] [--component C] [--grep RE] [--follow] [--json] [--data-dir DIR | --config sluice.yaml | --log-dir DIR]",
 		Short: "Query the engine's log file",
 		Long: `Logs shows the records of the engine's log file: every log record of sluice
 run (JSON, secrets masked as on stderr, level info and above) also goes to
 <data-dir>/logs/sluice.log, rotated by size (the logs section of sluice.yaml;
-by default 10 files of 10 MiB).
+by default 10 files of 10 MiB); sluice hub --log-dir DIR writes its own to
+DIR, which --log-dir DIR reads.
 
 It shows the newest --limit records that pass every filter, oldest first:
 --level (and above), --since and --until (a duration back from now such as
@@ -148,8 +155,14 @@ line.`,
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
-			if edge.config != "" && edge.dataDir != "" {
-				return &exitError{code: exitUsage, err: errors.New("give --config or --data-dir, not both")}
+			given := 0
+			for _, v := range []string{edge.config, edge.dataDir, logDir} {
+				if v != "" {
+					given++
+				}
+			}
+			if given > 1 {
+				return &exitError{code: exitUsage, err: errors.New("give one of --config, --data-dir and --log-dir")}
 			}
 			dataDir := edge.dataDir
 			if edge.config != "" {
@@ -163,8 +176,11 @@ line.`,
 				dataDir = agent.DefaultDataDir
 			}
 			dir := logfile.Dir(dataDir)
+			if logDir != "" {
+				dir = logDir
+			}
 			if _, err := os.Stat(dir); err != nil {
-				return &exitError{code: exitFailed, err: fmt.Errorf("no log in %s: %w", dataDir, err)}
+				return &exitError{code: exitFailed, err: fmt.Errorf("no log in %s: %w", dir, err)}
 			}
 			out := g.stdout
 			emit := func(e logquery.Entry) error { return writeRecord(out, e.Line, asJSON) }
@@ -197,6 +213,7 @@ line.`,
 	}
 	filters.register(cmd)
 	edge.register(cmd)
+	cmd.Flags().StringVar(&logDir, "log-dir", "", "read the log files of this directory (as sluice hub --log-dir writes them)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "after the matching records, show new ones as they are written, until SIGINT")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as stored: one JSON object a line")
 	return cmd

@@ -85,7 +85,7 @@ itself in well under a minute. Its log goes to stderr at level error unless
 				}
 			}
 			if hub {
-				for _, name := range []string{"data-dir", "edge", "from-start", "metrics-addr", "metrics-token-file", "progress"} {
+				for _, name := range []string{"data-dir", "edge", "from-start", "metrics-addr", "metrics-token-file", "progress", "summary-interval"} {
 					if cmd.Flag(name).Changed {
 						return &exitError{code: exitUsage, err: fmt.Errorf("--%s has no effect with --hub (each edge of the demo keeps its state in a temporary directory)", name)}
 					}

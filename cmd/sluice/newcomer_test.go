@@ -247,6 +247,9 @@ func TestDemoCloud(t *testing.T) {
 	if code, _, stderr := run(t, "demo", "--cloud", "--direct"); code != exitUsage {
 		t.Fatalf("--cloud --direct: exit %d %s", code, stderr)
 	}
+	if code, _, stderr := run(t, "demo", "--hub", "--summary-interval", "5s"); code != exitUsage || !strings.Contains(stderr, "--summary-interval has no effect with --hub") {
+		t.Fatalf("--hub --summary-interval: exit %d %s", code, stderr)
+	}
 }
 
 // sluice demo --direct runs the same computation as sluice demo: the steps

@@ -58,6 +58,8 @@ func TestHubLogs(t *testing.T) {
 		{"limit", []string{"--limit", "2", "--json"}, 0, []string{"event 98", "event 99"}, []string{"event 97"}},
 		{"bad pattern", []string{"--grep", "(("}, exitUsage, nil, nil},
 		{"bad cap", []string{"--max-bytes", "10"}, exitUsage, nil, nil},
+		{"wait too long", []string{"--wait", "1h"}, exitUsage, nil, nil},
+		{"wait for an online edge", []string{"--wait", "1m", "--limit", "1", "--json"}, 0, []string{"event 99"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

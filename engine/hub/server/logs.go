@@ -22,11 +22,39 @@ import (
 // subject: it is not connected (or runs without a hub section).
 var ErrEdgeOffline = errors.New("the edge is not connected: no answer on its logs subject")
 
+// MaxLogsWait bounds how long a log query waits for an edge to come
+// online.
+const MaxLogsWait = 5 * time.Minute
+
 // EdgeLogs asks the online edge for the records of its log file that req
 // selects, over NATS request/reply (protocol.LogsSubject), and waits at
-// most protocol.LogsTimeout. The answer is checked as hostile: at most
-// req's max_bytes, every record a JSON object with a time and a level.
-func (h *Hub) EdgeLogs(ctx context.Context, edge string, req logquery.Request) (logquery.Answer, error) {
+// most protocol.LogsTimeout for the answer. An edge that is not connected
+// is ErrEdgeOffline at once, or, with wait > 0, is asked again (every few
+// seconds) until it answers or wait has passed. The answer is checked as
+// hostile: at most req's max_bytes, every record a JSON object with a time
+// and a level.
+func (h *Hub) EdgeLogs(ctx context.Context, edge string, req logquery.Request, wait time.Duration) (logquery.Answer, error) {
+	until := time.Now().Add(min(wait, MaxLogsWait))
+	backoff := 250 * time.Millisecond
+	for {
+		a, err := h.edgeLogs(ctx, edge, req)
+		left := time.Until(until)
+		if !errors.Is(err, ErrEdgeOffline) || left <= 0 {
+			return a, err
+		}
+		t := time.NewTimer(min(backoff, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return a, err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// edgeLogs asks the edge once.
+func (h *Hub) edgeLogs(ctx context.Context, edge string, req logquery.Request) (logquery.Answer, error) {
 	subj, err := protocol.LogsSubject(edge)
 	if err != nil {
 		return logquery.Answer{}, err
@@ -62,7 +90,8 @@ func (h *Hub) EdgeLogs(ctx context.Context, edge string, req logquery.Request) (
 
 // edgeLogs answers GET /v1/edges/{id}/logs: level, since and until (RFC
 // 3339), pipeline, component, grep, limit and max_bytes as in
-// logquery.Request.
+// logquery.Request; wait (a duration up to MaxLogsWait) for an edge not
+// connected yet.
 func (a *API) edgeLogs(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := protocol.CheckEdgeID(id); err != nil {
@@ -74,7 +103,14 @@ func (a *API) edgeLogs(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	ans, err := a.hub.EdgeLogs(r.Context(), id, req)
+	var wait time.Duration
+	if s := r.URL.Query().Get("wait"); s != "" {
+		if wait, err = time.ParseDuration(s); err != nil || wait < 0 || wait > MaxLogsWait {
+			a.fail(w, r, fmt.Errorf("%w: wait: a duration from 0 to %s", errBadQuery, MaxLogsWait))
+			return
+		}
+	}
+	ans, err := a.hub.EdgeLogs(r.Context(), id, req, wait)
 	switch {
 	case errors.Is(err, ErrEdgeOffline):
 		httpapi.WriteJSON(w, http.StatusServiceUnavailable, errorBody{Error: err.Error()})
@@ -121,8 +157,8 @@ func logsRequestOf(v url.Values) (logquery.Request, error) {
 }
 
 // EdgeLogs asks the hub for the records of edge's log file that req
-// selects (the edge must be online).
-func (c *Client) EdgeLogs(ctx context.Context, edge string, req logquery.Request) (logquery.Answer, error) {
+// selects; the edge must be online, or come online within wait.
+func (c *Client) EdgeLogs(ctx context.Context, edge string, req logquery.Request, wait time.Duration) (logquery.Answer, error) {
 	if err := protocol.CheckEdgeID(edge); err != nil {
 		return logquery.Answer{}, err
 	}
@@ -147,6 +183,9 @@ func (c *Client) EdgeLogs(ctx context.Context, edge string, req logquery.Request
 	}
 	if req.MaxBytes != 0 {
 		set("max_bytes", strconv.Itoa(req.MaxBytes))
+	}
+	if wait > 0 {
+		set("wait", wait.String())
 	}
 	var ans logquery.Answer
 	if err := c.do(ctx, http.MethodGet, EdgesPath+"/"+edge+"/logs", q, nil, 0, &ans); err != nil {

@@ -53,8 +53,21 @@ func TestEdgeLogs(t *testing.T) {
 	ctx := context.Background()
 
 	var apiErr *server.APIError
-	if _, err := in.client.EdgeLogs(ctx, edge, logquery.Request{Level: "error"}); !errors.As(err, &apiErr) || apiErr.Code != http.StatusServiceUnavailable {
+	if _, err := in.client.EdgeLogs(ctx, edge, logquery.Request{Level: "error"}, 0); !errors.As(err, &apiErr) || apiErr.Code != http.StatusServiceUnavailable {
 		t.Fatalf("offline edge: %v, want a 503", err)
+	}
+
+	// Asked with a wait, the hub asks again until the edge comes online.
+	waited := make(chan error, 1)
+	go func() {
+		ans, err := in.client.EdgeLogs(ctx, edge, logquery.Request{Level: "error", Limit: 3}, time.Minute)
+		if err == nil && len(ans.Records) != 3 {
+			err = fmt.Errorf("%d records", len(ans.Records))
+		}
+		waited <- err
+	}()
+	if _, err := in.client.EdgeLogs(ctx, edge, logquery.Request{}, server.MaxLogsWait+time.Second); !errors.As(err, &apiErr) || apiErr.Code != http.StatusBadRequest {
+		t.Fatalf("a wait over the bound: %v, want a 400", err)
 	}
 
 	enc, _ := e.connect()
@@ -63,6 +76,9 @@ func TestEdgeLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
+	if err := <-waited; err != nil {
+		t.Fatalf("the query that waited for the edge: %v", err)
+	}
 	if err := enc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +101,7 @@ func TestEdgeLogs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ans, err := in.client.EdgeLogs(ctx, edge, tt.req)
+			ans, err := in.client.EdgeLogs(ctx, edge, tt.req, 0)
 			if tt.status != 0 {
 				if !errors.As(err, &apiErr) || apiErr.Code != tt.status {
 					t.Fatalf("%v, want status %d", err, tt.status)
@@ -138,7 +154,7 @@ func TestEdgeLogsHostileAnswer(t *testing.T) {
 			}
 			defer sub.Unsubscribe()
 			nc.Flush()
-			ans, err := in.client.EdgeLogs(context.Background(), edge, logquery.Request{})
+			ans, err := in.client.EdgeLogs(context.Background(), edge, logquery.Request{}, 0)
 			if tt.ok != (err == nil) {
 				t.Fatalf("err %v, want ok %v", err, tt.ok)
 			}

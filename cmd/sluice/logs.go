@@ -137,7 +137,7 @@ DIR, which --log-dir DIR reads.
 
 It shows the newest --limit records that pass every filter, oldest first:
 --level (and above), --since and --until (a duration back from now such as
-1h, or an RFC 3339 time), --pipeline and --component (the record's
+1h or 2d, a date, or an RFC 3339 time), --pipeline and --component (the record's
 attributes), --grep (a regular expression matched against the record's JSON
 line). Files outside the time window are not read, so a query over a narrow
 window stays fast however large the log. With --follow it then shows new
@@ -212,7 +212,8 @@ line.`,
 		},
 	}
 	filters.register(cmd)
-	edge.register(cmd)
+	cmd.Flags().StringVar(&edge.config, "config", "", "the edge configuration file (sluice.yaml): the log of its data_dir")
+	cmd.Flags().StringVar(&edge.dataDir, "data-dir", "", "the data directory of sluice run (--data-dir) whose log to read (default sluice-data)")
 	cmd.Flags().StringVar(&logDir, "log-dir", "", "read the log files of this directory (as sluice hub --log-dir writes them)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "after the matching records, show new ones as they are written, until SIGINT")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as stored: one JSON object a line")

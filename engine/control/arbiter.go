@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -78,6 +79,10 @@ type Arbiter struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+
+	// deferSync is set while a decision is made: its log entries are
+	// synced together once it is made (see Submit).
+	deferSync atomic.Bool
 
 	mu       sync.Mutex // decisions, queues, idempotency keys
 	closed   bool
@@ -237,7 +242,7 @@ func (a *Arbiter) persist(tr Transition) {
 	if len(tr.Reason) > MaxStringLen {
 		tr.Reason = tr.Reason[:MaxStringLen] + "..."
 	}
-	if err := a.store.appendEntry(e); err != nil {
+	if err := a.store.appendEntry(e, !a.deferSync.Load()); err != nil {
 		if !errors.Is(err, errStoreClosed) {
 			a.opts.Log.Error("control: cannot write the log", "err", err)
 		}
@@ -316,8 +321,21 @@ func (a *Arbiter) Submit(ctx context.Context, c Command) (Record, error) {
 		c.Class = ""
 	}
 
+	// The decision's log entries are written under the lock and synced
+	// once, after it, before the issuer has the answer.
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.deferSync.Store(true)
+	rec, err := a.decide(c, now, classErr)
+	a.deferSync.Store(false)
+	a.mu.Unlock()
+	if serr := a.store.syncAll(); serr != nil && rec.ID != "" {
+		return rec, serr
+	}
+	return rec, err
+}
+
+// decide applies the rules to a checked command; a.mu is held.
+func (a *Arbiter) decide(c Command, now time.Time, classErr error) (Record, error) {
 	if a.closed {
 		return Record{}, ErrClosed
 	}
@@ -500,7 +518,9 @@ func (a *Arbiter) work(asset string) {
 		if err != nil {
 			continue // expired, superseded meanwhile
 		}
-		if err := a.store.health(); err != nil {
+		// Everything written so far (its being sent included) is synced
+		// before it goes out.
+		if err := a.store.syncAll(); err != nil {
 			_, _ = a.tracker.Fail(id, "not delivered: the control log cannot be written: "+err.Error())
 			continue
 		}
@@ -577,7 +597,7 @@ func (a *Arbiter) TakeLease(ctx context.Context, req LeaseRequest) (Lease, error
 			return cur, fmt.Errorf("%w: asset %s is leased by %s (class %s) until %s", ErrLeased, req.Asset, cur.Holder, cur.Class, cur.Until.UTC().Format(time.RFC3339))
 		}
 	}
-	if err := a.store.appendEntry(logEntry{Lease: &l}); err != nil {
+	if err := a.store.appendEntry(logEntry{Lease: &l}, true); err != nil {
 		return Lease{}, err
 	}
 	a.leaseMu.Lock()
@@ -602,7 +622,7 @@ func (a *Arbiter) ReleaseLease(ctx context.Context, asset, holder string) error 
 	if !ok || cur.Holder != holder {
 		return fmt.Errorf("%w: %s holds no lease on asset %s", ErrNoLease, clip(holder), clip(asset))
 	}
-	if err := a.store.appendEntry(logEntry{Lease: &cur, Released: true}); err != nil {
+	if err := a.store.appendEntry(logEntry{Lease: &cur, Released: true}, true); err != nil {
 		return err
 	}
 	a.leaseMu.Lock()

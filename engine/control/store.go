@@ -177,8 +177,10 @@ func readLog(f *os.File) (*state, int64, error) {
 	return st, off, nil
 }
 
-// appendEntry writes e and, unless the store does not sync, syncs it.
-func (s *store) appendEntry(e logEntry) error {
+// appendEntry writes e and, when wait is set and the store syncs, syncs
+// it (with every entry written by then); an entry written without waiting
+// is synced by the next append that waits or by syncAll.
+func (s *store) appendEntry(e logEntry, wait bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -197,7 +199,25 @@ func (s *store) appendEntry(e logEntry) error {
 		s.synced = s.written
 		return nil
 	}
-	mine := s.written
+	if !wait {
+		return nil
+	}
+	return s.syncLocked(s.written)
+}
+
+// syncAll syncs every entry written so far.
+func (s *store) syncAll() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	return s.syncLocked(s.written)
+}
+
+// syncLocked returns once the entries up to mine are synced: one caller
+// at a time syncs, for every entry written by then; s.mu is held.
+func (s *store) syncLocked(mine uint64) error {
 	for s.synced < mine && s.err == nil {
 		if s.syncing {
 			s.cond.Wait()

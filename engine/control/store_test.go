@@ -65,7 +65,7 @@ func TestCorruptFrameEndsLog(t *testing.T) {
 	}
 	for i, id := range []string{"a", "b", "c"} {
 		rec := command.Command{ID: id, Asset: "T1", Service: "s", Status: command.Acked, Version: uint64(i + 1)}
-		if err := s.appendEntry(logEntry{Rec: &rec, Tr: &command.Transition{Seq: uint64(i + 1), ID: id, To: command.Acked, At: time.Unix(0, 0)}}); err != nil {
+		if err := s.appendEntry(logEntry{Rec: &rec, Tr: &command.Transition{Seq: uint64(i + 1), ID: id, To: command.Acked, At: time.Unix(0, 0)}}, true); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -302,5 +303,17 @@ func TestImportProgress(t *testing.T) {
 	}
 	if code, _, _ := run(t, "import", "x.bundle", "--progress", "sideways"); code != exitUsage {
 		t.Fatalf("--progress sideways: exit %d", code)
+	}
+}
+
+// BenchmarkLiveLineWrite measures a log record's write through the live
+// line, with a status line on show (clear, write, redraw).
+func BenchmarkLiveLineWrite(b *testing.B) {
+	l := &liveLine{w: io.Discard}
+	l.show("rows 123456  rows/s 98765  elapsed 1m")
+	rec := []byte("time=2026-12-07T03:11:57.820Z level=INFO msg=progress rows=286 rows_per_s=940 elapsed=0s\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Write(rec)
 	}
 }

@@ -163,6 +163,7 @@ func search(ctx context.Context, dir string, q Query, stop os.FileInfo, stopAt i
 	res := &Result{}
 	res.Stats.Files = len(files)
 	var perFile [][]Entry // newest file first
+	probe := make([]byte, probeBytes) // reused by every file's probes
 	count, size := 0, int64(0)
 	for i := len(files) - 1; i >= 0; i-- {
 		if err := ctx.Err(); err != nil {
@@ -194,7 +195,7 @@ func search(ctx context.Context, dir string, q Query, stop os.FileInfo, stopAt i
 			if stop != nil && os.SameFile(fi, stop) {
 				end = min(end, stopAt)
 			}
-			ents, st, over, err = searchFile(ctx, f, end, &fq)
+			ents, st, over, err = searchFile(ctx, f, end, &fq, probe)
 			return err
 		}()
 		if err != nil {
@@ -222,8 +223,8 @@ func search(ctx context.Context, dir string, q Query, stop os.FileInfo, stopAt i
 // fileRange returns the times of the first and last records of f (its
 // first end bytes), from the first and last probeBytes; ok is false when
 // either end holds no record.
-func fileRange(f *os.File, end int64) (first, last time.Time, ok bool) {
-	buf := make([]byte, min(end, probeBytes))
+func fileRange(f *os.File, end int64, probe []byte) (first, last time.Time, ok bool) {
+	buf := probe[:min(end, probeBytes)]
 	n, _ := f.ReadAt(buf, 0)
 	b := buf[:n]
 	okFirst := false
@@ -290,8 +291,7 @@ func timeAt(f *os.File, off, end int64, buf []byte) (t time.Time, ok bool) {
 
 // startOffset returns an offset at or before the first record of f at or
 // after since (by bisection; records are in time order within Slack).
-func startOffset(f *os.File, end int64, since time.Time) int64 {
-	buf := make([]byte, probeBytes)
+func startOffset(f *os.File, end int64, since time.Time, buf []byte) int64 {
 	lo, hi := int64(0), end
 	for hi-lo > probeBytes {
 		mid := lo + (hi-lo)/2
@@ -310,7 +310,7 @@ func startOffset(f *os.File, end int64, since time.Time) int64 {
 // searchFile returns the newest matches of q in the first end bytes of f
 // (at most q.Limit, q.MaxBytes of them) and whether older ones were left
 // out.
-func searchFile(ctx context.Context, f *os.File, end int64, q *Query) (ents []Entry, st Stats, over bool, err error) {
+func searchFile(ctx context.Context, f *os.File, end int64, q *Query, probe []byte) (ents []Entry, st Stats, over bool, err error) {
 	if end == 0 {
 		return nil, st, false, nil
 	}
@@ -322,7 +322,7 @@ func searchFile(ctx context.Context, f *os.File, end int64, q *Query) (ents []En
 		to = q.Until.Add(Slack)
 	}
 	if !from.IsZero() || !to.IsZero() {
-		first, last, ok := fileRange(f, end)
+		first, last, ok := fileRange(f, end, probe)
 		if ok && (!from.IsZero() && last.Before(from) || !to.IsZero() && first.After(to)) {
 			st.Skipped = 1
 			return nil, st, false, nil
@@ -330,7 +330,7 @@ func searchFile(ctx context.Context, f *os.File, end int64, q *Query) (ents []En
 	}
 	var off int64
 	if !from.IsZero() {
-		off = startOffset(f, end, from)
+		off = startOffset(f, end, from, probe)
 	}
 	r := bufio.NewReaderSize(io.NewSectionReader(f, off, end-off), logfile.MaxLineBytes)
 	if off > 0 {

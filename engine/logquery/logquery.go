@@ -162,7 +162,7 @@ func search(ctx context.Context, dir string, q Query, stop os.FileInfo, stopAt i
 	}
 	res := &Result{}
 	res.Stats.Files = len(files)
-	var perFile [][]Entry // newest file first
+	var perFile [][]Entry             // newest file first
 	probe := make([]byte, probeBytes) // reused by every file's probes
 	count, size := 0, int64(0)
 	for i := len(files) - 1; i >= 0; i-- {

@@ -464,6 +464,9 @@ func parseComponent(file string, kind spec.Kind, key, n *yaml.Node, lone bool) (
 	c.Type, c.TypePos = t.Value, nodePos(file, t)
 	comp, ok := engine.Lookup(kind, c.Type)
 	if !ok {
+		if msg := notInThisBuild(kind, c.Type); msg != "" {
+			return nil, spec.Errors{spec.Errorf(c.TypePos, "%s", msg)}
+		}
 		return nil, spec.Errors{spec.Errorf(c.TypePos, "%s", engine.UnknownTypeError(kind, c.Type))}
 	}
 	c.Comp = comp

@@ -6,7 +6,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/engine/spec"
-	"github.com/sluice-edge/sluice/operators/infer"
 )
 
 // CheckReleaseModels checks the models of the release in dir as sluice
@@ -30,7 +29,7 @@ func CheckReleaseModels(dir string, env LookupEnv) spec.Errors {
 	var steps []*ComponentDef
 	for _, d := range rel.Defs {
 		for _, c := range d.Steps {
-			if c.Type != infer.Spec.Name || c.Node == nil {
+			if c.Type != inferType || c.Node == nil {
 				continue
 			}
 			spans = append(spans, span{c.Pos.File, c.Pos.Line, lastLine(c.Node)})
@@ -67,13 +66,16 @@ func CheckReleaseModels(dir string, env LookupEnv) spec.Errors {
 		}
 		name := cfg.String("model")
 		pdir := filepath.Join(dir, filepath.Dir(c.Pos.File))
-		if _, err := infer.LoadReleaseModel(dir, pdir, name, cfg.String("runtime")); err != nil {
+		if err := loadReleaseModel(dir, pdir, name, cfg.String("runtime")); err != nil {
 			out = append(out, cfg.Errorf("model", "model %s: %v", name, err))
 		}
 	}
 	out.Sort()
 	return out
 }
+
+// inferType is the type name of the infer step.
+const inferType = "infer"
 
 // lastLine is the last line of n and its descendants.
 func lastLine(n *yaml.Node) int {

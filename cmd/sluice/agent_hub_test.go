@@ -17,8 +17,8 @@ import (
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/hub/hubtest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
-	"github.com/sluice-edge/sluice/engine/logquery"
 	"github.com/sluice-edge/sluice/engine/hub/uplink"
+	"github.com/sluice-edge/sluice/engine/logquery"
 )
 
 // TestEdgeReportsToHub: an edge configured with a hub starts while the

@@ -7,7 +7,7 @@ BIN      ?= bin/sluice
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: run test test-short build install bench gobench fuzz docs check-docs vet fmt services clean
+.PHONY: run test test-short build lean install bench gobench fuzz docs check-docs vet fmt services clean
 
 ## run: the wind-farm demo (simulated turbines -> embedded MQTT broker -> stats -> alerts; nothing else to install)
 run:
@@ -24,6 +24,11 @@ test-short:
 ## build: a static binary in bin/
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
+
+## lean: a smaller static edge binary, bin/sluice-lean: without the infer step and the
+## kafka, redis, amqp and postgres sinks (-tags sluice_lean; docs/bench.md#footprint)
+lean:
+	CGO_ENABLED=0 $(GO) build -tags sluice_lean -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-lean ./cmd/sluice
 
 ## install: sluice into $(go env GOPATH)/bin (or GOBIN), so that `sluice ...` works from any directory
 install:

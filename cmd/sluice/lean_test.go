@@ -56,8 +56,10 @@ func TestLeanBuild(t *testing.T) {
 	if code, out := sluice("validate", edge); code != 0 {
 		t.Fatalf("lean sluice validate of an edge pipeline: exit %d\n%s", code, out)
 	}
-	if code, out := sluice("version"); code != 0 || !strings.HasPrefix(out, "sluice ") {
-		t.Fatalf("lean sluice version: exit %d\n%s", code, out)
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		if code, out := sluice(args...); code != 0 || !strings.HasPrefix(out, "sluice ") || !strings.Contains(out, ", lean edge build)") {
+			t.Fatalf("lean sluice %v: exit %d, want a version line saying it is a lean edge build\n%s", args, code, out)
+		}
 	}
 
 	// What it leaves out is named as left out of this build.

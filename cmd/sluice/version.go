@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sluice-edge/sluice/pipelines"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -33,5 +35,10 @@ func versionLine() string {
 			}
 		}
 	}
-	return fmt.Sprintf("sluice %s (commit %s, %s %s/%s)", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	build := ""
+	if pipelines.Lean() {
+		// make lean: say so, since it lacks components (see pipelines.LeftOut).
+		build = ", lean edge build"
+	}
+	return fmt.Sprintf("sluice %s (commit %s, %s %s/%s%s)", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH, build)
 }

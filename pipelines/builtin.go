@@ -55,6 +55,14 @@ func init() {
 	}
 }
 
+// leanLeftOut names the component types a lean edge build (-tags
+// sluice_lean) does not include, sorted per kind: builtin_full.go imports
+// them in the complete build.
+var leanLeftOut = map[spec.Kind][]string{
+	spec.KindStep: {"infer"},
+	spec.KindSink: {"amqp", "kafka", "postgres", "redis"},
+}
+
 // Lean reports whether this is a lean edge build (-tags sluice_lean): one
 // without the components and commands LeftOut lists.
 func Lean() bool { return lean }

@@ -2,21 +2,13 @@
 
 package pipelines
 
-import (
-	"errors"
-
-	"github.com/sluice-edge/sluice/engine/spec"
-)
+import "errors"
 
 // lean is true: built with -tags sluice_lean.
 const lean = true
 
-// leftOut names the component types a lean edge build does not include
-// (builtin_full.go imports them in the complete build), sorted per kind.
-var leftOut = map[spec.Kind][]string{
-	spec.KindStep: {"infer"},
-	spec.KindSink: {"amqp", "kafka", "postgres", "redis"},
-}
+// leftOut is what the lean edge build leaves out: leanLeftOut.
+var leftOut = leanLeftOut
 
 // loadReleaseModel refuses: this build has no infer step to run models.
 func loadReleaseModel(_, _, _, _ string) error {

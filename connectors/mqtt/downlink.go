@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,18 +42,7 @@ type DownlinkOptions struct {
 // command's progress (accepted, sent, acked, failed, timeout) is recorded
 // in a command.Tracker. It is safe for concurrent use.
 type Downlink struct {
-	opts    DownlinkOptions
-	tracker *command.Tracker
-	own     bool // the tracker was created here
-	cl      client
-	ready   chan struct{}
-	once    sync.Once
-
-	unmatched *atomic.Int64
-
-	mu      sync.Mutex
-	started bool
-	closed  bool
+	downlinkCore // Tracker, Unmatched, Start, Ready, Close
 }
 
 // ErrBadTopicKey is returned by Send for a command whose product key,
@@ -98,58 +86,22 @@ func NewDownlink(opts DownlinkOptions) (*Downlink, error) {
 	if opts.Client.Log == nil {
 		opts.Client.Log = opts.Log
 	}
-	d := &Downlink{opts: opts, tracker: opts.Tracker, ready: make(chan struct{}), unmatched: opts.Unmatched}
-	if d.unmatched == nil {
-		d.unmatched = new(atomic.Int64)
-	}
-	if d.tracker == nil {
-		d.tracker, d.own = command.New(command.Options{}), true
-	}
-	cl, err := newClient(clientConfig{
-		ClientOptions: opts.Client,
-		subs:          []subscription{{topic: replyFilter, qos: 1}},
-		onMessage:     d.onMessage,
-		onUp:          func() { d.once.Do(func() { close(d.ready) }) },
-		onSubscribeError: func(topic string, err error) {
-			d.opts.Log.Error("mqtt downlink: cannot receive replies", "topic", topic, "err", err)
-		},
+	d := &Downlink{}
+	err := d.init(downlinkConfig{
+		name:        "mqtt downlink",
+		client:      opts.Client,
+		tracker:     opts.Tracker,
+		unmatched:   opts.Unmatched,
+		log:         opts.Log,
+		sendTimeout: opts.SendTimeout,
+		qos0:        opts.QoS0,
+		replyFilter: replyFilter,
+		onMessage:   d.onMessage,
 	})
 	if err != nil {
 		return nil, err
 	}
-	d.cl = cl
 	return d, nil
-}
-
-// Tracker returns the tracker recording the downlink's commands.
-func (d *Downlink) Tracker() *command.Tracker { return d.tracker }
-
-// Unmatched returns the number of replies that matched no command.
-func (d *Downlink) Unmatched() int64 { return d.unmatched.Load() }
-
-// Start connects to the broker and subscribes to replies; it returns once
-// subscribed, or with ctx's error (the connection keeps being attempted in
-// the background until Close).
-func (d *Downlink) Start(ctx context.Context) error {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return errors.New("mqtt downlink: closed")
-	}
-	if !d.started {
-		d.started = true
-		if err := d.cl.start(ctx); err != nil {
-			d.mu.Unlock()
-			return err
-		}
-	}
-	d.mu.Unlock()
-	select {
-	case <-d.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // SetPoints sets measure points of a device (service "measurepoint.set").
@@ -176,55 +128,19 @@ func (d *Downlink) Send(ctx context.Context, c command.Command) (command.Command
 		return c, err
 	}
 	if bad != nil {
-		c, _ = d.tracker.Reject(c.ID, bad.Error())
-		return c, fmt.Errorf("mqtt downlink: command %s: %w", c.ID, bad)
+		return d.reject(c, bad)
 	}
-	if err := d.publish(ctx, c); err != nil {
-		d.opts.Log.Warn("mqtt downlink: command not sent", "id", c.ID, "device", c.Asset, "err", err)
-		c, _ = d.tracker.Fail(c.ID, "not sent: "+err.Error())
-		return c, fmt.Errorf("mqtt downlink: command %s not sent: %w", c.ID, err)
-	}
-	sent, err := d.tracker.Sent(c.ID)
-	if errors.Is(err, command.ErrFinal) {
-		// The reply overtook us, or the command expired meanwhile.
-		got, _ := d.tracker.Get(c.ID)
-		return got, nil
-	}
-	return sent, err
+	return d.dispatch(ctx, c, func(ctx context.Context) error { return d.send(ctx, c) })
 }
 
-// publish encodes c and hands it to the broker, waiting for a connection
-// up to the send timeout.
-func (d *Downlink) publish(ctx context.Context, c command.Command) error {
+// send encodes c and hands it to the broker, waiting for a connection up
+// to the send timeout.
+func (d *Downlink) send(ctx context.Context, c command.Command) error {
 	payload, err := codec.AppendRequest(nil, c.ID, c.Service, c.Inputs)
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
-	defer cancel()
-	topic := codec.ServiceTopicFor(c.Product, c.Asset, c.Service)
-	for {
-		qos := byte(1)
-		if d.opts.QoS0 {
-			qos = 0
-		}
-		err = d.cl.publish(sctx, topic, qos, payload)
-		if !errors.Is(err, errNotConnected) {
-			return err
-		}
-		if werr := d.cl.awaitConnection(sctx); werr != nil {
-			return fmt.Errorf("%w: %w", errBrokerUnreachable, werr)
-		}
-	}
-}
-
-// Ready returns once the downlink is connected to the broker, or with
-// ctx's error. With Deliver it makes the downlink a control.Transport.
-func (d *Downlink) Ready(ctx context.Context) error {
-	if err := d.Start(ctx); err != nil {
-		return err
-	}
-	return d.cl.awaitConnection(ctx)
+	return d.publish(ctx, codec.ServiceTopicFor(c.Product, c.Asset, c.Service), payload)
 }
 
 // Deliver publishes a command that its tracker (the downlink's) already
@@ -238,11 +154,7 @@ func (d *Downlink) Deliver(ctx context.Context, c command.Command) error {
 	if err := checkTarget(&c); err != nil {
 		return err
 	}
-	if err := d.publish(ctx, c); err != nil {
-		d.opts.Log.Warn("mqtt downlink: command not delivered", "id", c.ID, "device", c.Asset, "err", err)
-		return fmt.Errorf("mqtt downlink: command %s not delivered: %w", c.ID, err)
-	}
-	return nil
+	return d.delivered(c, d.send(ctx, c))
 }
 
 // onMessage matches a reply to its command.
@@ -254,30 +166,9 @@ func (d *Downlink) onMessage(m message) {
 	rep, err := codec.ParseReply(m.payload)
 	if err != nil {
 		d.unmatched.Add(1)
-		d.opts.Log.Warn("mqtt downlink: bad reply", "topic", m.topic, "err", err)
+		d.log.Warn("mqtt downlink: bad reply", "topic", m.topic, "err", err)
 		return
 	}
 	from := command.Target{Product: t.ProductKey, Asset: t.DeviceKey, Service: t.Service}
-	if _, err := d.tracker.Reply(rep.ID, from, rep.Code, rep.Message, rep.Data); errors.Is(err, command.ErrUnknown) || errors.Is(err, command.ErrMisdirected) {
-		d.unmatched.Add(1)
-	}
-}
-
-// Close disconnects; a tracker created by NewDownlink stops its timeouts.
-// It is idempotent.
-func (d *Downlink) Close() error {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil
-	}
-	d.closed = true
-	d.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := d.cl.stop(ctx)
-	if d.own {
-		d.tracker.Close()
-	}
-	return err
+	d.reply(rep, from)
 }

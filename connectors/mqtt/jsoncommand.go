@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,19 +65,9 @@ type JSONDownlinkOptions struct {
 // it a transport of the control arbiter (engine/control). It is safe for
 // concurrent use.
 type JSONDownlink struct {
-	opts      JSONDownlinkOptions
-	topic     TopicTemplate
-	reply     TopicTemplate
-	tracker   *command.Tracker
-	own       bool
-	cl        client
-	ready     chan struct{}
-	once      sync.Once
-	unmatched *atomic.Int64
-
-	mu      sync.Mutex
-	started bool
-	closed  bool
+	downlinkCore // Tracker, Unmatched, Start, Ready, Close
+	topic        TopicTemplate
+	replyTopic   TopicTemplate
 }
 
 // ErrNotOnePoint is returned for a command the JSON command topic cannot
@@ -110,65 +99,22 @@ func NewJSONDownlink(opts JSONDownlinkOptions) (*JSONDownlink, error) {
 	if opts.Client.Log == nil {
 		opts.Client.Log = opts.Log
 	}
-	d := &JSONDownlink{opts: opts, topic: topic, reply: reply, tracker: opts.Tracker, ready: make(chan struct{}), unmatched: opts.Unmatched}
-	if d.unmatched == nil {
-		d.unmatched = new(atomic.Int64)
-	}
-	if d.tracker == nil {
-		d.tracker, d.own = command.New(command.Options{}), true
-	}
-	cl, err := newClient(clientConfig{
-		ClientOptions: opts.Client,
-		subs:          []subscription{{topic: reply.Filter(), qos: 1}},
-		onMessage:     d.onMessage,
-		onUp:          func() { d.once.Do(func() { close(d.ready) }) },
-		onSubscribeError: func(topic string, err error) {
-			d.opts.Log.Error("mqtt json downlink: cannot receive replies", "topic", topic, "err", err)
-		},
+	d := &JSONDownlink{topic: topic, replyTopic: reply}
+	err = d.init(downlinkConfig{
+		name:        "mqtt json downlink",
+		client:      opts.Client,
+		tracker:     opts.Tracker,
+		unmatched:   opts.Unmatched,
+		log:         opts.Log,
+		sendTimeout: opts.SendTimeout,
+		qos0:        opts.QoS0,
+		replyFilter: reply.Filter(),
+		onMessage:   d.onMessage,
 	})
 	if err != nil {
 		return nil, err
 	}
-	d.cl = cl
 	return d, nil
-}
-
-// Tracker returns the tracker recording the downlink's commands.
-func (d *JSONDownlink) Tracker() *command.Tracker { return d.tracker }
-
-// Unmatched returns the number of replies that matched no command.
-func (d *JSONDownlink) Unmatched() int64 { return d.unmatched.Load() }
-
-// Start connects to the broker and subscribes to replies; it returns once
-// subscribed, or with ctx's error.
-func (d *JSONDownlink) Start(ctx context.Context) error {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return errors.New("mqtt json downlink: closed")
-	}
-	if !d.started {
-		d.started = true
-		if err := d.cl.start(ctx); err != nil {
-			d.mu.Unlock()
-			return err
-		}
-	}
-	d.mu.Unlock()
-	select {
-	case <-d.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// Ready returns once the downlink is connected, or with ctx's error.
-func (d *JSONDownlink) Ready(ctx context.Context) error {
-	if err := d.Start(ctx); err != nil {
-		return err
-	}
-	return d.cl.awaitConnection(ctx)
 }
 
 // payload checks c and encodes its message; it returns the topic too.
@@ -181,7 +127,7 @@ func (d *JSONDownlink) payload(c *command.Command) (string, []byte, error) {
 	for point, value = range c.Inputs {
 	}
 	parts := map[string]string{PlaceholderAsset: c.Asset, PlaceholderPoint: point}
-	if d.topic.Has(PlaceholderProduct) || d.reply.Has(PlaceholderProduct) {
+	if d.topic.Has(PlaceholderProduct) || d.replyTopic.Has(PlaceholderProduct) {
 		parts[PlaceholderProduct] = c.Product
 	}
 	for name, v := range parts {
@@ -198,26 +144,6 @@ func (d *JSONDownlink) payload(c *command.Command) (string, []byte, error) {
 		return "", nil, fmt.Errorf("mqtt json downlink: value of %s: %w", point, err)
 	}
 	return d.topic.Topic(c.Product, c.Asset, point), b, nil
-}
-
-// publish hands a message to the broker, waiting for a connection up to
-// the send timeout.
-func (d *JSONDownlink) publish(ctx context.Context, topic string, payload []byte) error {
-	sctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
-	defer cancel()
-	qos := byte(1)
-	if d.opts.QoS0 {
-		qos = 0
-	}
-	for {
-		err := d.cl.publish(sctx, topic, qos, payload)
-		if !errors.Is(err, errNotConnected) {
-			return err
-		}
-		if werr := d.cl.awaitConnection(sctx); werr != nil {
-			return fmt.Errorf("%w: %w", errBrokerUnreachable, werr)
-		}
-	}
 }
 
 // Send submits c to the tracker and publishes it. It returns once the
@@ -237,20 +163,9 @@ func (d *JSONDownlink) Send(ctx context.Context, c command.Command) (command.Com
 	}
 	topic, payload, bad := d.payload(&c)
 	if bad != nil {
-		c, _ = d.tracker.Reject(c.ID, bad.Error())
-		return c, fmt.Errorf("mqtt json downlink: command %s: %w", c.ID, bad)
+		return d.reject(c, bad)
 	}
-	if err := d.publish(ctx, topic, payload); err != nil {
-		d.opts.Log.Warn("mqtt json downlink: command not sent", "id", c.ID, "device", c.Asset, "err", err)
-		c, _ = d.tracker.Fail(c.ID, "not sent: "+err.Error())
-		return c, fmt.Errorf("mqtt json downlink: command %s not sent: %w", c.ID, err)
-	}
-	sent, err := d.tracker.Sent(c.ID)
-	if errors.Is(err, command.ErrFinal) {
-		got, _ := d.tracker.Get(c.ID)
-		return got, nil
-	}
-	return sent, err
+	return d.dispatch(ctx, c, func(ctx context.Context) error { return d.publish(ctx, topic, payload) })
 }
 
 // Deliver publishes a command its tracker already holds as sent (for the
@@ -260,39 +175,33 @@ func (d *JSONDownlink) Deliver(ctx context.Context, c command.Command) error {
 	if err != nil {
 		return err
 	}
-	if err := d.publish(ctx, topic, payload); err != nil {
-		d.opts.Log.Warn("mqtt json downlink: command not delivered", "id", c.ID, "device", c.Asset, "err", err)
-		return fmt.Errorf("mqtt json downlink: command %s not delivered: %w", c.ID, err)
-	}
-	return nil
+	return d.delivered(c, d.publish(ctx, topic, payload))
 }
 
 // onMessage matches a reply to its command.
 func (d *JSONDownlink) onMessage(m message) {
-	product, asset, point, ok := d.reply.Match(m.topic)
+	product, asset, point, ok := d.replyTopic.Match(m.topic)
 	if !ok {
 		return
 	}
 	rep, err := codec.ParseReply(m.payload)
 	if err != nil {
 		d.unmatched.Add(1)
-		d.opts.Log.Warn("mqtt json downlink: bad reply", "topic", clipText(m.topic), "err", err)
+		d.log.Warn("mqtt json downlink: bad reply", "topic", clipText(m.topic), "err", err)
 		return
 	}
 	from := command.Target{Product: product, Asset: asset, Service: command.SetPoints}
 	if c, known := d.tracker.Get(rep.ID); known {
-		if !d.reply.Has(PlaceholderProduct) {
+		if !d.replyTopic.Has(PlaceholderProduct) {
 			from.Product = c.Product // the topic does not say: not part of the device's address
 		}
-		if d.reply.Has(PlaceholderPoint) {
+		if d.replyTopic.Has(PlaceholderPoint) {
 			if _, set := c.Inputs[point]; !set || len(c.Inputs) != 1 {
 				from.Service = command.SetPoints + ":" + point // another point's reply: misdirected
 			}
 		}
 	}
-	if _, err := d.tracker.Reply(rep.ID, from, rep.Code, rep.Message, rep.Data); errors.Is(err, command.ErrUnknown) || errors.Is(err, command.ErrMisdirected) {
-		d.unmatched.Add(1)
-	}
+	d.reply(rep, from)
 }
 
 // clipText bounds a network string for a log line.
@@ -301,23 +210,4 @@ func clipText(s string) string {
 		return s[:200] + "..."
 	}
 	return s
-}
-
-// Close disconnects; a tracker created by NewJSONDownlink stops its
-// timeouts. It is idempotent.
-func (d *JSONDownlink) Close() error {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil
-	}
-	d.closed = true
-	d.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := d.cl.stop(ctx)
-	if d.own {
-		d.tracker.Close()
-	}
-	return err
 }

@@ -72,6 +72,10 @@ func (s Status) Final() bool {
 	return false
 }
 
+// unsent reports whether a command in status s is not yet sent: accepted
+// or queued.
+func (s Status) unsent() bool { return s == Accepted || s == Queued }
+
 // SetPoints is the Service of a command that sets measure points; its
 // Inputs map point names to values.
 const SetPoints = "measurepoint.set"
@@ -255,7 +259,7 @@ func (t *Tracker) Submit(c Command) (Command, error) {
 	fire = append(fire, t.record(e, "", Accepted, now, ""))
 	if !c.Expiry.IsZero() {
 		if !now.Before(c.Expiry) {
-			fire = append(fire, t.finish(e, Expired, now, "expired before it was sent (expiry "+c.Expiry.UTC().Format(time.RFC3339Nano)+")"))
+			fire = append(fire, t.finish(e, Expired, now, expiredReason(c.Expiry, "")))
 			return e.c, fmt.Errorf("%w: %s", ErrExpired, c.ID)
 		}
 		t.armExpiry(e, now)
@@ -267,9 +271,27 @@ func (t *Tracker) Submit(c Command) (Command, error) {
 // held.
 func (t *Tracker) armExpiry(e *entry, now time.Time) {
 	id := e.c.ID
-	reason := "expired before it was sent (expiry " + e.c.Expiry.UTC().Format(time.RFC3339Nano) + ")"
+	reason := expiredReason(e.c.Expiry, "")
 	e.timer = t.opts.Clock.AfterFunc(e.c.Expiry.Sub(now), func() { t.expire(id, Expired, reason) })
 }
+
+// expiredReason is the reason of a command that expired before it was
+// sent; note is added inside the parentheses.
+func expiredReason(expiry time.Time, note string) string {
+	return "expired before it was sent (expiry " + expiry.UTC().Format(time.RFC3339Nano) + note + ")"
+}
+
+// armTimeout starts the timer that times out a sent command after d;
+// t.mu is held.
+func (t *Tracker) armTimeout(e *entry, d time.Duration) {
+	id := e.c.ID
+	reason := timeoutReason(e.c.Timeout)
+	e.timer = t.opts.Clock.AfterFunc(d, func() { t.expire(id, Timeout, reason) })
+}
+
+// timeoutReason is the reason of a command that got no reply within
+// timeout.
+func timeoutReason(timeout time.Duration) string { return "no reply within " + timeout.String() }
 
 // Queue records that an accepted command waits for its turn.
 func (t *Tracker) Queue(id, reason string) (Command, error) {
@@ -287,18 +309,7 @@ func (t *Tracker) Queue(id, reason string) (Command, error) {
 // Supersede records that a command not yet sent was replaced by a newer
 // one; reason names it.
 func (t *Tracker) Supersede(id, reason string) (Command, error) {
-	t.mu.Lock()
-	var fire []Transition
-	defer func() { t.mu.Unlock(); t.notify(fire) }()
-	e, err := t.lookup(id, "")
-	if err != nil {
-		return Command{}, err
-	}
-	if e.c.Status != Accepted && e.c.Status != Queued {
-		return e.c, fmt.Errorf("command %s is %s: only a command not yet sent can be superseded", id, e.c.Status)
-	}
-	fire = append(fire, t.finish(e, Superseded, t.opts.Clock.Now(), reason))
-	return e.c, nil
+	return t.finishUnsent(id, Superseded, reason, ": only a command not yet sent can be superseded")
 }
 
 // Note records in the audit an event that leaves the command's status
@@ -373,20 +384,18 @@ func (t *Tracker) Restore(cmds []Command, audit []Transition) error {
 		case Accepted, Queued:
 			if !c.Expiry.IsZero() {
 				if !now.Before(c.Expiry) {
-					fire = append(fire, t.finish(e, Expired, now, "expired before it was sent (expiry "+c.Expiry.UTC().Format(time.RFC3339Nano)+", found on restart)"))
+					fire = append(fire, t.finish(e, Expired, now, expiredReason(c.Expiry, ", found on restart")))
 					continue
 				}
 				t.armExpiry(e, now)
 			}
 		case Sent:
-			id := c.ID
-			reason := "no reply within " + c.Timeout.String()
 			left := c.Sent.Add(c.Timeout).Sub(now)
 			if left <= 0 {
-				fire = append(fire, t.finish(e, Timeout, now, reason+" (found on restart)"))
+				fire = append(fire, t.finish(e, Timeout, now, timeoutReason(c.Timeout)+" (found on restart)"))
 				continue
 			}
-			e.timer = t.opts.Clock.AfterFunc(left, func() { t.expire(id, Timeout, reason) })
+			t.armTimeout(e, left)
 		}
 	}
 	for len(t.final) > t.opts.Retain {
@@ -406,12 +415,12 @@ func (t *Tracker) Sent(id string) (Command, error) {
 	if err != nil {
 		return Command{}, err
 	}
-	if e.c.Status != Accepted && e.c.Status != Queued {
+	if !e.c.Status.unsent() {
 		return e.c, fmt.Errorf("command %s is %s, not accepted or queued", id, e.c.Status)
 	}
 	now := t.opts.Clock.Now()
 	if !e.c.Expiry.IsZero() && !now.Before(e.c.Expiry) {
-		fire = append(fire, t.finish(e, Expired, now, "expired before it was sent (expiry "+e.c.Expiry.UTC().Format(time.RFC3339Nano)+")"))
+		fire = append(fire, t.finish(e, Expired, now, expiredReason(e.c.Expiry, "")))
 		return e.c, fmt.Errorf("%w: %s", ErrExpired, id)
 	}
 	if e.timer != nil {
@@ -419,8 +428,7 @@ func (t *Tracker) Sent(id string) (Command, error) {
 	}
 	e.c.Sent = now
 	fire = append(fire, t.move(e, Sent, now, ""))
-	reason := "no reply within " + e.c.Timeout.String()
-	e.timer = t.opts.Clock.AfterFunc(e.c.Timeout, func() { t.expire(id, Timeout, reason) })
+	t.armTimeout(e, e.c.Timeout)
 	return e.c, nil
 }
 
@@ -476,7 +484,7 @@ func (t *Tracker) Reply(id string, from Target, code int, message string, output
 			return e.c, fmt.Errorf("%w: %s is %s", ErrFinal, id, e.c.Status)
 		}
 		// A reply can overtake the report that the command was sent.
-		if e.c.Status != Accepted && e.c.Status != Queued {
+		if !e.c.Status.unsent() {
 			fire = append(fire, t.record(e, e.c.Status, e.c.Status, now, fmt.Sprintf("reply to a command not sent ignored: code %d %s", code, clip(message))))
 			return e.c, fmt.Errorf("command %s is %s: not sent", id, e.c.Status)
 		}
@@ -527,6 +535,13 @@ func (t *Tracker) Fail(id, reason string) (Command, error) {
 
 // Reject records that an accepted or queued command will not be sent.
 func (t *Tracker) Reject(id, reason string) (Command, error) {
+	return t.finishUnsent(id, Rejected, reason, ", not accepted or queued")
+}
+
+// finishUnsent ends a command not yet sent (accepted or queued) with
+// status to; refusal completes the error returned for a command in
+// another state, which is left as it is.
+func (t *Tracker) finishUnsent(id string, to Status, reason, refusal string) (Command, error) {
 	t.mu.Lock()
 	var fire []Transition
 	defer func() { t.mu.Unlock(); t.notify(fire) }()
@@ -534,10 +549,10 @@ func (t *Tracker) Reject(id, reason string) (Command, error) {
 	if err != nil {
 		return Command{}, err
 	}
-	if e.c.Status != Accepted && e.c.Status != Queued {
-		return e.c, fmt.Errorf("command %s is %s, not accepted or queued", id, e.c.Status)
+	if !e.c.Status.unsent() {
+		return e.c, fmt.Errorf("command %s is %s%s", id, e.c.Status, refusal)
 	}
-	fire = append(fire, t.finish(e, Rejected, t.opts.Clock.Now(), reason))
+	fire = append(fire, t.finish(e, to, t.opts.Clock.Now(), reason))
 	return e.c, nil
 }
 

@@ -242,6 +242,26 @@ func TestSinkBrokerUnreachable(t *testing.T) {
 	}
 }
 
+// startDownlink fails t if the downlink (a Downlink or a JSONDownlink)
+// could not be made (err), starts it and closes it when t ends; the
+// context it returns is bounded by waitFor.
+func startDownlink(t *testing.T, dl interface {
+	Start(context.Context) error
+	Close() error
+}, err error) context.Context {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dl.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	t.Cleanup(cancel)
+	if err := dl.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
 // TestDownlinkBadKeys: a product, device or service that would change the
 // structure of the command's topic is refused at once, before anything is
 // published.
@@ -251,15 +271,7 @@ func TestDownlinkBadKeys(t *testing.T) {
 	all := newSubscriber(t, b.url, "/sys/"+pk+"/#")
 	dl, err := NewDownlink(DownlinkOptions{SendTimeout: time.Minute,
 		Client: ClientOptions{URLs: []string{b.url}, ClientID: "dl-" + suffix(), CleanSession: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	if err := dl.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := startDownlink(t, dl, err)
 	for _, c := range []command.Command{
 		{Product: pk, Asset: "T1/thing/service/reboot", Service: "x"},
 		{Product: pk, Asset: "T+", Service: "reboot"},
@@ -293,15 +305,7 @@ func TestDownlinkForgedReplies(t *testing.T) {
 	var unmatched atomic.Int64
 	dl, err := NewDownlink(DownlinkOptions{Unmatched: &unmatched,
 		Client: ClientOptions{URLs: []string{b.url}, ClientID: "dl-" + suffix(), CleanSession: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	if err := dl.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := startDownlink(t, dl, err)
 	c, err := dl.Invoke(ctx, pk, "T1", "reboot", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -201,15 +201,7 @@ func TestJSONDownlinkRefuses(t *testing.T) {
 	all := newSubscriber(t, b.url, root+"/#")
 	dl, err := NewJSONDownlink(JSONDownlinkOptions{Topic: root + "/{product}/{asset}/cmd",
 		Client: ClientOptions{URLs: []string{b.url}, ClientID: "jdl-" + suffix(), CleanSession: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	if err := dl.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := startDownlink(t, dl, err)
 	for _, c := range []command.Command{
 		{Product: "pk", Asset: "T1", Service: command.SetPoints, Inputs: map[string]any{"a": 1, "b": 2}},
 		{Product: "pk", Asset: "T1", Service: command.SetPoints},

@@ -74,3 +74,33 @@ func TestBrokerCloseUnderChurn(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestBrokerCloseEndsUnlistedConnections: the broker's Close waits for
+// every connection it was handed; one it no longer lists among its clients
+// (a client id taken over while the old connection still reads) is closed
+// by the listener, so Close returns.
+func TestBrokerCloseEndsUnlistedConnections(t *testing.T) {
+	b, err := StartBroker(BrokerOptions{Listen: "127.0.0.1:0", Log: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "unlisted-" + suffix()
+	c := mustDial3(t, b.URL(), id, "", "")
+	b.srv.Clients.Delete(id)
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("the broker's Close hangs on a connection it does not list:\n%s", buf[:runtime.Stack(buf, true)])
+	}
+	select {
+	case <-c.lost:
+	case <-time.After(waitFor):
+		t.Fatal("the unlisted client is still connected")
+	}
+}

@@ -387,6 +387,48 @@ type brokerListener struct {
 	end            atomic.Bool   // no more accepting
 	closed         atomic.Bool   // clients closed
 	mu             sync.Mutex
+
+	liveMu     sync.Mutex
+	live       map[*brokerConn]struct{} // connections handed to the broker, until they end
+	liveClosed bool                     // Close has closed them: no more are handed over
+}
+
+// track adds a connection about to be handed to the broker; it reports
+// false once Close has closed the live connections.
+func (l *brokerListener) track(c *brokerConn) bool {
+	l.liveMu.Lock()
+	defer l.liveMu.Unlock()
+	if l.liveClosed {
+		return false
+	}
+	if l.live == nil {
+		l.live = map[*brokerConn]struct{}{}
+	}
+	l.live[c] = struct{}{}
+	return true
+}
+
+func (l *brokerListener) untrack(c *brokerConn) {
+	l.liveMu.Lock()
+	defer l.liveMu.Unlock()
+	delete(l.live, c)
+}
+
+// closeLive closes every connection still handed to the broker. The
+// broker's Close waits until each connection's handler has returned; a
+// connection it no longer lists among its clients (a client id taken over
+// while its old connection still reads) would hold it for good otherwise.
+func (l *brokerListener) closeLive() {
+	l.liveMu.Lock()
+	l.liveClosed = true
+	conns := make([]*brokerConn, 0, len(l.live))
+	for c := range l.live {
+		conns = append(conns, c)
+	}
+	l.liveMu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
 }
 
 func (l *brokerListener) ID() string                  { return "sluice" }
@@ -431,8 +473,14 @@ func (l *brokerListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		_ = conn.SetDeadline(bc.deadline)
+		if !l.track(bc) {
+			_ = bc.Close()
+			close(bc.ended)
+			return
+		}
 		go func() {
 			defer close(bc.ended)
+			defer l.untrack(bc)
 			err := establish(l.ID(), bc)
 			_ = bc.Close()
 			l.ended(bc, err)
@@ -502,6 +550,7 @@ func (l *brokerListener) Close(_ listeners.CloseFn) {
 				_ = l.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
 			}
 		}
+		l.closeLive()
 	}
 	_ = l.ln.Close()
 }

@@ -212,12 +212,14 @@ sinks:
 	t.Logf("free before %d bytes; the buffer took %d (%.0f%%), %d of them counted by the quota (%.0f%%); waits for space %d",
 		before, used, 100*float64(used)/float64(before), counted, 100*float64(counted)/float64(before), componentCounter(ps, "cloud", "no_space_waits"))
 	// The guarantee: the disk is never filled (no append ever waited for
-	// space) and most of it stays free. The quota's own bound is looser
-	// than half the free space plus one segment: while sealing lags a
-	// producer as fast as this one, the WAL files on disk run over what
-	// the quota counts by up to about one WAL file and its segments
-	// (measured: 4.63 MB of files under a 4.19 MB quota on an 8 MiB file
-	// system); an open defect (docs/forwarding.md, Quota).
+	// space) and most of it stays free. The quota's own count stays within
+	// half the free space, but what is read here beside the running engine
+	// is not one moment: a WAL file listed, then sealed, then its segments
+	// listed counts its rows twice, and a seal in progress holds segments
+	// the quota counts only once their WAL file is gone. Measured: up to
+	// 4.63 MB read under a 4.19 MB quota on an 8 MiB file system. Read after
+	// the run instead, the WAL files are sealed into Parquet and hold a
+	// third of that, which would test nothing.
 	if componentCounter(ps, "cloud", "no_space_waits") != 0 || counted > before*6/10 || used > before*7/10 {
 		t.Fatalf("the default quota let the buffer take %d of %d free bytes (%d counted)", used, before, counted)
 	}

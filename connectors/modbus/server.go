@@ -383,18 +383,10 @@ func (h handler) HandleDiscreteInputs(req *mb.DiscreteInputsRequest) ([]bool, er
 }
 
 func (h handler) readCoils(addr, n uint16) ([]bool, error) {
-	s := h.s
-	out := make([]bool, n)
-	for k := range int(n) {
-		r, ok := s.coils[addr+uint16(k)]
-		if !ok {
-			return nil, h.fail(mb.ErrIllegalDataAddress)
-		}
-		v := s.entryValue(r.entry)
-		out[k] = v != 0 && !math.IsNaN(v)
-	}
-	s.reads.Add(1)
-	return out, nil
+	return readTable(h, h.s.coils, addr, n, func(r ref) bool {
+		v := h.s.entryValue(r.entry)
+		return v != 0 && !math.IsNaN(v)
+	})
 }
 
 // HandleHoldingRegisters reads and writes holding registers.
@@ -422,20 +414,28 @@ func (h handler) HandleInputRegisters(req *mb.InputRegistersRequest) ([]uint16, 
 
 func (h handler) readRegisters(addr, n uint16) ([]uint16, error) {
 	s := h.s
-	out := make([]uint16, n)
+	return readTable(h, s.regs, addr, n, func(r ref) uint16 {
+		hi, lo := s.entries[r.entry].encode(s.entryValue(r.entry))
+		if r.word == 0 {
+			return hi
+		}
+		return lo
+	})
+}
+
+// readTable reads n consecutive addresses from addr in tab, turning each
+// mapped ref into a value with conv. An unmapped address fails the whole
+// read with an illegal-data-address exception; a complete read counts once.
+func readTable[T any](h handler, tab map[uint16]ref, addr, n uint16, conv func(ref) T) ([]T, error) {
+	out := make([]T, n)
 	for k := range int(n) {
-		r, ok := s.regs[addr+uint16(k)]
+		r, ok := tab[addr+uint16(k)]
 		if !ok {
 			return nil, h.fail(mb.ErrIllegalDataAddress)
 		}
-		hi, lo := s.entries[r.entry].encode(s.entryValue(r.entry))
-		if r.word == 0 {
-			out[k] = hi
-		} else {
-			out[k] = lo
-		}
+		out[k] = conv(r)
 	}
-	s.reads.Add(1)
+	h.s.reads.Add(1)
 	return out, nil
 }
 

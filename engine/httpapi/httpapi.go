@@ -111,9 +111,8 @@ func (s *Server) Close(wait time.Duration) error {
 // its body, so a client without the token holds none of the few
 // connections; refused, when set, is told of it (never of what it sent).
 func Bearer(token, realm, msg string, refused func(*http.Request), next http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if !HasBearer(r, token) {
 			if refused != nil {
 				refused(r)
 			}
@@ -125,6 +124,12 @@ func Bearer(token, realm, msg string, refused func(*http.Request), next http.Han
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// HasBearer says whether r carries "Authorization: Bearer <token>",
+// compared in constant time.
+func HasBearer(r *http.Request, token string) bool {
+	return subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) == 1
 }
 
 // WriteJSON answers code with v as indented JSON, not to be cached.

@@ -74,3 +74,28 @@ func TestListenWarnsOffLoopback(t *testing.T) {
 		t.Errorf("bad address: %v", err)
 	}
 }
+
+func TestHasBearer(t *testing.T) {
+	tests := []struct {
+		name, header string
+		want         bool
+	}{
+		{"the bearer", "Bearer s3cret", true},
+		{"no header", "", false},
+		{"wrong token", "Bearer s3creT", false},
+		{"token without the scheme", "s3cret", false},
+		{"token with a suffix", "Bearer s3cret2", false},
+		{"other scheme", "Basic s3cret", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1/", nil)
+			if tt.header != "" {
+				r.Header.Set("Authorization", tt.header)
+			}
+			if got := HasBearer(r, "s3cret"); got != tt.want {
+				t.Errorf("HasBearer(%q) = %v, want %v", tt.header, got, tt.want)
+			}
+		})
+	}
+}

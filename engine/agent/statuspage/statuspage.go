@@ -234,8 +234,8 @@ func (h *Handler) validToken(t string) bool {
 
 // authed says whether r carries the token or a live session.
 func (h *Handler) authed(r *http.Request) bool {
-	if a := r.Header.Get("Authorization"); a != "" {
-		return h.validToken(strings.TrimPrefix(a, "Bearer "))
+	if r.Header.Get("Authorization") != "" {
+		return httpapi.HasBearer(r, h.opts.Token)
 	}
 	c, err := r.Cookie(CookieName)
 	if err != nil || len(c.Value) != 64 {

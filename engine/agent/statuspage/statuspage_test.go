@@ -123,6 +123,7 @@ func TestAuth(t *testing.T) {
 		{"page without auth is the login form", "GET", statuspage.Prefix, nil, "", 401, `name="token"`, "edge-01"},
 		{"data without auth", "GET", statuspage.DataPath, nil, "", 401, "unauthorized", "edge-01"},
 		{"data with a wrong bearer", "GET", statuspage.DataPath, map[string]string{"Authorization": "Bearer nope"}, "", 401, "", "edge-01"},
+		{"data with the token but no Bearer scheme", "GET", statuspage.DataPath, map[string]string{"Authorization": token}, "", 401, "", "edge-01"},
 		{"data with a forged cookie", "GET", statuspage.DataPath, map[string]string{"Cookie": statuspage.CookieName + "=" + strings.Repeat("a", 64)}, "", 401, "", "edge-01"},
 		{"data with the bearer", "GET", statuspage.DataPath, map[string]string{"Authorization": "Bearer " + token}, "", 200, `"edge-01"`, ""},
 		{"data with the session", "GET", statuspage.DataPath, map[string]string{"Cookie": cookie}, "", 200, `"backlog_rows": 42`, ""},

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -11,11 +10,7 @@ import (
 func TestHealthConfig(t *testing.T) {
 	custom := health.Defaults
 	custom.LinkDownAfter, custom.BacklogFor, custom.BadRatio = 2*time.Minute, 10*time.Minute, 0.2
-	tests := []struct {
-		name, yaml string
-		want       HealthConfig
-		err        string
-	}{
+	testSection(t, "health", []sectionCase[HealthConfig]{
 		{"defaults", "", HealthConfig{Thresholds: health.Defaults}, ""},
 		{"set", "health: {link_down_after: 2m, backlog_for: 10m, bad_ratio: 0.2}\n", HealthConfig{Thresholds: custom}, ""},
 		{"off", "health: {enabled: false}\n", HealthConfig{Disabled: true, Thresholds: health.Defaults}, ""},
@@ -23,22 +18,5 @@ func TestHealthConfig(t *testing.T) {
 		{"critical below warn", "health: {quota_warn: 0.9, quota_critical: 0.5}\n", HealthConfig{}, "quota_critical"},
 		{"interval too short", "health: {interval: 1ms}\n", HealthConfig{}, "interval"},
 		{"unknown field", "health: {loud: true}\n", HealthConfig{}, "loud"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg, errs := ParseConfig("sluice.yaml", []byte("edge: e1\ntrust: k.pub\n"+tt.yaml))
-			if tt.err != "" {
-				if len(errs) == 0 || !strings.Contains(errs.Error(), tt.err) {
-					t.Fatalf("errors %v, want %q", errs, tt.err)
-				}
-				return
-			}
-			if len(errs) > 0 {
-				t.Fatal(errs)
-			}
-			if cfg.Health != tt.want {
-				t.Errorf("health %+v, want %+v", cfg.Health, tt.want)
-			}
-		})
-	}
+	}, func(c *Config) HealthConfig { return c.Health })
 }

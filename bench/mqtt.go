@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -585,9 +584,8 @@ func runChild(role string, in io.Reader, out io.Writer) error {
 		if !bytes.Equal(bytes.TrimSpace(sc.Bytes()), []byte("stat")) {
 			continue
 		}
-		var ru syscall.Rusage
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		st := childStat{Count: count(), CPUNs: ru.Utime.Nano() + ru.Stime.Nano(), MaxRSS: ru.Maxrss * 1024}
+		user, sys, _ := cpuTimes()
+		st := childStat{Count: count(), CPUNs: int64(user + sys), MaxRSS: peakRSS()}
 		if err := enc.Encode(st); err != nil {
 			return err
 		}

@@ -94,9 +94,9 @@ func ReportsSubject(edge string) (string, error) { return edgeSubject(edge, "rep
 // HeartbeatSubject is the subject of edge's heartbeats.
 func HeartbeatSubject(edge string) (string, error) { return edgeSubject(edge, "heartbeat") }
 
-// EdgeSubjects are the subjects EdgeStream captures: every edge's reports
-// and heartbeats.
-var EdgeSubjects = []string{"sluice.*.reports", "sluice.*.heartbeat"}
+// EdgeSubjects are the subjects EdgeStream captures: every edge's reports,
+// heartbeats and command records.
+var EdgeSubjects = []string{"sluice.*.reports", "sluice.*.heartbeat", "sluice.*.control"}
 
 // Stream names of the edge's own records in message ids
 // ("<edge>/<stream>/<seq>"): the edge's reports and heartbeats travel as
@@ -387,7 +387,7 @@ func SubjectEdge(subject string) string {
 		return ""
 	}
 	switch {
-	case kind == "reports", kind == "heartbeat", kind == "alerts", strings.HasPrefix(kind, "data.") && len(kind) > 5:
+	case kind == "reports", kind == "heartbeat", kind == "control", kind == "alerts", strings.HasPrefix(kind, "data.") && len(kind) > 5:
 		return edge
 	}
 	return ""

@@ -234,6 +234,9 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET "+ReleasesPath, a.releases)
 	mux.HandleFunc("GET "+ReleasesPath+"/{id}", a.releaseStatus)
 	mux.HandleFunc("GET "+AlertsPath, a.alerts)
+	mux.HandleFunc("POST "+CommandsPath, a.issueCommand)
+	mux.HandleFunc("GET "+CommandsPath, a.commands)
+	mux.HandleFunc("GET "+CommandsPath+"/{id}", a.command)
 	mux.HandleFunc("GET "+MetricsPath, a.metrics)
 	bodyless := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {

@@ -23,7 +23,8 @@ const (
 )
 
 // edgeEvents is the ingest.Store of the edge-event consumer: it turns
-// report rows into apply reports and heartbeat rows into heartbeats.
+// report rows into apply reports, heartbeat rows into heartbeats and
+// control rows into command records.
 type edgeEvents struct {
 	st Store
 }
@@ -65,8 +66,15 @@ func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (store.In
 					return store.Inserted{}, err
 				}
 			}
+		case protocol.ControlStream:
+			var c store.Command
+			if c, err = commandOf(r); err == nil {
+				if err = e.st.RecordCommand(ctx, c); err != nil && !store.IsDataError(err) {
+					return store.Inserted{}, err
+				}
+			}
 		default:
-			err = fmt.Errorf("stream %q is neither %s nor %s", r.Stream, protocol.ReportStream, protocol.HeartbeatStream)
+			err = fmt.Errorf("stream %q is none of %s, %s, %s", r.Stream, protocol.ReportStream, protocol.HeartbeatStream, protocol.ControlStream)
 		}
 		if err != nil {
 			return store.Inserted{}, fmt.Errorf("edge event %s: %w", r.MsgID, &store.RowError{Index: i, Err: err})
@@ -89,7 +97,8 @@ func checkEdge(subject string, d *ingest.Decoded) error {
 		return err
 	}
 	want := map[string]string{"sluice." + edge + ".reports": protocol.ReportStream,
-		"sluice." + edge + ".heartbeat": protocol.HeartbeatStream}[subject]
+		"sluice." + edge + ".heartbeat": protocol.HeartbeatStream,
+		"sluice." + edge + ".control":   protocol.ControlStream}[subject]
 	if stream != want || len(d.Alerts) > 0 {
 		return fmt.Errorf("stream %q does not travel on subject %q", stream, subject)
 	}

@@ -50,6 +50,11 @@ type Store interface {
 	ingest.Store
 	RecordHeartbeat(ctx context.Context, edge string, hb store.HeartbeatInfo) error
 	RecordReport(ctx context.Context, edge string, r store.Report) error
+	InsertCommand(ctx context.Context, c store.Command) error
+	RecordCommand(ctx context.Context, c store.Command) error
+	FailIssued(ctx context.Context, edge, id, reason string, at time.Time) error
+	GetCommand(ctx context.Context, edge, id string) (store.Command, error)
+	CommandsAfter(ctx context.Context, f store.CommandFilter, after *store.CommandKey, limit int, each func(store.Command) bool) error
 	RegisterEdge(ctx context.Context, edge string) error
 	EdgesAfter(ctx context.Context, after string, limit int, f func(store.Edge) bool) error
 	EdgeStatus(ctx context.Context, edge string) (store.EdgeStatus, error)
@@ -151,7 +156,8 @@ func New(js jetstream.JetStream, st Store, opts Options) (*Hub, error) {
 }
 
 // Ensure creates the hub's JetStream resources when missing: the desired
-// KV bucket, the bundle object store, the edge stream and the data stream.
+// KV bucket, the bundle object store, the edge stream, the data stream and
+// the command stream.
 // Several instances may call it at once. An existing stream keeps its
 // configuration, but gains the hub's subjects it lacks and a duplicate
 // window at least DuplicateWindow.
@@ -170,7 +176,8 @@ func (h *Hub) Ensure(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hub: object store %s: %w", protocol.BundleBucket, err)
 	}
-	for _, cfg := range []jetstream.StreamConfig{protocol.EdgeStreamConfig(h.opts.Replicas), protocol.DataStreamConfig(h.opts.Replicas)} {
+	for _, cfg := range []jetstream.StreamConfig{protocol.EdgeStreamConfig(h.opts.Replicas), protocol.DataStreamConfig(h.opts.Replicas),
+		protocol.CommandStreamConfig(h.opts.Replicas)} {
 		if err := ensureStream(ctx, h.js, cfg); err != nil {
 			return err
 		}

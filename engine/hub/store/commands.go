@@ -1,0 +1,235 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// CommandIssued is the status of a command the hub issued and its edge
+// has not reported yet.
+const CommandIssued = "issued"
+
+// Command is one command record: issued by the hub, or reported by an
+// edge's arbiter (any origin). Of two copies the higher Version is newer;
+// a command the hub issued has Version 0 until its edge reports it.
+type Command struct {
+	Edge, ID        string
+	Product, Asset  string
+	Service         string
+	Inputs          map[string]any
+	Origin, Class   string
+	Status, Reason  string
+	Expiry          time.Time // zero: none
+	Created         time.Time
+	Updated         time.Time
+	Version         uint64
+	IssuedBy        string
+	Record          json.RawMessage // the edge's whole record; nil before it reports
+	inputsJSON      []byte
+	expiryForInsert *time.Time
+}
+
+// CommandKey is the place of a command in the order of CommandsAfter:
+// newest first by creation, then by edge and id, descending.
+type CommandKey struct {
+	Created  time.Time
+	Edge, ID string
+}
+
+// CommandFilter selects commands; empty fields select all.
+type CommandFilter struct {
+	Edge, Asset, Status string
+}
+
+func (s *Store) prepareCommand(c *Command) error {
+	if c.Edge == "" || c.ID == "" {
+		return invalidError{errors.New("command: empty edge or id")}
+	}
+	if err := s.checkTexts("edge", c.Edge, "id", c.ID, "product", c.Product, "asset", c.Asset, "service", c.Service,
+		"origin", c.Origin, "class", c.Class, "status", c.Status, "reason", c.Reason, "issued_by", c.IssuedBy); err != nil {
+		return err
+	}
+	if c.Version > 1<<63-1 {
+		return invalidError{fmt.Errorf("command %s: version out of range", c.ID)}
+	}
+	if c.Inputs == nil {
+		c.Inputs = map[string]any{}
+	}
+	b, err := json.Marshal(c.Inputs)
+	if err != nil {
+		return invalidError{fmt.Errorf("command %s: inputs: %w", c.ID, err)}
+	}
+	c.inputsJSON = b
+	if !c.Expiry.IsZero() {
+		e := c.Expiry
+		c.expiryForInsert = &e
+	}
+	if c.Created.IsZero() || c.Updated.IsZero() {
+		return invalidError{fmt.Errorf("command %s: no created or updated time", c.ID)}
+	}
+	return nil
+}
+
+// InsertCommand records a command the hub issues (Version 0). An id the
+// edge holds already is ErrConflict.
+func (s *Store) InsertCommand(ctx context.Context, c Command) error {
+	if err := s.prepareCommand(&c); err != nil {
+		return fmt.Errorf("hub store: command: %w", err)
+	}
+	if err := s.RegisterEdge(ctx, c.Edge); err != nil {
+		return err
+	}
+	_, err := s.pool.Exec(ctx, `
+INSERT INTO commands (edge, id, product, asset, service, inputs, origin, class, status, reason, expiry, created, updated, version, issued_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14)`,
+		c.Edge, c.ID, c.Product, c.Asset, c.Service, c.inputsJSON, c.Origin, c.Class, c.Status, c.Reason,
+		c.expiryForInsert, c.Created, c.Updated, c.IssuedBy)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		return fmt.Errorf("hub store: command %s of %s: %w", c.ID, c.Edge, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("hub store: command %s of %s: %w", c.ID, c.Edge, err)
+	}
+	return nil
+}
+
+// RecordCommand stores a command record an edge reported: a new record
+// is inserted, a stored one replaced when c's Version is higher (a copy
+// of an older or the same version changes nothing). The hub's issued_by
+// is kept.
+func (s *Store) RecordCommand(ctx context.Context, c Command) error {
+	if err := s.prepareCommand(&c); err != nil {
+		return fmt.Errorf("hub store: command: %w", err)
+	}
+	rec := c.Record
+	if len(rec) == 0 {
+		rec = nil
+	}
+	if err := s.RegisterEdge(ctx, c.Edge); err != nil {
+		return err
+	}
+	_, err := s.pool.Exec(ctx, `
+INSERT INTO commands AS c (edge, id, product, asset, service, inputs, origin, class, status, reason, expiry, created, updated, version, record)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (edge, id) DO UPDATE SET product = EXCLUDED.product, asset = EXCLUDED.asset, service = EXCLUDED.service,
+  inputs = EXCLUDED.inputs, origin = EXCLUDED.origin, class = EXCLUDED.class, status = EXCLUDED.status,
+  reason = EXCLUDED.reason, expiry = EXCLUDED.expiry, created = LEAST(c.created, EXCLUDED.created),
+  updated = EXCLUDED.updated, version = EXCLUDED.version, record = EXCLUDED.record
+WHERE c.version < EXCLUDED.version`,
+		c.Edge, c.ID, c.Product, c.Asset, c.Service, c.inputsJSON, c.Origin, c.Class, c.Status, c.Reason,
+		c.expiryForInsert, c.Created, c.Updated, int64(c.Version), rec)
+	if err != nil {
+		return fmt.Errorf("hub store: command %s of %s: %w", c.ID, c.Edge, err)
+	}
+	return nil
+}
+
+// FailIssued marks a command the hub issued as failed with reason, unless
+// its edge reported it meanwhile.
+func (s *Store) FailIssued(ctx context.Context, edge, id, reason string, at time.Time) error {
+	if err := s.checkTexts("reason", reason); err != nil {
+		return fmt.Errorf("hub store: command: %w", err)
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE commands SET status = 'failed', reason = $3, updated = $4 WHERE edge = $1 AND id = $2 AND version = 0`,
+		edge, id, reason, at)
+	if err != nil {
+		return fmt.Errorf("hub store: command %s of %s: %w", id, edge, err)
+	}
+	return nil
+}
+
+const commandColumns = `edge, id, product, asset, service, inputs, origin, class, status, reason, expiry, created, updated, version, issued_by, record`
+
+func scanCommand(row pgx.Row) (Command, error) {
+	var (
+		c       Command
+		inputs  []byte
+		expiry  *time.Time
+		version int64
+		rec     []byte
+	)
+	if err := row.Scan(&c.Edge, &c.ID, &c.Product, &c.Asset, &c.Service, &inputs, &c.Origin, &c.Class, &c.Status, &c.Reason,
+		&expiry, &c.Created, &c.Updated, &version, &c.IssuedBy, &rec); err != nil {
+		return c, err
+	}
+	if expiry != nil {
+		c.Expiry = *expiry
+	}
+	c.Version = uint64(max(version, 0))
+	if len(rec) > 0 {
+		c.Record = rec
+	}
+	c.Inputs = map[string]any{}
+	if err := json.Unmarshal(inputs, &c.Inputs); err != nil {
+		return c, fmt.Errorf("inputs of %s: %w", c.ID, err)
+	}
+	return c, nil
+}
+
+// GetCommand returns the command id of edge, or of any edge when edge is
+// empty (the newest of that id).
+func (s *Store) GetCommand(ctx context.Context, edge, id string) (Command, error) {
+	q := `SELECT ` + commandColumns + ` FROM commands WHERE id = $1 AND ($2 = '' OR edge = $2) ORDER BY created DESC LIMIT 1`
+	c, err := scanCommand(s.pool.QueryRow(ctx, q, id, edge))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, fmt.Errorf("hub store: command %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return c, fmt.Errorf("hub store: command %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// CommandsAfter calls f with the commands f selects, newest first (by
+// creation, then edge and id, descending), from the first after after
+// (from the newest when nil), at most limit of them (all when 0), until f
+// returns false.
+func (s *Store) CommandsAfter(ctx context.Context, flt CommandFilter, after *CommandKey, limit int, f func(Command) bool) error {
+	q := `SELECT ` + commandColumns + ` FROM commands WHERE true`
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if flt.Edge != "" {
+		q += ` AND edge = ` + arg(flt.Edge)
+	}
+	if flt.Asset != "" {
+		q += ` AND asset = ` + arg(flt.Asset)
+	}
+	if flt.Status != "" {
+		q += ` AND status = ` + arg(flt.Status)
+	}
+	if after != nil {
+		q += fmt.Sprintf(` AND (created, edge, id) < (%s, %s, %s)`, arg(after.Created), arg(after.Edge), arg(after.ID))
+	}
+	q += ` ORDER BY created DESC, edge DESC, id DESC`
+	if limit > 0 {
+		q += ` LIMIT ` + arg(limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("hub store: commands: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		c, err := scanCommand(rows)
+		if err != nil {
+			return fmt.Errorf("hub store: commands: %w", err)
+		}
+		if !f(c) {
+			return nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("hub store: commands: %w", err)
+	}
+	return nil
+}

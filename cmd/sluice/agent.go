@@ -153,7 +153,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 		return &exitError{code: exitFailed, err: err}
 	}
 	routes := ctl.routes()
-	page, err := statusRoute(cfg, token, a, rt, healthWatcher, log)
+	page, err := statusRoute(cfg, token, a, rt, healthWatcher, ctl, log)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}

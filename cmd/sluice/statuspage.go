@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/agent/localapi"
 	"github.com/sluice-edge/sluice/engine/agent/statuspage"
+	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/logfile"
 	"github.com/sluice-edge/sluice/engine/logquery"
 	"github.com/sluice-edge/sluice/pipelines"
@@ -27,13 +29,19 @@ const (
 	statusWarnEvery  = 5 * time.Second
 	statusWarnBytes  = 64 << 10
 	statusWarnSearch = 2 * time.Second
+	// statusCommandsN is how many of the arbiter's newest commands the
+	// page lists.
+	statusCommandsN = 20
 )
 
 // statusRoute is the edge's status page (statuspage) on the local API's
 // listener, behind the same token. hw, when not nil, gives the active
-// health alerts.
-func statusRoute(cfg *agent.Config, token string, a *agent.Agent, rt *pipelines.Runtime, hw *pipelines.HealthWatcher, log *slog.Logger) (localapi.Route, error) {
+// health alerts; ctl, when it holds an arbiter, the recent commands.
+func statusRoute(cfg *agent.Config, token string, a *agent.Agent, rt *pipelines.Runtime, hw *pipelines.HealthWatcher, ctl *edgeControl, log *slog.Logger) (localapi.Route, error) {
 	src := &statusSource{cfg: cfg, a: a, rt: rt, hw: hw}
+	if ctl != nil && ctl.arbiter != nil {
+		src.arbiter = ctl.arbiter
+	}
 	h, err := statuspage.New(statuspage.Options{Token: token, Snapshot: src.snapshot, Log: log})
 	if err != nil {
 		return localapi.Route{}, err
@@ -49,6 +57,8 @@ type statusSource struct {
 	a   *agent.Agent
 	rt  *pipelines.Runtime
 	hw  *pipelines.HealthWatcher
+	// arbiter, when not nil, gives the recent commands.
+	arbiter *control.Arbiter
 
 	mu        sync.Mutex
 	lastApply time.Time
@@ -84,7 +94,28 @@ func (s *statusSource) snapshot() statuspage.View {
 		s.warnings, s.warnNote = s.readWarnings()
 	}
 	v.Warnings, v.WarningsNote = s.warnings, s.warnNote
+	if s.arbiter != nil {
+		v.Control = true
+		v.Commands = statusCommands(s.arbiter.List(control.Filter{Limit: statusCommandsN}))
+	}
 	return v
+}
+
+// statusCommands are the page's rows of the arbiter's records (oldest
+// first), newest first.
+func statusCommands(recs []control.Record) []statuspage.Command {
+	out := make([]statuspage.Command, 0, len(recs))
+	for _, c := range slices.Backward(recs) {
+		in := ""
+		if len(c.Inputs) > 0 {
+			if b, err := json.Marshal(c.Inputs); err == nil {
+				in = string(b)
+			}
+		}
+		out = append(out, statuspage.Command{ID: c.ID, Product: c.Product, Asset: c.Asset, Service: c.Service, Inputs: in,
+			Origin: c.Origin, Class: c.Class, Status: string(c.Status), Reason: c.Reason, Created: c.Created, Updated: c.Updated})
+	}
+	return out
 }
 
 // readApplies reads the newest applies of the agent's reports, newest

@@ -132,8 +132,10 @@ func TestAuth(t *testing.T) {
 		{"login form with a wrong token", "POST", statuspage.LoginPath, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "token=badtok-XYZ", 401, `name="token"`, ""},
 		{"login form with the token", "POST", statuspage.LoginPath, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "token=" + url.QueryEscape(token), 303, "", ""},
 		{"oversized login form", "POST", statuspage.LoginPath, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "token=" + strings.Repeat("x", 1<<20), 401, "", ""},
-		{"script needs no session and holds no data", "GET", statuspage.Prefix + "app.js", nil, "", 200, "fetch(", "edge-01"},
-		{"style", "GET", statuspage.Prefix + "style.css", nil, "", 200, "body", ""},
+		{"script needs no session and holds no data", "GET", statuspage.Prefix + "app.js", nil, "", 200, "getJSON(", "edge-01"},
+		{"shared script", "GET", statuspage.Prefix + "common.js", nil, "", 200, "fetch(", "edge-01"},
+		{"shared style", "GET", statuspage.Prefix + "base.css", nil, "", 200, "body", ""},
+		{"style", "GET", statuspage.Prefix + "style.css", nil, "", 200, ".pipeline", ""},
 		{"other files are not served", "GET", statuspage.Prefix + "index.html", nil, "", 404, "", "edge-01"},
 		{"data by POST", "POST", statuspage.DataPath, map[string]string{"Cookie": cookie}, "", 404, "", "edge-01"},
 	}
@@ -254,7 +256,7 @@ func TestViewRatesConditionsAndETA(t *testing.T) {
 	// Empty lists are JSON arrays, not null, for the page.
 	f.view = statuspage.View{Edge: "e"}
 	b, _ := json.Marshal(f.h.View())
-	for _, k := range []string{`"pipelines":[]`, `"sinks":[]`, `"alerts":[]`, `"applies":[]`, `"warnings":[]`} {
+	for _, k := range []string{`"pipelines":[]`, `"sinks":[]`, `"alerts":[]`, `"applies":[]`, `"warnings":[]`, `"commands":[]`, `"control":false`} {
 		if !bytes.Contains(b, []byte(k)) {
 			t.Fatalf("%s lacks %s", b, k)
 		}

@@ -36,6 +36,29 @@ type View struct {
 	// WarningsNote says why there are none to show (no log file, say).
 	Warnings     []Warning `json:"warnings"`
 	WarningsNote string    `json:"warnings_note,omitempty"`
+	// Control says that the edge runs a command arbiter (a control
+	// section); Commands are its most recent commands, newest first.
+	Control  bool      `json:"control"`
+	Commands []Command `json:"commands"`
+}
+
+// Command is one command of the arbiter and its status.
+type Command struct {
+	ID      string `json:"id"`
+	Product string `json:"product,omitempty"`
+	Asset   string `json:"asset"`
+	Service string `json:"service"`
+	// Inputs are the command's inputs as JSON text (empty: none).
+	Inputs string `json:"inputs,omitempty"`
+	Origin string `json:"origin,omitempty"`
+	Class  string `json:"class,omitempty"`
+	// Status is accepted, queued, sent, acked, failed, timeout,
+	// rejected, expired or superseded; Reason says why a command did not
+	// succeed (or carries the device's reply message).
+	Status  string    `json:"status"`
+	Reason  string    `json:"reason,omitempty"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
 }
 
 // Pipeline is one running pipeline.

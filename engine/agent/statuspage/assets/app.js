@@ -1,52 +1,9 @@
 // The edge status page: polls the snapshot every 2 seconds and renders it
-// with DOM calls only (no markup from data).
+// with DOM calls only (no markup from data); the helpers are common.js's.
 "use strict";
 (function () {
   const every = 2000;
-  const $ = (id) => document.getElementById(id);
-
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-  function num(n) { return Number(n || 0).toLocaleString("en-US"); }
-  function rate(n) { n = Number(n || 0); return n >= 100 ? num(Math.round(n)) : n.toFixed(1); }
-  function bytes(n) {
-    n = Number(n || 0);
-    const u = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let i = 0;
-    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
-    return (i === 0 ? n : n.toFixed(1)) + " " + u[i];
-  }
-  function dur(s) {
-    if (s < 0) return "not draining";
-    s = Math.round(s);
-    if (s < 60) return s + "s";
-    if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
-    if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
-    return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
-  }
-  function when(t) {
-    if (!t) return "";
-    const d = new Date(t);
-    if (isNaN(d)) return "";
-    return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
-  }
-  function ago(t, now) {
-    if (!t) return "";
-    return dur(Math.max(0, (new Date(now) - new Date(t)) / 1000)) + " ago";
-  }
-  function row(cells) {
-    const tr = el("tr");
-    for (const c of cells) {
-      const td = el("td", c.cls, c.text);
-      tr.appendChild(td);
-    }
-    return tr;
-  }
-  function fill(parent, nodes) { parent.replaceChildren(...nodes); }
+  const { $, el, num, rate, bytes, dur, when, ago, row, fill, statusClass, poll, getJSON } = window.sluicePage;
 
   function render(v) {
     $("edge").textContent = v.edge;
@@ -126,28 +83,27 @@
     $("applies").hidden = ap.length === 0;
     $("pending").textContent = (v.pending && v.pending.length) ? "Staged for the next start: " + v.pending.join(", ") : (ap.length ? "" : "No bundle applied yet.");
 
+    // Commands of the arbiter (a control section).
+    const cs = v.commands || [];
+    $("commands-section").hidden = !v.control;
+    fill($("commands").tBodies[0], cs.map((c) => {
+      const tr = row([
+        { text: when(c.created) }, { text: (c.product ? c.product + "/" : "") + c.asset }, { text: c.service },
+        { text: c.inputs || "", cls: "code" }, { text: c.origin + (c.class ? " (" + c.class + ")" : "") },
+        { text: c.status, cls: statusClass(c.status) }, { text: c.reason || "" }, { text: when(c.updated) },
+      ]);
+      tr.dataset.id = c.id;
+      tr.dataset.status = c.status;
+      return tr;
+    }));
+    $("commands").hidden = cs.length === 0;
+    $("no-commands").hidden = cs.length > 0;
+
     // Warnings.
     const ws = v.warnings || [];
     fill($("warnings"), ws.map((w) => el("li", w.level, w.text)));
     $("warnings-note").textContent = v.warnings_note || (ws.length ? "" : "No warnings in the last hour.");
   }
 
-  let timer = 0;
-  async function poll() {
-    try {
-      const r = await fetch("data", { credentials: "same-origin", cache: "no-store" });
-      if (r.status === 401) { location.reload(); return; }
-      if (!r.ok) throw new Error("HTTP " + r.status);
-      render(await r.json());
-    } catch (e) {
-      const up = $("updated");
-      up.textContent = "no answer from the engine (" + e.message + "); retrying";
-      up.classList.add("stale");
-    }
-    timer = setTimeout(poll, every);
-  }
-  document.addEventListener("visibilitychange", () => {
-    if (!document.hidden) { clearTimeout(timer); poll(); }
-  });
-  poll();
+  poll(every, async () => render(await getJSON("data")));
 })();

@@ -244,7 +244,7 @@ func (a *API) Handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	return httpapi.Bearer(a.token, "sluice hub", "missing or wrong bearer token", nil, bodyless)
+	return a.withConsole(bodyless, httpapi.Bearer(a.token, "sluice hub", "missing or wrong bearer token", nil, bodyless))
 }
 
 // fail answers err: the caller's errors with their text, the hub's own as

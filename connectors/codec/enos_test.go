@@ -60,6 +60,23 @@ func TestEnOS(t *testing.T) {
 			},
 		},
 		{
+			// Rows are appended a column at a time: every column is null
+			// in one row and set in another, none in the same rows.
+			name: "batch post, values and nulls of every type",
+			key:  "T1",
+			payloads: []string{`{"params":[` +
+				`{"measurepoints":{"temp":1.5,"status":"a","count":1},"time":1700000000000},` +
+				`{"measurepoints":{"power":{"value":2,"quality":3},"on":false},"time":1700000001000},` +
+				`{"measurepoints":{"temp":null,"status":"c","on":true,"count":-4},"time":1700000002000},` +
+				`{"measurepoints":{},"time":1700000003000}]}`},
+			want: []enginetest.Row{
+				{int64(ts), "T1", 1.5, nil, "a", nil, int64(1)},
+				{int64(ts + 1000), "T1", nil, 2.0, nil, false, nil},
+				{int64(ts + 2000), "T1", nil, nil, "c", true, int64(-4)},
+				{int64(ts + 3000), "T1", nil, nil, nil, nil, nil},
+			},
+		},
+		{
 			name:     "empty batch",
 			key:      "T1",
 			payloads: []string{`{"params":[]}`},

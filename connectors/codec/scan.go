@@ -16,7 +16,17 @@ import (
 // maxDepth bounds the nesting of skipped values.
 const maxDepth = 128
 
+// skipWS returns the index of the first byte from b[i] on that is not
+// JSON whitespace. Every byte above ' ' is not whitespace: the common case
+// returns at once, inlined.
 func skipWS(b []byte, i int) int {
+	if i < len(b) && b[i] > ' ' {
+		return i
+	}
+	return skipWSLoop(b, i)
+}
+
+func skipWSLoop(b []byte, i int) int {
 	for i < len(b) {
 		switch b[i] {
 		case ' ', '\n', '\r', '\t':

@@ -140,35 +140,78 @@ func (s *stage) Time(i int) int64 {
 	return s.cells[i*s.ncol+s.timeCol].i
 }
 
-// Append appends the staged rows to rb and returns their number.
+// Append appends the staged rows to rb and returns their number. It fills
+// one column at a time: each column's builder is looked up and grown once
+// per payload, then takes its values without further checks.
 func (s *stage) Append(rb *engine.RecordBuilder) int {
 	if len(rb.Columns) != s.ncol {
 		panic(fmt.Sprintf("codec: builder has %d columns, decoder %d", len(rb.Columns), s.ncol))
 	}
-	for r := 0; r < s.rows; r++ {
-		row := s.row(r)
-		for c := range row {
-			cl := &row[c]
-			if !cl.set {
-				rb.Columns[c].AppendNull()
-				continue
+	n := s.rows
+	if n == 0 {
+		return 0
+	}
+	cells := s.cells[:n*s.ncol]
+	for c, t := range s.types {
+		switch t {
+		case engine.Float64:
+			fb := rb.Float64(c)
+			fb.Reserve(n)
+			for r := c; r < len(cells); r += s.ncol {
+				if cl := &cells[r]; cl.set {
+					fb.UnsafeAppend(cl.f)
+				} else {
+					fb.UnsafeAppendBoolToBitmap(false)
+				}
 			}
-			switch s.types[c] {
-			case engine.Float64:
-				rb.Float64(c).Append(cl.f)
-			case engine.Int64:
-				rb.Int64(c).Append(cl.i)
-			case engine.String:
-				rb.String(c).BinaryBuilder.Append(cl.s)
-			case engine.Bool:
-				rb.Bool(c).Append(cl.i != 0)
-			case engine.Timestamp:
-				rb.Timestamp(c).Append(arrow.Timestamp(cl.i))
+		case engine.Int64:
+			ib := rb.Int64(c)
+			ib.Reserve(n)
+			for r := c; r < len(cells); r += s.ncol {
+				if cl := &cells[r]; cl.set {
+					ib.UnsafeAppend(cl.i)
+				} else {
+					ib.UnsafeAppendBoolToBitmap(false)
+				}
+			}
+		case engine.Timestamp:
+			tb := rb.Timestamp(c)
+			tb.Reserve(n)
+			for r := c; r < len(cells); r += s.ncol {
+				if cl := &cells[r]; cl.set {
+					tb.UnsafeAppend(arrow.Timestamp(cl.i))
+				} else {
+					tb.UnsafeAppendBoolToBitmap(false)
+				}
+			}
+		case engine.String:
+			sb := rb.String(c)
+			for r := c; r < len(cells); r += s.ncol {
+				if cl := &cells[r]; cl.set {
+					sb.BinaryBuilder.Append(cl.s)
+				} else {
+					sb.AppendNull()
+				}
+			}
+		case engine.Bool:
+			bb := rb.Bool(c)
+			bb.Reserve(n)
+			for r := c; r < len(cells); r += s.ncol {
+				if cl := &cells[r]; cl.set {
+					bb.UnsafeAppend(cl.i != 0)
+				} else {
+					bb.UnsafeAppendBoolToBitmap(false)
+				}
+			}
+		default:
+			for r := c; r < len(cells); r += s.ncol {
+				rb.Columns[c].AppendNull()
 			}
 		}
+	}
+	for range n {
 		rb.RowDone()
 	}
-	n := s.rows
 	s.rows = 0
 	return n
 }

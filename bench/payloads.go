@@ -121,6 +121,9 @@ func (s *payloadSource) Run(ctx context.Context, emit engine.Emit) error {
 	}
 	rb := engine.NewRecordBuilder(s.mem, s.schema)
 	defer rb.Release()
+	// Room for a whole batch up front, as the file source does: the
+	// columns are not grown (and copied) step by step.
+	rb.Reserve(s.batch)
 	var emitErr error
 	s.in.each(func(payload []byte, key string) bool {
 		if _, err := dec.Decode(rb, payload, key); err != nil {
@@ -133,6 +136,7 @@ func (s *payloadSource) Run(ctx context.Context, emit engine.Emit) error {
 			return false
 		}
 		emitErr = emit(rb.NewRecord(), nil)
+		rb.Reserve(s.batch)
 		return emitErr == nil
 	})
 	if emitErr != nil {

@@ -27,6 +27,10 @@ type CheckpointOptions struct {
 	// OnCheckpoint, when set, is called after every checkpoint is saved and
 	// committed (tests and metrics), with the time the sources were held.
 	OnCheckpoint func(c *Checkpoint, paused time.Duration)
+	// OnFailure, when set, is called with the error of a checkpoint that
+	// could not be taken or saved (the graph then fails), once per
+	// failure (health alerts).
+	OnFailure func(err error)
 }
 
 // finishedKind is the state kind a checkpoint records for an operator
@@ -478,6 +482,9 @@ func (g *Graph) failCheckpoint(err error) {
 		g.log.Error("checkpoint failed; stopping sources and draining", "err", err)
 	}
 	g.mu.Unlock()
+	if f := g.ckpt.opts.OnFailure; f != nil {
+		f(err)
+	}
 	g.failed.Store(true)
 	g.cancel()
 }

@@ -84,6 +84,11 @@ type CheckpointStats struct {
 	Last  time.Time
 	// LastPause and MaxPause are how long checkpoints held the sources.
 	LastPause, MaxPause time.Duration
+	// Failures counts the checkpoints that failed, LastFailure is when
+	// the last did and LastError why.
+	Failures    int64
+	LastFailure time.Time
+	LastError   string
 }
 
 // CheckpointStats returns the pipeline's checkpoint figures, or false when
@@ -104,6 +109,14 @@ func (p *Pipeline) checkpointed(c *engine.Checkpoint, paused time.Duration) {
 	st.Count++
 	st.Epoch, st.Last, st.LastPause = c.Epoch, c.Time, paused
 	st.MaxPause = max(st.MaxPause, paused)
+}
+
+func (p *Pipeline) checkpointFailed(err error) {
+	p.ckptMu.Lock()
+	defer p.ckptMu.Unlock()
+	st := p.ckpt
+	st.Failures++
+	st.LastFailure, st.LastError = time.Now(), err.Error()
 }
 
 // Built is one constructed component.
@@ -369,6 +382,7 @@ func checkpointGraph(p *Pipeline, d *Def, opts Options) error {
 		Store: st, Interval: d.Checkpoint.Interval,
 		Continue:     opts.carry != nil && opts.carry.switching,
 		OnCheckpoint: p.checkpointed,
+		OnFailure:    p.checkpointFailed,
 	})
 }
 

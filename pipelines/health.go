@@ -11,6 +11,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer"
 	"github.com/sluice-edge/sluice/engine/forward"
 	"github.com/sluice-edge/sluice/engine/health"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -23,10 +24,15 @@ func (r *Runtime) Shared() *engine.Shared { return r.opts.Shared }
 // HealthSample reads the figures of ps that health alerts watch: each
 // source's rows read and rejected (its bad_* counters), each operator's
 // late rows, each cloud sink's backlog, link state, buffer quota and
-// dead-lettered rows.
+// dead-lettered rows, TTL, oldest event time and drain rate; each
+// checkpointing pipeline's newest checkpoint success and failure.
 func HealthSample(ps []*Pipeline, now time.Time) health.Sample {
 	s := health.Sample{Time: now}
 	for _, p := range ps {
+		if st, ok := p.CheckpointStats(); ok {
+			s.Checkpoints = append(s.Checkpoints, health.Checkpoint{Pipeline: p.Def.Name,
+				LastSuccess: st.Last, LastFailure: st.LastFailure, Err: st.LastError})
+		}
 		for _, b := range p.Components {
 			name := b.Def.Name
 			switch {
@@ -46,8 +52,14 @@ func HealthSample(ps []*Pipeline, now time.Time) health.Sample {
 			if fs, ok := b.sink.(*forward.Sink); ok {
 				m := fs.Metrics()
 				st := fs.Buffer().Status()
-				s.Links = append(s.Links, health.Link{Pipeline: p.Def.Name, Component: name, BacklogRows: m.BacklogRows,
-					LinkUp: m.LinkUp, QuotaBytes: st.QuotaBytes, QuotaUsed: st.QuotaUsed, DeadLetterRows: m.DeadLetterRows})
+				l := health.Link{Pipeline: p.Def.Name, Component: name, BacklogRows: m.BacklogRows,
+					LinkUp: m.LinkUp, QuotaBytes: st.QuotaBytes, QuotaUsed: st.QuotaUsed, DeadLetterRows: m.DeadLetterRows,
+					DrainRate: m.DrainRate}
+				var by buffer.TTLBasis
+				if l.TTL, by = fs.TTL(); by == buffer.ByEventTime {
+					l.OldestEventTime = st.OldestEventTime
+				}
+				s.Links = append(s.Links, l)
 			}
 		}
 	}
@@ -74,6 +86,37 @@ type HealthWatcher struct {
 	mu     sync.Mutex
 	// active are the alerts raised and not cleared, by id.
 	active map[string]engine.EngineAlert
+	// engine, when set, gives the figures of the engine itself.
+	engine func(now time.Time) *health.Engine
+	// keep, when set, is the file the raised alerts are kept in across
+	// restarts.
+	keep string
+	// unsent are alerts no sink took (none open yet, or all closed),
+	// offered again at the next check, oldest first.
+	unsent []engine.EngineAlert
+}
+
+// maxUnsent bounds the alerts a watcher keeps for a sink to take.
+const maxUnsent = 1000
+
+// WatchEngine makes the watcher sample the engine's own figures (restarts,
+// applies) with f as well. Call it before Run or Check.
+func (w *HealthWatcher) WatchEngine(f func(now time.Time) *health.Engine) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.engine = f
+}
+
+// Keep makes the watcher keep its raised alerts in the file name across
+// restarts of the engine: the alerts an earlier run raised there are
+// restored (kept while their condition holds, cleared when it does not),
+// and the file is rewritten whenever the raised alerts change. Call it
+// before Run or Check.
+func (w *HealthWatcher) Keep(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.keep = name
+	w.mon.Restore(health.ReadRaised(name))
 }
 
 // NewHealthWatcher returns a watcher of the pipelines list returns, which
@@ -94,7 +137,17 @@ func NewHealthWatcher(sh *engine.Shared, list func() []*Pipeline, th health.Thre
 func (w *HealthWatcher) Check(now time.Time) []engine.EngineAlert {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	as := w.mon.Observe(HealthSample(w.list(), now))
+	smp := HealthSample(w.list(), now)
+	if w.engine != nil {
+		smp.Engine = w.engine(now)
+	}
+	as := w.mon.Observe(smp)
+	if len(as) > 0 && w.keep != "" {
+		if err := health.WriteRaised(w.keep, w.mon.Raised()); err != nil {
+			w.log.Warn("cannot keep the raised health alerts for the next run", "err", err)
+		}
+	}
+	w.offer()
 	for _, a := range as {
 		attrs := []any{"rule", a.Rule, "asset", a.Asset, "severity", a.Severity, "content", a.Content}
 		if a.State == engine.AlertRaised {
@@ -104,11 +157,26 @@ func (w *HealthWatcher) Check(now time.Time) []engine.EngineAlert {
 			w.log.Info("health alert cleared", attrs...)
 			delete(w.active, a.ID)
 		}
-		if engine.RaiseAlert(w.shared, memory.DefaultAllocator, a) == 0 {
-			w.log.Debug("no sink carries alerts: the health alert stays in the log only", "rule", a.Rule)
+		if len(w.unsent) > 0 || engine.RaiseAlert(w.shared, memory.DefaultAllocator, a) == 0 {
+			w.log.Debug("no sink carries alerts now: the health alert waits for one", "rule", a.Rule)
+			if len(w.unsent) >= maxUnsent {
+				w.unsent = w.unsent[1:]
+			}
+			w.unsent = append(w.unsent, a)
 		}
 	}
 	return as
+}
+
+// offer hands the alerts no sink took yet to the sinks, in order, until
+// one is not taken.
+func (w *HealthWatcher) offer() {
+	for len(w.unsent) > 0 {
+		if engine.RaiseAlert(w.shared, memory.DefaultAllocator, w.unsent[0]) == 0 {
+			return
+		}
+		w.unsent = w.unsent[1:]
+	}
 }
 
 // Active returns the alerts raised and not cleared yet, by id.
@@ -123,9 +191,20 @@ func (w *HealthWatcher) Active() []engine.EngineAlert {
 	return out
 }
 
-// Run checks every interval of the thresholds until ctx ends.
+// Run checks soon after it starts (a second, or the interval if shorter:
+// an engine in a crash loop says so before it crashes again), then every
+// interval of the thresholds, until ctx ends.
 func (w *HealthWatcher) Run(ctx context.Context) {
-	t := time.NewTicker(w.mon.Thresholds().Interval)
+	every := w.mon.Thresholds().Interval
+	first := time.NewTimer(min(every, time.Second))
+	select {
+	case <-ctx.Done():
+		first.Stop()
+		return
+	case now := <-first.C:
+		w.Check(now)
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

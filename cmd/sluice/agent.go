@@ -59,7 +59,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	defer ctl.stop()
 	rt := pipelines.NewRuntime(pipelines.Options{Log: log, DataDir: cfg.DataDir, Edge: cfg.Edge, FromStart: flags.fromStart, Commands: ctl.commands()})
 	// Health alerts about the running release go through its alert sinks.
-	stopHealth, healthWatcher := watchHealth(ctx, rt.Shared(), rt.Pipelines, cfg.Health, log)
+	stopHealth, healthWatcher := watchEdgeHealth(ctx, rt.Shared(), rt.Pipelines, cfg, log)
 	defer stopHealth()
 	// A release's settings may set the log level; without one, the command
 	// line's applies.

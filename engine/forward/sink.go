@@ -287,6 +287,10 @@ func shareQuota(opts Options) (*buffer.Quota, error) {
 // Buffer returns the sink's buffer (for status and tools).
 func (s *Sink) Buffer() *buffer.Buffer { return s.buf }
 
+// TTL returns the TTL of the sink's buffer (0: none) and what it
+// measures.
+func (s *Sink) TTL() (time.Duration, buffer.TTLBasis) { return s.opts.Buffer.TTL, s.opts.Buffer.TTLBy }
+
 // Publisher returns the sink's publisher.
 func (s *Sink) Publisher() *outbound.Publisher { return s.pub }
 

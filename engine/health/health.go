@@ -23,7 +23,22 @@
 //   - buffer_quota: a cloud sink's buffer uses QuotaWarn (warning) or
 //     QuotaCritical (critical) of its quota; cleared 5 points below;
 //   - sink_dead_lettering: a cloud sink moved rows to its dead-letter
-//     segment (the broker refused them for good) in an interval.
+//     segment (the broker refused them for good) in an interval;
+//   - backlog_drain_eta: a cloud sink with a TTL drains its backlog so
+//     slowly (backlog rows / drain rate) that the oldest undelivered rows
+//     would expire before they are sent, for DrainETAFor;
+//   - checkpoint_failed: a pipeline's newest checkpoint failed (asset: the
+//     pipeline, component "checkpoint"); cleared once one succeeds or the
+//     pipeline is rebuilt;
+//
+// and about the engine itself (asset: the edge, component "engine"):
+//
+//   - engine_restarts: the engine started at least RestartsMax times
+//     within RestartsWindow after a run that did not stop cleanly (a
+//     crash, a kill, a power loss, an exit on error), counted durably in
+//     the data directory (StartLog);
+//   - apply_failed: the newest bundle apply was refused or failed;
+//     cleared by the next successful apply.
 package health
 
 import (
@@ -45,6 +60,10 @@ const (
 	RuleBufferQuota    = "buffer_quota"
 	RuleBufferCritical = "buffer_quota_critical"
 	RuleDeadLettering  = "sink_dead_lettering"
+	RuleDrainETA       = "backlog_drain_eta"
+	RuleCheckpoint     = "checkpoint_failed"
+	RuleRestarts       = "engine_restarts"
+	RuleApplyFailed    = "apply_failed"
 )
 
 // Type is the type of every health alert.
@@ -72,6 +91,13 @@ type Thresholds struct {
 	// QuotaWarn, QuotaCritical: buffer quota use (0 to 1) raising
 	// buffer_quota and buffer_quota_critical.
 	QuotaWarn, QuotaCritical float64
+	// DrainETAFor: backlog_drain_eta is raised after the drain ETA has
+	// been beyond the time left before the TTL for this long.
+	DrainETAFor time.Duration
+	// RestartsMax, RestartsWindow: engine_restarts is raised after this
+	// many unclean restarts within the window.
+	RestartsMax    int64
+	RestartsWindow time.Duration
 	// ClearAfter: an alert is cleared once its condition has not held
 	// for this long (input_stalled and link_down: once rows flow again /
 	// the link is up for this long).
@@ -80,17 +106,20 @@ type Thresholds struct {
 
 // Defaults are the thresholds of a Monitor unless configured otherwise.
 var Defaults = Thresholds{
-	Interval:      10 * time.Second,
-	StallAfter:    time.Minute,
-	BadMin:        10,
-	BadRatio:      0.05,
-	LateMin:       10,
-	LateRatio:     0.05,
-	BacklogFor:    5 * time.Minute,
-	LinkDownAfter: time.Minute,
-	QuotaWarn:     0.80,
-	QuotaCritical: 0.95,
-	ClearAfter:    30 * time.Second,
+	Interval:       10 * time.Second,
+	StallAfter:     time.Minute,
+	BadMin:         10,
+	BadRatio:       0.05,
+	LateMin:        10,
+	LateRatio:      0.05,
+	BacklogFor:     5 * time.Minute,
+	LinkDownAfter:  time.Minute,
+	QuotaWarn:      0.80,
+	QuotaCritical:  0.95,
+	ClearAfter:     30 * time.Second,
+	DrainETAFor:    2 * time.Minute,
+	RestartsMax:    3,
+	RestartsWindow: time.Hour,
 }
 
 // WithDefaults returns t with its zero fields set from Defaults.
@@ -106,6 +135,11 @@ func (t Thresholds) WithDefaults() Thresholds {
 	set(&d.BacklogFor, t.BacklogFor)
 	set(&d.LinkDownAfter, t.LinkDownAfter)
 	set(&d.ClearAfter, t.ClearAfter)
+	set(&d.DrainETAFor, t.DrainETAFor)
+	set(&d.RestartsWindow, t.RestartsWindow)
+	if t.RestartsMax != 0 {
+		d.RestartsMax = t.RestartsMax
+	}
 	if t.BadMin != 0 {
 		d.BadMin = t.BadMin
 	}
@@ -132,7 +166,8 @@ func (t Thresholds) Check() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"interval", t.Interval}, {"stall_after", t.StallAfter}, {"backlog_for", t.BacklogFor}, {"link_down_after", t.LinkDownAfter}, {"clear_after", t.ClearAfter}} {
+	}{{"interval", t.Interval}, {"stall_after", t.StallAfter}, {"backlog_for", t.BacklogFor}, {"link_down_after", t.LinkDownAfter}, {"clear_after", t.ClearAfter},
+		{"drain_eta_for", t.DrainETAFor}, {"restarts_window", t.RestartsWindow}} {
 		if d.v < 0 || d.v > 7*24*time.Hour {
 			return fmt.Errorf("health: %s %v is not from 0 to 7 days", d.name, d.v)
 		}
@@ -153,6 +188,12 @@ func (t Thresholds) Check() error {
 	}
 	if t.BadMin < 1 || t.LateMin < 1 {
 		return fmt.Errorf("health: bad_min and late_min are at least 1")
+	}
+	if t.RestartsMax < 1 || t.RestartsMax > maxRestarts {
+		return fmt.Errorf("health: restarts_max %d is not from 1 to %d", t.RestartsMax, maxRestarts)
+	}
+	if t.RestartsWindow <= 0 {
+		return fmt.Errorf("health: restarts_window %v is not above 0", t.RestartsWindow)
 	}
 	return nil
 }
@@ -177,13 +218,52 @@ type Link struct {
 	// DeadLetterRows counts the rows moved to the dead-letter segment
 	// since the sink started.
 	DeadLetterRows int64
+	// TTL is the buffer's TTL (0: none); OldestEventTime the event time
+	// of the oldest undelivered rows (zero: unknown, or a TTL by age);
+	// DrainRate the backlog rows confirmed per second.
+	TTL             time.Duration
+	OldestEventTime time.Time
+	DrainRate       float64
+}
+
+// Checkpoint is the checkpointing of a pipeline that takes checkpoints.
+type Checkpoint struct {
+	Pipeline string
+	// LastSuccess and LastFailure are when a checkpoint was last saved
+	// and last failed (zero: never); Err is the last failure.
+	LastSuccess, LastFailure time.Time
+	Err                      string
+}
+
+// Apply is the outcome of the newest bundle apply.
+type Apply struct {
+	// Failed is set when the newest apply was refused or failed; Since
+	// is the first failure after the last successful apply and Text says
+	// what failed.
+	Failed bool
+	Since  time.Time
+	Text   string
+}
+
+// Engine is the figures of the engine itself.
+type Engine struct {
+	// Edge is the asset of its alerts.
+	Edge string
+	// Restarts are the times the engine started after a run that did not
+	// stop cleanly, oldest first (StartLog).
+	Restarts []time.Time
+	// Apply is the newest apply's outcome (nil: none known).
+	Apply *Apply
 }
 
 // Sample is the figures at one time.
 type Sample struct {
-	Time   time.Time
-	Inputs []Input
-	Links  []Link
+	Time        time.Time
+	Inputs      []Input
+	Links       []Link
+	Checkpoints []Checkpoint
+	// Engine is nil when the engine's own figures are not watched.
+	Engine *Engine
 }
 
 // key names one condition.
@@ -196,6 +276,8 @@ type cond struct {
 	raised                bool
 	occur                 time.Time // when the raised alert's condition began
 	seen                  time.Time // last sample that named it
+	restored              bool      // raised by an earlier run (Restore)
+	severity              string    // of the raise
 }
 
 // prevInput and prevLink are the previous sample's figures.
@@ -281,6 +363,14 @@ func (m *Monitor) Observe(s Sample) []engine.EngineAlert {
 				fmt.Sprintf("the backlog of %s/%s keeps growing: %d rows", l.Pipeline, l.Component, l.BacklogRows),
 				fmt.Sprintf("the backlog of %s/%s no longer grows: %d rows", l.Pipeline, l.Component, l.BacklogRows))
 		}
+		if l.TTL > 0 || m.conds[key{RuleDrainETA, l.Pipeline, l.Component}] != nil {
+			eta, left, late := drainETA(l, now)
+			out = m.step(out, key{RuleDrainETA, l.Pipeline, l.Component}, now, late,
+				m.th.DrainETAFor, m.th.ClearAfter, "major", eta.Seconds(),
+				fmt.Sprintf("the backlog of %s/%s drains in %s at %.1f rows/s; its oldest rows expire in %s (ttl %s)",
+					l.Pipeline, l.Component, eta.Round(time.Second), l.DrainRate, left.Round(time.Second), l.TTL),
+				fmt.Sprintf("the backlog of %s/%s drains before its ttl again", l.Pipeline, l.Component))
+		}
 		out = m.step(out, key{RuleLinkDown, l.Pipeline, l.Component}, now, !l.LinkUp,
 			m.th.LinkDownAfter, m.th.ClearAfter, "major", float64(l.BacklogRows),
 			fmt.Sprintf("the link of %s/%s is down (%d rows waiting)", l.Pipeline, l.Component, l.BacklogRows),
@@ -302,8 +392,37 @@ func (m *Monitor) Observe(s Sample) []engine.EngineAlert {
 			}
 		}
 	}
+	for _, cp := range s.Checkpoints {
+		failed := !cp.LastFailure.IsZero() && cp.LastFailure.After(cp.LastSuccess)
+		out = m.stepSince(out, key{RuleCheckpoint, cp.Pipeline, "checkpoint"}, now, cp.LastFailure, failed,
+			0, m.th.ClearAfter, "critical", 0,
+			fmt.Sprintf("a checkpoint of pipeline %s failed: %s", cp.Pipeline, cp.Err),
+			fmt.Sprintf("pipeline %s takes checkpoints again", cp.Pipeline))
+	}
+	if e := s.Engine; e != nil {
+		out = m.observeEngine(out, now, e)
+	}
 	// A raised alert whose component is gone (a new release removed it)
 	// is cleared.
+	for _, k := range m.sortedKeys() {
+		c := m.conds[k]
+		if c.seen.Equal(now) {
+			continue
+		}
+		if c.raised {
+			text := fmt.Sprintf("%s/%s is gone", k.pipeline, k.component)
+			if c.restored {
+				text = fmt.Sprintf("%s/%s: raised before the engine restarted; watched afresh", k.pipeline, k.component)
+			}
+			out = append(out, m.alert(k, c, now, false, 0, c.severity, text))
+		}
+		delete(m.conds, k)
+	}
+	return out
+}
+
+// sortedKeys returns the keys of the conditions, sorted.
+func (m *Monitor) sortedKeys() []key {
 	keys := make([]key, 0, len(m.conds))
 	for k := range m.conds {
 		keys = append(keys, k)
@@ -317,17 +436,7 @@ func (m *Monitor) Observe(s Sample) []engine.EngineAlert {
 		}
 		return compare(a.component, b.component)
 	})
-	for _, k := range keys {
-		c := m.conds[k]
-		if c.seen.Equal(now) {
-			continue
-		}
-		if c.raised {
-			out = append(out, m.alert(k, c, now, false, 0, "", fmt.Sprintf("%s/%s is gone", k.pipeline, k.component)))
-		}
-		delete(m.conds, k)
-	}
-	return out
+	return keys
 }
 
 func compare(a, b string) int {
@@ -345,6 +454,13 @@ func compare(a, b string) int {
 // it has not held for clearAfter.
 func (m *Monitor) step(out []engine.EngineAlert, k key, now time.Time, holds bool, raiseAfter, clearAfter time.Duration,
 	severity string, value float64, raiseText, clearText string) []engine.EngineAlert {
+	return m.stepSince(out, k, now, time.Time{}, holds, raiseAfter, clearAfter, severity, value, raiseText, clearText)
+}
+
+// stepSince is step for a condition known to hold since a time before
+// now (from durable figures: a failure's time); zero since is now.
+func (m *Monitor) stepSince(out []engine.EngineAlert, k key, now, since time.Time, holds bool, raiseAfter, clearAfter time.Duration,
+	severity string, value float64, raiseText, clearText string) []engine.EngineAlert {
 	c := m.conds[k]
 	if c == nil {
 		if !holds {
@@ -356,12 +472,15 @@ func (m *Monitor) step(out []engine.EngineAlert, k key, now time.Time, holds boo
 	c.seen = now
 	if holds && !c.holding {
 		c.holding, c.trueSince = true, now
+		if !since.IsZero() && since.Before(now) {
+			c.trueSince = since
+		}
 	} else if !holds && c.holding {
 		c.holding, c.falseSince = false, now
 	}
 	switch {
 	case holds && !c.raised && !now.Before(c.trueSince.Add(raiseAfter)):
-		c.raised, c.occur = true, c.trueSince
+		c.raised, c.occur, c.severity, c.restored = true, c.trueSince, severity, false
 		out = append(out, m.alert(k, c, now, true, value, severity, raiseText))
 	case !holds && c.raised && !now.Before(c.falseSince.Add(clearAfter)):
 		out = append(out, m.alert(k, c, now, false, value, severity, clearText))

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/hub/console"
 	"github.com/sluice-edge/sluice/engine/hub/server"
 	"github.com/sluice-edge/sluice/engine/hub/store"
 	"github.com/sluice-edge/sluice/engine/redact"
@@ -59,7 +60,9 @@ SLUICE_DESIRED, the object store SLUICE_BUNDLES, the streams SLUICE_EDGE
 (reports and heartbeats) and SLUICE_DATA (data and alerts). It then stores
 what the edges send, exactly once, and serves the HTTP JSON API on --listen
 (127.0.0.1 by default). Every API request needs the bearer token kept in
---token-file, created (mode 0600) when missing.
+--token-file, created (mode 0600) when missing. The same listener serves a
+web console over the fleet at /console/ (sign in with that token): edges,
+alerts, releases, commands and an edge's log.
 
 Several instances may run over the same NATS and PostgreSQL: they share the
 work, and any one may stop.
@@ -146,6 +149,7 @@ func runHub(parent context.Context, g *globals, f hubRunFlags) error {
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
+	log.Info("hub console: sign in with the API token", "url", "http://"+api.Addr()+console.Prefix)
 	defer api.Close()
 	log.Info("hub running", "schema", f.schema, "api", "http://"+api.Addr(), "token_file", f.tokenFile, "trusted_keys", len(trust.KeyIDs()))
 	if err := h.Run(ctx); err != nil {

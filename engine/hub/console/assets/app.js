@@ -205,7 +205,7 @@
         return li;
       }));
       $("log").dataset.edge = edge;
-      note.textContent = recs.length + " records of " + edge + ", newest first" + (a.truncated ? " (older ones left out)" : "");
+      note.textContent = recs.length + (recs.length === 1 ? " record of " : " records of ") + edge + ", newest first" + (a.truncated ? " (older ones left out)" : "");
     } catch (e) {
       if (e.status === 401) { location.reload(); return; }
       fill($("log"), []);

@@ -5,12 +5,16 @@
 // flagged backfill, and nothing stored is lost by a crash
 // (docs/format/hub-protocol.md, section 5).
 //
-// Two buffered sinks publish over the edge's NATS connection:
+// Three buffered sinks publish over the edge's NATS connection:
 //
 //   - reports: one row per apply report (protocol.ReportSchema), stream
 //     protocol.ReportStream, subject protocol.ReportsSubject(edge), buffer
 //     <dir>/reports. Its quota holds new reports back when full (none is
 //     dropped).
+//   - control: one row per command record of the edge's arbiter after a
+//     transition (protocol.ControlSchema), stream protocol.ControlStream,
+//     subject protocol.ControlSubject(edge), buffer <dir>/control. The hub
+//     keeps, of each record, the row of the highest version.
 //   - heartbeats: one row per heartbeat (protocol.HeartbeatSchema), stream
 //     protocol.HeartbeatStream, subject protocol.HeartbeatSubject(edge),
 //     buffer <dir>/heartbeat. Its small quota drops the oldest heartbeats
@@ -51,6 +55,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/buffer"
 	"github.com/sluice-edge/sluice/engine/buffer/disk"
+	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/forward"
 	"github.com/sluice-edge/sluice/engine/hub/hubsync"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
@@ -62,6 +67,7 @@ import (
 const (
 	DefaultReportsMaxBytes   = 64 << 20
 	DefaultHeartbeatMaxBytes = 1 << 20
+	DefaultControlMaxBytes   = 32 << 20
 	DefaultPublishTimeout    = 10 * time.Second
 	DefaultWriteTimeout      = 5 * time.Second
 	// DefaultDrainTimeout bounds how long Close keeps publishing: reports
@@ -80,6 +86,7 @@ const (
 const (
 	ReportsDir   = "reports"
 	HeartbeatDir = "heartbeat"
+	ControlDir   = "control"
 	CursorFile   = "reports.cursor"
 )
 
@@ -99,6 +106,9 @@ type Options struct {
 	MaxReportBytes int64
 	// ReportsMaxBytes and HeartbeatMaxBytes are the buffers' quotas.
 	ReportsMaxBytes, HeartbeatMaxBytes int64
+	// ControlMaxBytes is the quota of the command records' buffer
+	// (default DefaultControlMaxBytes); when full, new records wait.
+	ControlMaxBytes int64
 	// PublishTimeout bounds one publish (default DefaultPublishTimeout).
 	PublishTimeout time.Duration
 	// WriteTimeout bounds how long Report waits for room in a full
@@ -172,8 +182,9 @@ type Uplink struct {
 	opts Options
 	log  *slog.Logger
 
-	reports, heartbeat *forward.Sink
-	rschema, hschema   *engine.Schema
+	reports, heartbeat, control *forward.Sink
+	rschema, hschema, cschema   *engine.Schema
+	ctlMu                       sync.Mutex // one command record write at a time
 
 	mu      sync.Mutex // guards pending and the reports sink's writes
 	pending []item
@@ -207,6 +218,9 @@ func Open(opts Options) (*Uplink, error) {
 	if opts.HeartbeatMaxBytes <= 0 {
 		opts.HeartbeatMaxBytes = DefaultHeartbeatMaxBytes
 	}
+	if opts.ControlMaxBytes <= 0 {
+		opts.ControlMaxBytes = DefaultControlMaxBytes
+	}
 	if opts.PublishTimeout <= 0 {
 		opts.PublishTimeout = DefaultPublishTimeout
 	}
@@ -225,7 +239,8 @@ func Open(opts Options) (*Uplink, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
 	}
-	u := &Uplink{opts: opts, log: opts.Log.With("edge", opts.Edge), rschema: protocol.ReportSchema(), hschema: protocol.HeartbeatSchema()}
+	u := &Uplink{opts: opts, log: opts.Log.With("edge", opts.Edge), rschema: protocol.ReportSchema(), hschema: protocol.HeartbeatSchema(),
+		cschema: protocol.ControlSchema()}
 	rsub, err := protocol.ReportsSubject(opts.Edge)
 	if err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
@@ -245,6 +260,18 @@ func Open(opts Options) (*Uplink, error) {
 	})
 	if err != nil {
 		_ = u.reports.Close(context.Background())
+		return nil, err
+	}
+	csub, err := protocol.ControlSubject(opts.Edge)
+	if err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	u.control, err = u.sink(csub, protocol.ControlSubject, protocol.ControlStream, ControlDir, u.cschema, buffer.Options{
+		MaxBytes: opts.ControlMaxBytes, Policy: buffer.RejectNew, SegmentBytes: segmentBytes(opts.ControlMaxBytes),
+	})
+	if err != nil {
+		_ = u.reports.Close(context.Background())
+		_ = u.heartbeat.Close(context.Background())
 		return nil, err
 	}
 	if opts.AgentDir != "" {
@@ -448,6 +475,53 @@ func (u *Uplink) Heartbeat(hb Heartbeat) error {
 	return nil
 }
 
+// CommandRecord stores a command record of the edge's arbiter for the hub
+// (stream protocol.ControlStream): the record as it is after its latest
+// transition. When the buffer is full it waits up to WriteTimeout and
+// returns an error; the caller keeps the record and tries again. The
+// device's output is left out when the record would exceed
+// protocol.MaxRecordBytes; a reason that would is shortened.
+func (u *Uplink) CommandRecord(rec command.Command) error {
+	data, err := json.Marshal(rec)
+	if err == nil && len(data) > protocol.MaxRecordBytes {
+		rec.Output = nil
+		if len(rec.Reason) > maxReasonBytes {
+			rec.Reason = strings.ToValidUTF8(rec.Reason[:maxReasonBytes], "") + "…"
+		}
+		data, err = json.Marshal(rec)
+	}
+	if err != nil {
+		return fmt.Errorf("uplink: command record %s: %w", rec.ID, err)
+	}
+	if len(data) > protocol.MaxRecordBytes {
+		return fmt.Errorf("uplink: command record %s: %d bytes, more than %d", rec.ID, len(data), protocol.MaxRecordBytes)
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, u.cschema.Arrow())
+	defer b.Release()
+	set := func(name string, v any) { appendValue(b.Field(u.cschema.Index(name)), v) }
+	at := rec.Updated
+	if at.IsZero() {
+		at = time.Now()
+	}
+	set(protocol.ColTime, at)
+	set(protocol.ColID, rec.ID)
+	set(protocol.ColVersion, int64(min(rec.Version, 1<<63-1)))
+	set(protocol.ColStatus, string(rec.Status))
+	set(protocol.ColRecord, string(data))
+	row := b.NewRecordBatch()
+	u.ctlMu.Lock()
+	defer u.ctlMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), u.opts.WriteTimeout)
+	defer cancel()
+	if err := u.control.Write(ctx, engine.Batch{Rec: row}); err != nil {
+		return fmt.Errorf("uplink: storing a command record: %w", err)
+	}
+	return nil
+}
+
+// ControlLeft returns what the command records' buffer holds undelivered.
+func (u *Uplink) ControlLeft() forward.Left { return u.control.Left() }
+
 // Left returns what the two buffers hold undelivered.
 func (u *Uplink) Left() (reports, heartbeat forward.Left) {
 	return u.reports.Left(), u.heartbeat.Left()
@@ -478,12 +552,13 @@ func (u *Uplink) Close(ctx context.Context) error {
 	close(u.stop)
 	<-u.done
 	var wg sync.WaitGroup
-	var rerr, herr error
-	wg.Add(2)
+	var rerr, herr, cerr error
+	wg.Add(3)
 	go func() { defer wg.Done(); rerr = u.reports.Close(ctx) }()
 	go func() { defer wg.Done(); herr = u.heartbeat.Close(ctx) }()
+	go func() { defer wg.Done(); cerr = u.control.Close(ctx) }()
 	wg.Wait()
-	return errors.Join(rerr, herr)
+	return errors.Join(rerr, herr, cerr)
 }
 
 func (u *Uplink) cursorPath() string { return filepath.Join(u.opts.Dir, CursorFile) }

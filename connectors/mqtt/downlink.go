@@ -157,6 +157,16 @@ func (d *Downlink) Deliver(ctx context.Context, c command.Command) error {
 	return d.delivered(c, d.send(ctx, c))
 }
 
+// Check says why the downlink could not deliver c: no product key, device
+// key or service, or one that cannot be part of a topic. It makes the
+// arbiter (engine/control) refuse such a command when it is submitted.
+func (d *Downlink) Check(c *command.Command) error {
+	if c.Product == "" || c.Asset == "" || c.Service == "" {
+		return errors.New("mqtt downlink: a command to an EnOS device needs a product key, a device key and a service")
+	}
+	return checkTarget(c)
+}
+
 // onMessage matches a reply to its command.
 func (d *Downlink) onMessage(m message) {
 	t := codec.ParseTopic(m.topic)

@@ -178,6 +178,27 @@ func (d *JSONDownlink) Deliver(ctx context.Context, c command.Command) error {
 	return d.delivered(c, d.publish(ctx, topic, payload))
 }
 
+// Check says why the downlink could not deliver c: it sets more or less
+// than one point, or names a device, product or point that cannot be part
+// of the topic. It makes the arbiter (engine/control) refuse such a
+// command when it is submitted.
+func (d *JSONDownlink) Check(c *command.Command) error {
+	if c.Service == "" {
+		c.Service = command.SetPoints
+	}
+	if _, _, err := d.payload(c); err != nil {
+		return fmt.Errorf("%s (%s): %w", d.name, d.topic, err)
+	}
+	return nil
+}
+
+// OnePoint reports that every command sent over the JSON command topic
+// sets exactly one point.
+func (d *JSONDownlink) OnePoint(string, string) bool { return true }
+
+// Topics returns the templates of the command topic and the reply topic.
+func (d *JSONDownlink) Topics() (command, reply string) { return d.topic.String(), d.replyTopic.String() }
+
 // onMessage matches a reply to its command.
 func (d *JSONDownlink) onMessage(m message) {
 	product, asset, point, ok := d.replyTopic.Match(m.topic)

@@ -789,6 +789,11 @@ func (a *Arbiter) check(c *Command, now time.Time) error {
 	if !c.Expiry.IsZero() && c.Expiry.After(now.Add(a.opts.MaxExpiry)) {
 		return fmt.Errorf("%w: expiry %s is more than %s ahead", ErrInvalid, c.Expiry.UTC().Format(time.RFC3339), a.opts.MaxExpiry)
 	}
+	if ck, ok := a.opts.Transport.(Checker); ok {
+		if err := ck.Check(c); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
 	return nil
 }
 

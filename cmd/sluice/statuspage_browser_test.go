@@ -148,7 +148,10 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(e.config, append(cfg, "pipelines: [plant.yaml]\nhealth: {interval: 200ms, link_down_after: 1s, clear_after: 1s}\n"...), 0o644); err != nil {
+	// The command arbiter sends over the machine's MQTT broker to a
+	// device that never answers: its commands time out.
+	if err := os.WriteFile(e.config, append(cfg, "pipelines: [plant.yaml]\nhealth: {interval: 200ms, link_down_after: 1s, clear_after: 1s}\n"+
+		"control: {broker: \"tcp://127.0.0.1:1883\", client_id: sluice-statuspage-"+id+"}\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.start(t)
@@ -197,6 +200,28 @@ sinks:
 	// The page follows the backlog as it grows.
 	first := b.backlogRows(t)
 	b.waitJS(t, fmt.Sprintf("a backlog above %d rows", first), fmt.Sprintf(`Number(document.getElementById("backlog-total").dataset.rows) > %d`, first))
+
+	// A command through the control API: the page lists it, and follows
+	// it from sent to timeout.
+	req, err := http.NewRequest(http.MethodPost, "http://"+rec.Listen+"/v1/control/commands", strings.NewReader(
+		`{"product":"turbine`+id[len(id)-6:]+`","asset":"T1","service":"set_power","origin":"local:hmi","inputs":{"power_setpoint":1500},"timeout":"1s","expire_in":"5m"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd struct{ ID string }
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &cmd) != nil || cmd.ID == "" {
+		t.Fatalf("submitting a command: %d %s", resp.StatusCode, body)
+	}
+	row := `document.querySelector('#commands tr[data-id="` + cmd.ID + `"]')`
+	b.waitJS(t, "the command", `!document.getElementById("commands-section").hidden && !!`+row+` && `+row+`.textContent.includes("set_power")`)
+	b.waitJS(t, "the command timed out", row+`.dataset.status === "timeout" && !!`+row+`.querySelector("td.down")`)
 
 	if os.Getenv(screenshotEnv) == "1" {
 		b.waitJS(t, "a rate", `[...document.querySelectorAll("#pipelines .step")].some(s => !s.textContent.includes("0.0 rows/s"))`)

@@ -61,7 +61,7 @@
       if (p.err) d.appendChild(el("p", "down", p.err));
       const steps = el("div", "steps");
       for (const s of p.steps || []) {
-        const b = el("div", "step " + s.kind);
+        const b = el("div", "step k-" + s.kind);
         b.appendChild(el("div", "", s.name));
         b.appendChild(el("div", "kind", s.kind + " · " + s.type));
         if (s.inputs && s.inputs.length) b.appendChild(el("div", "from", "← " + s.inputs.join(", ")));

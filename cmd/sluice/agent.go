@@ -174,7 +174,7 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 		return &exitError{code: exitFailed, err: err}
 	}
 	if hub != nil {
-		hub.start(ctx, a, rt)
+		hub.start(ctx, a, rt, ctl.arbiter)
 	}
 	log.Info("running as edge agent", "edge", cfg.Edge, "api", srv.Addr(), "data_dir", cfg.DataDir)
 	<-ctx.Done()

@@ -13,6 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-edge/sluice/engine/agent"
+	"github.com/sluice-edge/sluice/engine/command"
+	"github.com/sluice-edge/sluice/engine/control"
+	"github.com/sluice-edge/sluice/engine/hub/hubcontrol"
 	"github.com/sluice-edge/sluice/engine/hub/hubsync"
 	"github.com/sluice-edge/sluice/engine/hub/uplink"
 	"github.com/sluice-edge/sluice/engine/logfile"
@@ -93,11 +96,36 @@ func (h *hubLink) openUplink(a *agent.Agent) error {
 	return nil
 }
 
+// arbiterRecords reads the arbiter's records for hubcontrol.Records.
+type arbiterRecords struct{ a *control.Arbiter }
+
+func (s arbiterRecords) Get(id string) (command.Command, bool) { return s.a.Get(id) }
+
+func (s arbiterRecords) Since(v uint64) []command.Command {
+	return s.a.Tracker().List(func(c *command.Command) bool { return c.Version > v })
+}
+
 // start runs the release sync and the heartbeat loop until ctx ends or
-// close is called.
-func (h *hubLink) start(ctx context.Context, a *agent.Agent, rt *pipelines.Runtime) {
+// close is called; with an arbiter (a control section), it also follows
+// the commands the hub sends and sends the arbiter's command records, of
+// every origin, back to the hub.
+func (h *hubLink) start(ctx context.Context, a *agent.Agent, rt *pipelines.Runtime, arb *control.Arbiter) {
 	ctx, h.cancel = context.WithCancel(ctx)
 	u := h.up.Load()
+	if arb != nil {
+		recs := hubcontrol.NewRecords(arbiterRecords{arb}, u, hubcontrol.RecordsOptions{
+			Cursor: filepath.Join(h.cfg.DataDir, "hub", "control.cursor"), Log: h.log})
+		h.wg.Add(2)
+		go func() { defer h.wg.Done(); recs.Run(ctx) }()
+		go func() {
+			defer h.wg.Done()
+			_ = hubcontrol.Follow(ctx, h.js, h.cfg.Edge, arb, hubcontrol.Options{Log: h.log, OnRefused: func(c command.Command) {
+				if err := u.CommandRecord(c); err != nil {
+					h.log.Warn("hub: a refused command is not reported", "id", c.ID, "err", err)
+				}
+			}})
+		}()
+	}
 	h.wg.Add(2)
 	go func() {
 		defer h.wg.Done()

@@ -139,15 +139,11 @@ func (w *world) startEdge(beforeAck func(control.Record) bool) *edge {
 	t := w.t
 	t.Helper()
 	e := &edge{done: make(chan struct{})}
-	records := &atomic.Pointer[hubcontrol.Records]{}
 	late := &control.LateTransport{}
 	var err error
-	e.a, err = control.Open(control.Options{Dir: filepath.Join(w.edgeDir, "control"), Transport: late, Timeout: 10 * time.Second,
-		OnTransition: func(tr command.Transition) {
-			if r := records.Load(); r != nil {
-				r.Transition(tr)
-			}
-		}})
+	// As on an edge, the records are read from the arbiter (Poll), not
+	// pushed by its OnTransition.
+	e.a, err = control.Open(control.Options{Dir: filepath.Join(w.edgeDir, "control"), Transport: late, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +165,6 @@ func (w *world) startEdge(beforeAck func(control.Record) bool) *edge {
 		t.Fatal(err)
 	}
 	r := hubcontrol.NewRecords(arbiterSource{e.a}, e.up, hubcontrol.RecordsOptions{Cursor: filepath.Join(w.edgeDir, "hub", "control.cursor")})
-	records.Store(r)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	go func() {

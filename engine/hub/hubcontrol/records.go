@@ -36,13 +36,19 @@ type RecordsOptions struct {
 	// Cursor is the file naming the highest version up to which every
 	// record's newest copy is stored (<data_dir>/hub/control.cursor).
 	Cursor string
+	// Poll is how often the source is asked for records changed since the
+	// last seen (default 250 ms), for transitions Transition was not told
+	// of.
+	Poll time.Duration
 	// Log receives what Records does (default: discarded).
 	Log *slog.Logger
 }
 
 // Records sends the arbiter's command records to the hub: Transition (the
-// arbiter's OnTransition) marks a record changed without blocking, and Run
-// stores the current copy of each changed record in the sink — coalesced:
+// arbiter's OnTransition, when wired) marks a record changed without
+// blocking, Run also asks the source for records changed since the highest
+// version seen every Poll, and stores the current copy of each changed
+// record in the sink — coalesced:
 // of several transitions in a row only the record after the last is sent,
 // and the hub keeps the highest version. At Run's start it stores every
 // record changed after the cursor, so a crash between a transition and
@@ -63,6 +69,9 @@ type Records struct {
 func NewRecords(src Source, sink Sink, opts RecordsOptions) *Records {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 250 * time.Millisecond
 	}
 	return &Records{src: src, sink: sink, opts: opts, log: opts.Log, dirty: map[string]uint64{}, wake: make(chan struct{}, 1)}
 }
@@ -122,11 +131,23 @@ func (r *Records) writeCursor(v uint64) {
 // Run stores changed records until ctx ends (see Records).
 func (r *Records) Run(ctx context.Context) {
 	cur := r.readCursor()
-	for _, rec := range r.src.Since(cur) {
-		r.mark(rec.ID, rec.Version)
+	all := r.src.Since(0)
+	var top uint64
+	for _, rec := range all {
+		top = max(top, rec.Version)
+	}
+	if cur > top {
+		// The arbiter's log lost what the cursor names (it was reset):
+		// everything it holds is sent again.
+		cur = 0
+	}
+	for _, rec := range all {
+		if rec.Version > cur {
+			r.mark(rec.ID, rec.Version)
+		}
 	}
 	wait := retryMin
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(r.opts.Poll)
 	defer tick.Stop()
 	for {
 		select {
@@ -134,6 +155,12 @@ func (r *Records) Run(ctx context.Context) {
 			return
 		case <-r.wake:
 		case <-tick.C:
+			r.mu.Lock()
+			seen := r.high
+			r.mu.Unlock()
+			for _, rec := range r.src.Since(seen) {
+				r.mark(rec.ID, rec.Version)
+			}
 		}
 		r.mu.Lock()
 		batch, high := r.dirty, r.high

@@ -482,14 +482,18 @@ func (h handler) write(tab map[uint16]ref, client string, addr uint16, vals []fl
 	if s.opts.Submitter == nil {
 		return h.fail(mb.ErrServerDeviceFailure)
 	}
-	// One command per asset, in the order of the registers.
+	// One command per asset, in the order of the registers; one per
+	// point for a device whose transport carries one point per command
+	// (a generic JSON command topic, control.OnePointer).
+	op, _ := s.opts.Submitter.(control.OnePointer)
 	var cmds []control.Command
 	var which [][]set
 	for _, st := range sets {
 		e := &s.entries[st.entry]
+		onePoint := op != nil && op.OnePoint(e.Product, e.Asset)
 		j := -1
 		for i := range cmds {
-			if cmds[i].Asset == e.Asset && cmds[i].Product == e.Product {
+			if cmds[i].Asset == e.Asset && cmds[i].Product == e.Product && !onePoint {
 				j = i
 				break
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -104,6 +105,25 @@ sinks:
 	}
 	l.waitStates(rv, map[string]string{"edge-01": store.ReleaseRejected})
 
+	// A command to the edge: the hub records it (issued) before the edge
+	// answers.
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+server.CommandsPath, strings.NewReader(
+		`{"edge":"edge-01","product":"turbine","asset":"T1","service":"set_power","inputs":{"power_setpoint":1500},"expire_in":"10m"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+l.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd struct{ ID string }
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 || json.Unmarshal(body, &cmd) != nil || cmd.ID == "" {
+		t.Fatalf("issuing a command: %d %s", resp.StatusCode, body)
+	}
+
 	base := "http://" + addr + "/console/"
 	// Without the token the console is a login form and shows nothing
 	// of the fleet; the API still wants its bearer.
@@ -135,7 +155,7 @@ sinks:
 	b.waitJS(t, "the link_down health alert", `!!document.querySelector('#alerts tr[data-edge="edge-01"][data-rule="link_down"][data-state="raised"]')`)
 	b.waitJS(t, "the edge's active alerts", `Number(`+edgeRow+`.dataset.alerts) > 0`)
 	b.waitJS(t, "the rejected release", `!!document.querySelector('#releases tr[data-release="`+rv.ID+`"] span[data-edge="edge-01"][data-state="rejected"]') && `+edgeRow+`.dataset.release === "rejected"`)
-	b.waitJS(t, "the commands panel", `!document.getElementById("commands-section").hidden && !document.getElementById("no-commands").hidden`)
+	b.waitJS(t, "the command record", `!document.getElementById("commands-section").hidden && !!document.querySelector('#commands tr[data-id="`+cmd.ID+`"]') && document.querySelector('#commands tr[data-id="`+cmd.ID+`"]').textContent.includes("set_power")`)
 	// The page follows the backlog as it grows.
 	var first int64
 	if first, err = chromedp.Run(b.ctx, chromedp.Evaluate[int64](`Number(`+edgeRow+`.dataset.backlog)`)); err != nil {

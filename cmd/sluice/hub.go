@@ -51,14 +51,15 @@ func newHubCmd(g *globals) *cobra.Command {
 	var f hubRunFlags
 	cmd := &cobra.Command{
 		Use:   "hub --postgres DSN [--nats URL] [--listen ADDR] [--token-file F] [--trust KEYS]",
-		Short: "Run the hub (releases to edges, their data, reports and alerts), or ask it",
+		Short: "Run the hub (releases and commands to edges, their data, reports, alerts and command records), or ask it",
 		Long: `Without a subcommand, hub runs one hub instance until SIGINT or SIGTERM.
 
 At start it applies the database migrations (PostgreSQL schema --schema) and
 creates the JetStream resources it uses when missing: the KV bucket
 SLUICE_DESIRED, the object store SLUICE_BUNDLES, the streams SLUICE_EDGE
-(reports and heartbeats) and SLUICE_DATA (data and alerts). It then stores
-what the edges send, exactly once, and serves the HTTP JSON API on --listen
+(reports, heartbeats and command records), SLUICE_DATA (data and alerts)
+and SLUICE_COMMANDS (commands to edges). It then stores what the edges
+send, exactly once, and serves the HTTP JSON API on --listen
 (127.0.0.1 by default). Every API request needs the bearer token kept in
 --token-file, created (mode 0600) when missing. The same listener serves a
 web console over the fleet at /console/ (sign in with that token): edges,
@@ -84,7 +85,8 @@ Exit codes: 0 stopped by a signal, 1 failed, 64 a bad command line.`,
 	cmd.Flags().StringVar(&f.trust, "trust", "", "public key file or directory of keys a released bundle's signature must verify with (default: the edges alone check signatures)")
 	cmd.Flags().IntVar(&f.replicas, "replicas", 1, "replicas of the JetStream resources the hub creates (clustered JetStream)")
 	cmd.Flags().StringVar(&f.logDir, "log-dir", "", "also write the log (JSON, masked) to rotating files in this directory, 10 of 10 MiB (sluice logs --log-dir reads them)")
-	cmd.AddCommand(newHubEdgesCmd(g), newHubStatusCmd(g), newHubReleaseCmd(g), newHubReleasesCmd(g), newHubAlertsCmd(g), newHubLogsCmd(g))
+	cmd.AddCommand(newHubEdgesCmd(g), newHubStatusCmd(g), newHubReleaseCmd(g), newHubReleasesCmd(g), newHubAlertsCmd(g), newHubLogsCmd(g),
+		newHubCommandCmd(g), newHubCommandsCmd(g))
 	return cmd
 }
 

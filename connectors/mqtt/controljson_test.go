@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/control"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
 // TestControlRouter: one arbiter reaches EnOS devices over the EnOS
@@ -152,5 +156,121 @@ func TestControlRouter(t *testing.T) {
 			default:
 			}
 		})
+	}
+}
+
+// declared is the arbiter as the edge gives it to pipelines: it says which
+// JSON command topics its control section declares.
+type declared struct {
+	*control.Arbiter
+	topics map[string]string // command topic -> reply topic
+}
+
+func (d declared) JSONCommandTopic(cmd, reply string) bool {
+	r, ok := d.topics[cmd]
+	return ok && r == reply
+}
+
+// TestSinkCommandTopicControlled: with the edge's arbiter, an mqtt sink
+// with a command_topic declared in the control section submits one
+// command per point (origin rule:<pipeline>.<sink>) instead of sending
+// them itself; the arbiter reaches the device over the declared topic and
+// its replies ack them, and a lease holds them back like any other. A
+// sink whose command_topic the control section does not declare is
+// refused when built.
+func TestSinkCommandTopicControlled(t *testing.T) {
+	b := embedded(t)
+	root := "plant" + suffix()
+	cmdTopic, replyTopic := root+"/{asset}/cmd", root+"/{asset}/cmd/reply"
+	late := &control.LateTransport{}
+	a, err := control.Open(control.Options{Dir: t.TempDir(), Transport: late, Timeout: 30 * time.Second, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enos, err := NewDownlink(DownlinkOptions{Tracker: a.Tracker(), Client: ClientOptions{URLs: []string{b.url}, ClientID: "ctl-" + suffix(), CleanSession: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jdl, err := NewJSONDownlink(JSONDownlinkOptions{Tracker: a.Tracker(), Topic: cmdTopic, ReplyTopic: replyTopic,
+		Client: ClientOptions{URLs: []string{b.url}, ClientID: "ctlj-" + suffix(), CleanSession: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); enos.Close(); jdl.Close() })
+	router, err := control.NewRouter(enos, control.Route{Name: "json", Assets: []string{"T1", "T2"}, Transport: jdl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	late.Set(router)
+	commands := declared{a, map[string]string{cmdTopic: replyTopic}}
+
+	for _, tc := range []struct{ doc, want string }{
+		{"command_topic: " + root + "/{asset}/other\n", "is not declared in the edge's control.json_devices"},
+		{"command_topic: " + cmdTopic + "\nreply_topic: " + root + "/{asset}/ack\n", "is not declared"},
+		{"command_topic: " + cmdTopic + "\n", ""},
+	} {
+		s, err := parseSink(t, "urls: [tcp://127.0.0.1:1883]\n"+tc.doc, limitRows,
+			engine.BuildContext{Pipeline: "p", Name: "cmd", Commands: commands, DryRun: true})
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%q: error %v, want %q", tc.doc, err, tc.want)
+		}
+		if s != nil {
+			_ = s.Close(context.Background())
+		}
+	}
+
+	dev := &jsonDevice{sub: newSubscriber(t, b.url, root+"/+/cmd"), pub: newPublisher(t, b.url, 5)}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := a.TakeLease(ctx, control.LeaseRequest{Asset: "T2", Holder: "hmi-1", Origin: "local:hmi", Class: control.ClassOperator, For: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // the device acknowledges every command
+		for {
+			var m message
+			select {
+			case m = <-dev.sub.msgs:
+			case <-ctx.Done():
+				return
+			}
+			var body struct{ ID string }
+			_ = json.Unmarshal(m.payload, &body)
+			_ = dev.pub.tryPublish(m.topic+"/reply", []byte(`{"id":"`+body.ID+`","code":200}`))
+		}
+	}()
+	counters := engine.NewCounters()
+	mem := checkedMem(t)
+	s, err := parseSink(t, "urls: [tcp://127.0.0.1:1883]\ncommand_topic: "+cmdTopic+"\nparams: {power_limit: limit_kw, mode: mode}\n",
+		limitRows, engine.BuildContext{Pipeline: "p", Name: "cmd", Counters: counters, Mem: mem, Commands: commands})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	rec := enginetest.Record(mem, limitRows,
+		enginetest.Row{int64(1), "T1", 1200.0, "eco"},
+		enginetest.Row{int64(2), "T2", 800.0, nil},
+	)
+	if err := s.Write(ctx, engine.Batch{Rec: rec}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]command.Status{}
+	for _, r := range a.List(control.Filter{}) {
+		done := waitFinal(t, a, r.ID)
+		if done.Origin != "rule:p.cmd" {
+			t.Errorf("origin %q", done.Origin)
+		}
+		for k, v := range done.Inputs {
+			got[done.Asset+"."+k+"="+fmt.Sprint(v)] = done.Status
+		}
+	}
+	want := map[string]command.Status{"T1.power_limit=1200": command.Acked, "T1.mode=eco": command.Acked, "T2.power_limit=800": command.Rejected}
+	if !maps.Equal(got, want) {
+		t.Errorf("commands %v, want %v", got, want)
+	}
+	if sink := s.(*Sink); len(sink.Tracker().List(nil)) != 0 {
+		t.Error("the sink sent commands itself")
+	}
+	if c := counters.Snapshot(); c["commands_sent"] != 2 || c["commands_failed"] != 1 {
+		t.Errorf("counters %v", c)
 	}
 }

@@ -209,7 +209,17 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 		}
 	}})
 	s.opts = DownlinkOptions{Client: opts, Tracker: tracker, QoS0: q == 0, SendTimeout: cfg.Duration("send_timeout"), Log: s.log, Unmatched: unmatched}
-	if bc.Commands != nil && s.json == nil {
+	if bc.Commands != nil {
+		if jr, ok := bc.Commands.(jsonRoutes); ok && s.json != nil {
+			reply := s.json.ReplyTopic
+			if reply == "" {
+				reply = s.json.Topic + "/reply"
+			}
+			if !jr.JSONCommandTopic(s.json.Topic, reply) {
+				return nil, spec.Errors{cfg.Errorf("command_topic", "command_topic %q (reply_topic %q) is not declared in the edge's control.json_devices: "+
+					"with a control section every command goes through the arbiter, which reaches JSON devices over the topics declared there", s.json.Topic, reply)}
+			}
+		}
 		s.control, s.ruleOrigin = bc.Commands, control.OriginRule+":"+bc.Pipeline+"."+bc.Name
 	}
 	if s.json != nil {
@@ -219,6 +229,13 @@ func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engin
 		}
 	}
 	return s, nil
+}
+
+// jsonRoutes is implemented by the edge's arbiter as the pipelines see it
+// (engine.BuildContext.Commands): it says whether the control section
+// declares a generic JSON command topic with its reply topic.
+type jsonRoutes interface {
+	JSONCommandTopic(commandTopic, replyTopic string) bool
 }
 
 // Tracker returns the tracker of the sink's commands.

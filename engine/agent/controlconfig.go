@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -37,6 +38,22 @@ type ControlConfig struct {
 	Origins map[string]string
 	// NoSync leaves the log's writes to the operating system.
 	NoSync bool
+	// JSONDevices are the devices reached over generic JSON command
+	// topics instead of the EnOS downlink.
+	JSONDevices []ControlJSONDevices
+}
+
+// ControlJSONDevices declares devices that are not EnOS devices: their
+// commands go over a generic MQTT JSON command topic (docs/mqtt.md) on the
+// control broker.
+type ControlJSONDevices struct {
+	// CommandTopic and ReplyTopic are the templates of the topics
+	// ({asset}, {product}, {point}); ReplyTopic is never empty once
+	// parsed.
+	CommandTopic, ReplyTopic string
+	// Assets and Products select the devices: a command whose asset is
+	// one of Assets, or whose product is one of Products.
+	Assets, Products []string
 }
 
 // ControlDir is the directory of the control log, DataDir/control.
@@ -60,6 +77,15 @@ func controlField() spec.Field {
 			{Name: "max_expiry", Type: spec.Duration, Default: spec.FormatDuration(DefaultControlMaxExpiry), Advanced: true, Description: "How far ahead a command's expiry and a lease may reach; further is refused as malformed."},
 			{Name: "classes", Type: spec.List, Elem: spec.String, Optional: true, Advanced: true, Description: "Priority classes, highest first. Defaults to `[safety, operator, cloud, rule]`.", Example: []any{"safety", "operator", "cloud", "rule"}},
 			{Name: "origins", Type: spec.Map, Elem: spec.String, Optional: true, Advanced: true, Description: "For each origin (`local`, `third-party`, `cloud`, `rule`), the highest class its commands and leases may claim; an origin missing here cannot issue commands. Defaults to local: safety, third-party: operator, cloud: cloud, rule: rule.", Example: map[string]any{"local": "safety", "cloud": "cloud"}},
+			{Name: "json_devices", Type: spec.List, Elem: spec.Object, Optional: true,
+				Description: "Devices that are not EnOS devices, reached over a generic MQTT JSON command topic on the same broker: their commands go through the arbiter like the others, one point per command (`{\"id\":...,\"point\":...,\"value\":...}`), and the device answers `{\"id\":...,\"code\":200}` on the reply topic. A command goes over the first entry naming its asset, else the first naming its product, else the EnOS downlink. An `mqtt` sink with a `command_topic` needs that topic declared here.",
+				Example:     []any{map[string]any{"command_topic": "plant/{asset}/cmd", "reply_topic": "plant/{asset}/reply", "assets": []any{"pump-1", "pump-2"}}},
+				Children: []spec.Field{
+					{Name: "command_topic", Type: spec.String, Description: "Template of the command topic: `{asset}` (required), `{product}` and `{point}` stand for whole segments.", Example: "plant/{asset}/cmd"},
+					{Name: "reply_topic", Type: spec.String, Optional: true, Description: "Template of the reply topic (`{asset}` required; default: command_topic + `/reply`). It must not overlap a command topic or another entry's reply topic.", Example: "plant/{asset}/reply"},
+					{Name: "assets", Type: spec.List, Elem: spec.String, Optional: true, Description: "Device keys reached over this topic.", Example: []any{"pump-1"}},
+					{Name: "products", Type: spec.List, Elem: spec.String, Optional: true, Description: "Product keys whose devices are reached over this topic (a command for them must name its product).", Example: []any{"pump"}},
+				}},
 			{Name: "no_sync", Type: spec.Bool, Default: false, Advanced: true, Description: "Leave the control log's writes to the operating system instead of syncing each: faster, but a power cut may lose the last records (a crash of the process does not)."},
 		},
 	}
@@ -122,5 +148,62 @@ func parseControl(s *spec.Config, edge string) (*ControlConfig, spec.Errors) {
 			errs = append(errs, s.Errorf("origins", "control.origins: unknown origin %q (local, third-party, cloud, rule)", fmt.Sprint(o)))
 		}
 	}
+	errs = append(errs, parseJSONDevices(s, cc)...)
 	return cc, errs
+}
+
+// parseJSONDevices reads control.json_devices: topics that parse, do not
+// overlap, and devices named once.
+func parseJSONDevices(s *spec.Config, cc *ControlConfig) spec.Errors {
+	var errs spec.Errors
+	type topics struct{ cmd, reply codec.TopicTemplate }
+	var seen []topics
+	owner := map[string]string{} // "asset x" / "product x" -> command topic
+	for i, o := range s.Objects("json_devices") {
+		jd := ControlJSONDevices{CommandTopic: o.String("command_topic"), ReplyTopic: o.String("reply_topic"),
+			Assets: o.Strings("assets"), Products: o.Strings("products")}
+		if jd.ReplyTopic == "" {
+			jd.ReplyTopic = jd.CommandTopic + "/reply"
+		}
+		at := fmt.Sprintf("control.json_devices[%d]", i)
+		cmd, err := codec.ParseTopicTemplate(jd.CommandTopic)
+		if err != nil {
+			errs = append(errs, o.Errorf("command_topic", "%s.command_topic: %v", at, err))
+		}
+		reply, rerr := codec.ParseTopicTemplate(jd.ReplyTopic)
+		if rerr != nil {
+			errs = append(errs, o.Errorf("reply_topic", "%s.reply_topic: %v", at, rerr))
+		}
+		if err == nil && rerr == nil {
+			if codec.Overlaps(cmd, reply) {
+				errs = append(errs, o.Errorf("reply_topic", "%s: reply topic %q matches the command topic %q", at, jd.ReplyTopic, jd.CommandTopic))
+			}
+			for _, p := range seen {
+				if codec.Overlaps(reply, p.reply) || codec.Overlaps(reply, p.cmd) || codec.Overlaps(cmd, p.reply) {
+					errs = append(errs, o.Errorf("reply_topic", "%s: topics %q and %q overlap those of %q: a reply would reach two entries", at, jd.CommandTopic, jd.ReplyTopic, p.cmd.String()))
+				}
+			}
+			seen = append(seen, topics{cmd, reply})
+		}
+		if len(jd.Assets)+len(jd.Products) == 0 {
+			errs = append(errs, o.Errorf("command_topic", "%s: name the assets or products reached over %q", at, jd.CommandTopic))
+		}
+		for _, set := range []struct {
+			what, field string
+			names       []string
+		}{{"asset", "assets", jd.Assets}, {"product", "products", jd.Products}} {
+			for _, n := range set.names {
+				if err := codec.CheckKey(n, control.MaxKeyLen); err != nil {
+					errs = append(errs, o.Errorf(set.field, "%s.%s: %q: %v", at, set.field, n, err))
+					continue
+				}
+				if prev, dup := owner[set.what+" "+n]; dup {
+					errs = append(errs, o.Errorf(set.field, "%s.%s: %s %q is already reached over %q", at, set.field, set.what, n, prev))
+				}
+				owner[set.what+" "+n] = jd.CommandTopic
+			}
+		}
+		cc.JSONDevices = append(cc.JSONDevices, jd)
+	}
+	return errs
 }

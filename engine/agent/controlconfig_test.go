@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,13 @@ func TestParseControl(t *testing.T) {
 		cc.MaxExpiry != DefaultControlMaxExpiry || len(cc.Classes) != 0 || len(cc.Origins) != 0 || cc.NoSync ||
 		c.ControlDir() != "/etc/sluice/sluice-data/control" {
 		t.Errorf("%+v", cc)
+	}
+	c, errs = ParseConfig("x.yaml", []byte("trust: k\ncontrol: {broker: \"tcp://b:1\", json_devices: [{command_topic: \"plant/{asset}/cmd\", assets: [P1, P2]}, "+
+		"{command_topic: \"plc/{product}/{asset}/set/{point}\", reply_topic: \"plc/{product}/{asset}/ack\", products: [pump]}]}\n"))
+	want := []ControlJSONDevices{{CommandTopic: "plant/{asset}/cmd", ReplyTopic: "plant/{asset}/cmd/reply", Assets: []string{"P1", "P2"}, Products: []string{}},
+		{CommandTopic: "plc/{product}/{asset}/set/{point}", ReplyTopic: "plc/{product}/{asset}/ack", Assets: []string{}, Products: []string{"pump"}}}
+	if len(errs) > 0 || !reflect.DeepEqual(c.Control.JSONDevices, want) {
+		t.Errorf("json_devices: %v\n%#v", errs, c.Control.JSONDevices)
 	}
 	if c, _ := ParseConfig("x.yaml", []byte("trust: k\n")); c.Control != nil {
 		t.Error("a control section out of nothing")
@@ -35,6 +43,14 @@ func TestParseControl(t *testing.T) {
 		{"control: {broker: \"tcp://x:1\", classes: [a, b]}\n", "needs control.origins"},
 		{"control: {broker: \"tcp://x:1\", origins: {cloud: god}}\n", `unknown class "god"`},
 		{"control: {broker: \"tcp://x:1\", origins: {martian: rule}}\n", `unknown origin "martian"`},
+		{"control: {broker: \"tcp://x:1\", json_devices: [{assets: [P1]}]}\n", `"command_topic"`},
+		{"control: {broker: \"tcp://x:1\", json_devices: [{command_topic: \"plant/{asset}/cmd\"}]}\n", "name the assets or products reached over"},
+		{"control: {broker: \"tcp://x:1\", json_devices: [{command_topic: \"plant/cmd\", assets: [P1]}]}\n", "json_devices[0].command_topic"},
+		{"control: {broker: \"tcp://x:1\", json_devices: [{command_topic: \"plant/{asset}/cmd\", reply_topic: \"plant/{asset}/{point}\", assets: [P1]}]}\n", "matches the command topic"},
+		{"control: {broker: \"tcp://x:1\", json_devices: [{command_topic: \"plant/{asset}/cmd\", assets: [\"a/b\"]}]}\n", "json_devices[0].assets"},
+		{"control: {broker: \"tcp://x:1\", json_devices: [{command_topic: \"a/{asset}/cmd\", assets: [P1]}, {command_topic: \"b/{asset}/cmd\", assets: [P1]}]}\n", `asset "P1" is already reached over "a/{asset}/cmd"`},
+		{"control: {broker: \"tcp://x:1\", json_devices: [{command_topic: \"a/{asset}/cmd\", products: [pk]}, {command_topic: \"b/{asset}/cmd\", products: [pk]}]}\n", `product "pk" is already reached`},
+		{"control: {broker: \"tcp://x:1\", json_devices: [{command_topic: \"a/{asset}/cmd\", assets: [P1]}, {command_topic: \"a/{asset}/cmd/reply\", assets: [P2]}]}\n", "overlap those of"},
 	} {
 		_, errs := ParseConfig("x.yaml", []byte("trust: k\n"+bad.yaml))
 		if len(errs) == 0 || !strings.Contains(errs.Error(), bad.want) {

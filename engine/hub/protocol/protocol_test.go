@@ -161,6 +161,8 @@ func TestSubjectEdge(t *testing.T) {
 		"sluice.e1.reports":          "e1",
 		"sluice.e-2.heartbeat":       "e-2",
 		"sluice.e1.alerts":           "e1",
+		"sluice.e1.control":          "e1",
+		"sluice.e1.commands":         "",
 		"sluice.e1.data.stats":       "e1",
 		"sluice.e1.data.a.b":         "e1",
 		"sluice.e1.data":             "",
@@ -189,7 +191,7 @@ func TestStreamConfigs(t *testing.T) {
 		name string
 		subs []string
 		cfg  func(int) jetstream.StreamConfig
-	}{{EdgeStream, EdgeSubjects, EdgeStreamConfig}, {DataStream, DataSubjects, DataStreamConfig}} {
+	}{{EdgeStream, EdgeSubjects, EdgeStreamConfig}, {DataStream, DataSubjects, DataStreamConfig}, {CommandStream, CommandSubjects, CommandStreamConfig}} {
 		cfg := c.cfg(0)
 		if cfg.Name != c.name || cfg.Duplicates != DuplicateWindow || cfg.Replicas != 1 || len(cfg.Subjects) != len(c.subs) {
 			t.Errorf("%s: %+v", c.name, cfg)

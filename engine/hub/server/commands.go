@@ -95,7 +95,8 @@ func newCommandID(now time.Time) string {
 // and reports the record back (edge events). A command the broker did not
 // take is recorded failed and ErrNotPublished returned.
 func (h *Hub) IssueCommand(ctx context.Context, req CommandRequest, by string) (CommandView, error) {
-	now := h.opts.Now().UTC()
+	// As PostgreSQL keeps it, so the answer is what later reads show.
+	now := h.opts.Now().UTC().Truncate(time.Microsecond)
 	expireIn := DefaultCommandExpiry
 	if req.ExpireIn != "" {
 		d, err := time.ParseDuration(req.ExpireIn)

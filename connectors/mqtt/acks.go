@@ -74,10 +74,15 @@ func (q *ackQueue) release() {
 	n := 0
 	for len(q.batches) > 0 && q.batches[0].done {
 		k := q.batches[0].n
-		for i := q.head; i < q.head+k; i++ {
-			q.msgs[i].ack()
-			q.msgs[i] = message{}
+		if sub := q.msgs[q.head].sub; sub != nil {
+			// One write for the whole batch.
+			sub.ackMany(q.msgs[q.head : q.head+k])
+		} else {
+			for i := q.head; i < q.head+k; i++ {
+				q.msgs[i].ack()
+			}
 		}
+		clear(q.msgs[q.head : q.head+k])
 		q.head += k
 		n += k
 		q.batches[0] = nil

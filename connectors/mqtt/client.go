@@ -20,9 +20,11 @@ type message struct {
 	payload []byte
 	qos     byte
 	// Exactly one of these identifies the message for acknowledging it:
-	// the MQTT 5 client, the generation of the connection the message came
-	// on and its packet id; or the MQTT 3.1.1 message.
+	// the MQTT 5 client or the light client, with the generation of the
+	// connection the message came on and its packet id; or the MQTT 3.1.1
+	// message.
 	k5  *client5
+	sub *lightClient
 	gen uint64
 	pid uint16
 	m3  mqtt3.Message
@@ -41,6 +43,8 @@ func (m message) forAck() message {
 func (m *message) ack() {
 	switch {
 	case m.qos == 0:
+	case m.sub != nil:
+		m.sub.ackMany([]message{*m})
 	case m.k5 != nil:
 		m.k5.ack(*m)
 	case m.m3 != nil:
@@ -68,6 +72,9 @@ type clientConfig struct {
 	onDown func(downInfo)
 	// onSubscribeError reports a subscription the broker refused.
 	onSubscribeError func(topic string, err error)
+	// light picks the source's light client (light.go) over the
+	// general ones.
+	light bool
 }
 
 // client is a connection that keeps itself up: it connects in the
@@ -108,6 +115,9 @@ func newClient(cfg clientConfig) (client, error) {
 	}
 	if cfg.onSubscribeError == nil {
 		cfg.onSubscribeError = func(string, error) {}
+	}
+	if cfg.light {
+		return newLightClient(cfg), nil
 	}
 	if cfg.Version == 4 {
 		return newClient3(cfg), nil

@@ -502,6 +502,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		ClientOptions: s.opts,
 		subs:          s.subs,
 		manualAck:     s.qos == 1,
+		light:         true,
 		onMessage: func(m message) {
 			select {
 			case msgs <- m:

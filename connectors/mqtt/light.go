@@ -1,0 +1,620 @@
+package mqtt
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/sluice-edge/sluice/engine"
+)
+
+// lightClient is the source's connection, MQTT 3.1.1 or 5: a subscriber
+// built on the packet codec of the embedded broker (mochi-mqtt), lighter
+// per message than the general clients (client3, client5), which the sink
+// and the downlink keep using.
+//
+// Per message it reads the packet from a buffered connection into a slab
+// shared by many packets, decodes it in place (the topic and the payload
+// point into the slab, which is never written again) and hands it to
+// onMessage on the reading goroutine: no allocation per packet, no
+// goroutine or channel between the socket and the source. QoS 1
+// acknowledgements made together (ackMany) go out in one write.
+//
+// When packets come faster than one every readPace, reading pauses until
+// readPace has passed since the last read from the socket, so that one
+// wake-up and one system call take in many packets instead of one each.
+type lightClient struct {
+	cfg   clientConfig
+	state connState
+	flaps *flapGuard
+	urls  []*url.URL
+
+	ctx    context.Context // ends when the client stops
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run returns
+
+	mu      sync.Mutex // guards the fields below; writes happen under it
+	conn    net.Conn   // nil while down
+	gen     uint64     // connection generation, advanced when one ends
+	wbuf    bytes.Buffer
+	nextID  uint16
+	waiting map[uint16]chan *packets.Packet // SUBACK, UNSUBACK and PUBACK awaited
+	started bool
+	stopped bool
+
+	wrote atomic.Bool // a packet was sent since the last keep-alive tick
+	heard atomic.Bool // a packet was received since the last keep-alive tick
+}
+
+// readPace is the shortest interval between two reads from the socket
+// while packets keep coming: at 40,000 messages/s one read takes in about
+// 20. The added latency is at most readPace.
+const readPace = 500 * time.Microsecond
+
+// slabSize is the size of the slabs packets are read into; larger packets
+// get a slab of their own.
+const slabSize = 64 << 10
+
+func newLightClient(cfg clientConfig) *lightClient {
+	c := &lightClient{cfg: cfg, flaps: newFlapGuard(cfg.ClientOptions), done: make(chan struct{}),
+		waiting: map[uint16]chan *packets.Packet{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.state.init()
+	return c
+}
+
+func (c *lightClient) start(context.Context) error {
+	for _, s := range c.cfg.URLs {
+		u, err := parseBrokerURL(s)
+		if err != nil {
+			return err
+		}
+		c.urls = append(c.urls, u)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped || c.started {
+		return errors.New("mqtt: client stopped")
+	}
+	c.started = true
+	go c.run()
+	return nil
+}
+
+// run connects, and reconnects with backoff, until the client stops.
+func (c *lightClient) run() {
+	defer close(c.done)
+	first := true
+	for attempt := 0; ; attempt++ {
+		if d := c.flaps.wait(attempt); d > 0 && !engine.Sleep(c.ctx, d) {
+			return
+		}
+		if c.ctx.Err() != nil {
+			return
+		}
+		conn, r, ka, err := c.connect(first)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.cfg.Log.Warn("mqtt: connection attempt failed", "client", clientTag(c.cfg.ClientID), "err", err)
+			continue
+		}
+		first, attempt = false, -1
+		c.flaps.up()
+		c.mu.Lock()
+		if c.stopped {
+			c.mu.Unlock()
+			_ = conn.Close()
+			return
+		}
+		c.conn = conn
+		gen := c.gen
+		c.mu.Unlock()
+
+		kaStop := make(chan struct{})
+		go c.keepAlive(conn, ka, kaStop)
+		go c.subscribe(gen)
+		err = c.read(r, gen)
+
+		close(kaStop)
+		_ = conn.Close()
+		c.mu.Lock()
+		c.conn = nil
+		c.gen++
+		for id, ch := range c.waiting {
+			close(ch)
+			delete(c.waiting, id)
+		}
+		stopped := c.stopped
+		c.mu.Unlock()
+		c.state.setDown()
+		if stopped || c.ctx.Err() != nil {
+			return
+		}
+		c.cfg.onDown(c.flaps.down(err))
+	}
+}
+
+// connect opens a connection to the first broker that takes it and
+// makes the MQTT connection; it returns the keep-alive interval to keep.
+func (c *lightClient) connect(first bool) (net.Conn, *bufio.Reader, time.Duration, error) {
+	o := c.cfg.ClientOptions
+	ctx, cancel := context.WithTimeout(c.ctx, o.ConnectTimeout)
+	defer cancel()
+	var errs []error
+	for _, u := range c.urls {
+		conn, err := dialBroker(ctx, u, o.TLS)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r, ka, err := c.handshake(ctx, conn, first)
+		if err != nil {
+			_ = conn.Close()
+			errs = append(errs, err)
+			continue
+		}
+		return conn, r, ka, nil
+	}
+	return nil, nil, 0, errors.Join(errs...)
+}
+
+// handshake sends CONNECT and reads CONNACK; it returns the keep-alive
+// interval, the broker's when an MQTT 5 broker sets one.
+func (c *lightClient) handshake(ctx context.Context, conn net.Conn, first bool) (*bufio.Reader, time.Duration, error) {
+	o := c.cfg.ClientOptions
+	if d, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	pk := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: byte(o.Version),
+		Connect: packets.ConnectParams{
+			ProtocolName:     []byte("MQTT"),
+			ClientIdentifier: o.ClientID,
+			Keepalive:        uint16(max(1, min(o.KeepAlive/time.Second, 65535))),
+			// An MQTT 5 session ends with the connection when clean
+			// (its expiry is 0): starting clean only the first time
+			// keeps a persistent one across reconnections, as MQTT
+			// 3.1.1's clean session flag does on every connection.
+			Clean: o.CleanSession && (first || o.Version == 4),
+		},
+	}
+	if o.Username != "" {
+		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(o.Username)
+	}
+	if o.Password != "" {
+		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(o.Password)
+	}
+	if o.Version == 5 {
+		pk.Properties.ReceiveMaximum = uint16(o.ReceiveMaximum)
+		if !o.CleanSession {
+			pk.Properties.SessionExpiryInterval = uint32(min(o.SessionExpiry/time.Second, 1<<32-1))
+			pk.Properties.SessionExpiryIntervalFlag = true
+		}
+	}
+	var buf bytes.Buffer
+	if err := pk.ConnectEncode(&buf); err != nil {
+		return nil, 0, fmt.Errorf("mqtt: encoding CONNECT: %w", err)
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		return nil, 0, fmt.Errorf("mqtt: sending CONNECT: %w", err)
+	}
+	r := bufio.NewReaderSize(conn, readBufferSize)
+	var sl slab
+	ack, err := readPacket(r, &sl, byte(o.Version))
+	if err != nil {
+		return nil, 0, fmt.Errorf("mqtt: waiting for CONNACK: %w", err)
+	}
+	if ack.FixedHeader.Type != packets.Connack {
+		return nil, 0, fmt.Errorf("mqtt: expected CONNACK, got packet type %d", ack.FixedHeader.Type)
+	}
+	if ack.ReasonCode != 0 {
+		return nil, 0, fmt.Errorf("mqtt: broker refused the connection (reason code 0x%02x)", ack.ReasonCode)
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		return nil, 0, fmt.Errorf("mqtt: %w", err)
+	}
+	ka := time.Duration(pk.Connect.Keepalive) * time.Second
+	if ack.Properties.ServerKeepAliveFlag && ack.Properties.ServerKeepAlive > 0 {
+		ka = time.Duration(ack.Properties.ServerKeepAlive) * time.Second
+	}
+	return r, ka, nil
+}
+
+// slab hands out the space packets are read into. A slab is never
+// written again once handed out: the messages decoded from it keep
+// pointing into it until they are done with, and the garbage collector
+// frees it after the last one.
+type slab struct{ buf []byte }
+
+func (s *slab) take(n int) []byte {
+	if n > slabSize/4 {
+		return make([]byte, n)
+	}
+	if len(s.buf) < n {
+		s.buf = make([]byte, slabSize)
+	}
+	b := s.buf[:n:n]
+	s.buf = s.buf[n:]
+	return b
+}
+
+// readPacket reads and decodes one packet.
+func readPacket(r *bufio.Reader, sl *slab, version byte) (*packets.Packet, error) {
+	pk := &packets.Packet{ProtocolVersion: version}
+	if err := readPacketInto(r, sl, pk); err != nil {
+		return nil, err
+	}
+	return pk, nil
+}
+
+// readPacketInto reads and decodes one packet into pk, whose
+// ProtocolVersion must be set.
+func readPacketInto(r *bufio.Reader, sl *slab, pk *packets.Packet) error {
+	hb, err := r.ReadByte()
+	if err != nil {
+		return err
+	}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		return fmt.Errorf("mqtt: bad packet header: %w", err)
+	}
+	n, _, err := packets.DecodeLength(r)
+	if err != nil {
+		return fmt.Errorf("mqtt: bad packet length: %w", err)
+	}
+	pk.FixedHeader.Remaining = n
+	buf := sl.take(n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return err
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		err = pk.PublishDecode(buf)
+	case packets.Connack:
+		err = pk.ConnackDecode(buf)
+	case packets.Suback:
+		err = pk.SubackDecode(buf)
+	case packets.Unsuback:
+		err = pk.UnsubackDecode(buf)
+	case packets.Puback:
+		err = pk.PubackDecode(buf)
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(buf)
+	case packets.Pingresp:
+	default:
+		err = fmt.Errorf("unexpected packet type %d", pk.FixedHeader.Type)
+	}
+	if err != nil {
+		return fmt.Errorf("mqtt: bad packet from the broker: %w", err)
+	}
+	return nil
+}
+
+// read receives packets until the connection fails or the broker ends
+// it.
+func (c *lightClient) read(r *bufio.Reader, gen uint64) error {
+	version := byte(c.cfg.Version)
+	var (
+		sl       slab
+		pk       packets.Packet
+		lastFill time.Time
+	)
+	for {
+		if r.Buffered() == 0 {
+			if wait := readPace - time.Since(lastFill); wait > 0 {
+				time.Sleep(wait)
+			}
+			if _, err := r.Peek(1); err != nil {
+				return err
+			}
+			lastFill = time.Now()
+		}
+		pk = packets.Packet{ProtocolVersion: version}
+		if err := readPacketInto(r, &sl, &pk); err != nil {
+			return err
+		}
+		c.heard.Store(true)
+		switch pk.FixedHeader.Type {
+		case packets.Publish:
+			q := pk.FixedHeader.Qos
+			if q > 1 {
+				return errors.New("mqtt: the broker sent a QoS 2 message on a subscription of QoS 1 at most")
+			}
+			m := message{topic: pk.TopicName, payload: pk.Payload, qos: q, sub: c, gen: gen, pid: pk.PacketID}
+			c.cfg.onMessage(m)
+			if q == 1 && !c.cfg.manualAck {
+				c.ackMany([]message{m})
+			}
+		case packets.Suback, packets.Unsuback, packets.Puback:
+			c.mu.Lock()
+			ch := c.waiting[pk.PacketID]
+			delete(c.waiting, pk.PacketID)
+			c.mu.Unlock()
+			if ch != nil {
+				p := pk
+				ch <- &p
+			}
+		case packets.Disconnect:
+			if pk.ReasonCode == packets.ErrSessionTakenOver.Code {
+				c.flaps.sessionTakenOver()
+			}
+			return fmt.Errorf("mqtt: the broker ended the connection (reason code 0x%02x)", pk.ReasonCode)
+		case packets.Pingresp:
+		default:
+			return fmt.Errorf("mqtt: unexpected packet type %d", pk.FixedHeader.Type)
+		}
+	}
+}
+
+// keepAlive sends PINGREQ when nothing else was sent for half the
+// keep-alive interval, and closes a connection on which nothing was
+// received for about one and a half.
+func (c *lightClient) keepAlive(conn net.Conn, ka time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(max(ka/2, 100*time.Millisecond))
+	defer t.Stop()
+	missed := 0
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if c.heard.Swap(false) {
+			missed = 0
+		} else if missed++; missed >= 3 {
+			c.cfg.Log.Warn("mqtt: the broker stopped answering", "client", clientTag(c.cfg.ClientID))
+			_ = conn.Close()
+			return
+		}
+		if !c.wrote.Swap(false) || missed > 0 {
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}}
+			c.mu.Lock()
+			if c.conn == conn {
+				_ = pk.PingreqEncode(&c.wbuf)
+				c.flushLocked()
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// flushLocked writes what the write buffer holds; c.mu is held. A write
+// that fails closes the connection, which the reader then reports.
+func (c *lightClient) flushLocked() {
+	if c.wbuf.Len() == 0 {
+		return
+	}
+	if c.conn != nil {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(c.cfg.ConnectTimeout))
+		if _, err := c.conn.Write(c.wbuf.Bytes()); err != nil {
+			_ = c.conn.Close()
+		}
+		c.wrote.Store(true)
+	}
+	c.wbuf.Reset()
+	if c.wbuf.Cap() > 256<<10 {
+		c.wbuf = bytes.Buffer{}
+	}
+}
+
+// ackMany acknowledges QoS 1 messages in one write. Messages that came on
+// an earlier connection are not acknowledged: the broker delivers them
+// again on this one, and their packet ids may by now name other messages.
+func (c *lightClient) ackMany(ms []message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: byte(c.cfg.Version)}
+	for i := range ms {
+		if ms[i].qos != 1 || ms[i].gen != c.gen || c.conn == nil {
+			continue
+		}
+		pk.PacketID = ms[i].pid
+		_ = pk.PubackEncode(&c.wbuf)
+	}
+	c.flushLocked()
+}
+
+// request sends a packet that the broker answers (SUBSCRIBE, UNSUBSCRIBE,
+// PUBLISH at QoS 1) and waits for the answer; encode writes the packet
+// with the packet id given. It returns nil and no error when the
+// connection ended first.
+func (c *lightClient) request(ctx context.Context, gen uint64, encode func(id uint16, b *bytes.Buffer) error) (*packets.Packet, error) {
+	ch := make(chan *packets.Packet, 1)
+	c.mu.Lock()
+	if c.conn == nil || c.gen != gen {
+		c.mu.Unlock()
+		return nil, errNotConnected
+	}
+	// Ids count down from the top: brokers number the messages they send
+	// from 1, and some refuse a SUBSCRIBE whose id is that of a message
+	// in flight to the client.
+	id := c.nextID
+	for {
+		if id <= 1 {
+			id = 65535
+		} else {
+			id--
+		}
+		if _, used := c.waiting[id]; !used {
+			break
+		}
+	}
+	c.nextID = id
+	if err := encode(id, &c.wbuf); err != nil {
+		c.wbuf.Reset()
+		c.mu.Unlock()
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	c.waiting[id] = ch
+	c.flushLocked()
+	c.mu.Unlock()
+	select {
+	case p, ok := <-ch:
+		if !ok {
+			return nil, errNotConnected
+		}
+		return p, nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		if c.waiting[id] == ch {
+			delete(c.waiting, id)
+		}
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// current returns the generation of the connection up, if one is.
+func (c *lightClient) current() (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen, c.conn != nil
+}
+
+// subscribe makes the subscriptions on connection gen and then reports
+// the connection up. Refusals are retried a few times (MQTT 3.1.1 gives
+// no reason; MQTT 5 only when one of them is 0x91, packet id in use),
+// since a broker may refuse a subscription whose packet id is the id of
+// a message it is resending to a persistent session.
+func (c *lightClient) subscribe(gen uint64) {
+	v := byte(c.cfg.Version)
+	if len(c.cfg.subs) > 0 {
+		filters := make(packets.Subscriptions, 0, len(c.cfg.subs))
+		for _, s := range c.cfg.subs {
+			filters = append(filters, packets.Subscription{Filter: s.topic, Qos: s.qos})
+		}
+		for attempt := 0; ; attempt++ {
+			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ConnectTimeout)
+			ack, err := c.request(ctx, gen, func(id uint16, b *bytes.Buffer) error {
+				pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+					ProtocolVersion: v, PacketID: id, Filters: filters}
+				return pk.SubscribeEncode(b)
+			})
+			cancel()
+			if ack == nil || ack.FixedHeader.Type != packets.Suback {
+				if err == nil {
+					err = errors.New("mqtt: the broker answered SUBSCRIBE with another packet")
+				}
+				c.cfg.Log.Warn("mqtt: subscribe failed", "client", clientTag(c.cfg.ClientID), "err", err)
+				return
+			}
+			retry, failed := false, false
+			for _, code := range ack.ReasonCodes {
+				retry = retry || code == 0x91 || v == 4 && code >= 0x80
+				failed = failed || code >= 0x80
+			}
+			if failed && retry && attempt < subscribeRetries {
+				if !engine.Sleep(c.ctx, subscribeBackoff(attempt)) {
+					return
+				}
+				continue
+			}
+			for i, code := range ack.ReasonCodes {
+				if code >= 0x80 && i < len(c.cfg.subs) {
+					c.cfg.onSubscribeError(c.cfg.subs[i].topic, fmt.Errorf("broker refused the subscription (reason code 0x%02x)", code))
+				}
+			}
+			break
+		}
+	}
+	if g, up := c.current(); !up || g != gen {
+		return
+	}
+	c.state.setUp()
+	c.cfg.onUp()
+}
+
+func (c *lightClient) awaitConnection(ctx context.Context) error { return c.state.await(ctx) }
+
+func (c *lightClient) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	gen, up := c.current()
+	if !up || !c.state.up.Load() {
+		return errNotConnected
+	}
+	v := byte(c.cfg.Version)
+	if qos == 0 {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: v,
+			TopicName: topic, Payload: payload}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.conn == nil || c.gen != gen {
+			return errNotConnected
+		}
+		if err := pk.PublishEncode(&c.wbuf); err != nil {
+			c.wbuf.Reset()
+			return fmt.Errorf("mqtt: %w", err)
+		}
+		c.flushLocked()
+		return nil
+	}
+	ack, err := c.request(ctx, gen, func(id uint16, b *bytes.Buffer) error {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: v,
+			PacketID: id, TopicName: topic, Payload: payload}
+		return pk.PublishEncode(b)
+	})
+	if err != nil {
+		return err
+	}
+	if ack == nil || ack.FixedHeader.Type != packets.Puback {
+		return errors.New("mqtt: the broker answered PUBLISH with another packet")
+	}
+	if ack.ReasonCode >= 0x80 {
+		return fmt.Errorf("mqtt: the broker refused the message (reason code 0x%02x)", ack.ReasonCode)
+	}
+	return nil
+}
+
+func (c *lightClient) sync(ctx context.Context) error {
+	gen, up := c.current()
+	if !up {
+		return errNotConnected
+	}
+	v := byte(c.cfg.Version)
+	ack, err := c.request(ctx, gen, func(id uint16, b *bytes.Buffer) error {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, ProtocolVersion: v,
+			PacketID: id, Filters: packets.Subscriptions{{Filter: syncFilter}}}
+		return pk.UnsubscribeEncode(b)
+	})
+	if ack != nil {
+		return nil // answered, whatever the answer
+	}
+	return err
+}
+
+func (c *lightClient) stop(ctx context.Context) error {
+	c.mu.Lock()
+	c.stopped = true
+	started := c.started
+	if c.conn != nil {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: byte(c.cfg.Version)}
+		_ = pk.DisconnectEncode(&c.wbuf)
+		c.flushLocked()
+		_ = c.conn.Close()
+	}
+	c.mu.Unlock()
+	c.cancel()
+	c.state.setDown()
+	if !started {
+		return nil
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -41,6 +41,18 @@ func skipWSLoop(b []byte, i int) int {
 // scanString scans the string that starts at b[i] == '"'. It returns the
 // index after the closing quote and whether the string holds escapes.
 func scanString(b []byte, i int) (int, bool, error) {
+	// Short strings (keys, device keys, method names) are scanned byte
+	// by byte in one pass; longer ones by the vectorized searches below.
+	if j := i + 1; j+shortString <= len(b) {
+		for end := j + shortString; j < end; j++ {
+			switch c := b[j]; {
+			case c == '"':
+				return j + 1, false, nil
+			case c == '\\' || c < 0x20:
+				return scanEscaped(b, i)
+			}
+		}
+	}
 	q := bytes.IndexByte(b[i+1:], '"')
 	if q < 0 {
 		return len(b), false, errAt(i, "unterminated string")
@@ -54,6 +66,10 @@ func scanString(b []byte, i int) (int, bool, error) {
 	}
 	return i + 2 + q, false, nil
 }
+
+// shortString is how many bytes scanString checks one by one before it
+// searches the rest of a string.
+const shortString = 24
 
 // hasControl reports whether s holds a byte below 0x20.
 func hasControl(s []byte) bool {

@@ -4,9 +4,18 @@
 //
 // A request carries the token as "Authorization: Bearer <token>", or a
 // browser hands it over once (Prefix?token=..., or the login form at
-// Prefix+"login") for a session cookie (HttpOnly, SameSite=Strict, path
-// Prefix, SessionTTL). Without either, the page is the login form and
-// shows nothing; the token is compared in constant time and never logged.
+// Prefix+"login") for a session cookie (HttpOnly, SameSite=Strict, Secure
+// over TLS, path Prefix, SessionTTL). Without either, the page is the login
+// form and shows nothing; the token is compared in constant time and never
+// logged.
+//
+// Another origin's page cannot act through a signed-in browser: sign-in
+// and logout refuse cross-origin POSTs (http.CrossOriginProtection), and
+// the page's data answers only the page itself, an address typed into the
+// browser, or a client that is no browser (Sec-Fetch-Site); SameSite alone
+// would let a page on another port of the same host through. An address
+// that sent maxFailures wrong tokens is refused unchecked (429) until it
+// earns one more try per failureEvery.
 package webpage
 
 import (
@@ -18,7 +27,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +44,13 @@ const (
 	MaxSessions = 32
 	// maxForm bounds a login form's body.
 	maxForm = 4 << 10
+	// maxFailures is how many wrong tokens an address may send at once;
+	// it earns one more try every failureEvery.
+	maxFailures  = 10
+	failureEvery = 6 * time.Second
+	// maxThrottled bounds the addresses whose failures are counted; past
+	// it, new addresses share one count.
+	maxThrottled = 1024
 )
 
 // Files of a page's assets: the page, the login form, the script and the
@@ -78,8 +96,19 @@ type Site struct {
 	page   []byte
 	login  []byte
 
+	csrf *http.CrossOriginProtection
+
 	mu       sync.Mutex
 	sessions map[string]time.Time // session id -> expiry
+	failures map[string]*failure  // address -> wrong tokens
+}
+
+// failure counts an address's wrong tokens as a bucket of tries: left
+// tries at at, one more earned per failureEvery, at most maxFailures.
+type failure struct {
+	left float64
+	at   time.Time
+	told bool // the block is logged
 }
 
 // New returns the site of o.
@@ -111,7 +140,8 @@ func New(o Options) (*Site, error) {
 	strip := strings.TrimSuffix(o.Prefix, "/")
 	return &Site{opts: o, static: http.StripPrefix(strip, http.FileServerFS(o.Assets)),
 		common: http.StripPrefix(strip, http.FileServerFS(sub)),
-		page:   page, login: login, sessions: map[string]time.Time{}}, nil
+		page:   page, login: login, csrf: http.NewCrossOriginProtection(),
+		sessions: map[string]time.Time{}, failures: map[string]*failure{}}, nil
 }
 
 // SetHeaders sets the headers of every answer of a page: a strict content
@@ -138,6 +168,8 @@ func (s *Site) Serve(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case r.URL.Path == p && r.Method == http.MethodGet:
 		s.servePage(w, r)
+	case (r.URL.Path == p+"login" || r.URL.Path == p+"logout") && r.Method == http.MethodPost && s.csrf.Check(r) != nil:
+		s.forbid(w, r)
 	case r.URL.Path == p+"login" && r.Method == http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		if err := r.ParseForm(); err != nil {
@@ -151,7 +183,7 @@ func (s *Site) Serve(w http.ResponseWriter, r *http.Request) bool {
 			delete(s.sessions, c.Value)
 			s.mu.Unlock()
 		}
-		http.SetCookie(w, s.cookie("", -1))
+		http.SetCookie(w, s.cookie(r, "", -1))
 		http.Redirect(w, r, p, http.StatusSeeOther)
 	case r.Method == http.MethodGet && (r.URL.Path == p+ScriptFile || r.URL.Path == p+StyleFile):
 		w.Header().Set("Cache-Control", "no-cache")
@@ -185,8 +217,13 @@ func (s *Site) servePage(w http.ResponseWriter, r *http.Request) {
 // signIn starts a session when token is the token and sends the browser
 // to the page (the token leaves the address bar).
 func (s *Site) signIn(w http.ResponseWriter, r *http.Request, token string) {
+	if wait := s.throttled(r); wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(wait))
+		http.Error(w, "too many wrong tokens from this address; try again later", http.StatusTooManyRequests)
+		return
+	}
 	if subtle.ConstantTimeCompare([]byte(token), []byte(s.opts.Token)) != 1 {
-		s.opts.Log.Warn(s.opts.Name+": sign-in with a wrong token", "remote", r.RemoteAddr)
+		s.failed(r, "sign-in with a wrong token")
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusUnauthorized)
@@ -200,6 +237,9 @@ func (s *Site) signIn(w http.ResponseWriter, r *http.Request, token string) {
 	}
 	now := s.opts.Now()
 	s.mu.Lock()
+	if c, err := r.Cookie(s.opts.Cookie); err == nil { // the browser's session before: a new one replaces it
+		delete(s.sessions, c.Value)
+	}
 	for k, exp := range s.sessions {
 		if !exp.After(now) {
 			delete(s.sessions, k)
@@ -217,13 +257,14 @@ func (s *Site) signIn(w http.ResponseWriter, r *http.Request, token string) {
 	}
 	s.sessions[id] = now.Add(SessionTTL)
 	s.mu.Unlock()
-	http.SetCookie(w, s.cookie(id, int(SessionTTL/time.Second)))
+	http.SetCookie(w, s.cookie(r, id, int(SessionTTL/time.Second)))
 	http.Redirect(w, r, s.opts.Prefix, http.StatusSeeOther)
 }
 
-func (s *Site) cookie(value string, maxAge int) *http.Cookie {
+// cookie is the session cookie: Secure when r came over TLS.
+func (s *Site) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
 	return &http.Cookie{Name: s.opts.Cookie, Value: value, Path: s.opts.Prefix, MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode}
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil}
 }
 
 func newSessionID() (string, error) {
@@ -255,6 +296,131 @@ func (s *Site) Authed(r *http.Request) bool {
 		}
 	}
 	return ok && exp.After(now)
+}
+
+// Check says whether r may read the page's data, and answers r when it
+// may not: 403 to a request another origin's page made (Sec-Fetch-Site
+// other than same-origin or none), 429 to an address blocked for wrong
+// tokens, 401 (Refuse) without the token or a session. A wrong bearer
+// token counts against the address.
+func (s *Site) Check(w http.ResponseWriter, r *http.Request) bool {
+	if !sameOrigin(r) {
+		s.forbid(w, r)
+		return false
+	}
+	if r.Header.Get("Authorization") != "" {
+		if wait := s.throttled(r); wait > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(wait))
+			httpapi.WriteJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many wrong tokens from this address"})
+			return false
+		}
+		if !httpapi.HasBearer(r, s.opts.Token) {
+			s.failed(r, "request with a wrong token")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+			httpapi.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			return false
+		}
+		return true
+	}
+	if !s.Authed(r) {
+		s.Refuse(w, r)
+		return false
+	}
+	return true
+}
+
+// sameOrigin says whether a browser made r for the page itself, or the
+// operator typed its address (Sec-Fetch-Site same-origin or none), or no
+// browser made it (no Sec-Fetch-Site).
+func sameOrigin(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
+	}
+	return false
+}
+
+// forbid answers 403 to a request another origin's page made.
+func (s *Site) forbid(w http.ResponseWriter, r *http.Request) {
+	s.opts.Log.Warn(s.opts.Name+": request from another origin's page refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+	httpapi.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "cross-origin request refused"})
+}
+
+// address is what wrong tokens are counted by: r's IP (an IPv6 address's
+// /64).
+func address(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String()
+	}
+	return host
+}
+
+// refill brings f's tries up to now.
+func (f *failure) refill(now time.Time) {
+	if d := now.Sub(f.at); d > 0 {
+		f.left = min(maxFailures, f.left+float64(d)/float64(failureEvery))
+	}
+	f.at = now
+}
+
+// throttled answers how many seconds r's address must wait before its
+// next try (0: it may try now).
+func (s *Site) throttled(r *http.Request) int {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.failures[address(r)]
+	if !ok {
+		if f, ok = s.failures[""]; !ok || len(s.failures) < maxThrottled { // not full: the address's own count, none yet
+			return 0
+		}
+	}
+	f.refill(now)
+	if f.left >= 1 {
+		return 0
+	}
+	return int((1-f.left)*failureEvery.Seconds()) + 1
+}
+
+// failed counts a wrong token of r's address, and logs it (or, once, that
+// the address is blocked), never the token.
+func (s *Site) failed(r *http.Request, what string) {
+	now := s.opts.Now()
+	key := address(r)
+	s.mu.Lock()
+	f, ok := s.failures[key]
+	if !ok {
+		if len(s.failures) >= maxThrottled {
+			for k, g := range s.failures { // forget the addresses that earned all their tries back
+				if g.refill(now); g.left >= maxFailures {
+					delete(s.failures, k)
+				}
+			}
+		}
+		if len(s.failures) >= maxThrottled {
+			key = "" // full: the new addresses share one count
+		}
+		if f, ok = s.failures[key]; !ok {
+			f = &failure{left: maxFailures, at: now}
+			s.failures[key] = f
+		}
+	}
+	f.refill(now)
+	f.left = max(0, f.left-1)
+	told, blocked := f.told, f.left < 1
+	f.told = blocked
+	s.mu.Unlock()
+	switch {
+	case told: // blocked before and logged: quiet
+	case blocked:
+		s.opts.Log.Warn(s.opts.Name+": "+what+"; the address is refused unchecked for a while", "remote", r.RemoteAddr)
+	default:
+		s.opts.Log.Warn(s.opts.Name+": "+what, "remote", r.RemoteAddr)
+	}
 }
 
 // Refuse answers 401 to a request without a valid token or session, and

@@ -110,8 +110,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if !h.site.Authed(r) {
-		h.site.Refuse(w, r)
+	if !h.site.Check(w, r) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, h.View())

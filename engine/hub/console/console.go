@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -80,20 +81,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, APIPrefix)
-	if !ok || r.Method != http.MethodGet || !strings.HasPrefix(rest, "v1/") {
+	if !ok || r.Method != http.MethodGet || !strings.HasPrefix(rest, "v1/") || path.Clean("/"+rest) != "/"+rest ||
+		strings.ContainsAny(rest, "\\\x00") {
 		http.NotFound(w, r)
 		return
 	}
-	if !h.site.Authed(r) {
-		h.site.Refuse(w, r)
+	if !h.site.Check(w, r) {
 		return
 	}
-	// The console only reads: a GET of the API's path, without a body.
+	// The console only reads: a GET of the API's path, without a body,
+	// its escapes kept (an escaped "/" stays inside its segment).
 	r2 := r.Clone(r.Context())
 	r2.URL.Path = "/" + rest
 	r2.URL.RawPath = ""
+	if raw, ok := strings.CutPrefix(r.URL.EscapedPath(), strings.TrimSuffix(APIPrefix, "/")); ok && raw != r2.URL.Path {
+		r2.URL.RawPath = raw
+	}
 	r2.RequestURI = r2.URL.RequestURI()
 	r2.Body = http.NoBody
 	r2.ContentLength = 0
+	w.Header().Set("Cache-Control", "no-store")
 	h.api.ServeHTTP(w, r2)
 }

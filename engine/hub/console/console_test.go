@@ -95,3 +95,80 @@ func TestConsoleAuthAndAPI(t *testing.T) {
 		t.Fatalf("the API saw %v", seen)
 	}
 }
+
+// TestConsoleAPIAttacks: what reaches the API through api/ from a
+// signed-in browser or a client with the token: no path outside v1/ by
+// dot segments (plain, escaped, doubled slashes, backslashes), escapes
+// kept inside their segment, no read by another origin's page (another
+// port of the same host included), and no answer a cache may keep.
+func TestConsoleAPIAttacks(t *testing.T) {
+	const token = "console-token-0123456789"
+	var seen []string
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Method+" "+r.URL.EscapedPath()+" "+r.URL.Path)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"fleet":"secret"}`)
+	})
+	h, err := console.New(console.Options{Token: token, API: api})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h) // no ServeMux in front: the console cleans nothing away itself
+	defer srv.Close()
+	bearer := map[string]string{"Authorization": "Bearer " + token}
+	for _, c := range []struct {
+		name, path string
+		hdr        map[string]string
+		code       int
+	}{
+		{"dot segments", "/console/api/v1/../metrics", bearer, 404},
+		{"escaped dot segments", "/console/api/v1/%2e%2e/metrics", bearer, 404},
+		{"escaped slashes and dots", "/console/api/v1/edges%2F..%2F..%2Fmetrics", bearer, 404},
+		{"doubled slash", "/console/api/v1//edges", bearer, 404},
+		{"dot segment at the end", "/console/api/v1/edges/.", bearer, 404},
+		{"backslash", "/console/api/v1/edges/..%5C..%5Cmetrics", bearer, 404},
+		{"NUL", "/console/api/v1/edges%00", bearer, 404},
+		{"another site's page", "/console/api/v1/edges", map[string]string{"Authorization": "Bearer " + token, "Sec-Fetch-Site": "cross-site"}, 403},
+		{"another port's page", "/console/api/v1/edges/e1/logs?wait=5m", map[string]string{"Authorization": "Bearer " + token, "Sec-Fetch-Site": "same-site"}, 403},
+		{"an escaped slash stays in its segment", "/console/api/v1/edges/a%2Fb/logs?limit=1", bearer, 200},
+		{"the page's read", "/console/api/v1/alerts?limit=500", map[string]string{"Authorization": "Bearer " + token, "Sec-Fetch-Site": "same-origin"}, 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			seen = nil
+			req, err := http.NewRequest("GET", srv.URL+c.path, nil) // the path sent as written
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range c.hdr {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.code {
+				t.Fatalf("%d %q, want %d; the API saw %v", resp.StatusCode, b, c.code, seen)
+			}
+			if c.code != 200 && (len(seen) > 0 || strings.Contains(string(b), "secret")) {
+				t.Fatalf("a refused read reached the API: %v %q", seen, b)
+			}
+			if c.code == 200 && resp.Header.Get("Cache-Control") != "no-store" {
+				t.Fatalf("Cache-Control %q on the fleet's data", resp.Header.Get("Cache-Control"))
+			}
+		})
+	}
+	want := "GET /v1/edges/a%2Fb/logs /v1/edges/a/b/logs"
+	seen = nil
+	req, _ := http.NewRequest("GET", srv.URL+"/console/api/v1/edges/a%2Fb/logs", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	if len(seen) != 1 || seen[0] != want {
+		t.Fatalf("the API saw %v, want %q", seen, want)
+	}
+}

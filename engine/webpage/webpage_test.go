@@ -1,0 +1,255 @@
+package webpage
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+)
+
+const testToken = "webpage-token-0123456789abcdef"
+
+// testClock is a settable clock.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *testClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// testSite is a Site under /p/ whose data path /p/data answers "secret"
+// to a request Check lets through.
+func testSite(t *testing.T) (*Site, http.Handler, *testClock, *lockedBuffer) {
+	t.Helper()
+	clk := &testClock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
+	logs := &lockedBuffer{}
+	assets := fstest.MapFS{
+		PageFile: {Data: []byte(`<p>page</p>`)}, LoginFile: {Data: []byte(`<form><input name="token"></form>`)},
+		ScriptFile: {Data: []byte(`// script`)}, StyleFile: {Data: []byte(`/* style */`)},
+	}
+	s, err := New(Options{Name: "test page", Prefix: "/p/", Cookie: "sid", Token: testToken, Assets: assets,
+		Log: slog.New(slog.NewTextHandler(logs, nil)), Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Serve(w, r) {
+			return
+		}
+		if r.URL.Path != "/p/data" || r.Method != http.MethodGet {
+			http.NotFound(w, r)
+			return
+		}
+		if !s.Check(w, r) {
+			return
+		}
+		_, _ = io.WriteString(w, "secret")
+	})
+	return s, h, clk, logs
+}
+
+// call runs one request against h from remote.
+func call(h http.Handler, remote, method, path string, hdr map[string]string, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, "http://127.0.0.1:7468"+path, strings.NewReader(body))
+	r.RemoteAddr = remote
+	if method == http.MethodPost {
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func sessionOf(t *testing.T, w *httptest.ResponseRecorder) string {
+	t.Helper()
+	for _, c := range w.Result().Cookies() {
+		if c.Name == "sid" && c.Value != "" {
+			return "sid=" + c.Value
+		}
+	}
+	t.Fatalf("no session cookie: %d %v", w.Code, w.Header())
+	return ""
+}
+
+// TestCrossSiteRequestsRefused: another origin's page — another site, or
+// another port of the same host, which SameSite does not tell apart —
+// cannot make a signed-in browser sign out, sign in, or read the page's
+// data; a plain navigation to the page still shows it (or the login form).
+func TestCrossSiteRequestsRefused(t *testing.T) {
+	_, h, _, _ := testSite(t)
+	const me = "192.0.2.7:40000"
+	cookie := sessionOf(t, call(h, me, "GET", "/p/?token="+url.QueryEscape(testToken), nil, ""))
+	withCookie := func(kv ...string) map[string]string {
+		m := map[string]string{"Cookie": cookie}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name, method, path string
+		hdr                map[string]string
+		body               string
+		code               int
+	}{
+		{"logout from another site", "POST", "/p/logout", withCookie("Sec-Fetch-Site", "cross-site", "Origin", "http://evil.example"), "", 403},
+		{"logout from another port of the host", "POST", "/p/logout", withCookie("Sec-Fetch-Site", "same-site", "Origin", "http://127.0.0.1:8080"), "", 403},
+		{"logout with a foreign Origin only", "POST", "/p/logout", withCookie("Origin", "http://evil.example"), "", 403},
+		{"sign-in from another site", "POST", "/p/login", map[string]string{"Sec-Fetch-Site": "cross-site"}, "token=" + url.QueryEscape(testToken), 403},
+		{"data read by another site", "GET", "/p/data", withCookie("Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "no-cors"), "", 403},
+		{"data read by another port of the host", "GET", "/p/data", withCookie("Sec-Fetch-Site", "same-site", "Sec-Fetch-Mode", "cors"), "", 403},
+		{"data read by a link from another site", "GET", "/p/data", withCookie("Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate"), "", 403},
+		{"data read by the page", "GET", "/p/data", withCookie("Sec-Fetch-Site", "same-origin", "Sec-Fetch-Mode", "cors"), "", 200},
+		{"data typed into the address bar", "GET", "/p/data", withCookie("Sec-Fetch-Site", "none", "Sec-Fetch-Mode", "navigate"), "", 200},
+		{"data read by a client that is no browser", "GET", "/p/data", map[string]string{"Authorization": "Bearer " + testToken}, "", 200},
+		{"the page by a link from another site", "GET", "/p/", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}, "", 401},
+		{"the page by the signed-in browser", "GET", "/p/", withCookie("Sec-Fetch-Site", "same-origin"), "", 200},
+		{"logout by the page", "POST", "/p/logout", withCookie("Sec-Fetch-Site", "same-origin", "Origin", "http://127.0.0.1:7468"), "", 303},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := call(h, me, c.method, c.path, c.hdr, c.body)
+			if w.Code != c.code {
+				t.Fatalf("%d %q, want %d", w.Code, w.Body.String(), c.code)
+			}
+			if c.code == 403 && (strings.Contains(w.Body.String(), "secret") || len(w.Result().Cookies()) > 0) {
+				t.Fatalf("a refused request got %q, cookies %v", w.Body.String(), w.Result().Cookies())
+			}
+		})
+	}
+	// Only the page's own logout ended the session.
+	if w := call(h, me, "GET", "/p/data", map[string]string{"Cookie": cookie}, ""); w.Code != 401 {
+		t.Fatalf("data after the page's logout: %d", w.Code)
+	}
+}
+
+// TestWrongTokensThrottled: an address that sent maxFailures wrong tokens
+// (sign-in form, ?token=, bearer) is refused unchecked, the right token
+// too, until it earns one try per failureEvery; other addresses are not;
+// the log holds one line per wrong token until the block, then one.
+func TestWrongTokensThrottled(t *testing.T) {
+	s, h, clk, logs := testSite(t)
+	const attacker, operator = "198.51.100.9:5555", "192.0.2.7:40000"
+	for i := range maxFailures {
+		var w *httptest.ResponseRecorder
+		switch i % 3 {
+		case 0:
+			w = call(h, attacker, "POST", "/p/login", nil, "token=guess-"+fmt.Sprint(i))
+		case 1:
+			w = call(h, attacker, "GET", "/p/?token=guess-"+fmt.Sprint(i), nil, "")
+		default:
+			w = call(h, attacker, "GET", "/p/data", map[string]string{"Authorization": "Bearer guess-" + fmt.Sprint(i)}, "")
+		}
+		if w.Code != 401 {
+			t.Fatalf("wrong token %d: %d", i, w.Code)
+		}
+	}
+	for range 100 {
+		if w := call(h, attacker, "POST", "/p/login", nil, "token=guess"); w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" {
+			t.Fatalf("a guess past the limit: %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+		}
+	}
+	if w := call(h, attacker, "POST", "/p/login", nil, "token="+url.QueryEscape(testToken)); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("the right token from a blocked address was checked: %d", w.Code)
+	}
+	if w := call(h, attacker, "GET", "/p/data", map[string]string{"Authorization": "Bearer " + testToken}, ""); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("the right bearer from a blocked address was checked: %d", w.Code)
+	}
+	if w := call(h, operator, "POST", "/p/login", nil, "token="+url.QueryEscape(testToken)); w.Code != http.StatusSeeOther {
+		t.Fatalf("another address is blocked too: %d", w.Code)
+	}
+	clk.add(failureEvery)
+	if w := call(h, attacker, "POST", "/p/login", nil, "token="+url.QueryEscape(testToken)); w.Code != http.StatusSeeOther {
+		t.Fatalf("after failureEvery: %d", w.Code)
+	}
+	if n := strings.Count(logs.String(), "wrong token"); n > maxFailures+1 {
+		t.Fatalf("%d log lines for wrong tokens:\n%s", n, logs)
+	}
+	if strings.Contains(logs.String(), "guess") || strings.Contains(logs.String(), testToken) {
+		t.Fatalf("the log holds a token:\n%s", logs)
+	}
+	// The table of addresses is bounded.
+	for i := range 3 * maxThrottled {
+		call(h, fmt.Sprintf("10.%d.%d.%d:1", i>>16&255, i>>8&255, i&255), "POST", "/p/login", nil, "token=guess")
+	}
+	s.mu.Lock()
+	n := len(s.failures)
+	s.mu.Unlock()
+	if n > maxThrottled+1 {
+		t.Fatalf("%d addresses held, want at most %d", n, maxThrottled+1)
+	}
+}
+
+// TestSessionCookie: over TLS the cookie is Secure; a sign-in drops the
+// session the browser held before (no fixation, no pile of sessions).
+func TestSessionCookie(t *testing.T) {
+	_, h, _, _ := testSite(t)
+	srv := httptest.NewTLSServer(h)
+	defer srv.Close()
+	client := srv.Client()
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the test's own server
+	resp, err := client.Get(srv.URL + "/p/?token=" + url.QueryEscape(testToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var c *http.Cookie
+	for _, k := range resp.Cookies() {
+		if k.Name == "sid" {
+			c = k
+		}
+	}
+	if c == nil || !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/p/" {
+		t.Fatalf("cookie over TLS %+v: want Secure, HttpOnly, SameSite=Strict, Path /p/", c)
+	}
+
+	const me = "192.0.2.7:40000"
+	old := sessionOf(t, call(h, me, "GET", "/p/?token="+url.QueryEscape(testToken), nil, ""))
+	if w := call(h, me, "GET", "/p/data", map[string]string{"Cookie": old}, ""); w.Code != 200 {
+		t.Fatalf("session: %d", w.Code)
+	}
+	fresh := sessionOf(t, call(h, me, "POST", "/p/login", map[string]string{"Cookie": old}, "token="+url.QueryEscape(testToken)))
+	if fresh == old {
+		t.Fatal("a sign-in kept the session id")
+	}
+	if w := call(h, me, "GET", "/p/data", map[string]string{"Cookie": old}, ""); w.Code != 401 {
+		t.Fatalf("the session before the sign-in: %d", w.Code)
+	}
+	if w := call(h, me, "GET", "/p/data", map[string]string{"Cookie": fresh}, ""); w.Code != 200 {
+		t.Fatalf("the new session: %d", w.Code)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/hub/hubcontrol"
 	"github.com/sluice-edge/sluice/engine/hub/hubsync"
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/hub/uplink"
 	"github.com/sluice-edge/sluice/engine/logfile"
 	"github.com/sluice-edge/sluice/pipelines"
@@ -101,6 +102,10 @@ type arbiterRecords struct{ a *control.Arbiter }
 
 func (s arbiterRecords) Get(id string) (command.Command, bool) { return s.a.Get(id) }
 
+func (s arbiterRecords) Audit(id string) []command.Transition {
+	return s.a.Audit(control.Filter{ID: id, Limit: protocol.MaxRecordAudit})
+}
+
 func (s arbiterRecords) Since(v uint64) []command.Command {
 	return s.a.Tracker().List(func(c *command.Command) bool { return c.Version > v })
 }
@@ -119,8 +124,8 @@ func (h *hubLink) start(ctx context.Context, a *agent.Agent, rt *pipelines.Runti
 		go func() { defer h.wg.Done(); recs.Run(ctx) }()
 		go func() {
 			defer h.wg.Done()
-			_ = hubcontrol.Follow(ctx, h.js, h.cfg.Edge, arb, hubcontrol.Options{Log: h.log, OnRefused: func(c command.Command) {
-				if err := u.CommandRecord(c); err != nil {
+			_ = hubcontrol.Follow(ctx, h.js, h.cfg.Edge, arb, hubcontrol.Options{Log: h.log, OnRefused: func(c command.Command, audit []command.Transition) {
+				if err := u.CommandRecord(c, audit); err != nil {
 					h.log.Warn("hub: a refused command is not reported", "id", c.ID, "err", err)
 				}
 			}})

@@ -49,7 +49,7 @@ type Options struct {
 	// refused before the arbiter could record it (malformed, for another
 	// edge, out of the arbiter's bounds): status rejected, with the
 	// reason, so that the hub learns of it.
-	OnRefused func(command.Command)
+	OnRefused func(rec command.Command, audit []command.Transition)
 	// BeforeAck, when set, is called once the arbiter decided on a
 	// command and before its message is acked; returning false leaves
 	// the message unacked (tests use it to stop as a crash would).
@@ -194,6 +194,8 @@ func (f *follower) refuse(m jetstream.Msg, c protocol.Command, why error) {
 		c.Asset = "-"
 	}
 	now := time.Now().UTC()
+	reason := "refused by the edge: " + why.Error()
 	f.opts.OnRefused(command.Command{ID: c.ID, Asset: c.Asset, Product: c.Product, Service: c.Service, Origin: protocol.CommandOrigin,
-		Status: command.Rejected, Reason: "refused by the edge: " + why.Error(), Created: now, Updated: now, Done: now, Version: 1})
+		Status: command.Rejected, Reason: reason, Created: now, Updated: now, Done: now, Version: 1},
+		[]command.Transition{{Seq: 1, ID: c.ID, Asset: c.Asset, Origin: protocol.CommandOrigin, To: command.Rejected, At: now, Reason: reason}})
 }

@@ -129,6 +129,9 @@ func newWorld(t *testing.T) *world {
 type arbiterSource struct{ a *control.Arbiter }
 
 func (s arbiterSource) Get(id string) (command.Command, bool) { return s.a.Get(id) }
+func (s arbiterSource) Audit(id string) []command.Transition {
+	return s.a.Audit(control.Filter{ID: id, Limit: 32})
+}
 func (s arbiterSource) Since(v uint64) []command.Command {
 	return s.a.Tracker().List(func(c *command.Command) bool { return c.Version > v })
 }
@@ -171,7 +174,7 @@ func (w *world) startEdge(beforeAck func(control.Record) bool) *edge {
 		defer close(e.done)
 		go r.Run(ctx)
 		_ = hubcontrol.Follow(ctx, js, w.edgeID, e.a, hubcontrol.Options{AckWait: time.Second, FetchWait: 200 * time.Millisecond,
-			BeforeAck: beforeAck, OnRefused: func(c command.Command) { _ = e.up.CommandRecord(c) }})
+			BeforeAck: beforeAck, OnRefused: func(c command.Command, audit []command.Transition) { _ = e.up.CommandRecord(c, audit) }})
 	}()
 	w.edge = e
 	t.Cleanup(e.stop)
@@ -248,6 +251,11 @@ func TestCommandFromHub(t *testing.T) {
 		audit := e.a.Audit(control.Filter{ID: v.ID})
 		if len(audit) == 0 || audit[len(audit)-1].To != command.Rejected {
 			t.Fatalf("edge audit: %+v", audit)
+		}
+		// The hub has the edge's audit of the command too.
+		if n := len(got.Audit); n < 2 || got.Audit[0].To != command.Accepted || got.Audit[n-1].To != command.Rejected ||
+			!strings.Contains(got.Audit[n-1].Reason, "leased by hmi-1") {
+			t.Fatalf("audit at the hub: %+v", got.Audit)
 		}
 		if _, ok := w.sim.SetPoints("T0001")["power_limit"]; ok {
 			t.Fatal("the leased turbine got the set-point")

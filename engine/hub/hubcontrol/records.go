@@ -22,13 +22,15 @@ type Source interface {
 	Get(id string) (command.Command, bool)
 	// Since returns every record whose Version is above version.
 	Since(version uint64) []command.Command
+	// Audit returns the audit entries of record id, oldest first.
+	Audit(id string) []command.Transition
 }
 
 // Sink stores a command record for the hub; *uplink.Uplink is one. An
 // error means the record was not stored (a full buffer): it is tried
 // again.
 type Sink interface {
-	CommandRecord(rec command.Command) error
+	CommandRecord(rec command.Command, audit []command.Transition) error
 }
 
 // RecordsOptions configure Records.
@@ -176,7 +178,7 @@ func (r *Records) Run(ctx context.Context) {
 			if !ok {
 				continue // no longer kept
 			}
-			if err := r.sink.CommandRecord(rec); err != nil {
+			if err := r.sink.CommandRecord(rec, r.src.Audit(id)); err != nil {
 				failed = err
 				for _, left := range ids[i:] {
 					r.mark(left, batch[left])

@@ -279,11 +279,16 @@ const (
 	ColID     = "id"     // string: the record's id
 	ColStatus = "status" // string: its status
 	ColRecord = "record" // string: the record, JSON of command.Command
+	ColAudit  = "audit"  // string: JSON array of the record's last audit entries (command.Transition), oldest first
 )
+
+// MaxRecordAudit bounds the audit entries sent with a record.
+const MaxRecordAudit = 32
 
 // ControlSchema is the schema of command record rows, event time ColTime:
 // one row is one command record as the edge's arbiter holds it after a
-// transition; of two rows of one id the higher ColVersion is the newer.
+// transition, with its last audit entries; of two rows of one id the
+// higher ColVersion is the newer.
 func ControlSchema() *engine.Schema {
 	return mustSchema([]engine.Field{
 		{Name: ColTime, Type: engine.Timestamp},
@@ -291,5 +296,6 @@ func ControlSchema() *engine.Schema {
 		{Name: ColVersion, Type: engine.Int64},
 		{Name: ColStatus, Type: engine.String},
 		{Name: ColRecord, Type: engine.String},
+		{Name: ColAudit, Type: engine.String},
 	})
 }

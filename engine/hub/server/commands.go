@@ -54,6 +54,9 @@ type CommandView struct {
 	Version uint64     `json:"version"`
 	// IssuedBy names who issued it at the hub ("" for others).
 	IssuedBy string `json:"issued_by,omitempty"`
+	// Audit is the record's last audit entries at the edge, oldest first
+	// (GET /v1/commands/{id} only; absent before the edge reported it).
+	Audit []command.Transition `json:"audit,omitempty"`
 }
 
 // Final says whether the status is final: it changes no more.
@@ -142,6 +145,7 @@ func commandOf(r store.Row) (store.Command, error) {
 	version := v.uint(protocol.ColVersion)
 	status := v.str(protocol.ColStatus)
 	raw := v.str(protocol.ColRecord)
+	auditRaw := v.str(protocol.ColAudit)
 	if err := v.err(); err != nil {
 		return c, err
 	}
@@ -167,6 +171,28 @@ func commandOf(r store.Row) (store.Command, error) {
 	case rec.Asset == "" || rec.Created.IsZero():
 		return c, fmt.Errorf("command record %.80q: no asset or creation time", id)
 	}
+	var audit []command.Transition
+	if auditRaw != "" {
+		if len(auditRaw) > protocol.MaxRecordBytes {
+			return c, fmt.Errorf("command record %.80q: audit of %d bytes", id, len(auditRaw))
+		}
+		if err := json.Unmarshal([]byte(auditRaw), &audit); err != nil {
+			return c, fmt.Errorf("command record %.80q: audit: %w", id, err)
+		}
+		if len(audit) > 2*protocol.MaxRecordAudit {
+			audit = audit[len(audit)-2*protocol.MaxRecordAudit:]
+		}
+		for i := range audit {
+			audit[i].Reason = clip(audit[i].Reason)
+		}
+	}
+	if audit == nil {
+		audit = []command.Transition{}
+	}
+	auditJSON, err := json.Marshal(audit)
+	if err != nil {
+		return c, fmt.Errorf("command record %.80q: audit: %w", id, err)
+	}
 	updated := rec.Updated
 	if updated.IsZero() {
 		updated = r.Time
@@ -180,7 +206,7 @@ func commandOf(r store.Row) (store.Command, error) {
 	}
 	return store.Command{Edge: r.Edge, ID: rec.ID, Product: rec.Product, Asset: rec.Asset, Service: rec.Service,
 		Inputs: rec.Inputs, Origin: rec.Origin, Class: rec.Class, Status: string(rec.Status), Reason: clip(rec.Reason),
-		Expiry: rec.Expiry, Created: rec.Created, Updated: updated, Version: rec.Version, Record: whole}, nil
+		Expiry: rec.Expiry, Created: rec.Created, Updated: updated, Version: rec.Version, Record: whole, Audit: auditJSON}, nil
 }
 
 // issueCommand serves POST /v1/commands.
@@ -269,5 +295,12 @@ func (a *API) command(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, commandView(c))
+	v := commandView(c)
+	if len(c.Audit) > 0 {
+		if err := json.Unmarshal(c.Audit, &v.Audit); err != nil {
+			a.fail(w, r, fmt.Errorf("audit of command %s: %w", c.ID, err))
+			return
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, v)
 }

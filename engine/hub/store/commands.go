@@ -31,6 +31,7 @@ type Command struct {
 	Version         uint64
 	IssuedBy        string
 	Record          json.RawMessage // the edge's whole record; nil before it reports
+	Audit           json.RawMessage // the record's last audit entries (JSON array); nil before the edge reports
 	inputsJSON      []byte
 	expiryForInsert *time.Time
 }
@@ -108,23 +109,26 @@ func (s *Store) RecordCommand(ctx context.Context, c Command) error {
 	if err := s.prepareCommand(&c); err != nil {
 		return fmt.Errorf("hub store: command: %w", err)
 	}
-	rec := c.Record
+	rec, audit := c.Record, c.Audit
 	if len(rec) == 0 {
 		rec = nil
+	}
+	if len(audit) == 0 {
+		audit = nil
 	}
 	if err := s.RegisterEdge(ctx, c.Edge); err != nil {
 		return err
 	}
 	_, err := s.pool.Exec(ctx, `
-INSERT INTO commands AS c (edge, id, product, asset, service, inputs, origin, class, status, reason, expiry, created, updated, version, record)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+INSERT INTO commands AS c (edge, id, product, asset, service, inputs, origin, class, status, reason, expiry, created, updated, version, record, audit)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (edge, id) DO UPDATE SET product = EXCLUDED.product, asset = EXCLUDED.asset, service = EXCLUDED.service,
   inputs = EXCLUDED.inputs, origin = EXCLUDED.origin, class = EXCLUDED.class, status = EXCLUDED.status,
   reason = EXCLUDED.reason, expiry = EXCLUDED.expiry, created = LEAST(c.created, EXCLUDED.created),
-  updated = EXCLUDED.updated, version = EXCLUDED.version, record = EXCLUDED.record
+  updated = EXCLUDED.updated, version = EXCLUDED.version, record = EXCLUDED.record, audit = EXCLUDED.audit
 WHERE c.version < EXCLUDED.version`,
 		c.Edge, c.ID, c.Product, c.Asset, c.Service, c.inputsJSON, c.Origin, c.Class, c.Status, c.Reason,
-		c.expiryForInsert, c.Created, c.Updated, int64(c.Version), rec)
+		c.expiryForInsert, c.Created, c.Updated, int64(c.Version), rec, audit)
 	if err != nil {
 		return fmt.Errorf("hub store: command %s of %s: %w", c.ID, c.Edge, err)
 	}
@@ -145,7 +149,7 @@ func (s *Store) FailIssued(ctx context.Context, edge, id, reason string, at time
 	return nil
 }
 
-const commandColumns = `edge, id, product, asset, service, inputs, origin, class, status, reason, expiry, created, updated, version, issued_by, record`
+const commandColumns = `edge, id, product, asset, service, inputs, origin, class, status, reason, expiry, created, updated, version, issued_by, record, audit`
 
 func scanCommand(row pgx.Row) (Command, error) {
 	var (
@@ -154,9 +158,10 @@ func scanCommand(row pgx.Row) (Command, error) {
 		expiry  *time.Time
 		version int64
 		rec     []byte
+		audit   []byte
 	)
 	if err := row.Scan(&c.Edge, &c.ID, &c.Product, &c.Asset, &c.Service, &inputs, &c.Origin, &c.Class, &c.Status, &c.Reason,
-		&expiry, &c.Created, &c.Updated, &version, &c.IssuedBy, &rec); err != nil {
+		&expiry, &c.Created, &c.Updated, &version, &c.IssuedBy, &rec, &audit); err != nil {
 		return c, err
 	}
 	if expiry != nil {
@@ -165,6 +170,9 @@ func scanCommand(row pgx.Row) (Command, error) {
 	c.Version = uint64(max(version, 0))
 	if len(rec) > 0 {
 		c.Record = rec
+	}
+	if len(audit) > 0 {
+		c.Audit = audit
 	}
 	c.Inputs = map[string]any{}
 	if err := json.Unmarshal(inputs, &c.Inputs); err != nil {

@@ -477,11 +477,27 @@ func (u *Uplink) Heartbeat(hb Heartbeat) error {
 
 // CommandRecord stores a command record of the edge's arbiter for the hub
 // (stream protocol.ControlStream): the record as it is after its latest
-// transition. When the buffer is full it waits up to WriteTimeout and
+// transition, with its last audit entries (at most
+// protocol.MaxRecordAudit, the newest kept). When the buffer is full it waits up to WriteTimeout and
 // returns an error; the caller keeps the record and tries again. The
 // device's output is left out when the record would exceed
 // protocol.MaxRecordBytes; a reason that would is shortened.
-func (u *Uplink) CommandRecord(rec command.Command) error {
+func (u *Uplink) CommandRecord(rec command.Command, audit []command.Transition) error {
+	if len(audit) > protocol.MaxRecordAudit {
+		audit = audit[len(audit)-protocol.MaxRecordAudit:]
+	}
+	if audit == nil {
+		audit = []command.Transition{}
+	}
+	for i := range audit {
+		if len(audit[i].Reason) > maxReasonBytes {
+			audit[i].Reason = strings.ToValidUTF8(audit[i].Reason[:maxReasonBytes], "") + "…"
+		}
+	}
+	aj, err := json.Marshal(audit)
+	if err != nil {
+		return fmt.Errorf("uplink: command record %s: audit: %w", rec.ID, err)
+	}
 	data, err := json.Marshal(rec)
 	if err == nil && len(data) > protocol.MaxRecordBytes {
 		rec.Output = nil
@@ -508,6 +524,7 @@ func (u *Uplink) CommandRecord(rec command.Command) error {
 	set(protocol.ColVersion, int64(min(rec.Version, 1<<63-1)))
 	set(protocol.ColStatus, string(rec.Status))
 	set(protocol.ColRecord, string(data))
+	set(protocol.ColAudit, string(aj))
 	row := b.NewRecordBatch()
 	u.ctlMu.Lock()
 	defer u.ctlMu.Unlock()

@@ -10,6 +10,13 @@ window.sluicePage = (function () {
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
+  // known returns v when it is one of allowed, else "": a class name
+  // from data is one the page's style expects, never one that restyles
+  // the page (a "minor" alert shown as "up").
+  function known(v, allowed) { return allowed.includes(v) ? v : ""; }
+  // Severities of alerts and levels of log records the pages style.
+  const severities = ["critical", "major", "minor", "warning", "info"];
+  const levels = ["DEBUG", "INFO", "WARN", "ERROR"];
   function num(n) { return Number(n || 0).toLocaleString("en-US"); }
   function rate(n) { n = Number(n || 0); return n >= 100 ? num(Math.round(n)) : n.toFixed(1); }
   function bytes(n) {
@@ -84,5 +91,5 @@ window.sluicePage = (function () {
     }
     return r.json();
   }
-  return { $, el, num, rate, bytes, dur, when, ago, row, fill, statusClass, poll, getJSON };
+  return { $, el, known, severities, levels, num, rate, bytes, dur, when, ago, row, fill, statusClass, poll, getJSON };
 })();

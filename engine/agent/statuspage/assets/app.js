@@ -3,7 +3,7 @@
 "use strict";
 (function () {
   const every = 2000;
-  const { $, el, num, rate, bytes, dur, when, ago, row, fill, statusClass, poll, getJSON } = window.sluicePage;
+  const { $, el, known, severities, levels, num, rate, bytes, dur, when, ago, row, fill, statusClass, poll, getJSON } = window.sluicePage;
 
   function render(v) {
     $("edge").textContent = v.edge;
@@ -19,7 +19,7 @@
     $("alert-count").textContent = alerts.length;
     $("alert-count").classList.toggle("on", alerts.length > 0);
     fill($("alerts"), alerts.map((a) => {
-      const li = el("li", a.severity);
+      const li = el("li", known(a.severity, severities));
       li.dataset.name = a.name;
       li.dataset.asset = a.asset;
       li.appendChild(el("div", "name", a.name + " · " + a.asset));
@@ -61,7 +61,7 @@
       if (p.err) d.appendChild(el("p", "down", p.err));
       const steps = el("div", "steps");
       for (const s of p.steps || []) {
-        const b = el("div", "step k-" + s.kind);
+        const b = el("div", "step k-" + known(s.kind, ["source", "operator", "step", "sink"]));
         b.appendChild(el("div", "", s.name));
         b.appendChild(el("div", "kind", s.kind + " · " + s.type));
         if (s.inputs && s.inputs.length) b.appendChild(el("div", "from", "← " + s.inputs.join(", ")));
@@ -101,7 +101,7 @@
 
     // Warnings.
     const ws = v.warnings || [];
-    fill($("warnings"), ws.map((w) => el("li", w.level, w.text)));
+    fill($("warnings"), ws.map((w) => el("li", known(w.level, levels), w.text)));
     $("warnings-note").textContent = v.warnings_note || (ws.length ? "" : "No warnings in the last hour.");
   }
 

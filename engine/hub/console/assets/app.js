@@ -5,7 +5,7 @@
 "use strict";
 (function () {
   const every = 2000;
-  const { $, el, num, when, ago, row, fill, statusClass, poll, getJSON } = window.sluicePage;
+  const { $, el, known, severities, levels, num, when, ago, row, fill, statusClass, poll, getJSON } = window.sluicePage;
   const api = "api/v1/";
   // commandsBack is when to ask for the commands again after the hub
   // answered that it has no such endpoint (404).
@@ -83,13 +83,13 @@
     fill($("alerts").tBodies[0], shown.map((a) => {
       const tr = row([
         { text: a.state === "raised" ? "active" : a.state },
-        { text: a.severity, cls: "sev-" + a.severity },
+        { text: a.severity, cls: "sev-" + known(a.severity, severities) },
         { text: a.edge }, { text: a.asset }, { text: a.rule }, { text: a.type },
         { text: a.content, cls: "wrap" },
         { text: when(a.occur_time) + " (" + ago(a.occur_time, now) + ")" },
         { text: a.recover_time ? when(a.recover_time) : "" },
       ]);
-      tr.className = a.state;
+      tr.className = known(a.state, ["raised", "cleared"]);
       tr.dataset.edge = a.edge;
       tr.dataset.rule = a.rule;
       tr.dataset.state = a.state;
@@ -201,7 +201,7 @@
       const a = await getJSON(api + "edges/" + encodeURIComponent(edge) + "/logs?" + q.toString());
       const recs = (a.records || []).slice().reverse();
       fill($("log"), recs.map((r) => {
-        const li = el("li", String(r.level || ""), logLine(r));
+        const li = el("li", known(String(r.level || ""), levels), logLine(r));
         return li;
       }));
       $("log").dataset.edge = edge;

@@ -256,24 +256,33 @@ func scanFloat(b []byte, i int) (float64, int, error) {
 		i++
 		nd = 1
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-			mant = mant*10 + uint64(b[i]-'0')
-			nd++
+		d := i
+		for ; i < len(b); i++ {
+			c := b[i] - '0'
+			if c > 9 {
+				break
+			}
+			mant = mant*10 + uint64(c)
 		}
+		nd = i - d
 	default:
 		return 0, i, errAt(start, "bad number")
 	}
 	if i < len(b) && b[i] == '.' {
 		i++
 		d := i
-		for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-			mant = mant*10 + uint64(b[i]-'0')
-			nd++
+		for ; i < len(b); i++ {
+			c := b[i] - '0'
+			if c > 9 {
+				break
+			}
+			mant = mant*10 + uint64(c)
 		}
 		if i == d {
 			return 0, i, errAt(start, "bad number")
 		}
 		frac = i - d
+		nd += frac
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		end, err := scanNumber(b, start)

@@ -49,6 +49,7 @@ type world struct {
 	nats    *enginetest.NATSServer
 	link    *enginetest.Proxy
 	client  *server.Client
+	js      jetstream.JetStream // the hub's
 	sim     *devsim.Sim
 	pk      string
 	edgeID  string
@@ -89,6 +90,7 @@ func newWorld(t *testing.T) *world {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
+	w.js = js
 	h, err := server.New(js, st, server.Options{Ingest: ingest.Options{FetchWait: 100 * time.Millisecond}, JanitorEvery: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -263,13 +265,55 @@ func TestCommandFromHub(t *testing.T) {
 	})
 
 	t.Run("a command reaching the device ends acked at the hub", func(t *testing.T) {
+		start := time.Now()
 		v := w.issue("T0002", 150, "1m")
 		got := w.final(t, v.ID)
+		t.Logf("issued to acked at the hub in %v (polled every 50 ms)", time.Since(start).Round(time.Millisecond))
 		if got.Status != string(command.Acked) || got.Inputs["power_limit"] != 150.0 || got.Class != control.ClassCloud {
 			t.Fatalf("at the hub: %+v", got)
 		}
 		if kW := w.sim.SetPoints("T0002")["power_limit"]; kW != 150 {
 			t.Fatalf("device power_limit %v, want 150", kW)
+		}
+	})
+
+	t.Run("hostile messages on the edge's subject are refused, reported and never executed", func(t *testing.T) {
+		before := w.sim.Stats().Commands
+		now := time.Now().UTC()
+		msg := func(id, edge, extra string) []byte {
+			return fmt.Appendf(nil, `{"id":%q,"edge":%q,"product":%q,"asset":"T0002","inputs":{"power_limit":1}%s,"issued":%q,"expiry":%q}`,
+				id, edge, w.pk, extra, now.Format(time.RFC3339Nano), now.Add(time.Minute).Format(time.RFC3339Nano))
+		}
+		cases := []struct{ id, data, why string }{
+			{"c-evil-1", string(msg("c-evil-1", w.edgeID, `,"lease":"hmi-1"`)), "unknown field"},
+			{"c-evil-2", string(msg("c-evil-2", "other-edge", "")), "for edge"},
+			{"c-evil-3", strings.Replace(string(msg("c-evil-3", w.edgeID, "")), `"power_limit":1`, `"power_limit":{"x":1}`, 1), "inputs are numbers"},
+		}
+		subject := "sluice." + w.edgeID + ".commands"
+		for _, c := range cases {
+			if _, err := w.js.Publish(ctx, subject, []byte(c.data)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := w.js.Publish(ctx, subject, []byte(`not json`)); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cases {
+			got := w.final(t, c.id)
+			if got.Status != string(command.Rejected) || !strings.Contains(got.Reason, "refused by the edge") || !strings.Contains(got.Reason, c.why) {
+				t.Errorf("%s at the hub: %+v", c.id, got)
+			}
+			if _, ok := e.a.Get(c.id); ok {
+				t.Errorf("%s reached the arbiter", c.id)
+			}
+		}
+		// A valid command after them is still executed.
+		v := w.issue("T0002", 160, "1m")
+		if got := w.final(t, v.ID); got.Status != string(command.Acked) {
+			t.Fatalf("after hostile messages: %+v", got)
+		}
+		if n := w.sim.Stats().Commands - before; n != 1 {
+			t.Fatalf("the device got %d commands, want 1", n)
 		}
 	})
 

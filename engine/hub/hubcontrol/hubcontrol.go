@@ -144,9 +144,11 @@ func (f *follower) handle(ctx context.Context, m jetstream.Msg) {
 		Expiry: c.Expiry, Requested: c.Issued,
 	})
 	switch {
-	case err == nil, rec.ID != "":
-		// Recorded (queued, rejected, expired, or the earlier record of
-		// a redelivery).
+	case err == nil, rec.ID != "" && (errors.Is(err, control.ErrRejected) || errors.Is(err, control.ErrExpired)):
+		// Recorded and synced (queued, rejected, expired, or the earlier
+		// record of a redelivery). A record with another error may not be
+		// on disk (the log could not be synced): delivered again, the
+		// command finds its record by its idempotency key if it is.
 	case errors.Is(err, control.ErrInvalid):
 		f.refuse(m, c, err)
 		return

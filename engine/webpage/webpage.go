@@ -178,11 +178,11 @@ func (s *Site) Serve(w http.ResponseWriter, r *http.Request) bool {
 		}
 		s.signIn(w, r, r.PostForm.Get("token"))
 	case r.URL.Path == p+"logout" && r.Method == http.MethodPost:
-		if c, err := r.Cookie(s.opts.Cookie); err == nil {
-			s.mu.Lock()
-			delete(s.sessions, c.Value)
-			s.mu.Unlock()
+		s.mu.Lock()
+		for _, v := range s.sessionCookies(r) {
+			delete(s.sessions, v)
 		}
+		s.mu.Unlock()
 		http.SetCookie(w, s.cookie(r, "", -1))
 		http.Redirect(w, r, p, http.StatusSeeOther)
 	case r.Method == http.MethodGet && (r.URL.Path == p+ScriptFile || r.URL.Path == p+StyleFile):
@@ -237,8 +237,8 @@ func (s *Site) signIn(w http.ResponseWriter, r *http.Request, token string) {
 	}
 	now := s.opts.Now()
 	s.mu.Lock()
-	if c, err := r.Cookie(s.opts.Cookie); err == nil { // the browser's session before: a new one replaces it
-		delete(s.sessions, c.Value)
+	for _, v := range s.sessionCookies(r) { // the browser's session before: a new one replaces it
+		delete(s.sessions, v)
 	}
 	for k, exp := range s.sessions {
 		if !exp.After(now) {
@@ -281,21 +281,33 @@ func (s *Site) Authed(r *http.Request) bool {
 	if r.Header.Get("Authorization") != "" {
 		return httpapi.HasBearer(r, s.opts.Token)
 	}
-	c, err := r.Cookie(s.opts.Cookie)
-	if err != nil || len(c.Value) != 64 {
-		return false
-	}
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var exp time.Time
-	ok := false
-	for id, e := range s.sessions { // constant time per session
-		if subtle.ConstantTimeCompare([]byte(id), []byte(c.Value)) == 1 {
-			exp, ok = e, true
+	authed := false
+	for _, v := range s.sessionCookies(r) {
+		for id, e := range s.sessions { // constant time per session
+			if subtle.ConstantTimeCompare([]byte(id), []byte(v)) == 1 && e.After(now) {
+				authed = true
+			}
 		}
 	}
-	return ok && exp.After(now)
+	return authed
+}
+
+// sessionCookies returns the values of r's session cookies that may be
+// session ids (the server's bound on a request's headers bounds them): a
+// page on another port of the host can set cookies of the same name
+// (cookies do not tell ports apart) that the browser sends before the
+// session's, and they must not hide it.
+func (s *Site) sessionCookies(r *http.Request) []string {
+	var out []string
+	for _, c := range r.CookiesNamed(s.opts.Cookie) {
+		if len(c.Value) == 64 {
+			out = append(out, c.Value)
+		}
+	}
+	return out
 }
 
 // Check says whether r may read the page's data, and answers r when it

@@ -253,3 +253,57 @@ func TestSessionCookie(t *testing.T) {
 		t.Fatalf("the new session: %d", w.Code)
 	}
 }
+
+// TestTossedCookies: a page on another port of the same host can set
+// cookies of the page's name (cookies do not tell ports apart), with a
+// longer path so that the browser sends them first; the session the
+// browser also sends still counts, and a logout ends it.
+func TestTossedCookies(t *testing.T) {
+	_, h, _, _ := testSite(t)
+	const me = "192.0.2.7:40000"
+	real := sessionOf(t, call(h, me, "GET", "/p/?token="+url.QueryEscape(testToken), nil, ""))
+	tossed := strings.Repeat("sid="+strings.Repeat("0", 64)+"; ", 20) + "sid=junk; " + real
+	if w := call(h, me, "GET", "/p/data", map[string]string{"Cookie": tossed}, ""); w.Code != 200 {
+		t.Fatalf("data with tossed cookies before the session: %d", w.Code)
+	}
+	if w := call(h, me, "POST", "/p/logout", map[string]string{"Cookie": tossed}, ""); w.Code != 303 {
+		t.Fatalf("logout: %d", w.Code)
+	}
+	if w := call(h, me, "GET", "/p/data", map[string]string{"Cookie": real}, ""); w.Code != 401 {
+		t.Fatalf("the session after a logout with tossed cookies: %d", w.Code)
+	}
+}
+
+// TestHeaders: every answer forbids framing, inline script and sniffing
+// and sends no referrer; answers with data or the page are not stored.
+func TestHeaders(t *testing.T) {
+	_, h, _, _ := testSite(t)
+	const me = "192.0.2.7:40000"
+	cookie := sessionOf(t, call(h, me, "GET", "/p/?token="+url.QueryEscape(testToken), nil, ""))
+	for _, c := range []struct {
+		method, path, cookie string
+		store                bool
+	}{
+		{"GET", "/p/", cookie, false}, {"GET", "/p/", "", false}, {"GET", "/p/data", "", false},
+		{"GET", "/p/data", cookie + "x", false}, {"POST", "/p/login", "", false}, {"GET", "/p/app.js", "", true},
+	} {
+		w := call(h, me, c.method, c.path, map[string]string{"Cookie": c.cookie}, "token=wrong")
+		hdr := w.Header()
+		csp := hdr.Get("Content-Security-Policy")
+		for _, want := range []string{"default-src 'none'", "script-src 'self';", "frame-ancestors 'none'", "form-action 'self'", "base-uri 'none'"} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("%s %s: CSP %q lacks %q", c.method, c.path, csp, want)
+			}
+		}
+		if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") {
+			t.Errorf("%s %s: CSP %q", c.method, c.path, csp)
+		}
+		if hdr.Get("X-Frame-Options") != "DENY" || hdr.Get("X-Content-Type-Options") != "nosniff" || hdr.Get("Referrer-Policy") != "no-referrer" ||
+			hdr.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("%s %s: headers %v", c.method, c.path, hdr)
+		}
+		if !c.store && hdr.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s %s: Cache-Control %q", c.method, c.path, hdr.Get("Cache-Control"))
+		}
+	}
+}

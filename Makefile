@@ -25,8 +25,8 @@ test-short:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
 
-## lean: a smaller static edge binary, bin/sluice-lean: without the infer step and the
-## kafka, redis, amqp and postgres sinks (-tags sluice_lean; docs/bench.md#footprint)
+## lean: a smaller static edge binary, bin/sluice-lean: without the infer step, the kafka, redis,
+## amqp and postgres sinks, `sluice hub` and the embedded NATS server (-tags sluice_lean; docs/bench.md#footprint)
 lean:
 	CGO_ENABLED=0 $(GO) build -tags sluice_lean -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-lean ./cmd/sluice
 

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-edge/sluice/connectors/devsim"
@@ -107,11 +106,7 @@ itself in well under a minute. Its log goes to stderr at level error unless
 					return &exitError{code: exitUsage, err: fmt.Errorf("--schema %q: want %s or %s_ and lower-case letters, digits and underscores (at most 63 in all)",
 						hopts.Schema, defaultDemoSchema, defaultDemoSchema)}
 				}
-				if pc, err := pgx.ParseConfig(hopts.Postgres); err == nil && pc.Password != "" {
-					// Its password, and only it (not a user name), is masked
-					// wherever it would show.
-					redact.Register(pc.Password)
-				}
+				redactDemoPassword(hopts.Postgres)
 				ctx, cancel := stopOnSignal(cmd.Context(), log)
 				defer cancel()
 				if err := runHubDemo(ctx, g, log, hopts); err != nil {

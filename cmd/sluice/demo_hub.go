@@ -1,10 +1,10 @@
+//go:build !sluice_lean
+
 package main
 
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +12,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -28,34 +27,10 @@ import (
 	"github.com/sluice-edge/sluice/engine/hub/server"
 	"github.com/sluice-edge/sluice/engine/hub/store"
 	"github.com/sluice-edge/sluice/engine/netlink"
+	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/pipelines"
 	"github.com/sluice-edge/sluice/pipelines/examples"
 )
-
-// Defaults of the hub demo.
-const (
-	defaultDemoPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	defaultDemoSchema   = "sluice_demo"
-	// demoBundle is the release line of the demo.
-	demoBundle = "turbines"
-)
-
-// demoSchema matches the schemas the demo may drop and create: its own.
-var demoSchema = regexp.MustCompile(`^sluice_demo(_[a-z0-9_]{1,51})?$`)
-
-// hubDemoOptions configure runHubDemo.
-type hubDemoOptions struct {
-	// Postgres is the DSN of the hub's database; Schema the schema the
-	// demo resets and uses.
-	Postgres, Schema string
-	// Outage is how long the cut edge stays cut after the second release
-	// reached the other edge.
-	Outage time.Duration
-	// Wait bounds each wait for the hub to see a step's outcome.
-	Wait time.Duration
-	// Rate is the readings per second of each edge's farm.
-	Rate int
-}
 
 // hubDemo is one run of `sluice demo --hub`.
 type hubDemo struct {
@@ -266,11 +241,13 @@ func (d *hubDemo) close() error {
 	return errors.Join(errs...)
 }
 
-// randomToken returns 32 random bytes in hex.
-func randomToken() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // never fails (crypto/rand)
-	return hex.EncodeToString(b)
+// redactDemoPassword masks the password of the hub demo's database DSN
+// wherever it would show.
+func redactDemoPassword(dsn string) {
+	if pc, err := pgx.ParseConfig(dsn); err == nil && pc.Password != "" {
+		// Its password, and only it (not a user name), is masked.
+		redact.Register(pc.Password)
+	}
 }
 
 // buildBundles makes the signing key and builds versions 1 and 2 of the
@@ -320,33 +297,6 @@ func (d *hubDemo) ruleNames(dir string) ([]string, error) {
 		}
 	}
 	return names, nil
-}
-
-// envKey is the context key of an environment override (withEnv).
-type envKey struct{}
-
-// withEnv returns ctx carrying env: an edge agent started with it looks
-// variables up there first, then in the process's environment. The demo
-// runs several edges in one process, each with its own variables.
-func withEnv(ctx context.Context, env map[string]string) context.Context {
-	return context.WithValue(ctx, envKey{}, env)
-}
-
-// envOf returns the variable lookup of an edge agent run with ctx.
-func envOf(ctx context.Context) pipelines.LookupEnv {
-	if ctx == nil {
-		return os.LookupEnv
-	}
-	env, _ := ctx.Value(envKey{}).(map[string]string)
-	if env == nil {
-		return os.LookupEnv
-	}
-	return func(k string) (string, bool) {
-		if v, ok := env[k]; ok {
-			return v, true
-		}
-		return os.LookupEnv(k)
-	}
 }
 
 // startEdges writes the configuration of two edges and runs their agents:

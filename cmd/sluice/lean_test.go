@@ -11,8 +11,9 @@ import (
 
 // TestLeanBuild builds sluice as make lean does (-tags sluice_lean) and
 // checks that the lean binary runs the edge's own pipelines, says of every
-// component it leaves out that this build does not include it (not that
-// the type is unknown), and is smaller than the complete build's figure.
+// component and command it leaves out (the hub, the embedded NATS server)
+// that this build does not include it (not that the type is unknown),
+// links none of their modules, and stays under its size bound.
 func TestLeanBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a binary; skipped with -short")
@@ -80,5 +81,42 @@ func TestLeanBuild(t *testing.T) {
 	}
 	if code, out := sluice("bench", "--scenario", "infer"); code == 0 || !strings.Contains(out, "not included in this build") {
 		t.Errorf("lean sluice bench --scenario infer: exit %d, want it refused as not included\n%s", code, out)
+	}
+
+	// The hub and the embedded NATS server are left out: an edge does
+	// not run the hub, and forwards to a broker elsewhere.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"hub"}, "sluice hub is not included in this build of sluice"},
+		{[]string{"hub", "serve", "--postgres", "postgres://x@127.0.0.1/db"}, "sluice hub is not included in this build of sluice"},
+		{[]string{"hub", "edges", "--help"}, "sluice hub is not included in this build of sluice"},
+		{[]string{"demo", "--hub"}, "sluice demo --hub is not included in this build of sluice"},
+		{[]string{"demo", "--cloud"}, "the embedded NATS server is not included in this build of sluice"},
+		{[]string{"bench", "--scenario", "forward"}, "the embedded NATS server is not included in this build of sluice"},
+	} {
+		if code, out := sluice(c.args...); code == 0 || !strings.Contains(out, c.want) {
+			t.Errorf("lean sluice %s: exit %d, want it refused with %q\n%s", strings.Join(c.args, " "), code, c.want, out)
+		}
+	}
+	mods, err := exec.Command(goBin, "version", "-m", bin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go version -m: %v\n%s", err, mods)
+	}
+	for _, m := range []string{"github.com/nats-io/nats-server/v2", "github.com/jackc/pgx/v5", "github.com/pressly/goose/v3",
+		"github.com/IBM/sarama", "github.com/redis/go-redis/v9", "gorgonia.org/tensor", "github.com/rabbitmq/amqp091-go"} {
+		if strings.Contains(string(mods), "\t"+m+"\t") {
+			t.Errorf("the lean binary links %s", m)
+		}
+	}
+	// docs/bench.md#footprint: 31.3 MiB stripped; the bound leaves room
+	// for growth, not for a left-out module coming back.
+	fi, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 40<<20 {
+		t.Errorf("lean binary: %d bytes, want at most 40 MiB", fi.Size())
 	}
 }

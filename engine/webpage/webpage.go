@@ -212,9 +212,15 @@ func (s *Site) servePage(w http.ResponseWriter, r *http.Request) {
 		s.signIn(w, r, r.URL.Query().Get("token"))
 		return
 	}
+	code, wait := s.authorize(r)
+	if code == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", strconv.Itoa(wait))
+		http.Error(w, "too many wrong tokens from this address; try again later", code)
+		return
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if !s.Authed(r) {
+	if code != 0 {
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = w.Write(s.login)
 		return
@@ -331,25 +337,36 @@ func (s *Site) Check(w http.ResponseWriter, r *http.Request) bool {
 		s.forbid(w, r)
 		return false
 	}
+	switch code, wait := s.authorize(r); code {
+	case 0:
+		return true
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", strconv.Itoa(wait))
+		httpapi.WriteJSON(w, code, map[string]string{"error": "too many wrong tokens from this address"})
+	default:
+		s.Refuse(w, r)
+	}
+	return false
+}
+
+// authorize checks r's bearer token or session: code 0 when r may see the
+// page, else 429 (wait the seconds the address must wait) or 401. A wrong
+// bearer token counts against r's address.
+func (s *Site) authorize(r *http.Request) (code, wait int) {
 	if r.Header.Get("Authorization") != "" {
 		if wait := s.throttled(r); wait > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(wait))
-			httpapi.WriteJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many wrong tokens from this address"})
-			return false
+			return http.StatusTooManyRequests, wait
 		}
 		if !httpapi.HasBearer(r, s.opts.Token) {
 			s.failed(r, "request with a wrong token")
-			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
-			httpapi.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
-			return false
+			return http.StatusUnauthorized, 0
 		}
-		return true
+		return 0, 0
 	}
 	if !s.Authed(r) {
-		s.Refuse(w, r)
-		return false
+		return http.StatusUnauthorized, 0
 	}
-	return true
+	return 0, 0
 }
 
 // sameOrigin says whether a browser made r for the page itself, or the

@@ -165,7 +165,9 @@ func TestWrongTokensThrottled(t *testing.T) {
 	const attacker, operator = "198.51.100.9:5555", "192.0.2.7:40000"
 	for i := range maxFailures {
 		var w *httptest.ResponseRecorder
-		switch i % 3 {
+		switch i % 4 {
+		case 3:
+			w = call(h, attacker, "GET", "/p/", map[string]string{"Authorization": "Bearer guess-" + fmt.Sprint(i)}, "")
 		case 0:
 			w = call(h, attacker, "POST", "/p/login", nil, "token=guess-"+fmt.Sprint(i))
 		case 1:
@@ -187,6 +189,9 @@ func TestWrongTokensThrottled(t *testing.T) {
 	}
 	if w := call(h, attacker, "GET", "/p/data", map[string]string{"Authorization": "Bearer " + testToken}, ""); w.Code != http.StatusTooManyRequests {
 		t.Fatalf("the right bearer from a blocked address was checked: %d", w.Code)
+	}
+	if w := call(h, attacker, "GET", "/p/", map[string]string{"Authorization": "Bearer " + testToken}, ""); w.Code != http.StatusTooManyRequests || strings.Contains(w.Body.String(), "page") {
+		t.Fatalf("the page for the right bearer from a blocked address: %d", w.Code)
 	}
 	if w := call(h, operator, "POST", "/p/login", nil, "token="+url.QueryEscape(testToken)); w.Code != http.StatusSeeOther {
 		t.Fatalf("another address is blocked too: %d", w.Code)

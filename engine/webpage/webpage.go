@@ -6,9 +6,8 @@
 // browser hands it over once (Prefix?token=..., or the login form at
 // Prefix+"login") for a session cookie (HttpOnly, SameSite=Strict, Secure
 // over TLS, path Prefix, SessionTTL) that counts only from the address
-// that signed in. Without either, the page is the login
-// form and shows nothing; the token is compared in constant time and never
-// logged.
+// that signed in. Without either, the page is the login form and shows
+// nothing; the token is compared in constant time and never logged.
 //
 // Another origin's page cannot act through a signed-in browser: sign-in
 // and logout refuse cross-origin POSTs (http.CrossOriginProtection), and
@@ -52,6 +51,10 @@ const (
 	// maxThrottled bounds the addresses whose failures are counted; past
 	// it, new addresses share one count.
 	maxThrottled = 1024
+	// maxRefusalLogs is how many refusals may be logged at once; one
+	// more every refusalLogEvery.
+	maxRefusalLogs  = 10
+	refusalLogEvery = 6 * time.Second
 )
 
 // Files of a page's assets: the page, the login form, the script and the
@@ -102,6 +105,8 @@ type Site struct {
 	mu       sync.Mutex
 	sessions map[string]session  // session id -> session
 	failures map[string]*failure // address -> wrong tokens
+	logs     failure             // refusals that may be logged
+	unlogged int                 // refusals not logged since the last line
 }
 
 // session is a signed-in browser's: when it ends, and the address it
@@ -149,7 +154,8 @@ func New(o Options) (*Site, error) {
 	return &Site{opts: o, static: http.StripPrefix(strip, http.FileServerFS(o.Assets)),
 		common: http.StripPrefix(strip, http.FileServerFS(sub)),
 		page:   page, login: login, csrf: http.NewCrossOriginProtection(),
-		sessions: map[string]session{}, failures: map[string]*failure{}}, nil
+		sessions: map[string]session{}, failures: map[string]*failure{},
+		logs: failure{left: maxRefusalLogs, at: o.Now()}}, nil
 }
 
 // SetHeaders sets the headers of every answer of a page: a strict content
@@ -344,7 +350,11 @@ func (s *Site) Check(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Retry-After", strconv.Itoa(wait))
 		httpapi.WriteJSON(w, code, map[string]string{"error": "too many wrong tokens from this address"})
 	default:
-		s.Refuse(w, r)
+		if r.Header.Get("Authorization") != "" { // the wrong token is logged
+			unauthorized(w)
+		} else {
+			s.Refuse(w, r)
+		}
 	}
 	return false
 }
@@ -382,7 +392,7 @@ func sameOrigin(r *http.Request) bool {
 
 // forbid answers 403 to a request another origin's page made.
 func (s *Site) forbid(w http.ResponseWriter, r *http.Request) {
-	s.opts.Log.Warn(s.opts.Name+": request from another origin's page refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+	s.warn("request from another origin's page refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 	httpapi.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "cross-origin request refused"})
 }
 
@@ -400,11 +410,37 @@ func address(r *http.Request) string {
 }
 
 // refill brings f's tries up to now.
-func (f *failure) refill(now time.Time) {
+func (f *failure) refill(now time.Time) { f.refillBy(now, maxFailures, failureEvery) }
+
+// refillBy brings f's tries up to now: one per every, at most most.
+func (f *failure) refillBy(now time.Time, most float64, every time.Duration) {
 	if d := now.Sub(f.at); d > 0 {
-		f.left = min(maxFailures, f.left+float64(d)/float64(failureEvery))
+		f.left = min(most, f.left+float64(d)/float64(every))
 	}
 	f.at = now
+}
+
+// warn logs a refusal: at most maxRefusalLogs at once, then one per
+// refusalLogEvery, counting those left out ("unlogged"), so that refused
+// requests cannot flood the log (on an edge the status page shows the
+// log's newest warnings).
+func (s *Site) warn(msg string, args ...any) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	s.logs.refillBy(now, maxRefusalLogs, refusalLogEvery)
+	if s.logs.left < 1 {
+		s.unlogged++
+		s.mu.Unlock()
+		return
+	}
+	s.logs.left--
+	n := s.unlogged
+	s.unlogged = 0
+	s.mu.Unlock()
+	if n > 0 {
+		args = append(args, "unlogged", n)
+	}
+	s.opts.Log.Warn(s.opts.Name+": "+msg, args...)
 }
 
 // throttled answers how many seconds r's address must wait before its
@@ -457,16 +493,21 @@ func (s *Site) failed(r *http.Request, what string) {
 	switch {
 	case told: // blocked before and logged: quiet
 	case blocked:
-		s.opts.Log.Warn(s.opts.Name+": "+what+"; the address is refused unchecked for a while", "remote", r.RemoteAddr)
+		s.warn(what+"; the address is refused unchecked for a while", "remote", r.RemoteAddr)
 	default:
-		s.opts.Log.Warn(s.opts.Name+": "+what, "remote", r.RemoteAddr)
+		s.warn(what, "remote", r.RemoteAddr)
 	}
 }
 
 // Refuse answers 401 to a request without a valid token or session, and
-// logs it (never what it sent).
+// logs it (never what it sent; at most maxRefusalLogs lines at once).
 func (s *Site) Refuse(w http.ResponseWriter, r *http.Request) {
-	s.opts.Log.Warn(s.opts.Name+": request without a valid token or session", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+	s.warn("request without a valid token or session", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+	unauthorized(w)
+}
+
+// unauthorized answers 401.
+func unauthorized(w http.ResponseWriter) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
 	httpapi.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
 }

@@ -337,3 +337,32 @@ func TestSessionBoundToAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalsLogBounded: refused requests from anywhere (no token, other
+// origins, wrong tokens from many addresses) cannot flood the log — on an
+// edge the status page shows the log's newest warnings, which a flood
+// would push out: at most maxRefusalLogs lines at once, then one per
+// refusalLogEvery, saying how many went unlogged.
+func TestRefusalsLogBounded(t *testing.T) {
+	_, h, clk, logs := testSite(t)
+	for i := range 1000 {
+		remote := fmt.Sprintf("10.0.%d.%d:1", i>>8, i&255)
+		switch i % 3 {
+		case 0:
+			call(h, remote, "GET", "/p/data", nil, "")
+		case 1:
+			call(h, remote, "GET", "/p/data", map[string]string{"Sec-Fetch-Site": "cross-site"}, "")
+		default:
+			call(h, remote, "POST", "/p/login", nil, "token=guess")
+		}
+	}
+	if n := strings.Count(logs.String(), "\n"); n > maxRefusalLogs {
+		t.Fatalf("1000 refused requests logged %d lines, want at most %d:\n%s", n, maxRefusalLogs, logs)
+	}
+	clk.add(refusalLogEvery)
+	call(h, "10.9.9.9:1", "GET", "/p/data", nil, "")
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if last := lines[len(lines)-1]; !strings.Contains(last, "unlogged=") {
+		t.Fatalf("the line after the flood does not count the unlogged refusals: %s", last)
+	}
+}

@@ -48,6 +48,7 @@ type EnOS struct {
 	opts       EnOSOptions
 	unknown    int64
 	missingKey string
+	numEnd     int // where the number plainNumber staged ends
 }
 
 type pointDest struct{ value, quality int }
@@ -343,10 +344,13 @@ func (d *EnOS) parsePoints(b []byte, i, r int) (int, error) {
 			}
 			p, vi = d.lookup(d.keyName(b[ks:ke], esc), k), v
 		}
-		if p < 0 {
+		switch {
+		case p < 0:
 			d.unknown++
 			i, err = skipValue(b, vi, 1)
-		} else {
+		case d.plainNumber(b, vi, row, d.points[p]):
+			i = d.numEnd
+		default:
 			i, err = d.pointValue(b, vi, row, d.points[p])
 		}
 		if err != nil {
@@ -355,6 +359,27 @@ func (d *EnOS) parsePoints(b []byte, i, r int) (int, error) {
 		i, done, err = objNext(b, i)
 	}
 	return i, err
+}
+
+// plainNumber stages the point at b[i] when it is a plain number for a
+// float64 column, the common case, as pointValue would, and reports
+// whether it did; the end of the number is then in d.numEnd. Anything
+// else, errors included, is left to pointValue.
+func (d *EnOS) plainNumber(b []byte, i int, row []cell, pd pointDest) bool {
+	if pd.value < 0 || i >= len(b) || d.types[pd.value] != engine.Float64 {
+		return false
+	}
+	if ch := b[i]; ch != '-' && (ch < '0' || ch > '9') {
+		return false
+	}
+	f, end, err := scanFloat(b, i)
+	if err != nil {
+		return false
+	}
+	c := &row[pd.value]
+	c.f, c.set = f, true
+	d.numEnd = end
+	return true
 }
 
 // lookup finds a measure point by name and remembers it as the point at

@@ -75,6 +75,9 @@ type clientConfig struct {
 	// light picks the source's light client (light.go) over the
 	// general ones.
 	light bool
+	// readPace is, for the light client, the shortest interval between
+	// two reads from the socket while packets keep coming (0: no pause).
+	readPace time.Duration
 }
 
 // client is a connection that keeps itself up: it connects in the

@@ -30,9 +30,10 @@ import (
 // goroutine or channel between the socket and the source. QoS 1
 // acknowledgements made together (ackMany) go out in one write.
 //
-// When packets come faster than one every readPace, reading pauses until
-// readPace has passed since the last read from the socket, so that one
-// wake-up and one system call take in many packets instead of one each.
+// When packets come faster than one every cfg.readPace, reading pauses
+// until readPace has passed since the last read from the socket, so that
+// one wake-up and one system call take in many packets instead of one
+// each.
 type lightClient struct {
 	cfg   clientConfig
 	state connState
@@ -54,12 +55,10 @@ type lightClient struct {
 
 	wrote atomic.Bool // a packet was sent since the last keep-alive tick
 	heard atomic.Bool // a packet was received since the last keep-alive tick
+	// busy is set while onMessage holds the reader (backpressure): the
+	// broker's silence then is the reader's, not the broker's.
+	busy atomic.Bool
 }
-
-// readPace is the shortest interval between two reads from the socket
-// while packets keep coming: at 40,000 messages/s one read takes in about
-// 20. The added latency is at most readPace.
-const readPace = 500 * time.Microsecond
 
 // slabSize is the size of the slabs packets are read into; larger packets
 // get a slab of their own.
@@ -315,7 +314,7 @@ func (c *lightClient) read(r *bufio.Reader, gen uint64) error {
 	)
 	for {
 		if r.Buffered() == 0 {
-			if wait := readPace - time.Since(lastFill); wait > 0 {
+			if wait := c.cfg.readPace - time.Since(lastFill); wait > 0 {
 				time.Sleep(wait)
 			}
 			if _, err := r.Peek(1); err != nil {
@@ -335,7 +334,9 @@ func (c *lightClient) read(r *bufio.Reader, gen uint64) error {
 				return errors.New("mqtt: the broker sent a QoS 2 message on a subscription of QoS 1 at most")
 			}
 			m := message{topic: pk.TopicName, payload: pk.Payload, qos: q, sub: c, gen: gen, pid: pk.PacketID}
+			c.busy.Store(true)
 			c.cfg.onMessage(m)
+			c.busy.Store(false)
 			if q == 1 && !c.cfg.manualAck {
 				c.ackMany([]message{m})
 			}
@@ -362,7 +363,8 @@ func (c *lightClient) read(r *bufio.Reader, gen uint64) error {
 
 // keepAlive sends PINGREQ when nothing else was sent for half the
 // keep-alive interval, and closes a connection on which nothing was
-// received for about one and a half.
+// received for about one and a half, unless the reader is held up by the
+// source (backpressure).
 func (c *lightClient) keepAlive(conn net.Conn, ka time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(max(ka/2, 100*time.Millisecond))
 	defer t.Stop()
@@ -373,7 +375,7 @@ func (c *lightClient) keepAlive(conn net.Conn, ka time.Duration, stop <-chan str
 			return
 		case <-t.C:
 		}
-		if c.heard.Swap(false) {
+		if c.heard.Swap(false) || c.busy.Load() {
 			missed = 0
 		} else if missed++; missed >= 3 {
 			c.cfg.Log.Warn("mqtt: the broker stopped answering", "client", clientTag(c.cfg.ClientID))
@@ -417,7 +419,10 @@ func (c *lightClient) flushLocked() {
 func (c *lightClient) ackMany(ms []message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: byte(c.cfg.Version)}
+	// A successful PUBACK without properties is the same 4 bytes in both
+	// versions (MQTT 5 §3.4.2.1 lets the reason code and properties go):
+	// encoding it as 3.1.1 skips the codec's walk of every property.
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: 4}
 	for i := range ms {
 		if ms[i].qos != 1 || ms[i].gen != c.gen || c.conn == nil {
 			continue

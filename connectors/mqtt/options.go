@@ -48,7 +48,8 @@ type ClientOptions struct {
 	ConnectTimeout time.Duration
 	// ReconnectMin and ReconnectMax bound the delay between connection
 	// attempts, which doubles from min to max (defaults 100ms and 30s).
-	// MQTT 3.1.1 connections wait at least one second before reconnecting.
+	// The sink's and the downlink's MQTT 3.1.1 connections (paho.mqtt.golang)
+	// wait at least one second before reconnecting.
 	ReconnectMin, ReconnectMax time.Duration
 	// ReceiveMaximum is how many QoS 1 messages an MQTT 5 broker may send
 	// before the client acknowledges them (default 65535, the most MQTT
@@ -220,7 +221,7 @@ func connFields() []spec.Field {
 		{Name: "keep_alive", Type: spec.Duration, Default: "30s", Advanced: true, Description: "Keep-alive interval."},
 		{Name: "connect_timeout", Type: spec.Duration, Default: "10s", Advanced: true, Description: "Time limit of one connection attempt."},
 		{Name: "reconnect_min", Type: spec.Duration, Default: "100ms", Advanced: true,
-			Description: "First delay between connection attempts; it doubles up to reconnect_max. (MQTT 3.1.1 waits at least 1s.)"},
+			Description: "First delay between connection attempts; it doubles up to reconnect_max. (The sink's MQTT 3.1.1 connections wait at least 1s.)"},
 		{Name: "reconnect_max", Type: spec.Duration, Default: "30s", Advanced: true, Description: "Longest delay between connection attempts."},
 		{Name: "receive_maximum", Type: spec.Int, Default: 65535, Advanced: true,
 			Description: "MQTT 5: QoS 1 messages the broker may send before the engine acknowledges them; beyond it the broker queues (Mosquitto: at most `max_queued_messages`, default 1000, then drops). MQTT 3.1.1 brokers decide this themselves (Mosquitto: `max_inflight_messages`, default 20): set it to that value so that the source flushes a batch as soon as the broker waits for acknowledgements."},

@@ -503,6 +503,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		subs:          s.subs,
 		manualAck:     s.qos == 1,
 		light:         true,
+		readPace:      readPace(s.batch.Linger),
 		onMessage: func(m message) {
 			select {
 			case msgs <- m:
@@ -590,6 +591,16 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		return nil
 	}
 	return err
+}
+
+// readPace is the shortest interval between two reads from the socket
+// while messages keep coming: 2ms, or half the batch linger when that is
+// shorter. At 10,000 messages/s one read takes in about 20 of them, where
+// reading each as it comes costs a wake-up and a system call per message;
+// a message is held at most that long, and one after a quiet spell is
+// read at once.
+func readPace(linger time.Duration) time.Duration {
+	return min(2*time.Millisecond, linger/2)
 }
 
 // runner holds the state of one run; the loop goroutine owns it.

@@ -457,7 +457,9 @@ records the release and writes the desired release of every targeted edge;
 each edge fetches it, verifies it and reports the outcome.
 
 --to names one edge, known or not yet (it gets the release when it appears);
---label and --all target the edges the hub knows now. Release prints the
+--label and --all target the edges the hub knows now, and an edge that
+matches later (it appears, or its labels change) gets the newest release
+that targets it with its next heartbeat. Release prints the
 state of each targeted edge: pending, applied, rejected (with the reason) or
 offline (pending, and the edge is offline). With --wait it waits until no
 edge is pending (or --timeout passes).

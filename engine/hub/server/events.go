@@ -26,7 +26,8 @@ const (
 // report rows into apply reports, heartbeat rows into heartbeats and
 // control rows into command records.
 type edgeEvents struct {
-	st Store
+	st  Store
+	hub *Hub // gives an edge the release it should have (catchUp)
 }
 
 // InsertRows records each row in order. A row that can never be recorded
@@ -64,6 +65,15 @@ func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (store.In
 			if hb, err = heartbeatOf(r); err == nil {
 				if err = e.st.RecordHeartbeat(ctx, r.Edge, hb); err != nil && !store.IsDataError(err) {
 					return store.Inserted{}, err
+				}
+				if err == nil && e.hub != nil {
+					// A heartbeat of an edge that is new, or whose
+					// labels changed, may put it into a release made
+					// before: the message is delivered again until the
+					// release reached it.
+					if err := e.hub.catchUp(ctx, r.Edge); err != nil {
+						return store.Inserted{}, err
+					}
 				}
 			}
 		case protocol.ControlStream:

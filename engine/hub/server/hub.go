@@ -63,6 +63,8 @@ type Store interface {
 	CreateRelease(ctx context.Context, r store.Release) (int64, []string, error)
 	SetReleaseEdgeState(ctx context.Context, id int64, edge, state, reason string, at time.Time) error
 	Supersede(ctx context.Context, edge string, id int64, reason string, at time.Time) error
+	DueRelease(ctx context.Context, edge string) (store.Due, bool, error)
+	JoinRelease(ctx context.Context, id int64, edge, state, reason string, at time.Time) error
 	GetRelease(ctx context.Context, id int64) (store.ReleaseInfo, error)
 	ReleaseStatus(ctx context.Context, id int64) ([]store.ReleaseEdge, error)
 	ReleasesBefore(ctx context.Context, before int64, limit int) ([]store.ReleaseInfo, error)
@@ -149,7 +151,7 @@ func New(js jetstream.JetStream, st Store, opts Options) (*Hub, error) {
 		return nil, err
 	}
 	iopts.Stream, iopts.Durable, iopts.Check = protocol.EdgeStream, EdgeDurable, checkEdge
-	if h.edge, err = ingest.New(js, &edgeEvents{st: st}, iopts); err != nil {
+	if h.edge, err = ingest.New(js, &edgeEvents{st: st, hub: h}, iopts); err != nil {
 		return nil, err
 	}
 	return h, nil

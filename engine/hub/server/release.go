@@ -113,7 +113,9 @@ type Released struct {
 // it and the release, and writes the desired record of every targeted
 // edge. An edge id the hub never heard of is registered, so that the
 // release reaches it when it appears; label and all target the edges
-// known now. by names who released it.
+// known now, and an edge that matches later (it first appears, or its
+// labels change) is given the newest release that targets it by its next
+// heartbeat (catchUp). by names who released it.
 func (h *Hub) Release(ctx context.Context, r io.Reader, t Target, by string) (*Released, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
@@ -221,6 +223,58 @@ func (h *Hub) Release(ctx context.Context, r io.Reader, t Target, by string) (*R
 		return nil, err
 	}
 	return &Released{ID: id, Bundle: m.Name, Version: m.Version, Digest: digest, Size: n, Signer: b.KeyID(), Target: t, At: now, Edges: states}, nil
+}
+
+// catchUp gives edge the release it should run but was never given: the
+// newest release that targets it now (by id, label or all) when that
+// release does not list it, because the edge first appeared or its labels
+// changed after the release was made. It writes the edge's desired
+// record, unless the record names a newer release, and adds the edge to
+// the release (pending, applied when it runs the version already, or
+// rejected as superseded). The record is written before the entry, so a
+// failure is repaired by the next call; both writes are idempotent.
+func (h *Hub) catchUp(ctx context.Context, edge string) error {
+	due, ok, err := h.st.DueRelease(ctx, edge)
+	if err != nil || !ok {
+		return err
+	}
+	kv, _ := h.resources()
+	if kv == nil {
+		return errors.New("hub: catching up releases before the hub's resources exist")
+	}
+	key, err := protocol.DesiredKey(edge)
+	if err != nil {
+		// An edge id recorded by a heartbeat is a subject token.
+		h.log.Warn("hub: edge id is not a key", "edge", edge, "err", err)
+		return nil
+	}
+	id := due.ID
+	d := protocol.Desired{Bundle: due.Bundle, Version: due.Version, Digest: due.Digest, Size: due.Size, ReleasedAt: due.Released.UTC(), ReleaseID: ReleaseID(id)}
+	val, err := d.Encode()
+	if err != nil {
+		return fmt.Errorf("hub: release %d: %w", id, err)
+	}
+	newer, err := writeDesired(ctx, kv, key, id, val)
+	if err != nil {
+		return fmt.Errorf("hub: release %d: desired record of %s: %w", id, edge, err)
+	}
+	now := h.opts.Now().UTC()
+	if newer != 0 {
+		return h.st.JoinRelease(ctx, id, edge, store.ReleaseRejected, "superseded by release "+ReleaseID(newer), now)
+	}
+	state := store.ReleasePending
+	if due.Running {
+		state = store.ReleaseApplied
+	}
+	if err := h.st.JoinRelease(ctx, id, edge, state, "", now); err != nil {
+		return err
+	}
+	if err := h.st.Supersede(ctx, edge, id, "superseded by release "+ReleaseID(id), now); err != nil {
+		return err
+	}
+	h.log.Info("hub: edge joined a release made before it matched", "release", ReleaseID(id), "edge", edge,
+		"bundle", due.Bundle, "version", due.Version, "state", state)
+	return nil
 }
 
 // writeDesired writes the desired record val of release id to key unless

@@ -268,3 +268,65 @@ SELECT name, version, size, created, signer FROM bundles WHERE digest = $1 ORDER
 	b.Version = uint64(version)
 	return b, nil
 }
+
+// Due is the release an edge should run but was never given: the newest
+// release whose target matches the edge now (its id, a label it has, or
+// all) and that has no entry for it.
+type Due struct {
+	ID       int64
+	Bundle   string
+	Version  uint64
+	Digest   string
+	Size     int64
+	Released time.Time
+	// Running is set when the edge already runs the bundle version.
+	Running bool
+}
+
+// matchesEdge is true when release r targets edge e by its current id or
+// labels. A label selector is "key=value", cut at the first "=".
+const matchesEdge = `(r.target_kind = 'all' OR r.target_kind = 'edge' AND r.target = e.id OR
+  r.target_kind = 'label' AND e.labels ->> split_part(r.target, '=', 1) = substr(r.target, strpos(r.target, '=') + 1))`
+
+// DueRelease returns the release edge should have but has no entry in:
+// the newest release that targets it now, when that one does not list it
+// (the edge first appeared, or its labels changed, after the release was
+// made). ok is false when there is none: the edge is in the newest
+// release that targets it, or none does.
+func (s *Store) DueRelease(ctx context.Context, edge string) (d Due, ok bool, err error) {
+	var version int64
+	err = s.pool.QueryRow(ctx, `
+SELECT r.id, r.bundle, r.version, b.digest, b.size, r.released_at, coalesce(e.bundle = r.bundle AND e.version = r.version, false)
+FROM edges e
+CROSS JOIN LATERAL (SELECT r.* FROM releases r WHERE `+matchesEdge+` ORDER BY r.id DESC LIMIT 1) r
+JOIN bundles b ON b.name = r.bundle AND b.version = r.version
+WHERE e.id = $1 AND NOT EXISTS (SELECT 1 FROM release_edges re WHERE re.release_id = r.id AND re.edge = e.id)`, edge).Scan(
+		&d.ID, &d.Bundle, &version, &d.Digest, &d.Size, &d.Released, &d.Running)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Due{}, false, nil
+	}
+	if err != nil {
+		return Due{}, false, fmt.Errorf("hub store: release due to %s: %w", edge, err)
+	}
+	d.Version = uint64(version)
+	return d, true, nil
+}
+
+// JoinRelease adds edge to release id in state (pending, applied or
+// rejected) with reason; an entry there already is kept as it is.
+func (s *Store) JoinRelease(ctx context.Context, id int64, edge, state, reason string, at time.Time) error {
+	switch state {
+	case ReleasePending, ReleaseApplied, ReleaseRejected:
+	default:
+		return fmt.Errorf("hub store: release %d: state %q, want pending, applied or rejected", id, state)
+	}
+	if err := s.checkTexts("edge", edge, "reason", reason); err != nil {
+		return fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	if _, err := s.pool.Exec(ctx, `
+INSERT INTO release_edges (release_id, edge, state, reason, at) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (release_id, edge) DO NOTHING`, id, edge, state, reason, at); err != nil {
+		return fmt.Errorf("hub store: release %d, edge %s: %w", id, edge, err)
+	}
+	return nil
+}

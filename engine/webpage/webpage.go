@@ -212,9 +212,14 @@ func (s *Site) Serve(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // servePage answers the page to a signed-in browser, exchanges a token in
-// the query for a session, and shows the login form otherwise.
+// the query for a session (when the address was typed or opened, not
+// when another origin's page asks), and shows the login form otherwise.
 func (s *Site) servePage(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Has("token") {
+		if !sameOrigin(r) { // another origin's page would spend the address's tries
+			s.forbid(w, r)
+			return
+		}
 		s.signIn(w, r, r.URL.Query().Get("token"))
 		return
 	}

@@ -366,3 +366,26 @@ func TestRefusalsLogBounded(t *testing.T) {
 		t.Fatalf("the line after the flood does not count the unlogged refusals: %s", last)
 	}
 }
+
+// TestCrossSiteCannotLockOut: another origin's page cannot spend the
+// operator's wrong-token tries by making the browser sign in with wrong
+// tokens (an <img> of ?token=, a posted form): such sign-ins are refused
+// unchecked and not counted, and the operator then signs in.
+func TestCrossSiteCannotLockOut(t *testing.T) {
+	_, h, _, _ := testSite(t)
+	const me = "192.0.2.7:40000"
+	for i := range 3 * maxFailures {
+		if w := call(h, me, "GET", "/p/?token=guess", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}, ""); w.Code != 403 {
+			t.Fatalf("a sign-in by another site's image: %d", w.Code)
+		}
+		if w := call(h, me, "GET", "/p/?token=guess", map[string]string{"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"}, ""); w.Code != 403 {
+			t.Fatalf("a sign-in by another port's link: %d", w.Code)
+		}
+		if w := call(h, me, "POST", "/p/login", map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"}, "token=guess"+fmt.Sprint(i)); w.Code != 403 {
+			t.Fatalf("a sign-in by another site's form: %d", w.Code)
+		}
+	}
+	if w := call(h, me, "GET", "/p/?token="+url.QueryEscape(testToken), map[string]string{"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"}, ""); w.Code != 303 {
+		t.Fatalf("the operator's sign-in after another origin's tries: %d", w.Code)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -138,7 +137,7 @@ func buildTo(out, dir string, opts bundle.BuildOptions) (*bundle.Manifest, error
 		return nil, fmt.Errorf("bundle build: %s exists", out)
 	}
 	tmp := out + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|spec.NoFollow, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("bundle build: %w", err)
 	}

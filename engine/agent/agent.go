@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -788,7 +787,7 @@ func (a *Agent) install(staging, dest string) error {
 // without writing: size, signature, digests, targets, version and free
 // space. It returns the open file on success.
 func (a *Agent) verify(name string) (*os.File, *bundle.Manifest, *bundle.Bundle, error) {
-	f, fi, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
+	f, fi, err := spec.OpenRegular(name, spec.NoFollow)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("open bundle: %w", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 
 	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -74,7 +73,7 @@ func readRecord(dir string) ([]byte, error) {
 		return nil, err
 	}
 	name := filepath.Join(dir, edgeFile)
-	f, fi, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
+	f, fi, err := spec.OpenRegular(name, spec.NoFollow)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -159,7 +158,7 @@ func parsePending(file string) (string, uint64, bool) {
 // copyBounded copies the regular file name into a new temporary file in
 // dir, refusing more than limit bytes, and syncs it.
 func copyBounded(name, dir string, limit int64) (string, error) {
-	in, fi, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
+	in, fi, err := spec.OpenRegular(name, spec.NoFollow)
 	if err != nil {
 		return "", fmt.Errorf("open bundle: %w", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -31,7 +30,7 @@ func EnsureToken(name string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
 		return "", fmt.Errorf("api token: %w", err)
 	}
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|spec.NoFollow, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		return ReadToken(name) // made by another process meanwhile
 	}
@@ -56,7 +55,7 @@ func EnsureToken(name string) (string, error) {
 // regular file of the process's user that neither group nor others may
 // read.
 func ReadToken(name string) (string, error) {
-	f, fi, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
+	f, fi, err := spec.OpenRegular(name, spec.NoFollow)
 	if err != nil {
 		return "", fmt.Errorf("api token: %w", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -139,7 +138,7 @@ func copyChecked(put func(string, int64, io.Reader) error, dir string, f File) e
 
 // openRegular opens a regular file without following a symbolic link.
 func openRegular(name string) (*os.File, error) {
-	f, _, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
+	f, _, err := spec.OpenRegular(name, spec.NoFollow)
 	return f, err
 }
 

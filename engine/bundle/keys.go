@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/sluice-edge/sluice/engine/spec"
 )
@@ -60,7 +59,7 @@ func WritePublicKey(name string, key ed25519.PublicKey) error {
 }
 
 func writeNew(name string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|spec.NoFollow, mode)
 	if err != nil {
 		return fmt.Errorf("write key: %w", err)
 	}
@@ -84,7 +83,7 @@ func writeNew(name string, data []byte, mode os.FileMode) error {
 // readKeyFile reads a regular key file, bounded, without following a
 // symbolic link; private refuses a file group or others may read.
 func readKeyFile(name string, private bool) ([]byte, error) {
-	f, fi, err := spec.OpenRegular(name, syscall.O_NOFOLLOW)
+	f, fi, err := spec.OpenRegular(name, spec.NoFollow)
 	if err != nil {
 		return nil, fmt.Errorf("read key: %w", err)
 	}

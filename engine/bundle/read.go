@@ -13,9 +13,10 @@ import (
 	"os"
 	"path"
 	"strings"
-	"syscall"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // Decoder and stream bounds (docs/format/bundle.md, section 1).
@@ -359,7 +360,7 @@ func (s *stream) content(f File, root *os.Root) error {
 			}
 		}
 		var err error
-		out, err = root.OpenFile(f.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		out, err = root.OpenFile(f.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|spec.NoFollow, 0o600)
 		if err != nil {
 			return entryErr(f.Path, ErrPath, "%v", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -234,4 +235,56 @@ func TestSilentConnectionClosed(t *testing.T) {
 	if held := time.Since(start); held < 900*time.Millisecond {
 		t.Fatalf("a silent connection was closed after %v, before the header deadline", held)
 	}
+}
+
+// TestRefusalsLogBounded: requests without the token cannot flood the
+// log (the status page shows the log's newest warnings, which a flood
+// would push out): at most maxRefusalLogs lines at once, then one per
+// refusalLogEvery, the next one counting those left out.
+func TestRefusalsLogBounded(t *testing.T) {
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.Open(agent.Options{Dir: filepath.Join(t.TempDir(), "agent"), Edge: "edge-01", Trust: bundle.NewTrust(pub), MaxBundleBytes: 1024}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	s, err := Listen("127.0.0.1:0", "tok", a, 1024, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	start := time.Now()
+	for range 300 {
+		resp, err := http.Get("http://" + s.Addr() + StatusPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("status without the token: %d", resp.StatusCode)
+		}
+	}
+	most := maxRefusalLogs + int(time.Since(start)/refusalLogEvery) + 1
+	mu.Lock()
+	n := strings.Count(logs.String(), "request without a valid token")
+	mu.Unlock()
+	if n == 0 || n > most {
+		t.Fatalf("300 refused requests logged %d lines, want 1 to %d", n, most)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -26,6 +26,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent"
@@ -61,6 +62,41 @@ const maxNonce = 128
 
 // maxConns bounds the connections the server holds at once.
 const maxConns = 16
+
+// maxRefusalLogs is how many refused requests may be logged at once; one
+// more every refusalLogEvery: a flood would push the edge's warnings off
+// its status page.
+const (
+	maxRefusalLogs  = 10
+	refusalLogEvery = 6 * time.Second
+)
+
+// refusals limits the log lines of refused requests.
+type refusals struct {
+	mu       sync.Mutex
+	left     float64
+	at       time.Time
+	unlogged int
+}
+
+// allow says whether a refusal may be logged at now, and how many were
+// left out since the last one logged.
+func (f *refusals) allow(now time.Time) (bool, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d := now.Sub(f.at); d > 0 {
+		f.left = min(maxRefusalLogs, f.left+float64(d)/float64(refusalLogEvery))
+	}
+	f.at = now
+	if f.left < 1 {
+		f.unlogged++
+		return false, 0
+	}
+	f.left--
+	n := f.unlogged
+	f.unlogged = 0
+	return true, n
+}
 
 // Service is what the API serves: an agent.Agent.
 type Service interface {
@@ -116,8 +152,15 @@ func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger, ro
 		}
 		mux.Handle(r.Pattern, r.Handler)
 	}
+	refused := &refusals{left: maxRefusalLogs, at: time.Now()}
 	authed := httpapi.Bearer(token, "sluice", "unauthorized", func(r *http.Request) {
-		log.Warn("local api: request without a valid token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+		if ok, n := refused.allow(time.Now()); ok {
+			args := []any{"remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path}
+			if n > 0 {
+				args = append(args, "unlogged", n)
+			}
+			log.Warn("local api: request without a valid token", args...)
+		}
 	}, mux)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == HelloPath { // the server proves it knows the token first

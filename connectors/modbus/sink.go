@@ -37,7 +37,7 @@ var Spec = spec.Spec{
 	Summary: "Modbus TCP server for third-party control systems: reads return the latest values of its input, writes become arbitrated commands.",
 	Description: "Serves a map of holding registers and coils. A read (function codes 1-4) returns the latest value of the " +
 		"mapped measure point in the rows this sink receives (0, or NaN for float32, before the first); a write (5, 6, 15, 16) of " +
-		"whole entries becomes one `measurepoint.set` command per asset, of origin `third-party:modbus@<client ip>`, submitted to " +
+		"whole entries becomes one `measurepoint.set` command per asset (per point for a device on a JSON command topic, `control.json_devices`), of origin `third-party:modbus@<client ip>`, submitted to " +
 		"the edge's command arbiter (leases, priorities and expiry apply; a rejected command is answered with exception 0x06, " +
 		"server busy). Addresses outside the map get exception 0x02. Modbus has no authentication: the server listens on " +
 		"127.0.0.1 unless `listen` names another address, and then `allow` must list the clients served; requests of " +

@@ -196,9 +196,6 @@ func (d *JSONDownlink) Check(c *command.Command) error {
 // sets exactly one point.
 func (d *JSONDownlink) OnePoint(string, string) bool { return true }
 
-// Topics returns the templates of the command topic and the reply topic.
-func (d *JSONDownlink) Topics() (command, reply string) { return d.topic.String(), d.replyTopic.String() }
-
 // onMessage matches a reply to its command.
 func (d *JSONDownlink) onMessage(m message) {
 	product, asset, point, ok := d.replyTopic.Match(m.topic)

@@ -45,7 +45,7 @@ var SinkSpec = spec.Spec{
 		{Name: "send_timeout", Type: spec.Duration, Default: "10s", Advanced: true, Description: "How long a command may wait for the broker before it fails."},
 		{Name: "qos", Type: spec.Int, Default: 1, Description: "QoS of command messages (0 or 1)."},
 		{Name: "command_topic", Type: spec.String, Optional: true,
-			Description: "For devices that are not EnOS devices: the template of a generic JSON command topic. Each non-null point of a row becomes one command, `{\"id\":...,\"point\":...,\"value\":...}` on this topic; `{asset}` (required), `{product}` and `{point}` stand for whole segments. The device answers `{\"id\":...,\"code\":200}` on `reply_topic`. See docs/mqtt.md.",
+			Description: "For devices that are not EnOS devices: the template of a generic JSON command topic. Each non-null point of a row becomes one command, `{\"id\":...,\"point\":...,\"value\":...}` on this topic; `{asset}` (required), `{product}` and `{point}` stand for whole segments. The device answers `{\"id\":...,\"code\":200}` on `reply_topic`. With a `control` section in the edge configuration, the topic must be declared in `control.json_devices` and the commands go through the arbiter. See docs/mqtt.md.",
 			Example:     "plant/{asset}/set/{point}"},
 		{Name: "reply_topic", Type: spec.String, Optional: true,
 			Description: "Template of the replies to `command_topic` (`{asset}` required; default: command_topic + `/reply`).", Example: "plant/{asset}/reply"},

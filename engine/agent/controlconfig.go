@@ -21,8 +21,9 @@ const (
 )
 
 // ControlConfig is the control section of an edge configuration: the
-// arbiter every command to a device goes through (docs/control.md) and
-// the MQTT broker its devices listen on.
+// arbiter every command to a device goes through (docs/control.md), the
+// MQTT broker its devices listen on, and the devices reached there over
+// generic JSON command topics rather than the EnOS downlink.
 type ControlConfig struct {
 	// BrokerURL is the MQTT broker of the devices (EnOS downlink topics);
 	// ClientID, Username and Password connect to it (Password is a
@@ -66,7 +67,7 @@ func controlField() spec.Field {
 		Description: "Control coordination (docs/control.md): every command to a device — from local applications through the " +
 			"local API's `/v1/control/` endpoints, the cloud, third-party systems or rules — becomes a durable record under " +
 			"`<data_dir>/control/` and goes through one arbiter (priority classes, leases, expiry, supersede, idempotency keys) " +
-			"before the EnOS MQTT downlink sends it to the device.",
+			"before the EnOS MQTT downlink — or, for the devices of `json_devices`, a generic JSON command topic — sends it to the device.",
 		Example: map[string]any{"broker": "tcp://127.0.0.1:1883", "timeout": "30s"},
 		Children: []spec.Field{
 			{Name: "broker", Type: spec.String, Description: "URL of the MQTT broker the devices listen on (tcp://, mqtt://, ssl://, tls:// or mqtts://).", Example: "tcp://127.0.0.1:1883"},

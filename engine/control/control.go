@@ -6,8 +6,9 @@
 //
 // The arbiter decides by rules a site engineer can predict (docs/control.md):
 //
-//  1. A command that is malformed, out of bounds or claims a priority class
-//     its origin may not use is rejected.
+//  1. A command that is malformed, out of bounds, that its transport
+//     cannot carry (Checker) or that claims a priority class its origin may
+//     not use is rejected.
 //  2. A command repeating the idempotency key of an earlier command of the
 //     same origin is not executed again: Submit returns the earlier record.
 //  3. A command whose expiry has passed is expired and never executed; so
@@ -59,8 +60,9 @@ type Submitter interface {
 }
 
 // Transport delivers commands to devices: the EnOS MQTT downlink, for
-// example. The device's reply reaches the arbiter's tracker
-// (Arbiter.Tracker) by the transport's own means.
+// example, or a Router choosing among several by device. The device's
+// reply reaches the arbiter's tracker (Arbiter.Tracker) by the
+// transport's own means.
 type Transport interface {
 	// Ready returns once the transport can deliver (its link is up), or
 	// with ctx's error.

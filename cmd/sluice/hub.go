@@ -460,9 +460,10 @@ each edge fetches it, verifies it and reports the outcome.
 --label and --all target the edges the hub knows now, and an edge that
 matches later (it appears, or its labels change) gets the newest release
 that targets it with its next heartbeat. Release prints the
-state of each targeted edge: pending, applied, rejected (with the reason) or
-offline (pending, and the edge is offline). With --wait it waits until no
-edge is pending (or --timeout passes).
+state of each targeted edge (the first 100 and how many more; with --wait,
+every one): pending, applied, rejected (with the reason) or offline
+(pending, and the edge is offline). With --wait it waits until no edge is
+pending (or --timeout passes).
 
 Exit codes: 0 released (with --wait: every edge applied), 1 refused, failed,
 rejected by an edge or timed out, 64 a bad command line.`,
@@ -555,6 +556,9 @@ func printRelease(w io.Writer, r server.ReleaseView) {
 		}
 		fmt.Fprintln(w, line)
 	}
+	if r.EdgesOmitted > 0 {
+		fmt.Fprintf(w, "  … and %d more edges (hub releases %s lists them all)\n", r.EdgesOmitted, r.ID)
+	}
 }
 
 func newHubReleasesCmd(g *globals) *cobra.Command {
@@ -568,7 +572,7 @@ func newHubReleasesCmd(g *globals) *cobra.Command {
 		Long: `Releases lists the releases, newest first, with how many of their edges are
 in each state, page after page, each printed as it comes; --limit N stops
 after the newest N. With a release id (r7 or 7) it prints that release's
-state on each edge, as hub release does.`,
+state on each edge, as hub release does, reading the edges page after page.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if limit < 0 {

@@ -77,9 +77,11 @@ type ReleaseView struct {
 	// Edges are the targeted edges; Counts the number in each state.
 	Edges  []ReleaseEdgeView `json:"edges"`
 	Counts map[string]int    `json:"counts"`
-	// EdgesOmitted is, in a listing, the number of edges left out of
-	// Edges, which holds the first 100 by edge (Counts counts them all;
-	// the release's own answer has every edge).
+	// EdgesOmitted is, in a listing and in the answer of a release
+	// (POST), the number of edges left out of Edges, which holds the
+	// first 100 by edge (Counts counts them all). The release's own
+	// answer (GET /v1/releases/{id}) holds a page of its edges instead,
+	// and the cursor of the next one in NextHeader.
 	EdgesOmitted int `json:"edges_omitted,omitempty"`
 }
 
@@ -180,6 +182,18 @@ func releaseView(ri store.ReleaseInfo, edges []store.ReleaseEdge) ReleaseView {
 		v.Counts[e.State]++
 	}
 	return v
+}
+
+// setCounts sets Counts to counts, the states of all the release's edges,
+// and EdgesOmitted to those of them Edges does not hold.
+func (v *ReleaseView) setCounts(counts map[string]int) {
+	v.Counts = map[string]int{}
+	total := 0
+	for st, n := range counts {
+		v.Counts[st] = n
+		total += n
+	}
+	v.EdgesOmitted = max(total-len(v.Edges), 0)
 }
 
 // API serves the hub's HTTP JSON API. Every request needs the bearer
@@ -362,6 +376,7 @@ func (a *API) release(w http.ResponseWriter, r *http.Request) {
 	v := releaseView(store.ReleaseInfo{ID: rel.ID, Release: store.Release{Bundle: rel.Bundle, Version: rel.Version,
 		Target: t.Kind, Selector: t.Selector, By: "api", At: rel.At}}, rel.Edges)
 	v.Digest, v.Size, v.Signer = rel.Digest, rel.Size, rel.Signer
+	v.setCounts(rel.Counts)
 	httpapi.WriteJSON(w, http.StatusCreated, v)
 }
 
@@ -403,12 +418,7 @@ func (a *API) releases(w http.ResponseWriter, r *http.Request) {
 		}
 		sum := sums[ri.ID]
 		v := releaseView(ri, sum.Edges)
-		total := 0
-		for st, n := range sum.Counts {
-			v.Counts[st] = n
-			total += n
-		}
-		v.EdgesOmitted = total - len(v.Edges)
+		v.setCounts(sum.Counts)
 		if !p.add(v, func() string { return encodeCursor(strconv.FormatInt(ri.ID, 10)) }) {
 			break
 		}
@@ -416,23 +426,57 @@ func (a *API) releases(w http.ResponseWriter, r *http.Request) {
 	a.writePage(w, r, p, nil)
 }
 
+// releaseStatus answers a release with a page of its edges, by edge: at
+// most limit= (and pageBytes of them), after the edge of the after=
+// cursor, the cursor of the next page in NextHeader; Counts counts every
+// edge of the release on every page.
 func (a *API) releaseStatus(w http.ResponseWriter, r *http.Request) {
 	id, err := ParseReleaseID(r.PathValue("id"))
 	if err != nil {
 		a.fail(w, r, fmt.Errorf("%w: %w", errBadQuery, err))
 		return
 	}
+	limit, after, err := pageQuery(r, 1)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	from := ""
+	if after != nil {
+		from = after[0]
+	}
 	ri, err := a.hub.st.GetRelease(r.Context(), id)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	edges, err := a.hub.st.ReleaseStatus(r.Context(), id)
+	edges, err := a.hub.st.ReleaseStatusAfter(r.Context(), id, from, limit+1)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, releaseView(ri, edges))
+	sums, err := a.hub.st.ReleaseSummaries(r.Context(), []int64{id}, 0)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	next, size := "", 0
+	for i, e := range edges {
+		size += len(e.Edge) + len(e.Reason) + 100
+		if i == limit || i > 0 && size > pageBytes {
+			edges, next = edges[:i], encodeCursor(edges[i-1].Edge)
+			break
+		}
+	}
+	v := releaseView(ri, edges)
+	v.Counts = map[string]int{}
+	for st, n := range sums[id].Counts {
+		v.Counts[st] = n
+	}
+	if next != "" {
+		w.Header().Set(NextHeader, next)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, v)
 }
 
 // alerts answers a page of the alerts' current states by asset, id and

@@ -184,10 +184,36 @@ func (c *Client) Release(ctx context.Context, body io.Reader, size int64, t Targ
 	return v, c.do(ctx, http.MethodPost, ReleasesPath, q, body, size, &v)
 }
 
-// ReleaseStatus returns a release and the state of each of its edges.
-func (c *Client) ReleaseStatus(ctx context.Context, id string) (ReleaseView, error) {
+// ReleaseStatusPage returns release id with the state of its edges after
+// the cursor after (from the first when empty), at most limit (the hub's
+// default when 0), by edge, and the cursor of the next page ("" when no
+// edge remains). Counts counts every edge of the release.
+func (c *Client) ReleaseStatusPage(ctx context.Context, id, after string, limit int) (ReleaseView, string, error) {
 	var v ReleaseView
-	return v, c.do(ctx, http.MethodGet, ReleasesPath+"/"+url.PathEscape(id), nil, nil, 0, &v)
+	next, err := c.getPage(ctx, ReleasesPath+"/"+url.PathEscape(id), pageValues(after, limit), &v)
+	return v, next, err
+}
+
+// ReleaseStatus returns a release and the state of each of its edges,
+// read page after page (ReleaseStatusPage); Counts are those of the last
+// page read.
+func (c *Client) ReleaseStatus(ctx context.Context, id string) (ReleaseView, error) {
+	var out ReleaseView
+	edges, err := all(ctx, func(ctx context.Context, after string) ([]ReleaseEdgeView, string, error) {
+		v, next, err := c.ReleaseStatusPage(ctx, id, after, 0)
+		edges := v.Edges
+		v.Edges = nil
+		out = v
+		return edges, next, err
+	})
+	if err != nil {
+		return ReleaseView{}, err
+	}
+	if edges == nil {
+		edges = []ReleaseEdgeView{}
+	}
+	out.Edges = edges
+	return out, nil
 }
 
 // AlertsPage asks for the alerts' current states after the cursor after

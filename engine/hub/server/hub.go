@@ -66,7 +66,7 @@ type Store interface {
 	DueRelease(ctx context.Context, edge string) (store.Due, bool, error)
 	JoinRelease(ctx context.Context, id int64, edge, state, reason string, at time.Time) error
 	GetRelease(ctx context.Context, id int64) (store.ReleaseInfo, error)
-	ReleaseStatus(ctx context.Context, id int64) ([]store.ReleaseEdge, error)
+	ReleaseStatusAfter(ctx context.Context, id int64, after string, limit int) ([]store.ReleaseEdge, error)
 	ReleasesBefore(ctx context.Context, before int64, limit int) ([]store.ReleaseInfo, error)
 	ReleaseSummaries(ctx context.Context, ids []int64, maxEdges int) (map[int64]store.ReleaseSummary, error)
 	AlertsAfter(ctx context.Context, activeOnly bool, asset string, after *store.AlertKey, limit int, f func(store.Alert) bool) error

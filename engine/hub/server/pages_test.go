@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -272,6 +273,79 @@ FROM generate_series(1, $1) g`, n); err != nil {
 	}
 }
 
+// TestReleaseStatusPaging: GET /v1/releases/{id} answers the release
+// with a page of its edges (500 by default, limit= up to 5000, by edge),
+// the next cursor in Sluice-Next and the counts of all its edges on every
+// page; the client reads every page. The answer of a release (POST) holds
+// its first 100 edges and counts them all.
+func TestReleaseStatusPaging(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	ctx := context.Background()
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	const n = 520
+	if _, err := e.db.Exec(`INSERT INTO `+e.schema+`.edges (id, labels, first_seen, last_seen)
+SELECT 'edge-' || lpad(g::text, 4, '0'), '{}', $2, $2 FROM generate_series(1, $1) g`, n, t0); err != nil {
+		t.Fatal(err)
+	}
+	b := e.build("wf", 1, e.key)
+	rel, err := in.client.Release(ctx, bytes.NewReader(b), int64(len(b)), server.Target{Kind: store.TargetAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rel.Edges) != 100 || rel.EdgesOmitted != n-100 || rel.Counts[store.ReleasePending] != n || rel.Edges[0].Edge != "edge-0001" {
+		t.Fatalf("the release's answer: %d edges, %d omitted, counts %v", len(rel.Edges), rel.EdgesOmitted, rel.Counts)
+	}
+	path := server.ReleasesPath + "/" + rel.ID
+	code, next, body := get(t, in, path, "")
+	var v server.ReleaseView
+	if err := json.Unmarshal(body, &v); code != http.StatusOK || err != nil {
+		t.Fatalf("%d %v %.200s", code, err, body)
+	}
+	if len(v.Edges) != server.DefaultPageLimit || next == "" || v.Counts[store.ReleasePending] != n || v.ID != rel.ID || v.Bundle != "wf" {
+		t.Fatalf("first page: %d edges, next %q, counts %v", len(v.Edges), next, v.Counts)
+	}
+	var edges []string
+	after, pages := "", 0
+	for {
+		q := url.Values{"limit": {"7"}}
+		if after != "" {
+			q.Set("after", after)
+		}
+		code, next, body := get(t, in, path, q.Encode())
+		var v server.ReleaseView
+		if err := json.Unmarshal(body, &v); code != http.StatusOK || err != nil {
+			t.Fatalf("%d %v %.200s", code, err, body)
+		}
+		if len(v.Edges) > 7 || (next != "" && len(v.Edges) != 7) || v.Counts[store.ReleasePending] != n {
+			t.Fatalf("page %d: %d edges, next %q, counts %v", pages, len(v.Edges), next, v.Counts)
+		}
+		for _, es := range v.Edges {
+			edges = append(edges, es.Edge)
+		}
+		pages++
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if len(edges) != n || pages != (n+6)/7 {
+		t.Fatalf("%d edges in %d pages", len(edges), pages)
+	}
+	for i, id := range edges {
+		if want := fmt.Sprintf("edge-%04d", i+1); id != want {
+			t.Fatalf("edge %d of the pages is %s, want %s", i, id, want)
+		}
+	}
+	all, err := in.client.ReleaseStatus(ctx, rel.ID)
+	if err != nil || len(all.Edges) != n || all.Counts[store.ReleasePending] != n || all.EdgesOmitted != 0 {
+		t.Fatalf("client: %d edges, counts %v, %v", len(all.Edges), all.Counts, err)
+	}
+	if code, _, body := get(t, in, server.ReleasesPath+"/r999", ""); code != http.StatusNotFound {
+		t.Fatalf("an unknown release: %d %s", code, body)
+	}
+}
+
 // TestListingQueryRefused: hostile limit= and after= values are refused
 // with 400 (negative, zero, huge, not numbers, repeated; cursors that are
 // not base64, of another listing, with a NUL, longer than a cursor may
@@ -280,7 +354,7 @@ func TestListingQueryRefused(t *testing.T) {
 	e := newEnv(t)
 	in := e.start()
 	b64 := base64.RawURLEncoding.EncodeToString
-	for _, path := range []string{server.AlertsPath, server.EdgesPath, server.ReleasesPath} {
+	for _, path := range []string{server.AlertsPath, server.EdgesPath, server.ReleasesPath, server.ReleasesPath + "/r1"} {
 		for _, q := range []string{
 			"limit=-1", "limit=0", "limit=5001", "limit=99999999999999999999", "limit=abc", "limit=", "limit=1&limit=2", "limit=1e3",
 			"after=", "after=!!!", "after=%00", "after=" + b64([]byte{0xff, 0xff, 0xff}), "after=" + b64([]byte{5, 'a'}),

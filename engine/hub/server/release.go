@@ -102,8 +102,10 @@ type Released struct {
 	Target  Target
 	// At is when it was released.
 	At time.Time
-	// Edges are the targeted edges and their states.
-	Edges []store.ReleaseEdge
+	// Edges are the first targeted edges (at most 100, by edge) and
+	// their states; Counts counts every targeted edge by state.
+	Edges  []store.ReleaseEdge
+	Counts map[string]int
 }
 
 // Release releases the bundle read from r to the edges of t: it reads at
@@ -218,11 +220,12 @@ func (h *Hub) Release(ctx context.Context, r io.Reader, t Target, by string) (*R
 	}
 	h.log.Info("hub: released", "release", ReleaseID(id), "bundle", m.Name, "version", m.Version, "digest", digest,
 		"target", t.String(), "edges", len(edges))
-	states, err := h.st.ReleaseStatus(ctx, id)
+	sums, err := h.st.ReleaseSummaries(ctx, []int64{id}, maxListedEdges)
 	if err != nil {
 		return nil, err
 	}
-	return &Released{ID: id, Bundle: m.Name, Version: m.Version, Digest: digest, Size: n, Signer: b.KeyID(), Target: t, At: now, Edges: states}, nil
+	return &Released{ID: id, Bundle: m.Name, Version: m.Version, Digest: digest, Size: n, Signer: b.KeyID(), Target: t, At: now,
+		Edges: sums[id].Edges, Counts: sums[id].Counts}, nil
 }
 
 // catchUp gives edge the release it should run but was never given: the

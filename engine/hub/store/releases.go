@@ -229,6 +229,24 @@ WHERE re.release_id = $1 ORDER BY re.edge`, id, s.opts.Now().Add(-s.opts.Offline
 	return out, nil
 }
 
+// ReleaseStatusAfter lists at most limit edges of release id after the
+// edge after ("" from the first), by edge, with the offline state derived
+// as ReleaseStatus does: a page of a release's edges.
+func (s *Store) ReleaseStatusAfter(ctx context.Context, id int64, after string, limit int) ([]ReleaseEdge, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT re.edge, `+releaseEdgeState+`, re.reason, re.at
+FROM release_edges re LEFT JOIN edges e ON e.id = re.edge
+WHERE re.release_id = $1 AND re.edge > $3 ORDER BY re.edge LIMIT $4`, id, s.opts.Now().Add(-s.opts.OfflineAfter), after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ReleaseEdge])
+	if err != nil {
+		return nil, fmt.Errorf("hub store: release %d: %w", id, err)
+	}
+	return out, nil
+}
+
 // Releases lists the newest releases, newest first, at most limit.
 func (s *Store) Releases(ctx context.Context, limit int) ([]ReleaseInfo, error) {
 	return s.queryReleases(ctx, `

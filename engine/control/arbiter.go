@@ -476,6 +476,14 @@ func (a *Arbiter) work(asset string) {
 		if id := a.inflight[asset]; id != "" {
 			delete(a.inflight, asset)
 			a.mu.Unlock()
+			// Found sent after a restart: the transport must be up (a
+			// downlink connects when asked) for its reply to be heard.
+			if err := a.opts.Transport.Ready(a.ctx); err != nil {
+				a.mu.Lock()
+				delete(a.running, asset)
+				a.mu.Unlock()
+				return
+			}
 			_, _ = a.tracker.Wait(a.ctx, id)
 			continue
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/control"
@@ -97,5 +99,48 @@ func TestRouter(t *testing.T) {
 	}
 	if n := len(a.List(control.Filter{})); n != 1 {
 		t.Errorf("%d records, want 1 (the refused command is not recorded)", n)
+	}
+}
+
+// lazyLink is a transport that connects only when asked to be ready, as
+// the MQTT downlinks do; once connected it hears the reply the device
+// sent to a command while the process was down.
+type lazyLink struct {
+	a     *control.Arbiter
+	reply control.Record // the command the device answered
+	once  sync.Once
+}
+
+func (l *lazyLink) Ready(context.Context) error {
+	l.once.Do(func() { _, _ = l.a.Tracker().Reply(l.reply.ID, l.reply.Target(), 200, "done", nil) })
+	return nil
+}
+
+func (l *lazyLink) Deliver(context.Context, control.Record) error { return nil }
+
+// A command found sent after a restart gets its reply: the arbiter asks
+// the transport to be ready (to connect) before waiting for it, even with
+// nothing else to send; before, a transport that connects on demand never
+// connected and the command waited for its timeout.
+func TestRestartHearsReplies(t *testing.T) {
+	f := newFixture(t, true)
+	f.dev.silent = true
+	sent, err := f.a.Submit(context.Background(), setPoint("cloud", "T1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-f.dev.seen
+	waitStatus(t, f.a, sent.ID, command.Sent)
+	f.a.Close()
+
+	late := &control.LateTransport{}
+	a, err := control.Open(control.Options{Dir: f.dir, Transport: late, Clock: f.clock, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.a = a
+	late.Set(&lazyLink{a: a, reply: sent})
+	if got := wait(t, a, sent.ID); got.Status != command.Acked {
+		t.Fatalf("the command sent before the restart: %s %q", got.Status, got.Reason)
 	}
 }

@@ -1,6 +1,8 @@
 package codec
 
 import (
+	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -94,6 +96,41 @@ func TestUnescapeSurrogates(t *testing.T) {
 	} {
 		if got := string(unescape(nil, []byte(in))); got != want {
 			t.Errorf("%s: got %q, want %q", in, got, want)
+		}
+	}
+}
+
+// scanStringBySearch is scanString without its word-at-a-time fast path.
+func scanStringBySearch(b []byte, i int) (int, bool, error) {
+	q := bytes.IndexByte(b[i+1:], '"')
+	if q < 0 {
+		return len(b), false, errAt(i, "unterminated string")
+	}
+	body := b[i+1 : i+1+q]
+	if bytes.IndexByte(body, '\\') >= 0 || hasControl(body) {
+		return scanEscaped(b, i)
+	}
+	return i + 2 + q, false, nil
+}
+
+func TestScanStringFastPath(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	alphabet := []byte("ab9 ._-\"\\u0\n\x01\x1f\x7f\xc3\xa9\xff")
+	for range 200000 {
+		b := []byte{'"'}
+		for range r.IntN(48) {
+			b = append(b, alphabet[r.IntN(len(alphabet))])
+		}
+		if r.IntN(2) == 0 {
+			b = append(b, '"')
+		}
+		for range r.IntN(12) {
+			b = append(b, 'x')
+		}
+		end, esc, err := scanString(b, 0)
+		wend, wesc, werr := scanStringBySearch(b, 0)
+		if end != wend || esc != wesc || fmt.Sprint(err) != fmt.Sprint(werr) {
+			t.Fatalf("%q: got %d, %v, %v; want %d, %v, %v", b, end, esc, err, wend, wesc, werr)
 		}
 	}
 }

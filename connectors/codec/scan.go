@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
+	"math/bits"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -41,16 +42,17 @@ func skipWSLoop(b []byte, i int) int {
 // scanString scans the string that starts at b[i] == '"'. It returns the
 // index after the closing quote and whether the string holds escapes.
 func scanString(b []byte, i int) (int, bool, error) {
-	// Short strings (keys, device keys, method names) are scanned byte
-	// by byte in one pass; longer ones by the vectorized searches below.
-	if j := i + 1; j+shortString <= len(b) {
-		for end := j + shortString; j < end; j++ {
-			switch c := b[j]; {
-			case c == '"':
-				return j + 1, false, nil
-			case c == '\\' || c < 0x20:
-				return scanEscaped(b, i)
+	// Short plain strings (keys, device keys, method names) are scanned
+	// eight bytes at a time in one pass for the first byte that is a
+	// quote, a backslash or a control character. When that is the closing
+	// quote, the string is done; anything else (and longer strings) takes
+	// the searches below, so errors are reported as they always were.
+	for j := i + 1; j+8 <= len(b) && j <= i+shortString; j += 8 {
+		if m := specialBytes(binary.LittleEndian.Uint64(b[j:])); m != 0 {
+			if k := j + bits.TrailingZeros64(m)>>3; b[k] == '"' {
+				return k + 1, false, nil
 			}
+			break
 		}
 	}
 	q := bytes.IndexByte(b[i+1:], '"')
@@ -67,9 +69,20 @@ func scanString(b []byte, i int) (int, bool, error) {
 	return i + 2 + q, false, nil
 }
 
-// shortString is how many bytes scanString checks one by one before it
-// searches the rest of a string.
+// shortString is about how many bytes scanString checks a word at a time
+// before it searches the rest of a string.
 const shortString = 24
+
+// specialBytes flags (bit 7 of the byte) the bytes of w, eight bytes of a
+// string in little-endian order, that are a quote, a backslash or below
+// 0x20. Only the lowest flag is exact: a byte above a flagged byte may be
+// flagged wrongly (the borrow of the zero-byte test), never one below, so
+// the lowest flag is always the first such byte.
+func specialBytes(w uint64) uint64 {
+	const ones = 0x0101010101010101
+	q, bs := w^(ones*'"'), w^(ones*'\\')
+	return ((q-ones)&^q | (bs-ones)&^bs | (w-ones*0x20)&^w) & (ones * 0x80)
+}
 
 // hasControl reports whether s holds a byte below 0x20.
 func hasControl(s []byte) bool {

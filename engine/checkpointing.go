@@ -27,11 +27,27 @@ type CheckpointOptions struct {
 	// OnCheckpoint, when set, is called after every checkpoint is saved and
 	// committed (tests and metrics), with the time the sources were held.
 	OnCheckpoint func(c *Checkpoint, paused time.Duration)
-	// OnFailure, when set, is called with the error of a checkpoint that
-	// could not be taken or saved (the graph then fails), once per
-	// failure (health alerts).
+	// OnFailure, when set, is called with the error of every checkpoint
+	// attempt that could not be taken or saved (health alerts). The graph
+	// goes on and tries again (see RetryMax and HoldAfter); only the last
+	// checkpoint of a stopping graph fails the run.
 	OnFailure func(err error)
+	// RetryMax bounds the wait before the next attempt after failed ones:
+	// the wait doubles from Interval at every failure in a row up to
+	// RetryMax. Zero means 16 × Interval, at most a minute (and at least
+	// Interval).
+	RetryMax time.Duration
+	// HoldAfter is the number of failed attempts in a row after which the
+	// sources are held (nothing new is read, acknowledged or advanced)
+	// until a checkpoint succeeds, so that neither the input a crash
+	// would replay nor the output held for the next checkpoint grows
+	// without bound. Zero means DefaultCheckpointHoldAfter; negative,
+	// never.
+	HoldAfter int
 }
+
+// DefaultCheckpointHoldAfter is the default CheckpointOptions.HoldAfter.
+const DefaultCheckpointHoldAfter = 5
 
 // finishedKind is the state kind a checkpoint records for an operator
 // that had flushed at the end of its input.
@@ -52,6 +68,13 @@ func (g *Graph) Checkpoints(opts CheckpointOptions) error {
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultCheckpointInterval
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = min(16*opts.Interval, time.Minute)
+	}
+	opts.RetryMax = max(opts.RetryMax, opts.Interval)
+	if opts.HoldAfter == 0 {
+		opts.HoldAfter = DefaultCheckpointHoldAfter
 	}
 	for _, n := range g.nodes {
 		if n.kind == sourceNode && replayableOf(n.src) == nil {
@@ -94,6 +117,12 @@ type checkpointing struct {
 
 	gate   sync.RWMutex
 	flight flight
+	// holding is set while the coordinator holds the gate between
+	// attempts, after HoldAfter failed ones (coordinator only).
+	holding bool
+	// failures counts the failed attempts since the last checkpoint
+	// (coordinator only).
+	failures int
 
 	// sinksDrained counts the sinks that have not yet reached the end of
 	// their input; final is closed once the last checkpoint is taken (or
@@ -384,7 +413,10 @@ func (g *Graph) commit(cp *Checkpoint) error {
 // that lets it go on.
 func (g *Graph) hold() (release func()) {
 	c := g.ckpt
-	c.gate.Lock()
+	gated := c.holding
+	if !gated {
+		c.gate.Lock()
+	}
 	for {
 		c.flight.waitZero()
 		locked := make([]*Node, 0, len(g.nodes))
@@ -404,7 +436,9 @@ func (g *Graph) hold() (release func()) {
 				for _, n := range locked {
 					n.mu.Unlock()
 				}
-				c.gate.Unlock()
+				if !gated {
+					c.gate.Unlock()
+				}
 			}
 		}
 		for _, n := range locked {
@@ -443,26 +477,45 @@ func (g *Graph) take(ctx context.Context) error {
 
 // coordinate takes a checkpoint every interval until every source has
 // returned, then the last one (unless the graph failed or stops for a
-// release switch), and releases the sinks waiting for it.
-func (g *Graph) coordinate(ctx context.Context, sourcesDone <-chan struct{}) {
+// release switch), and releases the sinks waiting for it. A failed
+// checkpoint does not stop the graph: nothing it would have committed is
+// committed (the sinks keep holding their output, the sources keep the
+// input after the last checkpoint), and the next attempt follows after a
+// wait that doubles with every failure in a row; after HoldAfter of them
+// the sources are held until an attempt succeeds. stopping is closed
+// when the sources are told to stop.
+func (g *Graph) coordinate(ctx context.Context, stopping <-chan struct{}, sourcesDone <-chan struct{}) {
 	c := g.ckpt
 	defer close(c.final)
-	t := time.NewTicker(c.opts.Interval)
+	t := time.NewTimer(c.opts.Interval)
 	defer t.Stop()
+	// release lets held sources go on.
+	release := func() {
+		if c.holding {
+			c.holding = false
+			c.gate.Unlock()
+		}
+	}
+	defer release()
+	stopped := false
 	for {
 		select {
 		case <-t.C:
-			if g.failed.Load() {
-				continue
+			if !g.failed.Load() {
+				g.attempt(ctx, stopped)
 			}
-			if err := g.take(ctx); err != nil {
-				g.failCheckpoint(err)
-			}
+			t.Reset(c.wait())
+			continue
+		case <-stopping:
+			// Held sources must see the stop.
+			release()
+			stopping, stopped = nil, true
 			continue
 		case <-sourcesDone:
 		}
 		break
 	}
+	release()
 	// Every source has returned; wait for the sinks to reach the end of
 	// their input (operators stopping on a cancelled context keep their
 	// state for this checkpoint instead of flushing it).
@@ -473,6 +526,48 @@ func (g *Graph) coordinate(ctx context.Context, sourcesDone <-chan struct{}) {
 	if err := g.take(ctx); err != nil {
 		g.failCheckpoint(err)
 	}
+}
+
+// attempt takes a checkpoint of the running graph. A failure is reported
+// (OnFailure) and counted, and holds the sources once HoldAfter attempts in
+// a row failed (unless the sources are stopping); a success lets them go
+// on.
+func (g *Graph) attempt(ctx context.Context, stopping bool) {
+	c := g.ckpt
+	err := g.take(ctx)
+	if err == nil {
+		if c.failures > 0 {
+			g.log.Info("checkpoint: taken again", "failed_attempts", c.failures)
+		}
+		c.failures = 0
+		if c.holding {
+			c.holding = false
+			c.gate.Unlock()
+		}
+		return
+	}
+	c.failures++
+	if f := c.opts.OnFailure; f != nil {
+		f(err)
+	}
+	hold := c.opts.HoldAfter > 0 && c.failures >= c.opts.HoldAfter
+	g.log.Error("checkpoint failed; the pipeline goes on without committing and tries again",
+		"err", err, "failed_attempts", c.failures, "retry_in", c.wait(), "sources_held", hold)
+	if hold && !c.holding && !stopping {
+		g.log.Warn("checkpoint: the sources are held until a checkpoint succeeds", "failed_attempts", c.failures)
+		c.gate.Lock()
+		c.holding = true
+	}
+}
+
+// wait is the time until the next attempt: the interval, doubled for every
+// failed attempt in a row, up to RetryMax.
+func (c *checkpointing) wait() time.Duration {
+	d := c.opts.Interval
+	for i := 0; i < c.failures && d < c.opts.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, c.opts.RetryMax)
 }
 
 func (g *Graph) failCheckpoint(err error) {

@@ -295,7 +295,7 @@ func (g *Graph) Run(ctx context.Context) error {
 			srcs.Wait()
 			close(sourcesDone)
 		}()
-		wg.Go(func() { g.coordinate(ctx, sourcesDone) })
+		wg.Go(func() { g.coordinate(ctx, srcCtx.Done(), sourcesDone) })
 	}
 	wg.Wait()
 	g.closeSources()

@@ -42,9 +42,9 @@ func runHealthPipeline(t *testing.T, body, data string, sh *engine.Shared) []*pi
 }
 
 // TestHealthCheckpointFailure: a checkpointing pipeline's data directory
-// is on a small tmpfs that fills up: the next checkpoint cannot be saved,
-// the pipeline fails, and checkpoint_failed is raised (critical, asset the
-// pipeline) and stays raised while the pipeline stays failed.
+// is on a small tmpfs that fills up: the next checkpoints cannot be saved
+// (the pipeline keeps running and tries again), and checkpoint_failed is
+// raised (critical, asset the pipeline) and stays raised while they fail.
 func TestHealthCheckpointFailure(t *testing.T) {
 	mnt := enginetest.Tmpfs(t, 8<<20)
 	ps := runHealthPipeline(t, `
@@ -85,7 +85,7 @@ sinks:
 	t.Logf("raised: %s", as[i].Content)
 	for range 3 {
 		if as := w.Check(clk.next(step)); slices.ContainsFunc(as, func(a engine.EngineAlert) bool { return a.Rule == health.RuleCheckpoint }) {
-			t.Fatalf("checkpoint_failed changed while the pipeline stays failed: %v", rules(as))
+			t.Fatalf("checkpoint_failed changed while checkpoints keep failing: %v", rules(as))
 		}
 	}
 	if act := w.Active(); len(act) != 1 || act[0].Rule != health.RuleCheckpoint {

@@ -556,6 +556,14 @@ func (t *Tracker) finishUnsent(id string, to Status, reason, refusal string) (Co
 	return e.c, nil
 }
 
+// Pending returns how many commands are not in a final state yet
+// (accepted, queued or sent).
+func (t *Tracker) Pending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.cmds) - len(t.final)
+}
+
 // Get returns the command with that id.
 func (t *Tracker) Get(id string) (Command, bool) {
 	t.mu.Lock()

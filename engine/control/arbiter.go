@@ -49,8 +49,11 @@ type Options struct {
 	// MaxExpiry bounds how far ahead a command's expiry and a lease may
 	// reach (default 24h).
 	MaxExpiry time.Duration
-	// MaxQueued bounds the commands waiting per asset (default 1,000).
-	MaxQueued int
+	// MaxQueued bounds the commands waiting per asset (default 1,000);
+	// MaxPending the commands not final yet (accepted, queued or sent)
+	// across all assets (default 10,000). Commands past either are
+	// rejected.
+	MaxQueued, MaxPending int
 	// Retain is how many finished records are kept (default 10,000),
 	// AuditSize how many audit entries (default 100,000); the log is
 	// compacted down to them once it grows past MaxLogBytes (default 64
@@ -84,16 +87,33 @@ type Arbiter struct {
 	// synced together once it is made (see Submit).
 	deferSync atomic.Bool
 
-	mu       sync.Mutex // decisions, queues, idempotency keys
+	mu       sync.Mutex // decisions, queues
 	closed   bool
-	idem     map[string]string   // origin + key -> record id
 	queues   map[string][]queued // asset -> commands waiting
 	running  map[string]bool     // asset -> a worker sends its commands
 	inflight map[string]string   // asset -> id of a sent command found on restart
 
 	leaseMu sync.Mutex
 	leases  map[string]Lease // asset -> lease (possibly lapsed)
+
+	// idemMu guards the idempotency keys; it is taken after a.mu and
+	// never held while the tracker reports a transition.
+	idemMu      sync.Mutex
+	idem        map[string]idemRef // origin + key -> the command that had it
+	idemPruneAt int                // len(idem) at which it is pruned next
 }
+
+// idemRef is the command an idempotency key belongs to. A key outlives
+// its record (forgotten past Retain) until the command's expiry, so that
+// a repetition is not executed again before its deadline.
+type idemRef struct {
+	id    string
+	until time.Time
+}
+
+// maxForgottenKeys bounds the keys kept beyond their records: past it,
+// those whose expiry comes first are dropped.
+func (a *Arbiter) maxForgottenKeys() int { return 10 * a.opts.Retain }
 
 type queued struct {
 	id   string
@@ -131,6 +151,9 @@ func Open(opts Options) (*Arbiter, error) {
 	if opts.MaxQueued <= 0 {
 		opts.MaxQueued = 1000
 	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 10_000
+	}
 	if opts.Retain <= 0 {
 		opts.Retain = 10_000
 	}
@@ -143,7 +166,7 @@ func Open(opts Options) (*Arbiter, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Arbiter{opts: opts, prio: map[string]int{}, idem: map[string]string{}, queues: map[string][]queued{},
+	a := &Arbiter{opts: opts, prio: map[string]int{}, idem: map[string]idemRef{}, idemPruneAt: 2 * opts.Retain, queues: map[string][]queued{},
 		running: map[string]bool{}, inflight: map[string]string{}, leases: map[string]Lease{}}
 	for i, c := range opts.Classes {
 		if _, dup := a.prio[c]; dup || c == "" {
@@ -188,9 +211,14 @@ func Open(opts Options) (*Arbiter, error) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for _, k := range snap.keys {
+		if now.Before(k.Until) {
+			a.idem[idemKey(k.Origin, k.Key)] = idemRef{id: k.ID, until: k.Until}
+		}
+	}
 	for _, r := range recs {
 		if r.IdempotencyKey != "" {
-			a.idem[idemKey(r.Origin, r.IdempotencyKey)] = r.ID
+			a.idem[idemKey(r.Origin, r.IdempotencyKey)] = idemRef{id: r.ID, until: r.Expiry}
 		}
 		cur, ok := a.tracker.Get(r.ID)
 		if !ok {
@@ -272,7 +300,59 @@ func (a *Arbiter) snapshot() []logEntry {
 		out = append(out, logEntry{Lease: &l})
 	}
 	a.leaseMu.Unlock()
+	// The keys of forgotten records whose expiry is ahead.
+	now := a.opts.Clock.Now()
+	a.idemMu.Lock()
+	for k, ref := range a.idem {
+		if !now.Before(ref.until) {
+			continue
+		}
+		if _, ok := a.tracker.Get(ref.id); ok {
+			continue
+		}
+		origin, key, _ := strings.Cut(k, "\x00")
+		out = append(out, logEntry{Key: &keyEntry{Origin: origin, Key: key, ID: ref.id, Until: ref.until}})
+	}
+	a.idemMu.Unlock()
 	return out
+}
+
+// remembered returns the command an idempotency key belongs to.
+func (a *Arbiter) remembered(origin, key string) (idemRef, bool) {
+	a.idemMu.Lock()
+	defer a.idemMu.Unlock()
+	ref, ok := a.idem[idemKey(origin, key)]
+	return ref, ok
+}
+
+// remember keeps an idempotency key, and prunes the keys now and then:
+// a key goes once its record is forgotten and its expiry has passed (or
+// it had none); at most maxForgottenKeys outlive their records.
+func (a *Arbiter) remember(origin, key string, ref idemRef, now time.Time) {
+	a.idemMu.Lock()
+	defer a.idemMu.Unlock()
+	a.idem[idemKey(origin, key)] = ref
+	if len(a.idem) <= a.idemPruneAt {
+		return
+	}
+	var forgotten []string
+	for k, r := range a.idem {
+		if _, ok := a.tracker.Get(r.id); ok {
+			continue
+		}
+		if !now.Before(r.until) {
+			delete(a.idem, k)
+			continue
+		}
+		forgotten = append(forgotten, k)
+	}
+	if extra := len(forgotten) - a.maxForgottenKeys(); extra > 0 {
+		slices.SortFunc(forgotten, func(x, y string) int { return a.idem[x].until.Compare(a.idem[y].until) })
+		for _, k := range forgotten[:extra] {
+			delete(a.idem, k)
+		}
+	}
+	a.idemPruneAt = max(2*a.opts.Retain, len(a.idem)+a.opts.Retain)
 }
 
 // priority returns the priority of a class, 0 if unknown.
@@ -340,10 +420,16 @@ func (a *Arbiter) decide(c Command, now time.Time, classErr error) (Record, erro
 		return Record{}, ErrClosed
 	}
 	if c.IdempotencyKey != "" {
-		if id, ok := a.idem[idemKey(c.Origin, c.IdempotencyKey)]; ok {
-			if rec, ok := a.tracker.Get(id); ok {
-				_ = a.tracker.Note(id, "submitted again with the same idempotency key: not executed again")
+		if ref, ok := a.remembered(c.Origin, c.IdempotencyKey); ok {
+			if rec, ok := a.tracker.Get(ref.id); ok {
+				_ = a.tracker.Note(ref.id, "submitted again with the same idempotency key: not executed again")
 				return rec, nil
+			}
+			if now.Before(ref.until) {
+				// Its record is forgotten, but it may have run: a
+				// repetition before its expiry is not executed again.
+				return Record{}, fmt.Errorf("%w: idempotency key %q of command %s, whose record is no longer kept, repeated before its expiry %s: not executed again",
+					ErrInvalid, clip(c.IdempotencyKey), clip(ref.id), ref.until.UTC().Format(time.RFC3339))
 			}
 		}
 	}
@@ -359,15 +445,7 @@ func (a *Arbiter) decide(c Command, now time.Time, classErr error) (Record, erro
 		return Record{}, fmt.Errorf("control: %w", err)
 	}
 	if c.IdempotencyKey != "" {
-		a.idem[idemKey(c.Origin, c.IdempotencyKey)] = rec.ID
-		if len(a.idem) > 2*a.opts.Retain {
-			// Keys live as long as their records.
-			for k, id := range a.idem {
-				if _, ok := a.tracker.Get(id); !ok {
-					delete(a.idem, k)
-				}
-			}
-		}
+		a.remember(c.Origin, c.IdempotencyKey, idemRef{id: rec.ID, until: c.Expiry}, now)
 	}
 	if err != nil { // expired on arrival
 		return rec, err
@@ -409,6 +487,10 @@ func (a *Arbiter) decide(c Command, now time.Time, classErr error) (Record, erro
 	}
 	if len(q)-len(older) >= a.opts.MaxQueued {
 		return reject(fmt.Sprintf("%d commands already queued for asset %s", len(q), c.Asset), nil)
+	}
+	// This one is pending already; those it supersedes will not be.
+	if n := a.tracker.Pending() - 1 - len(older); n >= a.opts.MaxPending {
+		return reject(fmt.Sprintf("%d commands already pending for all assets", n), nil)
 	}
 	for _, id := range older {
 		if _, err := a.tracker.Supersede(id, "superseded by "+rec.ID); err == nil {

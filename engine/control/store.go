@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 )
 
 // The log: a file of frames, each
@@ -48,6 +49,16 @@ type logEntry struct {
 	Tr       *Transition `json:"tr,omitempty"`
 	Lease    *Lease      `json:"lease,omitempty"`
 	Released bool        `json:"released,omitempty"`
+	Key      *keyEntry   `json:"key,omitempty"`
+}
+
+// keyEntry is the idempotency key of a command whose record is no longer
+// kept, written by a compaction: it is remembered until Until.
+type keyEntry struct {
+	Origin string    `json:"origin"`
+	Key    string    `json:"key"`
+	ID     string    `json:"id"`
+	Until  time.Time `json:"until"`
 }
 
 // state is what a log holds once read.
@@ -55,6 +66,7 @@ type state struct {
 	records map[string]Record
 	audit   []Transition
 	leases  map[string]Lease
+	keys    []keyEntry
 	cut     int64 // bytes cut off after the last good frame
 }
 
@@ -154,6 +166,9 @@ func readLog(f *os.File) (*state, int64, error) {
 		if e.Tr != nil && !seen[e.Tr.Seq] {
 			seen[e.Tr.Seq] = true
 			st.audit = append(st.audit, *e.Tr)
+		}
+		if e.Key != nil {
+			st.keys = append(st.keys, *e.Key)
 		}
 		if e.Lease != nil {
 			if e.Released {

@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Status is the state of a command.
@@ -203,9 +204,24 @@ type Tracker struct {
 }
 
 type entry struct {
-	c     Command
-	timer Timer
-	done  chan struct{}
+	c       Command
+	timer   Timer
+	done    chan struct{}
+	ignored int // replies ignored and audited
+}
+
+// ignore audits a reply to e that changes nothing, the first
+// MaxIgnoredReplies times; t.mu is held.
+func (t *Tracker) ignore(e *entry, now time.Time, reason string, fire []Transition) []Transition {
+	if e.ignored >= MaxIgnoredReplies {
+		t.replies.Unaudited++
+		return fire
+	}
+	e.ignored++
+	if e.ignored == MaxIgnoredReplies {
+		reason += fmt.Sprintf(" (further ignored replies to %s are counted, not audited)", e.c.ID)
+	}
+	return append(fire, t.record(e, e.c.Status, e.c.Status, now, reason))
 }
 
 // New returns a tracker.
@@ -454,7 +470,24 @@ type ReplyStats struct {
 	// Misdirected replies named a command but came from another device
 	// or service than the command's.
 	Misdirected int64
+	// Unaudited replies were ignored (misdirected, late, or to a command
+	// not sent) after MaxIgnoredReplies of the same command had been
+	// audited.
+	Unaudited int64
 }
+
+// Bounds on what a device's reply leaves in a command's record and audit:
+// anyone who may publish on a reply topic can send them.
+const (
+	// MaxReplyMessage bounds the reply's message kept as the reason.
+	MaxReplyMessage = 1024
+	// MaxReplyOutput bounds the reply's output kept; a larger one is
+	// dropped, which the reason says.
+	MaxReplyOutput = 64 << 10
+	// MaxIgnoredReplies bounds the ignored replies of one command that
+	// are audited; the others are counted (ReplyStats.Unaudited).
+	MaxIgnoredReplies = 10
+)
 
 // Reply records the reply of the device from: code 200 acknowledges the
 // command, any other code fails it with message as the reason. Only the
@@ -475,17 +508,17 @@ func (t *Tracker) Reply(id string, from Target, code int, message string, output
 	now := t.opts.Clock.Now()
 	if from != e.c.Target() {
 		t.replies.Misdirected++
-		fire = append(fire, t.record(e, e.c.Status, e.c.Status, now, "reply from "+clip(from.String())+" ignored: the command is for "+e.c.Target().String()))
+		fire = t.ignore(e, now, "reply from "+clip(from.String())+" ignored: the command is for "+e.c.Target().String(), fire)
 		return e.c, fmt.Errorf("%w: %s is for %s, not %s", ErrMisdirected, id, e.c.Target(), clip(from.String()))
 	}
 	if e.c.Status != Sent {
 		if e.c.Status.Final() {
-			fire = append(fire, t.record(e, e.c.Status, e.c.Status, now, fmt.Sprintf("late reply ignored: code %d %s", code, message)))
+			fire = t.ignore(e, now, fmt.Sprintf("late reply ignored: code %d %s", code, clip(message)), fire)
 			return e.c, fmt.Errorf("%w: %s is %s", ErrFinal, id, e.c.Status)
 		}
 		// A reply can overtake the report that the command was sent.
 		if !e.c.Status.unsent() {
-			fire = append(fire, t.record(e, e.c.Status, e.c.Status, now, fmt.Sprintf("reply to a command not sent ignored: code %d %s", code, clip(message))))
+			fire = t.ignore(e, now, fmt.Sprintf("reply to a command not sent ignored: code %d %s", code, clip(message)), fire)
 			return e.c, fmt.Errorf("command %s is %s: not sent", id, e.c.Status)
 		}
 		e.c.Sent = now
@@ -493,6 +526,17 @@ func (t *Tracker) Reply(id string, from Target, code int, message string, output
 	}
 	e.c.Code = code
 	e.c.Replied = now
+	if len(message) > MaxReplyMessage {
+		cut := MaxReplyMessage
+		for cut > 0 && !utf8.RuneStart(message[cut]) {
+			cut--
+		}
+		message = message[:cut] + "..."
+	}
+	if len(output) > MaxReplyOutput {
+		message += fmt.Sprintf(" (output of %d bytes dropped, more than %d)", len(output), MaxReplyOutput)
+		output = nil
+	}
 	e.c.Output = slices.Clone(output)
 	to := Acked
 	if code != 200 {

@@ -366,9 +366,13 @@ func logged(src engine.Source, opts Options, d *Def, bc engine.BuildContext) (en
 	return w, nil
 }
 
+// checkpointsDir is the directory of a pipeline's checkpoints under its
+// own (no component may take that name).
+const checkpointsDir = "checkpoints"
+
 // checkpointDir is where a pipeline keeps its checkpoints.
 func checkpointDir(dataDir string, d *Def) string {
-	return filepath.Join(dataDir, d.Name, "checkpoints")
+	return filepath.Join(dataDir, d.Name, checkpointsDir)
 }
 
 // checkpointGraph makes the pipeline's graph take checkpoints.

@@ -153,7 +153,7 @@ sinks:
 		t.Fatalf("while the backlog drains slowly: %v, want backlog_drain_eta raised", rules(got))
 	}
 	t.Logf("raised: %s", got[0].Content)
-	if got[0].Value <= (5 * time.Minute).Seconds()/2 || strings.Contains(got[0].Content, "expire in 0s") {
+	if got[0].Value <= (5*time.Minute).Seconds()/2 || strings.Contains(got[0].Content, "expire in 0s") {
 		t.Fatalf("eta %vs is not beyond what the ttl leaves", got[0].Value)
 	}
 

@@ -106,7 +106,7 @@ var PipelineSpec = spec.Spec{
 	Name:    "pipeline",
 	Summary: "A pipeline: named sources, steps and sinks wired by stream names.",
 	Fields: []spec.Field{
-		{Name: "name", Type: spec.String, Optional: true, Description: "Pipeline name, unique among the files loaded together. Defaults to the file name without extension.", Example: "windfarm"},
+		{Name: "name", Type: spec.String, Optional: true, Description: "Pipeline name, unique among the files loaded together; it names the pipeline's directory under the data directory, so it may not contain a slash nor be `agent`, `control`, `health`, `hub` or `logs`, where the engine keeps its own state. Defaults to the file name without extension.", Example: "windfarm"},
 		{Name: "description", Type: spec.String, Optional: true, Description: "Free text shown in logs and docs."},
 		{Name: "batch", Type: spec.Object, Optional: true, Description: "When sources flush the rows they have built into a batch.", Children: []spec.Field{
 			{Name: "size", Type: spec.Int, Default: engine.DefaultBatchPolicy.Size, Description: "Rows per batch (flush when this many rows are pending).", Example: 1024},
@@ -350,6 +350,35 @@ func checkKeys(file string, n *yaml.Node) spec.Errors {
 	return errs
 }
 
+// reservedNames are the directories the engine keeps directly under a data
+// directory, beside the pipelines' (<data_dir>/<pipeline>): the edge
+// agent's releases and reports (agent), the control arbiter's log
+// (control), the health alerts' state (health), the hub uplink's buffers
+// (hub) and the log files (logs).
+var reservedNames = []string{"agent", "control", "health", "hub", "logs"}
+
+// ReservedNames returns the names no pipeline may take: those of the
+// directories the engine keeps beside the pipelines' in a data directory.
+func ReservedNames() []string { return slices.Clone(reservedNames) }
+
+// checkName refuses a pipeline name that is not one plain directory name
+// under the data directory or that is reserved (case-insensitively, for
+// file systems that ignore case).
+func checkName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Errorf("pipeline name %q is not a usable directory name", name)
+	case strings.ContainsAny(name, "/\\\x00"):
+		return fmt.Errorf("pipeline name %q must not contain a slash, a backslash or NUL (it names the pipeline's directory under the data directory)", name)
+	}
+	for _, r := range reservedNames {
+		if strings.EqualFold(name, r) {
+			return fmt.Errorf("pipeline name %q is reserved: the engine keeps its own state in <data_dir>/%s; the reserved names are %s", name, r, strings.Join(reservedNames, ", "))
+		}
+	}
+	return nil
+}
+
 func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors) {
 	cfg, errs := PipelineSpec.Parse(file, n, "sources", "steps", "sinks")
 	d := &Def{
@@ -362,6 +391,13 @@ func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors)
 	}
 	if d.Name == "" {
 		d.Name = defaultName
+	}
+	if err := checkName(d.Name); err != nil {
+		if cfg.String("name") != "" {
+			errs = append(errs, cfg.Errorf("name", "%v", err))
+		} else {
+			errs = append(errs, spec.Errorf(d.Pos, "%v (the name comes from the file name: give the pipeline a `name`)", err))
+		}
 	}
 	if b := cfg.Object("batch"); b != nil {
 		d.Batch = engine.BatchPolicy{Size: int(b.Int("size")), Linger: b.Duration("linger")}
@@ -436,6 +472,10 @@ func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors)
 			names[k.Value] = nodePos(file, k)
 			if strings.ContainsAny(k.Value, ". \t") || k.Value == "" {
 				errs = append(errs, spec.Errorf(nodePos(file, k), "component name %q must be non-empty and contain no dots or spaces", k.Value))
+				continue
+			}
+			if k.Value == checkpointsDir {
+				errs = append(errs, spec.Errorf(nodePos(file, k), "component name %q is reserved: the pipeline keeps its checkpoints in the directory of that name beside its components' (<data_dir>/%s/%s)", k.Value, d.Name, checkpointsDir))
 				continue
 			}
 			c, es := parseComponent(file, s.kind, k, v, false)

@@ -175,8 +175,7 @@ func (d *Downlink) onMessage(m message) {
 	}
 	rep, err := codec.ParseReply(m.payload)
 	if err != nil {
-		d.unmatched.Add(1)
-		d.log.Warn("mqtt downlink: bad reply", "topic", m.topic, "err", err)
+		d.badReply(m.topic, err)
 		return
 	}
 	from := command.Target{Product: t.ProductKey, Asset: t.DeviceKey, Service: t.Service}

@@ -33,6 +33,30 @@ type downlinkCore struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
+	badLogs logLimiter // lines about replies that cannot be read
+}
+
+// Bad replies are logged at most badReplyBurst per badReplyEvery: anyone
+// who may publish on the reply topics could flood the log otherwise.
+const (
+	badReplyEvery = time.Minute
+	badReplyBurst = 5
+)
+
+// badReply counts a reply that cannot be read and logs it within bounds.
+func (d *downlinkCore) badReply(topic string, err error) {
+	d.unmatched.Add(1)
+	d.mu.Lock()
+	ok, suppressed := d.badLogs.allow(time.Now())
+	d.mu.Unlock()
+	if !ok {
+		return
+	}
+	args := []any{"topic", clipText(topic), "err", err}
+	if suppressed > 0 {
+		args = append(args, "unlogged", suppressed)
+	}
+	d.log.Warn(d.name+": bad reply", args...)
 }
 
 // downlinkConfig is what init needs; the log and the send timeout are
@@ -52,6 +76,7 @@ type downlinkConfig struct {
 // init sets d up and creates its client, subscribed to the replies.
 func (d *downlinkCore) init(cfg downlinkConfig) error {
 	d.name, d.log, d.sendTimeout, d.qos0 = cfg.name, cfg.log, cfg.sendTimeout, cfg.qos0
+	d.badLogs = logLimiter{interval: badReplyEvery, burst: badReplyBurst}
 	d.tracker, d.unmatched, d.ready = cfg.tracker, cfg.unmatched, make(chan struct{})
 	if d.unmatched == nil {
 		d.unmatched = new(atomic.Int64)

@@ -204,8 +204,7 @@ func (d *JSONDownlink) onMessage(m message) {
 	}
 	rep, err := codec.ParseReply(m.payload)
 	if err != nil {
-		d.unmatched.Add(1)
-		d.log.Warn("mqtt json downlink: bad reply", "topic", clipText(m.topic), "err", err)
+		d.badReply(m.topic, err)
 		return
 	}
 	from := command.Target{Product: product, Asset: asset, Service: command.SetPoints}

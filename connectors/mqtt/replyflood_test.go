@@ -3,7 +3,10 @@ package mqtt
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,4 +103,53 @@ func mustSent(t *testing.T, a *control.Arbiter, id string) command.Command {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// countingHandler counts the log records at WARN and above.
+type countingHandler struct{ n *atomic.Int64 }
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestBadReplyFloodLogBounded: replies that cannot be read, published by
+// anyone on the reply topics, are counted, and logged only a few at a
+// time, so that they do not flood the edge's log (whose newest warnings
+// the status page shows).
+func TestBadReplyFloodLogBounded(t *testing.T) {
+	b := mosquitto(t)
+	root := "br" + suffix()
+	var warned atomic.Int64
+	jdl, err := NewJSONDownlink(JSONDownlinkOptions{Topic: root + "/{asset}/cmd", ReplyTopic: root + "/{asset}/reply", Log: slog.New(countingHandler{&warned}),
+		SendTimeout: 5 * time.Second, Client: ClientOptions{URLs: []string{b.url}, ClientID: "br-" + suffix(), CleanSession: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { jdl.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
+	defer cancel()
+	if err := jdl.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pub := newPublisher(t, b.url, 5)
+	const flood = 100
+	for i := range flood {
+		pub.publish(root+"/P1/reply", []byte(fmt.Sprintf(`{"garbage":%d`, i)))
+	}
+	deadline := time.Now().Add(waitFor)
+	for jdl.Unmatched() < flood {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d bad replies counted", jdl.Unmatched(), flood)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := warned.Load(); n > 10 {
+		t.Fatalf("%d bad replies logged %d warnings", flood, n)
+	}
 }

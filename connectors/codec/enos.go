@@ -48,7 +48,6 @@ type EnOS struct {
 	opts       EnOSOptions
 	unknown    int64
 	missingKey string
-	numEnd     int // where the number plainNumber staged ends
 }
 
 type pointDest struct{ value, quality int }
@@ -344,13 +343,12 @@ func (d *EnOS) parsePoints(b []byte, i, r int) (int, error) {
 			}
 			p, vi = d.lookup(d.keyName(b[ks:ke], esc), k), v
 		}
-		switch {
-		case p < 0:
+		if p < 0 {
 			d.unknown++
 			i, err = skipValue(b, vi, 1)
-		case d.plainNumber(b, vi, row, d.points[p]):
-			i = d.numEnd
-		default:
+		} else if end, ok := d.plainNumber(b, vi, row, d.points[p]); ok {
+			i = end
+		} else {
 			i, err = d.pointValue(b, vi, row, d.points[p])
 		}
 		if err != nil {
@@ -362,24 +360,23 @@ func (d *EnOS) parsePoints(b []byte, i, r int) (int, error) {
 }
 
 // plainNumber stages the point at b[i] when it is a plain number for a
-// float64 column, the common case, as pointValue would, and reports
-// whether it did; the end of the number is then in d.numEnd. Anything
-// else, errors included, is left to pointValue.
-func (d *EnOS) plainNumber(b []byte, i int, row []cell, pd pointDest) bool {
+// float64 column, the common case, as pointValue would, and returns the
+// index after it and true. Anything else, errors included, is left to
+// pointValue.
+func (d *EnOS) plainNumber(b []byte, i int, row []cell, pd pointDest) (int, bool) {
 	if pd.value < 0 || i >= len(b) || d.types[pd.value] != engine.Float64 {
-		return false
+		return i, false
 	}
 	if ch := b[i]; ch != '-' && (ch < '0' || ch > '9') {
-		return false
+		return i, false
 	}
 	f, end, err := scanFloat(b, i)
 	if err != nil {
-		return false
+		return i, false
 	}
 	c := &row[pd.value]
 	c.f, c.set = f, true
-	d.numEnd = end
-	return true
+	return end, true
 }
 
 // lookup finds a measure point by name and remembers it as the point at

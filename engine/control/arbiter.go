@@ -101,6 +101,34 @@ type Arbiter struct {
 	idemMu      sync.Mutex
 	idem        map[string]idemRef // origin + key -> the command that had it
 	idemPruneAt int                // len(idem) at which it is pruned next
+
+	repairMu sync.Mutex
+	repairAt time.Time // no repair of the log is tried before
+}
+
+// repairEvery spaces the attempts to rewrite a log whose append failed.
+const repairEvery = time.Second
+
+// repairLog rewrites the log from the live state once an append has
+// failed (a full disk, say) and there is room again, at most once per
+// repairEvery; until then, commands are refused.
+func (a *Arbiter) repairLog() {
+	if a.store.health() == nil {
+		return
+	}
+	now := a.opts.Clock.Now()
+	a.repairMu.Lock()
+	if now.Before(a.repairAt) {
+		a.repairMu.Unlock()
+		return
+	}
+	a.repairAt = now.Add(repairEvery)
+	a.repairMu.Unlock()
+	if err := a.store.repair(a.snapshot); err != nil {
+		a.opts.Log.Debug("control log: still cannot be written", "err", err)
+		return
+	}
+	a.opts.Log.Warn("control log: written again after a failed write; rewritten from the live state", "dir", a.opts.Dir)
 }
 
 // idemRef is the command an idempotency key belongs to. A key outlives
@@ -226,10 +254,10 @@ func Open(opts Options) (*Arbiter, error) {
 		}
 		switch cur.Status {
 		case command.Accepted:
-			if _, err := a.tracker.Queue(r.ID, "queued again after a restart"); err != nil {
-				continue
-			}
-			fallthrough
+			// Its decision stopped half-written (the process stopped in
+			// its middle, or the disk was full): its issuer had no
+			// answer or an error, so it is not executed.
+			_, _ = a.tracker.Fail(r.ID, "found accepted but not queued after a restart: its decision was not completely written and its issuer had no answer or an error; not executed")
 		case command.Queued:
 			a.enqueueLocked(cur.Asset, queued{id: r.ID, prio: cur.Priority})
 		case command.Sent:
@@ -387,6 +415,7 @@ func (a *Arbiter) Submit(ctx context.Context, c Command) (Record, error) {
 	if err := ctx.Err(); err != nil {
 		return Record{}, err
 	}
+	a.repairLog()
 	now := a.opts.Clock.Now()
 	if err := a.check(&c, now); err != nil {
 		return Record{}, err
@@ -659,6 +688,7 @@ func (a *Arbiter) TakeLease(ctx context.Context, req LeaseRequest) (Lease, error
 	if req.For <= 0 || req.For > a.opts.MaxExpiry {
 		return Lease{}, fmt.Errorf("%w: a lease lasts more than 0 and at most %s", ErrInvalid, a.opts.MaxExpiry)
 	}
+	a.repairLog()
 	class, err := a.classFor(req.Origin, req.Class)
 	if err != nil {
 		if !errors.Is(err, ErrInvalid) {
@@ -706,6 +736,7 @@ func (a *Arbiter) ReleaseLease(ctx context.Context, asset, holder string) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	a.repairLog()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	cur, ok := a.lease(asset, a.opts.Clock.Now())

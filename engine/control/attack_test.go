@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/control"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
 // A command repeated with its idempotency key after its record has been
@@ -137,5 +138,139 @@ func TestPendingBoundedAcrossAssets(t *testing.T) {
 	// Room again.
 	if _, err := a.Submit(ctx, setPoint("cloud", "A5", 1)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The disk holding the control log fills up: commands are refused (an
+// error to the issuer, never delivered) while it is full; once there is
+// room again the log is rewritten from the live state and commands pass
+// again without a restart; after a restart the log reads whole and no
+// command has been delivered twice, nor one whose issuer had an error.
+func TestFullDiskRecovers(t *testing.T) {
+	mnt := enginetest.Tmpfs(t, 1<<20)
+	dir := filepath.Join(mnt, "control")
+	clock := command.NewManualClock(t0)
+	dev := newDevice(true)
+	a := open(t, dir, clock, dev)
+	defer func() { a.Close() }()
+	ctx := context.Background()
+	first, err := a.Submit(ctx, setPoint("cloud", "T1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, a, first.ID)
+	filler := enginetest.Fill(t, mnt, 0)
+	refused := map[string]bool{}
+	for i := range 500 {
+		rec, err := a.Submit(ctx, setPoint("cloud", fmt.Sprint("F", i), 1))
+		if err != nil {
+			if rec.ID != "" {
+				refused[rec.ID] = true
+			}
+			if len(refused) >= 3 {
+				break
+			}
+			continue
+		}
+		wait(t, a, rec.ID)
+	}
+	if len(refused) == 0 {
+		t.Fatal("no command was refused on a full disk")
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Second)
+	rec, err := a.Submit(ctx, setPoint("cloud", "T2", 1))
+	if err != nil {
+		t.Fatalf("with room again: %v", err)
+	}
+	if r := wait(t, a, rec.ID); r.Status != command.Acked {
+		t.Fatalf("with room again: %s %s", r.Status, r.Reason)
+	}
+	a.Close()
+	before := dev.received()
+	a = open(t, dir, clock, dev)
+	if r, ok := a.Get(rec.ID); !ok || r.Status != command.Acked {
+		t.Fatalf("after a restart: %s is %v %s", rec.ID, ok, r.Status)
+	}
+	for _, r := range a.List(control.Filter{}) {
+		if !r.Status.Final() {
+			t.Errorf("after a restart %s is %s", r.ID, r.Status)
+		}
+	}
+	a.Close()
+	got := dev.received()
+	seen := map[string]bool{}
+	for _, id := range got {
+		if seen[id] || refused[id] {
+			t.Errorf("%s delivered twice or though refused: %v", id, got)
+		}
+		seen[id] = true
+	}
+	if len(got) != len(before) {
+		t.Errorf("delivered after the restart: %v, before %v", got, before)
+	}
+}
+
+// The engine stops while the disk is full (the log could not be written
+// further): after the restart with room again, no command whose issuer
+// had an error is executed, even if the first of its entries reached the
+// log.
+func TestFullDiskThenRestart(t *testing.T) {
+	mnt := enginetest.Tmpfs(t, 1<<20)
+	dir := filepath.Join(mnt, "control")
+	clock := command.NewManualClock(t0)
+	dev := newDevice(false) // commands wait in the queue
+	a := open(t, dir, clock, dev)
+	ctx := context.Background()
+	// The log holds a page with room: the disk fills while its frames
+	// fill it, in the middle of a decision.
+	c0, err := a.Submit(ctx, setPoint("cloud", "T0", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := enginetest.Fill(t, mnt, 0)
+	refused := map[string]bool{}
+	queued := []string{c0.ID}
+	for i := range 2000 {
+		c := setPoint("cloud", fmt.Sprint("F", i), 1)
+		c.ID = fmt.Sprint("cmd-", i)
+		rec, err := a.Submit(ctx, c)
+		if err != nil {
+			refused[c.ID] = true
+			if len(refused) >= 3 {
+				break
+			}
+			continue
+		}
+		queued = append(queued, rec.ID)
+	}
+	if len(refused) == 0 {
+		t.Fatal("no command was refused on a full disk")
+	}
+	t.Logf("%d queued, refused %v", len(queued), refused)
+	a.Close()
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	dev.Up()
+	a = open(t, dir, clock, dev)
+	defer a.Close()
+	for _, id := range queued {
+		wait(t, a, id)
+	}
+	for id := range refused {
+		if r, ok := a.Get(id); ok && !r.Status.Final() {
+			r = wait(t, a, id)
+			if r.Status == command.Acked {
+				t.Errorf("%s, refused to its issuer, was executed after the restart", id)
+			}
+		}
+	}
+	for _, id := range dev.received() {
+		if refused[id] {
+			t.Errorf("%s, refused to its issuer, was delivered after the restart", id)
+		}
 	}
 }

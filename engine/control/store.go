@@ -302,7 +302,29 @@ func (s *store) compact(snap func() []logEntry) error {
 		return s.err
 	}
 	s.quiesce()
-	entries := snap()
+	return s.rewriteLocked(snap())
+}
+
+// repair rewrites the log from snap after an append failed (a full disk,
+// say): the new file replaces the old one with its torn tail, and appends
+// go on. It returns the error that stopped the log if it cannot.
+func (s *store) repair(snap func() []logEntry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil || errors.Is(s.err, errStoreClosed) {
+		return s.err
+	}
+	s.quiesce()
+	if err := s.rewriteLocked(snap()); err != nil {
+		return fmt.Errorf("%w (%w)", s.err, err)
+	}
+	s.err = nil
+	return nil
+}
+
+// rewriteLocked writes entries into a new file and renames it over the
+// log; s.mu is held and no sync runs.
+func (s *store) rewriteLocked(entries []logEntry) error {
 	tmp := filepath.Join(s.dir, logName+".tmp")
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {

@@ -225,6 +225,15 @@ func DecodeCommand(data []byte) (Command, error) {
 	if err := checkFields("command", data, len(raw), commandFields); err != nil {
 		return c, err
 	}
+	if in, ok := raw["inputs"]; ok && !bytes.Equal(bytes.TrimSpace(in), []byte("null")) {
+		var inputs map[string]json.RawMessage
+		if err := json.Unmarshal(in, &inputs); err != nil {
+			return c, fmt.Errorf("%w: command inputs: %w", ErrFormat, err)
+		}
+		if err := checkFields("command inputs", in, len(inputs), nil); err != nil {
+			return c, err
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
@@ -241,7 +250,8 @@ func DecodeCommand(data []byte) (Command, error) {
 }
 
 // checkFields refuses an object whose keys repeat (n is the count of
-// distinct keys) or are not spelled as one of fields.
+// distinct keys) or are not spelled as one of fields (any key when fields
+// is nil).
 func checkFields(what string, data []byte, n int, fields []string) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if _, err := dec.Token(); err != nil { // {
@@ -254,7 +264,7 @@ func checkFields(what string, data []byte, n int, fields []string) error {
 			return fmt.Errorf("%w: %s: %w", ErrFormat, what, err)
 		}
 		key, _ := tok.(string)
-		known := false
+		known := fields == nil
 		for _, f := range fields {
 			known = known || key == f
 		}

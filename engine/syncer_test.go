@@ -60,7 +60,8 @@ func (s *syncCheckStore) Save(c *engine.Checkpoint) error {
 // TestCheckpointSyncsSourcesBeforeSave: the engine calls Sync of every
 // source implementing engine.Syncer before it saves a checkpoint, so that
 // no saved checkpoint names a position the source could lose; a failing
-// Sync fails the checkpoint, which is not saved, and the run.
+// Sync fails the checkpoint, which is not saved (the periodic ones are
+// tried again), and the last one, at the end of the input, fails the run.
 func TestCheckpointSyncsSourcesBeforeSave(t *testing.T) {
 	errSync := errors.New("sync failed")
 	for _, tc := range []struct {

@@ -86,7 +86,7 @@ type failureLog struct {
 // runFilling runs fillingSource -> sumOp -> commitSink with a checkpoint
 // every millisecond, sources held after holdAfter failed ones. onFailure
 // is called with the number of failures so far.
-func runFilling(t *testing.T, src *fillingSource, d *durable, holdAfter int, fl *failureLog, onFailure func(n int)) error {
+func runFilling(t *testing.T, ctx context.Context, src *fillingSource, d *durable, holdAfter int, fl *failureLog, onFailure func(n int)) error {
 	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
 	defer mem.AssertSize(t, 0)
@@ -119,7 +119,7 @@ func runFilling(t *testing.T, src *fillingSource, d *durable, holdAfter int, fl 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return g.Run(context.Background())
+	return g.Run(ctx)
 }
 
 // TestCheckpointFailuresKeepTheGraphRunning fills the checkpoints' disk
@@ -140,7 +140,7 @@ func TestCheckpointFailuresKeepTheGraphRunning(t *testing.T) {
 	st := &fullStore{}
 	src := &fillingSource{replaySource: &replaySource{n: n, batch: 37}, st: st, fillAt: 5000, filled: make(chan struct{})}
 	d, fl := &durable{}, &failureLog{}
-	err := runFilling(t, src, d, holdAfter, fl, func(n int) {
+	err := runFilling(t, context.Background(), src, d, holdAfter, fl, func(n int) {
 		switch n {
 		case holdAfter:
 			close(src.filled)
@@ -196,7 +196,7 @@ func TestCheckpointFailuresThenCrash(t *testing.T) {
 	for _, at := range []int{3000, 11111} {
 		src := &fillingSource{replaySource: &replaySource{n: n, batch: 37}, st: st, fillAt: at, filled: make(chan struct{}), crash: true}
 		fl := &failureLog{}
-		err := runFilling(t, src, d, holdAfter, fl, func(n int) {
+		err := runFilling(t, context.Background(), src, d, holdAfter, fl, func(n int) {
 			if n == holdAfter {
 				close(src.filled)
 			}
@@ -215,6 +215,47 @@ func TestCheckpointFailuresThenCrash(t *testing.T) {
 		}
 		st.full.Store(false)
 	}
+	if err := runSum(t, &replaySource{n: n, batch: 37}, d, st, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.delivered(); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("delivered %d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+	}
+}
+
+// TestCheckpointFailuresGracefulStop stops a pipeline gracefully while its
+// source is held for failed checkpoints: the source is let go so that it
+// sees the stop, the run ends, and as the last checkpoint fails too the
+// run says so; the next run, with room again, recovers the last good
+// checkpoint and the output is that of a run whose disk never filled.
+func TestCheckpointFailuresGracefulStop(t *testing.T) {
+	const n, holdAfter = 20000, 3
+	ref := &durable{}
+	if err := runSum(t, &replaySource{n: n, batch: 37}, ref, &memStore{}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	want := ref.delivered()
+
+	st := &fullStore{}
+	d := &durable{}
+	src := &fillingSource{replaySource: &replaySource{n: n, batch: 37}, st: st, fillAt: 4000, filled: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := runFilling(t, ctx, src, d, holdAfter, &failureLog{}, func(n int) {
+		switch n {
+		case holdAfter:
+			close(src.filled)
+		case holdAfter + 2:
+			cancel()
+		}
+	})
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Run = %v, want the last checkpoint's ENOSPC", err)
+	}
+	if next := src.Next(); next >= n {
+		t.Fatalf("the source reached its end (%d) although held and stopped", next)
+	}
+	st.full.Store(false)
 	if err := runSum(t, &replaySource{n: n, batch: 37}, d, st, time.Millisecond); err != nil {
 		t.Fatal(err)
 	}

@@ -31,10 +31,12 @@
 package controlapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -221,7 +223,11 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if r.ContentLength > MaxBody {
 		return fmt.Errorf("%w: body of %d bytes, more than %d", control.ErrInvalid, r.ContentLength, MaxBody)
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		return fmt.Errorf("%w: body: %w", control.ErrInvalid, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
@@ -230,7 +236,59 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if dec.More() {
 		return fmt.Errorf("%w: body: data after the JSON value", control.ErrInvalid)
 	}
+	if key, ok := repeatedKey(body); ok {
+		return fmt.Errorf("%w: body: %q appears twice in an object", control.ErrInvalid, clip(key))
+	}
 	return nil
+}
+
+// repeatedKey finds a key that appears twice in one object of a JSON
+// value (already decoded once, so well formed): the decoder would take
+// the last, a proxy, a log or a reader may take the first.
+func repeatedKey(data []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	type level struct {
+		keys   map[string]bool
+		object bool
+		key    bool // the next string of this object is a key
+	}
+	var stack []level
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		var top *level
+		if len(stack) > 0 {
+			top = &stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				if top != nil && top.object {
+					top.key = true // the value of the key before
+				}
+				stack = append(stack, level{object: t == '{', key: t == '{', keys: map[string]bool{}})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		case string:
+			if top != nil && top.object && top.key {
+				if top.keys[t] {
+					return t, true
+				}
+				top.keys[t] = true
+				top.key = false
+				continue
+			}
+		}
+		if top != nil && top.object {
+			top.key = true // a value was read: a key comes next
+		}
+	}
 }
 
 func (h *handler) submit(w http.ResponseWriter, r *http.Request) {

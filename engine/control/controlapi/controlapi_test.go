@@ -82,6 +82,11 @@ func TestAPI(t *testing.T) {
 		{"bad json", "POST", cmds, token, `{"asset":`, 400, "body"},
 		{"unknown field", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":1},"evil":1}`, 400, "unknown field"},
 		{"trailing data", "POST", cmds, token, ok + ok, 400, "after the JSON"},
+		// A field or an input named twice: the arbiter would take the last,
+		// a proxy, a log or a reviewer may read the first.
+		{"repeated field", "POST", cmds, token, `{"product":"pk","asset":"T1","asset":"T2","origin":"cloud","inputs":{"p":1}}`, 400, "twice"},
+		{"repeated input", "POST", cmds, token, `{"product":"pk","asset":"T1","origin":"cloud","inputs":{"p":1,"p":900}}`, 400, "twice"},
+		{"repeated lease field", "POST", base + controlapi.LeasesPath, token, `{"asset":"T1","holder":"h","holder":"g","origin":"local","for":"1m"}`, 400, "twice"},
 		{"huge body", "POST", cmds, token, `{"asset":"` + strings.Repeat("a", 100<<10) + `"}`, 400, "body"},
 		{"absurd expiry", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":1},"expire_in":"8760000h"}`, 400, "expire"},
 		{"far expiry", "POST", cmds, token, `{"asset":"T1","origin":"cloud","inputs":{"p":1},"expiry":"2999-01-01T00:00:00Z"}`, 400, "ahead"},
@@ -104,6 +109,55 @@ func TestAPI(t *testing.T) {
 				t.Fatalf("%d %s, want %d containing %q", code, body, tc.code, tc.contains)
 			}
 		})
+	}
+}
+
+// TestWaitsBounded: long polls are bounded in number (a ninth is answered
+// 503 at once) and each in time (a timeout of a day is cut to MaxWait);
+// they end when the command does.
+func TestWaitsBounded(t *testing.T) {
+	base, a := serve(t, true)
+	code, body := call(t, "POST", base+controlapi.CommandsPath, token, `{"product":"pk","asset":"T1","origin":"cloud","inputs":{"p":1}}`)
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	var rec control.Record
+	if err := json.Unmarshal([]byte(body), &rec); err != nil {
+		t.Fatal(err)
+	}
+	waitURL := base + controlapi.CommandsPath + "/" + rec.ID + "/wait?timeout=24h"
+	done := make(chan int, 8)
+	for range 8 {
+		go func() {
+			req, _ := http.NewRequest("GET", waitURL, nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				done <- 0
+				return
+			}
+			resp.Body.Close()
+			done <- resp.StatusCode
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := call(t, "GET", base+controlapi.CommandsPath+"/"+rec.ID+"/wait?timeout=1ms", token, "")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if code != http.StatusAccepted || time.Now().After(deadline) {
+			t.Fatalf("a ninth wait: %d %s", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := a.Tracker().Reply(rec.ID, rec.Target(), 200, "ok", nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		if code := <-done; code != http.StatusOK {
+			t.Fatalf("a wait ended %d", code)
+		}
 	}
 }
 

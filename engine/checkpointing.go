@@ -449,7 +449,11 @@ func (g *Graph) hold() (release func()) {
 	}
 }
 
-// take takes one checkpoint of the running graph.
+// errNoCut is returned by take when the graph holds no cut to checkpoint.
+var errNoCut = errors.New("checkpoint: no consistent cut (a component failed)")
+
+// take takes one checkpoint of the running graph. It returns errNoCut,
+// taking none, once a component failed.
 func (g *Graph) take(ctx context.Context) error {
 	start := time.Now()
 	release := g.hold()
@@ -458,7 +462,7 @@ func (g *Graph) take(ctx context.Context) error {
 		// now is no cut of anything (an operator may have flushed, a
 		// batch been lost).
 		release()
-		return nil
+		return errNoCut
 	}
 	cp, err := g.cut(ctx, false)
 	release()
@@ -523,7 +527,7 @@ func (g *Graph) coordinate(ctx context.Context, stopping <-chan struct{}, source
 	if g.failed.Load() || g.switching.Load() || g.keepWriting.Load() {
 		return
 	}
-	if err := g.take(ctx); err != nil {
+	if err := g.take(ctx); err != nil && !errors.Is(err, errNoCut) {
 		g.failCheckpoint(err)
 	}
 }
@@ -535,6 +539,10 @@ func (g *Graph) coordinate(ctx context.Context, stopping <-chan struct{}, source
 func (g *Graph) attempt(ctx context.Context, stopping bool) {
 	c := g.ckpt
 	err := g.take(ctx)
+	if errors.Is(err, errNoCut) {
+		// The graph fails and stops: its sources are let go then.
+		return
+	}
 	if err == nil {
 		if c.failures > 0 {
 			g.log.Info("checkpoint: taken again", "failed_attempts", c.failures)

@@ -110,7 +110,9 @@ func TestCheckpointFullDiskKeepsRunning(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
+	freed := time.Now()
 	waitFor(t, 30*time.Second, "a checkpoint after the failures", func() bool { st := stats(); return st.Last.After(st.LastFailure) })
+	t.Logf("a checkpoint succeeded %v after the space returned", time.Since(freed).Round(time.Millisecond))
 	var cleared bool
 	for i := 0; i < 5 && !cleared; i++ {
 		cleared = slices.ContainsFunc(w.Check(clk.next(step)), func(a engine.EngineAlert) bool { return isCkpt(a) && a.State == engine.AlertCleared })

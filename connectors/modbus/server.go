@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"math"
@@ -46,14 +47,15 @@ type Options struct {
 	// host other than a loopback address needs Allow.
 	Listen string
 	// Allow lists the clients served: IP addresses or CIDR prefixes. Empty
-	// serves loopback clients only. Requests of other clients are answered
-	// with exception 0x0B (gateway target device failed to respond) and
-	// counted.
+	// serves loopback clients only. Connections of other clients are
+	// closed at once and counted as refused: they hold none of the
+	// MaxClients connections.
 	Allow []netip.Prefix
 	// UnitID, when not 0, is the only unit id answered; others get
 	// exception 0x0B as well.
 	UnitID uint8
-	// MaxClients bounds the concurrent connections (default 8);
+	// MaxClients bounds the concurrent connections of allowed clients
+	// (default 8);
 	// IdleTimeout closes a connection idle for this long (default 60s).
 	MaxClients  int
 	IdleTimeout time.Duration
@@ -113,6 +115,19 @@ type Server struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
+
+	// The server's own listener takes the connections: a client not
+	// allowed is closed at once and holds no slot; an allowed one is
+	// piped to the library's server on a loopback port (inner), whose
+	// requests name the pipe's address, which clients maps back to the
+	// client's.
+	ln       net.Listener
+	inner    string
+	slots    chan struct{}
+	clients  map[string]string     // pipe's address -> client's address
+	conns    map[net.Conn]struct{} // open client connections
+	wg       sync.WaitGroup
+	connLogs logWriter
 
 	reads, writes, exceptions, refused, commands, rejected *atomic.Int64
 }
@@ -219,22 +234,137 @@ func (s *Server) Start() error {
 	if s.started {
 		return nil
 	}
-	srv, err := mb.NewServer(&mb.ServerConfiguration{
-		URL: "tcp://" + s.opts.Listen, Timeout: s.opts.IdleTimeout, MaxClients: uint(s.opts.MaxClients),
-		Logger: log.New(&logWriter{log: s.opts.Log, every: 10 * time.Second, burst: 10}, "", 0),
-	}, handler{s})
+	ln, err := net.Listen("tcp", s.opts.Listen)
 	if err != nil {
-		return fmt.Errorf("modbus: %w", err)
-	}
-	if err := srv.Start(); err != nil {
 		return fmt.Errorf("modbus: listen %s: %w", s.opts.Listen, err)
 	}
-	s.srv, s.started = srv, true
+	// The library binds the port it is given and does not say which:
+	// a free loopback port is picked, again if another took it meanwhile.
+	var srv *mb.ModbusServer
+	for range 10 {
+		var l net.Listener
+		if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			break
+		}
+		inner := l.Addr().String()
+		_ = l.Close()
+		srv, err = mb.NewServer(&mb.ServerConfiguration{
+			URL: "tcp://" + inner, Timeout: s.opts.IdleTimeout, MaxClients: uint(s.opts.MaxClients) + 1,
+			Logger: log.New(&logWriter{log: s.opts.Log, every: 10 * time.Second, burst: 10}, "", 0),
+		}, handler{s})
+		if err != nil {
+			break
+		}
+		if err = srv.Start(); err == nil {
+			s.inner = inner
+			break
+		}
+	}
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("modbus: %w", err)
+	}
+	s.srv, s.ln, s.started = srv, ln, true
+	s.slots = make(chan struct{}, s.opts.MaxClients)
+	s.clients, s.conns = map[string]string{}, map[net.Conn]struct{}{}
+	s.connLogs = logWriter{log: s.opts.Log, every: 10 * time.Second, burst: 10}
+	s.wg.Add(1)
+	go s.accept()
 	return nil
 }
 
-// Addr returns the address the server listens on, as configured.
-func (s *Server) Addr() string { return s.opts.Listen }
+// Addr returns the address the server listens on.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return s.ln.Addr().String()
+	}
+	return s.opts.Listen
+}
+
+// accept takes the connections: those of clients not allowed are closed
+// at once (counted as refused), the others served while a slot is free.
+func (s *Server) accept() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond) // out of descriptors, say
+			continue
+		}
+		client := conn.RemoteAddr().String()
+		if !s.allowedClient(client) {
+			s.refused.Add(1)
+			fmt.Fprintf(&s.connLogs, "connection of a client not allowed closed: %s", client)
+			_ = conn.Close()
+			continue
+		}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			fmt.Fprintf(&s.connLogs, "max_clients (%d) connections open: %s refused", s.opts.MaxClients, client)
+			_ = conn.Close()
+			continue
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = conn.Close()
+			<-s.slots
+			return
+		}
+		s.conns[conn] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.pipe(conn, client)
+	}
+}
+
+// pipe serves one allowed client through the library's server.
+func (s *Server) pipe(conn net.Conn, client string) {
+	defer s.wg.Done()
+	defer func() { <-s.slots }()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+		_ = conn.Close()
+	}()
+	up, err := net.DialTimeout("tcp", s.inner, 5*time.Second)
+	if err != nil {
+		return
+	}
+	key := up.LocalAddr().String()
+	s.mu.Lock()
+	s.clients[key] = client
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.clients, key)
+		s.mu.Unlock()
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(conn, up) // answers; ends when the library closes (idle)
+		_ = conn.Close()
+	}()
+	_, _ = io.Copy(up, conn) // requests; ends when the client closes
+	_ = up.Close()
+	<-done
+}
+
+// client returns the address of the client behind the library's view
+// of a connection (the pipe's address); "" when it is no pipe of ours.
+func (s *Server) client(libAddr string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clients[libAddr]
+}
 
 // logWriter passes the library's log lines on at level warn, at most
 // burst lines per period (a flood of refused connections must not flood
@@ -283,10 +413,18 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	if s.srv != nil {
-		return s.srv.Stop()
+	if s.srv == nil {
+		return nil
 	}
-	return nil
+	_ = s.ln.Close()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	err := s.srv.Stop()
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.mu.Lock()
+	return err
 }
 
 // Update records the latest value of an asset's measure point; reads of
@@ -320,6 +458,11 @@ func (s *Server) allowed(clientAddr string, unit uint8) bool {
 	if s.opts.UnitID != 0 && unit != s.opts.UnitID {
 		return false
 	}
+	return s.allowedClient(clientAddr)
+}
+
+// allowedClient reports whether a client (ip:port) may connect.
+func (s *Server) allowedClient(clientAddr string) bool {
 	ap, err := netip.ParseAddrPort(clientAddr)
 	if err != nil {
 		return false
@@ -355,6 +498,7 @@ func (h handler) fail(err error) error {
 
 // HandleCoils reads and writes coils.
 func (h handler) HandleCoils(req *mb.CoilsRequest) ([]bool, error) {
+	req.ClientAddr = h.s.client(req.ClientAddr)
 	s := h.s
 	if !s.allowed(req.ClientAddr, req.UnitId) {
 		return nil, h.refuse(req.ClientAddr)
@@ -376,6 +520,7 @@ func (h handler) HandleCoils(req *mb.CoilsRequest) ([]bool, error) {
 
 // HandleDiscreteInputs reads the coils' map.
 func (h handler) HandleDiscreteInputs(req *mb.DiscreteInputsRequest) ([]bool, error) {
+	req.ClientAddr = h.s.client(req.ClientAddr)
 	if !h.s.allowed(req.ClientAddr, req.UnitId) {
 		return nil, h.refuse(req.ClientAddr)
 	}
@@ -391,6 +536,7 @@ func (h handler) readCoils(addr, n uint16) ([]bool, error) {
 
 // HandleHoldingRegisters reads and writes holding registers.
 func (h handler) HandleHoldingRegisters(req *mb.HoldingRegistersRequest) ([]uint16, error) {
+	req.ClientAddr = h.s.client(req.ClientAddr)
 	s := h.s
 	if !s.allowed(req.ClientAddr, req.UnitId) {
 		return nil, h.refuse(req.ClientAddr)
@@ -406,6 +552,7 @@ func (h handler) HandleHoldingRegisters(req *mb.HoldingRegistersRequest) ([]uint
 
 // HandleInputRegisters reads the holding registers' map.
 func (h handler) HandleInputRegisters(req *mb.InputRegistersRequest) ([]uint16, error) {
+	req.ClientAddr = h.s.client(req.ClientAddr)
 	if !h.s.allowed(req.ClientAddr, req.UnitId) {
 		return nil, h.refuse(req.ClientAddr)
 	}

@@ -40,8 +40,8 @@ var Spec = spec.Spec{
 		"whole entries becomes one `measurepoint.set` command per asset (per point for a device on a JSON command topic, `control.json_devices`), of origin `third-party:modbus@<client ip>`, submitted to " +
 		"the edge's command arbiter (leases, priorities and expiry apply; a rejected command is answered with exception 0x06, " +
 		"server busy). Addresses outside the map get exception 0x02. Modbus has no authentication: the server listens on " +
-		"127.0.0.1 unless `listen` names another address, and then `allow` must list the clients served; requests of " +
-		"others get exception 0x0B. See docs/modbus.md.",
+		"127.0.0.1 unless `listen` names another address, and then `allow` must list the clients served; connections of " +
+		"others are closed at once and hold none of the `max_clients` connections. See docs/modbus.md.",
 	Fields: []spec.Field{
 		{Name: "listen", Type: spec.String, Default: DefaultListen, Description: "host:port to listen on. Another host than a loopback address exposes the server: only on a plant network, deliberately, with `allow`."},
 		{Name: "allow", Type: spec.List, Elem: spec.String, Optional: true, Description: "Clients served: IP addresses or CIDR prefixes. Required when `listen` is not a loopback address; without it only loopback clients are served.", Example: []string{"10.0.5.20", "10.0.6.0/28"}},

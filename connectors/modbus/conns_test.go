@@ -1,0 +1,93 @@
+package modbus_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sluice-edge/sluice/connectors/modbus"
+)
+
+// dialFrom connects to addr from the loopback address local (any
+// 127.0.0.0/8 address is this host's).
+func dialFrom(local, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: waitFor}
+	return d.Dial("tcp", addr)
+}
+
+// readFrom sends a read of one holding register from local and returns
+// the answer's PDU (an error when the server closed the connection).
+func readFrom(local, addr string, reg uint16) ([]byte, error) {
+	conn, err := dialFrom(local, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(waitFor))
+	frame := binary.BigEndian.AppendUint16(nil, 9)
+	frame = binary.BigEndian.AppendUint16(frame, 0)
+	frame = binary.BigEndian.AppendUint16(frame, 6)
+	frame = append(frame, 1, 0x03)
+	frame = binary.BigEndian.AppendUint16(frame, reg)
+	frame = binary.BigEndian.AppendUint16(frame, 1)
+	if _, err := conn.Write(frame); err != nil {
+		return nil, err
+	}
+	head := make([]byte, 7)
+	if _, err := io.ReadFull(conn, head); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(head[4:6]))
+	if n < 1 || n > 260 {
+		return nil, fmt.Errorf("length %d", n)
+	}
+	body := make([]byte, n-1)
+	_, err = io.ReadFull(conn, body)
+	return body, err
+}
+
+// TestClientsNotAllowedHoldNoSlot: a host on the network that is not in
+// the allow list opens connections and keeps them (idle, or sending
+// requests that are refused): they are closed at once and do not count
+// against max_clients, so an allowed client (the SCADA) is still served.
+func TestClientsNotAllowedHoldNoSlot(t *testing.T) {
+	srv, c := start(t, modbus.Options{Entries: turbineMap("pk"), MaxClients: 2, IdleTimeout: time.Minute,
+		Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}})
+	_ = c // a client from 127.0.0.1, not allowed
+	addr := srv.Addr()
+	var held []net.Conn
+	defer func() {
+		for _, h := range held {
+			h.Close()
+		}
+	}()
+	for range 4 {
+		h, err := dialFrom("127.0.0.3", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, h)
+	}
+	// The held connections are closed by the server.
+	for _, h := range held {
+		_ = h.SetReadDeadline(time.Now().Add(waitFor))
+		var ne net.Error
+		if _, err := h.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("a connection of a client not allowed was kept open (%v)", err)
+		}
+	}
+	for i := range 3 {
+		pdu, err := readFrom("127.0.0.2", addr, 2)
+		if err != nil || len(pdu) < 1 || pdu[0] != 0x03 {
+			t.Fatalf("allowed client, read %d: % x %v", i, pdu, err)
+		}
+	}
+	if st := srv.Stats(); st.Refused < 4 {
+		t.Errorf("stats %+v: want the refused connections counted", st)
+	}
+}

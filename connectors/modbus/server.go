@@ -248,8 +248,12 @@ func (s *Server) Start() error {
 		}
 		inner := l.Addr().String()
 		_ = l.Close()
+		// Its own bound leaves room beyond MaxClients (enforced by accept)
+		// for local processes connecting to it directly: their requests
+		// are refused (no client behind them), but they hold a connection
+		// until idle.
 		srv, err = mb.NewServer(&mb.ServerConfiguration{
-			URL: "tcp://" + inner, Timeout: s.opts.IdleTimeout, MaxClients: uint(s.opts.MaxClients) + 1,
+			URL: "tcp://" + inner, Timeout: s.opts.IdleTimeout, MaxClients: uint(s.opts.MaxClients) + 64,
 			Logger: log.New(&logWriter{log: s.opts.Log, every: 10 * time.Second, burst: 10}, "", 0),
 		}, handler{s})
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/sluice-edge/sluice/engine/topic"
 )
 
 // TopicKind is what an EnOS device topic carries.
@@ -153,16 +155,7 @@ func CheckKey(key string, maxLen int) error {
 	if maxLen <= 0 {
 		maxLen = MaxKeyLen
 	}
-	switch {
-	case key == "":
-		return errors.New("empty key")
-	case len(key) > maxLen:
-		return fmt.Errorf("key of %d bytes exceeds %d", len(key), maxLen)
-	}
-	if i := strings.IndexAny(key, "/+#\x00"); i >= 0 {
-		return fmt.Errorf("key %q holds %q, which cannot be part of a topic segment", key, key[i])
-	}
-	return nil
+	return topic.CheckKey(key, maxLen)
 }
 
 // ServiceMethod returns the method named in a service invocation

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/redact"
 	"github.com/sluice-edge/sluice/engine/spec"
+	"github.com/sluice-edge/sluice/engine/topic"
 )
 
 // Defaults of the control section.
@@ -157,7 +157,7 @@ func parseControl(s *spec.Config, edge string) (*ControlConfig, spec.Errors) {
 // overlap, and devices named once.
 func parseJSONDevices(s *spec.Config, cc *ControlConfig) spec.Errors {
 	var errs spec.Errors
-	type topics struct{ cmd, reply codec.TopicTemplate }
+	type topics struct{ cmd, reply topic.Template }
 	var seen []topics
 	owner := map[string]string{} // "asset x" / "product x" -> command topic
 	for i, o := range s.Objects("json_devices") {
@@ -167,20 +167,20 @@ func parseJSONDevices(s *spec.Config, cc *ControlConfig) spec.Errors {
 			jd.ReplyTopic = jd.CommandTopic + "/reply"
 		}
 		at := fmt.Sprintf("control.json_devices[%d]", i)
-		cmd, err := codec.ParseTopicTemplate(jd.CommandTopic)
+		cmd, err := topic.Parse(jd.CommandTopic)
 		if err != nil {
 			errs = append(errs, o.Errorf("command_topic", "%s.command_topic: %v", at, err))
 		}
-		reply, rerr := codec.ParseTopicTemplate(jd.ReplyTopic)
+		reply, rerr := topic.Parse(jd.ReplyTopic)
 		if rerr != nil {
 			errs = append(errs, o.Errorf("reply_topic", "%s.reply_topic: %v", at, rerr))
 		}
 		if err == nil && rerr == nil {
-			if codec.Overlaps(cmd, reply) {
+			if topic.Overlaps(cmd, reply) {
 				errs = append(errs, o.Errorf("reply_topic", "%s: reply topic %q matches the command topic %q", at, jd.ReplyTopic, jd.CommandTopic))
 			}
 			for _, p := range seen {
-				if codec.Overlaps(reply, p.reply) || codec.Overlaps(reply, p.cmd) || codec.Overlaps(cmd, p.reply) {
+				if topic.Overlaps(reply, p.reply) || topic.Overlaps(reply, p.cmd) || topic.Overlaps(cmd, p.reply) {
 					errs = append(errs, o.Errorf("reply_topic", "%s: topics %q and %q overlap those of %q: a reply would reach two entries", at, jd.CommandTopic, jd.ReplyTopic, p.cmd.String()))
 				}
 			}
@@ -194,7 +194,7 @@ func parseJSONDevices(s *spec.Config, cc *ControlConfig) spec.Errors {
 			names       []string
 		}{{"asset", "assets", jd.Assets}, {"product", "products", jd.Products}} {
 			for _, n := range set.names {
-				if err := codec.CheckKey(n, control.MaxKeyLen); err != nil {
+				if err := topic.CheckKey(n, control.MaxKeyLen); err != nil {
 					errs = append(errs, o.Errorf(set.field, "%s.%s: %q: %v", at, set.field, n, err))
 					continue
 				}

@@ -54,6 +54,10 @@ type Options struct {
 	// across all assets (default 10,000). Commands past either are
 	// rejected.
 	MaxQueued, MaxPending int
+	// MaxLeases bounds the leases in force (default 10,000); past it, a
+	// lease on another asset is refused (ErrInvalid) until some lapse or
+	// are released.
+	MaxLeases int
 	// Retain is how many finished records are kept (default 10,000),
 	// AuditSize how many audit entries (default 100,000); the log is
 	// compacted down to them once it grows past MaxLogBytes (default 64
@@ -181,6 +185,9 @@ func Open(opts Options) (*Arbiter, error) {
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 10_000
+	}
+	if opts.MaxLeases <= 0 {
+		opts.MaxLeases = 10_000
 	}
 	if opts.Retain <= 0 {
 		opts.Retain = 10_000
@@ -717,6 +724,9 @@ func (a *Arbiter) TakeLease(ctx context.Context, req LeaseRequest) (Lease, error
 			return cur, fmt.Errorf("%w: asset %s is leased by %s (class %s) until %s", ErrLeased, req.Asset, cur.Holder, cur.Class, cur.Until.UTC().Format(time.RFC3339))
 		}
 	}
+	if err := a.roomForLease(req.Asset, now); err != nil {
+		return Lease{}, err
+	}
 	if err := a.store.appendEntry(logEntry{Lease: &l}, true); err != nil {
 		return Lease{}, err
 	}
@@ -729,6 +739,25 @@ func (a *Arbiter) TakeLease(ctx context.Context, req LeaseRequest) (Lease, error
 	}
 	a.tracker.Annotate(req.Asset, req.Origin, reason)
 	return l, nil
+}
+
+// roomForLease refuses a lease on a new asset once MaxLeases are in
+// force, forgetting the lapsed ones first.
+func (a *Arbiter) roomForLease(asset string, now time.Time) error {
+	a.leaseMu.Lock()
+	defer a.leaseMu.Unlock()
+	if _, ok := a.leases[asset]; ok || len(a.leases) < a.opts.MaxLeases {
+		return nil
+	}
+	for k, l := range a.leases {
+		if !now.Before(l.Until) {
+			delete(a.leases, k)
+		}
+	}
+	if len(a.leases) >= a.opts.MaxLeases {
+		return fmt.Errorf("%w: %d leases in force already", ErrInvalid, len(a.leases))
+	}
+	return nil
 }
 
 // ReleaseLease gives up holder's lease on asset.

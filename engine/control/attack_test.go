@@ -274,3 +274,38 @@ func TestFullDiskThenRestart(t *testing.T) {
 		}
 	}
 }
+
+// A careless script taking a lease on every asset it knows (or a new
+// asset name each time) does not grow the leases without bound: at most
+// MaxLeases are in force, lapsed ones are forgotten.
+func TestLeasesBounded(t *testing.T) {
+	clock := command.NewManualClock(t0)
+	dev := newDevice(true)
+	a, err := control.Open(control.Options{Dir: t.TempDir(), Transport: dev, Clock: clock, MaxLeases: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx := context.Background()
+	take := func(asset string) error {
+		_, err := a.TakeLease(ctx, control.LeaseRequest{Asset: asset, Holder: "script", Origin: "local:script", For: time.Minute})
+		return err
+	}
+	for i := range 3 {
+		if err := take(fmt.Sprint("A", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := take("A0"); err != nil {
+		t.Fatalf("renewing at the bound: %v", err)
+	}
+	if err := take("A3"); !errors.Is(err, control.ErrInvalid) {
+		t.Fatalf("past the bound: %v, want ErrInvalid", err)
+	}
+	clock.Advance(2 * time.Minute)
+	for i := range 3 {
+		if err := take(fmt.Sprint("B", i)); err != nil {
+			t.Fatalf("once the others lapsed: %v", err)
+		}
+	}
+}

@@ -67,6 +67,11 @@ send, exactly once, and serves the HTTP JSON API on --listen
 web console over the fleet at /console/ (sign in with that token): edges,
 alerts, releases, commands and an edge's log.
 
+PostgreSQL and NATS may come up after the hub: it waits for them (1 s,
+doubling up to 30 s, each failure logged) and listens once both are up.
+When NATS comes back without the hub's streams or without JetStream, the
+hub creates them again.
+
 Several instances may run over the same NATS and PostgreSQL: they share the
 work, and any one may stop.
 
@@ -122,12 +127,18 @@ func runHub(parent context.Context, g *globals, f hubRunFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	st, err := store.Open(ctx, f.postgres, store.Options{Schema: f.schema})
+	// PostgreSQL and NATS may come up after the hub: it waits for them.
+	st, err := openHubStore(ctx, log, f.postgres, store.Options{Schema: f.schema})
+	if ctx.Err() != nil {
+		log.Info("hub stopped")
+		return nil
+	}
 	if err != nil {
 		return &exitError{code: exitFailed, err: fmt.Errorf("hub: %w", err)}
 	}
 	defer st.Close()
-	nc, err := natsgo.Connect(f.nats, natsgo.Name("sluice-hub"), natsgo.MaxReconnects(-1),
+	nc, err := natsgo.Connect(f.nats, natsgo.Name("sluice-hub"), natsgo.MaxReconnects(-1), natsgo.RetryOnFailedConnect(true),
+		natsgo.ConnectHandler(func(*natsgo.Conn) { log.Info("hub: NATS connected", "url", redact.String(f.nats)) }),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
 			if err != nil {
 				log.Warn("hub: NATS connection lost", "err", err)
@@ -146,8 +157,9 @@ func runHub(parent context.Context, g *globals, f hubRunFlags) error {
 	if err != nil {
 		return &exitError{code: exitFailed, err: fmt.Errorf("hub: %w", err)}
 	}
-	if err := h.Ensure(ctx); err != nil {
-		return &exitError{code: exitFailed, err: err}
+	if err := h.WaitResources(ctx); err != nil {
+		log.Info("hub stopped")
+		return nil // ctx ended
 	}
 	api, err := server.Listen(f.listen, token, h, log)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-edge/sluice/engine"
@@ -179,6 +180,9 @@ func (g *Ingest) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if gone(err) {
+				return fmt.Errorf("ingest: consumer %s on stream %s: %w", g.opts.Durable, g.opts.Stream, err)
+			}
 			g.log.Warn("ingest: fetch", "consumer", g.opts.Durable, "err", err)
 			if !engine.Sleep(ctx, g.opts.FetchWait) {
 				return nil
@@ -189,15 +193,29 @@ func (g *Ingest) Run(ctx context.Context) error {
 		for m := range batch.Messages() {
 			msgs = append(msgs, m)
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-			g.log.Debug("ingest: fetch ended", "consumer", g.opts.Durable, "err", err)
+		berr := batch.Error()
+		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			g.log.Debug("ingest: fetch ended", "consumer", g.opts.Durable, "err", berr)
 		}
 		if len(msgs) > 0 {
 			g.process(ctx, msgs)
 		}
+		if berr != nil && gone(berr) && ctx.Err() == nil {
+			return fmt.Errorf("ingest: consumer %s on stream %s: %w", g.opts.Durable, g.opts.Stream, berr)
+		}
 		g.updateLag(ctx, cons)
 	}
 	return nil
+}
+
+// gone reports whether a fetch failed because the consumer, its stream or
+// JetStream itself is not there (NATS came back without its storage or
+// without JetStream): fetching again cannot help, the consumer must be
+// created again.
+func gone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+		errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, natsgo.ErrNoResponders)
 }
 
 // updateLag refreshes Stats.Lag from the consumer info, at most once a

@@ -260,12 +260,69 @@ func covers(filter, subject string) bool {
 	return len(f) == len(s)
 }
 
-// Run ensures the resources, then runs both consumers and the janitor
-// until ctx ends. It returns nil then, or the first error that stops it.
-func (h *Hub) Run(ctx context.Context) error {
-	if err := h.Ensure(ctx); err != nil {
-		return err
+// Backoff of WaitResources and Run: the first wait, doubling up to the
+// most.
+const (
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+)
+
+// WaitResources runs Ensure until it succeeds, waiting between attempts
+// (from 1 s, doubling up to 30 s) while NATS or its JetStream is not
+// reachable, and logs each failure. It returns ctx's error when ctx ends
+// first.
+func (h *Hub) WaitResources(ctx context.Context) error {
+	wait := retryMin
+	for attempt := 1; ; attempt++ {
+		err := h.Ensure(ctx)
+		if err == nil {
+			if attempt > 1 {
+				h.log.Info("hub: NATS JetStream resources ready", "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		h.log.Warn("hub: waiting for NATS JetStream", "err", err, "attempt", attempt, "retry_in", wait.String())
+		if !engine.Sleep(ctx, wait) {
+			return ctx.Err()
+		}
+		wait = min(2*wait, retryMax)
 	}
+}
+
+// Run ensures the resources (WaitResources), then runs both consumers
+// and the janitor until ctx ends, and returns nil then. When a consumer
+// stops (its stream or consumer went away: NATS came back without its
+// storage or without JetStream) it stops the others, re-reads the
+// resources and runs them again, waiting between rounds as WaitResources
+// does.
+func (h *Hub) Run(ctx context.Context) error {
+	wait := retryMin
+	for {
+		if err := h.WaitResources(ctx); err != nil {
+			return nil // ctx ended
+		}
+		start := time.Now()
+		err := h.runOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > retryMax {
+			wait = retryMin
+		}
+		h.log.Warn("hub: re-reading the hub's resources", "err", err, "retry_in", wait.String())
+		if !engine.Sleep(ctx, wait) {
+			return nil
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// runOnce runs both consumers and the janitor until ctx ends (nil) or a
+// consumer stops (its error).
+func (h *Hub) runOnce(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, 3)
@@ -278,6 +335,9 @@ func (h *Hub) Run(ctx context.Context) error {
 			first = err
 			cancel()
 		}
+	}
+	if first == nil && ctx.Err() == nil {
+		first = errors.New("hub: a consumer stopped")
 	}
 	return first
 }

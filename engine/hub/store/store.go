@@ -120,6 +120,10 @@ type Store struct {
 	opts Options
 }
 
+// ErrBadDSN is wrapped by Open's error for a DSN it cannot parse: trying
+// again cannot help.
+var ErrBadDSN = errors.New("bad PostgreSQL DSN")
+
 // Open connects to dsn, creates the schema when missing and applies the
 // pending migrations under a session lock, so that instances starting
 // together apply them once.
@@ -129,7 +133,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("hub store: parse dsn: %w", err)
+		return nil, fmt.Errorf("hub store: %w: %w", ErrBadDSN, err)
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = opts.Schema
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

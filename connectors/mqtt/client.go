@@ -18,6 +18,9 @@ import (
 type message struct {
 	topic   string
 	payload []byte
+	// dropped is how many payload bytes the light client read and
+	// dropped beyond payload, which then holds maxPayload+1 bytes.
+	dropped int
 	qos     byte
 	// Exactly one of these identifies the message for acknowledging it:
 	// the MQTT 5 client or the light client, with the generation of the
@@ -78,6 +81,10 @@ type clientConfig struct {
 	// readPace is, for the light client, the shortest interval between
 	// two reads from the socket while packets keep coming (0: no pause).
 	readPace time.Duration
+	// maxPayload is, for the light client, the most payload bytes of a
+	// message kept: of a longer payload it keeps maxPayload+1 and counts
+	// the rest in message.dropped (0: defaultMaxPayload).
+	maxPayload int
 }
 
 // client is a connection that keeps itself up: it connects in the

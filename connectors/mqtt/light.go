@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,11 +59,35 @@ type lightClient struct {
 	// busy is set while onMessage holds the reader (backpressure): the
 	// broker's silence then is the reader's, not the broker's.
 	busy atomic.Bool
+	// live is the connection up, for stop to cut a write the broker does
+	// not take in without waiting for c.mu.
+	live atomic.Pointer[net.Conn]
+	// inflight has a bit set for each packet id of a QoS 1 message
+	// received on the connection up and not yet acknowledged; inflightN
+	// counts them. Both are reset, under c.mu, when a connection goes up.
+	inflight  [65536 / 64]atomic.Uint64
+	inflightN atomic.Int64
 }
 
 // slabSize is the size of the slabs packets are read into; larger packets
 // get a slab of their own.
 const slabSize = 64 << 10
+
+const (
+	// maxControlPacket bounds every packet from the broker but PUBLISH: a
+	// larger one closes the connection before its body is read.
+	maxControlPacket = 256 << 10
+	// publishHeadRoom is the room kept for the topic, packet id and
+	// properties of a PUBLISH beyond the payload kept (maxPayload+1
+	// bytes); what a longer PUBLISH has beyond is read and dropped.
+	publishHeadRoom = 128 << 10
+	// defaultMaxPayload is the most payload bytes kept of a PUBLISH when
+	// the client's configuration names no limit.
+	defaultMaxPayload = 1 << 20
+	// stopWriteGrace bounds a write stop waits for: a broker that stopped
+	// reading holds no write up longer.
+	stopWriteGrace = 200 * time.Millisecond
+)
 
 func newLightClient(cfg clientConfig) *lightClient {
 	c := &lightClient{cfg: cfg, flaps: newFlapGuard(cfg.ClientOptions), done: make(chan struct{}),
@@ -118,6 +143,11 @@ func (c *lightClient) run() {
 			return
 		}
 		c.conn = conn
+		c.live.Store(&conn)
+		for i := range c.inflight {
+			c.inflight[i].Store(0)
+		}
+		c.inflightN.Store(0)
 		gen := c.gen
 		c.mu.Unlock()
 
@@ -130,6 +160,7 @@ func (c *lightClient) run() {
 		_ = conn.Close()
 		c.mu.Lock()
 		c.conn = nil
+		c.live.Store(nil)
 		c.gen++
 		for id, ch := range c.waiting {
 			close(ch)
@@ -214,7 +245,7 @@ func (c *lightClient) handshake(ctx context.Context, conn net.Conn, first bool) 
 	}
 	r := bufio.NewReaderSize(conn, readBufferSize)
 	var sl slab
-	ack, err := readPacket(r, &sl, byte(o.Version))
+	ack, err := readPacket(r, &sl, byte(o.Version), 0)
 	if err != nil {
 		return nil, 0, fmt.Errorf("mqtt: waiting for CONNACK: %w", err)
 	}
@@ -252,37 +283,87 @@ func (s *slab) take(n int) []byte {
 	return b
 }
 
-// readPacket reads and decodes one packet.
-func readPacket(r *bufio.Reader, sl *slab, version byte) (*packets.Packet, error) {
+// readPacket reads and decodes one packet; see readPacketInto.
+func readPacket(r *bufio.Reader, sl *slab, version byte, maxPayload int) (*packets.Packet, error) {
 	pk := &packets.Packet{ProtocolVersion: version}
-	if err := readPacketInto(r, sl, pk); err != nil {
+	if _, err := readPacketInto(r, sl, pk, maxPayload); err != nil {
 		return nil, err
 	}
 	return pk, nil
 }
 
+// errMalformedLength reports a remaining length of more than 4 bytes.
+var errMalformedLength = errors.New("malformed remaining length: more than 4 bytes")
+
+// decodeLength reads an MQTT variable byte integer of at most 4 bytes
+// (MQTT 3.1.1 §2.2.3, MQTT 5 §1.5.5); the codec's own decoder takes any
+// number of continuation bytes.
+func decodeLength(r io.ByteReader) (int, error) {
+	n := 0
+	for i := range 4 {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		n |= int(b&0x7f) << (7 * i)
+		if b&0x80 == 0 {
+			return n, nil
+		}
+	}
+	return 0, errMalformedLength
+}
+
 // readPacketInto reads and decodes one packet into pk, whose
-// ProtocolVersion must be set.
-func readPacketInto(r *bufio.Reader, sl *slab, pk *packets.Packet) error {
+// ProtocolVersion must be set. Memory is bounded whatever the broker
+// sends: a packet other than PUBLISH above maxControlPacket is an error,
+// read no further; of a PUBLISH whose payload is longer than maxPayload
+// bytes (defaultMaxPayload when 0), maxPayload+1 are kept, and the rest
+// is read and dropped, their number returned, so that the receiver can
+// tell the payload's size and refuse it.
+func readPacketInto(r *bufio.Reader, sl *slab, pk *packets.Packet, maxPayload int) (int, error) {
+	if maxPayload <= 0 {
+		maxPayload = defaultMaxPayload
+	}
 	hb, err := r.ReadByte()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := pk.FixedHeader.Decode(hb); err != nil {
-		return fmt.Errorf("mqtt: bad packet header: %w", err)
+		return 0, fmt.Errorf("mqtt: bad packet header: %w", err)
 	}
-	n, _, err := packets.DecodeLength(r)
+	n, err := decodeLength(r)
 	if err != nil {
-		return fmt.Errorf("mqtt: bad packet length: %w", err)
+		return 0, fmt.Errorf("mqtt: bad packet length: %w", err)
 	}
 	pk.FixedHeader.Remaining = n
-	buf := sl.take(n)
+	keep := n
+	if pk.FixedHeader.Type == packets.Publish {
+		keep = min(n, maxPayload+1+publishHeadRoom)
+	} else if n > maxControlPacket {
+		return 0, fmt.Errorf("mqtt: packet of type %d and %d bytes from the broker, more than %d", pk.FixedHeader.Type, n, maxControlPacket)
+	}
+	buf := sl.take(keep)
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return err
+		return 0, err
+	}
+	dropped := n - keep
+	if dropped > 0 {
+		if _, err := r.Discard(dropped); err != nil {
+			return 0, err
+		}
 	}
 	switch pk.FixedHeader.Type {
 	case packets.Publish:
-		err = pk.PublishDecode(buf)
+		if pk.ProtocolVersion == 5 {
+			err = checkPublishProperties(buf, pk.FixedHeader.Qos)
+		}
+		if err == nil {
+			err = pk.PublishDecode(buf)
+		}
+		if err == nil && dropped > 0 && len(pk.Payload) > maxPayload+1 {
+			dropped += len(pk.Payload) - (maxPayload + 1)
+			pk.Payload = pk.Payload[: maxPayload+1 : maxPayload+1]
+		}
 	case packets.Connack:
 		err = pk.ConnackDecode(buf)
 	case packets.Suback:
@@ -298,7 +379,72 @@ func readPacketInto(r *bufio.Reader, sl *slab, pk *packets.Packet) error {
 		err = fmt.Errorf("unexpected packet type %d", pk.FixedHeader.Type)
 	}
 	if err != nil {
-		return fmt.Errorf("mqtt: bad packet from the broker: %w", err)
+		return 0, fmt.Errorf("mqtt: bad packet from the broker: %w", err)
+	}
+	return dropped, nil
+}
+
+// checkPublishProperties checks the property length of an MQTT 5 PUBLISH
+// body, which the codec reads with no bound on its continuation bytes:
+// at most 4 bytes, and no more properties than the packet holds.
+func checkPublishProperties(buf []byte, qos byte) error {
+	if len(buf) < 2 {
+		return packets.ErrMalformedTopic
+	}
+	at := 2 + (int(buf[0])<<8 | int(buf[1]))
+	if qos > 0 {
+		at += 2
+	}
+	n := 0
+	for i := range 4 {
+		if at >= len(buf) {
+			return packets.ErrMalformedProperties
+		}
+		b := buf[at]
+		at++
+		n |= int(b&0x7f) << (7 * i)
+		if b&0x80 == 0 {
+			if n > len(buf)-at {
+				return fmt.Errorf("%w: %d bytes of properties in %d", packets.ErrMalformedProperties, n, len(buf)-at)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %w", packets.ErrMalformedProperties, errMalformedLength)
+}
+
+// checkPublish refuses a PUBLISH this client cannot take or the broker
+// should not have sent: QoS 2 (subscriptions ask for 1 at most), QoS 1
+// without a packet id, no topic, a topic alias (the client allows none),
+// a wildcard in the topic.
+func checkPublish(pk *packets.Packet) error {
+	switch {
+	case pk.FixedHeader.Qos > 1:
+		return errors.New("mqtt: the broker sent a QoS 2 message on a subscription of QoS 1 at most")
+	case pk.FixedHeader.Qos == 1 && pk.PacketID == 0:
+		return errors.New("mqtt: the broker sent a QoS 1 message with packet id 0")
+	case pk.Properties.TopicAlias != 0:
+		return fmt.Errorf("mqtt: the broker sent topic alias %d; the client allows none", pk.Properties.TopicAlias)
+	case pk.TopicName == "":
+		return errors.New("mqtt: the broker sent a message without a topic")
+	case strings.ContainsAny(pk.TopicName, "+#"):
+		return errors.New("mqtt: the broker sent a message whose topic holds a wildcard")
+	}
+	return nil
+}
+
+// receiving records QoS 1 packet id pid as in flight; a broker that sends
+// an id again before it is acknowledged, or more messages in flight than
+// the receive maximum allows (MQTT 5), breaks the protocol, and the
+// connection ends: the ids of the messages received could no longer name
+// one message each.
+func (c *lightClient) receiving(pid uint16) error {
+	bit := uint64(1) << (pid & 63)
+	if c.inflight[pid>>6].Or(bit)&bit != 0 {
+		return fmt.Errorf("mqtt: the broker sent packet id %d again before it was acknowledged", pid)
+	}
+	if n := c.inflightN.Add(1); c.cfg.Version == 5 && n > int64(c.cfg.ReceiveMaximum) {
+		return fmt.Errorf("mqtt: the broker sent more than the receive maximum (%d) of unacknowledged messages", c.cfg.ReceiveMaximum)
 	}
 	return nil
 }
@@ -323,17 +469,23 @@ func (c *lightClient) read(r *bufio.Reader, gen uint64) error {
 			lastFill = time.Now()
 		}
 		pk = packets.Packet{ProtocolVersion: version}
-		if err := readPacketInto(r, &sl, &pk); err != nil {
+		dropped, err := readPacketInto(r, &sl, &pk, c.cfg.maxPayload)
+		if err != nil {
 			return err
 		}
 		c.heard.Store(true)
 		switch pk.FixedHeader.Type {
 		case packets.Publish:
-			q := pk.FixedHeader.Qos
-			if q > 1 {
-				return errors.New("mqtt: the broker sent a QoS 2 message on a subscription of QoS 1 at most")
+			if err := checkPublish(&pk); err != nil {
+				return err
 			}
-			m := message{topic: pk.TopicName, payload: pk.Payload, qos: q, sub: c, gen: gen, pid: pk.PacketID}
+			q := pk.FixedHeader.Qos
+			if q == 1 {
+				if err := c.receiving(pk.PacketID); err != nil {
+					return err
+				}
+			}
+			m := message{topic: pk.TopicName, payload: pk.Payload, dropped: dropped, qos: q, sub: c, gen: gen, pid: pk.PacketID}
 			c.busy.Store(true)
 			c.cfg.onMessage(m)
 			c.busy.Store(false)
@@ -401,7 +553,11 @@ func (c *lightClient) flushLocked() {
 		return
 	}
 	if c.conn != nil {
-		_ = c.conn.SetWriteDeadline(time.Now().Add(c.cfg.ConnectTimeout))
+		d := c.cfg.ConnectTimeout
+		if c.stopped {
+			d = stopWriteGrace
+		}
+		_ = c.conn.SetWriteDeadline(time.Now().Add(d))
 		if _, err := c.conn.Write(c.wbuf.Bytes()); err != nil {
 			_ = c.conn.Close()
 		}
@@ -428,6 +584,9 @@ func (c *lightClient) ackMany(ms []message) {
 			continue
 		}
 		pk.PacketID = ms[i].pid
+		if bit := uint64(1) << (pk.PacketID & 63); c.inflight[pk.PacketID>>6].And(^bit)&bit != 0 {
+			c.inflightN.Add(-1)
+		}
 		_ = pk.PubackEncode(&c.wbuf)
 	}
 	c.flushLocked()
@@ -483,6 +642,16 @@ func (c *lightClient) request(ctx context.Context, gen uint64, encode func(id ui
 	}
 }
 
+// drop closes connection gen if it is still up; the reader then reports
+// it down.
+func (c *lightClient) drop(gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil && c.gen == gen {
+		_ = c.conn.Close()
+	}
+}
+
 // current returns the generation of the connection up, if one is.
 func (c *lightClient) current() (uint64, bool) {
 	c.mu.Lock()
@@ -515,7 +684,16 @@ func (c *lightClient) subscribe(gen uint64) {
 					err = errors.New("mqtt: the broker answered SUBSCRIBE with another packet")
 				}
 				c.cfg.Log.Warn("mqtt: subscribe failed", "client", clientTag(c.cfg.ClientID), "err", err)
+				// Connected but not subscribed, the source would wait
+				// for ever: end the connection, to subscribe again on
+				// the next one, after the backoff.
+				c.drop(gen)
 				return
+			}
+			// A SUBACK with fewer reason codes than filters refuses
+			// those it leaves out.
+			for len(ack.ReasonCodes) < len(filters) {
+				ack.ReasonCodes = append(ack.ReasonCodes, packets.ErrUnspecifiedError.Code)
 			}
 			retry, failed := false, false
 			for _, code := range ack.ReasonCodes {
@@ -601,6 +779,11 @@ func (c *lightClient) sync(ctx context.Context) error {
 }
 
 func (c *lightClient) stop(ctx context.Context) error {
+	// A write the broker does not take in (it stopped reading) holds c.mu
+	// for up to ConnectTimeout: cut it short.
+	if cn := c.live.Load(); cn != nil {
+		_ = (*cn).SetWriteDeadline(time.Now().Add(stopWriteGrace))
+	}
 	c.mu.Lock()
 	c.stopped = true
 	started := c.started

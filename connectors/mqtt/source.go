@@ -504,6 +504,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		manualAck:     s.qos == 1,
 		light:         true,
 		readPace:      readPace(s.batch.Linger),
+		maxPayload:    s.maxSize,
 		onMessage: func(m message) {
 			select {
 			case msgs <- m:
@@ -788,10 +789,10 @@ func (r *runner) handle(m message) {
 	}
 	ds := s.devs.get(dev)
 	ds.messages.Add(1)
-	if len(m.payload) > s.maxSize {
+	if size := len(m.payload) + m.dropped; size > s.maxSize {
 		s.c.oversized.Add(1)
 		ds.oversized.Add(1)
-		r.reject(m, ds, codec.CodePayloadTooLarge, fmt.Sprintf("payload of %d bytes exceeds max_payload (%d)", len(m.payload), s.maxSize))
+		r.reject(m, ds, codec.CodePayloadTooLarge, fmt.Sprintf("payload of %d bytes exceeds max_payload (%d)", size, s.maxSize))
 		return
 	}
 	if s.allow != nil && !s.allow[dev] {

@@ -258,7 +258,7 @@ func DecodeDesired(data []byte) (Desired, error) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return d, fmt.Errorf("%w: desired record: %w", ErrFormat, err)
 	}
-	if err := checkKeys(data, len(raw)); err != nil {
+	if err := checkFields("desired record", data, len(raw), desiredFields); err != nil {
 		return d, err
 	}
 	for _, f := range desiredFields {
@@ -278,39 +278,6 @@ func DecodeDesired(data []byte) (Desired, error) {
 		return Desired{}, fmt.Errorf("desired record: %w", err)
 	}
 	return d, nil
-}
-
-// checkKeys refuses an object whose keys repeat (n is the count of distinct
-// keys) or are not spelled as one of desiredFields.
-func checkKeys(data []byte, n int) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if _, err := dec.Token(); err != nil { // {
-		return fmt.Errorf("%w: desired record: %w", ErrFormat, err)
-	}
-	count := 0
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("%w: desired record: %w", ErrFormat, err)
-		}
-		key, _ := tok.(string)
-		known := false
-		for _, f := range desiredFields {
-			known = known || key == f
-		}
-		if !known {
-			return fmt.Errorf("%w: desired record: unknown field %q", ErrFormat, clip(key))
-		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return fmt.Errorf("%w: desired record: %w", ErrFormat, err)
-		}
-		count++
-	}
-	if count != n {
-		return fmt.Errorf("%w: desired record: a field appears twice", ErrFormat)
-	}
-	return nil
 }
 
 // DesiredConfig is the configuration the hub creates DesiredBucket with:

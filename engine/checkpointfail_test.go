@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
 // fullStore is a memStore whose disk can be full: while full is set every
@@ -131,11 +132,7 @@ func runFilling(t *testing.T, ctx context.Context, src *fillingSource, d *durabl
 // output is exactly that of a run whose disk never filled.
 func TestCheckpointFailuresKeepTheGraphRunning(t *testing.T) {
 	const n, holdAfter = 20000, 3
-	ref := &durable{}
-	if err := runSum(t, &replaySource{n: n, batch: 37}, ref, &memStore{}, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	want := ref.delivered()
+	want := fullDiskReference(t, n)
 
 	st := &fullStore{}
 	src := &fillingSource{replaySource: &replaySource{n: n, batch: 37}, st: st, fillAt: 5000, filled: make(chan struct{})}
@@ -173,9 +170,7 @@ func TestCheckpointFailuresKeepTheGraphRunning(t *testing.T) {
 	if fl.next[holdAfter] >= n {
 		t.Fatalf("source at its end (%d) while held", fl.next[holdAfter])
 	}
-	if got := d.delivered(); !slices.EqualFunc(got, want, slices.Equal) {
-		t.Fatalf("delivered %d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
-	}
+	assertDelivered(t, d, want)
 }
 
 // TestCheckpointFailuresThenCrash fills the checkpoints' disk, lets
@@ -185,11 +180,7 @@ func TestCheckpointFailuresKeepTheGraphRunning(t *testing.T) {
 // is exactly that of a run whose disk never filled, each row once.
 func TestCheckpointFailuresThenCrash(t *testing.T) {
 	const n, holdAfter = 20000, 3
-	ref := &durable{}
-	if err := runSum(t, &replaySource{n: n, batch: 37}, ref, &memStore{}, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	want := ref.delivered()
+	want := fullDiskReference(t, n)
 
 	st := &fullStore{}
 	d := &durable{}
@@ -218,9 +209,7 @@ func TestCheckpointFailuresThenCrash(t *testing.T) {
 	if err := runSum(t, &replaySource{n: n, batch: 37}, d, st, time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	if got := d.delivered(); !slices.EqualFunc(got, want, slices.Equal) {
-		t.Fatalf("delivered %d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
-	}
+	assertDelivered(t, d, want)
 }
 
 // TestCheckpointFailuresGracefulStop stops a pipeline gracefully while its
@@ -230,11 +219,7 @@ func TestCheckpointFailuresThenCrash(t *testing.T) {
 // checkpoint and the output is that of a run whose disk never filled.
 func TestCheckpointFailuresGracefulStop(t *testing.T) {
 	const n, holdAfter = 20000, 3
-	ref := &durable{}
-	if err := runSum(t, &replaySource{n: n, batch: 37}, ref, &memStore{}, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	want := ref.delivered()
+	want := fullDiskReference(t, n)
 
 	st := &fullStore{}
 	d := &durable{}
@@ -259,6 +244,23 @@ func TestCheckpointFailuresGracefulStop(t *testing.T) {
 	if err := runSum(t, &replaySource{n: n, batch: 37}, d, st, time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
+	assertDelivered(t, d, want)
+}
+
+// fullDiskReference returns the output of a run of n rows whose disk
+// never fills, which the runs of a full disk must deliver.
+func fullDiskReference(t *testing.T, n int) []enginetest.Row {
+	t.Helper()
+	ref := &durable{}
+	if err := runSum(t, &replaySource{n: n, batch: 37}, ref, &memStore{}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	return ref.delivered()
+}
+
+// assertDelivered fails the test unless d delivered exactly want.
+func assertDelivered(t *testing.T, d *durable, want []enginetest.Row) {
+	t.Helper()
 	if got := d.delivered(); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Fatalf("delivered %d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
 	}

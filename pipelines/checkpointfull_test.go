@@ -2,12 +2,10 @@ package pipelines_test
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,29 +26,6 @@ sources:
 sinks:
   out: {type: file, input: sim, path: rows.jsonl}
 `
-
-// countReadings returns the lines of the JSON-lines file name and how
-// many distinct readings (asset, time) they hold.
-func countReadings(t *testing.T, name string) (lines, distinct int) {
-	t.Helper()
-	data, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for l := range strings.SplitSeq(strings.TrimSuffix(string(data), "\n"), "\n") {
-		var r struct {
-			Time  string `json:"time"`
-			Asset string `json:"asset"`
-		}
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("line %q: %v", l, err)
-		}
-		seen[r.Asset+"@"+r.Time] = true
-		lines++
-	}
-	return lines, len(seen)
-}
 
 // TestCheckpointFullDiskKeepsRunning fills the tmpfs holding a running
 // pipeline's data directory: its checkpoints fail, but the pipeline keeps
@@ -77,19 +52,7 @@ func TestCheckpointFullDiskKeepsRunning(t *testing.T) {
 		default:
 		}
 	}
-	stats := func() pipelines.CheckpointStats { st, _ := ps[0].CheckpointStats(); return st }
-	waitFor(t, 20*time.Second, "a checkpoint", func() bool { return stats().Count > 1 })
-
-	const step = 10 * time.Second
-	w, err := pipelines.NewHealthWatcher(engine.NewShared(), func() []*pipelines.Pipeline { return ps },
-		health.Thresholds{Interval: step, ClearAfter: 20 * time.Second, StallAfter: time.Hour}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{now: time.Now()}
-	if as := w.Check(clk.next(step)); len(as) != 0 {
-		t.Fatalf("alerts while checkpoints succeed: %v", rules(as))
-	}
+	stats, _, check := checkpointWatcher(t, ps)
 	isCkpt := func(a engine.EngineAlert) bool { return a.Rule == health.RuleCheckpoint }
 
 	filler := enginetest.Fill(t, mnt, 0)
@@ -101,7 +64,7 @@ func TestCheckpointFullDiskKeepsRunning(t *testing.T) {
 		t.Fatalf("the source read %d rows, then %d, while held", rows, now)
 	}
 	running()
-	as := w.Check(clk.next(step))
+	as := check()
 	if i := slices.IndexFunc(as, isCkpt); i < 0 || as[i].State != engine.AlertRaised {
 		t.Fatalf("with the disk full: %v, want checkpoint_failed raised", rules(as))
 	}
@@ -115,7 +78,7 @@ func TestCheckpointFullDiskKeepsRunning(t *testing.T) {
 	t.Logf("a checkpoint succeeded %v after the space returned", time.Since(freed).Round(time.Millisecond))
 	var cleared bool
 	for i := 0; i < 5 && !cleared; i++ {
-		cleared = slices.ContainsFunc(w.Check(clk.next(step)), func(a engine.EngineAlert) bool { return isCkpt(a) && a.State == engine.AlertCleared })
+		cleared = slices.ContainsFunc(check(), func(a engine.EngineAlert) bool { return isCkpt(a) && a.State == engine.AlertCleared })
 	}
 	if !cleared {
 		t.Fatal("checkpoint_failed not cleared once checkpoints succeed")
@@ -128,7 +91,7 @@ func TestCheckpointFullDiskKeepsRunning(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the run did not end")
 	}
-	if lines, distinct := countReadings(t, filepath.Join(dir, "rows.jsonl")); lines != 6000 || distinct != 6000 {
+	if lines, distinct := enginetest.CountReadings(t, filepath.Join(dir, "rows.jsonl")); lines != 6000 || distinct != 6000 {
 		t.Fatalf("%d lines, %d distinct readings; want 6000 of each", lines, distinct)
 	}
 }

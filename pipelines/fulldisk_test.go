@@ -2,7 +2,6 @@ package pipelines_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -250,24 +249,9 @@ sinks:
 	run(50 * time.Millisecond)
 	first, _ := os.ReadFile(out)
 	run(0)
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	for _, l := range lines {
-		var r struct {
-			Time  string `json:"time"`
-			Asset string `json:"asset"`
-		}
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("line %q: %v", l, err)
-		}
-		seen[r.Asset+"@"+r.Time]++
-	}
-	t.Logf("first part wrote %d lines; the file holds %d lines, %d readings", strings.Count(string(first), "\n"), len(lines), len(seen))
-	if len(lines) != 400 || len(seen) != 400 {
-		t.Fatalf("%d lines, %d distinct readings; want 400 of each", len(lines), len(seen))
+	lines, distinct := enginetest.CountReadings(t, out)
+	t.Logf("first part wrote %d lines; the file holds %d lines, %d readings", strings.Count(string(first), "\n"), lines, distinct)
+	if lines != 400 || distinct != 400 {
+		t.Fatalf("%d lines, %d distinct readings; want 400 of each", lines, distinct)
 	}
 }

@@ -41,6 +41,29 @@ func runHealthPipeline(t *testing.T, body, data string, sh *engine.Shared) []*pi
 	return ps
 }
 
+// checkpointWatcher waits for the first checkpoints of ps[0] and returns
+// its checkpoint statistics, a health watcher of ps (interval 10 s, clear
+// after 20 s) and a check of it on a test clock that each call advances
+// by the interval; the first check, while checkpoints succeed, must raise
+// nothing.
+func checkpointWatcher(t *testing.T, ps []*pipelines.Pipeline) (stats func() pipelines.CheckpointStats, w *pipelines.HealthWatcher, check func() []engine.EngineAlert) {
+	t.Helper()
+	stats = func() pipelines.CheckpointStats { st, _ := ps[0].CheckpointStats(); return st }
+	waitFor(t, 20*time.Second, "a checkpoint", func() bool { return stats().Count > 1 })
+	const step = 10 * time.Second
+	w, err := pipelines.NewHealthWatcher(engine.NewShared(), func() []*pipelines.Pipeline { return ps },
+		health.Thresholds{Interval: step, ClearAfter: 20 * time.Second, StallAfter: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	check = func() []engine.EngineAlert { return w.Check(clk.next(step)) }
+	if as := check(); len(as) != 0 {
+		t.Fatalf("alerts while checkpoints succeed: %v", rules(as))
+	}
+	return stats, w, check
+}
+
 // TestHealthCheckpointFailure: a checkpointing pipeline's data directory
 // is on a small tmpfs that fills up: the next checkpoints cannot be saved
 // (the pipeline keeps running and tries again), and checkpoint_failed is
@@ -58,23 +81,11 @@ steps:
 sinks:
   out: {type: discard, input: stats}
 `, filepath.Join(mnt, "data"), engine.NewShared())
-	stats := func() pipelines.CheckpointStats { st, _ := ps[0].CheckpointStats(); return st }
-	waitFor(t, 20*time.Second, "a checkpoint", func() bool { return stats().Count > 1 })
-
-	const step = 10 * time.Second
-	w, err := pipelines.NewHealthWatcher(engine.NewShared(), func() []*pipelines.Pipeline { return ps },
-		health.Thresholds{Interval: step, ClearAfter: 20 * time.Second, StallAfter: time.Hour}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{now: time.Now()}
-	if as := w.Check(clk.next(step)); len(as) != 0 {
-		t.Fatalf("alerts while checkpoints succeed: %v", rules(as))
-	}
+	stats, w, check := checkpointWatcher(t, ps)
 
 	enginetest.Fill(t, mnt, 0)
 	waitFor(t, 20*time.Second, "a checkpoint failure", func() bool { return stats().Failures > 0 })
-	as := w.Check(clk.next(step))
+	as := check()
 	i := slices.IndexFunc(as, func(a engine.EngineAlert) bool { return a.Rule == health.RuleCheckpoint })
 	if i < 0 {
 		t.Fatalf("after the disk filled: %v, want checkpoint_failed raised", rules(as))
@@ -84,7 +95,7 @@ sinks:
 	}
 	t.Logf("raised: %s", as[i].Content)
 	for range 3 {
-		if as := w.Check(clk.next(step)); slices.ContainsFunc(as, func(a engine.EngineAlert) bool { return a.Rule == health.RuleCheckpoint }) {
+		if as := check(); slices.ContainsFunc(as, func(a engine.EngineAlert) bool { return a.Rule == health.RuleCheckpoint }) {
 			t.Fatalf("checkpoint_failed changed while checkpoints keep failing: %v", rules(as))
 		}
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,23 +81,8 @@ sinks:
 	if !logged("checkpoint: recovered") {
 		t.Fatal("the second run recovered no checkpoint")
 	}
-	out, err := os.ReadFile(filepath.Join(dir, "rows.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
-	for _, l := range lines {
-		var r struct {
-			Time  string `json:"time"`
-			Asset string `json:"asset"`
-		}
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatalf("line %q: %v", l, err)
-		}
-		seen[r.Asset+"@"+r.Time] = true
-	}
-	if len(lines) != 6000 || len(seen) != 6000 {
-		t.Fatalf("%d lines, %d distinct readings; want 6000 of each", len(lines), len(seen))
+	lines, distinct := enginetest.CountReadings(t, filepath.Join(dir, "rows.jsonl"))
+	if lines != 6000 || distinct != 6000 {
+		t.Fatalf("%d lines, %d distinct readings; want 6000 of each", lines, distinct)
 	}
 }

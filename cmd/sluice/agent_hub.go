@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +105,13 @@ func (s arbiterRecords) Get(id string) (command.Command, bool) { return s.a.Get(
 
 func (s arbiterRecords) Audit(id string) []command.Transition {
 	return s.a.Audit(control.Filter{ID: id, Limit: protocol.MaxRecordAudit})
+}
+
+// Events returns the arbiter's audit entries without a command (lease
+// events) after seq after.
+func (s arbiterRecords) Events(after uint64) []command.Transition {
+	evs := s.a.Audit(control.Filter{After: after})
+	return slices.DeleteFunc(evs, func(tr command.Transition) bool { return tr.ID != "" })
 }
 
 func (s arbiterRecords) Since(v uint64) []command.Command {

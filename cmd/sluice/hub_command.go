@@ -140,20 +140,28 @@ func newHubCommandsCmd(g *globals) *cobra.Command {
 		f             hubClientFlags
 		asset, status string
 		limit         int
+		audit         bool
 	)
 	cmd := &cobra.Command{
-		Use:   "commands [EDGE] [--asset A] [--status S] [--limit N] [--hub URL] [--token-file F] [--json]",
+		Use:   "commands [EDGE] [--asset A] [--status S] [--audit] [--limit N] [--hub URL] [--token-file F] [--json]",
 		Short: "List the commands of the edges: those the hub issued and every command their arbiters recorded",
 		Long: `Commands lists, newest first, the commands the hub issued and the command
 records the edges' arbiters sent back, of every origin (local applications,
 the cloud, third-party systems, rules), each with its status and reason as
 the edge last reported it (issued: not reported yet). EDGE, --asset and
 --status filter. The commands come page after page, each printed as it comes;
---limit N stops after N of them.`,
+--limit N stops after N of them.
+
+With --audit (and EDGE) it lists instead the audit entries of the edge's
+arbiter that belong to no command, newest first: leases taken, renewed,
+refused, taken over and released (--asset filters).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if limit < 0 {
 				return &exitError{code: exitUsage, err: errors.New("hub commands: --limit must not be negative")}
+			}
+			if audit && (len(args) != 1 || status != "") {
+				return &exitError{code: exitUsage, err: errors.New("hub commands: --audit needs EDGE and takes no --status")}
 			}
 			flt := server.CommandFilter{Asset: asset, Status: status}
 			if len(args) == 1 {
@@ -165,6 +173,16 @@ the edge last reported it (issued: not reported yet). EDGE, --asset and
 			}
 			defer c.Close()
 			now := time.Now()
+			if audit {
+				return streamList(cmd.Context(), g.stdout, f.asJSON, limit, "AT\tASSET\tORIGIN\tSEQ\tEVENT",
+					func(ctx context.Context, after string, n int) ([]server.LeaseEventView, string, error) {
+						return c.LeaseEventsPage(ctx, flt.Edge, asset, after, n)
+					}, func(w io.Writer, es []server.LeaseEventView) {
+						for _, e := range es {
+							fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", e.At.UTC().Format(time.RFC3339), printable(e.Asset), printable(e.Origin), e.Seq, printable(e.Reason))
+						}
+					})
+			}
 			return streamList(cmd.Context(), g.stdout, f.asJSON, limit, commandsHeader,
 				func(ctx context.Context, after string, n int) ([]server.CommandView, string, error) {
 					return c.CommandsPage(ctx, flt, after, n)
@@ -175,6 +193,7 @@ the edge last reported it (issued: not reported yet). EDGE, --asset and
 	cmd.Flags().StringVar(&asset, "asset", "", "only commands of this asset")
 	cmd.Flags().StringVar(&status, "status", "", "only commands in this status (issued, accepted, queued, sent, acked, failed, timeout, rejected, expired, superseded)")
 	cmd.Flags().IntVar(&limit, "limit", 0, "print at most the newest this many commands (0: all)")
+	cmd.Flags().BoolVar(&audit, "audit", false, "list the edge's lease events (audit entries of no command) instead")
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -137,6 +138,9 @@ func (s arbiterSource) Audit(id string) []command.Transition {
 func (s arbiterSource) Since(v uint64) []command.Command {
 	return s.a.Tracker().List(func(c *command.Command) bool { return c.Version > v })
 }
+func (s arbiterSource) Events(after uint64) []command.Transition {
+	return slices.DeleteFunc(s.a.Audit(control.Filter{After: after}), func(tr command.Transition) bool { return tr.ID != "" })
+}
 
 // startEdge opens the edge on its data directory and follows the hub's
 // commands; beforeAck is Options.BeforeAck.
@@ -232,6 +236,72 @@ func (w *world) final(t *testing.T, id string) server.CommandView {
 			t.Fatalf("command %s at the hub: %v (%+v)", id, err, v)
 		}
 		return v
+	}
+}
+
+// TestLeaseEventsToHub: the arbiter's lease events (taken, renewed,
+// refused, taken over, released: audit entries of no command) reach the
+// hub through the control uplink, through a cut link and a restart of the
+// edge, each stored once, and GET /v1/edges/{id}/leases lists them newest
+// first, page after page.
+func TestLeaseEventsToHub(t *testing.T) {
+	w := newWorld(t)
+	e := w.startEdge(nil)
+	ctx := context.Background()
+	take := func(holder, origin, class string) {
+		t.Helper()
+		if _, err := e.a.TakeLease(ctx, control.LeaseRequest{Asset: "T0002", Holder: holder, Origin: origin, Class: class, For: time.Hour}); err != nil &&
+			!errors.Is(err, control.ErrLeased) {
+			t.Fatal(err)
+		}
+	}
+	take("hmi-1", "local:hmi", control.ClassOperator)
+	take("hmi-1", "local:hmi", control.ClassOperator) // renewed
+	take("ops-1", "local:hmi", control.ClassOperator) // refused
+	w.link.Down()
+	take("plc-1", "local:plc", control.ClassSafety) // taken over, while the link is down
+	e.stop()
+	e = w.startEdge(nil)
+	w.link.Up()
+	if err := e.a.ReleaseLease(ctx, "T0002", "plc-1"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"lease released by plc-1", "lease taken over from hmi-1", "lease refused to ops-1", "lease renewed by hmi-1", "lease taken by hmi-1"}
+	var got []server.LeaseEventView
+	deadline := time.Now().Add(waitFor)
+	for {
+		got = got[:0]
+		after := ""
+		for {
+			page, next, err := w.client.LeaseEventsPage(ctx, w.edgeID, "T0002", after, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, page...)
+			if next == "" {
+				break
+			}
+			after = next
+		}
+		if len(got) >= len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lease events at the hub: %+v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d lease events at the hub, want %d: %+v", len(got), len(want), got)
+	}
+	for i, ev := range got {
+		if !strings.HasPrefix(ev.Reason, want[i]) || ev.Edge != w.edgeID || ev.Asset != "T0002" || ev.Seq == 0 ||
+			i > 0 && ev.Seq >= got[i-1].Seq {
+			t.Errorf("lease event %d at the hub: %+v, want %q", i, ev, want[i])
+		}
+	}
+	if page, _, err := w.client.LeaseEventsPage(ctx, w.edgeID, "T9999", "", 0); err != nil || len(page) != 0 {
+		t.Errorf("lease events of another asset: %+v %v", page, err)
 	}
 }
 

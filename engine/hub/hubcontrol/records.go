@@ -33,6 +33,21 @@ type Sink interface {
 	CommandRecord(rec command.Command, audit []command.Transition) error
 }
 
+// EventSource is a Source that also gives the arbiter's audit entries
+// without a command (lease events).
+type EventSource interface {
+	// Events returns the audit entries without a command id whose Seq is
+	// above after, oldest first.
+	Events(after uint64) []command.Transition
+}
+
+// EventSink is a Sink that also stores those entries for the hub;
+// *uplink.Uplink is one. An error means the entry was not stored: it is
+// tried again.
+type EventSink interface {
+	AuditEvent(tr command.Transition) error
+}
+
 // RecordsOptions configure Records.
 type RecordsOptions struct {
 	// Cursor is the file naming the highest version up to which every
@@ -51,6 +66,10 @@ type RecordsOptions struct {
 // blocking, Run also asks the source for records changed since the highest
 // version seen every Poll, and stores the current copy of each changed
 // record in the sink — coalesced:
+// (When the source is an EventSource and the sink an EventSink, the audit
+// entries without a command, lease events, are stored too, each once, in
+// order; the cursor file keeps the highest one stored.)
+//
 // of several transitions in a row only the record after the last is sent,
 // and the hub keeps the highest version. At Run's start it stores every
 // record changed after the cursor, so a crash between a transition and
@@ -65,6 +84,9 @@ type Records struct {
 	dirty map[string]uint64 // id -> lowest version not yet stored
 	high  uint64            // highest version marked
 	wake  chan struct{}
+
+	// events is the highest lease event stored (Run's goroutine only).
+	events uint64
 }
 
 // NewRecords returns a Records reading src and storing into sink.
@@ -82,6 +104,10 @@ func NewRecords(src Source, sink Sink, opts RecordsOptions) *Records {
 // (lease events) are not records. It never blocks.
 func (r *Records) Transition(tr command.Transition) {
 	if tr.ID == "" {
+		select { // a lease event: Run asks the source for it
+		case r.wake <- struct{}{}:
+		default:
+		}
 		return
 	}
 	r.mark(tr.ID, tr.Seq)
@@ -102,28 +128,30 @@ func (r *Records) mark(id string, version uint64) {
 
 type cursorFile struct {
 	Version uint64 `json:"version"`
+	// Events is the highest lease event stored.
+	Events uint64 `json:"events,omitempty"`
 }
 
-func (r *Records) readCursor() uint64 {
+func (r *Records) readCursor() cursorFile {
 	if r.opts.Cursor == "" {
-		return 0
+		return cursorFile{}
 	}
 	data, err := spec.ReadConfigFile(r.opts.Cursor, 4<<10)
 	if err != nil {
-		return 0
+		return cursorFile{}
 	}
 	var c cursorFile
 	if json.Unmarshal(data, &c) != nil {
-		return 0
+		return cursorFile{}
 	}
-	return c.Version
+	return c
 }
 
 func (r *Records) writeCursor(v uint64) {
 	if r.opts.Cursor == "" {
 		return
 	}
-	data, _ := json.Marshal(cursorFile{Version: v})
+	data, _ := json.Marshal(cursorFile{Version: v, Events: r.events})
 	if err := disk.WriteFileAtomic(disk.OS, r.opts.Cursor, data); err != nil {
 		// The next start sends again what follows the old cursor.
 		r.log.Warn("hub commands: could not write the records cursor", "err", err)
@@ -132,7 +160,8 @@ func (r *Records) writeCursor(v uint64) {
 
 // Run stores changed records until ctx ends (see Records).
 func (r *Records) Run(ctx context.Context) {
-	cur := r.readCursor()
+	cf := r.readCursor()
+	cur := cf.Version
 	all := r.src.Since(0)
 	var top uint64
 	for _, rec := range all {
@@ -142,6 +171,14 @@ func (r *Records) Run(ctx context.Context) {
 		// The arbiter's log lost what the cursor names (it was reset):
 		// everything it holds is sent again.
 		cur = 0
+	}
+	esrc, _ := r.src.(EventSource)
+	esink, _ := r.sink.(EventSink)
+	if esrc != nil && esink != nil {
+		r.events = cf.Events
+		if evs := esrc.Events(0); len(evs) == 0 || evs[len(evs)-1].Seq < r.events {
+			r.events = 0 // the log was reset: send what it holds
+		}
 	}
 	for _, rec := range all {
 		if rec.Version > cur {
@@ -162,6 +199,21 @@ func (r *Records) Run(ctx context.Context) {
 			r.mu.Unlock()
 			for _, rec := range r.src.Since(seen) {
 				r.mark(rec.ID, rec.Version)
+			}
+		}
+		if esrc != nil && esink != nil {
+			sent, err := r.sendEvents(esrc, esink)
+			if sent {
+				r.writeCursor(cur)
+			}
+			if err != nil {
+				r.log.Warn("hub commands: lease events wait to be stored for the hub", "err", err)
+				if !sleep(ctx, wait) {
+					return
+				}
+				wait = min(2*wait, retryMax)
+				r.wakeUp()
+				continue
 			}
 		}
 		r.mu.Lock()
@@ -209,6 +261,28 @@ func (r *Records) Run(ctx context.Context) {
 			cur = upTo
 			r.writeCursor(cur)
 		}
+	}
+}
+
+// sendEvents stores the lease events after the last stored, in order,
+// and reports whether it stored any.
+func (r *Records) sendEvents(src EventSource, sink EventSink) (sent bool, err error) {
+	for _, ev := range src.Events(r.events) {
+		if ev.ID != "" || ev.Seq <= r.events {
+			continue
+		}
+		if err := sink.AuditEvent(ev); err != nil {
+			return sent, err
+		}
+		r.events, sent = ev.Seq, true
+	}
+	return sent, nil
+}
+
+func (r *Records) wakeUp() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 

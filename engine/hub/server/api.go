@@ -60,6 +60,11 @@ type EdgeDetail struct {
 	History []ReportView `json:"history"`
 }
 
+// LeaseEventView is one lease event of an edge's arbiter (an audit entry
+// of no command), in the JSON form the store keeps: edge, seq, at, asset,
+// origin, reason.
+type LeaseEventView = store.LeaseEvent
+
 // ReportView is one apply report, in the JSON form the store keeps.
 type ReportView = store.Report
 
@@ -244,6 +249,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET "+EdgesPath, a.edges)
 	mux.HandleFunc("GET "+EdgesPath+"/{id}", a.edge)
 	mux.HandleFunc("GET "+EdgesPath+"/{id}/logs", a.edgeLogs)
+	mux.HandleFunc("GET "+EdgesPath+"/{id}/leases", a.leaseEvents)
 	mux.HandleFunc("POST "+ReleasesPath, a.release)
 	mux.HandleFunc("GET "+ReleasesPath, a.releases)
 	mux.HandleFunc("GET "+ReleasesPath+"/{id}", a.releaseStatus)
@@ -477,6 +483,45 @@ func (a *API) releaseStatus(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(NextHeader, next)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, v)
+}
+
+// leaseEvents answers a page of an edge's lease events (audit entries of
+// its arbiter without a command), newest first; asset= picks one asset.
+func (a *API) leaseEvents(w http.ResponseWriter, r *http.Request) {
+	edge := r.PathValue("id")
+	if err := protocol.CheckEdgeID(edge); err != nil {
+		a.fail(w, r, fmt.Errorf("%w: %w", errBadQuery, err))
+		return
+	}
+	asset := r.URL.Query().Get("asset")
+	if len(asset) > store.DefaultMaxTextBytes {
+		a.fail(w, r, fmt.Errorf("%w: asset longer than %d bytes", errBadQuery, store.DefaultMaxTextBytes))
+		return
+	}
+	if err := checkText(asset); err != nil {
+		a.fail(w, r, fmt.Errorf("%w: asset: %w", errBadQuery, err))
+		return
+	}
+	limit, after, err := pageQuery(r, 2)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var from *store.LeaseEventKey
+	if after != nil {
+		at, terr := time.Parse(time.RFC3339Nano, after[0])
+		seq, serr := strconv.ParseUint(after[1], 10, 63)
+		if terr != nil || serr != nil {
+			a.fail(w, r, fmt.Errorf("%w: after: not a cursor of this listing", errBadQuery))
+			return
+		}
+		from = &store.LeaseEventKey{At: at, Seq: seq}
+	}
+	p := newPage(limit)
+	err = a.hub.st.LeaseEventsAfter(r.Context(), edge, asset, from, limit+1, func(e store.LeaseEvent) bool {
+		return p.add(e, func() string { return encodeCursor(e.At.UTC().Format(time.RFC3339Nano), strconv.FormatUint(e.Seq, 10)) })
+	})
+	a.writePage(w, r, p, err)
 }
 
 // alerts answers a page of the alerts' current states by asset, id and

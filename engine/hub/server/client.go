@@ -216,6 +216,20 @@ func (c *Client) ReleaseStatus(ctx context.Context, id string) (ReleaseView, err
 	return out, nil
 }
 
+// LeaseEventsPage asks for the lease events of edge (of one asset when
+// asset is not empty), newest first, after the cursor after (from the
+// newest when empty), at most limit (the hub's default when 0). It
+// returns the cursor of the next page, "" when none remains.
+func (c *Client) LeaseEventsPage(ctx context.Context, edge, asset, after string, limit int) ([]LeaseEventView, string, error) {
+	q := pageValues(after, limit)
+	if asset != "" {
+		q.Set("asset", asset)
+	}
+	var es []LeaseEventView
+	next, err := c.getPage(ctx, EdgesPath+"/"+url.PathEscape(edge)+"/leases", q, &es)
+	return es, next, err
+}
+
 // AlertsPage asks for the alerts' current states after the cursor after
 // (from the first when empty), at most limit (the hub's default when 0),
 // by asset, id and edge: only raised ones when active, of one asset when

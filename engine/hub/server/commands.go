@@ -138,6 +138,45 @@ func (h *Hub) IssueCommand(ctx context.Context, req CommandRequest, by string) (
 }
 
 // commandOf reads a command record from a row of protocol.ControlSchema.
+// leaseEventOf reads a lease event from a row of protocol.ControlSchema
+// with an empty id: its version is the entry's seq, its audit the entry
+// alone, which names no command.
+func leaseEventOf(r store.Row) (store.LeaseEvent, error) {
+	v := values(r.Values)
+	seq := v.uint(protocol.ColVersion)
+	status := v.str(protocol.ColStatus)
+	raw := v.str(protocol.ColRecord)
+	auditRaw := v.str(protocol.ColAudit)
+	if err := v.err(); err != nil {
+		return store.LeaseEvent{}, err
+	}
+	if status != "" || raw != "" || len(auditRaw) > protocol.MaxRecordBytes {
+		return store.LeaseEvent{}, errors.New("lease event: a status, a record or an audit too large")
+	}
+	var audit []command.Transition
+	dec := json.NewDecoder(bytes.NewReader([]byte(auditRaw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&audit); err != nil {
+		return store.LeaseEvent{}, fmt.Errorf("lease event: audit: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return store.LeaseEvent{}, errors.New("lease event: data after the audit")
+	}
+	if len(audit) != 1 {
+		return store.LeaseEvent{}, fmt.Errorf("lease event: %d audit entries, want 1", len(audit))
+	}
+	tr := audit[0]
+	switch {
+	case tr.ID != "" || tr.From != "" || tr.To != "":
+		return store.LeaseEvent{}, fmt.Errorf("lease event: names command %.80q", tr.ID)
+	case tr.Seq != seq || seq == 0:
+		return store.LeaseEvent{}, fmt.Errorf("lease event: seq %d in a row of version %d", tr.Seq, seq)
+	case tr.At.IsZero() || tr.Asset == "":
+		return store.LeaseEvent{}, errors.New("lease event: no time or asset")
+	}
+	return store.LeaseEvent{Edge: r.Edge, Seq: seq, At: tr.At, Asset: clip(tr.Asset), Origin: clip(tr.Origin), Reason: clip(tr.Reason)}, nil
+}
+
 func commandOf(r store.Row) (store.Command, error) {
 	var c store.Command
 	v := values(r.Values)

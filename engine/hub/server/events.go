@@ -77,6 +77,16 @@ func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (store.In
 				}
 			}
 		case protocol.ControlStream:
+			if id, _ := r.Values[protocol.ColID].(string); id == "" {
+				// An audit entry of no command: a lease event.
+				var le store.LeaseEvent
+				if le, err = leaseEventOf(r); err == nil {
+					if err = e.st.RecordLeaseEvent(ctx, le); err != nil && !store.IsDataError(err) {
+						return store.Inserted{}, err
+					}
+				}
+				break
+			}
 			var c store.Command
 			if c, err = commandOf(r); err == nil {
 				if err = e.st.RecordCommand(ctx, c); err != nil && !store.IsDataError(err) {

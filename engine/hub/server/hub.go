@@ -52,6 +52,8 @@ type Store interface {
 	RecordReport(ctx context.Context, edge string, r store.Report) error
 	InsertCommand(ctx context.Context, c store.Command) error
 	RecordCommand(ctx context.Context, c store.Command) error
+	RecordLeaseEvent(ctx context.Context, e store.LeaseEvent) error
+	LeaseEventsAfter(ctx context.Context, edge, asset string, after *store.LeaseEventKey, limit int, f func(store.LeaseEvent) bool) error
 	FailIssued(ctx context.Context, edge, id, reason string, at time.Time) error
 	GetCommand(ctx context.Context, edge, id string) (store.Command, error)
 	CommandsAfter(ctx context.Context, f store.CommandFilter, after *store.CommandKey, limit int, each func(store.Command) bool) error

@@ -241,3 +241,73 @@ func (s *Store) CommandsAfter(ctx context.Context, flt CommandFilter, after *Com
 	}
 	return nil
 }
+
+// LeaseEvent is an audit entry of an edge's command arbiter that belongs
+// to no command: a lease taken, renewed, taken over, refused or released.
+type LeaseEvent struct {
+	Edge   string    `json:"edge"`
+	Seq    uint64    `json:"seq"`
+	At     time.Time `json:"at"`
+	Asset  string    `json:"asset"`
+	Origin string    `json:"origin,omitempty"`
+	Reason string    `json:"reason"`
+}
+
+// LeaseEventKey is the position of a lease event in the newest-first
+// listing: its time and sequence number.
+type LeaseEventKey struct {
+	At  time.Time
+	Seq uint64
+}
+
+// RecordLeaseEvent stores a lease event of an edge; one stored already
+// (same edge, seq and time) is a no-op.
+func (s *Store) RecordLeaseEvent(ctx context.Context, e LeaseEvent) error {
+	if err := s.checkTexts("edge", e.Edge, "asset", e.Asset, "origin", e.Origin, "reason", e.Reason); err != nil {
+		return fmt.Errorf("hub store: lease event: %w", err)
+	}
+	if e.Seq == 0 || e.Seq > 1<<63-1 || e.At.IsZero() {
+		return fmt.Errorf("hub store: lease event of %s: %w: sequence %d, time %v", e.Edge, ErrInvalid, e.Seq, e.At)
+	}
+	if _, err := s.pool.Exec(ctx, `
+INSERT INTO lease_events (edge, seq, at, asset, origin, reason) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (edge, seq, at) DO NOTHING`, e.Edge, int64(e.Seq), e.At, e.Asset, e.Origin, e.Reason); err != nil {
+		return fmt.Errorf("hub store: lease event %d of %s: %w", e.Seq, e.Edge, err)
+	}
+	return nil
+}
+
+// LeaseEventsAfter calls f with the lease events of edge (of one asset
+// when asset is not empty), newest first, after the key after (from the
+// newest when nil), at most limit, until f returns false.
+func (s *Store) LeaseEventsAfter(ctx context.Context, edge, asset string, after *LeaseEventKey, limit int, f func(LeaseEvent) bool) error {
+	at, seq := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), int64(1<<63-1)
+	if after != nil {
+		at, seq = after.At, int64(min(after.Seq, 1<<63-1))
+	}
+	rows, err := s.pool.Query(ctx, `
+SELECT edge, seq, at, asset, origin, reason FROM lease_events
+WHERE edge = $1 AND ($2 = '' OR asset = $2) AND (at, seq) < ($3, $4)
+ORDER BY at DESC, seq DESC LIMIT $5`, edge, asset, at, seq, limit)
+	if err != nil {
+		return fmt.Errorf("hub store: lease events of %s: %w", edge, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			e  LeaseEvent
+			sq int64
+		)
+		if err := rows.Scan(&e.Edge, &sq, &e.At, &e.Asset, &e.Origin, &e.Reason); err != nil {
+			return fmt.Errorf("hub store: lease events of %s: %w", edge, err)
+		}
+		e.Seq = uint64(sq)
+		if !f(e) {
+			return nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("hub store: lease events of %s: %w", edge, err)
+	}
+	return nil
+}

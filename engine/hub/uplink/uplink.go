@@ -536,6 +536,47 @@ func (u *Uplink) CommandRecord(rec command.Command, audit []command.Transition) 
 	return nil
 }
 
+// AuditEvent stores an audit entry of the edge's arbiter that belongs to
+// no command (a lease taken, renewed, taken over, refused or released)
+// for the hub, in the command records' buffer: a row of
+// protocol.ControlSchema with an empty id and status, the entry's Seq as
+// its version and the entry alone in its audit. Like CommandRecord it
+// waits up to WriteTimeout for room and returns an error then.
+func (u *Uplink) AuditEvent(tr command.Transition) error {
+	if tr.ID != "" {
+		return fmt.Errorf("uplink: audit entry %d names command %s: send the record", tr.Seq, tr.ID)
+	}
+	if len(tr.Reason) > maxReasonBytes {
+		tr.Reason = strings.ToValidUTF8(tr.Reason[:maxReasonBytes], "") + "…"
+	}
+	aj, err := json.Marshal([]command.Transition{tr})
+	if err != nil {
+		return fmt.Errorf("uplink: audit entry %d: %w", tr.Seq, err)
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, u.cschema.Arrow())
+	defer b.Release()
+	set := func(name string, v any) { appendValue(b.Field(u.cschema.Index(name)), v) }
+	at := tr.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	set(protocol.ColTime, at)
+	set(protocol.ColID, "")
+	set(protocol.ColVersion, int64(min(tr.Seq, 1<<63-1)))
+	set(protocol.ColStatus, "")
+	set(protocol.ColRecord, "")
+	set(protocol.ColAudit, string(aj))
+	row := b.NewRecordBatch()
+	u.ctlMu.Lock()
+	defer u.ctlMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), u.opts.WriteTimeout)
+	defer cancel()
+	if err := u.control.Write(ctx, engine.Batch{Rec: row}); err != nil {
+		return fmt.Errorf("uplink: storing an audit entry: %w", err)
+	}
+	return nil
+}
+
 // ControlLeft returns what the command records' buffer holds undelivered.
 func (u *Uplink) ControlLeft() forward.Left { return u.control.Left() }
 

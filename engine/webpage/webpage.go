@@ -19,12 +19,14 @@
 package webpage
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/subtle"
 	"embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"html/template"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -57,13 +59,12 @@ const (
 	refusalLogEvery = 6 * time.Second
 )
 
-// Files of a page's assets: the page, the login form, the script and the
-// style; and the files every page shares (this package's): the helpers
-// the script uses and the base style. Scripts and styles hold no data and
-// are served without a session.
+// Files of a page's assets: the page, the script and the style; and the
+// files every page shares (this package's): the helpers the script uses
+// and the base style. Scripts and styles hold no data and are served
+// without a session.
 const (
 	PageFile   = "index.html"
-	LoginFile  = "login.html"
 	ScriptFile = "app.js"
 	StyleFile  = "style.css"
 	CommonFile = "common.js"
@@ -72,6 +73,25 @@ const (
 
 //go:embed shared
 var shared embed.FS
+
+// loginPage is the login form of every page, filled in with its Login.
+//
+//go:embed login.html
+var loginPage string
+
+// loginTemplate renders loginPage.
+var loginTemplate = template.Must(template.New("login").Parse(loginPage))
+
+// Login is the text of a page's login form.
+type Login struct {
+	// Title is the form's title ("Sluice edge: sign in").
+	Title string
+	// Heading is its heading.
+	Heading string
+	// Hint tells where the token is found; it is markup, written by the
+	// page's code, never data.
+	Hint template.HTML
+}
 
 // Options configure a Site.
 type Options struct {
@@ -83,8 +103,10 @@ type Options struct {
 	Cookie string
 	// Token is the token a request or sign-in must carry (required).
 	Token string
-	// Assets hold PageFile, LoginFile, ScriptFile and StyleFile.
+	// Assets hold PageFile, ScriptFile and StyleFile.
 	Assets fs.FS
+	// Login is the text of the login form.
+	Login Login
 	// Log receives refused requests (never what they sent).
 	Log *slog.Logger
 	// Now is the clock (default time.Now).
@@ -142,9 +164,9 @@ func New(o Options) (*Site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.Name, err)
 	}
-	login, err := fs.ReadFile(o.Assets, LoginFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", o.Name, err)
+	var login bytes.Buffer
+	if err := loginTemplate.Execute(&login, o.Login); err != nil {
+		return nil, fmt.Errorf("%s: login form: %w", o.Name, err)
 	}
 	sub, err := fs.Sub(shared, "shared")
 	if err != nil {
@@ -153,7 +175,7 @@ func New(o Options) (*Site, error) {
 	strip := strings.TrimSuffix(o.Prefix, "/")
 	return &Site{opts: o, static: http.StripPrefix(strip, http.FileServerFS(o.Assets)),
 		common: http.StripPrefix(strip, http.FileServerFS(sub)),
-		page:   page, login: login, csrf: http.NewCrossOriginProtection(),
+		page:   page, login: login.Bytes(), csrf: http.NewCrossOriginProtection(),
 		sessions: map[string]session{}, failures: map[string]*failure{},
 		logs: failure{left: maxRefusalLogs, at: o.Now()}}, nil
 }

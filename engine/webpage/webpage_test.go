@@ -55,7 +55,7 @@ func testSite(t *testing.T) (*Site, http.Handler, *testClock, *lockedBuffer) {
 	clk := &testClock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
 	logs := &lockedBuffer{}
 	assets := fstest.MapFS{
-		PageFile: {Data: []byte(`<p>page</p>`)}, LoginFile: {Data: []byte(`<form><input name="token"></form>`)},
+		PageFile:   {Data: []byte(`<p>page</p>`)},
 		ScriptFile: {Data: []byte(`// script`)}, StyleFile: {Data: []byte(`/* style */`)},
 	}
 	s, err := New(Options{Name: "test page", Prefix: "/p/", Cookie: "sid", Token: testToken, Assets: assets,

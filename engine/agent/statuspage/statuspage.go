@@ -94,7 +94,8 @@ func New(o Options) (*Handler, error) {
 		return nil, err
 	}
 	site, err := webpage.New(webpage.Options{Name: "status page", Prefix: Prefix, Cookie: CookieName, Token: o.Token,
-		Assets: sub, Log: o.Log, Now: o.Now})
+		Assets: sub, Log: o.Log, Now: o.Now, Login: webpage.Login{Title: "Sluice edge: sign in", Heading: "Sluice edge status",
+			Hint: "Enter the local API token (the edge configuration's <code>api.token_file</code>)."}})
 	if err != nil {
 		return nil, err
 	}

@@ -68,7 +68,8 @@ func New(o Options) (*Handler, error) {
 		return nil, err
 	}
 	site, err := webpage.New(webpage.Options{Name: "hub console", Prefix: Prefix, Cookie: CookieName, Token: o.Token,
-		Assets: sub, Log: o.Log, Now: o.Now})
+		Assets: sub, Log: o.Log, Now: o.Now, Login: webpage.Login{Title: "Sluice hub: sign in", Heading: "Sluice hub console",
+			Hint: "Enter the hub's API token (the file of <code>sluice hub --token-file</code>)."}})
 	if err != nil {
 		return nil, err
 	}

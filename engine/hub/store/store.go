@@ -35,7 +35,7 @@ var migrations embed.FS
 
 // SchemaVersion is the newest migration's version: what Version returns
 // once Open applied them all.
-const SchemaVersion = 7
+const SchemaVersion = 8
 
 // DefaultSchema is the PostgreSQL schema the hub's tables live in.
 const DefaultSchema = "sluice_hub"

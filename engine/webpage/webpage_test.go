@@ -1,7 +1,6 @@
 package webpage
 
 import (
-	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -10,56 +9,27 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/sluice-edge/sluice/engine/webpage/webpagetest"
 )
 
 const testToken = "webpage-token-0123456789abcdef"
 
-// testClock is a settable clock.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // testSite is a Site under /p/ whose data path /p/data answers "secret"
 // to a request Check lets through.
-func testSite(t *testing.T) (*Site, http.Handler, *testClock, *lockedBuffer) {
+func testSite(t *testing.T) (*Site, http.Handler, *webpagetest.Clock, *webpagetest.LockedBuffer) {
 	t.Helper()
-	clk := &testClock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
-	logs := &lockedBuffer{}
+	clk := webpagetest.NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))
+	logs := &webpagetest.LockedBuffer{}
 	assets := fstest.MapFS{
 		PageFile:   {Data: []byte(`<p>page</p>`)},
 		ScriptFile: {Data: []byte(`// script`)}, StyleFile: {Data: []byte(`/* style */`)},
 	}
 	s, err := New(Options{Name: "test page", Prefix: "/p/", Cookie: "sid", Token: testToken, Assets: assets,
-		Log: slog.New(slog.NewTextHandler(logs, nil)), Now: clk.now})
+		Log: slog.New(slog.NewTextHandler(logs, nil)), Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +166,7 @@ func TestWrongTokensThrottled(t *testing.T) {
 	if w := call(h, operator, "POST", "/p/login", nil, "token="+url.QueryEscape(testToken)); w.Code != http.StatusSeeOther {
 		t.Fatalf("another address is blocked too: %d", w.Code)
 	}
-	clk.add(failureEvery)
+	clk.Add(failureEvery)
 	if w := call(h, attacker, "POST", "/p/login", nil, "token="+url.QueryEscape(testToken)); w.Code != http.StatusSeeOther {
 		t.Fatalf("after failureEvery: %d", w.Code)
 	}
@@ -359,7 +329,7 @@ func TestRefusalsLogBounded(t *testing.T) {
 	if n := strings.Count(logs.String(), "\n"); n > maxRefusalLogs {
 		t.Fatalf("1000 refused requests logged %d lines, want at most %d:\n%s", n, maxRefusalLogs, logs)
 	}
-	clk.add(refusalLogEvery)
+	clk.Add(refusalLogEvery)
 	call(h, "10.9.9.9:1", "GET", "/p/data", nil, "")
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	if last := lines[len(lines)-1]; !strings.Contains(last, "unlogged=") {

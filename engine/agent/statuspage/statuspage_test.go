@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -15,39 +14,26 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent/statuspage"
+	"github.com/sluice-edge/sluice/engine/webpage/webpagetest"
 )
 
 const token = "s3cret-token-0123456789abcdef"
-
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // fixture is a handler over a settable view, with its log.
 type fixture struct {
 	h    *statuspage.Handler
 	srv  *httptest.Server
-	log  *bytes.Buffer
-	clk  *clock
+	log  *webpagetest.LockedBuffer
+	clk  *webpagetest.Clock
 	mu   sync.Mutex
 	view statuspage.View
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{log: &bytes.Buffer{}, clk: &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	f := &fixture{log: &webpagetest.LockedBuffer{}, clk: webpagetest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))}
 	f.view = statuspage.View{Edge: "edge-01", Sinks: []statuspage.Sink{{Pipeline: "p", Sink: "cloud", Type: "nats", BacklogRows: 42}}}
-	var lmu sync.Mutex
-	h, err := statuspage.New(statuspage.Options{Token: token, Log: slog.New(slog.NewTextHandler(lockedWriter{&lmu, f.log}, nil)), Now: f.clk.now,
+	h, err := statuspage.New(statuspage.Options{Token: token, Log: slog.New(slog.NewTextHandler(f.log, nil)), Now: f.clk.Now,
 		Snapshot: func() statuspage.View { f.mu.Lock(); defer f.mu.Unlock(); return f.view }})
 	if err != nil {
 		t.Fatal(err)
@@ -58,36 +44,11 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// noRedirect is a client that shows redirects instead of following them.
-var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
+// do sends a request to the page's server (a redirect is answered, not
+// followed).
 func (f *fixture) do(t *testing.T, method, path string, hdr map[string]string, body string) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	return webpagetest.Do(t, method, f.srv.URL+path, hdr, body)
 }
 
 // session signs in with ?token= and returns the session cookie.
@@ -184,7 +145,7 @@ func TestSessionsExpireAndAreBounded(t *testing.T) {
 	if get(first) != 200 {
 		t.Fatal("a new session is refused")
 	}
-	f.clk.add(statuspage.SessionTTL + time.Second)
+	f.clk.Add(statuspage.SessionTTL + time.Second)
 	if get(first) != 401 {
 		t.Fatal("an expired session is accepted")
 	}
@@ -192,7 +153,7 @@ func TestSessionsExpireAndAreBounded(t *testing.T) {
 	var cs []*http.Cookie
 	for i := range statuspage.MaxSessions + 5 {
 		cs = append(cs, f.session(t))
-		f.clk.add(time.Duration(i+1) * time.Millisecond)
+		f.clk.Add(time.Duration(i+1) * time.Millisecond)
 	}
 	if get(cs[0]) != 401 {
 		t.Fatal("the oldest session survived more than MaxSessions sign-ins")
@@ -228,7 +189,7 @@ func TestViewRatesConditionsAndETA(t *testing.T) {
 		t.Fatalf("alerts %q, want %q", strings.Join(names, " "), want)
 	}
 	since := v.Alerts[1].Since
-	f.clk.add(2 * time.Second)
+	f.clk.Add(2 * time.Second)
 	f.view.Pipelines[0].Steps[0].Rows = 300
 	v = f.h.View()
 	if got := v.Pipelines[0].Steps[0].RowsPerSec; got != 100 {
@@ -242,7 +203,7 @@ func TestViewRatesConditionsAndETA(t *testing.T) {
 	if v = f.h.View(); len(v.Alerts) != 3 {
 		t.Fatalf("alerts after the link returned: %+v", v.Alerts)
 	}
-	f.clk.add(time.Second)
+	f.clk.Add(time.Second)
 	f.view.Sinks[0].LinkUp = false
 	if v = f.h.View(); !v.Alerts[1].Since.After(since) {
 		t.Fatalf("a raised-again alert kept its old since %v", v.Alerts[1].Since)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/sluice-edge/sluice/engine/hub/console"
+	"github.com/sluice-edge/sluice/engine/webpage/webpagetest"
 )
 
 // TestConsoleAuthAndAPI: the console is a login form without the token;
@@ -29,20 +30,9 @@ func TestConsoleAuthAndAPI(t *testing.T) {
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	do := func(method, path string, hdr map[string]string, body string) (*http.Response, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, string(b)
+		return webpagetest.Do(t, method, srv.URL+path, hdr, body)
 	}
 	resp, _ := do("GET", console.Prefix+"?token="+url.QueryEscape(token), nil, "")
 	var cookie string

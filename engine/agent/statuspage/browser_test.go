@@ -2,7 +2,6 @@ package statuspage_test
 
 import (
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -14,16 +13,6 @@ import (
 	"github.com/sluice-edge/sluice/engine/webpage/browsertest"
 )
 
-// hostile is markup that runs a script wherever a page turns data into
-// HTML (or a link), each setting window.__xss to the field's name.
-func hostile(field string) string {
-	return fmt.Sprintf(`<img src=x onerror="window.__xss='%[1]s'">"><svg onload="window.__xss='%[1]s'"><script>window.__xss='%[1]s'</script><a href="javascript:window.__xss='%[1]s'">%[1]s</a>`, field)
-}
-
-// noMarkupJS is true when the page holds no element data could have
-// made: no image, svg, script in the body, link, frame or object.
-const noMarkupJS = `window.__xss === undefined && document.querySelectorAll("body img, body svg, body script, a, iframe, object, embed").length === 0`
-
 // TestStatusPageHostileDataInBrowser: every string of the snapshot a
 // device, a bundle or the log controls carries markup and a javascript:
 // link; the page shows it as text, runs none of it, makes no element of
@@ -32,19 +21,19 @@ func TestStatusPageHostileDataInBrowser(t *testing.T) {
 	b := browsertest.New(t)
 	now := time.Now().UTC()
 	v := statuspage.View{
-		Edge: hostile("edge"), Software: hostile("software"), Bundle: hostile("bundle"), Version: 3,
-		Pipelines: []statuspage.Pipeline{{Name: hostile("pipeline"), State: "failed", Err: hostile("err"),
-			Steps: []statuspage.Step{{Name: hostile("step"), Kind: "source up", Type: hostile("type"), Inputs: []string{hostile("input")}, Rows: 5}}}},
-		Sinks: []statuspage.Sink{{Pipeline: hostile("sinkpipeline"), Sink: hostile("sink"), Type: hostile("sinktype"), BacklogRows: 7}},
-		Alerts: []statuspage.Alert{{Asset: hostile("asset"), Type: hostile("alerttype"), Name: hostile("alertname"),
-			Severity: "minor up login", Message: hostile("message")}},
+		Edge: browsertest.Hostile("edge"), Software: browsertest.Hostile("software"), Bundle: browsertest.Hostile("bundle"), Version: 3,
+		Pipelines: []statuspage.Pipeline{{Name: browsertest.Hostile("pipeline"), State: "failed", Err: browsertest.Hostile("err"),
+			Steps: []statuspage.Step{{Name: browsertest.Hostile("step"), Kind: "source up", Type: browsertest.Hostile("type"), Inputs: []string{browsertest.Hostile("input")}, Rows: 5}}}},
+		Sinks: []statuspage.Sink{{Pipeline: browsertest.Hostile("sinkpipeline"), Sink: browsertest.Hostile("sink"), Type: browsertest.Hostile("sinktype"), BacklogRows: 7}},
+		Alerts: []statuspage.Alert{{Asset: browsertest.Hostile("asset"), Type: browsertest.Hostile("alerttype"), Name: browsertest.Hostile("alertname"),
+			Severity: "minor up login", Message: browsertest.Hostile("message")}},
 		HealthAlerts: true,
-		Applies:      []statuspage.Apply{{Time: now, Bundle: hostile("applybundle"), Version: 2, Outcome: hostile("outcome"), Reason: hostile("reason")}},
-		Pending:      []string{hostile("pending")},
-		Warnings:     []statuspage.Warning{{Time: now, Level: "ERROR up", Text: hostile("logline")}},
+		Applies:      []statuspage.Apply{{Time: now, Bundle: browsertest.Hostile("applybundle"), Version: 2, Outcome: browsertest.Hostile("outcome"), Reason: browsertest.Hostile("reason")}},
+		Pending:      []string{browsertest.Hostile("pending")},
+		Warnings:     []statuspage.Warning{{Time: now, Level: "ERROR up", Text: browsertest.Hostile("logline")}},
 		Control:      true,
-		Commands: []statuspage.Command{{ID: hostile("cmdid"), Product: hostile("product"), Asset: hostile("cmdasset"), Service: hostile("service"),
-			Inputs: hostile("inputs"), Origin: hostile("origin"), Class: hostile("class"), Status: hostile("status"), Reason: hostile("cmdreason"),
+		Commands: []statuspage.Command{{ID: browsertest.Hostile("cmdid"), Product: browsertest.Hostile("product"), Asset: browsertest.Hostile("cmdasset"), Service: browsertest.Hostile("service"),
+			Inputs: browsertest.Hostile("inputs"), Origin: browsertest.Hostile("origin"), Class: browsertest.Hostile("class"), Status: browsertest.Hostile("status"), Reason: browsertest.Hostile("cmdreason"),
 			Created: now, Updated: now}},
 	}
 	h, err := statuspage.New(statuspage.Options{Token: token, Snapshot: func() statuspage.View { return v }})
@@ -54,17 +43,17 @@ func TestStatusPageHostileDataInBrowser(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	b.Go(t, srv.URL+statuspage.Prefix+"?token="+url.QueryEscape(token))
-	b.Wait(t, "the hostile edge name as text", `document.getElementById("edge").textContent === `+jsString(hostile("edge")))
+	b.Wait(t, "the hostile edge name as text", `document.getElementById("edge").textContent === `+browsertest.JSString(browsertest.Hostile("edge")))
 	b.Wait(t, "the log line", `document.querySelectorAll("#warnings li").length === 1`)
 	for _, field := range []string{"software", "err", "step", "type", "input", "sinkpipeline", "sinktype", "asset", "alerttype", "alertname",
 		"message", "applybundle", "outcome", "reason", "pending", "logline", "product", "cmdasset", "service", "inputs", "origin", "class",
 		"status", "cmdreason"} {
-		if !browsertest.Eval[bool](t, b, `document.body.textContent.includes(`+jsString(hostile(field))+`)`) {
+		if !browsertest.Eval[bool](t, b, `document.body.textContent.includes(`+browsertest.JSString(browsertest.Hostile(field))+`)`) {
 			t.Errorf("the page does not show %s as text", field)
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // an image's onerror fires after its load fails
-	if !browsertest.Eval[bool](t, b, noMarkupJS) {
+	if !browsertest.Eval[bool](t, b, browsertest.NoMarkupJS) {
 		t.Fatalf("hostile data ran or made markup: __xss=%q", browsertest.Eval[string](t, b, `String(window.__xss)`))
 	}
 	for _, c := range []struct{ what, expr string }{
@@ -94,39 +83,19 @@ func TestStatusPageCrossOriginInBrowser(t *testing.T) {
 	}
 	page := httptest.NewServer(h)
 	defer page.Close()
-	var attackerDone atomic.Bool
-	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/done" {
-			attackerDone.Store(true)
-			return
-		}
-		w.Header().Set("Content-Type", "text/html")
-		fmt.Fprintf(w, `<!doctype html><body><iframe name="sink"></iframe>
+	attacker := browsertest.NewAttacker(t, page.URL, fmt.Sprintf(`<!doctype html><body><iframe name="sink"></iframe>
 <form id="f" method="post" action="%[1]s/status/logout" target="sink"></form>
 <img src="%[1]s/status/data?img" onerror="fetch('/done?img')">
 <script>
 document.getElementById("f").submit();
 fetch("%[1]s/status/data", {credentials: "include", mode: "no-cors"}).finally(() => setTimeout(() => fetch("/done"), 500));
-</script></body>`, page.URL)
-	}))
-	defer attacker.Close()
-	if !strings.HasPrefix(attacker.URL, "http://127.0.0.1:") || !strings.HasPrefix(page.URL, "http://127.0.0.1:") {
-		t.Fatalf("the servers %s and %s are not on one host", page.URL, attacker.URL)
-	}
+</script></body>`, page.URL))
 
 	b.Go(t, page.URL+statuspage.Prefix+"?token="+url.QueryEscape(token))
 	b.Wait(t, "the page", `document.getElementById("edge").textContent === "edge-01"`)
 	b.Go(t, "about:blank")
 	before := reads.Load()
-	b.Go(t, attacker.URL+"/")
-	deadline := time.Now().Add(30 * time.Second)
-	for !attackerDone.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the attacker's page did not finish")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond)
+	attacker.Visit(t, b)
 	if n := reads.Load() - before; n != 0 {
 		t.Errorf("another origin's page read the edge's data %d times", n)
 	}
@@ -135,23 +104,4 @@ fetch("%[1]s/status/data", {credentials: "include", mode: "no-cors"}).finally(()
 	if browsertest.Eval[bool](t, b, `!!document.querySelector("input[name=token]")`) {
 		t.Fatal("another origin's page signed the operator out")
 	}
-}
-
-// jsString quotes s as a JavaScript string.
-func jsString(s string) string {
-	var sb strings.Builder
-	sb.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			sb.WriteByte('\\')
-			sb.WriteRune(r)
-		case r < 0x20 || r == '<':
-			fmt.Fprintf(&sb, `\u%04x`, r)
-		default:
-			sb.WriteRune(r)
-		}
-	}
-	sb.WriteByte('"')
-	return sb.String()
 }

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,34 +19,23 @@ import (
 
 const browserToken = "console-browser-token-0123456789"
 
-// hostile is markup that runs a script wherever a page turns data into
-// HTML (or a link), each setting window.__xss to the field's name.
-func hostile(field string) string {
-	return fmt.Sprintf(`<img src=x onerror="window.__xss='%[1]s'">"><svg onload="window.__xss='%[1]s'"><script>window.__xss='%[1]s'</script><a href="javascript:window.__xss='%[1]s'">%[1]s</a>`, field)
-}
-
-func jsString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
-}
-
 // hostileAPI answers the console's reads with what a hostile edge (or a
 // compromised hub store) could put in every string: alerts, releases,
 // commands and log lines an edge sends.
 func hostileAPI(t *testing.T) http.Handler {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	answers := map[string]any{
-		"/v1/edges": []map[string]any{{"id": "edge-1", "online": true, "bundle": hostile("edgebundle"), "version": 2,
-			"software": hostile("software"), "backlog": 3, "last_seen": now}},
-		"/v1/alerts": []map[string]any{{"state": "raised warn up", "severity": "minor up", "edge": "edge-1", "asset": hostile("asset"),
-			"rule": hostile("rule"), "type": hostile("alerttype"), "content": hostile("content"), "occur_time": now, "changed_at": now}},
-		"/v1/releases": []map[string]any{{"id": hostile("releaseid"), "bundle": hostile("releasebundle"), "version": 2, "target": hostile("target"),
-			"released_at": now, "edges": []map[string]any{{"edge": "edge-1", "state": "rejected", "reason": hostile("releasereason")}}}},
-		"/v1/commands": []map[string]any{{"id": "c1", "created": now, "updated": now, "edge": "edge-1", "product": hostile("product"),
-			"asset": hostile("cmdasset"), "service": hostile("service"), "inputs": map[string]any{hostile("inputkey"): hostile("inputvalue")},
-			"origin": hostile("origin"), "class": hostile("class"), "status": hostile("status"), "reason": hostile("cmdreason")}},
-		"/v1/edges/edge-1/logs": map[string]any{"records": []map[string]any{{"time": now, "level": "ERROR up", "msg": hostile("logmsg"),
-			hostile("logkey"): hostile("logvalue")}}},
+		"/v1/edges": []map[string]any{{"id": "edge-1", "online": true, "bundle": browsertest.Hostile("edgebundle"), "version": 2,
+			"software": browsertest.Hostile("software"), "backlog": 3, "last_seen": now}},
+		"/v1/alerts": []map[string]any{{"state": "raised warn up", "severity": "minor up", "edge": "edge-1", "asset": browsertest.Hostile("asset"),
+			"rule": browsertest.Hostile("rule"), "type": browsertest.Hostile("alerttype"), "content": browsertest.Hostile("content"), "occur_time": now, "changed_at": now}},
+		"/v1/releases": []map[string]any{{"id": browsertest.Hostile("releaseid"), "bundle": browsertest.Hostile("releasebundle"), "version": 2, "target": browsertest.Hostile("target"),
+			"released_at": now, "edges": []map[string]any{{"edge": "edge-1", "state": "rejected", "reason": browsertest.Hostile("releasereason")}}}},
+		"/v1/commands": []map[string]any{{"id": "c1", "created": now, "updated": now, "edge": "edge-1", "product": browsertest.Hostile("product"),
+			"asset": browsertest.Hostile("cmdasset"), "service": browsertest.Hostile("service"), "inputs": map[string]any{browsertest.Hostile("inputkey"): browsertest.Hostile("inputvalue")},
+			"origin": browsertest.Hostile("origin"), "class": browsertest.Hostile("class"), "status": browsertest.Hostile("status"), "reason": browsertest.Hostile("cmdreason")}},
+		"/v1/edges/edge-1/logs": map[string]any{"records": []map[string]any{{"time": now, "level": "ERROR up", "msg": browsertest.Hostile("logmsg"),
+			browsertest.Hostile("logkey"): browsertest.Hostile("logvalue")}}},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, ok := answers[r.URL.Path]
@@ -82,12 +70,12 @@ func TestConsoleHostileDataInBrowser(t *testing.T) {
 	b.Wait(t, "the log line", `document.querySelectorAll("#log li").length === 1`)
 	for _, field := range []string{"edgebundle", "software", "asset", "rule", "alerttype", "content", "releaseid", "releasebundle", "target",
 		"releasereason", "product", "cmdasset", "service", "origin", "class", "status", "cmdreason", "logmsg", "logkey", "logvalue"} {
-		if !browsertest.Eval[bool](t, b, `document.body.textContent.includes(`+jsString(hostile(field))+`)`) {
+		if !browsertest.Eval[bool](t, b, `document.body.textContent.includes(`+browsertest.JSString(browsertest.Hostile(field))+`)`) {
 			t.Errorf("the console does not show %s as text", field)
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // an image's onerror fires after its load fails
-	if !browsertest.Eval[bool](t, b, `window.__xss === undefined && document.querySelectorAll("body img, body svg, body script, a, iframe, object, embed").length === 0`) {
+	if !browsertest.Eval[bool](t, b, browsertest.NoMarkupJS) {
 		t.Fatalf("hostile data ran or made markup: __xss=%q", browsertest.Eval[string](t, b, `String(window.__xss)`))
 	}
 	for _, c := range []struct{ what, expr string }{
@@ -127,37 +115,17 @@ func TestConsoleCrossOriginInBrowser(t *testing.T) {
 	}
 	page := httptest.NewServer(h)
 	defer page.Close()
-	var attackerDone atomic.Bool
-	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/done" {
-			attackerDone.Store(true)
-			return
-		}
-		w.Header().Set("Content-Type", "text/html")
-		fmt.Fprintf(w, `<!doctype html><body><iframe name="sink"></iframe>
+	attacker := browsertest.NewAttacker(t, page.URL, fmt.Sprintf(`<!doctype html><body><iframe name="sink"></iframe>
 <form id="f" method="post" action="%[1]s/console/logout" target="sink"></form>
 <img src="%[1]s/console/api/v1/edges/edge-1/logs?wait=5m&attacker=img">
 <script>
 document.getElementById("f").submit();
 fetch("%[1]s/console/api/v1/edges?attacker=fetch", {credentials: "include", mode: "no-cors"}).finally(() => setTimeout(() => fetch("/done"), 500));
-</script></body>`, page.URL)
-	}))
-	defer attacker.Close()
-	if !strings.HasPrefix(attacker.URL, "http://127.0.0.1:") || !strings.HasPrefix(page.URL, "http://127.0.0.1:") {
-		t.Fatalf("the servers %s and %s are not on one host", page.URL, attacker.URL)
-	}
+</script></body>`, page.URL))
 	b.Go(t, page.URL+console.Prefix+"?token="+url.QueryEscape(browserToken))
 	b.Wait(t, "the console", `document.querySelectorAll("#edges tbody tr").length === 1`)
 	b.Go(t, "about:blank")
-	b.Go(t, attacker.URL+"/")
-	deadline := time.Now().Add(30 * time.Second)
-	for !attackerDone.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the attacker's page did not finish")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond)
+	attacker.Visit(t, b)
 	mu.Lock()
 	if len(attacked) > 0 {
 		t.Errorf("another origin's page reached the API: %v", attacked)

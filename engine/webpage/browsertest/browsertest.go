@@ -5,9 +5,17 @@ package browsertest
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,25 +35,36 @@ type Browser struct {
 	errors []string
 }
 
-// New starts a headless Chromium tab, or skips t without one (fails it
-// when RequireEnv is set). The tab closes when t ends.
-func New(t *testing.T) *Browser {
+// Chromium returns the path of the system Chromium, or skips t without
+// one (fails it when RequireEnv is set).
+func Chromium(t testing.TB) string {
 	t.Helper()
-	path := ""
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
 		if p, err := exec.LookPath(name); err == nil {
-			path = p
-			break
+			return p
 		}
 	}
-	if path == "" {
-		if os.Getenv(RequireEnv) == "1" {
-			t.Fatalf("no Chromium on the PATH and %s=1", RequireEnv)
-		}
-		t.Skipf("no Chromium on the PATH; set %s=1 to fail instead", RequireEnv)
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf("no Chromium on the PATH and %s=1 (apt-get install -y chromium)", RequireEnv)
 	}
+	t.Skipf("no Chromium on the PATH (apt-get install -y chromium); set %s=1 to fail instead", RequireEnv)
+	return ""
+}
+
+// New starts a headless Chromium tab of 1280 × 900 pixels, or skips t
+// without one (fails it when RequireEnv is set). The tab closes when t
+// ends.
+func New(t testing.TB) *Browser {
+	t.Helper()
+	return NewSized(t, 1280, 900)
+}
+
+// NewSized is New with a window of width × height pixels.
+func NewSized(t testing.TB, width, height int64) *Browser {
+	t.Helper()
+	path := Chromium(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 900))
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(int(width), int(height)))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	b := &Browser{Ctx: ctx}
@@ -65,7 +84,7 @@ func New(t *testing.T) *Browser {
 		}
 	}()
 	t.Cleanup(func() { cancel(); cancelAlloc(); <-done })
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900)); err != nil {
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height)); err != nil {
 		t.Fatalf("starting Chromium: %v", err)
 	}
 	return b
@@ -79,7 +98,7 @@ func (b *Browser) Errors() []string {
 }
 
 // Go navigates to url.
-func (b *Browser) Go(t *testing.T, url string) {
+func (b *Browser) Go(t testing.TB, url string) {
 	t.Helper()
 	if err := chromedp.Do(b.Ctx, chromedp.Navigate(url)); err != nil {
 		t.Fatalf("navigating to %s: %v", url, err)
@@ -87,7 +106,7 @@ func (b *Browser) Go(t *testing.T, url string) {
 }
 
 // Eval evaluates a JavaScript expression of type T.
-func Eval[T any](t *testing.T, b *Browser, expr string) T {
+func Eval[T any](t testing.TB, b *Browser, expr string) T {
 	t.Helper()
 	v, err := chromedp.Run(b.Ctx, chromedp.Evaluate[T](expr))
 	if err != nil {
@@ -97,7 +116,7 @@ func Eval[T any](t *testing.T, b *Browser, expr string) T {
 }
 
 // Wait evaluates expr until it is true, for at most 30 seconds.
-func (b *Browser) Wait(t *testing.T, what, expr string) {
+func (b *Browser) Wait(t testing.TB, what, expr string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -111,4 +130,84 @@ func (b *Browser) Wait(t *testing.T, what, expr string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Screenshot writes a screenshot of the whole page to the PNG file out,
+// making its directory.
+func (b *Browser) Screenshot(t testing.TB, out string) {
+	t.Helper()
+	png, err := chromedp.Run(b.Ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s (%d bytes)", out, len(png))
+}
+
+// Hostile is markup that runs a script wherever a page turns data into
+// HTML (or a link), each setting window.__xss to field.
+func Hostile(field string) string {
+	return fmt.Sprintf(`<img src=x onerror="window.__xss='%[1]s'">"><svg onload="window.__xss='%[1]s'"><script>window.__xss='%[1]s'</script><a href="javascript:window.__xss='%[1]s'">%[1]s</a>`, field)
+}
+
+// NoMarkupJS is true when the page holds no element Hostile data could
+// have made (no image, svg, script in the body, link, frame or object)
+// and none of it ran.
+const NoMarkupJS = `window.__xss === undefined && document.querySelectorAll("body img, body svg, body script, a, iframe, object, embed").length === 0`
+
+// JSString quotes s as a JavaScript string literal.
+func JSString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// Attacker is another origin's page: a server on another port of
+// 127.0.0.1 that answers page at / and is told at /done that the page has
+// done its work (the page ends with fetch("/done")).
+type Attacker struct {
+	// URL is the attacker's address.
+	URL  string
+	done atomic.Bool
+}
+
+// NewAttacker starts an attacker serving page, on the host of the page
+// under attack at pageURL (same-site, so SameSite=Strict sends its
+// cookies). It stops when t ends.
+func NewAttacker(t testing.TB, pageURL, page string) *Attacker {
+	t.Helper()
+	a := &Attacker{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/done" {
+			a.done.Store(true)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, page)
+	}))
+	t.Cleanup(srv.Close)
+	a.URL = srv.URL
+	if !strings.HasPrefix(a.URL, "http://127.0.0.1:") || !strings.HasPrefix(pageURL, "http://127.0.0.1:") {
+		t.Fatalf("the servers %s and %s are not on one host", pageURL, a.URL)
+	}
+	return a
+}
+
+// Visit opens the attacker's page in b and waits, for at most 30
+// seconds, until it is done, and 300 ms more for what it set off.
+func (a *Attacker) Visit(t testing.TB, b *Browser) {
+	t.Helper()
+	b.Go(t, a.URL+"/")
+	deadline := time.Now().Add(30 * time.Second)
+	for !a.done.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the attacker's page did not finish")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
 }

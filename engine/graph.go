@@ -42,6 +42,9 @@ type Node struct {
 	// replaced is set when a successor takes over the sink's durable state
 	// (see Graph.Replace).
 	replaced atomic.Bool
+	// keepOpen is set on a sink that stays open when the graph's sources
+	// end (see Graph.KeepOpen).
+	keepOpen atomic.Bool
 	// retire is set on an operator a release switch takes away or
 	// replaces (see Graph.Retire); retired counts what its Retire ended.
 	retire  atomic.Pointer[retirement]
@@ -106,6 +109,9 @@ type Graph struct {
 	switching atomic.Bool
 	// ckpt is the checkpoint coordinator, or nil (see Checkpoints).
 	ckpt *checkpointing
+	// kept are the sinks left open when the graph ended (KeepOpen),
+	// guarded by mu.
+	kept []*Node
 }
 
 // DefaultWriteDeadline is the default Graph.WriteDeadline.
@@ -180,6 +186,48 @@ func (n *Node) HandedOver() bool { return n.handover.Load() }
 // a sink holds data back (a full buffer on a dead link). Call it before
 // stopping the graph.
 func (g *Graph) KeepWriting() { g.keepWriting.Store(true) }
+
+// KeepOpen marks a sink that stays open when the graph ends because its
+// sources ended (it was neither stopped nor did it fail): Run returns with
+// the sink open — it is written no more, and what it holds goes on being
+// delivered — and CloseKept closes it. A runtime that outlives its graphs
+// keeps so the sinks that carry the engine's own alerts (see AlertRoute),
+// so that an alert raised after a pipeline's sources ended still has a
+// sink to go through. A graph that stops, fails or switches closes the
+// sink as usual. Call it before Run.
+func (g *Graph) KeepOpen(n *Node) {
+	if n.kind == sinkNode {
+		n.keepOpen.Store(true)
+	}
+}
+
+// CloseKept closes the sinks the graph left open when it ended (see
+// KeepOpen) and returns the first error; a graph stopped by a release
+// switch (Switching) closes them as in a switch. Call it once Run has
+// returned; a second call does nothing.
+func (g *Graph) CloseKept(ctx context.Context) error {
+	g.mu.Lock()
+	kept := g.kept
+	g.kept = nil
+	g.mu.Unlock()
+	var errs []error
+	for _, n := range kept {
+		if err := n.sink.Close(g.closeContext(ctx)); err != nil {
+			errs = append(errs, fmt.Errorf("graph %s: close %s: %w", g.Name, n.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// closeContext is the context sinks close with: not cancelled with ctx,
+// and telling a switch (InSwitch).
+func (g *Graph) closeContext(ctx context.Context) context.Context {
+	c := context.WithoutCancel(ctx)
+	if g.switching.Load() {
+		c = context.WithValue(c, switchKey{}, true)
+	}
+	return c
+}
 
 // Switching marks a graph stopped by a release switch while the engine's
 // other graphs go on: its sinks close with a context for which InSwitch
@@ -299,6 +347,17 @@ func (g *Graph) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	g.closeSources()
+	g.mu.Lock()
+	failed := g.err != nil
+	g.mu.Unlock()
+	if failed {
+		// A graph that failed keeps no sink open.
+		if err := g.CloseKept(ctx); err != nil {
+			g.log.Warn("closing a sink failed", "err", err)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	return g.err
 }
 
@@ -617,10 +676,14 @@ func (g *Graph) runSink(ctx context.Context, in *inlet, n *Node) {
 	}
 	// A sink that broke is not handed over: it closes here.
 	n.handover.Store(false)
-	closeCtx := context.WithoutCancel(ctx)
-	if g.switching.Load() {
-		closeCtx = context.WithValue(closeCtx, switchKey{}, true)
+	if n.keepOpen.Load() && !broken && ctx.Err() == nil && !g.failed.Load() && !g.switching.Load() && !n.replaced.Load() {
+		// The sources ended: it stays open for CloseKept.
+		g.mu.Lock()
+		g.kept = append(g.kept, n)
+		g.mu.Unlock()
+		return
 	}
+	closeCtx := g.closeContext(ctx)
 	if n.replaced.Load() {
 		// Its successor delivers what it holds: close at once.
 		var cancel context.CancelFunc

@@ -215,6 +215,14 @@ func (r *Runtime) Start(ctx context.Context, rel *Release) error {
 func (r *Runtime) launch(p *Pipeline, fp string) {
 	ctx, cancel := context.WithCancel(r.ctx)
 	run := &running{p: p, fp: fp, cancel: cancel, exited: make(chan struct{}), state: "running", since: time.Now()}
+	for _, b := range p.Components {
+		if fs, ok := b.sink.(*forward.Sink); ok && fs.CarriesAlerts() && b.Node != nil {
+			// The engine's own alerts (health, drops) go on through it
+			// once the pipeline's sources ended, until the pipeline is
+			// stopped or switched away.
+			p.Graph.KeepOpen(b.Node)
+		}
+	}
 	r.running[p.Def.Name] = run
 	if !slices.Contains(r.order, p.Def.Name) {
 		r.order = append(r.order, p.Def.Name)
@@ -332,6 +340,10 @@ func (r *Runtime) Stop() error {
 				_ = b.relay.Stop()
 			}
 		}
+	}
+	// The sinks carrying alerts of pipelines that finished close last.
+	for _, run := range runs {
+		r.closeKept(run)
 	}
 	r.checkDone()
 	return r.Err()
@@ -622,6 +634,15 @@ func (r *Runtime) stopRun(run *running) {
 		if b.relay != nil && !b.handedOver {
 			_ = b.relay.Stop()
 		}
+	}
+	r.closeKept(run)
+}
+
+// closeKept closes the sinks a finished pipeline kept open (see
+// engine.Graph.KeepOpen), once its graph has returned.
+func (r *Runtime) closeKept(run *running) {
+	if err := run.p.Graph.CloseKept(context.Background()); err != nil {
+		r.opts.logger().Error("closing a sink of a finished pipeline", "pipeline", run.p.Def.Name, "err", err)
 	}
 }
 

@@ -284,6 +284,11 @@ func shareQuota(opts Options) (*buffer.Quota, error) {
 	return opts.Shared.Get(key, create).(*buffer.Quota), nil
 }
 
+// CarriesAlerts reports whether the sink carries alerts
+// (engine.IsAlertSchema): the alerts the engine raises about itself go
+// through it.
+func (s *Sink) CarriesAlerts() bool { return s.alert }
+
 // Buffer returns the sink's buffer (for status and tools).
 func (s *Sink) Buffer() *buffer.Buffer { return s.buf }
 

@@ -123,6 +123,16 @@ type AlertView struct {
 	ChangedAt      time.Time  `json:"changed_at"`
 }
 
+// AlertTransitionView is one recorded change of an alert: raised or
+// cleared at a time, with its value (null when NaN or infinite).
+type AlertTransitionView struct {
+	ID    string    `json:"id"`
+	Edge  string    `json:"edge"`
+	State string    `json:"state"`
+	Time  time.Time `json:"time"`
+	Value *float64  `json:"value"`
+}
+
 // Health is the answer of HealthPath.
 type Health struct {
 	OK bool `json:"ok"`
@@ -254,6 +264,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET "+ReleasesPath, a.releases)
 	mux.HandleFunc("GET "+ReleasesPath+"/{id}", a.releaseStatus)
 	mux.HandleFunc("GET "+AlertsPath, a.alerts)
+	mux.HandleFunc("GET "+AlertsPath+"/{id}/history", a.alertHistory)
 	mux.HandleFunc("POST "+CommandsPath, a.issueCommand)
 	mux.HandleFunc("GET "+CommandsPath, a.commands)
 	mux.HandleFunc("GET "+CommandsPath+"/{id}", a.command)
@@ -483,6 +494,47 @@ func (a *API) releaseStatus(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(NextHeader, next)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, v)
+}
+
+// alertHistory answers a page of the recorded changes of alert {id} of
+// edge= (an alert is an edge's and its id), newest first.
+func (a *API) alertHistory(w http.ResponseWriter, r *http.Request) {
+	id, edge := r.PathValue("id"), r.URL.Query().Get("edge")
+	if err := protocol.CheckEdgeID(edge); err != nil {
+		a.fail(w, r, fmt.Errorf("%w: edge=: %w", errBadQuery, err))
+		return
+	}
+	if id == "" || len(id) > store.DefaultMaxTextBytes {
+		a.fail(w, r, fmt.Errorf("%w: an alert id of 1 to %d bytes", errBadQuery, store.DefaultMaxTextBytes))
+		return
+	}
+	if err := checkText(id); err != nil {
+		a.fail(w, r, fmt.Errorf("%w: alert id: %w", errBadQuery, err))
+		return
+	}
+	limit, after, err := pageQuery(r, 2)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var from *store.TransitionKey
+	if after != nil {
+		at, terr := time.Parse(time.RFC3339Nano, after[0])
+		if terr != nil {
+			a.fail(w, r, fmt.Errorf("%w: after: not a cursor of this listing", errBadQuery))
+			return
+		}
+		from = &store.TransitionKey{Time: at, MsgID: after[1]}
+	}
+	p := newPage(limit)
+	err = a.hub.st.TransitionsBefore(r.Context(), edge, id, from, limit+1, func(t store.Transition) bool {
+		v := AlertTransitionView{ID: t.AlertID, Edge: t.Edge, State: t.State, Time: t.Time}
+		if val := t.Value; !math.IsNaN(val) && !math.IsInf(val, 0) {
+			v.Value = &val
+		}
+		return p.add(v, func() string { return encodeCursor(t.Time.UTC().Format(time.RFC3339Nano), t.MsgID) })
+	})
+	a.writePage(w, r, p, err)
 }
 
 // leaseEvents answers a page of an edge's lease events (audit entries of

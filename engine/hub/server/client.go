@@ -63,7 +63,13 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 // doHeader is do that also returns the answer's header.
 func (c *Client) doHeader(ctx context.Context, method, path string, q url.Values, body io.Reader, size int64, v any) (http.Header, error) {
 	u := *c.base
-	u.Path += path
+	// path is escaped (an alert id may hold a "/", as %2F): keep it so.
+	unesc, err := url.PathUnescape(path)
+	if err != nil {
+		return nil, fmt.Errorf("hub: path %.80q: %w", path, err)
+	}
+	u.RawPath = u.EscapedPath() + path
+	u.Path += unesc
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
@@ -228,6 +234,18 @@ func (c *Client) LeaseEventsPage(ctx context.Context, edge, asset, after string,
 	var es []LeaseEventView
 	next, err := c.getPage(ctx, EdgesPath+"/"+url.PathEscape(edge)+"/leases", q, &es)
 	return es, next, err
+}
+
+// AlertHistoryPage asks for the recorded changes of alert id of edge,
+// newest first, after the cursor after (from the newest when empty), at
+// most limit (the hub's default when 0). It returns the cursor of the
+// next page, "" when none remains.
+func (c *Client) AlertHistoryPage(ctx context.Context, edge, id, after string, limit int) ([]AlertTransitionView, string, error) {
+	q := pageValues(after, limit)
+	q.Set("edge", edge)
+	var ts []AlertTransitionView
+	next, err := c.getPage(ctx, AlertsPath+"/"+url.PathEscape(id)+"/history", q, &ts)
+	return ts, next, err
 }
 
 // AlertsPage asks for the alerts' current states after the cursor after

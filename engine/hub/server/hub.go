@@ -71,6 +71,7 @@ type Store interface {
 	ReleaseStatusAfter(ctx context.Context, id int64, after string, limit int) ([]store.ReleaseEdge, error)
 	ReleasesBefore(ctx context.Context, before int64, limit int) ([]store.ReleaseInfo, error)
 	ReleaseSummaries(ctx context.Context, ids []int64, maxEdges int) (map[int64]store.ReleaseSummary, error)
+	TransitionsBefore(ctx context.Context, edge, id string, after *store.TransitionKey, limit int, f func(store.Transition) bool) error
 	AlertsAfter(ctx context.Context, activeOnly bool, asset string, after *store.AlertKey, limit int, f func(store.Alert) bool) error
 	TryLead(ctx context.Context, name string) (*store.Leader, error)
 }

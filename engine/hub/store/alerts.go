@@ -138,3 +138,42 @@ WHERE edge = $1 AND alert_id = $2 ORDER BY time, state = 'cleared', msg_id`, edg
 	}
 	return out, nil
 }
+
+// TransitionKey is the position of a transition in the newest-first
+// history of an alert: its time and message id.
+type TransitionKey struct {
+	Time  time.Time
+	MsgID string
+}
+
+// TransitionsBefore calls f with the recorded changes of alert id of edge,
+// newest first (by time, then message id), after the key after (from the
+// newest when nil), at most limit, until f returns false.
+func (s *Store) TransitionsBefore(ctx context.Context, edge, id string, after *TransitionKey, limit int, f func(Transition) bool) error {
+	q := `SELECT msg_id, alert_id, edge, state, time, value FROM alert_transitions
+WHERE edge = $1 AND alert_id = $2 ORDER BY time DESC, msg_id DESC LIMIT $3`
+	args := []any{edge, id, limit}
+	if after != nil {
+		q = `SELECT msg_id, alert_id, edge, state, time, value FROM alert_transitions
+WHERE edge = $1 AND alert_id = $2 AND (time, msg_id) < ($4, $5) ORDER BY time DESC, msg_id DESC LIMIT $3`
+		args = append(args, after.Time, after.MsgID)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("hub store: history of %q of edge %q: %w", id, edge, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t Transition
+		if err := rows.Scan(&t.MsgID, &t.AlertID, &t.Edge, &t.State, &t.Time, &t.Value); err != nil {
+			return fmt.Errorf("hub store: history of %q of edge %q: %w", id, edge, err)
+		}
+		if !f(t) {
+			return nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("hub store: history of %q of edge %q: %w", id, edge, err)
+	}
+	return nil
+}

@@ -74,13 +74,67 @@
     if (keep && edges.some((e) => e.id === keep)) sel.value = keep;
   }
 
+  // openAlert is the alert whose history is shown under its row (edge and
+  // id), history its recorded changes as the hub last answered them
+  // (null while asked).
+  let openAlert = "";
+  let history = null;
+  function alertKey(a) { return a.edge + "\n" + a.id; }
+
+  // historyRow is the detail row of alert a: its newest changes.
+  function historyRow(a) {
+    const tr = el("tr", "history");
+    const td = el("td");
+    td.colSpan = 9;
+    if (history === null) {
+      td.appendChild(el("span", "muted", "asking the hub for the history…"));
+    } else if (history.error) {
+      td.appendChild(el("span", "down", "the history could not be read: " + history.error));
+    } else if (history.items.length === 0) {
+      td.appendChild(el("span", "muted", "no change recorded"));
+    } else {
+      td.appendChild(el("span", "muted", "newest " + history.items.length + " changes of " + a.id + " on " + a.edge + ":"));
+      const ul = el("ul", "history");
+      for (const t of history.items) {
+        const value = t.value === null || t.value === undefined ? "" : " · value " + t.value;
+        ul.appendChild(el("li", known(t.state, ["raised", "cleared"]), when(t.time) + " " + (t.state === "raised" ? "raised" : "cleared") + value));
+      }
+      td.appendChild(ul);
+    }
+    tr.appendChild(td);
+    tr.dataset.edge = a.edge;
+    return tr;
+  }
+
+  // loadHistory asks for the newest changes of alert a.
+  async function loadHistory(a) {
+    const key = alertKey(a);
+    try {
+      const q = new URLSearchParams({ edge: a.edge, limit: "50" });
+      const items = await getJSON(api + "alerts/" + encodeURIComponent(a.id) + "/history?" + q.toString());
+      if (openAlert === key) history = { items: Array.isArray(items) ? items : [] };
+    } catch (e) {
+      if (e.status === 401) { location.reload(); return; }
+      if (openAlert === key) history = { error: e.message, items: [] };
+    }
+    if (openAlert === key) renderAlerts(lastAlerts, lastNow);
+  }
+
+  function toggleHistory(a) {
+    const key = alertKey(a);
+    history = null;
+    openAlert = openAlert === key ? "" : key;
+    renderAlerts(lastAlerts, lastNow);
+    if (openAlert) loadHistory(a);
+  }
+
   function renderAlerts(alerts, now) {
     const order = alerts.slice().sort((a, b) => {
       if ((a.state === "raised") !== (b.state === "raised")) return a.state === "raised" ? -1 : 1;
       return new Date(b.changed_at) - new Date(a.changed_at);
     });
     const shown = order.filter((a) => alertFilter === "all" || a.state === alertFilter);
-    fill($("alerts").tBodies[0], shown.map((a) => {
+    fill($("alerts").tBodies[0], shown.flatMap((a) => {
       const tr = row([
         { text: a.state === "raised" ? "active" : a.state },
         { text: a.severity, cls: "sev-" + known(a.severity, severities) },
@@ -93,7 +147,12 @@
       tr.dataset.edge = a.edge;
       tr.dataset.rule = a.rule;
       tr.dataset.state = a.state;
-      return tr;
+      tr.classList.add("clickable");
+      tr.title = "show or hide the alert's history";
+      tr.addEventListener("click", () => toggleHistory(a));
+      if (alertKey(a) !== openAlert) return [tr];
+      tr.classList.add("open");
+      return [tr, historyRow(a)];
     }));
     const nActive = alerts.filter((a) => a.state === "raised").length;
     $("alert-count").textContent = nActive;
@@ -165,6 +224,8 @@
     renderEdges(edges, alerts, releases, now);
     renderAlerts(alerts, now);
     renderReleases(releases);
+    const open = alerts.find((a) => alertKey(a) === openAlert);
+    if (open) loadHistory(open);
     const up = $("updated");
     up.textContent = "updated " + when(now);
     up.classList.remove("stale");

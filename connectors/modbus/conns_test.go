@@ -3,8 +3,6 @@ package modbus_test
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -29,26 +27,7 @@ func readFrom(local, addr string, reg uint16) ([]byte, error) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(waitFor))
-	frame := binary.BigEndian.AppendUint16(nil, 9)
-	frame = binary.BigEndian.AppendUint16(frame, 0)
-	frame = binary.BigEndian.AppendUint16(frame, 6)
-	frame = append(frame, 1, 0x03)
-	frame = binary.BigEndian.AppendUint16(frame, reg)
-	frame = binary.BigEndian.AppendUint16(frame, 1)
-	if _, err := conn.Write(frame); err != nil {
-		return nil, err
-	}
-	head := make([]byte, 7)
-	if _, err := io.ReadFull(conn, head); err != nil {
-		return nil, err
-	}
-	n := int(binary.BigEndian.Uint16(head[4:6]))
-	if n < 1 || n > 260 {
-		return nil, fmt.Errorf("length %d", n)
-	}
-	body := make([]byte, n-1)
-	_, err = io.ReadFull(conn, body)
-	return body, err
+	return exchange(conn, 9, binary.BigEndian.AppendUint16([]byte{0x03, byte(reg >> 8), byte(reg)}, 1))
 }
 
 // TestClientsNotAllowedHoldNoSlot: a host on the network that is not in

@@ -424,8 +424,14 @@ func rawRequest(addr string, pdu []byte) ([]byte, error) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(waitFor))
-	frame := binary.BigEndian.AppendUint16(nil, 7)  // transaction
-	frame = binary.BigEndian.AppendUint16(frame, 0) // protocol
+	return exchange(conn, 7, pdu)
+}
+
+// exchange sends pdu on conn in a Modbus TCP frame of transaction tid
+// for unit 1 and returns the answer's PDU.
+func exchange(conn net.Conn, tid uint16, pdu []byte) ([]byte, error) {
+	frame := binary.BigEndian.AppendUint16(nil, tid) // transaction
+	frame = binary.BigEndian.AppendUint16(frame, 0)  // protocol
 	frame = binary.BigEndian.AppendUint16(frame, uint16(len(pdu)+1))
 	frame = append(frame, 1)
 	frame = append(frame, pdu...)
@@ -441,7 +447,7 @@ func rawRequest(addr string, pdu []byte) ([]byte, error) {
 		return nil, fmt.Errorf("length %d", n)
 	}
 	body := make([]byte, n-1)
-	_, err = io.ReadFull(conn, body)
+	_, err := io.ReadFull(conn, body)
 	return body, err
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/hub/server"
 	"github.com/sluice-edge/sluice/engine/hub/store"
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
+	"github.com/sluice-edge/sluice/engine/webpage/browsertest"
 )
 
 // TestHubConsoleInBrowser runs the whole loop — a NATS JetStream server
@@ -30,7 +31,7 @@ import (
 // up it follows the backlog to zero and the alert to cleared — with no
 // console error.
 func TestHubConsoleInBrowser(t *testing.T) {
-	chromiumPath(t)
+	browsertest.Chromium(t)
 	l := newLoop(t)
 	addr := freeAddr(t)
 	l.hubs["a"] = startChild(t, "hub a", filepath.Join(l.dir, "hub-a.log"), nil,
@@ -143,10 +144,10 @@ sinks:
 	}
 
 	b := newBrowser(t, 1280, 1000)
-	if err := chromedp.Do(b.ctx, chromedp.Navigate(base+"?token="+url.QueryEscape(l.token))); err != nil {
+	if err := chromedp.Do(b.Ctx, chromedp.Navigate(base+"?token="+url.QueryEscape(l.token))); err != nil {
 		t.Fatal(err)
 	}
-	if loc, err := chromedp.Run(b.ctx, chromedp.Location()); err != nil || strings.Contains(loc, "token") {
+	if loc, err := chromedp.Run(b.Ctx, chromedp.Location()); err != nil || strings.Contains(loc, "token") {
 		t.Fatalf("the console's address %q (%v) still holds the token", loc, err)
 	}
 	edgeRow := `document.querySelector('#edges tr[data-edge="edge-01"]')`
@@ -158,47 +159,36 @@ sinks:
 	b.waitJS(t, "the command record", `!document.getElementById("commands-section").hidden && !!document.querySelector('#commands tr[data-id="`+cmd.ID+`"]') && document.querySelector('#commands tr[data-id="`+cmd.ID+`"]').textContent.includes("set_power")`)
 	// The page follows the backlog as it grows.
 	var first int64
-	if first, err = chromedp.Run(b.ctx, chromedp.Evaluate[int64](`Number(`+edgeRow+`.dataset.backlog)`)); err != nil {
+	if first, err = chromedp.Run(b.Ctx, chromedp.Evaluate[int64](`Number(`+edgeRow+`.dataset.backlog)`)); err != nil {
 		t.Fatal(err)
 	}
 	b.waitJS(t, fmt.Sprintf("a backlog above %d rows", first), fmt.Sprintf(`Number(`+edgeRow+`.dataset.backlog) > %d`, first))
 
 	// The edge's log, asked through the hub.
-	if err := chromedp.Do(b.ctx, chromedp.SetValue(chromedp.CSS(`#log-edge`), "edge-01")); err != nil {
+	if err := chromedp.Do(b.Ctx, chromedp.SetValue(chromedp.CSS(`#log-edge`), "edge-01")); err != nil {
 		t.Fatal(err)
 	}
-	if err := chromedp.Do(b.ctx, chromedp.SetValue(chromedp.CSS(`#log-grep`), "publish failed")); err != nil {
+	if err := chromedp.Do(b.Ctx, chromedp.SetValue(chromedp.CSS(`#log-grep`), "publish failed")); err != nil {
 		t.Fatal(err)
 	}
-	if err := chromedp.Do(b.ctx, chromedp.Click(chromedp.CSS(`#log-run`))); err != nil {
+	if err := chromedp.Do(b.Ctx, chromedp.Click(chromedp.CSS(`#log-run`))); err != nil {
 		t.Fatal(err)
 	}
 	b.waitJS(t, "the edge's failed publishes in its log", `document.getElementById("log").dataset.edge === "edge-01" && document.querySelectorAll("#log li").length > 0 && [...document.querySelectorAll("#log li")].every(li => li.textContent.includes("publish failed"))`)
 
 	if os.Getenv(screenshotEnv) == "1" {
-		png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := filepath.Join("..", "..", "docs", "images", "hub-console.png")
-		if err := os.WriteFile(out, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("wrote %s (%d bytes)", out, len(png))
+		b.Screenshot(t, filepath.Join("..", "..", "docs", "images", "hub-console.png"))
 	}
 
 	// On a small screen nothing runs off the page's width.
-	if err := chromedp.Do(b.ctx, chromedp.EmulateViewport(375, 700)); err != nil {
-		t.Fatal(err)
-	}
-	b.waitJS(t, "no horizontal overflow at 375 px", `document.documentElement.scrollWidth <= window.innerWidth`)
+	b.fitsNarrowScreen(t)
 
 	// The data broker comes up: the backlog drains and the alert clears.
 	cut.Start()
 	b.waitJS(t, "the backlog drained", `Number(`+edgeRow+`.dataset.backlog) === 0`)
 	b.waitJS(t, "the link_down alert cleared", `!!document.querySelector('#alerts tr[data-edge="edge-01"][data-rule="link_down"][data-state="cleared"]') && !document.querySelector('#alerts tr[data-rule="link_down"][data-state="raised"]')`)
 
-	if errs := b.consoleErrors(); len(errs) > 0 {
+	if errs := b.Errors(); len(errs) > 0 {
 		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }

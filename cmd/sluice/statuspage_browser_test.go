@@ -1,17 +1,14 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,73 +16,32 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/webpage/browsertest"
 )
-
-// requireBrowserEnv, set to 1 (as CI does), turns the browser tests' skip
-// for a missing Chromium into a failure.
-const requireBrowserEnv = "SLUICE_REQUIRE_BROWSER"
 
 // screenshotEnv, set to 1, makes TestStatusPageInBrowser write the
 // page's screenshot to docs/images/edge-status.png.
 const screenshotEnv = "SLUICE_UPDATE_SCREENSHOTS"
 
-// chromiumPath finds the system Chromium, or skips the test (fails it
-// when requireBrowserEnv is set).
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv(requireBrowserEnv) == "1" {
-		t.Fatalf("no Chromium on the PATH and %s=1 (apt-get install -y chromium)", requireBrowserEnv)
-	}
-	t.Skipf("no Chromium on the PATH (apt-get install -y chromium); set %s=1 to fail instead", requireBrowserEnv)
-	return ""
-}
+// browser is a headless Chromium tab whose waits last up to a minute
+// and stop at the first expression that fails to evaluate.
+type browser struct{ *browsertest.Browser }
 
-// browser is a headless Chromium tab that records console errors,
-// uncaught exceptions and error entries of the browser log.
-type browser struct {
-	ctx    context.Context
-	mu     sync.Mutex
-	errors []string
-}
-
+// newBrowser starts a tab of width × height pixels, or skips the test
+// without Chromium (fails it when browsertest.RequireEnv is set).
 func newBrowser(t *testing.T, width, height int64) *browser {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromiumPath(t)), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(int(width), int(height)))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	b := &browser{ctx: ctx}
-	messages := chromedp.Console(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for m, err := range messages {
-			if err != nil {
-				return
-			}
-			if m.IsException() || m.Type == "error" || m.Type == "assert" {
-				b.mu.Lock()
-				b.errors = append(b.errors, m.String())
-				b.mu.Unlock()
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); cancelAlloc(); <-done })
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height)); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	return b
+	return &browser{browsertest.NewSized(t, width, height)}
 }
 
-func (b *browser) consoleErrors() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.errors...)
+// fitsNarrowScreen checks that on a small screen (375 px) nothing runs
+// off the page's width.
+func (b *browser) fitsNarrowScreen(t *testing.T) {
+	t.Helper()
+	if err := chromedp.Do(b.Ctx, chromedp.EmulateViewport(375, 700)); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS(t, "no horizontal overflow at 375 px", `document.documentElement.scrollWidth <= window.innerWidth`)
 }
 
 // waitJS evaluates the expression until it is true, for at most a
@@ -94,7 +50,7 @@ func (b *browser) waitJS(t *testing.T, what, expr string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](expr))
+		ok, err := chromedp.Run(b.Ctx, chromedp.Evaluate[bool](expr))
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
@@ -102,7 +58,7 @@ func (b *browser) waitJS(t *testing.T, what, expr string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			html, _ := chromedp.Run(b.ctx, chromedp.OuterHTML(chromedp.CSS("main")))
+			html, _ := chromedp.Run(b.Ctx, chromedp.OuterHTML(chromedp.CSS("main")))
 			t.Fatalf("the page did not show %s within a minute:\n%s", what, html)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -112,7 +68,7 @@ func (b *browser) waitJS(t *testing.T, what, expr string) {
 // backlogRows is the total backlog the page shows.
 func (b *browser) backlogRows(t *testing.T) int64 {
 	t.Helper()
-	n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int64](`Number(document.getElementById("backlog-total").dataset.rows || 0)`))
+	n, err := chromedp.Run(b.Ctx, chromedp.Evaluate[int64](`Number(document.getElementById("backlog-total").dataset.rows || 0)`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +80,7 @@ func (b *browser) backlogRows(t *testing.T) int64 {
 // shows the backlog and the link_down health alert, follows the backlog as it
 // grows, and clears both once the broker is up — with no console error.
 func TestStatusPageInBrowser(t *testing.T) {
-	chromiumPath(t)
+	browsertest.Chromium(t)
 	nats := enginetest.NewNATSServer(t) // not started: the link is cut
 	e := newEdgeSetup(t)
 	id := fmt.Sprint(time.Now().UnixNano())
@@ -182,14 +138,14 @@ sinks:
 	}
 
 	b := newBrowser(t, 1280, 860)
-	if err := chromedp.Do(b.ctx, chromedp.Navigate(base+"?token="+url.QueryEscape(strings.TrimSpace(string(token))))); err != nil {
+	if err := chromedp.Do(b.Ctx, chromedp.Navigate(base+"?token="+url.QueryEscape(strings.TrimSpace(string(token))))); err != nil {
 		t.Fatal(err)
 	}
 	// The token left the address bar for a session cookie.
-	if loc, err := chromedp.Run(b.ctx, chromedp.Location()); err != nil || strings.Contains(loc, "token") {
+	if loc, err := chromedp.Run(b.Ctx, chromedp.Location()); err != nil || strings.Contains(loc, "token") {
 		t.Fatalf("the page's address %q (%v) still holds the token", loc, err)
 	}
-	if err := chromedp.Do(b.ctx, chromedp.WaitVisible(chromedp.CSS(`#alerts li[data-name="link_down"][data-asset="plant/cloud"]`))); err != nil {
+	if err := chromedp.Do(b.Ctx, chromedp.WaitVisible(chromedp.CSS(`#alerts li[data-name="link_down"][data-asset="plant/cloud"]`))); err != nil {
 		t.Fatal(err)
 	}
 	b.waitJS(t, "the edge's name", `document.getElementById("edge").textContent === "edge-01"`)
@@ -225,26 +181,12 @@ sinks:
 
 	if os.Getenv(screenshotEnv) == "1" {
 		b.waitJS(t, "a rate", `[...document.querySelectorAll("#pipelines .step")].some(s => !s.textContent.includes("0.0 rows/s"))`)
-		png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := filepath.Join("..", "..", "docs", "images", "edge-status.png")
-		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(out, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("wrote %s (%d bytes)", out, len(png))
+		b.Screenshot(t, filepath.Join("..", "..", "docs", "images", "edge-status.png"))
 	}
 
 	// On a small screen nothing runs off the page's width (tables
 	// scroll in their own box).
-	if err := chromedp.Do(b.ctx, chromedp.EmulateViewport(375, 700)); err != nil {
-		t.Fatal(err)
-	}
-	b.waitJS(t, "no horizontal overflow at 375 px", `document.documentElement.scrollWidth <= window.innerWidth`)
+	b.fitsNarrowScreen(t)
 
 	// The link returns: the backlog drains and the alert clears.
 	nats.Start()
@@ -252,7 +194,7 @@ sinks:
 	b.waitJS(t, "the backlog drained", `Number(document.getElementById("backlog-total").dataset.rows) === 0`)
 	b.waitJS(t, "the sink's link up", `!!document.querySelector('#sinks tr[data-sink="plant/cloud"] td.up')`)
 
-	if errs := b.consoleErrors(); len(errs) > 0 {
+	if errs := b.Errors(); len(errs) > 0 {
 		t.Fatalf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }

@@ -270,13 +270,7 @@ func scanFloat(b []byte, i int) (float64, int, error) {
 		nd = 1
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
 		d := i
-		for ; i < len(b); i++ {
-			c := b[i] - '0'
-			if c > 9 {
-				break
-			}
-			mant = mant*10 + uint64(c)
-		}
+		i, mant = addDigits(b, i, mant)
 		nd = i - d
 	default:
 		return 0, i, errAt(start, "bad number")
@@ -284,13 +278,7 @@ func scanFloat(b []byte, i int) (float64, int, error) {
 	if i < len(b) && b[i] == '.' {
 		i++
 		d := i
-		for ; i < len(b); i++ {
-			c := b[i] - '0'
-			if c > 9 {
-				break
-			}
-			mant = mant*10 + uint64(c)
-		}
+		i, mant = addDigits(b, i, mant)
 		if i == d {
 			return 0, i, errAt(start, "bad number")
 		}
@@ -314,6 +302,19 @@ func scanFloat(b []byte, i int) (float64, int, error) {
 		f = -f
 	}
 	return f, i, nil
+}
+
+// addDigits adds the decimal digits from b[i] on to mant and returns the
+// index after them and the sum.
+func addDigits(b []byte, i int, mant uint64) (int, uint64) {
+	for ; i < len(b); i++ {
+		c := b[i] - '0'
+		if c > 9 {
+			break
+		}
+		mant = mant*10 + uint64(c)
+	}
+	return i, mant
 }
 
 var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -30,12 +29,7 @@ import (
 func TestEdgeReportsToHub(t *testing.T) {
 	srv := enginetest.NewNATSServer(t)
 	e := newEdgeSetup(t)
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "hub: {url: %q, heartbeat: 200ms}\n", srv.URL())
-	f.Close()
+	e.appendConfig(t, fmt.Sprintf("hub: {url: %q, heartbeat: 200ms}\n", srv.URL()))
 	stop := e.start(t)
 
 	code, stdout, stderr := run(t, "import", e.bundle(t, 1, simPipeline("turbines")), "--config", e.config)
@@ -141,12 +135,7 @@ func TestEdgeReportsToHub(t *testing.T) {
 func TestEdgeStopsWhileHubDown(t *testing.T) {
 	srv := enginetest.NewNATSServer(t) // never started
 	e := newEdgeSetup(t)
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "hub: {url: %q, user: edge, password: Hunter2-secret-pw, heartbeat: 100ms}\n", strings.Replace(srv.URL(), "nats://", "nats://edge:Hunter2-url-pw@", 1))
-	f.Close()
+	e.appendConfig(t, fmt.Sprintf("hub: {url: %q, user: edge, password: Hunter2-secret-pw, heartbeat: 100ms}\n", strings.Replace(srv.URL(), "nats://", "nats://edge:Hunter2-url-pw@", 1)))
 	stop := e.start(t)
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(e.log.String(), "publish failed; buffering and retrying") {

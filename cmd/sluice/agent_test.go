@@ -41,6 +41,19 @@ api: {listen: "127.0.0.1:0"}
 	return e
 }
 
+// appendConfig adds text to the edge's configuration.
+func (e *edgeSetup) appendConfig(t *testing.T, text string) {
+	t.Helper()
+	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // bundle builds release v of name w with the given pipeline files.
 func (e *edgeSetup) bundle(t *testing.T, v int, files map[string]string) string {
 	t.Helper()

@@ -18,6 +18,25 @@ import (
 	"github.com/sluice-edge/sluice/engine/control/controlclient"
 )
 
+// answerDevices runs two simulated turbines of product pk on the broker
+// at url, answering commands for 30 seconds or until the test ends, and
+// returns them.
+func answerDevices(t *testing.T, url, clientID, pk string) *devsim.Sim {
+	t.Helper()
+	sim, err := devsim.New(devsim.Config{URLs: []string{url}, ClientID: clientID, ProductKey: pk, Devices: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	stopSim, err := sim.Answer(actx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopSim)
+	return sim
+}
+
 // TestRunConfigControl: an edge with a control section serves the control
 // API beside its local API; a command submitted there goes through the
 // arbiter and the MQTT downlink to a simulated device, which acknowledges
@@ -28,25 +47,10 @@ func TestRunConfigControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer br.Close()
-	sim, err := devsim.New(devsim.Config{URLs: []string{br.URL()}, ClientID: "dev-ctl", ProductKey: "pkctl", Devices: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stopSim, err := sim.Answer(actx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopSim()
+	sim := answerDevices(t, br.URL(), "dev-ctl", "pkctl")
 
 	e := newEdgeSetup(t)
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString("control: {broker: \"" + br.URL() + "\", timeout: 10s}\n")
-	f.Close()
+	e.appendConfig(t, "control: {broker: \""+br.URL()+"\", timeout: 10s}\n")
 	stop := e.start(t)
 	client := func() *controlclient.Client {
 		raw, err := os.ReadFile(filepath.Join(e.data, "agent", "edge.json"))

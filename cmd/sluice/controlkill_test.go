@@ -178,13 +178,8 @@ func TestControlKill9(t *testing.T) {
 	dev := newSlowDevices(t, "kdev-"+sfx, "/sys/"+pk+"/+/thing/service/measurepoint/set", root+"/+/cmd")
 
 	e := newEdgeSetup(t)
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "control:\n  broker: tcp://%s\n  client_id: kctl-%s\n  timeout: 5m\n  json_devices:\n    - {command_topic: %q, assets: [P1, P2]}\n",
-		drilltest.Broker, sfx, root+"/{asset}/cmd")
-	f.Close()
+	e.appendConfig(t, fmt.Sprintf("control:\n  broker: tcp://%s\n  client_id: kctl-%s\n  timeout: 5m\n  json_devices:\n    - {command_topic: %q, assets: [P1, P2]}\n",
+		drilltest.Broker, sfx, root+"/{asset}/cmd"))
 
 	child := startEngineChild(t, e.config)
 	c := child.controlClient(t, e.data)

@@ -33,12 +33,7 @@ sinks:
 `, port)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "pipelines: [p.yaml]\nhealth: {interval: 100ms, link_down_after: 300ms, backlog_for: 1h}\n")
-	f.Close()
+	e.appendConfig(t, "pipelines: [p.yaml]\nhealth: {interval: 100ms, link_down_after: 300ms, backlog_for: 1h}\n")
 	stop := e.start(t)
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(e.log.String(), `"msg":"health alert raised","rule":"link_down"`) {
@@ -109,12 +104,7 @@ func TestAgentApplyFailedAlert(t *testing.T) {
 		t.Skip("runs an agent against the broker")
 	}
 	e := newEdgeSetup(t)
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "health: {interval: 100ms, clear_after: 100ms}\n")
-	f.Close()
+	e.appendConfig(t, "health: {interval: 100ms, clear_after: 100ms}\n")
 	sfx := outboundtest.Suffix()
 	stream := "HA" + sfx + "_ALERTS"
 	alerts := map[string]string{"pipelines/alerts.yaml": fmt.Sprintf(`
@@ -171,12 +161,7 @@ func TestAgentCrashLoopAlert(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(e.dir, "p.yaml"), []byte(simPipeline("p")["pipelines/p.yaml"]), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "pipelines: [p.yaml]\nhealth: {interval: 100ms, restarts_max: 3, restarts_window: 1h}\n")
-	f.Close()
+	e.appendConfig(t, "pipelines: [p.yaml]\nhealth: {interval: 100ms, restarts_max: 3, restarts_window: 1h}\n")
 	starts := filepath.Join(e.data, "health", health.StartsFile)
 	restarts := func() (n int, running bool) {
 		var l struct {

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sluice-edge/sluice/connectors/devsim"
 	"github.com/sluice-edge/sluice/engine/hub/server"
 )
 
@@ -20,25 +17,10 @@ import (
 func TestHubCommandCLI(t *testing.T) {
 	h := startHubCmd(t, "hub_command_test")
 	pk := fmt.Sprintf("hubcmd%d", time.Now().UnixNano()%1e9)
-	sim, err := devsim.New(devsim.Config{URLs: []string{"tcp://127.0.0.1:1883"}, ClientID: "dev-" + pk, ProductKey: pk, Devices: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stopSim, err := sim.Answer(actx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopSim()
+	sim := answerDevices(t, "tcp://127.0.0.1:1883", "dev-"+pk, pk)
 
 	e := newEdgeSetup(t)
-	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "hub: {url: %q, heartbeat: 200ms}\ncontrol: {broker: \"tcp://127.0.0.1:1883\", client_id: ctl-%s}\n", h.nats.URL(), pk)
-	f.Close()
+	e.appendConfig(t, fmt.Sprintf("hub: {url: %q, heartbeat: 200ms}\ncontrol: {broker: \"tcp://127.0.0.1:1883\", client_id: ctl-%s}\n", h.nats.URL(), pk))
 	stop := e.start(t)
 	defer stop()
 

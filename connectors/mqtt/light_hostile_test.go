@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/sluice-edge/sluice/engine"
 )
 
 // hostileBroker is a broker that speaks just enough MQTT to get the light
@@ -371,6 +373,15 @@ func TestLightHostilePackets(t *testing.T) {
 		{"QoS 3", []byte{4, 5}, 0, []step{raw(0x36, 5, 0, 1, 'h', 0, 1)}, 0},
 		{"QoS 2", []byte{4, 5}, 0, []step{pub("h/a", 2, 1)}, 0},
 		{"same packet id twice in flight", []byte{4, 5}, 0, []step{pub("h/a", 1, 7), pub("h/b", 1, 7)}, 1},
+		// 100,000 unacknowledged QoS 1 messages: the ids run out at
+		// 65,535, and the next one reuses an id in flight.
+		{"100k unacknowledged", []byte{4}, 0, []step{func(t testing.TB, v byte) []byte {
+			var b []byte
+			for i := range 100_000 {
+				b = append(b, publishBytes(t, v, "h/a", 1, uint16(i%65535+1), nil)...)
+			}
+			return b
+		}}, 65535},
 		{"beyond the receive maximum", []byte{5}, 2, []step{pub("h/a", 1, 1), pub("h/b", 1, 2), pub("h/c", 1, 3)}, 2},
 		{"topic alias", []byte{5}, 0, []step{withProps(packets.Properties{TopicAlias: 1, TopicAliasFlag: true})}, 0},
 		{"property length beyond the packet", []byte{5}, 0, []step{raw(0x32, 7, 0, 1, 'h', 0, 1, 0x7f, 'x')}, 0},
@@ -399,7 +410,7 @@ func TestLightHostilePackets(t *testing.T) {
 				// One more message after the bad packet; it must not
 				// arrive.
 				b = append(b, publishBytes(t, v, "h/after", 0, 0, []byte("after"))...)
-				s.write(t, b)
+				_, _ = s.conn.Write(b) // the client may close before it has all
 				s.ended(t)
 				if got := col.got(); len(got) != tc.want {
 					for _, m := range got {
@@ -629,4 +640,58 @@ func TestLightHostileRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSourceHostileLongPayload: through the source, a PUBLISH far longer
+// than max_payload is refused as oversized (counted and acknowledged)
+// without being held in memory, and the next message of the connection
+// becomes a row.
+func TestSourceHostileLongPayload(t *testing.T) {
+	h := newHostileBroker(t)
+	cfg := fmt.Sprintf(`
+urls: [%s]
+client_id: src-%s
+username: %s
+password: %s
+max_payload: 1024
+format: json
+topics: ["h/+"]
+topic_pattern: "h/{deviceKey}"
+schema: {time: ts, key: device, fields: {temp: float64}}
+`, h.url(), suffix(), hostileUser, hostilePass)
+	counters := engine.NewCounters()
+	src := buildSource(t, cfg, engine.BuildContext{Counters: counters, Mem: checkedMem(t)})
+	c := newCollector()
+	sess := make(chan *hostileSession, 1)
+	go func() { sess <- h.handshake(t, 5, true) }() // start returns once subscribed
+	r := start(t, src, c)
+	defer r.stop(t)
+	s := <-sess
+	long := append([]byte(`{"ts":1700000000000,"temp":1,"pad":"`), bytes.Repeat([]byte{'x'}, 4<<20)...)
+	long = append(long, `"}`...)
+	b := append(publishBytes(t, 5, "h/D1", 1, 1, long), publishBytes(t, 5, "h/D2", 1, 2, []byte(`{"ts":1700000000000,"temp":2.5}`))...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s.write(t, b)
+	rows := c.waitRows(t, 1)
+	runtime.ReadMemStats(&after)
+	if rows[0][1] != "D2" {
+		t.Fatalf("rows %v", rows)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 2<<20 {
+		t.Errorf("a 4 MB payload made the source allocate %d MB", grew>>20)
+	}
+	waitCounter(t, counters, "oversized", 1)
+	waitCounter(t, counters, "acked", 2)
+	_ = s.conn.SetReadDeadline(time.Now().Add(waitFor))
+	for acked := map[uint16]bool{}; len(acked) < 2; {
+		pk, err := readHostile(s.r, 5)
+		if err != nil {
+			t.Fatalf("PUBACKs %v: %v", acked, err)
+		}
+		if pk.FixedHeader.Type == packets.Puback {
+			acked[pk.PacketID] = true
+		}
+	}
+	_ = s.conn.Close() // stop then has no round trip to wait for
 }

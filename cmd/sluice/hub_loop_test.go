@@ -596,6 +596,17 @@ func TestHubLoop(t *testing.T) {
 		t.Logf("%d rows stored for 100,000 readings: the kill of e1 fell in the re-emission window", rows)
 	}
 
+	// Every edge that rejected v3 raised apply_failed, and the health
+	// alert reached the hub although the release's sources had ended by
+	// then on some of them (the sinks carrying alerts of a finished
+	// pipeline stay open).
+	for _, e := range all {
+		l.eventually(e.id+"'s apply_failed at the hub", func() (bool, string) {
+			n := l.count(`SELECT count(*) FROM `+l.schema+`.alerts_current WHERE edge = $1 AND type = 'health' AND rule = 'apply_failed' AND state = 'raised'`, e.id)
+			return n == 1, fmt.Sprintf("%d apply_failed alerts raised", n)
+		})
+	}
+
 	// The alert picture: the hub's table equals each edge's own record.
 	// e1 is left out: its alert state died with it (alert state is not
 	// checkpointed across a kill, docs/hub.md). The edge's record is a

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/connectors/devsim"
+	"github.com/sluice-edge/sluice/connectors/devsim/devsimtest"
 	"github.com/sluice-edge/sluice/connectors/mqtt"
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/command"
@@ -19,22 +20,10 @@ import (
 )
 
 // answerDevices runs two simulated turbines of product pk on the broker
-// at url, answering commands for 30 seconds or until the test ends, and
-// returns them.
+// at url, answering commands until the test ends, and returns them.
 func answerDevices(t *testing.T, url, clientID, pk string) *devsim.Sim {
 	t.Helper()
-	sim, err := devsim.New(devsim.Config{URLs: []string{url}, ClientID: clientID, ProductKey: pk, Devices: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	stopSim, err := sim.Answer(actx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stopSim)
-	return sim
+	return devsimtest.Answering(t, devsim.Config{URLs: []string{url}, ClientID: clientID, ProductKey: pk, Devices: 2})
 }
 
 // TestRunConfigControl: an edge with a control section serves the control

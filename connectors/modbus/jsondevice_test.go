@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/connectors/devsim"
+	"github.com/sluice-edge/sluice/connectors/devsim/devsimtest"
 	"github.com/sluice-edge/sluice/connectors/modbus"
 	"github.com/sluice-edge/sluice/connectors/mqtt"
 	"github.com/sluice-edge/sluice/engine/command"
@@ -28,17 +29,9 @@ func TestWriteReachesJSONDevice(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	pk := fmt.Sprintf("mbj%d", plantSeq.Add(1))
 	topic := "plc/" + pk + "/{asset}/set"
-	sim, err := devsim.New(devsim.Config{URLs: []string{b.URL()}, ClientID: "dev-" + pk, ProductKey: pk, Devices: 2, CommandTopic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := devsimtest.Answering(t, devsim.Config{URLs: []string{b.URL()}, ClientID: "dev-" + pk, ProductKey: pk, Devices: 2, CommandTopic: topic})
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	stop, err := sim.Answer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
 
 	late := &control.LateTransport{}
 	a, err := control.Open(control.Options{Dir: t.TempDir(), Transport: late, Timeout: 10 * time.Second, NoSync: true})

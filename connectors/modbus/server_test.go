@@ -22,6 +22,7 @@ import (
 	mb "github.com/simonvetter/modbus"
 
 	"github.com/sluice-edge/sluice/connectors/devsim"
+	"github.com/sluice-edge/sluice/connectors/devsim/devsimtest"
 	"github.com/sluice-edge/sluice/connectors/modbus"
 	"github.com/sluice-edge/sluice/connectors/mqtt"
 	"github.com/sluice-edge/sluice/connectors/windfarm"
@@ -59,18 +60,10 @@ func newPlant(t testing.TB) *plant {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	p := &plant{url: b.URL(), pk: fmt.Sprintf("mb%d", plantSeq.Add(1)), acked: make(chan string, 1<<16)}
-	p.sim, err = devsim.New(devsim.Config{URLs: []string{p.url}, ClientID: "dev-" + p.pk, ProductKey: p.pk, Devices: 2,
+	p.sim = devsimtest.Answering(t, devsim.Config{URLs: []string{p.url}, ClientID: "dev-" + p.pk, ProductKey: p.pk, Devices: 2,
 		Payloads: 40, Seed: 11, Start: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	stop, err := p.sim.Answer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
 	lt := &lateTransport{}
 	p.arbiter, err = control.Open(control.Options{Dir: t.TempDir(), Transport: lt, Timeout: 10 * time.Second, NoSync: true,
 		OnTransition: func(tr control.Transition) {

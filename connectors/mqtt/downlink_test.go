@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/connectors/devsim"
+	"github.com/sluice-edge/sluice/connectors/devsim/devsimtest"
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/enginetest"
@@ -25,19 +26,8 @@ import (
 // T0002 fails, T0003 stays silent.
 func answeringDevices(t *testing.T, url, productKey string) *devsim.Sim {
 	t.Helper()
-	sim, err := devsim.New(devsim.Config{URLs: []string{url}, ClientID: "dev-" + suffix(), ProductKey: productKey,
+	return devsimtest.Answering(t, devsim.Config{URLs: []string{url}, ClientID: "dev-" + suffix(), ProductKey: productKey,
 		Devices: 3, Failing: []string{"T0002"}, Silent: []string{"T0003"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	stop, err := sim.Answer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return sim
 }
 
 func TestDownlink(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/connectors/devsim"
+	"github.com/sluice-edge/sluice/connectors/devsim/devsimtest"
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/control"
@@ -348,17 +349,9 @@ func TestJSONDownlinkAsArbiterTransport(t *testing.T) {
 	b := embedded(t)
 	pk := "pk" + suffix()
 	topic := "plc/" + pk + "/{asset}/set/{point}"
-	sim, err := devsim.New(devsim.Config{URLs: []string{b.url}, ClientID: "dev-" + suffix(), ProductKey: pk, Devices: 2, CommandTopic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := devsimtest.Answering(t, devsim.Config{URLs: []string{b.url}, ClientID: "dev-" + suffix(), ProductKey: pk, Devices: 2, CommandTopic: topic})
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	stop, err := sim.Answer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
 	late := &control.LateTransport{}
 	a, err := control.Open(control.Options{Dir: t.TempDir(), Transport: late, NoSync: true})
 	if err != nil {

@@ -15,10 +15,10 @@ import (
 // or failed closes it as any other sink. An unmarked sink always closes.
 func TestGraphKeepOpen(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		n    int // rows of the source; <0: until stopped
+		name                  string
+		n                     int // rows of the source; <0: until stopped
 		stop, switching, fail bool
-		kept bool // the marked sink is open when Run returns
+		kept                  bool // the marked sink is open when Run returns
 	}{
 		{name: "sources ended", n: 100, kept: true},
 		{name: "stopped", n: -1, stop: true},

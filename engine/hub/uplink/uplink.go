@@ -394,9 +394,7 @@ func (u *Uplink) Report(r agent.Report) error {
 // since a restarted edge tries the record once more.
 func (u *Uplink) Refused(d protocol.Desired, reason error, now time.Time) error {
 	why := reason.Error()
-	if len(why) > maxReasonBytes {
-		why = strings.ToValidUTF8(why[:maxReasonBytes], "") + "…"
-	}
+	why = clipReason(why)
 	r := agent.Report{
 		Time: now.UTC(), Bundle: d.Bundle, Version: d.Version, Outcome: agent.Rejected,
 		Reason: "hub release " + d.ReleaseID + ": " + why, File: d.Digest,
@@ -491,7 +489,7 @@ func (u *Uplink) CommandRecord(rec command.Command, audit []command.Transition) 
 	}
 	for i := range audit {
 		if len(audit[i].Reason) > maxReasonBytes {
-			audit[i].Reason = strings.ToValidUTF8(audit[i].Reason[:maxReasonBytes], "") + "…"
+			audit[i].Reason = clipReason(audit[i].Reason)
 		}
 	}
 	aj, err := json.Marshal(audit)
@@ -501,9 +499,7 @@ func (u *Uplink) CommandRecord(rec command.Command, audit []command.Transition) 
 	data, err := json.Marshal(rec)
 	if err == nil && len(data) > protocol.MaxRecordBytes {
 		rec.Output = nil
-		if len(rec.Reason) > maxReasonBytes {
-			rec.Reason = strings.ToValidUTF8(rec.Reason[:maxReasonBytes], "") + "…"
-		}
+		rec.Reason = clipReason(rec.Reason)
 		data, err = json.Marshal(rec)
 	}
 	if err != nil {
@@ -512,28 +508,7 @@ func (u *Uplink) CommandRecord(rec command.Command, audit []command.Transition) 
 	if len(data) > protocol.MaxRecordBytes {
 		return fmt.Errorf("uplink: command record %s: %d bytes, more than %d", rec.ID, len(data), protocol.MaxRecordBytes)
 	}
-	b := array.NewRecordBuilder(memory.DefaultAllocator, u.cschema.Arrow())
-	defer b.Release()
-	set := func(name string, v any) { appendValue(b.Field(u.cschema.Index(name)), v) }
-	at := rec.Updated
-	if at.IsZero() {
-		at = time.Now()
-	}
-	set(protocol.ColTime, at)
-	set(protocol.ColID, rec.ID)
-	set(protocol.ColVersion, int64(min(rec.Version, 1<<63-1)))
-	set(protocol.ColStatus, string(rec.Status))
-	set(protocol.ColRecord, string(data))
-	set(protocol.ColAudit, string(aj))
-	row := b.NewRecordBatch()
-	u.ctlMu.Lock()
-	defer u.ctlMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), u.opts.WriteTimeout)
-	defer cancel()
-	if err := u.control.Write(ctx, engine.Batch{Rec: row}); err != nil {
-		return fmt.Errorf("uplink: storing a command record: %w", err)
-	}
-	return nil
+	return u.writeControl(rec.Updated, rec.ID, int64(min(rec.Version, 1<<63-1)), string(rec.Status), string(data), string(aj), "a command record")
 }
 
 // AuditEvent stores an audit entry of the edge's arbiter that belongs to
@@ -546,33 +521,46 @@ func (u *Uplink) AuditEvent(tr command.Transition) error {
 	if tr.ID != "" {
 		return fmt.Errorf("uplink: audit entry %d names command %s: send the record", tr.Seq, tr.ID)
 	}
-	if len(tr.Reason) > maxReasonBytes {
-		tr.Reason = strings.ToValidUTF8(tr.Reason[:maxReasonBytes], "") + "…"
-	}
+	tr.Reason = clipReason(tr.Reason)
 	aj, err := json.Marshal([]command.Transition{tr})
 	if err != nil {
 		return fmt.Errorf("uplink: audit entry %d: %w", tr.Seq, err)
 	}
+	return u.writeControl(tr.At, "", int64(min(tr.Seq, 1<<63-1)), "", "", string(aj), "an audit entry")
+}
+
+// clipReason cuts a reason of more than maxReasonBytes to that many
+// (whole characters) and an ellipsis.
+func clipReason(s string) string {
+	if len(s) <= maxReasonBytes {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxReasonBytes], "") + "…"
+}
+
+// writeControl stores a row of protocol.ControlSchema in the command
+// records' buffer (at zero is now), waiting up to WriteTimeout for room;
+// what names the row in the error.
+func (u *Uplink) writeControl(at time.Time, id string, version int64, status, record, audit, what string) error {
 	b := array.NewRecordBuilder(memory.DefaultAllocator, u.cschema.Arrow())
 	defer b.Release()
 	set := func(name string, v any) { appendValue(b.Field(u.cschema.Index(name)), v) }
-	at := tr.At
 	if at.IsZero() {
 		at = time.Now()
 	}
 	set(protocol.ColTime, at)
-	set(protocol.ColID, "")
-	set(protocol.ColVersion, int64(min(tr.Seq, 1<<63-1)))
-	set(protocol.ColStatus, "")
-	set(protocol.ColRecord, "")
-	set(protocol.ColAudit, string(aj))
+	set(protocol.ColID, id)
+	set(protocol.ColVersion, version)
+	set(protocol.ColStatus, status)
+	set(protocol.ColRecord, record)
+	set(protocol.ColAudit, audit)
 	row := b.NewRecordBatch()
 	u.ctlMu.Lock()
 	defer u.ctlMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), u.opts.WriteTimeout)
 	defer cancel()
 	if err := u.control.Write(ctx, engine.Batch{Rec: row}); err != nil {
-		return fmt.Errorf("uplink: storing an audit entry: %w", err)
+		return fmt.Errorf("uplink: storing %s: %w", what, err)
 	}
 	return nil
 }

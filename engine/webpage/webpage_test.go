@@ -13,6 +13,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/webpage/webpagetest"
 )
 
@@ -20,10 +21,10 @@ const testToken = "webpage-token-0123456789abcdef"
 
 // testSite is a Site under /p/ whose data path /p/data answers "secret"
 // to a request Check lets through.
-func testSite(t *testing.T) (*Site, http.Handler, *webpagetest.Clock, *webpagetest.LockedBuffer) {
+func testSite(t *testing.T) (*Site, http.Handler, *webpagetest.Clock, *enginetest.LogBuffer) {
 	t.Helper()
 	clk := webpagetest.NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))
-	logs := &webpagetest.LockedBuffer{}
+	logs := &enginetest.LogBuffer{}
 	assets := fstest.MapFS{
 		PageFile:   {Data: []byte(`<p>page</p>`)},
 		ScriptFile: {Data: []byte(`// script`)}, StyleFile: {Data: []byte(`/* style */`)},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/bundle"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 )
 
 // newAgentServer serves a real agent (without a runner: nothing can be
@@ -251,9 +252,8 @@ func TestRefusalsLogBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	var mu sync.Mutex
-	var logs bytes.Buffer
-	s, err := Listen("127.0.0.1:0", "tok", a, 1024, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	logs := &enginetest.LogBuffer{}
+	s, err := Listen("127.0.0.1:0", "tok", a, 1024, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,21 +270,8 @@ func TestRefusalsLogBounded(t *testing.T) {
 		}
 	}
 	most := maxRefusalLogs + int(time.Since(start)/refusalLogEvery) + 1
-	mu.Lock()
 	n := strings.Count(logs.String(), "request without a valid token")
-	mu.Unlock()
 	if n == 0 || n > most {
 		t.Fatalf("300 refused requests logged %d lines, want 1 to %d", n, most)
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent/statuspage"
+	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/webpage/webpagetest"
 )
 
@@ -23,7 +24,7 @@ const token = "s3cret-token-0123456789abcdef"
 type fixture struct {
 	h    *statuspage.Handler
 	srv  *httptest.Server
-	log  *webpagetest.LockedBuffer
+	log  *enginetest.LogBuffer
 	clk  *webpagetest.Clock
 	mu   sync.Mutex
 	view statuspage.View
@@ -31,7 +32,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{log: &webpagetest.LockedBuffer{}, clk: webpagetest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))}
+	f := &fixture{log: &enginetest.LogBuffer{}, clk: webpagetest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))}
 	f.view = statuspage.View{Edge: "edge-01", Sinks: []statuspage.Sink{{Pipeline: "p", Sink: "cloud", Type: "nats", BacklogRows: 42}}}
 	h, err := statuspage.New(statuspage.Options{Token: token, Log: slog.New(slog.NewTextHandler(f.log, nil)), Now: f.clk.Now,
 		Snapshot: func() statuspage.View { f.mu.Lock(); defer f.mu.Unlock(); return f.view }})

@@ -1,10 +1,9 @@
 // Package webpagetest holds what the tests of the web pages share: a
-// settable clock, a log buffer safe for concurrent writes, and a request
-// that shows redirects instead of following them.
+// settable clock and a request that shows redirects instead of following
+// them.
 package webpagetest
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"strings"
@@ -30,26 +29,6 @@ func (c *Clock) Add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-}
-
-// LockedBuffer is a buffer safe for concurrent writes (a log's).
-type LockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p.
-func (l *LockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// String returns what was written.
-func (l *LockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // noRedirect is a client that shows redirects instead of following them.

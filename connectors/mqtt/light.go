@@ -62,6 +62,9 @@ type lightClient struct {
 	// live is the connection up, for stop to cut a write the broker does
 	// not take in without waiting for c.mu.
 	live atomic.Pointer[net.Conn]
+	// stopping is set when stop begins: writes from then on wait no
+	// longer than stopWriteGrace.
+	stopping atomic.Bool
 	// inflight has a bit set for each packet id of a QoS 1 message
 	// received on the connection up and not yet acknowledged; inflightN
 	// counts them. Both are reset, under c.mu, when a connection goes up.
@@ -554,7 +557,7 @@ func (c *lightClient) flushLocked() {
 	}
 	if c.conn != nil {
 		d := c.cfg.ConnectTimeout
-		if c.stopped {
+		if c.stopping.Load() {
 			d = stopWriteGrace
 		}
 		_ = c.conn.SetWriteDeadline(time.Now().Add(d))
@@ -781,6 +784,7 @@ func (c *lightClient) sync(ctx context.Context) error {
 func (c *lightClient) stop(ctx context.Context) error {
 	// A write the broker does not take in (it stopped reading) holds c.mu
 	// for up to ConnectTimeout: cut it short.
+	c.stopping.Store(true)
 	if cn := c.live.Load(); cn != nil {
 		_ = (*cn).SetWriteDeadline(time.Now().Add(stopWriteGrace))
 	}

@@ -598,6 +598,9 @@ func TestLightHostileStopsReading(t *testing.T) {
 		}
 	}
 	t.Logf("the client took %d messages before its writes stuck", last)
+	if cl.live.Load() == nil {
+		t.Fatal("the connection ended instead")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	began := time.Now()
@@ -610,10 +613,11 @@ func TestLightHostileStopsReading(t *testing.T) {
 }
 
 // TestLightHostileRefusals: a broker refusing every connection (CONNACK
-// with a failure code) or answering CONNECT with another packet is
-// retried with backoff, never more often than reconnect_min allows.
+// with a failure code), answering CONNECT with another packet, or
+// breaking every connection at once is retried with backoff, never more
+// often than reconnect_min allows.
 func TestLightHostileRefusals(t *testing.T) {
-	for _, answer := range []string{"refused", "publish", "closed"} {
+	for _, answer := range []string{"refused", "publish", "closed", "QoS 2 after CONNACK"} {
 		t.Run(answer, func(t *testing.T) {
 			h := newHostileBroker(t)
 			hostileClient(t, h, 5, func(c *clientConfig) {
@@ -632,6 +636,11 @@ func TestLightHostileRefusals(t *testing.T) {
 					_, _ = c.Write(connackBytes(t, 5, packets.ErrNotAuthorized.Code))
 				case "publish":
 					_, _ = c.Write(publishBytes(t, 5, "h/early", 0, 0, []byte("before CONNACK")))
+				case "QoS 2 after CONNACK":
+					// Up, then broken at once: a short connection counts
+					// as a failed attempt.
+					_, _ = c.Write(append(connackBytes(t, 5, 0), publishBytes(t, 5, "h/q2", 2, 1, []byte("x"))...))
+					_, _ = io.Copy(io.Discard, r)
 				}
 				_ = c.Close()
 			}

@@ -13,17 +13,17 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/enginetest"
-	"github.com/sluice-edge/sluice/engine/webpage/webpagetest"
 )
 
 const testToken = "webpage-token-0123456789abcdef"
 
 // testSite is a Site under /p/ whose data path /p/data answers "secret"
 // to a request Check lets through.
-func testSite(t *testing.T) (*Site, http.Handler, *webpagetest.Clock, *enginetest.LogBuffer) {
+func testSite(t *testing.T) (*Site, http.Handler, *command.ManualClock, *enginetest.LogBuffer) {
 	t.Helper()
-	clk := webpagetest.NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))
+	clk := command.NewManualClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))
 	logs := &enginetest.LogBuffer{}
 	assets := fstest.MapFS{
 		PageFile:   {Data: []byte(`<p>page</p>`)},
@@ -167,7 +167,7 @@ func TestWrongTokensThrottled(t *testing.T) {
 	if w := call(h, operator, "POST", "/p/login", nil, "token="+url.QueryEscape(testToken)); w.Code != http.StatusSeeOther {
 		t.Fatalf("another address is blocked too: %d", w.Code)
 	}
-	clk.Add(failureEvery)
+	clk.Advance(failureEvery)
 	if w := call(h, attacker, "POST", "/p/login", nil, "token="+url.QueryEscape(testToken)); w.Code != http.StatusSeeOther {
 		t.Fatalf("after failureEvery: %d", w.Code)
 	}
@@ -330,7 +330,7 @@ func TestRefusalsLogBounded(t *testing.T) {
 	if n := strings.Count(logs.String(), "\n"); n > maxRefusalLogs {
 		t.Fatalf("1000 refused requests logged %d lines, want at most %d:\n%s", n, maxRefusalLogs, logs)
 	}
-	clk.Add(refusalLogEvery)
+	clk.Advance(refusalLogEvery)
 	call(h, "10.9.9.9:1", "GET", "/p/data", nil, "")
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	if last := lines[len(lines)-1]; !strings.Contains(last, "unlogged=") {

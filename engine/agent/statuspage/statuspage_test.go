@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent/statuspage"
+	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/webpage/webpagetest"
 )
@@ -25,14 +26,14 @@ type fixture struct {
 	h    *statuspage.Handler
 	srv  *httptest.Server
 	log  *enginetest.LogBuffer
-	clk  *webpagetest.Clock
+	clk  *command.ManualClock
 	mu   sync.Mutex
 	view statuspage.View
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{log: &enginetest.LogBuffer{}, clk: webpagetest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))}
+	f := &fixture{log: &enginetest.LogBuffer{}, clk: command.NewManualClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))}
 	f.view = statuspage.View{Edge: "edge-01", Sinks: []statuspage.Sink{{Pipeline: "p", Sink: "cloud", Type: "nats", BacklogRows: 42}}}
 	h, err := statuspage.New(statuspage.Options{Token: token, Log: slog.New(slog.NewTextHandler(f.log, nil)), Now: f.clk.Now,
 		Snapshot: func() statuspage.View { f.mu.Lock(); defer f.mu.Unlock(); return f.view }})
@@ -146,7 +147,7 @@ func TestSessionsExpireAndAreBounded(t *testing.T) {
 	if get(first) != 200 {
 		t.Fatal("a new session is refused")
 	}
-	f.clk.Add(statuspage.SessionTTL + time.Second)
+	f.clk.Advance(statuspage.SessionTTL + time.Second)
 	if get(first) != 401 {
 		t.Fatal("an expired session is accepted")
 	}
@@ -154,7 +155,7 @@ func TestSessionsExpireAndAreBounded(t *testing.T) {
 	var cs []*http.Cookie
 	for i := range statuspage.MaxSessions + 5 {
 		cs = append(cs, f.session(t))
-		f.clk.Add(time.Duration(i+1) * time.Millisecond)
+		f.clk.Advance(time.Duration(i+1) * time.Millisecond)
 	}
 	if get(cs[0]) != 401 {
 		t.Fatal("the oldest session survived more than MaxSessions sign-ins")
@@ -190,7 +191,7 @@ func TestViewRatesConditionsAndETA(t *testing.T) {
 		t.Fatalf("alerts %q, want %q", strings.Join(names, " "), want)
 	}
 	since := v.Alerts[1].Since
-	f.clk.Add(2 * time.Second)
+	f.clk.Advance(2 * time.Second)
 	f.view.Pipelines[0].Steps[0].Rows = 300
 	v = f.h.View()
 	if got := v.Pipelines[0].Steps[0].RowsPerSec; got != 100 {
@@ -204,7 +205,7 @@ func TestViewRatesConditionsAndETA(t *testing.T) {
 	if v = f.h.View(); len(v.Alerts) != 3 {
 		t.Fatalf("alerts after the link returned: %+v", v.Alerts)
 	}
-	f.clk.Add(time.Second)
+	f.clk.Advance(time.Second)
 	f.view.Sinks[0].LinkUp = false
 	if v = f.h.View(); !v.Alerts[1].Since.After(since) {
 		t.Fatalf("a raised-again alert kept its old since %v", v.Alerts[1].Since)

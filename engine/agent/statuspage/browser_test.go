@@ -45,17 +45,9 @@ func TestStatusPageHostileDataInBrowser(t *testing.T) {
 	b.Go(t, srv.URL+statuspage.Prefix+"?token="+url.QueryEscape(token))
 	b.Wait(t, "the hostile edge name as text", `document.getElementById("edge").textContent === `+browsertest.JSString(browsertest.Hostile("edge")))
 	b.Wait(t, "the log line", `document.querySelectorAll("#warnings li").length === 1`)
-	for _, field := range []string{"software", "err", "step", "type", "input", "sinkpipeline", "sinktype", "asset", "alerttype", "alertname",
+	b.AssertInert(t, "page", []string{"software", "err", "step", "type", "input", "sinkpipeline", "sinktype", "asset", "alerttype", "alertname",
 		"message", "applybundle", "outcome", "reason", "pending", "logline", "product", "cmdasset", "service", "inputs", "origin", "class",
-		"status", "cmdreason"} {
-		if !browsertest.Eval[bool](t, b, `document.body.textContent.includes(`+browsertest.JSString(browsertest.Hostile(field))+`)`) {
-			t.Errorf("the page does not show %s as text", field)
-		}
-	}
-	time.Sleep(300 * time.Millisecond) // an image's onerror fires after its load fails
-	if !browsertest.Eval[bool](t, b, browsertest.NoMarkupJS) {
-		t.Fatalf("hostile data ran or made markup: __xss=%q", browsertest.Eval[string](t, b, `String(window.__xss)`))
-	}
+		"status", "cmdreason"})
 	for _, c := range []struct{ what, expr string }{
 		{"an alert's severity", `document.querySelector("#alerts li").className`},
 		{"a log line's level", `document.querySelector("#warnings li").className`},

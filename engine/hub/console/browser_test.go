@@ -68,16 +68,8 @@ func TestConsoleHostileDataInBrowser(t *testing.T) {
 		t.Fatal("no log query")
 	}
 	b.Wait(t, "the log line", `document.querySelectorAll("#log li").length === 1`)
-	for _, field := range []string{"edgebundle", "software", "asset", "rule", "alerttype", "content", "releaseid", "releasebundle", "target",
-		"releasereason", "product", "cmdasset", "service", "origin", "class", "status", "cmdreason", "logmsg", "logkey", "logvalue"} {
-		if !browsertest.Eval[bool](t, b, `document.body.textContent.includes(`+browsertest.JSString(browsertest.Hostile(field))+`)`) {
-			t.Errorf("the console does not show %s as text", field)
-		}
-	}
-	time.Sleep(300 * time.Millisecond) // an image's onerror fires after its load fails
-	if !browsertest.Eval[bool](t, b, browsertest.NoMarkupJS) {
-		t.Fatalf("hostile data ran or made markup: __xss=%q", browsertest.Eval[string](t, b, `String(window.__xss)`))
-	}
+	b.AssertInert(t, "console", []string{"edgebundle", "software", "asset", "rule", "alerttype", "content", "releaseid", "releasebundle", "target",
+		"releasereason", "product", "cmdasset", "service", "origin", "class", "status", "cmdreason", "logmsg", "logkey", "logvalue"})
 	for _, c := range []struct{ what, expr string }{
 		{"an alert's state", `document.querySelector("#alerts tbody tr").className`},
 		{"an alert's severity", `document.querySelector("#alerts tbody tr").cells[1].className`},

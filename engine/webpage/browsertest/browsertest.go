@@ -160,6 +160,22 @@ func Hostile(field string) string {
 // and none of it ran.
 const NoMarkupJS = `window.__xss === undefined && document.querySelectorAll("body img, body svg, body script, a, iframe, object, embed").length === 0`
 
+// AssertInert fails t unless the page shows the Hostile markup of every
+// field as text (page names it in the failure) and none of it ran or made
+// an element (NoMarkupJS, checked once an image's onerror could fire).
+func (b *Browser) AssertInert(t testing.TB, page string, fields []string) {
+	t.Helper()
+	for _, field := range fields {
+		if !Eval[bool](t, b, `document.body.textContent.includes(`+JSString(Hostile(field))+`)`) {
+			t.Errorf("the %s does not show %s as text", page, field)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // an image's onerror fires after its load fails
+	if !Eval[bool](t, b, NoMarkupJS) {
+		t.Fatalf("hostile data ran or made markup: __xss=%q", Eval[string](t, b, `String(window.__xss)`))
+	}
+}
+
 // JSString quotes s as a JavaScript string literal.
 func JSString(s string) string {
 	b, _ := json.Marshal(s)

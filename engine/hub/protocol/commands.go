@@ -234,19 +234,31 @@ func DecodeCommand(data []byte) (Command, error) {
 			return c, err
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	if err := dec.Decode(&c); err != nil {
-		return Command{}, fmt.Errorf("%w: command: %w", ErrFormat, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return Command{}, fmt.Errorf("%w: command: data after the object", ErrFormat)
+	if err := decodeStrict(data, &c, "command", true); err != nil {
+		return Command{}, err
 	}
 	if err := c.Validate(); err != nil {
 		return Command{}, fmt.Errorf("command: %w", err)
 	}
 	return c, nil
+}
+
+// decodeStrict decodes the one JSON object of data into v, refusing
+// unknown fields and anything after the object; numbers are kept as
+// json.Number when numbers is set. what names the message in errors.
+func decodeStrict(data []byte, v any, what string, numbers bool) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if numbers {
+		dec.UseNumber()
+	}
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrFormat, what, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: %s: data after the object", ErrFormat, what)
+	}
+	return nil
 }
 
 // checkFields refuses an object whose keys repeat (n is the count of

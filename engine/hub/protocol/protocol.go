@@ -5,11 +5,9 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -266,13 +264,8 @@ func DecodeDesired(data []byte) (Desired, error) {
 			return d, fmt.Errorf("%w: desired record: %s is missing", ErrFormat, f)
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&d); err != nil {
-		return Desired{}, fmt.Errorf("%w: desired record: %w", ErrFormat, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return Desired{}, fmt.Errorf("%w: desired record: data after the object", ErrFormat)
+	if err := decodeStrict(data, &d, "desired record", false); err != nil {
+		return Desired{}, err
 	}
 	if err := d.Validate(); err != nil {
 		return Desired{}, fmt.Errorf("desired record: %w", err)

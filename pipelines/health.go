@@ -3,6 +3,7 @@ package pipelines
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -94,6 +95,9 @@ type HealthWatcher struct {
 	// unsent are alerts no sink took (none open yet, or all closed),
 	// offered again at the next check, oldest first.
 	unsent []engine.EngineAlert
+	// keepUnsent, when set, is the file unsent is kept in across
+	// restarts (next to keep).
+	keepUnsent string
 }
 
 // maxUnsent bounds the alerts a watcher keeps for a sink to take.
@@ -110,13 +114,20 @@ func (w *HealthWatcher) WatchEngine(f func(now time.Time) *health.Engine) {
 // Keep makes the watcher keep its raised alerts in the file name across
 // restarts of the engine: the alerts an earlier run raised there are
 // restored (kept while their condition holds, cleared when it does not),
-// and the file is rewritten whenever the raised alerts change. Call it
-// before Run or Check.
+// and the file is rewritten whenever the raised alerts change. The alerts
+// no sink took yet are kept likewise in health.UnsentFile in the same
+// directory: those an earlier run left there are offered again, oldest
+// first, before any this run raises. Call it before Run or Check.
 func (w *HealthWatcher) Keep(name string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.keep = name
 	w.mon.Restore(health.ReadRaised(name))
+	w.keepUnsent = filepath.Join(filepath.Dir(name), health.UnsentFile)
+	w.unsent = append(health.ReadUnsent(w.keepUnsent, maxUnsent), w.unsent...)
+	if len(w.unsent) > maxUnsent {
+		w.unsent = w.unsent[len(w.unsent)-maxUnsent:]
+	}
 }
 
 // NewHealthWatcher returns a watcher of the pipelines list returns, which
@@ -147,7 +158,7 @@ func (w *HealthWatcher) Check(now time.Time) []engine.EngineAlert {
 			w.log.Warn("cannot keep the raised health alerts for the next run", "err", err)
 		}
 	}
-	w.offer()
+	changed := w.offer()
 	for _, a := range as {
 		attrs := []any{"rule", a.Rule, "asset", a.Asset, "severity", a.Severity, "content", a.Content}
 		if a.State == engine.AlertRaised {
@@ -163,20 +174,28 @@ func (w *HealthWatcher) Check(now time.Time) []engine.EngineAlert {
 				w.unsent = w.unsent[1:]
 			}
 			w.unsent = append(w.unsent, a)
+			changed = true
+		}
+	}
+	if changed && w.keepUnsent != "" {
+		if err := health.WriteUnsent(w.keepUnsent, w.unsent); err != nil {
+			w.log.Warn("cannot keep the health alerts no sink took for the next run", "err", err)
 		}
 	}
 	return as
 }
 
 // offer hands the alerts no sink took yet to the sinks, in order, until
-// one is not taken.
-func (w *HealthWatcher) offer() {
+// one is not taken; it reports whether any was taken.
+func (w *HealthWatcher) offer() bool {
+	taken := false
 	for len(w.unsent) > 0 {
 		if engine.RaiseAlert(w.shared, memory.DefaultAllocator, w.unsent[0]) == 0 {
-			return
+			return taken
 		}
-		w.unsent = w.unsent[1:]
+		w.unsent, taken = w.unsent[1:], true
 	}
+	return taken
 }
 
 // Active returns the alerts raised and not cleared yet, by id.

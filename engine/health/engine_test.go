@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/sluice-edge/sluice/engine"
 )
 
 // TestMonitorNewRules drives backlog_drain_eta, checkpoint_failed,
@@ -208,5 +210,51 @@ func TestStartLog(t *testing.T) {
 	// An unwritable directory is an error, not a panic.
 	if _, err := RecordStart(filepath.Join(dir, StartsFile, "x"), t0, time.Hour); err == nil {
 		t.Fatal("a start recorded under a file")
+	}
+}
+
+// TestUnsentFile: the alerts no sink took come back in order, every
+// field kept, the newest max of them; a missing or damaged file gives
+// none.
+func TestUnsentFile(t *testing.T) {
+	name := filepath.Join(t.TempDir(), UnsentFile)
+	if got := ReadUnsent(name, 10); got != nil {
+		t.Fatalf("missing file: %v", got)
+	}
+	var as []engine.EngineAlert
+	for i := range 3 {
+		as = append(as, engine.EngineAlert{ID: engine.EngineAlertID(RuleLinkDown, "p/c", strconv.Itoa(i)), Asset: "p", Rule: RuleLinkDown,
+			Severity: "major", Type: Type, Content: "down", Value: float64(i), State: engine.AlertCleared,
+			Occur: t0.Add(time.Duration(i) * time.Second), Recover: t0.Add(time.Minute)})
+	}
+	if err := WriteUnsent(name, as); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		max  int
+		want []engine.EngineAlert
+	}{{10, as}, {3, as}, {2, as[1:]}, {0, nil}} {
+		got := ReadUnsent(name, c.max)
+		if len(got) != len(c.want) {
+			t.Fatalf("max %d: %d alerts, want %d", c.max, len(got), len(c.want))
+		}
+		for i := range got {
+			if got[i].ID != c.want[i].ID || !got[i].Occur.Equal(c.want[i].Occur) || !got[i].Recover.Equal(c.want[i].Recover) ||
+				got[i].State != c.want[i].State || got[i].Value != c.want[i].Value || got[i].Content != c.want[i].Content {
+				t.Fatalf("max %d: alert %d is %+v, want %+v", c.max, i, got[i], c.want[i])
+			}
+		}
+	}
+	if err := WriteUnsent(name, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := ReadUnsent(name, 10); len(got) != 0 {
+		t.Fatalf("after all were taken: %v", got)
+	}
+	if err := os.WriteFile(name, []byte("[{torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := ReadUnsent(name, 10); got != nil {
+		t.Fatalf("damaged file: %v", got)
 	}
 }

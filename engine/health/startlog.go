@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/sluice-edge/sluice/engine"
 )
 
 // StartsFile is the file, in the engine's health directory, that counts
@@ -132,4 +134,35 @@ func WriteRaised(name string, rs []Raised) error {
 		rs = []Raised{}
 	}
 	return writeJSON(name, rs)
+}
+
+// UnsentFile is the file, next to the raised alerts (raised.json), that
+// keeps the health alerts no sink took yet (WriteUnsent), so that the next
+// run offers them again.
+const UnsentFile = "unsent.json"
+
+// ReadUnsent returns the alerts WriteUnsent kept in name, oldest first, at
+// most the newest max of them (none when the file is missing or damaged).
+func ReadUnsent(name string, max int) []engine.EngineAlert {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil
+	}
+	var as []engine.EngineAlert
+	if json.Unmarshal(data, &as) != nil {
+		return nil
+	}
+	if max >= 0 && len(as) > max {
+		as = as[len(as)-max:]
+	}
+	return as
+}
+
+// WriteUnsent keeps the alerts as, oldest first, in name, atomically, for
+// the next run (ReadUnsent).
+func WriteUnsent(name string, as []engine.EngineAlert) error {
+	if as == nil {
+		as = []engine.EngineAlert{}
+	}
+	return writeJSON(name, as)
 }

@@ -1,3 +1,5 @@
+//go:build !sluice_lean
+
 package main
 
 import (

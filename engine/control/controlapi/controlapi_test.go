@@ -127,20 +127,30 @@ func TestWaitsBounded(t *testing.T) {
 	}
 	waitURL := base + controlapi.CommandsPath + "/" + rec.ID + "/wait?timeout=24h"
 	done := make(chan int, 8)
+	// Eight long waits take every slot. A long wait that arrives while a
+	// probe below holds a slot for its millisecond is refused (503) and
+	// asks again, so all eight end up waiting whatever the scheduling.
 	for range 8 {
 		go func() {
-			req, _ := http.NewRequest("GET", waitURL, nil)
-			req.Header.Set("Authorization", "Bearer "+token)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				done <- 0
+			for {
+				req, _ := http.NewRequest("GET", waitURL, nil)
+				req.Header.Set("Authorization", "Bearer "+token)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					done <- 0
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusServiceUnavailable {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				done <- resp.StatusCode
 				return
 			}
-			resp.Body.Close()
-			done <- resp.StatusCode
 		}()
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, body := call(t, "GET", base+controlapi.CommandsPath+"/"+rec.ID+"/wait?timeout=1ms", token, "")
 		if code == http.StatusServiceUnavailable {

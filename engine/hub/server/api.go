@@ -504,8 +504,8 @@ func (a *API) alertHistory(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("%w: edge=: %w", errBadQuery, err))
 		return
 	}
-	if id == "" || len(id) > store.DefaultMaxTextBytes {
-		a.fail(w, r, fmt.Errorf("%w: an alert id of 1 to %d bytes", errBadQuery, store.DefaultMaxTextBytes))
+	if id == "" {
+		a.fail(w, r, fmt.Errorf("%w: no alert id", errBadQuery))
 		return
 	}
 	if err := checkText(id); err != nil {
@@ -546,10 +546,6 @@ func (a *API) leaseEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	asset := r.URL.Query().Get("asset")
-	if len(asset) > store.DefaultMaxTextBytes {
-		a.fail(w, r, fmt.Errorf("%w: asset longer than %d bytes", errBadQuery, store.DefaultMaxTextBytes))
-		return
-	}
 	if err := checkText(asset); err != nil {
 		a.fail(w, r, fmt.Errorf("%w: asset: %w", errBadQuery, err))
 		return
@@ -590,10 +586,6 @@ func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	asset := q.Get("asset")
-	if len(asset) > store.DefaultMaxTextBytes {
-		a.fail(w, r, fmt.Errorf("%w: asset longer than %d bytes", errBadQuery, store.DefaultMaxTextBytes))
-		return
-	}
 	if err := checkText(asset); err != nil {
 		a.fail(w, r, fmt.Errorf("%w: asset: %w", errBadQuery, err))
 		return

@@ -373,6 +373,19 @@ func TestListingQueryRefused(t *testing.T) {
 			t.Errorf("GET releases?%s: %d %s, want 400", q, code, body)
 		}
 	}
+	// Filters the store could not hold: longer than its text bound, a
+	// NUL, an empty alert id.
+	long := strings.Repeat("a", store.DefaultMaxTextBytes+1)
+	for _, c := range []struct{ path, q string }{
+		{server.AlertsPath, "asset=" + long}, {server.AlertsPath, "asset=%00"},
+		{server.EdgesPath + "/e1/leases", "asset=" + long}, {server.EdgesPath + "/e1/leases", "asset=a%00"},
+		{server.AlertsPath + "/" + long + "/history", "edge=e1"}, {server.AlertsPath + "/a%00/history", "edge=e1"},
+		{server.AlertsPath + "/a/history", "edge="},
+	} {
+		if code, _, body := get(t, in, c.path, c.q); code != http.StatusBadRequest {
+			t.Errorf("GET %.60s?%.60s: %d %s, want 400", c.path, c.q, code, body)
+		}
+	}
 	for _, path := range []string{server.AlertsPath, server.EdgesPath, server.ReleasesPath} {
 		if code, next, body := get(t, in, path, "limit=5000"); code != http.StatusOK || next != "" || strings.TrimSpace(string(body)) != "[]" {
 			t.Errorf("GET %s?limit=5000: %d %q %s", path, code, next, body)

@@ -299,29 +299,13 @@ func (s *Sink) Write(ctx context.Context, b engine.Batch) error {
 	rec := b.Rec
 	unreachable := false // once a command could not reach the broker, the rest of the batch fails at once
 	for r := range int(rec.NumRows()) {
-		c := command.Command{Product: s.product, Service: s.service, Origin: s.origin, Timeout: s.timeout}
-		if s.productCol >= 0 {
-			c.Product = stringAt(rec.Column(s.productCol), r)
-		}
-		c.Asset = stringAt(rec.Column(s.deviceCol), r)
-		if c.Product == "" && !s.noProduct || c.Asset == "" {
-			s.skipped.Add(1)
+		c, ok := s.rowCommand(rec, r, s.origin)
+		if !ok {
 			continue
 		}
-		c.Inputs = make(map[string]any, len(s.inputs))
-		for _, in := range s.inputs {
-			if v, ok := valueAt(rec.Column(in.col), r); ok {
-				c.Inputs[in.name] = v
-			}
-		}
 		cmds := []command.Command{c}
-		if s.json != nil { // one command per point
-			cmds = cmds[:0]
-			for name, v := range c.Inputs {
-				one := c
-				one.Inputs = map[string]any{name: v}
-				cmds = append(cmds, one)
-			}
+		if s.json != nil {
+			cmds = s.perPoint(c)
 		}
 		for _, c := range cmds {
 			if unreachable {
@@ -359,6 +343,42 @@ func (s *Sink) Close(context.Context) error {
 		s.release()
 	}
 	return err
+}
+
+// rowCommand builds the command row r of rec asks for, with origin and
+// every input the row holds; false (and the row counted as skipped) when
+// the row names no device, or no product where one is needed.
+func (s *Sink) rowCommand(rec arrow.RecordBatch, r int, origin string) (command.Command, bool) {
+	c := command.Command{Product: s.product, Service: s.service, Origin: origin, Timeout: s.timeout}
+	if s.productCol >= 0 {
+		c.Product = stringAt(rec.Column(s.productCol), r)
+	}
+	c.Asset = stringAt(rec.Column(s.deviceCol), r)
+	if c.Product == "" && !s.noProduct || c.Asset == "" {
+		s.skipped.Add(1)
+		return c, false
+	}
+	c.Inputs = make(map[string]any, len(s.inputs))
+	for _, in := range s.inputs {
+		if v, ok := valueAt(rec.Column(in.col), r); ok {
+			c.Inputs[in.name] = v
+		}
+	}
+	return c, true
+}
+
+// perPoint splits c into one command per input it holds, in the order of
+// params, for a device reached one point at a time.
+func (s *Sink) perPoint(c command.Command) []command.Command {
+	cmds := make([]command.Command, 0, len(c.Inputs))
+	for _, in := range s.inputs {
+		if v, ok := c.Inputs[in.name]; ok {
+			one := c
+			one.Inputs = map[string]any{in.name: v}
+			cmds = append(cmds, one)
+		}
+	}
+	return cmds
 }
 
 func stringAt(a arrow.Array, r int) string {

@@ -23,31 +23,13 @@ func (s *Sink) writeControlled(ctx context.Context, b engine.Batch) error {
 	rec := b.Rec
 	op, _ := s.control.(control.OnePointer)
 	for r := range int(rec.NumRows()) {
-		c := command.Command{Product: s.product, Service: s.service, Origin: s.ruleOrigin, Timeout: s.timeout}
-		if s.productCol >= 0 {
-			c.Product = stringAt(rec.Column(s.productCol), r)
-		}
-		c.Asset = stringAt(rec.Column(s.deviceCol), r)
-		if c.Product == "" && !s.noProduct || c.Asset == "" {
-			s.skipped.Add(1)
+		c, ok := s.rowCommand(rec, r, s.ruleOrigin)
+		if !ok {
 			continue
-		}
-		c.Inputs = make(map[string]any, len(s.inputs))
-		for _, in := range s.inputs {
-			if v, ok := valueAt(rec.Column(in.col), r); ok {
-				c.Inputs[in.name] = v
-			}
 		}
 		cmds := []command.Command{c}
 		if s.json != nil || op != nil && op.OnePoint(c.Product, c.Asset) {
-			cmds = cmds[:0]
-			for _, in := range s.inputs { // in the order of params
-				if v, ok := c.Inputs[in.name]; ok {
-					one := c
-					one.Inputs = map[string]any{in.name: v}
-					cmds = append(cmds, one)
-				}
-			}
+			cmds = s.perPoint(c)
 		}
 		for _, c := range cmds {
 			got, err := s.control.Submit(ctx, c)

@@ -108,10 +108,11 @@ func (s arbiterRecords) Audit(id string) []command.Transition {
 }
 
 // Events returns the arbiter's audit entries without a command (lease
-// events) after seq after.
+// events) after seq after, all of them: read from the tracker's audit, as
+// Arbiter.Audit answers only its last 1,000 entries, command transitions
+// included.
 func (s arbiterRecords) Events(after uint64) []command.Transition {
-	evs := s.a.Audit(control.Filter{After: after})
-	return slices.DeleteFunc(evs, func(tr command.Transition) bool { return tr.ID != "" })
+	return slices.DeleteFunc(s.a.Tracker().Audit(""), func(tr command.Transition) bool { return tr.ID != "" || tr.Seq <= after })
 }
 
 func (s arbiterRecords) Since(v uint64) []command.Command {

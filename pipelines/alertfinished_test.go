@@ -1,9 +1,9 @@
 package pipelines_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,8 +32,8 @@ func TestHealthAlertAfterSourcesEnded(t *testing.T) {
 	srv.Start()
 	sfx := outboundtest.Suffix()
 	dir := t.TempDir()
-	release := func(rule string) *pipelines.Release {
-		yaml := fmt.Sprintf(`
+	rel := func(rule string) *pipelines.Release {
+		return release(t, dir, rule, fmt.Sprintf(`
 name: farm
 batch: {size: 16, linger: 5ms}
 sources:
@@ -52,19 +52,10 @@ sinks:
     subject: af%[2]s.alerts
     stream: AF%[2]s_ALERTS
     forward: {retry_min: 20ms, retry_max: 200ms, publish_timeout: 1s, drain_timeout: 2s}
-`, srv.URL(), sfx, rule)
-		file := filepath.Join(dir, rule+".yaml")
-		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
-		if len(errs) > 0 {
-			t.Fatal(errs)
-		}
-		return &pipelines.Release{Defs: defs}
+`, srv.URL(), sfx, rule))
 	}
 	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "e1"})
-	if err := rt.Start(context.Background(), release("never")); err != nil {
+	if err := rt.Start(context.Background(), rel("never")); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
@@ -96,22 +87,9 @@ sinks:
 	js, _ := natsjs.New(nc)
 	atBroker := func(want ...string) func() bool {
 		return func() bool {
-			s, err := js.Stream(context.Background(), "AF"+sfx+"_ALERTS")
-			if err != nil {
-				return false
-			}
-			info, err := s.Info(context.Background())
-			if err != nil {
-				return false
-			}
-			var all strings.Builder
-			for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-				if m, err := s.GetMsg(context.Background(), seq); err == nil {
-					all.Write(m.Data)
-				}
-			}
+			all := string(bytes.Join(streamData(js, "AF"+sfx+"_ALERTS"), nil))
 			for _, w := range want {
-				if !strings.Contains(all.String(), w) {
+				if !strings.Contains(all, w) {
 					return false
 				}
 			}
@@ -122,7 +100,7 @@ sinks:
 
 	// A switch closes the kept sink; its successor opens the same buffer
 	// and carries the clear.
-	if _, err := rt.Switch(context.Background(), release("other")); err != nil {
+	if _, err := rt.Switch(context.Background(), rel("other")); err != nil {
 		t.Fatal(err)
 	}
 	apply = &health.Apply{Text: "applied farm v4"}

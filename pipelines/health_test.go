@@ -1,6 +1,7 @@
 package pipelines_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -23,6 +24,28 @@ import (
 type clock struct{ now time.Time }
 
 func (c *clock) next(step time.Duration) time.Time { c.now = c.now.Add(step); return c.now }
+
+// streamData returns the data of the messages of a JetStream stream, in
+// order; nil while the stream or one of its messages cannot be read.
+func streamData(js natsjs.JetStream, stream string) [][]byte {
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		return nil
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		return nil
+	}
+	var out [][]byte
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := s.GetMsg(context.Background(), seq)
+		if err != nil {
+			return nil
+		}
+		out = append(out, m.Data)
+	}
+	return out
+}
 
 // rules lists "state rule" of alerts.
 func rules(as []engine.EngineAlert) []string {
@@ -187,27 +210,13 @@ sinks:
 	js, _ := natsjs.New(nc)
 	want := []string{`"rule":"link_down"`, `"rule":"backlog_growing"`, `"state":"raised"`, `"state":"cleared"`, `"type":"health"`}
 	waitFor(t, 30*time.Second, "the health alerts at the broker", func() bool {
-		s, err := js.Stream(context.Background(), "HL"+sfx+"_ALERTS")
-		if err != nil {
-			return false
-		}
-		var all strings.Builder
-		info, err := s.Info(context.Background())
-		if err != nil {
-			return false
-		}
-		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-			m, err := s.GetMsg(context.Background(), seq)
-			if err == nil {
-				all.Write(m.Data)
-			}
-		}
+		all := string(bytes.Join(streamData(js, "HL"+sfx+"_ALERTS"), nil))
 		for _, w := range want {
-			if !strings.Contains(all.String(), w) {
+			if !strings.Contains(all, w) {
 				return false
 			}
 		}
-		return strings.Count(all.String(), `"type":"health"`) >= 4
+		return strings.Count(all, `"type":"health"`) >= 4
 	})
 }
 

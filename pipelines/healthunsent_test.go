@@ -57,8 +57,7 @@ func TestHealthUnsentKeptAcrossRestart(t *testing.T) {
 	srv := enginetest.NewNATSServer(t)
 	srv.Start()
 	sfx := outboundtest.Suffix()
-	file := filepath.Join(dir, "p.yaml")
-	if err := os.WriteFile(file, []byte(fmt.Sprintf(`
+	rel := release(t, dir, "r1", fmt.Sprintf(`
 name: farm
 batch: {size: 16, linger: 5ms}
 sources:
@@ -77,15 +76,9 @@ sinks:
     subject: hu%[2]s.alerts
     stream: HU%[2]s_ALERTS
     forward: {retry_min: 20ms, retry_max: 200ms, publish_timeout: 1s, drain_timeout: 2s}
-`, srv.URL(), sfx)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defs, errs := pipelines.Load([]string{file}, os.LookupEnv)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
+`, srv.URL(), sfx))
 	rt := pipelines.NewRuntime(pipelines.Options{DataDir: filepath.Join(dir, "data"), Edge: "e1"})
-	if err := rt.Start(context.Background(), &pipelines.Release{Defs: defs}); err != nil {
+	if err := rt.Start(context.Background(), rel); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
@@ -116,27 +109,15 @@ sinks:
 	// atBroker returns the ids of the health alerts at the broker, in
 	// order.
 	atBroker := func() []string {
-		s, err := js.Stream(context.Background(), "HU"+sfx+"_ALERTS")
-		if err != nil {
-			return nil
-		}
-		info, err := s.Info(context.Background())
-		if err != nil {
-			return nil
-		}
 		var ids []string
-		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-			m, err := s.GetMsg(context.Background(), seq)
-			if err != nil {
-				return nil
-			}
+		for _, data := range streamData(js, "HU"+sfx+"_ALERTS") {
 			var batch struct {
 				Rows []struct {
 					Measurepoints struct{ ID, Type string }
 				}
 			}
-			if err := json.Unmarshal(m.Data, &batch); err != nil {
-				t.Fatalf("alert batch %s: %v", m.Data, err)
+			if err := json.Unmarshal(data, &batch); err != nil {
+				t.Fatalf("alert batch %s: %v", data, err)
 			}
 			for _, r := range batch.Rows {
 				if r.Measurepoints.Type == health.Type {

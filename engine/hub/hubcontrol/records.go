@@ -65,15 +65,15 @@ type RecordsOptions struct {
 // arbiter's OnTransition, when wired) marks a record changed without
 // blocking, Run also asks the source for records changed since the highest
 // version seen every Poll, and stores the current copy of each changed
-// record in the sink — coalesced:
-// (When the source is an EventSource and the sink an EventSink, the audit
-// entries without a command, lease events, are stored too, each once, in
-// order; the cursor file keeps the highest one stored.)
+// record in the sink — coalesced: of several transitions in a row only
+// the record after the last is sent, and the hub keeps the highest
+// version. At Run's start it stores every record changed after the
+// cursor, so a crash between a transition and its storing repeats records
+// rather than losing them.
 //
-// of several transitions in a row only the record after the last is sent,
-// and the hub keeps the highest version. At Run's start it stores every
-// record changed after the cursor, so a crash between a transition and
-// its storing repeats records rather than losing them.
+// When the source is an EventSource and the sink an EventSink, the audit
+// entries without a command, lease events, are stored too, each once, in
+// order; the cursor file keeps the highest one stored.
 type Records struct {
 	src  Source
 	sink Sink

@@ -39,14 +39,13 @@ func HealthSample(ps []*Pipeline, now time.Time) health.Sample {
 			switch {
 			case b.Def.Kind == spec.KindSource:
 				in := health.Input{Pipeline: p.Def.Name, Component: name, Source: true, Rows: b.Counters.Counter("rows_out").Load()}
-				snap := b.Counters.Snapshot()
-				for _, c := range b.Counters.Names() {
+				for c, v := range b.Counters.Snapshot() {
 					if strings.HasPrefix(c, "bad_") {
-						in.Bad += snap[c]
+						in.Bad += v
 					}
 				}
 				s.Inputs = append(s.Inputs, in)
-			case hasCounter(b.Counters, "late_rows"):
+			case slices.Contains(b.Counters.Names(), "late_rows"):
 				s.Inputs = append(s.Inputs, health.Input{Pipeline: p.Def.Name, Component: name,
 					Rows: b.Counters.Counter("rows_in").Load(), Late: b.Counters.Counter("late_rows").Load()})
 			}
@@ -65,15 +64,6 @@ func HealthSample(ps []*Pipeline, now time.Time) health.Sample {
 		}
 	}
 	return s
-}
-
-func hasCounter(c *engine.Counters, name string) bool {
-	for _, n := range c.Names() {
-		if n == name {
-			return true
-		}
-	}
-	return false
 }
 
 // HealthWatcher raises the health alerts of running pipelines through

@@ -53,10 +53,10 @@ const (
 	// maxThrottled bounds the addresses whose failures are counted; past
 	// it, new addresses share one count.
 	maxThrottled = 1024
-	// maxRefusalLogs is how many refusals may be logged at once; one
-	// more every refusalLogEvery.
-	maxRefusalLogs  = 10
-	refusalLogEvery = 6 * time.Second
+	// MaxRefusalLogs is how many refusals a RefusalLog logs at once; one
+	// more every RefusalLogEvery.
+	MaxRefusalLogs  = 10
+	RefusalLogEvery = 6 * time.Second
 )
 
 // Files of a page's assets: the page, the script and the style; and the
@@ -124,11 +124,11 @@ type Site struct {
 
 	csrf *http.CrossOriginProtection
 
+	refusals RefusalLog
+
 	mu       sync.Mutex
 	sessions map[string]session  // session id -> session
 	failures map[string]*failure // address -> wrong tokens
-	logs     failure             // refusals that may be logged
-	unlogged int                 // refusals not logged since the last line
 }
 
 // session is a signed-in browser's: when it ends, and the address it
@@ -176,8 +176,7 @@ func New(o Options) (*Site, error) {
 	return &Site{opts: o, static: http.StripPrefix(strip, http.FileServerFS(o.Assets)),
 		common: http.StripPrefix(strip, http.FileServerFS(sub)),
 		page:   page, login: login.Bytes(), csrf: http.NewCrossOriginProtection(),
-		sessions: map[string]session{}, failures: map[string]*failure{},
-		logs: failure{left: maxRefusalLogs, at: o.Now()}}, nil
+		sessions: map[string]session{}, failures: map[string]*failure{}}, nil
 }
 
 // SetHeaders sets the headers of every answer of a page: a strict content
@@ -447,27 +446,45 @@ func (f *failure) refillBy(now time.Time, most float64, every time.Duration) {
 	f.at = now
 }
 
-// warn logs a refusal: at most maxRefusalLogs at once, then one per
-// refusalLogEvery, counting those left out ("unlogged"), so that refused
-// requests cannot flood the log (on an edge the status page shows the
-// log's newest warnings).
+// warn logs a refusal within the bounds of a RefusalLog.
 func (s *Site) warn(msg string, args ...any) {
-	now := s.opts.Now()
-	s.mu.Lock()
-	s.logs.refillBy(now, maxRefusalLogs, refusalLogEvery)
-	if s.logs.left < 1 {
-		s.unlogged++
-		s.mu.Unlock()
+	s.refusals.Warn(s.opts.Log, s.opts.Now(), s.opts.Name+": "+msg, args...)
+}
+
+// RefusalLog bounds the log lines of refused requests, so that refused
+// requests cannot flood the log (on an edge the status page shows the
+// log's newest warnings): at most MaxRefusalLogs lines at once, then one
+// per RefusalLogEvery, the next line logged counting those left out
+// ("unlogged"). The zero value is ready to use; it is safe for concurrent
+// use.
+type RefusalLog struct {
+	mu       sync.Mutex
+	tries    failure // lines that may be logged
+	started  bool    // tries was filled
+	unlogged int     // refusals not logged since the last line
+}
+
+// Warn logs msg and args on log as a warning at now, unless too many
+// were logged lately.
+func (l *RefusalLog) Warn(log *slog.Logger, now time.Time, msg string, args ...any) {
+	l.mu.Lock()
+	if !l.started {
+		l.tries, l.started = failure{left: MaxRefusalLogs, at: now}, true
+	}
+	l.tries.refillBy(now, MaxRefusalLogs, RefusalLogEvery)
+	if l.tries.left < 1 {
+		l.unlogged++
+		l.mu.Unlock()
 		return
 	}
-	s.logs.left--
-	n := s.unlogged
-	s.unlogged = 0
-	s.mu.Unlock()
+	l.tries.left--
+	n := l.unlogged
+	l.unlogged = 0
+	l.mu.Unlock()
 	if n > 0 {
 		args = append(args, "unlogged", n)
 	}
-	s.opts.Log.Warn(s.opts.Name+": "+msg, args...)
+	log.Warn(msg, args...)
 }
 
 // throttled answers how many seconds r's address must wait before its
@@ -527,7 +544,7 @@ func (s *Site) failed(r *http.Request, what string) {
 }
 
 // Refuse answers 401 to a request without a valid token or session, and
-// logs it (never what it sent; at most maxRefusalLogs lines at once).
+// logs it (never what it sent; at most MaxRefusalLogs lines at once).
 func (s *Site) Refuse(w http.ResponseWriter, r *http.Request) {
 	s.warn("request without a valid token or session", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 	unauthorized(w)

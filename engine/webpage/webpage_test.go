@@ -312,8 +312,8 @@ func TestSessionBoundToAddress(t *testing.T) {
 // TestRefusalsLogBounded: refused requests from anywhere (no token, other
 // origins, wrong tokens from many addresses) cannot flood the log — on an
 // edge the status page shows the log's newest warnings, which a flood
-// would push out: at most maxRefusalLogs lines at once, then one per
-// refusalLogEvery, saying how many went unlogged.
+// would push out: at most MaxRefusalLogs lines at once, then one per
+// RefusalLogEvery, saying how many went unlogged.
 func TestRefusalsLogBounded(t *testing.T) {
 	_, h, clk, logs := testSite(t)
 	for i := range 1000 {
@@ -327,10 +327,10 @@ func TestRefusalsLogBounded(t *testing.T) {
 			call(h, remote, "POST", "/p/login", nil, "token=guess")
 		}
 	}
-	if n := strings.Count(logs.String(), "\n"); n > maxRefusalLogs {
-		t.Fatalf("1000 refused requests logged %d lines, want at most %d:\n%s", n, maxRefusalLogs, logs)
+	if n := strings.Count(logs.String(), "\n"); n > MaxRefusalLogs {
+		t.Fatalf("1000 refused requests logged %d lines, want at most %d:\n%s", n, MaxRefusalLogs, logs)
 	}
-	clk.Advance(refusalLogEvery)
+	clk.Advance(RefusalLogEvery)
 	call(h, "10.9.9.9:1", "GET", "/p/data", nil, "")
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	if last := lines[len(lines)-1]; !strings.Contains(last, "unlogged=") {

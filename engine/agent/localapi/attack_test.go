@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/bundle"
 	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/webpage"
 )
 
 // newAgentServer serves a real agent (without a runner: nothing can be
@@ -240,8 +241,8 @@ func TestSilentConnectionClosed(t *testing.T) {
 
 // TestRefusalsLogBounded: requests without the token cannot flood the
 // log (the status page shows the log's newest warnings, which a flood
-// would push out): at most maxRefusalLogs lines at once, then one per
-// refusalLogEvery, the next one counting those left out.
+// would push out): at most webpage.MaxRefusalLogs lines at once, then one
+// per webpage.RefusalLogEvery, the next one counting those left out.
 func TestRefusalsLogBounded(t *testing.T) {
 	pub, _, err := ed25519.GenerateKey(nil)
 	if err != nil {
@@ -269,7 +270,7 @@ func TestRefusalsLogBounded(t *testing.T) {
 			t.Fatalf("status without the token: %d", resp.StatusCode)
 		}
 	}
-	most := maxRefusalLogs + int(time.Since(start)/refusalLogEvery) + 1
+	most := webpage.MaxRefusalLogs + int(time.Since(start)/webpage.RefusalLogEvery) + 1
 	n := strings.Count(logs.String(), "request without a valid token")
 	if n == 0 || n > most {
 		t.Fatalf("300 refused requests logged %d lines, want 1 to %d", n, most)

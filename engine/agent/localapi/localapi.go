@@ -26,11 +26,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/httpapi"
+	"github.com/sluice-edge/sluice/engine/webpage"
 )
 
 // Paths of the API.
@@ -62,41 +62,6 @@ const maxNonce = 128
 
 // maxConns bounds the connections the server holds at once.
 const maxConns = 16
-
-// maxRefusalLogs is how many refused requests may be logged at once; one
-// more every refusalLogEvery: a flood would push the edge's warnings off
-// its status page.
-const (
-	maxRefusalLogs  = 10
-	refusalLogEvery = 6 * time.Second
-)
-
-// refusals limits the log lines of refused requests.
-type refusals struct {
-	mu       sync.Mutex
-	left     float64
-	at       time.Time
-	unlogged int
-}
-
-// allow says whether a refusal may be logged at now, and how many were
-// left out since the last one logged.
-func (f *refusals) allow(now time.Time) (bool, int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if d := now.Sub(f.at); d > 0 {
-		f.left = min(maxRefusalLogs, f.left+float64(d)/float64(refusalLogEvery))
-	}
-	f.at = now
-	if f.left < 1 {
-		f.unlogged++
-		return false, 0
-	}
-	f.left--
-	n := f.unlogged
-	f.unlogged = 0
-	return true, n
-}
 
 // Service is what the API serves: an agent.Agent.
 type Service interface {
@@ -152,15 +117,11 @@ func Listen(addr, token string, svc Service, maxBody int64, log *slog.Logger, ro
 		}
 		mux.Handle(r.Pattern, r.Handler)
 	}
-	refused := &refusals{left: maxRefusalLogs, at: time.Now()}
+	// Refusals are logged within bounds: a flood would push the edge's
+	// warnings off its status page.
+	refused := &webpage.RefusalLog{}
 	authed := httpapi.Bearer(token, "sluice", "unauthorized", func(r *http.Request) {
-		if ok, n := refused.allow(time.Now()); ok {
-			args := []any{"remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path}
-			if n > 0 {
-				args = append(args, "unlogged", n)
-			}
-			log.Warn("local api: request without a valid token", args...)
-		}
+		refused.Warn(log, time.Now(), "local api: request without a valid token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 	}, mux)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == HelloPath { // the server proves it knows the token first

@@ -493,14 +493,7 @@ func (g *Graph) coordinate(ctx context.Context, stopping <-chan struct{}, source
 	defer close(c.final)
 	t := time.NewTimer(c.opts.Interval)
 	defer t.Stop()
-	// release lets held sources go on.
-	release := func() {
-		if c.holding {
-			c.holding = false
-			c.gate.Unlock()
-		}
-	}
-	defer release()
+	defer c.letGo()
 	stopped := false
 	for {
 		select {
@@ -512,14 +505,14 @@ func (g *Graph) coordinate(ctx context.Context, stopping <-chan struct{}, source
 			continue
 		case <-stopping:
 			// Held sources must see the stop.
-			release()
+			c.letGo()
 			stopping, stopped = nil, true
 			continue
 		case <-sourcesDone:
 		}
 		break
 	}
-	release()
+	c.letGo()
 	// Every source has returned; wait for the sinks to reach the end of
 	// their input (operators stopping on a cancelled context keep their
 	// state for this checkpoint instead of flushing it).
@@ -548,10 +541,7 @@ func (g *Graph) attempt(ctx context.Context, stopping bool) {
 			g.log.Info("checkpoint: taken again", "failed_attempts", c.failures)
 		}
 		c.failures = 0
-		if c.holding {
-			c.holding = false
-			c.gate.Unlock()
-		}
+		c.letGo()
 		return
 	}
 	c.failures++
@@ -565,6 +555,15 @@ func (g *Graph) attempt(ctx context.Context, stopping bool) {
 		g.log.Warn("checkpoint: the sources are held until a checkpoint succeeds", "failed_attempts", c.failures)
 		c.gate.Lock()
 		c.holding = true
+	}
+}
+
+// letGo lets the sources held after failed attempts go on (coordinator
+// only).
+func (c *checkpointing) letGo() {
+	if c.holding {
+		c.holding = false
+		c.gate.Unlock()
 	}
 }
 

@@ -357,10 +357,22 @@ func readPacketInto(r *bufio.Reader, sl *slab, pk *packets.Packet, maxPayload in
 	}
 	switch pk.FixedHeader.Type {
 	case packets.Publish:
+		noProps := 0 // bytes of an MQTT 5 property length of 0
 		if pk.ProtocolVersion == 5 {
-			err = checkPublishProperties(buf, pk.FixedHeader.Qos)
+			noProps, err = checkPublishProperties(buf, pk.FixedHeader.Qos)
 		}
-		if err == nil {
+		if err == nil && noProps > 0 {
+			// No properties (the usual case): decoded as 3.1.1, whose
+			// body is the same but for the property length ahead of the
+			// payload, the codec's property decoder, which allocates a
+			// reader per packet, is skipped.
+			pk.ProtocolVersion = 4
+			err = pk.PublishDecode(buf)
+			pk.ProtocolVersion = 5
+			if err == nil {
+				pk.Payload = pk.Payload[noProps:]
+			}
+		} else if err == nil {
 			err = pk.PublishDecode(buf)
 		}
 		if err == nil && dropped > 0 && len(pk.Payload) > maxPayload+1 {
@@ -389,31 +401,36 @@ func readPacketInto(r *bufio.Reader, sl *slab, pk *packets.Packet, maxPayload in
 
 // checkPublishProperties checks the property length of an MQTT 5 PUBLISH
 // body, which the codec reads with no bound on its continuation bytes:
-// at most 4 bytes, and no more properties than the packet holds.
-func checkPublishProperties(buf []byte, qos byte) error {
+// at most 4 bytes, and no more properties than the packet holds. When the
+// length is 0 (no properties), it returns the number of bytes it takes,
+// else 0.
+func checkPublishProperties(buf []byte, qos byte) (int, error) {
 	if len(buf) < 2 {
-		return packets.ErrMalformedTopic
+		return 0, packets.ErrMalformedTopic
 	}
-	at := 2 + (int(buf[0])<<8 | int(buf[1]))
+	start := 2 + (int(buf[0])<<8 | int(buf[1]))
 	if qos > 0 {
-		at += 2
+		start += 2
 	}
-	n := 0
+	at, n := start, 0
 	for i := range 4 {
 		if at >= len(buf) {
-			return packets.ErrMalformedProperties
+			return 0, packets.ErrMalformedProperties
 		}
 		b := buf[at]
 		at++
 		n |= int(b&0x7f) << (7 * i)
 		if b&0x80 == 0 {
 			if n > len(buf)-at {
-				return fmt.Errorf("%w: %d bytes of properties in %d", packets.ErrMalformedProperties, n, len(buf)-at)
+				return 0, fmt.Errorf("%w: %d bytes of properties in %d", packets.ErrMalformedProperties, n, len(buf)-at)
 			}
-			return nil
+			if n == 0 {
+				return at - start, nil
+			}
+			return 0, nil
 		}
 	}
-	return fmt.Errorf("%w: %w", packets.ErrMalformedProperties, errMalformedLength)
+	return 0, fmt.Errorf("%w: %w", packets.ErrMalformedProperties, errMalformedLength)
 }
 
 // checkPublish refuses a PUBLISH this client cannot take or the broker

@@ -142,7 +142,10 @@ func (s *stage) Time(i int) int64 {
 
 // Append appends the staged rows to rb and returns their number. It fills
 // one column at a time: each column's builder is looked up and grown once
-// per payload, then takes its values without further checks.
+// per payload, then takes its values without further checks. The loops
+// of the fixed-width types are written out: one generic function for them
+// calls the builders through its dictionary, and BenchmarkEnOSDecode took
+// 6-20 % longer with it.
 func (s *stage) Append(rb *engine.RecordBuilder) int {
 	if len(rb.Columns) != s.ncol {
 		panic(fmt.Sprintf("codec: builder has %d columns, decoder %d", len(rb.Columns), s.ncol))

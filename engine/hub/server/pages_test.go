@@ -373,6 +373,26 @@ func TestListingQueryRefused(t *testing.T) {
 			t.Errorf("GET releases?%s: %d %s, want 400", q, code, body)
 		}
 	}
+	// Cursors with the listing's number of fields of which a time or a
+	// sequence number is not one.
+	cursor := func(fields ...string) string {
+		var b []byte
+		for _, f := range fields {
+			b = append(append(b, byte(len(f))), f...)
+		}
+		return "after=" + b64(b)
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for _, c := range []struct{ path, q string }{
+		{server.AlertsPath + "/a/history", "edge=e1&" + cursor("yesterday", "m1")},
+		{server.EdgesPath + "/e1/leases", cursor("yesterday", "1")},
+		{server.EdgesPath + "/e1/leases", cursor(now, "-1")},
+		{server.CommandsPath, cursor("yesterday", "e1", "c1")},
+	} {
+		if code, _, body := get(t, in, c.path, c.q); code != http.StatusBadRequest {
+			t.Errorf("GET %s?%s: %d %s, want 400", c.path, c.q, code, body)
+		}
+	}
 	// Filters the store could not hold: longer than its text bound, a
 	// NUL, an empty alert id.
 	long := strings.Repeat("a", store.DefaultMaxTextBytes+1)

@@ -408,7 +408,7 @@ func (a *API) releases(w http.ResponseWriter, r *http.Request) {
 	var before int64
 	if after != nil {
 		if before, err = strconv.ParseInt(after[0], 10, 64); err != nil || before < 1 {
-			a.fail(w, r, fmt.Errorf("%w: after: not a cursor of this listing", errBadQuery))
+			a.fail(w, r, errNotCursor)
 			return
 		}
 	}
@@ -519,9 +519,9 @@ func (a *API) alertHistory(w http.ResponseWriter, r *http.Request) {
 	}
 	var from *store.TransitionKey
 	if after != nil {
-		at, terr := time.Parse(time.RFC3339Nano, after[0])
+		at, terr := parseCursorTime(after[0])
 		if terr != nil {
-			a.fail(w, r, fmt.Errorf("%w: after: not a cursor of this listing", errBadQuery))
+			a.fail(w, r, terr)
 			return
 		}
 		from = &store.TransitionKey{Time: at, MsgID: after[1]}
@@ -532,7 +532,7 @@ func (a *API) alertHistory(w http.ResponseWriter, r *http.Request) {
 		if val := t.Value; !math.IsNaN(val) && !math.IsInf(val, 0) {
 			v.Value = &val
 		}
-		return p.add(v, func() string { return encodeCursor(t.Time.UTC().Format(time.RFC3339Nano), t.MsgID) })
+		return p.add(v, func() string { return encodeCursor(cursorTime(t.Time), t.MsgID) })
 	})
 	a.writePage(w, r, p, err)
 }
@@ -557,17 +557,17 @@ func (a *API) leaseEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	var from *store.LeaseEventKey
 	if after != nil {
-		at, terr := time.Parse(time.RFC3339Nano, after[0])
+		at, terr := parseCursorTime(after[0])
 		seq, serr := strconv.ParseUint(after[1], 10, 63)
 		if terr != nil || serr != nil {
-			a.fail(w, r, fmt.Errorf("%w: after: not a cursor of this listing", errBadQuery))
+			a.fail(w, r, errNotCursor)
 			return
 		}
 		from = &store.LeaseEventKey{At: at, Seq: seq}
 	}
 	p := newPage(limit)
 	err = a.hub.st.LeaseEventsAfter(r.Context(), edge, asset, from, limit+1, func(e store.LeaseEvent) bool {
-		return p.add(e, func() string { return encodeCursor(e.At.UTC().Format(time.RFC3339Nano), strconv.FormatUint(e.Seq, 10)) })
+		return p.add(e, func() string { return encodeCursor(cursorTime(e.At), strconv.FormatUint(e.Seq, 10)) })
 	})
 	a.writePage(w, r, p, err)
 }

@@ -299,9 +299,9 @@ func (a *API) commands(w http.ResponseWriter, r *http.Request) {
 	}
 	var from *store.CommandKey
 	if after != nil {
-		t, err := time.Parse(time.RFC3339Nano, after[0])
+		t, err := parseCursorTime(after[0])
 		if err != nil {
-			a.fail(w, r, fmt.Errorf("%w: after: not a cursor of this listing", errBadQuery))
+			a.fail(w, r, err)
 			return
 		}
 		from = &store.CommandKey{Created: t, Edge: after[1], ID: after[2]}
@@ -309,7 +309,7 @@ func (a *API) commands(w http.ResponseWriter, r *http.Request) {
 	p := newPage(limit)
 	err = a.hub.st.CommandsAfter(r.Context(), f, from, limit+1, func(c store.Command) bool {
 		return p.add(commandView(c), func() string {
-			return encodeCursor(c.Created.UTC().Format(time.RFC3339Nano), c.Edge, c.ID)
+			return encodeCursor(cursorTime(c.Created), c.Edge, c.ID)
 		})
 	})
 	a.writePage(w, r, p, err)

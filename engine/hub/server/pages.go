@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // Paging of the listings (GET /v1/edges, /v1/releases, /v1/alerts).
@@ -51,9 +52,26 @@ func pageQuery(r *http.Request, fields int) (int, []string, error) {
 	}
 	after, err := decodeCursor(vs[0], fields)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w: after: not a cursor of this listing (%w)", errBadQuery, err)
+		return 0, nil, fmt.Errorf("%w (%w)", errNotCursor, err)
 	}
 	return limit, after, nil
+}
+
+// errNotCursor refuses an after= whose fields are not those of the
+// listing's items.
+var errNotCursor = fmt.Errorf("%w: after: not a cursor of this listing", errBadQuery)
+
+// cursorTime is a time as a cursor field; parseCursorTime reads it back.
+func cursorTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// parseCursorTime reads a cursor field of cursorTime (errNotCursor if it
+// is not one).
+func parseCursorTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, errNotCursor
+	}
+	return t, nil
 }
 
 // encodeCursor makes the opaque cursor of fields: each one's length and

@@ -35,7 +35,7 @@ func watchEdgeHealth(ctx context.Context, sh *engine.Shared, list func() []*pipe
 	dir := cfg.HealthDir()
 	e := &engineFigures{dir: dir, cfg: cfg, log: log}
 	stop, w := startHealth(ctx, sh, list, cfg.Health, log, func(w *pipelines.HealthWatcher) {
-		w.Keep(filepath.Join(dir, "raised.json"))
+		w.Keep(filepath.Join(dir, health.RaisedFile))
 		w.WatchEngine(e.sample)
 	})
 	return func() {

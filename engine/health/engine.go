@@ -7,7 +7,7 @@ import (
 	"github.com/sluice-edge/sluice/engine"
 )
 
-// maxRestarts bounds RestartsMax and the restarts a StartLog keeps.
+// maxRestarts bounds RestartsMax and the restarts RecordStart keeps.
 const maxRestarts = 1000
 
 // drainETA returns the time the backlog of l takes to drain at its drain

@@ -36,7 +36,7 @@
 //   - engine_restarts: the engine started at least RestartsMax times
 //     within RestartsWindow after a run that did not stop cleanly (a
 //     crash, a kill, a power loss, an exit on error), counted durably in
-//     the data directory (StartLog);
+//     the data directory (RecordStart);
 //   - apply_failed: the newest bundle apply was refused or failed;
 //     cleared by the next successful apply.
 package health
@@ -250,7 +250,7 @@ type Engine struct {
 	// Edge is the asset of its alerts.
 	Edge string
 	// Restarts are the times the engine started after a run that did not
-	// stop cleanly, oldest first (StartLog).
+	// stop cleanly, oldest first (RecordStart).
 	Restarts []time.Time
 	// Apply is the newest apply's outcome (nil: none known).
 	Apply *Apply

@@ -136,7 +136,11 @@ func WriteRaised(name string, rs []Raised) error {
 	return writeJSON(name, rs)
 }
 
-// UnsentFile is the file, next to the raised alerts (raised.json), that
+// RaisedFile is the file, in the engine's health directory, that keeps
+// the raised alerts' conditions (WriteRaised) for the next run.
+const RaisedFile = "raised.json"
+
+// UnsentFile is the file, next to the raised alerts (RaisedFile), that
 // keeps the health alerts no sink took yet (WriteUnsent), so that the next
 // run offers them again.
 const UnsentFile = "unsent.json"

@@ -474,7 +474,7 @@ func parseDef(file string, n *yaml.Node, defaultName string) (*Def, spec.Errors)
 				errs = append(errs, spec.Errorf(nodePos(file, k), "component name %q must be non-empty and contain no dots or spaces", k.Value))
 				continue
 			}
-			if k.Value == checkpointsDir {
+			if strings.EqualFold(k.Value, checkpointsDir) { // as pipeline names (checkName)
 				errs = append(errs, spec.Errorf(nodePos(file, k), "component name %q is reserved: the pipeline keeps its checkpoints in the directory of that name beside its components' (<data_dir>/%s/%s)", k.Value, d.Name, checkpointsDir))
 				continue
 			}

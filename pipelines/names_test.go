@@ -40,6 +40,7 @@ func TestReservedPipelineNames(t *testing.T) {
 		{file: "p.yaml", name: `".."`, comp: "sim", want: "not a usable directory name"},
 		{file: "p.yaml", name: "healthy", comp: "sim"},
 		{file: "p.yaml", name: "windfarm", comp: "checkpoints", want: `component name "checkpoints" is reserved`},
+		{file: "p.yaml", name: "windfarm", comp: "Checkpoints", want: `component name "Checkpoints" is reserved`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file+"/"+tt.name+"/"+tt.comp, func(t *testing.T) {

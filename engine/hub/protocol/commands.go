@@ -218,19 +218,12 @@ func DecodeCommand(data []byte) (Command, error) {
 	if len(data) > MaxCommandBytes {
 		return c, fmt.Errorf("%w: command of %d bytes, more than %d", ErrFormat, len(data), MaxCommandBytes)
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return c, fmt.Errorf("%w: command: %w", ErrFormat, err)
-	}
-	if err := checkFields("command", data, len(raw), commandFields); err != nil {
+	raw, err := objectFields("command", data, commandFields)
+	if err != nil {
 		return c, err
 	}
 	if in, ok := raw["inputs"]; ok && !bytes.Equal(bytes.TrimSpace(in), []byte("null")) {
-		var inputs map[string]json.RawMessage
-		if err := json.Unmarshal(in, &inputs); err != nil {
-			return c, fmt.Errorf("%w: command inputs: %w", ErrFormat, err)
-		}
-		if err := checkFields("command inputs", in, len(inputs), nil); err != nil {
+		if _, err := objectFields("command inputs", in, nil); err != nil {
 			return c, err
 		}
 	}
@@ -261,19 +254,24 @@ func decodeStrict(data []byte, v any, what string, numbers bool) error {
 	return nil
 }
 
-// checkFields refuses an object whose keys repeat (n is the count of
-// distinct keys) or are not spelled as one of fields (any key when fields
-// is nil).
-func checkFields(what string, data []byte, n int, fields []string) error {
+// objectFields decodes the JSON object data into its fields, refusing
+// one whose keys repeat or are not spelled as one of fields (any key when
+// fields is nil): encoding/json matches names case-insensitively and
+// keeps the last of duplicates.
+func objectFields(what string, data []byte, fields []string) (map[string]json.RawMessage, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrFormat, what, err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if _, err := dec.Token(); err != nil { // {
-		return fmt.Errorf("%w: %s: %w", ErrFormat, what, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrFormat, what, err)
 	}
 	count := 0
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrFormat, what, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrFormat, what, err)
 		}
 		key, _ := tok.(string)
 		known := fields == nil
@@ -281,18 +279,18 @@ func checkFields(what string, data []byte, n int, fields []string) error {
 			known = known || key == f
 		}
 		if !known {
-			return fmt.Errorf("%w: %s: unknown field %q", ErrFormat, what, clip(key))
+			return nil, fmt.Errorf("%w: %s: unknown field %q", ErrFormat, what, clip(key))
 		}
 		var skip json.RawMessage
 		if err := dec.Decode(&skip); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrFormat, what, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrFormat, what, err)
 		}
 		count++
 	}
-	if count != n {
-		return fmt.Errorf("%w: %s: a field appears twice", ErrFormat, what)
+	if count != len(raw) {
+		return nil, fmt.Errorf("%w: %s: a field appears twice", ErrFormat, what)
 	}
-	return nil
+	return raw, nil
 }
 
 // Columns of a command record row (ControlSchema), beside ColTime (when

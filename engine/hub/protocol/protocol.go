@@ -250,13 +250,8 @@ func DecodeDesired(data []byte) (Desired, error) {
 	if len(data) > MaxDesiredBytes {
 		return d, fmt.Errorf("%w: desired record of %d bytes, more than %d", ErrFormat, len(data), MaxDesiredBytes)
 	}
-	// Field names once each, exactly as spelled (encoding/json matches
-	// case-insensitively and keeps the last of duplicates).
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return d, fmt.Errorf("%w: desired record: %w", ErrFormat, err)
-	}
-	if err := checkFields("desired record", data, len(raw), desiredFields); err != nil {
+	raw, err := objectFields("desired record", data, desiredFields)
+	if err != nil {
 		return d, err
 	}
 	for _, f := range desiredFields {

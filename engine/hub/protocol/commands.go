@@ -112,9 +112,13 @@ type Command struct {
 	By string `json:"by,omitempty"`
 }
 
+// CheckCommandID checks the id of a hub command: 1 to 64 of A-Z a-z 0-9 _
+// -.
+func CheckCommandID(id string) error { return checkToken("command id", id, MaxReleaseIDLen) }
+
 // Validate checks every field of c.
 func (c Command) Validate() error {
-	if err := checkToken("command id", c.ID, MaxReleaseIDLen); err != nil {
+	if err := CheckCommandID(c.ID); err != nil {
 		return err
 	}
 	if err := CheckEdgeID(c.Edge); err != nil {

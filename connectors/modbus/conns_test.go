@@ -70,6 +70,18 @@ func TestClientsNotAllowedHoldNoSlot(t *testing.T) {
 			}
 		}
 	}
+	// Both slots are held (both connections were served): a third
+	// connection of the allowed client is closed at once.
+	extra, err := dialFrom("127.0.0.2", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(waitFor))
+	var ne net.Error
+	if _, err := extra.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("a connection beyond max_clients was kept open (%v)", err)
+	}
 	if st := srv.Stats(); st.Refused < 4 {
 		t.Errorf("stats %+v: want the refused connections counted", st)
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/sluice-edge/sluice/engine/jsonstrict"
 )
 
 // FormatVersion is the manifest format this package writes and reads.
@@ -313,7 +315,7 @@ type Signature struct {
 // strictDecode decodes one JSON value into v, refusing unknown fields,
 // duplicate keys and trailing data.
 func strictDecode(data []byte, v any) error {
-	if err := checkDuplicateKeys(data); err != nil {
+	if err := jsonstrict.CheckKeys(data); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -325,59 +327,4 @@ func strictDecode(data []byte, v any) error {
 		return errors.New("trailing data after the JSON value")
 	}
 	return nil
-}
-
-// checkDuplicateKeys walks the JSON tokens and refuses an object with the
-// same key twice, at any depth.
-func checkDuplicateKeys(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	type frame struct {
-		object bool
-		keys   map[string]bool
-		expect bool // the next token in an object is a key
-	}
-	var stack []*frame
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		var top *frame
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if top != nil && top.object && top.expect {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:len(stack)-1]
-				continue
-			}
-			k, _ := tok.(string)
-			if top.keys[k] {
-				return fmt.Errorf("duplicate key %q", k)
-			}
-			top.keys[k] = true
-			top.expect = false
-			continue
-		}
-		if top != nil && top.object {
-			top.expect = true
-		}
-		if d, ok := tok.(json.Delim); ok {
-			switch d {
-			case '{':
-				stack = append(stack, &frame{object: true, keys: map[string]bool{}, expect: true})
-			case '[':
-				stack = append(stack, &frame{})
-			case ']':
-				stack = stack[:len(stack)-1]
-			}
-		}
-		if len(stack) > 64 {
-			return errors.New("nested deeper than 64 levels")
-		}
-	}
 }

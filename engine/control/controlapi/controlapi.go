@@ -44,6 +44,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/httpapi"
+	"github.com/sluice-edge/sluice/engine/jsonstrict"
 )
 
 // Paths of the API.
@@ -236,59 +237,10 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if dec.More() {
 		return fmt.Errorf("%w: body: data after the JSON value", control.ErrInvalid)
 	}
-	if key, ok := repeatedKey(body); ok {
+	if key, ok := jsonstrict.IsDuplicateKey(jsonstrict.CheckKeys(body)); ok {
 		return fmt.Errorf("%w: body: %q appears twice in an object", control.ErrInvalid, clip(key))
 	}
 	return nil
-}
-
-// repeatedKey finds a key that appears twice in one object of a JSON
-// value (already decoded once, so well formed): the decoder would take
-// the last, a proxy, a log or a reader may take the first.
-func repeatedKey(data []byte) (string, bool) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	type level struct {
-		keys   map[string]bool
-		object bool
-		key    bool // the next string of this object is a key
-	}
-	var stack []level
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return "", false
-		}
-		var top *level
-		if len(stack) > 0 {
-			top = &stack[len(stack)-1]
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{', '[':
-				if top != nil && top.object {
-					top.key = true // the value of the key before
-				}
-				stack = append(stack, level{object: t == '{', key: t == '{', keys: map[string]bool{}})
-			default:
-				stack = stack[:len(stack)-1]
-			}
-			continue
-		case string:
-			if top != nil && top.object && top.key {
-				if top.keys[t] {
-					return t, true
-				}
-				top.keys[t] = true
-				top.key = false
-				continue
-			}
-		}
-		if top != nil && top.object {
-			top.key = true // a value was read: a key comes next
-		}
-	}
 }
 
 func (h *handler) submit(w http.ResponseWriter, r *http.Request) {

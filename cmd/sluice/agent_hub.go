@@ -112,7 +112,7 @@ func (s arbiterRecords) Audit(id string) []command.Transition {
 // Arbiter.Audit answers only its last 1,000 entries, command transitions
 // included.
 func (s arbiterRecords) Events(after uint64) []command.Transition {
-	return slices.DeleteFunc(s.a.Tracker().Audit(""), func(tr command.Transition) bool { return tr.ID != "" || tr.Seq <= after })
+	return slices.DeleteFunc(s.a.Tracker().AuditAfter(after), func(tr command.Transition) bool { return tr.ID != "" })
 }
 
 func (s arbiterRecords) Since(v uint64) []command.Command {

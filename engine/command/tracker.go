@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -680,11 +681,38 @@ func (t *Tracker) Wait(ctx context.Context, id string) (Command, error) {
 func (t *Tracker) Audit(id string) []Transition {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ordered := append(slices.Clone(t.audit[t.auditAt:]), t.audit[:t.auditAt]...)
+	n := len(t.audit)
 	if id == "" {
-		return ordered
+		return append(append(make([]Transition, 0, n), t.audit[t.auditAt:]...), t.audit[:t.auditAt]...)
 	}
-	return slices.DeleteFunc(ordered, func(tr Transition) bool { return tr.ID != id })
+	var out []Transition
+	for i := range n {
+		if tr := t.auditEntry(i); tr.ID == id {
+			out = append(out, *tr)
+		}
+	}
+	return out
+}
+
+// AuditAfter returns the audit's entries numbered above seq, oldest
+// first: what a reader that has seen up to seq has not seen yet, without
+// copying the rest of the audit.
+func (t *Tracker) AuditAfter(seq uint64) []Transition {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(t.audit)
+	i := sort.Search(n, func(i int) bool { return t.auditEntry(i).Seq > seq })
+	out := make([]Transition, 0, n-i)
+	for ; i < n; i++ {
+		out = append(out, *t.auditEntry(i))
+	}
+	return out
+}
+
+// auditEntry is the i-th entry of the audit ring, oldest first (t.mu
+// held).
+func (t *Tracker) auditEntry(i int) *Transition {
+	return &t.audit[(t.auditAt+i)%len(t.audit)]
 }
 
 // Close stops the pending timeouts. Commands in progress keep their state.

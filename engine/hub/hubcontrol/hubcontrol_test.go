@@ -139,7 +139,7 @@ func (s arbiterSource) Since(v uint64) []command.Command {
 	return s.a.Tracker().List(func(c *command.Command) bool { return c.Version > v })
 }
 func (s arbiterSource) Events(after uint64) []command.Transition {
-	return slices.DeleteFunc(s.a.Tracker().Audit(""), func(tr command.Transition) bool { return tr.ID != "" || tr.Seq <= after })
+	return slices.DeleteFunc(s.a.Tracker().AuditAfter(after), func(tr command.Transition) bool { return tr.ID != "" })
 }
 
 // startEdge opens the edge on its data directory and follows the hub's

@@ -108,7 +108,7 @@ func (h countHandler) WithGroup(string) slog.Handler             { return h }
 // connections) is cut to the burst per period.
 func TestLogWriterBounded(t *testing.T) {
 	var n atomic.Int64
-	w := &logWriter{log: slog.New(countHandler{&n}), every: time.Hour, burst: 10}
+	w := newLogWriter(slog.New(countHandler{&n}), time.Hour, 10)
 	for range 1000 {
 		if _, err := w.Write([]byte("max. number of concurrent connections reached, rejecting 10.0.0.9:4711\n")); err != nil {
 			t.Fatal(err)

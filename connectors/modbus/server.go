@@ -34,6 +34,7 @@ import (
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/control"
+	"github.com/sluice-edge/sluice/engine/lograte"
 )
 
 // DefaultListen is where a server listens unless configured: loopback
@@ -127,7 +128,7 @@ type Server struct {
 	clients  map[string]string     // pipe's address -> client's address
 	conns    map[net.Conn]struct{} // open client connections
 	wg       sync.WaitGroup
-	connLogs logWriter
+	connLogs *logWriter
 
 	reads, writes, exceptions, refused, commands, rejected *atomic.Int64
 }
@@ -254,7 +255,7 @@ func (s *Server) Start() error {
 		// until idle.
 		srv, err = mb.NewServer(&mb.ServerConfiguration{
 			URL: "tcp://" + inner, Timeout: s.opts.IdleTimeout, MaxClients: uint(s.opts.MaxClients) + 64,
-			Logger: log.New(&logWriter{log: s.opts.Log, every: 10 * time.Second, burst: 10}, "", 0),
+			Logger: log.New(newLogWriter(s.opts.Log, 10*time.Second, 10), "", 0),
 		}, handler{s})
 		if err != nil {
 			break
@@ -271,7 +272,7 @@ func (s *Server) Start() error {
 	s.srv, s.ln, s.started = srv, ln, true
 	s.slots = make(chan struct{}, s.opts.MaxClients)
 	s.clients, s.conns = map[string]string{}, map[net.Conn]struct{}{}
-	s.connLogs = logWriter{log: s.opts.Log, every: 10 * time.Second, burst: 10}
+	s.connLogs = newLogWriter(s.opts.Log, 10*time.Second, 10)
 	s.wg.Add(1)
 	go s.accept()
 	return nil
@@ -303,14 +304,14 @@ func (s *Server) accept() {
 		client := conn.RemoteAddr().String()
 		if !s.allowedClient(client) {
 			s.refused.Add(1)
-			fmt.Fprintf(&s.connLogs, "connection of a client not allowed closed: %s", client)
+			fmt.Fprintf(s.connLogs, "connection of a client not allowed closed: %s", client)
 			_ = conn.Close()
 			continue
 		}
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			fmt.Fprintf(&s.connLogs, "max_clients (%d) connections open: %s refused", s.opts.MaxClients, client)
+			fmt.Fprintf(s.connLogs, "max_clients (%d) connections open: %s refused", s.opts.MaxClients, client)
 			_ = conn.Close()
 			continue
 		}
@@ -374,30 +375,23 @@ func (s *Server) client(libAddr string) string {
 // burst lines per period (a flood of refused connections must not flood
 // the log); the number left out is logged with the next line let through.
 type logWriter struct {
-	log     *slog.Logger
-	every   time.Duration
-	burst   int
-	mu      sync.Mutex
-	window  time.Time
-	n, left int
+	log   *slog.Logger
+	mu    sync.Mutex
+	limit lograte.Limiter
+}
+
+func newLogWriter(log *slog.Logger, every time.Duration, burst int) *logWriter {
+	return &logWriter{log: log, limit: lograte.Limiter{Interval: every, Burst: burst}}
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	w.mu.Lock()
-	now := time.Now()
-	if now.Sub(w.window) >= w.every {
-		w.window, w.n = now, 0
-	}
-	w.n++
-	if w.n > w.burst {
-		w.left++
-		w.mu.Unlock()
+	ok, left := w.limit.Allow(time.Now())
+	w.mu.Unlock()
+	if !ok {
 		return n, nil
 	}
-	left := w.left
-	w.left = 0
-	w.mu.Unlock()
 	if len(p) > 512 {
 		p = p[:512]
 	}

@@ -689,10 +689,10 @@ func (e *eventLog) allow(kind string) bool {
 		if len(e.by) > 1024 {
 			clear(e.by)
 		}
-		l = &logLimiter{interval: eventInterval, burst: eventBurst}
+		l = &logLimiter{Interval: eventInterval, Burst: eventBurst}
 		e.by[kind] = l
 	}
-	ok, suppressed := l.allow(time.Now())
+	ok, suppressed := l.Allow(time.Now())
 	e.mu.Unlock()
 	if suppressed > 0 {
 		e.log.Warn("mqtt broker: lines left out", "kind", kind, "lines", suppressed, "interval", eventInterval)

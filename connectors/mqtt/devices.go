@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/sluice-edge/sluice/engine/lograte"
 )
 
 // DeviceStats is what a source counted for one device.
@@ -238,30 +240,8 @@ func (d *devices) snapshot() []DeviceStats {
 	return out
 }
 
-// logLimiter lets through at most burst log lines per interval and counts
-// the rest.
-type logLimiter struct {
-	interval   time.Duration
-	burst      int
-	start      time.Time
-	n          int
-	suppressed int
-}
-
-// allow reports whether a line may be logged at now, and how many lines
-// were suppressed in the interval that just ended (to be summarised).
-func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int) {
-	if l.start.IsZero() || now.Sub(l.start) >= l.interval {
-		suppressed = l.suppressed
-		l.start, l.n, l.suppressed = now, 0, 0
-	}
-	if l.n < l.burst {
-		l.n++
-		return true, suppressed
-	}
-	l.suppressed++
-	return false, suppressed
-}
+// logLimiter bounds the log lines input from outside can cause.
+type logLimiter = lograte.Limiter
 
 // cutUTF8 returns s cut to at most n bytes on a character boundary, as a
 // copy when cut (so that the long string is not kept alive), else s.

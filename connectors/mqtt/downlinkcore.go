@@ -47,7 +47,7 @@ const (
 func (d *downlinkCore) badReply(topic string, err error) {
 	d.unmatched.Add(1)
 	d.mu.Lock()
-	ok, suppressed := d.badLogs.allow(time.Now())
+	ok, suppressed := d.badLogs.Allow(time.Now())
 	d.mu.Unlock()
 	if !ok {
 		return
@@ -76,7 +76,7 @@ type downlinkConfig struct {
 // init sets d up and creates its client, subscribed to the replies.
 func (d *downlinkCore) init(cfg downlinkConfig) error {
 	d.name, d.log, d.sendTimeout, d.qos0 = cfg.name, cfg.log, cfg.sendTimeout, cfg.qos0
-	d.badLogs = logLimiter{interval: badReplyEvery, burst: badReplyBurst}
+	d.badLogs = logLimiter{Interval: badReplyEvery, Burst: badReplyBurst}
 	d.tracker, d.unmatched, d.ready = cfg.tracker, cfg.unmatched, make(chan struct{})
 	if d.unmatched == nil {
 		d.unmatched = new(atomic.Int64)

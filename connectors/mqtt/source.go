@@ -494,7 +494,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 
 	// MQTT 3.1.1 reports each lost connection on a goroutine of its own.
 	var takeoverMu sync.Mutex
-	takeoverLogs := logLimiter{interval: time.Minute, burst: 1}
+	takeoverLogs := logLimiter{Interval: time.Minute, Burst: 1}
 	msgs := make(chan message, s.queue)
 	stop := make(chan struct{})
 	subErr := make(chan error, 1)
@@ -528,7 +528,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 			s.c.takeovers.Add(1)
 			s.alarm.takenOver(time.Now())
 			takeoverMu.Lock()
-			ok, suppressed := takeoverLogs.allow(time.Now())
+			ok, suppressed := takeoverLogs.Allow(time.Now())
 			takeoverMu.Unlock()
 			if ok {
 				s.log.Error("mqtt: session taken over: another client connected with this source's client id, "+
@@ -635,7 +635,7 @@ func (s *Source) newRunner() (*runner, error) {
 		dec:         dec,
 		rb:          engine.NewRecordBuilder(s.mem, s.decMap.Schema),
 		acks:        newAckQueue(s.c.acked),
-		logs:        logLimiter{interval: s.logEvery, burst: s.logBurst},
+		logs:        logLimiter{Interval: s.logEvery, Burst: s.logBurst},
 		replies:     make(chan outgoing, 1024),
 		repliesDone: make(chan struct{}),
 	}
@@ -890,7 +890,7 @@ func (r *runner) handle(m message) {
 func (r *runner) reject(m message, ds *deviceStats, code int, reason string) {
 	now := r.s.now()
 	r.s.devs.fail(ds, reason, now)
-	if ok, suppressed := r.logs.allow(now); ok {
+	if ok, suppressed := r.logs.Allow(now); ok {
 		if suppressed > 0 {
 			r.s.log.Warn("mqtt: more bad input was not logged", "count", suppressed)
 		}

@@ -33,6 +33,7 @@ import (
 	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/connectors/windfarm"
 	"github.com/sluice-edge/sluice/engine/command"
+	"github.com/sluice-edge/sluice/engine/topic"
 )
 
 // Config configures a simulation. Zero fields take the defaults noted.
@@ -146,8 +147,8 @@ func rate(n int64, d time.Duration) float64 {
 // Sim is a configured simulation.
 type Sim struct {
 	cfg      Config
-	cmdTopic *codec.TopicTemplate // generic JSON command topic, if any
-	repTopic codec.TopicTemplate
+	cmdTopic *topic.Template // generic JSON command topic, if any
+	repTopic topic.Template
 	model    *windfarm.Farm
 	turbines []*turbine
 	byKey    map[string]*turbine
@@ -215,7 +216,7 @@ func New(cfg Config) (*Sim, error) {
 	}
 	s := &Sim{cfg: cfg, byKey: map[string]*turbine{}, failing: set(cfg.Failing), silent: set(cfg.Silent)}
 	if cfg.CommandTopic != "" {
-		ct, err := codec.ParseTopicTemplate(cfg.CommandTopic)
+		ct, err := topic.Parse(cfg.CommandTopic)
 		if err != nil {
 			return nil, fmt.Errorf("devsim: command topic: %w", err)
 		}
@@ -223,10 +224,10 @@ func New(cfg Config) (*Sim, error) {
 			cfg.ReplyTopic = cfg.CommandTopic + "/reply"
 			s.cfg.ReplyTopic = cfg.ReplyTopic
 		}
-		if s.repTopic, err = codec.ParseTopicTemplate(cfg.ReplyTopic); err != nil {
+		if s.repTopic, err = topic.Parse(cfg.ReplyTopic); err != nil {
 			return nil, fmt.Errorf("devsim: reply topic: %w", err)
 		}
-		if codec.Overlaps(ct, s.repTopic) {
+		if topic.Overlaps(ct, s.repTopic) {
 			return nil, fmt.Errorf("devsim: reply topic %q matches the command topic %q", cfg.ReplyTopic, cfg.CommandTopic)
 		}
 		s.cmdTopic = &ct
@@ -637,10 +638,10 @@ func (s *Sim) apply(device string, points map[string]float64) {
 // answerJSON handles one command of the generic JSON command topic:
 // {"id","point","value"}, a numeric value setting the point as
 // measurepoint.set does.
-func (a *answerer) answerJSON(topic string, payload []byte) {
+func (a *answerer) answerJSON(name string, payload []byte) {
 	s := a.s
-	product, device, point, ok := s.cmdTopic.Match(topic)
-	if !ok || s.cmdTopic.Has(codec.PlaceholderProduct) && product != s.cfg.ProductKey {
+	product, device, point, ok := s.cmdTopic.Match(name)
+	if !ok || s.cmdTopic.Has(topic.PlaceholderProduct) && product != s.cfg.ProductKey {
 		return
 	}
 	s.commands.Add(1)
@@ -657,7 +658,7 @@ func (a *answerer) answerJSON(topic string, payload []byte) {
 	switch err := json.Unmarshal(payload, &req); {
 	case err != nil:
 		code, msg = 400, "bad request: "+err.Error()
-	case req.Point == "" || s.cmdTopic.Has(codec.PlaceholderPoint) && req.Point != point:
+	case req.Point == "" || s.cmdTopic.Has(topic.PlaceholderPoint) && req.Point != point:
 		code, msg = 400, "bad request: no point, or not the topic's"
 	case s.failing[device]:
 		code, msg = 500, "simulated failure"

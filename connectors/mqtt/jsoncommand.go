@@ -11,24 +11,25 @@ import (
 
 	"github.com/sluice-edge/sluice/connectors/codec"
 	"github.com/sluice-edge/sluice/engine/command"
+	"github.com/sluice-edge/sluice/engine/topic"
 )
 
-// The topic templates of the JSON command topic are codec's (shared with
-// the device simulator).
+// The topic templates of the JSON command topic are engine/topic's (shared
+// with the edge's control config and the device simulator).
 const (
-	PlaceholderProduct = codec.PlaceholderProduct
-	PlaceholderAsset   = codec.PlaceholderAsset
-	PlaceholderPoint   = codec.PlaceholderPoint
+	PlaceholderProduct = topic.PlaceholderProduct
+	PlaceholderAsset   = topic.PlaceholderAsset
+	PlaceholderPoint   = topic.PlaceholderPoint
 	// MaxTemplateLen bounds a topic template.
-	MaxTemplateLen = codec.MaxTemplateLen
+	MaxTemplateLen = topic.MaxTemplateLen
 )
 
 // TopicTemplate is a checked command or reply topic template (see
-// codec.TopicTemplate).
-type TopicTemplate = codec.TopicTemplate
+// topic.Template).
+type TopicTemplate = topic.Template
 
-// ParseTopicTemplate checks a template (see codec.ParseTopicTemplate).
-func ParseTopicTemplate(s string) (TopicTemplate, error) { return codec.ParseTopicTemplate(s) }
+// ParseTopicTemplate checks a template (see topic.Parse).
+func ParseTopicTemplate(s string) (TopicTemplate, error) { return topic.Parse(s) }
 
 // JSONDownlinkOptions configures a JSONDownlink.
 type JSONDownlinkOptions struct {
@@ -76,7 +77,7 @@ var ErrNotOnePoint = errors.New("the JSON command topic carries commands that se
 
 // NewJSONDownlink checks opts and returns a downlink; Start connects it.
 func NewJSONDownlink(opts JSONDownlinkOptions) (*JSONDownlink, error) {
-	topic, err := ParseTopicTemplate(opts.Topic)
+	cmd, err := ParseTopicTemplate(opts.Topic)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt json downlink: topic: %w", err)
 	}
@@ -87,7 +88,7 @@ func NewJSONDownlink(opts JSONDownlinkOptions) (*JSONDownlink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mqtt json downlink: reply topic: %w", err)
 	}
-	if codec.Overlaps(topic, reply) {
+	if topic.Overlaps(cmd, reply) {
 		return nil, fmt.Errorf("mqtt json downlink: reply topic %q matches the command topic %q", opts.ReplyTopic, opts.Topic)
 	}
 	if opts.SendTimeout <= 0 {
@@ -99,7 +100,7 @@ func NewJSONDownlink(opts JSONDownlinkOptions) (*JSONDownlink, error) {
 	if opts.Client.Log == nil {
 		opts.Client.Log = opts.Log
 	}
-	d := &JSONDownlink{topic: topic, replyTopic: reply}
+	d := &JSONDownlink{topic: cmd, replyTopic: reply}
 	err = d.init(downlinkConfig{
 		name:        "mqtt json downlink",
 		client:      opts.Client,

@@ -634,3 +634,28 @@ func TestCheckedReader(t *testing.T) {
 		})
 	}
 }
+
+// TestStopWithNothingDesired stops Sync for an edge with no desired
+// release. The watch's subscription closes with the context; a client whose
+// closing did not synchronise with the watch's own "no more initial
+// values" mark (sent when nothing is pending) closed the updates channel
+// racing that send: a data race under -race, and a send on a closed channel
+// when the two meet.
+func TestStopWithNothingDesired(t *testing.T) {
+	n := newNATSProcess(t)
+	js := connect(t, n)
+	h := newHub(t, js)
+	e := newEdge(t, "edge-idle", h)
+	for i := range 300 {
+		opts := Options{Current: AgentCurrent(e.agent), Resync: time.Hour,
+			OnOutcome: func(o Outcome) { t.Errorf("outcome %+v with nothing desired", o) }}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- Sync(ctx, js, e.id, e.agent, opts) }()
+		time.Sleep(time.Duration(i%10) * time.Millisecond)
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: Sync returned %v, want context.Canceled", i, err)
+		}
+	}
+}

@@ -269,7 +269,9 @@ func (r *reader) uint(col string) uint64 {
 			return uint64(x)
 		}
 	case float64:
-		if x >= 0 && x <= math.MaxInt64 && x == math.Trunc(x) {
+		// float64(math.MaxInt64) is 2^63, one past it: the bound is
+		// strict.
+		if x >= 0 && x < 1<<63 && x == math.Trunc(x) {
 			return uint64(x)
 		}
 	}

@@ -62,10 +62,10 @@ func (s *Store) ApplyAlert(ctx context.Context, a AlertRecord, msgID string) err
 		return fmt.Errorf("hub store: alert %q: %w", a.ID, err)
 	}
 	if msgID == "" || a.ID == "" {
-		return fmt.Errorf("hub store: alert %q: empty alert or message id", a.ID)
+		return invalidError{fmt.Errorf("hub store: alert %q: empty alert or message id", a.ID)}
 	}
 	if a.State != AlertRaised && a.State != AlertCleared {
-		return fmt.Errorf("hub store: alert %q: state %q, want raised or cleared", a.ID, a.State)
+		return invalidError{fmt.Errorf("hub store: alert %q: state %q, want raised or cleared", a.ID, a.State)}
 	}
 	var recov *time.Time
 	if !a.Recover.IsZero() {

@@ -115,7 +115,7 @@ func (s *Store) heartbeat(ctx context.Context, q execer, edge string, labels map
 		return fmt.Errorf("hub store: heartbeat: %w", err)
 	}
 	if edge == "" {
-		return errors.New("hub store: heartbeat: empty edge id")
+		return invalidError{errors.New("hub store: heartbeat: empty edge id")}
 	}
 	for k, v := range labels {
 		if err := s.checkTexts("label name", k, "label "+k, v); err != nil {
@@ -179,7 +179,7 @@ func (s *Store) RecordHeartbeat(ctx context.Context, edge string, hb HeartbeatIn
 		}
 	}
 	if hb.Version > 1<<63-1 {
-		return fmt.Errorf("hub store: heartbeat of %s: version %d out of range", edge, hb.Version)
+		return invalidError{fmt.Errorf("hub store: heartbeat of %s: version %d out of range", edge, hb.Version)}
 	}
 	if hb.Running == nil {
 		hb.Running = []Pipeline{}
@@ -224,7 +224,7 @@ func (s *Store) RegisterEdge(ctx context.Context, edge string) error {
 		return fmt.Errorf("hub store: register edge: %w", err)
 	}
 	if edge == "" {
-		return errors.New("hub store: register edge: empty edge id")
+		return invalidError{errors.New("hub store: register edge: empty edge id")}
 	}
 	if _, err := s.pool.Exec(ctx, `INSERT INTO edges (id, registered_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
 		edge, s.opts.Now()); err != nil {
@@ -244,13 +244,13 @@ func (s *Store) RecordReport(ctx context.Context, edge string, r Report) error {
 		return fmt.Errorf("hub store: report: %w", err)
 	}
 	if edge == "" {
-		return errors.New("hub store: report: empty edge id")
+		return invalidError{errors.New("hub store: report: empty edge id")}
 	}
 	if r.Outcome != Applied && r.Outcome != Rejected {
-		return fmt.Errorf("hub store: report of %s: outcome %q, want applied or rejected", edge, r.Outcome)
+		return invalidError{fmt.Errorf("hub store: report of %s: outcome %q, want applied or rejected", edge, r.Outcome)}
 	}
 	if r.Version > 1<<63-1 {
-		return fmt.Errorf("hub store: report of %s: version %d out of range", edge, r.Version)
+		return invalidError{fmt.Errorf("hub store: report of %s: version %d out of range", edge, r.Version)}
 	}
 	rj, err := json.Marshal(r)
 	if err != nil {

@@ -52,13 +52,15 @@ const (
 // ErrNotFound is returned for an edge the hub has never heard of.
 var ErrNotFound = errors.New("not found")
 
-// ErrInvalid matches (errors.Is) the error of a text the store refuses
-// before writing anything: longer than MaxTextBytes, with a NUL byte or
-// invalid UTF-8. Storing it again fails again.
-var ErrInvalid = errors.New("invalid text")
+// ErrInvalid matches (errors.Is) the error of a value the store refuses
+// before writing anything: a text longer than MaxTextBytes, with a NUL
+// byte or invalid UTF-8, a version or sequence beyond int64, an unknown
+// outcome or state, an empty id. Storing it again fails again, so a
+// reader of a queue sets its message aside rather than retrying it.
+var ErrInvalid = errors.New("invalid value")
 
-// invalidError is a refused text, matching ErrInvalid; its message is the
-// refusal's alone.
+// invalidError is a refused value, matching ErrInvalid; its message is
+// the refusal's alone.
 type invalidError struct{ error }
 
 func (invalidError) Is(target error) bool { return target == ErrInvalid }

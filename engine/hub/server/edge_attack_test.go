@@ -1,0 +1,77 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/outbound"
+)
+
+// encodeArrow is encode with the arrow encoding, which carries a column's
+// own type (a float64 where the protocol has an integer, say).
+func encodeArrow(t testing.TB, edge, stream string, s *engine.Schema, first uint64, rows ...enginetest.Row) []*message.Message {
+	t.Helper()
+	rec := enginetest.Record(nil, s, rows...)
+	defer rec.Release()
+	en := outbound.Encoder{Encoding: outbound.Arrow, Edge: edge, Stream: stream}
+	msgs, err := en.Encode(outbound.Entry{Rec: rec, First: first, Schema: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// withFloatVersion is schema s with its version column a float64.
+func withFloatVersion(t testing.TB, s *engine.Schema) *engine.Schema {
+	t.Helper()
+	fields := append([]engine.Field(nil), s.Fields...)
+	for i := range fields {
+		if fields[i].Name == protocol.ColVersion {
+			fields[i].Type = engine.Float64
+		}
+	}
+	out, err := engine.NewSchema(fields, protocol.ColTime, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestEdgeEventsVersionBeyondInt64: a heartbeat and a report whose version
+// is the float 2^63 (an arrow float64 column, one past the largest version
+// the store holds) are set aside as poison, not retried for ever: with
+// them retried, the consumer's pending acks fill up with them and no
+// other edge's heartbeat is stored again.
+func TestEdgeEventsVersionBeyondInt64(t *testing.T) {
+	e := newEnv(t)
+	e.opts.Ingest.MaxAckPending = 2
+	in := e.start()
+	ctx := context.Background()
+	_, js := e.connect()
+	now := time.Now().UTC()
+	const v = float64(1 << 63)
+	publish(t, js, "sluice.e1.heartbeat", encodeArrow(t, "e1", protocol.HeartbeatStream, withFloatVersion(t, protocol.HeartbeatSchema()), 1,
+		enginetest.Row{now, `{"site":"x"}`, "wf", v, "[]", int64(0), "v"}))
+	publish(t, js, "sluice.e1.reports", encodeArrow(t, "e1", protocol.ReportStream, withFloatVersion(t, protocol.ReportSchema()), 1,
+		enginetest.Row{now, "wf", v, "applied", "", "", "", ""}))
+	publish(t, js, "sluice.e2.heartbeat", encode(t, "e2", protocol.HeartbeatStream, protocol.HeartbeatSchema(), 1,
+		enginetest.Row{now, `{"site":"y"}`, "", int64(0), "[]", int64(0), "v"}))
+	waitFor(t, 15*time.Second, "e2's heartbeat stored, e1's messages poison", func() error {
+		_, ev := in.hub.Stats()
+		es, err := in.client.Edges(ctx)
+		if err != nil {
+			return err
+		}
+		if ev.Poison != 2 || len(es) != 1 || es[0].ID != "e2" {
+			return fmt.Errorf("edge events %+v, edges %+v", ev, es)
+		}
+		return nil
+	})
+}

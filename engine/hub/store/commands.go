@@ -104,11 +104,15 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14)`,
 // RecordCommand stores a command record an edge reported: a new record
 // is inserted, a stored one replaced when c's Version is higher (a copy
 // of an older or the same version changes nothing). The hub's issued_by
-// is kept.
+// is kept. A creation time ahead of the hub's clock is stored as the
+// hub's now: the listing is ordered by it across all edges, and an edge
+// stamping its records a year ahead would otherwise keep them above every
+// other edge's until then (the record itself keeps the edge's time).
 func (s *Store) RecordCommand(ctx context.Context, c Command) error {
 	if err := s.prepareCommand(&c); err != nil {
 		return fmt.Errorf("hub store: command: %w", err)
 	}
+	c.Created = s.clamp(c.Created)
 	rec, audit := c.Record, c.Audit
 	if len(rec) == 0 {
 		rec = nil

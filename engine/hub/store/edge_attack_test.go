@@ -32,3 +32,43 @@ func TestRefusalsAreInvalid(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandClockAhead: a command record an edge stamps a year ahead of
+// the hub's clock is listed as created now, not above every command of
+// every edge until that year: the newest page of the listing (the
+// console's 100) still shows the commands the hub issues afterwards.
+func TestCommandClockAhead(t *testing.T) {
+	now := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	clock := now
+	s := open(t, store.Options{Now: func() time.Time { return clock }})
+	ctx := context.Background()
+	ahead := now.AddDate(1, 0, 0)
+	for i, id := range []string{"x1", "x2", "x3"} {
+		if err := s.RecordCommand(ctx, store.Command{Edge: "evil", ID: id, Asset: "T1", Status: "acked",
+			Created: ahead.Add(time.Duration(i) * time.Second), Updated: ahead, Version: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock = now.Add(time.Minute)
+	if err := s.InsertCommand(ctx, store.Command{Edge: "e2", ID: "c-1", Asset: "T2", Status: store.CommandIssued,
+		Origin: "cloud:hub", Created: clock, Updated: clock}); err != nil {
+		t.Fatal(err)
+	}
+	var first []string
+	if err := s.CommandsAfter(ctx, store.CommandFilter{}, nil, 2, func(c store.Command) bool {
+		first = append(first, c.Edge+"/"+c.ID)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(first) == 0 || first[0] != "e2/c-1" {
+		t.Fatalf("newest commands %v, want e2/c-1 first", first)
+	}
+	c, err := s.GetCommand(ctx, "evil", "x1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Created.After(clock) {
+		t.Fatalf("created %v, after the hub's clock %v", c.Created, clock)
+	}
+}

@@ -76,6 +76,23 @@ func (c *client5) ack(m message) {
 	}
 }
 
+// cappedPinger is paho's pinger, pinging at keep_alive when an MQTT 5
+// broker's Server Keep Alive is longer, as the light client does (see
+// lightClient.handshake): the broker's value alone may be 18 hours.
+type cappedPinger struct {
+	*paho.DefaultPinger
+	max uint16 // keep_alive, in seconds
+}
+
+// Run pings at the shorter of keepAlive, the broker's interval when it
+// sets one, and keep_alive.
+func (p *cappedPinger) Run(ctx context.Context, conn net.Conn, keepAlive uint16) error {
+	if keepAlive == 0 || keepAlive > p.max {
+		keepAlive = p.max
+	}
+	return p.DefaultPinger.Run(ctx, conn, keepAlive)
+}
+
 func newClient5(cfg clientConfig) *client5 {
 	c := &client5{cfg: cfg, flaps: newFlapGuard(cfg.ClientOptions)}
 	c.sess = &deferringSession{State: state.NewInMemory(), deferAcks: cfg.manualAck, flaps: c.flaps}
@@ -141,8 +158,9 @@ func (c *client5) start(ctx context.Context) error {
 			o.Log.Warn("mqtt: connection attempt failed", "client", clientTag(o.ClientID), "err", err)
 		},
 		ClientConfig: paho.ClientConfig{
-			ClientID: o.ClientID,
-			Session:  c.sess,
+			ClientID:    o.ClientID,
+			Session:     c.sess,
+			PingHandler: &cappedPinger{DefaultPinger: paho.NewDefaultPinger(), max: uint16(max(1, min(o.KeepAlive/time.Second, 65535)))},
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 				func(pr paho.PublishReceived) (bool, error) {
 					p := pr.Packet

@@ -204,7 +204,8 @@ func (c *lightClient) connect(first bool) (net.Conn, *bufio.Reader, time.Duratio
 }
 
 // handshake sends CONNECT and reads CONNACK; it returns the keep-alive
-// interval, the broker's when an MQTT 5 broker sets one.
+// interval: keep_alive, or an MQTT 5 broker's Server Keep Alive when it
+// is shorter.
 func (c *lightClient) handshake(ctx context.Context, conn net.Conn, first bool) (*bufio.Reader, time.Duration, error) {
 	o := c.cfg.ClientOptions
 	if d, ok := ctx.Deadline(); ok {
@@ -262,8 +263,14 @@ func (c *lightClient) handshake(ctx context.Context, conn net.Conn, first bool) 
 		return nil, 0, fmt.Errorf("mqtt: %w", err)
 	}
 	ka := time.Duration(pk.Connect.Keepalive) * time.Second
+	// MQTT 5 §3.2.2.3.14: the broker's Server Keep Alive replaces the
+	// interval sent in CONNECT, within which the client must send a
+	// packet; a client may ping more often (§3.1.2.10: a PINGREQ at any
+	// time). A broker may set up to 65,535 s: taken as is, a dead link
+	// (a broker gone without a FIN) would go unnoticed for 18 hours, so
+	// the client keeps the shorter of the two.
 	if ack.Properties.ServerKeepAliveFlag && ack.Properties.ServerKeepAlive > 0 {
-		ka = time.Duration(ack.Properties.ServerKeepAlive) * time.Second
+		ka = min(ka, time.Duration(ack.Properties.ServerKeepAlive)*time.Second)
 	}
 	return r, ka, nil
 }

@@ -18,8 +18,18 @@ import (
 
 // publisher publishes the forwarders' messages to JetStream over the
 // edge's connection, one at a time, each waiting for its ack. The message
-// id travels as Nats-Msg-Id, so JetStream drops the copies a retry sends
-// within the stream's duplicate window; the metadata travel as headers.
+// id and the publisher's random nonce travel as Nats-Msg-Id, so JetStream
+// drops the copies a retry sends within the stream's duplicate window;
+// the metadata travel as headers (the hub reads the id from them).
+//
+// The nonce keeps other edges from silencing this one: JetStream drops a
+// message whose Nats-Msg-Id it received within the window on any subject
+// of the stream, and message ids ("edge/stream/seq") are predictable, so
+// an edge publishing on its own subjects only could send this edge's next
+// ids first and have its reports, heartbeats and command records
+// acknowledged as duplicates and never stored. A copy sent again after a
+// restart (a new nonce) is stored twice in the stream; the hub keeps every
+// record once by its content.
 //
 // The subject is the one of the edge the message's id names (subject):
 // a buffer stored under an earlier edge id keeps that id for the rows it
@@ -29,6 +39,7 @@ type publisher struct {
 	js      jetstream.JetStream
 	timeout time.Duration
 	subject func(edge string) (string, error)
+	nonce   string // random, unique to the uplink
 }
 
 // Publish implements message.Publisher.
@@ -47,7 +58,7 @@ func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
 		for k, v := range m.Metadata {
 			nm.Header.Set(k, v)
 		}
-		nm.Header.Set(natsgo.MsgIdHdr, m.UUID)
+		nm.Header.Set(natsgo.MsgIdHdr, m.UUID+"#"+p.nonce)
 		nm.Data = m.Payload
 		ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 		_, err := p.js.PublishMsg(ctx, nm)

@@ -35,6 +35,8 @@ package uplink
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -185,6 +187,7 @@ type Uplink struct {
 	reports, heartbeat, control *forward.Sink
 	rschema, hschema, cschema   *engine.Schema
 	ctlMu                       sync.Mutex // one command record write at a time
+	nonce                       string     // random, in every Nats-Msg-Id (see publisher)
 
 	mu      sync.Mutex // guards pending and the reports sink's writes
 	pending []item
@@ -239,8 +242,12 @@ func Open(opts Options) (*Uplink, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
 	}
+	var nonce [16]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
 	u := &Uplink{opts: opts, log: opts.Log.With("edge", opts.Edge), rschema: protocol.ReportSchema(), hschema: protocol.HeartbeatSchema(),
-		cschema: protocol.ControlSchema()}
+		cschema: protocol.ControlSchema(), nonce: hex.EncodeToString(nonce[:])}
 	rsub, err := protocol.ReportsSubject(opts.Edge)
 	if err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
@@ -317,7 +324,7 @@ func segmentBytes(q int64) int64 {
 
 func (u *Uplink) sink(subject string, subjectOf func(string) (string, error), stream, dir string, schema *engine.Schema, bo buffer.Options) (*forward.Sink, error) {
 	pub := &outbound.Publisher{
-		Publisher: &publisher{js: u.opts.JS, timeout: u.opts.PublishTimeout, subject: subjectOf},
+		Publisher: &publisher{js: u.opts.JS, timeout: u.opts.PublishTimeout, subject: subjectOf, nonce: u.nonce},
 		Topic:     subject,
 		Encoding:  outbound.JSON,
 		Permanent: permanent,

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -9,8 +10,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/hub/server"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
 
@@ -74,4 +77,56 @@ func TestEdgeEventsVersionBeyondInt64(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// controlRow is a control row of edge carrying record rec.
+func controlRow(t testing.TB, edge string, seq uint64, rec command.Command) []*message.Message {
+	t.Helper()
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return encode(t, edge, protocol.ControlStream, protocol.ControlSchema(), seq,
+		enginetest.Row{rec.Updated, rec.ID, int64(rec.Version), string(rec.Status), string(raw), ""})
+}
+
+// TestCommandInputsBeyondFloat64: an edge reporting a command record
+// whose input is a number no float64 holds (1e400, which jsonb keeps)
+// does not make the fleet's command listing, or its own record, fail
+// to read: the listing of every edge's commands still answers.
+func TestCommandInputsBeyondFloat64(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	ctx := context.Background()
+	_, js := e.connect()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	issued, err := in.client.IssueCommand(ctx, server.CommandRequest{Edge: "e2", Asset: "T2", Inputs: map[string]any{"p": 1.0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, "sluice.evil.control", controlRow(t, "evil", 1, command.Command{ID: "x1", Asset: "T1",
+		Service: command.SetPoints, Inputs: map[string]any{"p": json.Number("1e400"), "q": json.Number("-1e400")},
+		Status: command.Acked, Created: now, Updated: now, Version: 1}))
+	waitFor(t, 10*time.Second, "the record stored", func() error {
+		if _, ev := in.hub.Stats(); ev.Messages+ev.Poison != 1 {
+			return fmt.Errorf("edge events %+v", ev)
+		}
+		return nil
+	})
+	page, _, err := in.client.CommandsPage(ctx, server.CommandFilter{}, "", 10)
+	if err != nil {
+		t.Fatalf("listing the commands: %v", err)
+	}
+	ids := map[string]bool{}
+	for _, c := range page {
+		ids[c.Edge+"/"+c.ID] = true
+	}
+	if !ids["e2/"+issued.ID] {
+		t.Fatalf("listed %v, without e2's command", ids)
+	}
+	if ids["evil/x1"] {
+		if _, err := in.client.Command(ctx, "evil", "x1"); err != nil {
+			t.Fatalf("the stored record: %v", err)
+		}
+	}
 }

@@ -66,6 +66,13 @@ func (s *Store) prepareCommand(c *Command) error {
 	if err != nil {
 		return invalidError{fmt.Errorf("command %s: inputs: %w", c.ID, err)}
 	}
+	// Store only inputs that read back (scanCommand): a number beyond
+	// float64 (1e400, which jsonb holds) would fail every listing that
+	// reaches the record, the commands of every edge.
+	var back map[string]any
+	if err := json.Unmarshal(b, &back); err != nil {
+		return invalidError{fmt.Errorf("command %s: inputs: %w", c.ID, err)}
+	}
 	c.inputsJSON = b
 	if !c.Expiry.IsZero() {
 		e := c.Expiry

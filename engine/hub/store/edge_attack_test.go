@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"testing"
 	"time"
@@ -10,7 +11,8 @@ import (
 )
 
 // TestRefusalsAreInvalid: every value the store refuses before writing
-// (a version beyond int64, an unknown outcome or state, an empty id) is
+// (a version beyond int64, an unknown outcome or state, an empty id,
+// command inputs it could not read back) is
 // an ErrInvalid data error, so the ingest sets its message aside; any
 // other error is retried for ever.
 func TestRefusalsAreInvalid(t *testing.T) {
@@ -26,6 +28,8 @@ func TestRefusalsAreInvalid(t *testing.T) {
 		"register edge":     s.RegisterEdge(ctx, ""),
 		"alert state":       s.ApplyAlert(ctx, store.AlertRecord{Edge: "e1", ID: "a", State: "melted", Occur: now}, "e1/alerts/1"),
 		"alert id":          s.ApplyAlert(ctx, store.AlertRecord{Edge: "e1", State: store.AlertRaised, Occur: now}, "e1/alerts/2"),
+		"command inputs": s.RecordCommand(ctx, store.Command{Edge: "e1", ID: "x", Asset: "T1", Status: "acked",
+			Inputs: map[string]any{"p": json.Number("1e400")}, Created: now, Updated: now, Version: 1}),
 	} {
 		if err == nil || !store.IsDataError(err) {
 			t.Errorf("%s: %v, want a data error", name, err)

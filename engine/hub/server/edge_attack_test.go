@@ -130,3 +130,55 @@ func TestCommandInputsBeyondFloat64(t *testing.T) {
 		}
 	}
 }
+
+// TestEdgeTimesBeyondYear9999: times PostgreSQL holds but JSON does not
+// (years after 9999 or before 1, which the edge's encodings carry): a
+// heartbeat and a report stamped so are set aside as poison rather than
+// retried for ever, and an alert raised in the year 20000 does not make
+// the fleet's alert listing fail; the other edges go on being stored
+// and listed.
+func TestEdgeTimesBeyondYear9999(t *testing.T) {
+	e := newEnv(t)
+	e.opts.Ingest.MaxAckPending = 3
+	in := e.start()
+	ctx := context.Background()
+	_, js := e.connect()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	future := time.Date(20000, 1, 1, 0, 0, 0, 0, time.UTC)
+	past := time.Date(-100, 1, 1, 0, 0, 0, 0, time.UTC)
+	publish(t, js, "sluice.evil.heartbeat", encode(t, "evil", protocol.HeartbeatStream, protocol.HeartbeatSchema(), 1,
+		enginetest.Row{past, `{}`, "", int64(0), "[]", int64(0), "v"}))
+	publish(t, js, "sluice.evil.reports", encode(t, "evil", protocol.ReportStream, protocol.ReportSchema(), 1,
+		enginetest.Row{future, "wf", int64(1), "applied", "", "", "", ""}))
+	publish(t, js, "sluice.evil.reports", encode(t, "evil", protocol.ReportStream, protocol.ReportSchema(), 2,
+		enginetest.Row{past, "wf", int64(1), "applied", "", "", "", ""}))
+	publish(t, js, "sluice.evil.alerts", encode(t, "evil", "alerts", engine.AlertSchema, 1,
+		enginetest.Row{now, "a0", "A0", "hot", "major", "temp", "far", 1.0, future, nil, "raised"},
+		enginetest.Row{now, "a9", "A9", "hot", "major", "temp", "far", 1.0, past, nil, "raised"}))
+	publish(t, js, "sluice.e2.heartbeat", encode(t, "e2", protocol.HeartbeatStream, protocol.HeartbeatSchema(), 1,
+		enginetest.Row{now, `{"site":"y"}`, "", int64(0), "[]", int64(0), "v"}))
+	publish(t, js, "sluice.e2.alerts", encode(t, "e2", "alerts", engine.AlertSchema, 1,
+		enginetest.Row{now, "b1", "B1", "hot", "major", "temp", "real", 1.0, now, nil, "raised"}))
+	waitFor(t, 15*time.Second, "e2's heartbeat and alert stored", func() error {
+		d, ev := in.hub.Stats()
+		es, err := in.client.Edges(ctx)
+		if err != nil {
+			return err
+		}
+		if ev.Poison != 3 || d.Poison != 2 || d.Messages != 1 || len(es) != 1 || es[0].ID != "e2" {
+			return fmt.Errorf("data %+v, edge events %+v, edges %+v", d, ev, es)
+		}
+		return nil
+	})
+	all, err := in.client.Alerts(ctx, false, "")
+	if err != nil {
+		t.Fatalf("listing the alerts: %v", err)
+	}
+	var found bool
+	for _, a := range all {
+		found = found || a.Edge == "e2" && a.ID == "b1"
+	}
+	if !found {
+		t.Fatalf("alerts %+v, without e2's", all)
+	}
+}

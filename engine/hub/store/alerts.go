@@ -61,6 +61,9 @@ func (s *Store) ApplyAlert(ctx context.Context, a AlertRecord, msgID string) err
 		"severity", a.Severity, "type", a.Type, "content", a.Content, "rule set version", a.RuleSetVersion); err != nil {
 		return fmt.Errorf("hub store: alert %q: %w", a.ID, err)
 	}
+	if err := checkTimes("occur time", a.Occur, "recover time", a.Recover); err != nil {
+		return fmt.Errorf("hub store: alert %q: %w", a.ID, err)
+	}
 	if msgID == "" || a.ID == "" {
 		return invalidError{fmt.Errorf("hub store: alert %q: empty alert or message id", a.ID)}
 	}

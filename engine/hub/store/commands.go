@@ -81,6 +81,9 @@ func (s *Store) prepareCommand(c *Command) error {
 	if c.Created.IsZero() || c.Updated.IsZero() {
 		return invalidError{fmt.Errorf("command %s: no created or updated time", c.ID)}
 	}
+	if err := checkTimes("created", c.Created, "updated", c.Updated, "expiry", c.Expiry); err != nil {
+		return fmt.Errorf("command %s: %w", c.ID, err)
+	}
 	return nil
 }
 
@@ -276,6 +279,9 @@ type LeaseEventKey struct {
 func (s *Store) RecordLeaseEvent(ctx context.Context, e LeaseEvent) error {
 	if err := s.checkTexts("edge", e.Edge, "asset", e.Asset, "origin", e.Origin, "reason", e.Reason); err != nil {
 		return fmt.Errorf("hub store: lease event: %w", err)
+	}
+	if err := checkTimes("time", e.At); err != nil {
+		return fmt.Errorf("hub store: lease event of %s: %w", e.Edge, err)
 	}
 	if e.Seq == 0 || e.Seq > 1<<63-1 || e.At.IsZero() {
 		return fmt.Errorf("hub store: lease event of %s: %w: sequence %d, time %v", e.Edge, ErrInvalid, e.Seq, e.At)

@@ -12,13 +12,15 @@ import (
 
 // TestRefusalsAreInvalid: every value the store refuses before writing
 // (a version beyond int64, an unknown outcome or state, an empty id,
-// command inputs it could not read back) is
+// command inputs it could not read back, a time outside the years 1 to
+// 9999, which JSON does not hold) is
 // an ErrInvalid data error, so the ingest sets its message aside; any
 // other error is retried for ever.
 func TestRefusalsAreInvalid(t *testing.T) {
 	s := open(t, store.Options{})
 	ctx := context.Background()
 	now := time.Now().UTC()
+	future, past := time.Date(20000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-100, 1, 1, 0, 0, 0, 0, time.UTC)
 	for name, err := range map[string]error{
 		"heartbeat version": s.RecordHeartbeat(ctx, "e1", store.HeartbeatInfo{At: now, Bundle: "wf", Version: 1 << 63}),
 		"heartbeat edge":    s.RecordHeartbeat(ctx, "", store.HeartbeatInfo{At: now}),
@@ -28,6 +30,12 @@ func TestRefusalsAreInvalid(t *testing.T) {
 		"register edge":     s.RegisterEdge(ctx, ""),
 		"alert state":       s.ApplyAlert(ctx, store.AlertRecord{Edge: "e1", ID: "a", State: "melted", Occur: now}, "e1/alerts/1"),
 		"alert id":          s.ApplyAlert(ctx, store.AlertRecord{Edge: "e1", State: store.AlertRaised, Occur: now}, "e1/alerts/2"),
+		"heartbeat time":    s.RecordHeartbeat(ctx, "e1", store.HeartbeatInfo{At: past}),
+		"report time":       s.RecordReport(ctx, "e1", store.Report{Time: future, Bundle: "wf", Version: 1, Outcome: store.Applied}),
+		"alert time":        s.ApplyAlert(ctx, store.AlertRecord{Edge: "e1", ID: "a", State: store.AlertRaised, Occur: future}, "e1/alerts/3"),
+		"command time": s.RecordCommand(ctx, store.Command{Edge: "e1", ID: "y", Asset: "T1", Status: "acked",
+			Created: now, Updated: now, Expiry: future, Version: 1}),
+		"lease event time": s.RecordLeaseEvent(ctx, store.LeaseEvent{Edge: "e1", Seq: 1, At: future, Asset: "T1"}),
 		"command inputs": s.RecordCommand(ctx, store.Command{Edge: "e1", ID: "x", Asset: "T1", Status: "acked",
 			Inputs: map[string]any{"p": json.Number("1e400")}, Created: now, Updated: now, Version: 1}),
 	} {

@@ -89,6 +89,19 @@ func checkText(field, v string, max int) error {
 	return nil
 }
 
+// checkTimes rejects times outside the years 1 to 9999, with an error
+// matching ErrInvalid: PostgreSQL holds them, but JSON does not (Go's
+// encoding of a time), so a listing that reached one would fail for
+// every edge, and the hub's own JSON records of it could not be written.
+func checkTimes(kv ...any) error {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if t, _ := kv[i+1].(time.Time); t.Year() < 1 || t.Year() > 9999 {
+			return invalidError{fmt.Errorf("%s: %s is outside the years 1 to 9999", kv[i], t.Format(time.RFC3339))}
+		}
+	}
+	return nil
+}
+
 func (s *Store) checkTexts(kv ...string) error {
 	for i := 0; i+1 < len(kv); i += 2 {
 		if err := checkText(kv[i], kv[i+1], s.opts.MaxTextBytes); err != nil {
@@ -113,6 +126,9 @@ type execer interface {
 func (s *Store) heartbeat(ctx context.Context, q execer, edge string, labels map[string]string, at time.Time) error {
 	if err := s.checkTexts("edge", edge); err != nil {
 		return fmt.Errorf("hub store: heartbeat: %w", err)
+	}
+	if err := checkTimes("time", at); err != nil {
+		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
 	}
 	if edge == "" {
 		return invalidError{errors.New("hub store: heartbeat: empty edge id")}
@@ -173,6 +189,9 @@ func (s *Store) RecordHeartbeat(ctx context.Context, edge string, hb HeartbeatIn
 	if err := s.checkTexts("edge", edge, "bundle", hb.Bundle, "software", hb.Software); err != nil {
 		return fmt.Errorf("hub store: heartbeat: %w", err)
 	}
+	if err := checkTimes("time", hb.At); err != nil {
+		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+	}
 	for _, p := range hb.Running {
 		if err := s.checkTexts("pipeline", p.Pipeline, "state", p.State); err != nil {
 			return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
@@ -191,7 +210,7 @@ func (s *Store) RecordHeartbeat(ctx context.Context, edge string, hb HeartbeatIn
 	}
 	whole, err := json.Marshal(hb)
 	if err != nil {
-		return fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)
+		return invalidError{fmt.Errorf("hub store: heartbeat of %s: %w", edge, err)}
 	}
 	// What the edge runs comes from its newest applied report; a newer
 	// heartbeat naming a release says it too (an apply whose report
@@ -243,6 +262,9 @@ func (s *Store) RecordReport(ctx context.Context, edge string, r Report) error {
 		"reason", r.Reason, "location", r.Location, "steps", r.Steps); err != nil {
 		return fmt.Errorf("hub store: report: %w", err)
 	}
+	if err := checkTimes("time", r.Time); err != nil {
+		return fmt.Errorf("hub store: report of %s: %w", edge, err)
+	}
 	if edge == "" {
 		return invalidError{errors.New("hub store: report: empty edge id")}
 	}
@@ -254,7 +276,7 @@ func (s *Store) RecordReport(ctx context.Context, edge string, r Report) error {
 	}
 	rj, err := json.Marshal(r)
 	if err != nil {
-		return fmt.Errorf("hub store: report of %s: %w", edge, err)
+		return invalidError{fmt.Errorf("hub store: report of %s: %w", edge, err)}
 	}
 	// Reports are ordered by their time, or by the hub's clock when their
 	// time lies ahead of it (a report stamped a year ahead must not win

@@ -14,6 +14,7 @@ import (
 	"github.com/sluice-edge/sluice/engine/enginetest"
 	"github.com/sluice-edge/sluice/engine/hub/protocol"
 	"github.com/sluice-edge/sluice/engine/hub/server"
+	"github.com/sluice-edge/sluice/engine/hub/store"
 	"github.com/sluice-edge/sluice/engine/outbound"
 )
 
@@ -180,5 +181,38 @@ func TestEdgeTimesBeyondYear9999(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("alerts %+v, without e2's", all)
+	}
+}
+
+// TestCommandRecordOfAnotherEdge: an edge reporting a record under the id
+// of a command the hub issued to another edge, at a higher version, on
+// its own subject or claiming the other edge's message id, never changes
+// that command: it stays issued until its own edge reports it.
+func TestCommandRecordOfAnotherEdge(t *testing.T) {
+	e := newEnv(t)
+	in := e.start()
+	ctx := context.Background()
+	_, js := e.connect()
+	issued, err := in.client.IssueCommand(ctx, server.CommandRequest{Edge: "e2", Asset: "T2", Inputs: map[string]any{"p": 1.0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	forged := command.Command{ID: issued.ID, Asset: "T2", Service: command.SetPoints, Inputs: map[string]any{"p": 1.0},
+		Status: command.Acked, Reason: "forged", Created: now, Updated: now, Version: 99}
+	publish(t, js, "sluice.evil.control", controlRow(t, "evil", 1, forged))
+	publish(t, js, "sluice.evil.control", controlRow(t, "e2", 1, forged))
+	waitFor(t, 10*time.Second, "records handled", func() error {
+		if _, ev := in.hub.Stats(); ev.Messages != 1 || ev.Poison != 1 {
+			return fmt.Errorf("edge events %+v", ev)
+		}
+		return nil
+	})
+	got, err := in.client.Command(ctx, "e2", issued.ID)
+	if err != nil || got.Status != store.CommandIssued || got.Version != 0 || got.Reason != issued.Reason {
+		t.Fatalf("e2's command %+v (%v)", got, err)
+	}
+	if ev, err := in.client.Command(ctx, "evil", issued.ID); err != nil || ev.Edge != "evil" || ev.Status != "acked" {
+		t.Fatalf("evil's record %+v (%v)", ev, err)
 	}
 }

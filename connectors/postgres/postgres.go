@@ -18,9 +18,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -242,14 +245,151 @@ func (s schema) SchemaInitializingQueries(params wmsql.SchemaInitializingQueries
 	}, nil
 }
 
-// InsertQuery is Watermill's insert that skips IDs already stored.
+// InsertQuery is Watermill's insert that skips IDs already stored. The
+// statement and its arguments are Watermill's (uuid, payload, metadata
+// as encoding/json writes it), built with one buffer per statement for
+// the metadata of all its messages instead of encoding/json's
+// allocations per metadata entry.
 func (s schema) InsertQuery(params wmsql.InsertQueryParams) (wmsql.Query, error) {
-	q, err := s.DefaultPostgreSQLSchema.InsertQuery(params)
-	if err != nil {
-		return q, err
+	msgs := params.Msgs
+	table := s.MessagesTable(params.Topic)
+	q := make([]byte, 0, len(table)+len(insertHead)+len(insertTail)+len(msgs)*(len(insertRow)+3*6))
+	q = append(q, "INSERT INTO "...)
+	q = append(q, table...)
+	q = append(q, insertHead...)
+	for i := range msgs {
+		if i > 0 {
+			q = append(q, ',')
+		}
+		n := int64(3*i + 1)
+		q = append(q, "($"...)
+		q = strconv.AppendInt(q, n, 10)
+		q = append(q, ",$"...)
+		q = strconv.AppendInt(q, n+1, 10)
+		q = append(q, ",$"...)
+		q = strconv.AppendInt(q, n+2, 10)
+		q = append(q, insertRow...)
 	}
-	q.Query += ` ON CONFLICT ("uuid") DO NOTHING`
-	return q, nil
+	q = append(q, insertTail...)
+
+	size := 0
+	for _, m := range msgs {
+		size += metadataSize(m.Metadata)
+	}
+	md := make([]byte, 0, size)
+	args := make([]any, 0, 3*len(msgs))
+	for _, m := range msgs {
+		start := len(md)
+		md = appendMetadata(md, m.Metadata)
+		args = append(args, m.UUID, []byte(m.Payload), md[start:len(md):len(md)])
+	}
+	return wmsql.Query{Query: string(q), Args: args}, nil
+}
+
+// The parts of the INSERT statement around its rows of parameters.
+const (
+	insertHead = ` (uuid, payload, metadata, transaction_id) VALUES `
+	insertRow  = `,pg_current_xact_id())`
+	insertTail = ` ON CONFLICT ("uuid") DO NOTHING`
+)
+
+// metadataSize is the length of md as appendMetadata writes it when no
+// character needs escaping.
+func metadataSize(md message.Metadata) int {
+	if md == nil {
+		return len("null")
+	}
+	n := 2
+	for k, v := range md {
+		n += len(k) + len(v) + 6 // two pairs of quotes, ':' and ','
+	}
+	return n
+}
+
+// appendMetadata appends md as encoding/json marshals it: keys sorted,
+// strings escaped as encoding/json escapes them (HTML characters too),
+// null for a nil map.
+func appendMetadata(dst []byte, md message.Metadata) []byte {
+	if md == nil {
+		return append(dst, "null"...)
+	}
+	// The entries are sorted through their indices, which hold no
+	// pointers to write, on the stack for up to 16 entries.
+	var small [16]metaEntry
+	var smallOrder [16]int
+	entries, order := small[:0], smallOrder[:0]
+	for k, v := range md {
+		order = append(order, len(entries))
+		entries = append(entries, metaEntry{k, v})
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(entries[a].k, entries[b].k) })
+	dst = append(dst, '{')
+	for i, j := range order {
+		e := &entries[j]
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, e.k)
+		dst = append(dst, ':')
+		dst = appendJSONString(dst, e.v)
+	}
+	return append(dst, '}')
+}
+
+type metaEntry struct{ k, v string }
+
+// appendJSONString appends s as a JSON string exactly as encoding/json's
+// Marshal writes it: <, >, & and U+2028, U+2029 escaped as \u sequences,
+// control characters as \b, \f, \n, \r, \t or \u00XX, and each byte of
+// invalid UTF-8 as \ufffd.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // indexName is a short unique index name for a table.

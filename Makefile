@@ -4,8 +4,11 @@
 GO       ?= go
 PKGS     ?= ./...
 BIN      ?= bin/sluice
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X main.version=$(VERSION)
+# The version line (sluice version): the newest tag (dev when there is
+# none, or no git) and the commit, "-dirty" when the tree has changes.
+VERSION  ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null || c=$$c-dirty; echo $$c; })
+LDFLAGS  := -s -w -X main.version=$(VERSION) $(if $(COMMIT),-X main.commit=$(COMMIT))
 
 .PHONY: run test test-short build lean install bench gobench fuzz docs check-docs vet fmt services clean
 

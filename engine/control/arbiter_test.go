@@ -31,6 +31,9 @@ type device struct {
 	got    []string
 	seen   chan string
 	a      *control.Arbiter
+	// aSet, when not nil, is closed once a is the arbiter being opened
+	// (see open): Open may send queued commands before it returns.
+	aSet chan struct{}
 }
 
 func newDevice(up bool) *device {
@@ -59,9 +62,19 @@ func (d *device) Ready(ctx context.Context) error {
 	}
 }
 
-func (d *device) Deliver(_ context.Context, c control.Record) error {
+func (d *device) Deliver(ctx context.Context, c control.Record) error {
 	d.mu.Lock()
 	d.got = append(d.got, c.ID)
+	aSet := d.aSet
+	d.mu.Unlock()
+	if aSet != nil {
+		select {
+		case <-aSet:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	d.mu.Lock()
 	silent, a := d.silent, d.a
 	d.mu.Unlock()
 	select {
@@ -89,6 +102,12 @@ type fixture struct {
 
 func open(t *testing.T, dir string, clock *command.ManualClock, dev *device) *control.Arbiter {
 	t.Helper()
+	// Open resumes the log's queued commands at once: the device answers
+	// them to this arbiter, not to one closed before.
+	aSet := make(chan struct{})
+	dev.mu.Lock()
+	dev.a, dev.aSet = nil, aSet
+	dev.mu.Unlock()
 	a, err := control.Open(control.Options{Dir: dir, Transport: dev, Clock: clock, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +115,7 @@ func open(t *testing.T, dir string, clock *command.ManualClock, dev *device) *co
 	dev.mu.Lock()
 	dev.a = a
 	dev.mu.Unlock()
+	close(aSet)
 	return a
 }
 

@@ -65,6 +65,8 @@ func runAgent(parent context.Context, g *globals, log *slog.Logger, configFile s
 	// line's applies.
 	base := g.level.Level()
 	runner := pipelines.NewAgentRunner(rt, envOf(parent), func(rel *pipelines.Release) {
+		// Set-points are checked against the running release's models.
+		ctl.setModels(rel.Catalog)
 		level := base
 		if rel.Settings != nil && rel.Settings.LogLevel != "" {
 			_ = level.UnmarshalText([]byte(rel.Settings.LogLevel))

@@ -9,6 +9,7 @@ import (
 	"github.com/sluice-edge/sluice/connectors/mqtt"
 	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/agent/localapi"
+	"github.com/sluice-edge/sluice/engine/assets"
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/control/controlapi"
@@ -67,6 +68,20 @@ func (c *edgeControl) routes() []localapi.Route {
 		return nil
 	}
 	return []localapi.Route{{Pattern: controlPattern, Handler: controlapi.Handler(c.arbiter, nil, c.log)}}
+}
+
+// setModels gives the arbiter the thing models of the release that now
+// runs: set-point commands for its assets are checked against them (the
+// assets of a release without models/ are not checked).
+func (c *edgeControl) setModels(cat *assets.Catalog) {
+	if c.arbiter == nil {
+		return
+	}
+	if cat == nil {
+		c.arbiter.SetModels(nil)
+		return
+	}
+	c.arbiter.SetModels(cat)
 }
 
 // stop closes the arbiter (its log) and the downlink.

@@ -665,6 +665,10 @@ func (h handler) write(tab map[uint16]ref, client string, addr uint16, vals []fl
 			s.rejected.Add(1)
 			s.opts.Log.Warn("modbus: command refused", "asset", c.Asset, "origin", c.Origin, "status", rec.Status, "err", err)
 			switch {
+			case errors.Is(err, control.ErrBadSetPoint):
+				// A value the asset's thing model refuses (or not a
+				// finite number): the value is wrong, not the moment.
+				failed = cmp(failed, mb.ErrIllegalDataValue)
 			case errors.Is(err, control.ErrRejected), errors.Is(err, control.ErrExpired):
 				failed = cmp(failed, mb.ErrServerDeviceBusy)
 			case errors.Is(err, control.ErrInvalid):

@@ -36,6 +36,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -91,6 +92,7 @@ type Catalog struct {
 
 	models map[string]*Model
 	assets map[string]*Asset
+	things map[string]*control.ThingModel // by model id
 }
 
 // Model is a thing model.
@@ -236,8 +238,35 @@ func ParseFiles(files ...File) (*Catalog, error) {
 		errs.Sort()
 		return nil, errs
 	}
+	c.things = make(map[string]*control.ThingModel, len(c.Models))
+	for _, m := range c.Models {
+		tm := &control.ThingModel{ID: m.ID, Points: make(map[string]control.PointSpec, len(m.Points))}
+		for _, p := range m.Points {
+			tm.Points[p.ID] = control.PointSpec{Type: p.Type.String(), Unit: p.Unit, Min: p.Min, Max: p.Max}
+		}
+		c.things[m.ID] = tm
+	}
 	return c, nil
 }
+
+// ThingModel returns the model of an asset as the command arbiter checks
+// set-point commands against it (control.Models): a command setting a
+// point the model does not declare, or a value of another type or
+// outside the point's min and max, is rejected. A nil catalog knows no
+// asset.
+func (c *Catalog) ThingModel(asset string) (*control.ThingModel, bool) {
+	if c == nil {
+		return nil, false
+	}
+	a, ok := c.assets[asset]
+	if !ok || a.Model == nil {
+		return nil, false
+	}
+	tm, ok := c.things[a.Model.ID]
+	return tm, ok
+}
+
+var _ control.Models = (*Catalog)(nil)
 
 // FromContext returns the catalog of the release a component is built
 // for (engine.BuildContext.Catalog), or nil outside a release.

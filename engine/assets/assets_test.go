@@ -3,6 +3,7 @@ package assets_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/assets"
+	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -245,5 +247,47 @@ func TestParseFiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestThingModel: the catalog gives the command arbiter each asset's
+// model with its points' types, units and ranges (open ends as ±Inf);
+// an unknown asset, or a nil catalog, has none.
+func TestThingModel(t *testing.T) {
+	c, err := assets.Parse("m.yaml", []byte(`
+models:
+  - id: turbine
+    points:
+      power_limit: {type: float64, unit: kW, min: 0, max: 2000}
+      stages: {type: int64, max: 4}
+      mode: {type: string}
+      temp: {}
+assets:
+  - {id: WT-001, model: turbine}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, ok := c.ThingModel("WT-001")
+	if !ok || tm.ID != "turbine" || len(tm.Points) != 4 {
+		t.Fatalf("%v %+v", ok, tm)
+	}
+	want := map[string]control.PointSpec{
+		"power_limit": {Type: control.PointFloat, Unit: "kW", Min: 0, Max: 2000},
+		"stages":      {Type: control.PointInt, Min: math.Inf(-1), Max: 4},
+		"mode":        {Type: control.PointString, Min: math.Inf(-1), Max: math.Inf(1)},
+		"temp":        {Type: control.PointFloat, Min: math.Inf(-1), Max: math.Inf(1)},
+	}
+	for id, w := range want {
+		if got := tm.Points[id]; got != w {
+			t.Errorf("point %s: %+v, want %+v", id, got, w)
+		}
+	}
+	if _, ok := c.ThingModel("WT-999"); ok {
+		t.Error("an unknown asset has a model")
+	}
+	var none *assets.Catalog
+	if _, ok := none.ThingModel("WT-001"); ok {
+		t.Error("a nil catalog has a model")
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,6 +72,9 @@ type Options struct {
 	OnTransition func(Transition)
 	// Log receives the arbiter's own troubles; nil discards them.
 	Log *slog.Logger
+	// Models, when set, gives the thing models set-point commands are
+	// checked against (see SetModels); nil checks none.
+	Models Models
 }
 
 // Arbiter decides on every command before it reaches the transport (see
@@ -108,6 +110,8 @@ type Arbiter struct {
 
 	repairMu sync.Mutex
 	repairAt time.Time // no repair of the log is tried before
+
+	models atomic.Pointer[modelsRef] // the thing models in force
 }
 
 // repairEvery spaces the attempts to rewrite a log whose append failed.
@@ -203,6 +207,9 @@ func Open(opts Options) (*Arbiter, error) {
 	}
 	a := &Arbiter{opts: opts, prio: map[string]int{}, idem: map[string]idemRef{}, idemPruneAt: 2 * opts.Retain, queues: map[string][]queued{},
 		running: map[string]bool{}, inflight: map[string]string{}, leases: map[string]Lease{}}
+	if opts.Models != nil {
+		a.SetModels(opts.Models)
+	}
 	for i, c := range opts.Classes {
 		if _, dup := a.prio[c]; dup || c == "" {
 			return nil, fmt.Errorf("control: class %q listed twice or empty", c)
@@ -436,12 +443,18 @@ func (a *Arbiter) Submit(ctx context.Context, c Command) (Record, error) {
 	if classErr != nil {
 		c.Class = ""
 	}
+	// Values: finite numbers, and within the asset's thing model.
+	valueErr := nonFinite(&c)
+	var note modelNote
+	if valueErr == "" {
+		valueErr, note = a.checkModel(&c)
+	}
 
 	// The decision's log entries are written under the lock and synced
 	// once, after it, before the issuer has the answer.
 	a.mu.Lock()
 	a.deferSync.Store(true)
-	rec, err := a.decide(c, now, classErr)
+	rec, err := a.decide(c, now, classErr, valueErr, note)
 	a.deferSync.Store(false)
 	a.mu.Unlock()
 	if serr := a.store.syncAll(); serr != nil && rec.ID != "" {
@@ -450,8 +463,10 @@ func (a *Arbiter) Submit(ctx context.Context, c Command) (Record, error) {
 	return rec, err
 }
 
-// decide applies the rules to a checked command; a.mu is held.
-func (a *Arbiter) decide(c Command, now time.Time, classErr error) (Record, error) {
+// decide applies the rules to a checked command; a.mu is held. classErr
+// is why its class is refused, valueErr why its values are, note what the
+// thing model check says of an accepted one.
+func (a *Arbiter) decide(c Command, now time.Time, classErr error, valueErr string, note modelNote) (Record, error) {
 	if a.closed {
 		return Record{}, ErrClosed
 	}
@@ -496,6 +511,9 @@ func (a *Arbiter) decide(c Command, now time.Time, classErr error) (Record, erro
 	if classErr != nil {
 		return reject(classErr.Error(), nil)
 	}
+	if valueErr != "" {
+		return reject(valueErr, ErrBadSetPoint)
+	}
 	// Leases.
 	if l, ok := a.lease(c.Asset, now); ok {
 		switch {
@@ -536,6 +554,9 @@ func (a *Arbiter) decide(c Command, now time.Time, classErr error) (Record, erro
 	reason := fmt.Sprintf("class %s; %d ahead for asset %s", c.Class, len(a.queues[c.Asset]), c.Asset)
 	if len(older) > 0 {
 		reason += "; supersedes " + strings.Join(older, ", ")
+	}
+	if note != "" {
+		reason += "; " + string(note)
 	}
 	rec, err = a.tracker.Queue(rec.ID, reason)
 	if err != nil {
@@ -918,9 +939,7 @@ func (a *Arbiter) check(c *Command, now time.Time) error {
 		switch x := v.(type) {
 		case bool, int, int32, int64:
 		case float64:
-			if math.IsNaN(x) || math.IsInf(x, 0) {
-				return fmt.Errorf("%w: input %s is not a finite number", ErrInvalid, k)
-			}
+			// NaN and ±Inf are rejected with a record (see nonFinite).
 		case json.Number:
 			if _, err := strconv.ParseFloat(string(x), 64); err != nil {
 				return fmt.Errorf("%w: input %s: %w", ErrInvalid, k, err)

@@ -3,6 +3,7 @@ package control_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 
@@ -12,12 +13,21 @@ import (
 // BenchmarkArbiter measures a command's whole life in the arbiter
 // (accepted, queued, sent, acked: four log entries) with a simulated
 // device that answers at once, 8 assets in parallel: with the log synced
-// at every entry and without.
+// at every entry and without, and without sync with every set-point
+// checked against its asset's thing model.
 func BenchmarkArbiter(b *testing.B) {
-	for _, noSync := range []bool{false, true} {
-		b.Run(fmt.Sprintf("nosync=%v", noSync), func(b *testing.B) {
+	for _, cfg := range []struct{ noSync, models bool }{{false, false}, {true, false}, {true, true}} {
+		name := fmt.Sprintf("nosync=%v", cfg.noSync)
+		var m control.Models
+		if cfg.models {
+			name += "/models"
+			tm := &control.ThingModel{ID: "turbine", Points: map[string]control.PointSpec{
+				"power_setpoint": {Type: control.PointFloat, Unit: "kW", Min: 0, Max: math.MaxFloat64}}}
+			m = benchModels{tm}
+		}
+		b.Run(name, func(b *testing.B) {
 			dev := newDevice(true)
-			a, err := control.Open(control.Options{Dir: b.TempDir(), Transport: dev, NoSync: noSync})
+			a, err := control.Open(control.Options{Dir: b.TempDir(), Transport: dev, NoSync: cfg.noSync, Models: m})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -53,3 +63,8 @@ func BenchmarkArbiter(b *testing.B) {
 		})
 	}
 }
+
+// benchModels gives every asset the same model.
+type benchModels struct{ m *control.ThingModel }
+
+func (b benchModels) ThingModel(string) (*control.ThingModel, bool) { return b.m, true }

@@ -13,14 +13,18 @@
 //     same origin is not executed again: Submit returns the earlier record.
 //  3. A command whose expiry has passed is expired and never executed; so
 //     is a queued command whose expiry passes before its turn.
-//  4. While a holder has a lease on an asset, commands for that asset from
+//  4. A set-point command whose asset has a known thing model (Models,
+//     SetModels) is rejected when it sets a point the model lacks, or a
+//     value of the wrong type or outside the point's range; a number
+//     input that is NaN or ±Inf is rejected whatever the asset (ErrBadSetPoint).
+//  5. While a holder has a lease on an asset, commands for that asset from
 //     others are rejected, naming the holder, unless their priority class
 //     is higher than the lease's.
-//  5. A newer command setting the same points of an asset (or invoking the
+//  6. A newer command setting the same points of an asset (or invoking the
 //     same service) supersedes an older one still queued, if its class is
 //     at least as high; a newer command of a lower class than the queued
 //     one is rejected.
-//  6. Accepted commands are queued per asset and sent one at a time, the
+//  7. Accepted commands are queued per asset and sent one at a time, the
 //     highest class first, then the oldest.
 //
 // Every decision is recorded in the audit with its reason. Records, the

@@ -217,3 +217,52 @@ func TestClientFlow(t *testing.T) {
 		t.Fatalf("list: %d %v", len(list), err)
 	}
 }
+
+// TestSetPointOutsideThingModel: through the local API, a set-point that
+// the asset's thing model refuses (ten times the power limit, text for a
+// number, a point the model lacks) is answered 409 with the record,
+// rejected with the point, the value, the allowed range and the model,
+// and is in the audit; one within the range is queued.
+func TestSetPointOutsideThingModel(t *testing.T) {
+	base, a := serve(t, true)
+	a.SetModels(models{"T1": {ID: "turbine", Points: map[string]control.PointSpec{
+		"power_limit": {Type: control.PointFloat, Unit: "kW", Min: 0, Max: 2000}}}})
+	cmds := base + controlapi.CommandsPath
+	cases := []struct {
+		name, inputs string
+		code         int
+		contains     string
+	}{
+		{"typo", `{"power_limit":15000}`, 409, "asset T1 (thing model turbine): power_limit = 15000 kW is outside the allowed range [0, 2000] kW"},
+		{"text for a number", `{"power_limit":"1500"}`, 409, `power_limit = \"1500\": the point takes a number (kW), not text`},
+		{"unknown point", `{"power_limt":1500}`, 409, `no measure point \"power_limt\" in the model (did you mean \"power_limit\"?)`},
+		{"in range", `{"power_limit":1500}`, 200, `values within thing model turbine`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := call(t, "POST", cmds, token, `{"product":"pk","asset":"T1","origin":"local:hmi","inputs":`+tc.inputs+`}`)
+			if code != tc.code || !strings.Contains(body, tc.contains) {
+				t.Fatalf("%d %s, want %d containing %q", code, body, tc.code, tc.contains)
+			}
+			if tc.code != 409 {
+				return
+			}
+			var ans controlapi.Answer
+			if err := json.Unmarshal([]byte(body), &ans); err != nil || ans.Record == nil || ans.Record.Status != command.Rejected {
+				t.Fatalf("answer %s: %v", body, err)
+			}
+			code, body = call(t, "GET", base+controlapi.AuditPath+"?id="+ans.Record.ID, token, "")
+			if code != 200 || !strings.Contains(body, `"to": "rejected"`) || !strings.Contains(body, tc.contains) {
+				t.Fatalf("audit: %d %s", code, body)
+			}
+		})
+	}
+}
+
+// models is a fixed set of thing models by asset.
+type models map[string]*control.ThingModel
+
+func (m models) ThingModel(asset string) (*control.ThingModel, bool) {
+	tm, ok := m[asset]
+	return tm, ok
+}

@@ -347,6 +347,25 @@ func TestCommandFromHub(t *testing.T) {
 		}
 	})
 
+	t.Run("a set-point outside the asset's thing model is rejected at the edge, the hub sees why", func(t *testing.T) {
+		e.a.SetModels(thingModels{"T0002": {ID: "turbine", Points: map[string]control.PointSpec{
+			"power_limit": {Type: control.PointFloat, Unit: "kW", Min: 0, Max: 2000}}}})
+		defer e.a.SetModels(nil)
+		before := w.sim.SetPoints("T0002")["power_limit"]
+		v := w.issue("T0002", 15000, "1m")
+		got := w.final(t, v.ID)
+		want := "asset T0002 (thing model turbine): power_limit = 15000 kW is outside the allowed range [0, 2000] kW"
+		if got.Status != string(command.Rejected) || !strings.Contains(got.Reason, want) {
+			t.Fatalf("at the hub: %+v", got)
+		}
+		if n := len(got.Audit); n < 2 || got.Audit[n-1].To != command.Rejected || !strings.Contains(got.Audit[n-1].Reason, want) {
+			t.Fatalf("audit at the hub: %+v", got.Audit)
+		}
+		if kW := w.sim.SetPoints("T0002")["power_limit"]; kW != before {
+			t.Fatalf("device power_limit %v, was %v", kW, before)
+		}
+	})
+
 	t.Run("hostile messages on the edge's subject are refused, reported and never executed", func(t *testing.T) {
 		before := w.sim.Stats().Commands
 		now := time.Now().UTC()
@@ -496,4 +515,12 @@ func TestCommandRedeliveryExecutesOnce(t *testing.T) {
 	if n := w.sim.Stats().Commands; n != 1 {
 		t.Fatalf("the device got %d commands, want 1", n)
 	}
+}
+
+// thingModels is a fixed set of thing models by asset.
+type thingModels map[string]*control.ThingModel
+
+func (m thingModels) ThingModel(asset string) (*control.ThingModel, bool) {
+	tm, ok := m[asset]
+	return tm, ok
 }

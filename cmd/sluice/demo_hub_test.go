@@ -75,7 +75,10 @@ func TestHubDemo(t *testing.T) {
 		`hub: release r1: edge-a applied, edge-b applied`,
 		`hub: [1-9]\d* alerts stored: edge-a [1-9]\d* \(gearbox_warm [1-9]\d*\), edge-b [1-9]\d* \(gearbox_warm [1-9]\d*\); by rule set version: "turbines v1 rules/turbine.yaml" [1-9]\d*\n`,
 		`link of edge-b cut`,
-		`hub: release r2: edge-a applied, edge-b pending`,
+		// edge-b has not applied v2: pending, or offline (pending, and
+		// its last heartbeat older than the demo's 3 s) when edge-a took
+		// longer than that to apply it, as on a loaded machine.
+		`hub: release r2: edge-a applied, edge-b (pending|offline)\n`,
 		`edge-a online, runs turbines v2, backlog \d+ rows; edge-b offline \(last heartbeat [\d.]+s ago\), runs turbines v1`,
 		`link of edge-b restored`,
 		`hub: release r2: edge-a applied, edge-b applied \(edge-b caught up`,

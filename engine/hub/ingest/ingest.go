@@ -23,6 +23,13 @@ type Store interface {
 	ApplyAlert(ctx context.Context, a store.AlertRecord, msgID string) error
 }
 
+// AlertBatcher is a Store that applies the alert records of a batch in
+// one transaction (*store.Store): when one fails, none is applied and the
+// error is a *store.RowError whose Index is that record's.
+type AlertBatcher interface {
+	ApplyAlerts(ctx context.Context, alerts []store.AlertRecord, msgIDs []string) error
+}
+
 // Defaults of Options.
 const (
 	DefaultFetchMessages = 256
@@ -304,6 +311,38 @@ func (g *Ingest) write(ctx context.Context, items []item) {
 				return
 			}
 			g.conflicts(ins)
+		}
+		if ab, ok := g.st.(AlertBatcher); ok {
+			var (
+				recs  []store.AlertRecord
+				ids   []string
+				owner []int
+			)
+			for k, it := range items {
+				for _, a := range it.dec.Alerts {
+					recs, ids, owner = append(recs, a.Record), append(ids, a.MsgID), append(owner, k)
+				}
+			}
+			if len(recs) > 0 {
+				err := ab.ApplyAlerts(ctx, recs, ids)
+				var re *store.RowError
+				switch {
+				case err == nil:
+				case errors.As(err, &re) && re.Index >= 0 && re.Index < len(recs) && store.IsDataError(err):
+					// A record that can never be stored: its message
+					// is poison; write the others again without it
+					// (their rows are stored already, a no-op).
+					bad := owner[re.Index]
+					g.terminate(items[bad].msg, err)
+					items = append(items[:bad], items[bad+1:]...)
+					continue
+				default:
+					g.fail(ctx, items, err)
+					return
+				}
+			}
+			g.ack(items)
+			return
 		}
 		for i := 0; i < len(items); i++ {
 			for _, a := range items[i].dec.Alerts {

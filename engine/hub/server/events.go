@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/sluice-edge/sluice/engine/bundle"
@@ -30,12 +32,93 @@ type edgeEvents struct {
 	hub *Hub // gives an edge the release it should have (catchUp)
 }
 
-// InsertRows records each row in order. A row that can never be recorded
-// fails the call with a *store.RowError naming it, so the ingest
-// terminates its message and writes the others again (every record is
-// idempotent).
+// txStore is a Store that writes many records in one transaction
+// (*store.Store).
+type txStore interface {
+	InTx(ctx context.Context, f func(*store.Store) error) error
+}
+
+// InsertRows records the rows, those of each edge in order, in one
+// transaction when the store has them: a commit waits for the disk, and
+// one per row held the consumer to about 100 rows a second, so that one
+// edge sending a few hundred rows a second kept every other edge's
+// heartbeats waiting until they read offline. The rows are written
+// grouped by edge, so instances writing batches at once take the edges'
+// locks in one order. A row that can never be recorded fails the call
+// (nothing of it is committed) with a *store.RowError naming it, so the
+// ingest terminates its message and writes the others again (every
+// record is idempotent). Edges whose heartbeat was recorded are then
+// given the releases they joined (catchUp), after the commit, where the
+// heartbeat's labels are seen.
 func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (store.Inserted, error) {
-	for i, r := range rows {
+	order := make([]int, len(rows))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return rows[order[a]].Edge < rows[order[b]].Edge })
+	var (
+		beat []string
+		err  error
+	)
+	if ts, ok := e.st.(txStore); ok {
+		err = ts.InTx(ctx, func(tx *store.Store) error {
+			var rerr error
+			beat, rerr = e.record(ctx, tx, rows, order)
+			return rerr
+		})
+	} else {
+		beat, err = e.record(ctx, e.st, rows, order)
+	}
+	if err != nil {
+		return store.Inserted{}, err
+	}
+	if e.hub != nil {
+		for _, edge := range beat {
+			// A heartbeat of an edge that is new, or whose labels
+			// changed, may put it into a release made before: the
+			// message is delivered again until the release reached it.
+			if err := e.hub.catchUp(ctx, edge); err != nil {
+				return store.Inserted{}, err
+			}
+		}
+	}
+	return store.Inserted{New: int64(len(rows))}, nil
+}
+
+// record records rows in the given order through st, and returns the
+// edges whose heartbeat it recorded, each once. Of the heartbeats of one
+// edge only the newest is recorded whole and the oldest widens its first
+// seen time: what the others would record, the newest replaces (a
+// thousand heartbeats of one edge in a batch cost two writes).
+func (e *edgeEvents) record(ctx context.Context, st Store, rows []store.Row, order []int) ([]string, error) {
+	type pick struct{ newest, oldest int }
+	picks := map[string]*pick{}
+	hbs := map[int]store.HeartbeatInfo{}
+	for _, i := range order {
+		r := rows[i]
+		if r.Stream != protocol.HeartbeatStream {
+			continue
+		}
+		hb, err := heartbeatOf(r)
+		if err != nil {
+			return nil, fmt.Errorf("edge event %s: %w", r.MsgID, &store.RowError{Index: i, Err: err})
+		}
+		hbs[i] = hb
+		p := picks[r.Edge]
+		if p == nil {
+			picks[r.Edge] = &pick{newest: i, oldest: i}
+			continue
+		}
+		if !hb.At.Before(hbs[p.newest].At) {
+			p.newest = i
+		}
+		if hb.At.Before(hbs[p.oldest].At) {
+			p.oldest = i
+		}
+	}
+	var beat []string
+	for _, i := range order {
+		r := rows[i]
 		var err error
 		switch r.Stream {
 		case protocol.ReportStream:
@@ -48,32 +131,33 @@ func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (store.In
 					// A bundle refused before its manifest was read (a
 					// bad signature) is named by the digest hubsync gave
 					// as its file: the hub knows what it released there.
-					b, berr := e.st.BundleByDigest(ctx, file)
+					b, berr := st.BundleByDigest(ctx, file)
 					switch {
 					case berr == nil:
 						rep.Bundle, rep.Version = b.Name, b.Version
 					case !errors.Is(berr, store.ErrNotFound):
-						return store.Inserted{}, berr
+						return nil, berr
 					}
 				}
-				if err = e.st.RecordReport(ctx, r.Edge, rep); err != nil && !store.IsDataError(err) {
-					return store.Inserted{}, err
+				if err = st.RecordReport(ctx, r.Edge, rep); err != nil && !store.IsDataError(err) {
+					return nil, err
 				}
 			}
 		case protocol.HeartbeatStream:
-			var hb store.HeartbeatInfo
-			if hb, err = heartbeatOf(r); err == nil {
-				if err = e.st.RecordHeartbeat(ctx, r.Edge, hb); err != nil && !store.IsDataError(err) {
-					return store.Inserted{}, err
+			hb, p := hbs[i], picks[r.Edge]
+			switch i {
+			case p.newest:
+				if err = st.RecordHeartbeat(ctx, r.Edge, hb); err != nil && !store.IsDataError(err) {
+					return nil, err
 				}
-				if err == nil && e.hub != nil {
-					// A heartbeat of an edge that is new, or whose
-					// labels changed, may put it into a release made
-					// before: the message is delivered again until the
-					// release reached it.
-					if err := e.hub.catchUp(ctx, r.Edge); err != nil {
-						return store.Inserted{}, err
-					}
+				if err == nil {
+					beat = append(beat, r.Edge)
+				}
+			case p.oldest:
+				// The newest's labels: both times may be clamped to
+				// the hub's now, and the older must not win then.
+				if err = st.Heartbeat(ctx, r.Edge, hbs[p.newest].Labels, hb.At); err != nil && !store.IsDataError(err) {
+					return nil, err
 				}
 			}
 		case protocol.ControlStream:
@@ -81,26 +165,26 @@ func (e *edgeEvents) InsertRows(ctx context.Context, rows []store.Row) (store.In
 				// An audit entry of no command: a lease event.
 				var le store.LeaseEvent
 				if le, err = leaseEventOf(r); err == nil {
-					if err = e.st.RecordLeaseEvent(ctx, le); err != nil && !store.IsDataError(err) {
-						return store.Inserted{}, err
+					if err = st.RecordLeaseEvent(ctx, le); err != nil && !store.IsDataError(err) {
+						return nil, err
 					}
 				}
 				break
 			}
 			var c store.Command
 			if c, err = commandOf(r); err == nil {
-				if err = e.st.RecordCommand(ctx, c); err != nil && !store.IsDataError(err) {
-					return store.Inserted{}, err
+				if err = st.RecordCommand(ctx, c); err != nil && !store.IsDataError(err) {
+					return nil, err
 				}
 			}
 		default:
 			err = fmt.Errorf("stream %q is none of %s, %s, %s", r.Stream, protocol.ReportStream, protocol.HeartbeatStream, protocol.ControlStream)
 		}
 		if err != nil {
-			return store.Inserted{}, fmt.Errorf("edge event %s: %w", r.MsgID, &store.RowError{Index: i, Err: err})
+			return nil, fmt.Errorf("edge event %s: %w", r.MsgID, &store.RowError{Index: i, Err: err})
 		}
 	}
-	return store.Inserted{New: int64(len(rows))}, nil
+	return beat, nil
 }
 
 // ApplyAlert refuses: checkEdge keeps alert records off the edge stream.
@@ -208,6 +292,23 @@ func heartbeatOf(r store.Row) (store.HeartbeatInfo, error) {
 		}
 		if len(hb.Running) > maxPipelines {
 			return hb, fmt.Errorf("%d pipelines, more than %d", len(hb.Running), maxPipelines)
+		}
+	}
+	// What the store would refuse is refused here too: of a batch's
+	// heartbeats of one edge only the newest reaches the store whole.
+	if y := hb.At.Year(); y < 1 || y > 9999 {
+		return hb, fmt.Errorf("time %s is outside the years 1 to 9999", hb.At.Format(time.RFC3339))
+	}
+	texts := []string{hb.Bundle, hb.Software}
+	for k, v := range hb.Labels {
+		texts = append(texts, k, v)
+	}
+	for _, p := range hb.Running {
+		texts = append(texts, p.Pipeline, p.State)
+	}
+	for _, t := range texts {
+		if err := checkText(t); err != nil {
+			return hb, err
 		}
 	}
 	return hb, nil

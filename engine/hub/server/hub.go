@@ -49,6 +49,7 @@ const (
 type Store interface {
 	ingest.Store
 	RecordHeartbeat(ctx context.Context, edge string, hb store.HeartbeatInfo) error
+	Heartbeat(ctx context.Context, edge string, labels map[string]string, at time.Time) error
 	RecordReport(ctx context.Context, edge string, r store.Report) error
 	InsertCommand(ctx context.Context, c store.Command) error
 	RecordCommand(ctx context.Context, c store.Command) error

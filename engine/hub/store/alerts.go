@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -106,6 +107,36 @@ WHERE (EXCLUDED.changed_at, EXCLUDED.state = 'cleared') > (alerts_current.change
 	return nil
 }
 
+// ApplyAlerts applies alerts, each as ApplyAlert does with the message id
+// of the same index, in one transaction: one commit for them all, where
+// a transaction each held a consumer to about 100 records a second (a
+// commit waits for the disk). They are applied in the order of their
+// edge and id, so that instances applying batches at once take the rows'
+// locks in one order; the order of records does not change the outcome.
+// When one fails nothing is applied, and the error is a *RowError whose
+// Index is that record's.
+func (s *Store) ApplyAlerts(ctx context.Context, alerts []AlertRecord, msgIDs []string) error {
+	if len(alerts) != len(msgIDs) {
+		return fmt.Errorf("hub store: %d alert records and %d message ids", len(alerts), len(msgIDs))
+	}
+	order := make([]int, len(alerts))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		x, y := &alerts[order[a]], &alerts[order[b]]
+		return x.Edge < y.Edge || x.Edge == y.Edge && x.ID < y.ID
+	})
+	return s.InTx(ctx, func(tx *Store) error {
+		for _, i := range order {
+			if err := tx.ApplyAlert(ctx, alerts[i], msgIDs[i]); err != nil {
+				return &RowError{Index: i, Err: err}
+			}
+		}
+		return nil
+	})
+}
+
 // Alerts lists current alerts by asset, id and edge: only raised ones
 // when activeOnly, only those of asset when it is not empty. It holds the
 // whole listing: AlertsAfter reads it page by page.
@@ -129,7 +160,7 @@ type Transition struct {
 // order (a clear after a raise at equal times). The alerts of other edges
 // with the same id are not among them.
 func (s *Store) Transitions(ctx context.Context, edge, id string) ([]Transition, error) {
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db.Query(ctx, `
 SELECT msg_id, alert_id, edge, state, time, value FROM alert_transitions
 WHERE edge = $1 AND alert_id = $2 ORDER BY time, state = 'cleared', msg_id`, edge, id)
 	if err != nil {
@@ -161,7 +192,7 @@ WHERE edge = $1 AND alert_id = $2 ORDER BY time DESC, msg_id DESC LIMIT $3`
 WHERE edge = $1 AND alert_id = $2 AND (time, msg_id) < ($4, $5) ORDER BY time DESC, msg_id DESC LIMIT $3`
 		args = append(args, after.Time, after.MsgID)
 	}
-	rows, err := s.pool.Query(ctx, q, args...)
+	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("hub store: history of %q of edge %q: %w", id, edge, err)
 	}

@@ -96,7 +96,7 @@ func (s *Store) InsertCommand(ctx context.Context, c Command) error {
 	if err := s.RegisterEdge(ctx, c.Edge); err != nil {
 		return err
 	}
-	_, err := s.pool.Exec(ctx, `
+	_, err := s.db.Exec(ctx, `
 INSERT INTO commands (edge, id, product, asset, service, inputs, origin, class, status, reason, expiry, created, updated, version, issued_by)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14)`,
 		c.Edge, c.ID, c.Product, c.Asset, c.Service, c.inputsJSON, c.Origin, c.Class, c.Status, c.Reason,
@@ -133,7 +133,7 @@ func (s *Store) RecordCommand(ctx context.Context, c Command) error {
 	if err := s.RegisterEdge(ctx, c.Edge); err != nil {
 		return err
 	}
-	_, err := s.pool.Exec(ctx, `
+	_, err := s.db.Exec(ctx, `
 INSERT INTO commands AS c (edge, id, product, asset, service, inputs, origin, class, status, reason, expiry, created, updated, version, record, audit)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (edge, id) DO UPDATE SET product = EXCLUDED.product, asset = EXCLUDED.asset, service = EXCLUDED.service,
@@ -155,7 +155,7 @@ func (s *Store) FailIssued(ctx context.Context, edge, id, reason string, at time
 	if err := s.checkTexts("reason", reason); err != nil {
 		return fmt.Errorf("hub store: command: %w", err)
 	}
-	_, err := s.pool.Exec(ctx, `UPDATE commands SET status = 'failed', reason = $3, updated = $4 WHERE edge = $1 AND id = $2 AND version = 0`,
+	_, err := s.db.Exec(ctx, `UPDATE commands SET status = 'failed', reason = $3, updated = $4 WHERE edge = $1 AND id = $2 AND version = 0`,
 		edge, id, reason, at)
 	if err != nil {
 		return fmt.Errorf("hub store: command %s of %s: %w", id, edge, err)
@@ -199,7 +199,7 @@ func scanCommand(row pgx.Row) (Command, error) {
 // empty (the newest of that id).
 func (s *Store) GetCommand(ctx context.Context, edge, id string) (Command, error) {
 	q := `SELECT ` + commandColumns + ` FROM commands WHERE id = $1 AND ($2 = '' OR edge = $2) ORDER BY created DESC LIMIT 1`
-	c, err := scanCommand(s.pool.QueryRow(ctx, q, id, edge))
+	c, err := scanCommand(s.db.QueryRow(ctx, q, id, edge))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, fmt.Errorf("hub store: command %s: %w", id, ErrNotFound)
 	}
@@ -236,7 +236,7 @@ func (s *Store) CommandsAfter(ctx context.Context, flt CommandFilter, after *Com
 	if limit > 0 {
 		q += ` LIMIT ` + arg(limit)
 	}
-	rows, err := s.pool.Query(ctx, q, args...)
+	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("hub store: commands: %w", err)
 	}
@@ -286,7 +286,7 @@ func (s *Store) RecordLeaseEvent(ctx context.Context, e LeaseEvent) error {
 	if e.Seq == 0 || e.Seq > 1<<63-1 || e.At.IsZero() {
 		return fmt.Errorf("hub store: lease event of %s: %w: sequence %d, time %v", e.Edge, ErrInvalid, e.Seq, e.At)
 	}
-	if _, err := s.pool.Exec(ctx, `
+	if _, err := s.db.Exec(ctx, `
 INSERT INTO lease_events (edge, seq, at, asset, origin, reason) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (edge, seq, at) DO NOTHING`, e.Edge, int64(e.Seq), e.At, e.Asset, e.Origin, e.Reason); err != nil {
 		return fmt.Errorf("hub store: lease event %d of %s: %w", e.Seq, e.Edge, err)
@@ -302,7 +302,7 @@ func (s *Store) LeaseEventsAfter(ctx context.Context, edge, asset string, after 
 	if after != nil {
 		at, seq = after.At, int64(min(after.Seq, 1<<63-1))
 	}
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db.Query(ctx, `
 SELECT edge, seq, at, asset, origin, reason FROM lease_events
 WHERE edge = $1 AND ($2 = '' OR asset = $2) AND (at, seq) < ($3, $4)
 ORDER BY at DESC, seq DESC LIMIT $5`, edge, asset, at, seq, limit)

@@ -115,7 +115,7 @@ func (s *Store) checkTexts(kv ...string) error {
 // heartbeat sets the labels; an older one (redelivered, backfilled) only
 // widens first_seen.
 func (s *Store) Heartbeat(ctx context.Context, edge string, labels map[string]string, at time.Time) error {
-	return s.heartbeat(ctx, s.pool, edge, labels, at)
+	return s.heartbeat(ctx, s.db, edge, labels, at)
 }
 
 // execer runs a statement: the pool or a transaction.
@@ -245,7 +245,7 @@ func (s *Store) RegisterEdge(ctx context.Context, edge string) error {
 	if edge == "" {
 		return invalidError{errors.New("hub store: register edge: empty edge id")}
 	}
-	if _, err := s.pool.Exec(ctx, `INSERT INTO edges (id, registered_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
+	if _, err := s.db.Exec(ctx, `INSERT INTO edges (id, registered_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
 		edge, s.opts.Now()); err != nil {
 		return fmt.Errorf("hub store: register edge %s: %w", edge, err)
 	}
@@ -373,7 +373,7 @@ func (s *Store) scanEdge(row pgx.Row, now time.Time) (Edge, error) {
 
 // Edges lists every edge, by id.
 func (s *Store) Edges(ctx context.Context) ([]Edge, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+edgeColumns+` FROM edges ORDER BY id`)
+	rows, err := s.db.Query(ctx, `SELECT `+edgeColumns+` FROM edges ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("hub store: edges: %w", err)
 	}
@@ -396,14 +396,14 @@ func (s *Store) Edges(ctx context.Context) ([]Edge, error) {
 // EdgeStatus returns edge with its newest apply reports (at most
 // Options.History); ErrNotFound when the hub never heard of it.
 func (s *Store) EdgeStatus(ctx context.Context, edge string) (EdgeStatus, error) {
-	e, err := s.scanEdge(s.pool.QueryRow(ctx, `SELECT `+edgeColumns+` FROM edges WHERE id = $1`, edge), s.opts.Now())
+	e, err := s.scanEdge(s.db.QueryRow(ctx, `SELECT `+edgeColumns+` FROM edges WHERE id = $1`, edge), s.opts.Now())
 	if errors.Is(err, pgx.ErrNoRows) {
 		return EdgeStatus{}, fmt.Errorf("hub store: edge %q: %w", edge, ErrNotFound)
 	}
 	if err != nil {
 		return EdgeStatus{}, fmt.Errorf("hub store: edge %q: %w", edge, err)
 	}
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db.Query(ctx, `
 SELECT time, bundle, version, outcome, reason, location, steps FROM apply_reports
 WHERE edge = $1 ORDER BY ordered_at DESC, time DESC, bundle, version, outcome LIMIT $2`, edge, s.opts.History)
 	if err != nil {

@@ -54,7 +54,7 @@ FROM alerts_current WHERE true`
 	if limit > 0 {
 		q += ` LIMIT ` + arg(limit)
 	}
-	rows, err := s.pool.Query(ctx, q, args...)
+	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("hub store: alerts: %w", err)
 	}
@@ -92,7 +92,7 @@ func (s *Store) EdgesAfter(ctx context.Context, after string, limit int, f func(
 		q += ` LIMIT $2`
 		args = append(args, limit)
 	}
-	rows, err := s.pool.Query(ctx, q, args...)
+	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("hub store: edges: %w", err)
 	}
@@ -128,7 +128,7 @@ WHERE id < $1 ORDER BY id DESC LIMIT $2`, before, limit)
 // queryReleases runs query, which selects the columns of ReleaseInfo in
 // order, and returns its rows.
 func (s *Store) queryReleases(ctx context.Context, query string, args ...any) ([]ReleaseInfo, error) {
-	rows, err := s.pool.Query(ctx, query, args...)
+	rows, err := s.db.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("hub store: releases: %w", err)
 	}
@@ -175,7 +175,7 @@ func (s *Store) ReleaseSummaries(ctx context.Context, ids []int64, maxEdges int)
 		return sum
 	}
 	offlineBefore := s.opts.Now().Add(-s.opts.OfflineAfter)
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db.Query(ctx, `
 SELECT re.release_id, `+releaseEdgeState+`, count(*)
 FROM release_edges re LEFT JOIN edges e ON e.id = re.edge
 WHERE re.release_id = ANY($1) GROUP BY 1, 2`, ids, offlineBefore)
@@ -200,7 +200,7 @@ WHERE re.release_id = ANY($1) GROUP BY 1, 2`, ids, offlineBefore)
 	rows.Close()
 	// The first edges of each release, read from the primary key
 	// (release_id, edge) release by release.
-	rows, err = s.pool.Query(ctx, `
+	rows, err = s.db.Query(ctx, `
 SELECT ids.id, f.edge, f.state, f.reason, f.at
 FROM unnest($1::bigint[]) AS ids(id)
 CROSS JOIN LATERAL (

@@ -63,7 +63,7 @@ func (s *Store) PutBundle(ctx context.Context, b Bundle) error {
 		return fmt.Errorf("hub store: bundle %s: version %d out of range", b.Name, b.Version)
 	}
 	var digest string
-	err := s.pool.QueryRow(ctx, `
+	err := s.db.QueryRow(ctx, `
 INSERT INTO bundles (name, version, digest, size, created, signer) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (name, version) DO UPDATE SET name = EXCLUDED.name
 RETURNING digest`, b.Name, int64(b.Version), b.Digest, b.Size, b.Created, b.Signer).Scan(&digest)
@@ -176,7 +176,7 @@ type ReleaseEdge struct {
 
 // ReleaseEdges lists the edges of release id with their states, by edge.
 func (s *Store) ReleaseEdges(ctx context.Context, id int64) ([]ReleaseEdge, error) {
-	rows, err := s.pool.Query(ctx, `SELECT edge, state, reason, at FROM release_edges WHERE release_id = $1 ORDER BY edge`, id)
+	rows, err := s.db.Query(ctx, `SELECT edge, state, reason, at FROM release_edges WHERE release_id = $1 ORDER BY edge`, id)
 	if err != nil {
 		return nil, fmt.Errorf("hub store: release %d: %w", id, err)
 	}
@@ -215,7 +215,7 @@ const releaseEdgeState = `CASE WHEN re.state = 'pending' AND (e.last_seen IS NUL
 // offline state derived: a pending entry of an edge that is offline now
 // (no heartbeat within OfflineAfter, or never seen) reads offline.
 func (s *Store) ReleaseStatus(ctx context.Context, id int64) ([]ReleaseEdge, error) {
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db.Query(ctx, `
 SELECT re.edge, `+releaseEdgeState+`, re.reason, re.at
 FROM release_edges re LEFT JOIN edges e ON e.id = re.edge
 WHERE re.release_id = $1 ORDER BY re.edge`, id, s.opts.Now().Add(-s.opts.OfflineAfter))
@@ -233,7 +233,7 @@ WHERE re.release_id = $1 ORDER BY re.edge`, id, s.opts.Now().Add(-s.opts.Offline
 // edge after ("" from the first), by edge, with the offline state derived
 // as ReleaseStatus does: a page of a release's edges.
 func (s *Store) ReleaseStatusAfter(ctx context.Context, id int64, after string, limit int) ([]ReleaseEdge, error) {
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db.Query(ctx, `
 SELECT re.edge, `+releaseEdgeState+`, re.reason, re.at
 FROM release_edges re LEFT JOIN edges e ON e.id = re.edge
 WHERE re.release_id = $1 AND re.edge > $3 ORDER BY re.edge LIMIT $4`, id, s.opts.Now().Add(-s.opts.OfflineAfter), after, limit)
@@ -261,7 +261,7 @@ func (s *Store) Supersede(ctx context.Context, edge string, id int64, reason str
 	if err := s.checkTexts("edge", edge, "reason", reason); err != nil {
 		return fmt.Errorf("hub store: supersede: %w", err)
 	}
-	if _, err := s.pool.Exec(ctx, `
+	if _, err := s.db.Exec(ctx, `
 UPDATE release_edges SET state = 'rejected', reason = $3, at = greatest(at, $4)
 WHERE edge = $1 AND release_id < $2 AND state = 'pending'`, edge, id, reason, at); err != nil {
 		return fmt.Errorf("hub store: supersede releases of %s before %d: %w", edge, id, err)
@@ -274,7 +274,7 @@ WHERE edge = $1 AND release_id < $2 AND state = 'pending'`, edge, id, reason, at
 func (s *Store) BundleByDigest(ctx context.Context, digest string) (Bundle, error) {
 	b := Bundle{Digest: digest}
 	var version int64
-	err := s.pool.QueryRow(ctx, `
+	err := s.db.QueryRow(ctx, `
 SELECT name, version, size, created, signer FROM bundles WHERE digest = $1 ORDER BY created LIMIT 1`, digest).Scan(
 		&b.Name, &version, &b.Size, &b.Created, &b.Signer)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -313,7 +313,7 @@ const matchesEdge = `(r.target_kind = 'all' OR r.target_kind = 'edge' AND r.targ
 // release that targets it, or none does.
 func (s *Store) DueRelease(ctx context.Context, edge string) (d Due, ok bool, err error) {
 	var version int64
-	err = s.pool.QueryRow(ctx, `
+	err = s.db.QueryRow(ctx, `
 SELECT r.id, r.bundle, r.version, b.digest, b.size, r.released_at, coalesce(e.bundle = r.bundle AND e.version = r.version, false)
 FROM edges e
 CROSS JOIN LATERAL (SELECT r.* FROM releases r WHERE `+matchesEdge+` ORDER BY r.id DESC LIMIT 1) r
@@ -341,7 +341,7 @@ func (s *Store) JoinRelease(ctx context.Context, id int64, edge, state, reason s
 	if err := s.checkTexts("edge", edge, "reason", reason); err != nil {
 		return fmt.Errorf("hub store: release %d: %w", id, err)
 	}
-	if _, err := s.pool.Exec(ctx, `
+	if _, err := s.db.Exec(ctx, `
 INSERT INTO release_edges (release_id, edge, state, reason, at) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (release_id, edge) DO NOTHING`, id, edge, state, reason, at); err != nil {
 		return fmt.Errorf("hub store: release %d, edge %s: %w", id, edge, err)

@@ -35,7 +35,8 @@ type Row struct {
 
 // RowError is a row InsertRows refused; no row of the call was stored.
 type RowError struct {
-	// Index is the row's index in the slice given to InsertRows.
+	// Index is the row's index in the slice given to InsertRows (the
+	// record's in the slice given to ApplyAlerts).
 	Index int
 	Err   error
 }

@@ -187,7 +187,8 @@ const identityChildEnv = "SLUICE_IDENTITY_CHILD"
 
 // TestIdentityChild is the engine process of the kill tests: it opens the
 // sink on the buffer and writes live batches of 30 rows from row `from`,
-// printing each acknowledged row count, until it is killed.
+// printing each acknowledged row count and the buffer's cursor (the rows
+// delivered in order), until it is killed.
 func TestIdentityChild(t *testing.T) {
 	env := os.Getenv(identityChildEnv)
 	if env == "" {
@@ -206,14 +207,16 @@ func TestIdentityChild(t *testing.T) {
 			os.Exit(1)
 		}
 		n += 30
-		fmt.Printf("ACK %d\n", n)
+		fmt.Printf("ACK %d %d\n", n, s.Buffer().Cursor())
 		time.Sleep(2 * time.Millisecond)
 	}
 }
 
 // killDuringBackfill builds a backlog with the broker unreachable, starts an
 // engine process that drains it (capped) while writing live rows, kills it
-// with SIGKILL during the drain, then drains what is left here. Live rows
+// with SIGKILL during the drain (once a quarter of the backlog was
+// delivered, however long the process took to start and connect), then
+// drains what is left here. Live rows
 // published ahead of the backlog are not acknowledged yet when the process
 // dies, so they are sent again from a sealed segment after the restart:
 // they must be the same messages.
@@ -238,15 +241,22 @@ func killDuringBackfill(t *testing.T, rc receiver) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	acked := backlog
+	acked, cursor := backlog, 0
 	sc := bufio.NewScanner(out)
-	deadline := time.Now().Add(1500 * time.Millisecond)
+	deadline := time.Now().Add(60 * time.Second)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "ACK "); ok {
-			acked, _ = strconv.Atoi(v)
+			a, c, _ := strings.Cut(v, " ")
+			acked, _ = strconv.Atoi(a)
+			cursor, _ = strconv.Atoi(c)
+		}
+		// Capped at 1500 rows/s, the rest of the drain lasts about 3 s.
+		if cursor >= backlog/4 {
+			break
 		}
 		if time.Now().After(deadline) {
-			break
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			t.Fatalf("after 60s the engine process delivered %d rows of the backlog of %d", cursor, backlog)
 		}
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)

@@ -123,8 +123,7 @@ type Store struct {
 	opts Options
 }
 
-// querier runs statements: the pool, or a transaction (whose Begin makes
-// a savepoint).
+// querier runs statements: the pool, or the transaction of InTx.
 type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
@@ -133,8 +132,11 @@ type querier interface {
 }
 
 // InTx calls f with a Store whose every statement runs in one
-// transaction, committed when f returns nil and rolled back otherwise (a
-// method that runs a transaction of its own runs a savepoint of it).
+// transaction, committed when f returns nil and rolled back otherwise. A
+// method that runs a transaction of its own runs in this one, without a
+// savepoint (thousands of them in one transaction would overflow the
+// subtransaction cache every other session consults): after any error
+// the transaction is aborted, so f must return it.
 // Many small records written through it cost one commit, not one each: a
 // commit waits for the disk (about 9 ms here), so one transaction per
 // record held the edge-event consumer to about 100 records a second. The
@@ -225,6 +227,9 @@ func (s *Store) Version(ctx context.Context) (int64, error) {
 
 // inTx runs f in a transaction and commits when it returns nil.
 func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) error {
+	if tx, ok := s.db.(pgx.Tx); ok {
+		return f(tx) // within InTx: its transaction
+	}
 	return pgx.BeginFunc(ctx, s.db, f)
 }
 

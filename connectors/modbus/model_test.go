@@ -1,6 +1,7 @@
 package modbus_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/sluice-edge/sluice/connectors/modbus"
 	"github.com/sluice-edge/sluice/connectors/windfarm"
+	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/assets"
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/control"
@@ -94,4 +96,49 @@ assets:
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestSinkSetsCheckedAgainstThingModel: in a release with thing models,
+// `sluice validate` refuses a map entry whose `set` names a point the
+// asset's model lacks, or a text point (a Modbus write carries a number):
+// every write of it would be rejected. Assets without a model are not
+// checked.
+func TestSinkSetsCheckedAgainstThingModel(t *testing.T) {
+	cat, err := assets.Parse("models.yaml", []byte(`
+models:
+  - id: turbine
+    points:
+      power_limit: {type: float64, unit: kW, min: 0, max: 2000}
+      mode: {type: string}
+      run: {type: bool}
+assets:
+  - {id: T0001, model: turbine}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ name, doc, want string }{
+		{"points of the model", "registers: [{address: 0, asset: T0001, set: power_limit}]\ncoils: [{address: 0, asset: T0001, set: run}]\n", ""},
+		{"a point the model lacks", "registers: [{address: 0, asset: T0001, set: power_limt}]\n",
+			`site.yaml:1:45: asset T0001 (thing model turbine) has no measure point "power_limt" (did you mean "power_limit"?): every write of it would be rejected`},
+		{"a text point", "registers: [{address: 0, asset: T0001, set: mode}]\n",
+			`point "mode" of thing model turbine takes text: a Modbus write carries a number`},
+		{"an asset without a model", "registers: [{address: 0, asset: T0009, set: anything}]\n", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := buildSink(t, tc.doc, engine.BuildContext{DryRun: true, Pipeline: "p", Name: "plant", Catalog: cat})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("error %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			if s != nil {
+				if err := s.Close(context.Background()); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/assets"
+	"github.com/sluice-edge/sluice/engine/control"
 	"github.com/sluice-edge/sluice/engine/spec"
 )
 
@@ -39,7 +41,8 @@ var Spec = spec.Spec{
 		"mapped measure point in the rows this sink receives (0, or NaN for float32, before the first); a write (5, 6, 15, 16) of " +
 		"whole entries becomes one `measurepoint.set` command per asset (per point for a device on a JSON command topic, `control.json_devices`), of origin `third-party:modbus@<client ip>`, submitted to " +
 		"the edge's command arbiter (leases, priorities and expiry apply; a rejected command is answered with exception 0x06, " +
-		"server busy). Addresses outside the map get exception 0x02. Modbus has no authentication: the server listens on " +
+		"server busy, or 0x03, illegal data value, when the asset's thing model refuses the value). In a release with thing models, " +
+		"an entry whose `set` is not a point of its asset's model, or a text point, is refused at validation. Addresses outside the map get exception 0x02. Modbus has no authentication: the server listens on " +
 		"127.0.0.1 unless `listen` names another address, and then `allow` must list the clients served; connections of " +
 		"others are closed at once and hold none of the `max_clients` connections. See docs/modbus.md.",
 	Fields: []spec.Field{
@@ -72,10 +75,10 @@ var Spec = spec.Spec{
 
 func init() { engine.RegisterSink(Spec, newSink) }
 
-// parseOptions reads the server's options from a validated configuration.
-func parseOptions(cfg *spec.Config) (Options, spec.Errors) {
-	var errs spec.Errors
-	opts := Options{Listen: cfg.String("listen"), MaxClients: int(cfg.Int("max_clients")), IdleTimeout: cfg.Duration("idle_timeout"),
+// parseOptions reads the server's options from a validated configuration;
+// items holds the configuration of each of opts.Entries.
+func parseOptions(cfg *spec.Config) (opts Options, items []*spec.Config, errs spec.Errors) {
+	opts = Options{Listen: cfg.String("listen"), MaxClients: int(cfg.Int("max_clients")), IdleTimeout: cfg.Duration("idle_timeout"),
 		Expire: cfg.Duration("expire")}
 	for i, a := range cfg.Strings("allow") {
 		p, err := netip.ParsePrefix(a)
@@ -101,8 +104,8 @@ func parseOptions(cfg *spec.Config) (Options, spec.Errors) {
 		errs = append(errs, cfg.Errorf("expire", "idle_timeout and expire must be positive"))
 	}
 	product := cfg.String("product_key")
-	read := func(table Table, items []*spec.Config) {
-		for _, it := range items {
+	read := func(table Table, list []*spec.Config) {
+		for _, it := range list {
 			a := it.Int("address")
 			if a < 0 || a > 0xffff {
 				errs = append(errs, it.Errorf("address", "address must be between 0 and 65535, not %d", a))
@@ -125,6 +128,7 @@ func parseOptions(cfg *spec.Config) (Options, spec.Errors) {
 				continue
 			}
 			opts.Entries = append(opts.Entries, e)
+			items = append(items, it)
 		}
 	}
 	read(HoldingRegisters, cfg.Objects("registers"))
@@ -135,7 +139,31 @@ func parseOptions(cfg *spec.Config) (Options, spec.Errors) {
 	if len(opts.Entries) > MaxEntries {
 		errs = append(errs, cfg.Errorf("registers", "%d entries, more than %d", len(opts.Entries), MaxEntries))
 	}
-	return opts, errs
+	return opts, items, errs
+}
+
+// checkSets refuses the entries whose set-point the asset's thing model
+// lacks, or takes as text: the arbiter would reject every write of them.
+func checkSets(cat *assets.Catalog, entries []Entry, items []*spec.Config) spec.Errors {
+	var errs spec.Errors
+	for i, e := range entries {
+		if e.Set == "" {
+			continue
+		}
+		tm, ok := cat.ThingModel(e.Asset)
+		if !ok {
+			continue
+		}
+		p, ok := tm.Points[e.Set]
+		switch {
+		case !ok:
+			errs = append(errs, items[i].Errorf("set", "asset %s (thing model %s) has no measure point %q%s: every write of it would be rejected",
+				e.Asset, tm.ID, e.Set, tm.DidYouMean(e.Set)))
+		case p.Type == control.PointString:
+			errs = append(errs, items[i].Errorf("set", "point %q of thing model %s takes text: a Modbus write carries a number", e.Set, tm.ID))
+		}
+	}
+	return errs
 }
 
 // Sink feeds a Server the latest values of its input and serves it.
@@ -153,7 +181,10 @@ type sinkCol struct {
 }
 
 func newSink(cfg *spec.Config, in *engine.Schema, bc engine.BuildContext) (engine.Sink, error) {
-	opts, errs := parseOptions(cfg)
+	opts, items, errs := parseOptions(cfg)
+	if cat := assets.FromContext(bc); cat != nil {
+		errs = append(errs, checkSets(cat, opts.Entries, items)...)
+	}
 	s := &Sink{assetCol: -1}
 	assetName := cfg.String("asset_column")
 	if assetName == "" {

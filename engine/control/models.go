@@ -163,7 +163,7 @@ func (m *ThingModel) checkPoint(k string, v any, explain bool) string {
 		if !explain {
 			return "unknown point"
 		}
-		return fmt.Sprintf("no measure point %q in the model%s (points: %s)", clip(k), suggestPoint(k, m.Points), m.pointList())
+		return fmt.Sprintf("no measure point %q in the model%s (points: %s)", clip(k), m.DidYouMean(k), m.pointList())
 	}
 	if p.Type == PointString {
 		if _, ok := v.(string); !ok {
@@ -282,14 +282,14 @@ func (m *ThingModel) pointList() string {
 	return strings.Join(ids, ", ")
 }
 
-// suggestPoint returns ` (did you mean "x"?)` for the point closest to
-// name, or "".
-func suggestPoint(name string, points map[string]PointSpec) string {
+// DidYouMean returns ` (did you mean "x"?)` for the model's point
+// closest to name (at most two edits away), or "".
+func (m *ThingModel) DidYouMean(name string) string {
 	if len(name) > 64 {
 		return ""
 	}
 	best, bestD := "", 3
-	for id := range points {
+	for id := range m.Points {
 		if n := len(id) - len(name); n > bestD || -n > bestD || len(id) > 64 {
 			continue // at least that far apart
 		}

@@ -167,6 +167,9 @@ type downInfo struct {
 	// shortConnection of coming up: the mark of two clients fighting over
 	// one id.
 	takenOver bool
+	// protocol is set when the connection ended on a packet from the
+	// broker that breaks MQTT (a protocolError).
+	protocol bool
 	// lived is how long the connection was up.
 	lived time.Duration
 	// flaps counts the consecutive connections lost within
@@ -213,7 +216,7 @@ func (g *flapGuard) sessionTakenOver() {
 func (g *flapGuard) down(err error) downInfo {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	d := downInfo{err: err, takenOver: g.takenOver}
+	d := downInfo{err: err, takenOver: g.takenOver, protocol: isProtocolError(err)}
 	if !g.upAt.IsZero() {
 		d.lived = time.Since(g.upAt)
 	}
@@ -223,7 +226,7 @@ func (g *flapGuard) down(err error) downInfo {
 	} else {
 		g.flaps = 0
 	}
-	if g.version == 4 && short {
+	if g.version == 4 && short && !d.protocol {
 		d.takenOver = true
 	}
 	if d.takenOver && d.err == nil {

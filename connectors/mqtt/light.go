@@ -302,6 +302,22 @@ func readPacket(r *bufio.Reader, sl *slab, version byte, maxPayload int) (*packe
 	return pk, nil
 }
 
+// protocolError is a packet from the broker that breaks MQTT: the
+// connection ends, and the source counts it (protocol_errors).
+type protocolError struct{ err error }
+
+func (e *protocolError) Error() string { return e.err.Error() }
+func (e *protocolError) Unwrap() error { return e.err }
+
+// brokerBroke marks err as a protocolError.
+func brokerBroke(err error) error { return &protocolError{err} }
+
+// isProtocolError tells whether err is, or wraps, a protocolError.
+func isProtocolError(err error) bool {
+	var pe *protocolError
+	return errors.As(err, &pe)
+}
+
 // errMalformedLength reports a remaining length of more than 4 bytes.
 var errMalformedLength = errors.New("malformed remaining length: more than 4 bytes")
 
@@ -339,10 +355,13 @@ func readPacketInto(r *bufio.Reader, sl *slab, pk *packets.Packet, maxPayload in
 		return 0, err
 	}
 	if err := pk.FixedHeader.Decode(hb); err != nil {
-		return 0, fmt.Errorf("mqtt: bad packet header: %w", err)
+		return 0, brokerBroke(fmt.Errorf("mqtt: bad packet header: %w", err))
 	}
 	n, err := decodeLength(r)
 	if err != nil {
+		if errors.Is(err, errMalformedLength) {
+			err = brokerBroke(err)
+		}
 		return 0, fmt.Errorf("mqtt: bad packet length: %w", err)
 	}
 	pk.FixedHeader.Remaining = n
@@ -350,7 +369,7 @@ func readPacketInto(r *bufio.Reader, sl *slab, pk *packets.Packet, maxPayload in
 	if pk.FixedHeader.Type == packets.Publish {
 		keep = min(n, maxPayload+1+publishHeadRoom)
 	} else if n > maxControlPacket {
-		return 0, fmt.Errorf("mqtt: packet of type %d and %d bytes from the broker, more than %d", pk.FixedHeader.Type, n, maxControlPacket)
+		return 0, brokerBroke(fmt.Errorf("mqtt: packet of type %d and %d bytes from the broker, more than %d", pk.FixedHeader.Type, n, maxControlPacket))
 	}
 	buf := sl.take(keep)
 	if _, err := io.ReadFull(r, buf); err != nil {
@@ -387,30 +406,38 @@ func readPacketInto(r *bufio.Reader, sl *slab, pk *packets.Packet, maxPayload in
 			pk.Payload = pk.Payload[: maxPayload+1 : maxPayload+1]
 		}
 	case packets.Connack:
-		err = pk.ConnackDecode(buf)
+		if err = checkSection(pk, buf, 2, 2); err == nil {
+			err = pk.ConnackDecode(buf)
+		}
 	case packets.Suback:
-		err = pk.SubackDecode(buf)
+		if err = checkSection(pk, buf, 2, 2); err == nil {
+			err = pk.SubackDecode(buf)
+		}
 	case packets.Unsuback:
-		err = pk.UnsubackDecode(buf)
+		if err = checkSection(pk, buf, 2, 2); err == nil {
+			err = pk.UnsubackDecode(buf)
+		}
 	case packets.Puback:
-		err = pk.PubackDecode(buf)
+		if err = checkSection(pk, buf, 3, 3); err == nil {
+			err = pk.PubackDecode(buf)
+		}
 	case packets.Disconnect:
-		err = pk.DisconnectDecode(buf)
+		if err = checkSection(pk, buf, 1, 2); err == nil {
+			err = pk.DisconnectDecode(buf)
+		}
 	case packets.Pingresp:
 	default:
 		err = fmt.Errorf("unexpected packet type %d", pk.FixedHeader.Type)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("mqtt: bad packet from the broker: %w", err)
+		return 0, brokerBroke(fmt.Errorf("mqtt: bad packet from the broker: %w", err))
 	}
 	return dropped, nil
 }
 
-// checkPublishProperties checks the property length of an MQTT 5 PUBLISH
-// body, which the codec reads with no bound on its continuation bytes:
-// at most 4 bytes, and no more properties than the packet holds. When the
-// length is 0 (no properties), it returns the number of bytes it takes,
-// else 0.
+// checkPublishProperties checks the property section of an MQTT 5
+// PUBLISH body (see checkProperties). When it is empty (no properties),
+// it returns the number of bytes its length takes, else 0.
 func checkPublishProperties(buf []byte, qos byte) (int, error) {
 	if len(buf) < 2 {
 		return 0, packets.ErrMalformedTopic
@@ -419,25 +446,98 @@ func checkPublishProperties(buf []byte, qos byte) (int, error) {
 	if qos > 0 {
 		start += 2
 	}
-	at, n := start, 0
-	for i := range 4 {
-		if at >= len(buf) {
+	if start < len(buf) && buf[start] == 0 {
+		return 1, nil
+	}
+	_, err := checkProperties(buf, start)
+	return 0, err
+}
+
+// checkProperties checks the MQTT 5 property section at buf[at:] and
+// returns where it ends. The codec reads the section's length with no
+// bound on its continuation bytes, and reads each property from the
+// whole rest of the packet: a property running past the section's end
+// would take bytes of what follows (the payload of a PUBLISH, the reason
+// codes of a SUBACK), which the decoder then also reads as what follows.
+// Here the length takes at most 4 bytes, the section fits in the packet,
+// and each property of a known identifier (MQTT 5 §2.2.2.2) fits in the
+// section.
+func checkProperties(buf []byte, at int) (int, error) {
+	n, i := 0, 0
+	for ; ; i++ {
+		if i == 4 {
+			return 0, fmt.Errorf("%w: %w", packets.ErrMalformedProperties, errMalformedLength)
+		}
+		if at+i >= len(buf) {
 			return 0, packets.ErrMalformedProperties
 		}
-		b := buf[at]
-		at++
+		b := buf[at+i]
 		n |= int(b&0x7f) << (7 * i)
 		if b&0x80 == 0 {
-			if n > len(buf)-at {
-				return 0, fmt.Errorf("%w: %d bytes of properties in %d", packets.ErrMalformedProperties, n, len(buf)-at)
-			}
-			if n == 0 {
-				return at - start, nil
-			}
-			return 0, nil
+			break
 		}
 	}
-	return 0, fmt.Errorf("%w: %w", packets.ErrMalformedProperties, errMalformedLength)
+	at += i + 1
+	if n > len(buf)-at {
+		return 0, fmt.Errorf("%w: %d bytes of properties in %d", packets.ErrMalformedProperties, n, len(buf)-at)
+	}
+	sec, end := buf[at:at+n], at+n
+	for p := 0; p < len(sec); {
+		id := sec[p]
+		p++
+		size := 0
+		switch id {
+		case 0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2a: // byte
+			size = 1
+		case 0x13, 0x21, 0x22, 0x23: // two-byte integer
+			size = 2
+		case 0x02, 0x11, 0x18, 0x27: // four-byte integer
+			size = 4
+		case 0x0b: // variable byte integer
+			for size = 1; ; size++ {
+				if size > 4 || p+size > len(sec) {
+					return 0, fmt.Errorf("%w: subscription identifier beyond the properties", packets.ErrMalformedProperties)
+				}
+				if sec[p+size-1]&0x80 == 0 {
+					break
+				}
+			}
+		case 0x03, 0x08, 0x09, 0x12, 0x15, 0x16, 0x1a, 0x1c, 0x1f: // string or binary data
+			if p+2 > len(sec) {
+				return 0, fmt.Errorf("%w: property 0x%02x beyond the properties", packets.ErrMalformedProperties, id)
+			}
+			size = 2 + (int(sec[p])<<8 | int(sec[p+1]))
+		case 0x26: // string pair
+			if p+2 <= len(sec) {
+				k := 2 + (int(sec[p])<<8 | int(sec[p+1]))
+				if p+k+2 <= len(sec) {
+					size = k + 2 + (int(sec[p+k])<<8 | int(sec[p+k+1]))
+				} else {
+					size = k + 2
+				}
+			} else {
+				size = 2
+			}
+		default:
+			return 0, fmt.Errorf("%w: unknown property 0x%02x", packets.ErrMalformedProperties, id)
+		}
+		if p+size > len(sec) {
+			return 0, fmt.Errorf("%w: property 0x%02x runs %d bytes past the properties", packets.ErrMalformedProperties, id, p+size-len(sec))
+		}
+		p += size
+	}
+	return end, nil
+}
+
+// checkSection checks the property section of an MQTT 5 packet other
+// than PUBLISH, at buf[at:], when the packet is longer than after bytes
+// (shorter ones have none, or the codec refuses them).
+func checkSection(pk *packets.Packet, buf []byte, at, after int) error {
+	if pk.ProtocolVersion != 5 || len(buf) <= after {
+		return nil
+	}
+	_, err := checkProperties(buf, at)
+	return err
 }
 
 // checkPublish refuses a PUBLISH this client cannot take or the broker
@@ -504,12 +604,12 @@ func (c *lightClient) read(r *bufio.Reader, gen uint64) error {
 		switch pk.FixedHeader.Type {
 		case packets.Publish:
 			if err := checkPublish(&pk); err != nil {
-				return err
+				return brokerBroke(err)
 			}
 			q := pk.FixedHeader.Qos
 			if q == 1 {
 				if err := c.receiving(pk.PacketID); err != nil {
-					return err
+					return brokerBroke(err)
 				}
 			}
 			m := message{topic: pk.TopicName, payload: pk.Payload, dropped: dropped, qos: q, sub: c, gen: gen, pid: pk.PacketID}
@@ -535,7 +635,7 @@ func (c *lightClient) read(r *bufio.Reader, gen uint64) error {
 			return fmt.Errorf("mqtt: the broker ended the connection (reason code 0x%02x)", pk.ReasonCode)
 		case packets.Pingresp:
 		default:
-			return fmt.Errorf("mqtt: unexpected packet type %d", pk.FixedHeader.Type)
+			return brokerBroke(fmt.Errorf("mqtt: unexpected packet type %d", pk.FixedHeader.Type))
 		}
 	}
 }

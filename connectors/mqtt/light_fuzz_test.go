@@ -43,6 +43,10 @@ func FuzzLightClientRead(f *testing.F) {
 	f.Add([]byte{0xd0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, false)
 	f.Add([]byte{0x32, 11, 0, 1, 'h', 0, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 'x'}, true)
 	f.Add([]byte{0x32, 7, 0, 1, 'h', 0, 1, 0x7f, 'x'}, true)
+	// Properties running past their section: a message expiry interval
+	// into the payload, a reason string into a SUBACK's reason codes.
+	f.Add([]byte{0x32, 12, 0, 1, 'h', 0, 1, 1, 0x02, 'a', 'b', 'c', 'd', 'x'}, true)
+	f.Add([]byte{0x90, 8, 0, 7, 3, 0x1f, 0, 2, 'n', 'o', 1}, true)
 	f.Fuzz(func(t *testing.T, data []byte, v5 bool) {
 		v := byte(4)
 		if v5 {
@@ -69,9 +73,21 @@ func FuzzLightClientRead(f *testing.F) {
 			if dropped < 0 || dropped > 0 && len(pk.Payload) > maxPayload+1 {
 				t.Fatalf("%d payload bytes kept, %d dropped", len(pk.Payload), dropped)
 			}
-			if tail := len(pk.Payload) + dropped; tail > pk.FixedHeader.Remaining || tail > end ||
-				!bytes.Equal(pk.Payload, data[end-tail:end-dropped]) {
+			tail := len(pk.Payload) + dropped
+			if tail > pk.FixedHeader.Remaining || tail > end || !bytes.Equal(pk.Payload, data[end-tail:end-dropped]) {
 				t.Fatalf("payload %q is not the tail of its packet %q", pk.Payload, data[:end])
+			}
+			// MQTT 5: the payload starts where the property section
+			// ends, and every property lies within the section.
+			if v == 5 && dropped == 0 {
+				body := data[end-pk.FixedHeader.Remaining : end]
+				at := 2 + len(pk.TopicName)
+				if pk.FixedHeader.Qos > 0 {
+					at += 2
+				}
+				if sec, err := checkProperties(body, at); err != nil || sec != len(body)-tail {
+					t.Fatalf("payload taken at %d of %q, property section: end %d, %v", len(body)-tail, body, sec, err)
+				}
 			}
 		}
 	})

@@ -387,6 +387,11 @@ func TestLightHostilePackets(t *testing.T) {
 		{"property length beyond the packet", []byte{5}, 0, []step{raw(0x32, 7, 0, 1, 'h', 0, 1, 0x7f, 'x')}, 0},
 		{"property length of 5 bytes", []byte{5}, 0, []step{raw(0x32, 11, 0, 1, 'h', 0, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 'x')}, 0},
 		{"unknown property", []byte{5}, 0, []step{raw(0x32, 8, 0, 1, 'h', 0, 1, 2, 0x7e, 0, 'x')}, 0},
+		// A property length of 1 ahead of a message expiry interval (4
+		// bytes): the interval ran into the payload, which was then
+		// handed out from the end of the section, its first bytes read
+		// twice.
+		{"property running into the payload", []byte{5}, 0, []step{raw(0x32, 12, 0, 1, 'h', 0, 1, 1, 0x02, 'a', 'b', 'c', 'd', 'x')}, 0},
 		{"unexpected PUBREL", []byte{4, 5}, 0, []step{func(t testing.TB, v byte) []byte {
 			return encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, ProtocolVersion: v, PacketID: 3})
 		}}, 0},
@@ -703,4 +708,47 @@ schema: {time: ts, key: device, fields: {temp: float64}}
 		}
 	}
 	_ = s.conn.Close() // stop then has no round trip to wait for
+}
+
+// TestSourceProtocolErrorCounted: through the source, a packet from the
+// broker that breaks MQTT 5 (a property running into the payload) ends
+// the connection, is counted (protocol_errors) and logged at WARN, hands
+// nothing out, and the source connects again; the next message becomes
+// a row.
+func TestSourceProtocolErrorCounted(t *testing.T) {
+	h := newHostileBroker(t)
+	cfg := fmt.Sprintf(`
+urls: [%s]
+client_id: src-%s
+username: %s
+password: %s
+reconnect_min: 50ms
+format: json
+topics: ["h/+"]
+topic_pattern: "h/{deviceKey}"
+schema: {time: ts, key: device, fields: {temp: float64}}
+`, h.url(), suffix(), hostileUser, hostilePass)
+	counters := engine.NewCounters()
+	src := buildSource(t, cfg, engine.BuildContext{Counters: counters, Mem: checkedMem(t)})
+	c := newCollector()
+	sess := make(chan *hostileSession, 1)
+	go func() { sess <- h.handshake(t, 5, true) }() // start returns once subscribed
+	r := start(t, src, c)
+	defer r.stop(t)
+	s := <-sess
+	body := []byte(`{"ts":1700000000000,"temp":1}`)
+	bad := append([]byte{0x32, byte(10 + len(body)), 0, 4, 'h', '/', 'D', '1', 0, 1, 1, 0x02}, body...)
+	s.write(t, bad)
+	s.ended(t)
+	waitCounter(t, counters, "protocol_errors", 1)
+	s = h.handshake(t, 5, true)
+	s.write(t, publishBytes(t, 5, "h/D2", 1, 1, []byte(`{"ts":1700000000000,"temp":2.5}`)))
+	rows := c.waitRows(t, 1)
+	if len(rows) != 1 || rows[0][1] != "D2" {
+		t.Fatalf("rows %v", rows)
+	}
+	if n := counters.Counter("messages").Load(); n != 1 {
+		t.Fatalf("%d messages handed to the source, want 1", n)
+	}
+	_ = s.conn.Close()
 }

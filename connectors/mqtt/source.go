@@ -176,7 +176,7 @@ type colRef struct{ kind, idx int }
 type sourceCounters struct {
 	messages, rows, bad, oversized, rateLimited, unknownDevices, unknownPoints, ignored *atomic.Int64
 	replies, repliesDropped, acked, connects, disconnects                               *atomic.Int64
-	badKeys, evicted, takeovers                                                         *atomic.Int64
+	badKeys, evicted, takeovers, protocolErrors                                         *atomic.Int64
 }
 
 func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) {
@@ -356,7 +356,7 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		replies: counters.Counter("replies"), repliesDropped: counters.Counter("replies_dropped"),
 		acked: counters.Counter("acked"), connects: counters.Counter("connects"), disconnects: counters.Counter("disconnects"),
 		badKeys: counters.Counter("bad_device_keys"), evicted: counters.Counter("devices_evicted"),
-		takeovers: counters.Counter("takeovers"),
+		takeovers: counters.Counter("takeovers"), protocolErrors: counters.Counter("protocol_errors"),
 	}
 	if s.enos {
 		s.c.unknownPoints = counters.Counter("unknown_points")
@@ -521,6 +521,12 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		},
 		onDown: func(d downInfo) {
 			s.c.disconnects.Add(1)
+			if d.protocol {
+				s.c.protocolErrors.Add(1)
+				s.log.Warn("mqtt: the broker sent a packet that breaks the protocol; connection closed, reconnecting",
+					"client", clientTag(s.opts.ClientID), "err", d.err, "in", d.delay, "protocol_errors", s.c.protocolErrors.Load())
+				return
+			}
 			if !d.takenOver {
 				s.log.Warn("mqtt: connection lost; reconnecting", "client", clientTag(s.opts.ClientID), "err", d.err, "in", d.delay)
 				return

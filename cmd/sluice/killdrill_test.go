@@ -256,13 +256,21 @@ func TestKillDrill(t *testing.T) {
 	// The publisher, and a listener for the drill engine's replies: the
 	// first reply after a restart marks the first live reading processed.
 	pub := drilltest.Client(t, "kd-"+suffix+"-pub")
+	// The ids it answered pace the publisher: a killed engine holds it
+	// back rather than let its session's queue at the broker overflow.
 	var repliesMu sync.Mutex
 	var replies []time.Time
+	answered := map[string]bool{}
 	sub := drilltest.Client(t, "kd-"+suffix+"-replies")
-	if tok := sub.Subscribe("/sys/"+drill.pk+"/+/thing/measurepoint/post_reply", 0, func(paho.Client, paho.Message) {
+	if tok := sub.Subscribe("/sys/"+drill.pk+"/+/thing/measurepoint/post_reply", 0, func(_ paho.Client, m paho.Message) {
 		now := time.Now()
+		var reply struct{ ID json.RawMessage }
+		_ = json.Unmarshal(m.Payload(), &reply)
 		repliesMu.Lock()
 		replies = append(replies, now)
+		if len(reply.ID) > 0 {
+			answered[string(reply.ID)] = true
+		}
 		repliesMu.Unlock()
 	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe to replies: %v", tok.Error())
@@ -281,7 +289,11 @@ func TestKillDrill(t *testing.T) {
 
 	stopSampling := make(chan struct{})
 	sampled := ref.samplePauses(stopSampling)
-	published := drillFarm.Publish(pub, drillPublish, ref.pk, drill.pk)
+	published := drillFarm.PublishPaced(pub, drillPublish, func() int {
+		repliesMu.Lock()
+		defer repliesMu.Unlock()
+		return len(answered)
+	}, 30, ref.pk, drill.pk)
 
 	type kill struct {
 		at         time.Time

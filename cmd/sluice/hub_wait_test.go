@@ -17,7 +17,12 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/sluice-edge/sluice/engine/enginetest"
+	"github.com/sluice-edge/sluice/engine/hub/protocol"
+	"github.com/sluice-edge/sluice/engine/hub/server"
 	"github.com/sluice-edge/sluice/engine/outbound/outboundtest"
 )
 
@@ -177,7 +182,27 @@ func TestHubWaitsForItsServices(t *testing.T) {
 
 	// NATS comes back without JetStream: the consumers stop, and the hub
 	// re-reads its resources until JetStream is there; cancelled then, it
-	// exits 0.
+	// exits 0. NATS goes once the consumers run (a fetch of the data
+	// consumer waits at the server): the API answers before them, and a
+	// kill while the hub still ensured its resources for its run found no
+	// consumer to stop (it only waited for JetStream again).
+	nc, err := natsgo.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outboundtest.Eventually(t, 60*time.Second, "the hub's data consumer fetching", func() bool {
+		c, err := js.Consumer(context.Background(), protocol.DataStream, server.DataDurable)
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(context.Background())
+		return err == nil && ci.NumWaiting > 0
+	})
+	nc.Close()
 	port := strings.TrimPrefix(n.URL(), "nats://127.0.0.1:")
 	n.Kill()
 	plain := exec.Command("nats-server", "-a", "127.0.0.1", "-p", port)

@@ -102,6 +102,8 @@ var SourceSpec = spec.Spec{
 			Description: "On stop, how long to wait for the batches in flight to become durable so that their messages can be acknowledged; messages left unacknowledged are delivered again on the next start."},
 		{Name: "queue", Type: spec.Int, Default: 4096, Advanced: true,
 			Description: "Messages held between the connection and the decoder; when it is full the connection stops reading (backpressure)."},
+		{Name: "queue_bytes", Type: spec.Int, Default: defaultQueueBytes, Advanced: true,
+			Description: "Bytes of topics and payloads held between the connection and the decoder; when they reach it the connection stops reading (backpressure). A message larger than it is taken alone."},
 	}),
 	Example: `sources:
   devices:
@@ -151,6 +153,7 @@ type Source struct {
 	logBurst int
 	drain    time.Duration
 	queue    int
+	qbytes   int // queue_bytes
 	window   int // QoS 1 messages the broker sends before waiting for acknowledgements
 	batch    engine.BatchPolicy
 	mem      memory.Allocator
@@ -200,6 +203,7 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 		logBurst: int(cfg.Int("log_burst")),
 		drain:    cfg.Duration("drain_timeout"),
 		queue:    int(cfg.Int("queue")),
+		qbytes:   int(cfg.Int("queue_bytes")),
 		maxKey:   int(cfg.Int("max_key_length")),
 		batch:    bc.Batch.Normalize(),
 		mem:      bc.Mem,
@@ -226,6 +230,9 @@ func newSource(cfg *spec.Config, bc engine.BuildContext) (engine.Source, error) 
 	}
 	if s.queue < 1 {
 		add(cfg.Errorf("queue", "queue must be positive"))
+	}
+	if s.qbytes < 64<<10 {
+		add(cfg.Errorf("queue_bytes", "queue_bytes must be at least 65536, not %d", s.qbytes))
 	}
 	if s.maxKey < 1 || s.maxKey > 65535 {
 		add(cfg.Errorf("max_key_length", "max_key_length must be between 1 and 65535, not %d", s.maxKey))
@@ -506,9 +513,16 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 		readPace:      readPace(s.batch.Linger),
 		maxPayload:    s.maxSize,
 		onMessage: func(m message) {
+			// Waiting for room holds the connection's reader: the socket
+			// is not read, and TCP holds the broker back.
+			n := queuedBytes(m)
+			if !r.gate.take(n, stop) {
+				return
+			}
 			select {
 			case msgs <- m:
 			case <-stop:
+				r.gate.give(n)
 			}
 		},
 		onUp: func() {
@@ -569,6 +583,7 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 			select {
 			case m := <-msgs:
 				r.handle(m)
+				r.gate.give(queuedBytes(m))
 			default:
 				drained = true
 			}
@@ -600,6 +615,11 @@ func (s *Source) Run(ctx context.Context, emit engine.Emit) error {
 	return err
 }
 
+// defaultQueueBytes is the default of queue_bytes: 16 MiB of messages
+// waiting for the decoder, 16 payloads of the default max_payload, and
+// far more than 4096 (queue) messages of the sizes devices usually send.
+const defaultQueueBytes = 16 << 20
+
 // readPace is the shortest interval between two reads from the socket
 // while messages keep coming: 2ms, or half the batch linger when that is
 // shorter. At 10,000 messages/s one read takes in about 20 of them, where
@@ -614,6 +634,7 @@ func readPace(linger time.Duration) time.Duration {
 type runner struct {
 	s       *Source
 	client  client
+	gate    *byteGate // bytes of the messages queued for the loop
 	dec     codec.Decoder
 	rb      *engine.RecordBuilder
 	topicB  []*array.StringBuilder
@@ -641,6 +662,7 @@ func (s *Source) newRunner() (*runner, error) {
 		dec:         dec,
 		rb:          engine.NewRecordBuilder(s.mem, s.decMap.Schema),
 		acks:        newAckQueue(s.c.acked),
+		gate:        newByteGate(int64(s.qbytes)),
 		logs:        logLimiter{Interval: s.logEvery, Burst: s.logBurst},
 		replies:     make(chan outgoing, 1024),
 		repliesDone: make(chan struct{}),
@@ -684,6 +706,7 @@ func (r *runner) loop(ctx context.Context, msgs <-chan message, subErr <-chan er
 		case m := <-msgs:
 			wasPending := r.pending
 			r.handle(m)
+			r.gate.give(queuedBytes(m))
 			switch {
 			case r.rb.Rows() >= s.batch.Size:
 			case s.qos == 1 && len(msgs) == 0 && r.pending && r.acks.outstanding() >= s.window:

@@ -150,17 +150,16 @@ type Publisher struct {
 // turbine's reading to the topics of every product key of keys in turn,
 // each waited for before the next. It returns at once.
 func (f Farm) Publish(c paho.Client, over time.Duration, keys ...string) *Publisher {
-	return f.PublishPaced(c, over, nil, 0, keys...)
+	return f.PublishPaced(c, over, nil, keys...)
 }
 
-// PublishPaced is Publish held back by a consumer: minute m goes out only
-// once taken (the distinct readings the consumer has received; nil: no
-// pacing) reaches those of minute m-ahead, so that at most ahead minutes
-// of readings wait for it at the broker however long it is down (a killed
-// engine restarting on a loaded machine). Mosquitto drops what waits for
-// a client beyond max_queued_messages (1000 by default). A consumer that
-// takes nothing new for two minutes fails the publishing.
-func (f Farm) PublishPaced(c paho.Client, over time.Duration, taken func() int, ahead int, keys ...string) *Publisher {
+// PublishPaced is Publish held back by a consumer: each minute goes out
+// only while ready (nil: always) says the consumer reads, so that what
+// waits for it at the broker does not grow however long it is down (a
+// killed engine restarting on a loaded machine): Mosquitto drops what
+// waits for a client beyond max_queued_messages (1000 by default). A
+// consumer not ready for two minutes fails the publishing.
+func (f Farm) PublishPaced(c paho.Client, over time.Duration, ready func() bool, keys ...string) *Publisher {
 	p := &Publisher{done: make(chan error, 1)}
 	send := func(i, m int) error {
 		post := f.Post(i, m)
@@ -176,18 +175,10 @@ func (f Farm) PublishPaced(c paho.Client, over time.Duration, taken func() int, 
 		t0 := time.Now()
 		for m := range f.Minutes {
 			time.Sleep(time.Until(t0.Add(time.Duration(m) * over / time.Duration(f.Minutes))))
-			if taken != nil {
-				want := (m - ahead) * f.Turbines
-				last, lastAt := taken(), time.Now()
-				for n := last; n < want; n = taken() {
-					if n != last {
-						last, lastAt = n, time.Now()
-					}
-					if time.Since(lastAt) > 2*time.Minute {
-						p.done <- fmt.Errorf("publish minute %d: the consumer took %d readings, none new for 2m; want %d", m, n, want)
-						return
-					}
-					time.Sleep(10 * time.Millisecond)
+			for since := time.Now(); ready != nil && !ready(); time.Sleep(10 * time.Millisecond) {
+				if time.Since(since) > 2*time.Minute {
+					p.done <- fmt.Errorf("publish minute %d: the consumer was not ready for 2m", m)
+					return
 				}
 			}
 			for i := range f.Turbines {

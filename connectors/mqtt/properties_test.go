@@ -3,7 +3,9 @@ package mqtt
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -61,5 +63,65 @@ func TestLightPropertySections(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestClient5PropertySections: the MQTT 5 client of the sink and the
+// downlink (paho.golang) took a PUBLISH whose property length runs past
+// the end of the packet: it read the payload's bytes as properties and
+// handed the message out with an empty payload. Its connection now
+// checks every PUBLISH's property section as the light client does: the
+// packet ends the connection and nothing is handed out.
+func TestClient5PropertySections(t *testing.T) {
+	h := newHostileBroker(t)
+	got := make(chan message, 4)
+	cl, err := newClient(clientConfig{ClientOptions: ClientOptions{URLs: []string{h.url()}, ClientID: "c5-" + suffix(), Version: 5,
+		Username: hostileUser, Password: hostilePass, ConnectTimeout: 5 * time.Second,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Log: testLogger(t)},
+		subs: []subscription{{topic: "h/#", qos: 0}}, onMessage: func(m message) { got <- m }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		_ = cl.stop(ctx)
+	})
+	c := h.accept(t)
+	s := &hostileSession{conn: c, r: bufio.NewReader(c), v: 5}
+	_ = c.SetReadDeadline(time.Now().Add(waitFor))
+	if pk, err := readHostile(s.r, 5); err != nil || pk.FixedHeader.Type != packets.Connect {
+		t.Fatalf("expected CONNECT: %v", err)
+	}
+	s.write(t, connackBytes(t, 5, 0))
+	for { // paho pings at once
+		pk, err := readHostile(s.r, 5)
+		if err != nil {
+			t.Fatalf("expected SUBSCRIBE: %v", err)
+		}
+		if pk.FixedHeader.Type == packets.Subscribe {
+			s.write(t, encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, ProtocolVersion: 5,
+				PacketID: pk.PacketID, ReasonCodes: []byte{0}}))
+			break
+		}
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := cl.awaitConnection(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Topic "h", a property length of 10 where 4 bytes are left: two
+	// payload format indicators, which were the payload.
+	s.write(t, []byte{0x30, 8, 0, 1, 'h', 10, 0x01, 0x01, 0x01, 0x00})
+	s.write(t, publishBytes(t, 5, "h/after", 0, 0, []byte("after")))
+	s.ended(t)
+	select {
+	case m := <-got:
+		t.Fatalf("handed out: topic %q payload %q", m.topic, m.payload)
+	default:
 	}
 }

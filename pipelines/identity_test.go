@@ -175,7 +175,9 @@ func buildSink(t testing.TB, yaml, dir, extra string) *forward.Sink {
 		t.Fatalf("sink type %s is not registered", typ)
 	}
 	cfg := outboundtest.Parse(t, c.Spec, strings.SplitN(src, "\n", 2)[1])
-	bc := engine.BuildContext{Pipeline: "p", Name: "cloud", Edge: "site", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Counters: engine.NewCounters()}
+	// The data directory holds the key of the nats sink's message ids, which
+	// a restart must find again.
+	bc := engine.BuildContext{Pipeline: "p", Name: "cloud", Edge: "site", DataDir: filepath.Dir(dir), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Counters: engine.NewCounters()}
 	s, err := c.Sink(cfg, fwdSchema, bc)
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +343,9 @@ func exportReplayDrain(t *testing.T, rc receiver) {
 	yaml := rc.sink(false) + "encoding: json_batch\nbatch_rows: 256\n"
 	typ := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(yaml, "\n", 2)[0], "type:"))
 	reg, _ := outbound.LookupPublisher(typ)
-	pub, err := reg.New(outboundtest.Parse(t, reg.Spec, strings.SplitN(yaml, "\n", 2)[1]), engine.BuildContext{})
+	// The engine's data directory, as sluice replay --data-dir gives it:
+	// its key signs the nats sink's message ids.
+	pub, err := reg.New(outboundtest.Parse(t, reg.Spec, strings.SplitN(yaml, "\n", 2)[1]), engine.BuildContext{DataDir: filepath.Dir(dir)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -366,9 +366,9 @@ func TestExportReplayNATS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, m.Header.Get(natsgo.MsgIdHdr))
+		ids = append(ids, m.Header.Get("id"))
 		if m.Header.Get("backfill") != "true" {
-			t.Errorf("message %s: backfill %q", m.Header.Get(natsgo.MsgIdHdr), m.Header.Get("backfill"))
+			t.Errorf("message %s: backfill %q", m.Header.Get("id"), m.Header.Get("backfill"))
 		}
 	}
 	want := "site-a/stats/1-100 site-a/stats/101-200 site-a/stats/201-300 site-a/stats/301-400 site-a/stats/401-500"

@@ -340,7 +340,7 @@ func (l *loop) streamInfo() string {
 		if err != nil {
 			break
 		}
-		ids[m.Header.Get("Nats-Msg-Id")] = true
+		ids[m.Header.Get("id")] = true
 	}
 	// The missing ranges in PostgreSQL and whether a message covers them.
 	rows, err := l.db.Query(context.Background(), `SELECT edge, s, e FROM (SELECT edge, seq+1 s, lead(seq) OVER (PARTITION BY edge ORDER BY seq)-1 e

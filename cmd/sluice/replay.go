@@ -10,7 +10,9 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	natssink "github.com/sluice-edge/sluice/connectors/nats"
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/buffer/ops"
 	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -24,6 +26,7 @@ func newReplayCmd(g *globals) *cobra.Command {
 		sinkName   string
 		typ        string
 		sets       []string
+		dataDir    string
 		progress   string
 		asJSON     bool
 	)
@@ -47,7 +50,14 @@ file with a sinks: section (pick one with --sink), read by the pipelines
 loader (${VAR} and ${VAR:-default} are expanded); or --type and --set give
 the fields on the command line (values are YAML scalars). Publish failures are
 retried with the same IDs; messages the broker rejects permanently are
-listed and make replay exit 1.`,
+listed and make replay exit 1.
+
+A nats sink signs each Nats-Msg-Id with the key of the engine's data
+directory (nats-msgid.key): give that directory with --data-dir (or copy
+the key into one) so that JetStream drops replayed copies of messages the
+engine sent. Without it (and without sluice-data/nats-msgid.key here) the
+key is made for this run: JetStream stores copies of what the engine or
+another replay sent, and consumers deduplicate them by the id header.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
@@ -62,7 +72,11 @@ listed and make replay exit 1.`,
 			if err != nil {
 				return &exitError{code: exitFailed, err: err}
 			}
-			pub, err := buildPublisher(sinkConfig, sinkName, typ, sets)
+			dir, err := replayDataDir(dataDir)
+			if err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			pub, err := buildPublisher(dir, sinkConfig, sinkName, typ, sets)
 			if err != nil {
 				return &exitError{code: exitFailed, err: err}
 			}
@@ -96,6 +110,7 @@ listed and make replay exit 1.`,
 	f.StringArrayVar(&sets, "set", nil, "sink field as name=value (repeatable; nested fields as tls.enabled=true)")
 	f.StringVar(&opts.Edge, "edge", "", "replace the edge name recorded in the files")
 	f.StringVar(&opts.Stream, "stream", "", "replace the stream name recorded in the files")
+	f.StringVar(&dataDir, "data-dir", "", "data directory of the engine whose rows are replayed, holding "+natssink.KeyFile+" (default sluice-data when it holds it)")
 	f.IntVar(&opts.Retries, "retries", 5, "retries of a failed publish (same IDs)")
 	f.StringVar(&progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), always or never")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
@@ -127,11 +142,28 @@ func expandFiles(args []string) ([]string, error) {
 	return out, nil
 }
 
+// replayDataDir returns the data directory whose message ID key a replay
+// uses: flag, which must hold the key, or the default data directory when
+// it holds one, or "" (a key made for this run).
+func replayDataDir(flag string) (string, error) {
+	if flag == "" {
+		if fi, err := os.Stat(filepath.Join(agent.DefaultDataDir, natssink.KeyFile)); err == nil && fi.Mode().IsRegular() {
+			return agent.DefaultDataDir, nil
+		}
+		return "", nil
+	}
+	if _, err := os.Stat(filepath.Join(flag, natssink.KeyFile)); err != nil {
+		return "", fmt.Errorf("replay: --data-dir %s: no message ID key: %w", flag, err)
+	}
+	return flag, nil
+}
+
 // buildPublisher builds the publisher from a sink file (read by the
 // pipelines loader: ${VAR} expanded, errors located) or from flags. Both
 // parse the configuration with the spec of the registered sink type and
 // build the publisher as that sink does (see replaySink).
-func buildPublisher(file, name, typ string, sets []string) (*outbound.Publisher, error) {
+// dataDir is the data directory of the engine whose rows are replayed.
+func buildPublisher(dataDir, file, name, typ string, sets []string) (*outbound.Publisher, error) {
 	var cfg *spec.Config
 	var cs *pipelines.CloudSink
 	src, dir := "command line", ""
@@ -168,7 +200,7 @@ func buildPublisher(file, name, typ string, sets []string) (*outbound.Publisher,
 	default:
 		return nil, fmt.Errorf("replay: give the sink with --sink-config FILE or --type TYPE --set name=value")
 	}
-	bc := engine.BuildContext{Pipeline: "replay", Name: typ, Dir: dir}
+	bc := engine.BuildContext{Pipeline: "replay", Name: typ, Dir: dir, DataDir: dataDir}
 	return cs.NewPublisher(cfg, bc)
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	natssink "github.com/sluice-edge/sluice/connectors/nats"
 	"github.com/sluice-edge/sluice/engine"
 	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/spec"
@@ -80,7 +81,7 @@ func TestReplaySinkChecks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pub, err := buildPublisher(tt.file, "", tt.typ, tt.sets)
+			pub, err := buildPublisher("", tt.file, "", tt.typ, tt.sets)
 			if pub != nil {
 				_ = pub.Close()
 			}
@@ -88,5 +89,23 @@ func TestReplaySinkChecks(t *testing.T) {
 				t.Fatalf("buildPublisher: %v, want an error with %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestReplayDataDirKey: --data-dir must hold the engine's message ID key
+// (nats-msgid.key), which the replayed nats messages are signed with.
+func TestReplayDataDirKey(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := replayDataDir(dir); err == nil {
+		t.Fatal("a data directory without a key was accepted")
+	}
+	if _, err := os.Stat(filepath.Join(dir, natssink.KeyFile)); err == nil {
+		t.Fatal("replay created a key")
+	}
+	if _, err := natssink.LoadKey(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := replayDataDir(dir); err != nil || got != dir {
+		t.Fatalf("replayDataDir(%s) = %q, %v", dir, got, err)
 	}
 }

@@ -2,9 +2,11 @@
 // JetStream stream through Watermill's NATS publisher, one synchronous
 // publish per message, each waiting for JetStream's ack.
 //
-// Every message carries its stable ID in the Nats-Msg-Id header, so
+// Every message carries its stable ID, signed with the key of the
+// engine's data directory (see MsgID), in the Nats-Msg-Id header, so
 // JetStream stores a message once however often it is retried within the
-// stream's duplicate window. That matters because a publish that times out
+// stream's duplicate window, and no other publisher of the stream can
+// make it drop the message as a duplicate. That matters because a publish that times out
 // is "unknown", not "failed": the message may have been stored (its ack
 // was lost, or the client sent it from its reconnect buffer after the
 // broker came back). Retrying with the same ID is always safe.
@@ -30,6 +32,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/buffer/disk"
 	"github.com/sluice-edge/sluice/engine/natsurl"
 	"github.com/sluice-edge/sluice/engine/outbound"
 	"github.com/sluice-edge/sluice/engine/redact"
@@ -40,8 +43,13 @@ import (
 var Spec = spec.Spec{
 	Name:    "nats",
 	Summary: "Publishes to a NATS JetStream stream; retries are deduplicated by message ID.",
-	Description: "Each message is published to `subject` and waits for JetStream's ack; its stable ID " +
-		"is sent as `Nats-Msg-Id`, so JetStream drops copies a retry sends within `duplicate_window`. " +
+	Description: "Each message is published to `subject` and waits for JetStream's ack. Its `Nats-Msg-Id` " +
+		"is its stable ID signed with the secret key of the engine's data directory " +
+		"(`<id>#<HMAC-SHA256>`; the key is `<data_dir>/" + KeyFile + "`, made at the first start, mode 0600), " +
+		"so JetStream drops copies a retry, a restart or a replay sends within `duplicate_window`, and no other " +
+		"publisher to the stream can have a message dropped as a duplicate of its own. Without a data directory " +
+		"the key is made per process: copies sent after a restart are stored again (consumers deduplicate by the " +
+		"`id` header, which holds the plain ID). " +
 		"Metadata travels as NATS headers. With `provision` the stream is created on the first publish " +
 		"(file storage) and its duplicate window widened when shorter than configured. The publisher " +
 		"starts while the server is down and reconnects forever.",
@@ -103,6 +111,9 @@ type Config struct {
 	ReconnectBuffer int
 	// Options are extra connection options (credentials, TLS).
 	Options []natsgo.Option
+	// MsgIDKey signs the Nats-Msg-Ids (see MsgID); nil takes the key of
+	// the build context's data directory (LoadKey).
+	MsgIDKey []byte
 }
 
 // New builds a nats publisher from its configuration.
@@ -176,6 +187,10 @@ func New(cfg *spec.Config, bc engine.BuildContext) (*outbound.Publisher, error) 
 		// Checked; nothing is connected.
 		return nil, nil
 	}
+	fsys, _ := bc.FS.(disk.FS)
+	if c.MsgIDKey, err = LoadKeyFS(fsys, bc.DataDir); err != nil {
+		return nil, err
+	}
 	p, err := Dial(c, bc)
 	if err != nil {
 		return nil, cfg.Errorf("url", "%v", redact.Error(err))
@@ -246,6 +261,14 @@ type Publisher struct {
 // when the server is unreachable.
 func Dial(c Config, bc engine.BuildContext) (*Publisher, error) {
 	p := &Publisher{cfg: c}
+	key := c.MsgIDKey
+	if key == nil {
+		var err error
+		fsys, _ := bc.FS.(disk.FS)
+		if key, err = LoadKeyFS(fsys, bc.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	name := "sluice"
 	if bc.Pipeline != "" || bc.Name != "" {
 		name = "sluice " + bc.Pipeline + "/" + bc.Name
@@ -277,14 +300,16 @@ func Dial(c Config, bc engine.BuildContext) (*Publisher, error) {
 		return nil, err
 	}
 	wm, err := wmnats.NewPublisherWithNatsConn(conn, wmnats.PublisherPublishConfig{
-		Marshaler:         marshaler{},
+		Marshaler:         marshaler{key: key},
 		SubjectCalculator: wmnats.DefaultSubjectCalculator,
 		JetStream: wmnats.JetStreamConfig{
 			// Provisioning is done here: Watermill's asks the server
 			// for the stream on every Publish and names the stream
 			// after the subject, which cannot hold '.'.
-			AutoProvision:  false,
-			TrackMsgId:     true,
+			AutoProvision: false,
+			// The marshaler sets Nats-Msg-Id; TrackMsgId would
+			// overwrite it with the unsigned ID.
+			TrackMsgId:     false,
 			ConnectOptions: []natsgo.JSOpt{natsgo.MaxWait(c.Timeout)},
 		},
 	}, outbound.Logger(bc))
@@ -455,16 +480,19 @@ func Permanent(err error) bool {
 }
 
 // marshaler is Watermill's header marshaler plus the Nats-Msg-Id header,
-// which JetStream deduplicates on. (TrackMsgId does the same only with
-// marshalers that set Watermill's UUID header.)
-type marshaler struct{}
+// which JetStream deduplicates on: the message's stable ID signed with key
+// (MsgID). The "id" metadata header keeps the plain ID.
+type marshaler struct{ key []byte }
 
-func (marshaler) Marshal(topic string, msg *message.Message) (*natsgo.Msg, error) {
+func (ma marshaler) Marshal(topic string, msg *message.Message) (*natsgo.Msg, error) {
+	if len(ma.key) == 0 {
+		return nil, errors.New("nats: no message id key")
+	}
 	m, err := (&wmnats.NATSMarshaler{}).Marshal(topic, msg)
 	if err != nil {
 		return nil, err
 	}
-	m.Header.Set(natsgo.MsgIdHdr, msg.UUID)
+	m.Header.Set(natsgo.MsgIdHdr, MsgID(ma.key, msg.UUID))
 	return m, nil
 }
 
@@ -473,5 +501,9 @@ func (marshaler) Unmarshal(m *natsgo.Msg) (*message.Message, error) {
 	return (&wmnats.NATSMarshaler{}).Unmarshal(m)
 }
 
-// Marshaler returns the marshaler the publisher uses, for subscribers.
-func Marshaler() wmnats.MarshalerUnmarshaler { return marshaler{} }
+// Marshaler returns the marshaler the publisher uses, for subscribers. It
+// signs the Nats-Msg-Ids of what it marshals with ProcessKey.
+func Marshaler() wmnats.MarshalerUnmarshaler {
+	k, _ := ProcessKey()
+	return marshaler{key: k}
+}

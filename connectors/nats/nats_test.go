@@ -86,8 +86,8 @@ func readStream(url, stream string) outboundtest.Reader {
 			if err != nil {
 				return out, err
 			}
-			if raw.Header.Get(natsgo.MsgIdHdr) != m.UUID {
-				return out, fmt.Errorf("message %d: Nats-Msg-Id %q, uuid %q", seq, raw.Header.Get(natsgo.MsgIdHdr), m.UUID)
+			if id := raw.Header.Get(natsgo.MsgIdHdr); !strings.HasPrefix(id, m.UUID+"#") {
+				return out, fmt.Errorf("message %d: Nats-Msg-Id %q, uuid %q", seq, id, m.UUID)
 			}
 			out = append(out, m)
 		}

@@ -38,7 +38,7 @@ func jetStream(t *testing.T) natsgo.JetStreamContext {
 
 // stored is one message of a JetStream stream.
 type stored struct {
-	id   string // Nats-Msg-Id
+	id   string // the "id" header
 	data string
 }
 
@@ -58,7 +58,7 @@ func streamMsgs(t *testing.T, js natsgo.JetStreamContext, stream string) []store
 		if err != nil {
 			t.Fatalf("message %d: %v", seq, err)
 		}
-		out = append(out, stored{id: m.Header.Get(natsgo.MsgIdHdr), data: string(m.Data)})
+		out = append(out, stored{id: m.Header.Get("id"), data: string(m.Data)})
 	}
 	return out
 }

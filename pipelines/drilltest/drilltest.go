@@ -325,7 +325,7 @@ func WaitDelivered(js natsgo.JetStreamContext, total uint64, wait time.Duration,
 
 // Msg is one message of an output stream.
 type Msg struct {
-	// ID is its Nats-Msg-Id.
+	// ID is its stable id (the "id" header; Nats-Msg-Id adds a signature).
 	ID string
 	// Kind is the last token of its subject (the step its sink reads),
 	// or, for the alert step "hot", "alert " and the alert's state.
@@ -336,7 +336,7 @@ type Msg struct {
 
 // Output is what a run delivered to its stream.
 type Output struct {
-	// Msgs are its messages by Nats-Msg-Id, the first of each id.
+	// Msgs are its messages by id, the first of each id.
 	Msgs map[string]Msg
 	// Copies counts the messages stored again under an id already seen.
 	Copies int
@@ -357,7 +357,7 @@ func ReadStream(t *testing.T, js natsgo.JetStreamContext, stream string) Output 
 		if err != nil {
 			t.Fatalf("%s seq %d: %v", stream, q, err)
 		}
-		id := m.Header.Get(natsgo.MsgIdHdr)
+		id := m.Header.Get("id")
 		if _, ok := out.Msgs[id]; ok {
 			out.Copies++
 			continue

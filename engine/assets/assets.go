@@ -478,7 +478,7 @@ func (m *Model) attributeIDs() []string {
 func suggest(name string, ids []string) string {
 	best, bestD := "", 3
 	for _, id := range ids {
-		if d := distance(name, id); d < bestD {
+		if d := spec.EditDistance(name, id); d < bestD {
 			best, bestD = id, d
 		}
 	}
@@ -486,24 +486,4 @@ func suggest(name string, ids []string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

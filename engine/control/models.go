@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/sluice-edge/sluice/engine/command"
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // ErrBadSetPoint is returned, wrapped in ErrRejected, for a set-point
@@ -293,7 +294,7 @@ func (m *ThingModel) DidYouMean(name string) string {
 		if n := len(id) - len(name); n > bestD || -n > bestD || len(id) > 64 {
 			continue // at least that far apart
 		}
-		if d := distance(name, id); d < bestD || d == bestD && best != "" && id < best {
+		if d := spec.EditDistance(name, id); d < bestD || d == bestD && best != "" && id < best {
 			best, bestD = id, d
 		}
 	}
@@ -301,25 +302,4 @@ func (m *ThingModel) DidYouMean(name string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-// distance is the edit distance of two short names.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

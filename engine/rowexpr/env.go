@@ -13,6 +13,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/sluice-edge/sluice/engine"
+	"github.com/sluice-edge/sluice/engine/spec"
 )
 
 // MaxNodes caps the size (in syntax tree nodes) of an expression.
@@ -313,7 +314,7 @@ func isIdent(s string) bool {
 func didYouMean(name string, names []string) string {
 	best, bestD := "", 3
 	for _, n := range names {
-		if d := levenshtein(name, n); d < bestD {
+		if d := spec.EditDistance(name, n); d < bestD {
 			best, bestD = n, d
 		}
 	}
@@ -321,24 +322,4 @@ func didYouMean(name string, names []string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %s?)", best)
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -839,7 +839,7 @@ func suggest(name string, fields []Field, skip []string) string {
 	best, bestD := "", math.MaxInt
 	lower := strings.ToLower(name)
 	for _, n := range names {
-		d := levenshtein(lower, strings.ToLower(n))
+		d := EditDistance(lower, strings.ToLower(n))
 		if strings.EqualFold(name, n) {
 			d = 0
 		}
@@ -861,7 +861,10 @@ func suggest(name string, fields []Field, skip []string) string {
 	return " (known fields: " + strings.Join(known, ", ") + ")"
 }
 
-func levenshtein(a, b string) int {
+// EditDistance is the Levenshtein distance of a and b in runes: the
+// fewest insertions, deletions and substitutions that turn one into the
+// other. The "did you mean" hints of configuration errors use it.
+func EditDistance(a, b string) int {
 	ra, rb := []rune(a), []rune(b)
 	prev := make([]int, len(rb)+1)
 	cur := make([]int, len(rb)+1)

@@ -1031,3 +1031,26 @@ func TestMarkdownWriteError(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0},
+		{"", "abc", 3},
+		{"power_limit", "power_limit", 0},
+		{"power_limt", "power_limit", 1},
+		{"powre_limit", "power_limit", 2},
+		{"kitten", "sitting", 3},
+		{"temp°C", "temp°F", 1}, // runes, not bytes
+		{"ä", "a", 1},
+	} {
+		if got := EditDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("EditDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+		if got := EditDistance(tc.b, tc.a); got != tc.want {
+			t.Errorf("EditDistance(%q, %q) = %d, want %d", tc.b, tc.a, got, tc.want)
+		}
+	}
+}

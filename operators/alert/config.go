@@ -674,7 +674,7 @@ func suggest(name string, names []string) string {
 	}
 	best, bestD := "", 3
 	for _, n := range names {
-		if d := distance(name, n); d < bestD && d < len(name) {
+		if d := spec.EditDistance(strings.ToLower(name), strings.ToLower(n)); d < bestD && d < len(name) {
 			best, bestD = n, d
 		}
 	}
@@ -682,25 +682,4 @@ func suggest(name string, names []string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %s?)", best)
-}
-
-func distance(a, b string) int {
-	a, b = strings.ToLower(a), strings.ToLower(b)
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -79,8 +79,10 @@ window.sluicePage = (function () {
     });
     run();
   }
-  // getJSON fetches a JSON answer; an error carries the HTTP status.
-  async function getJSON(path) {
+  // getPage fetches a JSON answer and the cursor of the next page of a
+  // listing (its Sluice-Next header, "" on the last one or for no
+  // listing). An error carries the HTTP status.
+  async function getPage(path) {
     const r = await fetch(path, { credentials: "same-origin", cache: "no-store" });
     if (!r.ok) {
       let msg = "HTTP " + r.status;
@@ -89,7 +91,9 @@ window.sluicePage = (function () {
       err.status = r.status;
       throw err;
     }
-    return r.json();
+    return { body: await r.json(), next: r.headers.get("Sluice-Next") || "" };
   }
-  return { $, el, known, severities, levels, num, rate, bytes, dur, when, ago, row, fill, statusClass, poll, getJSON };
+  // getJSON fetches a JSON answer; an error carries the HTTP status.
+  async function getJSON(path) { return (await getPage(path)).body; }
+  return { $, el, known, severities, levels, num, rate, bytes, dur, when, ago, row, fill, statusClass, poll, getJSON, getPage };
 })();

@@ -12,7 +12,7 @@
 "use strict";
 (function () {
   const every = 2000;
-  const { $, el, known, severities, levels, num, when, ago, row, fill, statusClass, poll, getJSON } = window.sluicePage;
+  const { $, el, known, severities, levels, num, when, ago, row, fill, statusClass, poll, getJSON, getPage } = window.sluicePage;
   const api = "api/v1/";
   // pageSize is the limit= of every page asked; maxItems the most items
   // of one listing a poll reads (edges, alerts, a release's edges).
@@ -35,20 +35,6 @@
   let lastNow = new Date().toISOString();
 
   function edgeState(e) { return e.online ? "online" : "offline"; }
-
-  // getPage fetches one page of a listing: its answer and the cursor of
-  // the next page ("" on the last one). An error carries the HTTP status.
-  async function getPage(path) {
-    const r = await fetch(path, { credentials: "same-origin", cache: "no-store" });
-    if (!r.ok) {
-      let msg = "HTTP " + r.status;
-      try { const b = await r.json(); if (b && b.error) msg += ": " + b.error; } catch (e) { /* not JSON */ }
-      const err = new Error(msg);
-      err.status = r.status;
-      throw err;
-    }
-    return { body: await r.json(), next: r.headers.get("Sluice-Next") || "" };
-  }
 
   // readAll reads the listing at path (with the query params) page after
   // page until it ends or max items are read; items picks a page's items

@@ -49,9 +49,21 @@ func keepAliveClient(t *testing.T, h *hostileBroker, light bool, ka time.Duratio
 		hostileClient(t, h, 5, func(c *clientConfig) { c.KeepAlive = ka })
 		return
 	}
-	cl, err := newClient(clientConfig{ClientOptions: ClientOptions{URLs: []string{h.url()}, ClientID: "ka-" + suffix(), Version: 5,
-		Username: hostileUser, Password: hostilePass, ConnectTimeout: 5 * time.Second, KeepAlive: ka,
-		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Log: testLogger(t)}})
+	hostileClient5(t, h, "ka-", func(c *clientConfig) { c.KeepAlive = ka })
+}
+
+// hostileClient5 starts the MQTT 5 client of the sink and the downlink
+// (client ids starting with prefix) on h, with mod applied to its
+// configuration, and stops it when the test ends.
+func hostileClient5(t *testing.T, h *hostileBroker, prefix string, mod func(*clientConfig)) client {
+	t.Helper()
+	cfg := clientConfig{ClientOptions: ClientOptions{URLs: []string{h.url()}, ClientID: prefix + suffix(), Version: 5,
+		Username: hostileUser, Password: hostilePass, ConnectTimeout: 5 * time.Second,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Log: testLogger(t)}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	cl, err := newClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +75,7 @@ func keepAliveClient(t *testing.T, h *hostileBroker, light bool, ka time.Duratio
 		defer cancel()
 		_ = cl.stop(ctx)
 	})
+	return cl
 }
 
 // TestKeepAliveServerLonger: an MQTT 5 broker may set a Server Keep Alive

@@ -75,20 +75,9 @@ func TestLightPropertySections(t *testing.T) {
 func TestClient5PropertySections(t *testing.T) {
 	h := newHostileBroker(t)
 	got := make(chan message, 4)
-	cl, err := newClient(clientConfig{ClientOptions: ClientOptions{URLs: []string{h.url()}, ClientID: "c5-" + suffix(), Version: 5,
-		Username: hostileUser, Password: hostilePass, ConnectTimeout: 5 * time.Second,
-		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Log: testLogger(t)},
-		subs: []subscription{{topic: "h/#", qos: 0}}, onMessage: func(m message) { got <- m }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		_ = cl.stop(ctx)
+	cl := hostileClient5(t, h, "c5-", func(c *clientConfig) {
+		c.subs = []subscription{{topic: "h/#", qos: 0}}
+		c.onMessage = func(m message) { got <- m }
 	})
 	c := h.accept(t)
 	s := &hostileSession{conn: c, r: bufio.NewReader(c), v: 5}

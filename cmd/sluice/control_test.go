@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,10 +12,8 @@ import (
 	"github.com/sluice-edge/sluice/connectors/devsim"
 	"github.com/sluice-edge/sluice/connectors/devsim/devsimtest"
 	"github.com/sluice-edge/sluice/connectors/mqtt"
-	"github.com/sluice-edge/sluice/engine/agent"
 	"github.com/sluice-edge/sluice/engine/command"
 	"github.com/sluice-edge/sluice/engine/control"
-	"github.com/sluice-edge/sluice/engine/control/controlclient"
 )
 
 // answerDevices runs two simulated turbines of product pk on the broker
@@ -41,22 +38,7 @@ func TestRunConfigControl(t *testing.T) {
 	e := newEdgeSetup(t)
 	e.appendConfig(t, "control: {broker: \""+br.URL()+"\", timeout: 10s}\n")
 	stop := e.start(t)
-	client := func() *controlclient.Client {
-		raw, err := os.ReadFile(filepath.Join(e.data, "agent", "edge.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rec agent.EdgeRecord
-		if err := json.Unmarshal(raw, &rec); err != nil {
-			t.Fatal(err)
-		}
-		token, err := agent.ReadToken(filepath.Join(e.data, "agent", "api.token"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return controlclient.New("http://"+rec.Listen, token, nil)
-	}
-	c := client()
+	c := controlClientOf(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := c.TakeLease(ctx, control.LeaseRequest{Asset: "T0002", Holder: "hmi", Origin: "local:hmi", Class: control.ClassSafety, For: time.Hour}); err != nil {
@@ -90,7 +72,7 @@ sinks:
   cmds: {type: mqtt, input: s, urls: ["`+br.URL()+`"], product_key: pkctl, params: {probe: wind_speed}}
 `), 0o644)
 	e.start(t, pipe)
-	c = client()
+	c = controlClientOf(t, e)
 	for id, want := range map[string]command.Status{rec.ID: command.Acked, blocked.ID: command.Rejected} {
 		if r, err := c.Get(ctx, id); err != nil || r.Status != want {
 			t.Fatalf("%s after a restart: %s %v", id, r.Status, err)
